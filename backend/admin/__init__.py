@@ -1,0 +1,1 @@
+"""Administration by the district: users, devices (tablets) and partners (hospital systems)."""

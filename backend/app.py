@@ -1,0 +1,91 @@
+"""The application factory: settings → pool → routes, errors, auth and observability."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from backend import __version__, migrate, ops
+from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware, provide_actor
+from backend.auth.passwords import Passwords
+from backend.auth.routes import AuthController
+from backend.auth.service import AuthContext
+from backend.auth.tokens import SigningKey, load_signing_key
+from backend.config import Settings
+from backend.db import create_pool, provide_tx
+from backend.errors import exception_handlers
+from backend.logs import configure_logging
+
+
+def route_handlers() -> list[object]:
+    from backend.admin.routes import DeviceController, PartnerController, UserController
+    from backend.audit.routes import AuditController
+    from backend.divisions.routes import DivisionController
+
+    return [
+        ops.health,
+        ops.ready,
+        ops.metrics_endpoint,
+        AuthController,
+        DivisionController,
+        UserController,
+        DeviceController,
+        PartnerController,
+        AuditController,
+    ]
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
+    settings = settings or Settings.from_env()
+    if settings.database_url is None:
+        raise RuntimeError("create_app needs DATABASE_URL; `canbao serve` starts the embedded database")
+    if configure_logs:
+        configure_logging(settings.log_level)
+    key = load_signing_key(settings)
+    passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+    dsn = settings.database_url
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        pool = await create_pool(dsn, settings.pool_min_size, settings.pool_max_size)
+        app.state.pool = pool
+        app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=route_handlers(),  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        dependencies={"tx": Provide(provide_tx), "actor": Provide(provide_actor, sync_to_thread=False)},
+        exception_handlers=exception_handlers,
+        middleware=[
+            ops.observe,
+            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        state=_initial_state(settings, key, passwords),
+        openapi_config=OpenAPIConfig(
+            title="Canbao",
+            version=__version__,
+            description="Urban-rural resident basic medical insurance enrolment (城乡居民基本医疗保险参保).",
+            path="/schema",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
+            security=[{"bearer": []}],
+        ),
+        logging_config=None,  # ours: JSON lines, set up in configure_logging
+        debug=False,
+    )
+
+
+def _initial_state(settings: Settings, key: SigningKey, passwords: Passwords) -> State:
+    return State({"settings": settings, "key": key, "passwords": passwords, "head_revision": migrate.head_revision()})

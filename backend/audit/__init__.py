@@ -1,0 +1,1 @@
+"""The audit trail: who did what, when, from which device, to which record; reads of personal data too."""

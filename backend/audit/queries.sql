@@ -1,0 +1,18 @@
+-- name: insert
+INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: search
+SELECT id, at, actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id
+FROM audit_log
+WHERE (division_code BETWEEN $1 AND $2 OR (division_code IS NULL AND $3::boolean))
+  AND ($4::uuid IS NULL OR actor_id = $4)
+  AND ($5::text IS NULL OR entity = $5)
+  AND ($6::text IS NULL OR entity_id = $6)
+  AND ($7::text IS NULL OR action = $7)
+  AND ($8::timestamptz IS NULL OR at >= $8)
+  AND ($9::timestamptz IS NULL OR at < $9)
+  AND ($10::bigint IS NULL OR id < $10)
+  AND ($11::uuid IS NULL OR device_id = $11)
+ORDER BY id DESC
+LIMIT $12;

@@ -1,0 +1,1 @@
+"""Staff authentication: passwords, JWT access tokens, rotating refresh tokens, devices, scope."""

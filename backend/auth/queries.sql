@@ -1,0 +1,67 @@
+-- name: bump_failures
+-- Reserves one attempt for a key before the password is checked, so concurrent guesses on
+-- several workers cannot all slip under the limit; a success gives its attempt back.
+INSERT INTO login_failures AS lf (key, window_start, failures)
+VALUES ($1, now(), 1)
+ON CONFLICT (key) DO UPDATE SET
+    failures = CASE WHEN lf.window_start < now() - make_interval(secs => $2) THEN 1 ELSE lf.failures + 1 END,
+    window_start = CASE WHEN lf.window_start < now() - make_interval(secs => $2) THEN now() ELSE lf.window_start END
+RETURNING failures, GREATEST(1, ceil(extract(epoch FROM lf.window_start + make_interval(secs => $2) - now())))::int AS retry_after_s;
+
+-- name: forgive_attempt
+UPDATE login_failures SET failures = GREATEST(failures - 1, 0) WHERE key = $1;
+
+-- name: clear_failures
+DELETE FROM login_failures WHERE key = $1;
+
+-- name: user_by_username
+SELECT u.id, u.password_hash, u.active, u.role, u.division_code, dv.level
+FROM users u JOIN divisions dv ON dv.code = u.division_code
+WHERE lower(u.username) = lower($1);
+
+-- name: device_for_login
+SELECT id, owner_id, status, secret_hash FROM devices WHERE id = $1;
+
+-- name: insert_family
+INSERT INTO refresh_families (id, user_id, device_id) VALUES ($1, $2, $3);
+
+-- name: insert_refresh_token
+INSERT INTO refresh_tokens (id, family_id, token_hash, issued_at, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: refresh_token_for_update
+SELECT t.id, t.family_id, t.issued_at, t.expires_at, t.used_at, t.replaced_by,
+       f.user_id, f.device_id, f.revoked_at AS family_revoked_at,
+       u.active AS user_active, d.status AS device_status,
+       c.issued_at AS child_issued_at, c.used_at AS child_used_at
+FROM refresh_tokens t
+JOIN refresh_families f ON f.id = t.family_id
+JOIN users u ON u.id = f.user_id
+LEFT JOIN devices d ON d.id = f.device_id
+LEFT JOIN refresh_tokens c ON c.id = t.replaced_by
+WHERE t.token_hash = $1
+FOR UPDATE OF t, f;
+
+-- name: mark_used
+UPDATE refresh_tokens SET used_at = now(), replaced_by = $2 WHERE id = $1;
+
+-- name: revoke_family
+UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL;
+
+-- name: revoke_user_families
+UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL;
+
+-- name: revoke_device_families
+UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE device_id = $1 AND revoked_at IS NULL;
+
+-- name: actor_for_token
+-- Checked on every request, so disabling a user, suspending a device or logging out takes effect
+-- at once, not when the access token expires; role and scope are read fresh too.
+SELECT u.role, u.division_code, dv.level, u.active,
+       (f.id IS NULL OR f.revoked_at IS NULL) AS session_live,
+       d.status AS device_status, d.owner_id AS device_owner
+FROM users u
+JOIN divisions dv ON dv.code = u.division_code
+LEFT JOIN refresh_families f ON f.id = $2
+LEFT JOIN devices d ON d.id = $3
+WHERE u.id = $1;

@@ -1,0 +1,113 @@
+"""JWT access tokens (HS256 with a key id) and opaque rotating refresh tokens."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import jwt
+import msgspec
+
+from backend.config import Settings, SettingsError
+from backend.errors import InvalidToken
+
+ALGORITHM = "HS256"
+ISSUER = "canbao"
+AUDIENCE = "canbao-api"
+KEY_FILE = "jwt-signing.key"
+
+
+class SigningKey(msgspec.Struct, frozen=True):
+    secret: bytes
+    kid: str
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> SigningKey:
+        return cls(secret=secret, kid=hashlib.sha256(secret).hexdigest()[:16])
+
+    def keyed_hash(self, purpose: str, value: str) -> bytes:
+        """A stable pseudonym for `value` (rate-limit keys): nothing personal is stored in clear."""
+        return hmac.new(self.secret, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    """The key from CANBAO_JWT_SECRET; in embedded mode, one generated once into the data folder."""
+    if settings.jwt_secret is not None:
+        return SigningKey.from_secret(settings.jwt_secret.encode())
+    if not settings.embedded:
+        raise SettingsError(
+            "CANBAO_JWT_SECRET", "required with DATABASE_URL, so every instance signs with the same key"
+        )
+    path = Path(settings.data_dir).expanduser() / KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(48))
+    secret = path.read_text().strip().encode()
+    if len(secret) < 32:
+        raise SettingsError("CANBAO_DATA_DIR", f"{path} holds a signing key shorter than 32 bytes")
+    return SigningKey.from_secret(secret)
+
+
+class AccessClaims(msgspec.Struct, frozen=True, kw_only=True):
+    sub: UUID
+    sid: UUID | None = None  # the refresh-token family: logout revokes the access token too
+    dev: UUID | None = None
+    act: str = "user"
+    jti: UUID
+    iat: int
+    exp: int
+
+
+def encode_access(key: SigningKey, claims: AccessClaims) -> str:
+    payload: dict[str, Any] = msgspec.to_builtins(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    payload.update(iss=ISSUER, aud=AUDIENCE)
+    return jwt.encode(payload, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
+
+
+def decode_access(key: SigningKey, token: str) -> AccessClaims:
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != ALGORITHM or header.get("kid") != key.kid:
+            raise InvalidToken()
+        payload = jwt.decode(
+            token,
+            key.secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+        )
+        return msgspec.convert(payload, AccessClaims, strict=False)
+    except (jwt.PyJWTError, msgspec.ValidationError, ValueError) as exc:
+        raise InvalidToken() from exc
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def next_refresh_token(key: SigningKey, parent: str) -> str:
+    """The token that replaces `parent`: derived, so a retry within the grace window gets it again."""
+    digest = hmac.new(key.secret, b"canbao-refresh:" + parent.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def refresh_token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def epoch(moment: datetime) -> int:
+    return int(moment.timestamp())

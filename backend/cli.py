@@ -1,0 +1,291 @@
+"""`canbao`: serve, migrate, users, divisions, the demo district.
+
+Every command works on DATABASE_URL when it is set, else on the embedded PostgreSQL in the data
+folder, shared with a `canbao serve` that may be running beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TypeVar
+
+import asyncpg
+
+from backend import migrate
+from backend.auth.passwords import Passwords
+from backend.config import Settings, SettingsError
+from backend.db import Connection
+
+T = TypeVar("T")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = dict(os.environ)
+    if getattr(args, "data_dir", None):
+        env["CANBAO_DATA_DIR"] = args.data_dir
+    return Settings.from_env(env)
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, upgrade: bool = True) -> Iterator[str]:
+    """The DSN to work on: DATABASE_URL, or the embedded server (started or joined, and migrated)."""
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    from backend.embedded import embedded_database
+
+    with embedded_database(settings.data_dir) as dsn:
+        if upgrade:
+            migrate.upgrade(dsn)
+        yield dsn
+
+
+def _run(dsn: str, work: Callable[[Connection], Awaitable[T]]) -> T:
+    from backend.db import init_connection
+
+    async def main() -> T:
+        conn = await asyncpg.connect(dsn, server_settings={"application_name": "canbao-cli", "timezone": "UTC"})
+        try:
+            await init_connection(conn)
+            return await work(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(main())
+
+
+def _passwords(settings: Settings) -> Passwords:
+    return Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # SystemExit unwinds through `finally`, where the embedded server is stopped.
+    raise SystemExit(128 + signum)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    import uvicorn
+
+    from backend.auth.tokens import load_signing_key
+    from backend.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    with database(settings) as dsn:
+        key = load_signing_key(settings)
+        if args.demo:
+            _seed_and_print(settings, dsn)
+        # Workers read their settings from the environment: hand them the database and the key.
+        os.environ["DATABASE_URL"] = dsn
+        os.environ["CANBAO_JWT_SECRET"] = key.secret.decode()
+        if args.workers > 1:
+            metrics_dir = tempfile.mkdtemp(prefix="canbao-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        print(f"Canbao on http://{args.host}:{args.port}  (OpenAPI: /schema)", file=sys.stderr, flush=True)
+        uvicorn.run(
+            "backend.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with database(settings, upgrade=False) as dsn:
+        if args.downgrade:
+            migrate.downgrade(dsn, args.downgrade)
+        else:
+            migrate.upgrade(dsn, args.revision)
+        current = _run(dsn, migrate.current_revision)
+    print(f"schema at revision {current or 'base'} (head {migrate.head_revision()})")
+    return 0
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from backend.admin import service as admin
+    from backend.auth.actor import Role
+
+    settings = _settings(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat: ") != password:
+            print("error: passwords differ", file=sys.stderr)
+            return 2
+    data = admin.UserCreate(
+        username=args.username, password=password, role=Role(args.role), division_code=args.division,
+        full_name=args.full_name,
+    )  # fmt: skip
+    with database(settings) as dsn:
+
+        async def work(conn: Connection) -> admin.User:
+            async with conn.transaction():
+                return await admin.create_user(conn, None, _passwords(settings), data)
+
+        user = _run(dsn, work)
+    print(f"created {user.username} ({user.role.value}, {user.division_code}) id={user.id}")
+    return 0
+
+
+def cmd_user_disable(args: argparse.Namespace) -> int:
+    from backend.admin import service as admin
+    from backend.audit.service import record
+    from backend.auth.service import Q as AUTH_Q
+
+    settings = _settings(args)
+    with database(settings) as dsn:
+
+        async def work(conn: Connection) -> bool:
+            async with conn.transaction():
+                row = await conn.fetchrow(admin.Q["get_user_by_username"], args.username)
+                if row is None:
+                    return False
+                await conn.execute(
+                    admin.Q["update_user"],
+                    row["id"],
+                    row["full_name"],
+                    row["role"],
+                    row["division_code"],
+                    False,
+                )
+                await conn.execute(AUTH_Q["revoke_user_families"], row["id"], "user_disabled")
+                await record(conn, None, "disable", "user", row["id"], division_code=row["division_code"])
+                return True
+
+        found = _run(dsn, work)
+    if not found:
+        print(f"error: no user {args.username!r}", file=sys.stderr)
+        return 1
+    print(f"disabled {args.username}; their sessions are revoked")
+    return 0
+
+
+def cmd_divisions_import(args: argparse.Namespace) -> int:
+    from backend.divisions import service as divisions
+
+    settings = _settings(args)
+    raw = Path(args.file).read_bytes()
+    text = _decode(raw)
+    rows, errors = divisions.parse_csv(text)
+    if errors:
+        for e in errors[:50]:
+            print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
+        print(f"error: {len(errors)} bad rows; nothing imported", file=sys.stderr)
+        return 1
+    with database(settings) as dsn:
+
+        async def work(conn: Connection) -> divisions.ImportSummary:
+            async with conn.transaction():
+                return await divisions.import_divisions(conn, None, rows)
+
+        try:
+            summary = _run(dsn, work)
+        except divisions.ImportRejected as exc:
+            for e in exc.extra.get("errors", []):
+                print(f"row {e['row']}, {e['column']}: {e['problem']}", file=sys.stderr)
+            print("error: nothing imported", file=sys.stderr)
+            return 1
+    print(f"{summary.rows} rows: {summary.inserted} new, {summary.updated} updated, {summary.unchanged} unchanged")
+    return 0
+
+
+def _decode(raw: bytes) -> str:
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise SystemExit("error: the file is neither UTF-8 nor GB18030/GBK text")
+
+
+def _seed_and_print(settings: Settings, dsn: str) -> None:
+    from backend import demo
+
+    seeded = _run(dsn, lambda conn: demo.seed(conn, _passwords(settings)))
+    print(f"Demo district 西湖区 (330106000000). Users (password for all: {demo.DEMO_PASSWORD}):")
+    for user in seeded:
+        state = "created" if user.created else "exists"
+        print(f"  {user.username:<12} {user.role:<18} {user.division_code}  [{state}]")
+
+
+def cmd_demo_seed(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    with database(settings) as dsn:
+        _seed_and_print(settings, dsn)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="canbao", description=__doc__)
+    p.add_argument("--data-dir", help="data folder of the embedded database (default ./.canbao, CANBAO_DATA_DIR)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the API server")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--demo", action="store_true", help="seed the demo district first (idempotent)")
+    s.set_defaults(func=cmd_serve)
+
+    m = sub.add_parser("migrate", help="upgrade the schema to head (or --revision, or --downgrade)")
+    m.add_argument("--revision", default="head")
+    m.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    m.set_defaults(func=cmd_migrate)
+
+    u = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    ua = u.add_parser("add", help="create a user")
+    ua.add_argument("username")
+    ua.add_argument("--role", required=True,
+                    choices=["township_staff", "township_reviewer", "civil_affairs", "district_admin"])  # fmt: skip
+    ua.add_argument("--division", required=True, help="12-digit division code of the user's scope")
+    ua.add_argument("--full-name", default="")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    ua.set_defaults(func=cmd_user_add)
+    ud = u.add_parser("disable", help="disable a user and end their sessions")
+    ud.add_argument("username")
+    ud.set_defaults(func=cmd_user_disable)
+
+    d = sub.add_parser("divisions", help="manage divisions").add_subparsers(dest="div_command", required=True)
+    di = d.add_parser("import", help="import divisions from CSV (code,name,parent_code or 统计用区划代码,名称)")
+    di.add_argument("file")
+    di.set_defaults(func=cmd_divisions_import)
+
+    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
+    ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")
+    ds.set_defaults(func=cmd_demo_seed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Settings: one frozen Struct read once from `CANBAO_*` variables and `DATABASE_URL`.
+
+A bad value stops start-up with the name of the variable that holds it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+
+PREFIX = "CANBAO_"
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class SettingsError(Exception):
+    """A configuration variable has a bad value."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    database_url: str | None = None  # DATABASE_URL; None → embedded PostgreSQL in data_dir
+    data_dir: str = ".canbao"  # CANBAO_DATA_DIR
+    jwt_secret: str | None = None  # CANBAO_JWT_SECRET; None → a key kept in data_dir
+    access_token_ttl_s: Annotated[int, msgspec.Meta(ge=30, le=86_400)] = 900
+    refresh_token_ttl_s: Annotated[int, msgspec.Meta(ge=60)] = 30 * 86_400
+    refresh_grace_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30
+    login_max_failures_per_user: PositiveInt = 5
+    login_max_failures_per_address: PositiveInt = 20
+    login_failure_window_s: PositiveInt = 900
+    timezone: str = "Asia/Shanghai"  # the pooling area's local time: business dates
+    pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
+    pool_max_size: PositiveInt = 10
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Argon2id cost. The defaults are RFC 9106's second recommendation; tests may lower them.
+    argon2_time_cost: PositiveInt = 3
+    argon2_memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 65_536
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        raw: dict[str, object] = {
+            key.removeprefix(PREFIX).lower(): value for key, value in env.items() if key.startswith(PREFIX)
+        }
+        # Variables used by the test suite or by other tools are not settings of the server.
+        raw.pop("test_database_url", None)
+        if env.get("DATABASE_URL"):
+            raw["database_url"] = env["DATABASE_URL"]
+        try:
+            settings = msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(_variable_of(exc), _problem_of(exc)) from None
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Cross-field rules msgspec's per-field constraints cannot express."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError("CANBAO_TIMEZONE", f"unknown time zone {self.timezone!r}") from None
+        if self.pool_min_size > self.pool_max_size:
+            raise SettingsError("CANBAO_POOL_MIN_SIZE", "must not exceed CANBAO_POOL_MAX_SIZE")
+        if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:
+            raise SettingsError("CANBAO_JWT_SECRET", "must be at least 32 bytes")
+        if self.database_url is not None and not re.match(r"postgres(ql)?://", self.database_url):
+            raise SettingsError("DATABASE_URL", "must start with postgresql://")
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+
+def _variable_of(exc: msgspec.ValidationError) -> str:
+    message = str(exc)
+    if match := re.search(r"`\$\.(\w+)`", message):
+        field = match.group(1)
+        return "DATABASE_URL" if field == "database_url" else PREFIX + field.upper()
+    if match := re.search(r"unknown field `(\w+)`", message):
+        return PREFIX + match.group(1).upper()
+    return PREFIX + "*"
+
+
+def _problem_of(exc: msgspec.ValidationError) -> str:
+    message = str(exc)
+    if "unknown field" in message.lower():
+        return "unknown setting"
+    return message.split(" - at ", maxsplit=1)[0]

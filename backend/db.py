@@ -1,0 +1,77 @@
+"""The asyncpg pool, the per-request unit of work, and named SQL loaded from `.sql` files."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator
+from importlib import resources
+from typing import TYPE_CHECKING, LiteralString, TypeAlias, TypeVar, cast
+
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+from litestar.datastructures import State
+
+if TYPE_CHECKING:
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
+else:  # asyncpg's classes are generic only in its stubs
+    Connection = asyncpg.Connection | PoolConnectionProxy
+    Pool = asyncpg.Pool
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_json_encoder = msgspec.json.Encoder()
+
+
+def load_queries(package: str, filename: str = "queries.sql") -> dict[str, LiteralString]:
+    """Named SQL blocks (`-- name: foo`) of a package's .sql file, for `Q["foo"]` look-ups."""
+    text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+    parts = _NAME.split(text)
+    queries: dict[str, LiteralString] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"{package}/{filename}: query {name!r} defined twice")
+        queries[name] = cast(LiteralString, body.strip().rstrip(";"))
+    return queries
+
+
+async def init_connection(conn: Connection) -> None:
+    # The binary jsonb format is a version byte followed by the text.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda v: b"\x01" + _json_encoder.encode(v),
+        decoder=lambda b: msgspec.json.decode(b[1:]),
+        format="binary",
+    )
+
+
+async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        server_settings={"application_name": "canbao", "timezone": "UTC"},
+    )
+    assert pool is not None
+    return pool
+
+
+async def provide_tx(state: State) -> AsyncGenerator[Connection, None]:
+    """One transaction per request: commits when the handler returns, rolls back when it raises."""
+    pool: Pool = state.pool
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+def dsn_for_sqlalchemy(dsn: str) -> str:
+    return re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", dsn)
+
+
+StructT = TypeVar("StructT", bound=msgspec.Struct)
+
+
+def from_row(record: asyncpg.Record, struct: type[StructT]) -> StructT:
+    """A row as a Struct, with enum and literal fields checked (a bad value in the database fails loudly)."""
+    return msgspec.convert(dict(record.items()), struct, from_attributes=False)

@@ -1,0 +1,13 @@
+"""The names handlers receive by dependency injection: the request's transaction and the caller."""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+from litestar.di import NamedDependency
+
+from backend.auth.actor import Actor
+from backend.db import Connection
+
+Tx: TypeAlias = NamedDependency[Connection]  # provided as `tx`: one transaction per request
+CurrentActor: TypeAlias = NamedDependency[Actor]  # provided as `actor`: who is calling

@@ -1,0 +1,143 @@
+"""Reading divisions within scope, and importing them from CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Literal
+
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor
+from backend.db import Connection, from_row, load_queries
+from backend.divisions.rules import CODE, level_of, normalise, parent_of
+from backend.errors import DomainError, NotFound
+
+Q = load_queries("backend.divisions")
+
+LEVELS = ("province", "city", "district", "township", "village")
+Level = Literal["province", "city", "district", "township", "village"]
+
+
+class Division(msgspec.Struct, frozen=True):
+    code: str
+    parent_code: str | None
+    level: Level
+    name: str
+
+
+class DivisionWithChildren(msgspec.Struct, frozen=True):
+    code: str
+    parent_code: str | None
+    level: Level
+    name: str
+    children: list[Division]
+
+
+class RowError(msgspec.Struct, frozen=True):
+    row: int
+    column: str
+    problem: str
+
+
+class ImportRejected(DomainError):
+    """The division file has errors; nothing was imported"""
+
+    status, code = 422, "import_rejected"
+
+
+class ImportSummary(msgspec.Struct, frozen=True):
+    rows: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+async def get_with_children(conn: Connection, actor: Actor, code: str) -> DivisionWithChildren:
+    row = await conn.fetchrow(Q["get"], code)
+    # Outside the caller's scope reads exactly like a code that does not exist.
+    if row is None or not actor.in_scope(code):
+        raise NotFound()
+    children = [from_row(r, Division) for r in await conn.fetch(Q["children"], code)]
+    return msgspec.convert({**dict(row.items()), "children": children}, DivisionWithChildren)
+
+
+def parse_csv(text: str) -> tuple[list[Division], list[RowError]]:
+    """Two layouts: `code,name,parent_code` or the statistical one (`统计用区划代码,名称`, an optional
+    `城乡分类代码`), where the parent follows from the code itself."""
+    text = text.removeprefix("\ufeff")
+    reader = csv.reader(io.StringIO(text))
+    header = [h.strip().lower() for h in next(reader, [])]
+    code_col = _column(header, "code", "统计用区划代码", "区划代码", "代码")
+    name_col = _column(header, "name", "名称", "区划名称")
+    parent_col = _column(header, "parent_code", "上级代码", "上级区划代码")
+    errors: list[RowError] = []
+    if code_col is None or name_col is None:
+        return [], [RowError(1, "header", "needs columns code and name (or 统计用区划代码 and 名称)")]
+    divisions: list[Division] = []
+    seen: dict[str, int] = {}
+    for rowno, raw_cells in enumerate(reader, start=2):
+        if not any(c.strip() for c in raw_cells):
+            continue
+        cells = raw_cells + [""] * (len(header) - len(raw_cells))
+        code = normalise(cells[code_col])
+        name = cells[name_col].strip()
+        if not CODE.match(code):
+            errors.append(RowError(rowno, header[code_col], "must be a 12-digit statistical division code"))
+            continue
+        if not name:
+            errors.append(RowError(rowno, header[name_col], "must not be empty"))
+            continue
+        if code in seen:
+            errors.append(RowError(rowno, header[code_col], f"duplicate of row {seen[code]}"))
+            continue
+        seen[code] = rowno
+        parent: str | None = parent_of(code)
+        if parent_col is not None:
+            given = normalise(cells[parent_col])
+            if given and (not CODE.match(given) or given != parent):
+                errors.append(RowError(rowno, header[parent_col], f"must be the code of the level above ({parent})"))
+                continue
+            parent = given or None
+        divisions.append(Division(code=code, parent_code=parent, level=level_of(code), name=name))  # type: ignore[arg-type]
+    return divisions, errors
+
+
+async def import_divisions(conn: Connection, actor: Actor | None, divisions: list[Division]) -> ImportSummary:
+    """All or nothing: every parent must exist in the file or the database."""
+    codes = {d.code for d in divisions}
+    parents = {d.parent_code for d in divisions if d.parent_code and d.parent_code not in codes}
+    found = {r["code"] for r in await conn.fetch(Q["existing_codes"], list(parents))}
+    missing = [
+        RowError(i + 2, "parent_code", f"parent {d.parent_code} is neither in the file nor in the database")
+        for i, d in enumerate(divisions)
+        if d.parent_code and d.parent_code not in codes and d.parent_code not in found
+    ]
+    if missing:
+        raise ImportRejected(errors=[msgspec.to_builtins(e) for e in missing[:100]], error_count=len(missing))
+    # Parents first, so the foreign key holds row by row.
+    ordered = sorted(divisions, key=lambda d: LEVELS.index(d.level))
+    rows = await conn.fetch(
+        Q["upsert_many"],
+        [d.code for d in ordered],
+        [d.parent_code for d in ordered],
+        [d.level for d in ordered],
+        [d.name for d in ordered],
+    )
+    inserted = sum(1 for r in rows if r["inserted"])
+    summary = ImportSummary(
+        rows=len(divisions),
+        inserted=inserted,
+        updated=len(rows) - inserted,
+        unchanged=len(divisions) - len(rows),
+    )
+    await record(conn, actor, "import", "divisions", None, summary=msgspec.to_builtins(summary))
+    return summary
+
+
+def _column(header: list[str], *names: str) -> int | None:
+    for name in names:
+        if name in header:
+            return header.index(name)
+    return None

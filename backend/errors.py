@@ -1,0 +1,180 @@
+"""One error hierarchy, mapped in one place to RFC 9457 problem+json with a stable `code`.
+
+A DomainError's docstring is its title; titles and details never carry personal data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, ClassVar
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from backend.logs import request_id_var
+
+log = logging.getLogger("canbao.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class DomainError(Exception):
+    """Request cannot be processed"""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "domain_error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title())
+        self.detail = detail
+        self.extra = extra
+
+    @classmethod
+    def title(cls) -> str:
+        return (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+
+
+class InvalidInput(DomainError):
+    """Request body is not valid"""
+
+    status, code = 422, "validation_error"
+
+    def __init__(self, field: str, message: str, **extra: Any) -> None:
+        super().__init__(f"{field}: {message}", errors=[{"field": field, "message": message}], **extra)
+
+
+class NotAuthenticated(DomainError):
+    """Authentication required"""
+
+    status, code = 401, "not_authenticated"
+
+
+class InvalidCredentials(DomainError):
+    """Username or password is wrong"""
+
+    status, code = 401, "invalid_credentials"
+
+
+class InvalidToken(DomainError):
+    """Token is invalid or expired"""
+
+    status, code = 401, "invalid_token"
+
+
+class TooManyAttempts(DomainError):
+    """Too many failed attempts; try again later"""
+
+    status, code = 429, "too_many_attempts"
+
+
+class Forbidden(DomainError):
+    """Your role may not do this"""
+
+    status, code = 403, "forbidden"
+
+
+class NotFound(DomainError):
+    """Record not found"""
+
+    status, code = 404, "not_found"
+
+
+class Conflict(DomainError):
+    """Request conflicts with the current state"""
+
+    status, code = 409, "conflict"
+
+
+class PreconditionFailed(DomainError):
+    """Record has changed since you read it"""
+
+    status, code = 412, "precondition_failed"
+
+
+def problem(
+    status: int, code: str, title: str, detail: str | None, request: Request[Any, Any, Any], **extra: Any
+) -> Response[dict[str, Any]]:
+    body: dict[str, Any] = {
+        "type": f"https://canbao.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+        "instance": request.url.path,
+        "request_id": request_id_var.get(),
+    }
+    if detail:
+        body["detail"] = detail
+    body.update(extra)
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if "retry_after_s" in extra:
+        headers["Retry-After"] = str(extra["retry_after_s"])
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+    return problem(exc.status, exc.code, exc.title(), exc.detail, request, **exc.extra)
+
+
+def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            key = str(item.get("key") or "")
+            message = str(item.get("message", "invalid"))
+            source = item.get("source")
+            if key in ("", "data") and source in (None, "body"):
+                key, message = _body_field(message)
+            field = key if source in (None, "body") else f"{source}.{key}"
+            errors.append({"field": field or "body", "message": message})
+    if not errors:
+        errors.append({"field": "body", "message": _strip_prefix(exc.detail)})
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(422, "validation_error", "Request is not valid", detail, request, errors=errors)
+
+
+def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+    if isinstance(exc, NotAuthorizedException):
+        return problem(401, "not_authenticated", "Authentication required", exc.detail, request)
+    code = {
+        400: "bad_request",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "body_too_large",
+        415: "unsupported_media_type",
+        429: "too_many_requests",
+    }.get(exc.status_code, f"http_{exc.status_code}")
+    return problem(exc.status_code, code, _strip_prefix(exc.detail) or code, None, request)
+
+
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    log.error("unhandled error", exc_info=exc)
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error", None, request)
+
+
+def _body_field(message: str) -> tuple[str, str]:
+    """msgspec names the field in its message: "... - at `$.items[0].role`" or "missing field `x`"."""
+    if match := re.search(r" - at `\$\.?(.*)`$", message):
+        return match.group(1) or "body", message[: match.start()]
+    if match := re.search(r"missing required field `(\w+)`", message):
+        return match.group(1), "is required"
+    if match := re.search(r"unknown field `(\w+)`", message):
+        return match.group(1), "is not a known field"
+    return "body", message
+
+
+def _strip_prefix(detail: str) -> str:
+    # Litestar prefixes some details with "Validation failed for POST /path:" — the path is noise.
+    return detail.split(": ", 1)[-1] if detail.startswith("Validation failed") else detail
+
+
+exception_handlers: dict[type[Exception] | int, Any] = {
+    DomainError: domain_error_handler,
+    ValidationException: validation_error_handler,
+    HTTPException: http_error_handler,
+    Exception: internal_error_handler,
+}
