@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING, LiteralString, TypeAlias, TypeVar, cast
 
 import asyncpg
 import msgspec
-from asyncpg.pool import PoolConnectionProxy
 from litestar.datastructures import State
 
 if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
     Pool: TypeAlias = asyncpg.Pool[asyncpg.Record]
-else:  # asyncpg's classes are generic only in its stubs
-    Connection = asyncpg.Connection | PoolConnectionProxy
+else:  # asyncpg's classes are generic only in its stubs; Litestar's signature models take no unions here
+    Connection = asyncpg.Connection
     Pool = asyncpg.Pool
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
