@@ -62,15 +62,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         finally:
             await pool.close()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=route_handlers(),  # type: ignore[arg-type]
         lifespan=[lifespan],
         dependencies={"tx": Provide(provide_tx), "actor": Provide(provide_actor, sync_to_thread=False)},
         exception_handlers=exception_handlers,
-        middleware=[
-            ops.observe,
-            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
-        ],
+        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)],
         state=_initial_state(settings, key, passwords),
         openapi_config=OpenAPIConfig(
             title="Canbao",
@@ -85,6 +82,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         logging_config=None,  # ours: JSON lines, set up in configure_logging
         debug=False,
     )
+    # Outside the exception handlers and the router, so 401s, 404s of unknown paths and 500s are
+    # observed and carry the request id like every other answer.
+    app.asgi_handler = ops.observe(app.asgi_handler)
+    return app
 
 
 def _initial_state(settings: Settings, key: SigningKey, passwords: Passwords) -> State:

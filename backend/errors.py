@@ -101,7 +101,8 @@ def problem(
         "title": title,
         "status": status,
         "code": code,
-        "instance": request.url.path,
+        # The occurrence, not the path: paths are the caller's input and are not echoed back.
+        "instance": f"urn:canbao:request:{request_id_var.get() or 'none'}",
         "request_id": request_id_var.get(),
     }
     if detail:
@@ -148,6 +149,11 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
         415: "unsupported_media_type",
         429: "too_many_requests",
     }.get(exc.status_code, f"http_{exc.status_code}")
+    if exc.status_code == 400:
+        # Litestar's 400s are bodies it could not parse at all: name the body as the field.
+        message = _strip_prefix(exc.detail)
+        return problem(400, code, "Request body is malformed", message, request,
+                       errors=[{"field": "body", "message": message}])  # fmt: skip
     return problem(exc.status_code, code, _strip_prefix(exc.detail) or code, None, request)
 
 

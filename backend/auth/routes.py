@@ -8,6 +8,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Request, post
 from litestar.datastructures import State
+from litestar.params import JSONBody
 
 from backend.auth import service
 from backend.auth.service import TokenPair
@@ -30,12 +31,12 @@ class AuthController(Controller):
     tags = ["auth"]
 
     @post("/login", exclude_from_auth=True, status_code=200, summary="Log in with username and password")
-    async def login(self, data: LoginRequest, state: State, request: Request[Any, Any, Any]) -> TokenPair:
+    async def login(self, data: JSONBody[LoginRequest], state: State, request: Request[Any, Any, Any]) -> TokenPair:
         client = request.client.host if request.client else "unknown"
         return await service.login(state.auth, data.username, data.password, client, data.device_id, data.device_secret)
 
     @post("/refresh", exclude_from_auth=True, status_code=200, summary="Rotate a refresh token")
-    async def refresh(self, data: RefreshRequest, state: State) -> TokenPair:
+    async def refresh(self, data: JSONBody[RefreshRequest], state: State) -> TokenPair:
         return await service.refresh(state.auth, data.refresh_token)
 
     @post("/logout", status_code=204, summary="End this session (its refresh and access tokens)")

@@ -1,0 +1,45 @@
+"""Settings come from CANBAO_* and DATABASE_URL; a bad value names its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.config import Settings, SettingsError
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.embedded
+    assert settings.data_dir == ".canbao"
+    assert settings.access_token_ttl_s == 900
+
+
+def test_values_are_read_and_converted() -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://u@h/db", "CANBAO_ACCESS_TOKEN_TTL_S": "60", "CANBAO_DATA_DIR": "/srv/canbao"}
+    )
+    assert settings.database_url == "postgresql://u@h/db"
+    assert settings.access_token_ttl_s == 60
+    assert settings.data_dir == "/srv/canbao"
+    assert not settings.embedded
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CANBAO_ACCESS_TOKEN_TTL_S": "abc"}, "CANBAO_ACCESS_TOKEN_TTL_S"),
+        ({"CANBAO_ACCESS_TOKEN_TTL_S": "5"}, "CANBAO_ACCESS_TOKEN_TTL_S"),
+        ({"CANBAO_POOL_MAX_SIZE": "0"}, "CANBAO_POOL_MAX_SIZE"),
+        ({"CANBAO_LOG_LEVEL": "loud"}, "CANBAO_LOG_LEVEL"),
+        ({"CANBAO_TIMEZONE": "Mars/Olympus"}, "CANBAO_TIMEZONE"),
+        ({"CANBAO_JWT_SECRET": "short"}, "CANBAO_JWT_SECRET"),
+        ({"CANBAO_NO_SUCH_THING": "1"}, "CANBAO_NO_SUCH_THING"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+        ({"CANBAO_POOL_MIN_SIZE": "9", "CANBAO_POOL_MAX_SIZE": "2"}, "CANBAO_POOL_MIN_SIZE"),
+    ],
+)
+def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(variable + ":")
