@@ -28,6 +28,14 @@ def route_handlers() -> list[object]:
     from backend.admin.routes import DeviceController, PartnerController, UserController
     from backend.audit.routes import AuditController
     from backend.divisions.routes import DivisionController
+    from backend.enrollment.routes import (
+        EnrollmentController,
+        HouseholdController,
+        MoveController,
+        PolicyController,
+        RenewalController,
+        ReportController,
+    )
 
     return [
         ops.health,
@@ -39,6 +47,12 @@ def route_handlers() -> list[object]:
         DeviceController,
         PartnerController,
         AuditController,
+        PolicyController,
+        HouseholdController,
+        MoveController,
+        EnrollmentController,
+        RenewalController,
+        ReportController,
     ]
 
 

@@ -1,0 +1,85 @@
+"""The 应保尽保 report: of the people in registered households, how many are enrolled for a year,
+per village, township and district."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import LEVEL_PREFIX, Actor, scope_args
+from backend.db import Connection, load_queries
+
+Q = load_queries("backend.enrollment")
+
+Level = Literal["village", "township", "district"]
+
+HEADER = ("division_code", "name", "level", "persons", "enrolled", "confirmed", "not_enrolled", "rate_percent")
+
+
+class CoverageRow(msgspec.Struct, frozen=True, kw_only=True):
+    division_code: str
+    name: str
+    level: str
+    persons: int
+    enrolled: int
+    confirmed: int
+    not_enrolled: int
+    rate_percent: str  # enrolled / persons, two decimals, as text: no float near a published figure
+
+
+class CoverageReport(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    level: Level
+    rows: list[CoverageRow]
+    total: CoverageRow
+
+
+def rate(enrolled: int, persons: int) -> str:
+    """Percentage with two decimals, rounded half up, computed in integers."""
+    if persons == 0:
+        return "0.00"
+    hundredths = (enrolled * 10_000 * 2 + persons) // (persons * 2)
+    return f"{hundredths // 100}.{hundredths % 100:02d}"
+
+
+async def coverage_report(conn: Connection, actor: Actor, year: int, level: Level) -> CoverageReport:
+    low, high = scope_args(actor)
+    names = {r["code"]: (r["name"], r["level"]) for r in await conn.fetch(Q["division_names"], low, high)}
+    width = LEVEL_PREFIX[level]
+    totals: dict[str, list[int]] = {}
+    # Every division of the level in scope appears, with zeros where nobody is registered yet.
+    for code, (_, division_level) in names.items():
+        if division_level == level:
+            totals[code] = [0, 0, 0]
+    for r in await conn.fetch(Q["coverage_by_village"], low, high, year):
+        key = r["village_code"][:width].ljust(12, "0")
+        counts = totals.setdefault(key, [0, 0, 0])
+        counts[0] += r["persons"]
+        counts[1] += r["enrolled"]
+        counts[2] += r["confirmed"]
+
+    def row(code: str, name: str, row_level: str, counts: list[int]) -> CoverageRow:
+        persons, enrolled, confirmed = counts
+        return CoverageRow(
+            division_code=code, name=name, level=row_level, persons=persons, enrolled=enrolled,
+            confirmed=confirmed, not_enrolled=persons - enrolled, rate_percent=rate(enrolled, persons),
+        )  # fmt: skip
+
+    rows = [row(code, names.get(code, ("", level))[0], level, totals[code]) for code in sorted(totals)]
+    total_counts = [sum(r.persons for r in rows), sum(r.enrolled for r in rows), sum(r.confirmed for r in rows)]
+    scope_name = names.get(actor.scope.division_code, ("", actor.scope.level))[0]
+    total = row(actor.scope.division_code, scope_name, actor.scope.level, total_counts)
+    await record(
+        conn, actor, "report", "coverage", None, division_code=actor.scope.division_code,
+        summary={"year": year, "level": level},
+    )  # fmt: skip
+    return CoverageReport(coverage_year=year, level=level, rows=rows, total=total)
+
+
+def table(report: CoverageReport) -> list[tuple[object, ...]]:
+    return [
+        (r.division_code, r.name, r.level, r.persons, r.enrolled, r.confirmed, r.not_enrolled, r.rate_percent)
+        for r in [*report.rows, report.total]
+    ]

@@ -1,0 +1,445 @@
+"""Enrolment (参保登记) of members for a coverage year, and its lifecycle.
+
+registered → paid | subsidised → confirmed, and cancelled (with a reason) from any live state.
+`mark_paid` and `mark_subsidised` are reached through the service layer only: premium collection
+and eligibility call them. At most one live enrolment per person and year is enforced by the
+database (`enrollments_one_live_per_person_year`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor, scope_args
+from backend.db import Connection, load_queries
+from backend.enrollment import policy as policies
+from backend.errors import Conflict, InvalidInput, NotFound
+from backend.ids import uuid7
+from backend.rules.coverage import coverage_for
+
+Q = load_queries("backend.enrollment")
+
+Status = Literal["registered", "paid", "subsidised", "confirmed", "cancelled"]
+CancelReason = Literal["employee_insurance", "deceased", "duplicate", "moved_away", "data_error"]
+Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+
+# Which state may follow which; anything else is a 409.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "registered": frozenset({"paid", "subsidised", "cancelled"}),
+    "paid": frozenset({"confirmed", "cancelled"}),
+    "subsidised": frozenset({"confirmed", "cancelled"}),
+    "confirmed": frozenset({"cancelled"}),
+    "cancelled": frozenset(),
+}
+
+# Query codes avoid characters that are easily confused when read aloud or off a slip (0/O, 1/I/L).
+QUERY_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+QUERY_CODE_LENGTH = 8
+
+
+class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    person_id: UUID
+    household_id: UUID
+    village_code: str
+    coverage_year: int
+    status: Status
+    funding: Literal["paid", "subsidised"] | None
+    source: str
+    policy_version_id: UUID | None
+    registered_at: datetime
+    registered_on: date
+    business_date: date | None
+    premium_fen: int | None
+    subsidy_fen: int
+    coverage_start: date | None
+    coverage_end: date | None
+    coverage_reason: str | None
+    coverage_note: str | None
+    waiting_months: int | None
+    confirmed_at: datetime | None
+    confirmed_by: UUID | None
+    cancelled_at: datetime | None
+    cancelled_by: UUID | None
+    cancel_reason: CancelReason | None
+    cancel_note: str | None
+    row_version: int
+    updated_at: datetime
+
+
+class EnrollmentCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    household_id: UUID
+    coverage_year: Year
+    person_ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=30)]
+
+
+class Enrolled(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Enrollment]
+    # Printed on the enrolment slip; shown once, when the household is first enrolled for the year.
+    query_code: str | None
+
+
+class EnrollmentPage(msgspec.Struct, frozen=True):
+    items: list[Enrollment]
+    next_cursor: UUID | None
+
+
+class ConfirmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=500)]
+
+
+class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: CancelReason
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class AlreadyEnrolled(Conflict):
+    """Person already has a live enrolment for this year"""
+
+    code = "already_enrolled"
+
+
+class IllegalTransition(Conflict):
+    """The enrolment cannot move to that state from its current one"""
+
+    code = "illegal_transition"
+
+
+def _enrollment(row: asyncpg.Record) -> Enrollment:
+    return msgspec.convert(dict(row.items()), Enrollment)
+
+
+def query_code_hash(key: bytes, household_id: UUID, year: int, code: str) -> bytes:
+    message = f"{household_id}:{year}:{code.upper()}".encode()
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def new_query_code() -> str:
+    return "".join(secrets.choice(QUERY_CODE_ALPHABET) for _ in range(QUERY_CODE_LENGTH))
+
+
+async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
+    """Registers members of one household for a year (state `registered`)."""
+    household = await conn.fetchrow(Q["household"], data.household_id)
+    if household is None or not actor.in_scope(household["village_code"]):
+        raise NotFound()
+    if household["status"] != "active":
+        raise Conflict("the household is dissolved")
+    if len(set(data.person_ids)) != len(data.person_ids):
+        raise InvalidInput("person_ids", "lists a person twice")
+    members = {r["person_id"] for r in await conn.fetch(Q["current_members_of"], data.household_id)}
+    for i, person_id in enumerate(data.person_ids):
+        if person_id not in members:
+            raise InvalidInput(f"person_ids[{i}]", "is not a current member of the household")
+    policy = await policies.require_in_force(conn, data.coverage_year, today)
+    enrolled = {r["person_id"] for r in await conn.fetch(Q["live_enrollments_of"], data.person_ids, data.coverage_year)}
+    if enrolled:
+        fields = [f"person_ids[{i}]" for i, p in enumerate(data.person_ids) if p in enrolled]
+        raise AlreadyEnrolled(errors=[{"field": f, "message": "already enrolled for the year"} for f in fields])
+    try:
+        rows = await conn.fetch(
+            Q["insert_enrollments"], [uuid7() for _ in data.person_ids], data.person_ids, data.household_id,
+            household["village_code"], data.coverage_year, policy.id, today, policy.premium_fen,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "enrollments_one_live_per_person_year":
+            raise AlreadyEnrolled() from exc  # a concurrent request won the race
+        raise
+    code: str | None = new_query_code()
+    assert code is not None
+    created = await conn.fetchval(
+        Q["insert_query_code"], data.household_id, data.coverage_year,
+        query_code_hash(code_key, data.household_id, data.coverage_year, code),
+    )  # fmt: skip
+    if created is None:
+        code = None  # the household already has its code for the year
+    items = [_enrollment(r) for r in rows]
+    for item in items:
+        await record(
+            conn, actor, "enrol", "enrollment", item.id, division_code=item.village_code,
+            summary={"person_id": str(item.person_id), "year": item.coverage_year, "status": "registered"},
+        )  # fmt: skip
+    return Enrolled(items=items, query_code=code)
+
+
+async def _locked(conn: Connection, actor: Actor | None, ids: list[UUID]) -> list[asyncpg.Record]:
+    rows = await conn.fetch(Q["enrollments_for_update"], ids)
+    found = {r["id"] for r in rows}
+    if len(found) != len(set(ids)) or (actor is not None and not all(actor.in_scope(r["village_code"]) for r in rows)):
+        raise NotFound()
+    return list(rows)
+
+
+def _check_transition(row: asyncpg.Record, to: str) -> None:
+    if to not in TRANSITIONS[row["status"]]:
+        raise IllegalTransition(
+            f"a {row['status']} enrolment cannot become {to}", enrollment_id=str(row["id"]), current=row["status"]
+        )
+
+
+async def _gap_years(conn: Connection, person: asyncpg.Record, year: int) -> int:
+    """Consecutive years just before `year` without cover; years before birth never count."""
+    last: int | None = await conn.fetchval(Q["last_covered_year"], person["id"], person["id_number"], year)
+    born: int = person["birth_date"].year
+    since = born if last is None else last + 1
+    return max(0, year - max(since, born))
+
+
+async def _fund(
+    conn: Connection,
+    actor: Actor | None,
+    enrollment_id: UUID,
+    to: Literal["paid", "subsidised"],
+    business_date: date,
+    subsidy_fen: int,
+) -> Enrollment:
+    (row,) = await _locked(conn, actor, [enrollment_id])
+    _check_transition(row, to)
+    person = await conn.fetchrow(Q["person_for_coverage"], row["person_id"])
+    assert person is not None
+    policy = await policies.require_in_force(conn, row["coverage_year"], business_date)
+    premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
+    if not 0 <= subsidy_fen <= premium:
+        raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
+    coverage = coverage_for(
+        coverage_year=row["coverage_year"],
+        business_date=business_date,
+        window=policy.window,
+        policy=policy.rules.waiting,
+        birth_date=person["birth_date"],
+        gap_years=await _gap_years(conn, person, row["coverage_year"]),
+        back_paid_years=0,  # back-payments (补缴) arrive with premium collection
+    )
+    updated = await conn.fetchrow(
+        Q["set_funded"], enrollment_id, to, business_date, subsidy_fen, coverage.start, coverage.end,
+        coverage.reason_code, coverage.reason, coverage.waiting_months,
+    )  # fmt: skip
+    assert updated is not None
+    await record(
+        conn, actor, to, "enrollment", enrollment_id, division_code=row["village_code"],
+        summary={"from": row["status"], "to": to, "business_date": business_date.isoformat(),
+                 "coverage_reason": coverage.reason_code},
+    )  # fmt: skip
+    return _enrollment(updated)
+
+
+async def mark_paid(
+    conn: Connection, actor: Actor | None, enrollment_id: UUID, business_date: date, subsidy_fen: int = 0
+) -> Enrollment:
+    """The premium was paid on `business_date` (local): cover follows from that date."""
+    return await _fund(conn, actor, enrollment_id, "paid", business_date, subsidy_fen)
+
+
+async def mark_subsidised(conn: Connection, actor: Actor | None, enrollment_id: UUID) -> Enrollment:
+    """Fully subsidised: nothing to pay, cover follows the registration date."""
+    row = await conn.fetchrow(Q["enrollment"], enrollment_id)
+    if row is None:
+        raise NotFound()
+    premium = row["premium_fen"] or 0
+    return await _fund(conn, actor, enrollment_id, "subsidised", row["registered_on"], premium)
+
+
+async def confirm(conn: Connection, actor: Actor, ids: list[UUID]) -> list[Enrollment]:
+    """Bulk confirmation by a reviewer: all or nothing."""
+    rows = await _locked(conn, actor, ids)
+    illegal = [str(r["id"]) for r in rows if "confirmed" not in TRANSITIONS[r["status"]]]
+    if illegal:
+        raise IllegalTransition("only paid or subsidised enrolments can be confirmed", enrollment_ids=illegal)
+    updated = [_enrollment(r) for r in await conn.fetch(Q["set_confirmed"], ids, actor.id)]
+    before = {r["id"]: r["status"] for r in rows}
+    for item in updated:
+        await record(
+            conn, actor, "confirm", "enrollment", item.id, division_code=item.village_code,
+            summary={"from": before[item.id], "to": "confirmed"},
+        )  # fmt: skip
+    return sorted(updated, key=lambda e: ids.index(e.id))
+
+
+async def cancel(conn: Connection, actor: Actor, enrollment_id: UUID, data: CancelRequest) -> Enrollment:
+    (row,) = await _locked(conn, actor, [enrollment_id])
+    _check_transition(row, "cancelled")
+    updated = await conn.fetchrow(Q["set_cancelled"], enrollment_id, actor.id, data.reason, data.note)
+    assert updated is not None
+    await record(
+        conn, actor, "cancel", "enrollment", enrollment_id, division_code=row["village_code"],
+        summary={"from": row["status"], "to": "cancelled", "reason": data.reason},
+    )  # fmt: skip
+    return _enrollment(updated)
+
+
+async def get(conn: Connection, actor: Actor, enrollment_id: UUID) -> Enrollment:
+    row = await conn.fetchrow(Q["enrollment"], enrollment_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        raise NotFound()
+    return _enrollment(row)
+
+
+async def queue(
+    conn: Connection,
+    actor: Actor,
+    *,
+    year: int,
+    status: str | None,
+    village_code: str | None,
+    household_id: UUID | None,
+    after: UUID | None,
+    limit: int,
+) -> EnrollmentPage:
+    rows = await conn.fetch(
+        Q["enrollment_queue"], *scope_args(actor), year, status, village_code, household_id, after, limit + 1
+    )
+    items = [_enrollment(r) for r in rows[:limit]]
+    return EnrollmentPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+# Renewal (续保) -----------------------------------------------------------------------------------
+
+
+class RenewalCandidate(msgspec.Struct, frozen=True, kw_only=True):
+    person_id: UUID
+    name: str
+    household_id: UUID
+    village_code: str
+    household_no: str
+
+
+class RenewalPage(msgspec.Struct, frozen=True):
+    items: list[RenewalCandidate]
+    next_cursor: UUID | None
+
+
+class RenewalRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    coverage_year: Year
+    person_ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class Renewed(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Enrollment]
+    query_codes: dict[str, str]  # household id → its new query code, for households first enrolled now
+
+
+async def renewal_candidates(
+    conn: Connection, actor: Actor, year: int, village_code: str | None, after: UUID | None, limit: int
+) -> RenewalPage:
+    """Last year's members not yet enrolled this year: the roster for renewal."""
+    rows = await conn.fetch(Q["renewal_candidates"], *scope_args(actor), year, village_code, after, limit + 1)
+    items = [msgspec.convert(dict(r.items()), RenewalCandidate) for r in rows[:limit]]
+    await record(
+        conn, actor, "read", "renewal_roster", None, division_code=actor.scope.division_code,
+        summary={"year": year, "results": len(items)},
+    )  # fmt: skip
+    return RenewalPage(items=items, next_cursor=items[-1].person_id if len(rows) > limit else None)
+
+
+async def renew(conn: Connection, actor: Actor, data: RenewalRequest, today: date, code_key: bytes) -> Renewed:
+    """Enrols a chosen set of people, household by household, all or nothing."""
+    if len(set(data.person_ids)) != len(data.person_ids):
+        raise InvalidInput("person_ids", "lists a person twice")
+    homes = {r["person_id"]: r["household_id"] for r in await conn.fetch(Q["households_of_persons"], data.person_ids)}
+    by_household: dict[UUID, list[UUID]] = {}
+    for i, person_id in enumerate(data.person_ids):
+        if person_id not in homes:
+            raise InvalidInput(f"person_ids[{i}]", "is in no household")
+        by_household.setdefault(homes[person_id], []).append(person_id)
+    items: list[Enrollment] = []
+    codes: dict[str, str] = {}
+    for household_id, person_ids in by_household.items():
+        done = await enrol(
+            conn, actor, EnrollmentCreate(household_id=household_id, coverage_year=data.coverage_year,
+                                          person_ids=person_ids), today, code_key,
+        )  # fmt: skip
+        items.extend(done.items)
+        if done.query_code is not None:
+            codes[str(household_id)] = done.query_code
+    return Renewed(items=items, query_codes=codes)
+
+
+# Premium quote ------------------------------------------------------------------------------------
+
+
+class MemberQuote(msgspec.Struct, frozen=True, kw_only=True):
+    person_id: UUID
+    name: str
+    relation: str
+    enrollment_id: UUID | None
+    status: str | None
+    premium_fen: int
+    subsidy_fen: int
+    due_fen: int
+    paid_fen: int
+    balance_fen: int  # > 0 still owed, < 0 to be refunded
+
+
+class PremiumQuote(msgspec.Struct, frozen=True, kw_only=True):
+    household_id: UUID
+    coverage_year: int
+    policy_version: int
+    members: list[MemberQuote]
+    premium_fen: int
+    subsidy_fen: int
+    due_fen: int
+    paid_fen: int
+    balance_fen: int
+
+
+async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int) -> dict[UUID, int]:
+    """Subsidy per person for the year. The seam for eligibility: until the civil-affairs lists
+    are wired in, nobody not yet enrolled has a subsidy."""
+    return {}
+
+
+async def paid_for(conn: Connection, household_id: UUID, year: int) -> dict[UUID, int]:
+    """Amount paid per person for the year. The seam for premium collection: payments recorded
+    by the premiums package will be summed here."""
+    return {}
+
+
+async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year: int, today: date) -> PremiumQuote:
+    household = await conn.fetchrow(Q["household"], household_id)
+    if household is None or not actor.in_scope(household["village_code"]):
+        raise NotFound()
+    policy = await policies.require_in_force(conn, year, today)
+    rows = await conn.fetch(Q["quote_members"], household_id, year)
+    subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year)
+    paid = await paid_for(conn, household_id, year)
+    members = []
+    for r in rows:
+        premium = r["premium_fen"] if r["premium_fen"] is not None else policy.premium_fen
+        subsidy = r["subsidy_fen"] if r["enrollment_id"] is not None else subsidies.get(r["person_id"], 0)
+        due = premium - subsidy
+        paid_fen = paid.get(r["person_id"], 0)
+        members.append(
+            MemberQuote(
+                person_id=r["person_id"],
+                name=r["name"],
+                relation=r["relation"],
+                enrollment_id=r["enrollment_id"],
+                status=r["status"],
+                premium_fen=premium,
+                subsidy_fen=subsidy,
+                due_fen=due,
+                paid_fen=paid_fen,
+                balance_fen=due - paid_fen,
+            )
+        )
+    await record(conn, actor, "read", "premium_quote", household_id, division_code=household["village_code"])
+    return PremiumQuote(
+        household_id=household_id,
+        coverage_year=year,
+        policy_version=policy.version,
+        members=members,
+        premium_fen=sum(m.premium_fen for m in members),
+        subsidy_fen=sum(m.subsidy_fen for m in members),
+        due_fen=sum(m.due_fen for m in members),
+        paid_fen=sum(m.paid_fen for m in members),
+        balance_fen=sum(m.balance_fen for m in members),
+    )

@@ -1,0 +1,650 @@
+"""Households (户) and their members: create with members in one request, read, edit under
+optimistic concurrency, search, and move people between households with history kept."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.audit.service import changes, record
+from backend.auth.actor import Actor, scope_args
+from backend.db import Connection, load_queries
+from backend.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
+from backend.ids import uuid7
+from backend.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
+
+Q = load_queries("backend.enrollment")
+
+Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
+Sex = Literal["male", "female"]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Phone = Annotated[str, msgspec.Meta(pattern=r"^[0-9+-]{5,20}$")]
+HouseholdNo = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{1,30}$")]
+DivisionCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}$")]
+Address = Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class MemberIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A member as entered. Either an identity number, or — for a newborn without one yet — a
+    birth-certificate number (出生医学证明编号) with birth date and sex."""
+
+    id: UUID | None = None  # client-generated person id (tablets create records offline)
+    name: Name
+    relation: Relation
+    id_number: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    birth_cert_no: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    birth_date: date | None = None
+    sex: Sex | None = None
+    phone: Phone | None = None
+
+
+class HouseholdCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: UUID | None = None
+    village_code: DivisionCode
+    household_no: HouseholdNo
+    address: Address = ""
+    phone: Phone | None = None
+    members: Annotated[list[MemberIn], msgspec.Meta(min_length=1, max_length=30)]
+
+
+class HouseholdUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    household_no: HouseholdNo | None = None
+    address: Address | None = None
+    phone: Phone | None = None
+
+
+class MemberUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Name | None = None
+    relation: Relation | None = None
+    former_head_relation: Relation | None = None  # when this member becomes head: the old head's new relation
+    id_number: Annotated[str, msgspec.Meta(max_length=40)] | None = None  # completes a newborn's record
+    birth_date: date | None = None
+    sex: Sex | None = None
+    phone: Phone | None = None
+
+
+class MemberRemove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Literal["removed", "deceased", "data_error"]
+
+
+class MoveIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    to_household_id: UUID
+    relation: Relation
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class MoveDecision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class MemberEnrollment(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    status: str
+    coverage_start: date | None
+    coverage_end: date | None
+    coverage_reason: str | None
+
+
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    person_id: UUID
+    name: str
+    relation: Relation
+    id_number: str | None
+    birth_cert_no: str | None
+    id_converted_from_15: bool
+    birth_date: date
+    sex: Sex
+    phone: str | None
+    joined_at: datetime
+    enrollment: MemberEnrollment | None  # for the year asked, when one was asked
+
+
+class Household(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    village_code: str
+    household_no: str
+    address: str
+    phone: str | None
+    head_person_id: UUID | None
+    status: str
+    row_version: int
+    created_at: datetime
+    updated_at: datetime
+    members: list[Member]
+
+
+class HouseholdSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    village_code: str
+    household_no: str
+    address: str
+    status: str
+    row_version: int
+    head_name: str | None
+    member_count: int
+
+
+class HouseholdSearch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Search criteria; an identity number is sent here, in the body, never in a URL."""
+
+    id_number: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    household_no: HouseholdNo | None = None
+    head_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
+    village_code: DivisionCode | None = None
+    after: UUID | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
+
+
+class HouseholdPage(msgspec.Struct, frozen=True):
+    items: list[HouseholdSummary]
+    next_cursor: UUID | None
+
+
+class Move(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    person_id: UUID
+    from_household_id: UUID
+    to_household_id: UUID
+    relation: str
+    status: str
+    note: str
+    requested_by: UUID
+    requested_at: datetime
+    decided_by: UUID | None
+    decided_at: datetime | None
+    decision_reason: str | None
+
+
+class MovePage(msgspec.Struct, frozen=True):
+    items: list[Move]
+    next_cursor: UUID | None
+
+
+class PersonAlreadyRegistered(Conflict):
+    """This person already belongs to a household"""
+
+    code = "person_already_registered"
+
+
+class HouseholdNumberTaken(Conflict):
+    """That household number is already used in this village"""
+
+    code = "household_number_taken"
+
+
+class PreconditionRequired(DomainError):
+    """Send If-Match with the household's ETag"""
+
+    status, code = 428, "precondition_required"
+
+
+class _Identity(msgspec.Struct, frozen=True):
+    id_number: str | None
+    birth_cert_no: str | None
+    converted_from_15: bool
+    birth_date: date
+    sex: Sex
+
+
+def _identity(
+    field: str, member: MemberIn | MemberUpdate, today: date, *, current: _Identity | None = None
+) -> _Identity:
+    """Validates and normalises a member's identity fields (SPEC §2); errors name the field."""
+    birth_cert = getattr(member, "birth_cert_no", None)
+    if member.id_number is not None:
+        try:
+            parsed = parse_resident_id(member.id_number, today=today, birth_date=member.birth_date, sex=member.sex)
+        except IdentityNumberError as exc:
+            name = {"birth_date_mismatch": "birth_date", "sex_mismatch": "sex"}.get(exc.code, "id_number")
+            raise InvalidInput(f"{field}{name}", exc.message, reason=exc.code) from None
+        return _Identity(
+            id_number=parsed.number,
+            birth_cert_no=None if birth_cert is None else _birth_cert(field, birth_cert),
+            converted_from_15=parsed.converted_from_15,
+            birth_date=parsed.birth_date,
+            sex=parsed.sex,
+        )
+    if current is not None:
+        if current.id_number is not None and (member.birth_date or member.sex):
+            raise InvalidInput(f"{field}birth_date", "follows from the identity number; correct the number instead")
+        return _Identity(
+            id_number=current.id_number,
+            birth_cert_no=current.birth_cert_no,
+            converted_from_15=current.converted_from_15,
+            birth_date=member.birth_date or current.birth_date,
+            sex=member.sex or current.sex,
+        )
+    if birth_cert is None:
+        raise InvalidInput(
+            f"{field}id_number", "an identity number, or a newborn's birth-certificate number, is required"
+        )
+    if member.birth_date is None:
+        raise InvalidInput(f"{field}birth_date", "is required with a birth-certificate number")
+    if member.birth_date > today:
+        raise InvalidInput(f"{field}birth_date", "must not be in the future")
+    if member.sex is None:
+        raise InvalidInput(f"{field}sex", "is required with a birth-certificate number")
+    return _Identity(
+        id_number=None,
+        birth_cert_no=_birth_cert(field, birth_cert),
+        converted_from_15=False,
+        birth_date=member.birth_date,
+        sex=member.sex,
+    )
+
+
+def _birth_cert(field: str, raw: str) -> str:
+    try:
+        return parse_birth_certificate_number(raw).number
+    except IdentityNumberError as exc:
+        raise InvalidInput(f"{field}birth_cert_no", exc.message, reason=exc.code) from None
+
+
+async def _village_in_scope(conn: Connection, actor: Actor, code: str, field: str = "village_code") -> None:
+    level = await conn.fetchval(Q["division_level"], code)
+    if level != "village" or not actor.in_scope(code):
+        raise InvalidInput(field, "no such village in your scope")
+
+
+async def _existing_people(
+    conn: Connection, actor: Actor, identities: list[_Identity], fields: list[str]
+) -> dict[int, UUID]:
+    """Index → person id of members already known and in no household now (they are reused).
+    Anyone already in a household is a 409; the other household is named only within scope."""
+    rows = await conn.fetch(
+        Q["person_ids_by_identity"],
+        [i.id_number for i in identities if i.id_number],
+        [i.birth_cert_no for i in identities if i.birth_cert_no],
+    )
+    reuse: dict[int, UUID] = {}
+    conflicts: list[dict[str, Any]] = []
+    for index, identity in enumerate(identities):
+        for row in rows:
+            same = (identity.id_number and row["id_number"] == identity.id_number) or (
+                identity.birth_cert_no and row["birth_cert_no"] == identity.birth_cert_no
+            )
+            if not same:
+                continue
+            if row["household_id"] is None:
+                reuse[index] = row["id"]
+                continue
+            conflict: dict[str, Any] = {"field": fields[index] + "id_number"}
+            if actor.in_scope(row["village_code"]):
+                conflict["household_id"] = str(row["household_id"])
+            conflicts.append(conflict)
+    if conflicts:
+        raise PersonAlreadyRegistered(conflicts=conflicts)
+    return reuse
+
+
+async def _write_people(
+    conn: Connection,
+    household_id: UUID,
+    members: list[MemberIn],
+    identities: list[_Identity],
+    reuse: dict[int, UUID],
+) -> list[UUID]:
+    person_ids = [reuse.get(i) or m.id or uuid7() for i, m in enumerate(members)]
+    new = [i for i in range(len(members)) if i not in reuse]
+    try:
+        await conn.execute(
+            Q["insert_persons"],
+            [person_ids[i] for i in new],
+            [identities[i].id_number for i in new],
+            [identities[i].birth_cert_no for i in new],
+            [identities[i].converted_from_15 for i in new],
+            [members[i].name.strip() for i in new],
+            [identities[i].sex for i in new],
+            [identities[i].birth_date for i in new],
+            [members[i].phone for i in new],
+        )
+        await conn.execute(
+            Q["insert_memberships"],
+            [uuid7() for _ in members],
+            person_ids,
+            household_id,
+            [m.relation for m in members],
+        )
+    except asyncpg.UniqueViolationError as exc:
+        # A concurrent request registered the same person a moment ago.
+        if exc.constraint_name in (
+            "persons_id_number_key",
+            "persons_birth_cert_no_key",
+            "memberships_one_current_household",
+            "persons_pkey",
+        ):
+            raise PersonAlreadyRegistered() from exc
+        raise
+    return person_ids
+
+
+async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> Household:
+    await _village_in_scope(conn, actor, data.village_code)
+    heads = [i for i, m in enumerate(data.members) if m.relation == "head"]
+    if len(heads) != 1:
+        raise InvalidInput("members", f"exactly one member must be the head (relation 'head'), not {len(heads)}")
+    fields = [f"members[{i}]." for i in range(len(data.members))]
+    identities = [_identity(fields[i], m, today) for i, m in enumerate(data.members)]
+    seen: dict[str, int] = {}
+    for i, identity in enumerate(identities):
+        key = identity.id_number or identity.birth_cert_no or ""
+        if key in seen:
+            raise InvalidInput(fields[i] + "id_number", f"the same person as members[{seen[key]}]")
+        seen[key] = i
+    reuse = await _existing_people(conn, actor, identities, fields)
+    household_id = data.id or uuid7()
+    try:
+        await conn.execute(
+            Q["insert_household"], household_id, data.village_code, data.household_no, data.address, data.phone,
+            actor.id,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "households_number_key":
+            raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
+        raise Conflict("a household with this id exists") from exc
+    person_ids = await _write_people(conn, household_id, list(data.members), identities, reuse)
+    await conn.execute(Q["set_head"], household_id, person_ids[heads[0]])
+    await record(
+        conn, actor, "create", "household", household_id, division_code=data.village_code,
+        summary={"members": len(person_ids), "reused_persons": len(reuse)},
+    )  # fmt: skip
+    return await _load(conn, household_id, None)
+
+
+async def _load(conn: Connection, household_id: UUID, year: int | None) -> Household:
+    row = await conn.fetchrow(Q["household"], household_id)
+    if row is None:
+        raise NotFound()
+    members = []
+    for m in await conn.fetch(Q["members_with_enrollment"], household_id, year or 0):
+        enrollment = None
+        if m["enrollment_id"] is not None:
+            enrollment = MemberEnrollment(
+                id=m["enrollment_id"], status=m["enrollment_status"], coverage_start=m["coverage_start"],
+                coverage_end=m["coverage_end"], coverage_reason=m["coverage_reason"],
+            )  # fmt: skip
+        members.append(
+            Member(
+                person_id=m["person_id"],
+                name=m["name"],
+                relation=m["relation"],
+                id_number=m["id_number"],
+                birth_cert_no=m["birth_cert_no"],
+                id_converted_from_15=m["id_converted_from_15"],
+                birth_date=m["birth_date"],
+                sex=m["sex"],
+                phone=m["phone"],
+                joined_at=m["joined_at"],
+                enrollment=enrollment,
+            )
+        )
+    return msgspec.convert({**dict(row.items()), "members": members}, Household, from_attributes=True)
+
+
+async def _household_in_scope(conn: Connection, actor: Actor, household_id: UUID, *, lock: bool) -> asyncpg.Record:
+    row = await conn.fetchrow(Q["household_for_update" if lock else "household"], household_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        raise NotFound()
+    return row
+
+
+def check_version(row: asyncpg.Record, if_match: int | None) -> None:
+    if if_match is None:
+        raise PreconditionRequired()
+    if row["row_version"] != if_match:
+        raise PreconditionFailed(current_version=row["row_version"])
+
+
+async def get_household(conn: Connection, actor: Actor, household_id: UUID, year: int | None) -> Household:
+    row = await _household_in_scope(conn, actor, household_id, lock=False)
+    household = await _load(conn, household_id, year)
+    await record(conn, actor, "read", "household", household_id, division_code=row["village_code"])
+    return household
+
+
+async def update_household(
+    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: HouseholdUpdate
+) -> Household:
+    before = await _household_in_scope(conn, actor, household_id, lock=True)
+    check_version(before, if_match)
+    after = {
+        "household_no": data.household_no or before["household_no"],
+        "address": before["address"] if data.address is None else data.address,
+        "phone": before["phone"] if data.phone is None else data.phone,
+    }
+    try:
+        await conn.execute(Q["update_household"], household_id, after["household_no"], after["address"], after["phone"])
+    except asyncpg.UniqueViolationError as exc:
+        raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
+    await record(
+        conn, actor, "update", "household", household_id, division_code=before["village_code"],
+        summary=changes({k: before[k] for k in after}, after),
+    )  # fmt: skip
+    return await _load(conn, household_id, None)
+
+
+async def add_member(
+    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: MemberIn, today: date
+) -> Household:
+    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    check_version(household, if_match)
+    if household["status"] != "active":
+        raise Conflict("the household is dissolved")
+    if data.relation == "head":
+        raise InvalidInput("relation", "the household has a head; make the new member head afterwards")
+    identity = _identity("", data, today)
+    reuse = await _existing_people(conn, actor, [identity], [""])
+    person_ids = await _write_people(conn, household_id, [data], [identity], reuse)
+    await conn.execute(Q["bump_household"], household_id)
+    await record(
+        conn, actor, "add_member", "household", household_id, division_code=household["village_code"],
+        summary={"person_id": str(person_ids[0]), "relation": data.relation},
+    )  # fmt: skip
+    return await _load(conn, household_id, None)
+
+
+async def _membership_in(conn: Connection, household_id: UUID, person_id: UUID) -> asyncpg.Record:
+    membership = await conn.fetchrow(Q["current_membership"], person_id)
+    if membership is None or membership["household_id"] != household_id:
+        raise NotFound()
+    return membership
+
+
+async def update_member(
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    person_id: UUID,
+    if_match: int | None,
+    data: MemberUpdate,
+    today: date,
+) -> Household:
+    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    check_version(household, if_match)
+    membership = await _membership_in(conn, household_id, person_id)
+    person = await conn.fetchrow(Q["person_for_update"], person_id)
+    assert person is not None
+    current = _Identity(
+        id_number=person["id_number"], birth_cert_no=person["birth_cert_no"],
+        converted_from_15=person["id_converted_from_15"], birth_date=person["birth_date"], sex=person["sex"],
+    )  # fmt: skip
+    identity = _identity("", data, today, current=current)
+    if identity.id_number and identity.id_number != person["id_number"]:
+        await _existing_people(conn, actor, [identity], [""])
+    before = {
+        "name": person["name"], "phone": person["phone"], "id_number": person["id_number"],
+        "birth_date": person["birth_date"].isoformat(), "sex": person["sex"], "relation": membership["relation"],
+    }  # fmt: skip
+    name = person["name"] if data.name is None else data.name.strip()
+    phone = person["phone"] if data.phone is None else data.phone
+    try:
+        await conn.execute(
+            Q["update_person"], person_id, identity.id_number, identity.birth_cert_no, identity.converted_from_15,
+            name, identity.sex, identity.birth_date, phone,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        raise PersonAlreadyRegistered() from exc
+    relation = membership["relation"]
+    if data.relation is not None and data.relation != relation:
+        relation = data.relation
+        if relation == "head":
+            await _change_head(conn, household, person_id, membership["id"], data.former_head_relation)
+        elif membership["relation"] == "head":
+            raise InvalidInput("relation", "make another member head instead; a household always has one")
+        else:
+            await conn.execute(Q["set_relation"], membership["id"], relation)
+    await conn.execute(Q["bump_household"], household_id)
+    after = {
+        "name": name, "phone": phone, "id_number": identity.id_number,
+        "birth_date": identity.birth_date.isoformat(), "sex": identity.sex, "relation": relation,
+    }  # fmt: skip
+    # The audit keeps which fields changed, not the values: they are personal data.
+    changed = sorted(changes(before, after))
+    await record(
+        conn, actor, "update_member", "household", household_id, division_code=household["village_code"],
+        summary={"person_id": str(person_id), "changed": changed},
+    )  # fmt: skip
+    return await _load(conn, household_id, None)
+
+
+async def _change_head(
+    conn: Connection, household: asyncpg.Record, person_id: UUID, membership_id: UUID, former: str | None
+) -> None:
+    if former is None or former == "head":
+        raise InvalidInput("former_head_relation", "give the current head's new relation")
+    old_head = household["head_person_id"]
+    if old_head is not None:
+        old = await conn.fetchrow(Q["current_membership"], old_head)
+        if old is not None and old["household_id"] == household["id"]:
+            await conn.execute(Q["set_relation"], old["id"], former)
+    await conn.execute(Q["set_relation"], membership_id, "head")
+    await conn.execute(Q["set_head"], household["id"], person_id)
+
+
+async def remove_member(
+    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MemberRemove
+) -> Household:
+    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    check_version(household, if_match)
+    membership = await _membership_in(conn, household_id, person_id)
+    members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
+    if membership["relation"] == "head" and len(members) > 1:
+        raise Conflict("make another member head before removing the head")
+    await conn.execute(Q["leave_household"], membership["id"], data.reason)
+    if len(members) == 1:
+        await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", household_id)
+    await conn.execute(Q["bump_household"], household_id)
+    await record(
+        conn, actor, "remove_member", "household", household_id, division_code=household["village_code"],
+        summary={"person_id": str(person_id), "reason": data.reason},
+    )  # fmt: skip
+    return await _load(conn, household_id, None)
+
+
+def _township(code: str) -> str:
+    return code[:9]
+
+
+async def move_member(
+    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MoveIn
+) -> Move:
+    """Within the caller's township: done at once. To another township: a pending move, which
+    the receiving township accepts or rejects."""
+    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    check_version(household, if_match)
+    membership = await _membership_in(conn, household_id, person_id)
+    if data.to_household_id == household_id:
+        raise InvalidInput("to_household_id", "is the household the person is in")
+    target = await conn.fetchrow(Q["household"], data.to_household_id)
+    if target is None or target["status"] != "active":
+        raise InvalidInput("to_household_id", "no such active household")
+    if membership["relation"] == "head":
+        raise Conflict("make another member head before moving the head")
+    if data.relation == "head":
+        raise InvalidInput("relation", "a person joins as a member; make them head afterwards")
+    immediate = actor.in_scope(target["village_code"]) and _township(target["village_code"]) == _township(
+        household["village_code"]
+    )
+    row = await conn.fetchrow(
+        Q["insert_move"], uuid7(), person_id, household_id, data.to_household_id, data.relation,
+        "accepted" if immediate else "pending", data.note, actor.id, actor.id if immediate else None,
+    )  # fmt: skip
+    assert row is not None
+    if immediate:
+        await _carry_out(conn, person_id, membership["id"], household_id, data.to_household_id, data.relation)
+    else:
+        await conn.execute(Q["bump_household"], household_id)
+    await record(
+        conn, actor, "move" if immediate else "request_move", "person", person_id,
+        division_code=household["village_code"],
+        summary={"from": str(household_id), "to": str(data.to_household_id), "move_id": str(row["id"])},
+    )  # fmt: skip
+    return msgspec.convert(dict(row.items()), Move)
+
+
+async def _carry_out(
+    conn: Connection, person_id: UUID, membership_id: UUID, from_id: UUID, to_id: UUID, relation: str
+) -> None:
+    await conn.execute(Q["leave_household"], membership_id, "moved")
+    await conn.execute(Q["insert_membership"], uuid7(), person_id, to_id, relation)
+    await conn.execute(Q["bump_household"], from_id)
+    await conn.execute(Q["bump_household"], to_id)
+
+
+async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str) -> Move:
+    move = await conn.fetchrow(Q["move_for_update"], move_id)
+    if move is None or not (actor.in_scope(move["to_village"]) or actor.in_scope(move["from_village"])):
+        raise NotFound()
+    if not actor.in_scope(move["to_village"]):
+        raise DomainError("only the receiving township decides a move")
+    if move["status"] != "pending":
+        raise Conflict(f"the move is already {move['status']}")
+    if accept:
+        membership = await conn.fetchrow(Q["current_membership"], move["person_id"])
+        if membership is None or membership["household_id"] != move["from_household_id"]:
+            raise Conflict("the person is no longer in the household the move started from")
+        await _carry_out(
+            conn, move["person_id"], membership["id"], move["from_household_id"], move["to_household_id"],
+            move["relation"],
+        )  # fmt: skip
+    row = await conn.fetchrow(Q["decide_move"], move_id, "accepted" if accept else "rejected", actor.id, reason)
+    assert row is not None
+    await record(
+        conn, actor, "accept_move" if accept else "reject_move", "person", move["person_id"],
+        division_code=move["to_village"], summary={"move_id": str(move_id)},
+    )  # fmt: skip
+    return msgspec.convert(dict(row.items()), Move)
+
+
+async def list_moves(conn: Connection, actor: Actor, status: str | None, after: UUID | None, limit: int) -> MovePage:
+    rows = await conn.fetch(Q["moves_in_scope"], *scope_args(actor), status, after, limit + 1)
+    items = [msgspec.convert({k: v for k, v in r.items() if not k.endswith("_village")}, Move) for r in rows[:limit]]
+    return MovePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, today: date) -> HouseholdPage:
+    ids: list[UUID] | None = None
+    if criteria.id_number is not None:
+        number = criteria.id_number.strip().upper()
+        # A birth-certificate number, or a typo, is searched as given: it simply matches nothing.
+        with contextlib.suppress(IdentityNumberError):
+            number = parse_resident_id(number, today=today).number
+        ids = [r["household_id"] for r in await conn.fetch(Q["households_of_identity"], number)]
+    village = criteria.village_code
+    rows = await conn.fetch(
+        Q["search_households"], *scope_args(actor), criteria.household_no, criteria.head_name, village, ids,
+        criteria.after, criteria.limit + 1,
+    )  # fmt: skip
+    items = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows[: criteria.limit]]
+    # Searches are reads of personal data: record what was searched by, not the values.
+    used = sorted(k for k in ("id_number", "household_no", "head_name", "village_code") if getattr(criteria, k))
+    await record(
+        conn, actor, "search", "household", None, division_code=actor.scope.division_code,
+        summary={"criteria": used, "results": len(items)},
+    )  # fmt: skip
+    return HouseholdPage(items=items, next_cursor=items[-1].id if len(rows) > criteria.limit else None)

@@ -1,0 +1,180 @@
+"""The policy of a coverage year (年度政策), versioned with effective dates.
+
+A version applies from its effective date on; the latest version in force on a business date
+decides that date's premium, subsidies and waiting periods. Nothing already paid is recomputed:
+enrolments keep the version they were priced under. Once money has been collected for a year, a
+version can no longer be edited; changes go into a new version.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor
+from backend.db import Connection, load_queries
+from backend.errors import Conflict, InvalidInput, NotFound
+from backend.ids import uuid7
+from backend.rules.coverage import EnrolmentWindow, WaitingPolicy
+from backend.rules.premium import CategorySubsidy, SubsidyPolicy, TopUp
+
+Q = load_queries("backend.enrollment")
+
+Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+Fen = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+
+
+class PolicyRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything of a version besides premium and window: stored as one JSON document."""
+
+    categories: tuple[CategorySubsidy, ...] = ()
+    categories_stack: bool = False
+    top_ups: tuple[TopUp, ...] = ()
+    waiting: WaitingPolicy = WaitingPolicy()
+
+
+class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    effective_from: date
+    premium_fen: Fen
+    window_start: date
+    window_end: date
+    rules: PolicyRules = PolicyRules()
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class PolicyVersion(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    coverage_year: int
+    version: int
+    effective_from: date
+    premium_fen: int
+    window_start: date
+    window_end: date
+    rules: PolicyRules
+    note: str
+    created_by: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def window(self) -> EnrolmentWindow:
+        return EnrolmentWindow(start=self.window_start, end=self.window_end)
+
+    def subsidy_policy(self) -> SubsidyPolicy:
+        return SubsidyPolicy(
+            premium_fen=self.premium_fen,
+            categories=self.rules.categories,
+            categories_stack=self.rules.categories_stack,
+            top_ups=self.rules.top_ups,
+        )
+
+
+class PolicyYear(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    current: PolicyVersion | None  # the version in force today
+    versions: list[PolicyVersion]
+    money_collected: bool  # versions can no longer be edited, only superseded
+
+
+class NoPolicy(InvalidInput):
+    """No policy for that coverage year"""
+
+
+class PolicyLocked(Conflict):
+    """Money has been collected for this year: publish a new version instead"""
+
+    code = "policy_locked"
+
+
+def _version(row: asyncpg.Record) -> PolicyVersion:
+    return msgspec.convert(dict(row.items()), PolicyVersion)
+
+
+def _check(year: int, data: PolicyIn) -> None:
+    if data.window_end < data.window_start:
+        raise InvalidInput("window_end", "must not be before window_start")
+    if not date(year - 1, 1, 1) <= data.window_start <= date(year, 12, 31):
+        raise InvalidInput("window_start", f"must lie in {year - 1} or {year}")
+    if data.window_end > date(year, 12, 31):
+        raise InvalidInput("window_end", f"must not be after the end of {year}")
+    try:
+        SubsidyPolicy(
+            premium_fen=data.premium_fen,
+            categories=data.rules.categories,
+            categories_stack=data.rules.categories_stack,
+            top_ups=data.rules.top_ups,
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("rules", str(exc)) from None
+
+
+async def money_collected(conn: Connection, year: int) -> bool:
+    return bool(await conn.fetchval(Q["year_has_money"], year))
+
+
+async def create_version(conn: Connection, actor: Actor, year: int, data: PolicyIn) -> PolicyVersion:
+    _check(year, data)
+    # Serialise version numbering per year: two admins publishing at once get 1 and 2, not a clash.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy_versions'), $1)", year)
+    version = await conn.fetchval(Q["next_policy_version"], year)
+    row = await conn.fetchrow(
+        Q["insert_policy_version"], uuid7(), year, version, data.effective_from, data.premium_fen,
+        data.window_start, data.window_end, msgspec.to_builtins(data.rules), data.note, actor.id,
+    )  # fmt: skip
+    assert row is not None
+    created = _version(row)
+    await record(conn, actor, "create", "policy_version", created.id, summary={"year": year, "version": version})
+    return created
+
+
+async def update_version(conn: Connection, actor: Actor, year: int, version: int, data: PolicyIn) -> PolicyVersion:
+    _check(year, data)
+    before = await conn.fetchrow(Q["policy_version_for_update"], year, version)
+    if before is None:
+        raise NotFound()
+    if await money_collected(conn, year):
+        raise PolicyLocked()
+    row = await conn.fetchrow(
+        Q["update_policy_version"], before["id"], data.effective_from, data.premium_fen,
+        data.window_start, data.window_end, msgspec.to_builtins(data.rules), data.note,
+    )  # fmt: skip
+    assert row is not None
+    await record(conn, actor, "update", "policy_version", before["id"], summary={"year": year, "version": version})
+    return _version(row)
+
+
+async def versions(conn: Connection, year: int) -> list[PolicyVersion]:
+    return [_version(r) for r in await conn.fetch(Q["policy_versions_of_year"], year)]
+
+
+async def in_force(conn: Connection, year: int, on: date) -> PolicyVersion | None:
+    """The version that applies to a business date: the newest one effective on or before it.
+
+    A date before every version's effective date (registering for next year early) takes the
+    first version."""
+    row = await conn.fetchrow(Q["policy_in_force"], year, on)
+    return None if row is None else _version(row)
+
+
+async def require_in_force(conn: Connection, year: int, on: date) -> PolicyVersion:
+    policy = await in_force(conn, year, on)
+    if policy is None:
+        raise NoPolicy("coverage_year", f"no policy has been published for {year}")
+    return policy
+
+
+async def policy_year(conn: Connection, year: int, today: date) -> PolicyYear:
+    all_versions = await versions(conn, year)
+    if not all_versions:
+        raise NotFound()
+    return PolicyYear(
+        coverage_year=year,
+        current=await in_force(conn, year, today),
+        versions=all_versions,
+        money_collected=await money_collected(conn, year),
+    )

@@ -1,0 +1,286 @@
+-- name: year_has_money
+-- Money counts as collected once any enrolment of the year was paid (payments arrive later and
+-- will be counted here too).
+SELECT EXISTS (SELECT 1 FROM enrollments WHERE coverage_year = $1 AND funding = 'paid');
+
+-- name: next_policy_version
+SELECT coalesce(max(version), 0) + 1 FROM policy_versions WHERE coverage_year = $1;
+
+-- name: insert_policy_version
+INSERT INTO policy_versions (id, coverage_year, version, effective_from, premium_fen, window_start, window_end,
+                             rules, note, created_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+RETURNING *;
+
+-- name: policy_version_for_update
+SELECT * FROM policy_versions WHERE coverage_year = $1 AND version = $2 FOR UPDATE;
+
+-- name: update_policy_version
+UPDATE policy_versions SET effective_from = $2, premium_fen = $3, window_start = $4, window_end = $5,
+    rules = $6, note = $7, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: policy_versions_of_year
+SELECT * FROM policy_versions WHERE coverage_year = $1 ORDER BY version;
+
+-- name: policy_years
+SELECT DISTINCT coverage_year FROM policy_versions ORDER BY coverage_year;
+
+-- name: policy_in_force
+SELECT * FROM policy_versions
+WHERE coverage_year = $1
+ORDER BY (effective_from <= $2) DESC,
+         CASE WHEN effective_from <= $2 THEN effective_from END DESC,
+         CASE WHEN effective_from <= $2 THEN version END DESC,
+         effective_from, version
+LIMIT 1;
+
+-- name: policy_by_id
+SELECT * FROM policy_versions WHERE id = $1;
+
+-- name: division_level
+SELECT level FROM divisions WHERE code = $1;
+
+-- name: insert_household
+INSERT INTO households (id, village_code, household_no, address, phone, created_by)
+VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: set_head
+UPDATE households SET head_person_id = $2 WHERE id = $1;
+
+-- name: insert_persons
+INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::date[],
+                     $8::text[]);
+
+-- name: insert_memberships
+INSERT INTO memberships (id, person_id, household_id, relation)
+SELECT id, person_id, $3, relation FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS m(id, person_id, relation);
+
+-- name: person_ids_by_identity
+-- Who already holds one of these numbers, with the village of their current household (if any).
+SELECT p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
+FROM persons p
+LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+LEFT JOIN households h ON h.id = m.household_id
+WHERE p.id_number = ANY($1::text[]) OR p.birth_cert_no = ANY($2::text[]);
+
+-- name: household
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
+FROM households WHERE id = $1;
+
+-- name: household_for_update
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
+FROM households WHERE id = $1 FOR UPDATE;
+
+-- name: members_with_enrollment
+SELECT p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone, p.row_version AS person_version, m.id AS membership_id, m.relation, m.joined_at,
+       e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end,
+       e.coverage_reason
+FROM memberships m
+JOIN persons p ON p.id = m.person_id
+LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
+WHERE m.household_id = $1 AND m.left_at IS NULL
+ORDER BY m.relation <> 'head', m.joined_at, p.id;
+
+-- name: bump_household
+UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
+RETURNING row_version;
+
+-- name: update_household
+UPDATE households SET household_no = $2, address = $3, phone = $4,
+    row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at;
+
+-- name: current_membership
+SELECT m.id, m.relation, m.household_id, h.village_code
+FROM memberships m JOIN households h ON h.id = m.household_id
+WHERE m.person_id = $1 AND m.left_at IS NULL;
+
+-- name: person_for_update
+SELECT id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone, row_version
+FROM persons WHERE id = $1 FOR UPDATE;
+
+-- name: update_person
+UPDATE persons SET id_number = $2, birth_cert_no = $3, id_converted_from_15 = $4, name = $5, sex = $6,
+    birth_date = $7, phone = $8, row_version = row_version + 1, updated_at = now()
+WHERE id = $1;
+
+-- name: set_relation
+UPDATE memberships SET relation = $2 WHERE id = $1;
+
+-- name: leave_household
+UPDATE memberships SET left_at = now(), left_reason = $2 WHERE id = $1 AND left_at IS NULL;
+
+-- name: insert_membership
+INSERT INTO memberships (id, person_id, household_id, relation) VALUES ($1, $2, $3, $4);
+
+-- name: insert_move
+INSERT INTO person_moves (id, person_id, from_household_id, to_household_id, relation, status, note, requested_by,
+                          decided_by, decided_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $9::uuid IS NULL THEN NULL ELSE now() END)
+RETURNING *;
+
+-- name: move_for_update
+SELECT mv.*, hf.village_code AS from_village, ht.village_code AS to_village
+FROM person_moves mv
+JOIN households hf ON hf.id = mv.from_household_id
+JOIN households ht ON ht.id = mv.to_household_id
+WHERE mv.id = $1
+FOR UPDATE OF mv;
+
+-- name: decide_move
+UPDATE person_moves SET status = $2, decided_by = $3, decided_at = now(), decision_reason = $4 WHERE id = $1
+RETURNING *;
+
+-- name: moves_in_scope
+SELECT mv.*, hf.village_code AS from_village, ht.village_code AS to_village
+FROM person_moves mv
+JOIN households hf ON hf.id = mv.from_household_id
+JOIN households ht ON ht.id = mv.to_household_id
+WHERE (ht.village_code BETWEEN $1 AND $2 OR hf.village_code BETWEEN $1 AND $2)
+  AND ($3::text IS NULL OR mv.status = $3)
+  AND ($4::uuid IS NULL OR mv.id > $4)
+ORDER BY mv.id
+LIMIT $5;
+
+-- name: search_households
+SELECT h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
+       (SELECT count(*) FROM memberships c WHERE c.household_id = h.id AND c.left_at IS NULL) AS member_count
+FROM households h
+LEFT JOIN persons hp ON hp.id = h.head_person_id
+WHERE h.village_code BETWEEN $1 AND $2
+  AND ($3::text IS NULL OR h.household_no = $3)
+  AND ($4::text IS NULL OR hp.name LIKE $4 || '%')
+  AND ($5::text IS NULL OR h.village_code = $5)
+  AND ($6::uuid[] IS NULL OR h.id = ANY($6::uuid[]))
+  AND ($7::uuid IS NULL OR h.id > $7)
+ORDER BY h.id
+LIMIT $8;
+
+-- name: households_of_identity
+SELECT m.household_id
+FROM persons p JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+WHERE p.id_number = $1 OR p.birth_cert_no = $1;
+
+-- name: current_members_of
+SELECT m.person_id FROM memberships m WHERE m.household_id = $1 AND m.left_at IS NULL;
+
+-- name: live_enrollments_of
+SELECT person_id FROM enrollments WHERE person_id = ANY($1::uuid[]) AND coverage_year = $2 AND status <> 'cancelled';
+
+-- name: insert_enrollments
+INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
+                         registered_on, premium_fen)
+SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8
+FROM unnest($1::uuid[], $2::uuid[]) AS e(id, person_id)
+RETURNING *;
+
+-- name: insert_query_code
+INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+RETURNING household_id;
+
+-- name: enrollment
+SELECT * FROM enrollments WHERE id = $1;
+
+-- name: enrollments_for_update
+SELECT * FROM enrollments WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: set_funded
+UPDATE enrollments SET status = $2, funding = $2, business_date = $3, subsidy_fen = $4, coverage_start = $5,
+    coverage_end = $6, coverage_reason = $7, coverage_note = $8, waiting_months = $9,
+    row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: set_confirmed
+UPDATE enrollments SET status = 'confirmed', confirmed_at = now(), confirmed_by = $2,
+    row_version = row_version + 1, updated_at = now()
+WHERE id = ANY($1::uuid[])
+RETURNING *;
+
+-- name: set_cancelled
+UPDATE enrollments SET status = 'cancelled', cancelled_at = now(), cancelled_by = $2, cancel_reason = $3,
+    cancel_note = $4, row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: last_covered_year
+-- The latest year before $3 in which the person had cover, here or in the imported history.
+SELECT max(y) FROM (
+    SELECT coverage_year AS y FROM enrollments
+    WHERE person_id = $1 AND coverage_year < $3 AND status IN ('paid', 'subsidised', 'confirmed')
+    UNION ALL
+    SELECT coverage_year FROM enrollment_history
+    WHERE id_number = $2 AND coverage_year < $3 AND status <> 'cancelled'
+) AS covered;
+
+-- name: enrollment_queue
+SELECT * FROM enrollments
+WHERE village_code BETWEEN $1 AND $2
+  AND coverage_year = $3
+  AND ($4::text IS NULL OR status = $4)
+  AND ($5::text IS NULL OR village_code = $5)
+  AND ($6::uuid IS NULL OR household_id = $6)
+  AND ($7::uuid IS NULL OR id > $7)
+ORDER BY id
+LIMIT $8;
+
+-- name: person_for_coverage
+SELECT id, id_number, birth_date FROM persons WHERE id = $1;
+
+-- name: quote_members
+SELECT p.id AS person_id, p.name, m.relation, e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen
+FROM memberships m
+JOIN persons p ON p.id = m.person_id
+LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
+WHERE m.household_id = $1 AND m.left_at IS NULL
+ORDER BY m.relation <> 'head', m.joined_at, p.id;
+
+-- name: renewal_candidates
+-- Current members of active households in scope who had cover (or a live enrolment) last year
+-- and have no live enrolment this year.
+SELECT p.id AS person_id, p.name, h.id AS household_id, h.village_code, h.household_no
+FROM memberships m
+JOIN households h ON h.id = m.household_id AND h.status = 'active'
+JOIN persons p ON p.id = m.person_id
+WHERE m.left_at IS NULL
+  AND h.village_code BETWEEN $1 AND $2
+  AND ($4::text IS NULL OR h.village_code = $4)
+  AND ($5::uuid IS NULL OR p.id > $5)
+  AND (EXISTS (SELECT 1 FROM enrollments e WHERE e.person_id = p.id AND e.coverage_year = $3 - 1
+                AND e.status <> 'cancelled')
+       OR EXISTS (SELECT 1 FROM enrollment_history eh WHERE eh.id_number = p.id_number
+                  AND eh.coverage_year = $3 - 1 AND eh.status <> 'cancelled'))
+  AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.person_id = p.id AND e.coverage_year = $3
+                  AND e.status <> 'cancelled')
+ORDER BY p.id
+LIMIT $6;
+
+-- name: households_of_persons
+SELECT m.person_id, m.household_id FROM memberships m WHERE m.person_id = ANY($1::uuid[]) AND m.left_at IS NULL;
+
+-- name: coverage_by_village
+SELECT h.village_code,
+       count(*) AS persons,
+       count(e.id) AS enrolled,
+       count(e.id) FILTER (WHERE e.status = 'confirmed') AS confirmed
+FROM memberships m
+JOIN households h ON h.id = m.household_id AND h.status = 'active'
+LEFT JOIN enrollments e ON e.person_id = m.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled'
+WHERE m.left_at IS NULL AND h.village_code BETWEEN $1 AND $2
+GROUP BY h.village_code;
+
+-- name: division_names
+SELECT code, name, level, parent_code FROM divisions WHERE code BETWEEN $1 AND $2;
+
+-- name: upsert_history
+INSERT INTO enrollment_history (id_number, coverage_year, status, source_file)
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
+ON CONFLICT (id_number, coverage_year) DO UPDATE SET status = EXCLUDED.status, source_file = EXCLUDED.source_file,
+    imported_at = now()
+WHERE enrollment_history.status IS DISTINCT FROM EXCLUDED.status;

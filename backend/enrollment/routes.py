@@ -1,0 +1,277 @@
+"""`/api/v1/policy-years`, `/api/v1/households`, `/api/v1/moves`, `/api/v1/enrollments`,
+`/api/v1/renewals`, `/api/v1/reports/coverage`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, get, patch, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
+
+from backend import reports
+from backend.auth.actor import Role
+from backend.auth.middleware import require_roles
+from backend.clock import local_today
+from backend.deps import CurrentActor, Tx
+from backend.enrollment import coverage_report, enrollments, households, policy
+from backend.enrollment.enrollments import (
+    CancelRequest,
+    ConfirmRequest,
+    Enrolled,
+    Enrollment,
+    EnrollmentCreate,
+    EnrollmentPage,
+    PremiumQuote,
+    RenewalPage,
+    RenewalRequest,
+    Renewed,
+)
+from backend.enrollment.households import (
+    Household,
+    HouseholdCreate,
+    HouseholdPage,
+    HouseholdSearch,
+    HouseholdUpdate,
+    MemberIn,
+    MemberRemove,
+    MemberUpdate,
+    Move,
+    MoveDecision,
+    MoveIn,
+    MovePage,
+)
+from backend.enrollment.policy import PolicyIn, PolicyVersion, PolicyYear
+from backend.errors import PreconditionFailed
+
+TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
+YearPath = Annotated[int, PathParameter(ge=2000, le=2100)]
+YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
+OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
+IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", description="the household's ETag")]
+Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+VillageQuery = Annotated[str | None, QueryParameter(pattern=r"^[0-9]{12}$")]
+
+
+def _if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    try:
+        return int(tag)
+    except ValueError:
+        raise PreconditionFailed("If-Match is not an ETag of this API") from None
+
+
+def _with_etag(household: Household, status_code: int = 200) -> Response[Household]:
+    return Response(household, status_code=status_code, headers={"ETag": f'"{household.row_version}"'})
+
+
+class PolicyYears(msgspec.Struct, frozen=True):
+    items: list[int]
+
+
+class PolicyController(Controller):
+    path = "/api/v1/policy-years"
+    tags = ["policy"]
+
+    @get("/", summary="Coverage years that have a policy")
+    async def list_years(self, tx: Tx) -> PolicyYears:
+        return PolicyYears(items=[r["coverage_year"] for r in await tx.fetch(policy.Q["policy_years"])])
+
+    @get("/{year:int}", summary="A year's policy: the version in force today and every version")
+    async def get_year(self, year: YearPath, tx: Tx, state: State) -> PolicyYear:
+        return await policy.policy_year(tx, year, local_today(state.settings.timezone))
+
+    @post("/{year:int}/versions", summary="Publish a new version (district_admin)",
+          guards=[require_roles(Role.DISTRICT_ADMIN)])  # fmt: skip
+    async def create_version(
+        self, year: YearPath, data: JSONBody[PolicyIn], tx: Tx, actor: CurrentActor
+    ) -> PolicyVersion:
+        return await policy.create_version(tx, actor, year, data)
+
+    @patch("/{year:int}/versions/{version:int}", summary="Edit a version before any money was collected",
+           guards=[require_roles(Role.DISTRICT_ADMIN)])  # fmt: skip
+    async def update_version(
+        self, year: YearPath, version: Annotated[int, PathParameter(ge=1)], data: JSONBody[PolicyIn], tx: Tx,
+        actor: CurrentActor,
+    ) -> PolicyVersion:  # fmt: skip
+        return await policy.update_version(tx, actor, year, version, data)
+
+
+class HouseholdController(Controller):
+    path = "/api/v1/households"
+    tags = ["households"]
+
+    @post("/", summary="Create a household with its members, in one request", guards=[TOWNSHIP_WRITERS])
+    async def create(
+        self, data: JSONBody[HouseholdCreate], tx: Tx, actor: CurrentActor, state: State
+    ) -> Response[Household]:
+        created = await households.create_household(tx, actor, data, local_today(state.settings.timezone))
+        return _with_etag(created, 201)
+
+    @post("/search", status_code=200, summary="Search households (identity numbers go in the body)")
+    async def search(self, data: JSONBody[HouseholdSearch], tx: Tx, actor: CurrentActor, state: State) -> HouseholdPage:
+        return await households.search(tx, actor, data, local_today(state.settings.timezone))
+
+    @get("/{household_id:uuid}", summary="A household with its members (and their enrolment for `year`)")
+    async def get_household(
+        self, household_id: FromPath[UUID], tx: Tx, actor: CurrentActor, year: OptionalYear = None
+    ) -> Response[Household]:
+        return _with_etag(await households.get_household(tx, actor, household_id, year))
+
+    @patch("/{household_id:uuid}", summary="Edit a household (If-Match required)", guards=[TOWNSHIP_WRITERS])
+    async def update(
+        self, household_id: FromPath[UUID], data: JSONBody[HouseholdUpdate], tx: Tx, actor: CurrentActor,
+        if_match: IfMatch = None,
+    ) -> Response[Household]:  # fmt: skip
+        return _with_etag(await households.update_household(tx, actor, household_id, _if_match(if_match), data))
+
+    @post("/{household_id:uuid}/members", summary="Add a member (If-Match required)", guards=[TOWNSHIP_WRITERS])
+    async def add_member(
+        self, household_id: FromPath[UUID], data: JSONBody[MemberIn], tx: Tx, actor: CurrentActor, state: State,
+        if_match: IfMatch = None,
+    ) -> Response[Household]:  # fmt: skip
+        today = local_today(state.settings.timezone)
+        return _with_etag(await households.add_member(tx, actor, household_id, _if_match(if_match), data, today), 201)
+
+    @patch("/{household_id:uuid}/members/{person_id:uuid}", summary="Edit a member (If-Match required)",
+           guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    async def update_member(
+        self, household_id: FromPath[UUID], person_id: FromPath[UUID], data: JSONBody[MemberUpdate], tx: Tx,
+        actor: CurrentActor, state: State, if_match: IfMatch = None,
+    ) -> Response[Household]:  # fmt: skip
+        today = local_today(state.settings.timezone)
+        return _with_etag(
+            await households.update_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
+        )
+
+    @post("/{household_id:uuid}/members/{person_id:uuid}/remove", status_code=200,
+          summary="Remove a member, with a reason (If-Match required)", guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    async def remove_member(
+        self, household_id: FromPath[UUID], person_id: FromPath[UUID], data: JSONBody[MemberRemove], tx: Tx,
+        actor: CurrentActor, if_match: IfMatch = None,
+    ) -> Response[Household]:  # fmt: skip
+        return _with_etag(await households.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data))
+
+    @post("/{household_id:uuid}/members/{person_id:uuid}/move", status_code=200,
+          summary="Move a member to another household; across townships the receiver accepts",
+          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    async def move_member(
+        self, household_id: FromPath[UUID], person_id: FromPath[UUID], data: JSONBody[MoveIn], tx: Tx,
+        actor: CurrentActor, if_match: IfMatch = None,
+    ) -> Move:  # fmt: skip
+        return await households.move_member(tx, actor, household_id, person_id, _if_match(if_match), data)
+
+    @get("/{household_id:uuid}/premium", summary="Premium, subsidy, amount due and paid per member, in fen")
+    async def premium(
+        self, household_id: FromPath[UUID], year: YearQuery, tx: Tx, actor: CurrentActor, state: State
+    ) -> PremiumQuote:
+        today = local_today(state.settings.timezone)
+        return await enrollments.premium_quote(tx, actor, household_id, year, today)
+
+
+class MoveController(Controller):
+    path = "/api/v1/moves"
+    tags = ["households"]
+
+    @get("/", summary="Moves into or out of your scope")
+    async def list_moves(
+        self, tx: Tx, actor: CurrentActor,
+        status: FromQuery[Literal["pending", "accepted", "rejected", "cancelled"] | None] = None,
+        after: FromQuery[UUID | None] = None, limit: Limit = 100,
+    ) -> MovePage:  # fmt: skip
+        return await households.list_moves(tx, actor, status, after, limit)
+
+    @post("/{move_id:uuid}/accept", status_code=200, summary="Accept a move into your township",
+          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    async def accept(self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor) -> Move:
+        return await households.decide_move(tx, actor, move_id, True, data.reason)
+
+    @post("/{move_id:uuid}/reject", status_code=200, summary="Reject a move into your township",
+          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    async def reject(self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor) -> Move:
+        return await households.decide_move(tx, actor, move_id, False, data.reason)
+
+
+class EnrollmentController(Controller):
+    path = "/api/v1/enrollments"
+    tags = ["enrollments"]
+
+    @post("/", summary="Enrol members of a household for a year", guards=[TOWNSHIP_WRITERS])
+    async def enrol(self, data: JSONBody[EnrollmentCreate], tx: Tx, actor: CurrentActor, state: State) -> Enrolled:
+        today = local_today(state.settings.timezone)
+        return await enrollments.enrol(tx, actor, data, today, state.key.secret)
+
+    @get("/", summary="Enrolments of a year in your scope: the review queue")
+    async def queue(
+        self, tx: Tx, actor: CurrentActor, year: YearQuery,
+        status: FromQuery[Literal["registered", "paid", "subsidised", "confirmed", "cancelled"] | None] = None,
+        village_code: VillageQuery = None, household_id: FromQuery[UUID | None] = None,
+        after: FromQuery[UUID | None] = None, limit: Limit = 100,
+    ) -> EnrollmentPage:  # fmt: skip
+        return await enrollments.queue(
+            tx, actor, year=year, status=status, village_code=village_code, household_id=household_id,
+            after=after, limit=limit,
+        )  # fmt: skip
+
+    @get("/{enrollment_id:uuid}", summary="An enrolment")
+    async def get_enrollment(self, enrollment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Enrollment:
+        return await enrollments.get(tx, actor, enrollment_id)
+
+    @post("/confirm", status_code=200, summary="Confirm paid or subsidised enrolments (all or nothing)",
+          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    async def confirm(self, data: JSONBody[ConfirmRequest], tx: Tx, actor: CurrentActor) -> EnrollmentPage:
+        return EnrollmentPage(items=await enrollments.confirm(tx, actor, data.ids), next_cursor=None)
+
+    @post("/{enrollment_id:uuid}/cancel", status_code=200, summary="Cancel an enrolment with a reason code",
+          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    async def cancel(
+        self, enrollment_id: FromPath[UUID], data: JSONBody[CancelRequest], tx: Tx, actor: CurrentActor
+    ) -> Enrollment:
+        return await enrollments.cancel(tx, actor, enrollment_id, data)
+
+
+class RenewalController(Controller):
+    path = "/api/v1/renewals"
+    tags = ["enrollments"]
+
+    @get("/", summary="Last year's members not yet enrolled this year (续保 roster)")
+    async def candidates(
+        self, tx: Tx, actor: CurrentActor, year: YearQuery, village_code: VillageQuery = None,
+        after: FromQuery[UUID | None] = None, limit: Limit = 200,
+    ) -> RenewalPage:  # fmt: skip
+        return await enrollments.renewal_candidates(tx, actor, year, village_code, after, limit)
+
+    @post("/", summary="Enrol a chosen set of last year's members", guards=[TOWNSHIP_WRITERS])
+    async def renew(self, data: JSONBody[RenewalRequest], tx: Tx, actor: CurrentActor, state: State) -> Renewed:
+        today = local_today(state.settings.timezone)
+        return await enrollments.renew(tx, actor, data, today, state.key.secret)
+
+
+class ReportController(Controller):
+    path = "/api/v1/reports"
+    tags = ["reports"]
+
+    @get("/coverage", summary="应保尽保: persons, enrolled, confirmed and rate per division (JSON, CSV, XLSX)")
+    async def coverage(
+        self, tx: Tx, actor: CurrentActor, year: YearQuery,
+        level: FromQuery[Literal["village", "township", "district"]] = "village",
+        format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
+    ) -> Response[coverage_report.CoverageReport | bytes]:  # fmt: skip
+        report = await coverage_report.coverage_report(tx, actor, year, level)
+        if format == "json":
+            return Response(report)
+        rows = coverage_report.table(report)
+        name = f"coverage-{year}-{level}.{format}"
+        body = (
+            reports.to_csv(coverage_report.HEADER, rows)
+            if format == "csv"
+            else reports.to_xlsx(f"coverage {year}", coverage_report.HEADER, rows)
+        )
+        return Response(
+            body, media_type=reports.MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )  # fmt: skip

@@ -1,0 +1,257 @@
+"""Coverage dates of one person for one coverage year (参保年度): the enrolment window, waiting
+periods for late enrolment and gaps (国办发〔2024〕38号), exemptions, and newborns.
+
+Every answer carries a reason code and a sentence in plain words saying why.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, timedelta
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "Coverage",
+    "CoverageInputError",
+    "CoverageReason",
+    "EnrolmentWindow",
+    "WaitingPeriod",
+    "WaitingPolicy",
+    "add_months",
+    "counted_gap_years",
+    "coverage_for",
+    "waiting_period",
+]
+
+CoverageReason = Literal["in_window", "waiting_period", "newborn", "exempt", "no_cover_this_year"]
+
+# The groups 国办发〔2024〕38号 exempts from waiting: newborns; persons newly recognised as 特困, 低保
+# or at risk of (re)poverty (防返贫监测); persons who left employee insurance (职工医保) within 3 months.
+NATIONAL_EXEMPT_GROUPS = frozenset({"newborn", "newly_recognised_assistance", "left_employee_insurance"})
+
+
+class CoverageInputError(ValueError):
+    """Inputs that cannot describe a real enrolment (a programming or data error, not a rule)."""
+
+
+class WaitingPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """The waiting-period parameters of one year's policy; the defaults are the national rule."""
+
+    fixed_months: int = 3  # 固定待遇等待期: late enrolment, or any counted gap
+    months_per_gap_year: int = 1  # 变动待遇等待期: per full year of gap
+    months_removed_per_back_paid_year: int = 1  # each year paid back (补缴) repairs this much of the variable part
+    long_gap_years: int = 4  # a gap of this many counted years or more ...
+    long_gap_min_months: int = 6  # ... keeps the total at least this long, however much is paid back
+    gaps_count_from_year: int = 2025  # years without cover before this one are not counted as gaps
+    newborn_days: int = 90  # a newborn enrolled at most this many days after birth is covered from birth
+    exempt_groups: frozenset[str] = NATIONAL_EXEMPT_GROUPS
+
+    def __post_init__(self) -> None:
+        numbers = (
+            self.fixed_months,
+            self.months_per_gap_year,
+            self.months_removed_per_back_paid_year,
+            self.long_gap_years,
+            self.long_gap_min_months,
+            self.newborn_days,
+        )
+        if any(n < 0 for n in numbers):
+            raise ValueError("waiting-period parameters must not be negative")
+
+
+class EnrolmentWindow(msgspec.Struct, frozen=True, kw_only=True):
+    """The centralised enrolment window (集中参保期), both days included; `end` as extended."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise ValueError("an enrolment window cannot end before it starts")
+
+
+class WaitingPeriod(msgspec.Struct, frozen=True, kw_only=True):
+    """How a waiting period of `months` was reached, for the explanation."""
+
+    months: int
+    fixed_months: int
+    counted_gap_years: int
+    gap_months: int  # variable part before repair
+    repaired_months: int  # removed by years paid back, at most gap_months
+    minimum_applied: bool  # raised to the long-gap minimum
+
+
+class Coverage(msgspec.Struct, frozen=True, kw_only=True):
+    """When a person is covered in a coverage year, and why. No cover: `start` and `end` are None."""
+
+    coverage_year: int
+    start: date | None
+    end: date | None  # 31 Dec of the coverage year when covered
+    waiting_months: int  # 0 unless the reason is waiting_period or a waiting period left no cover
+    reason_code: CoverageReason
+    reason: str
+
+
+def add_months(day: date, months: int) -> date:
+    """The same day of the month `months` calendar months later, or that month's last day when it
+    is shorter: 31 Jan + 1 month = 28 Feb (29 Feb in a leap year); 15 Mar + 3 months = 15 Jun."""
+    index = day.year * 12 + day.month - 1 + months
+    year, month = index // 12, index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def counted_gap_years(policy: WaitingPolicy, *, coverage_year: int, gap_years: int) -> int:
+    """How many of the `gap_years` uncovered years just before `coverage_year` count as gaps.
+
+    The gap is the run of consecutive years without cover that ends the year before
+    `coverage_year`; only those from `policy.gaps_count_from_year` on count.
+    """
+    if gap_years < 0:
+        raise CoverageInputError("gap_years must not be negative")
+    return max(0, min(gap_years, coverage_year - policy.gaps_count_from_year))
+
+
+def waiting_period(
+    policy: WaitingPolicy, *, coverage_year: int, gap_years: int = 0, back_paid_years: int = 0
+) -> WaitingPeriod:
+    """The waiting period of someone who enrols late or after a gap (exemptions aside).
+
+    months = fixed + max(0, counted gap years × months per gap year − back-paid years × months
+    removed per back-paid year); when the counted gap is `long_gap_years` or more, at least
+    `long_gap_min_months`.
+    """
+    if back_paid_years < 0:
+        raise CoverageInputError("back_paid_years must not be negative")
+    counted = counted_gap_years(policy, coverage_year=coverage_year, gap_years=gap_years)
+    gap_months = counted * policy.months_per_gap_year
+    repaired = min(gap_months, back_paid_years * policy.months_removed_per_back_paid_year)
+    months = policy.fixed_months + gap_months - repaired
+    minimum_applied = counted >= policy.long_gap_years and months < policy.long_gap_min_months
+    if minimum_applied:
+        months = policy.long_gap_min_months
+    return WaitingPeriod(
+        months=months,
+        fixed_months=policy.fixed_months,
+        counted_gap_years=counted,
+        gap_months=gap_months,
+        repaired_months=repaired,
+        minimum_applied=minimum_applied,
+    )
+
+
+def coverage_for(
+    *,
+    coverage_year: int,
+    business_date: date,
+    window: EnrolmentWindow,
+    policy: WaitingPolicy,
+    exemption: str | None = None,
+    birth_date: date | None = None,
+    gap_years: int = 0,
+    back_paid_years: int = 0,
+) -> Coverage:
+    """Coverage dates of one person for `coverage_year`.
+
+    `business_date` is the local date of payment, or of registration for a fully subsidised
+    person. `gap_years` is the number of consecutive years without cover just before
+    `coverage_year`; `back_paid_years` the years of it paid back (补缴). `exemption` is the code
+    of an exempt group in `policy.exempt_groups`, or None.
+
+    The first rule that applies decides:
+
+    1. newborn: enrolled at most `policy.newborn_days` days after birth → covered from birth, or
+       from 1 Jan if born in an earlier year; this holds even when paid after the year's end.
+    2. in_window: paid on or before the window's last day, and no counted gap → the whole year.
+       Paying before the window opens counts as in time here; whether money may be taken that
+       early is for the caller to decide.
+    3. exempt: enrolled late or after a gap, but in an exempt group → covered from the business
+       date, or from 1 Jan when that is later.
+    4. waiting_period: enrolled late or after a gap → the waiting period (see `waiting_period`)
+       runs from the business date, or from 1 Jan when that is later (someone with a gap who pays
+       inside the window waits from 1 Jan). "Covered after N months" means covered from
+       `add_months(that date, N)`, the same day of the month N calendar months later, clamped
+       to the month's end: paid 15 Mar with 3 months → covered from 15 Jun; paid 30 Nov with 3
+       months → covered from 28 or 29 Feb.
+    5. no_cover_this_year: whichever rule applied, a start after 31 Dec (or before birth, moved
+       to the birth date) leaves no cover in this year.
+
+    Cover ends on 31 Dec of the coverage year and never starts before birth.
+    """
+    if birth_date is not None and birth_date > business_date:
+        raise CoverageInputError("a person cannot be enrolled before birth")
+    if exemption is not None and exemption not in policy.exempt_groups:
+        raise CoverageInputError("the exemption is not one this policy grants")
+    year_start, year_end = date(coverage_year, 1, 1), date(coverage_year, 12, 31)
+    waiting = waiting_period(policy, coverage_year=coverage_year, gap_years=gap_years, back_paid_years=back_paid_years)
+    late = business_date > window.end
+    after_gap = waiting.counted_gap_years > 0
+    enrolled = f"Enrolled on {business_date.isoformat()}"
+
+    start: date
+    reason_code: CoverageReason
+    months = 0
+    if birth_date is not None and business_date - birth_date <= timedelta(days=policy.newborn_days):
+        start, reason_code = max(birth_date, year_start), "newborn"
+        why = f"{enrolled}, within {policy.newborn_days} days of birth: no waiting, covered from birth"
+        if birth_date < year_start:
+            why += f", which in {coverage_year} means from 1 January"
+    elif not late and not after_gap:
+        start, reason_code = year_start, "in_window"
+        why = f"{enrolled}, before the enrolment window closed on {window.end.isoformat()}: no waiting period"
+    elif exemption is not None:
+        start, reason_code = max(business_date, year_start), "exempt"
+        why = f"{enrolled}, {_late_or_gap(late, window, waiting)}; exempt from waiting ({exemption})"
+    else:
+        months = waiting.months
+        start, reason_code = add_months(max(business_date, year_start), months), "waiting_period"
+        why = f"{enrolled}, {_late_or_gap(late, window, waiting)}; {_waiting_words(waiting, policy)}"
+
+    if birth_date is not None and start < birth_date:
+        start = birth_date
+    if start > year_end:
+        return Coverage(
+            coverage_year=coverage_year,
+            start=None,
+            end=None,
+            waiting_months=months,
+            reason_code="no_cover_this_year",
+            reason=f"{why}; cover would start on {start.isoformat()}, after the end of {coverage_year}: "
+            "no cover this year.",
+        )
+    return Coverage(
+        coverage_year=coverage_year,
+        start=start,
+        end=year_end,
+        waiting_months=months,
+        reason_code=reason_code,
+        reason=f"{why}; covered from {start.isoformat()} to {year_end.isoformat()}.",
+    )
+
+
+def _late_or_gap(late: bool, window: EnrolmentWindow, waiting: WaitingPeriod) -> str:
+    parts = []
+    if late:
+        parts.append(f"after the enrolment window closed on {window.end.isoformat()}")
+    if waiting.counted_gap_years:
+        parts.append(f"after {_plural(waiting.counted_gap_years, 'year')} without cover")
+    return " and ".join(parts)
+
+
+def _waiting_words(waiting: WaitingPeriod, policy: WaitingPolicy) -> str:
+    words = f"waiting period of {_plural(waiting.months, 'month')}: {waiting.fixed_months} fixed"
+    if waiting.gap_months:
+        words += f" + {waiting.gap_months} for the gap"
+    if waiting.repaired_months:
+        words += f" - {waiting.repaired_months} repaired by paying back"
+    if waiting.minimum_applied:
+        words += (
+            f", raised to the minimum of {policy.long_gap_min_months} after a gap of "
+            f"{_plural(policy.long_gap_years, 'year')} or more"
+        )
+    return words
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
