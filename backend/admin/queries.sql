@@ -10,6 +10,12 @@ RETURNING id, username, full_name, role, division_code, active, created_at, upda
 SELECT id, username, full_name, role, division_code, active, created_at, updated_at, disabled_at
 FROM users WHERE id = $1;
 
+-- name: get_user_for_update
+-- A change reads, decides and writes the whole row: the lock keeps a concurrent change from being lost.
+SELECT id, username, full_name, role, division_code, active, created_at, updated_at, disabled_at
+FROM users WHERE id = $1
+FOR UPDATE;
+
 -- name: get_user_by_username
 SELECT id, username, full_name, role, division_code, active, created_at, updated_at, disabled_at
 FROM users WHERE lower(username) = lower($1);
@@ -46,6 +52,15 @@ SELECT d.id, d.owner_id, d.label, d.model, d.app_version, d.status, d.registered
        d.revoked_at, d.last_seen_at, u.division_code
 FROM devices d JOIN users u ON u.id = d.owner_id
 WHERE d.id = $1;
+
+-- name: get_device_for_update
+-- A status change checks the current status first; the lock keeps a concurrent change from slipping in
+-- between (a revoked tablet must never come back).
+SELECT d.id, d.owner_id, d.label, d.model, d.app_version, d.status, d.registered_at, d.suspended_at,
+       d.revoked_at, d.last_seen_at, u.division_code
+FROM devices d JOIN users u ON u.id = d.owner_id
+WHERE d.id = $1
+FOR UPDATE OF d;
 
 -- name: list_devices
 SELECT d.id, d.owner_id, d.label, d.model, d.app_version, d.status, d.registered_at, d.suspended_at,

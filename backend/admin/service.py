@@ -111,8 +111,8 @@ async def create_user(conn: Connection, actor: Actor | None, passwords: Password
     return user
 
 
-async def _user_in_scope(conn: Connection, actor: Actor, user_id: UUID) -> User:
-    row = await conn.fetchrow(Q["get_user"], user_id)
+async def _user_in_scope(conn: Connection, actor: Actor, user_id: UUID, *, for_update: bool = False) -> User:
+    row = await conn.fetchrow(Q["get_user_for_update" if for_update else "get_user"], user_id)
     if row is None or not actor.in_scope(row["division_code"]):
         raise NotFound()
     return _user(row)
@@ -158,7 +158,7 @@ async def list_users(
 
 
 async def update_user(conn: Connection, actor: Actor, user_id: UUID, data: UserUpdate) -> User:
-    before = await _user_in_scope(conn, actor, user_id)
+    before = await _user_in_scope(conn, actor, user_id, for_update=True)
     role = data.role or before.role
     division_code = data.division_code or before.division_code
     active = before.active if data.active is None else data.active
@@ -263,8 +263,10 @@ async def register_device(conn: Connection, actor: Actor, data: DeviceRegister) 
     return DeviceRegistered(device=device, device_secret=secret)
 
 
-async def _device_visible(conn: Connection, actor: Actor, device_id: UUID) -> asyncpg.Record:
-    row = await conn.fetchrow(Q["get_device"], device_id)
+async def _device_visible(
+    conn: Connection, actor: Actor, device_id: UUID, *, for_update: bool = False
+) -> asyncpg.Record:
+    row = await conn.fetchrow(Q["get_device_for_update" if for_update else "get_device"], device_id)
     visible = row is not None and (
         (actor.role == Role.DISTRICT_ADMIN and actor.in_scope(row["division_code"])) or row["owner_id"] == actor.id
     )
@@ -300,7 +302,7 @@ _DEVICE_MOVES = {"suspend": ({"active"}, "suspended"), "reactivate": ({"suspende
 
 
 async def change_device_status(conn: Connection, actor: Actor, device_id: UUID, move: str) -> Device:
-    row = await _device_visible(conn, actor, device_id)
+    row = await _device_visible(conn, actor, device_id, for_update=True)
     if actor.role != Role.DISTRICT_ADMIN and not (move == "revoke" and row["owner_id"] == actor.id):
         raise Forbidden()
     allowed_from, to = _DEVICE_MOVES[move]

@@ -32,18 +32,19 @@ VALUES ($1, $2, $3, $4, $5);
 -- name: refresh_token_for_update
 SELECT t.id, t.family_id, t.issued_at, t.expires_at, t.used_at, t.replaced_by,
        f.user_id, f.device_id, f.revoked_at AS family_revoked_at,
-       u.active AS user_active, d.status AS device_status,
-       c.issued_at AS child_issued_at, c.used_at AS child_used_at
+       u.active AS user_active, d.status AS device_status
 FROM refresh_tokens t
 JOIN refresh_families f ON f.id = t.family_id
 JOIN users u ON u.id = f.user_id
 LEFT JOIN devices d ON d.id = f.device_id
-LEFT JOIN refresh_tokens c ON c.id = t.replaced_by
 WHERE t.token_hash = $1
 FOR UPDATE OF t, f;
 
+-- name: refresh_replacement
+SELECT issued_at, used_at FROM refresh_tokens WHERE id = $1;
+
 -- name: mark_used
-UPDATE refresh_tokens SET used_at = now(), replaced_by = $2 WHERE id = $1;
+UPDATE refresh_tokens SET used_at = $3, replaced_by = $2 WHERE id = $1;
 
 -- name: revoke_family
 UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL;
@@ -56,12 +57,13 @@ UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE device_
 
 -- name: actor_for_token
 -- Checked on every request, so disabling a user, suspending a device or logging out takes effect
--- at once, not when the access token expires; role and scope are read fresh too.
+-- at once, not when the access token expires; role and scope are read fresh too. Every access
+-- token names its session (refresh family), which must exist and belong to the same user and device.
 SELECT u.role, u.division_code, dv.level, u.active,
-       (f.id IS NULL OR f.revoked_at IS NULL) AS session_live,
+       (f.revoked_at IS NULL AND f.user_id = u.id AND f.device_id IS NOT DISTINCT FROM $3::uuid) AS session_live,
        d.status AS device_status, d.owner_id AS device_owner
 FROM users u
 JOIN divisions dv ON dv.code = u.division_code
-LEFT JOIN refresh_families f ON f.id = $2
+JOIN refresh_families f ON f.id = $2
 LEFT JOIN devices d ON d.id = $3
 WHERE u.id = $1;

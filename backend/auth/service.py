@@ -137,7 +137,8 @@ async def refresh(ctx: AuthContext, token: str) -> TokenPair:
     reuse_detected = False
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(Q["refresh_token_for_update"], refresh_token_hash(token))
-        now = datetime.now(UTC).replace(microsecond=0)
+        moment = datetime.now(UTC)
+        now = moment.replace(microsecond=0)  # whole seconds, as in the JWT, so a replay rebuilds the same answer
         if (
             row is None
             or row["family_revoked_at"] is not None
@@ -157,10 +158,14 @@ async def refresh(ctx: AuthContext, token: str) -> TokenPair:
                 now,
                 now + timedelta(seconds=ctx.settings.refresh_token_ttl_s),
             )
-            await conn.execute(Q["mark_used"], row["id"], child_id)
+            await conn.execute(Q["mark_used"], row["id"], child_id, moment)
             return _pair(ctx, row["user_id"], row["family_id"], row["device_id"], child_id, now, child)
-        within_grace = now - row["used_at"] <= timedelta(seconds=ctx.settings.refresh_grace_s)
-        if within_grace and row["child_used_at"] is None:
+        # The exact moment, not the whole second: with a grace of 0 s a reuse in the same second is still reuse.
+        within_grace = moment - row["used_at"] < timedelta(seconds=ctx.settings.refresh_grace_s)
+        # A statement of its own: when a concurrent rotation of this token held the lock, the row
+        # above was re-read after it committed, but its replacement is newer than that query's snapshot.
+        replacement = await conn.fetchrow(Q["refresh_replacement"], row["replaced_by"])
+        if within_grace and replacement is not None and replacement["used_at"] is None:
             # The answer to the first presentation was lost on the way: give it again, unchanged.
             return _pair(
                 ctx,
@@ -168,7 +173,7 @@ async def refresh(ctx: AuthContext, token: str) -> TokenPair:
                 row["family_id"],
                 row["device_id"],
                 row["replaced_by"],
-                row["child_issued_at"],
+                replacement["issued_at"],
                 child,
             )
         await conn.execute(Q["revoke_family"], row["family_id"], "refresh_token_reused")

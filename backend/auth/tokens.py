@@ -62,7 +62,7 @@ def load_signing_key(settings: Settings) -> SigningKey:
 
 class AccessClaims(msgspec.Struct, frozen=True, kw_only=True):
     sub: UUID
-    sid: UUID | None = None  # the refresh-token family: logout revokes the access token too
+    sid: UUID  # the session (refresh-token family): logout, reuse or a disabled device revoke the access token too
     dev: UUID | None = None
     act: str = "user"
     jti: UUID
