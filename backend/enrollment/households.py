@@ -196,6 +196,8 @@ def _identity(
 ) -> _Identity:
     """Validates and normalises a member's identity fields (SPEC §2); errors name the field."""
     birth_cert = getattr(member, "birth_cert_no", None)
+    if birth_cert is None and current is not None:
+        birth_cert = current.birth_cert_no
     if member.id_number is not None:
         try:
             parsed = parse_resident_id(member.id_number, today=today, birth_date=member.birth_date, sex=member.sex)
@@ -223,6 +225,7 @@ def _identity(
         raise InvalidInput(
             f"{field}id_number", "an identity number, or a newborn's birth-certificate number, is required"
         )
+    number = _birth_cert(field, birth_cert)
     if member.birth_date is None:
         raise InvalidInput(f"{field}birth_date", "is required with a birth-certificate number")
     if member.birth_date > today:
@@ -231,7 +234,7 @@ def _identity(
         raise InvalidInput(f"{field}sex", "is required with a birth-certificate number")
     return _Identity(
         id_number=None,
-        birth_cert_no=_birth_cert(field, birth_cert),
+        birth_cert_no=number,
         converted_from_15=False,
         birth_date=member.birth_date,
         sex=member.sex,
@@ -252,7 +255,7 @@ async def _village_in_scope(conn: Connection, actor: Actor, code: str, field: st
 
 
 async def _existing_people(
-    conn: Connection, actor: Actor, identities: list[_Identity], fields: list[str]
+    conn: Connection, actor: Actor, identities: list[_Identity], fields: list[str], exclude: UUID | None = None
 ) -> dict[int, UUID]:
     """Index → person id of members already known and in no household now (they are reused).
     Anyone already in a household is a 409; the other household is named only within scope."""
@@ -268,7 +271,7 @@ async def _existing_people(
             same = (identity.id_number and row["id_number"] == identity.id_number) or (
                 identity.birth_cert_no and row["birth_cert_no"] == identity.birth_cert_no
             )
-            if not same:
+            if not same or row["id"] == exclude:
                 continue
             if row["household_id"] is None:
                 reuse[index] = row["id"]
@@ -475,7 +478,7 @@ async def update_member(
     )  # fmt: skip
     identity = _identity("", data, today, current=current)
     if identity.id_number and identity.id_number != person["id_number"]:
-        await _existing_people(conn, actor, [identity], [""])
+        await _existing_people(conn, actor, [identity], [""], exclude=person_id)
     before = {
         "name": person["name"], "phone": person["phone"], "id_number": person["id_number"],
         "birth_date": person["birth_date"].isoformat(), "sex": person["sex"], "relation": membership["relation"],

@@ -1,0 +1,384 @@
+"""Households and members: atomic creation, identity rules, one current household per person,
+optimistic concurrency, search with identity numbers in the body, moves that keep history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.conftest import auth_headers
+from tests.factories import ID_NUMBERS, create_household, member
+
+Client = AsyncTestClient[Litestar]
+
+
+def if_match(household: dict[str, Any]) -> dict[str, str]:
+    return {"If-Match": f'"{household["row_version"]}"'}
+
+
+async def test_household_is_created_with_its_members_and_an_etag(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        headers=staff,
+        json={
+            "village_code": "330106001001",
+            "household_no": "0001",
+            "address": "北山路 1 号",
+            "members": [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse", phone="13800000000")],
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert response.headers["etag"] == '"1"'
+    assert [(m["relation"], m["id_number"], m["sex"], m["birth_date"]) for m in body["members"]] == [
+        ("head", "110105198001010016", "male", "1980-01-01"),
+        ("spouse", "110105198202020026", "female", "1982-02-02"),
+    ]
+    assert body["head_person_id"] == body["members"][0]["person_id"]
+    audit = await conn.fetchrow("SELECT action, division_code, summary FROM audit_log WHERE entity = 'household'")
+    assert (audit["action"], audit["division_code"], audit["summary"]["members"]) == ("create", "330106001001", 2)
+
+
+async def test_one_bad_member_writes_nothing_and_names_the_field(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        headers=staff,
+        json={
+            "village_code": "330106001001",
+            "household_no": "0001",
+            "members": [member(ID_NUMBERS[1], "张三"), member("110105198202020027", "李四", "spouse")],
+        },
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["errors"][0]["field"] == "members[1].id_number"
+    assert body["reason"] == "bad_checksum"
+    assert "110105198202020027" not in response.text
+    assert await conn.fetchval("SELECT count(*) FROM households") == 0
+    assert await conn.fetchval("SELECT count(*) FROM persons") == 0
+
+
+@pytest.mark.parametrize(
+    ("entered", "field", "reason"),
+    [
+        ({"id_number": "4.40524188001E+17"}, "id_number", "scientific_notation"),
+        ({"id_number": "11010519800101001"}, "id_number", "bad_length"),
+        ({"id_number": "110105198013010013"}, "id_number", "bad_birth_date"),
+        ({"id_number": ID_NUMBERS[1], "birth_date": "1980-01-02"}, "birth_date", "birth_date_mismatch"),
+        ({"id_number": ID_NUMBERS[1], "sex": "female"}, "sex", "sex_mismatch"),
+        ({"birth_cert_no": "O12345678"}, "birth_cert_no", "bad_length"),
+        ({"birth_cert_no": "O123456789"}, "birth_date", None),
+    ],
+)
+async def test_identity_rules_name_the_field(
+    client: Client, entered: dict[str, Any], field: str, reason: str | None
+) -> None:
+    staff = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        headers=staff,
+        json={
+            "village_code": "330106001001",
+            "household_no": "9",
+            "members": [{"name": "王五", "relation": "head", **entered}],
+        },
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["errors"][0]["field"] == f"members[0].{field}"
+    assert response.json().get("reason") == reason
+
+
+async def test_full_width_and_15_digit_numbers_are_normalised(client: Client) -> None:
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(
+        client,
+        staff,
+        [
+            member("１１０１０５１９４９１２３１００２ｘ", "赵一"),  # full-width digits and a small x
+            member("110105800101001", "赵二", "child"),  # first-generation, 15 digits
+        ],
+    )
+    numbers = [(m["id_number"], m["id_converted_from_15"]) for m in household["members"]]
+    assert numbers == [("11010519491231002X", False), ("110105198001010016", True)]
+
+
+async def test_newborn_is_registered_with_a_birth_certificate_and_completed_later(client: Client) -> None:
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(
+        client,
+        staff,
+        [
+            member(ID_NUMBERS[1], "张三"),
+            {
+                "name": "张宝宝",
+                "relation": "child",
+                "birth_cert_no": "o123456789",
+                "birth_date": "2024-06-01",
+                "sex": "male",
+            },
+        ],
+    )
+    baby = household["members"][1]
+    assert (baby["id_number"], baby["birth_cert_no"]) == (None, "O123456789")
+    response = await client.patch(
+        f"/api/v1/households/{household['id']}/members/{baby['person_id']}",
+        json={"id_number": "330106202406010010"},
+        headers={**staff, **if_match(household)},
+    )
+    assert response.status_code == 200, response.text
+    completed = response.json()["members"][1]
+    assert (completed["id_number"], completed["birth_cert_no"]) == ("330106202406010010", "O123456789")
+    assert response.headers["etag"] == '"2"'
+
+
+async def test_completing_a_newborn_with_a_number_of_another_birth_date_is_refused(client: Client) -> None:
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(
+        client,
+        staff,
+        [
+            member(ID_NUMBERS[1], "张三"),
+            {
+                "name": "张宝宝",
+                "relation": "child",
+                "birth_cert_no": "O123456789",
+                "birth_date": "2024-06-02",
+                "sex": "male",
+            },
+        ],
+    )
+    baby = household["members"][1]
+    response = await client.patch(
+        f"/api/v1/households/{household['id']}/members/{baby['person_id']}",
+        json={"id_number": "330106202406010010", "birth_date": "2024-06-02"},
+        headers={**staff, **if_match(household)},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "birth_date"
+
+
+async def test_person_in_another_household_is_a_409_that_names_it_only_within_scope(client: Client) -> None:
+    staff_a = await auth_headers(client, "staff_a")
+    staff_b = await auth_headers(client, "staff_b")
+    first = await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
+    same_township = await client.post(
+        "/api/v1/households",
+        headers=staff_a,
+        json={"village_code": "330106001002", "household_no": "7", "members": [member(ID_NUMBERS[1], "张三")]},
+    )
+    assert same_township.status_code == 409
+    assert same_township.json()["code"] == "person_already_registered"
+    assert same_township.json()["conflicts"] == [{"field": "members[0].id_number", "household_id": first["id"]}]
+    other_township = await client.post(
+        "/api/v1/households",
+        headers=staff_b,
+        json={"village_code": "330106002201", "household_no": "7", "members": [member(ID_NUMBERS[1], "张三")]},
+    )
+    assert other_township.status_code == 409
+    assert other_township.json()["conflicts"] == [{"field": "members[0].id_number"}]
+    assert first["id"] not in other_township.text
+
+
+async def test_database_keeps_one_current_household_per_person(conn: asyncpg.Connection, seeded: None) -> None:  # type: ignore[type-arg]
+    person = await conn.fetchval(
+        "INSERT INTO persons (id, id_number, name, sex, birth_date) "
+        "VALUES (gen_random_uuid(), $1, '张三', 'male', '1980-01-01') RETURNING id",
+        ID_NUMBERS[1],
+    )
+    homes = [
+        await conn.fetchval(
+            "INSERT INTO households (id, village_code, household_no) VALUES (gen_random_uuid(), '330106001001', $1) "
+            "RETURNING id",
+            str(n),
+        )
+        for n in (1, 2)
+    ]
+    await conn.execute(
+        "INSERT INTO memberships (id, person_id, household_id, relation) VALUES (gen_random_uuid(), $1, $2, 'head')",
+        person,
+        homes[0],
+    )
+    with pytest.raises(asyncpg.UniqueViolationError) as caught:
+        await conn.execute(
+            "INSERT INTO memberships (id, person_id, household_id, relation) "
+            "VALUES (gen_random_uuid(), $1, $2, 'head')",
+            person,
+            homes[1],
+        )
+    assert caught.value.constraint_name == "memberships_one_current_household"
+
+
+async def test_village_outside_scope_is_refused(client: Client) -> None:
+    staff_a = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        headers=staff_a,
+        json={"village_code": "330106002201", "household_no": "1", "members": [member(ID_NUMBERS[1], "张三")]},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "village_code"
+
+
+async def test_exactly_one_head(client: Client) -> None:
+    staff_a = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        headers=staff_a,
+        json={
+            "village_code": "330106001001",
+            "household_no": "1",
+            "members": [member(ID_NUMBERS[1], "张三", "spouse")],
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "members"
+
+
+async def test_stale_if_match_gets_412_and_missing_gets_428(client: Client) -> None:
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
+    url = f"/api/v1/households/{household['id']}"
+    first = await client.patch(url, json={"address": "新地址 1"}, headers={**staff, **if_match(household)})
+    assert first.status_code == 200
+    assert first.headers["etag"] == '"2"'
+    stale = await client.patch(url, json={"address": "新地址 2"}, headers={**staff, **if_match(household)})
+    assert stale.status_code == 412
+    assert stale.json()["current_version"] == 2
+    missing = await client.patch(url, json={"address": "新地址 3"}, headers=staff)
+    assert missing.status_code == 428
+    current = await client.get(url, headers=staff)
+    assert current.json()["address"] == "新地址 1"
+
+
+async def test_search_takes_the_identity_number_in_the_body_and_pages(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    homes = [
+        await create_household(client, staff, [member(n, f"张{i}")], household_no=str(i))
+        for i, n in enumerate(ID_NUMBERS[1:5])
+    ]
+    by_id = await client.post("/api/v1/households/search", json={"id_number": ID_NUMBERS[2]}, headers=staff)
+    assert [h["id"] for h in by_id.json()["items"]] == [homes[1]["id"]]
+    by_no = await client.post("/api/v1/households/search", json={"household_no": "3"}, headers=staff)
+    assert [h["id"] for h in by_no.json()["items"]] == [homes[3]["id"]]
+    by_name = await client.post("/api/v1/households/search", json={"head_name": "张2"}, headers=staff)
+    assert [h["head_name"] for h in by_name.json()["items"]] == ["张2"]
+    page1 = await client.post("/api/v1/households/search", json={"limit": 3}, headers=staff)
+    page2 = await client.post(
+        "/api/v1/households/search", json={"limit": 3, "after": page1.json()["next_cursor"]}, headers=staff
+    )
+    ids = [h["id"] for h in page1.json()["items"] + page2.json()["items"]]
+    assert sorted(ids) == sorted(h["id"] for h in homes)
+    assert page2.json()["next_cursor"] is None
+    summaries = await conn.fetch("SELECT summary FROM audit_log WHERE action = 'search' ORDER BY id")
+    assert summaries[0]["summary"] == {"criteria": ["id_number"], "results": 1}
+    assert ID_NUMBERS[2] not in str([s["summary"] for s in summaries])
+
+
+async def test_reading_a_household_is_audited(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
+    await client.get(f"/api/v1/households/{household['id']}", headers=staff)
+    reads = await conn.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'read' AND entity_id = $1", household["id"]
+    )
+    assert reads == 1
+
+
+async def test_move_within_a_township_is_immediate_and_keeps_history(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    source = await create_household(
+        client, staff, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
+    )
+    target = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], village_code="330106001201")
+    person = source["members"][1]["person_id"]
+    moved = await client.post(
+        f"/api/v1/households/{source['id']}/members/{person}/move",
+        json={"to_household_id": target["id"], "relation": "spouse"},
+        headers={**staff, **if_match(source)},
+    )
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["status"] == "accepted"
+    after = await client.get(f"/api/v1/households/{target['id']}", headers=staff)
+    assert [m["person_id"] for m in after.json()["members"]] == [target["members"][0]["person_id"], person]
+    history = await conn.fetch(
+        "SELECT household_id, left_reason FROM memberships WHERE person_id = $1 ORDER BY joined_at", person
+    )
+    assert [(str(h["household_id"]), h["left_reason"]) for h in history] == [
+        (source["id"], "moved"),
+        (target["id"], None),
+    ]
+
+
+async def test_move_to_another_township_waits_for_the_receiver(client: Client) -> None:
+    staff_a = await auth_headers(client, "staff_a")
+    staff_b = await auth_headers(client, "staff_b")
+    source = await create_household(
+        client, staff_a, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
+    )
+    target = await create_household(client, staff_b, [member(ID_NUMBERS[3], "王五")], village_code="330106002201")
+    person = source["members"][1]["person_id"]
+    requested = await client.post(
+        f"/api/v1/households/{source['id']}/members/{person}/move",
+        json={"to_household_id": target["id"], "relation": "spouse"},
+        headers={**staff_a, **if_match(source)},
+    )
+    assert requested.json()["status"] == "pending"
+    still_here = await client.get(f"/api/v1/households/{source['id']}", headers=staff_a)
+    assert len(still_here.json()["members"]) == 2
+    # The sender cannot decide; the receiver can.
+    move_id = requested.json()["id"]
+    by_sender = await client.post(f"/api/v1/moves/{move_id}/accept", json={}, headers=staff_a)
+    assert by_sender.status_code == 400
+    incoming = await client.get("/api/v1/moves", params={"status": "pending"}, headers=staff_b)
+    assert [m["id"] for m in incoming.json()["items"]] == [move_id]
+    accepted = await client.post(f"/api/v1/moves/{move_id}/accept", json={}, headers=staff_b)
+    assert accepted.json()["status"] == "accepted"
+    arrived = await client.get(f"/api/v1/households/{target['id']}", headers=staff_b)
+    assert person in [m["person_id"] for m in arrived.json()["members"]]
+    gone = await client.get(f"/api/v1/households/{source['id']}", headers=staff_a)
+    assert person not in [m["person_id"] for m in gone.json()["members"]]
+    again = await client.post(f"/api/v1/moves/{move_id}/reject", json={}, headers=staff_b)
+    assert again.status_code == 409
+
+
+async def test_removed_member_can_be_registered_again_elsewhere(client: Client) -> None:
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(
+        client, staff, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
+    )
+    person = household["members"][1]["person_id"]
+    removed = await client.post(
+        f"/api/v1/households/{household['id']}/members/{person}/remove",
+        json={"reason": "data_error"},
+        headers={**staff, **if_match(household)},
+    )
+    assert removed.status_code == 200
+    again = await create_household(client, staff, [member(ID_NUMBERS[2], "李四")], household_no="0002")
+    assert again["members"][0]["person_id"] == person
+
+
+async def test_head_changes_hands_explicitly(client: Client) -> None:
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(
+        client, staff, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
+    )
+    spouse = household["members"][1]["person_id"]
+    url = f"/api/v1/households/{household['id']}/members/{spouse}"
+    without = await client.patch(url, json={"relation": "head"}, headers={**staff, **if_match(household)})
+    assert without.status_code == 422
+    assert without.json()["errors"][0]["field"] == "former_head_relation"
+    changed = await client.patch(
+        url, json={"relation": "head", "former_head_relation": "spouse"}, headers={**staff, **if_match(household)}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["head_person_id"] == spouse
+    assert [(m["person_id"], m["relation"]) for m in changed.json()["members"]] == [
+        (spouse, "head"),
+        (household["members"][0]["person_id"], "spouse"),
+    ]
