@@ -1,7 +1,7 @@
 -- name: year_has_money
--- Money counts as collected once any enrolment of the year was paid (payments arrive later and
--- will be counted here too).
-SELECT EXISTS (SELECT 1 FROM enrollments WHERE coverage_year = $1 AND funding = 'paid');
+-- Money counts as collected once any payment for the year was recorded, or any enrolment paid.
+SELECT EXISTS (SELECT 1 FROM payments WHERE coverage_year = $1)
+    OR EXISTS (SELECT 1 FROM enrollments WHERE coverage_year = $1 AND funding = 'paid');
 
 -- name: next_policy_version
 SELECT coalesce(max(version), 0) + 1 FROM policy_versions WHERE coverage_year = $1;
