@@ -36,6 +36,12 @@ def route_handlers() -> list[object]:
         RenewalController,
         ReportController,
     )
+    from backend.premiums.routes import (
+        AdjustmentController,
+        CollectorDayController,
+        PaymentController,
+        ReceiptBlockController,
+    )
 
     return [
         ops.health,
@@ -53,6 +59,10 @@ def route_handlers() -> list[object]:
         EnrollmentController,
         RenewalController,
         ReportController,
+        ReceiptBlockController,
+        PaymentController,
+        AdjustmentController,
+        CollectorDayController,
     ]
 
 

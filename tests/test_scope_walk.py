@@ -11,6 +11,7 @@ every later route joins the walk.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 import asyncpg
@@ -58,6 +59,32 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
     )
     assert moved.status_code == 200, moved.text
     staff_a_id = await conn.fetchval("SELECT id FROM users WHERE username = 'staff_a'")
+    block = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": str(staff_a_id), "prefix": "A", "first_no": 1, "last_no": 50},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert block.status_code == 201, block.text
+    payment_id = str(uuid.uuid4())
+    paid = await client.post(
+        "/api/v1/payments",
+        json={
+            "id": payment_id,
+            "household_id": household["id"],
+            "coverage_year": 2026,
+            "person_ids": [person_id],
+            "amount_fen": 40000,
+            "method": "cash",
+            "receipt_no": "A00000001",
+            "collected_at": "2025-10-08T09:00:00+08:00",
+        },
+        headers={**staff_a, "Idempotency-Key": "scope-walk-payment-1"},
+    )
+    assert paid.status_code == 201, paid.text
+    void = await client.post(
+        f"/api/v1/payments/{payment_id}/adjustments", json={"kind": "refund", "reason": "overpayment"}, headers=staff_a
+    )
+    assert void.status_code == 201, void.text
     return {
         "code": VILLAGE_A,
         "user_id": str(staff_a_id),
@@ -67,6 +94,11 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
         "person_id": person_id,
         "enrollment_id": enrolled.json()["items"][0]["id"],
         "move_id": moved.json()["id"],
+        "block_id": block.json()["id"],
+        "payment_id": payment_id,
+        "request_id": void.json()["id"],
+        "collector_id": str(staff_a_id),
+        "day": "2025-10-08",
         "year": "2026",
         "version": "1",
     }
@@ -113,8 +145,8 @@ async def test_every_route_gives_another_township_no_data(
 ) -> None:
     samples = await township_a_records(client, conn)
     # Anything that names township A's records, people or places.
-    secrets = {v for k, v in samples.items() if k not in ("code", "year", "version")}
-    secrets |= {"staff_a", "330106001", "北山", "张三", "李四", ID_NUMBERS[1], ID_NUMBERS[2], ID_NUMBERS[3]}
+    secrets = {v for k, v in samples.items() if k not in ("code", "year", "version", "day")}
+    secrets |= {"staff_a", "330106001", "北山", "张三", "李四", ID_NUMBERS[1], ID_NUMBERS[2], ID_NUMBERS[3], "A00000001"}
     headers = await auth_headers(client, outsider)
     walked = 0
     for method, path, params, query in operations(app):

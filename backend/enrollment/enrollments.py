@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -123,8 +122,22 @@ def query_code_hash(key: bytes, household_id: UUID, year: int, code: str) -> byt
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def new_query_code() -> str:
-    return "".join(secrets.choice(QUERY_CODE_ALPHABET) for _ in range(QUERY_CODE_LENGTH))
+def query_code(key: bytes, household_id: UUID, year: int, generation: int = 1) -> str:
+    """The household's query code for a year: derived from the server key, so a receipt can print
+    it again while the database holds only its keyed hash. A new generation replaces a leaked code."""
+    digest = hmac.new(key, f"query-code:{household_id}:{year}:{generation}".encode(), hashlib.sha256).digest()
+    number = int.from_bytes(digest[:12], "big")
+    letters = []
+    for _ in range(QUERY_CODE_LENGTH):
+        number, index = divmod(number, len(QUERY_CODE_ALPHABET))
+        letters.append(QUERY_CODE_ALPHABET[index])
+    return "".join(letters)
+
+
+async def household_query_code(conn: Connection, key: bytes, household_id: UUID, year: int) -> str | None:
+    """The code printed on the household's slip for the year, or None before its first enrolment."""
+    generation: int | None = await conn.fetchval(Q["query_code_generation"], household_id, year)
+    return None if generation is None else query_code(key, household_id, year, generation)
 
 
 async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
@@ -154,7 +167,7 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
         if exc.constraint_name == "enrollments_one_live_per_person_year":
             raise AlreadyEnrolled() from exc  # a concurrent request won the race
         raise
-    code: str | None = new_query_code()
+    code: str | None = query_code(code_key, data.household_id, data.coverage_year)
     assert code is not None
     created = await conn.fetchval(
         Q["insert_query_code"], data.household_id, data.coverage_year,
@@ -398,9 +411,9 @@ async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int) -> 
 
 
 async def paid_for(conn: Connection, household_id: UUID, year: int) -> dict[UUID, int]:
-    """Amount paid per person for the year. The seam for premium collection: payments recorded
-    by the premiums package will be summed here."""
-    return {}
+    """Amount paid per person for the year: what payments that were not voided put towards them."""
+    rows = await conn.fetch(Q["allocated_to_persons"], household_id, year)
+    return {r["person_id"]: r["amount_fen"] for r in rows}
 
 
 async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year: int, today: date) -> PremiumQuote:
@@ -411,6 +424,8 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
     rows = await conn.fetch(Q["quote_members"], household_id, year)
     subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year)
     paid = await paid_for(conn, household_id, year)
+    money = await conn.fetchrow(Q["household_money"], household_id, year)
+    assert money is not None
     members = []
     for r in rows:
         premium = r["premium_fen"] if r["premium_fen"] is not None else policy.premium_fen
@@ -440,6 +455,8 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
         premium_fen=sum(m.premium_fen for m in members),
         subsidy_fen=sum(m.subsidy_fen for m in members),
         due_fen=sum(m.due_fen for m in members),
-        paid_fen=sum(m.paid_fen for m in members),
-        balance_fen=sum(m.balance_fen for m in members),
+        # The household's figure comes from the ledger (payments − voids − refunds), so money not
+        # yet allocated to anyone (an over-payment) shows as a refund due.
+        paid_fen=(paid_total := money["payments_fen"] - money["voided_fen"] - money["refunded_fen"]),
+        balance_fen=sum(m.due_fen for m in members) - paid_total,
     )

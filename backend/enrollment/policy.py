@@ -36,6 +36,8 @@ class PolicyRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     categories_stack: bool = False
     top_ups: tuple[TopUp, ...] = ()
     waiting: WaitingPolicy = WaitingPolicy()
+    # Cases in which money is given back after remittance (typically double enrolment).
+    refundable_reasons: tuple[str, ...] = ("double_enrolment", "employee_insurance", "overpayment", "deceased")
 
 
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

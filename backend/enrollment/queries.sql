@@ -184,6 +184,9 @@ INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUE
 ON CONFLICT DO NOTHING
 RETURNING household_id;
 
+-- name: query_code_generation
+SELECT generation FROM household_query_codes WHERE household_id = $1 AND coverage_year = $2;
+
 -- name: enrollment
 SELECT * FROM enrollments WHERE id = $1;
 
@@ -284,3 +287,19 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
 ON CONFLICT (id_number, coverage_year) DO UPDATE SET status = EXCLUDED.status, source_file = EXCLUDED.source_file,
     imported_at = now()
 WHERE enrollment_history.status IS DISTINCT FROM EXCLUDED.status;
+
+-- name: allocated_to_persons
+-- What payments that were not voided put towards each person for the year.
+SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
+FROM payment_allocations a
+JOIN payment_ledger p ON p.id = a.payment_id
+WHERE p.household_id = $1 AND p.coverage_year = $2 AND p.kind = 'premium' AND NOT p.voided
+GROUP BY a.person_id;
+
+-- name: household_money
+-- Paid for a household and year, derived from events: payments − approved voids − approved refunds.
+SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
+       coalesce(sum(amount_fen) FILTER (WHERE voided), 0)::bigint AS voided_fen,
+       coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
+FROM payment_ledger
+WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';

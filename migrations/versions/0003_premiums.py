@@ -136,6 +136,18 @@ def upgrade() -> None:
         PRIMARY KEY (actor_id, key)
     );
 
+    -- Each payment with what its approved events made of it: the one place voids and refunds are
+    -- read from, so every figure agrees.
+    CREATE VIEW payment_ledger AS
+    SELECT p.*,
+           EXISTS (SELECT 1 FROM payment_events q
+                   JOIN payment_events d ON d.request_id = q.id AND d.kind = 'approved'
+                   WHERE q.payment_id = p.id AND q.kind = 'void_requested') AS voided,
+           coalesce((SELECT sum(q.amount_fen) FROM payment_events q
+                     JOIN payment_events d ON d.request_id = q.id AND d.kind = 'approved'
+                     WHERE q.payment_id = p.id AND q.kind = 'refund_requested'), 0)::bigint AS refunded_fen
+    FROM payments p;
+
     CREATE TRIGGER payments_append_only BEFORE UPDATE OR DELETE ON payments
         FOR EACH ROW EXECUTE FUNCTION forbid_change();
     CREATE TRIGGER payments_no_truncate BEFORE TRUNCATE ON payments
@@ -155,6 +167,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     run_sql("""
+    DROP VIEW payment_ledger;
     DROP TABLE idempotency_keys;
     DROP TABLE collector_days;
     DROP TABLE remittances;

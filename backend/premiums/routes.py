@@ -1,0 +1,149 @@
+"""`/api/v1/receipt-blocks`, `/api/v1/payments`, `/api/v1/payment-adjustments`, `/api/v1/collector-days`."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+
+from backend import idempotency
+from backend.auth.actor import Role
+from backend.auth.middleware import require_roles
+from backend.clock import local_today
+from backend.deps import CurrentActor, Tx
+from backend.premiums import service
+from backend.premiums.service import (
+    AdjustmentRequest,
+    Block,
+    BlockBalances,
+    BlockIssue,
+    CollectorDay,
+    Decision,
+    Payment,
+    PaymentEvent,
+    PaymentEvents,
+    PaymentIn,
+    Receipt,
+    RemittanceIn,
+    Retired,
+)
+
+REVIEWERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
+COLLECTORS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
+PAYMENTS_ROUTE = "POST /api/v1/payments"
+
+
+class RetireRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class ReceiptBlockController(Controller):
+    path = "/api/v1/receipt-blocks"
+    tags = ["premiums"]
+
+    @post("/", summary="Issue a block of receipt numbers to a collector or a collector's tablet", guards=[REVIEWERS])
+    async def issue(self, data: JSONBody[BlockIssue], tx: Tx, actor: CurrentActor) -> Block:
+        return await service.issue_block(tx, actor, data)
+
+    @get("/", summary="Receipt blocks and their balance: issued = used + voided + retired + open")
+    async def balances(self, tx: Tx, actor: CurrentActor, collector_id: FromQuery[UUID | None] = None) -> BlockBalances:
+        if actor.role == Role.TOWNSHIP_STAFF:
+            collector_id = actor.id  # staff see their own blocks
+        return await service.block_balances(tx, actor, collector_id)
+
+    @post("/{block_id:uuid}/retire", status_code=200, summary="Retire a block's unused numbers", guards=[REVIEWERS])
+    async def retire(
+        self, block_id: FromPath[UUID], data: JSONBody[RetireRequest], tx: Tx, actor: CurrentActor
+    ) -> Retired:
+        return await service.retire_unused(tx, actor, block_id, data.reason)
+
+
+class PaymentController(Controller):
+    path = "/api/v1/payments"
+    tags = ["premiums"]
+
+    @post(
+        "/",
+        summary="Record a payment exactly once (Idempotency-Key required)",
+        guards=[COLLECTORS],
+        responses={201: ResponseSpec(Receipt, description="The receipt; a replay of the key gives it again")},
+    )
+    async def record(
+        self,
+        data: JSONBody[PaymentIn],
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    ) -> Response[bytes]:
+        key = idempotency.check_key(idempotency_key)
+        stored = await idempotency.claim(
+            tx, actor.id, key, PAYMENTS_ROUTE, idempotency.request_hash(PAYMENTS_ROUTE, data)
+        )
+        if stored is not None:
+            return Response(
+                stored.body, status_code=stored.status, media_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )  # fmt: skip
+        receipt = await service.record_payment(
+            tx, actor, data, timezone=state.settings.timezone, code_key=state.key.secret
+        )
+        body = msgspec.json.encode(receipt)
+        await idempotency.store(tx, actor.id, key, 201, body)
+        return Response(body, status_code=201, media_type="application/json")
+
+    @get("/{payment_id:uuid}", summary="A payment")
+    async def get_payment(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Payment:
+        return await service.get_payment(tx, actor, payment_id)
+
+    @get("/{payment_id:uuid}/events", summary="A payment's void and refund requests and decisions")
+    async def events(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> PaymentEvents:
+        return await service.payment_events(tx, actor, payment_id)
+
+    @post("/{payment_id:uuid}/adjustments", summary="Ask for a void (same day) or a refund", guards=[COLLECTORS])
+    async def adjust(
+        self, payment_id: FromPath[UUID], data: JSONBody[AdjustmentRequest], tx: Tx, actor: CurrentActor, state: State
+    ) -> PaymentEvent:
+        return await service.request_adjustment(tx, actor, payment_id, data, local_today(state.settings.timezone))
+
+
+class AdjustmentController(Controller):
+    path = "/api/v1/payment-adjustments"
+    tags = ["premiums"]
+
+    @get("/", summary="Voids and refunds awaiting a decision in your scope")
+    async def pending(self, tx: Tx, actor: CurrentActor) -> PaymentEvents:
+        return await service.pending_requests(tx, actor)
+
+    @post("/{request_id:uuid}/decision", summary="Approve or reject (never your own)",
+          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    async def decide(
+        self, request_id: FromPath[UUID], data: JSONBody[Decision], tx: Tx, actor: CurrentActor, state: State
+    ) -> PaymentEvent:
+        return await service.decide_adjustment(tx, actor, request_id, data, local_today(state.settings.timezone))
+
+
+class CollectorDayController(Controller):
+    path = "/api/v1/collector-days"
+    tags = ["premiums"]
+
+    @get("/{collector_id:uuid}/{day:date}", summary="A collector's cash day: collected, voided, remitted, difference")
+    async def day(self, collector_id: FromPath[UUID], day: FromPath[date], tx: Tx, actor: CurrentActor) -> CollectorDay:
+        return await service.collector_day(tx, actor, collector_id, day)
+
+    @post("/remittances", summary="Record cash handed to the bank for a collector's day", guards=[COLLECTORS])
+    async def remit(self, data: JSONBody[RemittanceIn], tx: Tx, actor: CurrentActor) -> CollectorDay:
+        return await service.record_remittance(tx, actor, data)
+
+    @post("/{collector_id:uuid}/{day:date}/close", status_code=200, summary="Close a collector's day (reviewer)",
+          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    async def close(
+        self, collector_id: FromPath[UUID], day: FromPath[date], tx: Tx, actor: CurrentActor
+    ) -> CollectorDay:
+        return await service.close_day(tx, actor, collector_id, day)
