@@ -313,6 +313,11 @@ async def change_device_status(conn: Connection, actor: Actor, device_id: UUID, 
     if to != "active":
         # Refresh tokens die now; access tokens die at their next request (the per-request check).
         await conn.execute(AUTH_Q["revoke_device_families"], device_id, f"device_{to}")
+    if to == "revoked":
+        # A revoked tablet's unused receipt numbers can never be used again.
+        from backend.premiums.service import retire_device_blocks
+
+        await retire_device_blocks(conn, actor, device_id, "device revoked")
     await record(
         conn,
         actor,

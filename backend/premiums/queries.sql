@@ -23,7 +23,7 @@ SELECT b.*,
        (b.last_no - b.first_no + 1) AS issued,
        count(p.id) FILTER (WHERE NOT p.voided) AS used,
        count(p.id) FILTER (WHERE p.voided) AS voided,
-       coalesce((SELECT sum(r.last_no - r.first_no + 1) FROM receipt_retirements r WHERE r.block_id = b.id), 0)
+       coalesce((SELECT sum(r.last_no - r.first_no + 1) FROM receipt_retirements r WHERE r.block_id = b.id), 0)::bigint
            AS retired
 FROM receipt_blocks b
 LEFT JOIN payment_ledger p ON p.receipt_block_id = b.id

@@ -1,0 +1,533 @@
+"""Premium collection: receipt blocks, payments exactly once, voids and refunds approved by
+another reviewer, append-only events, remittance, and the ledger invariants."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from backend.auth.actor import Actor, Role, Scope
+from backend.db import init_connection
+from backend.premiums import service
+from backend.premiums.service import AdjustmentRequest, Decision, PaymentIn, RemittanceIn
+from tests.conftest import JWT_SECRET, auth_headers
+from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+
+Client = AsyncTestClient[Litestar]
+KEY = JWT_SECRET.encode()
+TZ = "Asia/Shanghai"
+# 2025-10-08 09:00 in Shanghai, received ten minutes later.
+COLLECTED = datetime(2025, 10, 8, 1, 0, tzinfo=UTC)
+RECEIVED = datetime(2025, 10, 8, 1, 10, tzinfo=UTC)
+
+
+class World:
+    def __init__(self, household: dict[str, Any], enrolled: dict[str, Any], block: dict[str, Any]) -> None:
+        self.household = household
+        self.enrolled = enrolled
+        self.block = block
+
+    @property
+    def person_ids(self) -> list[str]:
+        return [m["person_id"] for m in self.household["members"]]
+
+
+async def actor_of(conn: asyncpg.Connection, username: str) -> Actor:  # type: ignore[type-arg]
+    row = await conn.fetchrow(
+        "SELECT u.id, u.role, u.division_code, d.level FROM users u JOIN divisions d ON d.code = u.division_code "
+        "WHERE username = $1",
+        username,
+    )
+    return Actor(kind="user", id=row["id"], role=Role(row["role"]), scope=Scope(row["division_code"], row["level"]))
+
+
+@pytest.fixture
+async def world(client: Client, conn: asyncpg.Connection) -> World:  # type: ignore[type-arg]
+    """A 2026 policy (premium 40000 fen), a household of two enrolled in township A, and receipt
+    numbers A00000001–A00000100 issued to staff_a."""
+    await publish_policy(client, await auth_headers(client, "admin"))
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(
+        client, staff, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
+    )
+    for number in (ID_NUMBERS[1], ID_NUMBERS[2]):
+        await conn.execute(
+            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
+            "VALUES ($1, 2025, 'paid', 't')",
+            number,
+        )
+    enrolled = await client.post(
+        "/api/v1/enrollments",
+        json={
+            "household_id": household["id"],
+            "coverage_year": 2026,
+            "person_ids": [m["person_id"] for m in household["members"]],
+        },
+        headers=staff,
+    )
+    staff_a = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    block = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_a, "prefix": "A", "first_no": 1, "last_no": 100},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert block.status_code == 201, block.text
+    return World(household, enrolled.json(), block.json())
+
+
+def payment(world: World, receipt_no: str = "A00000001", amount_fen: int = 80000, **extra: Any) -> PaymentIn:
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "household_id": UUID(world.household["id"]),
+        "coverage_year": 2026,
+        "person_ids": [UUID(p) for p in world.person_ids],
+        "amount_fen": amount_fen,
+        "method": "cash",
+        "receipt_no": receipt_no,
+        "collected_at": COLLECTED,
+    }
+    values.update(extra)
+    return PaymentIn(**values)
+
+
+async def pay(conn: asyncpg.Connection, world: World, **extra: Any) -> service.Receipt:  # type: ignore[type-arg]
+    async with conn.transaction():
+        return await service.record_payment(
+            conn, await actor_of(conn, "staff_a"), payment(world, **extra), timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+
+
+def http_body(world: World, receipt_no: str = "A00000001", amount_fen: int = 80000, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "household_id": world.household["id"],
+        "coverage_year": 2026,
+        "person_ids": world.person_ids,
+        "amount_fen": amount_fen,
+        "method": "cash",
+        "receipt_no": receipt_no,
+        "collected_at": datetime.now(UTC).isoformat(),
+        **extra,
+    }
+
+
+# Receipt blocks ----------------------------------------------------------------------------------
+
+
+async def test_blocks_do_not_overlap_and_only_reviewers_issue(
+    client: Client, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    staff_a = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    reviewer = await auth_headers(client, "reviewer_a")
+    overlap = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_a, "prefix": "A", "first_no": 100, "last_no": 120},
+        headers=reviewer,
+    )
+    assert overlap.status_code == 409
+    other_prefix = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_a, "prefix": "B", "first_no": 100, "last_no": 120},
+        headers=reviewer,
+    )
+    assert other_prefix.status_code == 201
+    by_staff = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_a, "prefix": "C", "first_no": 1, "last_no": 2},
+        headers=await auth_headers(client, "staff_a"),
+    )
+    assert by_staff.status_code == 403
+    staff_b = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_b'")
+    outside = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_b, "prefix": "D", "first_no": 1, "last_no": 2},
+        headers=reviewer,
+    )
+    assert outside.status_code == 422
+    assert outside.json()["errors"][0]["field"] == "collector_id"
+
+
+async def test_block_balance_is_issued_used_voided_retired_open(
+    client: Client, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    await pay(conn, world, receipt_no="A00000001", amount_fen=40000, person_ids=[UUID(world.person_ids[0])])
+    voided = await pay(conn, world, receipt_no="A00000002", amount_fen=40000, person_ids=[UUID(world.person_ids[1])])
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn,
+            await actor_of(conn, "staff_a"),
+            voided.payment.id,
+            AdjustmentRequest(kind="void", reason="wrong amount"),
+            date(2025, 10, 8),
+        )
+        await service.decide_adjustment(
+            conn, await actor_of(conn, "reviewer_a"), request.id, Decision(approve=True), date(2025, 10, 8)
+        )
+    async with conn.transaction():
+        await conn.execute(
+            "INSERT INTO receipt_retirements (id, block_id, first_no, last_no, reason, retired_by) "
+            "SELECT gen_random_uuid(), $1, 91, 100, 'damaged', issued_by FROM receipt_blocks WHERE id = $1",
+            UUID(world.block["id"]),
+        )
+    report = await client.get("/api/v1/receipt-blocks", headers=await auth_headers(client, "reviewer_a"))
+    (balance,) = report.json()["items"]
+    assert (balance["issued"], balance["used"], balance["voided"], balance["retired"], balance["open"]) == (
+        100,
+        1,
+        1,
+        10,
+        88,
+    )
+
+
+async def test_revoking_a_tablet_retires_its_unused_numbers(
+    client: Client, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    device = (await client.post("/api/v1/devices", json={"model": "T", "app_version": "1"}, headers=staff)).json()[
+        "device"
+    ]
+    staff_a = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    block = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_a, "device_id": device["id"], "prefix": "T", "first_no": 1, "last_no": 20},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert block.status_code == 201
+    revoked = await client.delete(f"/api/v1/devices/{device['id']}", headers=await auth_headers(client, "admin"))
+    assert revoked.status_code == 200
+    retired = await conn.fetchval(
+        "SELECT sum(last_no - first_no + 1) FROM receipt_retirements WHERE block_id = $1", UUID(block.json()["id"])
+    )
+    assert retired == 20
+
+
+# Payments exactly once ---------------------------------------------------------------------------
+
+
+async def test_payment_pays_the_members_it_covers_and_prints_the_query_code(
+    conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world)
+    assert receipt.payment.business_date == date(2025, 10, 8)
+    assert receipt.payment.clock_flag is None
+    assert [a.amount_fen for a in receipt.allocations] == [40000, 40000]
+    assert len(receipt.enrollments_paid) == 2
+    assert (receipt.household.due_fen, receipt.household.paid_fen, receipt.household.balance_fen) == (80000, 80000, 0)
+    assert receipt.query_code == world.enrolled["query_code"]
+    rows = await conn.fetch("SELECT status, coverage_start, business_date FROM enrollments ORDER BY id")
+    assert {(r["status"], r["coverage_start"], r["business_date"]) for r in rows} == {
+        ("paid", date(2026, 1, 1), date(2025, 10, 8))
+    }
+
+
+async def test_under_and_over_payment_are_accepted_and_show_balance_or_refund(
+    conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    under = await pay(conn, world, amount_fen=50000)
+    assert [a.amount_fen for a in under.allocations] == [40000, 10000]
+    assert len(under.enrollments_paid) == 1
+    assert under.household.balance_fen == 30000
+    over = await pay(conn, world, receipt_no="A00000002", amount_fen=35000, person_ids=[UUID(world.person_ids[1])])
+    assert [a.amount_fen for a in over.allocations] == [30000]
+    assert len(over.enrollments_paid) == 1
+    assert (over.household.paid_fen, over.household.balance_fen) == (85000, -5000)
+
+
+async def test_tablet_clock_ahead_is_flagged_and_the_server_date_used(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world, collected_at=datetime(2025, 10, 9, 6, 0, tzinfo=UTC))
+    assert (receipt.payment.clock_flag, receipt.payment.business_date) == ("ahead", date(2025, 10, 8))
+
+
+async def test_replay_of_the_key_gives_the_same_answer_and_one_payment(
+    client: Client, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    staff = {**await auth_headers(client, "staff_a"), "Idempotency-Key": "pay-0001-abcdef"}
+    body = http_body(world)
+    first = await client.post("/api/v1/payments", json=body, headers=staff)
+    assert first.status_code == 201, first.text
+    again = await client.post("/api/v1/payments", json=body, headers=staff)
+    assert (again.status_code, again.content) == (201, first.content)
+    assert again.headers["idempotent-replayed"] == "true"
+    other_body = await client.post("/api/v1/payments", json={**body, "amount_fen": 1}, headers=staff)
+    assert other_body.status_code == 422
+    assert other_body.json()["code"] == "idempotency_key_reused"
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
+async def test_key_is_required_and_receipt_numbers_are_checked(client: Client, world: World) -> None:
+    staff = await auth_headers(client, "staff_a")
+    missing = await client.post("/api/v1/payments", json=http_body(world), headers=staff)
+    assert missing.status_code == 428
+    outside = await client.post(
+        "/api/v1/payments",
+        json=http_body(world, receipt_no="Z00000001"),
+        headers={**staff, "Idempotency-Key": "k-outside-1"},
+    )
+    assert outside.status_code == 422
+    assert outside.json()["errors"][0]["field"] == "receipt_no"
+    first = await client.post(
+        "/api/v1/payments", json=http_body(world, amount_fen=40000), headers={**staff, "Idempotency-Key": "k-first-001"}
+    )
+    assert first.status_code == 201
+    reused = await client.post(
+        "/api/v1/payments", json=http_body(world, amount_fen=40000), headers={**staff, "Idempotency-Key": "k-second-01"}
+    )
+    assert reused.status_code == 409
+    assert reused.json()["code"] == "receipt_number_used"
+
+
+async def race(
+    db_dsn: str,
+    first: Callable[[asyncpg.Connection], Awaitable[Any]],
+    second: Callable[[asyncpg.Connection], Awaitable[Any]],  # type: ignore[type-arg]
+) -> tuple[Any, Any]:
+    """Runs `first` in a transaction and holds it open until `second`, in its own transaction on
+    another connection, is blocked behind it (or done); then commits both. Returns each outcome:
+    its result, or the exception it raised."""
+    one, two = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
+    await init_connection(one)
+    await init_connection(two)
+    try:
+        tx1 = one.transaction()
+        await tx1.start()
+        outcome1: Any = await first(one)
+
+        async def run_second() -> Any:
+            try:
+                async with two.transaction():
+                    return await second(two)
+            except Exception as exc:
+                return exc
+
+        task = asyncio.create_task(run_second())
+        pid = two.get_server_pid()
+        for _ in range(300):
+            if task.done() or await one.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                break
+            await asyncio.sleep(0.01)
+        await tx1.commit()
+        return outcome1, await task
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_two_identical_requests_at_a_barrier_record_one_payment(
+    db_dsn: str, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    """The same key and body twice at once: the second waits on the idempotency row and replays."""
+    from backend import idempotency
+
+    data = payment(world)
+    digest = idempotency.request_hash("POST /api/v1/payments", data)
+
+    async def attempt(c: asyncpg.Connection) -> bytes:  # type: ignore[type-arg]
+        actor = await actor_of(c, "staff_a")
+        stored = await idempotency.claim(c, actor.id, "race-key-000001", "POST /api/v1/payments", digest)
+        if stored is not None:
+            return stored.body
+        receipt = await service.record_payment(c, actor, data, timezone=TZ, code_key=KEY, now=RECEIVED)
+        body = msgspec.json.encode(receipt)
+        await idempotency.store(c, actor.id, "race-key-000001", 201, body)
+        return body
+
+    first, second = await race(db_dsn, attempt, attempt)
+    assert second == first
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
+async def test_same_payment_id_through_two_keys_is_recorded_once(
+    db_dsn: str, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    """A retry that arrives with another key (another path): the payment id decides."""
+    data = payment(world)
+
+    async def with_receipt(receipt_no: str) -> Callable[[asyncpg.Connection], Awaitable[Any]]:  # type: ignore[type-arg]
+        async def attempt(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+            return await service.record_payment(
+                c, await actor_of(c, "staff_a"), msgspec.structs.replace(data, receipt_no=receipt_no),
+                timezone=TZ, code_key=KEY, now=RECEIVED,
+            )  # fmt: skip
+
+        return attempt
+
+    _, second = await race(db_dsn, await with_receipt("A00000001"), await with_receipt("A00000002"))
+    assert isinstance(second, service.PaymentAlreadyRecorded)
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
+async def test_one_receipt_number_for_two_payments_at_once_records_one(
+    db_dsn: str, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    async def attempt(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        return await service.record_payment(
+            c, await actor_of(c, "staff_a"), payment(world, amount_fen=40000), timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+
+    _, second = await race(db_dsn, attempt, attempt)
+    assert isinstance(second, service.ReceiptNumberUsed)
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
+# Voids, refunds, append-only ---------------------------------------------------------------------
+
+
+async def test_void_needs_another_reviewer_and_undoes_the_payment(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world)
+    day = date(2025, 10, 8)
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="wrong household"), day
+        )
+    with pytest.raises(service.Forbidden):
+        async with conn.transaction():
+            await service.decide_adjustment(conn, staff, request.id, Decision(approve=True), day)
+    async with conn.transaction():
+        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
+    money = await service.household_money(conn, UUID(world.household["id"]), 2026)
+    assert (money.paid_fen, money.balance_fen) == (0, 80000)
+    assert {r["status"] for r in await conn.fetch("SELECT status FROM enrollments")} == {"registered"}
+    with pytest.raises(service.NotAdjustable):
+        async with conn.transaction():
+            await service.request_adjustment(
+                conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="again"), day
+            )
+
+
+async def test_void_is_same_day_only_and_refund_needs_a_refundable_reason(
+    conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world, amount_fen=90000)
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    with pytest.raises(service.NotAdjustable):
+        async with conn.transaction():
+            await service.request_adjustment(
+                conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="late"), date(2025, 10, 9)
+            )
+    with pytest.raises(service.InvalidInput) as refused:
+        async with conn.transaction():
+            await service.request_adjustment(
+                conn,
+                staff,
+                receipt.payment.id,
+                AdjustmentRequest(kind="refund", reason="changed mind"),
+                date(2025, 10, 9),
+            )
+    assert refused.value.extra["errors"][0]["field"] == "reason"
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn,
+            staff,
+            receipt.payment.id,
+            AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=10000),
+            date(2025, 10, 9),
+        )
+        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), date(2025, 10, 9))
+    money = await service.household_money(conn, UUID(world.household["id"]), 2026)
+    assert (money.paid_fen, money.balance_fen) == (80000, 0)
+
+
+@pytest.mark.parametrize("table", ["payments", "payment_events", "payment_allocations", "remittances"])
+@pytest.mark.parametrize("statement", ["UPDATE {table} SET {column} = {column}", "DELETE FROM {table}"])
+async def test_money_rows_are_append_only(conn: asyncpg.Connection, world: World, table: str, statement: str) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world)
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn,
+            await actor_of(conn, "staff_a"),
+            receipt.payment.id,
+            AdjustmentRequest(kind="void", reason="x"),
+            date(2025, 10, 8),
+        )
+        staff_a = await actor_of(conn, "staff_a")
+        await service.record_remittance(
+            conn, await actor_of(conn, "reviewer_a"),
+            RemittanceIn(
+                collector_id=staff_a.id, business_date=date(2025, 10, 8), amount_fen=80000, bank_reference="B1"
+            ),
+        )  # fmt: skip
+    assert request.kind == "void_requested"
+    column = {
+        "payments": "amount_fen",
+        "payment_events": "reason",
+        "payment_allocations": "amount_fen",
+        "remittances": "amount_fen",
+    }[table]
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.execute(statement.format(table=table, column=column))
+
+
+# Remittance and ledger invariants ---------------------------------------------------------------
+
+
+async def test_cash_day_expected_remitted_difference_and_late_arrivals(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    await pay(conn, world, amount_fen=40000, person_ids=[UUID(world.person_ids[0])])
+    voided = await pay(conn, world, receipt_no="A00000002", amount_fen=40000, person_ids=[UUID(world.person_ids[1])])
+    await pay(conn, world, receipt_no="A00000003", amount_fen=5000, method="qr", person_ids=[UUID(world.person_ids[1])])
+    day = date(2025, 10, 8)
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn, staff, voided.payment.id, AdjustmentRequest(kind="void", reason="x"), day
+        )
+        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
+        await service.record_remittance(
+            conn,
+            staff,
+            RemittanceIn(collector_id=staff.id, business_date=day, amount_fen=39000, bank_reference="ICBC-1"),
+        )
+        closed = await service.close_day(conn, reviewer, staff.id, day)
+    figures = (closed.cash_collected_fen, closed.cash_voided_fen, closed.expected_fen, closed.remitted_fen)
+    assert (*figures, closed.difference_fen) == (
+        80000, 40000, 40000, 39000, -1000,
+    )  # fmt: skip
+    assert closed.closed
+    # A payment synced later for the closed day keeps its date and counts in the next open day.
+    late = await pay(conn, world, receipt_no="A00000004", amount_fen=40000, person_ids=[UUID(world.person_ids[1])],
+                     collected_at=datetime(2025, 10, 8, 3, 0, tzinfo=UTC))  # fmt: skip
+    assert (late.payment.business_date, late.payment.remittance_date) == (date(2025, 10, 8), date(2025, 10, 9))
+    next_day = await service.collector_day(conn, reviewer, staff.id, date(2025, 10, 9))
+    assert (next_day.expected_fen, next_day.late_arrivals) == (40000, 1)
+    with pytest.raises(service.Forbidden):
+        async with conn.transaction():
+            await service.close_day(conn, staff, staff.id, date(2025, 10, 9))
+
+
+async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    a = await pay(conn, world, amount_fen=30000)
+    b = await pay(conn, world, receipt_no="A00000002", amount_fen=60000)
+    c = await pay(conn, world, receipt_no="A00000003", amount_fen=7000)
+    day = date(2025, 10, 8)
+    async with conn.transaction():
+        void = await service.request_adjustment(
+            conn, staff, a.payment.id, AdjustmentRequest(kind="void", reason="x"), day
+        )
+        await service.decide_adjustment(conn, reviewer, void.id, Decision(approve=True), day)
+        refund = await service.request_adjustment(
+            conn, staff, c.payment.id, AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=2000), day
+        )
+        await service.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+        rejected = await service.request_adjustment(
+            conn, staff, b.payment.id, AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=500), day
+        )
+        await service.decide_adjustment(conn, reviewer, rejected.id, Decision(approve=False), day)
+    money = await service.household_money(conn, UUID(world.household["id"]), 2026)
+    # 30000 + 60000 + 7000 − 30000 voided − 2000 refunded; the rejected refund changes nothing.
+    assert money.paid_fen == 65000
+    assert money.balance_fen == 15000
+    assert isinstance(money.paid_fen, int)
