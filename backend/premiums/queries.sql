@@ -146,3 +146,25 @@ SELECT l.voided, l.refunded_fen,
        EXISTS (SELECT 1 FROM payment_events q WHERE q.payment_id = l.id AND q.kind LIKE '%\_requested'
                AND NOT EXISTS (SELECT 1 FROM payment_events d WHERE d.request_id = q.id)) AS pending
 FROM payment_ledger l WHERE l.id = $1;
+
+-- name: channel_payments
+-- QR and bank payments in scope whose business date falls in the statement's range.
+SELECT id, receipt_no, channel_ref, amount_fen, method, business_date, voided
+FROM payment_ledger
+WHERE village_code BETWEEN $1 AND $2 AND method IN ('qr', 'bank') AND business_date BETWEEN $3 AND $4;
+
+-- name: collections_report
+-- Collections by township, collector or day, from the ledger.
+SELECT CASE $5::text WHEN 'township' THEN left(p.village_code, 9) || '000'
+                     WHEN 'collector' THEN p.collector_id::text
+                     ELSE p.business_date::text END AS key,
+       count(*) AS payments,
+       coalesce(sum(p.amount_fen) FILTER (WHERE p.method = 'cash'), 0)::bigint AS cash_fen,
+       coalesce(sum(p.amount_fen) FILTER (WHERE p.method = 'qr'), 0)::bigint AS qr_fen,
+       coalesce(sum(p.amount_fen) FILTER (WHERE p.method = 'bank'), 0)::bigint AS bank_fen,
+       coalesce(sum(p.amount_fen) FILTER (WHERE p.voided), 0)::bigint AS voided_fen,
+       coalesce(sum(p.refunded_fen), 0)::bigint AS refunded_fen
+FROM payment_ledger p
+WHERE p.village_code BETWEEN $1 AND $2 AND p.business_date BETWEEN $3 AND $4
+GROUP BY 1
+ORDER BY 1;

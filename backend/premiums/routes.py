@@ -8,16 +8,18 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.datastructures import State
+from litestar.datastructures import State, UploadFile
+from litestar.enums import RequestEncodingType
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
+from litestar.params import Body, FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from backend import idempotency
+from backend import reports as tables
 from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.premiums import service
+from backend.premiums import reports, service
 from backend.premiums.service import (
     AdjustmentRequest,
     Block,
@@ -147,3 +149,47 @@ class CollectorDayController(Controller):
         self, collector_id: FromPath[UUID], day: FromPath[date], tx: Tx, actor: CurrentActor
     ) -> CollectorDay:
         return await service.close_day(tx, actor, collector_id, day)
+
+
+class StatementUpload(msgspec.Struct):
+    file: UploadFile
+
+
+class CollectionReportController(Controller):
+    path = "/api/v1/reports/collections"
+    tags = ["reports"]
+
+    @get("/", summary="Collections per township, collector or day: cash, QR, bank, voided, refunded (JSON, CSV, XLSX)",
+         guards=[REVIEWERS])  # fmt: skip
+    async def collections(
+        self, tx: Tx, actor: CurrentActor,
+        date_from: Annotated[date, QueryParameter(name="from")],
+        date_to: Annotated[date, QueryParameter(name="to")],
+        group: FromQuery[reports.Group] = "collector",
+        format: FromQuery[tables.Format] = "json",
+    ) -> Response[reports.CollectionsReport | bytes]:  # fmt: skip
+        report = await reports.collections(tx, actor, group, date_from, date_to)
+        if format == "json":
+            return Response(report)
+        rows = reports.table(report)
+        body = (
+            tables.to_csv(reports.HEADER, rows) if format == "csv"
+            else tables.to_xlsx(f"collections by {group}", reports.HEADER, rows)
+        )  # fmt: skip
+        name = f"collections-{group}-{date_from}-{date_to}.{format}"
+        return Response(body, media_type=tables.MEDIA_TYPES[format],
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+
+
+class ReconciliationController(Controller):
+    path = "/api/v1/reconciliations"
+    tags = ["premiums"]
+
+    @post("/", status_code=200, summary="Reconcile QR and bank payments against a channel statement (CSV)",
+          guards=[REVIEWERS], request_max_body_size=20_000_000)  # fmt: skip
+    async def reconcile(
+        self, tx: Tx, actor: CurrentActor,
+        data: Annotated[StatementUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+    ) -> reports.Reconciliation:  # fmt: skip
+        lines = reports.parse_statement(await data.file.read())
+        return await reports.reconcile(tx, actor, lines)
