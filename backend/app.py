@@ -38,9 +38,11 @@ def route_handlers() -> list[object]:
     )
     from backend.premiums.routes import (
         AdjustmentController,
+        CollectionReportController,
         CollectorDayController,
         PaymentController,
         ReceiptBlockController,
+        ReconciliationController,
     )
 
     return [
@@ -63,6 +65,8 @@ def route_handlers() -> list[object]:
         PaymentController,
         AdjustmentController,
         CollectorDayController,
+        CollectionReportController,
+        ReconciliationController,
     ]
 
 
