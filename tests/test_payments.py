@@ -531,3 +531,23 @@ async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.
     assert money.paid_fen == 65000
     assert money.balance_fen == 15000
     assert isinstance(money.paid_fen, int)
+
+
+async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    """Last covered in 2023: a gap of 2024–2025, of which only 2025 counts → 3 + 1 months. Paying
+    2025 back (补缴) removes the variable month: cover from 1 April instead of 1 May."""
+    await conn.execute("DELETE FROM enrollment_history WHERE id_number = $1", ID_NUMBERS[2])
+    await conn.execute(
+        "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) VALUES ($1, 2023, 'paid', 't')",
+        ID_NUMBERS[2],
+    )
+    first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
+    without = await pay(conn, world, receipt_no="A00000001", amount_fen=40000, person_ids=[first])
+    assert without.enrollments_paid
+    await pay(conn, world, receipt_no="A00000002", amount_fen=40000, kind="back_payment", back_years=[2025],
+              person_ids=[second])  # fmt: skip
+    paid = await pay(conn, world, receipt_no="A00000003", amount_fen=40000, person_ids=[second])
+    coverage = await conn.fetchrow(
+        "SELECT coverage_start, waiting_months FROM enrollments WHERE id = $1", paid.enrollments_paid[0]
+    )
+    assert (coverage["coverage_start"], coverage["waiting_months"]) == (date(2026, 4, 1), 3)

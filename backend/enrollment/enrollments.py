@@ -223,14 +223,17 @@ async def _fund(
     premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
     if not 0 <= subsidy_fen <= premium:
         raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
+    year = row["coverage_year"]
+    gap = await _gap_years(conn, person, year)
+    back_paid: int = await conn.fetchval(Q["back_paid_years"], person["id"], year - gap, year - 1) if gap else 0
     coverage = coverage_for(
-        coverage_year=row["coverage_year"],
+        coverage_year=year,
         business_date=business_date,
         window=policy.window,
         policy=policy.rules.waiting,
         birth_date=person["birth_date"],
-        gap_years=await _gap_years(conn, person, row["coverage_year"]),
-        back_paid_years=0,  # back-payments (补缴) arrive with premium collection
+        gap_years=gap,
+        back_paid_years=back_paid,
     )
     updated = await conn.fetchrow(
         Q["set_funded"], enrollment_id, to, business_date, subsidy_fen, coverage.start, coverage.end,

@@ -303,3 +303,9 @@ SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
        coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
 FROM payment_ledger
 WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';
+
+-- name: back_paid_years
+-- Years of a gap (from $2 to $3) the person paid back (补缴), by payments not voided.
+SELECT count(DISTINCT y)::int
+FROM payment_ledger p, unnest(p.back_years) AS y
+WHERE p.kind = 'back_payment' AND NOT p.voided AND $1 = ANY(p.person_ids) AND y BETWEEN $2 AND $3;
