@@ -1,4 +1,4 @@
-"""`canbao`: serve, migrate, users, divisions, the demo district.
+"""`canbao`: serve, migrate, users, divisions, enrolment history, the demo district.
 
 Every command works on DATABASE_URL when it is set, else on the embedded PostgreSQL in the data
 folder, shared with a `canbao serve` that may be running beside it.
@@ -228,6 +228,40 @@ def cmd_divisions_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enrollments_import(args: argparse.Namespace) -> int:
+    from backend.clock import local_today
+    from backend.enrollment import history
+
+    settings = _settings(args)
+    path = Path(args.file)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    # Checked whole before any database is touched: one bad row rejects the file.
+    parsed = history.parse_history(raw, today=local_today(settings.timezone))
+    if parsed.errors:
+        return _rejected(parsed.errors)
+    with database(settings) as dsn:
+
+        async def work(conn: Connection) -> history.ImportSummary:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                summary = await history.import_history(conn, parsed.rows, path.name)
+            except BaseException:
+                await tx.rollback()
+                raise
+            await (tx.rollback() if args.dry_run else tx.commit())
+            return summary
+
+        outcome = _run(dsn, work)
+    counts = f"{outcome.rows} rows: {outcome.inserted} new, {outcome.updated} updated, {outcome.unchanged} unchanged"
+    print(f"dry run, nothing written: {counts}" if args.dry_run else counts)
+    return 0
+
+
 def _rejected(errors: list[RowError]) -> int:
     for e in errors[:50]:
         print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
@@ -261,6 +295,13 @@ def _seed_and_print(settings: Settings, dsn: str) -> None:
     for user in seeded:
         state = "created" if user.created else "exists"
         print(f"  {user.username:<12} {user.role:<18} {user.division_code}  [{state}]")
+    population = _run(dsn, demo.seed_population)
+    done = "seeded" if population.created else "already there, left as it was"
+    print(f"Population ({done}): {population.households} households, {population.persons} persons")
+    for year, statuses in sorted(population.enrollments.items()):
+        counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
+        print(f"  {year} enrolments: {counts}")
+    print(f"  enrolment history from the old system: {population.history_rows} rows")
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
@@ -304,6 +345,14 @@ def parser() -> argparse.ArgumentParser:
     di = d.add_parser("import", help="import divisions from CSV (code,name,parent_code or 统计用区划代码,名称)")
     di.add_argument("file")
     di.set_defaults(func=cmd_divisions_import)
+
+    e = sub.add_parser("enrollments", help="enrolment data").add_subparsers(dest="enr_command", required=True)
+    ei = e.add_parser(
+        "import", help="import enrolment history from before go-live (CSV or XLSX: ID number, year, status)"
+    )
+    ei.add_argument("file")
+    ei.add_argument("--dry-run", action="store_true", help="check the file and count what would change; write nothing")
+    ei.set_defaults(func=cmd_enrollments_import)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")

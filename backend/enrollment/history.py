@@ -1,0 +1,311 @@
+"""Enrolment history from before go-live (参保历史): an export of the old system, read and checked
+row by row (pure), then written into `enrollment_history` in one transaction, so that gaps and
+waiting periods are right from day one.
+
+A file is CSV (UTF-8 with or without BOM, or GBK/GB18030) or a spreadsheet (XLSX, also XLS and
+ODS); columns are found by their Chinese or English header. One bad row rejects the whole file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Sequence
+from datetime import date
+from typing import Literal
+
+import msgspec
+
+from backend.audit.service import record
+from backend.db import Connection, load_queries
+from backend.divisions.service import RowError
+from backend.rules.identity import IdentityNumberError, normalise, parse_resident_id
+
+__all__ = [
+    "COLUMNS",
+    "STATUSES",
+    "HistoryRow",
+    "HistoryStatus",
+    "ImportSummary",
+    "ParsedHistory",
+    "Problem",
+    "RowError",
+    "UnreadableFile",
+    "check_table",
+    "import_history",
+    "parse_history",
+    "read_table",
+]
+
+Q = load_queries("backend.enrollment")
+HISTORY_Q = load_queries("backend.enrollment", "history.sql")
+
+HistoryStatus = Literal["paid", "subsidised", "confirmed", "cancelled"]
+Cell = object  # what a CSV (str) or a spreadsheet (str, int, float, bool, dates) holds
+Column = Literal["id_number", "coverage_year", "status"]
+
+FIRST_YEAR = 2000
+# A title line or two (e.g. "2025年城乡居民医保参保名单") often sits above the header in exports.
+HEADER_SEARCH_ROWS = 10
+BATCH = 20_000
+
+# Accepted headers per column, compared after removing spaces and lower-casing.
+COLUMNS: dict[Column, tuple[str, ...]] = {
+    "id_number": ("身份证号", "身份证号码", "公民身份号码", "id_number"),
+    "coverage_year": ("参保年度", "年度", "coverage_year"),
+    "status": ("状态", "参保状态", "status"),
+}
+
+# The old systems' wording of a year's outcome, and ours.
+STATUSES: dict[str, HistoryStatus] = {
+    "paid": "paid",
+    "subsidised": "subsidised",
+    "subsidized": "subsidised",
+    "confirmed": "confirmed",
+    "cancelled": "cancelled",
+    "canceled": "cancelled",
+    "已缴费": "paid",
+    "参保缴费": "paid",
+    "资助参保": "subsidised",
+    "全额资助": "subsidised",
+    "已审核": "confirmed",
+    "正常参保": "confirmed",
+    "已注销": "cancelled",
+    "终止": "cancelled",
+}
+
+_KNOWN_STATUSES = ", ".join(s for s in STATUSES if s not in {"subsidized", "canceled"})
+_YEAR = re.compile(r"([0-9]{4})(?:年|\.0+)?")
+_ZIP = b"PK\x03\x04"  # XLSX and ODS
+_OLE = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # XLS (BIFF in an OLE2 container)
+
+
+class HistoryRow(msgspec.Struct, frozen=True, kw_only=True):
+    row: int  # in the file, counting the header and any lines above it from 1
+    id_number: str
+    coverage_year: int
+    status: HistoryStatus
+
+
+class ParsedHistory(msgspec.Struct, frozen=True, kw_only=True):
+    rows: list[HistoryRow]
+    errors: list[RowError]
+
+
+class ImportSummary(msgspec.Struct, frozen=True, kw_only=True):
+    rows: int
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class Problem(msgspec.Struct, frozen=True):
+    """What is wrong with one cell."""
+
+    message: str
+
+
+class UnreadableFile(ValueError):
+    """Neither a spreadsheet nor text in a known encoding."""
+
+
+# Reading -----------------------------------------------------------------------------------------
+
+
+def read_table(raw: bytes) -> list[list[Cell]]:
+    """The cells of a file, row by row: the first visible sheet of a spreadsheet, or CSV text.
+
+    The format is told by the file's first bytes, not its name."""
+    if raw.startswith((_ZIP, _OLE)):
+        return _read_spreadsheet(raw)
+    return [list(r) for r in csv.reader(io.StringIO(_decode(raw)))]
+
+
+def _read_spreadsheet(raw: bytes) -> list[list[Cell]]:
+    from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
+
+    try:
+        workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
+        visible = [m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible]
+        if not visible:
+            raise UnreadableFile("the workbook has no visible sheet")
+        # Keep leading empty rows and columns, so that row numbers are the ones Excel shows.
+        return [list(r) for r in workbook.get_sheet_by_name(visible[0]).to_python(skip_empty_area=False)]
+    except CalamineError as exc:
+        raise UnreadableFile(f"the spreadsheet cannot be read ({type(exc).__name__})") from None
+
+
+def _decode(raw: bytes) -> str:
+    for encoding in ("utf-8-sig", "gb18030"):  # GB18030 is a superset of GBK and GB2312
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise UnreadableFile("the file is neither a spreadsheet nor UTF-8 or GBK/GB18030 text")
+
+
+# Checking ----------------------------------------------------------------------------------------
+
+
+def parse_history(raw: bytes, *, today: date) -> ParsedHistory:
+    """Every row of the file checked: identity number (GB 11643, birth date not after `today`),
+    coverage year (2000 to `today`'s year), status, and (identity number, year) once per file.
+
+    Errors name the file row and the column as its header is written; they never repeat an
+    identity number."""
+    try:
+        table = read_table(raw)
+    except UnreadableFile as exc:
+        return ParsedHistory(rows=[], errors=[RowError(1, "file", str(exc))])
+    return check_table(table, today=today)
+
+
+def check_table(table: Sequence[Sequence[Cell]], *, today: date) -> ParsedHistory:
+    found = _find_header(table)
+    if isinstance(found, RowError):
+        return ParsedHistory(rows=[], errors=[found])
+    header_index, columns, names = found
+    id_at, year_at, status_at = columns["id_number"], columns["coverage_year"], columns["status"]
+    width = max(columns.values()) + 1
+    rows: list[HistoryRow] = []
+    errors: list[RowError] = []
+    seen: dict[tuple[str, int], int] = {}
+    # A file holds a handful of distinct years and statuses: each is checked once.
+    years: dict[tuple[type, Cell], int | Problem] = {}
+    statuses: dict[tuple[type, Cell], HistoryStatus | Problem] = {}
+    for index in range(header_index + 1, len(table)):
+        cells = table[index]
+        if all(_text(c) == "" for c in cells):
+            continue
+        rowno = index + 1
+        if len(cells) < width:
+            cells = [*cells, *[""] * (width - len(cells))]
+        id_number = _id_number(cells[id_at], today)
+        year_cell, status_cell = cells[year_at], cells[status_at]
+        if (year := years.get((type(year_cell), year_cell))) is None:
+            year = years[type(year_cell), year_cell] = _year(year_cell, today)
+        if (status := statuses.get((type(status_cell), status_cell))) is None:
+            status = statuses[type(status_cell), status_cell] = _status(status_cell)
+        problems = [
+            RowError(rowno, names["id_number"], id_number.message) if isinstance(id_number, Problem) else None,
+            RowError(rowno, names["coverage_year"], year.message) if isinstance(year, Problem) else None,
+            RowError(rowno, names["status"], status.message) if isinstance(status, Problem) else None,
+        ]
+        if isinstance(id_number, Problem) or isinstance(year, Problem) or isinstance(status, Problem):
+            errors.extend(p for p in problems if p is not None)
+            continue
+        if (first := seen.get((id_number, year))) is not None:
+            errors.append(RowError(rowno, names["id_number"], f"the same person and year as row {first}"))
+            continue
+        seen[id_number, year] = rowno
+        rows.append(HistoryRow(row=rowno, id_number=id_number, coverage_year=year, status=status))
+    if not rows and not errors:
+        errors.append(RowError(header_index + 1, "header", "no rows follow the header"))
+    return ParsedHistory(rows=rows, errors=errors)
+
+
+def _find_header(table: Sequence[Sequence[Cell]]) -> tuple[int, dict[Column, int], dict[Column, str]] | RowError:
+    wanted = {column: {_key(h) for h in headers} for column, headers in COLUMNS.items()}
+    for index, cells in enumerate(table[:HEADER_SEARCH_ROWS]):
+        positions: dict[Column, list[int]] = {column: [] for column in COLUMNS}
+        for position, cell in enumerate(cells):
+            for column, keys in wanted.items():
+                if _key(_text(cell)) in keys:
+                    positions[column].append(position)
+        if not any(positions.values()):
+            continue
+        missing = [column for column, found in positions.items() if not found]
+        if missing:
+            return RowError(index + 1, "header", f"no column for {_columns_help(missing)}")
+        doubled = [column for column, found in positions.items() if len(found) > 1]
+        if doubled:
+            return RowError(index + 1, "header", f"more than one column for {_columns_help(doubled)}")
+        columns = {column: found[0] for column, found in positions.items()}
+        names = {column: _text(table[index][p]) for column, p in columns.items()}
+        return index, columns, names
+    return RowError(1, "header", f"no header row with columns for {_columns_help(list(COLUMNS))}")
+
+
+def _columns_help(columns: list[Column]) -> str:
+    return "; ".join(" or ".join(COLUMNS[c]) for c in columns)
+
+
+def _key(header: str) -> str:
+    return re.sub(r"\s+", "", header.removeprefix("\ufeff")).lower()
+
+
+def _text(cell: Cell) -> str:
+    return cell.strip() if isinstance(cell, str) else ("" if cell is None else str(cell))
+
+
+def _id_number(cell: Cell, today: date) -> str | Problem:
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        # A spreadsheet keeps 15 significant digits of a number: a first-generation 15-digit
+        # number survives whole, an 18-digit one has lost its last digits for good.
+        if cell != int(cell) or not 10**14 <= cell < 10**15:
+            return Problem(
+                "is stored as a number, so the spreadsheet has lost its last digits; "
+                "format the column as text and re-enter the numbers from the cards"
+            )
+        cell = str(int(cell))
+    try:
+        return parse_resident_id(_text(cell), today=today).number
+    except IdentityNumberError as exc:
+        return Problem(exc.message)
+
+
+def _year(cell: Cell, today: date) -> int | Problem:
+    if isinstance(cell, bool):
+        return Problem("must be a year such as 2025")
+    if isinstance(cell, float) and cell.is_integer():
+        cell = int(cell)
+    if isinstance(cell, int):
+        year = cell
+    elif match := _YEAR.fullmatch(normalise(_text(cell))):
+        year = int(match.group(1))
+    else:
+        return Problem("must be a year such as 2025" if _text(cell) else "is empty")
+    if not FIRST_YEAR <= year <= today.year:
+        return Problem(f"must lie between {FIRST_YEAR} and {today.year}")
+    return year
+
+
+def _status(cell: Cell) -> HistoryStatus | Problem:
+    text = _text(cell)
+    status = STATUSES.get(_key(text))
+    if status is None:
+        if not text:
+            return Problem("is empty")
+        return Problem(f"unknown status {text[:20]!r}; known: {_KNOWN_STATUSES}")
+    return status
+
+
+# Writing ----------------------------------------------------------------------------------------
+
+
+async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_file: str) -> ImportSummary:
+    """Upserts checked rows, audited once. The caller owns the transaction.
+
+    Imports are serialised on the table so that the counts are exact; a row whose status is the
+    one already stored is left alone (its source file and import time too)."""
+    await conn.execute(HISTORY_Q["lock_history"])
+    existing = 0
+    changed = 0
+    for start in range(0, len(rows), BATCH):
+        batch = rows[start : start + BATCH]
+        id_numbers = [r.id_number for r in batch]
+        years = [r.coverage_year for r in batch]
+        existing += await conn.fetchval(HISTORY_Q["count_existing_history"], id_numbers, years)
+        status = await conn.execute(
+            Q["upsert_history"], id_numbers, years, [r.status for r in batch], [source_file] * len(batch)
+        )
+        changed += int(status.rsplit(" ", 1)[-1])  # "INSERT 0 n": rows inserted or updated
+    inserted = len(rows) - existing
+    summary = ImportSummary(
+        rows=len(rows), inserted=inserted, updated=changed - inserted, unchanged=existing - (changed - inserted)
+    )
+    await record(
+        conn, None, "import", "enrollment_history", None, summary={"file": source_file, **msgspec.to_builtins(summary)}
+    )
+    return summary
