@@ -1,0 +1,456 @@
+"""What the benchmarks share: an embedded PostgreSQL with the demo district, servers run as child
+processes that are always stopped (error, Ctrl-C, SIGTERM), identity numbers, and the load loop.
+
+Not a benchmark itself; `household_create.py` and `search_by_id.py` import it from this folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from types import FrameType
+
+import asyncpg
+import httpx
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+BIN = Path(sys.executable).parent
+CANBAO = shutil.which("canbao", path=str(BIN)) or "canbao"
+
+WORKERS = 1  # uvicorn workers, ours and the baseline alike
+POOL_SIZE = 10  # asyncpg connections per worker, ours and the baseline alike (Canbao's default maximum)
+JWT_SECRET = "bench-" + "x" * 40  # a throwaway database; any ≥ 32-byte key will do
+DEMO_PASSWORD = "canbao-demo-2026"  # noqa: S105 (the demo district's published password)
+TOWNSHIP_A_VILLAGES = ("330106001001", "330106001002", "330106001201")
+
+# ISO 7064 MOD 11-2, as in GB 11643: weights of the 17 digits, and the check character by sum % 11.
+ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+ID_CHECK = "10X98765432"
+# Person n is born on BIRTH_EPOCH + n % BIRTH_DAYS with sequence number n // BIRTH_DAYS: unique for
+# n < 1000 * BIRTH_DAYS, birth dates 1940-01-01 … 2008-06-11. `search_by_id.py` does the same in SQL.
+BIRTH_EPOCH = date(1940, 1, 1)
+BIRTH_DAYS = 25_000
+# Birth areas (the number's first 6 digits) for the benchmark's people; the first one that no
+# seeded person has is used, so that none of them can clash with the demo population.
+AREAS = ("330110", "330111", "330112", "330113", "330114", "330122", "330183", "330185")
+
+
+def resident_id(n: int, area: str) -> str:
+    """The n-th benchmark identity number: valid checksum, real birth date; odd sequence = male."""
+    born = BIRTH_EPOCH + timedelta(days=n % BIRTH_DAYS)
+    base = f"{area}{born:%Y%m%d}{n // BIRTH_DAYS:03d}"
+    assert len(base) == 17, n
+    return base + ID_CHECK[sum(int(d) * w for d, w in zip(base, ID_WEIGHTS, strict=True)) % 11]
+
+
+def unused_area(dsn: str) -> str:
+    """A birth area none of the persons already in the database was born in."""
+
+    async def used() -> set[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT DISTINCT substr(id_number, 1, 6) AS area FROM persons")
+        finally:
+            await conn.close()
+        return {r["area"] for r in rows}
+
+    taken = asyncio.run(used())
+    for area in AREAS:
+        if area not in taken:
+            return area
+    raise RuntimeError(f"every benchmark birth area is taken by seeded persons: {AREAS}")
+
+
+def parse_args(doc: str | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds: keeps the script working (CI)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (in a new temporary folder)")
+    return p.parse_args()
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    # SystemExit unwinds through every `finally`, which stop the servers and the database.
+    raise SystemExit(128 + signum)
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP end the benchmark like Ctrl-C does: through the clean-up."""
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def server_env(dsn: str) -> dict[str, str]:
+    """This environment without Canbao's or libpq's variables, plus the benchmark's settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k != "DATABASE_URL" and not k.startswith(("CANBAO_", "PG")) and k != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env |= {
+        "DATABASE_URL": dsn,
+        "CANBAO_JWT_SECRET": JWT_SECRET,
+        "CANBAO_ARGON2_TIME_COST": "1",
+        "CANBAO_ARGON2_MEMORY_KIB": "1024",
+        "CANBAO_POOL_MIN_SIZE": str(POOL_SIZE),
+        "CANBAO_POOL_MAX_SIZE": str(POOL_SIZE),
+        "CANBAO_ACCESS_TOKEN_TTL_S": "3600",  # a full run with its loading outlasts the default 15 minutes
+    }
+    return env
+
+
+@contextlib.contextmanager
+def workdir(keep_logs: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="canbao-bench-"))
+    try:
+        yield path
+    finally:
+        if keep_logs:
+            target = Path(tempfile.mkdtemp(prefix="canbao-bench-logs-"))
+            for logfile in path.glob("*.log"):
+                shutil.copy(logfile, target / logfile.name)
+            log(f"servers' logs kept in {target}")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Database:
+    dsn: str
+    pgdata: Path
+
+    def postgres_processes(self) -> list[psutil.Process]:
+        """The postmaster and its children (backends, walwriter, …): PostgreSQL's share of the CPU."""
+        try:
+            postmaster = psutil.Process(int((self.pgdata / "postmaster.pid").read_text().split()[0]))
+            return [postmaster, *postmaster.children(recursive=True)]
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return []
+
+
+@contextlib.contextmanager
+def database(work: Path) -> Iterator[Database]:
+    """An embedded PostgreSQL in `work`, migrated, with the demo district; stopped on the way out."""
+    from backend import migrate
+    from backend.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(work / "pg")
+    try:
+        dsn = pg.start()
+        log(f"embedded postgres in {pg.pgdata}")
+        migrate.upgrade(dsn)
+        seeded = subprocess.run(
+            [CANBAO, "demo", "seed"], env=server_env(dsn), capture_output=True, text=True, timeout=300, check=False
+        )
+        if seeded.returncode != 0:
+            raise RuntimeError(f"canbao demo seed failed ({seeded.returncode}): {seeded.stderr[-2000:]}")
+        yield Database(dsn, pg.pgdata)
+    finally:
+        with _uninterrupted():
+            pg.release()
+
+
+@dataclass
+class Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    logfile: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+    """Clean-up runs to its end: a second Ctrl-C must not leave a server or PostgreSQL behind.
+    (Every step of it is bounded: the waits below, and pg_ctl's own timeout.)"""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server's process group (made for it at start), SIGKILL if it lingers; then
+    any process it started (uvicorn workers) that is still alive."""
+    family: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        family = psutil.Process(proc.pid).children(recursive=True)
+    if proc.poll() is None:  # not reaped yet, so the group id is still ours
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    for child in family:
+        with contextlib.suppress(psutil.Error):
+            child.kill()  # psutil checks the process is the same one (pid and start time)
+
+
+@contextlib.contextmanager
+def server(name: str, argv: list[str], env: dict[str, str], port: int, work: Path) -> Iterator[Server]:
+    """Runs `argv` (which listens on `port`) until the block ends; waits until it answers HTTP."""
+    logfile = work / f"{name}.log"
+    with logfile.open("wb") as out:
+        # A session of its own: Ctrl-C reaches only the benchmark, which then stops servers in order.
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+    srv = Server(name, f"http://127.0.0.1:{port}", proc, logfile)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} at start:\n{srv.tail()}")
+            try:
+                httpx.get(srv.url + "/health", timeout=1)  # any answer will do: it is listening
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not answer within 60 s:\n{srv.tail()}") from None
+                time.sleep(0.1)
+        log(f"{name} listening on {srv.url} (pid {proc.pid})")
+        yield srv
+    finally:
+        with _uninterrupted():
+            _stop(proc)
+
+
+def canbao_server(dsn: str, work: Path) -> contextlib.AbstractContextManager[Server]:
+    port = free_port()
+    argv = [CANBAO, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(WORKERS)]
+    return server("canbao", argv, server_env(dsn), port, work)
+
+
+def baseline_server(module: str, dsn: str, work: Path) -> contextlib.AbstractContextManager[Server]:
+    """A bare app of this folder under uvicorn, with the same workers and pool size as ours."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1",
+        "--port", str(port), "--workers", str(WORKERS), "--no-access-log", "--no-proxy-headers",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    return server(module, argv, server_env(dsn), port, work)
+
+
+def login(base_url: str, username: str) -> dict[str, str]:
+    """Authorization headers of a demo user."""
+    r = httpx.post(base_url + "/api/v1/auth/login", json={"username": username, "password": DEMO_PASSWORD}, timeout=30)
+    r.raise_for_status()
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def ensure_policy(base_url: str, year: int = 2026) -> None:
+    """Publishes a policy for `year` unless one exists (the demo seed may publish one)."""
+    admin = login(base_url, "admin")
+    if httpx.get(f"{base_url}/api/v1/policy-years/{year}", headers=admin, timeout=30).status_code == 200:
+        return
+    r = httpx.post(
+        f"{base_url}/api/v1/policy-years/{year}/versions",
+        json={"effective_from": f"{year - 1}-09-01", "premium_fen": 40000,
+              "window_start": f"{year - 1}-09-01", "window_end": f"{year - 1}-12-31"},
+        headers=admin,
+        timeout=30,
+    )  # fmt: skip
+    if r.status_code not in (200, 201):
+        raise RuntimeError(f"publishing the {year} policy answered {r.status_code}: {r.text[:500]}")
+
+
+def expect(response: httpx.Response, status: int) -> httpx.Response:
+    """A benchmark of error answers would measure the wrong thing: any other status stops the run."""
+    if response.status_code != status:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered {response.status_code}, "
+            f"expected {status}: {response.text[:500]}"
+        )
+    return response
+
+
+class CpuMeter:
+    """CPU seconds used by the load generator (this process), a server and PostgreSQL: on a
+    2-core machine they share the cores, so a figure is only read rightly next to these."""
+
+    def __init__(self, server: Server, db: Database) -> None:
+        self.server = server
+        self.db = db
+
+    @staticmethod
+    def _seconds(processes: list[psutil.Process]) -> float:
+        total = 0.0
+        for proc in processes:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def sample(self) -> dict[str, float]:
+        try:
+            server = psutil.Process(self.server.process.pid)
+            server_procs = [server, *server.children(recursive=True)]
+        except psutil.Error:
+            server_procs = []
+        return {
+            "client": self._seconds([psutil.Process()]),
+            "server": self._seconds(server_procs),
+            "postgres": self._seconds(self.db.postgres_processes()),
+        }
+
+
+@dataclass
+class Load:
+    """What timed phases did: units completed, wall time, each unit's latency (seconds), and the
+    CPU seconds each party used meanwhile."""
+
+    units: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def add(self, other: Load) -> None:
+        self.units += other.units
+        self.seconds += other.seconds
+        self.latencies.extend(other.latencies)
+        for party, used in other.cpu.items():
+            self.cpu[party] = self.cpu.get(party, 0.0) + used
+
+    @property
+    def rate(self) -> float:
+        return self.units / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        """Nearest-rank percentile of the latencies, in milliseconds."""
+        ordered = sorted(self.latencies)
+        rank = max(1, -(-len(ordered) * p // 100))  # ceil(n * p / 100)
+        return ordered[int(rank) - 1] * 1000
+
+    def cpu_per_unit(self) -> str:
+        """CPU milliseconds per unit by party, e.g. `client 2.1 server 5.3 postgres 1.9`."""
+        if not self.units:
+            return "-"
+        return " ".join(f"{party} {used * 1000 / self.units:.1f}" for party, used in self.cpu.items())
+
+
+Unit = Callable[[httpx.AsyncClient, int], Awaitable[None]]
+
+
+async def run_load(
+    base_url: str,
+    connections: int,
+    unit: Unit,
+    *,
+    seconds: float | None = None,
+    units: int | None = None,
+    meter: CpuMeter | None = None,
+) -> Load:
+    """`connections` clients, each with its own keep-alive connection, run `unit` back to back
+    until `seconds` have passed or `units` were done in all."""
+    assert (seconds is None) != (units is None)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    result = Load()
+    issued = 0
+
+    async def worker(index: int, client: httpx.AsyncClient) -> None:
+        nonlocal issued
+        while True:
+            if units is not None:
+                if issued >= units:
+                    return
+                issued += 1
+            elif time.perf_counter() >= deadline:
+                return
+            t0 = time.perf_counter()
+            await unit(client, index)
+            result.latencies.append(time.perf_counter() - t0)
+            result.units += 1
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+        cpu_before = meter.sample() if meter else {}
+        started = time.perf_counter()
+        deadline = started + (seconds or 0)
+        async with asyncio.TaskGroup() as tg:
+            for i in range(connections):
+                tg.create_task(worker(i, client))
+        result.seconds = time.perf_counter() - started
+        if meter:
+            result.cpu = {party: used - cpu_before[party] for party, used in meter.sample().items()}
+    return result
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average: other work on the 2 cores skews every figure."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One of the two things compared: where it listens, one unit of work, and its CPU meter."""
+
+    name: str
+    url: str
+    unit: Unit
+    meter: CpuMeter
+
+
+@dataclass(frozen=True)
+class Amount:
+    """How long a phase runs: for `seconds`, or until `units` are done."""
+
+    seconds: float | None = None
+    units: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.seconds} s" if self.seconds is not None else f"{self.units} units"
+
+
+async def compare(
+    sides: list[Side], connections: int, *, rounds: int, warmup: Amount, phase: Amount, what: str
+) -> dict[str, Load]:
+    """Warms each side up, then measures them in turn, `rounds` times, so that drift (other work
+    on the machine, tables growing) falls on both alike."""
+    for side in sides:
+        log(f"warming up {side.name}: {warmup}")
+        await run_load(side.url, connections, side.unit, seconds=warmup.seconds, units=warmup.units)
+    totals = {side.name: Load() for side in sides}
+    for r in range(rounds):
+        for side in sides:
+            load = await run_load(
+                side.url, connections, side.unit, seconds=phase.seconds, units=phase.units, meter=side.meter
+            )
+            log(
+                f"round {r + 1} {side.name}: {load.units} {what} in {load.seconds:.1f} s = {load.rate:.1f}/s, "
+                f"p50={load.percentile(50):.2f}ms p99={load.percentile(99):.2f}ms; "
+                f"cpu ms per unit: {load.cpu_per_unit()}; load average {load_average()}"
+            )
+            totals[side.name].add(load)
+    return totals

@@ -1,0 +1,58 @@
+"""Baseline of household_create.py: bare Litestar + asyncpg writing a household, its persons, memberships
+and enrolments in one transaction; no auth, rules or audit; the head comes first.
+Environment: DATABASE_URL, CANBAO_POOL_MAX_SIZE (the pool size, as Canbao's)."""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import uuid4
+
+import asyncpg
+import msgspec
+from litestar import Litestar, post
+from litestar.datastructures import State
+
+
+class HouseholdIn(msgspec.Struct):
+    village_code: str
+    household_no: str
+    coverage_year: int
+    members: list[dict[str, str]]  # name, relation, id_number
+
+
+@post("/households")
+async def create(data: HouseholdIn, state: State) -> dict[str, str]:
+    hid, ms = uuid4(), data.members
+    pids = [uuid4() for _ in ms]
+    async with state.pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO persons (id, id_number, name, sex, birth_date) SELECT p, n, nm, CASE WHEN substr(n, 17, 1)"
+            "::int % 2 = 1 THEN 'male' ELSE 'female' END, to_date(substr(n, 7, 8), 'YYYYMMDD')"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS x(p, n, nm)",
+            pids, [m["id_number"] for m in ms], [m["name"] for m in ms],
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO households (id, village_code, household_no, head_person_id) VALUES ($1, $2, $3, $4)",
+            hid, data.village_code, data.household_no, pids[0],
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO memberships (id, person_id, household_id, relation) SELECT gen_random_uuid(), p, $2, r"
+            " FROM unnest($1::uuid[], $3::text[]) AS m(p, r)", pids, hid, [m["relation"] for m in ms],
+        )  # fmt: skip
+        await conn.execute(
+            "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on)"
+            " SELECT gen_random_uuid(), p, $2, $3, $4, 'registered', current_date FROM unnest($1::uuid[]) AS p",
+            pids, hid, data.village_code, data.coverage_year,
+        )  # fmt: skip
+    return {"id": str(hid)}
+
+
+@asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    size = int(os.environ.get("CANBAO_POOL_MAX_SIZE", "10"))
+    async with asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=size, max_size=size) as pool:
+        app.state.pool = pool
+        yield
+
+
+app = Litestar([create], lifespan=[lifespan])
