@@ -2,6 +2,12 @@
 INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
+-- name: insert_many
+INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
+SELECT $1, $2, $3, $4, $5, e.entity_id, e.division_code, e.summary, $9
+FROM unnest($6::text[], $7::text[], $8::jsonb[]) WITH ORDINALITY AS e(entity_id, division_code, summary, n)
+ORDER BY e.n;
+
 -- name: search
 SELECT id, at, actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id
 FROM audit_log

@@ -39,6 +39,30 @@ async def record(
     )
 
 
+async def record_many(
+    conn: Connection,
+    actor: Actor | None,
+    action: str,
+    entity: str,
+    entries: list[tuple[object, str | None, dict[str, Any]]],
+) -> None:
+    """Appends one audit row per (entity id, division code, summary), in one round trip."""
+    if not entries:
+        return
+    await conn.execute(
+        Q["insert_many"],
+        actor.kind if actor else "system",
+        actor.id if actor else None,
+        actor.device_id if actor else None,
+        action,
+        entity,
+        [str(entity_id) for entity_id, _, _ in entries],
+        [division for _, division, _ in entries],
+        [summary for _, _, summary in entries],
+        request_id_var.get(),
+    )
+
+
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """The before/after of the fields that changed."""
     return {

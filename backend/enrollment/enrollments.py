@@ -17,7 +17,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from backend.audit.service import record
+from backend.audit.service import record, record_many
 from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
 from backend.enrollment import policy as policies
@@ -176,11 +176,11 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
     if created is None:
         code = None  # the household already has its code for the year
     items = [_enrollment(r) for r in rows]
-    for item in items:
-        await record(
-            conn, actor, "enrol", "enrollment", item.id, division_code=item.village_code,
-            summary={"person_id": str(item.person_id), "year": item.coverage_year, "status": "registered"},
-        )  # fmt: skip
+    await record_many(conn, actor, "enrol", "enrollment", [
+        (item.id, item.village_code, {"person_id": str(item.person_id), "year": item.coverage_year,
+                                      "status": "registered"})
+        for item in items
+    ])  # fmt: skip
     return Enrolled(items=items, query_code=code)
 
 
@@ -272,11 +272,9 @@ async def confirm(conn: Connection, actor: Actor, ids: list[UUID]) -> list[Enrol
         raise IllegalTransition("only paid or subsidised enrolments can be confirmed", enrollment_ids=illegal)
     updated = [_enrollment(r) for r in await conn.fetch(Q["set_confirmed"], ids, actor.id)]
     before = {r["id"]: r["status"] for r in rows}
-    for item in updated:
-        await record(
-            conn, actor, "confirm", "enrollment", item.id, division_code=item.village_code,
-            summary={"from": before[item.id], "to": "confirmed"},
-        )  # fmt: skip
+    await record_many(conn, actor, "confirm", "enrollment", [
+        (item.id, item.village_code, {"from": before[item.id], "to": "confirmed"}) for item in updated
+    ])  # fmt: skip
     return sorted(updated, key=lambda e: ids.index(e.id))
 
 

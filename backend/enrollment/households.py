@@ -631,23 +631,34 @@ async def list_moves(conn: Connection, actor: Actor, status: str | None, after: 
 
 
 async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, today: date) -> HouseholdPage:
-    ids: list[UUID] | None = None
     if criteria.id_number is not None:
         number = criteria.id_number.strip().upper()
         # A birth-certificate number, or a typo, is searched as given: it simply matches nothing.
         with contextlib.suppress(IdentityNumberError):
             number = parse_resident_id(number, today=today).number
-        ids = [r["household_id"] for r in await conn.fetch(Q["households_of_identity"], number)]
-    village = criteria.village_code
-    rows = await conn.fetch(
-        Q["search_households"], *scope_args(actor), criteria.household_no, criteria.head_name, village, ids,
-        criteria.after, criteria.limit + 1,
-    )  # fmt: skip
-    items = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows[: criteria.limit]]
+        found = [
+            msgspec.convert(dict(r.items()), HouseholdSummary)
+            for r in await conn.fetch(Q["search_by_identity"], number, *scope_args(actor))
+        ]
+        items = [
+            h for h in found
+            if (criteria.household_no is None or h.household_no == criteria.household_no)
+            and (criteria.village_code is None or h.village_code == criteria.village_code)
+            and (criteria.head_name is None or (h.head_name or "").startswith(criteria.head_name))
+            and (criteria.after is None or h.id > criteria.after)
+        ][: criteria.limit]  # fmt: skip
+        more = False
+    else:
+        rows = await conn.fetch(
+            Q["search_households"], *scope_args(actor), criteria.household_no, criteria.head_name,
+            criteria.village_code, None, criteria.after, criteria.limit + 1,
+        )  # fmt: skip
+        items = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows[: criteria.limit]]
+        more = len(rows) > criteria.limit
     # Searches are reads of personal data: record what was searched by, not the values.
     used = sorted(k for k in ("id_number", "household_no", "head_name", "village_code") if getattr(criteria, k))
     await record(
         conn, actor, "search", "household", None, division_code=actor.scope.division_code,
         summary={"criteria": used, "results": len(items)},
     )  # fmt: skip
-    return HouseholdPage(items=items, next_cursor=items[-1].id if len(rows) > criteria.limit else None)
+    return HouseholdPage(items=items, next_cursor=items[-1].id if more else None)

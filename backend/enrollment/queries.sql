@@ -309,3 +309,13 @@ WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';
 SELECT count(DISTINCT y)::int
 FROM payment_ledger p, unnest(p.back_years) AS y
 WHERE p.kind = 'back_payment' AND NOT p.voided AND $1 = ANY(p.person_ids) AND y BETWEEN $2 AND $3;
+
+-- name: search_by_identity
+-- A search by identity number on its own plan: the general search's generic plan would scan the scope.
+SELECT h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
+       (SELECT count(*) FROM memberships c WHERE c.household_id = h.id AND c.left_at IS NULL) AS member_count
+FROM persons p
+JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+JOIN households h ON h.id = m.household_id
+LEFT JOIN persons hp ON hp.id = h.head_person_id
+WHERE (p.id_number = $1 OR p.birth_cert_no = $1) AND h.village_code BETWEEN $2 AND $3;

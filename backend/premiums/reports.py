@@ -198,9 +198,19 @@ async def reconcile(conn: Connection, actor: Actor, lines: list[StatementLine]) 
         if r["id"] not in seen
     ]
     await record(
-        conn, actor, "reconcile", "channel_statement", None, division_code=actor.scope.division_code,
-        summary={"lines": len(lines), "matched": len(matched), "mismatched": len(mismatched),
-                 "missing": len(missing), "unexpected": len(unexpected)},
+        conn,
+        actor,
+        "reconcile",
+        "channel_statement",
+        None,
+        division_code=actor.scope.division_code,
+        summary={
+            "lines": len(lines),
+            "matched": len(matched),
+            "mismatched": len(mismatched),
+            "missing": len(missing),
+            "unexpected": len(unexpected),
+        },
     )
     return Reconciliation(date_from=date_from, date_to=date_to, matched=matched, amount_mismatches=mismatched,
                           missing=missing, unexpected=unexpected)  # fmt: skip
