@@ -341,17 +341,27 @@ async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate
         seen[key] = i
     reuse = await _existing_people(conn, actor, identities, fields)
     household_id = data.id or uuid7()
+    members = list(data.members)
+    person_ids = [reuse.get(i) or m.id or uuid7() for i, m in enumerate(members)]
+    new = [i for i in range(len(members)) if i not in reuse]
     try:
         await conn.execute(
-            Q["insert_household"], household_id, data.village_code, data.household_no, data.address, data.phone,
-            actor.id,
+            Q["insert_household_with_members"],
+            household_id, data.village_code, data.household_no, data.address, data.phone, actor.id,
+            [person_ids[i] for i in new], [identities[i].id_number for i in new],
+            [identities[i].birth_cert_no for i in new], [identities[i].converted_from_15 for i in new],
+            [members[i].name.strip() for i in new], [identities[i].sex for i in new],
+            [identities[i].birth_date for i in new], [members[i].phone for i in new],
+            person_ids[heads[0]],
+            [uuid7() for _ in members], person_ids, [m.relation for m in members],
         )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
             raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
-        raise Conflict("a household with this id exists") from exc
-    person_ids = await _write_people(conn, household_id, list(data.members), identities, reuse)
-    await conn.execute(Q["set_head"], household_id, person_ids[heads[0]])
+        if exc.constraint_name == "households_pkey":
+            raise Conflict("a household with this id exists") from exc
+        # A concurrent request registered the same person a moment ago.
+        raise PersonAlreadyRegistered() from exc
     await record(
         conn, actor, "create", "household", household_id, division_code=data.village_code,
         summary={"members": len(person_ids), "reused_persons": len(reuse)},

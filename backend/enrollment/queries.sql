@@ -42,10 +42,6 @@ SELECT * FROM policy_versions WHERE id = $1;
 -- name: division_level
 SELECT level FROM divisions WHERE code = $1;
 
--- name: insert_household
-INSERT INTO households (id, village_code, household_no, address, phone, created_by)
-VALUES ($1, $2, $3, $4, $5, $6);
-
 -- name: set_head
 UPDATE households SET head_person_id = $2 WHERE id = $1;
 
@@ -319,3 +315,20 @@ JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 JOIN households h ON h.id = m.household_id
 LEFT JOIN persons hp ON hp.id = h.head_person_id
 WHERE (p.id_number = $1 OR p.birth_cert_no = $1) AND h.village_code BETWEEN $2 AND $3;
+
+-- name: insert_household_with_members
+-- The household, its new persons and every membership, in one statement (one round trip). The
+-- foreign keys are checked at the statement's end, when all three sets of rows exist.
+WITH new_persons AS (
+    INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
+    SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::date[],
+                         $14::text[])
+    RETURNING id
+), new_household AS (
+    INSERT INTO households (id, village_code, household_no, address, phone, created_by, head_person_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $15)
+    RETURNING id
+)
+INSERT INTO memberships (id, person_id, household_id, relation)
+SELECT m.id, m.person_id, (SELECT id FROM new_household), m.relation
+FROM unnest($16::uuid[], $17::uuid[], $18::text[]) AS m(id, person_id, relation);
