@@ -108,7 +108,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 log_config=None,
                 access_log=False,
-                proxy_headers=False,
+                # Behind a load balancer, the client address (for per-address login limits) comes from
+            # X-Forwarded-For, trusted only from the proxies listed in CANBAO_FORWARDED_ALLOW_IPS.
+            proxy_headers=settings.forwarded_allow_ips is not None,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             )
         finally:
             if metrics_dir is not None:

@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max_size: PositiveInt = 10
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Proxies whose X-Forwarded-For is trusted (comma-separated addresses, or *); None: no proxy.
+    forwarded_allow_ips: str | None = None
     # Argon2id cost. The defaults are RFC 9106's second recommendation; tests may lower them.
     argon2_time_cost: PositiveInt = 3
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 65_536
