@@ -51,8 +51,8 @@ async def actor_of(conn: asyncpg.Connection, username: str) -> Actor:  # type: i
     return Actor(kind="user", id=row["id"], role=Role(row["role"]), scope=Scope(row["division_code"], row["level"]))
 
 
-@pytest.fixture
-async def world(client: Client, conn: asyncpg.Connection) -> World:  # type: ignore[type-arg]
+@pytest.fixture(name="world")
+async def world_fixture(client: Client, conn: asyncpg.Connection) -> World:  # type: ignore[type-arg]
     """A 2026 policy (premium 40000 fen), a household of two enrolled in township A, and receipt
     numbers A00000001–A00000100 issued to staff_a."""
     await publish_policy(client, await auth_headers(client, "admin"))

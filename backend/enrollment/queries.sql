@@ -79,7 +79,7 @@ FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
 WHERE m.household_id = $1 AND m.left_at IS NULL
-ORDER BY m.relation <> 'head', m.joined_at, p.id;
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
 -- name: bump_household
 UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
@@ -238,7 +238,7 @@ FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
 WHERE m.household_id = $1 AND m.left_at IS NULL
-ORDER BY m.relation <> 'head', m.joined_at, p.id;
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
 -- name: renewal_candidates
 -- Current members of active households in scope who had cover (or a live enrolment) last year
