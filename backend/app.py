@@ -28,6 +28,13 @@ def route_handlers() -> list[object]:
     from backend.admin.routes import DeviceController, PartnerController, UserController
     from backend.audit.routes import AuditController
     from backend.divisions.routes import DivisionController
+    from backend.eligibility.routes import (
+        ClaimController,
+        EligibilityController,
+        EligibilityReportController,
+        ExclusionReviewController,
+        ListController,
+    )
     from backend.enrollment.routes import (
         EnrollmentController,
         HouseholdController,
@@ -67,6 +74,11 @@ def route_handlers() -> list[object]:
         CollectorDayController,
         CollectionReportController,
         ReconciliationController,
+        ListController,
+        EligibilityController,
+        ClaimController,
+        ExclusionReviewController,
+        EligibilityReportController,
     ]
 
 

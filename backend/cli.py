@@ -109,9 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log_config=None,
                 access_log=False,
                 # Behind a load balancer, the client address (for per-address login limits) comes from
-            # X-Forwarded-For, trusted only from the proxies listed in CANBAO_FORWARDED_ALLOW_IPS.
-            proxy_headers=settings.forwarded_allow_ips is not None,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
+                # X-Forwarded-For, trusted only from the proxies listed in CANBAO_FORWARDED_ALLOW_IPS.
+                proxy_headers=settings.forwarded_allow_ips is not None,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
             )
         finally:
             if metrics_dir is not None:
@@ -265,6 +265,74 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lists_import(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from backend.clock import local_today
+    from backend.eligibility import service as eligibility
+
+    settings = _settings(args)
+    try:
+        effective = date.fromisoformat(args.effective)
+    except ValueError:
+        print("error: --effective must be a date such as 2025-09-01", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    try:
+        source = path.open("rb")
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    progress = _Progress(path.stat().st_size)
+    with source, database(settings) as dsn:
+
+        async def work(conn: Connection) -> eligibility.ListVersion:
+            async with conn.transaction():
+                return await eligibility.import_list(
+                    conn, None, source, list_type=args.type, effective_from=effective, file_name=path.name,
+                    today=local_today(settings.timezone), partial=args.partial, division_code=args.division,
+                    on_read=progress.advance,
+                )  # fmt: skip
+
+        version = _run(dsn, work)
+    progress.done()
+    for e in version.errors[:50]:
+        print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
+    if version.rows_rejected > 50:
+        print(f"... and {version.rows_rejected - 50} more bad rows", file=sys.stderr)
+    if version.status == "rejected":
+        print(f"error: {version.rows_rejected} bad rows; nothing loaded (upload {version.id})", file=sys.stderr)
+        return 1
+    print(
+        f"{version.list_type} version {version.version} ({version.id}): {version.rows_loaded} rows loaded, "
+        f"{version.rows_rejected} rejected; {version.added} added, {version.removed} removed, "
+        f"{version.changed} changed since the version before"
+    )
+    return 0
+
+
+class _Progress:
+    """A progress bar on standard error, by bytes read, when it is a terminal (or CANBAO_PROGRESS=1)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = max(total, 1)
+        self.read = 0
+        self.shown = -1
+        self.enabled = sys.stderr.isatty() or os.environ.get("CANBAO_PROGRESS") == "1"
+
+    def advance(self, n: int) -> None:
+        self.read += n
+        percent = min(100, self.read * 100 // self.total)
+        if self.enabled and percent != self.shown:
+            self.shown = percent
+            bar = "#" * (percent // 4)
+            print(f"\rreading [{bar:<25}] {percent:3d}%", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled and self.shown >= 0:
+            print(file=sys.stderr)
+
+
 def _rejected(errors: list[RowError]) -> int:
     for e in errors[:50]:
         print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
@@ -356,6 +424,19 @@ def parser() -> argparse.ArgumentParser:
     ei.add_argument("file")
     ei.add_argument("--dry-run", action="store_true", help="check the file and count what would change; write nothing")
     ei.set_defaults(func=cmd_enrollments_import)
+
+    li = (
+        sub.add_parser("lists", help="civil-affairs lists")
+        .add_subparsers(dest="lists_command", required=True)
+        .add_parser("import", help="load a list file (CSV or XLSX) as a new version")
+    )
+    li.add_argument("file")
+    li.add_argument("--type", required=True, help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
+                    "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category")  # fmt: skip
+    li.add_argument("--effective", required=True, help="date the version applies from (YYYY-MM-DD)")
+    li.add_argument("--partial", action="store_true", help="load the good rows even if some rows are bad")
+    li.add_argument("--division", help="district or township the list is for (default: the only district)")
+    li.set_defaults(func=cmd_lists_import)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")

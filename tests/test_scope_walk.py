@@ -60,6 +60,22 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
     )
     assert moved.status_code == 200, moved.text
     staff_a_id = await conn.fetchval("SELECT id FROM users WHERE username = 'staff_a'")
+    civil = await auth_headers(client, "civil")
+    listed = await client.post(
+        "/api/v1/eligibility/lists",
+        files={"file": ("deceased.csv", f"身份证号,姓名\n{ID_NUMBERS[2]},李四\n".encode())},
+        data={"type": "deceased", "effective_from": "2025-09-01"},
+        headers=civil,
+    )
+    assert listed.status_code == 201, listed.text
+    claim = await client.post(
+        "/api/v1/eligibility/claims",
+        json={"person_id": household["members"][0]["person_id"], "coverage_year": 2026, "category": "di_bao"},
+        headers=staff_a,
+    )
+    assert claim.status_code == 201, claim.text
+    reviews = await client.get("/api/v1/eligibility/exclusion-reviews", headers=staff_a)
+    assert len(reviews.json()["items"]) == 1, reviews.text
     block = await client.post(
         "/api/v1/receipt-blocks",
         json={"collector_id": str(staff_a_id), "prefix": "A", "first_no": 1, "last_no": 50},
@@ -95,6 +111,9 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
         "person_id": person_id,
         "enrollment_id": enrolled.json()["items"][0]["id"],
         "move_id": moved.json()["id"],
+        "list_id": listed.json()["id"],
+        "claim_id": claim.json()["id"],
+        "review_id": reviews.json()["items"][0]["id"],
         "block_id": block.json()["id"],
         "payment_id": payment_id,
         "request_id": void.json()["id"],
@@ -149,7 +168,17 @@ async def test_every_route_gives_another_township_no_data(
     samples = await township_a_records(client, conn)
     # Anything that names township A's records, people or places.
     secrets = {v for k, v in samples.items() if k not in ("code", "year", "version", "day", "from", "to")}
-    secrets |= {"staff_a", "330106001", "北山", "张三", "李四", "A00000001", *ID_NUMBERS[1:4]}
+    secrets |= {
+        "staff_a",
+        "330106001",
+        "北山",
+        "张三",
+        "李四",
+        ID_NUMBERS[1],
+        ID_NUMBERS[2],
+        ID_NUMBERS[3],
+        "A00000001",
+    }
     headers = await auth_headers(client, outsider)
     walked = 0
     for method, path, params, query in operations(app):

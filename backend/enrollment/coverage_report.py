@@ -3,6 +3,7 @@ per village, township and district."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 import msgspec
@@ -34,6 +35,10 @@ class CoverageReport(msgspec.Struct, frozen=True, kw_only=True):
     level: Level
     rows: list[CoverageRow]
     total: CoverageRow
+    # persons = registered persons ∪ the household-registration roster (户籍人口), minus persons on an
+    # exclusion list who are not enrolled; without a roster, registered persons only (and it says so).
+    roster_loaded: bool = False
+    denominator: str = ""
 
 
 def rate(enrolled: int, persons: int) -> str:
@@ -44,7 +49,14 @@ def rate(enrolled: int, persons: int) -> str:
     return f"{hundredths // 100}.{hundredths % 100:02d}"
 
 
-async def coverage_report(conn: Connection, actor: Actor, year: int, level: Level) -> CoverageReport:
+async def coverage_report(
+    conn: Connection, actor: Actor, year: int, level: Level, on: date | None = None
+) -> CoverageReport:
+    """`on`: the date whose civil-affairs lists count (default: today in the default time zone)."""
+    from backend.clock import local_today
+    from backend.eligibility import service as eligibility
+
+    on = on if on is not None else local_today("Asia/Shanghai")
     low, high = scope_args(actor)
     names = {r["code"]: (r["name"], r["level"]) for r in await conn.fetch(Q["division_names"], low, high)}
     width = LEVEL_PREFIX[level]
@@ -59,6 +71,10 @@ async def coverage_report(conn: Connection, actor: Actor, year: int, level: Leve
         counts[0] += r["persons"]
         counts[1] += r["enrolled"]
         counts[2] += r["confirmed"]
+    lists = await eligibility.denominator_adjustments(conn, actor, year, on)
+    for code, (roster_only, excluded) in lists.by_division.items():
+        counts = totals.setdefault(code[:width].ljust(12, "0"), [0, 0, 0])
+        counts[0] += roster_only - excluded
 
     def row(code: str, name: str, row_level: str, counts: list[int]) -> CoverageRow:
         persons, enrolled, confirmed = counts
@@ -75,7 +91,15 @@ async def coverage_report(conn: Connection, actor: Actor, year: int, level: Leve
         conn, actor, "report", "coverage", None, division_code=actor.scope.division_code,
         summary={"year": year, "level": level},
     )  # fmt: skip
-    return CoverageReport(coverage_year=year, level=level, rows=rows, total=total)
+    denominator = (
+        "registered persons and the household-registration roster, minus persons on exclusion lists"
+        if lists.roster_loaded
+        else "registered persons minus persons on exclusion lists; no household-registration roster is loaded"
+    )
+    return CoverageReport(
+        coverage_year=year, level=level, rows=rows, total=total, roster_loaded=lists.roster_loaded,
+        denominator=denominator,
+    )  # fmt: skip
 
 
 def table(report: CoverageReport) -> list[tuple[object, ...]]:

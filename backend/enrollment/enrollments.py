@@ -154,6 +154,7 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
         if person_id not in members:
             raise InvalidInput(f"person_ids[{i}]", "is not a current member of the household")
     policy = await policies.require_in_force(conn, data.coverage_year, today)
+    await _check_not_excluded(conn, data, today)
     enrolled = {r["person_id"] for r in await conn.fetch(Q["live_enrollments_of"], data.person_ids, data.coverage_year)}
     if enrolled:
         fields = [f"person_ids[{i}]" for i, p in enumerate(data.person_ids) if p in enrolled]
@@ -181,7 +182,53 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
                                       "status": "registered"})
         for item in items
     ])  # fmt: skip
-    return Enrolled(items=items, query_code=code)
+    return Enrolled(items=await _apply_subsidies(conn, actor, items, today), query_code=code)
+
+
+class OnExclusionList(Conflict):
+    """Person is on an exclusion list (employee insurance, deceased) and cannot be enrolled"""
+
+    code = "on_exclusion_list"
+
+
+async def _check_not_excluded(conn: Connection, data: EnrollmentCreate, today: date) -> None:
+    from backend.eligibility import service as eligibility
+
+    excluded = await eligibility.exclusions(conn, data.person_ids, data.coverage_year, today)
+    if excluded:
+        errors = []
+        for i, person_id in enumerate(data.person_ids):
+            for o in excluded.get(person_id, []):
+                where = (
+                    f" (list {o.source.list_type} version {o.source.version} row {o.source.row})" if o.source else ""
+                )
+                errors.append({"field": f"person_ids[{i}]", "message": f"is on the {o.code} list{where}",
+                               "reason": o.code})  # fmt: skip
+        raise OnExclusionList(errors=errors)
+
+
+async def _apply_subsidies(conn: Connection, actor: Actor, items: list[Enrollment], today: date) -> list[Enrollment]:
+    """Eligibility at registration: a fully subsidised person is `subsidised` at once, without
+    payment; a partial subsidy is recorded so that the amount due shows it."""
+    from backend.eligibility import service as eligibility
+
+    if not items:
+        return items
+    dues = await eligibility.subsidies(conn, [i.person_id for i in items], items[0].coverage_year, today)
+    out = []
+    for item in items:
+        due = dues.get(item.person_id)
+        premium = item.premium_fen or 0
+        if due is None or due.subsidy_fen == 0 or premium == 0:
+            out.append(item)
+        elif min(due.subsidy_fen, premium) == premium:
+            out.append(await mark_subsidised(conn, actor, item.id))
+        else:
+            await conn.execute(eligibility.Q["set_registered_subsidy"], item.id, due.subsidy_fen)
+            row = await conn.fetchrow(Q["enrollment"], item.id)
+            assert row is not None
+            out.append(_enrollment(row))
+    return out
 
 
 async def _locked(conn: Connection, actor: Actor | None, ids: list[UUID]) -> list[asyncpg.Record]:
@@ -405,10 +452,13 @@ class PremiumQuote(msgspec.Struct, frozen=True, kw_only=True):
     balance_fen: int
 
 
-async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int) -> dict[UUID, int]:
-    """Subsidy per person for the year. The seam for eligibility: until the civil-affairs lists
-    are wired in, nobody not yet enrolled has a subsidy."""
-    return {}
+async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int, on: date) -> dict[UUID, int]:
+    """Subsidy per person for the year as eligibility sees it on `on` (lists in force, accepted
+    claims; persons without one are left out)."""
+    from backend.eligibility import service as eligibility
+
+    dues = await eligibility.subsidies(conn, person_ids, year, on)
+    return {person_id: due.subsidy_fen for person_id, due in dues.items() if due.subsidy_fen}
 
 
 async def paid_for(conn: Connection, household_id: UUID, year: int) -> dict[UUID, int]:
@@ -423,14 +473,16 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
         raise NotFound()
     policy = await policies.require_in_force(conn, year, today)
     rows = await conn.fetch(Q["quote_members"], household_id, year)
-    subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year)
+    subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year, today)
     paid = await paid_for(conn, household_id, year)
     money = await conn.fetchrow(Q["household_money"], household_id, year)
     assert money is not None
     members = []
     for r in rows:
         premium = r["premium_fen"] if r["premium_fen"] is not None else policy.premium_fen
-        subsidy = r["subsidy_fen"] if r["enrollment_id"] is not None else subsidies.get(r["person_id"], 0)
+        # Today's eligibility, also for enrolments already paid: a list version that changed the subsidy
+        # after payment shows as a balance or a refund due, never as a silent change of the enrolment.
+        subsidy = min(subsidies.get(r["person_id"], 0), premium)
         due = premium - subsidy
         paid_fen = paid.get(r["person_id"], 0)
         members.append(

@@ -257,11 +257,11 @@ class ReportController(Controller):
 
     @get("/coverage", summary="应保尽保: persons, enrolled, confirmed and rate per division (JSON, CSV, XLSX)")
     async def coverage(
-        self, tx: Tx, actor: CurrentActor, year: YearQuery,
+        self, tx: Tx, actor: CurrentActor, state: State, year: YearQuery,
         level: FromQuery[Literal["village", "township", "district"]] = "village",
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
     ) -> Response[coverage_report.CoverageReport | bytes]:  # fmt: skip
-        report = await coverage_report.coverage_report(tx, actor, year, level)
+        report = await coverage_report.coverage_report(tx, actor, year, level, local_today(state.settings.timezone))
         if format == "json":
             return Response(report)
         rows = coverage_report.table(report)

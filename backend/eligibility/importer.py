@@ -1,0 +1,392 @@
+"""Reading civil-affairs list files (民政名单): CSV (UTF-8 with or without BOM, GBK/GB18030) or XLSX.
+
+Pure and streaming: a `ListReader` yields checked rows one at a time, ready for COPY, and keeps the
+bad rows' problems (row, column as the file names it, problem) without ever repeating an ID number.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import functools
+import hashlib
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import IO, Literal
+
+import msgspec
+
+from backend.rules.identity import IdentityNumberError, normalise, parse_resident_id
+
+__all__ = [
+    "COLUMNS",
+    "LIST_TYPES",
+    "MAX_KEPT_ERRORS",
+    "Entry",
+    "ListKind",
+    "ListReader",
+    "RowError",
+]
+
+ListKind = Literal["subsidy", "exclusion", "roster"]
+Column = Literal["id_number", "name", "valid_from", "valid_to", "division"]
+Cell = object  # str from CSV; str, int, float, bool, date, datetime or None from a spreadsheet
+# (row_no, id_number, name, valid_from, valid_to, division_code): the staging table's columns
+Entry = tuple[int, str, str, date | None, date | None, str | None]
+
+# The built-in list types; subsidy categories named in a published policy are accepted too.
+LIST_TYPES: dict[str, ListKind] = {
+    "te_kun": "subsidy",  # 特困供养人员
+    "gu_er": "subsidy",  # 孤儿
+    "di_bao": "subsidy",  # 低保对象
+    "di_bao_bianyuan": "subsidy",  # 低保边缘
+    "fangfan_jiance": "subsidy",  # 防返贫监测对象
+    "zhongdu_canji": "subsidy",  # 重度残疾人
+    "employee_insurance": "exclusion",  # 职工医保参保人员
+    "deceased": "exclusion",  # 死亡人员
+    "huji": "roster",  # 户籍人口
+}
+
+# Accepted headers per column, compared without spaces and case. For the division, the first
+# header present in this order wins (a village is more precise than a township).
+COLUMNS: dict[Column, tuple[str, ...]] = {
+    "id_number": ("身份证号", "身份证号码", "公民身份号码", "证件号码", "证件号", "id_number"),
+    "name": ("姓名", "name"),
+    "valid_from": ("有效期起", "有效期开始", "起始日期", "开始日期", "认定日期", "valid_from"),
+    "valid_to": ("有效期止", "有效期至", "终止日期", "结束日期", "valid_to"),
+    "division": (
+        "所属村",
+        "所属村(居)",
+        "所属村（居）",
+        "所属社区",
+        "村(社区)",
+        "区划代码",
+        "行政区划代码",
+        "所属乡镇",
+        "所属乡镇(街道)",
+        "所属乡镇（街道）",
+        "所属街道",
+        "division_code",
+        "division",
+    ),
+}
+REQUIRED: tuple[Column, ...] = ("id_number", "name")
+HEADER_SEARCH_ROWS = 10  # title lines often sit above the header in exports
+MAX_KEPT_ERRORS = 1000  # problems kept in full; all bad rows are counted
+OPEN_ENDED = frozenset({"长期", "长期有效", "无", "-"})
+
+_ZIP = b"PK\x03\x04"
+_BOM = codecs.BOM_UTF8
+_SNIFF = 1 << 16
+_DATE = re.compile(r"([0-9]{4})[-/.年]([0-9]{1,2})[-/.月]([0-9]{1,2})日?")
+_DATE_COMPACT = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
+_CODE = re.compile(r"[0-9]{12}")
+_EXCEL_EPOCH = date(1899, 12, 30)
+_MAX_EXACT_DIGITS = 15  # a spreadsheet number keeps 15 significant digits exactly
+
+
+class RowError(msgspec.Struct, frozen=True):
+    row: int
+    column: str
+    problem: str
+
+
+class UnreadableFile(ValueError):
+    """Neither an XLSX workbook nor CSV text in a known encoding."""
+
+
+class _Hashing(io.RawIOBase):
+    """A binary stream that hashes and counts what is read through it."""
+
+    def __init__(self, raw: IO[bytes], on_read: Callable[[int], None] | None) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+        self._on_read = on_read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.sha256.update(data)
+        if self._on_read is not None:
+            self._on_read(n)
+        return n
+
+
+class ListReader:
+    """Rows of one list file, checked; `errors`, `bad_rows`, `rows_read` and `sha256` fill in as
+    `entries()` is consumed.
+
+    `division_names` maps a division's name to its 12-digit code (None where the name is ambiguous),
+    for files whose division column holds names instead of codes.
+    """
+
+    def __init__(
+        self,
+        source: IO[bytes],
+        *,
+        today: date,
+        division_names: Mapping[str, str | None] | None = None,
+        on_read: Callable[[int], None] | None = None,
+    ) -> None:
+        self._stream = _Hashing(source, on_read)
+        self._today = today
+        self._division_names = division_names or {}
+        self.errors: list[RowError] = []
+        self.error_count = 0
+        self.bad_rows = 0
+        self.rows_read = 0
+        self.converted_from_15 = 0
+        self.header_found = False
+        self.column_names: dict[Column, str] = {}  # as the file's header writes them
+
+    @property
+    def sha256(self) -> bytes:
+        return self._stream.sha256.digest()
+
+    def _error(self, row: int, column: str, problem: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_KEPT_ERRORS:
+            self.errors.append(RowError(row, column, problem))
+
+    def entries(self) -> Iterator[Entry]:
+        try:
+            table = self._table()
+            yield from self._check(table)
+        except UnreadableFile as exc:
+            self._error(max(self.rows_read, 1), "file", str(exc))
+            self.bad_rows += 1
+
+    # Reading ------------------------------------------------------------------------------------
+
+    def _table(self) -> Iterator[Sequence[Cell]]:
+        buffered = io.BufferedReader(self._stream, buffer_size=_SNIFF)
+        head = buffered.peek(_SNIFF)[:_SNIFF]
+        if head.startswith(_ZIP):
+            return _spreadsheet_rows(buffered.read())
+        if head.startswith(_BOM):
+            encoding = "utf-8-sig"
+        else:
+            try:
+                codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+                encoding = "utf-8"
+            except UnicodeDecodeError:
+                encoding = "gb18030"  # a superset of GBK and GB2312
+        text = io.TextIOWrapper(buffered, encoding=encoding, newline="")
+        return _csv_rows(text, encoding)
+
+    # Checking -----------------------------------------------------------------------------------
+
+    def _check(self, table: Iterator[Sequence[Cell]]) -> Iterator[Entry]:
+        columns: dict[Column, int] | None = None
+        names: dict[Column, str] = {}
+        index = 0
+        for index, cells in enumerate(table, start=1):
+            if columns is None:
+                found = _header(cells)
+                if isinstance(found, str):
+                    self._error(index, "header", found)
+                    self.bad_rows += 1
+                    return
+                if found is None:
+                    if index >= HEADER_SEARCH_ROWS:
+                        break
+                    continue
+                columns = found
+                names = {c: _text(cells[p]) for c, p in columns.items()}
+                self.header_found = True
+                self.column_names = dict(names)
+                continue
+            if all(_text(c) == "" for c in cells):
+                continue
+            self.rows_read += 1
+            entry = self._row(index, cells, columns, names)
+            if entry is None:
+                self.bad_rows += 1
+            else:
+                yield entry
+        if columns is None:
+            helps = "; ".join(" or ".join(COLUMNS[c]) for c in REQUIRED)
+            self._error(1, "header", f"no header row with columns for {helps}")
+            self.bad_rows += 1
+        elif self.rows_read == 0:
+            self._error(index, "header", "no rows follow the header")
+            self.bad_rows += 1
+
+    def _row(
+        self, row: int, cells: Sequence[Cell], columns: Mapping[Column, int], names: Mapping[Column, str]
+    ) -> Entry | None:
+        def cell(column: Column) -> Cell:
+            position = columns.get(column)
+            return cells[position] if position is not None and position < len(cells) else None
+
+        ok = True
+        id_number = _id_number(cell("id_number"), self._today)
+        if isinstance(id_number, str):
+            number = id_number
+        else:
+            self._error(row, names["id_number"], id_number.message)
+            number, ok = "", False
+        if number and len(_text(cell("id_number"))) == 15:
+            self.converted_from_15 += 1
+        name = _text(cell("name"))
+        if not name:
+            self._error(row, names["name"], "is empty")
+            ok = False
+        elif len(name) > 100:
+            self._error(row, names["name"], "is longer than 100 characters")
+            ok = False
+        dates: list[date | None] = []
+        for column in ("valid_from", "valid_to"):
+            value = _date(cell(column)) if column in columns else None
+            if isinstance(value, _Problem):
+                self._error(row, names[column], value.message)
+                ok = False
+                value = None
+            dates.append(value)
+        valid_from, valid_to = dates
+        if valid_from is not None and valid_to is not None and valid_to < valid_from:
+            self._error(row, names["valid_to"], "is before the start of validity")
+            ok = False
+        division: str | None = None
+        if "division" in columns:
+            resolved = self._division(cell("division"))
+            if isinstance(resolved, _Problem):
+                self._error(row, names["division"], resolved.message)
+                ok = False
+            else:
+                division = resolved
+        return (row, number, name, valid_from, valid_to, division) if ok else None
+
+    def _division(self, cell: Cell) -> str | _Problem | None:
+        if isinstance(cell, int | float) and not isinstance(cell, bool) and float(cell).is_integer():
+            cell = str(int(cell))  # a 12-digit code fits a spreadsheet number exactly
+        text = _text(cell)
+        if not text:
+            return None
+        if _CODE.fullmatch(text):
+            return text
+        if _CODE.fullmatch(normalise(text)):
+            return normalise(text)
+        if text not in self._division_names:
+            return _Problem("names no division in your scope (give the 12-digit division code or its exact name)")
+        code = self._division_names[text]
+        if code is None:
+            return _Problem("names more than one division; give the 12-digit division code")
+        return code
+
+
+class _Problem(msgspec.Struct, frozen=True):
+    message: str
+
+
+def _csv_rows(text: io.TextIOWrapper, encoding: str) -> Iterator[Sequence[Cell]]:
+    try:
+        yield from csv.reader(text)
+    except UnicodeDecodeError:
+        raise UnreadableFile(f"the file is not valid {encoding.removesuffix('-sig').upper()} text") from None
+    except csv.Error as exc:
+        raise UnreadableFile(f"the CSV cannot be read ({exc})") from None
+
+
+def _spreadsheet_rows(raw: bytes) -> Iterator[Sequence[Cell]]:
+    from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
+
+    try:
+        workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
+        visible = [m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible]
+        if not visible:
+            raise UnreadableFile("the workbook has no visible sheet")
+        sheet = workbook.get_sheet_by_name(visible[0])
+        # Leading empty rows are kept so that row numbers are the ones Excel shows.
+        return iter(sheet.to_python(skip_empty_area=False))
+    except CalamineError as exc:
+        raise UnreadableFile(f"the spreadsheet cannot be read ({type(exc).__name__})") from None
+
+
+def _key(header: str) -> str:
+    return re.sub(r"\s+", "", header.removeprefix("\ufeff")).lower()
+
+
+_WANTED = {column: [_key(h) for h in headers] for column, headers in COLUMNS.items()}
+
+
+def _header(cells: Sequence[Cell]) -> dict[Column, int] | str | None:
+    """Column positions when `cells` is the header row; a problem when it is one but incomplete."""
+    keys = [_key(_text(c)) for c in cells]
+    found: dict[Column, int] = {}
+    for column, wanted in _WANTED.items():
+        hits = [(wanted.index(k), p) for p, k in enumerate(keys) if k in wanted]
+        if not hits:
+            continue
+        if column != "division" and len(hits) > 1:
+            return f"more than one column for {' or '.join(COLUMNS[column])}"
+        found[column] = min(hits)[1]
+    if not found:
+        return None
+    missing = [c for c in REQUIRED if c not in found]
+    if missing:
+        return "no column for " + "; ".join(" or ".join(COLUMNS[c]) for c in missing)
+    return found
+
+
+def _text(cell: Cell) -> str:
+    if isinstance(cell, str):
+        return cell.strip()
+    return "" if cell is None else str(cell)
+
+
+def _id_number(cell: Cell, today: date) -> str | _Problem:
+    if isinstance(cell, bool):
+        return _Problem("is not an identity number")
+    if isinstance(cell, int | float):
+        # A spreadsheet stores numbers as doubles: 15 digits survive exactly, 18 do not, and the
+        # lost digits are never guessed back.
+        exact = isinstance(cell, int) or cell.is_integer()
+        digits = str(int(cell)) if exact else ""
+        if not exact or len(digits) != _MAX_EXACT_DIGITS:
+            return _Problem(
+                "is stored as a number, so the spreadsheet has lost its last digits; "
+                "format the column as text and re-enter the numbers from the cards"
+            )
+        cell = digits
+    try:
+        return parse_resident_id(_text(cell), today=today).number
+    except IdentityNumberError as exc:
+        return _Problem(exc.message)
+
+
+def _date(cell: Cell) -> date | _Problem | None:
+    if cell is None or isinstance(cell, bool):
+        return None if cell is None else _Problem("is not a date")
+    if isinstance(cell, datetime):
+        return cell.date()
+    if isinstance(cell, date):
+        return cell
+    if isinstance(cell, int | float):
+        number = int(cell)
+        if 19000101 <= number <= 21001231:  # 20250101 typed as a number
+            return _date(str(number))
+        if 1 <= number <= 73050:  # an Excel serial day number without a date format
+            return _EXCEL_EPOCH + timedelta(days=number)
+        return _Problem("is not a date")
+    return _date_text(_text(cell))
+
+
+@functools.lru_cache(maxsize=4096)  # a list repeats a handful of dates a million times
+def _date_text(raw: str) -> date | _Problem | None:
+    text = normalise(raw)
+    if not text or text in OPEN_ENDED:
+        return None
+    match = _DATE.fullmatch(text) or _DATE_COMPACT.fullmatch(text)
+    if match is None:
+        return _Problem("is not a date such as 2025-01-01")
+    try:
+        return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return _Problem("is not a real date")

@@ -1,0 +1,282 @@
+-- Named SQL of backend/eligibility.
+
+-- name: lock_list
+-- One upload per list type and scope at a time: version numbers and diffs follow upload order.
+SELECT pg_advisory_xact_lock(hashtext('list_versions'), hashtext($1::text || ':' || $2::text));
+
+-- name: policy_category_exists
+SELECT EXISTS (
+    SELECT 1 FROM policy_versions v, jsonb_array_elements(v.rules -> 'categories') AS c
+    WHERE c ->> 'category' = $1
+);
+
+-- name: division
+SELECT code, level, name FROM divisions WHERE code = $1;
+
+-- name: district_divisions
+SELECT code, level FROM divisions WHERE level = 'district' ORDER BY code;
+
+-- name: division_names_in_scope
+SELECT name, code FROM divisions WHERE code BETWEEN $1 AND $2;
+
+-- name: previous_version
+SELECT id, version FROM list_versions
+WHERE list_type = $1 AND division_code = $2 AND status = 'loaded'
+ORDER BY version DESC
+LIMIT 1;
+
+-- name: next_version
+SELECT coalesce(max(version), 0) + 1 FROM list_versions WHERE list_type = $1 AND division_code = $2;
+
+-- name: insert_version
+INSERT INTO list_versions (id, list_type, kind, division_code, scope_prefix, version, effective_from, status,
+    partial, rows_read, rows_loaded, rows_rejected, errors, previous_id, added, removed, changed, file_name,
+    file_sha256, uploaded_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+RETURNING *;
+
+-- name: open_exclusion_reviews
+-- Live enrolments, for the version's year or later, of persons on a new exclusion list version.
+INSERT INTO exclusion_reviews (id, enrollment_id, village_code, coverage_year, list_type, list_version_id, row_no)
+SELECT gen_random_uuid(), e.id, e.village_code, e.coverage_year, $2, $1, l.row_no
+FROM list_entries l
+JOIN persons p ON p.id_number = l.id_number
+JOIN enrollments e ON e.person_id = p.id AND e.status <> 'cancelled' AND e.coverage_year >= $3
+WHERE l.version_id = $1
+ON CONFLICT ON CONSTRAINT exclusion_reviews_once DO NOTHING
+RETURNING id;
+
+-- name: list_version
+SELECT * FROM list_versions WHERE id = $1;
+
+-- name: list_versions
+-- Versions whose scope overlaps the caller's: theirs, those under it, and those above it.
+SELECT * FROM list_versions
+WHERE (division_code BETWEEN $1 AND $2 OR left($3::text, length(scope_prefix)) = scope_prefix)
+  AND ($4::text IS NULL OR list_type = $4)
+  AND ($5::text IS NULL OR status = $5)
+  AND ($6::uuid IS NULL OR id < $6)
+ORDER BY id DESC
+LIMIT $7;
+
+-- name: list_entries_page
+-- A version's rows the caller may see: all ($6, the version lies in the caller's scope), else by the
+-- row's division, else by the person's household.
+SELECT e.row_no, e.id_number, e.name, e.valid_from, e.valid_to, e.division_code
+FROM list_entries e
+WHERE e.version_id = $1 AND e.row_no > $4
+  AND ($6 OR e.division_code BETWEEN $2 AND $3
+       OR (e.division_code IS NULL AND EXISTS (
+           SELECT 1 FROM persons p
+           JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+           JOIN households h ON h.id = m.household_id
+           WHERE p.id_number = e.id_number AND h.village_code BETWEEN $2 AND $3)))
+ORDER BY e.row_no
+LIMIT $5;
+
+-- name: list_diff
+-- Persons added, removed or changed from version $2 to version $1, in ID-number order.
+SELECT coalesce(n.id_number, o.id_number) AS id_number,
+       CASE WHEN o.id_number IS NULL THEN 'added' WHEN n.id_number IS NULL THEN 'removed' ELSE 'changed' END
+           AS change,
+       n.row_no AS row_no, o.row_no AS previous_row_no,
+       n.name, o.name AS previous_name,
+       n.valid_from, o.valid_from AS previous_valid_from,
+       n.valid_to, o.valid_to AS previous_valid_to,
+       n.division_code, o.division_code AS previous_division_code
+FROM (SELECT * FROM list_entries WHERE version_id = $1) AS n
+FULL JOIN (SELECT * FROM list_entries WHERE version_id = $2) AS o ON o.id_number = n.id_number
+WHERE (n.id_number IS NULL OR o.id_number IS NULL
+       OR (n.name, n.valid_from, n.valid_to, n.division_code)
+          IS DISTINCT FROM (o.name, o.valid_from, o.valid_to, o.division_code))
+  AND coalesce(n.id_number, o.id_number) > $3
+  AND ($7 OR coalesce(n.division_code, o.division_code) BETWEEN $4 AND $5
+       OR (coalesce(n.division_code, o.division_code) IS NULL AND EXISTS (
+           SELECT 1 FROM persons p
+           JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+           JOIN households h ON h.id = m.household_id
+           WHERE p.id_number = coalesce(n.id_number, o.id_number) AND h.village_code BETWEEN $4 AND $5)))
+ORDER BY 1
+LIMIT $6;
+
+-- name: entries_in_force
+-- The list rows that apply to these persons on a date: per list type and uploader scope, the newest
+-- loaded version effective on that date, and rows valid on it.
+WITH in_force AS (
+    SELECT DISTINCT ON (list_type, division_code) id, list_type, kind, version, effective_from
+    FROM list_versions
+    WHERE status = 'loaded' AND effective_from <= $2
+    ORDER BY list_type, division_code, effective_from DESC, version DESC
+)
+SELECT e.id_number, e.row_no, e.valid_from, e.valid_to, v.id AS list_id, v.list_type, v.kind, v.version,
+       v.effective_from
+FROM list_entries e
+JOIN in_force v ON v.id = e.version_id
+WHERE e.id_number = ANY($1::text[])
+  AND (e.valid_from IS NULL OR e.valid_from <= $2)
+  AND (e.valid_to IS NULL OR e.valid_to >= $2)
+ORDER BY e.id_number, v.list_type, v.version;
+
+-- name: accepted_claims
+SELECT id AS claim_id, id_number, category, decided_by, decided_at
+FROM eligibility_claims
+WHERE status = 'accepted' AND coverage_year = $2 AND id_number = ANY($1::text[])
+ORDER BY raised_at;
+
+-- name: live_enrollments_by_id_number
+SELECT p.id_number, e.id, e.village_code, e.status
+FROM persons p
+JOIN enrollments e ON e.person_id = p.id
+WHERE p.id_number = ANY($1::text[]) AND e.coverage_year = $2 AND e.status <> 'cancelled';
+
+-- name: id_numbers_of_persons
+SELECT id, id_number FROM persons WHERE id = ANY($1::uuid[]) AND id_number IS NOT NULL;
+
+-- name: person_home
+SELECT p.id, p.id_number, h.village_code
+FROM persons p
+JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+JOIN households h ON h.id = m.household_id
+WHERE p.id = $1;
+
+-- name: insert_claim
+INSERT INTO eligibility_claims (id, person_id, id_number, village_code, coverage_year, category, note,
+    evidence_ref, raised_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- name: claim
+SELECT * FROM eligibility_claims WHERE id = $1;
+
+-- name: claim_for_update
+SELECT * FROM eligibility_claims WHERE id = $1 FOR UPDATE;
+
+-- name: decide_claim
+UPDATE eligibility_claims SET status = $2, decided_by = $3, decided_at = now(), reason = $4,
+    row_version = row_version + 1
+WHERE id = $1
+RETURNING *;
+
+-- name: claim_queue
+SELECT * FROM eligibility_claims
+WHERE village_code BETWEEN $1 AND $2
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::text IS NULL OR category = $4)
+  AND ($5::int IS NULL OR coverage_year = $5)
+  AND ($6::text IS NULL OR village_code = $6)
+  AND ($7::uuid IS NULL OR id > $7)
+ORDER BY id
+LIMIT $8;
+
+-- name: review_queue
+SELECT * FROM exclusion_reviews
+WHERE village_code BETWEEN $1 AND $2
+  AND ($3::text IS NULL OR status = $3)
+  AND ($4::int IS NULL OR coverage_year = $4)
+  AND ($5::uuid IS NULL OR id > $5)
+ORDER BY id
+LIMIT $6;
+
+-- name: review_for_update
+SELECT * FROM exclusion_reviews WHERE id = $1 FOR UPDATE;
+
+-- name: decide_review
+UPDATE exclusion_reviews SET status = $2, decided_by = $3, decided_at = now(), note = $4
+WHERE id = $1
+RETURNING *;
+
+-- name: set_registered_subsidy
+-- The subsidy known at registration, shown until payment fixes it.
+UPDATE enrollments SET subsidy_fen = $2, row_version = row_version + 1, updated_at = now()
+WHERE id = $1 AND status = 'registered';
+
+-- name: subsidised_not_enrolled
+-- Persons on a subsidy list in force on $4 (or with an accepted claim for year $3) who are not
+-- enrolled for $3: the people a township must visit first. Placed by their household, else by
+-- the list row's division.
+WITH in_force AS (
+    SELECT DISTINCT ON (list_type, division_code) id, list_type, version
+    FROM list_versions
+    WHERE status = 'loaded' AND kind = 'subsidy' AND effective_from <= $4
+    ORDER BY list_type, division_code, effective_from DESC, version DESC
+), held AS (
+    SELECT e.id_number, e.name, v.list_type AS category, e.division_code
+    FROM list_entries e JOIN in_force v ON v.id = e.version_id
+    WHERE (e.valid_from IS NULL OR e.valid_from <= $4) AND (e.valid_to IS NULL OR e.valid_to >= $4)
+    UNION ALL
+    SELECT c.id_number, p.name, c.category, c.village_code
+    FROM eligibility_claims c JOIN persons p ON p.id = c.person_id
+    WHERE c.status = 'accepted' AND c.coverage_year = $3 AND c.id_number IS NOT NULL
+), placed AS (
+    SELECT h.id_number, min(h.name) AS name, array_agg(DISTINCT h.category ORDER BY h.category) AS categories,
+           min(p.id::text)::uuid AS person_id, min(hh.id::text)::uuid AS household_id,
+           coalesce(min(hh.village_code), min(h.division_code)) AS division_code
+    FROM held h
+    LEFT JOIN persons p ON p.id_number = h.id_number
+    LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+    LEFT JOIN households hh ON hh.id = m.household_id
+    GROUP BY h.id_number
+)
+SELECT placed.*
+FROM placed
+WHERE division_code BETWEEN $1 AND $2
+  AND NOT EXISTS (
+    SELECT 1 FROM enrollments e
+    WHERE e.person_id = placed.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')
+  AND NOT EXISTS (
+    -- not on an exclusion list in force either (deceased, employee insurance)
+    SELECT 1 FROM list_entries x
+    JOIN list_versions xv ON xv.id = x.version_id AND xv.kind = 'exclusion' AND xv.status = 'loaded'
+    WHERE x.id_number = placed.id_number
+      AND xv.id = (SELECT id FROM list_versions w
+                   WHERE w.list_type = xv.list_type AND w.division_code = xv.division_code
+                     AND w.status = 'loaded' AND w.effective_from <= $4
+                   ORDER BY w.effective_from DESC, w.version DESC LIMIT 1))
+  AND ($5::text IS NULL OR id_number > $5)
+ORDER BY id_number
+LIMIT $6;
+
+-- name: roster_loaded
+-- Whether a household-registration roster (户籍人口) in force on $3 covers any of the caller's scope.
+SELECT EXISTS (
+    SELECT 1 FROM list_versions
+    WHERE status = 'loaded' AND kind = 'roster' AND effective_from <= $3
+      AND (division_code BETWEEN $1 AND $2 OR left($4::text, length(scope_prefix)) = scope_prefix)
+);
+
+-- name: denominator_adjustments
+-- Per division: persons on the roster in force on $4 who are registered in no household (placed by
+-- the roster row's division), and registered persons not enrolled for $3 who are on an exclusion
+-- list in force (deceased, employee insurance). Neither kind is counted twice.
+WITH in_force AS (
+    SELECT DISTINCT ON (list_type, division_code) id, kind
+    FROM list_versions
+    WHERE status = 'loaded' AND kind IN ('roster', 'exclusion') AND effective_from <= $4
+    ORDER BY list_type, division_code, effective_from DESC, version DESC
+), excluded AS (
+    SELECT DISTINCT e.id_number
+    FROM list_entries e JOIN in_force v ON v.id = e.version_id AND v.kind = 'exclusion'
+    WHERE (e.valid_from IS NULL OR e.valid_from <= $4) AND (e.valid_to IS NULL OR e.valid_to >= $4)
+), registered AS (
+    SELECT p.id AS person_id, p.id_number, h.village_code
+    FROM memberships m
+    JOIN households h ON h.id = m.household_id AND h.status = 'active'
+    JOIN persons p ON p.id = m.person_id
+    WHERE m.left_at IS NULL
+)
+SELECT division_code, sum(roster_only)::int AS roster_only, sum(excluded)::int AS excluded FROM (
+    SELECT r.division_code, count(DISTINCT r.id_number) AS roster_only, 0 AS excluded
+    FROM list_entries r JOIN in_force v ON v.id = r.version_id AND v.kind = 'roster'
+    WHERE r.division_code BETWEEN $1 AND $2
+      AND NOT EXISTS (SELECT 1 FROM registered g WHERE g.id_number = r.id_number)
+      AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.id_number = r.id_number)
+    GROUP BY r.division_code
+    UNION ALL
+    SELECT g.village_code, 0, count(*)
+    FROM registered g JOIN excluded x ON x.id_number = g.id_number
+    WHERE g.village_code BETWEEN $1 AND $2
+      AND NOT EXISTS (SELECT 1 FROM enrollments e
+                      WHERE e.person_id = g.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')
+    GROUP BY g.village_code
+) AS t
+GROUP BY division_code;

@@ -1,0 +1,199 @@
+"""`/api/v1/eligibility`: list uploads and versions, the eligibility check, claims, exclusion reviews."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
+
+from backend import reports
+from backend.auth.actor import Role
+from backend.auth.middleware import require_roles
+from backend.clock import local_today
+from backend.deps import CurrentActor, Tx
+from backend.eligibility import service
+from backend.eligibility.service import (
+    CheckRequest,
+    Claim,
+    ClaimDecision,
+    ClaimIn,
+    ClaimPage,
+    EligibilityAnswer,
+    ExclusionReview,
+    ExclusionReviewPage,
+    ListDiff,
+    ListEntryPage,
+    ListRejected,
+    ListVersion,
+    ListVersionPage,
+    ReviewDecision,
+)
+from backend.errors import problem
+
+CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
+LIST_READERS = require_roles(Role.CIVIL_AFFAIRS, Role.DISTRICT_ADMIN)
+TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
+Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
+OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
+YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
+VillageQuery = Annotated[str | None, QueryParameter(pattern=r"^[0-9]{12}$")]
+ListTypeQuery = Annotated[str | None, QueryParameter(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # a million-row list is about 60 MB as CSV
+
+
+@dataclass
+class ListUpload:
+    file: UploadFile
+    type: str
+    effective_from: date
+    partial: bool = False
+
+
+class ListController(Controller):
+    path = "/api/v1/eligibility/lists"
+    tags = ["eligibility"]
+
+    @post("/", summary="Upload a civil-affairs list (CSV or XLSX) as a new version (civil_affairs)",
+          guards=[CIVIL_AFFAIRS], request_max_body_size=MAX_UPLOAD_BYTES)  # fmt: skip
+    async def upload(
+        self, data: Annotated[ListUpload, Body(media_type=RequestEncodingType.MULTI_PART)], tx: Tx,
+        actor: CurrentActor, state: State, request: Request[Any, Any, Any],
+    ) -> Response[Any]:  # fmt: skip
+        loaded = await service.import_list(
+            tx, actor, data.file.file, list_type=data.type, effective_from=data.effective_from,
+            file_name=data.file.filename or "upload", today=local_today(state.settings.timezone),
+            partial=data.partial,
+        )  # fmt: skip
+        if loaded.status == "rejected":
+            # Answered, not raised: the rejected version and its report are kept (committed).
+            return problem(
+                ListRejected.status, ListRejected.code, ListRejected.title(),
+                f"{loaded.rows_rejected} of {loaded.rows_read} rows have errors; nothing was loaded", request,
+                list_id=str(loaded.id), errors=[{"row": e.row, "column": e.column, "problem": e.problem}
+                                                for e in loaded.errors],
+            )  # fmt: skip
+        return Response(loaded, status_code=201)
+
+    @get("/", summary="List versions in your scope, newest first", guards=[LIST_READERS])
+    async def list_versions(
+        self, tx: Tx, actor: CurrentActor, type: ListTypeQuery = None,
+        status: FromQuery[Literal["loaded", "rejected"] | None] = None, after: FromQuery[UUID | None] = None,
+        limit: Limit = 100,
+    ) -> ListVersionPage:  # fmt: skip
+        return await service.versions(tx, actor, list_type=type, status=status, after=after, limit=limit)
+
+    @get("/{list_id:uuid}", summary="A list version: status, counts, errors, diff counts", guards=[LIST_READERS])
+    async def get_version(self, list_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> ListVersion:
+        return await service.get_version(tx, actor, list_id)
+
+    @get("/{list_id:uuid}/entries", summary="A version's rows in your scope", guards=[LIST_READERS])
+    async def entries(
+        self, list_id: FromPath[UUID], tx: Tx, actor: CurrentActor,
+        after_row: Annotated[int, QueryParameter(ge=0)] = 0, limit: Limit = 500,
+    ) -> ListEntryPage:  # fmt: skip
+        return await service.entries(tx, actor, list_id, after_row, limit)
+
+    @get("/{list_id:uuid}/diff", summary="Persons added, removed and changed against another version "
+         "(default: the one before)", guards=[LIST_READERS])  # fmt: skip
+    async def diff(
+        self, list_id: FromPath[UUID], tx: Tx, actor: CurrentActor, against: FromQuery[UUID | None] = None,
+        after: Annotated[str, QueryParameter(max_length=18)] = "", limit: Limit = 500,
+    ) -> ListDiff:  # fmt: skip
+        return await service.diff(tx, actor, list_id, against, after, limit)
+
+
+class EligibilityController(Controller):
+    path = "/api/v1/eligibility"
+    tags = ["eligibility"]
+
+    @post("/check", status_code=200, summary="Eligibility of up to 10,000 persons (ID numbers in the body)")
+    async def check(self, data: JSONBody[CheckRequest], tx: Tx, actor: CurrentActor, state: State) -> EligibilityAnswer:
+        return await service.check(tx, actor, data, local_today(state.settings.timezone))
+
+
+class ClaimController(Controller):
+    path = "/api/v1/eligibility/claims"
+    tags = ["eligibility"]
+
+    @post("/", summary="Claim a subsidy category for a person missing from the lists", guards=[TOWNSHIP_WRITERS])
+    async def raise_claim(self, data: JSONBody[ClaimIn], tx: Tx, actor: CurrentActor, state: State) -> Claim:
+        return await service.raise_claim(tx, actor, data, local_today(state.settings.timezone))
+
+    @get("/", summary="Claims in your scope: the decision queue")
+    async def queue(
+        self, tx: Tx, actor: CurrentActor,
+        status: FromQuery[Literal["pending", "accepted", "rejected"] | None] = None,
+        category: ListTypeQuery = None, year: OptionalYear = None, village_code: VillageQuery = None,
+        after: FromQuery[UUID | None] = None, limit: Limit = 100,
+    ) -> ClaimPage:  # fmt: skip
+        return await service.claim_queue(
+            tx, actor, status=status, category=category, year=year, village_code=village_code, after=after,
+            limit=limit,
+        )  # fmt: skip
+
+    @get("/{claim_id:uuid}", summary="A claim")
+    async def get_claim(self, claim_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Claim:
+        return await service.get_claim(tx, actor, claim_id)
+
+    @post("/{claim_id:uuid}/accept", status_code=200, summary="Accept a claim (civil_affairs)",
+          guards=[CIVIL_AFFAIRS])  # fmt: skip
+    async def accept(
+        self, claim_id: FromPath[UUID], data: JSONBody[ClaimDecision], tx: Tx, actor: CurrentActor
+    ) -> Claim:
+        return await service.decide_claim(tx, actor, claim_id, True, data.reason)
+
+    @post("/{claim_id:uuid}/reject", status_code=200, summary="Reject a claim with a reason (civil_affairs)",
+          guards=[CIVIL_AFFAIRS])  # fmt: skip
+    async def reject(
+        self, claim_id: FromPath[UUID], data: JSONBody[ClaimDecision], tx: Tx, actor: CurrentActor
+    ) -> Claim:
+        return await service.decide_claim(tx, actor, claim_id, False, data.reason)
+
+
+class ExclusionReviewController(Controller):
+    path = "/api/v1/eligibility/exclusion-reviews"
+    tags = ["eligibility"]
+
+    @get("/", summary="Live enrolments of persons who appeared on an exclusion list later")
+    async def queue(
+        self, tx: Tx, actor: CurrentActor, status: FromQuery[Literal["open", "cancelled", "kept"] | None] = None,
+        year: OptionalYear = None, after: FromQuery[UUID | None] = None, limit: Limit = 100,
+    ) -> ExclusionReviewPage:  # fmt: skip
+        return await service.review_queue(tx, actor, status=status, year=year, after=after, limit=limit)
+
+    @post("/{review_id:uuid}/decide", status_code=200, summary="Cancel the enrolment or keep it, with a note",
+          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    async def decide(
+        self, review_id: FromPath[UUID], data: JSONBody[ReviewDecision], tx: Tx, actor: CurrentActor
+    ) -> ExclusionReview:
+        return await service.decide_review(tx, actor, review_id, data)
+
+
+class EligibilityReportController(Controller):
+    path = "/api/v1/reports"
+    tags = ["reports"]
+
+    @get("/subsidised-not-enrolled", summary="Persons on subsidy lists not enrolled for the year (JSON, CSV, XLSX)")
+    async def subsidised_not_enrolled(
+        self, tx: Tx, actor: CurrentActor, state: State, year: YearQuery, as_of: FromQuery[date | None] = None,
+        after: Annotated[str | None, QueryParameter(max_length=18)] = None, limit: Limit = 1000,
+        format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
+    ) -> Response[Any]:  # fmt: skip
+        on = as_of or local_today(state.settings.timezone)
+        page = await service.subsidised_not_enrolled(tx, actor, year, on, after, limit)
+        if format == "json":
+            return Response(page)
+        rows = [(i.division_code, i.name, i.id_number_masked, " ".join(i.categories), str(i.person_id or ""),
+                 str(i.household_id or "")) for i in page.items]  # fmt: skip
+        header = service.UNENROLLED_HEADER
+        body = reports.to_csv(header, rows) if format == "csv" else reports.to_xlsx(f"unenrolled {year}", header, rows)
+        return Response(
+            body, media_type=reports.MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="subsidised-not-enrolled-{year}.{format}"'},
+        )  # fmt: skip

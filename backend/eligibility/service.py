@@ -1,0 +1,759 @@
+"""Civil-affairs lists as immutable versions, explained eligibility answers, claims, exclusion reviews.
+
+An upload streams through COPY into a staging table, is checked there as a whole (duplicates,
+divisions, scope) and only then becomes a version with its entries; a bad file leaves at most a
+`rejected` version row with its error report, never an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import date, datetime
+from typing import IO, Annotated, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor, Role, Scope, scope_args
+from backend.db import Connection, load_queries
+from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, ListKind, ListReader, RowError
+from backend.enrollment import policy as policies
+from backend.errors import Conflict, DomainError, InvalidInput, NotFound
+from backend.ids import uuid7
+from backend.rules.premium import PremiumDue, SubsidyLine, premium_due
+
+Q = load_queries("backend.eligibility")
+STAGING_Q = load_queries("backend.eligibility", "staging.sql")
+
+Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+ListType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+COPY_CHUNK = 10_000
+STAGING_COLUMNS = ("row_no", "id_number", "name", "valid_from", "valid_to", "division_code")
+
+
+class ListRejected(DomainError):
+    """The list file has errors; nothing was loaded"""
+
+    status, code = 422, "list_rejected"
+
+
+class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    list_type: str
+    kind: ListKind
+    division_code: str
+    version: int
+    effective_from: date
+    status: Literal["loaded", "rejected"]
+    partial: bool
+    rows_read: int
+    rows_loaded: int
+    rows_rejected: int
+    errors: list[RowError]
+    previous_id: UUID | None
+    added: int | None
+    removed: int | None
+    changed: int | None
+    file_name: str
+    file_sha256: str
+    uploaded_by: UUID | None
+    uploaded_at: datetime
+
+
+class ListVersionPage(msgspec.Struct, frozen=True):
+    items: list[ListVersion]
+    next_cursor: UUID | None
+
+
+class ListEntry(msgspec.Struct, frozen=True, kw_only=True):
+    row_no: int
+    id_number: str
+    name: str
+    valid_from: date | None
+    valid_to: date | None
+    division_code: str | None
+
+
+class ListEntryPage(msgspec.Struct, frozen=True):
+    items: list[ListEntry]
+    next_cursor: int | None
+
+
+class DiffItem(msgspec.Struct, frozen=True, kw_only=True):
+    id_number: str
+    change: Literal["added", "removed", "changed"]
+    row_no: int | None
+    previous_row_no: int | None
+    name: str | None
+    previous_name: str | None
+    valid_from: date | None
+    previous_valid_from: date | None
+    valid_to: date | None
+    previous_valid_to: date | None
+    division_code: str | None
+    previous_division_code: str | None
+
+
+class ListDiff(msgspec.Struct, frozen=True, kw_only=True):
+    list_id: UUID
+    against_id: UUID | None
+    items: list[DiffItem]
+    next_cursor: str | None
+
+
+def _version(row: asyncpg.Record) -> ListVersion:
+    data = dict(row.items())
+    data["file_sha256"] = bytes(data["file_sha256"]).hex()
+    data.pop("scope_prefix", None)
+    return msgspec.convert(data, ListVersion)
+
+
+# Imports -----------------------------------------------------------------------------------------
+
+
+async def list_kind(conn: Connection, list_type: str) -> ListKind:
+    """A built-in type, or a subsidy category some published policy names."""
+    if list_type in LIST_TYPES:
+        return LIST_TYPES[list_type]
+    if await conn.fetchval(Q["policy_category_exists"], list_type):
+        return "subsidy"
+    known = ", ".join(LIST_TYPES)
+    raise InvalidInput("type", f"unknown list type; known: {known}, or a subsidy category of a published policy")
+
+
+async def upload_scope(conn: Connection, actor: Actor | None, division_code: str | None) -> Scope:
+    """Whose list this is: the uploader's scope, or for the command line the given (or only) district."""
+    if actor is not None:
+        return actor.scope
+    if division_code is not None:
+        row = await conn.fetchrow(Q["division"], division_code)
+        if row is None or row["level"] not in ("district", "township"):
+            raise InvalidInput("division", "must be the code of a district or township")
+        return Scope(row["code"], row["level"])
+    districts = await conn.fetch(Q["district_divisions"])
+    if len(districts) != 1:
+        raise InvalidInput("division", "give the district or township the list is for")
+    return Scope(districts[0]["code"], "district")
+
+
+async def _division_names(conn: Connection, scope: Scope) -> dict[str, str | None]:
+    names: dict[str, str | None] = {}
+    for r in await conn.fetch(Q["division_names_in_scope"], scope.low, scope.high):
+        names[r["name"]] = None if r["name"] in names else r["code"]
+    return names
+
+
+async def _records(reader: ListReader) -> AsyncIterator[tuple[object, ...]]:
+    # Parsing runs in a thread, chunk by chunk, so a big file does not stall the event loop and
+    # PostgreSQL consumes one chunk while the next is parsed.
+    rows = reader.entries()
+    while chunk := await asyncio.to_thread(lambda: list(itertools.islice(rows, COPY_CHUNK))):
+        for entry in chunk:
+            yield entry
+
+
+async def import_list(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    *,
+    list_type: str,
+    effective_from: date,
+    file_name: str,
+    today: date,
+    partial: bool = False,
+    division_code: str | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> ListVersion:
+    """Loads one file as a new version of `list_type` for the uploader's scope, all or nothing.
+
+    The caller owns the transaction. A file with bad rows gives a `rejected` version (errors kept,
+    no entries) unless `partial`, in which case the good rows load and the bad ones are reported.
+    """
+    kind = await list_kind(conn, list_type)
+    scope = await upload_scope(conn, actor, division_code)
+    await conn.execute(Q["lock_list"], list_type, scope.division_code)
+    reader = ListReader(source, today=today, division_names=await _division_names(conn, scope), on_read=on_read)
+    await conn.execute(STAGING_Q["drop_staging"])
+    await conn.execute(STAGING_Q["create_staging"])
+    await conn.copy_records_to_table("list_staging", records=_records(reader), columns=STAGING_COLUMNS)
+
+    errors = list(reader.errors)
+    bad: set[int] = set()
+    id_column = reader.column_names.get("id_number", "id_number")
+    for r in await conn.fetch(STAGING_Q["staging_duplicates"]):
+        bad.add(r["row_no"])
+        errors.append(RowError(r["row_no"], id_column, f"the same person as row {r['first_row']}"))
+    column = reader.column_names.get("division", "division")
+    for r in await conn.fetch(STAGING_Q["staging_bad_divisions"], scope.low, scope.high):
+        bad.add(r["row_no"])
+        problem = "is not a known division code" if r["unknown"] else "lies outside your scope"
+        errors.append(RowError(r["row_no"], column, problem))
+    if scope.level == "township":
+        for r in await conn.fetch(STAGING_Q["staging_unplaced"], scope.low, scope.high):
+            bad.add(r["row_no"])
+            errors.append(RowError(r["row_no"], column, "is empty and the person is in no household of your township"))
+    rows_rejected = reader.bad_rows + len(bad)
+    errors.sort(key=lambda e: e.row)
+    header_failed = not reader.header_found or reader.rows_read == 0
+    if bad and partial and not header_failed:
+        await conn.execute(STAGING_Q["delete_staging_rows"], sorted(bad))
+    rows_loaded = 0 if header_failed else int(await conn.fetchval(STAGING_Q["count_staging"]))
+    rejected = header_failed or rows_loaded == 0 or (rows_rejected > 0 and not partial)
+
+    version_id = uuid7()
+    number = await conn.fetchval(Q["next_version"], list_type, scope.division_code)
+    previous = None if rejected else await conn.fetchrow(Q["previous_version"], list_type, scope.division_code)
+    diff = None if rejected else await conn.fetchrow(STAGING_Q["staging_diff_counts"], previous and previous["id"])
+    row = await conn.fetchrow(
+        Q["insert_version"], version_id, list_type, kind, scope.division_code, scope.prefix, number,
+        effective_from, "rejected" if rejected else "loaded", partial, reader.rows_read,
+        0 if rejected else rows_loaded, rows_rejected,
+        [msgspec.to_builtins(e) for e in errors[:MAX_KEPT_ERRORS]],
+        previous and previous["id"], diff and diff["added"], diff and diff["removed"], diff and diff["changed"],
+        file_name[:200], reader.sha256, actor.id if actor else None,
+    )  # fmt: skip
+    assert row is not None
+    reviews = 0
+    if not rejected:
+        await conn.execute(STAGING_Q["insert_entries"], version_id)
+        if kind == "exclusion":
+            reviews = len(await conn.fetch(Q["open_exclusion_reviews"], version_id, list_type, effective_from.year))
+    await conn.execute(STAGING_Q["drop_staging"])
+    loaded = _version(row)
+    await record(
+        conn, actor, "import", "list_version", version_id, division_code=scope.division_code,
+        summary={"list_type": list_type, "version": number, "status": loaded.status, "rows_read": loaded.rows_read,
+                 "rows_loaded": loaded.rows_loaded, "rows_rejected": rows_rejected, "exclusion_reviews": reviews,
+                 "file_sha256": loaded.file_sha256},
+    )  # fmt: skip
+    return loaded
+
+
+# Reading lists -----------------------------------------------------------------------------------
+
+
+def _overlaps(actor: Actor, version: asyncpg.Record) -> bool:
+    prefix: str = version["scope_prefix"]
+    return actor.in_scope(version["division_code"]) or actor.scope.division_code.startswith(prefix)
+
+
+async def get_version(conn: Connection, actor: Actor, list_id: UUID) -> ListVersion:
+    row = await conn.fetchrow(Q["list_version"], list_id)
+    if row is None or not _overlaps(actor, row):
+        raise NotFound()
+    return _version(row)
+
+
+async def versions(
+    conn: Connection,
+    actor: Actor,
+    *,
+    list_type: str | None,
+    status: str | None,
+    after: UUID | None,
+    limit: int,
+) -> ListVersionPage:
+    low, high = scope_args(actor)
+    rows = await conn.fetch(Q["list_versions"], low, high, actor.scope.division_code, list_type, status, after,
+                            limit + 1)  # fmt: skip
+    items = [_version(r) for r in rows[:limit]]
+    return ListVersionPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+async def entries(conn: Connection, actor: Actor, list_id: UUID, after_row: int, limit: int) -> ListEntryPage:
+    version = await get_version(conn, actor, list_id)
+    whole = actor.in_scope(version.division_code)
+    rows = await conn.fetch(Q["list_entries_page"], version.id, *scope_args(actor), after_row, limit + 1, whole)
+    items = [msgspec.convert(dict(r.items()), ListEntry) for r in rows[:limit]]
+    await record(
+        conn, actor, "read", "list_entries", list_id, division_code=actor.scope.division_code,
+        summary={"after_row": after_row, "results": len(items)},
+    )  # fmt: skip
+    return ListEntryPage(items=items, next_cursor=items[-1].row_no if len(rows) > limit else None)
+
+
+async def diff(conn: Connection, actor: Actor, list_id: UUID, against: UUID | None, after: str, limit: int) -> ListDiff:
+    """Persons added, removed and changed since `against` (by default the version before)."""
+    version = await get_version(conn, actor, list_id)
+    base = against if against is not None else version.previous_id
+    if base is not None:
+        other = await get_version(conn, actor, base)
+        if other.list_type != version.list_type:
+            raise InvalidInput("against", "is a version of another list type")
+    whole = actor.in_scope(version.division_code)
+    rows = await conn.fetch(Q["list_diff"], version.id, base, after, *scope_args(actor), limit + 1, whole)
+    items = [msgspec.convert(dict(r.items()), DiffItem) for r in rows[:limit]]
+    await record(
+        conn, actor, "read", "list_diff", list_id, division_code=actor.scope.division_code,
+        summary={"against": str(base) if base else None, "results": len(items)},
+    )  # fmt: skip
+    return ListDiff(
+        list_id=version.id, against_id=base, items=items, next_cursor=items[-1].id_number if len(rows) > limit else None
+    )
+
+
+# Eligibility -------------------------------------------------------------------------------------
+
+
+RawIdNumber = Annotated[str, msgspec.Meta(max_length=40)]
+
+
+class CheckRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id_numbers: Annotated[list[RawIdNumber], msgspec.Meta(min_length=1, max_length=10_000)]
+    coverage_year: Year
+    as_of: date | None = None  # default: today (local)
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a category or an exclusion comes from: a list row, or an accepted claim."""
+
+    kind: Literal["list", "claim"]
+    list_id: UUID | None = None
+    list_type: str | None = None
+    version: int | None = None
+    row: int | None = None
+    effective_from: date | None = None
+    claim_id: UUID | None = None
+    decided_by: UUID | None = None
+    decided_at: datetime | None = None
+
+
+class HeldCategory(msgspec.Struct, frozen=True, kw_only=True):
+    category: str
+    valid_from: date | None
+    valid_to: date | None
+    source: Source
+
+
+class Obstacle(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a person may not enrol here."""
+
+    code: Literal["employee_insurance", "deceased", "already_enrolled"]
+    source: Source | None = None
+    enrollment_id: UUID | None = None  # only for an enrolment in the caller's scope
+
+
+class IdProblem(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+class Eligibility(msgspec.Struct, frozen=True, kw_only=True):
+    index: int  # position in the request
+    id_number: str | None  # normalised (a 15-digit number converted); None when not valid
+    error: IdProblem | None = None
+    may_enrol: bool = False
+    obstacles: list[Obstacle] = []
+    categories: list[HeldCategory] = []
+    premium_fen: int = 0
+    subsidy_fen: int = 0
+    due_fen: int = 0
+    chosen_categories: list[str] = []
+    lines: list[SubsidyLine] = []
+    capped: bool = False
+    explanation: list[str] = []
+
+
+class EligibilityAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    as_of: date
+    policy_version: int
+    items: list[Eligibility]
+
+
+class PersonEligibility(msgspec.Struct, frozen=True, kw_only=True):
+    """What eligibility knows about one ID number on a date, before money."""
+
+    categories: list[HeldCategory]
+    exclusions: list[Obstacle]
+
+
+async def facts(conn: Connection, id_numbers: list[str], year: int, on: date) -> dict[str, PersonEligibility]:
+    """Categories (list rows in force, accepted claims) and exclusion-list rows per ID number."""
+    cats: dict[str, list[HeldCategory]] = {}
+    excl: dict[str, list[Obstacle]] = {}
+    for r in await conn.fetch(Q["entries_in_force"], id_numbers, on):
+        source = Source(
+            kind="list", list_id=r["list_id"], list_type=r["list_type"], version=r["version"], row=r["row_no"],
+            effective_from=r["effective_from"],
+        )  # fmt: skip
+        if r["kind"] == "subsidy":
+            cats.setdefault(r["id_number"], []).append(
+                HeldCategory(category=r["list_type"], valid_from=r["valid_from"], valid_to=r["valid_to"], source=source)
+            )
+        elif r["kind"] == "exclusion":
+            excl.setdefault(r["id_number"], []).append(Obstacle(code=r["list_type"], source=source))
+    for r in await conn.fetch(Q["accepted_claims"], id_numbers, year):
+        held = cats.setdefault(r["id_number"], [])
+        if any(h.category == r["category"] for h in held):
+            continue  # a list row explains it already
+        source = Source(kind="claim", claim_id=r["claim_id"], decided_by=r["decided_by"], decided_at=r["decided_at"])
+        held.append(HeldCategory(category=r["category"], valid_from=None, valid_to=None, source=source))
+    return {n: PersonEligibility(categories=cats.get(n, []), exclusions=excl.get(n, [])) for n in set(cats) | set(excl)}
+
+
+def _describe(held: HeldCategory) -> str:
+    s = held.source
+    if s.kind == "list":
+        return f"{held.category}: list {s.list_type} version {s.version} row {s.row}"
+    return f"{held.category}: accepted claim {s.claim_id}"
+
+
+def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle]) -> list[str]:
+    lines = [_describe(h) for h in held]
+    for o in obstacles:
+        if o.source is not None:
+            lines.append(f"not eligible, {o.code}: list {o.source.list_type} version {o.source.version} row "
+                         f"{o.source.row}")  # fmt: skip
+        else:
+            lines.append(f"not eligible: {o.code} for the year")
+    for line in due.lines:
+        if line.applied_fen:
+            lines.append(f"subsidy {line.applied_fen} fen from {line.source} {line.code}")
+        elif line.source == "category" and not line.chosen:
+            lines.append(f"{line.code} not applied: a more favourable category won")
+    if due.capped:
+        lines.append(f"subsidies capped at the premium of {due.premium_fen} fen")
+    for code in due.unmatched_categories:
+        lines.append(f"{code}: no subsidy for this category in the year's policy")
+    lines.append(f"due {due.due_fen} fen of a premium of {due.premium_fen} fen")
+    return lines
+
+
+async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date) -> EligibilityAnswer:
+    from backend.rules.identity import IdentityNumberError, parse_resident_id
+
+    on = data.as_of or today
+    policy = await policies.require_in_force(conn, data.coverage_year, on)
+    subsidy_policy = policy.subsidy_policy()
+    parsed: list[str | IdProblem] = []
+    for raw in data.id_numbers:
+        try:
+            parsed.append(parse_resident_id(raw, today=today).number)
+        except IdentityNumberError as exc:
+            parsed.append(IdProblem(code=exc.code, message=exc.message))
+    numbers = sorted({p for p in parsed if isinstance(p, str)})
+    known = await facts(conn, numbers, data.coverage_year, on)
+    enrolled = {r["id_number"]: r for r in await conn.fetch(Q["live_enrollments_by_id_number"], numbers,
+                                                             data.coverage_year)}  # fmt: skip
+    none = PersonEligibility(categories=[], exclusions=[])
+    items: list[Eligibility] = []
+    for index, number in enumerate(parsed):
+        if isinstance(number, IdProblem):
+            items.append(Eligibility(index=index, id_number=None, error=number))
+            continue
+        person = known.get(number, none)
+        obstacles = list(person.exclusions)
+        if (e := enrolled.get(number)) is not None:
+            mine = actor.in_scope(e["village_code"])
+            obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["id"] if mine else None))
+        due = premium_due(subsidy_policy, [h.category for h in person.categories])
+        items.append(
+            Eligibility(
+                index=index, id_number=number, may_enrol=not obstacles, obstacles=obstacles,
+                categories=person.categories, premium_fen=due.premium_fen, subsidy_fen=due.subsidy_fen,
+                due_fen=due.due_fen, chosen_categories=list(due.chosen_categories), lines=list(due.lines),
+                capped=due.capped, explanation=_explain(due, person.categories, obstacles),
+            )
+        )  # fmt: skip
+    await record(
+        conn, actor, "read", "eligibility", None, division_code=actor.scope.division_code,
+        summary={"year": data.coverage_year, "as_of": on.isoformat(), "persons": len(parsed)},
+    )  # fmt: skip
+    return EligibilityAnswer(coverage_year=data.coverage_year, as_of=on, policy_version=policy.version, items=items)
+
+
+async def subsidies(conn: Connection, person_ids: Iterable[UUID], year: int, on: date) -> dict[UUID, PremiumDue]:
+    """The subsidy of registered persons for a year under the policy in force on `on`."""
+    policy = await policies.in_force(conn, year, on)
+    if policy is None:
+        return {}
+    numbers = {r["id"]: r["id_number"] for r in await conn.fetch(Q["id_numbers_of_persons"], list(person_ids))}
+    known = await facts(conn, sorted(set(numbers.values())), year, on)
+    subsidy_policy = policy.subsidy_policy()
+    out: dict[UUID, PremiumDue] = {}
+    for person_id, number in numbers.items():
+        held = known.get(number)
+        out[person_id] = premium_due(subsidy_policy, [h.category for h in held.categories] if held else [])
+    return out
+
+
+async def exclusions(conn: Connection, person_ids: list[UUID], year: int, on: date) -> dict[UUID, list[Obstacle]]:
+    """Exclusion-list rows in force on `on` for registered persons: they cannot be enrolled."""
+    numbers = {r["id"]: r["id_number"] for r in await conn.fetch(Q["id_numbers_of_persons"], person_ids)}
+    known = await facts(conn, sorted(set(numbers.values())), year, on)
+    return {p: known[n].exclusions for p, n in numbers.items() if n in known and known[n].exclusions}
+
+
+# Claims ------------------------------------------------------------------------------------------
+
+
+ClaimStatus = Literal["pending", "accepted", "rejected"]
+
+
+class ClaimIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    person_id: UUID
+    coverage_year: Year
+    category: ListType
+    note: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+    evidence_ref: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class ClaimDecision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    person_id: UUID
+    village_code: str
+    coverage_year: int
+    category: str
+    note: str
+    evidence_ref: str
+    status: ClaimStatus
+    raised_by: UUID
+    raised_at: datetime
+    decided_by: UUID | None
+    decided_at: datetime | None
+    reason: str | None
+    row_version: int
+
+
+class ClaimPage(msgspec.Struct, frozen=True):
+    items: list[Claim]
+    next_cursor: UUID | None
+
+
+class ClaimNotPending(Conflict):
+    """The claim has been decided already"""
+
+    code = "claim_decided"
+
+
+class AlreadyListed(Conflict):
+    """The person is on that list already; no claim is needed"""
+
+    code = "already_listed"
+
+
+class ClaimExists(Conflict):
+    """A pending or accepted claim for that person, year and category exists"""
+
+    code = "claim_exists"
+
+
+def _claim(row: asyncpg.Record) -> Claim:
+    data = dict(row.items())
+    data.pop("id_number", None)
+    return msgspec.convert(data, Claim)
+
+
+async def raise_claim(conn: Connection, actor: Actor, data: ClaimIn, today: date) -> Claim:
+    home = await conn.fetchrow(Q["person_home"], data.person_id)
+    if home is None or not actor.in_scope(home["village_code"]):
+        raise NotFound()
+    if await list_kind(conn, data.category) != "subsidy":
+        raise InvalidInput("category", "is not a subsidy category")
+    if home["id_number"] is not None:
+        known = await facts(conn, [home["id_number"]], data.coverage_year, today)
+        held = known.get(home["id_number"])
+        if held and any(h.category == data.category and h.source.kind == "list" for h in held.categories):
+            raise AlreadyListed()
+    try:
+        row = await conn.fetchrow(
+            Q["insert_claim"], uuid7(), data.person_id, home["id_number"], home["village_code"], data.coverage_year,
+            data.category, data.note, data.evidence_ref, actor.id,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "eligibility_claims_one_open":
+            raise ClaimExists() from exc
+        raise
+    assert row is not None
+    claim = _claim(row)
+    await record(
+        conn, actor, "create", "eligibility_claim", claim.id, division_code=claim.village_code,
+        summary={"person_id": str(claim.person_id), "year": claim.coverage_year, "category": claim.category},
+    )  # fmt: skip
+    return claim
+
+
+async def get_claim(conn: Connection, actor: Actor, claim_id: UUID) -> Claim:
+    row = await conn.fetchrow(Q["claim"], claim_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        raise NotFound()
+    await record(conn, actor, "read", "eligibility_claim", claim_id, division_code=row["village_code"])
+    return _claim(row)
+
+
+async def decide_claim(conn: Connection, actor: Actor, claim_id: UUID, accept: bool, reason: str) -> Claim:
+    row = await conn.fetchrow(Q["claim_for_update"], claim_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        raise NotFound()
+    if row["status"] != "pending":
+        raise ClaimNotPending(current=row["status"])
+    if not accept and not reason.strip():
+        raise InvalidInput("reason", "a rejection needs a reason")
+    if row["raised_by"] == actor.id or actor.role is not Role.CIVIL_AFFAIRS:
+        raise InvalidInput("claim", "is decided by civil affairs, never by whoever raised it")
+    status = "accepted" if accept else "rejected"
+    updated = await conn.fetchrow(Q["decide_claim"], claim_id, status, actor.id, reason.strip() or None)
+    assert updated is not None
+    await record(
+        conn, actor, "accept" if accept else "reject", "eligibility_claim", claim_id,
+        division_code=row["village_code"], summary={"from": "pending", "to": status, "category": row["category"]},
+    )  # fmt: skip
+    return _claim(updated)
+
+
+async def claim_queue(
+    conn: Connection,
+    actor: Actor,
+    *,
+    status: str | None,
+    category: str | None,
+    year: int | None,
+    village_code: str | None,
+    after: UUID | None,
+    limit: int,
+) -> ClaimPage:
+    rows = await conn.fetch(
+        Q["claim_queue"], *scope_args(actor), status, category, year, village_code, after, limit + 1
+    )
+    items = [_claim(r) for r in rows[:limit]]
+    await record(
+        conn, actor, "read", "eligibility_claims", None, division_code=actor.scope.division_code,
+        summary={"status": status, "category": category, "year": year, "results": len(items)},
+    )  # fmt: skip
+    return ClaimPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+# Exclusion reviews -------------------------------------------------------------------------------
+
+
+class ExclusionReview(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    enrollment_id: UUID
+    village_code: str
+    coverage_year: int
+    list_type: str
+    list_version_id: UUID
+    row_no: int
+    status: Literal["open", "cancelled", "kept"]
+    created_at: datetime
+    decided_by: UUID | None
+    decided_at: datetime | None
+    note: str
+
+
+class ExclusionReviewPage(msgspec.Struct, frozen=True):
+    items: list[ExclusionReview]
+    next_cursor: UUID | None
+
+
+class ReviewDecision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    decision: Literal["cancel", "keep"]
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+async def review_queue(
+    conn: Connection, actor: Actor, *, status: str | None, year: int | None, after: UUID | None, limit: int
+) -> ExclusionReviewPage:
+    rows = await conn.fetch(Q["review_queue"], *scope_args(actor), status, year, after, limit + 1)
+    items = [msgspec.convert(dict(r.items()), ExclusionReview) for r in rows[:limit]]
+    return ExclusionReviewPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+async def decide_review(conn: Connection, actor: Actor, review_id: UUID, data: ReviewDecision) -> ExclusionReview:
+    """A reviewer cancels the enrolment (reason: the list's type) or keeps it with a note."""
+    from backend.enrollment import enrollments
+
+    row = await conn.fetchrow(Q["review_for_update"], review_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        raise NotFound()
+    if row["status"] != "open":
+        raise Conflict("the review has been decided already")
+    if data.decision == "keep" and not data.note.strip():
+        raise InvalidInput("note", "keeping the enrolment needs a note")
+    if data.decision == "cancel":
+        reason: enrollments.CancelReason = "deceased" if row["list_type"] == "deceased" else "employee_insurance"
+        request = enrollments.CancelRequest(reason=reason, note=data.note)
+        await enrollments.cancel(conn, actor, row["enrollment_id"], request)
+    status = "cancelled" if data.decision == "cancel" else "kept"
+    updated = await conn.fetchrow(Q["decide_review"], review_id, status, actor.id, data.note)
+    assert updated is not None
+    await record(
+        conn, actor, "decide", "exclusion_review", review_id, division_code=row["village_code"],
+        summary={"to": status, "enrollment_id": str(row["enrollment_id"])},
+    )  # fmt: skip
+    return msgspec.convert(dict(updated.items()), ExclusionReview)
+
+
+# Reports -----------------------------------------------------------------------------------------
+
+
+class Unenrolled(msgspec.Struct, frozen=True, kw_only=True):
+    """A person on a subsidy list (or with an accepted claim) not enrolled for the year."""
+
+    id_number_masked: str
+    name: str
+    categories: list[str]
+    division_code: str
+    person_id: UUID | None  # None: on the list, but not registered in any household yet
+    household_id: UUID | None
+
+
+class UnenrolledPage(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    as_of: date
+    items: list[Unenrolled]
+    next_cursor: str | None
+
+
+UNENROLLED_HEADER = ("division_code", "name", "id_number", "categories", "person_id", "household_id")
+
+
+async def subsidised_not_enrolled(
+    conn: Connection, actor: Actor, year: int, on: date, after: str | None, limit: int
+) -> UnenrolledPage:
+    """The first people a township must visit: subsidised, and not enrolled for `year`."""
+    from backend.rules.identity import mask
+
+    rows = await conn.fetch(Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after, limit + 1)
+    items = [
+        Unenrolled(
+            id_number_masked=mask(r["id_number"]),
+            name=r["name"],
+            categories=list(r["categories"]),
+            division_code=r["division_code"],
+            person_id=r["person_id"],
+            household_id=r["household_id"],
+        )
+        for r in rows[:limit]
+    ]
+    await record(
+        conn, actor, "report", "subsidised_not_enrolled", None, division_code=actor.scope.division_code,
+        summary={"year": year, "as_of": on.isoformat(), "results": len(items)},
+    )  # fmt: skip
+    cursor = rows[limit - 1]["id_number"] if len(rows) > limit else None
+    return UnenrolledPage(coverage_year=year, as_of=on, items=items, next_cursor=cursor)
+
+
+class DenominatorAdjustments(msgspec.Struct, frozen=True, kw_only=True):
+    roster_loaded: bool
+    by_division: dict[str, tuple[int, int]]  # division code → (roster persons not registered, excluded)
+
+
+async def denominator_adjustments(conn: Connection, actor: Actor, year: int, on: date) -> DenominatorAdjustments:
+    """What the lists add to and take from the 应保尽保 denominator of registered persons."""
+    low, high = scope_args(actor)
+    loaded = bool(await conn.fetchval(Q["roster_loaded"], low, high, on, actor.scope.division_code))
+    rows = await conn.fetch(Q["denominator_adjustments"], low, high, year, on)
+    return DenominatorAdjustments(
+        roster_loaded=loaded, by_division={r["division_code"]: (r["roster_only"], r["excluded"]) for r in rows}
+    )

@@ -1,0 +1,96 @@
+"""Reports from the lists: subsidised persons not enrolled, per township scope."""
+
+from __future__ import annotations
+
+import csv as csv_module
+import io
+
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.test_eligibility_check import csv, enrol, heads
+from tests.test_eligibility_lists import upload
+
+
+async def test_subsidised_persons_not_enrolled_are_listed_for_the_township_that_must_visit_them(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    admin, civil, staff_a, staff_b = await heads(client, "admin", "civil", "staff_a", "staff_b")
+    await publish_policy(client, admin, effective_from="2025-01-01", window_start="2025-01-01")
+    household = await create_household(
+        client, staff_a,
+        [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse"),
+         member(ID_NUMBERS[4], "张丽", "child")],
+    )  # fmt: skip
+    by_id = {m["id_number"]: m["person_id"] for m in household["members"]}
+    await upload(
+        client, civil,
+        csv(f"{ID_NUMBERS[1]},张三,330106001001", f"{ID_NUMBERS[2]},李四,", f"{ID_NUMBERS[3]},王五,330106002201",
+            f"{ID_NUMBERS[4]},张丽,", header="身份证号,姓名,所属村"),
+        list_type="di_bao", effective_from="2025-01-01",
+    )  # fmt: skip
+    await upload(client, civil, csv(f"{ID_NUMBERS[4]},张丽", header="身份证号,姓名"), list_type="deceased",
+                 effective_from="2025-01-01")  # fmt: skip
+    assert (await enrol(client, staff_a, household, [by_id[ID_NUMBERS[2]]])).status_code == 201
+
+    def rows(body: dict[str, object]) -> list[tuple[object, ...]]:
+        items = body["items"]
+        assert isinstance(items, list)
+        return [
+            (i["id_number_masked"], i["name"], i["categories"], i["division_code"], i["household_id"]) for i in items
+        ]
+
+    url = "/api/v1/reports/subsidised-not-enrolled"
+    mine = await client.get(url, params={"year": 2026, "as_of": "2025-10-01"}, headers=staff_a)
+    assert mine.status_code == 200, mine.text
+    assert rows(mine.json()) == [("110105********0016", "张三", ["di_bao"], "330106001001", household["id"])]
+    theirs = await client.get(url, params={"year": 2026, "as_of": "2025-10-01"}, headers=staff_b)
+    assert rows(theirs.json()) == [("110105********0017", "王五", ["di_bao"], "330106002201", None)]
+    assert ID_NUMBERS[3] not in theirs.text and "张三" not in theirs.text
+    everyone = await client.get(url, params={"year": 2026, "as_of": "2025-10-01", "format": "csv"}, headers=civil)
+    table = list(csv_module.reader(io.StringIO(everyone.content.decode("utf-8-sig"))))
+    assert [r[:4] for r in table] == [
+        ["division_code", "name", "id_number", "categories"],
+        ["330106001001", "张三", "110105********0016", "di_bao"],
+        ["330106002201", "王五", "110105********0017", "di_bao"],
+    ]
+
+
+async def test_coverage_denominator_is_roster_and_registered_persons_minus_exclusions(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    admin, civil, staff_a = await heads(client, "admin", "civil", "staff_a")
+    await publish_policy(client, admin, effective_from="2025-01-01", window_start="2025-01-01")
+    household = await create_household(
+        client, staff_a, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
+    )
+    head = next(m["person_id"] for m in household["members"] if m["id_number"] == ID_NUMBERS[1])
+    assert (await enrol(client, staff_a, household, [head])).status_code == 201
+    await upload(client, civil, csv(f"{ID_NUMBERS[2]},李四", header="身份证号,姓名"), list_type="deceased",
+                 effective_from="2025-01-01")  # fmt: skip
+
+    async def villages() -> tuple[dict[str, tuple[int, int]], bool, str]:
+        response = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=admin)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        counts = {r["division_code"]: (r["persons"], r["enrolled"]) for r in body["rows"] if r["persons"]}
+        return counts, body["roster_loaded"], body["denominator"]
+
+    assert await villages() == (
+        {"330106001001": (1, 1)},
+        False,
+        "registered persons minus persons on exclusion lists; no household-registration roster is loaded",
+    )
+    roster = csv(
+        f"{ID_NUMBERS[1]},张三,330106001001",
+        f"{ID_NUMBERS[3]},王五,330106001001",
+        f"{ID_NUMBERS[5]},孙八,330106001002",
+        header="身份证号,姓名,所属村",
+    )
+    assert (await upload(client, civil, roster, list_type="huji", effective_from="2025-01-01")).status_code == 201
+    assert await villages() == (
+        {"330106001001": (2, 1), "330106001002": (1, 0)},
+        True,
+        "registered persons and the household-registration roster, minus persons on exclusion lists",
+    )
