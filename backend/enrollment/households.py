@@ -661,7 +661,7 @@ async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, toda
     else:
         rows = await conn.fetch(
             Q["search_households"], *scope_args(actor), criteria.household_no, criteria.head_name,
-            criteria.village_code, None, criteria.after, criteria.limit + 1,
+            criteria.village_code, criteria.after, criteria.limit + 1,
         )  # fmt: skip
         items = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows[: criteria.limit]]
         more = len(rows) > criteria.limit

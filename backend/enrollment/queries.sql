@@ -152,10 +152,9 @@ WHERE h.village_code BETWEEN $1 AND $2
   AND ($3::text IS NULL OR h.household_no = $3)
   AND ($4::text IS NULL OR hp.name LIKE $4 || '%')
   AND ($5::text IS NULL OR h.village_code = $5)
-  AND ($6::uuid[] IS NULL OR h.id = ANY($6::uuid[]))
-  AND ($7::uuid IS NULL OR h.id > $7)
+  AND ($6::uuid IS NULL OR h.id > $6)
 ORDER BY h.id
-LIMIT $8;
+LIMIT $7;
 
 -- name: households_of_identity
 SELECT m.household_id
