@@ -51,6 +51,7 @@ def route_handlers() -> list[object]:
         ReceiptBlockController,
         ReconciliationController,
     )
+    from backend.sync.routes import SyncController
 
     return [
         ops.health,
@@ -79,6 +80,7 @@ def route_handlers() -> list[object]:
         ClaimController,
         ExclusionReviewController,
         EligibilityReportController,
+        SyncController,
     ]
 
 

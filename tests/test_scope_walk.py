@@ -19,7 +19,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import auth_headers
+from tests.conftest import PASSWORD, auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 
 VILLAGE_A = "330106001001"
@@ -102,7 +102,25 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
         f"/api/v1/payments/{payment_id}/adjustments", json={"kind": "refund", "reason": "overpayment"}, headers=staff_a
     )
     assert void.status_code == 201, void.text
+    # A tablet's payment for a household nobody knows: quarantined for township A's reviewers.
+    tablet = await client.post(
+        "/api/v1/auth/login",
+        json={"username": "staff_a", "password": PASSWORD, "device_id": device.json()["device"]["id"],
+              "device_secret": device.json()["device_secret"]},
+    )  # fmt: skip
+    assert tablet.status_code == 200, tablet.text
+    lost_payment = {"type": "payment.record", "seq": 1, "mutation_id": str(uuid.uuid4()),
+                    "payment_id": str(uuid.uuid4()), "household_id": str(uuid.uuid4()), "coverage_year": 2026,
+                    "person_ids": [person_id], "amount_fen": 40000, "method": "cash", "receipt_no": "A00000002",
+                    "collected_at": "2025-10-08T09:00:00+08:00"}  # fmt: skip
+    pushed = await client.post(
+        "/api/v1/sync/push",
+        json={"protocol_version": 1, "device_id": device.json()["device"]["id"], "mutations": [lost_payment]},
+        headers={"Authorization": f"Bearer {tablet.json()['access_token']}"},
+    )
+    assert pushed.json()["answers"][0]["status"] == "quarantined", pushed.text
     return {
+        "quarantine_id": pushed.json()["answers"][0]["quarantine_id"],
         "code": VILLAGE_A,
         "user_id": str(staff_a_id),
         "device_id": device.json()["device"]["id"],

@@ -17,6 +17,7 @@ from backend.errors import Forbidden, InvalidToken, NotAuthenticated
 Q = load_queries("backend.auth")
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
+SUSPENDED_DEVICE_PATH = "/api/v1/sync/push"  # the one route a suspended tablet may call
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
@@ -30,9 +31,22 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         if claims.act != "user":
             raise InvalidToken()
         row = await state.pool.fetchrow(Q["actor_for_token"], claims.sub, claims.sid, claims.dev)
-        if row is None or not row["active"] or not row["session_live"]:
+        if row is None or not row["active"]:
             raise InvalidToken()
-        if claims.dev is not None and (row["device_status"] != "active" or row["device_owner"] != claims.sub):
+        # A suspended tablet may still push its queued work, which lands in quarantine (SPEC §3).
+        handing_in = (
+            connection.scope["path"] == SUSPENDED_DEVICE_PATH
+            and row["device_status"] == "suspended"
+            and row["device_owner"] == claims.sub
+            and (row["session_live"] or row["session_suspended"])
+        )
+        if not (row["session_live"] or handing_in):
+            raise InvalidToken()
+        if (
+            claims.dev is not None
+            and not handing_in
+            and (row["device_status"] != "active" or row["device_owner"] != claims.sub)
+        ):
             raise InvalidToken("this device is suspended or revoked")
         actor = Actor(
             kind="user",

@@ -61,6 +61,8 @@ UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE device_
 -- token names its session (refresh family), which must exist and belong to the same user and device.
 SELECT u.role, u.division_code, dv.level, u.active,
        (f.revoked_at IS NULL AND f.user_id = u.id AND f.device_id IS NOT DISTINCT FROM $3::uuid) AS session_live,
+       -- A session ended only by its tablet's suspension may still hand in work (sync push → quarantine).
+       (f.revoke_reason = 'device_suspended' AND f.user_id = u.id AND f.device_id = $3::uuid) AS session_suspended,
        d.status AS device_status, d.owner_id AS device_owner
 FROM users u
 JOIN divisions dv ON dv.code = u.division_code

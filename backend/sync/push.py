@@ -1,0 +1,499 @@
+"""Push: a batch of a tablet's mutations, each applied at most once, in its device order.
+
+The push runs in the request's transaction; the device's row is locked NOWAIT (a concurrent push
+of the same tablet is a 409). Every mutation runs in its own savepoint and writes its ledger row
+there too, so its effects and its answer commit together. The business rules are the REST
+services' own (households, enrolments, premiums): the mutation handlers only translate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal, cast
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.auth.actor import Actor
+from backend.clock import local_date
+from backend.db import Connection, load_queries
+from backend.enrollment import enrollments as enrolment_service
+from backend.enrollment import households as household_service
+from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from backend.ids import uuid7
+from backend.premiums import service as premium_service
+from backend.premiums.service import CLOCK_AHEAD, CLOCK_TOO_OLD
+from mobile_sync_protocol import codec
+from mobile_sync_protocol import messages as m
+
+Q = load_queries("backend.sync")
+
+CLOCK_SKEW_FLAG = timedelta(minutes=10)
+_json_mutation = msgspec.json.Decoder(m.AnyMutation)
+_msgpack_mutation = msgspec.msgpack.Decoder(m.AnyMutation)
+_canonical = msgspec.msgpack.Encoder()
+
+
+class PushInProgress(Conflict):
+    """Another push from this device is running; retry when it has answered"""
+
+    code = "push_in_progress"
+
+
+class DeviceRequired(Forbidden):
+    """Sync needs a token bound to a registered tablet (log in with device_id and device_secret)"""
+
+    code = "device_required"
+
+
+class DeviceMismatch(Forbidden):
+    """The body names another device than the token"""
+
+    code = "device_mismatch"
+
+
+class Quarantine(Exception):
+    """Raised by a handler: acknowledge the mutation, keep it aside for a reviewer."""
+
+    def __init__(self, reason: str, detail: str | None = None, content_hash: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.content_hash = content_hash
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    timezone: str
+    code_key: bytes
+    now: datetime
+    device_status: str = "active"
+
+    @property
+    def today(self) -> date:
+        return local_date(self.now, self.timezone)
+
+
+Handler = Callable[[Connection, Actor, Any, Context], Awaitable[m.Answer]]
+
+
+async def push(
+    conn: Connection, actor: Actor, request: m.PushRequest, fmt: codec.Format, ctx: Context
+) -> m.PushResponse:
+    if actor.device_id is None:
+        raise DeviceRequired()
+    if request.device_id != actor.device_id:
+        raise DeviceMismatch()
+    device = await conn.fetchrow(Q["device_for_sync"], request.device_id)
+    if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
+        raise DeviceRequired()
+    ctx = msgspec.structs.replace(ctx, device_status=device["status"])
+    try:
+        last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
+    except asyncpg.LockNotAvailableError as exc:
+        raise PushInProgress() from exc
+    answers = []
+    for raw in request.mutations:
+        answer = await _one(conn, actor, raw, fmt, ctx, last_seq)
+        if answer.status not in ("duplicate", "not_applied") and answer.seq == last_seq + 1:
+            last_seq += 1
+        answers.append(answer)
+    skew = None if request.device_time is None else round((request.device_time - ctx.now).total_seconds())
+    await conn.execute(Q["finish_push"], request.device_id, last_seq, request.app_version, skew)
+    flag: Literal["ahead", "behind"] | None = None
+    if skew is not None and abs(skew) > CLOCK_SKEW_FLAG.total_seconds():
+        flag = "ahead" if skew > 0 else "behind"
+    return m.PushResponse(
+        protocol_version=m.PROTOCOL_VERSION, device_id=request.device_id, last_seq=last_seq, answers=answers,
+        server_time=ctx.now, clock_skew_s=skew, clock_flag=flag,
+    )  # fmt: skip
+
+
+def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
+    try:
+        return codec.decode(bytes(raw), m.MutationHead, fmt)
+    except msgspec.DecodeError:
+        return None
+
+
+async def _one(
+    conn: Connection, actor: Actor, raw: msgspec.Raw, fmt: codec.Format, ctx: Context, last_seq: int
+) -> m.Answer:
+    head = _decode_head(raw, fmt)
+    if head is None or head.seq is None or head.seq < 1:
+        # Without a sequence number the mutation cannot take a place in the ledger.
+        return m.Answer(seq=None, status="rejected", code="malformed_mutation", detail="no readable `seq`")
+    seq, mutation_id = head.seq, head.mutation_id
+    try:
+        decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
+        mutation: m.AnyMutation | None = decoder.decode(bytes(raw))
+        body_hash = hashlib.sha256(_canonical.encode(mutation)).digest()
+        failure = None
+    except msgspec.DecodeError as exc:  # ValidationError included
+        mutation, failure = None, exc
+        body_hash = hashlib.sha256(bytes(raw)).digest()
+    if seq <= last_seq:
+        stored = await conn.fetchrow(Q["ledger_entry"], actor.device_id, seq)
+        assert stored is not None, "every seq up to last_seq has its ledger row"
+        if stored["body_hash"] != body_hash:
+            return m.Answer(
+                seq=seq, mutation_id=mutation_id, status="not_applied", code="seq_reused",
+                detail="this seq was already used for another mutation", expected_seq=last_seq + 1,
+            )  # fmt: skip
+        first = msgspec.convert(stored["answer"], m.Answer)
+        return m.Answer(seq=seq, mutation_id=mutation_id, status="duplicate", first=first)
+    if seq > last_seq + 1:
+        return m.Answer(
+            seq=seq, mutation_id=mutation_id, status="not_applied", code="seq_gap",
+            detail=f"the server holds this device up to seq {last_seq}", expected_seq=last_seq + 1,
+        )  # fmt: skip
+    kind = head.type or "?"
+    device_time = mutation.device_time if mutation is not None else None
+    answer: m.Answer
+    if mutation is None:
+        assert failure is not None
+        if kind == "payment.record":
+            answer = await _quarantine(conn, actor, seq, mutation_id, kind, raw, fmt, Quarantine(
+                "malformed_payment", _message(failure)))  # fmt: skip
+        else:
+            code = "unknown_mutation" if kind not in m.MUTATION_TYPES else "malformed_mutation"
+            answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=code, detail=_message(failure))
+    else:
+        try:
+            async with conn.transaction():
+                if ctx.device_status == "suspended":
+                    raise Quarantine("device_suspended", "the tablet is suspended: a reviewer decides")
+                answer = await HANDLERS[kind](conn, actor, mutation, ctx)
+                answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
+                await _ledger(conn, actor, seq, mutation_id, kind, body_hash, answer, device_time)
+            return answer
+        except Quarantine as q:
+            answer = await _quarantine(conn, actor, seq, mutation_id, kind, raw, fmt, q)
+        except DomainError as exc:
+            answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=exc.code,
+                              detail=exc.detail or exc.title())  # fmt: skip
+        except msgspec.ValidationError as exc:
+            answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code="validation_error",
+                              detail=_message(exc))  # fmt: skip
+    await _ledger(conn, actor, seq, mutation_id, kind, body_hash, answer, device_time)
+    return answer
+
+
+def _message(exc: Exception) -> str:
+    return str(exc)[:300]
+
+
+async def _ledger(
+    conn: Connection, actor: Actor, seq: int, mutation_id: UUID | None, kind: str, body_hash: bytes,
+    answer: m.Answer, device_time: datetime | None,
+) -> None:  # fmt: skip
+    await conn.execute(
+        Q["insert_ledger"], actor.device_id, seq, mutation_id, kind[:64], actor.id, body_hash, answer.status,
+        msgspec.to_builtins(answer), device_time,
+    )  # fmt: skip
+
+
+async def _quarantine(
+    conn: Connection, actor: Actor, seq: int, mutation_id: UUID | None, kind: str, raw: msgspec.Raw,
+    fmt: codec.Format, q: Quarantine,
+) -> m.Answer:  # fmt: skip
+    body: Any = codec.decode(bytes(raw), Any, fmt)  # type: ignore[arg-type,unused-ignore]
+    payment_id = None
+    if isinstance(body, dict):
+        try:
+            payment_id = UUID(str(body.get("payment_id")))
+        except ValueError:
+            payment_id = None
+    quarantine_id = uuid7()
+    await conn.execute(
+        Q["insert_quarantine"], quarantine_id, actor.device_id, seq, actor.id, actor.scope.division_code,
+        kind[:64], payment_id, q.content_hash, q.reason, q.detail, msgspec.to_builtins(body),
+    )  # fmt: skip
+    return m.Answer(
+        seq=seq, mutation_id=mutation_id, status="quarantined", code=q.reason, detail=q.detail,
+        quarantine_id=quarantine_id,
+    )  # fmt: skip
+
+
+# Households and members -------------------------------------------------------------------------
+
+
+async def _household(conn: Connection, actor: Actor, household_id: UUID) -> asyncpg.Record:
+    row = await conn.fetchrow(Q["household_state"], household_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        raise NotFound()
+    return row
+
+
+def _staleness(row: asyncpg.Record, base_version: int) -> bool:
+    """True when the household changed since the tablet's base; a base from the future is an error."""
+    if base_version > row["row_version"]:
+        raise InvalidInput("base_version", f"is ahead of the server's version {row['row_version']}")
+    return bool(base_version < row["row_version"])
+
+
+def _applied(version: int, stale: bool, fields: list[str]) -> m.Answer:
+    if stale:
+        return m.Answer(seq=None, status="applied_with_conflict", code="stale_base", household_version=version,
+                        conflict_fields=fields)  # fmt: skip
+    return m.Answer(seq=None, status="applied", household_version=version)
+
+
+class StaleBase(Conflict):
+    """The record changed since the tablet's base version; identity and membership changes need a fresh base"""
+
+    code = "stale_base"
+
+
+async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate, ctx: Context) -> m.Answer:
+    data = msgspec.convert(
+        {
+            "id": mu.household_id, "village_code": mu.village_code, "household_no": mu.household_no,
+            "address": mu.address, "phone": mu.phone,
+            "members": [_member_in(x) for x in mu.members],
+        },
+        household_service.HouseholdCreate,
+    )  # fmt: skip
+    household = await household_service.create_household(conn, actor, data, ctx.today)
+    return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+def _member_in(x: m.NewMember) -> dict[str, Any]:
+    return {
+        "id": x.person_id, "name": x.name, "relation": x.relation, "id_number": x.id_number,
+        "birth_cert_no": x.birth_cert_no, "birth_date": x.birth_date, "sex": x.sex, "phone": x.phone,
+    }  # fmt: skip
+
+
+def _set_fields(mu: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: getattr(mu, k) for k in names if getattr(mu, k) is not None}
+
+
+async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id)
+    stale = _staleness(row, mu.base_version)
+    fields = _set_fields(mu, ("household_no", "address", "phone"))
+    # Descriptive fields resolve in arrival order; a stale base is answered as a conflict.
+    data = msgspec.convert(fields, household_service.HouseholdUpdate)
+    household = await household_service.update_household(conn, actor, mu.household_id, row["row_version"], data)
+    return _applied(household.row_version, stale, sorted(fields))
+
+
+async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDissolve, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id)
+    if _staleness(row, mu.base_version):
+        raise StaleBase(current_version=row["row_version"])
+    if row["status"] != "active":
+        raise Conflict("the household is already dissolved")
+    household = await household_service.get_household(conn, actor, mu.household_id, None)
+    # Everyone leaves, the head last: the household is dissolved when its last member goes.
+    order = sorted(household.members, key=lambda x: x.relation == "head")
+    version = household.row_version
+    for member in order:
+        household = await household_service.remove_member(
+            conn, actor, mu.household_id, member.person_id, version,
+            household_service.MemberRemove(reason=mu.reason),
+        )  # fmt: skip
+        version = household.row_version
+    return m.Answer(seq=None, status="applied", household_version=version)
+
+
+async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id)
+    stale = _staleness(row, mu.base_version)
+    data = msgspec.convert(_member_in(mu.member), household_service.MemberIn)
+    household = await household_service.add_member(conn, actor, mu.household_id, row["row_version"], data, ctx.today)
+    return _applied(household.row_version, stale, [])
+
+
+IDENTITY_FIELDS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")
+
+
+async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id)
+    stale = _staleness(row, mu.base_version)
+    fields = _set_fields(mu, (*IDENTITY_FIELDS, "phone"))
+    identity = sorted(k for k in fields if k in IDENTITY_FIELDS)
+    if stale and identity:
+        # Identity never changes from a stale base (SPEC §3): the tablet must look again.
+        raise StaleBase(current_version=row["row_version"], conflict_fields=identity)
+    data = msgspec.convert(fields, household_service.MemberUpdate)
+    household = await household_service.update_member(
+        conn, actor, mu.household_id, mu.person_id, row["row_version"], data, ctx.today
+    )
+    return _applied(household.row_version, stale, sorted(fields))
+
+
+async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id)
+    if _staleness(row, mu.base_version):
+        raise StaleBase(current_version=row["row_version"])
+    data = msgspec.convert({"to_household_id": mu.to_household_id, "relation": mu.relation, "note": mu.note},
+                           household_service.MoveIn)  # fmt: skip
+    move = await household_service.move_member(conn, actor, mu.household_id, mu.person_id, row["row_version"], data)
+    after = await _household(conn, actor, mu.household_id)
+    code = None if move.status == "accepted" else "move_pending"  # to another township: it decides
+    return m.Answer(seq=None, status="applied", code=code, household_version=after["row_version"])
+
+
+async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id)
+    if _staleness(row, mu.base_version):
+        raise StaleBase(current_version=row["row_version"])
+    household = await household_service.remove_member(
+        conn, actor, mu.household_id, mu.person_id, row["row_version"],
+        household_service.MemberRemove(reason=mu.reason),
+    )  # fmt: skip
+    return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+# Enrolments -------------------------------------------------------------------------------------
+
+
+async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> m.Answer:
+    data = msgspec.convert(
+        {"household_id": mu.household_id, "coverage_year": mu.coverage_year, "person_ids": mu.person_ids},
+        enrolment_service.EnrollmentCreate,
+    )
+    await enrolment_service.enrol(conn, actor, data, ctx.today, ctx.code_key)
+    return m.Answer(seq=None, status="applied")
+
+
+async def enrollment_cancel(conn: Connection, actor: Actor, mu: m.EnrollmentCancel, ctx: Context) -> m.Answer:
+    enrollment_id = await conn.fetchval(Q["live_enrollment_of"], mu.person_id, mu.coverage_year)
+    if enrollment_id is None:
+        raise NotFound("no live enrolment of this person for the year")
+    data = msgspec.convert({"reason": mu.reason, "note": mu.note}, enrolment_service.CancelRequest)
+    await enrolment_service.cancel(conn, actor, enrollment_id, data)
+    return m.Answer(seq=None, status="applied")
+
+
+# Money ------------------------------------------------------------------------------------------
+
+
+def _payment_hash_of_row(row: asyncpg.Record) -> bytes:
+    as_reported = m.PaymentRecord(
+        seq=1, mutation_id=row["id"], payment_id=row["id"], household_id=row["household_id"],
+        coverage_year=row["coverage_year"], person_ids=list(row["person_ids"]), amount_fen=row["amount_fen"],
+        method=row["method"], kind=row["kind"], back_years=list(row["back_years"]), receipt_no=row["receipt_no"],
+        collected_at=row["collected_at"], channel_ref=row["channel_ref"],
+    )  # fmt: skip
+    return m.payment_content_hash(as_reported)
+
+
+async def _earlier_report(conn: Connection, mu: m.PaymentRecord, content: bytes) -> m.Answer | None:
+    """The answer when this payment id was reported before: the same facts are a duplicate; other
+    facts under the same id are kept aside, never applied over the first."""
+    recorded = await conn.fetchrow(premium_service.Q["payment"], mu.payment_id)
+    if recorded is not None:
+        if _payment_hash_of_row(recorded) == content:
+            return m.Answer(seq=None, status="duplicate", code="payment_already_recorded")
+        raise Quarantine("payment_id_reused", "another payment was recorded under this id", content)
+    held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
+    if held is not None:
+        if held["content_hash"] == content:
+            return m.Answer(seq=None, status="duplicate", code="payment_already_quarantined", quarantine_id=held["id"])
+        raise Quarantine("payment_id_reused", "another payment was reported under this id", content)
+    return None
+
+
+_RECEIPT_PROBLEMS = {"receipt_number_used": "receipt_clash"}
+
+
+async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ctx: Context) -> m.Answer:
+    content = m.payment_content_hash(mu)
+    earlier = await _earlier_report(conn, mu, content)
+    if earlier is not None:
+        return earlier
+    household = await conn.fetchrow(Q["household_state"], mu.household_id)
+    if household is None or not actor.in_scope(household["village_code"]):
+        raise Quarantine("out_of_scope", "no such household in the collector's scope", content)
+    if household["status"] != "active":
+        raise Quarantine("household_dissolved", "the household is dissolved", content)
+    try:
+        data = msgspec.convert(
+            {
+                "id": mu.payment_id, "household_id": mu.household_id, "coverage_year": mu.coverage_year,
+                "person_ids": mu.person_ids, "amount_fen": mu.amount_fen, "method": mu.method, "kind": mu.kind,
+                "back_years": mu.back_years, "receipt_no": mu.receipt_no, "collected_at": mu.collected_at,
+                "channel_ref": mu.channel_ref,
+            },
+            premium_service.PaymentIn,
+        )  # fmt: skip
+    except msgspec.ValidationError as exc:
+        raise Quarantine("malformed_payment", _message(exc), content) from exc
+    try:
+        async with conn.transaction():
+            receipt = await premium_service.record_payment(
+                conn, actor, data, timezone=ctx.timezone, code_key=ctx.code_key, now=ctx.now
+            )
+    except premium_service.PaymentAlreadyRecorded:
+        # Another tablet reported the same payment a moment ago, and it has committed now.
+        earlier = await _earlier_report(conn, mu, content)
+        assert earlier is not None
+        return earlier
+    except premium_service.ReceiptNumberUsed as exc:
+        raise Quarantine("receipt_clash", "the receipt number is already used", content) from exc
+    except InvalidInput as exc:
+        field = (exc.extra.get("errors") or [{}])[0].get("field", "")
+        reason = "receipt_not_issued" if field == "receipt_no" else "not_applicable"
+        raise Quarantine(reason, exc.detail, content) from exc
+    except DomainError as exc:
+        raise Quarantine("not_applicable", f"{exc.code}: {exc.detail or exc.title()}", content) from exc
+    money = receipt.household
+    differs = mu.due_fen is not None and mu.due_fen != money.due_fen
+    return m.Answer(
+        seq=None, status="applied_with_conflict" if differs else "applied", code="due_differs" if differs else None,
+        due_fen=money.due_fen, paid_fen=money.paid_fen, balance_fen=money.balance_fen,
+    )  # fmt: skip
+
+
+def _void_day(mu: m.PaymentVoid, ctx: Context) -> date:
+    """The local day the void was made on the tablet, when its clock is plausible; else today."""
+    if mu.device_time is None or mu.device_time.tzinfo is None:
+        return ctx.today
+    if mu.device_time - ctx.now > CLOCK_AHEAD or ctx.now - mu.device_time > CLOCK_TOO_OLD:
+        return ctx.today
+    return local_date(mu.device_time, ctx.timezone)
+
+
+async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: Context) -> m.Answer:
+    if await conn.fetchval(premium_service.Q["payment"], mu.payment_id) is None:
+        held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
+        reason = "payment_quarantined" if held is not None else "unknown_payment"
+        raise Quarantine(reason, "the payment to void is not recorded")
+    try:
+        data = msgspec.convert({"kind": "void", "reason": mu.reason, "note": mu.note},
+                               premium_service.AdjustmentRequest)  # fmt: skip
+        async with conn.transaction():
+            event = await premium_service.request_adjustment(conn, actor, mu.payment_id, data, _void_day(mu, ctx))
+    except msgspec.ValidationError as exc:
+        raise Quarantine("malformed_void", _message(exc)) from exc
+    except DomainError as exc:
+        raise Quarantine("void_not_possible", f"{exc.code}: {exc.detail or exc.title()}") from exc
+    return m.Answer(seq=None, status="applied", void_request_id=event.id)
+
+
+HANDLERS: dict[str, Handler] = cast(
+    dict[str, Handler],
+    {
+        "household.create": household_create,
+        "household.update": household_update,
+        "household.dissolve": household_dissolve,
+        "member.create": member_create,
+        "member.update": member_update,
+        "member.move": member_move,
+        "member.remove": member_remove,
+        "enrollment.create": enrollment_create,
+        "enrollment.cancel": enrollment_cancel,
+        "payment.record": payment_record,
+        "payment.void": payment_void,
+    },
+)
+assert set(HANDLERS) == set(m.MUTATION_TYPES)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

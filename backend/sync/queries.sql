@@ -1,0 +1,182 @@
+-- name: device_for_sync
+SELECT d.id, d.status, d.owner_id, u.division_code
+FROM devices d JOIN users u ON u.id = d.owner_id
+WHERE d.id = $1;
+
+-- name: lock_sync_device
+-- NOWAIT: a second push of the same tablet while one is running gets a 409 instead of waiting
+-- to apply the same mutations again.
+SELECT last_seq FROM sync_devices WHERE device_id = $1 FOR UPDATE NOWAIT;
+
+-- name: finish_push
+UPDATE sync_devices
+SET last_seq = $2, last_push_at = now(), last_app_version = nullif($3, ''), last_clock_skew_s = $4
+WHERE device_id = $1;
+
+-- name: ledger_entry
+SELECT body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = $2;
+
+-- name: insert_ledger
+INSERT INTO sync_mutations (device_id, seq, mutation_id, kind, user_id, body_hash, status, answer, device_time)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: insert_quarantine
+INSERT INTO sync_quarantine (id, device_id, seq, user_id, township_code, kind, payment_id, content_hash,
+                             reason, detail, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+
+-- name: quarantined_payment
+-- The first quarantined report of a payment id that is still open or was dismissed.
+SELECT id, content_hash, reason FROM sync_quarantine
+WHERE payment_id = $1 AND kind = 'payment.record' AND reason <> 'payment_id_reused'
+ORDER BY at, id LIMIT 1;
+
+-- name: household_state
+SELECT id, village_code, status, row_version FROM households WHERE id = $1;
+
+-- name: live_enrollment_of
+SELECT id FROM enrollments WHERE person_id = $1 AND coverage_year = $2 AND status <> 'cancelled';
+
+-- name: current_xmin
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint;
+
+-- name: horizon
+SELECT floor_xid::text::bigint FROM sync_horizon;
+
+-- name: prune_changes
+WITH gone AS (DELETE FROM sync_changes WHERE at < $1 RETURNING xid::text::bigint AS x)
+UPDATE sync_horizon SET floor_xid = greatest(floor_xid, ((SELECT max(x) FROM gone) + 1)::text::xid8)
+WHERE (SELECT count(*) FROM gone) > 0
+RETURNING floor_xid::text::bigint;
+
+-- name: changes_page
+SELECT id, entity, entity_id FROM sync_changes
+WHERE xid >= $1::text::xid8 AND xid < $2::text::xid8 AND id > $3
+  AND (township_code BETWEEN $4 AND $5 OR township_code IS NULL)
+ORDER BY id
+LIMIT $6;
+
+-- name: touch_pull
+UPDATE sync_devices SET last_pull_at = now() WHERE device_id = $1 RETURNING last_seq;
+
+-- Row images, by id (changes) or by scope and keyset (snapshot pages) ---------------------------
+
+-- name: households_by_id
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+FROM households WHERE id = ANY($1::uuid[]);
+
+-- name: households_in_scope
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+FROM households WHERE village_code BETWEEN $1 AND $2 AND id > $3 ORDER BY id LIMIT $4;
+
+-- name: persons_by_id
+SELECT p.id, m.household_id, h.village_code, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone,
+       p.row_version
+FROM persons p
+LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+LEFT JOIN households h ON h.id = m.household_id
+WHERE p.id = ANY($1::uuid[]);
+
+-- name: persons_in_scope
+SELECT p.id, m.household_id, h.village_code, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone,
+       p.row_version
+FROM persons p
+JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+JOIN households h ON h.id = m.household_id
+WHERE h.village_code BETWEEN $1 AND $2 AND p.id > $3 ORDER BY p.id LIMIT $4;
+
+-- name: memberships_by_id
+SELECT m.id, m.person_id, m.household_id, h.village_code, m.relation, m.joined_at, m.left_at, m.left_reason
+FROM memberships m JOIN households h ON h.id = m.household_id
+WHERE m.id = ANY($1::uuid[]);
+
+-- name: memberships_in_scope
+SELECT m.id, m.person_id, m.household_id, h.village_code, m.relation, m.joined_at, m.left_at, m.left_reason
+FROM memberships m JOIN households h ON h.id = m.household_id
+WHERE m.left_at IS NULL AND h.village_code BETWEEN $1 AND $2 AND m.id > $3 ORDER BY m.id LIMIT $4;
+
+-- name: enrollments_by_id
+SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
+       coverage_start, coverage_end, cancel_reason, row_version
+FROM enrollments WHERE id = ANY($1::uuid[]);
+
+-- name: enrollments_in_scope
+SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
+       coverage_start, coverage_end, cancel_reason, row_version
+FROM enrollments WHERE village_code BETWEEN $1 AND $2 AND id > $3 ORDER BY id LIMIT $4;
+
+-- name: payments_by_id
+SELECT id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind, receipt_no,
+       collector_id, device_id, collected_at, business_date
+FROM payments WHERE id = ANY($1::uuid[]);
+
+-- name: payments_in_scope
+SELECT id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind, receipt_no,
+       collector_id, device_id, collected_at, business_date
+FROM payments WHERE village_code BETWEEN $1 AND $2 AND id > $3 ORDER BY id LIMIT $4;
+
+-- name: payment_events_by_id
+SELECT e.id, e.payment_id, p.village_code, e.kind, e.request_id, e.amount_fen, e.reason, e.at
+FROM payment_events e JOIN payments p ON p.id = e.payment_id
+WHERE e.id = ANY($1::uuid[]);
+
+-- name: payment_events_in_scope
+SELECT e.id, e.payment_id, p.village_code, e.kind, e.request_id, e.amount_fen, e.reason, e.at
+FROM payment_events e JOIN payments p ON p.id = e.payment_id
+WHERE p.village_code BETWEEN $1 AND $2 AND e.id > $3 ORDER BY e.id LIMIT $4;
+
+-- name: receipt_blocks_by_id
+SELECT b.id, b.prefix, b.first_no, b.last_no, b.digits, b.collector_id, b.device_id, b.township_code,
+       coalesce((SELECT array_agg(ARRAY[r.first_no, r.last_no] ORDER BY r.first_no)
+                 FROM receipt_retirements r WHERE r.block_id = b.id), '{}') AS retired
+FROM receipt_blocks b WHERE b.id = ANY($1::uuid[]);
+
+-- name: receipt_blocks_of_device
+-- A tablet gets the blocks of its user that are not bound to another tablet.
+SELECT b.id, b.prefix, b.first_no, b.last_no, b.digits, b.collector_id, b.device_id, b.township_code,
+       coalesce((SELECT array_agg(ARRAY[r.first_no, r.last_no] ORDER BY r.first_no)
+                 FROM receipt_retirements r WHERE r.block_id = b.id), '{}') AS retired
+FROM receipt_blocks b
+WHERE b.collector_id = $1 AND (b.device_id IS NULL OR b.device_id = $2) AND b.id > $3 ORDER BY b.id LIMIT $4;
+
+-- name: policies_by_id
+SELECT id, coverage_year, version, effective_from, premium_fen, window_start, window_end, rules
+FROM policy_versions WHERE id = ANY($1::uuid[]);
+
+-- name: policies_all
+SELECT id, coverage_year, version, effective_from, premium_fen, window_start, window_end, rules
+FROM policy_versions WHERE id > $1 ORDER BY id LIMIT $2;
+
+-- Quarantine and follow-up -----------------------------------------------------------------------
+
+-- name: quarantine_queue
+SELECT id, device_id, seq, user_id, township_code, kind, payment_id, reason, detail, body, status,
+       settled_by, settled_at, settlement_note, at
+FROM sync_quarantine
+WHERE township_code BETWEEN $1 AND $2 AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id > $4)
+ORDER BY id LIMIT $5;
+
+-- name: quarantine_for_update
+SELECT q.*, u.role AS user_role, u.division_code AS user_division, dv.level AS user_level
+FROM sync_quarantine q JOIN users u ON u.id = q.user_id JOIN divisions dv ON dv.code = u.division_code
+WHERE q.id = $1 FOR UPDATE OF q;
+
+-- name: settle_quarantine
+UPDATE sync_quarantine SET status = $2, settled_by = $3, settled_at = now(), settlement_note = $4
+WHERE id = $1
+RETURNING id, device_id, seq, user_id, township_code, kind, payment_id, reason, detail, body, status,
+          settled_by, settled_at, settlement_note, at;
+
+-- name: device_follow_up
+SELECT d.id, d.status, d.owner_id, u.division_code, s.last_seq, s.last_push_at, s.last_pull_at,
+       s.last_app_version, s.last_clock_skew_s,
+       (SELECT count(*) FROM sync_quarantine q WHERE q.device_id = d.id AND q.status = 'open') AS open_quarantine
+FROM devices d JOIN users u ON u.id = d.owner_id JOIN sync_devices s ON s.device_id = d.id
+WHERE d.id = $1;
+
+-- name: device_blocks
+SELECT b.id, b.prefix, b.first_no, b.last_no, b.digits,
+       (SELECT count(*) FROM payments p WHERE p.receipt_block_id = b.id) AS used,
+       coalesce((SELECT array_agg(ARRAY[r.first_no, r.last_no] ORDER BY r.first_no)
+                 FROM receipt_retirements r WHERE r.block_id = b.id), '{}') AS retired
+FROM receipt_blocks b WHERE b.device_id = $1 ORDER BY b.prefix, b.first_no;

@@ -1,0 +1,127 @@
+"""`/api/v1/sync`: push and pull for tablets (JSON or MessagePack, gzip), the quarantine queue,
+and a tablet's follow-up sheet."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, TypeVar
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from backend.auth.actor import Role
+from backend.auth.middleware import require_roles
+from backend.db import Pool
+from backend.deps import CurrentActor, Tx
+from backend.errors import DomainError
+from backend.sync import pull as pull_service
+from backend.sync import push as push_service
+from backend.sync import review
+from mobile_sync_protocol import codec
+from mobile_sync_protocol import messages as m
+
+DEVICE_USERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
+REVIEWERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
+T = TypeVar("T")
+
+
+class UnsupportedProtocolVersion(DomainError):
+    """This protocol version is not supported; update the app"""
+
+    status, code = 426, "unsupported_protocol_version"
+
+
+class MalformedBody(DomainError):
+    """The sync request body cannot be read"""
+
+    status, code = 400, "malformed_body"
+
+
+class BodyNotAccepted(DomainError):
+    """The body's media type or encoding is not accepted"""
+
+    status: ClassVar[int] = 415
+    code: ClassVar[str] = "unsupported_media_type"
+
+
+async def read_envelope(request: Request[Any, Any, Any], type_: type[T]) -> tuple[T, codec.Format]:
+    """Decodes the body in steps, so each failure gets its own answer: media type and encoding,
+    then the protocol version alone, then the envelope (mutations stay raw)."""
+    try:
+        fmt = codec.format_of(request.headers.get("content-type"))
+        body = codec.unwrap(await request.body(), request.headers.get("content-encoding"))
+    except codec.BodyError as exc:
+        if exc.code == "body_too_large":
+            raise MalformedBody(str(exc), reason=exc.code) from exc
+        raise BodyNotAccepted(str(exc), reason=exc.code) from exc
+    try:
+        probe = codec.decode(body, m.VersionProbe, fmt)
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(f"protocol_version: {exc}") from exc
+    if probe.protocol_version not in m.SUPPORTED_VERSIONS:
+        raise UnsupportedProtocolVersion(
+            f"protocol version {probe.protocol_version} is not supported",
+            supported_versions=list(m.SUPPORTED_VERSIONS),
+        )
+    try:
+        return codec.decode(body, type_, fmt), fmt
+    except msgspec.DecodeError as exc:
+        raise MalformedBody(str(exc)[:300]) from exc
+
+
+def _answer(obj: Any, fmt: codec.Format) -> Response[bytes]:
+    return Response(codec.encode(obj, fmt), media_type=codec.media_type(fmt), status_code=200)
+
+
+class SyncController(Controller):
+    path = "/api/v1/sync"
+    tags = ["sync"]
+
+    @post("/push", status_code=200, guards=[DEVICE_USERS],
+          summary="Push a batch of a tablet's mutations (see mobile_sync_protocol/PROTOCOL.md)")  # fmt: skip
+    async def push(self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
+        envelope, fmt = await read_envelope(request, m.PushRequest)
+        ctx = push_service.Context(
+            timezone=state.settings.timezone, code_key=state.key.secret, now=push_service.now_utc()
+        )
+        return _answer(await push_service.push(tx, actor, envelope, fmt, ctx), fmt)
+
+    @post("/pull", status_code=200, guards=[DEVICE_USERS],
+          summary="Pull a snapshot page, or the changes since a cursor")  # fmt: skip
+    async def pull(self, request: Request[Any, Any, Any], actor: CurrentActor, state: State) -> Response[bytes]:
+        envelope, fmt = await read_envelope(request, m.PullRequest)
+        pool: Pool = state.pool
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            answer = await pull_service.pull(conn, actor, envelope, push_service.now_utc())
+        return _answer(answer, fmt)
+
+    @get("/quarantine", guards=[REVIEWERS], summary="Quarantined sync work in your scope (reviewers)")
+    async def quarantine(
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        status: Annotated[str | None, QueryParameter(pattern="^(open|applied|dismissed)$")] = "open",
+        after: FromQuery[UUID | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> review.QuarantinePage:
+        return await review.queue(tx, actor, status, after, limit)
+
+    @post("/quarantine/{quarantine_id:uuid}/settle", status_code=200, guards=[REVIEWERS],
+          summary="Apply a quarantined payment, or dismiss an item with a note")  # fmt: skip
+    async def settle(
+        self,
+        quarantine_id: FromPath[UUID],
+        data: JSONBody[review.Settlement],
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+    ) -> review.QuarantineItem:
+        return await review.settle(
+            tx, actor, quarantine_id, data, timezone=state.settings.timezone, code_key=state.key.secret
+        )
+
+    @get("/devices/{device_id:uuid}", guards=[REVIEWERS], summary="A tablet's sync state and receipt numbers")
+    async def device(self, device_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> review.DeviceFollowUp:
+        return await review.follow_up(tx, actor, device_id)

@@ -1,0 +1,416 @@
+"""The sync wire messages (protocol version 1), shared by the server and the reference client.
+
+Evolution rules (msgspec): a new field gets a default; a field never changes type; a mutation
+tag never changes meaning (a new shape is a new tag such as "payment.record.v2"); unknown fields
+are ignored on decode, so no wire Struct sets `forbid_unknown_fields`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+
+Seq = Annotated[int, msgspec.Meta(ge=1)]
+Version = Annotated[int, msgspec.Meta(ge=1)]
+Fen = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
+Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
+Sex = Literal["male", "female"]
+
+
+# Push: mutations -------------------------------------------------------------------------------
+
+
+class Mutation(msgspec.Struct, kw_only=True, tag_field="type"):
+    """Fields every mutation carries. `seq` is the device's sequence number (1, 2, 3, … never
+    reused, never renumbered); `mutation_id` names the mutation across retries; `device_time`
+    is the tablet's clock when it was made: information only, never used for ordering."""
+
+    seq: Seq
+    mutation_id: UUID
+    device_time: datetime | None = None
+
+
+class NewMember(msgspec.Struct, kw_only=True):
+    person_id: UUID  # generated on the tablet
+    name: str
+    relation: Relation
+    id_number: str | None = None
+    birth_cert_no: str | None = None  # a newborn without an identity number yet
+    birth_date: date | None = None
+    sex: Sex | None = None
+    phone: str | None = None
+
+
+class HouseholdCreate(Mutation, kw_only=True, tag="household.create"):
+    household_id: UUID  # generated on the tablet
+    village_code: str
+    household_no: str
+    address: str = ""
+    phone: str | None = None
+    members: list[NewMember]
+
+
+class HouseholdUpdate(Mutation, kw_only=True, tag="household.update"):
+    """Descriptive fields; a field left out (null) is unchanged."""
+
+    household_id: UUID
+    base_version: Version  # the household's row_version the tablet edited
+    household_no: str | None = None
+    address: str | None = None
+    phone: str | None = None
+
+
+class HouseholdDissolve(Mutation, kw_only=True, tag="household.dissolve"):
+    household_id: UUID
+    base_version: Version
+    reason: Literal["removed", "data_error"]
+
+
+class MemberCreate(Mutation, kw_only=True, tag="member.create"):
+    household_id: UUID
+    base_version: Version
+    member: NewMember
+
+
+class MemberUpdate(Mutation, kw_only=True, tag="member.update"):
+    """A field left out (null) is unchanged. `base_version` is the household's row_version."""
+
+    household_id: UUID
+    person_id: UUID
+    base_version: Version
+    name: str | None = None
+    relation: Relation | None = None
+    former_head_relation: Relation | None = None  # when this member becomes head
+    id_number: str | None = None
+    birth_date: date | None = None
+    sex: Sex | None = None
+    phone: str | None = None
+
+
+class MemberMove(Mutation, kw_only=True, tag="member.move"):
+    household_id: UUID
+    person_id: UUID
+    base_version: Version
+    to_household_id: UUID
+    relation: Relation
+    note: str = ""
+
+
+class MemberRemove(Mutation, kw_only=True, tag="member.remove"):
+    household_id: UUID
+    person_id: UUID
+    base_version: Version
+    reason: Literal["removed", "deceased", "data_error"]
+
+
+class EnrollmentCreate(Mutation, kw_only=True, tag="enrollment.create"):
+    household_id: UUID
+    coverage_year: Year
+    person_ids: list[UUID]
+
+
+class EnrollmentCancel(Mutation, kw_only=True, tag="enrollment.cancel"):
+    """By person and year: at most one live enrolment exists for them, and the tablet may not
+    know the server's enrolment id yet."""
+
+    person_id: UUID
+    coverage_year: Year
+    reason: Literal["employee_insurance", "deceased", "duplicate", "moved_away", "data_error"]
+    note: str = ""
+
+
+class PaymentRecord(Mutation, kw_only=True, tag="payment.record"):
+    """A payment is a fact: keyed by `payment_id` and the hash of its content (see
+    `payment_content_hash`). `due_fen` is what the tablet computed as owed (information: the
+    payment stands whatever the server computes)."""
+
+    payment_id: UUID
+    household_id: UUID
+    coverage_year: Year
+    person_ids: list[UUID]
+    amount_fen: Fen
+    method: Literal["cash", "qr", "bank"]
+    kind: Literal["premium", "back_payment"] = "premium"
+    back_years: list[Year] = []
+    receipt_no: str
+    collected_at: datetime
+    channel_ref: str | None = None
+    due_fen: int | None = None
+
+
+class PaymentVoid(Mutation, kw_only=True, tag="payment.void"):
+    payment_id: UUID
+    reason: str
+    note: str = ""
+
+
+AnyMutation = (
+    HouseholdCreate
+    | HouseholdUpdate
+    | HouseholdDissolve
+    | MemberCreate
+    | MemberUpdate
+    | MemberMove
+    | MemberRemove
+    | EnrollmentCreate
+    | EnrollmentCancel
+    | PaymentRecord
+    | PaymentVoid
+)
+MUTATION_TYPES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in AnyMutation.__args__)
+
+
+class MutationHead(msgspec.Struct, kw_only=True):
+    """What the server reads of a mutation before knowing its type: enough to answer it."""
+
+    type: str | None = None
+    seq: int | None = None
+    mutation_id: UUID | None = None
+
+
+# Push: envelope and answers ----------------------------------------------------------------------
+
+
+class VersionProbe(msgspec.Struct, kw_only=True):
+    protocol_version: int
+
+
+class PushRequest(msgspec.Struct, kw_only=True):
+    protocol_version: int
+    device_id: UUID
+    app_version: str = ""
+    device_time: datetime | None = None
+    # Each mutation is decoded on its own, so one malformed or unknown mutation gets its own answer.
+    mutations: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=5000)]
+
+
+Status = Literal["applied", "duplicate", "applied_with_conflict", "rejected", "quarantined", "not_applied"]
+
+
+class Answer(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The server's answer to one mutation.
+
+    applied / applied_with_conflict / rejected / quarantined are final: the mutation is in the
+    ledger and the device drops it from its queue. duplicate: already answered before; `first`
+    holds that first answer. not_applied: nothing happened (a gap in `seq`, or a `seq` reused
+    for another body); the device resends from `expected_seq`.
+    """
+
+    seq: int | None
+    mutation_id: UUID | None = None
+    status: Status
+    code: str | None = None
+    detail: str | None = None
+    expected_seq: int | None = None
+    first: Answer | None = None
+    household_version: int | None = None  # the household's row_version after the mutation
+    conflict_fields: list[str] = []
+    quarantine_id: UUID | None = None
+    due_fen: int | None = None  # payments: the household's amount due for the year, as the server sees it
+    paid_fen: int | None = None
+    balance_fen: int | None = None  # due − paid: > 0 still owed, < 0 a refund is due
+    void_request_id: UUID | None = None
+
+
+class PushResponse(msgspec.Struct, kw_only=True):
+    protocol_version: int
+    device_id: UUID
+    last_seq: int  # the highest seq the server holds for this device; the queue drops seq ≤ last_seq
+    answers: list[Answer]
+    server_time: datetime
+    clock_skew_s: int | None = None  # device_time − server time, when the envelope carried device_time
+    clock_flag: Literal["ahead", "behind"] | None = None
+
+
+# Pull ------------------------------------------------------------------------------------------
+
+
+class PullRequest(msgspec.Struct, kw_only=True):
+    protocol_version: int
+    device_id: UUID
+    cursor: str | None = None  # None: first sync (a snapshot of the scope)
+    page_token: str | None = None  # resume a page sequence
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 1000
+
+
+class HouseholdRow(msgspec.Struct, kw_only=True, tag="household"):
+    id: UUID
+    village_code: str
+    household_no: str
+    address: str
+    phone: str | None
+    head_person_id: UUID | None
+    status: str
+    row_version: int
+
+
+class PersonRow(msgspec.Struct, kw_only=True, tag="person"):
+    id: UUID
+    household_id: UUID | None
+    id_number: str | None
+    birth_cert_no: str | None
+    name: str
+    sex: str
+    birth_date: date
+    phone: str | None
+    row_version: int
+
+
+class MembershipRow(msgspec.Struct, kw_only=True, tag="membership"):
+    id: UUID
+    person_id: UUID
+    household_id: UUID
+    relation: str
+    joined_at: datetime
+    left_at: datetime | None
+    left_reason: str | None
+
+
+class EnrollmentRow(msgspec.Struct, kw_only=True, tag="enrollment"):
+    id: UUID
+    person_id: UUID
+    household_id: UUID
+    village_code: str
+    coverage_year: int
+    status: str
+    premium_fen: int | None
+    subsidy_fen: int
+    coverage_start: date | None
+    coverage_end: date | None
+    cancel_reason: str | None
+    row_version: int
+
+
+class PaymentRow(msgspec.Struct, kw_only=True, tag="payment"):
+    id: UUID
+    household_id: UUID
+    village_code: str
+    coverage_year: int
+    person_ids: list[UUID]
+    amount_fen: int
+    method: str
+    kind: str
+    receipt_no: str
+    collector_id: UUID
+    device_id: UUID | None
+    collected_at: datetime
+    business_date: date
+
+
+class PaymentEventRow(msgspec.Struct, kw_only=True, tag="payment_event"):
+    id: UUID
+    payment_id: UUID
+    kind: str
+    request_id: UUID | None
+    amount_fen: int | None
+    reason: str
+    at: datetime
+
+
+class ReceiptBlockRow(msgspec.Struct, kw_only=True, tag="receipt_block"):
+    id: UUID
+    prefix: str
+    first_no: int
+    last_no: int
+    digits: int
+    collector_id: UUID
+    device_id: UUID | None
+    retired: list[tuple[int, int]]
+
+
+class PolicyRow(msgspec.Struct, kw_only=True, tag="policy_version"):
+    id: UUID
+    coverage_year: int
+    version: int
+    effective_from: date
+    premium_fen: int
+    window_start: date
+    window_end: date
+    rules: dict[str, Any]
+
+
+Row = (
+    HouseholdRow
+    | PersonRow
+    | MembershipRow
+    | EnrollmentRow
+    | PaymentRow
+    | PaymentEventRow
+    | ReceiptBlockRow
+    | PolicyRow
+)
+ENTITIES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Row.__args__)
+
+
+class Upsert(msgspec.Struct, kw_only=True, tag="upsert"):
+    row: Row
+
+
+class Tombstone(msgspec.Struct, kw_only=True, tag="tombstone"):
+    """The record was removed, or left the device's scope: drop the local synced copy."""
+
+    entity: str
+    id: UUID
+
+
+Change = Upsert | Tombstone
+
+
+class PullResponse(msgspec.Struct, kw_only=True):
+    protocol_version: int
+    changes: list[Change]
+    reset: bool = False  # drop the synced copy (never the queue) before applying this page
+    has_more: bool = False  # pull again with page_token
+    page_token: str | None = None
+    cursor: str | None = None  # set on the last page only: keep it for the next pull
+    last_seq: int = 0  # the device's last seq the server holds
+    server_time: datetime
+
+
+# Errors ----------------------------------------------------------------------------------------
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A whole request failed (RFC 9457 problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    supported_versions: list[int] | None = None
+    last_seq: int | None = None
+
+
+def payment_content_hash(m: PaymentRecord) -> bytes:
+    """SHA-256 over the payment's facts in a fixed order: what makes two reports the same payment.
+
+    The sequence number, mutation id, device time and the tablet's own `due_fen` are not facts of
+    the payment. Times are compared as UTC instants to the microsecond.
+    """
+    collected = m.collected_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    facts = [
+        str(m.payment_id),
+        str(m.household_id),
+        m.coverage_year,
+        [str(p) for p in m.person_ids],
+        m.amount_fen,
+        m.method,
+        m.kind,
+        list(m.back_years),
+        m.receipt_no,
+        collected,
+        m.channel_ref,
+    ]
+    return hashlib.sha256(msgspec.json.encode(facts)).digest()

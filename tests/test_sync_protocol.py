@@ -1,0 +1,82 @@
+"""The protocol package: versions, JSON and MessagePack, gzip, malformed bodies, the JSON Schema
+kept in the repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+import mobile_sync_protocol
+from mobile_sync_protocol import codec
+from mobile_sync_protocol import messages as m
+from mobile_sync_protocol.schema import schema_document
+from tests.sync_world import Client, envelope, household_create, push, push_raw, world
+
+SCHEMA = Path(mobile_sync_protocol.__file__).parent / "schema.json"
+
+
+def test_the_committed_json_schema_matches_the_code() -> None:
+    committed = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    assert committed == json.loads(json.dumps(schema_document())), (
+        "regenerate: python -m mobile_sync_protocol.schema > mobile_sync_protocol/schema.json"
+    )
+    assert sorted(committed["mutation_types"]) == sorted(m.MUTATION_TYPES)
+    assert len(m.MUTATION_TYPES) == 11
+
+
+async def test_an_unsupported_protocol_version_is_426_with_the_supported_ones(
+    client: Client, conn: asyncpg.Connection
+) -> None:  # type: ignore[type-arg]
+    tablet = await world(client)
+    response = await push_raw(client, tablet, envelope(tablet, [household_create(tablet)], version=0))
+    assert response.status_code == 426, response.text
+    assert (response.json()["code"], response.json()["supported_versions"]) == ("unsupported_protocol_version", [1])
+    assert await conn.fetchval("SELECT count(*) FROM households") == 0
+
+
+async def test_messagepack_and_gzip_bodies_give_the_same_answers(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    tablet = await world(client)
+    packed = await push(client, tablet, [household_create(tablet)], fmt="msgpack")
+    assert [a.status for a in packed.answers] == ["applied"]
+    second = household_create(tablet, numbers=(3,), household_no="0102")
+    zipped = await push_raw(client, tablet, envelope(tablet, [second]), gzip=True)
+    assert zipped.status_code == 200, zipped.text
+    assert [a["status"] for a in zipped.json()["answers"]] == ["applied"]
+    assert await conn.fetchval("SELECT count(*) FROM households") == 2
+
+
+async def test_malformed_bodies_fail_the_whole_request(client: Client) -> None:
+    tablet = await world(client)
+    cases = [
+        (b"{not json", "application/json", None, 400, "malformed_body"),
+        (b'{"protocol_version": 1}', "application/json", None, 400, "malformed_body"),  # no device_id, no mutations
+        (b"<xml/>", "text/xml", None, 415, "unsupported_media_type"),
+        (b"not gzip", "application/json", "gzip", 415, "unsupported_media_type"),
+    ]
+    for body, media, encoding, status, code in cases:
+        headers = {**tablet.headers, "Content-Type": media}
+        if encoding:
+            headers["Content-Encoding"] = encoding
+        response = await client.post("/api/v1/sync/push", content=body, headers=headers)
+        assert (response.status_code, response.json()["code"]) == (status, code), response.text
+
+
+def test_a_gzip_bomb_is_stopped_at_the_limit() -> None:
+    bomb = codec.gzip_body(b"0" * 2_000_000)
+    try:
+        codec.unwrap(bomb, "gzip", max_bytes=1_000_000)
+    except codec.BodyError as exc:
+        assert exc.code == "body_too_large"
+    else:
+        raise AssertionError("a body over the limit was accepted")
+    assert codec.unwrap(bomb, "gzip", max_bytes=2_000_000) == b"0" * 2_000_000
+
+
+def test_a_newer_message_with_unknown_fields_still_decodes() -> None:
+    newer = b'{"seq": 4, "mutation_id": "0195a2b0-0000-7000-8000-000000000001", "type": "payment.void", ' \
+            b'"payment_id": "0195a2b0-0000-7000-8000-000000000002", "reason": "x", "added_in_v2": true}'  # fmt: skip
+    decoded = msgspec.json.decode(newer, type=m.AnyMutation)
+    assert isinstance(decoded, m.PaymentVoid) and decoded.seq == 4
