@@ -551,3 +551,18 @@ async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection
         "SELECT coverage_start, waiting_months FROM enrollments WHERE id = $1", paid.enrollments_paid[0]
     )
     assert (coverage["coverage_start"], coverage["waiting_months"]) == (date(2026, 4, 1), 3)
+
+
+async def test_a_dissolved_household_takes_no_payment_at_the_counter(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", UUID(world.household["id"]))
+    response = await client.post(
+        "/api/v1/payments",
+        json=http_body(world),
+        headers={**await auth_headers(client, "staff_a"), "Idempotency-Key": "dissolved-0001"},
+    )
+    assert response.status_code == 409
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 0

@@ -328,6 +328,10 @@ async def record_payment(
     household = await conn.fetchrow(Q["household_for_payment"], data.household_id)
     if household is None or not actor.in_scope(household["village_code"]):
         raise NotFound()
+    if household["status"] != "active":
+        # At the counter the payment is simply refused; a tablet's offline payment for a dissolved
+        # household is quarantined by the sync endpoint instead.
+        raise Conflict("the household is dissolved; no payment can be taken for it")
     block, _ = await _find_block(conn, actor, data.receipt_no)
     business_date, clock_flag = business_date_of(data.collected_at, received_at, timezone)
     enrolled = {r["person_id"]: r for r in await conn.fetch(
