@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from typing import Any, ClassVar
 
 from litestar import Request, Response
@@ -158,7 +159,18 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    log.error("unhandled error", exc_info=exc)
+    # Not the message nor a traceback with locals: a database error's text carries the failing
+    # row ("DETAIL: Failing row contains (…)"), which may hold ID numbers, names and phones.
+    frames = traceback.extract_tb(exc.__traceback__)
+    log.error(
+        "unhandled error",
+        extra={
+            "error": type(exc).__name__,
+            "sqlstate": getattr(exc, "sqlstate", None),
+            "constraint": getattr(exc, "constraint_name", None),
+            "where": [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-6:]],
+        },
+    )
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error", None, request)
 
 

@@ -17,11 +17,19 @@ MEDIA_TYPES = {
 }
 
 
+def _cell(value: object) -> object:
+    """Text that a spreadsheet would take for a formula is prefixed with an apostrophe: names in
+    exported reports come from uploaded files and must not run as `=HYPERLINK(…)`."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def to_csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([_cell(v) for v in row] for row in rows)
     return ("\ufeff" + buffer.getvalue()).encode("utf-8")
 
 

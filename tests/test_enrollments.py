@@ -327,4 +327,5 @@ async def test_premium_quote_per_member_and_household(client: Client, household:
         ("registered", 40000, 40000, 40000),
         (None, 40000, 40000, 40000),
     ]
-    assert (body["premium_fen"], body["subsidy_fen"], body["due_fen"], body["balance_fen"]) == (80000, 0, 80000, 80000)
+    # The household owes for its enrolled member only; the other is quoted for information.
+    assert (body["premium_fen"], body["subsidy_fen"], body["due_fen"], body["balance_fen"]) == (40000, 0, 40000, 40000)

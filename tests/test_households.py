@@ -382,3 +382,27 @@ async def test_head_changes_hands_explicitly(client: Client) -> None:
         (spouse, "head"),
         (household["members"][0]["person_id"], "spouse"),
     ]
+
+
+@pytest.mark.parametrize("name", ["   ", "张\x00三"])
+async def test_blank_or_nul_names_are_refused_not_a_500(client: Client, name: str) -> None:
+    staff = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        headers=staff,
+        json={"village_code": "330106001001", "household_no": "1", "members": [member(ID_NUMBERS[1], name)]},
+    )
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "members[0].name"
+
+
+async def test_household_edit_audit_names_fields_not_values(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
+    await client.patch(
+        f"/api/v1/households/{household['id']}",
+        json={"phone": "13800138000", "address": "北山路 9 号"},
+        headers={**staff, **if_match(household)},
+    )
+    summary = await conn.fetchval("SELECT summary FROM audit_log WHERE action = 'update' AND entity = 'household'")
+    assert summary == {"changed": ["address", "phone"]}

@@ -566,3 +566,90 @@ async def test_a_dissolved_household_takes_no_payment_at_the_counter(
     )
     assert response.status_code == 409
     assert await conn.fetchval("SELECT count(*) FROM payments") == 0
+
+
+# Findings of the review, each pinned by a test --------------------------------------------------
+
+
+async def test_a_payment_keeps_the_subsidy_recorded_at_registration(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    await conn.execute("UPDATE enrollments SET subsidy_fen = 20000 WHERE person_id = $1", UUID(world.person_ids[1]))
+    receipt = await pay(conn, world, amount_fen=60000)
+    assert len(receipt.enrollments_paid) == 2
+    assert (receipt.household.due_fen, receipt.household.paid_fen, receipt.household.balance_fen) == (60000, 60000, 0)
+    assert (
+        await conn.fetchval("SELECT subsidy_fen FROM enrollments WHERE person_id = $1", UUID(world.person_ids[1]))
+        == 20000
+    )
+
+
+async def test_back_payment_is_for_members_at_the_current_rate(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    outsider = await conn.fetchval(
+        "INSERT INTO persons (id, id_number, name, sex, birth_date) "
+        "VALUES (gen_random_uuid(), $1, '外人', 'male', '1980-01-01') RETURNING id",
+        ID_NUMBERS[5],
+    )
+    with pytest.raises(service.InvalidInput) as stranger:
+        await pay(conn, world, kind="back_payment", back_years=[2024], person_ids=[outsider], amount_fen=40000)
+    assert stranger.value.extra["errors"][0]["field"] == "person_ids[0]"
+    with pytest.raises(service.InvalidInput) as too_little:
+        await pay(conn, world, kind="back_payment", back_years=[2023, 2024], person_ids=[UUID(world.person_ids[0])],
+                  amount_fen=1)  # fmt: skip
+    assert too_little.value.extra["errors"][0]["field"] == "amount_fen"
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 0
+
+
+async def test_a_void_cannot_be_approved_once_the_day_is_closed(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    staff, reviewer, other = [await actor_of(conn, u) for u in ("staff_a", "reviewer_a", "admin")]
+    receipt = await pay(conn, world)
+    day = date(2025, 10, 8)
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="x"), day
+        )
+    with pytest.raises(service.Conflict):
+        async with conn.transaction():
+            await service.close_day(conn, reviewer, staff.id, day)  # a void awaits a decision
+    async with conn.transaction():
+        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=False), day)
+        await service.close_day(conn, reviewer, staff.id, day)
+    async with conn.transaction():
+        late = await service.request_adjustment(
+            conn, staff, receipt.payment.id, AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=100), day
+        )
+    assert late.kind == "refund_requested"
+    assert other.role == Role.DISTRICT_ADMIN
+
+
+async def test_a_void_of_a_confirmed_enrolments_payment_is_refused(
+    client: Client, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world)
+    confirmed = await client.post(
+        "/api/v1/enrollments/confirm",
+        json={"ids": [str(e) for e in receipt.enrollments_paid]},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert confirmed.status_code == 200
+    with pytest.raises(service.NotAdjustable):
+        async with conn.transaction():
+            await service.request_adjustment(
+                conn, await actor_of(conn, "staff_a"), receipt.payment.id, AdjustmentRequest(kind="void", reason="x"),
+                date(2025, 10, 8),
+            )  # fmt: skip
+
+
+async def test_receipt_prefixes_are_letters_with_one_width(
+    client: Client, conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    staff_a = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    reviewer = await auth_headers(client, "reviewer_a")
+    block = {"collector_id": staff_a, "first_no": 500, "last_no": 510}
+    digit_prefix = await client.post(
+        "/api/v1/receipt-blocks", json={**block, "prefix": "A1", "digits": 7}, headers=reviewer
+    )
+    assert digit_prefix.status_code in (400, 422)
+    other_width = await client.post(
+        "/api/v1/receipt-blocks", json={**block, "prefix": "A", "digits": 6}, headers=reviewer
+    )
+    assert other_width.status_code == 422
+    assert other_width.json()["errors"][0]["field"] == "digits"

@@ -93,3 +93,10 @@ async def test_domain_error_failure_rolls_back_the_request(client: AsyncTestClie
     assert problem["errors"] == [{"field": "division_code", "message": problem["errors"][0]["message"]}]
     listing = await client.get("/api/v1/users", headers=headers)
     assert "newbie" not in {u["username"] for u in listing.json()["items"]}
+
+
+def test_csv_cells_that_look_like_formulas_are_neutralised() -> None:
+    from backend.reports import to_csv
+
+    body = to_csv(["name"], [['=HYPERLINK("http://x")'], ["+1"], ["张三"], [-5]]).decode("utf-8-sig")
+    assert body.splitlines() == ["name", '"\'=HYPERLINK(""http://x"")"', "'+1", "张三", "-5"]

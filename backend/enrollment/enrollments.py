@@ -260,10 +260,12 @@ async def _fund(
     enrollment_id: UUID,
     to: Literal["paid", "subsidised"],
     business_date: date,
-    subsidy_fen: int,
+    subsidy_fen: int | None,
 ) -> Enrollment:
     (row,) = await _locked(conn, actor, [enrollment_id])
     _check_transition(row, to)
+    if subsidy_fen is None:
+        subsidy_fen = row["subsidy_fen"]
     person = await conn.fetchrow(Q["person_for_coverage"], row["person_id"])
     assert person is not None
     policy = await policies.require_in_force(conn, row["coverage_year"], business_date)
@@ -296,9 +298,10 @@ async def _fund(
 
 
 async def mark_paid(
-    conn: Connection, actor: Actor | None, enrollment_id: UUID, business_date: date, subsidy_fen: int = 0
+    conn: Connection, actor: Actor | None, enrollment_id: UUID, business_date: date, subsidy_fen: int | None = None
 ) -> Enrollment:
-    """The premium was paid on `business_date` (local): cover follows from that date."""
+    """The premium was paid on `business_date` (local): cover follows from that date. The subsidy
+    recorded at registration stands unless another is given."""
     return await _fund(conn, actor, enrollment_id, "paid", business_date, subsidy_fen)
 
 
@@ -500,16 +503,18 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
             )
         )
     await record(conn, actor, "read", "premium_quote", household_id, division_code=household["village_code"])
+    enrolled = [m for m in members if m.enrollment_id is not None]
     return PremiumQuote(
         household_id=household_id,
         coverage_year=year,
         policy_version=policy.version,
         members=members,
-        premium_fen=sum(m.premium_fen for m in members),
-        subsidy_fen=sum(m.subsidy_fen for m in members),
-        due_fen=sum(m.due_fen for m in members),
-        # The household's figure comes from the ledger (payments − voids − refunds), so money not
-        # yet allocated to anyone (an over-payment) shows as a refund due.
+        # The household owes for its enrolled members only (SPEC §2); the others are quoted for
+        # information. Paid comes from the ledger (payments − voids − refunds), so money not yet
+        # allocated to anyone (an over-payment) shows as a refund due.
+        premium_fen=sum(m.premium_fen for m in enrolled),
+        subsidy_fen=sum(m.subsidy_fen for m in enrolled),
+        due_fen=(due_total := sum(m.due_fen for m in enrolled)),
         paid_fen=(paid_total := money["payments_fen"] - money["voided_fen"] - money["refunded_fen"]),
-        balance_fen=sum(m.due_fen for m in members) - paid_total,
+        balance_fen=due_total - paid_total,
     )

@@ -22,11 +22,12 @@ Q = load_queries("backend.enrollment")
 
 Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
 Sex = Literal["male", "female"]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+# Free text: never only blanks (it is stripped), never a NUL byte (PostgreSQL refuses it).
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^(?!\s*$)[^\x00]*$")]
 Phone = Annotated[str, msgspec.Meta(pattern=r"^[0-9+-]{5,20}$")]
 HouseholdNo = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{1,30}$")]
 DivisionCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}$")]
-Address = Annotated[str, msgspec.Meta(max_length=200)]
+Address = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00]*$")]
 
 
 class MemberIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -436,7 +437,7 @@ async def update_household(
         raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
     await record(
         conn, actor, "update", "household", household_id, division_code=before["village_code"],
-        summary=changes({k: before[k] for k in after}, after),
+        summary={"changed": sorted(changes({k: before[k] for k in after}, after))},
     )  # fmt: skip
     return await _load(conn, household_id, None)
 

@@ -303,7 +303,8 @@ WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';
 -- Years of a gap (from $2 to $3) the person paid back (补缴), by payments not voided.
 SELECT count(DISTINCT y)::int
 FROM payment_ledger p, unnest(p.back_years) AS y
-WHERE p.kind = 'back_payment' AND NOT p.voided AND $1 = ANY(p.person_ids) AND y BETWEEN $2 AND $3;
+WHERE p.kind = 'back_payment' AND p.person_ids @> ARRAY[$1::uuid] AND NOT p.voided AND p.refunded_fen = 0
+  AND y BETWEEN $2 AND $3;
 
 -- name: search_by_identity
 -- A search by identity number on its own plan: the general search's generic plan would scan the scope.

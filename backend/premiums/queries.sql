@@ -168,3 +168,19 @@ FROM payment_ledger p
 WHERE p.village_code BETWEEN $1 AND $2 AND p.business_date BETWEEN $3 AND $4
 GROUP BY 1
 ORDER BY 1;
+
+-- name: prefix_widths
+SELECT DISTINCT digits FROM receipt_blocks WHERE prefix = $1;
+
+-- name: lock_collector
+SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text));
+
+-- name: payment_confirmed_enrollments
+SELECT EXISTS (SELECT 1 FROM enrollments WHERE household_id = $1 AND coverage_year = $2
+               AND person_id = ANY($3::uuid[]) AND status = 'confirmed');
+
+-- name: pending_voids_of_day
+SELECT EXISTS (
+    SELECT 1 FROM payment_events q JOIN payments p ON p.id = q.payment_id
+    WHERE p.collector_id = $1 AND p.remittance_date = $2 AND q.kind = 'void_requested'
+      AND NOT EXISTS (SELECT 1 FROM payment_events d WHERE d.request_id = q.id));

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
@@ -120,8 +121,17 @@ def parse_statement(raw: bytes) -> list[StatementLine]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = raw.decode("gb18030", errors="strict")
-    reader = csv.reader(io.StringIO(text))
+        try:
+            text = raw.decode("gb18030", errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidInput("file", "is neither UTF-8 nor GB18030 text") from None
+    try:
+        return _lines(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise InvalidInput("file", f"is not a readable CSV file ({exc})") from None
+
+
+def _lines(reader: Iterator[list[str]]) -> list[StatementLine]:
     header = [h.strip().lower() for h in next(reader, [])]
 
     def column(*names: str) -> int:

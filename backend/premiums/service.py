@@ -41,7 +41,8 @@ CLOCK_TOO_OLD = timedelta(days=45)
 class BlockIssue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     collector_id: UUID
     device_id: UUID | None = None  # for offline work: only this tablet may use the numbers
-    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{0,8}$")] = ""
+    # Letters only, and one width per prefix: "A" + 8 digits and "A1" + 7 digits would collide.
+    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{0,8}$")] = ""
     first_no: Annotated[int, msgspec.Meta(ge=0)]
     last_no: Annotated[int, msgspec.Meta(ge=0)]
     digits: Annotated[int, msgspec.Meta(ge=4, le=12)] = 8
@@ -116,6 +117,9 @@ async def issue_block(conn: Connection, actor: Actor, data: BlockIssue) -> Block
             raise InvalidInput("device_id", "must be an active tablet of the collector")
     # Blocks of one prefix never overlap: checked under a lock per prefix.
     await conn.execute(Q["lock_prefix"], data.prefix)
+    widths = {r["digits"] for r in await conn.fetch(Q["prefix_widths"], data.prefix)}
+    if widths and widths != {data.digits}:
+        raise InvalidInput("digits", f"blocks of prefix {data.prefix!r} have {widths.pop()} digits")
     if await conn.fetch(Q["overlapping_blocks"], data.prefix, data.first_no, data.last_no):
         raise Conflict("the range overlaps a block already issued", code_detail="receipt_range_overlaps")
     row = await conn.fetchrow(
@@ -325,6 +329,9 @@ async def record_payment(
     if any(y >= data.coverage_year for y in data.back_years):
         raise InvalidInput("back_years", "must be years before the coverage year")
     received_at = now or datetime.now(UTC)
+    # A collector's payments, remittances and day closings are serialised: a payment can never
+    # land in a day while that day is being closed.
+    await conn.execute(Q["lock_collector"], actor.id)
     household = await conn.fetchrow(Q["household_for_payment"], data.household_id)
     if household is None or not actor.in_scope(household["village_code"]):
         raise NotFound()
@@ -341,6 +348,16 @@ async def record_payment(
         for i, person_id in enumerate(data.person_ids):
             if person_id not in enrolled:
                 raise InvalidInput(f"person_ids[{i}]", f"has no live enrolment for {data.coverage_year}")
+    else:
+        members = {r["person_id"] for r in await conn.fetch(LEDGER_Q["current_members_of"], data.household_id)}
+        for i, person_id in enumerate(data.person_ids):
+            if person_id not in members:
+                raise InvalidInput(f"person_ids[{i}]", "is not a current member of the household")
+        policy = await policies.require_in_force(conn, data.coverage_year, business_date)
+        # Back-payment is at the current rate (SPEC §2): a year per person per premium.
+        owed = policy.premium_fen * len(data.back_years) * len(data.person_ids)
+        if data.amount_fen < owed:
+            raise InvalidInput("amount_fen", f"a back-payment of these years and persons is {owed} fen")
     already = {r["person_id"]: r["amount_fen"] for r in await conn.fetch(
         LEDGER_Q["allocated_to_persons"], data.household_id, data.coverage_year
     )}  # fmt: skip
@@ -468,6 +485,9 @@ async def request_adjustment(
             raise InvalidInput("amount_fen", "a void is always of the whole payment")
         if payment.business_date != today or remitted or refunded:
             raise NotAdjustable("a void is for the same day, before remittance; ask for a refund instead")
+        if await conn.fetchval(Q["payment_confirmed_enrollments"], payment.household_id, payment.coverage_year,
+                               payment.person_ids):  # fmt: skip
+            raise NotAdjustable("an enrolment this payment covers is confirmed; ask for a refund instead")
         amount = payment.amount_fen
     else:
         policy = await policies.in_force(conn, payment.coverage_year, today)
@@ -499,7 +519,13 @@ async def decide_adjustment(
         raise NotFound()
     if request["actor_id"] == actor.id or request["collector_id"] == actor.id:
         raise Forbidden("nobody approves their own void or refund")
+    await conn.execute(Q["lock_collector"], request["collector_id"])
     await conn.execute(Q["lock_payment"], request["payment_id"])
+    if data.approve and request["kind"] == "void_requested":
+        payment = await conn.fetchrow(Q["payment"], request["payment_id"])
+        assert payment is not None
+        if await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
+            raise NotAdjustable("the day was closed since the void was asked for; ask for a refund instead")
     try:
         row = await conn.fetchrow(
             Q["insert_event"], uuid7(), request["payment_id"], "approved" if data.approve else "rejected",
@@ -584,6 +610,7 @@ async def collector_day(conn: Connection, actor: Actor, collector_id: UUID, day:
 
 
 async def record_remittance(conn: Connection, actor: Actor, data: RemittanceIn) -> CollectorDay:
+    await conn.execute(Q["lock_collector"], data.collector_id)
     day = await collector_day(conn, actor, data.collector_id, data.business_date)
     if day.closed:
         raise Conflict("the day is closed")
@@ -601,10 +628,16 @@ async def record_remittance(conn: Connection, actor: Actor, data: RemittanceIn) 
 async def close_day(conn: Connection, actor: Actor, collector_id: UUID, day: date) -> CollectorDay:
     if collector_id == actor.id:
         raise Forbidden("a reviewer closes another collector's day, not their own")
+    await conn.execute(Q["lock_collector"], collector_id)
     current = await collector_day(conn, actor, collector_id, day)
     if current.closed:
         raise Conflict("the day is already closed")
-    await conn.execute(Q["close_day"], collector_id, day, current.expected_fen, current.remitted_fen, actor.id)
+    if await conn.fetchval(Q["pending_voids_of_day"], collector_id, day):
+        raise Conflict("a void of this day awaits a decision; decide it before closing the day")
+    try:
+        await conn.execute(Q["close_day"], collector_id, day, current.expected_fen, current.remitted_fen, actor.id)
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict("the day is already closed") from exc
     await record(
         conn, actor, "close", "collector_day", f"{collector_id}:{day}",
         summary={"expected_fen": current.expected_fen, "remitted_fen": current.remitted_fen},

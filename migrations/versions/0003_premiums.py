@@ -23,7 +23,7 @@ def upgrade() -> None:
     CREATE TABLE receipt_blocks (
         id            uuid PRIMARY KEY,
         township_code text NOT NULL REFERENCES divisions (code),
-        prefix        text NOT NULL CHECK (prefix ~ '^[A-Z0-9]{0,8}$'),
+        prefix        text NOT NULL CHECK (prefix ~ '^[A-Z]{0,8}$'),
         first_no      bigint NOT NULL CHECK (first_no >= 0),
         last_no       bigint NOT NULL,
         digits        integer NOT NULL DEFAULT 8 CHECK (digits BETWEEN 4 AND 12),
@@ -77,6 +77,8 @@ def upgrade() -> None:
     CREATE INDEX payments_household_year_idx ON payments (household_id, coverage_year);
     CREATE INDEX payments_collector_day_idx ON payments (collector_id, remittance_date);
     CREATE INDEX payments_village_idx ON payments (village_code, business_date);
+    -- Back-payments by person: the waiting-period rule looks them up for every enrolment paid.
+    CREATE INDEX payments_back_payment_persons_idx ON payments USING gin (person_ids) WHERE kind = 'back_payment';
 
     -- How a payment was applied to each person it covers, fixed when it was recorded.
     CREATE TABLE payment_allocations (
