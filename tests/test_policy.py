@@ -128,3 +128,24 @@ async def test_edit_allowed_until_money_is_collected_then_only_new_versions(
         await conn.fetchval("SELECT v.version FROM enrollments e JOIN policy_versions v ON v.id = e.policy_version_id")
         == 1
     )
+
+
+async def test_a_version_that_priced_enrolments_is_not_edited_in_place(client: Client) -> None:
+    admin = await auth_headers(client, "admin")
+    await publish_policy(client, admin)
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
+    await client.post(
+        "/api/v1/enrollments",
+        json={
+            "household_id": household["id"],
+            "coverage_year": 2026,
+            "person_ids": [household["members"][0]["person_id"]],
+        },
+        headers=staff,
+    )
+    edited = await client.patch(
+        "/api/v1/policy-years/2026/versions/1", json={**POLICY_2026, "premium_fen": 45000}, headers=admin
+    )
+    assert edited.status_code == 409
+    assert edited.json()["code"] == "policy_locked"

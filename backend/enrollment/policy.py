@@ -136,11 +136,17 @@ async def create_version(conn: Connection, actor: Actor, year: int, data: Policy
 
 async def update_version(conn: Connection, actor: Actor, year: int, version: int, data: PolicyIn) -> PolicyVersion:
     _check(year, data)
+    # Exclusive with payments of the year (they hold it shared): no payment slips in mid-edit.
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy_versions'), $1)", year)
     before = await conn.fetchrow(Q["policy_version_for_update"], year, version)
     if before is None:
         raise NotFound()
     if await money_collected(conn, year):
         raise PolicyLocked()
+    if await conn.fetchval(Q["version_has_enrollments"], before["id"]):
+        # Registered enrolments are priced under this version; editing it in place would leave
+        # them at the old premium. A new version applies from its effective date instead.
+        raise PolicyLocked("enrolments are priced under this version: publish a new version instead")
     row = await conn.fetchrow(
         Q["update_policy_version"], before["id"], data.effective_from, data.premium_fen,
         data.window_start, data.window_end, msgspec.to_builtins(data.rules), data.note,

@@ -24,6 +24,9 @@ RETURNING *;
 -- name: policy_versions_of_year
 SELECT * FROM policy_versions WHERE coverage_year = $1 ORDER BY version;
 
+-- name: version_has_enrollments
+SELECT EXISTS (SELECT 1 FROM enrollments WHERE policy_version_id = $1);
+
 -- name: policy_years
 SELECT DISTINCT coverage_year FROM policy_versions ORDER BY coverage_year;
 

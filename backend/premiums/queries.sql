@@ -184,3 +184,12 @@ SELECT EXISTS (
     SELECT 1 FROM payment_events q JOIN payments p ON p.id = q.payment_id
     WHERE p.collector_id = $1 AND p.remittance_date = $2 AND q.kind = 'void_requested'
       AND NOT EXISTS (SELECT 1 FROM payment_events d WHERE d.request_id = q.id));
+
+-- name: share_block
+SELECT 1 FROM receipt_blocks WHERE id = $1 FOR SHARE;
+
+-- name: lock_block
+SELECT 1 FROM receipt_blocks WHERE id = $1 FOR UPDATE;
+
+-- name: share_policy_year
+SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1);

@@ -160,6 +160,7 @@ async def retire_unused(conn: Connection, actor: Actor | None, block_id: UUID, r
         raise NotFound()
     block = _block(row)
     await conn.execute(Q["lock_prefix"], block.prefix)
+    await conn.execute(Q["lock_block"], block_id)
     taken = {block.parse(r["receipt_no"]) for r in await conn.fetch(Q["used_numbers"], block_id)}
     for r in await conn.fetch(Q["retired_ranges"], block_id):
         taken.update(range(r["first_no"], r["last_no"] + 1))
@@ -293,6 +294,9 @@ async def _find_block(conn: Connection, actor: Actor, receipt_no: str) -> tuple[
             continue
         if block.device_id is not None and block.device_id != actor.device_id:
             raise InvalidInput("receipt_no", "belongs to a block issued to another tablet")
+        # Held until commit: a retirement of this block's unused numbers waits for this payment,
+        # and this payment sees any retirement that committed first.
+        await conn.execute(Q["share_block"], block.id)
         retired = await conn.fetch(Q["retired_ranges"], block.id)
         if any(r["first_no"] <= n <= r["last_no"] for r in retired):
             raise InvalidInput("receipt_no", "was retired")
@@ -332,6 +336,8 @@ async def record_payment(
     # A collector's payments, remittances and day closings are serialised: a payment can never
     # land in a day while that day is being closed.
     await conn.execute(Q["lock_collector"], actor.id)
+    # Shared with other payments, exclusive with an edit of the year's policy (policy.update_version).
+    await conn.execute(Q["share_policy_year"], data.coverage_year)
     household = await conn.fetchrow(Q["household_for_payment"], data.household_id)
     if household is None or not actor.in_scope(household["village_code"]):
         raise NotFound()
