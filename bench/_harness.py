@@ -1,7 +1,7 @@
 """What the benchmarks share: an embedded PostgreSQL with the demo district, servers run as child
 processes that are always stopped (error, Ctrl-C, SIGTERM), identity numbers, and the load loop.
 
-Not a benchmark itself; `household_create.py` and `search_by_id.py` import it from this folder.
+Not a benchmark itself; `household_create.py`, `search_by_id.py` and `payments.py` import it from this folder.
 """
 
 from __future__ import annotations
