@@ -43,6 +43,7 @@ def route_handlers() -> list[object]:
         RenewalController,
         ReportController,
     )
+    from backend.fhir.routes import FhirController, PartnerTokenController
     from backend.premiums.routes import (
         AdjustmentController,
         CollectionReportController,
@@ -51,6 +52,7 @@ def route_handlers() -> list[object]:
         ReceiptBlockController,
         ReconciliationController,
     )
+    from backend.residents.routes import ResidentController
     from backend.sync.routes import SyncController
 
     return [
@@ -81,6 +83,9 @@ def route_handlers() -> list[object]:
         ExclusionReviewController,
         EligibilityReportController,
         SyncController,
+        ResidentController,
+        PartnerTokenController,
+        FhirController,
     ]
 
 

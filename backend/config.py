@@ -36,6 +36,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     login_max_failures_per_user: PositiveInt = 5
     login_max_failures_per_address: PositiveInt = 20
     login_failure_window_s: PositiveInt = 900
+    # Residents (query-code login) and partners (hospital systems, client credentials).
+    resident_token_ttl_s: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 600
+    resident_max_failures_per_id: PositiveInt = 5
+    resident_max_failures_per_address: PositiveInt = 30
+    resident_failure_window_s: PositiveInt = 900
+    resident_lockout_s: PositiveInt = 900  # doubled at each further lockout, up to a day
+    partner_token_ttl_s: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 300
     timezone: str = "Asia/Shanghai"  # the pooling area's local time: business dates
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max_size: PositiveInt = 10

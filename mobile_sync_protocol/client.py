@@ -9,6 +9,7 @@ a rejection never deletes a local record — it is kept, marked, for the user to
 
 from __future__ import annotations
 
+import base64
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,7 +99,34 @@ class SyncClient:
             self.store.put(db, "next_seq", str(seq + 1))
         return queued
 
-    async def _post(self, path: str, payload: Any, answer: type[Any]) -> Any:
+    async def send(self, path: str, payload: Any) -> Any:
+        """Posts any payload (a message or plain JSON values) in the client's format and returns the
+        answer as plain values: how the golden vectors are replayed (`replay.py`)."""
+        return await self._post(path, payload, Any)
+
+    def query_code_key(self) -> bytes | None:
+        """The key the server issued this tablet for query-code hashes (PROTOCOL.md §3, query codes)."""
+        stored = self.store.get("query_code_key")
+        return None if stored is None else bytes.fromhex(stored)
+
+    def keep_query_code_key(self, key: bytes | str) -> None:
+        raw = key if isinstance(key, bytes) else base64.b64decode(key)
+        with self.store.transaction() as db:
+            self.store.put(db, "query_code_key", raw.hex())
+
+    def query_code_hash(self, household_id: UUID, coverage_year: int, code: str) -> bytes:
+        key = self.query_code_key()
+        if key is None:
+            raise LookupError("no query-code key yet: pull once after registration")
+        return m.query_code_hash(key, household_id, coverage_year, code)
+
+    def new_query_code(self, household_id: UUID, coverage_year: int) -> tuple[str, bytes]:
+        """A fresh query code, made offline, and the keyed hash that `enrollment.create` carries.
+        The code itself stays on the tablet (printed on the slip); only the hash is pushed."""
+        code = m.new_query_code()
+        return code, self.query_code_hash(household_id, coverage_year, code)
+
+    async def _post(self, path: str, payload: Any, answer: Any) -> Any:
         response = await self.http.post(
             path, content=codec.encode(payload, self.fmt),
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": codec.media_type(self.fmt)},
@@ -136,6 +164,8 @@ class SyncClient:
                                     cursor=self.store.get("cursor"), page_token=self.store.get("page_token"),
                                     limit=limit)  # fmt: skip
             page: m.PullResponse = await self._post("/api/v1/sync/pull", request, m.PullResponse)
+            if page.query_code_key is not None and page.query_code_key != self.query_code_key():
+                self.keep_query_code_key(page.query_code_key)
             with self.store.transaction() as db:
                 if page.reset:
                     db.execute("DELETE FROM records")  # the synced copy only: the queue stays

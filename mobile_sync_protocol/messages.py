@@ -8,6 +8,8 @@ are ignored on decode, so no wire Struct sets `forbid_unknown_fields`.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -26,6 +28,12 @@ Fen = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
 Sex = Literal["male", "female"]
+QueryCodeHash = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]  # base64 in JSON, bin in MessagePack
+
+# Query codes avoid characters easily confused when read aloud or off a slip (0/O, 1/I/L); the
+# server's own codes use the same alphabet and length.
+QUERY_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+QUERY_CODE_LENGTH = 8
 
 
 # Push: mutations -------------------------------------------------------------------------------
@@ -115,9 +123,13 @@ class MemberRemove(Mutation, kw_only=True, tag="member.remove"):
 
 
 class EnrollmentCreate(Mutation, kw_only=True, tag="enrollment.create"):
+    """`query_code_hash`: the keyed hash of the query code the tablet made for the household and
+    year (see `query_code_hash`); stored when the household has no code for the year yet."""
+
     household_id: UUID
     coverage_year: Year
     person_ids: list[UUID]
+    query_code_hash: QueryCodeHash | None = None
 
 
 class EnrollmentCancel(Mutation, kw_only=True, tag="enrollment.cancel"):
@@ -221,6 +233,9 @@ class Answer(msgspec.Struct, kw_only=True, omit_defaults=True):
     paid_fen: int | None = None
     balance_fen: int | None = None  # due − paid: > 0 still owed, < 0 a refund is due
     void_request_id: UUID | None = None
+    # enrollment.create with a query_code_hash: true, the tablet's code is the household's code for
+    # the year; false, the household already had one (the tablet's code is void: do not hand it out).
+    query_code_stored: bool | None = None
 
 
 class PushResponse(msgspec.Struct, kw_only=True):
@@ -376,6 +391,8 @@ class PullResponse(msgspec.Struct, kw_only=True):
     cursor: str | None = None  # set on the last page only: keep it for the next pull
     last_seq: int = 0  # the device's last seq the server holds
     server_time: datetime
+    # This tablet's key for query-code hashes (32 bytes; base64 in JSON); the same on every pull.
+    query_code_key: bytes | None = None
 
 
 # Errors ----------------------------------------------------------------------------------------
@@ -391,6 +408,17 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str | None = None
     supported_versions: list[int] | None = None
     last_seq: int | None = None
+
+
+def new_query_code() -> str:
+    """A fresh random query code (8 characters of QUERY_CODE_ALPHABET, about 39.6 bits)."""
+    return "".join(secrets.choice(QUERY_CODE_ALPHABET) for _ in range(QUERY_CODE_LENGTH))
+
+
+def query_code_hash(key: bytes, household_id: UUID, coverage_year: int, code: str) -> bytes:
+    """HMAC-SHA256 under `key` of `"<household_id>:<coverage_year>:<CODE>"` (UUID in lower-case
+    hyphenated form, code upper-cased): what `enrollment.create` carries, never the code itself."""
+    return hmac.new(key, f"{household_id}:{coverage_year}:{code.upper()}".encode(), hashlib.sha256).digest()
 
 
 def payment_content_hash(m: PaymentRecord) -> bytes:

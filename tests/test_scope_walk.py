@@ -1,7 +1,8 @@
 """Every route in the OpenAPI schema, walked as a user of another township: no data comes back.
 
 Township A's records are created first; each route is then called with A's identifiers (and its
-required query parameters) as a staff member and as a reviewer of township B. A route may answer
+required query parameters) as a staff member and as a reviewer of township B, and as a resident
+of another household of township A (who may see their own household, nothing else). A route may answer
 400/401/403/404/405/409/412/415/422/428, an empty list, or — for the few routes whose answer is not a
 township's data (the district's policy, the caller's own report) — data that names nothing of A.
 A new route with a new path or query parameter fails here until it gets a sample value below, so
@@ -31,6 +32,8 @@ NOT_TOWNSHIP_DATA = {
     ("GET", "/api/v1/reports/coverage"),  # a report of the caller's own scope
     ("GET", "/api/v1/reports/collections"),
 }
+# Routes whose 2xx answer to a resident is their own household: checked for leaks only.
+RESIDENT_OWN = {("GET", "/api/v1/resident/coverage")}
 
 
 async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Connection) -> dict[str, str]:  # type: ignore[type-arg]
@@ -155,6 +158,11 @@ def body_for(method: str, path: str, samples: dict[str, str]) -> dict[str, Any] 
         },
         ("POST", "/api/v1/enrollments/confirm"): {"ids": [samples["enrollment_id"]]},
         ("POST", "/api/v1/renewals"): {"coverage_year": 2026, "person_ids": [samples["person_id"]]},
+        ("POST", "/api/v1/resident/login"): {"id_number": ID_NUMBERS[1], "name": "张三", "query_code": "ABCDEFGH"},
+        ("POST", "/fhir/CoverageEligibilityRequest"): {
+            "resourceType": "CoverageEligibilityRequest",
+            "patient": {"identifier": {"value": ID_NUMBERS[1]}},
+        },
     }
     if method == "GET":
         return None
@@ -176,7 +184,25 @@ def operations(app: Litestar) -> list[tuple[str, str, list[str], list[str]]]:
     return sorted(found, key=lambda op: op[1].endswith("/logout"))
 
 
-@pytest.mark.parametrize("outsider", ["staff_b", "reviewer_b"])
+async def resident_of_another_household(client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    """赵六, alone in a household of township A enrolled for 2026, logged in with its query code."""
+    staff_a = await auth_headers(client, "staff_a")
+    own = await create_household(client, staff_a, [member(ID_NUMBERS[8], "赵六")], household_no="0009")
+    enrolled = await client.post(
+        "/api/v1/enrollments",
+        json={"household_id": own["id"], "coverage_year": 2026, "person_ids": [own["members"][0]["person_id"]]},
+        headers=staff_a,
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    login = await client.post(
+        "/api/v1/resident/login",
+        json={"id_number": ID_NUMBERS[8], "name": "赵六", "query_code": enrolled.json()["query_code"]},
+    )
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+@pytest.mark.parametrize("outsider", ["staff_b", "reviewer_b", "resident"])
 async def test_every_route_gives_another_township_no_data(
     client: AsyncTestClient[Litestar],
     conn: asyncpg.Connection,  # type: ignore[type-arg]
@@ -197,7 +223,10 @@ async def test_every_route_gives_another_township_no_data(
         ID_NUMBERS[3],
         "A00000001",
     }
-    headers = await auth_headers(client, outsider)
+    if outsider == "resident":
+        headers = await resident_of_another_household(client)
+    else:
+        headers = await auth_headers(client, outsider)
     walked = 0
     for method, path, params, query in operations(app):
         missing = [p for p in params + query if p not in samples]
@@ -218,12 +247,14 @@ async def test_every_route_gives_another_township_no_data(
             assert not response.content
         elif response.status_code < 300:
             body: Any = response.json()
-            if (method, path) not in NOT_TOWNSHIP_DATA:
+            if (method, path) not in NOT_TOWNSHIP_DATA | (RESIDENT_OWN if outsider == "resident" else set()):
                 assert isinstance(body, dict) and body.get("items") == [], f"{method} {path} gave data: {body}"
         else:
             assert response.status_code in (400, 401, 403, 404, 405, 409, 412, 415, 422, 428), (
                 f"{method} {path}: {response.status_code}"
             )
+        if outsider == "resident" and (method, path) in RESIDENT_OWN:
+            assert response.status_code == 200 and "赵六" in response.text, response.text  # their own, and only it
         leaked = [s for s in secrets if s in response.text]
         assert not leaked, f"{method} {path} leaked {leaked}"
     assert walked >= 40

@@ -155,3 +155,23 @@ async def test_a_cursor_older_than_the_retention_horizon_gets_a_reset(client: Cl
     assert response.status_code == 422 and response.json()["errors"] == [
         {"field": "cursor", "message": "is not a cursor this server gave"}
     ]
+
+
+async def test_a_forged_page_token_is_a_422_not_a_500(client: Client) -> None:
+    import base64
+
+    import msgspec
+
+    from mobile_sync_protocol import codec
+
+    tablet = await world(client)
+    for forged in (["s", 5, 0, -100], ["c", -1, 0], ["x", 1]):
+        token = base64.urlsafe_b64encode(msgspec.json.encode(forged)).decode().rstrip("=")
+        request = m.PullRequest(protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, page_token=token)
+        response = await client.post(
+            "/api/v1/sync/pull",
+            content=codec.encode(request, "json"),
+            headers={**tablet.headers, "Content-Type": m.JSON},
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"][0]["field"] == "page_token"

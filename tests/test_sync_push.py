@@ -258,3 +258,31 @@ async def test_a_token_without_a_device_or_for_another_device_cannot_push(client
     response = await push_raw(client, other, envelope(other, []))
     assert response.status_code == 403 and response.json()["code"] == "device_mismatch", response.text
     assert ID_NUMBERS  # the factories module is the source of the identities used above
+
+
+async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    # 60 edits pass the fast path's chunk of 50; the 30th is stale for an identity field and fails,
+    # so its chunk is undone and applied again mutation by mutation: everything else exactly once.
+    tablet = await world(client)
+    created = household_create(tablet, numbers=(1,))
+    edits: list[object] = []
+    for i in range(60):
+        version = 1 + len(edits) - (1 if i >= 30 else 0)
+        if i == 29:
+            head = created.members[0].person_id
+            edits.append(m.MemberUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
+                                        person_id=head, base_version=1, name="改名"))  # fmt: skip
+            continue
+        edits.append(m.HouseholdUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
+                                       base_version=version, phone=f"1380000{i:04d}"))  # fmt: skip
+    answer = await push(client, tablet, [created, *edits])
+    statuses = [a.status for a in answer.answers]
+    assert statuses.count("applied") == 60 and answer.answers[30].code == "stale_base"
+    assert answer.last_seq == 61
+    household = await conn.fetchrow("SELECT row_version, phone FROM households")
+    assert (household["row_version"], household["phone"]) == (60, "13800000059")
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update' AND entity = 'household'") == 59
+    assert await conn.fetchval("SELECT count(*) FROM sync_mutations") == 61

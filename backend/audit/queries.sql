@@ -8,6 +8,15 @@ SELECT $1, $2, $3, $4, $5, e.entity_id, e.division_code, e.summary, $9
 FROM unnest($6::text[], $7::text[], $8::jsonb[]) WITH ORDINALITY AS e(entity_id, division_code, summary, n)
 ORDER BY e.n;
 
+-- name: insert_rows
+-- Rows held back by `Deferred`, in the order they were recorded.
+INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
+SELECT e.actor_kind, e.actor_id, e.device_id, e.action, e.entity, e.entity_id, e.division_code, e.summary, e.request_id
+FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[],
+            $9::text[]) WITH ORDINALITY
+     AS e(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+ORDER BY e.n;
+
 -- name: search
 SELECT id, at, actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id
 FROM audit_log

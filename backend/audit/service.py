@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +13,49 @@ from backend.db import Connection, load_queries
 from backend.logs import request_id_var
 
 Q = load_queries("backend.audit")
+
+Row = tuple[str, UUID | None, UUID | None, str, str, str | None, str | None, dict[str, Any], str | None]
+
+
+class Deferred:
+    """Audit rows of one connection held back and written in one statement by `write()`, which the
+    holder calls inside the same transaction before it commits (a sync push of thousands of
+    mutations). `mark`/`undo` drop the rows of work rolled back to a savepoint."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rows: list[Row] = []
+
+    def mark(self) -> int:
+        return len(self.rows)
+
+    def undo(self, mark: int) -> None:
+        del self.rows[mark:]
+
+    async def write(self) -> None:
+        rows, self.rows = self.rows, []
+        if rows:
+            await self.conn.execute(Q["insert_rows"], *(list(column) for column in zip(*rows, strict=True)))
+
+
+_deferred: ContextVar[Deferred | None] = ContextVar("audit_deferred", default=None)
+
+
+@contextmanager
+def deferred(conn: Connection) -> Iterator[Deferred]:
+    """Within the block, `record` and `record_many` on `conn` add to the returned holder."""
+    holder = Deferred(conn)
+    token = _deferred.set(holder)
+    try:
+        yield holder
+    finally:
+        _deferred.reset(token)
+
+
+def held(conn: Connection) -> Deferred | None:
+    """The holder of `conn`'s audit rows in this context, if they are being held back."""
+    holder = _deferred.get()
+    return holder if holder is not None and holder.conn is conn else None
 
 
 async def record(
@@ -25,6 +71,14 @@ async def record(
 ) -> None:
     """Appends one audit row. `summary` holds what changed (before/after) or what was read —
     record ids and field names, not ID numbers or names."""
+    holder = held(conn)
+    if holder is not None:
+        holder.rows.append((
+            actor.kind if actor else "system", actor.id if actor else None,
+            device_id or (actor.device_id if actor else None), action, entity,
+            None if entity_id is None else str(entity_id), division_code, summary or {}, request_id_var.get(),
+        ))  # fmt: skip
+        return
     await conn.execute(
         Q["insert"],
         actor.kind if actor else "system",
@@ -48,6 +102,14 @@ async def record_many(
 ) -> None:
     """Appends one audit row per (entity id, division code, summary), in one round trip."""
     if not entries:
+        return
+    holder = held(conn)
+    if holder is not None:
+        kind, actor_id, device_id = (actor.kind, actor.id, actor.device_id) if actor else ("system", None, None)
+        holder.rows += [
+            (kind, actor_id, device_id, action, entity, str(entity_id), division, summary, request_id_var.get())
+            for entity_id, division, summary in entries
+        ]
         return
     await conn.execute(
         Q["insert_many"],

@@ -53,6 +53,10 @@ class Scope(msgspec.Struct, frozen=True):
         return code is not None and self.low <= code <= self.high
 
 
+# A scope that contains no real division (statistical codes never end a village in 000 under 000000).
+NO_DIVISION = Scope("000000000000", "village")
+
+
 class Actor(msgspec.Struct, frozen=True, kw_only=True):
     kind: Literal["user", "partner", "resident"]
     id: UUID
@@ -60,6 +64,13 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
     scope: Scope
     device_id: UUID | None = None
     session_id: UUID | None = None
+    household_id: UUID | None = None  # a resident's own household, the only one they may see
+
+    @classmethod
+    def resident(cls, person_id: UUID, household_id: UUID, session_id: UUID | None = None) -> Actor:
+        """A resident reaches one household by its id, never by division: their scope holds no village."""
+        return cls(kind="resident", id=person_id, role=None, scope=NO_DIVISION, session_id=session_id,
+                   household_id=household_id)  # fmt: skip
 
     def in_scope(self, code: str | None) -> bool:
         return self.scope.contains(code)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from backend.auth.actor import Actor, Role, Scope
-from backend.auth.tokens import decode_access
+from backend.auth.tokens import (
+    ACT_PARTNER,
+    ACT_RESIDENT,
+    ACT_USER,
+    SCOPE_FHIR,
+    SCOPE_RESIDENT,
+    AccessClaims,
+    decode_access,
+)
 from backend.db import load_queries
 from backend.errors import Forbidden, InvalidToken, NotAuthenticated
 
@@ -18,6 +29,15 @@ Q = load_queries("backend.auth")
 
 PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
 SUSPENDED_DEVICE_PATH = "/api/v1/sync/push"  # the one route a suspended tablet may call
+# The only part of the API a resident's or a partner's token opens, whatever guards a route has.
+RESIDENT_PATHS = "/api/v1/resident/"
+PARTNER_PATHS = "/fhir/"
+
+
+def partner_credential_id(secret_hash: bytes) -> UUID:
+    """What a partner's token carries as its session: derived from the current secret's hash, so
+    rotating the secret ends every token issued under the old one at its next request."""
+    return UUID(bytes=hashlib.sha256(b"canbao-partner-credential:" + secret_hash).digest()[:16])
 
 
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
@@ -26,40 +46,91 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated()
-        state = connection.app.state
-        claims = decode_access(state.key, token.strip())
-        if claims.act != "user":
+        claims = decode_access(connection.app.state.key, token.strip())
+        path: str = connection.scope["path"]
+        if claims.act == ACT_RESIDENT:
+            actor = await _resident(connection, claims, path)
+        elif claims.act == ACT_PARTNER:
+            actor = await _partner(connection, claims, path)
+        elif claims.act == ACT_USER and claims.scope is None:
+            actor = await _user(connection, claims, path)
+        else:
             raise InvalidToken()
-        row = await state.pool.fetchrow(Q["actor_for_token"], claims.sub, claims.sid, claims.dev)
-        if row is None or not row["active"]:
-            raise InvalidToken()
-        # A suspended tablet may still push its queued work, which lands in quarantine (SPEC §3).
-        handing_in = (
-            connection.scope["path"] == SUSPENDED_DEVICE_PATH
-            and row["device_status"] == "suspended"
-            and row["device_owner"] == claims.sub
-            and (row["session_live"] or row["session_suspended"])
-        )
-        if not (row["session_live"] or handing_in):
-            raise InvalidToken()
-        if (
-            claims.dev is not None
-            and not handing_in
-            and (row["device_status"] != "active" or row["device_owner"] != claims.sub)
-        ):
-            raise InvalidToken("this device is suspended or revoked")
-        actor = Actor(
-            kind="user",
-            id=claims.sub,
-            role=Role(row["role"]),
-            scope=Scope(row["division_code"], row["level"]),
-            device_id=claims.dev,
-            session_id=claims.sid,
-        )
         return AuthenticationResult(user=actor, auth=claims)
 
 
+async def _user(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims, path: str) -> Actor:
+    """A staff member's token: checked against the database on every request."""
+    state = connection.app.state
+    row = await state.pool.fetchrow(Q["actor_for_token"], claims.sub, claims.sid, claims.dev)
+    if row is None or not row["active"]:
+        raise InvalidToken()
+    # A suspended tablet may still push its queued work, which lands in quarantine (SPEC §3).
+    handing_in = (
+        path == SUSPENDED_DEVICE_PATH
+        and row["device_status"] == "suspended"
+        and row["device_owner"] == claims.sub
+        and (row["session_live"] or row["session_suspended"])
+    )
+    if not (row["session_live"] or handing_in):
+        raise InvalidToken()
+    if (
+        claims.dev is not None
+        and not handing_in
+        and (row["device_status"] != "active" or row["device_owner"] != claims.sub)
+    ):
+        raise InvalidToken("this device is suspended or revoked")
+    return Actor(
+        kind="user",
+        id=claims.sub,
+        role=Role(row["role"]),
+        scope=Scope(row["division_code"], row["level"]),
+        device_id=claims.dev,
+        session_id=claims.sid,
+    )
+
+
+async def _resident(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims, path: str) -> Actor:
+    """A resident's token: its session must be live and the person still a member of that household."""
+    if claims.scope != SCOPE_RESIDENT or claims.dev is not None:
+        raise InvalidToken()
+    row = await connection.app.state.pool.fetchrow(Q["resident_for_token"], claims.sub, claims.sid)
+    if row is None or not row["live"]:
+        raise InvalidToken()
+    if not path.startswith(RESIDENT_PATHS):
+        raise Forbidden("a resident's token opens only /api/v1/resident")
+    return Actor.resident(claims.sub, row["household_id"], claims.sid)
+
+
+async def _partner(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims, path: str) -> Actor:
+    """A partner's token: the partner must be active and its secret the one the token was issued under."""
+    if claims.scope != SCOPE_FHIR or claims.dev is not None:
+        raise InvalidToken()
+    row = await connection.app.state.pool.fetchrow(Q["partner_for_token"], claims.sub)
+    if (
+        row is None
+        or not row["active"]
+        or not hmac.compare_digest(partner_credential_id(row["secret_hash"]).bytes, claims.sid.bytes)
+    ):
+        raise InvalidToken()
+    if not path.startswith(PARTNER_PATHS):
+        raise Forbidden("a partner's token opens only /fhir")
+    return Actor(kind="partner", id=claims.sub, role=None, scope=Scope(row["division_code"], row["level"]),
+                 session_id=claims.sid)  # fmt: skip
+
+
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def require_kind(kind: str) -> Guard:
+    """Only residents, or only partners: a staff token never reaches their routes."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        actor = connection.user
+        if not isinstance(actor, Actor) or actor.kind != kind:
+            raise Forbidden(f"this route is for {kind}s")
+
+    return guard
 
 
 def require_roles(*roles: Role) -> Guard:

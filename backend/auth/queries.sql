@@ -69,3 +69,20 @@ JOIN divisions dv ON dv.code = u.division_code
 JOIN refresh_families f ON f.id = $2
 LEFT JOIN devices d ON d.id = $3
 WHERE u.id = $1;
+
+-- name: resident_for_token
+-- A resident's session ends at logout, at its expiry, when the person leaves the household, or when
+-- the household is dissolved: checked on every request, like a staff member's.
+SELECT s.household_id,
+       (s.revoked_at IS NULL AND s.expires_at > now() AND h.status = 'active'
+        AND EXISTS (SELECT 1 FROM memberships m
+                    WHERE m.person_id = s.person_id AND m.household_id = s.household_id AND m.left_at IS NULL)
+       ) AS live
+FROM resident_sessions s
+JOIN households h ON h.id = s.household_id
+WHERE s.id = $2 AND s.person_id = $1;
+
+-- name: partner_for_token
+SELECT p.active, p.secret_hash, p.division_code, dv.level
+FROM partners p JOIN divisions dv ON dv.code = p.division_code
+WHERE p.id = $1;

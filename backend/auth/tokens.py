@@ -23,6 +23,13 @@ ISSUER = "canbao"
 AUDIENCE = "canbao-api"
 KEY_FILE = "jwt-signing.key"
 
+# Who a token speaks for (`act`), and the one part of the API each kind may call (`scope`).
+ACT_USER = "user"
+ACT_RESIDENT = "resident"
+ACT_PARTNER = "partner"
+SCOPE_RESIDENT = "resident"  # /api/v1/resident/…: one household
+SCOPE_FHIR = "fhir"  # /fhir/…: one person per answer
+
 
 class SigningKey(msgspec.Struct, frozen=True):
     secret: bytes
@@ -64,7 +71,8 @@ class AccessClaims(msgspec.Struct, frozen=True, kw_only=True):
     sub: UUID
     sid: UUID  # the session (refresh-token family): logout, reuse or a disabled device revoke the access token too
     dev: UUID | None = None
-    act: str = "user"
+    act: str = ACT_USER
+    scope: str | None = None  # staff tokens carry none: their reach is their role and division
     jti: UUID
     iat: int
     exp: int

@@ -183,7 +183,8 @@ ON CONFLICT DO NOTHING
 RETURNING household_id;
 
 -- name: query_code_generation
-SELECT generation FROM household_query_codes WHERE household_id = $1 AND coverage_year = $2;
+-- A code a tablet made (device_id set) cannot be derived again: the tablet printed it.
+SELECT generation FROM household_query_codes WHERE household_id = $1 AND coverage_year = $2 AND device_id IS NULL;
 
 -- name: enrollment
 SELECT * FROM enrollments WHERE id = $1;

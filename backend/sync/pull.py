@@ -14,7 +14,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -30,6 +30,7 @@ from mobile_sync_protocol import messages as m
 Q = load_queries("backend.sync")
 
 ZERO_UUID = UUID(int=0)
+_MAX_BIGINT = 2**63 - 1
 
 # Snapshot order: what a record refers to comes first where it can.
 KINDS: tuple[str, ...] = (
@@ -51,12 +52,13 @@ class PageToken(msgspec.Struct, kw_only=True, array_like=True):
     """Where a page sequence stands. Snapshot: (target cursor, kind, last id). Changes: (from, to,
     last change id). Not secret: every page is filtered by the caller's scope again."""
 
-    mode: str  # "s" snapshot, "c" changes
-    to_xid: int
-    from_xid: int = 0
-    kind: int = 0
+    # Bounded, so a forged token is a 422, never an index error or an out-of-range SQL argument.
+    mode: Literal["s", "c"]  # snapshot, changes
+    to_xid: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BIGINT)]
+    from_xid: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BIGINT)] = 0
+    kind: Annotated[int, msgspec.Meta(ge=0, le=len(KINDS))] = 0
     after_id: UUID = ZERO_UUID
-    after_change: int = 0
+    after_change: Annotated[int, msgspec.Meta(ge=0, le=_MAX_BIGINT)] = 0
     reset: bool = False
 
 

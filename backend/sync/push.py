@@ -17,6 +17,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.audit import service as audit
 from backend.auth.actor import Actor
 from backend.clock import local_date
 from backend.db import Connection, load_queries
@@ -26,6 +27,7 @@ from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFo
 from backend.ids import uuid7
 from backend.premiums import service as premium_service
 from backend.premiums.service import CLOCK_AHEAD, CLOCK_TOO_OLD
+from backend.sync import query_codes
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 
@@ -94,12 +96,11 @@ async def push(
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
         raise PushInProgress() from exc
-    answers = []
-    for raw in request.mutations:
-        answer = await _one(conn, actor, raw, fmt, ctx, last_seq)
-        if answer.status not in ("duplicate", "not_applied") and answer.seq == last_seq + 1:
-            last_seq += 1
-        answers.append(answer)
+    with audit.deferred(conn) as held:
+        ledger = _Ledger(held)
+        answers, last_seq = await _apply_chunks(conn, actor, request.mutations, fmt, ctx, last_seq, ledger)
+        await ledger.write(conn, actor)
+        await held.write()
     skew = None if request.device_time is None else round((request.device_time - ctx.now).total_seconds())
     await conn.execute(Q["finish_push"], request.device_id, last_seq, request.app_version, skew)
     flag: Literal["ahead", "behind"] | None = None
@@ -111,6 +112,96 @@ async def push(
     )  # fmt: skip
 
 
+CHUNK = 50  # mutations under one savepoint on the fast path
+
+
+async def _apply_chunks(
+    conn: Connection, actor: Actor, mutations: list[msgspec.Raw], fmt: codec.Format, ctx: Context, last_seq: int,
+    ledger: _Ledger,
+) -> tuple[list[m.Answer], int]:  # fmt: skip
+    answers: list[m.Answer] = []
+    for start in range(0, len(mutations), CHUNK):
+        chunk = mutations[start : start + CHUNK]
+        done: list[m.Answer] | None = None
+        if ctx.device_status == "active":
+            # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
+            # applied again with a savepoint per mutation, so the failure is that mutation's alone.
+            mark = ledger.mark()
+            try:
+                async with conn.transaction():
+                    done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=False)
+            except _HANDLED:
+                ledger.undo(mark)
+                done = None
+        if done is None:
+            done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
+        answers += done
+        last_seq = seq_after
+    return answers, last_seq
+
+
+class _Ledger:
+    """This push's ledger rows, written in one statement before the push commits: in the same
+    transaction as their effects, so they still commit (or vanish) together. It also marks and
+    undoes the audit rows held back during the push (`held`), which are written the same way."""
+
+    def __init__(self, held: audit.Deferred) -> None:
+        self.held = held
+        self.rows: list[tuple[int, UUID | None, str, bytes, str, str, datetime | None]] = []
+        self.by_seq: dict[int, tuple[bytes, m.Answer]] = {}
+
+    def add(self, seq: int, mutation_id: UUID | None, kind: str, body_hash: bytes, answer: m.Answer,
+            device_time: datetime | None) -> None:  # fmt: skip
+        self.rows.append((seq, mutation_id, kind[:64], body_hash, answer.status,
+                          msgspec.json.encode(answer).decode(), device_time))  # fmt: skip
+        self.by_seq[seq] = (body_hash, answer)
+
+    def mark(self) -> tuple[int, int]:
+        return len(self.rows), self.held.mark()
+
+    def undo(self, mark: tuple[int, int]) -> None:
+        rows, audit_rows = mark
+        for row in self.rows[rows:]:
+            del self.by_seq[row[0]]
+        del self.rows[rows:]
+        self.held.undo(audit_rows)
+
+    async def earlier(self, conn: Connection, device_id: UUID | None, seq: int) -> tuple[bytes, m.Answer]:
+        if seq in self.by_seq:
+            return self.by_seq[seq]
+        stored = await conn.fetchrow(Q["ledger_entry"], device_id, seq)
+        assert stored is not None, "every seq up to last_seq has its ledger row"
+        return bytes(stored["body_hash"]), msgspec.convert(stored["answer"], m.Answer)
+
+    async def write(self, conn: Connection, actor: Actor) -> None:
+        if self.rows:
+            columns = list(zip(*self.rows, strict=True))
+            await conn.execute(Q["insert_ledger_many"], actor.device_id, actor.id, *columns)
+
+
+# A mutation's own failure, answered. The database's refusals of one row's data (a check or a
+# foreign key the service did not foresee) belong here too: they must not fail the whole push and
+# wedge the tablet's queue behind one record (SPEC §3).
+_DATABASE_REFUSALS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
+_HANDLED = (Quarantine, DomainError, msgspec.ValidationError, *_DATABASE_REFUSALS)
+
+
+async def _apply_all(
+    conn: Connection, actor: Actor, chunk: list[msgspec.Raw], fmt: codec.Format, ctx: Context, last_seq: int,
+    ledger: _Ledger, *, savepoint: bool,
+) -> tuple[list[m.Answer], int]:  # fmt: skip
+    answers = []
+    for raw in chunk:
+        answer = await _one(conn, actor, raw, fmt, ctx, last_seq, ledger, savepoint=savepoint)
+        # The next seq took its place in the ledger, whatever the answer — a payment reported again
+        # under a new seq is answered `duplicate` and is in the ledger too (a replayed seq never
+        # reaches here: its seq is at most last_seq).
+        if answer.status != "not_applied" and answer.seq == last_seq + 1:
+            last_seq += 1
+        answers.append(answer)
+    return answers, last_seq
+
+
 def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
     try:
         return codec.decode(bytes(raw), m.MutationHead, fmt)
@@ -119,8 +210,11 @@ def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
 
 
 async def _one(
-    conn: Connection, actor: Actor, raw: msgspec.Raw, fmt: codec.Format, ctx: Context, last_seq: int
-) -> m.Answer:
+    conn: Connection, actor: Actor, raw: msgspec.Raw, fmt: codec.Format, ctx: Context, last_seq: int,
+    ledger: _Ledger, *, savepoint: bool = True,
+) -> m.Answer:  # fmt: skip
+    """Answers one mutation. Without `savepoint` (the fast path) a failing handler's exception is
+    raised for the caller to undo the chunk; with it, the failure is answered and rolled back alone."""
     head = _decode_head(raw, fmt)
     if head is None or head.seq is None or head.seq < 1:
         # Without a sequence number the mutation cannot take a place in the ledger.
@@ -135,14 +229,12 @@ async def _one(
         mutation, failure = None, exc
         body_hash = hashlib.sha256(bytes(raw)).digest()
     if seq <= last_seq:
-        stored = await conn.fetchrow(Q["ledger_entry"], actor.device_id, seq)
-        assert stored is not None, "every seq up to last_seq has its ledger row"
-        if stored["body_hash"] != body_hash:
+        first_hash, first = await ledger.earlier(conn, actor.device_id, seq)
+        if first_hash != body_hash:
             return m.Answer(
                 seq=seq, mutation_id=mutation_id, status="not_applied", code="seq_reused",
                 detail="this seq was already used for another mutation", expected_seq=last_seq + 1,
             )  # fmt: skip
-        first = msgspec.convert(stored["answer"], m.Answer)
         return m.Answer(seq=seq, mutation_id=mutation_id, status="duplicate", first=first)
     if seq > last_seq + 1:
         return m.Answer(
@@ -160,39 +252,48 @@ async def _one(
         else:
             code = "unknown_mutation" if kind not in m.MUTATION_TYPES else "malformed_mutation"
             answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=code, detail=_message(failure))
+    elif not savepoint:
+        answer = await HANDLERS[kind](conn, actor, mutation, ctx)
+        answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
     else:
+        mark = ledger.mark()
         try:
             async with conn.transaction():
                 if ctx.device_status == "suspended":
                     raise Quarantine("device_suspended", "the tablet is suspended: a reviewer decides")
                 answer = await HANDLERS[kind](conn, actor, mutation, ctx)
                 answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
-                await _ledger(conn, actor, seq, mutation_id, kind, body_hash, answer, device_time)
-            return answer
-        except Quarantine as q:
-            answer = await _quarantine(conn, actor, seq, mutation_id, kind, raw, fmt, q)
-        except DomainError as exc:
-            answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=exc.code,
-                              detail=exc.detail or exc.title())  # fmt: skip
-        except msgspec.ValidationError as exc:
-            answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code="validation_error",
-                              detail=_message(exc))  # fmt: skip
-    await _ledger(conn, actor, seq, mutation_id, kind, body_hash, answer, device_time)
+        except _HANDLED as exc:
+            ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
+            answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
+    ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)
     return answer
+
+
+async def _failed(
+    conn: Connection, actor: Actor, seq: int, mutation_id: UUID | None, kind: str, raw: msgspec.Raw,
+    fmt: codec.Format, exc: Exception,
+) -> m.Answer:  # fmt: skip
+    """The answer to a mutation whose handler failed: quarantined, or rejected with the error's code."""
+    if isinstance(exc, _DATABASE_REFUSALS):
+        # Only the constraint's name: the database's message quotes the row, personal data included.
+        where = getattr(exc, "constraint_name", None) or type(exc).__name__
+        if kind == "payment.record":  # money is never dropped: kept for a reviewer
+            exc = Quarantine("refused_by_database", f"the database refused the payment ({where})")
+        else:
+            return m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code="refused_by_database",
+                            detail=f"the database refused the change ({where})")  # fmt: skip
+    if isinstance(exc, Quarantine):
+        return await _quarantine(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
+    if isinstance(exc, DomainError):
+        return m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=exc.code,
+                        detail=exc.detail or exc.title())  # fmt: skip
+    return m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code="validation_error",
+                    detail=_message(exc))  # fmt: skip
 
 
 def _message(exc: Exception) -> str:
     return str(exc)[:300]
-
-
-async def _ledger(
-    conn: Connection, actor: Actor, seq: int, mutation_id: UUID | None, kind: str, body_hash: bytes,
-    answer: m.Answer, device_time: datetime | None,
-) -> None:  # fmt: skip
-    await conn.execute(
-        Q["insert_ledger"], actor.device_id, seq, mutation_id, kind[:64], actor.id, body_hash, answer.status,
-        msgspec.to_builtins(answer), device_time,
-    )  # fmt: skip
 
 
 async def _quarantine(
@@ -357,8 +458,16 @@ async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCrea
         {"household_id": mu.household_id, "coverage_year": mu.coverage_year, "person_ids": mu.person_ids},
         enrolment_service.EnrollmentCreate,
     )
-    await enrolment_service.enrol(conn, actor, data, ctx.today, ctx.code_key)
-    return m.Answer(seq=None, status="applied")
+    enrolled = await enrolment_service.enrol(conn, actor, data, ctx.today, ctx.code_key)
+    if mu.query_code_hash is None:
+        return m.Answer(seq=None, status="applied")
+    # A new code for the household and year only when it had none: enrol() just derived one (never
+    # shown to anyone) in this transaction, and the tablet's takes its place.
+    assert actor.device_id is not None
+    stored = enrolled.query_code is not None and await query_codes.take_tablet_code(
+        conn, ctx.code_key, mu.household_id, mu.coverage_year, actor.device_id, mu.query_code_hash
+    )
+    return m.Answer(seq=None, status="applied", query_code_stored=stored)
 
 
 async def enrollment_cancel(conn: Connection, actor: Actor, mu: m.EnrollmentCancel, ctx: Context) -> m.Answer:
@@ -424,12 +533,16 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         )  # fmt: skip
     except msgspec.ValidationError as exc:
         raise Quarantine("malformed_payment", _message(exc), content) from exc
+    held = audit.held(conn)
+    mark = held.mark() if held is not None else 0
     try:
         async with conn.transaction():
             receipt = await premium_service.record_payment(
                 conn, actor, data, timezone=ctx.timezone, code_key=ctx.code_key, now=ctx.now
             )
     except premium_service.PaymentAlreadyRecorded:
+        if held is not None:
+            held.undo(mark)  # the savepoint rolled back whatever it had recorded
         # Another tablet reported the same payment a moment ago, and it has committed now.
         earlier = await _earlier_report(conn, mu, content)
         assert earlier is not None

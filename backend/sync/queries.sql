@@ -16,9 +16,12 @@ WHERE device_id = $1;
 -- name: ledger_entry
 SELECT body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = $2;
 
--- name: insert_ledger
+-- name: insert_ledger_many
+-- A push's ledger rows in one statement, in its transaction (answers as JSON text).
 INSERT INTO sync_mutations (device_id, seq, mutation_id, kind, user_id, body_hash, status, answer, device_time)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
+SELECT $1, x.seq, x.mutation_id, x.kind, $2, x.body_hash, x.status, x.answer::jsonb, x.device_time
+FROM unnest($3::bigint[], $4::uuid[], $5::text[], $6::bytea[], $7::text[], $8::text[], $9::timestamptz[])
+     AS x (seq, mutation_id, kind, body_hash, status, answer, device_time);
 
 -- name: insert_quarantine
 INSERT INTO sync_quarantine (id, device_id, seq, user_id, township_code, kind, payment_id, content_hash,
@@ -180,3 +183,11 @@ SELECT b.id, b.prefix, b.first_no, b.last_no, b.digits,
        coalesce((SELECT array_agg(ARRAY[r.first_no, r.last_no] ORDER BY r.first_no)
                  FROM receipt_retirements r WHERE r.block_id = b.id), '{}') AS retired
 FROM receipt_blocks b WHERE b.device_id = $1 ORDER BY b.prefix, b.first_no;
+
+-- name: take_tablet_query_code
+-- Replaces the code enrol() derived a moment ago, in the same transaction (never shown to anyone).
+UPDATE household_query_codes SET code_hash = $3, device_id = $4
+WHERE household_id = $1 AND coverage_year = $2 AND device_id IS NULL;
+
+-- name: query_code_row
+SELECT code_hash, device_id FROM household_query_codes WHERE household_id = $1 AND coverage_year = $2;

@@ -12,7 +12,7 @@ import msgspec
 from backend.audit.service import record
 from backend.auth.actor import Actor, Role, Scope, scope_args
 from backend.db import Connection, load_queries
-from backend.errors import Conflict, DomainError, InvalidInput, NotFound
+from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from backend.premiums import service as premium_service
 from mobile_sync_protocol import messages as m
 
@@ -74,6 +74,9 @@ async def settle(
     row = await conn.fetchrow(Q["quarantine_for_update"], quarantine_id)
     if row is None or not actor.in_scope(row["township_code"]):
         raise NotFound()
+    if row["user_id"] == actor.id:
+        # Dismissing one's own quarantined payment would be a void approved by its collector.
+        raise Forbidden("nobody settles a quarantined item of their own")
     if row["status"] != "open":
         raise NotSettleable(f"the item is already {row['status']}")
     if data.resolution == "apply":

@@ -18,7 +18,7 @@ from backend.deps import CurrentActor, Tx
 from backend.errors import DomainError
 from backend.sync import pull as pull_service
 from backend.sync import push as push_service
-from backend.sync import review
+from backend.sync import query_codes, review
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 
@@ -95,7 +95,9 @@ class SyncController(Controller):
         pool: Pool = state.pool
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
             answer = await pull_service.pull(conn, actor, envelope, push_service.now_utc())
-        return _answer(answer, fmt)
+        assert actor.device_id is not None  # pull() refuses a token without a device
+        key = query_codes.device_key(state.key.secret, actor.device_id)
+        return _answer(msgspec.structs.replace(answer, query_code_key=key), fmt)
 
     @get("/quarantine", guards=[REVIEWERS], summary="Quarantined sync work in your scope (reviewers)")
     async def quarantine(

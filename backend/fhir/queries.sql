@@ -1,0 +1,18 @@
+-- name: partner_by_client_id
+SELECT p.id, p.active, p.secret_hash, p.division_code, dv.level
+FROM partners p JOIN divisions dv ON dv.code = p.division_code
+WHERE p.client_id = $1;
+
+-- name: person_by_id_number
+SELECT id FROM persons WHERE id_number = $1;
+
+-- name: enrollments_of_person
+-- A person's enrolments in the partner's scope ($2..$3), newest year first; in a year the live one
+-- before cancelled ones. $4: one year only, or NULL for all.
+SELECT e.id, e.coverage_year, e.status, e.coverage_start, e.coverage_end, e.coverage_reason, e.coverage_note,
+       e.cancel_reason, e.village_code
+FROM enrollments e
+WHERE e.person_id = $1
+  AND e.village_code BETWEEN $2 AND $3
+  AND ($4::int IS NULL OR e.coverage_year = $4)
+ORDER BY e.coverage_year DESC, e.status = 'cancelled', e.registered_at DESC;

@@ -1,0 +1,135 @@
+"""`/fhir`: the partners' token, CoverageEligibilityRequest and Coverage/_search (FHIR R4, JSON).
+
+Errors answer as OperationOutcome (with the problem's stable code) instead of problem+json.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+from litestar import Controller, Request, Response, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+
+from backend.auth.middleware import require_kind
+from backend.clock import local_today
+from backend.deps import CurrentActor, Tx
+from backend.errors import (
+    DomainError,
+    InvalidInput,
+    domain_error_handler,
+    http_error_handler,
+    internal_error_handler,
+    validation_error_handler,
+)
+from backend.fhir import resources, service
+from backend.fhir.service import PartnerToken
+
+PARTNERS = require_kind("partner")
+MAX_BODY = 64 * 1024
+FORM = "application/x-www-form-urlencoded"
+
+
+class UnsupportedMediaType(DomainError):
+    """Send the body as the operation expects it"""
+
+    status, code = 415, "unsupported_media_type"
+
+
+def _as_outcome(handler: Callable[[Request[Any, Any, Any], Any], Response[dict[str, Any]]]) -> Any:
+    def handle(request: Request[Any, Any, Any], exc: Any) -> Response[dict[str, Any]]:
+        problem = handler(request, exc)
+        return Response(
+            resources.operation_outcome(problem.status_code or 500, problem.content),
+            status_code=problem.status_code,
+            media_type=resources.FHIR_JSON,
+            headers=dict(problem.headers.items()),
+        )
+
+    return handle
+
+
+FHIR_ERRORS: dict[type[Exception] | int, Any] = {
+    DomainError: _as_outcome(domain_error_handler),
+    ValidationException: _as_outcome(validation_error_handler),
+    HTTPException: _as_outcome(http_error_handler),
+    Exception: _as_outcome(internal_error_handler),
+}
+
+
+async def _form(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
+    if request.content_type[0] != FORM:
+        raise UnsupportedMediaType(f"the body must be {FORM}")
+    raw = await request.body()
+    try:
+        return parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidInput("body", "is not a valid form") from None
+
+
+def _no_query(request: Request[Any, Any, Any]) -> None:
+    # Access logs keep URLs: search parameters and identifiers belong in the body.
+    if request.scope.get("query_string"):
+        raise InvalidInput("query", "parameters go in the form body, never in the URL")
+
+
+class PartnerTokenController(Controller):
+    path = "/fhir/token"
+    tags = ["fhir"]
+
+    @post("/", exclude_from_auth=True, status_code=200, request_max_body_size=MAX_BODY,
+          summary="A partner's access token (OAuth 2.0 client credentials, form body or HTTP Basic)")  # fmt: skip
+    async def token(self, request: Request[Any, Any, Any], state: State) -> PartnerToken:
+        _no_query(request)
+        form = dict(await _form(request))
+        if form.get("grant_type") != "client_credentials":
+            raise InvalidInput("grant_type", "must be client_credentials")
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                client_id, _, client_secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                raise InvalidInput("authorization", "is not valid HTTP Basic") from None
+        if not client_id or not client_secret or len(client_id) > 100 or len(client_secret) > 200:
+            raise InvalidInput("client_secret" if client_id else "client_id", "is required")
+        client = request.client.host if request.client else "unknown"
+        return await service.partner_token(state.auth, client_id, client_secret, client)
+
+
+class FhirController(Controller):
+    path = "/fhir"
+    tags = ["fhir"]
+    guards = [PARTNERS]
+    exception_handlers = FHIR_ERRORS
+
+    @post("/CoverageEligibilityRequest", status_code=200, request_max_body_size=MAX_BODY,
+          summary="Is this person covered on this date? Answers a CoverageEligibilityResponse")  # fmt: skip
+    async def eligibility(
+        self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State
+    ) -> Response[dict[str, Any]]:
+        _no_query(request)
+        if request.content_type[0] not in ("application/fhir+json", "application/json"):
+            raise UnsupportedMediaType("the body must be application/fhir+json")
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            raise InvalidInput("body", "is not JSON") from None
+        answer = await service.eligibility(tx, actor, body, local_today(state.settings.timezone))
+        return Response(answer, media_type=resources.FHIR_JSON)
+
+    @post("/Coverage/_search", status_code=200, request_max_body_size=MAX_BODY,
+          summary="A person's Coverage resources; `identifier` ([system|]value) in the form body")  # fmt: skip
+    async def search_coverage(
+        self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State
+    ) -> Response[dict[str, Any]]:
+        _no_query(request)
+        form = await _form(request)
+        self_url = str(request.base_url).rstrip("/") + "/fhir/Coverage/_search"
+        bundle = await service.search_coverage(tx, actor, form, local_today(state.settings.timezone), self_url)
+        return Response(bundle, media_type=resources.FHIR_JSON)

@@ -1,0 +1,200 @@
+"""Partners' client-credential tokens, the eligibility check and the Coverage search.
+
+A partner asks about one person at a time, identified in the body (never the URL), and only
+about enrolments in its own district; every answer is audited as a read of personal data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, date, datetime
+from typing import Any
+
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor, Scope, scope_args
+from backend.auth.middleware import partner_credential_id
+from backend.auth.service import AuthContext, _reserve_attempts
+from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_access, epoch
+from backend.db import Connection, load_queries
+from backend.errors import DomainError, InvalidInput
+from backend.fhir import resources
+from backend.ids import uuid7
+from backend.rules.coverage_state import coverage_state
+from backend.rules.identity import IdentityNumberError, parse_resident_id
+
+Q = load_queries("backend.fhir")
+AUTH_Q = load_queries("backend.auth")
+
+_DUMMY_SECRET_HASH = hashlib.sha256(b"canbao-no-such-partner").digest()
+
+
+class InvalidClient(DomainError):
+    """Client id or secret is wrong"""
+
+    status, code = 401, "invalid_client"
+
+
+class PartnerToken(msgspec.Struct, frozen=True):
+    access_token: str
+    expires_in: int
+    scope: str = SCOPE_FHIR
+    token_type: str = "bearer"  # noqa: S105 (a token type, not a secret)
+
+
+async def partner_token(ctx: AuthContext, client_id: str, client_secret: str, client_addr: str) -> PartnerToken:
+    """OAuth 2.0 client credentials: a short-lived token for /fhir, bound to the current secret."""
+    keys = [ctx.key.keyed_hash("partner-client", client_id), ctx.key.keyed_hash("partner-addr", client_addr)]
+    async with ctx.pool.acquire() as conn:
+        await _reserve_attempts(conn, ctx, keys)  # autocommit: failures count although the request fails
+        row = await conn.fetchrow(Q["partner_by_client_id"], client_id)
+        stored = row["secret_hash"] if row is not None else _DUMMY_SECRET_HASH
+        ok = hmac.compare_digest(stored, hashlib.sha256(client_secret.encode()).digest())
+        if not (ok and row is not None and row["active"]):
+            await record(conn, None, "login_failed", "partner", row["id"] if row else None,
+                         division_code=row["division_code"] if row else None,
+                         summary={"reason": "disabled" if ok and row is not None else "credentials"})  # fmt: skip
+            raise InvalidClient()
+        async with conn.transaction():
+            await conn.execute(AUTH_Q["clear_failures"], keys[0])
+            await conn.execute(AUTH_Q["forgive_attempt"], keys[1])
+            actor = Actor(kind="partner", id=row["id"], role=None, scope=Scope(row["division_code"], row["level"]))
+            await record(conn, actor, "login", "partner", row["id"], division_code=row["division_code"])
+    now = epoch(datetime.now(UTC))
+    ttl = ctx.settings.partner_token_ttl_s
+    claims = AccessClaims(sub=row["id"], sid=partner_credential_id(row["secret_hash"]), act=ACT_PARTNER,
+                          scope=SCOPE_FHIR, jti=uuid7(), iat=now, exp=now + ttl)  # fmt: skip
+    return PartnerToken(access_token=encode_access(ctx.key, claims), expires_in=ttl)
+
+
+# Request parsing ---------------------------------------------------------------------------------
+
+
+def _resident_number(identifier: Any, field: str, today: date) -> str:
+    if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
+        raise InvalidInput(field, "must be an Identifier with a value")
+    system = identifier.get("system")
+    if system not in (None, resources.RESIDENT_ID_SYSTEM):
+        raise InvalidInput(f"{field}.system", f"only {resources.RESIDENT_ID_SYSTEM} is known here")
+    try:
+        return parse_resident_id(identifier["value"], today=today).number
+    except IdentityNumberError as exc:
+        raise InvalidInput(f"{field}.value", exc.message, reason=exc.code) from exc
+
+
+def _patient_number(body: dict[str, Any], today: date) -> str:
+    """The one person asked about: `patient.identifier`, or a contained Patient it references."""
+    patient = body.get("patient")
+    if not isinstance(patient, dict):
+        raise InvalidInput("patient", "is required: a Reference to the person, by identifier")
+    if "identifier" in patient:
+        return _resident_number(patient["identifier"], "patient.identifier", today)
+    reference = patient.get("reference")
+    if isinstance(reference, str) and reference.startswith("#"):
+        for i, contained in enumerate(body.get("contained") or []):
+            if isinstance(contained, dict) and contained.get("resourceType") == "Patient" \
+                    and contained.get("id") == reference[1:]:  # fmt: skip
+                ids = [x for x in contained.get("identifier") or [] if isinstance(x, dict)]
+                ours = [x for x in ids if x.get("system") in (None, resources.RESIDENT_ID_SYSTEM)]
+                if len(ours) != 1:
+                    raise InvalidInput(f"contained[{i}].identifier", "must hold exactly one resident ID number")
+                return _resident_number(ours[0], f"contained[{i}].identifier", today)
+    raise InvalidInput("patient", "must carry an identifier, or reference a contained Patient that has one")
+
+
+def _serviced_date(body: dict[str, Any], today: date) -> date:
+    raw = body.get("servicedDate")
+    field = "servicedDate"
+    if raw is None and isinstance(body.get("servicedPeriod"), dict):
+        raw, field = body["servicedPeriod"].get("start"), "servicedPeriod.start"
+    if raw is None:
+        return today
+    try:
+        return date.fromisoformat(str(raw)[:10])
+    except ValueError:
+        raise InvalidInput(field, "must be a date (YYYY-MM-DD)") from None
+
+
+def _request_reference(body: dict[str, Any]) -> dict[str, Any]:
+    identifiers = body.get("identifier")
+    if isinstance(identifiers, list) and identifiers and isinstance(identifiers[0], dict):
+        return {"identifier": identifiers[0]}
+    if isinstance(body.get("id"), str):
+        return {"reference": f"CoverageEligibilityRequest/{body['id']}"}
+    return {"display": "the CoverageEligibilityRequest this answers"}
+
+
+# Answers -----------------------------------------------------------------------------------------
+
+
+async def _enrollments(conn: Connection, actor: Actor, number: str, year: int | None) -> tuple[Any, list[Any]]:
+    person_id = await conn.fetchval(Q["person_by_id_number"], number)
+    if person_id is None:
+        return None, []
+    return person_id, list(await conn.fetch(Q["enrollments_of_person"], person_id, *scope_args(actor), year))
+
+
+async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) -> dict[str, Any]:
+    if not isinstance(body, dict) or body.get("resourceType") != "CoverageEligibilityRequest":
+        raise InvalidInput("resourceType", "must be CoverageEligibilityRequest")
+    purpose = body.get("purpose")
+    if purpose is not None and (not isinstance(purpose, list) or "validation" not in purpose):
+        raise InvalidInput("purpose", "only validation (is the person covered?) is answered here")
+    number = _patient_number(body, today)
+    serviced = _serviced_date(body, today)
+    person_id, rows = await _enrollments(conn, actor, number, serviced.year)
+    enrollment = dict(rows[0].items()) if rows else None
+    state = coverage_state(
+        year=serviced.year,
+        on=serviced,
+        status=enrollment["status"] if enrollment else None,
+        start=enrollment["coverage_start"] if enrollment else None,
+        end=enrollment["coverage_end"] if enrollment else None,
+        reason_code=enrollment["coverage_reason"] if enrollment else None,
+        cancel_reason=enrollment["cancel_reason"] if enrollment else None,
+    )
+    answer = resources.eligibility_response(
+        response_id=uuid7(),
+        created=datetime.now(UTC).replace(microsecond=0),
+        request=_request_reference(body),
+        patient={"identifier": resources.resident_identifier(number)},
+        serviced=serviced,
+        state=state,
+        enrollment=enrollment,
+    )
+    await record(
+        conn, actor, "read", "coverage_eligibility", person_id,
+        division_code=enrollment["village_code"] if enrollment else actor.scope.division_code,
+        summary={"serviced": serviced.isoformat(), "inforce": state.in_force, "state": state.code,
+                 "response_id": answer["id"]},
+    )  # fmt: skip
+    return answer
+
+
+SEARCH_PARAMETERS = frozenset({"identifier"})
+
+
+async def search_coverage(
+    conn: Connection, actor: Actor, form: list[tuple[str, str]], today: date, self_url: str
+) -> dict[str, Any]:
+    """Coverage/_search with exactly one `identifier` (`[system|]value`) in the form body."""
+    unknown = sorted({k for k, _ in form} - SEARCH_PARAMETERS)
+    if unknown:
+        raise InvalidInput(unknown[0], "is not a supported search parameter (only identifier)")
+    values = [v for k, v in form if k == "identifier"]
+    if len(values) != 1 or "," in values[0]:
+        raise InvalidInput("identifier", "exactly one identifier: one person at a time")
+    system, bar, value = values[0].rpartition("|")
+    identifier = {"system": system, "value": value} if bar and system else {"value": value}
+    number = _resident_number(identifier, "identifier", today)
+    person_id, rows = await _enrollments(conn, actor, number, None)
+    found = [resources.coverage(dict(r.items()), resources.resident_identifier(number)) for r in rows]
+    bundle = resources.searchset(uuid7(), datetime.now(UTC).replace(microsecond=0), self_url, found)
+    await record(
+        conn, actor, "read", "coverage", person_id,
+        division_code=rows[0]["village_code"] if rows else actor.scope.division_code,
+        summary={"search": "Coverage", "results": len(found), "bundle_id": bundle["id"]},
+    )  # fmt: skip
+    return bundle

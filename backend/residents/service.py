@@ -1,0 +1,250 @@
+"""Resident login with ID number, name and query code, and the household's coverage view.
+
+A login for an unknown person does the same work as one with a wrong name or code: the same
+queries, the same keyed hashes (against dummy values), the same audit row, the same answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import unicodedata
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor
+from backend.auth.service import AuthContext
+from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
+from backend.db import Connection, load_queries
+from backend.enrollment.enrollments import paid_for, query_code_hash
+from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
+from backend.ids import uuid7
+from backend.premiums.service import household_money
+from backend.rules.coverage_state import CoverageStateCode, coverage_state
+from backend.rules.identity import IdentityNumberError, mask, parse_resident_id
+from backend.sync import query_codes
+from mobile_sync_protocol import messages
+
+Q = load_queries("backend.residents")
+
+# The codes of a household's two latest coverage years open the door: next year's slip from the
+# enrolment window, or last year's before renewal. Always this many are checked, real or dummy.
+CODE_SLOTS = 2
+_NO_HOUSEHOLD = UUID(int=0)
+_NO_HASH = bytes(32)  # never an HMAC-SHA256 output in practice, so a dummy slot never matches
+_NO_NAME = "\x00"
+
+
+class ResidentLoginFailed(DomainError):
+    """ID number, name or query code is wrong"""
+
+    status, code = 401, "invalid_credentials"
+
+
+class ResidentToken(msgspec.Struct, frozen=True):
+    access_token: str
+    expires_in: int
+    token_type: str = "bearer"  # noqa: S105 (a token type, not a secret)
+
+
+def _normal_name(name: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", name).split())
+
+
+def _normal_code(code: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", code).split()).replace("-", "").upper()
+
+
+def _expected_hash(key: bytes, household_id: UUID, year: int, code: str, device_id: UUID | None) -> bytes:
+    """What the database holds for `code` if it is the household's code: derived by the server, or
+    made on a tablet and re-keyed (backend/sync/query_codes.py). Both are computed every time, so a
+    code's origin does not show in the time an answer takes."""
+    code = _normal_code(code)
+    server = query_code_hash(key, household_id, year, code)
+    tablet_key = query_codes.device_key(key, device_id or _NO_HOUSEHOLD)
+    tablet = query_codes.rekey(key, messages.query_code_hash(tablet_key, household_id, year, code))
+    return server if device_id is None else tablet
+
+
+async def _reserve(conn: Connection, key: bytes, limit: int, window_s: int, lockout_s: int) -> int | None:
+    """Counts an attempt for `key`; the seconds it stays locked, or None when it may go ahead."""
+    row = await conn.fetchrow(Q["bump_attempt"], key, float(window_s))
+    assert row is not None
+    if row["locked_for_s"] is not None:
+        locked: int = row["locked_for_s"]
+        return locked
+    if row["failures"] <= limit:
+        return None
+    await conn.execute(Q["lock_out"], key, float(lockout_s))
+    return await conn.fetchval(Q["locked_for"], key) or lockout_s
+
+
+async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_addr: str, today: date) -> ResidentToken:
+    settings = ctx.settings
+    try:
+        number = parse_resident_id(id_number, today=today).number
+    except IdentityNumberError as exc:
+        # The number's own form, not whether anyone holds it: nothing is learnt about persons.
+        raise InvalidInput("id_number", exc.message, reason=exc.code) from exc
+    id_key = ctx.key.keyed_hash("resident-id", number)
+    addr_key = ctx.key.keyed_hash("resident-addr", client_addr)
+    subject = id_key[:8].hex()  # a pseudonym for the audit: attempts on one number can be linked
+    async with ctx.pool.acquire() as conn:
+        # Autocommit: a failed attempt is counted and audited although the request fails.
+        locks = [
+            await _reserve(conn, id_key, settings.resident_max_failures_per_id, settings.resident_failure_window_s,
+                           settings.resident_lockout_s),
+            await _reserve(conn, addr_key, settings.resident_max_failures_per_address,
+                           settings.resident_failure_window_s, settings.resident_lockout_s),
+        ]  # fmt: skip
+        if any(lock is not None for lock in locks):
+            await record(conn, None, "resident_login_refused", "resident_login", None,
+                         summary={"reason": "too_many_attempts", "subject": subject})  # fmt: skip
+            raise TooManyAttempts(retry_after_s=max(lock or 0 for lock in locks))
+
+        rows = await conn.fetch(Q["login_candidate"], number)
+        person = rows[0] if rows else None
+        household_id = person["household_id"] if person else _NO_HOUSEHOLD
+        slots = [(r["coverage_year"], bytes(r["code_hash"]), r["device_id"]) for r in rows
+                 if r["coverage_year"] is not None][:CODE_SLOTS]  # fmt: skip
+        slots += [(today.year, _NO_HASH, None)] * (CODE_SLOTS - len(slots))
+        code_ok = False
+        for year, stored, device_id in slots:
+            code_ok |= hmac.compare_digest(_expected_hash(ctx.key.secret, household_id, year, code, device_id), stored)
+        name_ok = hmac.compare_digest(
+            _normal_name(name).encode(), _normal_name(person["name"] if person else _NO_NAME).encode()
+        )
+        if not (person is not None and name_ok and code_ok):
+            await record(conn, None, "resident_login_failed", "resident_login", None,
+                         summary={"reason": "credentials", "subject": subject})  # fmt: skip
+            raise ResidentLoginFailed()
+
+        async with conn.transaction():
+            await conn.execute(Q["clear_attempts"], id_key)
+            await conn.execute(Q["forgive_attempt"], addr_key)
+            session_id, token_id = uuid7(), uuid7()
+            now = datetime.now(UTC).replace(microsecond=0)
+            ttl = settings.resident_token_ttl_s
+            await conn.execute(
+                Q["insert_session"], session_id, person["person_id"], household_id, now, now + timedelta(seconds=ttl)
+            )
+            actor = Actor.resident(person["person_id"], household_id, session_id)
+            await record(conn, actor, "login", "resident_session", session_id, division_code=person["village_code"],
+                         summary={"household_id": str(household_id)})  # fmt: skip
+        iat = epoch(now)
+        claims = AccessClaims(sub=person["person_id"], sid=session_id, act=ACT_RESIDENT, scope=SCOPE_RESIDENT,
+                              jti=token_id, iat=iat, exp=iat + ttl)  # fmt: skip
+        return ResidentToken(access_token=encode_access(ctx.key, claims), expires_in=ttl)
+
+
+async def logout(conn: Connection, actor: Actor) -> None:
+    await conn.execute(Q["end_session"], actor.session_id, actor.id)
+    await record(conn, actor, "logout", "resident_session", actor.session_id)
+
+
+# Coverage ----------------------------------------------------------------------------------------
+
+
+class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
+    person_id: UUID
+    name: str
+    id_number_masked: str  # e.g. 110105********002X
+    relation: str
+    enrollment_status: Literal["registered", "paid", "subsidised", "confirmed", "cancelled"] | None
+    in_force_today: bool
+    coverage_state: CoverageStateCode
+    coverage_start: date | None
+    coverage_end: date | None
+    waiting_until: date | None  # cover starts on this date after a waiting period
+    coverage_reason_code: str | None  # in_window, waiting_period, newborn, exempt, no_cover_this_year
+    explanation: str  # the state today and how the dates were reached, in plain words
+    subsidy_categories: list[str]
+    premium_fen: int
+    subsidy_fen: int
+    due_fen: int
+    paid_fen: int
+    balance_fen: int  # > 0 still owed, < 0 to be refunded
+    last_receipt_no: str | None
+
+
+class HouseholdCoverage(msgspec.Struct, frozen=True, kw_only=True):
+    household_id: UUID
+    household_no: str
+    coverage_year: int
+    as_of: date
+    members: list[MemberCoverage]
+    due_fen: int
+    paid_fen: int  # payments − voids − refunds, as on the receipts
+    balance_fen: int  # > 0 still owed
+    refund_due_fen: int  # > 0 to be refunded
+    last_receipt_no: str | None
+
+
+async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> HouseholdCoverage:
+    from backend.eligibility import service as eligibility
+
+    if actor.kind != "resident" or actor.household_id is None:
+        raise NotFound()
+    household_id = actor.household_id
+    household = await conn.fetchrow(Q["household"], household_id)
+    if household is None:
+        raise NotFound()
+    rows = await conn.fetch(Q["members_coverage"], household_id, year)
+    dues = await eligibility.subsidies(conn, [r["person_id"] for r in rows], year, today)
+    paid = await paid_for(conn, household_id, year)
+    receipts = {r["person_id"]: r for r in await conn.fetch(Q["last_receipts"], household_id, year)}
+    members = []
+    for r in rows:
+        state = coverage_state(
+            year=year, on=today, status=r["status"], start=r["coverage_start"], end=r["coverage_end"],
+            reason_code=r["coverage_reason"], cancel_reason=r["cancel_reason"],
+        )  # fmt: skip
+        live = r["status"] not in (None, "cancelled")
+        premium = (r["premium_fen"] or 0) if live else 0
+        subsidy = min(r["subsidy_fen"] or 0, premium) if live else 0
+        paid_fen = paid.get(r["person_id"], 0)
+        due = dues.get(r["person_id"])
+        words = state.words if r["coverage_note"] is None or not live else f"{state.words} {r['coverage_note']}"
+        receipt = receipts.get(r["person_id"])
+        members.append(
+            MemberCoverage(
+                person_id=r["person_id"],
+                name=r["name"],
+                id_number_masked=mask(r["id_number"] or r["birth_cert_no"] or ""),
+                relation=r["relation"],
+                enrollment_status=r["status"],
+                in_force_today=state.in_force,
+                coverage_state=state.code,
+                coverage_start=r["coverage_start"],
+                coverage_end=r["coverage_end"],
+                waiting_until=state.starts_on if state.code == "waiting_period" else None,
+                coverage_reason_code=r["coverage_reason"],
+                explanation=words,
+                subsidy_categories=list(due.chosen_categories) if due is not None and subsidy else [],
+                premium_fen=premium,
+                subsidy_fen=subsidy,
+                due_fen=premium - subsidy,
+                paid_fen=paid_fen,
+                balance_fen=premium - subsidy - paid_fen,
+                last_receipt_no=receipt["receipt_no"] if receipt else None,
+            )
+        )
+    money = await household_money(conn, household_id, year)
+    latest = max(receipts.values(), key=lambda r: r["collected_at"], default=None)
+    await record(conn, actor, "read", "resident_coverage", household_id, division_code=household["village_code"],
+                 summary={"year": year, "members": len(members)})  # fmt: skip
+    return HouseholdCoverage(
+        household_id=household_id,
+        household_no=household["household_no"],
+        coverage_year=year,
+        as_of=today,
+        members=members,
+        due_fen=money.due_fen,
+        paid_fen=money.paid_fen,
+        balance_fen=max(money.balance_fen, 0),
+        refund_due_fen=max(-money.balance_fen, 0),
+        last_receipt_no=latest["receipt_no"] if latest else None,
+    )
