@@ -246,55 +246,61 @@ def _check_transition(row: asyncpg.Record, to: str) -> None:
         )
 
 
-async def _gap_years(conn: Connection, person: asyncpg.Record, year: int) -> int:
-    """Consecutive years just before `year` without cover; years before birth never count."""
-    last: int | None = await conn.fetchval(Q["last_covered_year"], person["id"], person["id_number"], year)
-    born: int = person["birth_date"].year
-    since = born if last is None else last + 1
-    return max(0, year - max(since, born))
-
-
 async def _fund(
     conn: Connection,
     actor: Actor | None,
-    enrollment_id: UUID,
+    enrollment_ids: list[UUID],
     to: Literal["paid", "subsidised"],
     business_date: date,
-    subsidy_fen: int | None,
-) -> Enrollment:
-    (row,) = await _locked(conn, actor, [enrollment_id])
-    _check_transition(row, to)
-    if subsidy_fen is None:
-        subsidy_fen = row["subsidy_fen"]
-    person = await conn.fetchrow(Q["person_for_coverage"], row["person_id"])
-    assert person is not None
-    policy = await policies.require_in_force(conn, row["coverage_year"], business_date)
-    premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
-    if not 0 <= subsidy_fen <= premium:
-        raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
-    year = row["coverage_year"]
-    gap = await _gap_years(conn, person, year)
-    back_paid: int = await conn.fetchval(Q["back_paid_years"], person["id"], year - gap, year - 1) if gap else 0
-    coverage = coverage_for(
-        coverage_year=year,
-        business_date=business_date,
-        window=policy.window,
-        policy=policy.rules.waiting,
-        birth_date=person["birth_date"],
-        gap_years=gap,
-        back_paid_years=back_paid,
-    )
-    updated = await conn.fetchrow(
-        Q["set_funded"], enrollment_id, to, business_date, subsidy_fen, coverage.start, coverage.end,
-        coverage.reason_code, coverage.reason, coverage.waiting_months,
+    subsidy_fen: dict[UUID, int] | None = None,
+) -> list[Enrollment]:
+    """Moves enrolments to paid or subsidised and fixes their cover from `business_date`, in a
+    few statements for the lot (a payment usually covers a whole household)."""
+    rows = await _locked(conn, actor, enrollment_ids)
+    for row in rows:
+        _check_transition(row, to)
+    persons = {r["id"]: r for r in await conn.fetch(Q["persons_for_coverage"], [r["person_id"] for r in rows])}
+    last_years = {
+        r["person_id"]: r["last_year"]
+        for r in await conn.fetch(
+            Q["last_covered_years"], [r["person_id"] for r in rows],
+            [persons[r["person_id"]]["id_number"] for r in rows], [r["coverage_year"] for r in rows],
+        )
+    }  # fmt: skip
+    in_force: dict[int, policies.PolicyVersion] = {}
+    computed = []
+    for row in rows:
+        year = row["coverage_year"]
+        if year not in in_force:
+            in_force[year] = await policies.require_in_force(conn, year, business_date)
+        policy = in_force[year]
+        premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
+        subsidy = row["subsidy_fen"] if subsidy_fen is None else subsidy_fen.get(row["id"], row["subsidy_fen"])
+        if not 0 <= subsidy <= premium:
+            raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
+        person = persons[row["person_id"]]
+        born: int = person["birth_date"].year
+        last: int | None = last_years[row["person_id"]]
+        # Consecutive years just before `year` without cover; years before birth never count.
+        gap = max(0, year - max(born if last is None else last + 1, born))
+        back_paid: int = await conn.fetchval(Q["back_paid_years"], person["id"], year - gap, year - 1) if gap else 0
+        coverage = coverage_for(
+            coverage_year=year, business_date=business_date, window=policy.window, policy=policy.rules.waiting,
+            birth_date=person["birth_date"], gap_years=gap, back_paid_years=back_paid,
+        )  # fmt: skip
+        computed.append((row, subsidy, coverage))
+    updated = await conn.fetch(
+        Q["set_funded_many"], [r["id"] for r, _, _ in computed], to, business_date, [s for _, s, _ in computed],
+        [c.start for _, _, c in computed], [c.end for _, _, c in computed], [c.reason_code for _, _, c in computed],
+        [c.reason for _, _, c in computed], [c.waiting_months for _, _, c in computed],
     )  # fmt: skip
-    assert updated is not None
-    await record(
-        conn, actor, to, "enrollment", enrollment_id, division_code=row["village_code"],
-        summary={"from": row["status"], "to": to, "business_date": business_date.isoformat(),
-                 "coverage_reason": coverage.reason_code},
-    )  # fmt: skip
-    return _enrollment(updated)
+    await record_many(conn, actor, to, "enrollment", [
+        (row["id"], row["village_code"], {"from": row["status"], "to": to, "business_date": business_date.isoformat(),
+                                          "coverage_reason": c.reason_code})
+        for row, _, c in computed
+    ])  # fmt: skip
+    by_id = {r["id"]: _enrollment(r) for r in updated}
+    return [by_id[i] for i in enrollment_ids]
 
 
 async def mark_paid(
@@ -302,7 +308,16 @@ async def mark_paid(
 ) -> Enrollment:
     """The premium was paid on `business_date` (local): cover follows from that date. The subsidy
     recorded at registration stands unless another is given."""
-    return await _fund(conn, actor, enrollment_id, "paid", business_date, subsidy_fen)
+    subsidies = None if subsidy_fen is None else {enrollment_id: subsidy_fen}
+    (paid,) = await _fund(conn, actor, [enrollment_id], "paid", business_date, subsidies)
+    return paid
+
+
+async def mark_paid_many(
+    conn: Connection, actor: Actor | None, enrollment_ids: list[UUID], business_date: date
+) -> list[Enrollment]:
+    """`mark_paid` for several enrolments at once (those one payment covers)."""
+    return await _fund(conn, actor, enrollment_ids, "paid", business_date) if enrollment_ids else []
 
 
 async def mark_subsidised(conn: Connection, actor: Actor | None, enrollment_id: UUID) -> Enrollment:
@@ -311,7 +326,10 @@ async def mark_subsidised(conn: Connection, actor: Actor | None, enrollment_id: 
     if row is None:
         raise NotFound()
     premium = row["premium_fen"] or 0
-    return await _fund(conn, actor, enrollment_id, "subsidised", row["registered_on"], premium)
+    (subsidised,) = await _fund(
+        conn, actor, [enrollment_id], "subsidised", row["registered_on"], {enrollment_id: premium}
+    )
+    return subsidised
 
 
 async def confirm(conn: Connection, actor: Actor, ids: list[UUID]) -> list[Enrollment]:

@@ -192,13 +192,6 @@ SELECT * FROM enrollments WHERE id = $1;
 -- name: enrollments_for_update
 SELECT * FROM enrollments WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
 
--- name: set_funded
-UPDATE enrollments SET status = $2, funding = $2, business_date = $3, subsidy_fen = $4, coverage_start = $5,
-    coverage_end = $6, coverage_reason = $7, coverage_note = $8, waiting_months = $9,
-    row_version = row_version + 1, updated_at = now()
-WHERE id = $1
-RETURNING *;
-
 -- name: set_confirmed
 UPDATE enrollments SET status = 'confirmed', confirmed_at = now(), confirmed_by = $2,
     row_version = row_version + 1, updated_at = now()
@@ -211,16 +204,6 @@ UPDATE enrollments SET status = 'cancelled', cancelled_at = now(), cancelled_by 
 WHERE id = $1
 RETURNING *;
 
--- name: last_covered_year
--- The latest year before $3 in which the person had cover, here or in the imported history.
-SELECT max(y) FROM (
-    SELECT coverage_year AS y FROM enrollments
-    WHERE person_id = $1 AND coverage_year < $3 AND status IN ('paid', 'subsidised', 'confirmed')
-    UNION ALL
-    SELECT coverage_year FROM enrollment_history
-    WHERE id_number = $2 AND coverage_year < $3 AND status <> 'cancelled'
-) AS covered;
-
 -- name: enrollment_queue
 SELECT * FROM enrollments
 WHERE village_code BETWEEN $1 AND $2
@@ -231,9 +214,6 @@ WHERE village_code BETWEEN $1 AND $2
   AND ($7::uuid IS NULL OR id > $7)
 ORDER BY id
 LIMIT $8;
-
--- name: person_for_coverage
-SELECT id, id_number, birth_date FROM persons WHERE id = $1;
 
 -- name: quote_members
 SELECT p.id AS person_id, p.name, m.relation, e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen
@@ -336,3 +316,28 @@ WITH new_persons AS (
 INSERT INTO memberships (id, person_id, household_id, relation)
 SELECT m.id, m.person_id, (SELECT id FROM new_household), m.relation
 FROM unnest($16::uuid[], $17::uuid[], $18::text[]) AS m(id, person_id, relation);
+
+-- name: persons_for_coverage
+SELECT id, id_number, birth_date FROM persons WHERE id = ANY($1::uuid[]);
+
+-- name: last_covered_years
+-- Per (person, year): the latest earlier year with cover, here or in the imported history.
+SELECT t.person_id, (
+    SELECT max(c.y) FROM (
+        SELECT coverage_year AS y FROM enrollments
+        WHERE person_id = t.person_id AND coverage_year < t.year AND status IN ('paid', 'subsidised', 'confirmed')
+        UNION ALL
+        SELECT coverage_year FROM enrollment_history
+        WHERE id_number = t.id_number AND coverage_year < t.year AND status <> 'cancelled'
+    ) AS c
+) AS last_year
+FROM unnest($1::uuid[], $2::text[], $3::int[]) AS t(person_id, id_number, year);
+
+-- name: set_funded_many
+UPDATE enrollments AS e SET status = $2, funding = $2, business_date = $3, subsidy_fen = u.subsidy_fen,
+    coverage_start = u.starts, coverage_end = u.ends, coverage_reason = u.reason_code, coverage_note = u.reason,
+    waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
+FROM unnest($1::uuid[], $4::int[], $5::date[], $6::date[], $7::text[], $8::text[], $9::int[])
+     AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting)
+WHERE e.id = u.id
+RETURNING e.*;

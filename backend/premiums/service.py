@@ -402,10 +402,7 @@ async def record_payment(
     await conn.execute(
         Q["insert_allocations"], payment.id, [a.person_id for a in allocations], [a.amount_fen for a in allocations]
     )
-    paid_now = []
-    for enrollment_id in fully_covered:
-        paid = await enrolment_service.mark_paid(conn, actor, enrollment_id, business_date)
-        paid_now.append(paid.id)
+    paid_now = [e.id for e in await enrolment_service.mark_paid_many(conn, actor, fully_covered, business_date)]
     await record(
         conn, actor, "record", "payment", payment.id, division_code=payment.village_code,
         summary={"amount_fen": payment.amount_fen, "method": payment.method, "kind": payment.kind,
