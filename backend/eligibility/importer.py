@@ -85,6 +85,9 @@ _DATE_COMPACT = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 _CODE = re.compile(r"[0-9]{12}")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _MAX_EXACT_DIGITS = 15  # a spreadsheet number keeps 15 significant digits exactly
+_NORMAL_ID = re.compile(r"[0-9]{17}[0-9X]")  # what backend.rules.identity.normalise leaves unchanged
+_CHECK_CHARACTERS = "10X98765432"  # GB 11643, indexed by the weighted digit sum mod 11
+_MAX_CACHED_DIVISIONS = 10_000
 
 
 class RowError(msgspec.Struct, frozen=True):
@@ -186,6 +189,7 @@ class ListReader:
         columns: dict[Column, int] | None = None
         names: dict[Column, str] = {}
         index = 0
+        common: Callable[[int, Sequence[Cell]], Entry | None] = _never
         for index, cells in enumerate(table, start=1):
             if columns is None:
                 found = _header(cells)
@@ -201,6 +205,11 @@ class ListReader:
                 names = {c: _text(cells[p]) for c, p in columns.items()}
                 self.header_found = True
                 self.column_names = dict(names)
+                common = self._common_row(columns)
+                continue
+            if (entry := common(index, cells)) is not None:
+                self.rows_read += 1
+                yield entry
                 continue
             if all(_text(c) == "" for c in cells):
                 continue
@@ -217,6 +226,75 @@ class ListReader:
         elif self.rows_read == 0:
             self._error(index, "header", "no rows follow the header")
             self.bad_rows += 1
+
+    def _common_row(self, columns: Mapping[Column, int]) -> Callable[[int, Sequence[Cell]], Entry | None]:
+        """The entry of a row in the form nearly every row of a list has, checked at a fraction of
+        `_row`'s cost; None for any other row, which `_row` then checks and explains in full.
+
+        The common form: text cells; the ID number already normalised (18 ASCII characters), with a
+        right check character and a birth date that is real and not in the future; a name of 1 to
+        100 characters; dates and divisions that `_row` would accept. Whatever this accepts, `_row`
+        accepts as the same entry (tests/test_eligibility_importer.py holds it to that).
+        """
+        id_at, name_at = columns["id_number"], columns["name"]
+        from_at, to_at, division_at = columns.get("valid_from"), columns.get("valid_to"), columns.get("division")
+        width = max(columns.values()) + 1
+        today = self._today
+        normal_form = _NORMAL_ID.fullmatch
+        resolve = self._division
+        divisions: dict[str, str | None] = {}  # a division cell's text → its code, once resolved
+
+        def common(row: int, cells: Sequence[Cell]) -> Entry | None:
+            if len(cells) < width:
+                return None
+            number = cells[id_at]
+            if type(number) is not str or normal_form(number) is None or not _check_character_matches(number):
+                return None
+            born = _encoded_birth_date(number[6:14])
+            if born is None or born > today:
+                return None
+            name = cells[name_at]
+            if type(name) is not str:
+                return None
+            name = name.strip()
+            if not name or len(name) > 100:
+                return None
+            valid_from = valid_to = None
+            if from_at is not None:
+                raw = cells[from_at]
+                if type(raw) is not str:
+                    return None
+                parsed = _date_text(raw.strip())
+                if isinstance(parsed, _Problem):
+                    return None
+                valid_from = parsed
+            if to_at is not None:
+                raw = cells[to_at]
+                if type(raw) is not str:
+                    return None
+                parsed = _date_text(raw.strip())
+                if isinstance(parsed, _Problem):
+                    return None
+                valid_to = parsed
+            if valid_from is not None and valid_to is not None and valid_to < valid_from:
+                return None
+            division = None
+            if division_at is not None:
+                raw = cells[division_at]
+                if type(raw) is not str:
+                    return None
+                if raw in divisions:
+                    division = divisions[raw]
+                else:
+                    resolved = resolve(raw)
+                    if isinstance(resolved, _Problem):
+                        return None
+                    if len(divisions) < _MAX_CACHED_DIVISIONS:
+                        divisions[raw] = resolved
+                    division = resolved
+            return (row, number, name, valid_from, valid_to, division)
+
+        return common
 
     def _row(
         self, row: int, cells: Sequence[Cell], columns: Mapping[Column, int], names: Mapping[Column, str]
@@ -376,6 +454,27 @@ def _date(cell: Cell) -> date | _Problem | None:
             return _EXCEL_EPOCH + timedelta(days=number)
         return _Problem("is not a date")
     return _date_text(_text(cell))
+
+
+def _never(row: int, cells: Sequence[Cell]) -> Entry | None:
+    return None
+
+
+def _check_character_matches(number: str) -> bool:
+    """The check character of an 18-character number in normal form, computed in one C call.
+
+    GB 11643's weight of the i-th of 17 digits (from 0) is 2^(17-i) mod 11. In base 13, the same
+    digits are worth 13^(16-i), and 13 ≡ 2 (mod 11), so Σ digit × weight ≡ 2 × int(digits, 13).
+    """
+    return _CHECK_CHARACTERS[2 * int(number[:17], 13) % 11] == number[17]
+
+
+@functools.lru_cache(maxsize=1 << 16)  # people are born on some 40,000 days of a century
+def _encoded_birth_date(yyyymmdd: str) -> date | None:
+    try:
+        return date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:]))
+    except ValueError:
+        return None
 
 
 @functools.lru_cache(maxsize=4096)  # a list repeats a handful of dates a million times

@@ -35,6 +35,30 @@ INSERT INTO list_versions (id, list_type, kind, division_code, scope_prefix, ver
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
 RETURNING *;
 
+-- name: diff_counts
+-- Persons added, removed and changed from version $2 (none: every person is added) to version $1.
+SELECT count(*) FILTER (WHERE o.id_number IS NULL) AS added,
+       count(*) FILTER (WHERE n.id_number IS NULL) AS removed,
+       count(*) FILTER (WHERE n.id_number IS NOT NULL AND o.id_number IS NOT NULL
+           AND (n.name, n.valid_from, n.valid_to, n.division_code)
+               IS DISTINCT FROM (o.name, o.valid_from, o.valid_to, o.division_code)) AS changed
+FROM (SELECT * FROM list_entries WHERE version_id = $1) AS n
+FULL JOIN (SELECT * FROM list_entries WHERE version_id = $2) AS o ON o.id_number = n.id_number;
+
+-- name: entries_unplaced_exist
+-- Whether a township's upload ($1) has a row with no division whose person lives in no household
+-- of that township (staging.sql's staging_unplaced finds them for the report).
+SELECT EXISTS (
+    SELECT 1 FROM list_entries e
+    WHERE e.version_id = $1 AND e.division_code IS NULL
+      AND NOT EXISTS (
+        SELECT 1 FROM persons p
+        JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+        JOIN households h ON h.id = m.household_id
+        WHERE p.id_number = e.id_number AND h.village_code BETWEEN $2 AND $3
+      )
+);
+
 -- name: open_exclusion_reviews
 -- Live enrolments, for the version's year or later, of persons on a new exclusion list version.
 INSERT INTO exclusion_reviews (id, enrollment_id, village_code, coverage_year, list_type, list_version_id, row_no)

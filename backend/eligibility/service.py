@@ -1,15 +1,17 @@
 """Civil-affairs lists as immutable versions, explained eligibility answers, claims, exclusion reviews.
 
-An upload streams through COPY into a staging table, is checked there as a whole (duplicates,
-divisions, scope) and only then becomes a version with its entries; a bad file leaves at most a
-`rejected` version row with its error report, never an entry.
+A file without problems streams through COPY straight into `list_entries`, inside a savepoint that
+any problem rolls back (a bad row, the same person twice, a division outside the scope); such a
+file is then read again into a staging table and checked there as a whole, for the full report.
+Either way a bad file leaves at most a `rejected` version row with its error report, never an entry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from datetime import date, datetime
 from typing import IO, Annotated, Literal
 from uuid import UUID
@@ -20,7 +22,7 @@ import msgspec
 from backend.audit.service import record
 from backend.auth.actor import Actor, Role, Scope, scope_args
 from backend.db import Connection, load_queries
-from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, ListKind, ListReader, RowError
+from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
 from backend.enrollment import policy as policies
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
 from backend.ids import uuid7
@@ -33,6 +35,7 @@ Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 ListType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
 COPY_CHUNK = 10_000
 STAGING_COLUMNS = ("row_no", "id_number", "name", "valid_from", "valid_to", "division_code")
+ENTRY_COLUMNS = ("version_id", *STAGING_COLUMNS)
 
 
 class ListRejected(DomainError):
@@ -140,47 +143,129 @@ async def upload_scope(conn: Connection, actor: Actor | None, division_code: str
     return Scope(districts[0]["code"], "district")
 
 
-async def _division_names(conn: Connection, scope: Scope) -> dict[str, str | None]:
+class _Divisions(msgspec.Struct, frozen=True):
+    """The divisions of an upload's scope: codes, and names to codes (None where a name is ambiguous)."""
+
+    codes: frozenset[str]
+    names: dict[str, str | None]
+
+
+async def _divisions(conn: Connection, scope: Scope) -> _Divisions:
     names: dict[str, str | None] = {}
+    codes: set[str] = set()
     for r in await conn.fetch(Q["division_names_in_scope"], scope.low, scope.high):
         names[r["name"]] = None if r["name"] in names else r["code"]
-    return names
+        codes.add(r["code"])
+    return _Divisions(frozenset(codes), names)
 
 
-async def _records(reader: ListReader) -> AsyncIterator[tuple[object, ...]]:
-    # Parsing runs in a thread, chunk by chunk, so a big file does not stall the event loop and
-    # PostgreSQL consumes one chunk while the next is parsed.
-    rows = reader.entries()
-    while chunk := await asyncio.to_thread(lambda: list(itertools.islice(rows, COPY_CHUNK))):
-        for entry in chunk:
-            yield entry
+async def _chunks(reader: ListReader) -> AsyncGenerator[list[Entry], None]:
+    """The reader's entries, COPY_CHUNK at a time, each parsed in a thread while the one before is
+    sent: Python parses while PostgreSQL inserts, and the event loop is never stalled by a big file.
 
-
-async def import_list(
-    conn: Connection,
-    actor: Actor | None,
-    source: IO[bytes],
-    *,
-    list_type: str,
-    effective_from: date,
-    file_name: str,
-    today: date,
-    partial: bool = False,
-    division_code: str | None = None,
-    on_read: Callable[[int], None] | None = None,
-) -> ListVersion:
-    """Loads one file as a new version of `list_type` for the uploader's scope, all or nothing.
-
-    The caller owns the transaction. A file with bad rows gives a `rejected` version (errors kept,
-    no entries) unless `partial`, in which case the good rows load and the bad ones are reported.
+    Use it with `contextlib.aclosing`: closing waits for the parse under way, so that nothing reads
+    the source after its user stopped (a fallback reads the file again from the start).
     """
-    kind = await list_kind(conn, list_type)
-    scope = await upload_scope(conn, actor, division_code)
-    await conn.execute(Q["lock_list"], list_type, scope.division_code)
-    reader = ListReader(source, today=today, division_names=await _division_names(conn, scope), on_read=on_read)
+    rows = reader.entries()
+
+    def parse() -> list[Entry]:
+        return list(itertools.islice(rows, COPY_CHUNK))
+
+    pending = asyncio.ensure_future(asyncio.to_thread(parse))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(parse))
+            yield chunk
+    finally:
+        # A thread cannot be stopped: wait for the parse under way (and take its outcome).
+        with contextlib.suppress(Exception):
+            await asyncio.shield(pending)
+
+
+async def _records(reader: ListReader) -> AsyncGenerator[Entry, None]:
+    async with contextlib.aclosing(_chunks(reader)) as chunks:
+        async for chunk in chunks:
+            for entry in chunk:
+                yield entry
+
+
+class _Unclean(Exception):
+    """The file has a problem that only the staging table's checks report in full."""
+
+
+async def _load_clean(
+    conn: Connection, reader: ListReader, version_id: UUID, scope: Scope, divisions: _Divisions
+) -> int | None:
+    """The rows of a file without problems, copied straight into `list_entries` as `version_id`;
+    None, with nothing left behind, as soon as the file turns out to have one.
+
+    The problems are those the staging path reports: a bad row or header (the reader), the same
+    person twice (the primary key), a division unknown or outside the scope (the codes in scope),
+    and for a township, a row with no division whose person lives in none of its households.
+    """
+    loaded = 0
+    clean = True
+    version = str(version_id)  # asyncpg encodes a uuid from its text faster than from a UUID
+
+    async def records() -> AsyncGenerator[tuple[object, ...], None]:
+        nonlocal loaded, clean
+        async with contextlib.aclosing(_chunks(reader)) as chunks:
+            async for chunk in chunks:
+                # Stopping ends the COPY normally; the savepoint below then drops what it wrote.
+                if reader.bad_rows:
+                    clean = False
+                    return
+                for entry in chunk:
+                    if entry[5] is not None and entry[5] not in divisions.codes:
+                        clean = False
+                        return
+                    yield (version, *entry)
+                loaded += len(chunk)
+
+    rows = records()
+    try:
+        async with conn.transaction():  # a savepoint in the caller's transaction
+            try:
+                await conn.copy_records_to_table("list_entries", records=rows, columns=ENTRY_COLUMNS)
+            finally:
+                await rows.aclose()  # no parse left running, whatever ended the COPY
+            if not clean or reader.bad_rows or not reader.header_found or loaded == 0:
+                raise _Unclean
+            if scope.level == "township" and await conn.fetchval(
+                Q["entries_unplaced_exist"], version_id, scope.low, scope.high
+            ):
+                raise _Unclean
+    except _Unclean:
+        return None
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "list_entries_pkey":
+            raise
+        return None  # the same person twice
+    return loaded
+
+
+class _Checked(msgspec.Struct, frozen=True, kw_only=True):
+    """What the staging path made of a file: the version's counts and errors, entries copied unless rejected."""
+
+    rows_loaded: int
+    rows_rejected: int
+    errors: list[RowError]
+    rejected: bool
+    diff: asyncpg.Record | None
+
+
+async def _load_checked(
+    conn: Connection, reader: ListReader, version_id: UUID, scope: Scope, previous_id: UUID | None, partial: bool
+) -> _Checked:
+    """Every row through a staging table, checked there as a whole; the good ones copied into
+    `list_entries` unless the file is rejected."""
     await conn.execute(STAGING_Q["drop_staging"])
     await conn.execute(STAGING_Q["create_staging"])
-    await conn.copy_records_to_table("list_staging", records=_records(reader), columns=STAGING_COLUMNS)
+    rows = _records(reader)
+    try:
+        await conn.copy_records_to_table("list_staging", records=rows, columns=STAGING_COLUMNS)
+    finally:
+        await rows.aclose()
 
     errors = list(reader.errors)
     bad: set[int] = set()
@@ -204,34 +289,82 @@ async def import_list(
         await conn.execute(STAGING_Q["delete_staging_rows"], sorted(bad))
     rows_loaded = 0 if header_failed else int(await conn.fetchval(STAGING_Q["count_staging"]))
     rejected = header_failed or rows_loaded == 0 or (rows_rejected > 0 and not partial)
+    diff = None
+    if not rejected:
+        diff = await conn.fetchrow(STAGING_Q["staging_diff_counts"], previous_id)
+        await conn.execute(STAGING_Q["insert_entries"], version_id)
+    await conn.execute(STAGING_Q["drop_staging"])
+    return _Checked(
+        rows_loaded=0 if rejected else rows_loaded, rows_rejected=rows_rejected, errors=errors, rejected=rejected,
+        diff=diff,
+    )  # fmt: skip
 
+
+async def import_list(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    *,
+    list_type: str,
+    effective_from: date,
+    file_name: str,
+    today: date,
+    partial: bool = False,
+    division_code: str | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> ListVersion:
+    """Loads one file as a new version of `list_type` for the uploader's scope, all or nothing.
+
+    The caller owns the transaction. A file with bad rows gives a `rejected` version (errors kept,
+    no entries) unless `partial`, in which case the good rows load and the bad ones are reported.
+    """
+    kind = await list_kind(conn, list_type)
+    scope = await upload_scope(conn, actor, division_code)
+    await conn.execute(Q["lock_list"], list_type, scope.division_code)
+    divisions = await _divisions(conn, scope)
     version_id = uuid7()
     number = await conn.fetchval(Q["next_version"], list_type, scope.division_code)
-    previous = None if rejected else await conn.fetchrow(Q["previous_version"], list_type, scope.division_code)
-    diff = None if rejected else await conn.fetchrow(STAGING_Q["staging_diff_counts"], previous and previous["id"])
+    previous = await conn.fetchrow(Q["previous_version"], list_type, scope.division_code)
+    previous_id: UUID | None = previous["id"] if previous else None
+
+    def read() -> ListReader:
+        return ListReader(source, today=today, division_names=divisions.names, on_read=on_read)
+
+    # A file that is not seekable cannot be read twice: it goes through the staging table at once.
+    start = source.tell() if source.seekable() else None
+    reader = read()
+    loaded = None if start is None else await _load_clean(conn, reader, version_id, scope, divisions)
+    if loaded is not None:
+        checked = _Checked(
+            rows_loaded=loaded, rows_rejected=0, errors=[], rejected=False,
+            diff=await conn.fetchrow(Q["diff_counts"], version_id, previous_id),
+        )  # fmt: skip
+    else:
+        if start is not None:
+            source.seek(start)
+            reader = read()
+        checked = await _load_checked(conn, reader, version_id, scope, previous_id, partial)
+    rejected, diff = checked.rejected, checked.diff
     row = await conn.fetchrow(
         Q["insert_version"], version_id, list_type, kind, scope.division_code, scope.prefix, number,
-        effective_from, "rejected" if rejected else "loaded", partial, reader.rows_read,
-        0 if rejected else rows_loaded, rows_rejected,
-        [msgspec.to_builtins(e) for e in errors[:MAX_KEPT_ERRORS]],
-        previous and previous["id"], diff and diff["added"], diff and diff["removed"], diff and diff["changed"],
+        effective_from, "rejected" if rejected else "loaded", partial, reader.rows_read, checked.rows_loaded,
+        checked.rows_rejected, [msgspec.to_builtins(e) for e in checked.errors[:MAX_KEPT_ERRORS]],
+        None if rejected else previous_id, diff and diff["added"], diff and diff["removed"], diff and diff["changed"],
         file_name[:200], reader.sha256, actor.id if actor else None,
     )  # fmt: skip
     assert row is not None
     reviews = 0
-    if not rejected:
-        await conn.execute(STAGING_Q["insert_entries"], version_id)
-        if kind == "exclusion":
-            reviews = len(await conn.fetch(Q["open_exclusion_reviews"], version_id, list_type, effective_from.year))
-    await conn.execute(STAGING_Q["drop_staging"])
-    loaded = _version(row)
+    if not rejected and kind == "exclusion":
+        reviews = len(await conn.fetch(Q["open_exclusion_reviews"], version_id, list_type, effective_from.year))
+    loaded_version = _version(row)
     await record(
         conn, actor, "import", "list_version", version_id, division_code=scope.division_code,
-        summary={"list_type": list_type, "version": number, "status": loaded.status, "rows_read": loaded.rows_read,
-                 "rows_loaded": loaded.rows_loaded, "rows_rejected": rows_rejected, "exclusion_reviews": reviews,
-                 "file_sha256": loaded.file_sha256},
+        summary={"list_type": list_type, "version": number, "status": loaded_version.status,
+                 "rows_read": loaded_version.rows_read, "rows_loaded": loaded_version.rows_loaded,
+                 "rows_rejected": checked.rows_rejected, "exclusion_reviews": reviews,
+                 "file_sha256": loaded_version.file_sha256},
     )  # fmt: skip
-    return loaded
+    return loaded_version
 
 
 # Reading lists -----------------------------------------------------------------------------------
