@@ -52,6 +52,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Argon2id cost. The defaults are RFC 9106's second recommendation; tests may lower them.
     argon2_time_cost: PositiveInt = 3
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 65_536
+    # Test-only: a push re-applies mutations it already holds instead of answering `duplicate`.
+    # The fault suite turns it on to prove it catches a server that breaks exactly-once; it cannot
+    # be set from the environment.
+    test_break_push_dedup: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         }
         # Variables used by the test suite or by other tools are not settings of the server.
         raw.pop("test_database_url", None)
+        if "test_break_push_dedup" in raw:
+            raise SettingsError(PREFIX + "TEST_BREAK_PUSH_DEDUP", "is for tests only")
         if env.get("DATABASE_URL"):
             raw["database_url"] = env["DATABASE_URL"]
         try:

@@ -84,7 +84,8 @@ class SyncController(Controller):
     async def push(self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
         envelope, fmt = await read_envelope(request, m.PushRequest)
         ctx = push_service.Context(
-            timezone=state.settings.timezone, code_key=state.key.secret, now=push_service.now_utc()
+            timezone=state.settings.timezone, code_key=state.key.secret, now=push_service.now_utc(),
+            dedup=not state.settings.test_break_push_dedup,
         )
         return _answer(await push_service.push(tx, actor, envelope, fmt, ctx), fmt)
 
