@@ -228,6 +228,11 @@ class Answer(msgspec.Struct, kw_only=True, omit_defaults=True):
     first: Answer | None = None
     household_version: int | None = None  # the household's row_version after the mutation
     conflict_fields: list[str] = []
+    # The conflict records this mutation left (PROTOCOL.md §6): a value it replaced that another
+    # had written since its base (applied_with_conflict), or the edit held for a reviewer
+    # (quarantined, code stale_identity, stale_membership, update_after_remove, member_moved or
+    # duplicate_household). Conflicts travel back in pulls as `conflict` rows.
+    conflict_ids: list[UUID] = []
     quarantine_id: UUID | None = None
     due_fen: int | None = None  # payments: the household's amount due for the year, as the server sees it
     paid_fen: int | None = None
@@ -355,6 +360,29 @@ class PolicyRow(msgspec.Struct, kw_only=True, tag="policy_version"):
     rules: dict[str, Any]
 
 
+class ConflictRow(msgspec.Struct, kw_only=True, tag="conflict"):
+    """What a push could not merge on its own, and how a reviewer settled it."""
+
+    id: UUID
+    household_id: UUID
+    person_id: UUID | None
+    kind: str  # field_overwritten, stale_identity, stale_membership, update_after_remove, member_moved,
+    #            duplicate_household
+    outcome: str  # applied: the tablet's value stands, the replaced one is kept here; held: waits for a reviewer
+    fields: list[str]
+    base_values: dict[str, Any]
+    server_values: dict[str, Any]
+    tablet_values: dict[str, Any]
+    other_household_id: UUID | None
+    device_id: UUID | None
+    seq: int | None
+    at: datetime
+    status: str  # open, resolved
+    resolution: str | None  # kept, restored, applied, discarded
+    resolution_note: str | None
+    resolved_at: datetime | None
+
+
 Row = (
     HouseholdRow
     | PersonRow
@@ -364,6 +392,7 @@ Row = (
     | PaymentEventRow
     | ReceiptBlockRow
     | PolicyRow
+    | ConflictRow
 )
 ENTITIES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Row.__args__)
 
