@@ -27,6 +27,7 @@ from backend.logs import configure_logging
 def route_handlers() -> list[object]:
     from backend.admin.routes import DeviceController, PartnerController, UserController
     from backend.audit.routes import AuditController
+    from backend.conflicts.routes import ConflictController
     from backend.divisions.routes import DivisionController
     from backend.eligibility.routes import (
         ClaimController,
@@ -83,6 +84,7 @@ def route_handlers() -> list[object]:
         ExclusionReviewController,
         EligibilityReportController,
         SyncController,
+        ConflictController,
         ResidentController,
         PartnerTokenController,
         FhirController,

@@ -116,13 +116,20 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
                     "payment_id": str(uuid.uuid4()), "household_id": str(uuid.uuid4()), "coverage_year": 2026,
                     "person_ids": [person_id], "amount_fen": 40000, "method": "cash", "receipt_no": "A00000002",
                     "collected_at": "2025-10-08T09:00:00+08:00"}  # fmt: skip
+    # The same household registered again offline: held as a conflict for township A's reviewers.
+    again = {"type": "household.create", "seq": 2, "mutation_id": str(uuid.uuid4()), "household_id": str(uuid.uuid4()),
+             "village_code": VILLAGE_A, "household_no": "0003",
+             "members": [{"person_id": str(uuid.uuid4()), "name": "张三", "relation": "head",
+                          "id_number": ID_NUMBERS[1]}]}  # fmt: skip
     pushed = await client.post(
         "/api/v1/sync/push",
-        json={"protocol_version": 1, "device_id": device.json()["device"]["id"], "mutations": [lost_payment]},
+        json={"protocol_version": 1, "device_id": device.json()["device"]["id"], "mutations": [lost_payment, again]},
         headers={"Authorization": f"Bearer {tablet.json()['access_token']}"},
     )
     assert pushed.json()["answers"][0]["status"] == "quarantined", pushed.text
+    assert pushed.json()["answers"][1]["code"] == "duplicate_household", pushed.text
     return {
+        "conflict_id": pushed.json()["answers"][1]["conflict_ids"][0],
         "quarantine_id": pushed.json()["answers"][0]["quarantine_id"],
         "code": VILLAGE_A,
         "user_id": str(staff_a_id),

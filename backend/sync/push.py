@@ -20,6 +20,7 @@ import msgspec
 from backend.audit import service as audit
 from backend.auth.actor import Actor
 from backend.clock import local_date
+from backend.conflicts import service as conflicts
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments as enrolment_service
 from backend.enrollment import households as household_service
@@ -72,6 +73,7 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     code_key: bytes
     now: datetime
     device_status: str = "active"
+    resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.conflicts.review)
     dedup: bool = True  # False only in the test that proves the fault suite catches its absence
 
     @property
@@ -287,6 +289,12 @@ async def _failed(
                             detail=f"the database refused the change ({where})")  # fmt: skip
     if isinstance(exc, Quarantine):
         return await _quarantine(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
+    if isinstance(exc, household_service.PersonAlreadyRegistered) and kind == "household.create":
+        # Held here, after the savepoint undid the attempt, not in the handler: the clash may have
+        # come from the database (a unique index), which leaves the transaction unusable until then.
+        mu = codec.decode(bytes(raw), m.HouseholdCreate, fmt)
+        answer = await _hold_duplicate(conn, actor, mu, exc)
+        return msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
     if isinstance(exc, DomainError):
         return m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=exc.code,
                         detail=exc.detail or exc.title())  # fmt: skip
@@ -321,33 +329,59 @@ async def _quarantine(
 
 
 # Households and members -------------------------------------------------------------------------
+# Conflict rules (PROTOCOL.md §3, Conflicts). A tablet's base version is the household's row_version it last
+# saw; `record_changes` says what changed after it. Descriptive fields merge field by field and
+# resolve in arrival order, keeping the replaced value in a conflict; identity and membership never
+# change from a stale base: the edit is held as an open conflict for a reviewer.
 
 
-async def _household(conn: Connection, actor: Actor, household_id: UUID) -> asyncpg.Record:
-    row = await conn.fetchrow(Q["household_state"], household_id)
+class HouseholdHeld(Conflict):
+    """The household is held as a possible duplicate; a reviewer settles it first"""
+
+    code = "household_held"
+
+
+async def _household(conn: Connection, actor: Actor, household_id: UUID, base_version: int) -> asyncpg.Record:
+    """The household, locked (edits of one household apply in arrival order), in scope, and the
+    tablet's base version checked against it."""
+    row = await conflicts.household_locked(conn, household_id)
     if row is None or not actor.in_scope(row["village_code"]):
+        if row is None and await conflicts.held_household(conn, household_id) is not None:
+            raise HouseholdHeld()
         raise NotFound()
+    if base_version > row["row_version"]:
+        raise InvalidInput("base_version", f"is ahead of the server's version {row['row_version']}")
     return row
 
 
-def _staleness(row: asyncpg.Record, base_version: int) -> bool:
-    """True when the household changed since the tablet's base; a base from the future is an error."""
-    if base_version > row["row_version"]:
-        raise InvalidInput("base_version", f"is ahead of the server's version {row['row_version']}")
-    return bool(base_version < row["row_version"])
+def _set_fields(mu: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: getattr(mu, k) for k in names if getattr(mu, k) is not None}
 
 
-def _applied(version: int, stale: bool, fields: list[str]) -> m.Answer:
-    if stale:
-        return m.Answer(seq=None, status="applied_with_conflict", code="stale_base", household_version=version,
-                        conflict_fields=fields)  # fmt: skip
+def _outcome(version: int, applied: bool, overwritten: list[str], held: list[str], ids: list[UUID],
+             held_code: str) -> m.Answer:  # fmt: skip
+    if held and not applied:
+        return m.Answer(seq=None, status="quarantined", code=held_code, household_version=version,
+                        conflict_fields=held, conflict_ids=ids)  # fmt: skip
+    if held or overwritten:
+        code = "identity_held" if held else "field_conflict"
+        return m.Answer(seq=None, status="applied_with_conflict", code=code, household_version=version,
+                        conflict_fields=sorted(overwritten + held), conflict_ids=ids)  # fmt: skip
     return m.Answer(seq=None, status="applied", household_version=version)
 
 
-class StaleBase(Conflict):
-    """The record changed since the tablet's base version; identity and membership changes need a fresh base"""
-
-    code = "stale_base"
+async def _hold(conn: Connection, actor: Actor, mu: m.Mutation, row: asyncpg.Record, kind: conflicts.Kind,
+                fields: list[str], *, person_id: UUID | None = None, server: dict[str, Any] | None = None,
+                tablet: dict[str, Any] | None = None, base: dict[str, Any] | None = None) -> m.Answer:  # fmt: skip
+    """Keeps the whole mutation aside as an open conflict: nothing of it is applied."""
+    conflict_id = await conflicts.raise_conflict(conn, actor, conflicts.Raised(
+        kind=kind, outcome="held", household_id=row["id"], village_code=row["village_code"], person_id=person_id,
+        fields=fields, base_version=getattr(mu, "base_version", None), server_version=row["row_version"],
+        base_values=base or {}, server_values=server or {}, tablet_values=tablet or {},
+        mutation=msgspec.to_builtins(mu), seq=mu.seq,
+    ))  # fmt: skip
+    return m.Answer(seq=None, status="quarantined", code=kind, household_version=row["row_version"],
+                    conflict_fields=sorted(fields), conflict_ids=[conflict_id])  # fmt: skip
 
 
 async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate, ctx: Context) -> m.Answer:
@@ -363,6 +397,22 @@ async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
 
+async def _hold_duplicate(conn: Connection, actor: Actor, mu: m.HouseholdCreate,
+                          exc: household_service.PersonAlreadyRegistered) -> m.Answer:  # fmt: skip
+    """The same household registered twice offline (or anyone in it already in a household): the
+    second copy is held as a possible duplicate; nothing is merged, no payment is re-pointed."""
+    clashes: list[dict[str, Any]] = exc.extra.get("conflicts") or []
+    other = next((c["household_id"] for c in clashes if c.get("household_id")), None)
+    fields = sorted({str(c.get("field", "members")) for c in clashes}) or ["members"]
+    conflict_id = await conflicts.raise_conflict(conn, actor, conflicts.Raised(
+        kind="duplicate_household", outcome="held", household_id=mu.household_id, village_code=mu.village_code,
+        fields=fields, tablet_values={"household_no": mu.household_no, "members": str(len(mu.members))},
+        mutation=msgspec.to_builtins(mu), other_household_id=None if other is None else UUID(other), seq=mu.seq,
+    ))  # fmt: skip
+    return m.Answer(seq=None, status="quarantined", code="duplicate_household", conflict_fields=fields,
+                    conflict_ids=[conflict_id])  # fmt: skip
+
+
 def _member_in(x: m.NewMember) -> dict[str, Any]:
     return {
         "id": x.person_id, "name": x.name, "relation": x.relation, "id_number": x.id_number,
@@ -370,26 +420,41 @@ def _member_in(x: m.NewMember) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _set_fields(mu: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
-    return {k: getattr(mu, k) for k in names if getattr(mu, k) is not None}
+HOUSEHOLD_FIELDS = ("household_no", "address", "phone")
 
 
 async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id)
-    stale = _staleness(row, mu.base_version)
-    fields = _set_fields(mu, ("household_no", "address", "phone"))
-    # Descriptive fields resolve in arrival order; a stale base is answered as a conflict.
-    data = msgspec.convert(fields, household_service.HouseholdUpdate)
-    household = await household_service.update_household(conn, actor, mu.household_id, row["row_version"], data)
-    return _applied(household.row_version, stale, sorted(fields))
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    edits = _set_fields(mu, HOUSEHOLD_FIELDS)
+    changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(row[k])}
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    # Another's value replaced by this one: kept in a conflict record, never silently lost.
+    overwritten = sorted(k for k in changed if since.changed(None, k))
+    version = row["row_version"]
+    if changed:
+        data = msgspec.convert(changed, household_service.HouseholdUpdate)
+        version = (await household_service.update_household(conn, actor, row["id"], version, data)).row_version
+    ids = []
+    if overwritten:
+        ids.append(await conflicts.raise_conflict(conn, actor, conflicts.Raised(
+            kind="field_overwritten", outcome="applied", household_id=row["id"], village_code=row["village_code"],
+            fields=overwritten, base_version=mu.base_version, server_version=row["row_version"],
+            base_values={k: since.base_value(None, k, row[k]) for k in overwritten},
+            server_values=conflicts.values(overwritten, row), tablet_values=conflicts.values(overwritten, edits),
+            seq=mu.seq,
+        )))  # fmt: skip
+    return _outcome(version, True, overwritten, [], ids, "")
 
 
 async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDissolve, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id)
-    if _staleness(row, mu.base_version):
-        raise StaleBase(current_version=row["row_version"])
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
     if row["status"] != "active":
-        raise Conflict("the household is already dissolved")
+        return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    if since.membership_changed() and not ctx.resolving:
+        # Someone joined, left or became head since the tablet looked: dissolving would decide for them.
+        return await _hold(conn, actor, mu, row, "stale_membership", ["membership"],
+                           server={"status": row["status"]}, tablet={"status": "dissolved"})  # fmt: skip
     household = await household_service.get_household(conn, actor, mu.household_id, None)
     # Everyone leaves, the head last: the household is dissolved when its last member goes.
     order = sorted(household.members, key=lambda x: x.relation == "head")
@@ -404,50 +469,111 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
 
 
 async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id)
-    stale = _staleness(row, mu.base_version)
+    # A new member touches nobody else's fields: it applies from any base.
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
     data = msgspec.convert(_member_in(mu.member), household_service.MemberIn)
     household = await household_service.add_member(conn, actor, mu.household_id, row["row_version"], data, ctx.today)
-    return _applied(household.row_version, stale, [])
+    return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
 
-IDENTITY_FIELDS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")
+IDENTITY_EDITS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")
+
+
+async def _member(conn: Connection, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove) -> asyncpg.Record:
+    person = await conflicts.person_now(conn, mu.person_id, mu.household_id)
+    if person is None or person["relation"] is None:  # never a member of this household
+        raise NotFound()
+    return person
+
+
+async def _gone(
+    conn: Connection, actor: Actor, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove, row: asyncpg.Record,
+    person: asyncpg.Record, fields: list[str], tablet: dict[str, Any],
+) -> m.Answer:  # fmt: skip
+    """An edit, move or removal of someone who has left the household since: held, never applied
+    to a closed membership (no resurrection)."""
+    kind: conflicts.Kind = "member_moved" if person["left_reason"] == "moved" else "update_after_remove"
+    return await _hold(conn, actor, mu, row, kind, fields, person_id=mu.person_id,
+                       server={"membership": person["left_reason"]}, tablet=tablet)  # fmt: skip
 
 
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id)
-    stale = _staleness(row, mu.base_version)
-    fields = _set_fields(mu, (*IDENTITY_FIELDS, "phone"))
-    identity = sorted(k for k in fields if k in IDENTITY_FIELDS)
-    if stale and identity:
-        # Identity never changes from a stale base (SPEC §3): the tablet must look again.
-        raise StaleBase(current_version=row["row_version"], conflict_fields=identity)
-    data = msgspec.convert(fields, household_service.MemberUpdate)
-    household = await household_service.update_member(
-        conn, actor, mu.household_id, mu.person_id, row["row_version"], data, ctx.today
-    )
-    return _applied(household.row_version, stale, sorted(fields))
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    person = await _member(conn, mu)
+    edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
+    if person["left_reason"] is not None:
+        if not (ctx.resolving and person["current_household_id"] is not None):
+            return await _gone(conn, actor, mu, row, person, sorted(edits), conflicts.values(edits, edits))
+        # A reviewer applies the edit where the person lives now.
+        mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
+        row = await _household(conn, actor, mu.household_id, 0)
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS}
+    stale = since.identity_changed(mu.person_id) + (["head"] if "relation" in identity and since.head_changed() else [])
+    held = sorted(identity) if identity and stale and not ctx.resolving else []
+    apply = {k: v for k, v in edits.items() if k not in held}
+    changed_phone = "phone" in apply and conflicts.as_text(apply["phone"]) != person["phone"]
+    overwritten = ["phone"] if changed_phone and since.changed(mu.person_id, "phone") else []
+    version, ids = row["row_version"], []
+    if apply:
+        data = msgspec.convert(apply, household_service.MemberUpdate)
+        household = await household_service.update_member(
+            conn, actor, row["id"], mu.person_id, version, data, ctx.today
+        )
+        version = household.row_version
+    for kind, outcome, fields in (("field_overwritten", "applied", overwritten), ("stale_identity", "held", held)):
+        if not fields:
+            continue
+        server = conflicts.values(fields, person)
+        ids.append(await conflicts.raise_conflict(conn, actor, conflicts.Raised(
+            kind=kind, outcome=outcome, household_id=row["id"], village_code=row["village_code"],  # type: ignore[arg-type]
+            person_id=mu.person_id, fields=fields, base_version=mu.base_version, server_version=row["row_version"],
+            base_values={k: since.base_value(mu.person_id, k, server.get(k)) for k in fields},
+            server_values=server, tablet_values=conflicts.values(fields, edits),
+            mutation=msgspec.to_builtins(msgspec.structs.replace(mu, phone=None)) if outcome == "held" else None,
+            seq=mu.seq,
+        )))  # fmt: skip
+    return _outcome(version, bool(apply), overwritten, held, ids, "stale_identity")
 
 
 async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id)
-    if _staleness(row, mu.base_version):
-        raise StaleBase(current_version=row["row_version"])
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    person = await _member(conn, mu)
+    if person["left_reason"] is not None:
+        if person["current_household_id"] == mu.to_household_id:
+            return m.Answer(seq=None, status="applied", code="already_moved", household_version=row["row_version"])
+        return await _gone(conn, actor, mu, row, person, ["membership"],
+                           {"membership": "moved", "to_household_id": str(mu.to_household_id)})  # fmt: skip
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    stale = since.identity_changed(mu.person_id)
+    if stale and not ctx.resolving:
+        return await _hold(conn, actor, mu, row, "stale_membership", ["membership"], person_id=mu.person_id,
+                           server={"membership": "member", "changed": ",".join(stale)},
+                           tablet={"membership": "moved", "to_household_id": str(mu.to_household_id)})  # fmt: skip
     data = msgspec.convert({"to_household_id": mu.to_household_id, "relation": mu.relation, "note": mu.note},
                            household_service.MoveIn)  # fmt: skip
-    move = await household_service.move_member(conn, actor, mu.household_id, mu.person_id, row["row_version"], data)
-    after = await _household(conn, actor, mu.household_id)
+    move = await household_service.move_member(conn, actor, row["id"], mu.person_id, row["row_version"], data)
+    after = await conflicts.household_locked(conn, row["id"])
+    assert after is not None
     code = None if move.status == "accepted" else "move_pending"  # to another township: it decides
     return m.Answer(seq=None, status="applied", code=code, household_version=after["row_version"])
 
 
 async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id)
-    if _staleness(row, mu.base_version):
-        raise StaleBase(current_version=row["row_version"])
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    person = await _member(conn, mu)
+    if person["left_reason"] is not None:
+        if person["left_reason"] != "moved":  # removed already: what the tablet wanted
+            return m.Answer(seq=None, status="applied", code="already_removed", household_version=row["row_version"])
+        return await _gone(conn, actor, mu, row, person, ["membership"], {"membership": mu.reason})
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    stale = since.identity_changed(mu.person_id)
+    if stale and not ctx.resolving:
+        return await _hold(conn, actor, mu, row, "stale_membership", ["membership"], person_id=mu.person_id,
+                           server={"membership": "member", "changed": ",".join(stale)},
+                           tablet={"membership": mu.reason})  # fmt: skip
     household = await household_service.remove_member(
-        conn, actor, mu.household_id, mu.person_id, row["row_version"],
-        household_service.MemberRemove(reason=mu.reason),
+        conn, actor, row["id"], mu.person_id, row["row_version"], household_service.MemberRemove(reason=mu.reason),
     )  # fmt: skip
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
@@ -460,7 +586,12 @@ async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCrea
         {"household_id": mu.household_id, "coverage_year": mu.coverage_year, "person_ids": mu.person_ids},
         enrolment_service.EnrollmentCreate,
     )
-    enrolled = await enrolment_service.enrol(conn, actor, data, ctx.today, ctx.code_key)
+    try:
+        enrolled = await enrolment_service.enrol(conn, actor, data, ctx.today, ctx.code_key)
+    except NotFound:
+        if await conflicts.held_household(conn, mu.household_id) is not None:
+            raise HouseholdHeld() from None
+        raise
     if mu.query_code_hash is None:
         return m.Answer(seq=None, status="applied")
     # A new code for the household and year only when it had none: enrol() just derived one (never
@@ -519,6 +650,9 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
     if earlier is not None:
         return earlier
     household = await conn.fetchrow(Q["household_state"], mu.household_id)
+    if household is None and await conflicts.held_household(conn, mu.household_id) is not None:
+        # Never re-pointed to the household it may duplicate: a reviewer settles both.
+        raise Quarantine("household_held", "the household is held as a possible duplicate", content)
     if household is None or not actor.in_scope(household["village_code"]):
         raise Quarantine("out_of_scope", "no such household in the collector's scope", content)
     if household["status"] != "active":

@@ -1,0 +1,123 @@
+"""Telling a clean merge from a conflict, and writing the conflict down.
+
+A tablet's edit carries the household version it was based on. `record_changes` (migration 0008,
+written by triggers on every write path) says which field of which record changed after that
+version, and what it was before: enough to merge edits of different fields, to resolve the same
+descriptive field in arrival order while keeping the replaced value, and to hold an identity edit
+made from a stale base (PROTOCOL.md §3, Conflicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.audit.service import record
+from backend.auth.actor import Actor
+from backend.db import Connection, load_queries
+from backend.ids import uuid7
+
+Q = load_queries("backend.conflicts")
+
+# SPEC §3: ID number, name, birth date, sex, head of household and membership. A member's relation
+# is part of who heads the household; the birth certificate number stands in for a missing ID number.
+IDENTITY_FIELDS = frozenset({"name", "id_number", "birth_cert_no", "birth_date", "sex", "relation", "membership"})
+
+Kind = Literal[
+    "field_overwritten", "stale_identity", "stale_membership", "update_after_remove", "member_moved",
+    "duplicate_household",
+]  # fmt: skip
+
+
+class Since(msgspec.Struct, frozen=True):
+    """A household's changes after a base version, oldest first."""
+
+    rows: list[tuple[UUID | None, str, str | None]]  # (person_id or None, field, old value)
+
+    def changed(self, person_id: UUID | None, field: str) -> bool:
+        return any(p == person_id and f == field for p, f, _ in self.rows)
+
+    def base_value(self, person_id: UUID | None, field: str, current: Any) -> Any:
+        """The value the tablet's base held: the old value of the first change after it."""
+        for p, f, old in self.rows:
+            if p == person_id and f == field:
+                return old
+        return current
+
+    def identity_changed(self, person_id: UUID) -> list[str]:
+        return sorted({f for p, f, _ in self.rows if p == person_id and f in IDENTITY_FIELDS})
+
+    def head_changed(self) -> bool:
+        return self.changed(None, "head")
+
+    def membership_changed(self) -> bool:
+        return any(f in ("membership", "head") for _, f, _ in self.rows)
+
+
+async def since(conn: Connection, household_id: UUID, base_version: int, current_version: int) -> Since:
+    if base_version >= current_version:  # nothing can have changed: no round trip
+        return Since([])
+    rows = await conn.fetch(Q["changes_since"], household_id, base_version)
+    return Since([(r["person_id"], r["field"], r["old_value"]) for r in rows])
+
+
+async def household_locked(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(Q["household_locked"], household_id)
+
+
+async def person_now(conn: Connection, person_id: UUID, household_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(Q["person_now"], person_id, household_id)
+
+
+async def held_household(conn: Connection, household_id: UUID) -> UUID | None:
+    """The open duplicate_household conflict holding this (never created) household, if any."""
+    value: UUID | None = await conn.fetchval(Q["held_household"], household_id)
+    return value
+
+
+def as_text(value: Any) -> str | None:
+    """Values as record_changes keeps them (text), so base, server and tablet values compare."""
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def values(fields: Iterable[str], source: Mapping[str, Any] | asyncpg.Record) -> dict[str, str | None]:
+    return {f: as_text(source.get(f)) for f in fields}
+
+
+class Raised(msgspec.Struct, frozen=True, kw_only=True):
+    kind: Kind
+    outcome: Literal["applied", "held"]
+    household_id: UUID
+    village_code: str
+    person_id: UUID | None = None
+    fields: list[str] = []
+    base_version: int | None = None
+    server_version: int | None = None
+    base_values: dict[str, Any] = {}
+    server_values: dict[str, Any] = {}
+    tablet_values: dict[str, Any] = {}
+    mutation: dict[str, Any] | None = None
+    other_household_id: UUID | None = None
+    seq: int | None = None
+
+
+async def raise_conflict(conn: Connection, actor: Actor, c: Raised) -> UUID:
+    conflict_id = uuid7()
+    await conn.execute(
+        Q["insert_conflict"], conflict_id, c.village_code, c.household_id, c.person_id, c.kind, c.outcome,
+        sorted(c.fields), c.base_version, c.server_version, c.base_values, c.server_values, c.tablet_values,
+        c.mutation, c.other_household_id, actor.device_id, c.seq, actor.id,
+    )  # fmt: skip
+    # Field names and ids only: the values are personal data and stay in the conflict row.
+    await record(
+        conn, actor, "raise", "sync_conflict", conflict_id, division_code=c.village_code,
+        summary={"kind": c.kind, "outcome": c.outcome, "household_id": str(c.household_id),
+                 "fields": sorted(c.fields)},
+    )  # fmt: skip
+    return conflict_id
