@@ -297,3 +297,11 @@ async def test_every_write_path_stamps_its_field_changes_with_the_household_vers
         (spouse, "relation", "spouse", "head", 2),
         (None, "head", str(head), str(spouse), 2),
     }
+
+
+async def test_the_same_identity_fix_made_on_two_tablets_is_no_conflict(client: Client, conn: Conn) -> None:
+    a, b, created = await two_tablets(client)
+    await one(client, a, edit_member(a, created, 0, 1, name="张三丰"))
+    same = await one(client, b, edit_member(b, created, 0, 1, name="张三丰"))
+    assert (same.status, same.code) == ("applied", None)
+    assert await conflict_rows(conn) == []

@@ -497,6 +497,10 @@ async def _gone(
                        server={"membership": person["left_reason"]}, tablet=tablet)  # fmt: skip
 
 
+def _holds(person: asyncpg.Record, field: str, value: Any) -> bool:
+    return field != "former_head_relation" and conflicts.as_text(value) == conflicts.as_text(person[field])
+
+
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
     row = await _household(conn, actor, mu.household_id, mu.base_version)
     person = await _member(conn, mu)
@@ -508,7 +512,11 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
         row = await _household(conn, actor, mu.household_id, 0)
     since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
-    identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS}
+    # An identity value the server already holds is no change (two tablets made the same fix).
+    identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
+    if "relation" not in identity:
+        identity.pop("former_head_relation", None)
+    edits = {k: v for k, v in edits.items() if k not in IDENTITY_EDITS or k in identity}
     stale = since.identity_changed(mu.person_id) + (["head"] if "relation" in identity and since.head_changed() else [])
     held = sorted(identity) if identity and stale and not ctx.resolving else []
     apply = {k: v for k, v in edits.items() if k not in held}
