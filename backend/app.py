@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
@@ -12,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, migrate, ops
+from backend import __version__, maintenance, migrate, ops
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware, provide_actor
 from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
@@ -106,9 +108,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         pool = await create_pool(dsn, settings.pool_min_size, settings.pool_max_size)
         app.state.pool = pool
         app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
+        housekeeping = (
+            asyncio.create_task(maintenance.loop(pool, settings)) if settings.maintenance_interval_s > 0 else None
+        )
         try:
             yield
         finally:
+            if housekeeping is not None:
+                housekeeping.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await housekeeping
             await pool.close()
 
     app = Litestar(

@@ -52,6 +52,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Argon2id cost. The defaults are RFC 9106's second recommendation; tests may lower them.
     argon2_time_cost: PositiveInt = 3
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 65_536
+    # Housekeeping (backend/maintenance.py): every interval, one worker prunes and expires.
+    maintenance_interval_s: Annotated[int, msgspec.Meta(ge=0)] = 3_600  # 0: off
+    sync_retention_days: PositiveInt = 90  # older pull cursors get a fresh snapshot
+    idempotency_retention_days: PositiveInt = 30
     # Test-only: a push re-applies mutations it already holds instead of answering `duplicate`.
     # The fault suite turns it on to prove it catches a server that breaks exactly-once; it cannot
     # be set from the environment.
