@@ -205,7 +205,8 @@ async def test_the_same_household_registered_twice_offline_is_held_and_its_payme
     first = household_create(a, numbers=(1, 2))
     await push(client, a, [first])
     twice = household_create(b, numbers=(1, 2), household_no="0199")  # the same head, another id
-    answers = (await push(client, b, [twice, enrol(b, twice), payment(b, twice)])).answers
+    answers = (await push(client, b, [twice, enrol(b, twice)])).answers
+    answers += (await push(client, a, [payment(a, twice)])).answers  # collected on A's receipts
     assert [(x.status, x.code) for x in answers] == [
         ("quarantined", "duplicate_household"), ("rejected", "household_held"), ("quarantined", "household_held"),
     ]  # fmt: skip
@@ -225,6 +226,19 @@ async def test_the_same_household_registered_twice_offline_is_held_and_its_payme
     done = await client.post(url, json={"resolution": "discarded", "note": "重复登记"}, headers=reviewer)
     assert done.status_code == 200, done.text
     assert await conn.fetchval("SELECT count(*) FROM households") == 1
+    # The money is settled on its own, and only a reviewer who names the household moves it there.
+    await push(client, a, [enrol(a, first)])
+    settle = f"/api/v1/sync/quarantine/{answers[2].quarantine_id}/settle"
+    people = [str(x.person_id) for x in first.members]
+    half = await client.post(settle, json={"resolution": "apply", "note": "同一户", "household_id": str(
+        first.household_id)}, headers=reviewer)  # fmt: skip
+    assert (half.status_code, half.json()["errors"][0]["field"]) == (422, "person_ids")
+    moved = await client.post(settle, json={"resolution": "apply", "note": "同一户", "household_id": str(
+        first.household_id), "person_ids": people}, headers=reviewer)  # fmt: skip
+    assert moved.status_code == 200, moved.text
+    assert await conn.fetchval("SELECT household_id FROM payments") == first.household_id
+    summary = await conn.fetchval("SELECT summary FROM audit_log WHERE action = 'settle_applied'")
+    assert summary["repointed_to"] == str(first.household_id)
 
 
 async def test_reviewers_list_and_settle_conflicts_in_their_scope_and_every_settlement_is_audited(

@@ -44,10 +44,16 @@ class QuarantinePage(msgspec.Struct, frozen=True):
 
 class Settlement(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`apply` records a quarantined payment now, as its collector from that tablet; `dismiss`
-    closes the item (the money was handed back, it was a duplicate, …) with a note saying why."""
+    closes the item (the money was handed back, it was a duplicate, …) with a note saying why.
+
+    `household_id` with `person_ids` applies it to another household than the tablet named — the
+    one a held duplicate turned out to be. Only a reviewer says so, and the audit keeps both:
+    a payment is never re-pointed by itself."""
 
     resolution: Literal["apply", "dismiss"]
     note: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    household_id: UUID | None = None
+    person_ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=50)] | None = None
 
 
 class NotSettleable(Conflict):
@@ -79,6 +85,11 @@ async def settle(
         raise Forbidden("nobody settles a quarantined item of their own")
     if row["status"] != "open":
         raise NotSettleable(f"the item is already {row['status']}")
+    if (data.household_id is None) != (data.person_ids is None):
+        raise InvalidInput("person_ids" if data.person_ids is None else "household_id",
+                           "household_id and person_ids go together")  # fmt: skip
+    if data.household_id is not None and data.resolution != "apply":
+        raise InvalidInput("household_id", "only an applied payment goes to another household")
     if data.resolution == "apply":
         if row["kind"] != "payment.record":
             raise InvalidInput("resolution", "only a quarantined payment can be applied; dismiss the rest")
@@ -86,8 +97,8 @@ async def settle(
             mutation = msgspec.convert(row["body"], m.PaymentRecord)
             payment = msgspec.convert(
                 {
-                    "id": mutation.payment_id, "household_id": mutation.household_id,
-                    "coverage_year": mutation.coverage_year, "person_ids": mutation.person_ids,
+                    "id": mutation.payment_id, "household_id": data.household_id or mutation.household_id,
+                    "coverage_year": mutation.coverage_year, "person_ids": data.person_ids or mutation.person_ids,
                     "amount_fen": mutation.amount_fen, "method": mutation.method, "kind": mutation.kind,
                     "back_years": mutation.back_years, "receipt_no": mutation.receipt_no,
                     "collected_at": mutation.collected_at, "channel_ref": mutation.channel_ref,
@@ -112,7 +123,8 @@ async def settle(
     assert updated is not None
     await record(
         conn, actor, f"settle_{status}", "sync_quarantine", quarantine_id, division_code=row["township_code"],
-        summary={"reason": row["reason"], "kind": row["kind"]},
+        summary={"reason": row["reason"], "kind": row["kind"]}
+        | ({"repointed_to": str(data.household_id)} if data.household_id is not None else {}),
     )  # fmt: skip
     return _item(updated)
 
