@@ -68,5 +68,22 @@ def encode(obj: Any, fmt: Format) -> bytes:
     return _msgpack_encoder.encode(obj) if fmt == "msgpack" else _json_encoder.encode(obj)
 
 
-def gzip_body(data: bytes) -> bytes:
-    return gzip.compress(data, mtime=0)
+def gzip_body(data: bytes, level: int = 9) -> bytes:
+    return gzip.compress(data, compresslevel=level, mtime=0)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding header admits gzip (`gzip` or `*`, without q=0)."""
+    for part in (accept_encoding or "").lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            return not (params.strip().startswith("q=") and _zero(q))
+    return False
+
+
+def _zero(q: str) -> bool:
+    try:
+        return float(q) == 0
+    except ValueError:
+        return False

@@ -228,7 +228,7 @@ class Answer(msgspec.Struct, kw_only=True, omit_defaults=True):
     first: Answer | None = None
     household_version: int | None = None  # the household's row_version after the mutation
     conflict_fields: list[str] = []
-    # The conflict records this mutation left (PROTOCOL.md §6): a value it replaced that another
+    # The conflict records this mutation left (PROTOCOL.md §3, Conflicts): a value it replaced that another
     # had written since its base (applied_with_conflict), or the edit held for a reviewer
     # (quarantined, code stale_identity, stale_membership, update_after_remove, member_moved or
     # duplicate_household). Conflicts travel back in pulls as `conflict` rows.
@@ -383,6 +383,49 @@ class ConflictRow(msgspec.Struct, kw_only=True, tag="conflict"):
     resolved_at: datetime | None
 
 
+class SubsidyGrant(msgspec.Struct, kw_only=True):
+    """One reason a person holds a subsidy category (特困, 低保, …): a row of a civil-affairs list,
+    held from `valid_from` to `valid_to` (inclusive; None: open), or a claim civil affairs
+    accepted, held for its `coverage_year`."""
+
+    category: str  # the list type, e.g. te_kun, di_bao
+    source: str  # list, claim
+    valid_from: date | None  # list: the later of the row's start and its version's effective date
+    valid_to: date | None  # list: the earlier of the row's end and the day before a newer version applies
+    coverage_year: int | None  # claim: the coverage year it was accepted for
+    list_id: UUID | None  # list: the version and row, for the explanation
+    list_version: int | None
+    row_no: int | None
+    claim_id: UUID | None  # claim
+
+
+class SubsidyRow(msgspec.Struct, kw_only=True, tag="subsidy"):
+    """The subsidy categories of one person of the scope (`id` is the person's id). A person with
+    no category has no row; a row that goes away travels as a tombstone. Grants that ended before
+    the snapshot's horizon (90 days back) are left out."""
+
+    id: UUID  # = person_id
+    person_id: UUID
+    household_id: UUID
+    grants: list[SubsidyGrant]
+
+    def categories_on(self, day: date, coverage_year: int) -> list[str]:
+        """The categories held on `day` for `coverage_year`, as the server's eligibility check
+        finds them (list rows in force that day, claims accepted for that year): what
+        `premium_due` takes to compute the subsidy offline."""
+        held = {
+            g.category
+            for g in self.grants
+            if (g.source == "claim" and g.coverage_year == coverage_year)
+            or (
+                g.source == "list"
+                and (g.valid_from is None or g.valid_from <= day)
+                and (g.valid_to is None or day <= g.valid_to)
+            )
+        }
+        return sorted(held)
+
+
 Row = (
     HouseholdRow
     | PersonRow
@@ -393,6 +436,7 @@ Row = (
     | ReceiptBlockRow
     | PolicyRow
     | ConflictRow
+    | SubsidyRow
 )
 ENTITIES: tuple[str, ...] = tuple(t.__struct_config__.tag for t in Row.__args__)
 

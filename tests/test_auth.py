@@ -648,7 +648,13 @@ async def test_suspending_or_revoking_a_device_stops_its_token_on_the_next_reque
     assert changed.status_code == 200, changed.text
 
     assert_problem(await client.get(PROBE, headers=bearer(on_device)), 401, "invalid_token")
-    assert_problem(await refresh(client, on_device["refresh_token"]), 401, "invalid_token")
+    renewed = await refresh(client, on_device["refresh_token"])
+    if action == "suspend":
+        # A suspended tablet may renew its token to hand in work (sync push only, to quarantine).
+        assert renewed.status_code == 200, renewed.text
+        assert_problem(await client.get(PROBE, headers=bearer(renewed.json())), 401, "invalid_token")
+    else:
+        assert_problem(renewed, 401, "invalid_token")
     assert_problem(
         await device_login(client, "staff_a", device_id, registered["device_secret"]), 401, "invalid_credentials"
     )
@@ -668,3 +674,35 @@ async def test_reactivated_device_logs_in_again(client: Client) -> None:
     again = await device_login(client, "staff_a", device_id, registered["device_secret"])
     assert again.status_code == 200, again.text
     assert (await client.get(PROBE, headers=bearer(again.json()))).status_code == 200
+
+
+async def test_a_suspended_tablets_session_ends_for_good_on_reuse_revocation_or_a_new_password(
+    client: Client, conn: Connection
+) -> None:
+    """Only suspension keeps a session able to renew: a reused refresh token (a thief's copy),
+    revoking the tablet and setting the user's password end even that."""
+    admin = await auth_headers(client, "admin")
+    for case in ("reuse", "revoke", "password"):
+        registered = await register_device(client, await auth_headers(client, "staff_a"))
+        device_id = registered["device"]["id"]
+        pair = (await device_login(client, "staff_a", device_id, registered["device_secret"])).json()
+        assert (await client.post(f"/api/v1/devices/{device_id}/suspend", headers=admin)).status_code == 200
+        renewed = await refresh(client, pair["refresh_token"])
+        assert renewed.status_code == 200, (case, renewed.text)
+        if case == "reuse":
+            assert (await refresh(client, renewed.json()["refresh_token"])).status_code == 200
+            # The first token again, after its replacement was used.
+            assert_problem(await refresh(client, pair["refresh_token"]), 401, "invalid_token")
+        elif case == "revoke":
+            assert (await client.delete(f"/api/v1/devices/{device_id}", headers=admin)).status_code == 200
+        else:
+            staff_id = await user_id(conn, "staff_a")
+            changed = await client.post(f"/api/v1/users/{staff_id}/password", json={"password": PASSWORD},
+                                        headers=admin)  # fmt: skip
+            assert changed.status_code == 204, changed.text
+        assert_problem(await refresh(client, renewed.json()["refresh_token"]), 401, "invalid_token")
+        reason = await conn.fetchval(
+            "SELECT revoke_reason FROM refresh_families WHERE device_id = $1", uuid.UUID(device_id)
+        )
+        expected = {"reuse": "refresh_token_reused", "revoke": "device_revoked", "password": "password_changed"}
+        assert reason == expected[case]

@@ -31,7 +31,7 @@ VALUES ($1, $2, $3, $4, $5);
 
 -- name: refresh_token_for_update
 SELECT t.id, t.family_id, t.issued_at, t.expires_at, t.used_at, t.replaced_by,
-       f.user_id, f.device_id, f.revoked_at AS family_revoked_at,
+       f.user_id, f.device_id, f.revoked_at AS family_revoked_at, f.revoke_reason,
        u.active AS user_active, d.status AS device_status
 FROM refresh_tokens t
 JOIN refresh_families f ON f.id = t.family_id
@@ -49,11 +49,21 @@ UPDATE refresh_tokens SET used_at = $3, replaced_by = $2 WHERE id = $1;
 -- name: revoke_family
 UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE id = $1 AND revoked_at IS NULL;
 
+-- name: revoke_family_reused
+-- A reused refresh token ends its session, also one already ended by its tablet's suspension (which
+-- would still let the tablet hand in work): the reason is what the middleware and refresh read.
+UPDATE refresh_families SET revoked_at = coalesce(revoked_at, now()), revoke_reason = 'refresh_token_reused'
+WHERE id = $1 AND (revoked_at IS NULL OR revoke_reason = 'device_suspended');
+
 -- name: revoke_user_families
-UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE user_id = $1 AND revoked_at IS NULL;
+-- Also the sessions of the user's suspended tablets (a disabled user or a changed password ends
+-- even the handing-in of work).
+UPDATE refresh_families SET revoked_at = coalesce(revoked_at, now()), revoke_reason = $2
+WHERE user_id = $1 AND (revoked_at IS NULL OR revoke_reason = 'device_suspended');
 
 -- name: revoke_device_families
-UPDATE refresh_families SET revoked_at = now(), revoke_reason = $2 WHERE device_id = $1 AND revoked_at IS NULL;
+UPDATE refresh_families SET revoked_at = coalesce(revoked_at, now()), revoke_reason = $2
+WHERE device_id = $1 AND (revoked_at IS NULL OR revoke_reason = 'device_suspended');
 
 -- name: actor_for_token
 -- Checked on every request, so disabling a user, suspending a device or logging out takes effect

@@ -7,6 +7,7 @@ import hmac
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+import asyncpg
 import msgspec
 
 from backend.audit.service import record
@@ -133,19 +134,22 @@ async def login(
         return _pair(ctx, user["id"], family_id, device_id, token_id, now, refresh)
 
 
+def _may_refresh(row: asyncpg.Record) -> bool:
+    """A live session, or a suspended tablet's: it may still hand in its queued work (its pushes go to
+    quarantine, SPEC §3) after its access token expires. The middleware still refuses that tablet
+    every other route; a revoked tablet, a logout or a reused token end the session for good."""
+    if row["device_id"] is not None and row["device_status"] == "suspended":
+        return row["family_revoked_at"] is None or row["revoke_reason"] == "device_suspended"
+    return row["family_revoked_at"] is None and (row["device_id"] is None or row["device_status"] == "active")
+
+
 async def refresh(ctx: AuthContext, token: str) -> TokenPair:
     reuse_detected = False
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(Q["refresh_token_for_update"], refresh_token_hash(token))
         moment = datetime.now(UTC)
         now = moment.replace(microsecond=0)  # whole seconds, as in the JWT, so a replay rebuilds the same answer
-        if (
-            row is None
-            or row["family_revoked_at"] is not None
-            or row["expires_at"] <= now
-            or not row["user_active"]
-            or (row["device_id"] is not None and row["device_status"] != "active")
-        ):
+        if row is None or row["expires_at"] <= now or not row["user_active"] or not _may_refresh(row):
             raise InvalidToken()
         child = next_refresh_token(ctx.key, token)
         if row["used_at"] is None:
@@ -176,7 +180,8 @@ async def refresh(ctx: AuthContext, token: str) -> TokenPair:
                 replacement["issued_at"],
                 child,
             )
-        await conn.execute(Q["revoke_family"], row["family_id"], "refresh_token_reused")
+        # Also over a suspension: the thief of a suspended tablet's token must not hand in work with it.
+        await conn.execute(Q["revoke_family_reused"], row["family_id"])
         await record(
             conn,
             None,

@@ -60,9 +60,53 @@ ORDER BY id
 LIMIT $6;
 
 -- name: touch_pull
-UPDATE sync_devices SET last_pull_at = now() WHERE device_id = $1 RETURNING last_seq;
+-- Information only (the follow-up sheet): a push of the same tablet holding the row is not waited for.
+UPDATE sync_devices SET last_pull_at = now()
+WHERE device_id = (SELECT device_id FROM sync_devices WHERE device_id = $1 FOR UPDATE SKIP LOCKED)
+RETURNING last_seq;
 
--- Row images, by id (changes) or by scope and keyset (snapshot pages) ---------------------------
+-- name: device_last_seq
+SELECT last_seq FROM sync_devices WHERE device_id = $1;
+
+-- Row images: by id (change pulls); household by household (snapshot pages); by scope and keyset,
+-- kind by kind (`*_in_scope`: what a snapshot must hold — the tests' and the benchmark's reference) ---
+
+-- name: households_from
+-- Snapshot pages: the scope's households from $3 on (a page may have ended inside $3), in id order.
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+FROM households WHERE village_code BETWEEN $1 AND $2 AND id >= $3 ORDER BY id LIMIT $4;
+
+-- name: persons_of_households
+SELECT p.id, m.household_id, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone, p.row_version
+FROM memberships m JOIN persons p ON p.id = m.person_id
+WHERE m.household_id = ANY($1::uuid[]) AND m.left_at IS NULL
+ORDER BY m.household_id, p.id;
+
+-- name: memberships_of_households
+SELECT id, person_id, household_id, relation, joined_at, left_at, left_reason
+FROM memberships
+WHERE household_id = ANY($1::uuid[]) AND left_at IS NULL
+ORDER BY household_id, id;
+
+-- name: enrollments_of_households
+SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
+       coverage_start, coverage_end, cancel_reason, row_version
+FROM enrollments
+WHERE household_id = ANY($1::uuid[]) AND village_code BETWEEN $2 AND $3
+ORDER BY household_id, id;
+
+-- name: payments_of_households
+SELECT id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind, receipt_no,
+       collector_id, device_id, collected_at, business_date
+FROM payments
+WHERE household_id = ANY($1::uuid[]) AND village_code BETWEEN $2 AND $3
+ORDER BY household_id, id;
+
+-- name: payment_events_of_households
+SELECT e.id, e.payment_id, p.household_id, e.kind, e.request_id, e.amount_fen, e.reason, e.at
+FROM payments p JOIN payment_events e ON e.payment_id = p.id
+WHERE p.household_id = ANY($1::uuid[]) AND p.village_code BETWEEN $2 AND $3
+ORDER BY p.household_id, e.id;
 
 -- name: households_by_id
 SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
@@ -149,6 +193,83 @@ FROM policy_versions WHERE id = ANY($1::uuid[]);
 -- name: policies_all
 SELECT id, coverage_year, version, effective_from, premium_fen, window_start, window_end, rules
 FROM policy_versions WHERE id > $1 ORDER BY id LIMIT $2;
+
+-- name: subsidies_of
+-- The subsidy rows of persons ($1) or of the current members of households ($2): rows of subsidy
+-- lists in the window their version is in force (subsidy_list_windows) cut to the row's own dates,
+-- and accepted claims. Grants that ended before $3, and claims for years before its year, are left
+-- out; a person with none has no row. Ordered by household, then person.
+WITH people AS (
+    SELECT p.id, p.id_number, m.household_id, h.village_code
+    FROM memberships m
+    JOIN persons p ON p.id = m.person_id
+    JOIN households h ON h.id = m.household_id
+    WHERE m.left_at IS NULL AND (m.person_id = ANY($1::uuid[]) OR m.household_id = ANY($2::uuid[]))
+      AND p.id_number IS NOT NULL
+), grants AS (
+    SELECT x.id AS person_id, g.*
+    FROM people x
+    JOIN list_entries e ON e.id_number = x.id_number
+    JOIN subsidy_list_windows v ON v.version_id = e.version_id
+    CROSS JOIN LATERAL (SELECT v.list_type AS category, 'list' AS source,
+                               greatest(e.valid_from, v.effective_from) AS valid_from,
+                               least(e.valid_to, v.superseded_on - 1) AS valid_to, NULL::integer AS coverage_year,
+                               v.version_id AS list_id, v.version AS list_version, e.row_no, NULL::uuid AS claim_id) g
+    WHERE g.valid_from <= coalesce(g.valid_to, 'infinity') AND coalesce(g.valid_to, 'infinity') >= $3::date
+    UNION ALL
+    SELECT x.id, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
+    FROM people x
+    JOIN eligibility_claims c ON c.id_number = x.id_number AND c.status = 'accepted'
+    WHERE c.coverage_year >= extract(year FROM $3::date)
+)
+SELECT x.id, x.id AS person_id, x.household_id, x.village_code,
+       jsonb_agg(to_jsonb(g) - 'person_id' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
+                 g.row_no, g.claim_id) AS grants
+FROM people x JOIN grants g ON g.person_id = x.id
+GROUP BY x.id, x.household_id, x.village_code
+ORDER BY x.household_id, x.id;
+
+-- name: subsidies_in_scope
+-- The same rows for the persons of a scope, keyset on the person's id (the scope's rows kind by
+-- kind, as the snapshot must hold them). Driven from the grants: a minority of people hold one.
+WITH grants AS (
+    SELECT e.id_number, g.*
+    FROM subsidy_list_windows v
+    JOIN list_entries e ON e.version_id = v.version_id
+    CROSS JOIN LATERAL (SELECT v.list_type AS category, 'list' AS source,
+                               greatest(e.valid_from, v.effective_from) AS valid_from,
+                               least(e.valid_to, v.superseded_on - 1) AS valid_to, NULL::integer AS coverage_year,
+                               v.version_id AS list_id, v.version AS list_version, e.row_no, NULL::uuid AS claim_id) g
+    WHERE coalesce(v.superseded_on, 'infinity') > $5::date
+      AND g.valid_from <= coalesce(g.valid_to, 'infinity') AND coalesce(g.valid_to, 'infinity') >= $5::date
+    UNION ALL
+    SELECT c.id_number, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
+    FROM eligibility_claims c
+    WHERE c.status = 'accepted' AND c.id_number IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
+)
+SELECT p.id, p.id AS person_id, m.household_id, h.village_code,
+       jsonb_agg(to_jsonb(g) - 'id_number' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
+                 g.row_no, g.claim_id) AS grants
+FROM grants g
+JOIN persons p ON p.id_number = g.id_number
+JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+JOIN households h ON h.id = m.household_id
+WHERE h.village_code BETWEEN $1 AND $2 AND p.id > $3
+GROUP BY p.id, m.household_id, h.village_code
+ORDER BY p.id
+LIMIT $4;
+
+-- name: conflicts_by_id
+SELECT id, township_code, household_id, person_id, kind, outcome, fields, base_values, server_values, tablet_values,
+       other_household_id, device_id, seq, at, status, resolution, resolution_note, resolved_at
+FROM sync_conflicts WHERE id = ANY($1::uuid[]);
+
+-- name: conflicts_in_scope
+-- Every conflict of the township, open or resolved: a resolution travels back like any change, so a
+-- fresh snapshot holds what a tablet that pulled all along holds.
+SELECT id, township_code, household_id, person_id, kind, outcome, fields, base_values, server_values, tablet_values,
+       other_household_id, device_id, seq, at, status, resolution, resolution_note, resolved_at
+FROM sync_conflicts WHERE township_code BETWEEN $1 AND $2 AND id > $3 ORDER BY id LIMIT $4;
 
 -- Quarantine and follow-up -----------------------------------------------------------------------
 

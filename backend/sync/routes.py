@@ -3,6 +3,7 @@ and a tablet's follow-up sheet."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, ClassVar, TypeVar
 from uuid import UUID
 
@@ -71,8 +72,18 @@ async def read_envelope(request: Request[Any, Any, Any], type_: type[T]) -> tupl
         raise MalformedBody(str(exc)[:300]) from exc
 
 
-def _answer(obj: Any, fmt: codec.Format) -> Response[bytes]:
-    return Response(codec.encode(obj, fmt), media_type=codec.media_type(fmt), status_code=200)
+GZIP_FROM_BYTES = 1024  # smaller answers are not worth the CPU
+
+
+async def _answer(obj: Any, fmt: codec.Format, request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The answer in the request's format; gzip (level 6, off the event loop) when the client
+    accepts it and the body is worth it — a first pull is ~10× smaller so."""
+    body = codec.encode(obj, fmt)
+    headers = {"Vary": "Accept-Encoding"}
+    if len(body) >= GZIP_FROM_BYTES and codec.accepts_gzip(request.headers.get("accept-encoding")):
+        body = await asyncio.to_thread(codec.gzip_body, body, 6)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=codec.media_type(fmt), status_code=200, headers=headers)
 
 
 class SyncController(Controller):
@@ -84,10 +95,12 @@ class SyncController(Controller):
     async def push(self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
         envelope, fmt = await read_envelope(request, m.PushRequest)
         ctx = push_service.Context(
-            timezone=state.settings.timezone, code_key=state.key.secret, now=push_service.now_utc(),
+            timezone=state.settings.timezone,
+            code_key=state.key.secret,
+            now=push_service.now_utc(),
             dedup=not state.settings.test_break_push_dedup,
         )
-        return _answer(await push_service.push(tx, actor, envelope, fmt, ctx), fmt)
+        return await _answer(await push_service.push(tx, actor, envelope, fmt, ctx), fmt, request)
 
     @post("/pull", status_code=200, guards=[DEVICE_USERS],
           summary="Pull a snapshot page, or the changes since a cursor")  # fmt: skip
@@ -98,7 +111,7 @@ class SyncController(Controller):
             answer = await pull_service.pull(conn, actor, envelope, push_service.now_utc())
         assert actor.device_id is not None  # pull() refuses a token without a device
         key = query_codes.device_key(state.key.secret, actor.device_id)
-        return _answer(msgspec.structs.replace(answer, query_code_key=key), fmt)
+        return await _answer(msgspec.structs.replace(answer, query_code_key=key), fmt, request)
 
     @get("/quarantine", guards=[REVIEWERS], summary="Quarantined sync work in your scope (reviewers)")
     async def quarantine(
