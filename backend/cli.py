@@ -382,6 +382,35 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from backend import simulate
+
+    settings = _settings(args)
+    if args.tablets < 1 or args.households < 0 or args.offline_days < 1:
+        print("error: --tablets and --offline-days must be at least 1, --households at least 0", file=sys.stderr)
+        return 2
+    options = simulate.Options(
+        tablets=args.tablets, households=args.households, offline_days=args.offline_days, faults=args.faults,
+        seed=args.seed, url=args.url, check_pending=args.check_pending,
+    )  # fmt: skip
+    with database(settings) as dsn:
+        from backend.auth.tokens import load_signing_key
+
+        # As `canbao serve` runs it: the embedded database's signing key, handed to the app.
+        secret = load_signing_key(settings).secret.decode()
+        app_settings = msgspec.structs.replace(settings, database_url=dsn, jwt_secret=secret)
+        try:
+            summary = asyncio.run(simulate.run(
+                options, dsn, app_settings=app_settings, passwords=_passwords(settings),
+                progress=simulate.Progress(1),
+            ))  # fmt: skip
+        except simulate.SimulationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(summary.text())
+    return 0 if summary.ok else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="canbao", description=__doc__)
     p.add_argument("--data-dir", help="data folder of the embedded database (default ./.canbao, CANBAO_DATA_DIR)")
@@ -437,6 +466,22 @@ def parser() -> argparse.ArgumentParser:
     li.add_argument("--partial", action="store_true", help="load the good rows even if some rows are bad")
     li.add_argument("--division", help="district or township the list is for (default: the only district)")
     li.set_defaults(func=cmd_lists_import)
+
+    si = sub.add_parser("simulate", help="tablets working offline, then syncing; checks the sync invariants",
+                        description="Simulated tablets (the reference client) register households, enrol, collect "
+                        "and edit offline for some days, then sync; the server runs in this process on the "
+                        "embedded database or DATABASE_URL (or is reached at --url). Writes made-up people: "
+                        "a demo or test database only. Exits 1 when an invariant fails.")  # fmt: skip
+    si.add_argument("--tablets", type=int, required=True, help="how many tablets (township staff each)")
+    si.add_argument("--households", type=int, required=True, help="households registered, over all tablets and days")
+    si.add_argument("--offline-days", type=int, default=1, help="days the tablets work offline (default 1)")
+    si.add_argument("--faults", action="store_true",
+                    help="a faulty network (dropped, duplicated, reordered, cut requests), a suspended tablet, "
+                    "a reinstalled app, families registered twice")  # fmt: skip
+    si.add_argument("--seed", type=int, help="repeat a run (the summary prints its seed)")
+    si.add_argument("--url", help="a Canbao server already running (e.g. http://127.0.0.1:8000) on the same database")
+    si.add_argument("--check-pending", action="store_true", help="also run the checks that wait for server fixes")
+    si.set_defaults(func=cmd_simulate)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")

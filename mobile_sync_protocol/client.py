@@ -45,6 +45,19 @@ class SyncFailed(Exception):
         self.code = code
 
 
+class AnswerUnreadable(SyncFailed):
+    """The answer arrived damaged (cut short): the tablet treats it as lost."""
+
+
+def _problem_code(response: httpx.Response) -> str:
+    try:
+        body = msgspec.json.decode(response.content) if response.content else {}
+    except msgspec.DecodeError:
+        return "unknown"
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else "unknown"
+
+
 class TabletStore:
     def __init__(self, path: str | Path) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)
@@ -78,6 +91,22 @@ class TabletStore:
             "SELECT seq, state, answer FROM queue WHERE ? IS NULL OR state = ? ORDER BY seq", (state, state)
         ).fetchall()
         return [(r[0], r[1], None if r[2] is None else msgspec.json.decode(r[2], type=m.Answer)) for r in rows]
+
+    def entries(self) -> list[QueueEntry]:
+        """Every queued mutation with its state and final answer, in seq order (answered ones too)."""
+        rows = self.db.execute("SELECT seq, body, state, answer FROM queue ORDER BY seq").fetchall()
+        return [
+            QueueEntry(seq=r[0], mutation=msgspec.json.decode(r[1], type=m.AnyMutation), state=r[2],
+                       answer=None if r[3] is None else msgspec.json.decode(r[3], type=m.Answer))
+            for r in rows
+        ]  # fmt: skip
+
+
+class QueueEntry(msgspec.Struct, frozen=True, kw_only=True):
+    seq: int
+    mutation: m.AnyMutation
+    state: str  # pending, or the final answer's status (a duplicate's first)
+    answer: m.Answer | None
 
 
 class SyncClient:
@@ -132,9 +161,13 @@ class SyncClient:
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": codec.media_type(self.fmt)},
         )  # fmt: skip
         if response.status_code != 200:
-            code = response.json().get("code", "unknown") if response.content else "unknown"
-            raise SyncFailed(response.status_code, code)
-        return codec.decode(response.content, answer, self.fmt)
+            raise SyncFailed(response.status_code, _problem_code(response))
+        try:
+            return codec.decode(response.content, answer, self.fmt)
+        except msgspec.DecodeError as exc:
+            # An answer cut short on the way is an answer lost: nothing is marked, the queue is
+            # pushed again and the server replays what it already applied.
+            raise AnswerUnreadable(response.status_code, "unreadable_answer") from exc
 
     async def push(self, batch: int = 500) -> m.PushResponse | None:
         rows = self.store.db.execute(
