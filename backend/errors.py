@@ -158,7 +158,16 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return problem(exc.status_code, code, _strip_prefix(exc.detail) or code, None, request)
 
 
+# PostgreSQL gave up one of two transactions that waited on each other (a deadlock, a serialization
+# failure). Nothing of the request was kept: the caller retries, and exactly-once holds.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    if getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES:
+        log.warning("transient database conflict", extra={"sqlstate": getattr(exc, "sqlstate", None)})
+        return problem(503, "try_again", "A concurrent request got in the way; nothing was kept, try again", None,
+                       request, retry_after_s=1)  # fmt: skip
     # Not the message nor a traceback with locals: a database error's text carries the failing
     # row ("DETAIL: Failing row contains (…)"), which may hold ID numbers, names and phones.
     frames = traceback.extract_tb(exc.__traceback__)

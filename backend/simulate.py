@@ -1476,7 +1476,7 @@ INVARIANTS: tuple[Invariant, ...] = (
 #   scope_reset        a tablet whose user moved to another township gets that township (a reset)
 #   retry_on_conflict  a serialization failure or deadlock between requests is retried, never a 500
 #   suspended_dedup    a suspended tablet's report of a payment the server holds is a `duplicate`
-PENDING: frozenset[str] = frozenset({"scope_reset", "retry_on_conflict", "suspended_dedup"})
+PENDING: frozenset[str] = frozenset()
 
 
 async def check_invariants(world: World, skip: Iterable[str] = PENDING) -> list[InvariantResult]:

@@ -377,8 +377,6 @@ async def live_world(dsn: str, seed: int = 1) -> AsyncIterator[World]:
             await db.close()
 
 
-@pytest.mark.xfail(strict=True, reason="server gap: a pull after the user's township changed neither resets nor "
-                   "tombstones the old township (pull.py keeps the cursor of the old scope)")  # fmt: skip
 async def test_a_tablet_whose_user_moved_to_another_township_holds_that_township_after_a_sync(fault_db: str) -> None:
     async with live_world(fault_db) as world:
         moving, in_b = world.tablets[2], world.tablets[3]  # staff_a2 (township A), staff_b
@@ -410,9 +408,6 @@ async def test_two_pulls_of_one_tablet_at_once_are_both_answered(fault_db: str) 
         assert set(statuses) == {200}, (statuses, world.error_log.errors)
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: pushes of two tablets that edit the same households in "
-                   "another order deadlock (each mutation locks its household as it goes); the loser is a 500 "
-                   "(DeadlockDetectedError 40P01) instead of being retried or answered 'try again'")  # fmt: skip
 async def test_two_tablets_editing_the_same_households_in_another_order_are_both_answered(fault_db: str) -> None:
     async with live_world(fault_db) as world:
         first, second = world.tablets[0], world.tablets[2]
@@ -442,9 +437,6 @@ async def test_two_tablets_editing_the_same_households_in_another_order_are_both
         assert failures == []
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: a suspended tablet's push quarantines each mutation before "
-                   "looking at it, so a payment the server already recorded (reported again by a reinstalled "
-                   "app's re-exported queue) is held a second time, without its content hash")  # fmt: skip
 async def test_a_payment_reported_again_by_a_suspended_tablet_is_a_duplicate_not_a_second_quarantine(
     fault_db: str,
 ) -> None:

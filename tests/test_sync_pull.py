@@ -147,7 +147,7 @@ async def test_a_cursor_older_than_the_retention_horizon_gets_a_reset(client: Cl
     _, old_cursor, _ = await pull_all(client, tablet)
     await conn.execute("UPDATE households SET address = '后来' WHERE id = $1", created.household_id)
     floor = await pull_service.prune(conn, datetime.now(UTC) + timedelta(seconds=1))
-    assert floor is not None and floor > int(old_cursor)
+    assert floor is not None and floor > int(old_cursor.split(".")[0])
     first = await pull(client, tablet, cursor=old_cursor)
     assert first.reset is True
     assert upserts(first.changes, "household")[created.household_id].address == "后来"
@@ -331,7 +331,7 @@ async def test_a_page_token_of_the_older_layout_starts_the_snapshot_again(client
     current = pull_service._decode_token(first.page_token)
     old = pull_service.PageToken(mode="s", to_xid=current.to_xid, kind=3, after_id=uuid.UUID(int=0))  # layout 1
     again = await pull(client, tablet, page_token=pull_service._encode_token(old))
-    assert again.changes == whole and again.reset is False and again.cursor == str(current.to_xid)
+    assert again.changes == whole and again.reset is False and again.cursor == f"{current.to_xid}.330106001000"
 
 
 async def test_a_pull_is_neither_held_up_nor_failed_by_a_push_of_the_same_tablet(
@@ -417,3 +417,23 @@ async def test_a_pull_is_gzipped_when_the_tablet_accepts_it_and_only_then(client
                                                                                  "msgpack"))  # fmt: skip
     assert [answers[a][0] for a in ("gzip", "identity", "gzip;q=0")] == ["gzip", None, None]
     assert answers["gzip"][1].changes == answers["identity"][1].changes
+
+
+async def test_a_cursor_names_the_scope_it_was_given_for_and_another_scope_starts_a_new_snapshot(
+    client: Client,
+) -> None:
+    tablet = await world(client)
+    await push(client, tablet, [household_create(tablet)])
+    _, cursor, _ = await pull_all(client, tablet)
+    assert cursor.endswith(".330106001000")
+    later = await pull(client, tablet, cursor=cursor)
+    assert (later.changes, later.reset) == ([], False)
+    # The same xid under another township's name (the user was moved): a fresh snapshot, reset.
+    moved = await pull(client, tablet, cursor=cursor.split(".")[0] + ".330106002000")
+    assert moved.reset is True and upserts(moved.changes, "household")
+    for bad in ("12.33", "x.330106001000", "1" * 20):
+        response = await client.post(
+            "/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id), "cursor": bad},
+            headers=tablet.headers,
+        )  # fmt: skip
+        assert (response.status_code, response.json()["errors"][0]["field"]) == (422, "cursor"), bad

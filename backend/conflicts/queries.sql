@@ -56,3 +56,8 @@ WHERE id = $1
 RETURNING id, township_code, household_id, person_id, kind, outcome, fields, base_version, server_version,
           base_values, server_values, tablet_values, other_household_id, device_id, seq, raised_by, at, status,
           resolution, resolution_note, resolved_by, resolved_at;
+
+-- name: lock_households
+-- Every household a push names, locked up front in one order: two tablets' pushes touching the
+-- same households in opposite orders wait for each other instead of deadlocking.
+SELECT id FROM households WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;

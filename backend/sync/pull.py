@@ -86,6 +86,9 @@ class PageToken(msgspec.Struct, kw_only=True, array_like=True):
     part: Annotated[int, msgspec.Meta(ge=0, le=len(HOUSEHOLD_PARTS))] = 0
     after_part_id: UUID = ZERO_UUID
     layout: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    # The user's scope the sequence was started for ("" in tokens from before): another scope
+    # (the user moved to another township) starts a new snapshot.
+    scope: Annotated[str, msgspec.Meta(pattern="^[0-9]{0,12}$")] = ""
 
 
 def _encode_token(token: PageToken) -> str:
@@ -99,10 +102,12 @@ def _decode_token(raw: str) -> PageToken:
         raise InvalidInput("page_token", "is not a token this server gave") from exc
 
 
-def _cursor(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 20:
+def _cursor(raw: str) -> tuple[int, str]:
+    """A cursor is `xid.scope` (a bare xid from before scopes were named in it)."""
+    xid, _, scope = raw.partition(".")
+    if not xid.isdigit() or len(xid) > 19 or not (scope == "" or (scope.isdigit() and len(scope) == 12)):
         raise InvalidInput("cursor", "is not a cursor this server gave")
-    return int(raw)
+    return int(xid), scope
 
 
 async def pull(conn: Connection, actor: Actor, request: m.PullRequest, now: datetime) -> m.PullResponse:
@@ -113,17 +118,24 @@ async def pull(conn: Connection, actor: Actor, request: m.PullRequest, now: date
         raise DeviceMismatch()
     xmin: int = await conn.fetchval(Q["current_xmin"])
     floor: int = await conn.fetchval(Q["horizon"])
+    scope = actor.scope.division_code
     if request.page_token is not None:
         token = _decode_token(request.page_token)
     elif request.cursor is not None:
-        token = PageToken(mode="c", from_xid=_cursor(request.cursor), to_xid=xmin)
+        from_xid, cursor_scope = _cursor(request.cursor)
+        token = PageToken(mode="c", from_xid=from_xid, to_xid=xmin, scope=cursor_scope)
     else:
-        token = PageToken(mode="s", to_xid=xmin, layout=SNAPSHOT_LAYOUT)
+        token = PageToken(mode="s", to_xid=xmin, layout=SNAPSHOT_LAYOUT, scope=scope)
+    if token.scope not in ("", scope):
+        # The user now works in another township: what the tablet holds is not its scope any more.
+        # A new snapshot, whose first page says reset (the tablet drops its synced copy, never its queue).
+        token = PageToken(mode="s", to_xid=xmin, reset=True, layout=SNAPSHOT_LAYOUT, scope=scope)
+    token = msgspec.structs.replace(token, scope=scope)
     if token.mode == "s" and (token.layout != SNAPSHOT_LAYOUT or token.kind >= len(PHASES)):
-        token = PageToken(mode="s", to_xid=token.to_xid, reset=token.reset, layout=SNAPSHOT_LAYOUT)
+        token = PageToken(mode="s", to_xid=token.to_xid, reset=token.reset, layout=SNAPSHOT_LAYOUT, scope=scope)
     if (token.mode == "c" and token.from_xid < floor) or (token.mode == "s" and token.to_xid < floor):
         # Changes this cursor still needs were pruned: start again from a snapshot.
-        token = PageToken(mode="s", to_xid=xmin, reset=True, layout=SNAPSHOT_LAYOUT)
+        token = PageToken(mode="s", to_xid=xmin, reset=True, layout=SNAPSHOT_LAYOUT, scope=scope)
     since = subsidy_horizon(now)
     with _collector_paused():
         if token.mode == "s":
@@ -142,7 +154,7 @@ async def pull(conn: Connection, actor: Actor, request: m.PullRequest, now: date
         reset=token.reset and token.kind == 0 and token.after_id == ZERO_UUID,
         has_more=next_token is not None,
         page_token=None if next_token is None else _encode_token(next_token),
-        cursor=str(token.to_xid) if next_token is None else None,
+        cursor=f"{token.to_xid}.{scope}" if next_token is None else None,
         last_seq=last_seq,
         server_time=now,
     )

@@ -99,6 +99,7 @@ async def push(
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
         raise PushInProgress() from exc
+    await _lock_households(conn, request.mutations, fmt)
     with audit.deferred(conn) as held:
         ledger = _Ledger(held)
         answers, last_seq = await _apply_chunks(conn, actor, request.mutations, fmt, ctx, last_seq, ledger)
@@ -113,6 +114,30 @@ async def push(
         protocol_version=m.PROTOCOL_VERSION, device_id=request.device_id, last_seq=last_seq, answers=answers,
         server_time=ctx.now, clock_skew_s=skew, clock_flag=flag,
     )  # fmt: skip
+
+
+class _Targets(msgspec.Struct, kw_only=True):
+    household_id: UUID | None = None
+    to_household_id: UUID | None = None
+
+
+_json_targets = msgspec.json.Decoder(_Targets)
+_msgpack_targets = msgspec.msgpack.Decoder(_Targets)
+
+
+async def _lock_households(conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format) -> None:
+    """Locks the households the push names, in id order, before applying anything (a mutation
+    locks its household again as it goes: already held, that costs nothing)."""
+    decoder = _msgpack_targets if fmt == "msgpack" else _json_targets
+    ids: set[UUID] = set()
+    for raw in mutations:
+        try:
+            targets = decoder.decode(bytes(raw))
+        except msgspec.DecodeError:
+            continue  # answered on its own when its turn comes
+        ids.update(x for x in (targets.household_id, targets.to_household_id) if x is not None)
+    if ids:
+        await conn.execute(conflicts.Q["lock_households"], sorted(ids))
 
 
 CHUNK = 50  # mutations under one savepoint on the fast path
@@ -263,15 +288,37 @@ async def _one(
         try:
             async with conn.transaction():
                 if ctx.device_status == "suspended":
-                    raise Quarantine("device_suspended", "the tablet is suspended: a reviewer decides")
+                    raise await _suspended(conn, mutation)
                 answer = await HANDLERS[kind](conn, actor, mutation, ctx)
                 answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
+        except _Known as known:
+            answer = msgspec.structs.replace(known.answer, seq=seq, mutation_id=mutation_id)
         except _HANDLED as exc:
             ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
             answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
     if seq > last_seq:  # (a seq at or below it reaches here only with dedup broken, for a test)
         ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)
     return answer
+
+
+async def _suspended(conn: Connection, mutation: m.AnyMutation) -> Quarantine | _Known:
+    """What a suspended tablet's mutation becomes: kept for a reviewer — unless it is a payment the
+    server already holds, which stays a duplicate (a reinstalled app may report it again)."""
+    if not isinstance(mutation, m.PaymentRecord):
+        return Quarantine("device_suspended", "the tablet is suspended: a reviewer decides")
+    content = m.payment_content_hash(mutation)
+    earlier = await _earlier_report(conn, mutation, content)  # raises for the same id with other facts
+    if earlier is not None:
+        return _Known(earlier)
+    return Quarantine("device_suspended", "the tablet is suspended: a reviewer decides", content)
+
+
+class _Known(Exception):
+    """Raised out of a suspended tablet's savepoint with the answer of a report already held."""
+
+    def __init__(self, answer: m.Answer) -> None:
+        super().__init__(answer.code)
+        self.answer = answer
 
 
 async def _failed(
