@@ -7,7 +7,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend.audit.service import record
+from backend.audit.service import deferred, gathered, record
 from tests.conftest import auth_headers
 
 
@@ -70,3 +70,23 @@ async def test_township_roles_cannot_read_audit(client: AsyncTestClient[Litestar
         response = await client.get("/api/v1/audit", headers=await auth_headers(client, username))
         assert response.status_code == 403
         assert response.json()["code"] == "forbidden"
+
+
+async def test_rows_gathered_for_a_statement_go_to_a_holder_further_out_once_it_succeeded(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """A service writing its audit rows within its own statement gets them as columns; under a caller
+    that holds rows back (a sync push), the rows are the caller's to write, and only if it succeeded."""
+    with gathered(conn) as alone:
+        await record(conn, None, "create", "user", "a", division_code="330106", summary={"k": 1})
+    assert alone.columns()[3:7] == [["create"], ["user"], ["a"], ["330106"]]
+    with deferred(conn) as push:
+        with gathered(conn) as inner:
+            await record(conn, None, "create", "user", "b")
+        assert all(column == [] for column in inner.columns())
+        with gathered(conn):
+            await record(conn, None, "create", "user", "c")  # its statement failed: never written()
+        assert push.rows == []
+        inner.written()
+        await push.write()
+    assert [r["entity_id"] for r in await conn.fetch("SELECT entity_id FROM audit_log ORDER BY id")] == ["b"]

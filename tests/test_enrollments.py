@@ -329,3 +329,74 @@ async def test_premium_quote_per_member_and_household(client: Client, household:
     ]
     # The household owes for its enrolled member only; the other is quoted for information.
     assert (body["premium_fen"], body["subsidy_fen"], body["due_fen"], body["balance_fen"]) == (40000, 0, 40000, 40000)
+
+
+async def test_enrolment_and_cover_take_the_version_in_force_that_day(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """Enrolment (with the household) and cover (with the persons' facts) read the version in force
+    themselves: the one `policy.in_force` picks, before the first version, between versions and after
+    the last."""
+    from backend.enrollment import policy
+
+    admin = await auth_headers(client, "admin")
+    await publish_policy(client, admin, effective_from="2025-09-01", premium_fen=40000)
+    await publish_policy(client, admin, effective_from="2025-11-01", premium_fen=42000)
+    await publish_policy(client, admin, effective_from="2025-10-01", premium_fen=41000)
+    staff = await auth_headers(client, "staff_a")
+    actor = await staff_actor(conn)
+    for n, day in enumerate((date(2025, 8, 1), date(2025, 9, 30), date(2025, 10, 15), date(2026, 2, 1))):
+        household = await create_household(client, staff, [member(ID_NUMBERS[n + 1], "张三")], household_no=str(n))
+        data = EnrollmentCreate(
+            household_id=UUID(household["id"]), coverage_year=2026, person_ids=[household["members"][0]["person_id"]]
+        )
+        async with conn.transaction():
+            enrolled = await enrollments.enrol(conn, actor, data, day, KEY)
+        expected = await policy.in_force(conn, 2026, day)
+        assert expected is not None
+        assert (enrolled.items[0].policy_version_id, enrolled.items[0].premium_fen) == (
+            expected.id,
+            expected.premium_fen,
+        ), day
+        # Cover paid for that day is computed under the same version.
+        inputs = await enrollments.coverage_inputs(conn, [(enrolled.items[0].person_id, 2026)], day)
+        assert inputs.in_force[2026] == expected, day
+
+
+async def test_a_top_up_for_everyone_lowers_the_amount_due_at_registration(client: Client) -> None:
+    """No list and no claim names the person: a district top-up without categories still applies."""
+    rules = {"top_ups": [{"code": "district_all", "rule": {"type": "fixed", "amount_fen": 5000}}]}
+    await publish_policy(client, await auth_headers(client, "admin"), rules=rules)
+    staff = await auth_headers(client, "staff_a")
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
+    enrolled = await enrol_all(client, household)
+    assert [(e["status"], e["subsidy_fen"]) for e in enrolled["items"]] == [("registered", 5000)]
+
+
+async def test_an_accepted_claim_counts_at_registration_like_a_list_row(client: Client) -> None:
+    admin, staff, civil = [await auth_headers(client, u) for u in ("admin", "staff_a", "civil")]
+    await publish_policy(client, admin)
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
+    claim = {"person_id": household["members"][0]["person_id"], "coverage_year": 2026, "category": "di_bao"}
+    raised = await client.post("/api/v1/eligibility/claims", json=claim, headers=staff)
+    assert raised.status_code == 201, raised.text
+    accepted = await client.post(f"/api/v1/eligibility/claims/{raised.json()['id']}/accept", json={}, headers=civil)
+    assert accepted.status_code == 200, accepted.text
+    enrolled = await enrol_all(client, household)
+    assert [(e["status"], e["subsidy_fen"]) for e in enrolled["items"]] == [("registered", 20000)]
+
+
+async def test_each_enrolment_is_audited_with_its_registration(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    household: dict[str, Any],
+) -> None:
+    enrolled = await enrol_all(client, household)
+    rows = await conn.fetch(
+        "SELECT entity_id, division_code, summary FROM audit_log WHERE action = 'enrol' ORDER BY id"
+    )
+    assert [(r["entity_id"], r["division_code"], r["summary"]) for r in rows] == [
+        (e["id"], "330106001001", {"person_id": e["person_id"], "year": 2026, "status": "registered"})
+        for e in enrolled["items"]
+    ]

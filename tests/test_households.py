@@ -406,3 +406,65 @@ async def test_household_edit_audit_names_fields_not_values(client: Client, conn
     )
     summary = await conn.fetchval("SELECT summary FROM audit_log WHERE action = 'update' AND entity = 'household'")
     assert summary == {"changed": ["address", "phone"]}
+
+
+async def test_every_write_answers_the_household_as_it_is_read_back(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """Writes answer from the statement that wrote (reused persons as stored, members in order,
+    the new ETag); each answer is the household a read gives right after, and each write is audited."""
+    staff = await auth_headers(client, "staff_a")
+    earlier = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0009")
+    gone = await client.post(
+        f"/api/v1/households/{earlier['id']}/members/{earlier['members'][0]['person_id']}/remove",
+        json={"reason": "removed"}, headers={**staff, **if_match(earlier)},
+    )  # fmt: skip
+    assert gone.status_code == 200, gone.text
+    assert (gone.json()["members"], gone.json()["status"]) == ([], "dissolved")
+
+    async def same_as_read(response: Any, status: int = 200) -> dict[str, Any]:
+        assert response.status_code == status, response.text
+        read = await client.get(f"/api/v1/households/{response.json()['id']}", headers=staff)
+        assert (response.json(), response.headers["etag"]) == (read.json(), read.headers["etag"])
+        body: dict[str, Any] = response.json()
+        return body
+
+    created = await same_as_read(
+        await client.post(
+            "/api/v1/households", headers=staff,
+            json={"village_code": "330106001001", "household_no": "0001", "address": "北山路 1 号",
+                  "members": [member(ID_NUMBERS[2], "李四", "spouse", phone="13800000000"),
+                              member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[3], "王五改", "child")]},
+        ),
+        201,
+    )  # fmt: skip
+    # The head first; 王五 was reused as stored (a person in no household keeps their record).
+    assert [(m["relation"], m["name"]) for m in created["members"]] == [
+        ("head", "张三"), ("spouse", "李四"), ("child", "王五"),
+    ]  # fmt: skip
+    url = f"/api/v1/households/{created['id']}"
+    added = await same_as_read(
+        await client.post(f"{url}/members", json=member(ID_NUMBERS[4], "赵六", "child"),
+                          headers={**staff, **if_match(created)}),
+        201,
+    )  # fmt: skip
+    edited = await same_as_read(
+        await client.patch(f"{url}/members/{added['members'][3]['person_id']}", json={"phone": "13900000000"},
+                           headers={**staff, **if_match(added)})
+    )  # fmt: skip
+    renamed = await same_as_read(await client.patch(url, json={"address": "南山路 2 号"},
+                                                    headers={**staff, **if_match(edited)}))  # fmt: skip
+    left = await same_as_read(
+        await client.post(f"{url}/members/{renamed['members'][2]['person_id']}/remove", json={"reason": "removed"},
+                          headers={**staff, **if_match(renamed)})
+    )  # fmt: skip
+    assert [h["row_version"] for h in (created, added, edited, renamed, left)] == [1, 2, 3, 4, 5]
+    audited = await conn.fetch(
+        "SELECT action, division_code FROM audit_log WHERE entity = 'household' AND entity_id = $1 "
+        "AND action <> 'read' ORDER BY id",
+        created["id"],
+    )
+    assert [(r["action"], r["division_code"]) for r in audited] == [
+        (action, "330106001001") for action in ("create", "add_member", "update_member", "update", "remove_member")
+    ]

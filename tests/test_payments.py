@@ -18,6 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from backend.auth.actor import Actor, Role, Scope
 from backend.db import init_connection
+from backend.enrollment import enrollments
 from backend.premiums import service
 from backend.premiums.service import AdjustmentRequest, Decision, PaymentIn, RemittanceIn
 from tests.conftest import JWT_SECRET, auth_headers
@@ -653,3 +654,107 @@ async def test_receipt_prefixes_are_letters_with_one_width(
     )
     assert other_width.status_code == 422
     assert other_width.json()["errors"][0]["field"] == "digits"
+
+
+# What a payment answers and writes in one statement -----------------------------------------------
+
+
+async def test_every_receipt_shows_the_household_money_the_ledger_shows(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    """The receipt's totals come with the payment's own statement: after each payment (an under-,
+    a full and an over-payment, a back-payment, around an approved void and refund) they are what
+    `household_money` reads, and the query code is the one the household prints."""
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    household_id, day = UUID(world.household["id"]), date(2025, 10, 8)
+    first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
+    steps: list[dict[str, Any]] = [
+        {"receipt_no": "A00000001", "amount_fen": 30000, "person_ids": [first]},
+        {"receipt_no": "A00000002", "amount_fen": 50000},
+        {"receipt_no": "A00000003", "amount_fen": 41000, "kind": "back_payment", "back_years": [2025],
+         "person_ids": [second]},
+        {"receipt_no": "A00000004", "amount_fen": 45000},
+    ]  # fmt: skip
+    receipts = []
+    for n, step in enumerate(steps):
+        receipt = await pay(conn, world, **step)
+        receipts.append(receipt)
+        money = await service.household_money(conn, household_id, 2026)
+        code = await enrollments.household_query_code(conn, KEY, household_id, 2026)
+        assert (receipt.household, receipt.query_code) == (money, code), step
+        if n == 0:  # the first is voided, the second partly refunded: both count from then on
+            async with conn.transaction():
+                void = await service.request_adjustment(
+                    conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="x"), day
+                )
+                await service.decide_adjustment(conn, reviewer, void.id, Decision(approve=True), day)
+        if n == 1:
+            async with conn.transaction():
+                refund = await service.request_adjustment(
+                    conn, staff, receipt.payment.id,
+                    AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=3000), day,
+                )  # fmt: skip
+                await service.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+    assert [r.household.paid_fen for r in receipts] == [30000, 50000, 47000, 92000]
+
+
+@pytest.mark.parametrize(
+    ("closed", "counted_on"),
+    [
+        ([], date(2025, 10, 8)),
+        ([date(2025, 10, 8)], date(2025, 10, 9)),
+        ([date(2025, 10, 8), date(2025, 10, 9)], date(2025, 10, 10)),
+        ([date(2025, 10, 8), date(2025, 10, 10)], date(2025, 10, 9)),
+        ([date(2025, 10, 9)], date(2025, 10, 8)),
+    ],
+)
+async def test_a_payment_of_a_closed_day_counts_on_the_next_open_day(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+    closed: list[date],
+    counted_on: date,
+) -> None:
+    staff = await actor_of(conn, "staff_a")
+    for day in closed:
+        await conn.execute(
+            "INSERT INTO collector_days (collector_id, business_date, expected_fen, remitted_fen, closed_by) "
+            "VALUES ($1, $2, 0, 0, $1)",
+            staff.id,
+            day,
+        )
+    receipt = await pay(conn, world)
+    assert (receipt.payment.business_date, receipt.payment.remittance_date) == (date(2025, 10, 8), counted_on)
+
+
+async def test_a_payment_is_audited_with_each_enrolment_it_pays(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    receipt = await pay(conn, world)
+    rows = await conn.fetch(
+        "SELECT action, entity, entity_id, summary FROM audit_log WHERE action IN ('paid', 'record') ORDER BY id"
+    )
+    assert sorted((r["action"], r["entity"], r["entity_id"]) for r in rows[:-1]) == sorted(
+        ("paid", "enrollment", str(e)) for e in receipt.enrollments_paid
+    )
+    assert (rows[-1]["action"], rows[-1]["entity"], rows[-1]["entity_id"]) == (
+        "record", "payment", str(receipt.payment.id),
+    )  # fmt: skip
+    assert rows[-1]["summary"] == {
+        "amount_fen": 80000, "method": "cash", "kind": "premium", "receipt_no": "A00000001", "clock_flag": None,
+        "enrollments_paid": 2,
+    }  # fmt: skip
+    assert [(r["summary"]["from"], r["summary"]["to"], r["summary"]["business_date"]) for r in rows[:-1]] == [
+        ("registered", "paid", "2025-10-08")
+    ] * 2
+
+
+async def test_a_payment_funds_an_enrolment_as_mark_paid_does(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    """The payment writes the funding in its own statement; it is the funding `mark_paid` writes."""
+    first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
+    receipt = await pay(conn, world, amount_fen=40000, person_ids=[first])
+    other = await conn.fetchval("SELECT id FROM enrollments WHERE person_id = $1", second)
+    async with conn.transaction():
+        await enrollments.mark_paid(conn, await actor_of(conn, "staff_a"), other, receipt.payment.business_date)
+    columns = (
+        "status, funding, business_date, subsidy_fen, coverage_start, coverage_end, coverage_reason, coverage_note, "
+        "waiting_months, row_version"
+    )
+    rows = await conn.fetch(f"SELECT {columns} FROM enrollments WHERE person_id = ANY($1::uuid[])", [first, second])
+    assert len(rows) == 2 and tuple(rows[0]) == tuple(rows[1])
+    assert rows[0]["status"] == "paid" and rows[0]["coverage_start"] is not None

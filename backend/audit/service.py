@@ -35,7 +35,13 @@ class Deferred:
     async def write(self) -> None:
         rows, self.rows = self.rows, []
         if rows:
-            await self.conn.execute(Q["insert_rows"], *(list(column) for column in zip(*rows, strict=True)))
+            await self.conn.execute(Q["insert_rows"], *columns(rows))
+
+
+def columns(rows: list[Row]) -> list[list[Any]]:
+    """Held rows as the nine columns `insert_rows` takes (empty ones for no rows): a service that
+    writes its audit rows within a statement of its own takes them so."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(9)]
 
 
 _deferred: ContextVar[Deferred | None] = ContextVar("audit_deferred", default=None)
@@ -50,6 +56,33 @@ def deferred(conn: Connection) -> Iterator[Deferred]:
         yield holder
     finally:
         _deferred.reset(token)
+
+
+class Gathered:
+    """Audit rows a service writes within a statement of its own (`gathered`)."""
+
+    def __init__(self, rows: Deferred, outer: Deferred | None) -> None:
+        self._rows = rows
+        self._outer = outer
+
+    def columns(self) -> list[list[Any]]:
+        """The rows as `insert_rows` takes them; none when a caller holds rows back (`deferred`)."""
+        return columns([] if self._outer is not None else self._rows.rows)
+
+    def written(self) -> None:
+        """The statement succeeded: rows held back for a caller join its rows now."""
+        if self._outer is not None:
+            self._outer.rows += self._rows.rows
+
+
+@contextmanager
+def gathered(conn: Connection) -> Iterator[Gathered]:
+    """Within the block, `record` and `record_many` on `conn` gather rows for one statement of the
+    caller's, which writes `columns()` (as `insert_rows` does) with its own data, then says
+    `written()`. If that statement fails, nothing was written, and the rows are dropped."""
+    outer = held(conn)
+    with deferred(conn) as rows:
+        yield Gathered(rows, outer)
 
 
 def held(conn: Connection) -> Deferred | None:

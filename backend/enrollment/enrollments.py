@@ -1,9 +1,10 @@
 """Enrolment (参保登记) of members for a coverage year, and its lifecycle.
 
 registered → paid | subsidised → confirmed, and cancelled (with a reason) from any live state.
-`mark_paid` and `mark_subsidised` are reached through the service layer only: premium collection
-and eligibility call them. At most one live enrolment per person and year is enforced by the
-database (`enrollments_one_live_per_person_year`).
+`mark_paid` and `mark_subsidised` are reached through the service layer only: eligibility calls them,
+and premium collection plans the same funding (`plan_funding`) and writes it with the payment. At
+most one live enrolment per person and year is enforced by the database
+(`enrollments_one_live_per_person_year`).
 """
 
 from __future__ import annotations
@@ -11,19 +12,24 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
+from backend.audit import service as audit
 from backend.audit.service import record, record_many
 from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
 from backend.enrollment import policy as policies
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
-from backend.rules.coverage import coverage_for
+from backend.rules.coverage import Coverage, coverage_for
+from backend.rules.premium import PremiumDue, premium_due
+
+if TYPE_CHECKING:
+    from backend.eligibility.service import PersonEligibility
 
 Q = load_queries("backend.enrollment")
 
@@ -142,47 +148,59 @@ async def household_query_code(conn: Connection, key: bytes, household_id: UUID,
 
 async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
     """Registers members of one household for a year (state `registered`)."""
-    household = await conn.fetchrow(Q["household"], data.household_id)
-    if household is None or not actor.in_scope(household["village_code"]):
+    from backend.eligibility import service as eligibility
+
+    rows = await conn.fetch(Q["household_for_enrolment"], data.household_id, data.person_ids, data.coverage_year, today)
+    if not rows or not actor.in_scope(rows[0]["village_code"]):
         raise NotFound()
+    household, asked = rows[0], rows[: len(data.person_ids)]  # a row per person asked, in order
     if household["status"] != "active":
         raise Conflict("the household is dissolved")
     if len(set(data.person_ids)) != len(data.person_ids):
         raise InvalidInput("person_ids", "lists a person twice")
-    members = {r["person_id"] for r in await conn.fetch(Q["current_members_of"], data.household_id)}
-    for i, person_id in enumerate(data.person_ids):
-        if person_id not in members:
+    for i, row in enumerate(asked):
+        if not row["member"]:
             raise InvalidInput(f"person_ids[{i}]", "is not a current member of the household")
-    policy = await policies.require_in_force(conn, data.coverage_year, today)
-    await _check_not_excluded(conn, data, today)
-    enrolled = {r["person_id"] for r in await conn.fetch(Q["live_enrollments_of"], data.person_ids, data.coverage_year)}
+    # The version in force today came with the household.
+    policy = policies.required(
+        None if household["policy"] is None else msgspec.convert(household["policy"], policies.PolicyVersion),
+        data.coverage_year,
+    )
+    # What eligibility knows of them is read once (and only if there can be anything): for the
+    # exclusion lists now, the subsidies below.
+    numbers = {r["person_id"]: r["id_number"] for r in asked if r["id_number"] is not None}
+    known: dict[str, PersonEligibility] = {}
+    if household["eligibility_known"]:
+        known = await eligibility.facts(conn, sorted(set(numbers.values())), data.coverage_year, today)
+    _check_not_excluded(data, numbers, known)
+    live = set(household["enrolled"])
+    enrolled = [f"person_ids[{i}]" for i, person_id in enumerate(data.person_ids) if person_id in live]
     if enrolled:
-        fields = [f"person_ids[{i}]" for i, p in enumerate(data.person_ids) if p in enrolled]
-        raise AlreadyEnrolled(errors=[{"field": f, "message": "already enrolled for the year"} for f in fields])
+        raise AlreadyEnrolled(errors=[{"field": f, "message": "already enrolled for the year"} for f in enrolled])
+    code = query_code(code_key, data.household_id, data.coverage_year)
+    ids = [uuid7() for _ in data.person_ids]
+    with audit.gathered(conn) as audit_rows:  # written by the enrolments' own statement
+        await record_many(conn, actor, "enrol", "enrollment", [
+            (enrollment_id, household["village_code"], {"person_id": str(person_id), "year": data.coverage_year,
+                                                        "status": "registered"})
+            for enrollment_id, person_id in zip(ids, data.person_ids, strict=True)
+        ])  # fmt: skip
     try:
         rows = await conn.fetch(
-            Q["insert_enrollments"], [uuid7() for _ in data.person_ids], data.person_ids, data.household_id,
-            household["village_code"], data.coverage_year, policy.id, today, policy.premium_fen,
+            Q["insert_enrollments_with_code"], ids, data.person_ids, data.household_id, household["village_code"],
+            data.coverage_year, policy.id, today, policy.premium_fen,
+            query_code_hash(code_key, data.household_id, data.coverage_year, code), *audit_rows.columns(),
         )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "enrollments_one_live_per_person_year":
             raise AlreadyEnrolled() from exc  # a concurrent request won the race
         raise
-    code: str | None = query_code(code_key, data.household_id, data.coverage_year)
-    assert code is not None
-    created = await conn.fetchval(
-        Q["insert_query_code"], data.household_id, data.coverage_year,
-        query_code_hash(code_key, data.household_id, data.coverage_year, code),
-    )  # fmt: skip
-    if created is None:
-        code = None  # the household already has its code for the year
-    items = [_enrollment(r) for r in rows]
-    await record_many(conn, actor, "enrol", "enrollment", [
-        (item.id, item.village_code, {"person_id": str(item.person_id), "year": item.coverage_year,
-                                      "status": "registered"})
-        for item in items
-    ])  # fmt: skip
-    return Enrolled(items=await _apply_subsidies(conn, actor, items, today), query_code=code)
+    audit_rows.written()
+    created = bool(rows) and rows[0]["code_created"]  # else the household already has its code for the year
+    by_id = {r["id"]: _enrollment(r) for r in rows}
+    items = [by_id[i] for i in ids]
+    dues = _dues(policy, numbers, known)
+    return Enrolled(items=await _apply_subsidies(conn, actor, items, dues), query_code=code if created else None)
 
 
 class OnExclusionList(Conflict):
@@ -191,10 +209,9 @@ class OnExclusionList(Conflict):
     code = "on_exclusion_list"
 
 
-async def _check_not_excluded(conn: Connection, data: EnrollmentCreate, today: date) -> None:
-    from backend.eligibility import service as eligibility
-
-    excluded = await eligibility.exclusions(conn, data.person_ids, data.coverage_year, today)
+def _check_not_excluded(data: EnrollmentCreate, numbers: dict[UUID, str], known: dict[str, PersonEligibility]) -> None:
+    """Exclusion-list rows in force (`eligibility.exclusions`, on facts already read) refuse the lot."""
+    excluded = {p: known[n].exclusions for p, n in numbers.items() if n in known and known[n].exclusions}
     if excluded:
         errors = []
         for i, person_id in enumerate(data.person_ids):
@@ -207,14 +224,25 @@ async def _check_not_excluded(conn: Connection, data: EnrollmentCreate, today: d
         raise OnExclusionList(errors=errors)
 
 
-async def _apply_subsidies(conn: Connection, actor: Actor, items: list[Enrollment], today: date) -> list[Enrollment]:
+def _dues(
+    policy: policies.PolicyVersion, numbers: dict[UUID, str], known: dict[str, PersonEligibility]
+) -> dict[UUID, PremiumDue]:
+    """What each person owes under `policy` given the categories they hold (`eligibility.subsidies`,
+    on facts already read)."""
+    subsidy_policy = policy.subsidy_policy()
+    return {
+        person_id: premium_due(subsidy_policy, [h.category for h in known[n].categories] if n in known else [])
+        for person_id, n in numbers.items()
+    }
+
+
+async def _apply_subsidies(
+    conn: Connection, actor: Actor, items: list[Enrollment], dues: dict[UUID, PremiumDue]
+) -> list[Enrollment]:
     """Eligibility at registration: a fully subsidised person is `subsidised` at once, without
     payment; a partial subsidy is recorded so that the amount due shows it."""
     from backend.eligibility import service as eligibility
 
-    if not items:
-        return items
-    dues = await eligibility.subsidies(conn, [i.person_id for i in items], items[0].coverage_year, today)
     out = []
     for item in items:
         due = dues.get(item.person_id)
@@ -246,6 +274,85 @@ def _check_transition(row: asyncpg.Record, to: str) -> None:
         )
 
 
+class CoverageInputs(msgspec.Struct, frozen=True):
+    """What cover from a business date depends on besides the enrolment: each person's birth date,
+    last covered year and years paid back (`coverage_facts`, by person and coverage year), and the
+    policy in force on that date for each year. A payment reads them before it takes its locks."""
+
+    facts: dict[tuple[UUID, int], asyncpg.Record]
+    in_force: dict[int, policies.PolicyVersion | None]  # None: no policy for that year (a 422 if needed)
+
+
+async def coverage_inputs(conn: Connection, person_years: list[tuple[UUID, int]], on: date) -> CoverageInputs:
+    rows = await conn.fetch(Q["coverage_facts"], [p for p, _ in person_years], [y for _, y in person_years], on)
+    in_force: dict[int, policies.PolicyVersion | None] = {y: None for _, y in person_years}
+    for r in rows:  # (every row of a year carries that year's version)
+        if r["policy"] is not None and in_force[r["year"]] is None:
+            in_force[r["year"]] = msgspec.convert(r["policy"], policies.PolicyVersion)
+    return CoverageInputs({(r["person_id"], r["year"]): r for r in rows}, in_force)
+
+
+class Funding(msgspec.Struct, frozen=True):
+    """Enrolments moved to paid or subsidised, with their cover, as `plan_funding` computed it: what
+    `set_funded_many` writes (a payment writes it within its own statement) and what the audit says."""
+
+    to: Literal["paid", "subsidised"]
+    business_date: date
+    rows: list[asyncpg.Record]  # the enrolments as they were, locked
+    subsidies: list[int]
+    cover: list[Coverage]
+
+    def columns(self) -> tuple[list[Any], ...]:
+        """Ids, subsidies, starts, ends, reason codes, reasons and waiting months (`set_funded_many` $1, $4 … $9)."""
+        c = self.cover
+        return (
+            [r["id"] for r in self.rows], self.subsidies, [x.start for x in c], [x.end for x in c],
+            [x.reason_code for x in c], [x.reason for x in c], [x.waiting_months for x in c],
+        )  # fmt: skip
+
+    def audit(self) -> list[tuple[object, str | None, dict[str, Any]]]:
+        """The audit entries (`record_many`, action `to`, entity `enrollment`)."""
+        return [
+            (row["id"], row["village_code"], {"from": row["status"], "to": self.to,
+                                              "business_date": self.business_date.isoformat(),
+                                              "coverage_reason": c.reason_code})
+            for row, c in zip(self.rows, self.cover, strict=True)
+        ]  # fmt: skip
+
+
+def plan_funding(
+    rows: list[asyncpg.Record],
+    to: Literal["paid", "subsidised"],
+    business_date: date,
+    inputs: CoverageInputs,
+    subsidy_fen: dict[UUID, int] | None = None,
+) -> Funding:
+    """The cover of each enrolment (`rows`, locked) funded on `business_date`; the transition and the
+    subsidy checked. No I/O: `inputs` is what `coverage_inputs` read for them."""
+    for row in rows:
+        _check_transition(row, to)
+    subsidies, cover = [], []
+    for row in rows:
+        year = row["coverage_year"]
+        policy = policies.required(inputs.in_force[year], year)
+        premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
+        subsidy = row["subsidy_fen"] if subsidy_fen is None else subsidy_fen.get(row["id"], row["subsidy_fen"])
+        if not 0 <= subsidy <= premium:
+            raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
+        person = inputs.facts[row["person_id"], year]
+        born: int = person["birth_date"].year
+        last: int | None = person["last_year"]
+        # Consecutive years just before `year` without cover; years before birth never count.
+        gap = max(0, year - max(born if last is None else last + 1, born))
+        back_paid = sum(1 for y in person["back_paid_years"] if y >= year - gap) if gap else 0
+        subsidies.append(subsidy)
+        cover.append(coverage_for(
+            coverage_year=year, business_date=business_date, window=policy.window, policy=policy.rules.waiting,
+            birth_date=person["birth_date"], gap_years=gap, back_paid_years=back_paid,
+        ))  # fmt: skip
+    return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover)
+
+
 async def _fund(
     conn: Connection,
     actor: Actor | None,
@@ -255,50 +362,15 @@ async def _fund(
     subsidy_fen: dict[UUID, int] | None = None,
 ) -> list[Enrollment]:
     """Moves enrolments to paid or subsidised and fixes their cover from `business_date`, in a
-    few statements for the lot (a payment usually covers a whole household)."""
+    few statements for the lot (several enrolments at once, e.g. a household's)."""
     rows = await _locked(conn, actor, enrollment_ids)
     for row in rows:
         _check_transition(row, to)
-    persons = {r["id"]: r for r in await conn.fetch(Q["persons_for_coverage"], [r["person_id"] for r in rows])}
-    last_years = {
-        r["person_id"]: r["last_year"]
-        for r in await conn.fetch(
-            Q["last_covered_years"], [r["person_id"] for r in rows],
-            [persons[r["person_id"]]["id_number"] for r in rows], [r["coverage_year"] for r in rows],
-        )
-    }  # fmt: skip
-    in_force: dict[int, policies.PolicyVersion] = {}
-    computed = []
-    for row in rows:
-        year = row["coverage_year"]
-        if year not in in_force:
-            in_force[year] = await policies.require_in_force(conn, year, business_date)
-        policy = in_force[year]
-        premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
-        subsidy = row["subsidy_fen"] if subsidy_fen is None else subsidy_fen.get(row["id"], row["subsidy_fen"])
-        if not 0 <= subsidy <= premium:
-            raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
-        person = persons[row["person_id"]]
-        born: int = person["birth_date"].year
-        last: int | None = last_years[row["person_id"]]
-        # Consecutive years just before `year` without cover; years before birth never count.
-        gap = max(0, year - max(born if last is None else last + 1, born))
-        back_paid: int = await conn.fetchval(Q["back_paid_years"], person["id"], year - gap, year - 1) if gap else 0
-        coverage = coverage_for(
-            coverage_year=year, business_date=business_date, window=policy.window, policy=policy.rules.waiting,
-            birth_date=person["birth_date"], gap_years=gap, back_paid_years=back_paid,
-        )  # fmt: skip
-        computed.append((row, subsidy, coverage))
-    updated = await conn.fetch(
-        Q["set_funded_many"], [r["id"] for r, _, _ in computed], to, business_date, [s for _, s, _ in computed],
-        [c.start for _, _, c in computed], [c.end for _, _, c in computed], [c.reason_code for _, _, c in computed],
-        [c.reason for _, _, c in computed], [c.waiting_months for _, _, c in computed],
-    )  # fmt: skip
-    await record_many(conn, actor, to, "enrollment", [
-        (row["id"], row["village_code"], {"from": row["status"], "to": to, "business_date": business_date.isoformat(),
-                                          "coverage_reason": c.reason_code})
-        for row, _, c in computed
-    ])  # fmt: skip
+    inputs = await coverage_inputs(conn, [(r["person_id"], r["coverage_year"]) for r in rows], business_date)
+    funding = plan_funding(rows, to, business_date, inputs, subsidy_fen)
+    ids, *columns = funding.columns()
+    updated = await conn.fetch(Q["set_funded_many"], ids, to, business_date, *columns)
+    await record_many(conn, actor, to, "enrollment", funding.audit())
     by_id = {r["id"]: _enrollment(r) for r in updated}
     return [by_id[i] for i in enrollment_ids]
 
@@ -311,13 +383,6 @@ async def mark_paid(
     subsidies = None if subsidy_fen is None else {enrollment_id: subsidy_fen}
     (paid,) = await _fund(conn, actor, [enrollment_id], "paid", business_date, subsidies)
     return paid
-
-
-async def mark_paid_many(
-    conn: Connection, actor: Actor | None, enrollment_ids: list[UUID], business_date: date
-) -> list[Enrollment]:
-    """`mark_paid` for several enrolments at once (those one payment covers)."""
-    return await _fund(conn, actor, enrollment_ids, "paid", business_date) if enrollment_ids else []
 
 
 async def mark_subsidised(conn: Connection, actor: Actor | None, enrollment_id: UUID) -> Enrollment:

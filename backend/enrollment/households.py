@@ -4,6 +4,7 @@ optimistic concurrency, search, and move people between households with history 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -11,6 +12,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.audit import service as audit
 from backend.audit.service import changes, record
 from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
@@ -250,7 +252,10 @@ def _birth_cert(field: str, raw: str) -> str:
 
 
 async def _village_in_scope(conn: Connection, actor: Actor, code: str, field: str = "village_code") -> None:
-    level = await conn.fetchval(Q["division_level"], code)
+    _check_village(actor, await conn.fetchval(Q["division_level"], code), code, field)
+
+
+def _check_village(actor: Actor, level: str | None, code: str, field: str = "village_code") -> None:
     if level != "village" or not actor.in_scope(code):
         raise InvalidInput(field, "no such village in your scope")
 
@@ -265,6 +270,17 @@ async def _existing_people(
         [i.id_number for i in identities if i.id_number],
         [i.birth_cert_no for i in identities if i.birth_cert_no],
     )
+    return _reusable(actor, identities, fields, rows, exclude)
+
+
+def _reusable(
+    actor: Actor,
+    identities: list[_Identity],
+    fields: list[str],
+    rows: Sequence[asyncpg.Record | Mapping[str, Any]],
+    exclude: UUID | None = None,
+) -> dict[int, UUID]:
+    """`_existing_people` on rows already read (`person_ids_by_identity`)."""
     reuse: dict[int, UUID] = {}
     conflicts: list[dict[str, Any]] = []
     for index, identity in enumerate(identities):
@@ -286,6 +302,30 @@ async def _existing_people(
     return reuse
 
 
+def _new_people(
+    members: list[MemberIn], identities: list[_Identity], reuse: dict[int, UUID]
+) -> tuple[list[UUID], list[int]]:
+    """Every member's person id (reused, given by the client, or new), and the indexes of new persons."""
+    person_ids = [reuse.get(i) or m.id or uuid7() for i, m in enumerate(members)]
+    return person_ids, [i for i in range(len(members)) if i not in reuse]
+
+
+def _person_columns(
+    person_ids: list[UUID], members: list[MemberIn], identities: list[_Identity], new: list[int]
+) -> tuple[list[Any], ...]:
+    """The new persons as the columns `insert_members` and `insert_household_with_members` take."""
+    return (
+        [person_ids[i] for i in new],
+        [identities[i].id_number for i in new],
+        [identities[i].birth_cert_no for i in new],
+        [identities[i].converted_from_15 for i in new],
+        [members[i].name.strip() for i in new],
+        [identities[i].sex for i in new],
+        [identities[i].birth_date for i in new],
+        [members[i].phone for i in new],
+    )
+
+
 async def _write_people(
     conn: Connection,
     household_id: UUID,
@@ -293,27 +333,12 @@ async def _write_people(
     identities: list[_Identity],
     reuse: dict[int, UUID],
 ) -> list[UUID]:
-    person_ids = [reuse.get(i) or m.id or uuid7() for i, m in enumerate(members)]
-    new = [i for i in range(len(members)) if i not in reuse]
+    person_ids, new = _new_people(members, identities, reuse)
     try:
         await conn.execute(
-            Q["insert_persons"],
-            [person_ids[i] for i in new],
-            [identities[i].id_number for i in new],
-            [identities[i].birth_cert_no for i in new],
-            [identities[i].converted_from_15 for i in new],
-            [members[i].name.strip() for i in new],
-            [identities[i].sex for i in new],
-            [identities[i].birth_date for i in new],
-            [members[i].phone for i in new],
-        )
-        await conn.execute(
-            Q["insert_memberships"],
-            [uuid7() for _ in members],
-            person_ids,
-            household_id,
-            [m.relation for m in members],
-        )
+            Q["insert_members"], *_person_columns(person_ids, members, identities, new), household_id,
+            [uuid7() for _ in members], person_ids, [m.relation for m in members],
+        )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         # A concurrent request registered the same person a moment ago.
         if exc.constraint_name in (
@@ -327,34 +352,50 @@ async def _write_people(
     return person_ids
 
 
-async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> Household:
-    await _village_in_scope(conn, actor, data.village_code)
-    heads = [i for i, m in enumerate(data.members) if m.relation == "head"]
+def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tuple[int, list[_Identity]]:
+    """The head's index and every member's identity, checked: one head, valid numbers, nobody twice."""
+    heads = [i for i, m in enumerate(members) if m.relation == "head"]
     if len(heads) != 1:
         raise InvalidInput("members", f"exactly one member must be the head (relation 'head'), not {len(heads)}")
-    fields = [f"members[{i}]." for i in range(len(data.members))]
-    identities = [_identity(fields[i], m, today) for i, m in enumerate(data.members)]
+    identities = [_identity(fields[i], m, today) for i, m in enumerate(members)]
     seen: dict[str, int] = {}
     for i, identity in enumerate(identities):
         key = identity.id_number or identity.birth_cert_no or ""
         if key in seen:
             raise InvalidInput(fields[i] + "id_number", f"the same person as members[{seen[key]}]")
         seen[key] = i
-    reuse = await _existing_people(conn, actor, identities, fields)
-    household_id = data.id or uuid7()
+    return heads[0], identities
+
+
+async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> Household:
     members = list(data.members)
-    person_ids = [reuse.get(i) or m.id or uuid7() for i, m in enumerate(members)]
-    new = [i for i in range(len(members)) if i not in reuse]
+    fields = [f"members[{i}]." for i in range(len(members))]
     try:
-        await conn.execute(
+        head, identities = _new_members(members, fields, today)
+    except InvalidInput:
+        await _village_in_scope(conn, actor, data.village_code)  # a bad village is named before any member
+        raise
+    # The village's level comes with the people already known: one read for both checks.
+    known = await conn.fetch(
+        Q["village_and_people_by_identity"], data.village_code,
+        [i.id_number for i in identities if i.id_number], [i.birth_cert_no for i in identities if i.birth_cert_no],
+    )  # fmt: skip
+    _check_village(actor, known[0]["level"], data.village_code)
+    reuse = _reusable(actor, identities, fields, [r for r in known if r["id"] is not None])
+    household_id = data.id or uuid7()
+    person_ids, new = _new_people(members, identities, reuse)
+    with audit.gathered(conn) as audit_rows:  # written by the household's own statement
+        await audit.record(
+            conn, actor, "create", "household", household_id, division_code=data.village_code,
+            summary={"members": len(person_ids), "reused_persons": len(reuse)},
+        )  # fmt: skip
+    try:
+        rows = await conn.fetch(
             Q["insert_household_with_members"],
             household_id, data.village_code, data.household_no, data.address, data.phone, actor.id,
-            [person_ids[i] for i in new], [identities[i].id_number for i in new],
-            [identities[i].birth_cert_no for i in new], [identities[i].converted_from_15 for i in new],
-            [members[i].name.strip() for i in new], [identities[i].sex for i in new],
-            [identities[i].birth_date for i in new], [members[i].phone for i in new],
-            person_ids[heads[0]],
-            [uuid7() for _ in members], person_ids, [m.relation for m in members],
+            *_person_columns(person_ids, members, identities, new), person_ids[head],
+            [uuid7() for _ in members], person_ids, [m.relation for m in members], list(reuse.values()),
+            *audit_rows.columns(),
         )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
@@ -363,21 +404,25 @@ async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate
             raise Conflict("a household with this id exists") from exc
         # A concurrent request registered the same person a moment ago.
         raise PersonAlreadyRegistered() from exc
-    await record(
-        conn, actor, "create", "household", household_id, division_code=data.village_code,
-        summary={"members": len(person_ids), "reused_persons": len(reuse)},
-    )  # fmt: skip
-    return await _load(conn, household_id, None)
+    audit_rows.written()
+    return _household(rows)
 
 
 async def _load(conn: Connection, household_id: UUID, year: int | None) -> Household:
-    row = await conn.fetchrow(Q["household"], household_id)
-    if row is None:
+    rows = await conn.fetch(Q["household_with_members"], household_id, year or 0)
+    if not rows:
         raise NotFound()
+    return _household(rows)
+
+
+def _household(rows: list[asyncpg.Record]) -> Household:
+    """A household from `household_with_members` rows (or rows of the same shape)."""
     members = []
-    for m in await conn.fetch(Q["members_with_enrollment"], household_id, year or 0):
+    for m in rows:
+        if m["person_id"] is None:  # a household without current members
+            continue
         enrollment = None
-        if m["enrollment_id"] is not None:
+        if m.get("enrollment_id") is not None:
             enrollment = MemberEnrollment(
                 id=m["enrollment_id"], status=m["enrollment_status"], coverage_start=m["coverage_start"],
                 coverage_end=m["coverage_end"], coverage_reason=m["coverage_reason"],
@@ -392,16 +437,21 @@ async def _load(conn: Connection, household_id: UUID, year: int | None) -> House
                 id_converted_from_15=m["id_converted_from_15"],
                 birth_date=m["birth_date"],
                 sex=m["sex"],
-                phone=m["phone"],
+                phone=m["member_phone"],
                 joined_at=m["joined_at"],
                 enrollment=enrollment,
             )
         )
-    return msgspec.convert({**dict(row.items()), "members": members}, Household, from_attributes=True)
+    household = {name: rows[0][name] for name in _HOUSEHOLD_COLUMNS}
+    return msgspec.convert({**household, "members": members}, Household, from_attributes=True)
 
 
-async def _household_in_scope(conn: Connection, actor: Actor, household_id: UUID, *, lock: bool) -> asyncpg.Record:
-    row = await conn.fetchrow(Q["household_for_update" if lock else "household"], household_id)
+_HOUSEHOLD_COLUMNS = tuple(f for f in Household.__struct_fields__ if f != "members")
+
+
+async def _household_in_scope(conn: Connection, actor: Actor, household_id: UUID) -> asyncpg.Record:
+    """The household's row, locked for this transaction's change."""
+    row = await conn.fetchrow(Q["household_for_update"], household_id)
     if row is None or not actor.in_scope(row["village_code"]):
         raise NotFound()
     return row
@@ -415,16 +465,17 @@ def check_version(row: asyncpg.Record, if_match: int | None) -> None:
 
 
 async def get_household(conn: Connection, actor: Actor, household_id: UUID, year: int | None) -> Household:
-    row = await _household_in_scope(conn, actor, household_id, lock=False)
     household = await _load(conn, household_id, year)
-    await record(conn, actor, "read", "household", household_id, division_code=row["village_code"])
+    if not actor.in_scope(household.village_code):
+        raise NotFound()
+    await record(conn, actor, "read", "household", household_id, division_code=household.village_code)
     return household
 
 
 async def update_household(
     conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: HouseholdUpdate
 ) -> Household:
-    before = await _household_in_scope(conn, actor, household_id, lock=True)
+    before = await _household_in_scope(conn, actor, household_id)
     check_version(before, if_match)
     after = {
         "household_no": data.household_no or before["household_no"],
@@ -432,34 +483,59 @@ async def update_household(
         "phone": before["phone"] if data.phone is None else data.phone,
     }
     try:
-        await conn.execute(Q["update_household"], household_id, after["household_no"], after["address"], after["phone"])
+        rows = await conn.fetch(
+            Q["update_household_with_members"], household_id, after["household_no"], after["address"], after["phone"]
+        )
     except asyncpg.UniqueViolationError as exc:
         raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
     await record(
         conn, actor, "update", "household", household_id, division_code=before["village_code"],
         summary={"changed": sorted(changes({k: before[k] for k in after}, after))},
     )  # fmt: skip
-    return await _load(conn, household_id, None)
+    return _household(rows)
 
 
 async def add_member(
     conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: MemberIn, today: date
 ) -> Household:
-    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    try:
+        identity = _identity("", data, today)
+    except InvalidInput:
+        # The household's own refusals come first, as when it is read before the member.
+        _check_addable(actor, await conn.fetchrow(Q["household_for_update"], household_id), if_match, data)
+        raise
+    # The household's row, locked, with whoever already holds the new member's number.
+    rows = await conn.fetch(
+        Q["household_for_update_with_people"], household_id,
+        [identity.id_number] if identity.id_number else [], [identity.birth_cert_no] if identity.birth_cert_no else [],
+    )  # fmt: skip
+    household = _check_addable(actor, rows[0] if rows else None, if_match, data)
+    known = [
+        {"id": r["known_id"], "id_number": r["known_id_number"], "birth_cert_no": r["known_birth_cert_no"],
+         "household_id": r["known_household_id"], "village_code": r["known_village_code"]}
+        for r in rows if r["known_id"] is not None
+    ]  # fmt: skip
+    reuse = _reusable(actor, [identity], [""], known)
+    person_ids = await _write_people(conn, household_id, [data], [identity], reuse)
+    await record(
+        conn, actor, "add_member", "household", household_id, division_code=household["village_code"],
+        summary={"person_id": str(person_ids[0]), "relation": data.relation},
+    )  # fmt: skip
+    return _household(await conn.fetch(Q["bump_household_with_members"], household_id))
+
+
+def _check_addable(
+    actor: Actor, household: asyncpg.Record | None, if_match: int | None, data: MemberIn
+) -> asyncpg.Record:
+    """The household a member may be added to: in scope, at the version the caller saw, active."""
+    if household is None or not actor.in_scope(household["village_code"]):
+        raise NotFound()
     check_version(household, if_match)
     if household["status"] != "active":
         raise Conflict("the household is dissolved")
     if data.relation == "head":
         raise InvalidInput("relation", "the household has a head; make the new member head afterwards")
-    identity = _identity("", data, today)
-    reuse = await _existing_people(conn, actor, [identity], [""])
-    person_ids = await _write_people(conn, household_id, [data], [identity], reuse)
-    await conn.execute(Q["bump_household"], household_id)
-    await record(
-        conn, actor, "add_member", "household", household_id, division_code=household["village_code"],
-        summary={"person_id": str(person_ids[0]), "relation": data.relation},
-    )  # fmt: skip
-    return await _load(conn, household_id, None)
+    return household
 
 
 async def _membership_in(conn: Connection, household_id: UUID, person_id: UUID) -> asyncpg.Record:
@@ -478,7 +554,7 @@ async def update_member(
     data: MemberUpdate,
     today: date,
 ) -> Household:
-    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    household = await _household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
     membership = await _membership_in(conn, household_id, person_id)
     person = await conn.fetchrow(Q["person_for_update"], person_id)
@@ -512,7 +588,6 @@ async def update_member(
             raise InvalidInput("relation", "make another member head instead; a household always has one")
         else:
             await conn.execute(Q["set_relation"], membership["id"], relation)
-    await conn.execute(Q["bump_household"], household_id)
     after = {
         "name": name, "phone": phone, "id_number": identity.id_number,
         "birth_date": identity.birth_date.isoformat(), "sex": identity.sex, "relation": relation,
@@ -523,7 +598,7 @@ async def update_member(
         conn, actor, "update_member", "household", household_id, division_code=household["village_code"],
         summary={"person_id": str(person_id), "changed": changed},
     )  # fmt: skip
-    return await _load(conn, household_id, None)
+    return _household(await conn.fetch(Q["bump_household_with_members"], household_id))
 
 
 async def _change_head(
@@ -543,7 +618,7 @@ async def _change_head(
 async def remove_member(
     conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MemberRemove
 ) -> Household:
-    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    household = await _household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
     membership = await _membership_in(conn, household_id, person_id)
     members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
@@ -552,12 +627,11 @@ async def remove_member(
     await conn.execute(Q["leave_household"], membership["id"], data.reason)
     if len(members) == 1:
         await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", household_id)
-    await conn.execute(Q["bump_household"], household_id)
     await record(
         conn, actor, "remove_member", "household", household_id, division_code=household["village_code"],
         summary={"person_id": str(person_id), "reason": data.reason},
     )  # fmt: skip
-    return await _load(conn, household_id, None)
+    return _household(await conn.fetch(Q["bump_household_with_members"], household_id))
 
 
 def _township(code: str) -> str:
@@ -569,7 +643,7 @@ async def move_member(
 ) -> Move:
     """Within the caller's township: done at once. To another township: a pending move, which
     the receiving township accepts or rejects."""
-    household = await _household_in_scope(conn, actor, household_id, lock=True)
+    household = await _household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
     membership = await _membership_in(conn, household_id, person_id)
     if data.to_household_id == household_id:

@@ -170,7 +170,11 @@ async def in_force(conn: Connection, year: int, on: date) -> PolicyVersion | Non
 
 
 async def require_in_force(conn: Connection, year: int, on: date) -> PolicyVersion:
-    policy = await in_force(conn, year, on)
+    return required(await in_force(conn, year, on), year)
+
+
+def required(policy: PolicyVersion | None, year: int) -> PolicyVersion:
+    """The version `in_force` found for `year`; none is a 422."""
     if policy is None:
         raise NoPolicy("coverage_year", f"no policy has been published for {year}")
     return policy

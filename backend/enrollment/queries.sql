@@ -31,6 +31,8 @@ SELECT EXISTS (SELECT 1 FROM enrollments WHERE policy_version_id = $1);
 SELECT DISTINCT coverage_year FROM policy_versions ORDER BY coverage_year;
 
 -- name: policy_in_force
+-- (`household_for_enrolment` and `coverage_facts` order the versions the same way: a change here
+-- goes there too.)
 SELECT * FROM policy_versions
 WHERE coverage_year = $1
 ORDER BY (effective_from <= $2) DESC,
@@ -48,14 +50,17 @@ SELECT level FROM divisions WHERE code = $1;
 -- name: set_head
 UPDATE households SET head_person_id = $2 WHERE id = $1;
 
--- name: insert_persons
-INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::date[],
-                     $8::text[]);
-
--- name: insert_memberships
+-- name: insert_members
+-- New persons and the memberships of these members (new and reused persons) in one statement. The
+-- foreign keys are checked at the statement's end, when both sets of rows exist.
+WITH new_persons AS (
+    INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::date[],
+                         $8::text[])
+)
 INSERT INTO memberships (id, person_id, household_id, relation)
-SELECT id, person_id, $3, relation FROM unnest($1::uuid[], $2::uuid[], $4::text[]) AS m(id, person_id, relation);
+SELECT m.id, m.person_id, $9, m.relation
+FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS m(id, person_id, relation);
 
 -- name: person_ids_by_identity
 -- Who already holds one of these numbers, with the village of their current household (if any).
@@ -64,6 +69,16 @@ FROM persons p
 LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 LEFT JOIN households h ON h.id = m.household_id
 WHERE p.id_number = ANY($1::text[]) OR p.birth_cert_no = ANY($2::text[]);
+
+-- name: village_and_people_by_identity
+-- The level of division $1 (NULL if there is none) on every row, with who already holds one of these
+-- numbers and the village of their current household (if any): one row of NULLs when nobody does.
+SELECT d.level, p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
+FROM (SELECT (SELECT level FROM divisions WHERE code = $1) AS level) AS d
+LEFT JOIN (persons p
+           LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+           LEFT JOIN households h ON h.id = m.household_id)
+       ON p.id_number = ANY($2::text[]) OR p.birth_cert_no = ANY($3::text[]);
 
 -- name: household
 SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
@@ -83,6 +98,74 @@ JOIN persons p ON p.id = m.person_id
 LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
 WHERE m.household_id = $1 AND m.left_at IS NULL
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: household_with_members
+-- A household and its current members in one read: a row per member (a single row with NULL member
+-- columns when it has none), each with their live enrolment for year $2, if any.
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at,
+       e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end, e.coverage_reason
+FROM households h
+LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
+WHERE h.id = $1
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: bump_household_with_members
+-- `bump_household`, answering the household as `household_with_members` reads it (no enrolments): the
+-- row as bumped, its members as the earlier statements of this transaction left them.
+WITH h AS (
+    UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
+    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+              updated_at
+)
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at
+FROM h
+LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: update_household_with_members
+-- `update_household`, answering the household as `household_with_members` reads it (no enrolments).
+WITH h AS (
+    UPDATE households SET household_no = $2, address = $3, phone = $4,
+        row_version = row_version + 1, updated_at = now()
+    WHERE id = $1
+    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+              updated_at
+)
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at
+FROM h
+LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: household_for_update_with_people
+-- `household_for_update`, with who already holds one of the numbers $2/$3 (as `person_ids_by_identity`,
+-- under other names): a row each, or one with NULL `known_` columns when nobody does.
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       k.id AS known_id, k.id_number AS known_id_number, k.birth_cert_no AS known_birth_cert_no,
+       k.household_id AS known_household_id, k.village_code AS known_village_code
+FROM households h
+LEFT JOIN (
+    SELECT p.id, p.id_number, p.birth_cert_no, kh.id AS household_id, kh.village_code
+    FROM persons p
+    LEFT JOIN memberships km ON km.person_id = p.id AND km.left_at IS NULL
+    LEFT JOIN households kh ON kh.id = km.household_id
+    WHERE p.id_number = ANY($2::text[]) OR p.birth_cert_no = ANY($3::text[])
+) AS k ON true
+WHERE h.id = $1
+FOR UPDATE OF h;
 
 -- name: bump_household
 UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
@@ -167,20 +250,59 @@ WHERE p.id_number = $1 OR p.birth_cert_no = $1;
 -- name: current_members_of
 SELECT m.person_id FROM memberships m WHERE m.household_id = $1 AND m.left_at IS NULL;
 
--- name: live_enrollments_of
-SELECT person_id FROM enrollments WHERE person_id = ANY($1::uuid[]) AND coverage_year = $2 AND status <> 'cancelled';
+-- name: household_for_enrolment
+-- The household, and for each person asked ($2, in order) whether a current member of it and their
+-- identity number (one row with a NULL person when none is asked); on every row, those of them with
+-- a live enrolment for year $3; whether eligibility can know anything of any of them (what
+-- `eligibility.facts` reads is list rows and accepted claims of the year, by identity number); and
+-- the year's policy version in force on $4 (as `policy_in_force`, the row as JSON; NULL: none).
+SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number, policy.version AS policy,
+       ARRAY(SELECT e.person_id FROM enrollments e
+             WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
+       EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number = x.id_number
+               WHERE x.id = ANY($2::uuid[]))
+       OR EXISTS (SELECT 1 FROM persons x JOIN eligibility_claims c ON c.id_number = x.id_number
+                  WHERE x.id = ANY($2::uuid[]) AND c.status = 'accepted' AND c.coverage_year = $3) AS eligibility_known
+FROM households h
+LEFT JOIN unnest($2::uuid[]) WITH ORDINALITY AS t(person_id, n) ON true
+LEFT JOIN memberships m ON m.household_id = h.id AND m.person_id = t.person_id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+LEFT JOIN LATERAL (
+    SELECT to_jsonb(v) AS version FROM policy_versions v
+    WHERE v.coverage_year = $3
+    ORDER BY (v.effective_from <= $4) DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.effective_from END DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.version END DESC,
+             v.effective_from, v.version
+    LIMIT 1
+) AS policy ON true
+WHERE h.id = $1
+ORDER BY t.n;
 
--- name: insert_enrollments
-INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
-                         registered_on, premium_fen)
-SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8
-FROM unnest($1::uuid[], $2::uuid[]) AS e(id, person_id)
-RETURNING *;
-
--- name: insert_query_code
-INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUES ($1, $2, $3)
-ON CONFLICT DO NOTHING
-RETURNING household_id;
+-- name: insert_enrollments_with_code
+-- The enrolments, the household's query code for the year unless it has one (`code_created` on every
+-- row tells which), and their audit rows ($10 … $18, as `audit.insert_rows`).
+WITH code AS (
+    INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUES ($3, $5, $9)
+    ON CONFLICT DO NOTHING
+    RETURNING household_id
+), inserted AS (
+    INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
+                             registered_on, premium_fen)
+    SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8
+    FROM unnest($1::uuid[], $2::uuid[]) AS e(id, person_id)
+    RETURNING *
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::jsonb[], $18::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+SELECT inserted.*, EXISTS (SELECT 1 FROM code) AS code_created FROM inserted;
 
 -- name: query_code_generation
 -- A code a tablet made (device_id set) cannot be derived again: the tablet printed it.
@@ -283,13 +405,6 @@ SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
 FROM payment_ledger
 WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';
 
--- name: back_paid_years
--- Years of a gap (from $2 to $3) the person paid back (补缴), by payments not voided.
-SELECT count(DISTINCT y)::int
-FROM payment_ledger p, unnest(p.back_years) AS y
-WHERE p.kind = 'back_payment' AND p.person_ids @> ARRAY[$1::uuid] AND NOT p.voided AND p.refunded_fen = 0
-  AND y BETWEEN $2 AND $3;
-
 -- name: search_by_identity
 -- A search by identity number on its own plan: the general search's generic plan would scan the scope.
 SELECT h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
@@ -301,37 +416,81 @@ LEFT JOIN persons hp ON hp.id = h.head_person_id
 WHERE (p.id_number = $1 OR p.birth_cert_no = $1) AND h.village_code BETWEEN $2 AND $3;
 
 -- name: insert_household_with_members
--- The household, its new persons and every membership, in one statement (one round trip). The
--- foreign keys are checked at the statement's end, when all three sets of rows exist.
+-- The household, its new persons, every membership and its audit rows ($20 … $28, as
+-- `audit.insert_rows`), in one statement (one round trip), which returns the household as
+-- `household_with_members` reads it (no enrolments yet): a row per member, new persons from what was
+-- inserted, reused persons ($19) as they are stored. The foreign keys are checked at the statement's
+-- end, when all three sets of rows exist.
 WITH new_persons AS (
     INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
     SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::date[],
                          $14::text[])
-    RETURNING id
+    RETURNING id, name, id_number, birth_cert_no, id_converted_from_15, birth_date, sex, phone
 ), new_household AS (
     INSERT INTO households (id, village_code, household_no, address, phone, created_by, head_person_id)
     VALUES ($1, $2, $3, $4, $5, $6, $15)
-    RETURNING id
+    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+              updated_at
+), new_memberships AS (
+    INSERT INTO memberships (id, person_id, household_id, relation)
+    SELECT m.id, m.person_id, (SELECT id FROM new_household), m.relation
+    FROM unnest($16::uuid[], $17::uuid[], $18::text[]) AS m(id, person_id, relation)
+    RETURNING id, person_id, relation, joined_at
+), people AS (
+    SELECT * FROM new_persons
+    UNION ALL
+    SELECT id, name, id_number, birth_cert_no, id_converted_from_15, birth_date, sex, phone
+    FROM persons WHERE id = ANY($19::uuid[])
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($20::text[], $21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[],
+                $27::jsonb[], $28::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
 )
-INSERT INTO memberships (id, person_id, household_id, relation)
-SELECT m.id, m.person_id, (SELECT id FROM new_household), m.relation
-FROM unnest($16::uuid[], $17::uuid[], $18::text[]) AS m(id, person_id, relation);
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at
+FROM new_household h
+CROSS JOIN new_memberships m
+JOIN people p ON p.id = m.person_id
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
--- name: persons_for_coverage
-SELECT id, id_number, birth_date FROM persons WHERE id = ANY($1::uuid[]);
-
--- name: last_covered_years
--- Per (person, year): the latest earlier year with cover, here or in the imported history.
-SELECT t.person_id, (
+-- name: coverage_facts
+-- Per (person, year) what cover from a business date ($3) depends on: the person's birth date; the
+-- latest earlier year with cover, here or in the imported history; the years before `year` the person
+-- paid back (补缴) by payments neither voided nor refunded; and the year's policy version in force on
+-- that date (as `policy_in_force`, the row as JSON; NULL: none).
+SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, (
     SELECT max(c.y) FROM (
         SELECT coverage_year AS y FROM enrollments
         WHERE person_id = t.person_id AND coverage_year < t.year AND status IN ('paid', 'subsidised', 'confirmed')
         UNION ALL
         SELECT coverage_year FROM enrollment_history
-        WHERE id_number = t.id_number AND coverage_year < t.year AND status <> 'cancelled'
+        WHERE id_number = p.id_number AND coverage_year < t.year AND status <> 'cancelled'
     ) AS c
-) AS last_year
-FROM unnest($1::uuid[], $2::text[], $3::int[]) AS t(person_id, id_number, year);
+) AS last_year, ARRAY(
+    SELECT DISTINCT y
+    FROM payment_ledger l, unnest(l.back_years) AS y
+    WHERE l.kind = 'back_payment' AND l.person_ids @> ARRAY[t.person_id] AND NOT l.voided AND l.refunded_fen = 0
+      AND y < t.year
+) AS back_paid_years
+FROM unnest($1::uuid[], $2::int[]) AS t(person_id, year)
+JOIN persons p ON p.id = t.person_id
+LEFT JOIN LATERAL (
+    SELECT to_jsonb(v) AS version FROM policy_versions v
+    WHERE v.coverage_year = t.year
+    ORDER BY (v.effective_from <= $3) DESC,
+             CASE WHEN v.effective_from <= $3 THEN v.effective_from END DESC,
+             CASE WHEN v.effective_from <= $3 THEN v.version END DESC,
+             v.effective_from, v.version
+    LIMIT 1
+) AS policy ON true
+WHERE p.id = ANY($1::uuid[]);  -- (looked up by key, however few rows the planner expects)
 
 -- name: set_funded_many
 UPDATE enrollments AS e SET status = $2, funding = $2, business_date = $3, subsidy_fen = u.subsidy_fen,

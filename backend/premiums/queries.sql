@@ -13,9 +13,6 @@ RETURNING *;
 -- name: block
 SELECT * FROM receipt_blocks WHERE id = $1;
 
--- name: blocks_of_collector
-SELECT * FROM receipt_blocks WHERE collector_id = $1 ORDER BY issued_at;
-
 -- name: block_balances
 -- issued = used + voided + retired + open, per block. A voided payment's number stays used up:
 -- it counts as voided, not used.
@@ -45,27 +42,114 @@ INSERT INTO receipt_retirements (id, block_id, first_no, last_no, reason, retire
 SELECT * FROM receipt_blocks WHERE device_id = $1;
 
 -- name: household_for_payment
-SELECT id, village_code, status FROM households WHERE id = $1 FOR SHARE;
+-- A payment's first locks: the policy of year $1 shared (exclusive with an edit of it), then the row of
+-- household $2 shared. Answers the household (no row if there is none) with each of collector $3's
+-- receipt blocks, oldest first (one row of NULL block columns if they have none).
+WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1))
+SELECT h.id AS household_id, h.village_code AS household_village_code, h.status AS household_status, b.*
+FROM locks
+CROSS JOIN households h
+LEFT JOIN receipt_blocks b ON b.collector_id = $3
+WHERE h.id = $2
+ORDER BY b.issued_at
+FOR SHARE OF h;
+
+-- name: lock_collector_and_read
+-- The collector's lock ($1), then what a payment reads under it: whether receipt number $3 of block $2
+-- was retired, and what payments not voided already put towards each person of household $4 in year
+-- $5 (as `enrollment.allocated_to_persons`). The block's row and the enrolments' rows were locked by
+-- earlier statements, so this one sees any retirement, and any allocation to these persons, that
+-- committed before them. (What the collector's lock guards, the day's closing, is read by
+-- `insert_payment`, whose snapshot is taken once the lock is held.)
+WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text)))
+SELECT EXISTS (SELECT 1 FROM receipt_retirements r WHERE r.block_id = $2 AND $3 BETWEEN r.first_no AND r.last_no)
+           AS retired,
+       coalesce(array_agg(a.person_id) FILTER (WHERE a.person_id IS NOT NULL), '{}') AS allocated_person_ids,
+       coalesce(array_agg(a.amount_fen) FILTER (WHERE a.person_id IS NOT NULL), '{}') AS allocated_fen
+FROM locked
+LEFT JOIN (SELECT al.person_id, sum(al.amount_fen)::bigint AS amount_fen
+           FROM payment_allocations al
+           JOIN payment_ledger p ON p.id = al.payment_id
+           WHERE p.household_id = $4 AND p.coverage_year = $5 AND p.kind = 'premium' AND NOT p.voided
+           GROUP BY al.person_id) AS a ON true;
 
 -- name: live_enrollments_for_payment
-SELECT e.id, e.person_id, e.status, e.premium_fen, e.subsidy_fen
+-- Every column: a payment plans the funding of the rows it has locked (`enrollment.plan_funding`).
+SELECT e.*
 FROM enrollments e
 WHERE e.household_id = $1 AND e.coverage_year = $2 AND e.person_id = ANY($3::uuid[]) AND e.status <> 'cancelled'
+ORDER BY e.id  -- the order `enrollment.enrollments_for_update` locks in
 FOR UPDATE;
+
+-- name: lock_block_and_enrollments
+-- The receipt block's row shared (a retirement of its unused numbers waits for this payment), and the
+-- rows of `live_enrollments_for_payment` ($2 … $4) locked: one row each, with the block's id; one row of
+-- NULL enrolment columns when there is none.
+SELECT b.id AS block_id, e.*
+FROM (SELECT id FROM receipt_blocks WHERE id = $1 FOR SHARE) AS b
+LEFT JOIN LATERAL (
+    SELECT * FROM enrollments e
+    WHERE e.household_id = $2 AND e.coverage_year = $3 AND e.person_id = ANY($4::uuid[]) AND e.status <> 'cancelled'
+    ORDER BY e.id
+    FOR UPDATE
+) AS e ON true;
 
 -- name: day_closed
 SELECT EXISTS (SELECT 1 FROM collector_days WHERE collector_id = $1 AND business_date = $2);
 
 -- name: insert_payment
-INSERT INTO payments (id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind,
-                      back_years, receipt_no, receipt_block_id, collector_id, device_id, collected_at,
-                      business_date, clock_flag, remittance_date, channel_ref)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-RETURNING *;
-
--- name: insert_allocations
-INSERT INTO payment_allocations (payment_id, person_id, amount_fen)
-SELECT $1, person_id, amount_fen FROM unnest($2::uuid[], $3::bigint[]) AS a(person_id, amount_fen);
+-- A payment's writes, in one statement: the payment ($1 … $18; its remittance date follows below), how
+-- it is allocated to persons ($19, $20), the enrolments it pays (as `enrollment.set_funded_many`:
+-- $21 … $27, funding 'paid' from business date $15) and audit rows ($28 … $36, as `audit.insert_rows`).
+-- The remittance date is the business date, or, when collector $12 has closed that day, the first
+-- day not closed from the later of today ($17) and the day after. Answers the payment's row with the
+-- household's money for the year before it (as `enrollment.household_money`), what its live
+-- enrolments owe, and the generation of its query code. Foreign keys are checked at the statement's end.
+WITH payment AS (
+    INSERT INTO payments (id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind,
+                          back_years, receipt_no, receipt_block_id, collector_id, device_id, collected_at,
+                          business_date, clock_flag, remittance_date, channel_ref)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+            CASE WHEN NOT EXISTS (SELECT 1 FROM collector_days WHERE collector_id = $12 AND business_date = $15)
+                 THEN $15::date
+                 ELSE (SELECT min(d.day) FROM generate_series(0, 3660) AS i,
+                              LATERAL (SELECT greatest($17::date, $15::date + 1) + i AS day) AS d
+                       WHERE NOT EXISTS (SELECT 1 FROM collector_days
+                                         WHERE collector_id = $12 AND business_date = d.day))
+            END, $18)
+    RETURNING *
+), allocations AS (
+    INSERT INTO payment_allocations (payment_id, person_id, amount_fen)
+    SELECT $1, person_id, amount_fen FROM unnest($19::uuid[], $20::bigint[]) AS a(person_id, amount_fen)
+), funded AS (
+    UPDATE enrollments AS e SET status = 'paid', funding = 'paid', business_date = $15, subsidy_fen = u.subsidy_fen,
+        coverage_start = u.starts, coverage_end = u.ends, coverage_reason = u.reason_code, coverage_note = u.reason,
+        waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
+    FROM unnest($21::uuid[], $22::int[], $23::date[], $24::date[], $25::text[], $26::text[], $27::int[])
+         AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting)
+    WHERE e.id = u.id
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($28::text[], $29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[], $34::text[],
+                $35::jsonb[], $36::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+SELECT payment.*, m.payments_fen, m.voided_fen, m.refunded_fen,
+       (SELECT coalesce(sum(e.premium_fen - e.subsidy_fen), 0)::bigint FROM enrollments e
+        WHERE e.household_id = $2 AND e.coverage_year = $4 AND e.status <> 'cancelled') AS due_fen,
+       (SELECT q.generation FROM household_query_codes q
+        WHERE q.household_id = $2 AND q.coverage_year = $4 AND q.device_id IS NULL) AS code_generation
+FROM payment, (
+    SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
+           coalesce(sum(amount_fen) FILTER (WHERE voided), 0)::bigint AS voided_fen,
+           coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
+    FROM payment_ledger
+    WHERE household_id = $2 AND coverage_year = $4 AND kind = 'premium'
+) AS m;
 
 -- name: payment
 SELECT * FROM payments WHERE id = $1;
@@ -185,11 +269,5 @@ SELECT EXISTS (
     WHERE p.collector_id = $1 AND p.remittance_date = $2 AND q.kind = 'void_requested'
       AND NOT EXISTS (SELECT 1 FROM payment_events d WHERE d.request_id = q.id));
 
--- name: share_block
-SELECT 1 FROM receipt_blocks WHERE id = $1 FOR SHARE;
-
 -- name: lock_block
 SELECT 1 FROM receipt_blocks WHERE id = $1 FOR UPDATE;
-
--- name: share_policy_year
-SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1);

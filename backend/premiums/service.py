@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.audit import service as audit
 from backend.audit.service import record
 from backend.auth.actor import Actor, Role, scope_args
 from backend.clock import local_date
@@ -274,32 +275,15 @@ def business_date_of(collected_at: datetime, received_at: datetime, timezone: st
     return local_date(collected_at, timezone), None
 
 
-async def _remittance_date(conn: Connection, collector_id: UUID, business_date: date, today: date) -> date:
-    """The collector's day whose remittance counts this payment: its own, or — when that day is
-    already closed — the next open day from today on."""
-    day = business_date
-    if not await conn.fetchval(Q["day_closed"], collector_id, day):
-        return day
-    day = max(today, business_date + timedelta(days=1))
-    while await conn.fetchval(Q["day_closed"], collector_id, day):
-        day += timedelta(days=1)
-    return day
-
-
-async def _find_block(conn: Connection, actor: Actor, receipt_no: str) -> tuple[Block, int]:
-    for row in await conn.fetch(Q["blocks_of_collector"], actor.id):
+def _pick_block(actor: Actor, rows: list[asyncpg.Record], receipt_no: str) -> tuple[Block, int]:
+    """The block of the collector's (`rows`, oldest first) that `receipt_no` belongs to, and its number."""
+    for row in rows:
         block = _block(row)
         n = block.parse(receipt_no)
         if n is None:
             continue
         if block.device_id is not None and block.device_id != actor.device_id:
             raise InvalidInput("receipt_no", "belongs to a block issued to another tablet")
-        # Held until commit: a retirement of this block's unused numbers waits for this payment,
-        # and this payment sees any retirement that committed first.
-        await conn.execute(Q["share_block"], block.id)
-        retired = await conn.fetch(Q["retired_ranges"], block.id)
-        if any(r["first_no"] <= n <= r["last_no"] for r in retired):
-            raise InvalidInput("receipt_no", "was retired")
         return block, n
     raise InvalidInput("receipt_no", "is not in a receipt block issued to you")
 
@@ -333,23 +317,41 @@ async def record_payment(
     if any(y >= data.coverage_year for y in data.back_years):
         raise InvalidInput("back_years", "must be years before the coverage year")
     received_at = now or datetime.now(UTC)
-    # A collector's payments, remittances and day closings are serialised: a payment can never
-    # land in a day while that day is being closed.
-    await conn.execute(Q["lock_collector"], actor.id)
-    # Shared with other payments, exclusive with an edit of the year's policy (policy.update_version).
-    await conn.execute(Q["share_policy_year"], data.coverage_year)
-    household = await conn.fetchrow(Q["household_for_payment"], data.household_id)
-    if household is None or not actor.in_scope(household["village_code"]):
+    # The locks, in this order: the year's policy shared (exclusive with policy.update_version), the
+    # household's row shared, the receipt block's row shared, the enrolments' rows, the collector's
+    # lock. Whatever can be read before the collector's lock is: every payment of the collector
+    # waits for it, so it is held for as few round trips as can be.
+    rows = await conn.fetch(Q["household_for_payment"], data.coverage_year, data.household_id, actor.id)
+    if not rows or not actor.in_scope(rows[0]["household_village_code"]):
         raise NotFound()
-    if household["status"] != "active":
+    village_code = rows[0]["household_village_code"]
+    if rows[0]["household_status"] != "active":
         # At the counter the payment is simply refused; a tablet's offline payment for a dissolved
         # household is quarantined by the sync endpoint instead.
         raise Conflict("the household is dissolved; no payment can be taken for it")
-    block, _ = await _find_block(conn, actor, data.receipt_no)
+    block, number = _pick_block(actor, [r for r in rows if r["id"] is not None], data.receipt_no)
     business_date, clock_flag = business_date_of(data.collected_at, received_at, timezone)
-    enrolled = {r["person_id"]: r for r in await conn.fetch(
-        Q["live_enrollments_for_payment"], data.household_id, data.coverage_year, data.person_ids
-    )}  # fmt: skip
+    coverage = None
+    if data.kind == "premium":  # what cover will depend on, for whichever of them this pays
+        coverage = await enrolment_service.coverage_inputs(
+            conn, [(p, data.coverage_year) for p in data.person_ids], business_date
+        )
+    # The block's row shared: a retirement of its unused numbers waits for this payment. Then the
+    # enrolments' rows: no other payment can allocate to these persons until this one commits.
+    locked = await conn.fetch(
+        Q["lock_block_and_enrollments"], block.id, data.household_id, data.coverage_year, data.person_ids
+    )
+    assert locked, "receipt blocks are never deleted"
+    enrolled = {r["person_id"]: r for r in locked if r["id"] is not None}
+    # A collector's payments, remittances and day closings are serialised: a payment can never
+    # land in a day while that day is being closed. Held from here on: one statement writes the
+    # payment; the caller then stores its answer (idempotency) and commits.
+    reads = await conn.fetchrow(
+        Q["lock_collector_and_read"], actor.id, block.id, number, data.household_id, data.coverage_year
+    )
+    assert reads is not None
+    if reads["retired"]:
+        raise InvalidInput("receipt_no", "was retired")
     if data.kind == "premium":
         for i, person_id in enumerate(data.person_ids):
             if person_id not in enrolled:
@@ -364,13 +366,11 @@ async def record_payment(
         owed = policy.premium_fen * len(data.back_years) * len(data.person_ids)
         if data.amount_fen < owed:
             raise InvalidInput("amount_fen", f"a back-payment of these years and persons is {owed} fen")
-    already = {r["person_id"]: r["amount_fen"] for r in await conn.fetch(
-        LEDGER_Q["allocated_to_persons"], data.household_id, data.coverage_year
-    )}  # fmt: skip
+    already = dict(zip(reads["allocated_person_ids"], reads["allocated_fen"], strict=True))
     # Apply the money member by member, in the order given; what is left over is a credit.
     remaining = data.amount_fen
     allocations: list[Allocation] = []
-    fully_covered: list[UUID] = []
+    fully_covered: list[asyncpg.Record] = []
     for person_id in data.person_ids:
         if data.kind != "premium":
             share = data.amount_fen // len(data.person_ids)
@@ -382,14 +382,26 @@ async def record_payment(
         remaining -= share
         allocations.append(Allocation(person_id, share))
         if share == owed and e["status"] == "registered":
-            fully_covered.append(e["id"])
-    remittance_date = await _remittance_date(conn, actor.id, business_date, local_date(received_at, timezone))
+            fully_covered.append(e)
+    # Members it fully covers become `paid`, with cover from its business date (mark_paid's rules).
+    if not all(actor.in_scope(e["village_code"]) for e in fully_covered):
+        raise NotFound()
+    funding = enrolment_service.plan_funding(fully_covered, "paid", business_date, coverage or _NO_INPUTS)
+    paid_now = [e["id"] for e in fully_covered]
+    with audit.gathered(conn) as audit_rows:  # written by the payment's own statement
+        await audit.record_many(conn, actor, "paid", "enrollment", funding.audit())
+        await audit.record(
+            conn, actor, "record", "payment", data.id, division_code=village_code,
+            summary={"amount_fen": data.amount_fen, "method": data.method, "kind": data.kind,
+                     "receipt_no": data.receipt_no, "clock_flag": clock_flag, "enrollments_paid": len(paid_now)},
+        )  # fmt: skip
     try:
         row = await conn.fetchrow(
-            Q["insert_payment"], data.id, data.household_id, household["village_code"], data.coverage_year,
-            data.person_ids, data.amount_fen, data.method, data.kind, data.back_years, data.receipt_no, block.id,
-            actor.id, actor.device_id, data.collected_at, business_date, clock_flag, remittance_date,
-            data.channel_ref,
+            Q["insert_payment"], data.id, data.household_id, village_code, data.coverage_year, data.person_ids,
+            data.amount_fen, data.method, data.kind, data.back_years, data.receipt_no, block.id, actor.id,
+            actor.device_id, data.collected_at, business_date, clock_flag, local_date(received_at, timezone),
+            data.channel_ref, [a.person_id for a in allocations], [a.amount_fen for a in allocations],
+            *funding.columns(), *audit_rows.columns(),
         )  # fmt: skip
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "payments_receipt_no_key":
@@ -398,23 +410,26 @@ async def record_payment(
             raise PaymentAlreadyRecorded(payment_id=str(data.id)) from exc
         raise
     assert row is not None
+    audit_rows.written()
     payment = _payment(row)
-    await conn.execute(
-        Q["insert_allocations"], payment.id, [a.person_id for a in allocations], [a.amount_fen for a in allocations]
-    )
-    paid_now = [e.id for e in await enrolment_service.mark_paid_many(conn, actor, fully_covered, business_date)]
-    await record(
-        conn, actor, "record", "payment", payment.id, division_code=payment.village_code,
-        summary={"amount_fen": payment.amount_fen, "method": payment.method, "kind": payment.kind,
-                 "receipt_no": payment.receipt_no, "clock_flag": clock_flag, "enrollments_paid": len(paid_now)},
-    )  # fmt: skip
+    # The household's money as `household_money` would read it now: the other payments, as read by
+    # the same statement, and this one (a premium counts; it is neither voided nor refunded). Paying
+    # changes nothing owed.
+    paid_fen = row["payments_fen"] + (payment.amount_fen if payment.kind == "premium" else 0)
+    paid_fen -= row["voided_fen"] + row["refunded_fen"]
+    due_fen, generation = row["due_fen"], row["code_generation"]
     return Receipt(
         payment=payment,
         allocations=allocations,
         enrollments_paid=paid_now,
-        household=await household_money(conn, data.household_id, data.coverage_year),
-        query_code=await enrolment_service.household_query_code(conn, code_key, data.household_id, data.coverage_year),
+        household=HouseholdMoney(due_fen=due_fen, paid_fen=paid_fen, balance_fen=due_fen - paid_fen),
+        query_code=None
+        if generation is None
+        else enrolment_service.query_code(code_key, data.household_id, data.coverage_year, generation),
     )
+
+
+_NO_INPUTS = enrolment_service.CoverageInputs(facts={}, in_force={})  # a back-payment funds no enrolment
 
 
 async def get_payment(conn: Connection, actor: Actor, payment_id: UUID) -> Payment:
@@ -522,13 +537,20 @@ async def decide_adjustment(
         raise NotFound()
     if request["actor_id"] == actor.id or request["collector_id"] == actor.id:
         raise Forbidden("nobody approves their own void or refund")
+    voiding = data.approve and request["kind"] == "void_requested"
+    payment = await conn.fetchrow(Q["payment"], request["payment_id"])
+    assert payment is not None
+    locked: list[asyncpg.Record] = []
+    if voiding:
+        # The enrolments it paid, locked before the collector's lock as a payment locks them: the
+        # two never wait for each other in a circle.
+        locked = await conn.fetch(
+            Q["live_enrollments_for_payment"], payment["household_id"], payment["coverage_year"], payment["person_ids"]
+        )
     await conn.execute(Q["lock_collector"], request["collector_id"])
     await conn.execute(Q["lock_payment"], request["payment_id"])
-    if data.approve and request["kind"] == "void_requested":
-        payment = await conn.fetchrow(Q["payment"], request["payment_id"])
-        assert payment is not None
-        if await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
-            raise NotAdjustable("the day was closed since the void was asked for; ask for a refund instead")
+    if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
+        raise NotAdjustable("the day was closed since the void was asked for; ask for a refund instead")
     try:
         row = await conn.fetchrow(
             Q["insert_event"], uuid7(), request["payment_id"], "approved" if data.approve else "rejected",
@@ -537,8 +559,8 @@ async def decide_adjustment(
     except asyncpg.UniqueViolationError as exc:
         raise Conflict("this request has already been decided") from exc
     assert row is not None
-    if data.approve and request["kind"] == "void_requested":
-        await _undo_enrollments(conn, actor, request["payment_id"])
+    if voiding:
+        await _undo_enrollments(conn, actor, payment, locked)
     await record(
         conn, actor, "approve" if data.approve else "reject", "payment", request["payment_id"],
         division_code=request["village_code"], summary={"request": request["kind"], "request_id": str(request_id)},
@@ -546,22 +568,21 @@ async def decide_adjustment(
     return _event(row)
 
 
-async def _undo_enrollments(conn: Connection, actor: Actor, payment_id: UUID) -> None:
-    """A voided payment no longer pays anyone: enrolments it alone paid go back to `registered`."""
-    payment = await conn.fetchrow(Q["payment"], payment_id)
-    assert payment is not None
+async def _undo_enrollments(
+    conn: Connection, actor: Actor, payment: asyncpg.Record, locked: list[asyncpg.Record]
+) -> None:
+    """A voided payment no longer pays anyone: enrolments it alone paid (of `locked`, the live
+    enrolments of its persons, locked) go back to `registered`."""
     covered = {r["person_id"]: r["amount_fen"] for r in await conn.fetch(
         LEDGER_Q["allocated_to_persons"], payment["household_id"], payment["coverage_year"]
     )}  # fmt: skip
-    for row in await conn.fetch(
-        Q["live_enrollments_for_payment"], payment["household_id"], payment["coverage_year"], payment["person_ids"]
-    ):
+    for row in locked:
         owed = (row["premium_fen"] or 0) - row["subsidy_fen"]
         if row["status"] == "paid" and covered.get(row["person_id"], 0) < owed:
             await conn.execute(Q["unpay_enrollment"], row["id"])
             await record(
                 conn, actor, "unpaid", "enrollment", row["id"], division_code=payment["village_code"],
-                summary={"from": "paid", "to": "registered", "payment_id": str(payment_id)},
+                summary={"from": "paid", "to": "registered", "payment_id": str(payment["id"])},
             )  # fmt: skip
 
 
