@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -119,13 +119,13 @@ async def _partner(connection: ASGIConnection[Any, Any, Any, Any], claims: Acces
                  session_id=claims.sid)  # fmt: skip
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def require_kind(kind: str) -> Guard:
     """Only residents, or only partners: a staff token never reaches their routes."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         actor = connection.user
         if not isinstance(actor, Actor) or actor.kind != kind:
             raise Forbidden(f"this route is for {kind}s")
@@ -136,7 +136,7 @@ def require_kind(kind: str) -> Guard:
 def require_roles(*roles: Role) -> Guard:
     allowed = frozenset(roles)
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         actor = connection.user
         if not isinstance(actor, Actor) or actor.role not in allowed:
             raise Forbidden()
