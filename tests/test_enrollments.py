@@ -400,3 +400,82 @@ async def test_each_enrolment_is_audited_with_its_registration(
         (e["id"], "330106001001", {"person_id": e["person_id"], "year": 2026, "status": "registered"})
         for e in enrolled["items"]
     ]
+
+
+async def test_household_created_and_enrolled_in_one_request(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    from tests.test_eligibility_check import csv
+    from tests.test_eligibility_lists import upload
+
+    await publish_policy(client, await auth_headers(client, "admin"))
+    await upload(client, await auth_headers(client, "civil"), csv(f"{ID_NUMBERS[2]},李四,,"), list_type="te_kun")
+    staff = await auth_headers(client, "staff_a")
+    response = await client.post(
+        "/api/v1/households",
+        json={"village_code": "330106001001", "household_no": "0001", "enrol_year": 2026,
+              "members": [member(ID_NUMBERS[2], "李四", "spouse"), member(ID_NUMBERS[1], "张三")]},
+        headers=staff,
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert response.headers["etag"] == f'"{body["row_version"]}"'
+    # The same rules as POST /api/v1/enrollments: the te_kun member is subsidised in full.
+    statuses = {m["id_number"]: m["enrollment"]["status"] for m in body["members"]}
+    assert statuses == {ID_NUMBERS[1]: "registered", ID_NUMBERS[2]: "subsidised"}
+    stored = await conn.fetch(
+        "SELECT person_id, status, premium_fen, subsidy_fen FROM enrollments WHERE household_id = $1 ORDER BY status",
+        UUID(body["id"]),
+    )
+    assert [(r["status"], r["premium_fen"], r["subsidy_fen"]) for r in stored] == [
+        ("registered", 40000, 0),
+        ("subsidised", 40000, 40000),
+    ]
+    code = body["query_code"]
+    assert await conn.fetchval("SELECT code_hash FROM household_query_codes") == enrollments.query_code_hash(
+        KEY, UUID(body["id"]), 2026, code
+    )
+    actions = await conn.fetch("SELECT action, entity FROM audit_log WHERE entity IN ('household', 'enrollment')")
+    assert sorted((a["action"], a["entity"]) for a in actions) == [
+        ("create", "household"), ("enrol", "enrollment"), ("enrol", "enrollment"), ("subsidised", "enrollment")
+    ]  # fmt: skip
+    # Without enrol_year nobody is enrolled and there is no code.
+    plain = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
+    assert "query_code" not in plain and plain["members"][0]["enrollment"] is None
+
+
+@pytest.mark.parametrize(
+    ("enrol_year", "status", "code", "field"),
+    [
+        (2026, 409, "on_exclusion_list", "members[0]"),  # the excluded one is the first entered, not the head
+        (2031, 422, "validation_error", "enrol_year"),
+    ],
+)
+async def test_a_refused_enrolment_fails_the_whole_registration_and_names_the_member(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    enrol_year: int,
+    status: int,
+    code: str,
+    field: str,
+) -> None:
+    from tests.test_eligibility_check import csv
+    from tests.test_eligibility_lists import upload
+
+    await publish_policy(client, await auth_headers(client, "admin"))
+    await upload(
+        client, await auth_headers(client, "civil"), csv(f"{ID_NUMBERS[2]},李四,,"), list_type="employee_insurance"
+    )
+    response = await client.post(
+        "/api/v1/households",
+        json={"village_code": "330106001001", "household_no": "0001", "enrol_year": enrol_year,
+              "members": [member(ID_NUMBERS[2], "李四", "spouse"), member(ID_NUMBERS[1], "张三")]},
+        headers=await auth_headers(client, "staff_a"),
+    )  # fmt: skip
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert (body["code"], body["errors"][0]["field"]) == (code, field)
+    assert ID_NUMBERS[2] not in response.text
+    for table in ("households", "persons", "memberships", "enrollments", "household_query_codes"):
+        assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table

@@ -16,6 +16,8 @@ from backend.audit import service as audit
 from backend.audit.service import changes, record
 from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
+from backend.enrollment import enrollments
+from backend.enrollment.enrollments import EnrollmentCreate, Year
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from backend.ids import uuid7
 from backend.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
@@ -53,6 +55,9 @@ class HouseholdCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     address: Address = ""
     phone: Phone | None = None
     members: Annotated[list[MemberIn], msgspec.Meta(min_length=1, max_length=30)]
+    # Enrol every member for this coverage year in the same transaction, as staff do at the door:
+    # all or nothing, under the rules of POST /api/v1/enrollments.
+    enrol_year: Year | None = None
 
 
 class HouseholdUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -119,6 +124,13 @@ class Household(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     members: list[Member]
+
+
+class HouseholdCreated(Household, frozen=True, kw_only=True, omit_defaults=True):
+    """A new household; with `enrol_year`, each member's new enrolment and the household's query code."""
+
+    # Printed on the enrolment slip; shown once, when the household is first enrolled for the year.
+    query_code: str | None = None
 
 
 class HouseholdSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -368,6 +380,51 @@ def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tup
 
 
 async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> Household:
+    household, _ = await _create(conn, actor, data, today)
+    return household
+
+
+async def register_household(
+    conn: Connection, actor: Actor, data: HouseholdCreate, today: date, code_key: bytes
+) -> HouseholdCreated:
+    """A new household and, with `enrol_year`, its members enrolled for that year by `enrollments.enrol`
+    in the same transaction; an enrolment refused names the member (`members[i]`) and fails it all."""
+    household, person_ids = await _create(conn, actor, data, today)
+    fields = {f: getattr(household, f) for f in household.__struct_fields__}
+    if data.enrol_year is None:
+        return HouseholdCreated(**fields)
+    request = EnrollmentCreate(household_id=household.id, coverage_year=data.enrol_year, person_ids=person_ids)
+    try:
+        enrolled = await enrollments.enrol(conn, actor, request, today, code_key)
+    except DomainError as exc:
+        _name_as_members(exc)
+        raise
+    by_person = {
+        e.person_id: MemberEnrollment(id=e.id, status=e.status, coverage_start=e.coverage_start,
+                                      coverage_end=e.coverage_end, coverage_reason=e.coverage_reason)
+        for e in enrolled.items
+    }  # fmt: skip
+    fields["members"] = [msgspec.structs.replace(m, enrollment=by_person[m.person_id]) for m in household.members]
+    return HouseholdCreated(**fields, query_code=enrolled.query_code)
+
+
+def _name_as_members(exc: DomainError) -> None:
+    """An enrolment error in the request's terms: `person_ids[i]` is `members[i]` (same order) and
+    `coverage_year` is `enrol_year`."""
+
+    def rename(text: str) -> str:
+        return text.replace("person_ids[", "members[").replace("coverage_year", "enrol_year")
+
+    for error in exc.extra.get("errors") or []:
+        if isinstance(error.get("field"), str):
+            error["field"] = rename(error["field"])
+    if exc.detail:
+        exc.detail = rename(exc.detail)
+        exc.args = (exc.detail,)
+
+
+async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> tuple[Household, list[UUID]]:
+    """The household, and its members' person ids in the order of `data.members`."""
     members = list(data.members)
     fields = [f"members[{i}]." for i in range(len(members))]
     try:
@@ -405,7 +462,7 @@ async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate
         # A concurrent request registered the same person a moment ago.
         raise PersonAlreadyRegistered() from exc
     audit_rows.written()
-    return _household(rows)
+    return _household(rows), person_ids
 
 
 async def _load(conn: Connection, household_id: UUID, year: int | None) -> Household:

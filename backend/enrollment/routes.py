@@ -32,6 +32,7 @@ from backend.enrollment.enrollments import (
 from backend.enrollment.households import (
     Household,
     HouseholdCreate,
+    HouseholdCreated,
     HouseholdPage,
     HouseholdSearch,
     HouseholdUpdate,
@@ -105,12 +106,14 @@ class HouseholdController(Controller):
     path = "/api/v1/households"
     tags = ["households"]
 
-    @post("/", summary="Create a household with its members, in one request", guards=[TOWNSHIP_WRITERS])
+    @post("/", summary="Create a household with its members (and enrol them for `enrol_year`), in one request",
+          guards=[TOWNSHIP_WRITERS])  # fmt: skip
     async def create(
         self, data: JSONBody[HouseholdCreate], tx: Tx, actor: CurrentActor, state: State
-    ) -> Response[Household]:
-        created = await households.create_household(tx, actor, data, local_today(state.settings.timezone))
-        return _with_etag(created, 201)
+    ) -> Response[HouseholdCreated]:
+        today = local_today(state.settings.timezone)
+        created = await households.register_household(tx, actor, data, today, state.key.secret)
+        return Response(created, status_code=201, headers={"ETag": f'"{created.row_version}"'})
 
     @post("/search", status_code=200, summary="Search households (identity numbers go in the body)")
     async def search(self, data: JSONBody[HouseholdSearch], tx: Tx, actor: CurrentActor, state: State) -> HouseholdPage:
