@@ -475,6 +475,44 @@ async def test_money_rows_are_append_only(conn: asyncpg.Connection, world: World
 # Remittance and ledger invariants ---------------------------------------------------------------
 
 
+async def test_a_payment_waits_for_a_day_being_closed_and_counts_in_the_next_one(db_dsn: str, world: World) -> None:  # type: ignore[type-arg]
+    """The day's closing holds the collector's lock exclusively: a payment of that day, in flight,
+    waits and then lands in the next open day (without the lock it would slip into the closed day)."""
+    day = date(2025, 10, 8)
+
+    async def close(c: asyncpg.Connection) -> service.CollectorDay:  # type: ignore[type-arg]
+        return await service.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
+
+    async def record(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        return await service.record_payment(
+            c, await actor_of(c, "staff_a"), payment(world), timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+
+    closed, receipt = await race(db_dsn, close, record)
+    assert (closed.closed, closed.expected_fen) == (True, 0)
+    assert isinstance(receipt, service.Receipt), receipt
+    assert (receipt.payment.business_date, receipt.payment.remittance_date) == (day, date(2025, 10, 9))
+
+
+async def test_a_day_being_closed_waits_for_a_payment_in_flight_and_counts_it(db_dsn: str, world: World) -> None:  # type: ignore[type-arg]
+    """Payments hold the collector's lock shared (they do not wait for one another): a closing that
+    starts while one is in flight waits for it and counts it."""
+    day = date(2025, 10, 8)
+
+    async def record(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        return await service.record_payment(
+            c, await actor_of(c, "staff_a"), payment(world), timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+
+    async def close(c: asyncpg.Connection) -> service.CollectorDay:  # type: ignore[type-arg]
+        return await service.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
+
+    receipt, closed = await race(db_dsn, record, close)
+    assert receipt.payment.remittance_date == day
+    assert isinstance(closed, service.CollectorDay), closed
+    assert (closed.closed, closed.cash_collected_fen, closed.expected_fen) == (True, 80000, 80000)
+
+
 async def test_cash_day_expected_remitted_difference_and_late_arrivals(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
     await pay(conn, world, amount_fen=40000, person_ids=[UUID(world.person_ids[0])])

@@ -55,13 +55,14 @@ ORDER BY b.issued_at
 FOR SHARE OF h;
 
 -- name: lock_collector_and_read
--- The collector's lock ($1), then what a payment reads under it: whether receipt number $3 of block $2
--- was retired, and what payments not voided already put towards each person of household $4 in year
--- $5 (as `enrollment.allocated_to_persons`). The block's row and the enrolments' rows were locked by
--- earlier statements, so this one sees any retirement, and any allocation to these persons, that
--- committed before them. (What the collector's lock guards, the day's closing, is read by
--- `insert_payment`, whose snapshot is taken once the lock is held.)
-WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text)))
+-- The collector's lock ($1) shared, then what a payment reads under it: whether receipt number $3 of
+-- block $2 was retired, and what payments not voided already put towards each person of household $4
+-- in year $5 (as `enrollment.allocated_to_persons`). The block's row and the enrolments' rows were
+-- locked by earlier statements, so this one sees any retirement, and any allocation to these persons,
+-- that committed before them. What the collector's lock guards is the day's closing (`lock_collector`,
+-- exclusive), read by `insert_payment`, whose snapshot is taken once the lock is held; payments
+-- themselves need no order among them (receipt numbers are unique, enrolments are locked by row).
+WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $1::uuid::text)))
 SELECT EXISTS (SELECT 1 FROM receipt_retirements r WHERE r.block_id = $2 AND $3 BETWEEN r.first_no AND r.last_no)
            AS retired,
        coalesce(array_agg(a.person_id) FILTER (WHERE a.person_id IS NOT NULL), '{}') AS allocated_person_ids,
@@ -257,6 +258,8 @@ ORDER BY 1;
 SELECT DISTINCT digits FROM receipt_blocks WHERE prefix = $1;
 
 -- name: lock_collector
+-- Exclusive: a day's closing, remittance or void decision waits for the collector's payments in flight
+-- (which hold it shared, `lock_collector_and_read`) and holds off new ones until it commits.
 SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text));
 
 -- name: payment_confirmed_enrollments

@@ -319,8 +319,8 @@ async def record_payment(
     received_at = now or datetime.now(UTC)
     # The locks, in this order: the year's policy shared (exclusive with policy.update_version), the
     # household's row shared, the receipt block's row shared, the enrolments' rows, the collector's
-    # lock. Whatever can be read before the collector's lock is: every payment of the collector
-    # waits for it, so it is held for as few round trips as can be.
+    # lock (shared). Whatever can be read before the locks is, so they are held for as few round
+    # trips as can be.
     rows = await conn.fetch(Q["household_for_payment"], data.coverage_year, data.household_id, actor.id)
     if not rows or not actor.in_scope(rows[0]["household_village_code"]):
         raise NotFound()
@@ -343,9 +343,10 @@ async def record_payment(
     )
     assert locked, "receipt blocks are never deleted"
     enrolled = {r["person_id"]: r for r in locked if r["id"] is not None}
-    # A collector's payments, remittances and day closings are serialised: a payment can never
-    # land in a day while that day is being closed. Held from here on: one statement writes the
-    # payment; the caller then stores its answer (idempotency) and commits.
+    # The collector's lock, shared: a payment can never land in a day while that day is being
+    # closed (closing, remittance and void decisions take it exclusively), but a collector's payments
+    # (a tablet's sync and the counter at once) do not wait for each other. Held from here on: one
+    # statement writes the payment; the caller then stores its answer (idempotency) and commits.
     reads = await conn.fetchrow(
         Q["lock_collector_and_read"], actor.id, block.id, number, data.household_id, data.coverage_year
     )
