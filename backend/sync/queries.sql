@@ -6,7 +6,10 @@ WHERE d.id = $1;
 -- name: lock_sync_device
 -- NOWAIT: a second push of the same tablet while one is running gets a 409 instead of waiting
 -- to apply the same mutations again.
-SELECT last_seq FROM sync_devices WHERE device_id = $1 FOR UPDATE NOWAIT;
+-- The push's statements then run on generic plans (`plan_cache_mode`, for this transaction only): they
+-- are the same few thousand times over, keyed by ids, and planning each anew cost more than running it.
+SELECT last_seq, set_config('plan_cache_mode', 'force_generic_plan', true) AS plans
+FROM sync_devices WHERE device_id = $1 FOR UPDATE NOWAIT;
 
 -- name: finish_push
 UPDATE sync_devices
