@@ -297,24 +297,32 @@ def expect(response: httpx.Response, status: int) -> httpx.Response:
     return response
 
 
+# CPU seconds used so far by each process of a party, by (pid, start time): a pid may be reused.
+CpuSample = dict[str, dict[tuple[int, float], float]]
+
+
 class CpuMeter:
     """CPU seconds used by the load generator (this process), a server and PostgreSQL: on a
-    2-core machine they share the cores, so a figure is only read rightly next to these."""
+    2-core machine they share the cores, so a figure is only read rightly next to these.
+
+    Counted per process: one that started meanwhile counts from zero, and one that exited meanwhile
+    (a PostgreSQL backend of a closed connection) counts nothing after the first sample, so a figure
+    is at worst a little low, never negative."""
 
     def __init__(self, server: Server, db: Database) -> None:
         self.server = server
         self.db = db
 
     @staticmethod
-    def _seconds(processes: list[psutil.Process]) -> float:
-        total = 0.0
+    def _seconds(processes: list[psutil.Process]) -> dict[tuple[int, float], float]:
+        used = {}
         for proc in processes:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                total += times.user + times.system
-        return total
+                used[(proc.pid, proc.create_time())] = times.user + times.system
+        return used
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> CpuSample:
         try:
             server = psutil.Process(self.server.process.pid)
             server_procs = [server, *server.children(recursive=True)]
@@ -324,6 +332,14 @@ class CpuMeter:
             "client": self._seconds([psutil.Process()]),
             "server": self._seconds(server_procs),
             "postgres": self._seconds(self.db.postgres_processes()),
+        }
+
+    def since(self, before: CpuSample) -> dict[str, float]:
+        """CPU seconds each party used since `before` (a `sample()`)."""
+        now = self.sample()
+        return {
+            party: sum(used - before[party].get(key, 0.0) for key, used in procs.items())
+            for party, procs in now.items()
         }
 
 
@@ -395,15 +411,15 @@ async def run_load(
             result.units += 1
 
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
-        cpu_before = meter.sample() if meter else {}
+        cpu_before = meter.sample() if meter else None
         started = time.perf_counter()
         deadline = started + (seconds or 0)
         async with asyncio.TaskGroup() as tg:
             for i in range(connections):
                 tg.create_task(worker(i, client))
         result.seconds = time.perf_counter() - started
-        if meter:
-            result.cpu = {party: used - cpu_before[party] for party, used in meter.sample().items()}
+        if meter and cpu_before is not None:
+            result.cpu = meter.since(cpu_before)
     return result
 
 

@@ -141,7 +141,7 @@ def measure(ours: Server, bare: Server, db: Database, numbers: list[str], listed
                 started = time.perf_counter()
                 response = client.post(url, json=body, headers=hdrs)  # returns once the body is read
                 seconds = time.perf_counter() - started
-                cpu = {party: used - before[party] for party, used in meter.sample().items()}
+                cpu = meter.since(before)
                 check(name, response)
                 results[name]["seconds"].append(seconds)
                 results[name]["cpu"].append(cpu)

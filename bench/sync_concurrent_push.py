@@ -202,7 +202,7 @@ async def push_all(
         result.latencies = list(await asyncio.gather(*(one(t, b, c) for t, b, c in zip(tablets, bodies, counts,
                                                                                         strict=True))))  # fmt: skip
         result.seconds = time.perf_counter() - started
-        result.cpu = {k: v - cpu[k] for k, v in meter.sample().items()}
+        result.cpu = meter.since(cpu)
     result.mutations, result.slowest = sum(counts), max(result.latencies)
     return result
 

@@ -296,7 +296,7 @@ def first_pull(base_url: str, tablet: Tablet, run: Run, limit: int, meter: CpuMe
             if token is None:
                 break
         run.seconds = time.perf_counter() - started
-        run.cpu = {k: v - cpu[k] for k, v in meter.sample().items()}
+        run.cpu = meter.since(cpu)
     run.pages = len(bodies)
     run.body_bytes = sum(len(b) for b in bodies)
     if run.gzip and not run.server_gzip:

@@ -145,7 +145,7 @@ def measure(ours: Server, bare: Server, db: Database, quick: bool) -> dict[str, 
     meter = CpuMeter(ours, db)
     cpu = meter.sample()
     ours_s, response = post(f"{ours.url}/api/v1/sync/push", payload, headers)
-    ours_cpu = {k: v - cpu[k] for k, v in meter.sample().items()}
+    ours_cpu = meter.since(cpu)
     answers(response, "applied", len(main))
     before = asyncio.run(counts(db.dsn))
     replay_s, response = post(f"{ours.url}/api/v1/sync/push", payload, headers)
@@ -160,7 +160,7 @@ def measure(ours: Server, bare: Server, db: Database, quick: bool) -> dict[str, 
     meter = CpuMeter(bare, db)
     cpu = meter.sample()
     bare_s, response = post(f"{bare.url}/push", body(device_id, bare_batches[1]), {"Content-Type": m.MSGPACK})
-    bare_cpu = {k: v - cpu[k] for k, v in meter.sample().items()}
+    bare_cpu = meter.since(cpu)
     expect(response, 200)
     return {"mutations": len(main), "ours": ours_s, "baseline": bare_s, "replay": replay_s,
             "ours_cpu": ours_cpu, "bare_cpu": bare_cpu}  # fmt: skip
