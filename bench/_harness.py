@@ -297,29 +297,32 @@ def expect(response: httpx.Response, status: int) -> httpx.Response:
     return response
 
 
-# CPU seconds used so far by each process of a party, by (pid, start time): a pid may be reused.
-CpuSample = dict[str, dict[tuple[int, float], float]]
+# CPU seconds used so far by each process of a party, by (pid, start time) (a pid may be reused); the
+# key (pid, start time, "exited") of a party's first process holds what its exited children used.
+CpuSample = dict[str, dict[tuple[int, float] | tuple[int, float, str], float]]
 
 
 class CpuMeter:
     """CPU seconds used by the load generator (this process), a server and PostgreSQL: on a
     2-core machine they share the cores, so a figure is only read rightly next to these.
 
-    Counted per process: one that started meanwhile counts from zero, and one that exited meanwhile
-    (a PostgreSQL backend of a closed connection) counts nothing after the first sample, so a figure
-    is at worst a little low, never negative."""
+    Counted per process: one that started meanwhile counts from zero; one that exited meanwhile (a
+    PostgreSQL backend of a closed connection) is found in its parent's count of exited children,
+    less what it had used before the phase."""
 
     def __init__(self, server: Server, db: Database) -> None:
         self.server = server
         self.db = db
 
     @staticmethod
-    def _seconds(processes: list[psutil.Process]) -> dict[tuple[int, float], float]:
-        used = {}
-        for proc in processes:
+    def _seconds(processes: list[psutil.Process]) -> dict[tuple[int, float] | tuple[int, float, str], float]:
+        used: dict[tuple[int, float] | tuple[int, float, str], float] = {}
+        for i, proc in enumerate(processes):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 used[(proc.pid, proc.create_time())] = times.user + times.system
+                if i == 0:
+                    used[(proc.pid, proc.create_time(), "exited")] = times.children_user + times.children_system
         return used
 
     def sample(self) -> CpuSample:
@@ -337,10 +340,12 @@ class CpuMeter:
     def since(self, before: CpuSample) -> dict[str, float]:
         """CPU seconds each party used since `before` (a `sample()`)."""
         now = self.sample()
-        return {
-            party: sum(used - before[party].get(key, 0.0) for key, used in procs.items())
-            for party, procs in now.items()
-        }
+        used = {}
+        for party, procs in now.items():
+            grown = sum(seconds - before[party].get(key, 0.0) for key, seconds in procs.items())
+            gone = sum(seconds for key, seconds in before[party].items() if key not in procs)
+            used[party] = grown - gone
+        return used
 
 
 @dataclass

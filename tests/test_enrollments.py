@@ -479,3 +479,53 @@ async def test_a_refused_enrolment_fails_the_whole_registration_and_names_the_me
     assert ID_NUMBERS[2] not in response.text
     for table in ("households", "persons", "memberships", "enrollments", "household_query_codes"):
         assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+
+
+async def test_a_person_enrolled_elsewhere_this_year_is_named_as_the_member(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    household: dict[str, Any],
+) -> None:
+    """Someone who left a household keeps the year's enrolment: registering them in a new household
+    with `enrol_year` is a 409 naming them as entered (`members[1]`), and writes nothing."""
+    staff = await auth_headers(client, "staff_a")
+    await enrol_all(client, household)
+    spouse = household["members"][1]["person_id"]
+    removed = await client.post(
+        f"/api/v1/households/{household['id']}/members/{spouse}/remove",
+        json={"reason": "removed"}, headers={**staff, "If-Match": f'"{household["row_version"]}"'},
+    )  # fmt: skip
+    assert removed.status_code == 200, removed.text
+    households_before = await conn.fetchval("SELECT count(*) FROM households")
+    response = await client.post(
+        "/api/v1/households",
+        json={"village_code": "330106001002", "household_no": "0002", "enrol_year": 2026,
+              "members": [member(ID_NUMBERS[3], "王五"), member(ID_NUMBERS[2], "李四", "spouse")]},
+        headers=staff,
+    )  # fmt: skip
+    assert response.status_code == 409, response.text
+    assert (response.json()["code"], response.json()["errors"][0]["field"]) == ("already_enrolled", "members[1]")
+    assert await conn.fetchval("SELECT count(*) FROM households") == households_before
+
+
+async def test_an_idempotency_key_replays_the_registration_and_its_query_code(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """A retry after a lost answer gets the first answer (the query code is shown only there)."""
+    await publish_policy(client, await auth_headers(client, "admin"))
+    staff = {**await auth_headers(client, "staff_a"), "Idempotency-Key": "door-visit-0001"}
+    body = {"village_code": "330106001001", "household_no": "0001", "enrol_year": 2026,
+            "members": [member(ID_NUMBERS[1], "张三")]}  # fmt: skip
+    first = await client.post("/api/v1/households", json=body, headers=staff)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    again = await client.post("/api/v1/households", json=body, headers=staff)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json() and first.json()["query_code"]
+    assert await conn.fetchval("SELECT count(*) FROM households") == 1
+    other = await client.post("/api/v1/households", json={**body, "household_no": "0002"}, headers=staff)
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    short = await client.post("/api/v1/households", json=body, headers={**staff, "Idempotency-Key": "x"})
+    assert (short.status_code, short.json()["code"]) == (428, "idempotency_key_required")

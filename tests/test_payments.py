@@ -4,6 +4,7 @@ another reviewer, append-only events, remittance, and the ledger invariants."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -796,3 +797,90 @@ async def test_a_payment_funds_an_enrolment_as_mark_paid_does(conn: asyncpg.Conn
     rows = await conn.fetch(f"SELECT {columns} FROM enrollments WHERE person_id = ANY($1::uuid[])", [first, second])
     assert len(rows) == 2 and tuple(rows[0]) == tuple(rows[1])
     assert rows[0]["status"] == "paid" and rows[0]["coverage_start"] is not None
+
+
+async def test_payments_of_one_collector_do_not_wait_for_each_other(
+    client: Client,
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """The collector's lock is shared among payments: while one is in flight (uncommitted), another
+    of the same collector for another household goes through (it would time out on an exclusive lock)."""
+    staff = await auth_headers(client, "staff_a")
+    second = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
+    enrolled = await client.post(
+        "/api/v1/enrollments", headers=staff,
+        json={"household_id": second["id"], "coverage_year": 2026, "person_ids": [second["members"][0]["person_id"]]},
+    )  # fmt: skip
+    assert enrolled.status_code == 201, enrolled.text
+    one, two = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
+    try:
+        await init_connection(one)
+        await init_connection(two)
+        staff_actor = await actor_of(one, "staff_a")
+        async with one.transaction():
+            await service.record_payment(one, staff_actor, payment(world), timezone=TZ, code_key=KEY, now=RECEIVED)
+            async with two.transaction():
+                await two.execute("SET LOCAL lock_timeout = '3s'")
+                other = PaymentIn(
+                    id=uuid.uuid4(), household_id=UUID(second["id"]), coverage_year=2026,
+                    person_ids=[UUID(second["members"][0]["person_id"])], amount_fen=40000, method="cash",
+                    receipt_no="A00000002", collected_at=COLLECTED,
+                )  # fmt: skip
+                receipt = await service.record_payment(two, staff_actor, other, timezone=TZ, code_key=KEY, now=RECEIVED)
+        assert receipt.payment.household_id == UUID(second["id"])
+    finally:
+        await one.close()
+        await two.close()
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 2
+
+
+async def test_a_deadlock_is_a_503_try_again_and_keeps_nothing(
+    client: Client,
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """PostgreSQL breaks a real deadlock by failing one transaction: when that is a request's, the
+    caller gets 503 `try_again` with Retry-After, never a 500, and nothing of the request is kept."""
+    staff = {**await auth_headers(client, "staff_a"), "Idempotency-Key": "deadlock-01"}
+    body = http_body(world)
+    household_id = UUID(world.household["id"])
+    locked = threading.Event()
+
+    async def other_transaction() -> None:
+        # In a thread of its own: the test client blocks this thread's event loop while it waits.
+        other = await asyncpg.connect(db_dsn)
+        try:
+            tx = other.transaction()
+            await tx.start()
+            await other.execute("SET LOCAL deadlock_timeout = '30s'")  # the request's backend detects it
+            await other.execute("SELECT 1 FROM enrollments WHERE household_id = $1 FOR UPDATE", household_id)
+            locked.set()
+            # The payment locks the household's row, then waits for the enrolments' rows ...
+            for _ in range(1000):
+                if await other.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'canbao' "
+                    "AND wait_event_type = 'Lock'"
+                ):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the payment never waited for the enrolments")
+            # ... which this transaction holds while it asks for the household's row: a cycle.
+            await other.execute("SELECT 1 FROM households WHERE id = $1 FOR UPDATE", household_id)
+            await tx.rollback()
+        finally:
+            await other.close()
+
+    side = asyncio.create_task(asyncio.to_thread(asyncio.run, other_transaction()))
+    assert await asyncio.to_thread(locked.wait, 30)
+    response = await client.post("/api/v1/payments", json=body, headers=staff)
+    await side
+    assert response.status_code == 503, response.text
+    assert (response.json()["code"], response.headers["retry-after"]) == ("try_again", "1")
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 0
+    assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+    # The retry the answer asks for, with the same key, records the payment.
+    assert (await client.post("/api/v1/payments", json=body, headers=staff)).status_code == 201

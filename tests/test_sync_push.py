@@ -258,3 +258,23 @@ async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     assert (household["row_version"], household["phone"]) == (60, "13800000059")
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update' AND entity = 'household'") == 59
     assert await conn.fetchval("SELECT count(*) FROM sync_mutations") == 61
+
+
+async def test_generic_plans_stay_inside_the_push_transaction(client: Client, app: Litestar) -> None:
+    """A push plans its statements generically (`plan_cache_mode`, set for its transaction only):
+    every pooled connection is back to the server's default for the next request."""
+    tablet = await world(client)
+    answer = await push(client, tablet, [household_create(tablet)])
+    assert [a.status for a in answer.answers] == ["applied"]
+    pool = app.state.pool
+
+    async def modes() -> set[str]:
+        held = [await pool.acquire() for _ in range(pool.get_size())]
+        try:
+            return {await c.fetchval("SHOW plan_cache_mode") for c in held}
+        finally:
+            for c in held:
+                await pool.release(c)
+
+    assert client.blocking_portal is not None
+    assert client.blocking_portal.call(modes) == {"auto"}  # the pool lives on the app's event loop

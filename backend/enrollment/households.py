@@ -380,6 +380,10 @@ def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tup
 
 
 async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> Household:
+    """The household alone (a tablet's household.create; its enrolments come as mutations of their
+    own): `enrol_year` is `register_household`'s."""
+    if data.enrol_year is not None:
+        raise ValueError("create_household does not enrol: call register_household")
     household, _ = await _create(conn, actor, data, today)
     return household
 

@@ -9,9 +9,10 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, Response, get, patch, post
 from litestar.datastructures import State
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
-from backend import reports
+from backend import idempotency, reports
 from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
@@ -47,6 +48,7 @@ from backend.enrollment.households import (
 from backend.enrollment.policy import PolicyIn, PolicyVersion, PolicyYear
 from backend.errors import PreconditionFailed
 
+HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
 YearPath = Annotated[int, PathParameter(ge=2000, le=2100)]
 YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
@@ -106,14 +108,39 @@ class HouseholdController(Controller):
     path = "/api/v1/households"
     tags = ["households"]
 
-    @post("/", summary="Create a household with its members (and enrol them for `enrol_year`), in one request",
-          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @post(
+        "/",
+        summary="Create a household with its members (and enrol them for `enrol_year`), in one request",
+        description="With an `Idempotency-Key` header, a retry of the same request (an answer lost on a poor "
+        "connection) gets the first answer again, query code included, with `Idempotent-Replayed: true`.",
+        guards=[TOWNSHIP_WRITERS],
+        responses={201: ResponseSpec(HouseholdCreated, description="The household; a replay gives it again")},
+    )
     async def create(
-        self, data: JSONBody[HouseholdCreate], tx: Tx, actor: CurrentActor, state: State
-    ) -> Response[HouseholdCreated]:
+        self,
+        data: JSONBody[HouseholdCreate],
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+    ) -> Response[bytes]:
+        key = None if idempotency_key is None else idempotency.check_key(idempotency_key)
+        if key is not None:
+            digest = idempotency.request_hash(HOUSEHOLDS_ROUTE, data)
+            stored = await idempotency.claim(tx, actor.id, key, HOUSEHOLDS_ROUTE, digest)
+            if stored is not None:
+                return Response(
+                    stored.body, status_code=stored.status, media_type="application/json",
+                    headers={"Idempotent-Replayed": "true"},
+                )  # fmt: skip
         today = local_today(state.settings.timezone)
         created = await households.register_household(tx, actor, data, today, state.key.secret)
-        return Response(created, status_code=201, headers={"ETag": f'"{created.row_version}"'})
+        body = msgspec.json.encode(created)
+        if key is not None:
+            await idempotency.store(tx, actor.id, key, 201, body)
+        return Response(
+            body, status_code=201, media_type="application/json", headers={"ETag": f'"{created.row_version}"'}
+        )
 
     @post("/search", status_code=200, summary="Search households (identity numbers go in the body)")
     async def search(self, data: JSONBody[HouseholdSearch], tx: Tx, actor: CurrentActor, state: State) -> HouseholdPage:

@@ -43,8 +43,10 @@ SELECT * FROM receipt_blocks WHERE device_id = $1;
 
 -- name: household_for_payment
 -- A payment's first locks: the policy of year $1 shared (exclusive with an edit of it), then the row of
--- household $2 shared. Answers the household (no row if there is none) with each of collector $3's
--- receipt blocks, oldest first (one row of NULL block columns if they have none).
+-- household $2 (FOR NO KEY UPDATE: a household's payments go one at a time, so the household's totals
+-- on each receipt count every payment before it; inserts referencing the household are not held up).
+-- Answers the household (no row if there is none) with each of collector $3's receipt blocks, oldest
+-- first (one row of NULL block columns if they have none).
 WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1))
 SELECT h.id AS household_id, h.village_code AS household_village_code, h.status AS household_status, b.*
 FROM locks
@@ -52,7 +54,7 @@ CROSS JOIN households h
 LEFT JOIN receipt_blocks b ON b.collector_id = $3
 WHERE h.id = $2
 ORDER BY b.issued_at
-FOR SHARE OF h;
+FOR NO KEY UPDATE OF h;
 
 -- name: lock_collector_and_read
 -- The collector's lock ($1) shared, then what a payment reads under it: whether receipt number $3 of

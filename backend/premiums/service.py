@@ -318,9 +318,9 @@ async def record_payment(
         raise InvalidInput("back_years", "must be years before the coverage year")
     received_at = now or datetime.now(UTC)
     # The locks, in this order: the year's policy shared (exclusive with policy.update_version), the
-    # household's row shared, the receipt block's row shared, the enrolments' rows, the collector's
-    # lock (shared). Whatever can be read before the locks is, so they are held for as few round
-    # trips as can be.
+    # household's row (one payment of a household at a time), the receipt block's row shared, the
+    # enrolments' rows, the collector's lock (shared). Whatever can be read before the locks is, so
+    # they are held for as few round trips as can be.
     rows = await conn.fetch(Q["household_for_payment"], data.coverage_year, data.household_id, actor.id)
     if not rows or not actor.in_scope(rows[0]["household_village_code"]):
         raise NotFound()
