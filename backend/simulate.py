@@ -923,7 +923,7 @@ class Checker:
     async def field_changes(self) -> dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]]:
         changes: dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]] = defaultdict(list)
         for r in await self.db.fetch(
-            "SELECT household_id, person_id, field, old_value, new_value, version FROM record_changes "
+            "SELECT household_id, person_id, field, old_value, new_value, version, device_id FROM record_changes "
             "WHERE version IS NOT NULL ORDER BY id"
         ):
             changes[(r["household_id"], r["person_id"], r["field"])].append(r)
@@ -1261,7 +1261,11 @@ async def check_no_value_lost(c: Checker) -> list[str]:
                 continue
             c.items["no_value_lost_without_conflict"] += 1
             between = [r for r in changes.get((hid, person, name), []) if base < r["version"] < version]
-            if not between or between[-1]["version"] in own[(tablet.device_id, hid)]:
+            if (
+                not between
+                or between[-1]["version"] in own[(tablet.device_id, hid)]
+                or between[-1]["device_id"] == tablet.device_id  # its own, even with the answer lost
+            ):
                 continue
             c.items["no_value_lost_without_conflict/overwrites"] += 1
             replaced = between[-1]["new_value"]
@@ -1280,7 +1284,8 @@ async def check_no_value_lost(c: Checker) -> list[str]:
 
 async def check_stale_identity(c: Checker) -> list[str]:
     """An identity or membership edit never applies over a change of that person's identity or
-    membership (or, for headship, the household's head) that another made after the tablet's base."""
+    membership (or, for headship, the household's head) that another party (not this device) made
+    after the tablet's base."""
     problems = []
     changes = await c.field_changes()
     own = c.own_versions()
@@ -1317,7 +1322,13 @@ async def check_stale_identity(c: Checker) -> list[str]:
         mine = own[(tablet.device_id, mu.household_id)]
         for person, name in watch:
             for r in changes.get((mu.household_id, person, name), []):
-                if mu.base_version < r["version"] < version and r["version"] not in mine:
+                # Its own edits are no conflict (PROTOCOL.md §3), answered or not: a lost answer leaves
+                # the version out of `mine`, but the change carries the device that pushed it.
+                if (
+                    mu.base_version < r["version"] < version
+                    and r["version"] not in mine
+                    and r["device_id"] != tablet.device_id
+                ):
                     problems.append(f"{tablet.name} seq {entry.seq} {mu.__struct_config__.tag} applied from base "
                                     f"{mu.base_version} over {name} changed at version {r['version']}")  # fmt: skip
     return problems

@@ -143,22 +143,29 @@ class _Places:
         return value
 
 
-async def replay_sync(client: SyncClient, vector: dict[str, Any], seen: list[Any] | None = None) -> list[str]:
-    """Sends each step through `client` (in its format) and compares the answers; `seen`, when
-    given, receives each step's answer as compared (to write or inspect a vector)."""
-    places = _Places(client)
-    sent: list[tuple[str, Any]] = []
+async def replay_sync(
+    client: SyncClient, vector: dict[str, Any], seen: list[Any] | None = None, other: SyncClient | None = None
+) -> list[str]:
+    """Sends each step through `client` (in its format) and compares the answers; a step marked
+    `"by": "other"` goes through `other`, the world's second tablet. `seen`, when given, receives
+    each step's answer as compared (to write or inspect a vector)."""
+    devices = {"tablet": _Places(client)} | ({"other": _Places(other)} if other is not None else {})
+    sent: list[tuple[str, str, Any]] = []
     out: list[str] = []
     for i, step in enumerate(vector["steps"]):
         if "repeat" in step:
-            path, payload = sent[step["repeat"]]
-        elif "push" in step:
-            path, payload = "/api/v1/sync/push", places.fill(step["push"])
+            by, path, payload = sent[step["repeat"]]
         else:
-            path, payload = "/api/v1/sync/pull", places.fill(step["pull"])
-        sent.append((path, payload))
+            by = step.get("by", "tablet")
+            if by not in devices:
+                out.append(f"step {i}: no client for {by!r}")
+                continue
+            kind = "push" if "push" in step else "pull"
+            path, payload = f"/api/v1/sync/{kind}", devices[by].fill(step[kind])
+        sent.append((by, path, payload))
+        places = devices[by]
         try:
-            status, got = 200, await client.send(path, payload)
+            status, got = 200, await places.client.send(path, payload)
         except SyncFailed as exc:
             status, got = exc.status, {"code": exc.code}
         expected = dict(step["expected"])
@@ -172,7 +179,7 @@ async def replay_sync(client: SyncClient, vector: dict[str, Any], seen: list[Any
             if got.get("cursor") is not None:
                 places.cursor = got["cursor"]
             if got.get("query_code_key") is not None:
-                client.keep_query_code_key(got["query_code_key"])
+                places.client.keep_query_code_key(got["query_code_key"])
             got = _pull_view(got)
         if seen is not None:
             seen.append(got)

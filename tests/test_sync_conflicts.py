@@ -319,3 +319,24 @@ async def test_the_same_identity_fix_made_on_two_tablets_is_no_conflict(client: 
     same = await one(client, b, edit_member(b, created, 0, 1, name="张三丰"))
     assert (same.status, same.code) == ("applied", None)
     assert await conflict_rows(conn) == []
+
+
+async def test_a_tablets_own_earlier_edits_never_make_its_later_ones_stale(client: Client, conn: Conn) -> None:
+    """Offline, a tablet's base stays the last version it pulled: its second fix of a name, or of an
+    address, is no conflict with its first — in one push or the next. Another tablet's edit still is."""
+    a, b, created = await two_tablets(client)
+    answers = (await push(client, a, [
+        edit_member(a, created, 0, 1, name="张三丰"), edit_member(a, created, 0, 1, name="张三峰"),
+        edit_household(a, created, 1, address="北山村3组"), edit_household(a, created, 1, address="北山村4组"),
+    ])).answers  # fmt: skip
+    assert [(x.status, x.code) for x in answers] == [("applied", None)] * 4
+    again = await one(client, a, edit_household(a, created, 1, address="北山村5组"))  # a later push, still base 1
+    assert (again.status, again.code) == ("applied", None)
+    row = await conn.fetchrow(
+        "SELECT p.name, h.address FROM persons p, households h WHERE p.id = $1", created.members[0].person_id
+    )
+    assert dict(row.items()) == {"name": "张三峰", "address": "北山村5组"}
+    assert await conflict_rows(conn) == []
+    # Tablet B did not make those edits: from the same base, its name fix is held.
+    late = await one(client, b, edit_member(b, created, 0, 1, name="张山"))
+    assert (late.status, late.code) == ("quarantined", "stale_identity")

@@ -10,7 +10,7 @@ import pytest
 
 from mobile_sync_protocol.client import SyncClient, TabletStore
 from mobile_sync_protocol.replay import load, replay_rules, replay_sync, vector_files
-from tests.sync_world import Client, world
+from tests.sync_world import Client, register_tablet, world
 
 RULES = vector_files("rules_")
 SYNC = vector_files("push_") + vector_files("pull_")
@@ -37,4 +37,12 @@ async def test_the_reference_client_replays_the_sync_vectors(
     tablet = await world(client)
     token = tablet.headers["Authorization"].removeprefix("Bearer ")
     sync = SyncClient(client, TabletStore(tmp_path / "tablet.db"), tablet.device_id, token, fmt)  # type: ignore[arg-type]
-    assert await replay_sync(sync, load(path)) == []
+    second = await register_tablet(client, "staff_a")  # the world's other tablet (`"by": "other"`)
+    other = SyncClient(
+        client,  # type: ignore[arg-type]
+        TabletStore(tmp_path / "other.db"),
+        second.device_id,
+        second.headers["Authorization"].removeprefix("Bearer "),
+        fmt,  # type: ignore[arg-type]
+    )
+    assert await replay_sync(sync, load(path), other=other) == []

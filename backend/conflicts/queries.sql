@@ -3,9 +3,11 @@ SELECT id, village_code, household_no, address, phone, head_person_id, status, r
 FROM households WHERE id = $1 FOR UPDATE;
 
 -- name: changes_since
--- What the household's fields and members went through after a tablet's base version, oldest first.
+-- What the household's fields and members went through after a tablet's base version, oldest first,
+-- by others than device $3 (its own pushes made the rest: no conflict with itself).
 SELECT person_id, field, old_value, new_value, version
-FROM record_changes WHERE household_id = $1 AND version > $2
+FROM record_changes
+WHERE household_id = $1 AND version > $2 AND ($3::uuid IS NULL OR device_id IS DISTINCT FROM $3)
 ORDER BY id;
 
 -- name: person_now

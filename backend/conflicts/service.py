@@ -58,10 +58,13 @@ class Since(msgspec.Struct, frozen=True):
         return any(f in ("membership", "head") for _, f, _ in self.rows)
 
 
-async def since(conn: Connection, household_id: UUID, base_version: int, current_version: int) -> Since:
+async def since(
+    conn: Connection, household_id: UUID, base_version: int, current_version: int, device_id: UUID | None
+) -> Since:
+    """The changes after `base_version` that `device_id` did not push itself."""
     if base_version >= current_version:  # nothing can have changed: no round trip
         return Since([])
-    rows = await conn.fetch(Q["changes_since"], household_id, base_version)
+    rows = await conn.fetch(Q["changes_since"], household_id, base_version, device_id)
     return Since([(r["person_id"], r["field"], r["old_value"]) for r in rows])
 
 

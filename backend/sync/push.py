@@ -474,7 +474,7 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
     row = await _household(conn, actor, mu.household_id, mu.base_version)
     edits = _set_fields(mu, HOUSEHOLD_FIELDS)
     changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(row[k])}
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
     # Another's value replaced by this one: kept in a conflict record, never silently lost.
     overwritten = sorted(k for k in changed if since.changed(None, k))
     version = row["row_version"]
@@ -497,7 +497,7 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
     row = await _household(conn, actor, mu.household_id, mu.base_version)
     if row["status"] != "active":
         return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
     if since.membership_changed() and not ctx.resolving:
         # Someone joined, left or became head since the tablet looked: dissolving would decide for them.
         return await _hold(conn, actor, mu, row, "stale_membership", ["membership"],
@@ -558,7 +558,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         # A reviewer applies the edit where the person lives now.
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
         row = await _household(conn, actor, mu.household_id, 0)
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
     # An identity value the server already holds is no change (two tablets made the same fix).
     identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
     if "relation" not in identity:
@@ -599,7 +599,7 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
             return m.Answer(seq=None, status="applied", code="already_moved", household_version=row["row_version"])
         return await _gone(conn, actor, mu, row, person, ["membership"],
                            {"membership": "moved", "to_household_id": str(mu.to_household_id)})  # fmt: skip
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
     stale = since.identity_changed(mu.person_id)
     if stale and not ctx.resolving:
         return await _hold(conn, actor, mu, row, "stale_membership", ["membership"], person_id=mu.person_id,
@@ -621,7 +621,7 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
         if person["left_reason"] != "moved":  # removed already: what the tablet wanted
             return m.Answer(seq=None, status="applied", code="already_removed", household_version=row["row_version"])
         return await _gone(conn, actor, mu, row, person, ["membership"], {"membership": mu.reason})
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
     stale = since.identity_changed(mu.person_id)
     if stale and not ctx.resolving:
         return await _hold(conn, actor, mu, row, "stale_membership", ["membership"], person_id=mu.person_id,

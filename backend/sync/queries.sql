@@ -6,9 +6,11 @@ WHERE d.id = $1;
 -- name: lock_sync_device
 -- NOWAIT: a second push of the same tablet while one is running gets a 409 instead of waiting
 -- to apply the same mutations again.
--- The push's statements then run on generic plans (`plan_cache_mode`, for this transaction only): they
--- are the same few thousand times over, keyed by ids, and planning each anew cost more than running it.
-SELECT last_seq, set_config('plan_cache_mode', 'force_generic_plan', true) AS plans
+-- For this transaction only: the push's statements run on generic plans (`plan_cache_mode`: they are
+-- the same few thousand times over, keyed by ids, and planning each anew cost more than running it),
+-- and the field changes it makes are stamped with the device (`record_changes.device_id`).
+SELECT last_seq, set_config('plan_cache_mode', 'force_generic_plan', true) AS plans,
+       set_config('canbao.device_id', $1::uuid::text, true) AS device
 FROM sync_devices WHERE device_id = $1 FOR UPDATE NOWAIT;
 
 -- name: finish_push
