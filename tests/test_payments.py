@@ -836,6 +836,65 @@ async def test_payments_of_one_collector_do_not_wait_for_each_other(
     assert await conn.fetchval("SELECT count(*) FROM payments") == 2
 
 
+async def test_a_channel_reference_is_recorded_once_until_its_payment_is_voided(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
+    recorded = await pay(conn, world, amount_fen=40000, method="qr", channel_ref="WX-77", person_ids=[first])
+    with pytest.raises(service.ChannelReferenceUsed) as refused:
+        await pay(conn, world, receipt_no="A00000002", amount_fen=40000, method="qr", channel_ref="WX-77",
+                  person_ids=[second])  # fmt: skip
+    assert refused.value.extra["errors"] == [{"field": "channel_ref", "message": "already recorded"}]
+    # A bank transfer's reference is another namespace than a QR payment's.
+    await pay(conn, world, receipt_no="A00000003", amount_fen=100, method="bank", channel_ref="WX-77",
+              person_ids=[second])  # fmt: skip
+    # Voided (recorded in error), the transfer may be recorded again, rightly.
+    day = date(2025, 10, 8)
+    async with conn.transaction():
+        request = await service.request_adjustment(
+            conn, await actor_of(conn, "staff_a"), recorded.payment.id, AdjustmentRequest(kind="void", reason="x"), day
+        )
+        await service.decide_adjustment(
+            conn, await actor_of(conn, "reviewer_a"), request.id, Decision(approve=True), day
+        )
+    again = await pay(conn, world, receipt_no="A00000004", amount_fen=40000, method="qr", channel_ref="WX-77",
+                      person_ids=[first])  # fmt: skip
+    assert again.payment.channel_ref == "WX-77"
+
+
+async def test_one_channel_reference_for_two_households_at_once_records_one(
+    client: Client,
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """Two payments of one transfer at once, for different households (nothing else orders them):
+    the reference's lock makes the second see the first; without it both would be recorded."""
+    staff = await auth_headers(client, "staff_a")
+    other = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
+    enrolled = await client.post(
+        "/api/v1/enrollments", headers=staff,
+        json={"household_id": other["id"], "coverage_year": 2026, "person_ids": [other["members"][0]["person_id"]]},
+    )  # fmt: skip
+    assert enrolled.status_code == 201, enrolled.text
+
+    async def here(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        data = payment(world, method="qr", channel_ref="WX-99")
+        return await service.record_payment(c, await actor_of(c, "staff_a"), data, timezone=TZ, code_key=KEY,
+                                            now=RECEIVED)  # fmt: skip
+
+    async def there(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        data = payment(world, receipt_no="A00000002", amount_fen=40000, method="qr", channel_ref="WX-99",
+                       household_id=UUID(other["id"]), person_ids=[UUID(other["members"][0]["person_id"])])  # fmt: skip
+        return await service.record_payment(c, await actor_of(c, "staff_a"), data, timezone=TZ, code_key=KEY,
+                                            now=RECEIVED)  # fmt: skip
+
+    _, second = await race(db_dsn, here, there)
+    assert isinstance(second, service.ChannelReferenceUsed), second
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
 async def test_a_deadlock_is_a_503_try_again_and_keeps_nothing(
     client: Client,
     db_dsn: str,

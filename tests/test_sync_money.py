@@ -168,3 +168,21 @@ async def test_a_pushed_void_becomes_a_void_request_awaiting_a_reviewer(
         ("quarantined", "unknown_payment")
     ]
     assert await register_tablet(client)  # a second tablet of the same collector registers fine meanwhile
+
+
+async def test_a_qr_transfer_already_recorded_is_quarantined_not_recorded_twice(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """The same QR transfer recorded on the tablet and again (another receipt, another household)
+    is one payment: the second waits for a reviewer as `channel_ref_clash`."""
+    tablet = await world(client)
+    first, second = household_create(tablet), household_create(tablet, numbers=(3,), household_no="0102")
+    setup = [first, second, enrol(tablet, first), enrol(tablet, second)]
+    assert [a.status for a in (await push(client, tablet, setup)).answers] == ["applied"] * 4
+    paid = msgs_copy(payment(tablet, first, receipt=1), method="qr", channel_ref="WX-4200001")
+    again = msgs_copy(payment(tablet, second, receipt=2), method="qr", channel_ref="WX-4200001")
+    answer = await push(client, tablet, [paid, again])
+    assert [(a.status, a.code) for a in answer.answers] == [("applied", None), ("quarantined", "channel_ref_clash")]
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+    assert await conn.fetchval("SELECT reason FROM sync_quarantine") == "channel_ref_clash"

@@ -64,7 +64,12 @@ FOR NO KEY UPDATE OF h;
 -- that committed before them. What the collector's lock guards is the day's closing (`lock_collector`,
 -- exclusive), read by `insert_payment`, whose snapshot is taken once the lock is held; payments
 -- themselves need no order among them (receipt numbers are unique, enrolments are locked by row).
-WITH locked AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $1::uuid::text)))
+WITH locked AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $1::uuid::text)),
+           -- and, for a payment naming a channel reference ($6: method:reference), that reference's
+           -- lock: `channel_ref_taken` runs after it, in a snapshot that sees any payment of it committed
+           CASE WHEN $6::text IS NOT NULL THEN pg_advisory_xact_lock(hashtext('channel_ref:' || $6)) END
+)
 SELECT EXISTS (SELECT 1 FROM receipt_retirements r WHERE r.block_id = $2 AND $3 BETWEEN r.first_no AND r.last_no)
            AS retired,
        coalesce(array_agg(a.person_id) FILTER (WHERE a.person_id IS NOT NULL), '{}') AS allocated_person_ids,
@@ -75,6 +80,11 @@ LEFT JOIN (SELECT al.person_id, sum(al.amount_fen)::bigint AS amount_fen
            JOIN payment_ledger p ON p.id = al.payment_id
            WHERE p.household_id = $4 AND p.coverage_year = $5 AND p.kind = 'premium' AND NOT p.voided
            GROUP BY al.person_id) AS a ON true;
+
+-- name: channel_ref_taken
+-- A payment not voided that names the same channel reference ($2) by the same method ($1); read
+-- under that reference's lock (`lock_collector_and_read`).
+SELECT id FROM payment_ledger WHERE method = $1 AND channel_ref = $2 AND NOT voided LIMIT 1;
 
 -- name: live_enrollments_for_payment
 -- Every column: a payment plans the funding of the rows it has locked (`enrollment.plan_funding`).

@@ -256,6 +256,12 @@ class ReceiptNumberUsed(Conflict):
     code = "receipt_number_used"
 
 
+class ChannelReferenceUsed(Conflict):
+    """A payment with this QR or bank transaction reference is already recorded"""
+
+    code = "channel_ref_used"
+
+
 class PaymentAlreadyRecorded(Conflict):
     """A payment with this id is already recorded"""
 
@@ -347,12 +353,16 @@ async def record_payment(
     # closed (closing, remittance and void decisions take it exclusively), but a collector's payments
     # (a tablet's sync and the counter at once) do not wait for each other. Held from here on: one
     # statement writes the payment; the caller then stores its answer (idempotency) and commits.
+    channel = None if data.channel_ref is None else f"{data.method}:{data.channel_ref}"
     reads = await conn.fetchrow(
-        Q["lock_collector_and_read"], actor.id, block.id, number, data.household_id, data.coverage_year
+        Q["lock_collector_and_read"], actor.id, block.id, number, data.household_id, data.coverage_year, channel
     )
     assert reads is not None
     if reads["retired"]:
         raise InvalidInput("receipt_no", "was retired")
+    # One transfer is one payment: its reference is recorded once (a voided payment's may be again).
+    if data.channel_ref is not None and await conn.fetchval(Q["channel_ref_taken"], data.method, data.channel_ref):
+        raise ChannelReferenceUsed(errors=[{"field": "channel_ref", "message": "already recorded"}])
     if data.kind == "premium":
         for i, person_id in enumerate(data.person_ids):
             if person_id not in enrolled:

@@ -740,6 +740,8 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         return earlier
     except premium_service.ReceiptNumberUsed as exc:
         raise Quarantine("receipt_clash", "the receipt number is already used", content) from exc
+    except premium_service.ChannelReferenceUsed as exc:
+        raise Quarantine("channel_ref_clash", "a payment with this transaction reference is recorded", content) from exc
     except InvalidInput as exc:
         field = (exc.extra.get("errors") or [{}])[0].get("field", "")
         reason = "receipt_not_issued" if field == "receipt_no" else "not_applicable"
