@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+from litestar import Response
 
 from backend.db import Connection
 from backend.errors import DomainError
@@ -35,6 +36,12 @@ class IdempotencyKeyReused(DomainError):
 class Stored(msgspec.Struct, frozen=True):
     status: int
     body: bytes
+
+    def replayed(self) -> Response[bytes]:
+        """The first answer again, marked as a replay."""
+        return Response(
+            self.body, status_code=self.status, media_type="application/json", headers={"Idempotent-Replayed": "true"}
+        )
 
 
 def request_hash(route: str, body: Any) -> bytes:

@@ -129,10 +129,7 @@ class HouseholdController(Controller):
             digest = idempotency.request_hash(HOUSEHOLDS_ROUTE, data)
             stored = await idempotency.claim(tx, actor.id, key, HOUSEHOLDS_ROUTE, digest)
             if stored is not None:
-                return Response(
-                    stored.body, status_code=stored.status, media_type="application/json",
-                    headers={"Idempotent-Replayed": "true"},
-                )  # fmt: skip
+                return stored.replayed()
         today = local_today(state.settings.timezone)
         created = await households.register_household(tx, actor, data, today, state.key.secret)
         body = msgspec.json.encode(created)

@@ -89,10 +89,7 @@ class PaymentController(Controller):
             tx, actor.id, key, PAYMENTS_ROUTE, idempotency.request_hash(PAYMENTS_ROUTE, data)
         )
         if stored is not None:
-            return Response(
-                stored.body, status_code=stored.status, media_type="application/json",
-                headers={"Idempotent-Replayed": "true"},
-            )  # fmt: skip
+            return stored.replayed()
         receipt = await service.record_payment(
             tx, actor, data, timezone=state.settings.timezone, code_key=state.key.secret
         )
