@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of this folder with --quick (tiny sizes, seconds each), as CI does, and fails
 # if any of them fails or does not end with its `ratio=…` line. PYTHON picks the interpreter
-# (default: python3 on PATH; it needs the project installed, e.g. `pip install -e '.[dev]'`).
+# (default: python3 on PATH; it needs the project installed, as the README's test line does).
 #
 #   bench/run_quick.sh
 #   PYTHON=.venv/bin/python bench/run_quick.sh

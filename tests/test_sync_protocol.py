@@ -4,10 +4,13 @@ kept in the repository."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 
 import mobile_sync_protocol
 from mobile_sync_protocol import codec
@@ -25,6 +28,37 @@ def test_the_committed_json_schema_matches_the_code() -> None:
     )
     assert sorted(committed["mutation_types"]) == sorted(m.MUTATION_TYPES)
     assert len(m.MUTATION_TYPES) == 11
+
+
+def _rendered_like_older_msgspec(node: Any) -> Any:
+    """msgspec up to 0.22 kept a docstring's indentation in descriptions (0.23 dedents them), and
+    0.19-0.21 put an optional field's `null` first in its `anyOf` (0.22 last)."""
+    if isinstance(node, dict):
+        return {key: _rendered_value(key, value) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return type(node)(_rendered_like_older_msgspec(item) for item in node)
+    return node
+
+
+def _rendered_value(key: str, value: Any) -> Any:
+    if key == "description" and isinstance(value, str):
+        return value.replace("\n", "\n    ")
+    if key == "anyOf" and isinstance(value, list):
+        return [_rendered_like_older_msgspec(item) for item in reversed(value)]
+    return _rendered_like_older_msgspec(value)
+
+
+def test_the_schema_text_does_not_depend_on_how_msgspec_renders_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = msgspec.json.schema_components
+
+    def as_older_msgspec(*args: Any, **kwargs: Any) -> Any:
+        return _rendered_like_older_msgspec(real(*args, **kwargs))
+
+    monkeypatch.setattr(msgspec.json, "schema_components", as_older_msgspec)
+    committed = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    assert json.loads(json.dumps(schema_document())) == committed
+    descriptions = re.findall(r'"description": "((?:[^"\\]|\\.)*)"', SCHEMA.read_text(encoding="utf-8"))
+    assert descriptions and not [d for d in descriptions if "\\n " in d], "no description keeps an indent"
 
 
 async def test_an_unsupported_protocol_version_is_426_with_the_supported_ones(
