@@ -14,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, maintenance, migrate, ops
+from backend import __version__, api_docs, maintenance, migrate, ops
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware, provide_actor
 from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
@@ -59,6 +59,7 @@ def route_handlers() -> list[object]:
     from backend.sync.routes import SyncController
 
     return [
+        api_docs.root,
         ops.health,
         ops.ready,
         ops.metrics_endpoint,
@@ -128,10 +129,18 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)],
         state=_initial_state(settings, key, passwords),
         openapi_config=OpenAPIConfig(
-            title="Canbao",
+            title="参保 Canbao API",
             version=__version__,
-            description="Urban-rural resident basic medical insurance enrolment (城乡居民基本医疗保险参保).",
-            path="/schema",
+            description=(
+                "城乡居民基本医疗保险参保：户籍登记、参保、缴费、资助名单、平板同步、居民查询，"
+                "以及医院的参保核验（FHIR，在 /fhir 下）。\n\n"
+                "除登录、健康检查等公开接口外都要令牌：工作人员用 POST /api/v1/auth/login、"
+                "居民用 POST /api/v1/resident/login、医院用 POST /fhir/token 取得 access_token，"
+                "再点 Authorize 填入。"
+                "错误按 RFC 9457 以 application/problem+json 返回，code 字段稳定。"
+            ),
+            path=api_docs.DOCS_PATH,
+            render_plugins=api_docs.render_plugins(),
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
