@@ -20,6 +20,7 @@ from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
 from backend.auth.service import AuthContext
 from backend.auth.tokens import SigningKey, load_signing_key
+from backend.bodies import read_body
 from backend.config import Settings
 from backend.db import create_pool, provide_tx
 from backend.errors import exception_handlers
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=[lifespan],
         dependencies={"tx": Provide(provide_tx), "actor": Provide(provide_actor, sync_to_thread=False)},
         exception_handlers=exception_handlers,
+        before_request=read_body,  # strict JSON and the route's media type, before Litestar binds `data`
         middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)],
         state=_initial_state(settings, key, passwords),
         openapi_config=OpenAPIConfig(

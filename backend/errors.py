@@ -10,10 +10,12 @@ import re
 import traceback
 from typing import Any, ClassVar
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from backend import fields
 from backend.logs import request_id_var
 
 log = logging.getLogger("canbao.errors")
@@ -122,18 +124,19 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
 
 
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+    """Litestar's own validation: query, path and header parameters, and form bodies."""
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             key = str(item.get("key") or "")
-            message = str(item.get("message", "invalid"))
+            path, message = plain_validation_message(str(item.get("message", "")))
             source = item.get("source")
             if key in ("", "data") and source in (None, "body"):
-                key, message = _body_field(message)
+                key = path or "body"
             field = key if source in (None, "body") else f"{source}.{key}"
             errors.append({"field": field or "body", "message": message})
     if not errors:
-        errors.append({"field": "body", "message": _strip_prefix(exc.detail)})
+        errors.append({"field": "body", "message": plain_validation_message(_strip_prefix(exc.detail))[1]})
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     return problem(422, "validation_error", "Request is not valid", detail, request, errors=errors)
 
@@ -183,15 +186,103 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
     return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error", None, request)
 
 
-def _body_field(message: str) -> tuple[str, str]:
-    """msgspec names the field in its message: "... - at `$.items[0].role`" or "missing field `x`"."""
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "str": "text",
+    "bool": "true or false",
+    "array": "a list",
+    "object": "an object",
+    "null": "null",
+    "bytes": "base64 text",
+}
+_INVALID_WORDS = {
+    "Invalid UUID": "must be a UUID",
+    "Invalid RFC3339 encoded date": "must be a date written YYYY-MM-DD",
+    "Invalid RFC3339 encoded datetime": "must be a date and time with its UTC offset (RFC 3339)",
+    "Invalid RFC3339 encoded time": "must be a time written hh:mm:ss",
+    "Invalid base64 encoded string": "must be base64 text",
+}
+_BOUND_WORDS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
+
+
+def plain_validation_message(message: str, root: Any = None) -> tuple[str | None, str]:
+    """The field a msgspec validation message names (None: the body itself) and its rule in plain
+    words: "Expected `int`, got `str` - at `$.members[0].birth_year`" → ("members[0].birth_year",
+    "must be an integer, not text"). `root` is the body's type, to list an enum's values."""
+    field = None
     if match := re.search(r" - at `\$\.?(.*)`$", message):
-        return match.group(1) or "body", message[: match.start()]
-    if match := re.search(r"missing required field `(\w+)`", message):
-        return match.group(1), "is required"
-    if match := re.search(r"unknown field `(\w+)`", message):
-        return match.group(1), "is not a known field"
-    return "body", message
+        field, message = match.group(1) or None, message[: match.start()]
+    if match := re.fullmatch(r"Object missing required field `(.+)`", message):
+        return _join(field, match.group(1)), "is required"
+    if match := re.fullmatch(r"Object contains unknown field `(.+)`", message):
+        return _join(field, match.group(1)), "is not a known field"
+    return field, _rule_in_words(message, root, field)
+
+
+def _rule_in_words(message: str, root: Any, field: str | None) -> str:
+    if match := re.fullmatch(r"Expected `([^`]+)`, got `([^`]+)`", message):
+        wanted = " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in match.group(1).split("|"))
+        return f"must be {wanted}, not {_TYPE_WORDS.get(match.group(2), match.group(2))}"
+    if match := re.fullmatch(r"Expected `str` matching regex (.+)", message):
+        words = {repr(pattern): words for pattern, words in fields.PATTERN_RULES.items()}
+        return words.get(match.group(1), "is not in the expected format")
+    if match := re.fullmatch(r"Expected `(str|array|object|bytes)` of length (>=|<=|>|<) (\d+)", message):
+        unit = "characters" if match.group(1) == "str" else "items"
+        return f"must have {_BOUND_WORDS[match.group(2)]} {match.group(3)} {unit}"
+    if match := re.fullmatch(r"Expected `(int|float)` (>=|<=|>|<) (-?[\d.]+)", message):
+        return f"must be {_BOUND_WORDS[match.group(2)]} {match.group(3)}"
+    if match := re.fullmatch(r"Expected `(int|float)` that is a multiple of (.+)", message):
+        return f"must be a multiple of {match.group(2)}"
+    if message.startswith("Invalid enum value"):
+        allowed = _allowed_values(root, field)
+        return "must be one of: " + ", ".join(allowed) if allowed else "is not one of the allowed values"
+    if message in _INVALID_WORDS:
+        return _INVALID_WORDS[message]
+    if message.startswith(("Expected `datetime` with a timezone", "Expected `datetime` with timezone")):
+        return "must be a date and time with its UTC offset (RFC 3339)"
+    return "is not valid"
+
+
+def _join(path: str | None, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _allowed_values(root: Any, path: str | None) -> list[str]:
+    """The values an enum or literal field at `path` of `root` admits; [] when not found."""
+    if root is None:
+        return []
+    info: Any = msgspec.inspect.type_info(root)
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path or ""):
+        info = _unwrapped(info)
+        if part.startswith("["):
+            info = getattr(info, "item_type", None)
+        elif isinstance(info, msgspec.inspect.StructType):
+            info = next((f.type for f in info.fields if f.encode_name == part), None)
+        elif isinstance(info, msgspec.inspect.DictType):
+            info = info.value_type
+        else:
+            return []
+    info = _unwrapped(info)
+    if isinstance(info, msgspec.inspect.EnumType):
+        return [str(member.value) for member in info.cls]
+    if isinstance(info, msgspec.inspect.LiteralType):
+        return [str(value) for value in info.values]
+    return []
+
+
+def _unwrapped(info: Any) -> Any:
+    """Through constraints and `X | None` to the one type that carries the rule."""
+    while True:
+        if isinstance(info, msgspec.inspect.Metadata):
+            info = info.type
+        elif isinstance(info, msgspec.inspect.UnionType):
+            options = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+            if len(options) != 1:
+                return info
+            info = options[0]
+        else:
+            return info
 
 
 def _strip_prefix(detail: str) -> str:

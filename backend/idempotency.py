@@ -16,13 +16,13 @@ import msgspec
 from litestar import Response
 
 from backend.db import Connection
-from backend.errors import DomainError
+from backend.errors import DomainError, InvalidInput
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
 class IdempotencyKeyRequired(DomainError):
-    """Send an Idempotency-Key header (8 to 200 characters)"""
+    """Send an Idempotency-Key header (8 to 200 printable ASCII characters)"""
 
     status, code = 428, "idempotency_key_required"
 
@@ -49,8 +49,10 @@ def request_hash(route: str, body: Any) -> bytes:
 
 
 def check_key(key: str | None) -> str:
-    if key is None or not 8 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
+    if key is None:
         raise IdempotencyKeyRequired()
+    if not 8 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
+        raise InvalidInput("Idempotency-Key", "must be 8 to 200 printable ASCII characters")
     return key
 
 

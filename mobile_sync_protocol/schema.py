@@ -23,7 +23,7 @@ def schema_document() -> dict[str, Any]:
     roots, components = msgspec.json.schema_components(ROOTS, ref_template="#/$defs/{name}")
     # On the wire each entry is a mutation; the server decodes them one by one (msgspec.Raw).
     components["PushRequest"]["properties"]["mutations"]["items"] = roots[-1]
-    return _cleaned(
+    document: dict[str, Any] = _cleaned(
         {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "Canbao mobile sync protocol",
@@ -41,6 +41,7 @@ def schema_document() -> dict[str, Any]:
             "$defs": components,
         }
     )
+    return document
 
 
 def _cleaned(node: Any) -> Any:

@@ -528,4 +528,4 @@ async def test_an_idempotency_key_replays_the_registration_and_its_query_code(
     other = await client.post("/api/v1/households", json={**body, "household_no": "0002"}, headers=staff)
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
     short = await client.post("/api/v1/households", json=body, headers={**staff, "Idempotency-Key": "x"})
-    assert (short.status_code, short.json()["code"]) == (428, "idempotency_key_required")
+    assert (short.status_code, short.json()["errors"][0]["field"]) == (422, "Idempotency-Key")

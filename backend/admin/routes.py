@@ -10,6 +10,7 @@ from litestar import Controller, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from backend import fields
 from backend.admin import service
 from backend.admin.service import (
     Device,
@@ -51,7 +52,7 @@ class UserController(Controller):
         tx: Tx,
         actor: CurrentActor,
         role: FromQuery[Role | None] = None,
-        division_code: Annotated[str | None, QueryParameter(pattern=r"^[0-9]{12}$")] = None,
+        division_code: Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)] = None,
         active: FromQuery[bool | None] = None,
         after: FromQuery[UUID | None] = None,
         limit: LimitParam = 100,

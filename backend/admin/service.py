@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import fields
 from backend.audit.service import changes, record
 from backend.auth.actor import ROLE_LEVELS, Actor, Role, scope_args
 from backend.auth.passwords import Passwords, check_password_strength
@@ -21,8 +22,8 @@ from backend.ids import uuid7
 Q = load_queries("backend.admin")
 AUTH_Q = load_queries("backend.auth")
 
-Username = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.@-]{3,64}$")]
-DivisionCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}$")]
+Username = Annotated[str, msgspec.Meta(pattern=fields.USERNAME)]
+DivisionCode = Annotated[str, msgspec.Meta(pattern=fields.DIVISION_CODE)]
 ShortText = Annotated[str, msgspec.Meta(max_length=200)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 

@@ -9,6 +9,7 @@ from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from backend import fields
 from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.conflicts import review
@@ -27,8 +28,8 @@ class ConflictController(Controller):
         self,
         tx: Tx,
         actor: CurrentActor,
-        township: Annotated[str | None, QueryParameter(pattern="^[0-9]{12}$")] = None,
-        kind: Annotated[str | None, QueryParameter(pattern="^(" + "|".join(review.CHOICES) + ")$")] = None,
+        township: Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)] = None,
+        kind: Annotated[str | None, QueryParameter(pattern=fields.one_of(*review.CHOICES))] = None,
         open: FromQuery[bool | None] = True,
         after: FromQuery[UUID | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,

@@ -12,7 +12,7 @@ from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
-from backend import reports
+from backend import fields, reports
 from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
@@ -42,8 +42,8 @@ TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
 Limit = Annotated[int, QueryParameter(ge=1, le=1000)]
 OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
 YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
-VillageQuery = Annotated[str | None, QueryParameter(pattern=r"^[0-9]{12}$")]
-ListTypeQuery = Annotated[str | None, QueryParameter(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+VillageQuery = Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)]
+ListTypeQuery = Annotated[str | None, QueryParameter(pattern=fields.LIST_TYPE)]
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # a million-row list is about 60 MB as CSV
 
 

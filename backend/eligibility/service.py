@@ -19,6 +19,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import fields
 from backend.audit.service import record
 from backend.auth.actor import Actor, Role, Scope, scope_args
 from backend.db import Connection, load_queries
@@ -32,7 +33,7 @@ Q = load_queries("backend.eligibility")
 STAGING_Q = load_queries("backend.eligibility", "staging.sql")
 
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
-ListType = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,39}$")]
+ListType = Annotated[str, msgspec.Meta(pattern=fields.LIST_TYPE)]
 COPY_CHUNK = 10_000
 STAGING_COLUMNS = ("row_no", "id_number", "name", "valid_from", "valid_to", "division_code")
 ENTRY_COLUMNS = ("version_id", *STAGING_COLUMNS)

@@ -12,6 +12,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import fields
 from backend.audit import service as audit
 from backend.audit.service import changes, record
 from backend.auth.actor import Actor, scope_args
@@ -27,11 +28,11 @@ Q = load_queries("backend.enrollment")
 Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
 Sex = Literal["male", "female"]
 # Free text: never only blanks (it is stripped), never a NUL byte (PostgreSQL refuses it).
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^(?!\s*$)[^\x00]*$")]
-Phone = Annotated[str, msgspec.Meta(pattern=r"^[0-9+-]{5,20}$")]
-HouseholdNo = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Za-z-]{1,30}$")]
-DivisionCode = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{12}$")]
-Address = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00]*$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=fields.NOT_BLANK)]
+Phone = Annotated[str, msgspec.Meta(pattern=fields.PHONE)]
+HouseholdNo = Annotated[str, msgspec.Meta(pattern=fields.HOUSEHOLD_NO)]
+DivisionCode = Annotated[str, msgspec.Meta(pattern=fields.DIVISION_CODE)]
+Address = Annotated[str, msgspec.Meta(max_length=200, pattern=fields.NO_NUL)]
 
 
 class MemberIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

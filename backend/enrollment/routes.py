@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
-from backend import idempotency, reports
+from backend import fields, idempotency, reports
 from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
@@ -55,7 +55,7 @@ YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverag
 OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
 IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", description="the household's ETag")]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
-VillageQuery = Annotated[str | None, QueryParameter(pattern=r"^[0-9]{12}$")]
+VillageQuery = Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)]
 
 
 def _if_match(value: str | None) -> int | None:

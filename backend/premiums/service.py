@@ -13,6 +13,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import fields
 from backend.audit import service as audit
 from backend.audit.service import record
 from backend.auth.actor import Actor, Role, scope_args
@@ -28,7 +29,7 @@ LEDGER_Q = load_queries("backend.enrollment")  # the ledger reads the premium qu
 
 Fen = Annotated[int, msgspec.Meta(ge=1, le=100_000_000)]
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
-ReceiptNo = Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{4,20}$")]
+ReceiptNo = Annotated[str, msgspec.Meta(pattern=fields.RECEIPT_NO)]
 
 # A tablet's clock is information: a reported time ahead of the server by more than this, or older
 # than the offline limit, is flagged (SPEC §2).
@@ -43,7 +44,7 @@ class BlockIssue(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     collector_id: UUID
     device_id: UUID | None = None  # for offline work: only this tablet may use the numbers
     # Letters only, and one width per prefix: "A" + 8 digits and "A1" + 7 digits would collide.
-    prefix: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{0,8}$")] = ""
+    prefix: Annotated[str, msgspec.Meta(pattern=fields.RECEIPT_PREFIX)] = ""
     first_no: Annotated[int, msgspec.Meta(ge=0)]
     last_no: Annotated[int, msgspec.Meta(ge=0)]
     digits: Annotated[int, msgspec.Meta(ge=4, le=12)] = 8

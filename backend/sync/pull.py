@@ -22,6 +22,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import fields
 from backend.audit.service import record
 from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
@@ -88,7 +89,7 @@ class PageToken(msgspec.Struct, kw_only=True, array_like=True):
     layout: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     # The user's scope the sequence was started for ("" in tokens from before): another scope
     # (the user moved to another township) starts a new snapshot.
-    scope: Annotated[str, msgspec.Meta(pattern="^[0-9]{0,12}$")] = ""
+    scope: Annotated[str, msgspec.Meta(pattern=fields.DIVISION_PREFIX)] = ""
 
 
 def _encode_token(token: PageToken) -> str:

@@ -24,7 +24,7 @@ from backend.conflicts import service as conflicts
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments as enrolment_service
 from backend.enrollment import households as household_service
-from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, plain_validation_message
 from backend.ids import uuid7
 from backend.premiums import service as premium_service
 from backend.premiums.service import CLOCK_AHEAD, CLOCK_TOO_OLD
@@ -350,7 +350,11 @@ async def _failed(
 
 
 def _message(exc: Exception) -> str:
-    return str(exc)[:300]
+    """A decoding failure in words, naming the field (as the REST API's validation errors do)."""
+    if isinstance(exc, msgspec.ValidationError):
+        field, words = plain_validation_message(str(exc), m.AnyMutation)
+        return f"{field}: {words}" if field else words
+    return f"the mutation cannot be read: {str(exc)[:200]}"
 
 
 async def _quarantine(

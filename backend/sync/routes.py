@@ -12,6 +12,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
+from backend import fields
 from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.db import Pool
@@ -118,7 +119,7 @@ class SyncController(Controller):
         self,
         tx: Tx,
         actor: CurrentActor,
-        status: Annotated[str | None, QueryParameter(pattern="^(open|applied|dismissed)$")] = "open",
+        status: Annotated[str | None, QueryParameter(pattern=fields.one_of("open", "applied", "dismissed"))] = "open",
         after: FromQuery[UUID | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
     ) -> review.QuarantinePage:
