@@ -1,4 +1,5 @@
-"""`canbao`: serve, migrate, users, divisions, enrolment history, the demo district.
+"""`canbao`: serve, migrate, users, divisions, civil-affairs lists, enrolment history, the demo
+district, the sync simulator.
 
 Every command works on DATABASE_URL when it is set, else on the embedded PostgreSQL in the data
 folder, shared with a `canbao serve` that may be running beside it.
@@ -15,11 +16,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import date
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
+import alembic.util
 import asyncpg
 import msgspec
 
@@ -35,6 +39,19 @@ if TYPE_CHECKING:
     from backend.divisions.service import RowError
 
 
+class CommandError(Exception):
+    """A mistake of the caller's, or a failure outside Canbao (a file, the database): `main` prints
+    it as one line on standard error, never a traceback, and exits with `exit_code`."""
+
+    exit_code = 1
+
+
+class UsageError(CommandError):
+    """The command line itself is wrong: exit 2, as argparse does."""
+
+    exit_code = 2
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     env = dict(os.environ)
     if getattr(args, "data_dir", None):
@@ -46,14 +63,49 @@ def _settings(args: argparse.Namespace) -> Settings:
 def database(settings: Settings, *, upgrade: bool = True) -> Iterator[str]:
     """The DSN to work on: DATABASE_URL, or the embedded server (started or joined, and migrated)."""
     if settings.database_url is not None:
+        _check_reachable(settings.database_url)
         yield settings.database_url
         return
     from backend.embedded import embedded_database
 
+    _check_data_folder(settings.data_dir)
     with embedded_database(settings.data_dir) as dsn:
         if upgrade:
             migrate.upgrade(dsn)
         yield dsn
+
+
+def _check_reachable(dsn: str) -> None:
+    """Fails in one line when DATABASE_URL names no server, database or role that answers."""
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(dsn, timeout=15)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        # asyncpg's messages name the host and the role, never the password.
+        raise CommandError(f"cannot connect to DATABASE_URL: {exc}") from exc
+
+
+def _check_data_folder(data_dir: str) -> None:
+    folder = Path(data_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"cannot use {data_dir} as the data folder: it is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot use {data_dir} as the data folder: {exc.strerror}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot use {data_dir} as the data folder: not writable")
+
+
+def _read_bytes(file: str) -> bytes:
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {file}: {exc.strerror}") from exc
 
 
 def _run(dsn: str, work: Callable[[Connection], Awaitable[T]]) -> T:
@@ -122,10 +174,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with database(settings, upgrade=False) as dsn:
-        if args.downgrade:
-            migrate.downgrade(dsn, args.downgrade)
-        else:
-            migrate.upgrade(dsn, args.revision)
+        try:
+            if args.downgrade:
+                migrate.downgrade(dsn, args.downgrade)
+            else:
+                migrate.upgrade(dsn, args.revision or "head")
+        except alembic.util.CommandError as exc:  # an unknown revision, found before any step runs
+            raise UsageError(f"{exc} (head is {migrate.head_revision()})") from exc
         current = _run(dsn, migrate.current_revision)
     print(f"schema at revision {current or 'base'} (head {migrate.head_revision()})")
     return 0
@@ -136,13 +191,10 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     from backend.auth.passwords import check_password_strength
 
     settings = _settings(args)
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat: ") != password:
-            print("error: passwords differ", file=sys.stderr)
-            return 2
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else _ask_password()
+    if not password:
+        where = "the first line of standard input" if args.password_stdin else "the password"
+        raise CommandError(f"{where} is empty; nothing written")
     # Checked before any database is touched; the message names the field, never its value.
     fields = {
         "username": args.username, "password": password, "role": args.role, "division_code": args.division,
@@ -151,11 +203,9 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     try:
         data = msgspec.convert(fields, admin.UserCreate)
     except msgspec.ValidationError as exc:
-        print(f"error: {_field_problem(exc)}; nothing written", file=sys.stderr)
-        return 1
+        raise CommandError(f"{_field_problem(exc)}; nothing written") from exc
     if (why := check_password_strength(password)) is not None:
-        print(f"error: password {why}; nothing written", file=sys.stderr)
-        return 1
+        raise CommandError(f"password {why}; nothing written")
     with database(settings) as dsn:
 
         async def work(conn: Connection) -> admin.User:
@@ -165,6 +215,26 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         user = _run(dsn, work)
     print(f"created {user.username} ({user.role.value}, {user.division_code}) id={user.id}")
     return 0
+
+
+def _ask_password() -> str:
+    """Asks twice on the terminal. Without one, getpass would warn and read standard input (where
+    the EOFError came from): say how to pass the password instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            password = getpass.getpass("Password: ")
+            repeated = getpass.getpass("Repeat: ")
+        except getpass.GetPassWarning as exc:
+            raise UsageError(
+                "no terminal to ask for the password: give it on standard input with --password-stdin, e.g. "
+                "printf '%s\\n' \"$PASSWORD\" | canbao user add NAME --role ROLE --division CODE --password-stdin"
+            ) from exc
+        except EOFError as exc:  # Ctrl-D at the prompt
+            raise UsageError("no password given; nothing written") from exc
+    if repeated != password:
+        raise UsageError("the passwords differ; nothing written")
+    return password
 
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
@@ -194,8 +264,7 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
 
         found = _run(dsn, work)
     if not found:
-        print(f"error: no user {args.username!r}", file=sys.stderr)
-        return 1
+        raise CommandError(f"no user {args.username!r}")
     print(f"disabled {args.username}; their sessions are revoked")
     return 0
 
@@ -204,12 +273,7 @@ def cmd_divisions_import(args: argparse.Namespace) -> int:
     from backend.divisions import service as divisions
 
     settings = _settings(args)
-    try:
-        raw = Path(args.file).read_bytes()
-    except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
-    parsed = divisions.parse_csv(_decode(raw))
+    parsed = divisions.parse_csv(_decode(_read_bytes(args.file)))
     if parsed.errors and parsed.errors[0].column == "header":
         return _rejected(parsed.errors)
     with database(settings) as dsn:
@@ -237,11 +301,7 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     path = Path(args.file)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
+    raw = _read_bytes(args.file)
     # Checked whole before any database is touched: one bad row rejects the file.
     parsed = history.parse_history(raw, today=local_today(settings.timezone))
     if parsed.errors:
@@ -266,30 +326,22 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_import(args: argparse.Namespace) -> int:
-    from datetime import date
-
     from backend.clock import local_today
     from backend.eligibility import service as eligibility
 
     settings = _settings(args)
-    try:
-        effective = date.fromisoformat(args.effective)
-    except ValueError:
-        print("error: --effective must be a date such as 2025-09-01", file=sys.stderr)
-        return 2
     path = Path(args.file)
     try:
         source = path.open("rb")
     except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
-        return 1
+        raise CommandError(f"cannot read {args.file}: {exc.strerror}") from exc
     progress = _Progress(path.stat().st_size)
     with source, database(settings) as dsn:
 
         async def work(conn: Connection) -> eligibility.ListVersion:
             async with conn.transaction():
                 return await eligibility.import_list(
-                    conn, None, source, list_type=args.type, effective_from=effective, file_name=path.name,
+                    conn, None, source, list_type=args.type, effective_from=args.effective, file_name=path.name,
                     today=local_today(settings.timezone), partial=args.partial, division_code=args.division,
                     on_read=progress.advance,
                 )  # fmt: skip
@@ -348,14 +400,23 @@ def _decode(raw: bytes) -> str:
             return raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise SystemExit("error: the file is neither UTF-8 nor GB18030/GBK text")
+    raise CommandError("the file is neither UTF-8 nor GB18030/GBK text; nothing imported")
 
 
 def _field_problem(exc: msgspec.ValidationError) -> str:
     """msgspec's "Expected `str` matching regex ... - at `$.username`" as "username: ..."."""
     problem, _, where = str(exc).partition(" - at ")
     field = where.strip("`").removeprefix("$.")
+    if problem.startswith("Expected `str` matching regex") and field in _PATTERN_MEANS:
+        problem = _PATTERN_MEANS[field]
     return f"{field}: {problem}" if field else problem
+
+
+# What the patterns of `UserCreate` ask for, in words; a regex is no message for a person.
+_PATTERN_MEANS = {
+    "username": "must be 3 to 64 letters, digits or _ . @ -",
+    "division_code": "must be a 12-digit statistical division code",
+}
 
 
 def _seed_and_print(settings: Settings, dsn: str) -> None:
@@ -383,12 +444,17 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    import httpx
+
     from backend import simulate
 
     settings = _settings(args)
-    if args.tablets < 1 or args.households < 0 or args.offline_days < 1:
-        print("error: --tablets and --offline-days must be at least 1, --households at least 0", file=sys.stderr)
-        return 2
+    if args.url is not None:
+        # Before the demo villages and users are written for a server that is not there.
+        try:
+            httpx.get(f"{args.url.rstrip('/')}/health", timeout=10).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise CommandError(f"cannot reach {args.url}: {exc}") from exc
     options = simulate.Options(
         tablets=args.tablets, households=args.households, offline_days=args.offline_days, faults=args.faults,
         seed=args.seed, url=args.url, check_pending=args.check_pending,
@@ -405,10 +471,45 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 progress=simulate.Progress(1),
             ))  # fmt: skip
         except simulate.SimulationError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise UsageError(str(exc)) from exc
     print(summary.text())
     return 0 if summary.ok else 1
+
+
+# Option types: argparse turns their ArgumentTypeError into "argument --x: ..." and exit 2.
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def whole_number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+        return value
+
+    return whole_number
+
+
+def _port(text: str) -> int:
+    port = _at_least(1)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {port}")
+    return port
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date such as 2025-09-01, not {text!r}") from None
+
+
+def _http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// address, not {text!r}")
+    return text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -418,14 +519,15 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run the API server")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--workers", type=int, default=1)
+    s.add_argument("--port", type=_port, default=8000)
+    s.add_argument("--workers", type=_at_least(1), default=1)
     s.add_argument("--demo", action="store_true", help="seed the demo district first (idempotent)")
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("migrate", help="upgrade the schema to head (or --revision, or --downgrade)")
-    m.add_argument("--revision", default="head")
-    m.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    to = m.add_mutually_exclusive_group()
+    to.add_argument("--revision", help="upgrade to REVISION (default head)")
+    to.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     m.set_defaults(func=cmd_migrate)
 
     u = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
@@ -462,7 +564,7 @@ def parser() -> argparse.ArgumentParser:
     li.add_argument("file")
     li.add_argument("--type", required=True, help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
                     "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category")  # fmt: skip
-    li.add_argument("--effective", required=True, help="date the version applies from (YYYY-MM-DD)")
+    li.add_argument("--effective", required=True, type=_date, help="date the version applies from (YYYY-MM-DD)")
     li.add_argument("--partial", action="store_true", help="load the good rows even if some rows are bad")
     li.add_argument("--division", help="district or township the list is for (default: the only district)")
     li.set_defaults(func=cmd_lists_import)
@@ -472,14 +574,20 @@ def parser() -> argparse.ArgumentParser:
                         "and edit offline for some days, then sync; the server runs in this process on the "
                         "embedded database or DATABASE_URL (or is reached at --url). Writes made-up people: "
                         "a demo or test database only. Exits 1 when an invariant fails.")  # fmt: skip
-    si.add_argument("--tablets", type=int, required=True, help="how many tablets (township staff each)")
-    si.add_argument("--households", type=int, required=True, help="households registered, over all tablets and days")
-    si.add_argument("--offline-days", type=int, default=1, help="days the tablets work offline (default 1)")
+    si.add_argument("--tablets", type=_at_least(1), required=True, help="how many tablets (township staff each)")
+    si.add_argument(
+        "--households", type=_at_least(0), required=True, help="households registered, over all tablets and days"
+    )
+    si.add_argument("--offline-days", type=_at_least(1), default=1, help="days the tablets work offline (default 1)")
     si.add_argument("--faults", action="store_true",
                     help="a faulty network (dropped, duplicated, reordered, cut requests), a suspended tablet, "
                     "a reinstalled app, families registered twice")  # fmt: skip
     si.add_argument("--seed", type=int, help="repeat a run (the summary prints its seed)")
-    si.add_argument("--url", help="a Canbao server already running (e.g. http://127.0.0.1:8000) on the same database")
+    si.add_argument(
+        "--url",
+        type=_http_url,
+        help="a Canbao server already running (e.g. http://127.0.0.1:8000) on the same database",
+    )
     si.add_argument("--check-pending", action="store_true", help="also run the checks that wait for server fixes")
     si.set_defaults(func=cmd_simulate)
 
@@ -502,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     except DomainError as exc:
         print(f"error: {exc}; nothing written", file=sys.stderr)
         return 1
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     return code

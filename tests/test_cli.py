@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import os
+import pty
+import subprocess
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +20,8 @@ from argon2 import PasswordHasher
 from backend import demo, migrate
 from backend.db import init_connection
 from backend.divisions.service import Division, import_divisions
-from tests.processes import FAST_HASHING, clean_env, data_dir, run_cli, wait_for_no_postgres
+from tests.conftest import JWT_SECRET
+from tests.processes import CANBAO, FAST_HASHING, clean_env, data_dir, free_port, run_cli, wait_for_no_postgres
 
 T = TypeVar("T")
 
@@ -310,7 +315,10 @@ def test_demo_seed_twice_changes_nothing_the_second_time(db_dsn: str) -> None:
         ["user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000", "--password-stdin"],
         ["user", "disable", "wang_wu"],
         ["divisions", "import", "FILE"],
+        ["lists", "import", "FILE", "--type", "deceased", "--effective", "2025-09-01"],
+        ["enrollments", "import", "FILE"],
         ["demo", "seed"],
+        ["simulate", "--tablets", "1", "--households", "1"],
     ],
     ids=lambda c: "-".join(c[:2]),
 )
@@ -326,3 +334,198 @@ def test_a_bad_setting_stops_every_command_naming_the_variable(tmp_path: Path, c
         assert "CANBAO_ACCESS_TOKEN_TTL_S" in result.stderr
         assert "Traceback" not in result.stderr
         assert list(folder.iterdir()) == []
+
+
+# --- a user's mistakes: one line on stderr, never a traceback --------------------------------------
+
+
+def assert_told(result: subprocess.CompletedProcess[str], exit_code: int, *named: str) -> None:
+    assert result.returncode == exit_code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    for text in named:
+        assert text in result.stderr, result.stderr
+
+
+def run_without_terminal(*args: str, env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
+    """`canbao ARGS` in a session of its own: no controlling terminal, so no /dev/tty to prompt on."""
+    return subprocess.run(
+        [CANBAO, *args], check=False, env=env, input=stdin, capture_output=True, text=True, timeout=60,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("stdin", ["", "long-enough-password\nlong-enough-password\n"], ids=["empty", "piped"])
+def test_user_add_without_a_terminal_or_password_stdin_says_how_to_pass_the_password(db_dsn: str, stdin: str) -> None:
+    seed_divisions(db_dsn)
+    before = snapshot(db_dsn)
+    result = run_without_terminal(
+        "user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000",
+        env=env_for(db_dsn), stdin=stdin,
+    )  # fmt: skip
+    assert_told(result, 2, "--password-stdin", "no terminal")
+    assert "EOFError" not in result.stderr
+    assert "long-enough-password" not in result.stderr
+    assert snapshot(db_dsn) == before
+
+
+def test_user_add_with_an_empty_password_on_stdin_writes_nothing(db_dsn: str) -> None:
+    seed_divisions(db_dsn)
+    before = snapshot(db_dsn)
+    result = run_cli(
+        "user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000", "--password-stdin",
+        env=env_for(db_dsn), stdin="",
+    )  # fmt: skip
+    assert_told(result, 1, "standard input is empty", "nothing written")
+    assert snapshot(db_dsn) == before
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str], answers: list[str]) -> tuple[int, str]:
+    """Runs `canbao ARGS` on a pseudo-terminal, typing each answer after its prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the terminal is its controlling one
+        os.execve(CANBAO, [CANBAO, *args], env)  # noqa: S606 (our own entry point, no shell wanted)
+    output = b""
+    deadline = time.monotonic() + 60
+    try:
+        for prompt, answer in zip([b"Password: ", b"Repeat: "], answers, strict=True):
+            while prompt not in output and time.monotonic() < deadline:
+                output += os.read(fd, 1024)
+            os.write(fd, answer.encode() + b"\n")
+        while time.monotonic() < deadline:
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            output += chunk
+    except OSError:  # EIO: the child has closed the terminal
+        pass
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("repeat", "exit_code", "said"),
+    [("long-enough-password", 0, "created wang_wu"), ("other-password-2026", 2, "the passwords differ")],
+    ids=["same", "differ"],
+)
+def test_user_add_on_a_terminal_asks_for_the_password_twice(
+    db_dsn: str, repeat: str, exit_code: int, said: str
+) -> None:
+    seed_divisions(db_dsn)
+    code, output = _on_a_terminal(
+        ["user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000"],
+        env_for(db_dsn), ["long-enough-password", repeat],
+    )  # fmt: skip
+    assert code == exit_code, output
+    assert said in output
+    assert "Traceback" not in output
+    assert "long-enough-password" not in output  # not echoed
+    assert len(fetch(db_dsn, "SELECT 1 FROM users WHERE username = 'wang_wu'")) == (1 if exit_code == 0 else 0)
+
+
+IMPORTS = {
+    "divisions": ["divisions", "import", "FILE"],
+    "lists": ["lists", "import", "FILE", "--type", "deceased", "--effective", "2025-09-01"],
+    "enrollments": ["enrollments", "import", "FILE"],
+}
+
+
+@pytest.mark.parametrize("command", IMPORTS.values(), ids=IMPORTS.keys())
+@pytest.mark.parametrize(("file", "why"), [("missing.csv", "No such file or directory"), (".", "Is a directory")])
+def test_every_import_names_a_file_it_cannot_read_and_writes_nothing(
+    db_dsn: str, tmp_path: Path, command: list[str], file: str, why: str
+) -> None:
+    path = str(tmp_path / file)
+    before = snapshot(db_dsn)
+    result = run_cli(*[path if a == "FILE" else a for a in command], env=env_for(db_dsn))
+    assert_told(result, 1, f"error: cannot read {path}: {why}")
+    assert snapshot(db_dsn) == before
+
+
+@pytest.mark.parametrize("command", IMPORTS.values(), ids=IMPORTS.keys())
+def test_every_import_refuses_a_file_that_is_not_text_or_a_spreadsheet(
+    db_dsn: str, tmp_path: Path, command: list[str]
+) -> None:
+    path = tmp_path / "photo.csv"
+    path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x81\x82\xfe")
+    result = run_cli(*[str(path) if a == "FILE" else a for a in command], env=env_for(db_dsn))
+    assert_told(result, 1, "nothing")
+    assert "UnicodeDecodeError" not in result.stderr
+
+
+LIST_IMPORT = ["lists", "import", "FILE", "--type", "deceased"]
+SIMULATE = ["simulate", "--tablets", "2", "--households", "5"]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        ([*LIST_IMPORT, "--effective", "2025-13-01"], "argument --effective: must be a date such as 2025-09-01"),
+        ([*LIST_IMPORT, "--effective", "1.9.2025"], "argument --effective: must be a date such as 2025-09-01"),
+        (["serve", "--port", "99999"], "argument --port: must be a port from 1 to 65535"),
+        (["serve", "--port", "http"], "argument --port: must be a whole number"),
+        (["serve", "--workers", "0"], "argument --workers: must be at least 1"),
+        (["simulate", "--tablets", "0", "--households", "5"], "argument --tablets: must be at least 1"),
+        (["simulate", "--tablets", "2", "--households", "-1"], "argument --households: must be at least 0"),
+        ([*SIMULATE, "--offline-days", "0"], "argument --offline-days: must be at least 1"),
+        ([*SIMULATE, "--url", "localhost:8000"], "argument --url: must be an http:// or https:// address"),
+        (["user", "add", "wang_wu", "--role", "boss", "--division", "330106001000"], "argument --role: invalid choice"),
+        (["migrate", "--revision", "head", "--downgrade", "base"], "not allowed with argument --revision"),
+        (["migrate", "--revision", "9999"], "Can't locate revision identified by '9999'"),
+        (["migrate", "--downgrade", "nosuch"], "Can't locate revision identified by 'nosuch'"),
+    ],
+    ids=["bad-date", "not-iso-date", "port-range", "port-word", "no-workers", "no-tablets", "negative-households",
+         "no-days", "url-scheme", "role", "two-targets", "revision", "downgrade"],
+)  # fmt: skip
+def test_a_bad_option_value_exits_2_naming_the_option_and_writes_nothing(
+    db_dsn: str, tmp_path: Path, args: list[str], named: str
+) -> None:
+    list_file = tmp_path / "deceased.csv"
+    list_file.write_text("身份证号,姓名\n110105198001010016,张三\n", encoding="utf-8")
+    before = snapshot(db_dsn)
+    result = run_cli(
+        *[str(list_file) if a == "FILE" else a for a in args],
+        env=env_for(db_dsn, CANBAO_JWT_SECRET=JWT_SECRET), stdin="long-enough-password\n",
+    )  # fmt: skip
+    assert_told(result, 2, named)
+    assert snapshot(db_dsn) == before
+
+
+def test_a_database_url_that_answers_nothing_is_one_line_for_every_command(tmp_path: Path) -> None:
+    env = clean_env(DATABASE_URL=f"postgresql://canbao@127.0.0.1:{free_port()}/canbao", CANBAO_JWT_SECRET=JWT_SECRET)
+    csv_file = tmp_path / "divisions.csv"
+    csv_file.write_text(code_layout(CHAIN), encoding="utf-8")
+    for command in [
+        ["migrate"],
+        ["user", "disable", "wang_wu"],
+        ["divisions", "import", str(csv_file)],
+        ["demo", "seed"],
+    ]:
+        result = run_cli(*command, env=env)
+        assert_told(result, 1, "error: cannot connect to DATABASE_URL")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_data_folder_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "canbao-data"
+    not_a_folder.write_text("")
+    result = run_cli("--data-dir", str(not_a_folder), "migrate", env=clean_env())
+    assert_told(result, 1, f"error: cannot use {not_a_folder} as the data folder: it is a file")
+
+
+def test_user_disable_of_an_unknown_user_is_one_line(db_dsn: str) -> None:
+    result = run_cli("user", "disable", "nobody", env=env_for(db_dsn))
+    assert_told(result, 1, "error: no user 'nobody'")
+    assert result.stderr.count("\n") == 1
+
+
+def test_simulate_against_a_url_where_no_server_answers_writes_nothing(db_dsn: str) -> None:
+    before = snapshot(db_dsn)
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_cli(
+        "simulate", "--tablets", "1", "--households", "1", "--url", url,
+        env=env_for(db_dsn, CANBAO_JWT_SECRET=JWT_SECRET),
+    )  # fmt: skip
+    assert_told(result, 1, f"error: cannot reach {url}")
+    assert snapshot(db_dsn) == before

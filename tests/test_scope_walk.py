@@ -31,6 +31,7 @@ NOT_TOWNSHIP_DATA = {
     ("GET", "/api/v1/policy-years/{year}"),
     ("GET", "/api/v1/reports/coverage"),  # a report of the caller's own scope
     ("GET", "/api/v1/reports/collections"),
+    ("GET", "/api/v1/divisions"),  # the caller's own division and those below it; A's are checked as leaks
 }
 # Routes whose 2xx answer to a resident is their own household: checked for leaks only.
 RESIDENT_OWN = {("GET", "/api/v1/resident/coverage")}

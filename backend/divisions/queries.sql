@@ -4,6 +4,15 @@ SELECT code, parent_code, level, name FROM divisions WHERE code = $1;
 -- name: children
 SELECT code, parent_code, level, name FROM divisions WHERE parent_code = $1 ORDER BY code;
 
+-- name: list_in_scope
+-- $1..$2: the caller's scope; $3 a level, $4 a parent code, each NULL for any.
+SELECT code, parent_code, level, name
+FROM divisions
+WHERE code BETWEEN $1 AND $2
+  AND ($3::text IS NULL OR level = $3)
+  AND ($4::text IS NULL OR parent_code = $4)
+ORDER BY code;
+
 -- name: existing_codes
 SELECT code, level FROM divisions WHERE code = ANY($1::text[]);
 

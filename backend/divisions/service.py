@@ -9,7 +9,7 @@ from typing import Literal
 import msgspec
 
 from backend.audit.service import record
-from backend.auth.actor import Actor
+from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, from_row, load_queries
 from backend.divisions.rules import CODE, level_of, normalise, parent_of
 from backend.errors import DomainError, NotFound
@@ -35,6 +35,10 @@ class DivisionWithChildren(msgspec.Struct, frozen=True):
     children: list[Division]
 
 
+class DivisionList(msgspec.Struct, frozen=True):
+    items: list[Division]
+
+
 class RowError(msgspec.Struct, frozen=True):
     row: int
     column: str
@@ -52,6 +56,15 @@ class ImportSummary(msgspec.Struct, frozen=True):
     inserted: int
     updated: int
     unchanged: int
+
+
+async def list_in_scope(
+    conn: Connection, actor: Actor, *, level: Level | None = None, parent_code: str | None = None
+) -> DivisionList:
+    """The caller's division and everything below it, by code; a filter outside the scope finds nothing.
+    Not audited: division names and codes are public statistics, no one's personal data."""
+    rows = await conn.fetch(Q["list_in_scope"], *scope_args(actor), level, parent_code)
+    return DivisionList(items=[from_row(r, Division) for r in rows])
 
 
 async def get_with_children(conn: Connection, actor: Actor, code: str) -> DivisionWithChildren:
