@@ -30,7 +30,6 @@ from backend.logs import configure_logging
 def route_handlers() -> list[object]:
     from backend.admin.routes import DeviceController, PartnerController, UserController
     from backend.audit.routes import AuditController
-    from backend.conflicts.routes import ConflictController
     from backend.divisions.routes import DivisionController
     from backend.eligibility.routes import (
         ClaimController,
@@ -57,6 +56,7 @@ def route_handlers() -> list[object]:
         ReconciliationController,
     )
     from backend.residents.routes import ResidentController
+    from backend.sync.conflicts.routes import ConflictController
     from backend.sync.routes import SyncController
 
     return [

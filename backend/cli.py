@@ -420,7 +420,7 @@ _PATTERN_MEANS = {
 
 
 def _seed_and_print(settings: Settings, dsn: str) -> None:
-    from backend import demo
+    from backend.tools import demo
 
     seeded = _run(dsn, lambda conn: demo.seed(conn, _passwords(settings)))
     print(f"Demo district 西湖区 (330106000000). Users (password for all: {demo.DEMO_PASSWORD}):")
@@ -446,7 +446,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     import httpx
 
-    from backend import simulate
+    from backend.tools import simulate
 
     settings = _settings(args)
     if args.url is not None:

@@ -6,7 +6,7 @@ from typing import TypeAlias
 
 from litestar.di import NamedDependency
 
-from backend.auth.actor import Actor
+from backend.actor import Actor
 from backend.db import Connection
 
 Tx: TypeAlias = NamedDependency[Connection]  # provided as `tx`: one transaction per request

@@ -56,9 +56,9 @@ def subset_mismatches(got: Any, expected: Any, where: str = "$") -> list[str]:
 
 
 def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
-    # The pure rules (backend.rules: stdlib and msgspec only) are what the tablet runs offline.
-    from backend.rules import coverage as c
-    from backend.rules import premium as p
+    # The pure rules (mobile_sync_protocol.rules: stdlib and msgspec only) are what the tablet runs offline.
+    from mobile_sync_protocol.rules import coverage as c
+    from mobile_sync_protocol.rules import premium as p
 
     def premium_due(x: dict[str, Any]) -> Any:
         return p.premium_due(msgspec.convert(x["policy"], p.SubsidyPolicy), x["categories"])

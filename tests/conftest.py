@@ -20,11 +20,12 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import demo, migrate
+from backend import migrate
 from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.config import Settings
 from backend.db import init_connection
+from backend.tools import demo
 
 JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = demo.DEMO_PASSWORD

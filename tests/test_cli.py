@@ -17,9 +17,10 @@ import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
-from backend import demo, migrate
+from backend import migrate
 from backend.db import init_connection
 from backend.divisions.service import Division, import_divisions
+from backend.tools import demo
 from tests.conftest import JWT_SECRET
 from tests.processes import CANBAO, FAST_HASHING, clean_env, data_dir, free_port, run_cli, wait_for_no_postgres
 
@@ -157,8 +158,8 @@ def test_user_add_refuses_bad_input_naming_it_and_writes_nothing(
 
 
 async def _add_staff_a(conn: asyncpg.Connection[Any]) -> None:
+    from backend.actor import Role
     from backend.admin.service import UserCreate, create_user
-    from backend.auth.actor import Role
     from backend.auth.passwords import Passwords
 
     data = UserCreate(

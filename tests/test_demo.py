@@ -12,13 +12,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from backend import demo
-from backend.auth.actor import Actor, Role, Scope
+from backend.actor import Actor, Role, Scope
 from backend.auth.passwords import Passwords
 from backend.db import init_connection, load_queries
 from backend.enrollment import enrollments
 from backend.enrollment.coverage_report import coverage_report
-from backend.rules.identity import parse_resident_id
+from backend.tools import demo
+from mobile_sync_protocol.rules.identity import parse_resident_id
 from tests.conftest import PgServer
 from tests.processes import run_cli
 from tests.test_cli import env_for
@@ -201,7 +201,7 @@ async def test_the_population_waits_for_the_demo_users(conn: Conn) -> None:
 
 
 async def test_demo_queries_prepare(conn: Conn) -> None:
-    queries = load_queries("backend", "demo.sql")
+    queries = load_queries("backend.tools", "demo.sql")
     assert sorted(queries) == [
         "demo_households_exist", "enrollments_by_year_and_status", "history_rows_of_residents", "population_counts",
     ]  # fmt: skip

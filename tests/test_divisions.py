@@ -10,7 +10,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import demo
+from backend.tools import demo
 from tests.conftest import auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 

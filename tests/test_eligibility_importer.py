@@ -17,7 +17,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from backend.eligibility import importer, service
-from backend.rules.identity import check_character
+from mobile_sync_protocol.rules.identity import check_character
 from tests.conftest import auth_headers, bearer, login
 
 TODAY = date(2026, 11, 25)

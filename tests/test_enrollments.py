@@ -14,8 +14,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.actor import Actor, Role, Scope
 from backend.app import create_app
-from backend.auth.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
 from backend.enrollment.enrollments import AlreadyEnrolled, EnrollmentCreate, IllegalTransition
@@ -338,7 +338,7 @@ async def test_enrolment_and_cover_take_the_version_in_force_that_day(
     """Enrolment (with the household) and cover (with the persons' facts) read the version in force
     themselves: the one `policy.in_force` picks, before the first version, between versions and after
     the last."""
-    from backend.enrollment import policy
+    from backend.policy import service as policy
 
     admin = await auth_headers(client, "admin")
     await publish_policy(client, admin, effective_from="2025-09-01", premium_fen=40000)

@@ -13,12 +13,13 @@ import asyncpg
 import pytest
 import xlsxwriter
 
-from backend.auth.actor import Actor, Role, Scope
+from backend.actor import Actor, Role, Scope
 from backend.db import load_queries
-from backend.enrollment import enrollments, history, households, policy
+from backend.enrollment import enrollments, history, households
 from backend.enrollment.enrollments import EnrollmentCreate
 from backend.enrollment.households import HouseholdCreate, MemberIn
-from backend.rules.premium import CategorySubsidy, FullSubsidy
+from backend.policy import service as policy
+from mobile_sync_protocol.rules.premium import CategorySubsidy, FullSubsidy
 from tests.factories import ID_NUMBERS
 from tests.processes import clean_env, data_dir, run_cli
 from tests.test_cli import env_for, fetch, snapshot

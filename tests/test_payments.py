@@ -17,7 +17,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend.auth.actor import Actor, Role, Scope
+from backend.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
 from backend.premiums import service

@@ -17,14 +17,14 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.actor import Actor
 from backend.app import create_app
-from backend.auth.actor import Actor
 from backend.auth.tokens import SigningKey
 from backend.enrollment import enrollments
 from backend.premiums import service as premiums
 from backend.premiums.service import PaymentIn
 from backend.residents import service as residents
-from backend.rules.coverage_state import coverage_state
+from mobile_sync_protocol.rules.coverage_state import coverage_state
 from tests.conftest import JWT_SECRET, auth_headers, make_settings
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 from tests.test_eligibility_check import csv

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend.rules.coverage import (
+from mobile_sync_protocol.rules.coverage import (
     Coverage,
     CoverageInputError,
     EnrolmentWindow,

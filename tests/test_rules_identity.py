@@ -13,7 +13,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from backend.rules.identity import (
+from mobile_sync_protocol.rules.identity import (
     BirthCertificateNumber,
     IdentityNumberError,
     ResidentIdNumber,

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backend.rules.premium import (
+from mobile_sync_protocol.rules.premium import (
     CategorySubsidy,
     FixedSubsidy,
     FullSubsidy,
@@ -370,9 +370,9 @@ def test_rules_import_nothing_but_the_standard_library_and_msgspec() -> None:
         "import sys\n"
         "import msgspec\n"
         "before = set(sys.modules)\n"
-        "import backend.rules.coverage, backend.rules.identity, backend.rules.premium\n"
+        "from mobile_sync_protocol.rules import coverage, identity, premium\n"
         "added = {m.split('.')[0] for m in set(sys.modules) - before}\n"
-        "print(sorted(added - set(sys.stdlib_module_names) - {'backend'}))\n"
+        "print(sorted(added - set(sys.stdlib_module_names) - {'mobile_sync_protocol'}))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -17,9 +17,10 @@ import psutil
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from backend import demo, migrate
+from backend import migrate
 from backend.auth.passwords import Passwords
 from backend.db import init_connection
+from backend.tools import demo
 from tests.conftest import JWT_SECRET, PgServer
 from tests.processes import (
     FAST_HASHING,

@@ -1,7 +1,7 @@
 """The randomized fault suite (docs/fault-suite.md): tablets running the reference client and the back
 office work against the real app and PostgreSQL through a network that drops, duplicates, reorders,
 races and cuts requests, while tablets are suspended, revoked, reinstalled and their users moved;
-after a final quiet sync every invariant of `backend.simulate` must hold.
+after a final quiet sync every invariant of `backend.tools.simulate` must hold.
 
 The CI profile runs 200 examples of 30 steps; `CANBAO_FAULTS_PROFILE=fault-thorough pytest
 tests/test_sync_faults.py -k survive` runs 2,000 of 50. Below the suite: the server bugs it found, each
@@ -27,15 +27,15 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from backend import demo
+from backend.actor import Actor, Role, Scope
 from backend.admin import service as admin
 from backend.app import create_app
-from backend.auth.actor import Actor, Role, Scope
 from backend.auth.passwords import Passwords
 from backend.config import Settings
 from backend.db import init_connection
-from backend.enrollment import policy as policies
-from backend.simulate import (
+from backend.policy import service as policies
+from backend.tools import demo
+from backend.tools.simulate import (
     WORK_ACTIONS,
     Checker,
     InvariantResult,

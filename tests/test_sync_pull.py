@@ -341,7 +341,7 @@ async def test_a_pull_is_neither_held_up_nor_failed_by_a_push_of_the_same_tablet
 ) -> None:
     import asyncio
 
-    from backend.auth.actor import Actor, Role, Scope
+    from backend.actor import Actor, Role, Scope
 
     tablet = await world(client)
     await push(client, tablet, [household_create(tablet)])

@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from backend.enrollment.policy import PolicyRules
-from backend.rules.premium import SubsidyPolicy, premium_due
+from backend.policy.service import PolicyRules
 from mobile_sync_protocol import messages as m
+from mobile_sync_protocol.rules.premium import SubsidyPolicy, premium_due
 from tests.conftest import auth_headers
 from tests.factories import ID_NUMBERS
 from tests.sync_world import Client, enrol, household_create, pull_all, push, tombstones, upserts, world

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields
+from backend.actor import Role
 from backend.admin import service
 from backend.admin.service import (
     Device,
@@ -26,7 +27,6 @@ from backend.admin.service import (
     UserPage,
     UserUpdate,
 )
-from backend.auth.actor import Role
 from backend.auth.middleware import require_roles
 from backend.deps import CurrentActor, Tx
 

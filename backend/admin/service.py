@@ -12,8 +12,8 @@ import asyncpg
 import msgspec
 
 from backend import fields
+from backend.actor import ROLE_LEVELS, Actor, Role, scope_args
 from backend.audit.service import changes, record
-from backend.auth.actor import ROLE_LEVELS, Actor, Role, scope_args
 from backend.auth.passwords import Passwords, check_password_strength
 from backend.db import Connection, from_row, load_queries
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -136,7 +136,7 @@ async def list_users(
     low, high = scope_args(actor)
     sub_low = sub_high = None
     if division_code is not None:
-        from backend.auth.actor import Scope
+        from backend.actor import Scope
 
         level = await conn.fetchval(Q["division_level"], division_code)
         if level is None:

@@ -10,8 +10,8 @@ import msgspec
 from litestar import Controller, get
 from litestar.params import FromQuery, QueryParameter
 
+from backend.actor import Role, scope_args
 from backend.audit.service import Q, record
-from backend.auth.actor import Role, scope_args
 from backend.auth.middleware import require_roles
 from backend.db import from_row
 from backend.deps import CurrentActor, Tx

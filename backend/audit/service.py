@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
-from backend.auth.actor import Actor
+from backend.actor import Actor
 from backend.db import Connection, load_queries
 from backend.logs import request_id_var
 

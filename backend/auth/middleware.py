@@ -12,7 +12,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from backend.auth.actor import Actor, Role, Scope
+from backend.actor import Actor, Role, Scope
 from backend.auth.tokens import (
     ACT_PARTNER,
     ACT_RESIDENT,

@@ -10,8 +10,8 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor, Role, Scope
 from backend.audit.service import record
-from backend.auth.actor import Actor, Role, Scope
 from backend.auth.passwords import Passwords
 from backend.auth.tokens import (
     AccessClaims,

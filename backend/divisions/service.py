@@ -8,8 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from backend.actor import Actor, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, from_row, load_queries
 from backend.divisions.rules import CODE, level_of, normalise, parent_of
 from backend.errors import DomainError, NotFound

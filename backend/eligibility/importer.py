@@ -18,7 +18,7 @@ from typing import IO, Literal
 
 import msgspec
 
-from backend.rules.identity import IdentityNumberError, normalise, parse_resident_id
+from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
 __all__ = [
     "COLUMNS",
@@ -85,7 +85,7 @@ _DATE_COMPACT = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 _CODE = re.compile(r"[0-9]{12}")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _MAX_EXACT_DIGITS = 15  # a spreadsheet number keeps 15 significant digits exactly
-_NORMAL_ID = re.compile(r"[0-9]{17}[0-9X]")  # what backend.rules.identity.normalise leaves unchanged
+_NORMAL_ID = re.compile(r"[0-9]{17}[0-9X]")  # what mobile_sync_protocol.rules.identity.normalise leaves unchanged
 _CHECK_CHARACTERS = "10X98765432"  # GB 11643, indexed by the weighted digit sum mod 11
 _MAX_CACHED_DIVISIONS = 10_000
 

@@ -13,7 +13,7 @@ from litestar.enums import RequestEncodingType
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields, reports
-from backend.auth.actor import Role
+from backend.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx

@@ -20,14 +20,14 @@ import asyncpg
 import msgspec
 
 from backend import fields
+from backend.actor import Actor, Role, Scope, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, Role, Scope, scope_args
 from backend.db import Connection, load_queries
 from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
-from backend.enrollment import policy as policies
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
 from backend.ids import uuid7
-from backend.rules.premium import PremiumDue, SubsidyLine, premium_due
+from backend.policy import service as policies
+from mobile_sync_protocol.rules.premium import PremiumDue, SubsidyLine, premium_due
 
 Q = load_queries("backend.eligibility")
 STAGING_Q = load_queries("backend.eligibility", "staging.sql")
@@ -560,7 +560,7 @@ def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle
 
 
 async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date) -> EligibilityAnswer:
-    from backend.rules.identity import IdentityNumberError, parse_resident_id
+    from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 
     on = data.as_of or today
     policy = await policies.require_in_force(conn, data.coverage_year, on)
@@ -856,7 +856,7 @@ async def subsidised_not_enrolled(
     conn: Connection, actor: Actor, year: int, on: date, after: str | None, limit: int
 ) -> UnenrolledPage:
     """The first people a township must visit: subsidised, and not enrolled for `year`."""
-    from backend.rules.identity import mask
+    from mobile_sync_protocol.rules.identity import mask
 
     rows = await conn.fetch(Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after, limit + 1)
     items = [

@@ -8,8 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from backend.actor import LEVEL_PREFIX, Actor, scope_args
 from backend.audit.service import record
-from backend.auth.actor import LEVEL_PREFIX, Actor, scope_args
 from backend.db import Connection, load_queries
 
 Q = load_queries("backend.enrollment")

@@ -18,15 +18,15 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor, scope_args
 from backend.audit import service as audit
 from backend.audit.service import record, record_many
-from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
-from backend.enrollment import policy as policies
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
-from backend.rules.coverage import Coverage, coverage_for
-from backend.rules.premium import PremiumDue, premium_due
+from backend.policy import service as policies
+from mobile_sync_protocol.rules.coverage import Coverage, coverage_for
+from mobile_sync_protocol.rules.premium import PremiumDue, premium_due
 
 if TYPE_CHECKING:
     from backend.eligibility.service import PersonEligibility

@@ -20,7 +20,7 @@ import msgspec
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.divisions.service import RowError
-from backend.rules.identity import IdentityNumberError, normalise, parse_resident_id
+from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
 __all__ = [
     "COLUMNS",

@@ -13,15 +13,15 @@ import asyncpg
 import msgspec
 
 from backend import fields
+from backend.actor import Actor, scope_args
 from backend.audit import service as audit
 from backend.audit.service import changes, record
-from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
 from backend.enrollment.enrollments import EnrollmentCreate, Year
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from backend.ids import uuid7
-from backend.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
+from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
 
 Q = load_queries("backend.enrollment")
 

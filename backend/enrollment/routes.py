@@ -13,11 +13,11 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
 
 from backend import fields, idempotency, reports
-from backend.auth.actor import Role
+from backend.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, enrollments, households, policy
+from backend.enrollment import coverage_report, enrollments, households
 from backend.enrollment.enrollments import (
     CancelRequest,
     ConfirmRequest,
@@ -45,8 +45,9 @@ from backend.enrollment.households import (
     MoveIn,
     MovePage,
 )
-from backend.enrollment.policy import PolicyIn, PolicyVersion, PolicyYear
 from backend.errors import PreconditionFailed
+from backend.policy import service as policy
+from backend.policy.service import PolicyIn, PolicyVersion, PolicyYear
 
 HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)

@@ -10,7 +10,7 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
-from backend.rules.coverage_state import CoverageState
+from mobile_sync_protocol.rules.coverage_state import CoverageState
 
 FHIR_JSON = "application/fhir+json"
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import msgspec
 
+from backend.actor import Actor, Scope, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, Scope, scope_args
 from backend.auth.middleware import partner_credential_id
 from backend.auth.service import AuthContext, _reserve_attempts
 from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_access, epoch
@@ -22,8 +22,8 @@ from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
 from backend.fhir import resources
 from backend.ids import uuid7
-from backend.rules.coverage_state import coverage_state
-from backend.rules.identity import IdentityNumberError, parse_resident_id
+from mobile_sync_protocol.rules.coverage_state import coverage_state
+from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 
 Q = load_queries("backend.fhir")
 AUTH_Q = load_queries("backend.auth")

@@ -12,8 +12,8 @@ from uuid import UUID
 
 import msgspec
 
+from backend.actor import Actor, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
 

@@ -15,7 +15,7 @@ from litestar.params import Body, FromPath, FromQuery, HeaderParameter, JSONBody
 
 from backend import idempotency
 from backend import reports as tables
-from backend.auth.actor import Role
+from backend.actor import Role
 from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx

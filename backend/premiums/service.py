@@ -14,15 +14,15 @@ import asyncpg
 import msgspec
 
 from backend import fields
+from backend.actor import Actor, Role, scope_args
 from backend.audit import service as audit
 from backend.audit.service import record
-from backend.auth.actor import Actor, Role, scope_args
 from backend.clock import local_date
 from backend.db import Connection, from_row, load_queries
 from backend.enrollment import enrollments as enrolment_service
-from backend.enrollment import policy as policies
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.ids import uuid7
+from backend.policy import service as policies
 
 Q = load_queries("backend.premiums")
 LEDGER_Q = load_queries("backend.enrollment")  # the ledger reads the premium quote shares

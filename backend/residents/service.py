@@ -14,8 +14,8 @@ from uuid import UUID
 
 import msgspec
 
+from backend.actor import Actor
 from backend.audit.service import record
-from backend.auth.actor import Actor
 from backend.auth.service import AuthContext
 from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
 from backend.db import Connection, load_queries
@@ -23,10 +23,10 @@ from backend.enrollment.enrollments import paid_for, query_code_hash
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.ids import uuid7
 from backend.premiums.service import household_money
-from backend.rules.coverage_state import CoverageStateCode, coverage_state
-from backend.rules.identity import IdentityNumberError, mask, parse_resident_id
 from backend.sync import query_codes
 from mobile_sync_protocol import messages
+from mobile_sync_protocol.rules.coverage_state import CoverageStateCode, coverage_state
+from mobile_sync_protocol.rules.identity import IdentityNumberError, mask, parse_resident_id
 
 Q = load_queries("backend.residents")
 

@@ -23,8 +23,8 @@ import asyncpg
 import msgspec
 
 from backend import fields
+from backend.actor import Actor, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, scope_args
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
 from backend.sync.push import DeviceMismatch, DeviceRequired

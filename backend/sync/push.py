@@ -17,10 +17,9 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor
 from backend.audit import service as audit
-from backend.auth.actor import Actor
 from backend.clock import local_date
-from backend.conflicts import service as conflicts
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments as enrolment_service
 from backend.enrollment import households as household_service
@@ -29,6 +28,7 @@ from backend.ids import uuid7
 from backend.premiums import service as premium_service
 from backend.premiums.service import CLOCK_AHEAD, CLOCK_TOO_OLD
 from backend.sync import query_codes
+from backend.sync.conflicts import service as conflicts
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 
@@ -73,7 +73,7 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     code_key: bytes
     now: datetime
     device_status: str = "active"
-    resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.conflicts.review)
+    resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.sync.conflicts.review)
     dedup: bool = True  # False only in the test that proves the fault suite catches its absence
 
     @property

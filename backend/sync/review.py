@@ -9,8 +9,8 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor, Role, Scope, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, Role, Scope, scope_args
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from backend.premiums import service as premium_service

@@ -13,7 +13,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields
-from backend.auth.actor import Role
+from backend.actor import Role
 from backend.auth.middleware import require_roles
 from backend.db import Pool
 from backend.deps import CurrentActor, Tx

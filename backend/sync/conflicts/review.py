@@ -10,13 +10,13 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor, scope_args
 from backend.audit.service import record
-from backend.auth.actor import Actor, scope_args
-from backend.conflicts.service import Q
 from backend.db import Connection
 from backend.enrollment import households as household_service
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
 from backend.sync import push
+from backend.sync.conflicts.service import Q
 from mobile_sync_protocol import messages as m
 
 

@@ -15,13 +15,13 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor
 from backend.audit.service import record
-from backend.auth.actor import Actor
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
-from backend.rules.coverage import EnrolmentWindow, WaitingPolicy
-from backend.rules.premium import CategorySubsidy, SubsidyPolicy, TopUp
+from mobile_sync_protocol.rules.coverage import EnrolmentWindow, WaitingPolicy
+from mobile_sync_protocol.rules.premium import CategorySubsidy, SubsidyPolicy, TopUp
 
 Q = load_queries("backend.enrollment")
 

@@ -10,10 +10,10 @@ from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields
-from backend.auth.actor import Role
+from backend.actor import Role
 from backend.auth.middleware import require_roles
-from backend.conflicts import review
 from backend.deps import CurrentActor, Tx
+from backend.sync.conflicts import review
 
 READERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
 SETTLERS = require_roles(Role.TOWNSHIP_REVIEWER)

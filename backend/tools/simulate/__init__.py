@@ -26,11 +26,11 @@ import asyncpg
 import httpx
 import msgspec
 
-from backend.rules.identity import check_character
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.client import QueueEntry, SyncClient, SyncFailed, TabletStore
 from mobile_sync_protocol.faults import FaultyTransport
+from mobile_sync_protocol.rules.identity import check_character
 
 YEAR = 2026
 PUSH = "/api/v1/sync/push"
@@ -1634,10 +1634,10 @@ class Summary(msgspec.Struct, kw_only=True):
 async def ensure_demo(db: asyncpg.Connection, passwords: Any, tablets: int, tag: str) -> list[TabletSpec]:
     """The demo district and its users (`canbao demo seed`), the year's policy, and one staff member
     per tablet (`sim_…`, the demo password), the tablets spread over the two townships."""
-    from backend import demo
+    from backend.actor import Actor, Role, Scope
     from backend.admin import service as admin
-    from backend.auth.actor import Actor, Role, Scope
-    from backend.enrollment import policy as policies
+    from backend.policy import service as policies
+    from backend.tools import demo
 
     await demo.seed(db, passwords)
     if not await policies.in_force(db, YEAR, date(YEAR - 1, 9, 1)):
@@ -1663,7 +1663,7 @@ async def ensure_demo(db: asyncpg.Connection, passwords: Any, tablets: int, tag:
 
 async def refuse_real_data(db: asyncpg.Connection) -> None:
     """The simulation writes made-up people into the database: never next to real ones."""
-    from backend import demo
+    from backend.tools import demo
 
     real = await db.fetchval(
         "SELECT count(*) FROM households WHERE NOT (village_code = ANY($1::text[]))", list(demo.VILLAGE_HOUSEHOLDS)
@@ -1729,7 +1729,7 @@ async def run(options: Options, dsn: str, *, app_settings: Any = None, passwords
 
 
 def _demo_password() -> str:
-    from backend import demo
+    from backend.tools import demo
 
     return demo.DEMO_PASSWORD
 

@@ -16,12 +16,12 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend.actor import Actor
 from backend.audit.service import record
-from backend.auth.actor import Actor
 from backend.db import Connection, load_queries
 from backend.ids import uuid7
 
-Q = load_queries("backend.conflicts")
+Q = load_queries("backend.sync.conflicts")
 
 # SPEC §3: ID number, name, birth date, sex, head of household and membership. A member's relation
 # is part of who heads the household; the birth certificate number stands in for a missing ID number.

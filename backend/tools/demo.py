@@ -13,22 +13,22 @@ from uuid import UUID
 
 import msgspec
 
+from backend.actor import Actor, Role, Scope
 from backend.admin import service as admin
 from backend.audit.service import record
-from backend.auth.actor import Actor, Role, Scope
 from backend.auth.passwords import Passwords
 from backend.db import Connection, load_queries
 from backend.divisions import service as divisions
 from backend.divisions.service import Division
-from backend.enrollment import policy as policies
-from backend.rules.coverage import coverage_for
-from backend.rules.identity import check_character
-from backend.rules.premium import CategorySubsidy, FixedSubsidy, FullSubsidy, PercentSubsidy, premium_due
+from backend.policy import service as policies
+from mobile_sync_protocol.rules.coverage import coverage_for
+from mobile_sync_protocol.rules.identity import check_character
+from mobile_sync_protocol.rules.premium import CategorySubsidy, FixedSubsidy, FullSubsidy, PercentSubsidy, premium_due
 
 if TYPE_CHECKING:
     from faker import Faker
 
-Q = load_queries("backend", "demo.sql")
+Q = load_queries("backend.tools", "demo.sql")
 
 DEMO_PASSWORD = "canbao-demo-2026"  # noqa: S105 (demo data only; printed by the command)
 

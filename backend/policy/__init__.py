@@ -1,0 +1,1 @@
+"""Each coverage year's policy (premium, window, waiting periods, subsidies), versioned."""
