@@ -1,5 +1,5 @@
 """An httpx transport that breaks the network the way the field does: for the randomized fault suite
-(tests/test_sync_faults.py) and `canbao simulate --faults`.
+(tests/sync/test_faults.py) and `canbao simulate --faults`.
 
 It wraps a real transport (`httpx.ASGITransport` for an app in-process, `httpx.AsyncHTTPTransport`
 for a server elsewhere). A fault is armed for the next request (`arm`), or drawn at random

@@ -234,7 +234,7 @@ class ListReader:
         The common form: text cells; the ID number already normalised (18 ASCII characters), with a
         right check character and a birth date that is real and not in the future; a name of 1 to
         100 characters; dates and divisions that `_row` would accept. Whatever this accepts, `_row`
-        accepts as the same entry (tests/test_eligibility_importer.py holds it to that).
+        accepts as the same entry (tests/eligibility/test_importer.py holds it to that).
         """
         id_at, name_at = columns["id_number"], columns["name"]
         from_at, to_at, division_at = columns.get("valid_from"), columns.get("valid_to"), columns.get("division")

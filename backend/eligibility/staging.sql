@@ -1,5 +1,5 @@
 -- Named SQL of the import's staging table (a temporary table of the importing session, created by
--- `create_staging`; tests/test_eligibility_lists.py prepares these against it).
+-- `create_staging`; tests/eligibility/test_lists.py prepares these against it).
 
 -- name: drop_staging
 DROP TABLE IF EXISTS pg_temp.list_staging;

@@ -406,8 +406,8 @@ async def test_household_created_and_enrolled_in_one_request(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
 ) -> None:
-    from tests.test_eligibility_check import csv
-    from tests.test_eligibility_lists import upload
+    from tests.eligibility.test_check import csv
+    from tests.eligibility.test_lists import upload
 
     await publish_policy(client, await auth_headers(client, "admin"))
     await upload(client, await auth_headers(client, "civil"), csv(f"{ID_NUMBERS[2]},李四,,"), list_type="te_kun")
@@ -460,8 +460,8 @@ async def test_a_refused_enrolment_fails_the_whole_registration_and_names_the_me
     code: str,
     field: str,
 ) -> None:
-    from tests.test_eligibility_check import csv
-    from tests.test_eligibility_lists import upload
+    from tests.eligibility.test_check import csv
+    from tests.eligibility.test_lists import upload
 
     await publish_policy(client, await auth_headers(client, "admin"))
     await upload(

@@ -264,7 +264,7 @@ async def test_the_snapshot_goes_household_by_household_and_any_page_size_gives_
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
 ) -> None:
-    from tests.test_sync_subsidies import load
+    from tests.sync.test_subsidies import load
 
     tablet = await world(client)
     households = [household_create(tablet, numbers=(2 * i + 1, 2 * i + 2), household_no=f"01{i:02d}") for i in range(3)]

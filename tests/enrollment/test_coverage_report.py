@@ -17,8 +17,8 @@ from litestar.testing import AsyncTestClient
 from backend.enrollment import enrollments
 from backend.enrollment.coverage_report import rate
 from tests.conftest import auth_headers
+from tests.enrollment.test_enrollments import staff_actor
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
-from tests.test_enrollments import staff_actor
 
 Client = AsyncTestClient[Litestar]
 

@@ -4,7 +4,7 @@ races and cuts requests, while tablets are suspended, revoked, reinstalled and t
 after a final quiet sync every invariant of `backend.tools.simulate` must hold.
 
 The CI profile runs 200 examples of 30 steps; `CANBAO_FAULTS_PROFILE=fault-thorough pytest
-tests/test_sync_faults.py -k survive` runs 2,000 of 50. Below the suite: the server bugs it found, each
+tests/sync/test_faults.py -k survive` runs 2,000 of 50. Below the suite: the server bugs it found, each
 as a small test of its own.
 """
 

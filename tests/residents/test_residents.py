@@ -26,10 +26,10 @@ from backend.premiums.service import PaymentIn
 from backend.residents import service as residents
 from mobile_sync_protocol.rules.coverage_state import coverage_state
 from tests.conftest import JWT_SECRET, auth_headers, make_settings
+from tests.eligibility.test_check import csv
+from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
-from tests.test_eligibility_check import csv
-from tests.test_eligibility_lists import upload
-from tests.test_payments import actor_of
+from tests.premiums.test_payments import actor_of
 
 Client = AsyncTestClient[Litestar]
 KEY = SigningKey.from_secret(JWT_SECRET.encode())

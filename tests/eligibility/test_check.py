@@ -10,8 +10,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import auth_headers
+from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
-from tests.test_eligibility_lists import upload
 
 
 def csv(*rows: str, header: str = "身份证号,姓名,有效期起,有效期止") -> bytes:

@@ -8,9 +8,9 @@ import io
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.eligibility.test_check import csv, enrol, heads
+from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
-from tests.test_eligibility_check import csv, enrol, heads
-from tests.test_eligibility_lists import upload
 
 
 async def test_subsidised_persons_not_enrolled_are_listed_for_the_township_that_must_visit_them(

@@ -20,8 +20,8 @@ from backend.enrollment.coverage_report import coverage_report
 from backend.tools import demo
 from mobile_sync_protocol.rules.identity import parse_resident_id
 from tests.conftest import PgServer
+from tests.ops.test_cli import env_for
 from tests.processes import run_cli
-from tests.test_cli import env_for
 
 Conn = asyncpg.Connection  # type: ignore[type-arg]
 

@@ -15,8 +15,8 @@ from litestar.testing import AsyncTestClient
 from backend.enrollment import enrollments
 from backend.policy import service as policy
 from tests.conftest import auth_headers
+from tests.enrollment.test_enrollments import staff_actor
 from tests.factories import ID_NUMBERS, POLICY_2026, create_household, member, publish_policy
-from tests.test_enrollments import staff_actor
 
 Client = AsyncTestClient[Litestar]
 

@@ -7,9 +7,9 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.eligibility.test_check import check, csv, heads
+from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
-from tests.test_eligibility_check import check, csv, heads
-from tests.test_eligibility_lists import upload
 
 
 async def test_claim_lifecycle_from_township_to_civil_affairs_and_into_the_eligibility_answer(

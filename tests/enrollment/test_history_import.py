@@ -21,8 +21,8 @@ from backend.enrollment.households import HouseholdCreate, MemberIn
 from backend.policy import service as policy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, FullSubsidy
 from tests.factories import ID_NUMBERS
+from tests.ops.test_cli import env_for, fetch, snapshot
 from tests.processes import clean_env, data_dir, run_cli
-from tests.test_cli import env_for, fetch, snapshot
 
 TODAY = date(2026, 11, 25)
 

@@ -23,7 +23,7 @@ from backend.premiums import service as premiums
 from backend.premiums.service import PaymentIn
 from tests.conftest import JWT_SECRET, auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
-from tests.test_payments import actor_of
+from tests.premiums.test_payments import actor_of
 
 Client = AsyncTestClient[Litestar]
 ELIGIBILITY = "/fhir/CoverageEligibilityRequest"

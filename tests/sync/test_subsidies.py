@@ -15,10 +15,10 @@ from backend.policy.service import PolicyRules
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.rules.premium import SubsidyPolicy, premium_due
 from tests.conftest import auth_headers
+from tests.eligibility.test_check import check, csv
+from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS
 from tests.sync_world import Client, enrol, household_create, pull_all, push, tombstones, upserts, world
-from tests.test_eligibility_check import check, csv
-from tests.test_eligibility_lists import upload
 
 B_VILLAGE = "330106002201"
 # Grants that ended more than 90 days ago are left out of the rows: the tests' dates follow today.

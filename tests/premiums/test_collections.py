@@ -12,7 +12,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import auth_headers
-from tests.test_payments import (
+from tests.premiums.test_payments import (
     World,
     pay,
     world_fixture,  # noqa: F401 - registers the `world` fixture here
