@@ -14,8 +14,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, api_docs, maintenance, migrate, ops
-from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware, provide_actor
+from backend import __version__, api_docs, idempotency, maintenance, migrate, ops
+from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
 from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
 from backend.auth.service import AuthContext
@@ -24,6 +24,7 @@ from backend.bodies import read_body
 from backend.config import Settings
 from backend.db import create_pool, provide_tx
 from backend.errors import exception_handlers
+from backend.guards import provide_actor
 from backend.logs import configure_logging
 
 
@@ -95,6 +96,20 @@ def route_handlers() -> list[object]:
     ]
 
 
+def housekeeping_chores() -> dict[str, maintenance.Chore]:
+    """Each package's housekeeping, run on the maintenance timer by one worker at a time."""
+    from backend.auth.service import expire_login_windows
+    from backend.residents.service import expire_login_limits
+    from backend.sync.pull import housekeeping as prune_sync_changes
+
+    return {
+        "sync_floor": prune_sync_changes,
+        "idempotency_keys": idempotency.expire,
+        "login_failures": expire_login_windows,
+        "resident_login_limits": expire_login_limits,
+    }
+
+
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
     settings = settings or Settings.from_env()
     if settings.database_url is None:
@@ -111,7 +126,9 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         app.state.pool = pool
         app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
         housekeeping = (
-            asyncio.create_task(maintenance.loop(pool, settings)) if settings.maintenance_interval_s > 0 else None
+            asyncio.create_task(maintenance.loop(pool, settings, housekeeping_chores()))
+            if settings.maintenance_interval_s > 0
+            else None
         )
         try:
             yield

@@ -9,15 +9,18 @@ afresh; only answers that changed something are replayed.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Response
 
-from backend.db import Connection
+from backend.config import Settings
+from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
 
+Q = load_queries("backend", "idempotency.sql")
 _encoder = msgspec.json.Encoder(order="deterministic")
 
 
@@ -87,3 +90,11 @@ async def store(conn: Connection, actor_id: UUID, key: str, status: int, body: b
         status,
         body,
     )
+
+
+async def expire(conn: Connection, settings: Settings, now: datetime) -> int:
+    """Housekeeping: keys past the retention are forgotten (a retry that late is judged afresh)."""
+    gone: int = await conn.fetchval(
+        Q["expire_idempotency_keys"], now - timedelta(days=settings.idempotency_retention_days)
+    )
+    return gone

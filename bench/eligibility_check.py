@@ -76,7 +76,7 @@ FROM (
 
 
 async def load_list(dsn: str, rows: int, area: str) -> None:
-    from backend.auth.actor import Scope
+    from backend.actor import Scope
 
     conn = await asyncpg.connect(dsn)
     try:

@@ -27,8 +27,8 @@ from backend.admin.service import (
     UserPage,
     UserUpdate,
 )
-from backend.auth.middleware import require_roles
 from backend.deps import CurrentActor, Tx
+from backend.guards import require_roles
 
 LimitParam = Annotated[int, QueryParameter(ge=1, le=500, description="page size")]
 

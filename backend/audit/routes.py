@@ -12,9 +12,9 @@ from litestar.params import FromQuery, QueryParameter
 
 from backend.actor import Role, scope_args
 from backend.audit.service import Q, record
-from backend.auth.middleware import require_roles
 from backend.db import from_row
 from backend.deps import CurrentActor, Tx
+from backend.guards import require_roles
 
 
 class AuditEntry(msgspec.Struct, frozen=True):

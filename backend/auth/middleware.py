@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from backend.actor import Actor, Role, Scope
@@ -117,34 +115,3 @@ async def _partner(connection: ASGIConnection[Any, Any, Any, Any], claims: Acces
         raise Forbidden("a partner's token opens only /fhir")
     return Actor(kind="partner", id=claims.sub, role=None, scope=Scope(row["division_code"], row["level"]),
                  session_id=claims.sid)  # fmt: skip
-
-
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
-
-
-def require_kind(kind: str) -> Guard:
-    """Only residents, or only partners: a staff token never reaches their routes."""
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        actor = connection.user
-        if not isinstance(actor, Actor) or actor.kind != kind:
-            raise Forbidden(f"this route is for {kind}s")
-
-    return guard
-
-
-def require_roles(*roles: Role) -> Guard:
-    allowed = frozenset(roles)
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        actor = connection.user
-        if not isinstance(actor, Actor) or actor.role not in allowed:
-            raise Forbidden()
-
-    return guard
-
-
-def provide_actor(request: ASGIConnection[Any, Any, Any, Any]) -> Actor:
-    actor = request.user
-    assert isinstance(actor, Actor)
-    return actor

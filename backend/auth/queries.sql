@@ -96,3 +96,7 @@ WHERE s.id = $2 AND s.person_id = $1;
 SELECT p.active, p.secret_hash, p.division_code, dv.level
 FROM partners p JOIN divisions dv ON dv.code = p.division_code
 WHERE p.id = $1;
+
+-- name: expire_login_failures
+WITH gone AS (DELETE FROM login_failures WHERE window_start < $1 RETURNING 1)
+SELECT count(*) FROM gone;

@@ -201,3 +201,11 @@ async def logout(conn: Connection, actor: Actor) -> None:
     if actor.session_id is not None:
         await conn.execute(Q["revoke_family"], actor.session_id, "logout")
     await record(conn, actor, "logout", "user", actor.id)
+
+
+async def expire_login_windows(conn: Connection, settings: Settings, now: datetime) -> int:
+    """Housekeeping: login-failure windows that can no longer limit anyone."""
+    gone: int = await conn.fetchval(
+        Q["expire_login_failures"], now - timedelta(seconds=settings.login_failure_window_s)
+    )
+    return gone

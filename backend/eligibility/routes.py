@@ -14,7 +14,6 @@ from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields, reports
 from backend.actor import Role
-from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.eligibility import service
@@ -35,6 +34,7 @@ from backend.eligibility.service import (
     ReviewDecision,
 )
 from backend.errors import problem
+from backend.guards import require_roles
 
 CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
 LIST_READERS = require_roles(Role.CIVIL_AFFAIRS, Role.DISTRICT_ADMIN)

@@ -14,7 +14,6 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Path
 
 from backend import fields, idempotency, reports
 from backend.actor import Role
-from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.enrollment import coverage_report, enrollments, households
@@ -46,6 +45,7 @@ from backend.enrollment.households import (
     MovePage,
 )
 from backend.errors import PreconditionFailed
+from backend.guards import require_roles
 from backend.policy import service as policy
 from backend.policy.service import PolicyIn, PolicyVersion, PolicyYear
 

@@ -16,7 +16,6 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 
-from backend.auth.middleware import require_kind
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.errors import (
@@ -29,6 +28,7 @@ from backend.errors import (
 )
 from backend.fhir import resources, service
 from backend.fhir.service import PartnerToken
+from backend.guards import require_kind
 
 PARTNERS = require_kind("partner")
 MAX_BODY = 64 * 1024

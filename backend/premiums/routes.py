@@ -16,9 +16,9 @@ from litestar.params import Body, FromPath, FromQuery, HeaderParameter, JSONBody
 from backend import idempotency
 from backend import reports as tables
 from backend.actor import Role
-from backend.auth.middleware import require_roles
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
+from backend.guards import require_roles
 from backend.premiums import reports, service
 from backend.premiums.service import (
     AdjustmentRequest,

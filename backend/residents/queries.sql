@@ -82,3 +82,11 @@ FROM payment_allocations a
 JOIN payment_ledger p ON p.id = a.payment_id
 WHERE p.household_id = $1 AND p.coverage_year = $2 AND NOT p.voided
 ORDER BY a.person_id, p.collected_at DESC, p.id DESC;
+
+-- name: expire_resident_limits
+WITH gone AS (
+    DELETE FROM resident_login_limits
+    WHERE window_start < $1 AND (locked_until IS NULL OR locked_until < now())
+    RETURNING 1
+)
+SELECT count(*) FROM gone;

@@ -9,9 +9,9 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
-from backend.auth.middleware import require_kind
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
+from backend.guards import require_kind
 from backend.residents import service
 from backend.residents.service import HouseholdCoverage, ResidentToken
 

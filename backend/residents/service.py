@@ -18,6 +18,7 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.auth.service import AuthContext
 from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
+from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.enrollment.enrollments import paid_for, query_code_hash
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
@@ -248,3 +249,10 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         refund_due_fen=max(-money.balance_fen, 0),
         last_receipt_no=latest["receipt_no"] if latest else None,
     )
+
+
+async def expire_login_limits(conn: Connection, settings: Settings, now: datetime) -> int:
+    """Housekeeping: resident login windows that can no longer limit anyone (lockouts run out first)."""
+    before = now - timedelta(seconds=settings.resident_failure_window_s)
+    gone: int = await conn.fetchval(Q["expire_resident_limits"], before)
+    return gone

@@ -25,6 +25,7 @@ import msgspec
 from backend import fields
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
+from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
 from backend.sync.push import DeviceMismatch, DeviceRequired
@@ -339,3 +340,8 @@ async def prune(conn: Connection, before: datetime) -> int | None:
     """Drops captured changes older than `before` and raises the horizon: older cursors get a reset."""
     floor: int | None = await conn.fetchval(Q["prune_changes"], before)
     return floor
+
+
+async def housekeeping(conn: Connection, settings: Settings, now: datetime) -> int | None:
+    """Housekeeping: prunes changes past the retention; returns the new floor."""
+    return await prune(conn, now - timedelta(days=settings.sync_retention_days))

@@ -14,10 +14,10 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields
 from backend.actor import Role
-from backend.auth.middleware import require_roles
 from backend.db import Pool
 from backend.deps import CurrentActor, Tx
 from backend.errors import DomainError
+from backend.guards import require_roles
 from backend.sync import pull as pull_service
 from backend.sync import push as push_service
 from backend.sync import query_codes, review

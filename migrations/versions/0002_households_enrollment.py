@@ -17,7 +17,7 @@ def upgrade() -> None:
     run_sql("""
     -- One row per coverage year and version; a version applies from its effective date on.
     -- Rules (subsidies, top-ups, stacking, waiting periods, exemptions, newborn rule) are one
-    -- document, decoded into msgspec Structs by backend.enrollment.policy.
+    -- document, decoded into msgspec Structs by backend.policy.service.
     CREATE TABLE policy_versions (
         id             uuid PRIMARY KEY,
         coverage_year  integer NOT NULL CHECK (coverage_year BETWEEN 2000 AND 2100),

@@ -11,8 +11,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields
 from backend.actor import Role
-from backend.auth.middleware import require_roles
 from backend.deps import CurrentActor, Tx
+from backend.guards import require_roles
 from backend.sync.conflicts import review
 
 READERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
