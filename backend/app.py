@@ -36,11 +36,11 @@ def route_handlers() -> list[object]:
         ClaimController,
         EligibilityController,
         EligibilityReportController,
-        ExclusionReviewController,
         ListController,
     )
     from backend.enrollment.routes import (
         EnrollmentController,
+        ExclusionReviewController,
         HouseholdController,
         MoveController,
         PolicyController,

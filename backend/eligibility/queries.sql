@@ -192,23 +192,6 @@ WHERE village_code BETWEEN $1 AND $2
 ORDER BY id
 LIMIT $8;
 
--- name: review_queue
-SELECT * FROM exclusion_reviews
-WHERE village_code BETWEEN $1 AND $2
-  AND ($3::text IS NULL OR status = $3)
-  AND ($4::int IS NULL OR coverage_year = $4)
-  AND ($5::uuid IS NULL OR id > $5)
-ORDER BY id
-LIMIT $6;
-
--- name: review_for_update
-SELECT * FROM exclusion_reviews WHERE id = $1 FOR UPDATE;
-
--- name: decide_review
-UPDATE exclusion_reviews SET status = $2, decided_by = $3, decided_at = now(), note = $4
-WHERE id = $1
-RETURNING *;
-
 -- name: set_registered_subsidy
 -- The subsidy known at registration, shown until payment fixes it.
 UPDATE enrollments SET subsidy_fen = $2, row_version = row_version + 1, updated_at = now()

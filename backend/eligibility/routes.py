@@ -24,14 +24,11 @@ from backend.eligibility.service import (
     ClaimIn,
     ClaimPage,
     EligibilityAnswer,
-    ExclusionReview,
-    ExclusionReviewPage,
     ListDiff,
     ListEntryPage,
     ListRejected,
     ListVersion,
     ListVersionPage,
-    ReviewDecision,
 )
 from backend.errors import problem
 from backend.guards import require_roles
@@ -154,25 +151,6 @@ class ClaimController(Controller):
         self, claim_id: FromPath[UUID], data: JSONBody[ClaimDecision], tx: Tx, actor: CurrentActor
     ) -> Claim:
         return await service.decide_claim(tx, actor, claim_id, False, data.reason)
-
-
-class ExclusionReviewController(Controller):
-    path = "/api/v1/eligibility/exclusion-reviews"
-    tags = ["eligibility"]
-
-    @get("/", summary="Live enrolments of persons who appeared on an exclusion list later")
-    async def queue(
-        self, tx: Tx, actor: CurrentActor, status: FromQuery[Literal["open", "cancelled", "kept"] | None] = None,
-        year: OptionalYear = None, after: FromQuery[UUID | None] = None, limit: Limit = 100,
-    ) -> ExclusionReviewPage:  # fmt: skip
-        return await service.review_queue(tx, actor, status=status, year=year, after=after, limit=limit)
-
-    @post("/{review_id:uuid}/decide", status_code=200, summary="Cancel the enrolment or keep it, with a note",
-          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
-    async def decide(
-        self, review_id: FromPath[UUID], data: JSONBody[ReviewDecision], tx: Tx, actor: CurrentActor
-    ) -> ExclusionReview:
-        return await service.decide_review(tx, actor, review_id, data)
 
 
 class EligibilityReportController(Controller):

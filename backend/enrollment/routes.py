@@ -16,7 +16,7 @@ from backend import fields, idempotency, reports
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, enrollments, households
+from backend.enrollment import coverage_report, enrollments, exclusions, households
 from backend.enrollment.enrollments import (
     CancelRequest,
     ConfirmRequest,
@@ -29,6 +29,7 @@ from backend.enrollment.enrollments import (
     RenewalRequest,
     Renewed,
 )
+from backend.enrollment.exclusions import ExclusionReview, ExclusionReviewPage, ReviewDecision
 from backend.enrollment.households import (
     Household,
     HouseholdCreate,
@@ -56,6 +57,7 @@ YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverag
 OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
 IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", description="the household's ETag")]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+ReviewLimit = Annotated[int, QueryParameter(ge=1, le=1000)]
 VillageQuery = Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)]
 
 
@@ -303,3 +305,22 @@ class ReportController(Controller):
             body, media_type=reports.MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )  # fmt: skip
+
+
+class ExclusionReviewController(Controller):
+    path = "/api/v1/eligibility/exclusion-reviews"
+    tags = ["eligibility"]
+
+    @get("/", summary="Live enrolments of persons who appeared on an exclusion list later")
+    async def queue(
+        self, tx: Tx, actor: CurrentActor, status: FromQuery[Literal["open", "cancelled", "kept"] | None] = None,
+        year: OptionalYear = None, after: FromQuery[UUID | None] = None, limit: ReviewLimit = 100,
+    ) -> ExclusionReviewPage:  # fmt: skip
+        return await exclusions.review_queue(tx, actor, status=status, year=year, after=after, limit=limit)
+
+    @post("/{review_id:uuid}/decide", status_code=200, summary="Cancel the enrolment or keep it, with a note",
+          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    async def decide(
+        self, review_id: FromPath[UUID], data: JSONBody[ReviewDecision], tx: Tx, actor: CurrentActor
+    ) -> ExclusionReview:
+        return await exclusions.decide_review(tx, actor, review_id, data)
