@@ -69,8 +69,14 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def resident(cls, person_id: UUID, household_id: UUID, session_id: UUID | None = None) -> Actor:
         """A resident reaches one household by its id, never by division: their scope holds no village."""
-        return cls(kind="resident", id=person_id, role=None, scope=NO_DIVISION, session_id=session_id,
-                   household_id=household_id)  # fmt: skip
+        return cls(
+            kind="resident",
+            id=person_id,
+            role=None,
+            scope=NO_DIVISION,
+            session_id=session_id,
+            household_id=household_id,
+        )
 
     def in_scope(self, code: str | None) -> bool:
         return self.scope.contains(code)

@@ -43,11 +43,11 @@ def route_handlers() -> list[object]:
         ExclusionReviewController,
         HouseholdController,
         MoveController,
-        PolicyController,
         RenewalController,
         ReportController,
     )
     from backend.fhir.routes import FhirController, PartnerTokenController
+    from backend.policy.routes import PolicyController
     from backend.premiums.routes import (
         AdjustmentController,
         CollectionReportController,

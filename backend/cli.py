@@ -197,9 +197,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
         raise CommandError(f"{where} is empty; nothing written")
     # Checked before any database is touched; the message names the field, never its value.
     fields = {
-        "username": args.username, "password": password, "role": args.role, "division_code": args.division,
+        "username": args.username,
+        "password": password,
+        "role": args.role,
+        "division_code": args.division,
         "full_name": args.full_name,
-    }  # fmt: skip
+    }
     try:
         data = msgspec.convert(fields, admin.UserCreate)
     except msgspec.ValidationError as exc:
@@ -239,31 +242,16 @@ def _ask_password() -> str:
 
 def cmd_user_disable(args: argparse.Namespace) -> int:
     from backend.admin import service as admin
-    from backend.audit.service import record
-    from backend.auth.service import Q as AUTH_Q
 
     settings = _settings(args)
     with database(settings) as dsn:
 
-        async def work(conn: Connection) -> bool:
+        async def work(conn: Connection) -> admin.User | None:
             async with conn.transaction():
-                row = await conn.fetchrow(admin.Q["get_user_by_username"], args.username)
-                if row is None:
-                    return False
-                await conn.execute(
-                    admin.Q["update_user"],
-                    row["id"],
-                    row["full_name"],
-                    row["role"],
-                    row["division_code"],
-                    False,
-                )
-                await conn.execute(AUTH_Q["revoke_user_families"], row["id"], "user_disabled")
-                await record(conn, None, "disable", "user", row["id"], division_code=row["division_code"])
-                return True
+                return await admin.disable_user(conn, args.username)
 
         found = _run(dsn, work)
-    if not found:
+    if found is None:
         raise CommandError(f"no user {args.username!r}")
     print(f"disabled {args.username}; their sessions are revoked")
     return 0
@@ -327,7 +315,7 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
 
 def cmd_lists_import(args: argparse.Namespace) -> int:
     from backend.clock import local_today
-    from backend.eligibility import service as eligibility
+    from backend.eligibility import lists as eligibility
 
     settings = _settings(args)
     path = Path(args.file)
@@ -341,10 +329,17 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
         async def work(conn: Connection) -> eligibility.ListVersion:
             async with conn.transaction():
                 return await eligibility.import_list(
-                    conn, None, source, list_type=args.type, effective_from=args.effective, file_name=path.name,
-                    today=local_today(settings.timezone), partial=args.partial, division_code=args.division,
+                    conn,
+                    None,
+                    source,
+                    list_type=args.type,
+                    effective_from=args.effective,
+                    file_name=path.name,
+                    today=local_today(settings.timezone),
+                    partial=args.partial,
+                    division_code=args.division,
                     on_read=progress.advance,
-                )  # fmt: skip
+                )
 
         version = _run(dsn, work)
     progress.done()
@@ -456,9 +451,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         except httpx.HTTPError as exc:
             raise CommandError(f"cannot reach {args.url}: {exc}") from exc
     options = simulate.Options(
-        tablets=args.tablets, households=args.households, offline_days=args.offline_days, faults=args.faults,
-        seed=args.seed, url=args.url, check_pending=args.check_pending,
-    )  # fmt: skip
+        tablets=args.tablets,
+        households=args.households,
+        offline_days=args.offline_days,
+        faults=args.faults,
+        seed=args.seed,
+        url=args.url,
+        check_pending=args.check_pending,
+    )
     with database(settings) as dsn:
         from backend.auth.tokens import load_signing_key
 
@@ -466,10 +466,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         secret = load_signing_key(settings).secret.decode()
         app_settings = msgspec.structs.replace(settings, database_url=dsn, jwt_secret=secret)
         try:
-            summary = asyncio.run(simulate.run(
-                options, dsn, app_settings=app_settings, passwords=_passwords(settings),
-                progress=simulate.Progress(1),
-            ))  # fmt: skip
+            summary = asyncio.run(
+                simulate.run(
+                    options,
+                    dsn,
+                    app_settings=app_settings,
+                    passwords=_passwords(settings),
+                    progress=simulate.Progress(1),
+                )
+            )
         except simulate.SimulationError as exc:
             raise UsageError(str(exc)) from exc
     print(summary.text())
@@ -533,8 +538,9 @@ def parser() -> argparse.ArgumentParser:
     u = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     ua = u.add_parser("add", help="create a user")
     ua.add_argument("username")
-    ua.add_argument("--role", required=True,
-                    choices=["township_staff", "township_reviewer", "civil_affairs", "district_admin"])  # fmt: skip
+    ua.add_argument(
+        "--role", required=True, choices=["township_staff", "township_reviewer", "civil_affairs", "district_admin"]
+    )
     ua.add_argument("--division", required=True, help="12-digit division code of the user's scope")
     ua.add_argument("--full-name", default="")
     ua.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
@@ -562,26 +568,36 @@ def parser() -> argparse.ArgumentParser:
         .add_parser("import", help="load a list file (CSV or XLSX) as a new version")
     )
     li.add_argument("file")
-    li.add_argument("--type", required=True, help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
-                    "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category")  # fmt: skip
+    li.add_argument(
+        "--type",
+        required=True,
+        help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
+        "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category",
+    )
     li.add_argument("--effective", required=True, type=_date, help="date the version applies from (YYYY-MM-DD)")
     li.add_argument("--partial", action="store_true", help="load the good rows even if some rows are bad")
     li.add_argument("--division", help="district or township the list is for (default: the only district)")
     li.set_defaults(func=cmd_lists_import)
 
-    si = sub.add_parser("simulate", help="tablets working offline, then syncing; checks the sync invariants",
-                        description="Simulated tablets (the reference client) register households, enrol, collect "
-                        "and edit offline for some days, then sync; the server runs in this process on the "
-                        "embedded database or DATABASE_URL (or is reached at --url). Writes made-up people: "
-                        "a demo or test database only. Exits 1 when an invariant fails.")  # fmt: skip
+    si = sub.add_parser(
+        "simulate",
+        help="tablets working offline, then syncing; checks the sync invariants",
+        description="Simulated tablets (the reference client) register households, enrol, collect "
+        "and edit offline for some days, then sync; the server runs in this process on the "
+        "embedded database or DATABASE_URL (or is reached at --url). Writes made-up people: "
+        "a demo or test database only. Exits 1 when an invariant fails.",
+    )
     si.add_argument("--tablets", type=_at_least(1), required=True, help="how many tablets (township staff each)")
     si.add_argument(
         "--households", type=_at_least(0), required=True, help="households registered, over all tablets and days"
     )
     si.add_argument("--offline-days", type=_at_least(1), default=1, help="days the tablets work offline (default 1)")
-    si.add_argument("--faults", action="store_true",
-                    help="a faulty network (dropped, duplicated, reordered, cut requests), a suspended tablet, "
-                    "a reinstalled app, families registered twice")  # fmt: skip
+    si.add_argument(
+        "--faults",
+        action="store_true",
+        help="a faulty network (dropped, duplicated, reordered, cut requests), a suspended tablet, "
+        "a reinstalled app, families registered twice",
+    )
     si.add_argument("--seed", type=int, help="repeat a run (the summary prints its seed)")
     si.add_argument(
         "--url",

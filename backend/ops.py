@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
 from typing import Any
 
 import msgspec
@@ -64,8 +66,6 @@ async def metrics_endpoint(state: State) -> Response[bytes]:
 
 def observe(app: ASGIApp) -> ASGIApp:
     """Request id, access log and metrics by route template; the raw path is never recorded."""
-    import logging
-    import uuid
 
     log = logging.getLogger("canbao.access")
 

@@ -257,10 +257,23 @@ def baseline_server(module: str, dsn: str, work: Path) -> contextlib.AbstractCon
     """A bare app of this folder under uvicorn, with the same workers and pool size as ours."""
     port = free_port()
     argv = [
-        sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1",
-        "--port", str(port), "--workers", str(WORKERS), "--no-access-log", "--no-proxy-headers",
-        "--log-level", "warning",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "uvicorn",
+        f"{module}:app",
+        "--app-dir",
+        str(BENCH_DIR),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(WORKERS),
+        "--no-access-log",
+        "--no-proxy-headers",
+        "--log-level",
+        "warning",
+    ]
     return server(module, argv, server_env(dsn), port, work)
 
 
@@ -278,11 +291,15 @@ def ensure_policy(base_url: str, year: int = 2026) -> None:
         return
     r = httpx.post(
         f"{base_url}/api/v1/policy-years/{year}/versions",
-        json={"effective_from": f"{year - 1}-09-01", "premium_fen": 40000,
-              "window_start": f"{year - 1}-09-01", "window_end": f"{year - 1}-12-31"},
+        json={
+            "effective_from": f"{year - 1}-09-01",
+            "premium_fen": 40000,
+            "window_start": f"{year - 1}-09-01",
+            "window_end": f"{year - 1}-12-31",
+        },
         headers=admin,
         timeout=30,
-    )  # fmt: skip
+    )
     if r.status_code not in (200, 201):
         raise RuntimeError(f"publishing the {year} policy answered {r.status_code}: {r.text[:500]}")
 

@@ -29,21 +29,32 @@ async def create(data: HouseholdIn, state: State) -> dict[str, str]:
             "INSERT INTO persons (id, id_number, name, sex, birth_date) SELECT p, n, nm, CASE WHEN substr(n, 17, 1)"
             "::int % 2 = 1 THEN 'male' ELSE 'female' END, to_date(substr(n, 7, 8), 'YYYYMMDD')"
             " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS x(p, n, nm)",
-            pids, [m["id_number"] for m in ms], [m["name"] for m in ms],
-        )  # fmt: skip
+            pids,
+            [m["id_number"] for m in ms],
+            [m["name"] for m in ms],
+        )
         await conn.execute(
             "INSERT INTO households (id, village_code, household_no, head_person_id) VALUES ($1, $2, $3, $4)",
-            hid, data.village_code, data.household_no, pids[0],
-        )  # fmt: skip
+            hid,
+            data.village_code,
+            data.household_no,
+            pids[0],
+        )
         await conn.execute(
             "INSERT INTO memberships (id, person_id, household_id, relation) SELECT gen_random_uuid(), p, $2, r"
-            " FROM unnest($1::uuid[], $3::text[]) AS m(p, r)", pids, hid, [m["relation"] for m in ms],
-        )  # fmt: skip
+            " FROM unnest($1::uuid[], $3::text[]) AS m(p, r)",
+            pids,
+            hid,
+            [m["relation"] for m in ms],
+        )
         await conn.execute(
             "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on)"
             " SELECT gen_random_uuid(), p, $2, $3, $4, 'registered', current_date FROM unnest($1::uuid[]) AS p",
-            pids, hid, data.village_code, data.coverage_year,
-        )  # fmt: skip
+            pids,
+            hid,
+            data.village_code,
+            data.coverage_year,
+        )
     return {"id": str(hid)}
 
 

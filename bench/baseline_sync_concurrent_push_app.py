@@ -14,13 +14,17 @@ from mobile_sync_protocol import messages as m
 
 DECODE = msgspec.msgpack.Decoder(m.AnyMutation)
 ARGS = lambda n: ", ".join(f"${i}" for i in range(1, n + 1))  # noqa: E731
-INSERTS = {t: f"INSERT INTO {t} ({c.replace(' ', ', ')}) VALUES ({ARGS(c.count(' ') + 1)})" for t, c in {
-    "persons": "id id_number name sex birth_date", "households": "id village_code household_no head_person_id",
-    "memberships": "id person_id household_id relation",
-    "enrollments": "id person_id household_id village_code coverage_year status funding registered_on premium_fen",
-    "payments": "id household_id village_code coverage_year person_ids amount_fen method kind receipt_no "
-                "receipt_block_id collector_id device_id collected_at business_date remittance_date",
-}.items()}  # fmt: skip
+INSERTS = {
+    t: f"INSERT INTO {t} ({c.replace(' ', ', ')}) VALUES ({ARGS(c.count(' ') + 1)})"
+    for t, c in {
+        "persons": "id id_number name sex birth_date",
+        "households": "id village_code household_no head_person_id",
+        "memberships": "id person_id household_id relation",
+        "enrollments": "id person_id household_id village_code coverage_year status funding registered_on premium_fen",
+        "payments": "id household_id village_code coverage_year person_ids amount_fen method kind receipt_no "
+        "receipt_block_id collector_id device_id collected_at business_date remittance_date",
+    }.items()
+}
 
 
 @post("/push", status_code=200)
@@ -29,8 +33,9 @@ async def push(request: Request[Any, Any, Any], state: State) -> dict[str, int]:
     rows: dict[str, list[tuple[Any, ...]]] = {table: [] for table in INSERTS}
     village: dict[Any, str] = {}
     async with state.pool.acquire() as conn, conn.transaction():
-        block, collector = await conn.fetchrow("SELECT id, collector_id FROM receipt_blocks WHERE device_id = $1",
-                                               env.device_id)  # fmt: skip
+        block, collector = await conn.fetchrow(
+            "SELECT id, collector_id FROM receipt_blocks WHERE device_id = $1", env.device_id
+        )
         for mu in (DECODE.decode(raw) for raw in env.mutations):
             if isinstance(mu, m.HouseholdCreate | m.MemberCreate):
                 x = mu.members[0] if isinstance(mu, m.HouseholdCreate) else mu.member
@@ -41,12 +46,40 @@ async def push(request: Request[Any, Any, Any], state: State) -> dict[str, int]:
                 rows["persons"].append((x.person_id, n, x.name, sex, date(int(n[6:10]), int(n[10:12]), int(n[12:14]))))
                 rows["memberships"].append((uuid4(), x.person_id, mu.household_id, x.relation))
             elif isinstance(mu, m.EnrollmentCreate):
-                rows["enrollments"] += [(uuid4(), p, mu.household_id, village[mu.household_id], mu.coverage_year,
-                                         "paid", "paid", today, 40000) for p in mu.person_ids]  # fmt: skip
+                rows["enrollments"] += [
+                    (
+                        uuid4(),
+                        p,
+                        mu.household_id,
+                        village[mu.household_id],
+                        mu.coverage_year,
+                        "paid",
+                        "paid",
+                        today,
+                        40000,
+                    )
+                    for p in mu.person_ids
+                ]
             elif isinstance(mu, m.PaymentRecord):
-                rows["payments"].append((mu.payment_id, mu.household_id, village[mu.household_id], mu.coverage_year,
-                                         mu.person_ids, mu.amount_fen, mu.method, mu.kind, mu.receipt_no, block,
-                                         collector, env.device_id, mu.collected_at, today, today))  # fmt: skip
+                rows["payments"].append(
+                    (
+                        mu.payment_id,
+                        mu.household_id,
+                        village[mu.household_id],
+                        mu.coverage_year,
+                        mu.person_ids,
+                        mu.amount_fen,
+                        mu.method,
+                        mu.kind,
+                        mu.receipt_no,
+                        block,
+                        collector,
+                        env.device_id,
+                        mu.collected_at,
+                        today,
+                        today,
+                    )
+                )
         for table, sql in INSERTS.items():
             await conn.executemany(sql, rows[table])
     return {"mutations": len(env.mutations)}

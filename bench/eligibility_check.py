@@ -86,9 +86,14 @@ async def load_list(dsn: str, rows: int, area: str) -> None:
         assert area.isdigit()
         async with conn.transaction():
             await conn.execute(
-                LOAD_SQL.format(version_id=version_id, district=district, prefix=Scope(district, "district").prefix,
-                                rows=int(rows), area=area)
-            )  # fmt: skip
+                LOAD_SQL.format(
+                    version_id=version_id,
+                    district=district,
+                    prefix=Scope(district, "district").prefix,
+                    rows=int(rows),
+                    area=area,
+                )
+            )
         await conn.execute("VACUUM (ANALYZE) list_versions, list_entries")
         await conn.execute("CHECKPOINT")
         log(f"loaded {rows} list rows in {time.perf_counter() - started:.1f} s")
@@ -124,8 +129,10 @@ def measure(ours: Server, bare: Server, db: Database, numbers: list[str], listed
         if name == "ours":
             subsidised = sum(1 for i in items if LIST_TYPE in i["chosen_categories"])
             if len(items) != len(numbers) or subsidised != listed:
-                raise RuntimeError(f"ours answered {len(items)} persons, {subsidised} on {LIST_TYPE}; "
-                                   f"expected {len(numbers)}, {listed}")  # fmt: skip
+                raise RuntimeError(
+                    f"ours answered {len(items)} persons, {subsidised} on {LIST_TYPE}; "
+                    f"expected {len(numbers)}, {listed}"
+                )
         elif len(items) != listed:
             raise RuntimeError(f"the baseline found {len(items)} list rows, expected {listed}")
 
@@ -145,9 +152,12 @@ def measure(ours: Server, bare: Server, db: Database, numbers: list[str], listed
                 check(name, response)
                 results[name]["seconds"].append(seconds)
                 results[name]["cpu"].append(cpu)
-                log(f"round {r + 1} {name}: {seconds * 1000:.0f} ms, {len(response.content) / 1e6:.1f} MB answer; "
-                    f"cpu ms: " + " ".join(f"{p} {s * 1000:.0f}" for p, s in cpu.items())
-                    + f"; load average {load_average()}")  # fmt: skip
+                log(
+                    f"round {r + 1} {name}: {seconds * 1000:.0f} ms, {len(response.content) / 1e6:.1f} MB answer; "
+                    f"cpu ms: "
+                    + " ".join(f"{p} {s * 1000:.0f}" for p, s in cpu.items())
+                    + f"; load average {load_average()}"
+                )
     return results
 
 
@@ -176,8 +186,10 @@ def main() -> int:
         seconds = result["seconds"]
         p50[name] = statistics.median(seconds)
         cpu = {p: statistics.median(c[p] for c in result["cpu"]) * 1000 for p in result["cpu"][0]}
-        print(f"{name}: p50={p50[name]:.3f}s min={min(seconds):.3f}s max={max(seconds):.3f}s; "
-              "cpu ms per request (p50): " + " ".join(f"{p} {v:.0f}" for p, v in cpu.items()))  # fmt: skip
+        print(
+            f"{name}: p50={p50[name]:.3f}s min={min(seconds):.3f}s max={max(seconds):.3f}s; "
+            "cpu ms per request (p50): " + " ".join(f"{p} {v:.0f}" for p, v in cpu.items())
+        )
     print(
         f"ratio={p50['ours'] / p50['baseline']:.2f} ours={p50['ours']:.3f}s baseline={p50['baseline']:.3f}s", flush=True
     )

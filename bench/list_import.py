@@ -103,8 +103,11 @@ def run(argv: list[str], env: dict[str, str], work: Path, label: str) -> Run:
         started = time.perf_counter()
         proc = subprocess.Popen(
             [TIME, "-o", str(usage), "-f", "%M %U %S", *argv],
-            env=env, stdout=subprocess.PIPE, stderr=err, start_new_session=True,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
         try:
             stdout, _ = proc.communicate()  # small: a summary line
         except BaseException:
@@ -143,9 +146,17 @@ def baseline(dsn: str, path: Path, version: int, work: Path) -> Run:
     version_default = f"ALTER TABLE bench_list ALTER version_id SET DEFAULT '{uuid.uuid4()}'"
     if PSQL is not None:
         argv = [
-            PSQL, dsn, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", version_default,
-            "-c", f"\\copy bench_list ({BASELINE_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)",
-        ]  # fmt: skip
+            PSQL,
+            dsn,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            version_default,
+            "-c",
+            f"\\copy bench_list ({BASELINE_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)",
+        ]
     else:  # the same COPY … FROM STDIN, sent by asyncpg from the file
         argv = [sys.executable, "-c", ASYNCPG_COPY, dsn, version_default, str(path)]
     return run(argv, server_env(dsn), work, f"baseline-v{version}")
@@ -155,8 +166,10 @@ def check_summary(result: Run, rows: int, added: int, removed: int, changed: int
     found = SUMMARY.search(result.stdout)
     got = tuple(int(g) for g in found.groups()) if found else None
     if got != (rows, 0, added, removed, changed):
-        raise RuntimeError(f"canbao lists import said {result.stdout.strip()!r}; expected {rows} rows, "
-                           f"{added} added, {removed} removed, {changed} changed")  # fmt: skip
+        raise RuntimeError(
+            f"canbao lists import said {result.stdout.strip()!r}; expected {rows} rows, "
+            f"{added} added, {removed} removed, {changed} changed"
+        )
 
 
 def describe(side: str, version: int, result: Run) -> str:

@@ -60,7 +60,7 @@ from _harness import (
     workdir,
 )
 
-from backend.enrollment.enrollments import query_code, query_code_hash
+from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
 
 CONNECTIONS = 16
 YEAR = 2026
@@ -131,17 +131,26 @@ async def load_households(dsn: str, count: int, area: str, policy: dict[str, Any
             rows["enrollments"].append(
                 (uuid4(), pid, hid, village, YEAR, "registered", UUID(policy["id"]), today, policy["premium_fen"])
             )
-        code = query_code(code_key, hid, YEAR)
+        code = derive_query_code(code_key, hid, YEAR)
         rows["household_query_codes"].append((hid, YEAR, query_code_hash(code_key, hid, YEAR, code)))
         households.append(Household(hid, pids))
     columns = {
         "persons": ("id", "id_number", "name", "sex", "birth_date"),
         "households": ("id", "village_code", "household_no", "head_person_id"),
         "memberships": ("id", "person_id", "household_id", "relation"),
-        "enrollments": ("id", "person_id", "household_id", "village_code", "coverage_year", "status",
-                        "policy_version_id", "registered_on", "premium_fen"),
+        "enrollments": (
+            "id",
+            "person_id",
+            "household_id",
+            "village_code",
+            "coverage_year",
+            "status",
+            "policy_version_id",
+            "registered_on",
+            "premium_fen",
+        ),
         "household_query_codes": ("household_id", "coverage_year", "code_hash"),
-    }  # fmt: skip
+    }
     conn = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
@@ -249,9 +258,13 @@ async def measure(
         Side("baseline", bare.url, baseline_unit, CpuMeter(bare, db)),
     ]
     loads = await compare(
-        sides, CONNECTIONS, rounds=plan.rounds, warmup=Amount(units=plan.warmup), phase=Amount(units=plan.phase),
+        sides,
+        CONNECTIONS,
+        rounds=plan.rounds,
+        warmup=Amount(units=plan.warmup),
+        phase=Amount(units=plan.phase),
         what="payments",
-    )  # fmt: skip
+    )
     return loads, sent
 
 

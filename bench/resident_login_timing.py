@@ -71,20 +71,25 @@ def register(base_url: str, persons: int, area: str) -> None:
             created = expect(
                 client.post(
                     "/api/v1/households",
-                    json={"village_code": TOWNSHIP_A_VILLAGES[n % len(TOWNSHIP_A_VILLAGES)],
-                          "household_no": f"login-{n}",
-                          "members": [{"name": NAME, "relation": "head", "id_number": resident_id(n, area)}]},
+                    json={
+                        "village_code": TOWNSHIP_A_VILLAGES[n % len(TOWNSHIP_A_VILLAGES)],
+                        "household_no": f"login-{n}",
+                        "members": [{"name": NAME, "relation": "head", "id_number": resident_id(n, area)}],
+                    },
                 ),
                 201,
-            ).json()  # fmt: skip
+            ).json()
             enrolled = expect(
                 client.post(
                     "/api/v1/enrollments",
-                    json={"household_id": created["id"], "coverage_year": YEAR,
-                          "person_ids": [created["members"][0]["person_id"]]},
+                    json={
+                        "household_id": created["id"],
+                        "coverage_year": YEAR,
+                        "person_ids": [created["members"][0]["person_id"]],
+                    },
                 ),
                 201,
-            ).json()  # fmt: skip
+            ).json()
             if enrolled["query_code"] == WRONG_CODE:
                 raise RuntimeError("a household got the code used as the wrong one; pick another")
     log(f"registered {persons} persons, each with an enrolled household")
@@ -136,8 +141,10 @@ def main() -> int:
         ensure_policy(ours.url, YEAR)
         register(ours.url, persons, area)
         loads = asyncio.run(measure(ours, persons, area, args.quick))
-    print(f"resident logins answered 401; one connection, attempts in interleaved pairs; {persons} persons each "
-          f"side; load average {load_average()}")  # fmt: skip
+    print(
+        f"resident logins answered 401; one connection, attempts in interleaved pairs; {persons} persons each "
+        f"side; load average {load_average()}"
+    )
     for name, load in loads.items():
         mean = statistics.fmean(load.latencies) * 1000
         print(

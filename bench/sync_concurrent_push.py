@@ -94,22 +94,52 @@ def setup_tablets(base_url: str, count: int) -> list[Tablet]:
         for i in range(count):
             township = list(TOWNSHIPS)[i % len(TOWNSHIPS)]
             username = f"bench_tablet_{i:03d}"
-            user = http.post("/api/v1/users", headers=admin, json={
-                "username": username, "password": DEMO_PASSWORD, "role": "township_staff",
-                "division_code": township, "full_name": f"经办员{i}"})  # fmt: skip
+            user = http.post(
+                "/api/v1/users",
+                headers=admin,
+                json={
+                    "username": username,
+                    "password": DEMO_PASSWORD,
+                    "role": "township_staff",
+                    "division_code": township,
+                    "full_name": f"经办员{i}",
+                },
+            )
             expect(user, 201)
             staff = login(base_url, username)
-            registered = expect(http.post("/api/v1/devices", json={"model": "bench", "app_version": "1.0"},
-                                          headers=staff), 201).json()  # fmt: skip
+            registered = expect(
+                http.post("/api/v1/devices", json={"model": "bench", "app_version": "1.0"}, headers=staff), 201
+            ).json()
             device_id = registered["device"]["id"]
-            token = expect(http.post("/api/v1/auth/login", json={
-                "username": username, "password": DEMO_PASSWORD, "device_id": device_id,
-                "device_secret": registered["device_secret"]}), 200).json()["access_token"]  # fmt: skip
-            block = {"collector_id": registered["device"]["owner_id"], "device_id": device_id,
-                     "prefix": prefix_of(i), "first_no": 1, "last_no": 99_999}  # fmt: skip
+            token = expect(
+                http.post(
+                    "/api/v1/auth/login",
+                    json={
+                        "username": username,
+                        "password": DEMO_PASSWORD,
+                        "device_id": device_id,
+                        "device_secret": registered["device_secret"],
+                    },
+                ),
+                200,
+            ).json()["access_token"]
+            block = {
+                "collector_id": registered["device"]["owner_id"],
+                "device_id": device_id,
+                "prefix": prefix_of(i),
+                "first_no": 1,
+                "last_no": 99_999,
+            }
             expect(http.post("/api/v1/receipt-blocks", json=block, headers=reviewers[township]), 201)
-            tablets.append(Tablet(i, uuid.UUID(device_id), {"Authorization": f"Bearer {token}",
-                                  "Content-Type": m.MSGPACK}, prefix_of(i), TOWNSHIPS[township][1]))  # fmt: skip
+            tablets.append(
+                Tablet(
+                    i,
+                    uuid.UUID(device_id),
+                    {"Authorization": f"Bearer {token}", "Content-Type": m.MSGPACK},
+                    prefix_of(i),
+                    TOWNSHIPS[township][1],
+                )
+            )
     return tablets
 
 
@@ -134,30 +164,59 @@ def batch(tablet: Tablet, households: int, people: People, tag: str) -> list[m.A
 
     for n in range(households):
         household_id = uuid.uuid4()
-        members = [m.NewMember(person_id=uuid.uuid4(), name=name, relation=relation, id_number=people.next())  # type: ignore[arg-type]
-                   for name, relation in MEMBERS]  # fmt: skip
+        members = [
+            m.NewMember(person_id=uuid.uuid4(), name=name, relation=relation, id_number=people.next())  # type: ignore[arg-type]
+            for name, relation in MEMBERS
+        ]
         number = f"{tag}-{tablet.index}-{tablet.next_receipt}"
-        out.append(m.HouseholdCreate(**ids(), household_id=household_id, household_no=number, members=members[:1],
-                                     village_code=tablet.villages[n % len(tablet.villages)]))  # fmt: skip
-        out += [m.MemberCreate(**ids(), household_id=household_id, base_version=1 + i, member=p)
-                for i, p in enumerate(members[1:])]  # fmt: skip
-        out.append(m.HouseholdUpdate(**ids(), household_id=household_id, base_version=4,
-                                     phone=f"139{tablet.index:03d}{tablet.next_receipt:05d}"))  # fmt: skip
-        out += [m.EnrollmentCreate(**ids(), household_id=household_id, coverage_year=YEAR, person_ids=[p.person_id])
-                for p in members]  # fmt: skip
-        out.append(m.PaymentRecord(
-            **ids(), payment_id=uuid.uuid4(), household_id=household_id, coverage_year=YEAR,
-            person_ids=[p.person_id for p in members], amount_fen=PREMIUM * 4, method="cash",
-            receipt_no=f"{tablet.prefix}{tablet.next_receipt:08d}", collected_at=collected, due_fen=PREMIUM * 4,
-        ))  # fmt: skip
+        out.append(
+            m.HouseholdCreate(
+                **ids(),
+                household_id=household_id,
+                household_no=number,
+                members=members[:1],
+                village_code=tablet.villages[n % len(tablet.villages)],
+            )
+        )
+        out += [
+            m.MemberCreate(**ids(), household_id=household_id, base_version=1 + i, member=p)
+            for i, p in enumerate(members[1:])
+        ]
+        out.append(
+            m.HouseholdUpdate(
+                **ids(),
+                household_id=household_id,
+                base_version=4,
+                phone=f"139{tablet.index:03d}{tablet.next_receipt:05d}",
+            )
+        )
+        out += [
+            m.EnrollmentCreate(**ids(), household_id=household_id, coverage_year=YEAR, person_ids=[p.person_id])
+            for p in members
+        ]
+        out.append(
+            m.PaymentRecord(
+                **ids(),
+                payment_id=uuid.uuid4(),
+                household_id=household_id,
+                coverage_year=YEAR,
+                person_ids=[p.person_id for p in members],
+                amount_fen=PREMIUM * 4,
+                method="cash",
+                receipt_no=f"{tablet.prefix}{tablet.next_receipt:08d}",
+                collected_at=collected,
+                due_fen=PREMIUM * 4,
+            )
+        )
         tablet.next_receipt += 1
     return out
 
 
 def body(tablet: Tablet, mutations: list[m.AnyMutation]) -> bytes:
     raws = [msgspec.Raw(codec.encode(x, "msgpack")) for x in mutations]
-    request = m.PushRequest(protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, mutations=raws,
-                            device_time=datetime.now(UTC))  # fmt: skip
+    request = m.PushRequest(
+        protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, mutations=raws, device_time=datetime.now(UTC)
+    )
     return codec.encode(request, "msgpack")
 
 
@@ -176,9 +235,16 @@ class Round:
 
 
 async def push_all(
-    url: str, path: str, tablets: list[Tablet], bodies: list[bytes], counts: list[int], connections: int,
-    ours: bool, meter: CpuMeter, side: str,
-) -> Round:  # fmt: skip
+    url: str,
+    path: str,
+    tablets: list[Tablet],
+    bodies: list[bytes],
+    counts: list[int],
+    connections: int,
+    ours: bool,
+    meter: CpuMeter,
+    side: str,
+) -> Round:
     """Every tablet's push at once; each waits for its own answer (checked: all applied)."""
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     result = Round(side)
@@ -199,8 +265,9 @@ async def push_all(
 
         cpu = meter.sample()
         started = time.perf_counter()
-        result.latencies = list(await asyncio.gather(*(one(t, b, c) for t, b, c in zip(tablets, bodies, counts,
-                                                                                        strict=True))))  # fmt: skip
+        result.latencies = list(
+            await asyncio.gather(*(one(t, b, c) for t, b, c in zip(tablets, bodies, counts, strict=True)))
+        )
         result.seconds = time.perf_counter() - started
         result.cpu = meter.since(cpu)
     result.mutations, result.slowest = sum(counts), max(result.latencies)
@@ -208,17 +275,27 @@ async def push_all(
 
 
 def run_round(
-    server: Server, path: str, tablets: list[Tablet], households: int, people: People, connections: int,
-    ours: bool, db: Database, tag: str,
-) -> Round:  # fmt: skip
+    server: Server,
+    path: str,
+    tablets: list[Tablet],
+    households: int,
+    people: People,
+    connections: int,
+    ours: bool,
+    db: Database,
+    tag: str,
+) -> Round:
     batches = [batch(t, households, people, tag) for t in tablets]
     if not ours:  # the baseline's pushes do not move the tablets' sequences on the server
         for t, b in zip(tablets, batches, strict=True):
             t.next_seq -= len(b)
     bodies = [body(t, b) for t, b in zip(tablets, batches, strict=True)]
     side = "ours" if ours else "baseline"
-    return asyncio.run(push_all(server.url, path, tablets, bodies, [len(b) for b in batches], connections, ours,
-                                CpuMeter(server, db), side))  # fmt: skip
+    return asyncio.run(
+        push_all(
+            server.url, path, tablets, bodies, [len(b) for b in batches], connections, ours, CpuMeter(server, db), side
+        )
+    )
 
 
 async def row_counts(dsn: str) -> dict[str, int]:
@@ -244,17 +321,19 @@ def measure(ours: Server, bare: Server, db: Database, args: argparse.Namespace) 
         for side in ("ours", "baseline"):
             before = asyncio.run(row_counts(db.dsn))
             if side == "ours":
-                done = run_round(ours, "/api/v1/sync/push", tablets, args.households, people, args.connections, True,
-                                 db, f"r{r}")  # fmt: skip
+                done = run_round(
+                    ours, "/api/v1/sync/push", tablets, args.households, people, args.connections, True, db, f"r{r}"
+                )
             else:
-                done = run_round(bare, "/push", tablets, args.households, people, args.connections, False, db,
-                                 f"b{r}")  # fmt: skip
+                done = run_round(bare, "/push", tablets, args.households, people, args.connections, False, db, f"b{r}")
             added = asyncio.run(row_counts(db.dsn))
             expected = len(tablets) * args.households
             if added["households"] - before["households"] != expected:
                 raise RuntimeError(f"{side}: {added['households'] - before['households']} households, not {expected}")
-            log(f"round {r + 1} {side}: {done.mutations} mutations in {done.seconds:.2f} s = {done.rate:.0f}/s, "
-                f"slowest tablet {done.slowest:.2f} s; load average {load_average()}")  # fmt: skip
+            log(
+                f"round {r + 1} {side}: {done.mutations} mutations in {done.seconds:.2f} s = {done.rate:.0f}/s, "
+                f"slowest tablet {done.slowest:.2f} s; load average {load_average()}"
+            )
             rounds.append(done)
     return rounds
 
@@ -278,23 +357,32 @@ def main() -> int:
         bare = stack.enter_context(baseline_server("baseline_sync_concurrent_push_app", db.dsn, work))
         rounds = measure(ours, bare, db, args)
     per_tablet = args.households * MUTATIONS_PER_HOUSEHOLD
-    print(f"{args.tablets} tablets × {per_tablet} mutations at once, {args.connections} connections, "
-          f"{args.rounds} round(s) each side; load average {load_average()}")  # fmt: skip
+    print(
+        f"{args.tablets} tablets × {per_tablet} mutations at once, {args.connections} connections, "
+        f"{args.rounds} round(s) each side; load average {load_average()}"
+    )
     totals = {}
     for side in ("ours", "baseline"):
         mine = [r for r in rounds if r.side == side]
         for i, r in enumerate(mine):
             cpu = " ".join(f"{k} {v:.2f}" for k, v in r.cpu.items())
-            print(f"{side} round {i + 1}: {r.mutations} mutations in {r.seconds:.2f} s = {r.rate:.0f} mutations/s; "
-                  f"slowest tablet {r.slowest:.2f} s, median {sorted(r.latencies)[len(r.latencies) // 2]:.2f} s; "
-                  f"cpu s: {cpu}")  # fmt: skip
+            print(
+                f"{side} round {i + 1}: {r.mutations} mutations in {r.seconds:.2f} s = {r.rate:.0f} mutations/s; "
+                f"slowest tablet {r.slowest:.2f} s, median {sorted(r.latencies)[len(r.latencies) // 2]:.2f} s; "
+                f"cpu s: {cpu}"
+            )
         seconds, mutations = sum(r.seconds for r in mine), sum(r.mutations for r in mine)
         totals[side] = (seconds, mutations / seconds, max(r.slowest for r in mine))
     (ours_s, ours_rate, ours_slow), (bare_s, bare_rate, bare_slow) = totals["ours"], totals["baseline"]
-    print(f"ours: {ours_rate:.0f} mutations/s, slowest tablet {ours_slow:.2f} s; "
-          f"baseline: {bare_rate:.0f} mutations/s, slowest tablet {bare_slow:.2f} s")  # fmt: skip
-    print(f"ratio={ours_s / bare_s:.1f} ours={ours_s:.2f}s baseline={bare_s:.2f}s ours_rate={ours_rate:.0f}/s "
-          f"baseline_rate={bare_rate:.0f}/s ours_slowest={ours_slow:.2f}s", flush=True)  # fmt: skip
+    print(
+        f"ours: {ours_rate:.0f} mutations/s, slowest tablet {ours_slow:.2f} s; "
+        f"baseline: {bare_rate:.0f} mutations/s, slowest tablet {bare_slow:.2f} s"
+    )
+    print(
+        f"ratio={ours_s / bare_s:.1f} ours={ours_s:.2f}s baseline={bare_s:.2f}s ours_rate={ours_rate:.0f}/s "
+        f"baseline_rate={bare_rate:.0f}/s ours_slowest={ours_slow:.2f}s",
+        flush=True,
+    )
     return 0
 
 

@@ -180,10 +180,16 @@ def publish_policies(base_url: str) -> dict[int, uuid.UUID]:
     for year in (2026, 2027):
         existing = httpx.get(f"{base_url}/api/v1/policy-years/{year}", headers=admin, timeout=30)
         if existing.status_code != 200:
-            body = {"effective_from": f"{year - 1}-09-01", "premium_fen": 40000, "window_start": f"{year - 1}-09-01",
-                    "window_end": f"{year - 1}-12-31", "rules": RULES}  # fmt: skip
-            expect(httpx.post(f"{base_url}/api/v1/policy-years/{year}/versions", json=body, headers=admin,
-                              timeout=30), 201)  # fmt: skip
+            body = {
+                "effective_from": f"{year - 1}-09-01",
+                "premium_fen": 40000,
+                "window_start": f"{year - 1}-09-01",
+                "window_end": f"{year - 1}-12-31",
+                "rules": RULES,
+            }
+            expect(
+                httpx.post(f"{base_url}/api/v1/policy-years/{year}/versions", json=body, headers=admin, timeout=30), 201
+            )
             existing = httpx.get(f"{base_url}/api/v1/policy-years/{year}", headers=admin, timeout=30)
         ids[year] = uuid.UUID(expect(existing, 200).json()["versions"][-1]["id"])
     return ids
@@ -200,16 +206,37 @@ class Tablet:
 def register_tablet(base_url: str) -> Tablet:
     """staff_a's tablet, logged in with its device credential, and its receipt block S00000001–S00099999."""
     staff = login(base_url, "staff_a")
-    registered = expect(httpx.post(f"{base_url}/api/v1/devices", json={"model": "bench", "app_version": "1.0"},
-                                   headers=staff, timeout=30), 201).json()  # fmt: skip
+    registered = expect(
+        httpx.post(
+            f"{base_url}/api/v1/devices", json={"model": "bench", "app_version": "1.0"}, headers=staff, timeout=30
+        ),
+        201,
+    ).json()
     device_id = registered["device"]["id"]
-    token = expect(httpx.post(f"{base_url}/api/v1/auth/login", timeout=30, json={
-        "username": "staff_a", "password": DEMO_PASSWORD, "device_id": device_id,
-        "device_secret": registered["device_secret"]}), 200).json()["access_token"]  # fmt: skip
-    block = {"collector_id": registered["device"]["owner_id"], "device_id": device_id, "prefix": "S",
-             "first_no": 1, "last_no": 99_999}  # fmt: skip
-    issued = expect(httpx.post(f"{base_url}/api/v1/receipt-blocks", json=block, headers=login(base_url, "reviewer_a"),
-                               timeout=30), 201).json()  # fmt: skip
+    token = expect(
+        httpx.post(
+            f"{base_url}/api/v1/auth/login",
+            timeout=30,
+            json={
+                "username": "staff_a",
+                "password": DEMO_PASSWORD,
+                "device_id": device_id,
+                "device_secret": registered["device_secret"],
+            },
+        ),
+        200,
+    ).json()["access_token"]
+    block = {
+        "collector_id": registered["device"]["owner_id"],
+        "device_id": device_id,
+        "prefix": "S",
+        "first_no": 1,
+        "last_no": 99_999,
+    }
+    issued = expect(
+        httpx.post(f"{base_url}/api/v1/receipt-blocks", json=block, headers=login(base_url, "reviewer_a"), timeout=30),
+        201,
+    ).json()
     return Tablet(uuid.UUID(device_id), uuid.UUID(registered["device"]["owner_id"]), uuid.UUID(issued["id"]), token)
 
 
@@ -232,11 +259,17 @@ async def load_township(
             assert area.isdigit()
             await conn.execute(
                 LOAD_SQL.format(
-                    households=int(households), area=area, block=tablet.block_id, collector=tablet.user_id,
-                    device=tablet.device_id, reviewer=users["reviewer_a"], civil=users["civil"],
-                    policy_2026=policies[2026], policy_2027=policies[2027],
+                    households=int(households),
+                    area=area,
+                    block=tablet.block_id,
+                    collector=tablet.user_id,
+                    device=tablet.device_id,
+                    reviewer=users["reviewer_a"],
+                    civil=users["civil"],
+                    policy_2026=policies[2026],
+                    policy_2027=policies[2027],
                 )
-            )  # fmt: skip
+            )
         await conn.execute("RESET session_replication_role; RESET synchronous_commit")
         await conn.execute("VACUUM (ANALYZE)")
         await conn.execute("CHECKPOINT")
@@ -284,10 +317,12 @@ def first_pull(base_url: str, tablet: Tablet, run: Run, limit: int, meter: CpuMe
         cpu = meter.sample()
         started = time.perf_counter()
         while True:
-            request = m.PullRequest(protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id,
-                                    page_token=token, limit=limit)  # fmt: skip
-            response = expect(client.post("/api/v1/sync/pull", content=codec.encode(request, run.fmt),
-                                          headers=headers), 200)  # fmt: skip
+            request = m.PullRequest(
+                protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, page_token=token, limit=limit
+            )
+            response = expect(
+                client.post("/api/v1/sync/pull", content=codec.encode(request, run.fmt), headers=headers), 200
+            )
             run.wire_bytes += response.num_bytes_downloaded
             run.server_gzip = response.headers.get("content-encoding") == "gzip"
             bodies.append(response.content)
@@ -323,10 +358,12 @@ def warm_up(base_url: str, tablet: Tablet, limit: int) -> None:
     token = None
     with httpx.Client(base_url=base_url, timeout=300) as client:
         for _ in range(3 * len(FORMATS) * 10):
-            request = m.PullRequest(protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id,
-                                    page_token=token, limit=min(limit, 100))  # fmt: skip
-            body = expect(client.post("/api/v1/sync/pull", content=codec.encode(request, "json"), headers=headers),
-                          200).content  # fmt: skip
+            request = m.PullRequest(
+                protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, page_token=token, limit=min(limit, 100)
+            )
+            body = expect(
+                client.post("/api/v1/sync/pull", content=codec.encode(request, "json"), headers=headers), 200
+            ).content
             token = _page_token(body, "json")
             if token is None:
                 return
@@ -411,8 +448,10 @@ def measure(ours: Server, db: Database, households: int | None, limit: int) -> t
     for fmt in FORMATS:
         for gz in (False, True):
             run = first_pull(ours.url, tablet, Run(fmt, gz), limit, meter)
-            log(f"{run.name}: {run.pages} pages in {run.seconds:.2f} s (+ gzip here {run.zip_seconds:.2f} s), "
-                f"{run.wire_bytes / 1e6:.1f} MB on the wire, {run.body_bytes / 1e6:.1f} MB of bodies")  # fmt: skip
+            log(
+                f"{run.name}: {run.pages} pages in {run.seconds:.2f} s (+ gzip here {run.zip_seconds:.2f} s), "
+                f"{run.wire_bytes / 1e6:.1f} MB on the wire, {run.body_bytes / 1e6:.1f} MB of bodies"
+            )
             runs.append(run)
     bare = asyncio.run(baseline(db.dsn, tablet))
     log(f"baseline: {sum(bare.rows.values())} rows in {bare.seconds:.2f} s, {bare.bytes / 1e6:.1f} MB")
@@ -437,9 +476,11 @@ def main() -> int:
         ours = stack.enter_context(canbao_server(db.dsn, work))
         runs, bare = measure(ours, db, households, args.limit)
     records, households = sum(bare.rows.values()), bare.rows["household"]
-    print(f"first pull of {households} households: {records} records "
-          f"({', '.join(f'{k} {v}' for k, v in bare.rows.items())}); pages of {args.limit}; "
-          f"load average {load_average()}")  # fmt: skip
+    print(
+        f"first pull of {households} households: {records} records "
+        f"({', '.join(f'{k} {v}' for k, v in bare.rows.items())}); pages of {args.limit}; "
+        f"load average {load_average()}"
+    )
     for run in runs:
         zipped = ""
         if run.gzip:
@@ -452,17 +493,26 @@ def main() -> int:
                 )
             )
         cpu = " ".join(f"{k} {v:.2f}" for k, v in run.cpu.items())
-        print(f"ours {run.name}: {run.total_seconds:.2f} s, {run.pages} pages, {run.wire_bytes / 1e6:.2f} MB on the "
-              f"wire{zipped}, {run.wire_bytes / households:.0f} B per household; cpu s: {cpu}")  # fmt: skip
+        print(
+            f"ours {run.name}: {run.total_seconds:.2f} s, {run.pages} pages, {run.wire_bytes / 1e6:.2f} MB on the "
+            f"wire{zipped}, {run.wire_bytes / households:.0f} B per household; cpu s: {cpu}"
+        )
     for fmt in FORMATS:
         sizes = next(r for r in runs if r.fmt == fmt).entity_bytes
-        print(f"{fmt} bytes per household, uncompressed, by entity: "
-              + ", ".join(f"{k} {v / households:.0f}" for k, v in sizes.most_common()))  # fmt: skip
-    print(f"baseline COPY: {bare.seconds:.2f} s, {bare.bytes / 1e6:.2f} MB as text, "
-          f"{bare.gzip_bytes / 1e6:.2f} MB gzipped")  # fmt: skip
+        print(
+            f"{fmt} bytes per household, uncompressed, by entity: "
+            + ", ".join(f"{k} {v / households:.0f}" for k, v in sizes.most_common())
+        )
+    print(
+        f"baseline COPY: {bare.seconds:.2f} s, {bare.bytes / 1e6:.2f} MB as text, "
+        f"{bare.gzip_bytes / 1e6:.2f} MB gzipped"
+    )
     best = next(r for r in runs if r.fmt == "msgpack" and r.gzip)
-    print(f"ratio={best.total_seconds / bare.seconds:.1f} ours={best.total_seconds:.2f}s baseline={bare.seconds:.2f}s "
-          f"ours_mb={best.wire_bytes / 1e6:.2f} baseline_mb={bare.gzip_bytes / 1e6:.2f}", flush=True)  # fmt: skip
+    print(
+        f"ratio={best.total_seconds / bare.seconds:.1f} ours={best.total_seconds:.2f}s baseline={bare.seconds:.2f}s "
+        f"ours_mb={best.wire_bytes / 1e6:.2f} baseline_mb={bare.gzip_bytes / 1e6:.2f}",
+        flush=True,
+    )
     return 0
 
 

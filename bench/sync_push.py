@@ -55,23 +55,55 @@ YEAR = 2026
 PREMIUM = 40000
 MEMBERS = (("王建国", "head"), ("李秀英", "spouse"), ("王小明", "child"), ("王小红", "child"))
 # Tables a replay must leave as they are (the ledger and the audit trail included).
-COUNTED = ("households", "persons", "memberships", "enrollments", "payments", "payment_allocations",
-           "household_query_codes", "sync_mutations", "sync_quarantine", "sync_changes", "audit_log")  # fmt: skip
+COUNTED = (
+    "households",
+    "persons",
+    "memberships",
+    "enrollments",
+    "payments",
+    "payment_allocations",
+    "household_query_codes",
+    "sync_mutations",
+    "sync_quarantine",
+    "sync_changes",
+    "audit_log",
+)
 
 
 def tablet(base_url: str) -> tuple[uuid.UUID, dict[str, str]]:
     """A tablet registered by staff_a, its receipt block S00000001–S00010000, and its device-bound token."""
     staff = login(base_url, "staff_a")
-    registered = expect(httpx.post(f"{base_url}/api/v1/devices", json={"model": "bench", "app_version": "1.0"},
-                                   headers=staff, timeout=30), 201).json()  # fmt: skip
+    registered = expect(
+        httpx.post(
+            f"{base_url}/api/v1/devices", json={"model": "bench", "app_version": "1.0"}, headers=staff, timeout=30
+        ),
+        201,
+    ).json()
     device_id = registered["device"]["id"]
-    token = expect(httpx.post(f"{base_url}/api/v1/auth/login", timeout=30, json={
-        "username": "staff_a", "password": DEMO_PASSWORD, "device_id": device_id,
-        "device_secret": registered["device_secret"]}), 200).json()["access_token"]  # fmt: skip
-    block = {"collector_id": registered["device"]["owner_id"], "device_id": device_id, "prefix": "S",
-             "first_no": 1, "last_no": 10_000}  # fmt: skip
-    expect(httpx.post(f"{base_url}/api/v1/receipt-blocks", json=block, headers=login(base_url, "reviewer_a"),
-                      timeout=30), 201)  # fmt: skip
+    token = expect(
+        httpx.post(
+            f"{base_url}/api/v1/auth/login",
+            timeout=30,
+            json={
+                "username": "staff_a",
+                "password": DEMO_PASSWORD,
+                "device_id": device_id,
+                "device_secret": registered["device_secret"],
+            },
+        ),
+        200,
+    ).json()["access_token"]
+    block = {
+        "collector_id": registered["device"]["owner_id"],
+        "device_id": device_id,
+        "prefix": "S",
+        "first_no": 1,
+        "last_no": 10_000,
+    }
+    expect(
+        httpx.post(f"{base_url}/api/v1/receipt-blocks", json=block, headers=login(base_url, "reviewer_a"), timeout=30),
+        201,
+    )
     return uuid.UUID(device_id), {"Authorization": f"Bearer {token}", "Content-Type": m.MSGPACK}
 
 
@@ -89,25 +121,46 @@ def mutations(households: range, area: str, first_seq: int) -> list[m.AnyMutatio
             m.NewMember(person_id=uuid.uuid4(), name=name, relation=relation, id_number=resident_id(4 * n + i, area))  # type: ignore[arg-type]
             for i, (name, relation) in enumerate(MEMBERS)
         ]
-        out.append(m.HouseholdCreate(**ids(), household_id=household_id, household_no=f"sync-{n}", members=people[:1],
-                                     village_code=TOWNSHIP_A_VILLAGES[n % len(TOWNSHIP_A_VILLAGES)]))  # fmt: skip
-        out += [m.MemberCreate(**ids(), household_id=household_id, base_version=1 + i, member=p)
-                for i, p in enumerate(people[1:])]  # fmt: skip
+        out.append(
+            m.HouseholdCreate(
+                **ids(),
+                household_id=household_id,
+                household_no=f"sync-{n}",
+                members=people[:1],
+                village_code=TOWNSHIP_A_VILLAGES[n % len(TOWNSHIP_A_VILLAGES)],
+            )
+        )
+        out += [
+            m.MemberCreate(**ids(), household_id=household_id, base_version=1 + i, member=p)
+            for i, p in enumerate(people[1:])
+        ]
         out.append(m.HouseholdUpdate(**ids(), household_id=household_id, base_version=4, phone=f"138{n:08d}"))
-        out += [m.EnrollmentCreate(**ids(), household_id=household_id, coverage_year=YEAR, person_ids=[p.person_id])
-                for p in people]  # fmt: skip
-        out.append(m.PaymentRecord(
-            **ids(), payment_id=uuid.uuid4(), household_id=household_id, coverage_year=YEAR,
-            person_ids=[p.person_id for p in people], amount_fen=PREMIUM * 4, method="cash",
-            receipt_no=f"S{n + 1:08d}", collected_at=collected, due_fen=PREMIUM * 4,
-        ))  # fmt: skip
+        out += [
+            m.EnrollmentCreate(**ids(), household_id=household_id, coverage_year=YEAR, person_ids=[p.person_id])
+            for p in people
+        ]
+        out.append(
+            m.PaymentRecord(
+                **ids(),
+                payment_id=uuid.uuid4(),
+                household_id=household_id,
+                coverage_year=YEAR,
+                person_ids=[p.person_id for p in people],
+                amount_fen=PREMIUM * 4,
+                method="cash",
+                receipt_no=f"S{n + 1:08d}",
+                collected_at=collected,
+                due_fen=PREMIUM * 4,
+            )
+        )
     return out
 
 
 def body(device_id: uuid.UUID, batch: list[m.AnyMutation]) -> bytes:
     raws = [msgspec.Raw(codec.encode(x, "msgpack")) for x in batch]
-    return codec.encode(m.PushRequest(protocol_version=m.PROTOCOL_VERSION, device_id=device_id, mutations=raws),
-                        "msgpack")  # fmt: skip
+    return codec.encode(
+        m.PushRequest(protocol_version=m.PROTOCOL_VERSION, device_id=device_id, mutations=raws), "msgpack"
+    )
 
 
 def post(url: str, content: bytes, headers: dict[str, str]) -> tuple[float, httpx.Response]:
@@ -162,8 +215,14 @@ def measure(ours: Server, bare: Server, db: Database, quick: bool) -> dict[str, 
     bare_s, response = post(f"{bare.url}/push", body(device_id, bare_batches[1]), {"Content-Type": m.MSGPACK})
     bare_cpu = meter.since(cpu)
     expect(response, 200)
-    return {"mutations": len(main), "ours": ours_s, "baseline": bare_s, "replay": replay_s,
-            "ours_cpu": ours_cpu, "bare_cpu": bare_cpu}  # fmt: skip
+    return {
+        "mutations": len(main),
+        "ours": ours_s,
+        "baseline": bare_s,
+        "replay": replay_s,
+        "ours_cpu": ours_cpu,
+        "bare_cpu": bare_cpu,
+    }
 
 
 def main() -> int:

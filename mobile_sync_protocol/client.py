@@ -21,7 +21,7 @@ from uuid import UUID
 import httpx
 import msgspec
 
-from mobile_sync_protocol import codec
+from mobile_sync_protocol import codec, query_codes
 from mobile_sync_protocol import messages as m
 
 _SCHEMA = """
@@ -96,10 +96,14 @@ class TabletStore:
         """Every queued mutation with its state and final answer, in seq order (answered ones too)."""
         rows = self.db.execute("SELECT seq, body, state, answer FROM queue ORDER BY seq").fetchall()
         return [
-            QueueEntry(seq=r[0], mutation=msgspec.json.decode(r[1], type=m.AnyMutation), state=r[2],
-                       answer=None if r[3] is None else msgspec.json.decode(r[3], type=m.Answer))
+            QueueEntry(
+                seq=r[0],
+                mutation=msgspec.json.decode(r[1], type=m.AnyMutation),
+                state=r[2],
+                answer=None if r[3] is None else msgspec.json.decode(r[3], type=m.Answer),
+            )
             for r in rows
-        ]  # fmt: skip
+        ]
 
 
 class QueueEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -147,19 +151,20 @@ class SyncClient:
         key = self.query_code_key()
         if key is None:
             raise LookupError("no query-code key yet: pull once after registration")
-        return m.query_code_hash(key, household_id, coverage_year, code)
+        return query_codes.query_code_hash(key, household_id, coverage_year, code)
 
     def new_query_code(self, household_id: UUID, coverage_year: int) -> tuple[str, bytes]:
         """A fresh query code, made offline, and the keyed hash that `enrollment.create` carries.
         The code itself stays on the tablet (printed on the slip); only the hash is pushed."""
-        code = m.new_query_code()
+        code = query_codes.new_query_code()
         return code, self.query_code_hash(household_id, coverage_year, code)
 
     async def _post(self, path: str, payload: Any, answer: Any) -> Any:
         response = await self.http.post(
-            path, content=codec.encode(payload, self.fmt),
+            path,
+            content=codec.encode(payload, self.fmt),
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": codec.media_type(self.fmt)},
-        )  # fmt: skip
+        )
         if response.status_code != 200:
             raise SyncFailed(response.status_code, _problem_code(response))
         try:
@@ -177,25 +182,32 @@ class SyncClient:
             return None
         mutations = [msgspec.json.decode(r[1], type=m.AnyMutation) for r in rows]
         raws = [msgspec.Raw(codec.encode(x, self.fmt)) for x in mutations]
-        request = m.PushRequest(protocol_version=m.PROTOCOL_VERSION, device_id=self.device_id, mutations=raws,
-                                device_time=datetime.now(UTC))  # fmt: skip
+        request = m.PushRequest(
+            protocol_version=m.PROTOCOL_VERSION, device_id=self.device_id, mutations=raws, device_time=datetime.now(UTC)
+        )
         response: m.PushResponse = await self._post("/api/v1/sync/push", request, m.PushResponse)
         with self.store.transaction() as db:
             for answer in response.answers:
                 if answer.seq is not None and answer.status in FINAL:
                     final = answer.first if answer.status == "duplicate" and answer.first is not None else answer
                     state = final.status if final.status != "duplicate" else "applied"
-                    db.execute("UPDATE queue SET state = ?, answer = ? WHERE seq = ?",
-                               (state, msgspec.json.encode(final), answer.seq))  # fmt: skip
+                    db.execute(
+                        "UPDATE queue SET state = ?, answer = ? WHERE seq = ?",
+                        (state, msgspec.json.encode(final), answer.seq),
+                    )
         return response
 
     async def pull(self, limit: int = 1000) -> int:
         """Pulls every page; returns how many changes were applied."""
         applied = 0
         while True:
-            request = m.PullRequest(protocol_version=m.PROTOCOL_VERSION, device_id=self.device_id,
-                                    cursor=self.store.get("cursor"), page_token=self.store.get("page_token"),
-                                    limit=limit)  # fmt: skip
+            request = m.PullRequest(
+                protocol_version=m.PROTOCOL_VERSION,
+                device_id=self.device_id,
+                cursor=self.store.get("cursor"),
+                page_token=self.store.get("page_token"),
+                limit=limit,
+            )
             page: m.PullResponse = await self._post("/api/v1/sync/pull", request, m.PullResponse)
             if page.query_code_key is not None and page.query_code_key != self.query_code_key():
                 self.keep_query_code_key(page.query_code_key)
@@ -205,8 +217,10 @@ class SyncClient:
                 for change in page.changes:
                     if isinstance(change, m.Upsert):
                         tag = change.row.__struct_config__.tag
-                        db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
-                                   (tag, str(change.row.id), msgspec.json.encode(change.row)))  # fmt: skip
+                        db.execute(
+                            "INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
+                            (tag, str(change.row.id), msgspec.json.encode(change.row)),
+                        )
                     else:
                         db.execute("DELETE FROM records WHERE entity = ? AND id = ?", (change.entity, str(change.id)))
                 self.store.put(db, "page_token", page.page_token)

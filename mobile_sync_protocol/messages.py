@@ -8,13 +8,13 @@ are ignored on decode, so no wire Struct sets `forbid_unknown_fields`.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import secrets
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
+
+from mobile_sync_protocol import query_codes as _query_codes
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
@@ -30,10 +30,11 @@ Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandpare
 Sex = Literal["male", "female"]
 QueryCodeHash = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]  # base64 in JSON, bin in MessagePack
 
-# Query codes avoid characters easily confused when read aloud or off a slip (0/O, 1/I/L); the
-# server's own codes use the same alphabet and length.
-QUERY_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-QUERY_CODE_LENGTH = 8
+# Query codes (query_codes.py), under the names this module has always offered.
+QUERY_CODE_ALPHABET = _query_codes.QUERY_CODE_ALPHABET
+QUERY_CODE_LENGTH = _query_codes.QUERY_CODE_LENGTH
+new_query_code = _query_codes.new_query_code
+query_code_hash = _query_codes.query_code_hash
 
 
 # Push: mutations -------------------------------------------------------------------------------
@@ -481,17 +482,6 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str | None = None
     supported_versions: list[int] | None = None
     last_seq: int | None = None
-
-
-def new_query_code() -> str:
-    """A fresh random query code (8 characters of QUERY_CODE_ALPHABET, about 39.6 bits)."""
-    return "".join(secrets.choice(QUERY_CODE_ALPHABET) for _ in range(QUERY_CODE_LENGTH))
-
-
-def query_code_hash(key: bytes, household_id: UUID, coverage_year: int, code: str) -> bytes:
-    """HMAC-SHA256 under `key` of `"<household_id>:<coverage_year>:<CODE>"` (UUID in lower-case
-    hyphenated form, code upper-cased): what `enrollment.create` carries, never the code itself."""
-    return hmac.new(key, f"{household_id}:{coverage_year}:{code.upper()}".encode(), hashlib.sha256).digest()
 
 
 def payment_content_hash(m: PaymentRecord) -> bytes:

@@ -19,6 +19,8 @@ from uuid import UUID
 import msgspec
 
 from mobile_sync_protocol.client import SyncClient, SyncFailed
+from mobile_sync_protocol.rules import coverage as c
+from mobile_sync_protocol.rules import premium as p
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 
@@ -57,8 +59,6 @@ def subset_mismatches(got: Any, expected: Any, where: str = "$") -> list[str]:
 
 def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
     # The pure rules (mobile_sync_protocol.rules: stdlib and msgspec only) are what the tablet runs offline.
-    from mobile_sync_protocol.rules import coverage as c
-    from mobile_sync_protocol.rules import premium as p
 
     def premium_due(x: dict[str, Any]) -> Any:
         return p.premium_due(msgspec.convert(x["policy"], p.SubsidyPolicy), x["categories"])
@@ -69,18 +69,24 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
 
     def waiting_period(x: dict[str, Any]) -> Any:
         policy = msgspec.convert(x["policy"], c.WaitingPolicy)
-        return c.waiting_period(policy, coverage_year=x["coverage_year"], gap_years=x.get("gap_years", 0),
-                                back_paid_years=x.get("back_paid_years", 0))  # fmt: skip
+        return c.waiting_period(
+            policy,
+            coverage_year=x["coverage_year"],
+            gap_years=x.get("gap_years", 0),
+            back_paid_years=x.get("back_paid_years", 0),
+        )
 
     def coverage_for(x: dict[str, Any]) -> Any:
         return c.coverage_for(
-            coverage_year=x["coverage_year"], business_date=date.fromisoformat(x["business_date"]),
+            coverage_year=x["coverage_year"],
+            business_date=date.fromisoformat(x["business_date"]),
             window=msgspec.convert(x["window"], c.EnrolmentWindow),
             policy=msgspec.convert(x["policy"], c.WaitingPolicy),
             exemption=x.get("exemption"),
             birth_date=None if x.get("birth_date") is None else date.fromisoformat(x["birth_date"]),
-            gap_years=x.get("gap_years", 0), back_paid_years=x.get("back_paid_years", 0),
-        )  # fmt: skip
+            gap_years=x.get("gap_years", 0),
+            back_paid_years=x.get("back_paid_years", 0),
+        )
 
     return {
         "percent_of": lambda x: p.percent_of(x["amount_fen"], x["basis_points"]),

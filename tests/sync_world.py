@@ -57,10 +57,15 @@ async def issue_block(
 ) -> dict[str, Any]:
     block = await client.post(
         "/api/v1/receipt-blocks",
-        json={"collector_id": str(tablet.user_id), "device_id": str(tablet.device_id), "prefix": prefix,
-              "first_no": 1, "last_no": 100},
+        json={
+            "collector_id": str(tablet.user_id),
+            "device_id": str(tablet.device_id),
+            "prefix": prefix,
+            "first_no": 1,
+            "last_no": 100,
+        },
         headers=await auth_headers(client, reviewer),
-    )  # fmt: skip
+    )
     assert block.status_code == 201, block.text
     body: dict[str, Any] = block.json()
     return body
@@ -106,22 +111,29 @@ async def push(
 
 
 async def pull(
-    http: httpx.AsyncClient | Client, tablet: Tablet, cursor: str | None = None, page_token: str | None = None,
+    http: httpx.AsyncClient | Client,
+    tablet: Tablet,
+    cursor: str | None = None,
+    page_token: str | None = None,
     limit: int = 1000,
-) -> m.PullResponse:  # fmt: skip
+) -> m.PullResponse:
     request = m.PullRequest(
-        protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, cursor=cursor, page_token=page_token,
+        protocol_version=m.PROTOCOL_VERSION,
+        device_id=tablet.device_id,
+        cursor=cursor,
+        page_token=page_token,
         limit=limit,
-    )  # fmt: skip
-    response = await http.post("/api/v1/sync/pull", content=codec.encode(request, "json"),
-                               headers={**tablet.headers, "Content-Type": m.JSON})  # fmt: skip
+    )
+    response = await http.post(
+        "/api/v1/sync/pull", content=codec.encode(request, "json"), headers={**tablet.headers, "Content-Type": m.JSON}
+    )
     assert response.status_code == 200, response.text
     return codec.decode(response.content, m.PullResponse, "json")
 
 
-async def pull_all(http: httpx.AsyncClient | Client, tablet: Tablet, cursor: str | None = None) -> tuple[
-    list[m.Change], str, bool
-]:  # fmt: skip
+async def pull_all(
+    http: httpx.AsyncClient | Client, tablet: Tablet, cursor: str | None = None
+) -> tuple[list[m.Change], str, bool]:
     """Every page until the cursor: the changes, the new cursor, and whether a reset was asked."""
     changes: list[m.Change] = []
     token = None
@@ -145,34 +157,51 @@ def tombstones(changes: list[m.Change], entity: str) -> set[uuid.UUID]:
 
 
 def household_create(
-    tablet: Tablet, *, numbers: tuple[int, ...] = (1, 2), household_no: str = "0101",
+    tablet: Tablet,
+    *,
+    numbers: tuple[int, ...] = (1, 2),
+    household_no: str = "0101",
     village_code: str = "330106001001",
-) -> m.HouseholdCreate:  # fmt: skip
+) -> m.HouseholdCreate:
     relations = ["head", "spouse", "child", "child"]
     return m.HouseholdCreate(
-        seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=uuid.uuid4(), village_code=village_code,
-        household_no=household_no, address="北山村1组",
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=uuid.uuid4(),
+        village_code=village_code,
+        household_no=household_no,
+        address="北山村1组",
         members=[
             m.NewMember(person_id=uuid.uuid4(), name=f"成员{i}", relation=relations[k], id_number=ID_NUMBERS[i])  # type: ignore[arg-type]
             for k, i in enumerate(numbers)
         ],
-    )  # fmt: skip
+    )
 
 
 def enrol(tablet: Tablet, created: m.HouseholdCreate) -> m.EnrollmentCreate:
     return m.EnrollmentCreate(
-        seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id, coverage_year=2026,
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        coverage_year=2026,
         person_ids=[x.person_id for x in created.members],
-    )  # fmt: skip
+    )
 
 
 def payment(
     tablet: Tablet, created: m.HouseholdCreate, *, receipt: int = 1, amount_fen: int | None = None, **extra: Any
-) -> m.PaymentRecord:  # fmt: skip
+) -> m.PaymentRecord:
     people = [x.person_id for x in created.members]
     return m.PaymentRecord(
-        seq=tablet.seq(), mutation_id=uuid.uuid4(), payment_id=extra.pop("payment_id", uuid.uuid4()),
-        household_id=created.household_id, coverage_year=2026, person_ids=people,
-        amount_fen=amount_fen if amount_fen is not None else 40000 * len(people), method="cash",
-        receipt_no=f"T{receipt:08d}", collected_at=extra.pop("collected_at", COLLECTED), **extra,
-    )  # fmt: skip
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        payment_id=extra.pop("payment_id", uuid.uuid4()),
+        household_id=created.household_id,
+        coverage_year=2026,
+        person_ids=people,
+        amount_fen=amount_fen if amount_fen is not None else 40000 * len(people),
+        method="cash",
+        receipt_no=f"T{receipt:08d}",
+        collected_at=extra.pop("collected_at", COLLECTED),
+        **extra,
+    )

@@ -5,22 +5,23 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
 from backend import fields
-from backend.actor import ROLE_LEVELS, Actor, Role, scope_args
+from backend.actor import ROLE_LEVELS, Actor, Role, Scope, scope_args
 from backend.audit.service import changes, record
 from backend.auth.passwords import Passwords, check_password_strength
+from backend.auth.service import revoke_device_sessions, revoke_user_sessions
 from backend.db import Connection, from_row, load_queries
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.ids import uuid7
+from backend.premiums.blocks import retire_device_blocks
 
 Q = load_queries("backend.admin")
-AUTH_Q = load_queries("backend.auth")
 
 Username = Annotated[str, msgspec.Meta(pattern=fields.USERNAME)]
 DivisionCode = Annotated[str, msgspec.Meta(pattern=fields.DIVISION_CODE)]
@@ -123,6 +124,13 @@ async def get_user(conn: Connection, actor: Actor, user_id: UUID) -> User:
     return await _user_in_scope(conn, actor, user_id)
 
 
+async def get_user_by_username(conn: Connection, username: str) -> User | None:
+    """Any user, by username in any case: for the console and the demo, which act for no one in
+    particular (an API caller reads users by id, within its scope)."""
+    row = await conn.fetchrow(Q["get_user_by_username"], username)
+    return None if row is None else _user(row)
+
+
 async def list_users(
     conn: Connection,
     actor: Actor,
@@ -136,8 +144,6 @@ async def list_users(
     low, high = scope_args(actor)
     sub_low = sub_high = None
     if division_code is not None:
-        from backend.actor import Scope
-
         level = await conn.fetchval(Q["division_level"], division_code)
         if level is None:
             return UserPage(items=[], next_cursor=None)
@@ -158,6 +164,29 @@ async def list_users(
     return UserPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
 
+def _audited(user: User) -> dict[str, Any]:
+    """The fields whose changes a user's audit row shows."""
+    return {
+        "role": user.role.value,
+        "division_code": user.division_code,
+        "active": user.active,
+        "full_name": user.full_name,
+    }
+
+
+async def _write_user(
+    conn: Connection, before: User, *, full_name: str, role: Role, division_code: str, active: bool
+) -> User:
+    """Every change to a user row, from the API or the console: disabling an active user ends
+    every session of theirs at once."""
+    row = await conn.fetchrow(Q["update_user"], before.id, full_name, role.value, division_code, active)
+    assert row is not None
+    after = _user(row)
+    if before.active and not after.active:
+        await revoke_user_sessions(conn, before.id, "user_disabled")
+    return after
+
+
 async def update_user(conn: Connection, actor: Actor, user_id: UUID, data: UserUpdate) -> User:
     before = await _user_in_scope(conn, actor, user_id, for_update=True)
     role = data.role or before.role
@@ -167,25 +196,32 @@ async def update_user(conn: Connection, actor: Actor, user_id: UUID, data: UserU
         raise Forbidden("you cannot disable yourself or change your own role")
     if data.role is not None or data.division_code is not None:
         await _check_division_for_role(conn, actor, role, division_code)
-    row = await conn.fetchrow(
-        Q["update_user"],
-        user_id,
-        before.full_name if data.full_name is None else data.full_name,
-        role.value,
-        division_code,
-        active,
-    )
-    assert row is not None
-    after = _user(row)
-    if before.active and not after.active:
-        await conn.execute(AUTH_Q["revoke_user_families"], user_id, "user_disabled")
-    diff = changes(
-        {"role": before.role.value, "division_code": before.division_code, "active": before.active,
-         "full_name": before.full_name},
-        {"role": after.role.value, "division_code": after.division_code, "active": after.active,
-         "full_name": after.full_name},
-    )  # fmt: skip
+    full_name = before.full_name if data.full_name is None else data.full_name
+    after = await _write_user(conn, before, full_name=full_name, role=role, division_code=division_code, active=active)
+    diff = changes(_audited(before), _audited(after))
     await record(conn, actor, "update", "user", user_id, division_code=after.division_code, summary=diff)
+    return after
+
+
+async def disable_user(conn: Connection, username: str) -> User | None:
+    """`canbao user disable`: the operator at the console, unscoped and with no actor, disables a
+    user the way the API does (their sessions end at once), recorded as `disable`. None when no
+    user has that name."""
+    found = await get_user_by_username(conn, username)
+    if found is None:
+        return None
+    row = await conn.fetchrow(Q["get_user_for_update"], found.id)
+    assert row is not None  # users are disabled, never deleted
+    before = _user(row)
+    after = await _write_user(
+        conn,
+        before,
+        full_name=before.full_name,
+        role=before.role,
+        division_code=before.division_code,
+        active=False,
+    )
+    await record(conn, None, "disable", "user", after.id, division_code=after.division_code)
     return after
 
 
@@ -199,7 +235,7 @@ async def set_password(
         raise NotFound()
     await conn.execute(Q["set_password"], user_id, await passwords.hash(password))
     # A new password ends every session that the old one opened.
-    await conn.execute(AUTH_Q["revoke_user_families"], user_id, "password_changed")
+    await revoke_user_sessions(conn, user_id, "password_changed")
     await record(conn, actor, "set_password", "user", user_id, division_code=row["division_code"])
 
 
@@ -298,8 +334,11 @@ async def list_devices(
 
 
 # Allowed status changes: revoked is final.
-_DEVICE_MOVES = {"suspend": ({"active"}, "suspended"), "reactivate": ({"suspended"}, "active"),
-                 "revoke": ({"active", "suspended"}, "revoked")}  # fmt: skip
+_DEVICE_MOVES = {
+    "suspend": ({"active"}, "suspended"),
+    "reactivate": ({"suspended"}, "active"),
+    "revoke": ({"active", "suspended"}, "revoked"),
+}
 
 
 async def change_device_status(conn: Connection, actor: Actor, device_id: UUID, move: str) -> Device:
@@ -313,11 +352,9 @@ async def change_device_status(conn: Connection, actor: Actor, device_id: UUID, 
     assert updated is not None
     if to != "active":
         # Refresh tokens die now; access tokens die at their next request (the per-request check).
-        await conn.execute(AUTH_Q["revoke_device_families"], device_id, f"device_{to}")
+        await revoke_device_sessions(conn, device_id, f"device_{to}")
     if to == "revoked":
         # A revoked tablet's unused receipt numbers can never be used again.
-        from backend.premiums.service import retire_device_blocks
-
         await retire_device_blocks(conn, actor, device_id, "device revoked")
     await record(
         conn,
@@ -387,8 +424,15 @@ async def create_partner(conn: Connection, actor: Actor, data: PartnerCreate) ->
     except asyncpg.UniqueViolationError as exc:
         raise PartnerNameTaken() from exc
     partner = _partner(row)
-    await record(conn, actor, "create", "partner", partner.id, division_code=partner.division_code,
-                 summary={"name": partner.name})  # fmt: skip
+    await record(
+        conn,
+        actor,
+        "create",
+        "partner",
+        partner.id,
+        division_code=partner.division_code,
+        summary={"name": partner.name},
+    )
     return PartnerCredential(partner=partner, client_secret=secret)
 
 

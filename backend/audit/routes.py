@@ -59,9 +59,19 @@ class AuditController(Controller):
         # Entries without a division (logins of unknown users, system actions) are district-wide.
         district_wide = actor.scope.level in ("district", "city", "province")
         rows = await tx.fetch(
-            Q["search"], *scope_args(actor), district_wide, actor_id, entity, entity_id, action,
-            since, until, before, device_id, limit + 1,
-        )  # fmt: skip
+            Q["search"],
+            *scope_args(actor),
+            district_wide,
+            actor_id,
+            entity,
+            entity_id,
+            action,
+            since,
+            until,
+            before,
+            device_id,
+            limit + 1,
+        )
         items = [from_row(r, AuditEntry) for r in rows[:limit]]
         await record(tx, actor, "read", "audit_log", None, summary={"count": len(items)})
         return AuditPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

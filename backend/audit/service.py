@@ -106,11 +106,19 @@ async def record(
     record ids and field names, not ID numbers or names."""
     holder = held(conn)
     if holder is not None:
-        holder.rows.append((
-            actor.kind if actor else "system", actor.id if actor else None,
-            device_id or (actor.device_id if actor else None), action, entity,
-            None if entity_id is None else str(entity_id), division_code, summary or {}, request_id_var.get(),
-        ))  # fmt: skip
+        holder.rows.append(
+            (
+                actor.kind if actor else "system",
+                actor.id if actor else None,
+                device_id or (actor.device_id if actor else None),
+                action,
+                entity,
+                None if entity_id is None else str(entity_id),
+                division_code,
+                summary or {},
+                request_id_var.get(),
+            )
+        )
         return
     await conn.execute(
         Q["insert"],

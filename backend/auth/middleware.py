@@ -113,5 +113,6 @@ async def _partner(connection: ASGIConnection[Any, Any, Any, Any], claims: Acces
         raise InvalidToken()
     if not path.startswith(PARTNER_PATHS):
         raise Forbidden("a partner's token opens only /fhir")
-    return Actor(kind="partner", id=claims.sub, role=None, scope=Scope(row["division_code"], row["level"]),
-                 session_id=claims.sid)  # fmt: skip
+    return Actor(
+        kind="partner", id=claims.sub, role=None, scope=Scope(row["division_code"], row["level"]), session_id=claims.sid
+    )

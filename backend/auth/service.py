@@ -1,4 +1,5 @@
-"""Login, refresh-token rotation with reuse detection and a grace window, logout."""
+"""Login, refresh-token rotation with reuse detection and a grace window, logout; the login-attempt
+limits that partner tokens share; ending a user's or a tablet's sessions."""
 
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ def _pair(
     return TokenPair(access_token=encode_access(ctx.key, claims), refresh_token=refresh_token, expires_in=ttl)
 
 
-async def _reserve_attempts(conn: Connection, ctx: AuthContext, keys: list[bytes]) -> None:
+async def reserve_attempts(conn: Connection, ctx: AuthContext, keys: list[bytes]) -> None:
+    """Counts an attempt against each key (the name tried, then the client's address) before the
+    secret is checked; raises TooManyAttempts when either is over its limit. Call it outside a
+    transaction, so that a failure is counted although the request fails."""
     limits = [ctx.settings.login_max_failures_per_user, ctx.settings.login_max_failures_per_address]
     worst: int | None = None
     for key, limit in zip(keys, limits, strict=True):
@@ -72,6 +76,12 @@ async def _reserve_attempts(conn: Connection, ctx: AuthContext, keys: list[bytes
             worst = max(worst or 0, row["retry_after_s"])
     if worst is not None:
         raise TooManyAttempts(retry_after_s=worst)
+
+
+async def release_attempts(conn: Connection, keys: list[bytes]) -> None:
+    """After a success: the name's failures are forgotten, and the address gets its attempt back."""
+    await conn.execute(Q["clear_failures"], keys[0])
+    await conn.execute(Q["forgive_attempt"], keys[1])
 
 
 async def login(
@@ -85,7 +95,7 @@ async def login(
     keys = [ctx.key.keyed_hash("login-user", username.lower()), ctx.key.keyed_hash("login-addr", client_addr)]
     async with ctx.pool.acquire() as conn:
         # Autocommit: a failure must be counted even though the request fails.
-        await _reserve_attempts(conn, ctx, keys)
+        await reserve_attempts(conn, ctx, keys)
         user = await conn.fetchrow(Q["user_by_username"], username)
         ok = await ctx.passwords.verify(user["password_hash"] if user else None, password)
         device_ok = True
@@ -110,8 +120,7 @@ async def login(
             )
             raise InvalidCredentials()
         async with conn.transaction():
-            await conn.execute(Q["clear_failures"], keys[0])
-            await conn.execute(Q["forgive_attempt"], keys[1])
+            await release_attempts(conn, keys)
             family_id, token_id, now = uuid7(), uuid7(), datetime.now(UTC).replace(microsecond=0)
             refresh = new_refresh_token()
             await conn.execute(Q["insert_family"], family_id, user["id"], device_id)
@@ -201,6 +210,18 @@ async def logout(conn: Connection, actor: Actor) -> None:
     if actor.session_id is not None:
         await conn.execute(Q["revoke_family"], actor.session_id, "logout")
     await record(conn, actor, "logout", "user", actor.id)
+
+
+async def revoke_user_sessions(conn: Connection, user_id: UUID, reason: str) -> None:
+    """Ends every session of a user at once, also those of their suspended tablets (a disabled user
+    or a changed password ends even the handing-in of work)."""
+    await conn.execute(Q["revoke_user_families"], user_id, reason)
+
+
+async def revoke_device_sessions(conn: Connection, device_id: UUID, reason: str) -> None:
+    """Ends every session opened on a tablet: refresh tokens die now, access tokens at their next
+    request (the middleware checks the tablet's status)."""
+    await conn.execute(Q["revoke_device_families"], device_id, reason)
 
 
 async def expire_login_windows(conn: Connection, settings: Settings, now: datetime) -> int:

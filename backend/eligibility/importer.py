@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 from typing import IO, Literal
 
 import msgspec
+from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
 from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
@@ -373,7 +374,6 @@ def _csv_rows(text: io.TextIOWrapper, encoding: str) -> Iterator[Sequence[Cell]]
 
 
 def _spreadsheet_rows(raw: bytes) -> Iterator[Sequence[Cell]]:
-    from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))

@@ -16,20 +16,11 @@ from backend import fields, reports
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.eligibility import service
-from backend.eligibility.service import (
-    CheckRequest,
-    Claim,
-    ClaimDecision,
-    ClaimIn,
-    ClaimPage,
-    EligibilityAnswer,
-    ListDiff,
-    ListEntryPage,
-    ListRejected,
-    ListVersion,
-    ListVersionPage,
-)
+from backend.eligibility import check, claims, lists
+from backend.eligibility import reports as list_reports
+from backend.eligibility.check import CheckRequest, EligibilityAnswer
+from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
+from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListVersion, ListVersionPage
 from backend.errors import problem
 from backend.guards import require_roles
 
@@ -56,53 +47,85 @@ class ListController(Controller):
     path = "/api/v1/eligibility/lists"
     tags = ["eligibility"]
 
-    @post("/", summary="Upload a civil-affairs list (CSV or XLSX) as a new version (civil_affairs)",
-          guards=[CIVIL_AFFAIRS], request_max_body_size=MAX_UPLOAD_BYTES)  # fmt: skip
+    @post(
+        "/",
+        summary="Upload a civil-affairs list (CSV or XLSX) as a new version (civil_affairs)",
+        guards=[CIVIL_AFFAIRS],
+        request_max_body_size=MAX_UPLOAD_BYTES,
+    )
     async def upload(
-        self, data: Annotated[ListUpload, Body(media_type=RequestEncodingType.MULTI_PART)], tx: Tx,
-        actor: CurrentActor, state: State, request: Request[Any, Any, Any],
-    ) -> Response[Any]:  # fmt: skip
-        loaded = await service.import_list(
-            tx, actor, data.file.file, list_type=data.type, effective_from=data.effective_from,
-            file_name=data.file.filename or "upload", today=local_today(state.settings.timezone),
+        self,
+        data: Annotated[ListUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        request: Request[Any, Any, Any],
+    ) -> Response[Any]:
+        loaded = await lists.import_list(
+            tx,
+            actor,
+            data.file.file,
+            list_type=data.type,
+            effective_from=data.effective_from,
+            file_name=data.file.filename or "upload",
+            today=local_today(state.settings.timezone),
             partial=data.partial,
-        )  # fmt: skip
+        )
         if loaded.status == "rejected":
             # Answered, not raised: the rejected version and its report are kept (committed).
             return problem(
-                ListRejected.status, ListRejected.code, ListRejected.title(),
-                f"{loaded.rows_rejected} of {loaded.rows_read} rows have errors; nothing was loaded", request,
-                list_id=str(loaded.id), errors=[{"row": e.row, "column": e.column, "problem": e.problem}
-                                                for e in loaded.errors],
-            )  # fmt: skip
+                ListRejected.status,
+                ListRejected.code,
+                ListRejected.title(),
+                f"{loaded.rows_rejected} of {loaded.rows_read} rows have errors; nothing was loaded",
+                request,
+                list_id=str(loaded.id),
+                errors=[{"row": e.row, "column": e.column, "problem": e.problem} for e in loaded.errors],
+            )
         return Response(loaded, status_code=201)
 
     @get("/", summary="List versions in your scope, newest first", guards=[LIST_READERS])
     async def list_versions(
-        self, tx: Tx, actor: CurrentActor, type: ListTypeQuery = None,
-        status: FromQuery[Literal["loaded", "rejected"] | None] = None, after: FromQuery[UUID | None] = None,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        type: ListTypeQuery = None,
+        status: FromQuery[Literal["loaded", "rejected"] | None] = None,
+        after: FromQuery[UUID | None] = None,
         limit: Limit = 100,
-    ) -> ListVersionPage:  # fmt: skip
-        return await service.versions(tx, actor, list_type=type, status=status, after=after, limit=limit)
+    ) -> ListVersionPage:
+        return await lists.versions(tx, actor, list_type=type, status=status, after=after, limit=limit)
 
     @get("/{list_id:uuid}", summary="A list version: status, counts, errors, diff counts", guards=[LIST_READERS])
     async def get_version(self, list_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> ListVersion:
-        return await service.get_version(tx, actor, list_id)
+        return await lists.get_version(tx, actor, list_id)
 
     @get("/{list_id:uuid}/entries", summary="A version's rows in your scope", guards=[LIST_READERS])
     async def entries(
-        self, list_id: FromPath[UUID], tx: Tx, actor: CurrentActor,
-        after_row: Annotated[int, QueryParameter(ge=0)] = 0, limit: Limit = 500,
-    ) -> ListEntryPage:  # fmt: skip
-        return await service.entries(tx, actor, list_id, after_row, limit)
+        self,
+        list_id: FromPath[UUID],
+        tx: Tx,
+        actor: CurrentActor,
+        after_row: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Limit = 500,
+    ) -> ListEntryPage:
+        return await lists.entries(tx, actor, list_id, after_row, limit)
 
-    @get("/{list_id:uuid}/diff", summary="Persons added, removed and changed against another version "
-         "(default: the one before)", guards=[LIST_READERS])  # fmt: skip
+    @get(
+        "/{list_id:uuid}/diff",
+        summary="Persons added, removed and changed against another version (default: the one before)",
+        guards=[LIST_READERS],
+    )
     async def diff(
-        self, list_id: FromPath[UUID], tx: Tx, actor: CurrentActor, against: FromQuery[UUID | None] = None,
-        after: Annotated[str, QueryParameter(max_length=18)] = "", limit: Limit = 500,
-    ) -> ListDiff:  # fmt: skip
-        return await service.diff(tx, actor, list_id, against, after, limit)
+        self,
+        list_id: FromPath[UUID],
+        tx: Tx,
+        actor: CurrentActor,
+        against: FromQuery[UUID | None] = None,
+        after: Annotated[str, QueryParameter(max_length=18)] = "",
+        limit: Limit = 500,
+    ) -> ListDiff:
+        return await lists.diff(tx, actor, list_id, against, after, limit)
 
 
 class EligibilityController(Controller):
@@ -111,7 +134,7 @@ class EligibilityController(Controller):
 
     @post("/check", status_code=200, summary="Eligibility of up to 10,000 persons (ID numbers in the body)")
     async def check(self, data: JSONBody[CheckRequest], tx: Tx, actor: CurrentActor, state: State) -> EligibilityAnswer:
-        return await service.check(tx, actor, data, local_today(state.settings.timezone))
+        return await check.check(tx, actor, data, local_today(state.settings.timezone))
 
 
 class ClaimController(Controller):
@@ -120,37 +143,51 @@ class ClaimController(Controller):
 
     @post("/", summary="Claim a subsidy category for a person missing from the lists", guards=[TOWNSHIP_WRITERS])
     async def raise_claim(self, data: JSONBody[ClaimIn], tx: Tx, actor: CurrentActor, state: State) -> Claim:
-        return await service.raise_claim(tx, actor, data, local_today(state.settings.timezone))
+        return await claims.raise_claim(tx, actor, data, local_today(state.settings.timezone))
 
     @get("/", summary="Claims in your scope: the decision queue")
     async def queue(
-        self, tx: Tx, actor: CurrentActor,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
         status: FromQuery[Literal["pending", "accepted", "rejected"] | None] = None,
-        category: ListTypeQuery = None, year: OptionalYear = None, village_code: VillageQuery = None,
-        after: FromQuery[UUID | None] = None, limit: Limit = 100,
-    ) -> ClaimPage:  # fmt: skip
-        return await service.claim_queue(
-            tx, actor, status=status, category=category, year=year, village_code=village_code, after=after,
+        category: ListTypeQuery = None,
+        year: OptionalYear = None,
+        village_code: VillageQuery = None,
+        after: FromQuery[UUID | None] = None,
+        limit: Limit = 100,
+    ) -> ClaimPage:
+        return await claims.claim_queue(
+            tx,
+            actor,
+            status=status,
+            category=category,
+            year=year,
+            village_code=village_code,
+            after=after,
             limit=limit,
-        )  # fmt: skip
+        )
 
     @get("/{claim_id:uuid}", summary="A claim")
     async def get_claim(self, claim_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Claim:
-        return await service.get_claim(tx, actor, claim_id)
+        return await claims.get_claim(tx, actor, claim_id)
 
-    @post("/{claim_id:uuid}/accept", status_code=200, summary="Accept a claim (civil_affairs)",
-          guards=[CIVIL_AFFAIRS])  # fmt: skip
+    @post("/{claim_id:uuid}/accept", status_code=200, summary="Accept a claim (civil_affairs)", guards=[CIVIL_AFFAIRS])
     async def accept(
         self, claim_id: FromPath[UUID], data: JSONBody[ClaimDecision], tx: Tx, actor: CurrentActor
     ) -> Claim:
-        return await service.decide_claim(tx, actor, claim_id, True, data.reason)
+        return await claims.decide_claim(tx, actor, claim_id, True, data.reason)
 
-    @post("/{claim_id:uuid}/reject", status_code=200, summary="Reject a claim with a reason (civil_affairs)",
-          guards=[CIVIL_AFFAIRS])  # fmt: skip
+    @post(
+        "/{claim_id:uuid}/reject",
+        status_code=200,
+        summary="Reject a claim with a reason (civil_affairs)",
+        guards=[CIVIL_AFFAIRS],
+    )
     async def reject(
         self, claim_id: FromPath[UUID], data: JSONBody[ClaimDecision], tx: Tx, actor: CurrentActor
     ) -> Claim:
-        return await service.decide_claim(tx, actor, claim_id, False, data.reason)
+        return await claims.decide_claim(tx, actor, claim_id, False, data.reason)
 
 
 class EligibilityReportController(Controller):
@@ -159,19 +196,35 @@ class EligibilityReportController(Controller):
 
     @get("/subsidised-not-enrolled", summary="Persons on subsidy lists not enrolled for the year (JSON, CSV, XLSX)")
     async def subsidised_not_enrolled(
-        self, tx: Tx, actor: CurrentActor, state: State, year: YearQuery, as_of: FromQuery[date | None] = None,
-        after: Annotated[str | None, QueryParameter(max_length=18)] = None, limit: Limit = 1000,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        year: YearQuery,
+        as_of: FromQuery[date | None] = None,
+        after: Annotated[str | None, QueryParameter(max_length=18)] = None,
+        limit: Limit = 1000,
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
-    ) -> Response[Any]:  # fmt: skip
+    ) -> Response[Any]:
         on = as_of or local_today(state.settings.timezone)
-        page = await service.subsidised_not_enrolled(tx, actor, year, on, after, limit)
+        page = await list_reports.subsidised_not_enrolled(tx, actor, year, on, after, limit)
         if format == "json":
             return Response(page)
-        rows = [(i.division_code, i.name, i.id_number_masked, " ".join(i.categories), str(i.person_id or ""),
-                 str(i.household_id or "")) for i in page.items]  # fmt: skip
-        header = service.UNENROLLED_HEADER
+        rows = [
+            (
+                i.division_code,
+                i.name,
+                i.id_number_masked,
+                " ".join(i.categories),
+                str(i.person_id or ""),
+                str(i.household_id or ""),
+            )
+            for i in page.items
+        ]
+        header = list_reports.UNENROLLED_HEADER
         body = reports.to_csv(header, rows) if format == "csv" else reports.to_xlsx(f"unenrolled {year}", header, rows)
         return Response(
-            body, media_type=reports.MEDIA_TYPES[format],
+            body,
+            media_type=reports.MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="subsidised-not-enrolled-{year}.{format}"'},
-        )  # fmt: skip
+        )

@@ -10,9 +10,11 @@ import msgspec
 
 from backend.actor import LEVEL_PREFIX, Actor, scope_args
 from backend.audit.service import record
+from backend.clock import local_today
 from backend.db import Connection, load_queries
+from backend.eligibility import reports as eligibility
 
-Q = load_queries("backend.enrollment")
+Q = load_queries("backend.enrollment", "coverage_report.sql")
 
 Level = Literal["village", "township", "district"]
 
@@ -53,9 +55,6 @@ async def coverage_report(
     conn: Connection, actor: Actor, year: int, level: Level, on: date | None = None
 ) -> CoverageReport:
     """`on`: the date whose civil-affairs lists count (default: today in the default time zone)."""
-    from backend.clock import local_today
-    from backend.eligibility import service as eligibility
-
     on = on if on is not None else local_today("Asia/Shanghai")
     low, high = scope_args(actor)
     names = {r["code"]: (r["name"], r["level"]) for r in await conn.fetch(Q["division_names"], low, high)}
@@ -79,27 +78,42 @@ async def coverage_report(
     def row(code: str, name: str, row_level: str, counts: list[int]) -> CoverageRow:
         persons, enrolled, confirmed = counts
         return CoverageRow(
-            division_code=code, name=name, level=row_level, persons=persons, enrolled=enrolled,
-            confirmed=confirmed, not_enrolled=persons - enrolled, rate_percent=rate(enrolled, persons),
-        )  # fmt: skip
+            division_code=code,
+            name=name,
+            level=row_level,
+            persons=persons,
+            enrolled=enrolled,
+            confirmed=confirmed,
+            not_enrolled=persons - enrolled,
+            rate_percent=rate(enrolled, persons),
+        )
 
     rows = [row(code, names.get(code, ("", level))[0], level, totals[code]) for code in sorted(totals)]
     total_counts = [sum(r.persons for r in rows), sum(r.enrolled for r in rows), sum(r.confirmed for r in rows)]
     scope_name = names.get(actor.scope.division_code, ("", actor.scope.level))[0]
     total = row(actor.scope.division_code, scope_name, actor.scope.level, total_counts)
     await record(
-        conn, actor, "report", "coverage", None, division_code=actor.scope.division_code,
+        conn,
+        actor,
+        "report",
+        "coverage",
+        None,
+        division_code=actor.scope.division_code,
         summary={"year": year, "level": level},
-    )  # fmt: skip
+    )
     denominator = (
         "registered persons and the household-registration roster, minus persons on exclusion lists"
         if lists.roster_loaded
         else "registered persons minus persons on exclusion lists; no household-registration roster is loaded"
     )
     return CoverageReport(
-        coverage_year=year, level=level, rows=rows, total=total, roster_loaded=lists.roster_loaded,
+        coverage_year=year,
+        level=level,
+        rows=rows,
+        total=total,
+        roster_loaded=lists.roster_loaded,
         denominator=denominator,
-    )  # fmt: skip
+    )
 
 
 def table(report: CoverageReport) -> list[tuple[object, ...]]:

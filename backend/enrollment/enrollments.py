@@ -1,18 +1,17 @@
 """Enrolment (参保登记) of members for a coverage year, and its lifecycle.
 
 registered → paid | subsidised → confirmed, and cancelled (with a reason) from any live state.
-`mark_paid` and `mark_subsidised` are reached through the service layer only: eligibility calls them,
-and premium collection plans the same funding (`plan_funding`) and writes it with the payment. At
+`mark_paid` and `mark_subsidised` are reached through the service layer only (registration marks a
+person eligibility fully subsidises at once), and premium collection plans the same funding
+(`plan_funding`) and writes it with the payment. At
 most one live enrolment per person and year is enforced by the database
 (`enrollments_one_live_per_person_year`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -22,16 +21,16 @@ from backend.actor import Actor, scope_args
 from backend.audit import service as audit
 from backend.audit.service import record, record_many
 from backend.db import Connection, load_queries
+from backend.eligibility import check as eligibility
+from backend.eligibility.check import PersonEligibility
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
 from backend.policy import service as policies
+from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
 from mobile_sync_protocol.rules.coverage import Coverage, coverage_for
 from mobile_sync_protocol.rules.premium import PremiumDue, premium_due
 
-if TYPE_CHECKING:
-    from backend.eligibility.service import PersonEligibility
-
-Q = load_queries("backend.enrollment")
+Q = load_queries("backend.enrollment", "enrollments.sql")
 
 Status = Literal["registered", "paid", "subsidised", "confirmed", "cancelled"]
 CancelReason = Literal["employee_insurance", "deceased", "duplicate", "moved_away", "data_error"]
@@ -45,10 +44,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "confirmed": frozenset({"cancelled"}),
     "cancelled": frozenset(),
 }
-
-# Query codes avoid characters that are easily confused when read aloud or off a slip (0/O, 1/I/L).
-QUERY_CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
-QUERY_CODE_LENGTH = 8
 
 
 class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,33 +118,14 @@ def _enrollment(row: asyncpg.Record) -> Enrollment:
     return msgspec.convert(dict(row.items()), Enrollment)
 
 
-def query_code_hash(key: bytes, household_id: UUID, year: int, code: str) -> bytes:
-    message = f"{household_id}:{year}:{code.upper()}".encode()
-    return hmac.new(key, message, hashlib.sha256).digest()
-
-
-def query_code(key: bytes, household_id: UUID, year: int, generation: int = 1) -> str:
-    """The household's query code for a year: derived from the server key, so a receipt can print
-    it again while the database holds only its keyed hash. A new generation replaces a leaked code."""
-    digest = hmac.new(key, f"query-code:{household_id}:{year}:{generation}".encode(), hashlib.sha256).digest()
-    number = int.from_bytes(digest[:12], "big")
-    letters = []
-    for _ in range(QUERY_CODE_LENGTH):
-        number, index = divmod(number, len(QUERY_CODE_ALPHABET))
-        letters.append(QUERY_CODE_ALPHABET[index])
-    return "".join(letters)
-
-
 async def household_query_code(conn: Connection, key: bytes, household_id: UUID, year: int) -> str | None:
     """The code printed on the household's slip for the year, or None before its first enrolment."""
     generation: int | None = await conn.fetchval(Q["query_code_generation"], household_id, year)
-    return None if generation is None else query_code(key, household_id, year, generation)
+    return None if generation is None else derive_query_code(key, household_id, year, generation)
 
 
 async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
     """Registers members of one household for a year (state `registered`)."""
-    from backend.eligibility import service as eligibility
-
     rows = await conn.fetch(Q["household_for_enrolment"], data.household_id, data.person_ids, data.coverage_year, today)
     if not rows or not actor.in_scope(rows[0]["village_code"]):
         raise NotFound()
@@ -177,20 +153,37 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
     enrolled = [f"person_ids[{i}]" for i, person_id in enumerate(data.person_ids) if person_id in live]
     if enrolled:
         raise AlreadyEnrolled(errors=[{"field": f, "message": "already enrolled for the year"} for f in enrolled])
-    code = query_code(code_key, data.household_id, data.coverage_year)
+    code = derive_query_code(code_key, data.household_id, data.coverage_year)
     ids = [uuid7() for _ in data.person_ids]
     with audit.gathered(conn) as audit_rows:  # written by the enrolments' own statement
-        await record_many(conn, actor, "enrol", "enrollment", [
-            (enrollment_id, household["village_code"], {"person_id": str(person_id), "year": data.coverage_year,
-                                                        "status": "registered"})
-            for enrollment_id, person_id in zip(ids, data.person_ids, strict=True)
-        ])  # fmt: skip
+        await record_many(
+            conn,
+            actor,
+            "enrol",
+            "enrollment",
+            [
+                (
+                    enrollment_id,
+                    household["village_code"],
+                    {"person_id": str(person_id), "year": data.coverage_year, "status": "registered"},
+                )
+                for enrollment_id, person_id in zip(ids, data.person_ids, strict=True)
+            ],
+        )
     try:
         rows = await conn.fetch(
-            Q["insert_enrollments_with_code"], ids, data.person_ids, data.household_id, household["village_code"],
-            data.coverage_year, policy.id, today, policy.premium_fen,
-            query_code_hash(code_key, data.household_id, data.coverage_year, code), *audit_rows.columns(),
-        )  # fmt: skip
+            Q["insert_enrollments_with_code"],
+            ids,
+            data.person_ids,
+            data.household_id,
+            household["village_code"],
+            data.coverage_year,
+            policy.id,
+            today,
+            policy.premium_fen,
+            query_code_hash(code_key, data.household_id, data.coverage_year, code),
+            *audit_rows.columns(),
+        )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "enrollments_one_live_per_person_year":
             raise AlreadyEnrolled() from exc  # a concurrent request won the race
@@ -219,8 +212,9 @@ def _check_not_excluded(data: EnrollmentCreate, numbers: dict[UUID, str], known:
                 where = (
                     f" (list {o.source.list_type} version {o.source.version} row {o.source.row})" if o.source else ""
                 )
-                errors.append({"field": f"person_ids[{i}]", "message": f"is on the {o.code} list{where}",
-                               "reason": o.code})  # fmt: skip
+                errors.append(
+                    {"field": f"person_ids[{i}]", "message": f"is on the {o.code} list{where}", "reason": o.code}
+                )
         raise OnExclusionList(errors=errors)
 
 
@@ -241,8 +235,6 @@ async def _apply_subsidies(
 ) -> list[Enrollment]:
     """Eligibility at registration: a fully subsidised person is `subsidised` at once, without
     payment; a partial subsidy is recorded so that the amount due shows it."""
-    from backend.eligibility import service as eligibility
-
     out = []
     for item in items:
         due = dues.get(item.person_id)
@@ -252,7 +244,7 @@ async def _apply_subsidies(
         elif min(due.subsidy_fen, premium) == premium:
             out.append(await mark_subsidised(conn, actor, item.id))
         else:
-            await conn.execute(eligibility.Q["set_registered_subsidy"], item.id, due.subsidy_fen)
+            await eligibility.set_registered_subsidy(conn, item.id, due.subsidy_fen)
             row = await conn.fetchrow(Q["enrollment"], item.id)
             assert row is not None
             out.append(_enrollment(row))
@@ -306,18 +298,30 @@ class Funding(msgspec.Struct, frozen=True):
         """Ids, subsidies, starts, ends, reason codes, reasons and waiting months (`set_funded_many` $1, $4 … $9)."""
         c = self.cover
         return (
-            [r["id"] for r in self.rows], self.subsidies, [x.start for x in c], [x.end for x in c],
-            [x.reason_code for x in c], [x.reason for x in c], [x.waiting_months for x in c],
-        )  # fmt: skip
+            [r["id"] for r in self.rows],
+            self.subsidies,
+            [x.start for x in c],
+            [x.end for x in c],
+            [x.reason_code for x in c],
+            [x.reason for x in c],
+            [x.waiting_months for x in c],
+        )
 
     def audit(self) -> list[tuple[object, str | None, dict[str, Any]]]:
         """The audit entries (`record_many`, action `to`, entity `enrollment`)."""
         return [
-            (row["id"], row["village_code"], {"from": row["status"], "to": self.to,
-                                              "business_date": self.business_date.isoformat(),
-                                              "coverage_reason": c.reason_code})
+            (
+                row["id"],
+                row["village_code"],
+                {
+                    "from": row["status"],
+                    "to": self.to,
+                    "business_date": self.business_date.isoformat(),
+                    "coverage_reason": c.reason_code,
+                },
+            )
             for row, c in zip(self.rows, self.cover, strict=True)
-        ]  # fmt: skip
+        ]
 
 
 def plan_funding(
@@ -346,10 +350,17 @@ def plan_funding(
         gap = max(0, year - max(born if last is None else last + 1, born))
         back_paid = sum(1 for y in person["back_paid_years"] if y >= year - gap) if gap else 0
         subsidies.append(subsidy)
-        cover.append(coverage_for(
-            coverage_year=year, business_date=business_date, window=policy.window, policy=policy.rules.waiting,
-            birth_date=person["birth_date"], gap_years=gap, back_paid_years=back_paid,
-        ))  # fmt: skip
+        cover.append(
+            coverage_for(
+                coverage_year=year,
+                business_date=business_date,
+                window=policy.window,
+                policy=policy.rules.waiting,
+                birth_date=person["birth_date"],
+                gap_years=gap,
+                back_paid_years=back_paid,
+            )
+        )
     return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover)
 
 
@@ -405,9 +416,13 @@ async def confirm(conn: Connection, actor: Actor, ids: list[UUID]) -> list[Enrol
         raise IllegalTransition("only paid or subsidised enrolments can be confirmed", enrollment_ids=illegal)
     updated = [_enrollment(r) for r in await conn.fetch(Q["set_confirmed"], ids, actor.id)]
     before = {r["id"]: r["status"] for r in rows}
-    await record_many(conn, actor, "confirm", "enrollment", [
-        (item.id, item.village_code, {"from": before[item.id], "to": "confirmed"}) for item in updated
-    ])  # fmt: skip
+    await record_many(
+        conn,
+        actor,
+        "confirm",
+        "enrollment",
+        [(item.id, item.village_code, {"from": before[item.id], "to": "confirmed"}) for item in updated],
+    )
     return sorted(updated, key=lambda e: ids.index(e.id))
 
 
@@ -417,9 +432,14 @@ async def cancel(conn: Connection, actor: Actor, enrollment_id: UUID, data: Canc
     updated = await conn.fetchrow(Q["set_cancelled"], enrollment_id, actor.id, data.reason, data.note)
     assert updated is not None
     await record(
-        conn, actor, "cancel", "enrollment", enrollment_id, division_code=row["village_code"],
+        conn,
+        actor,
+        "cancel",
+        "enrollment",
+        enrollment_id,
+        division_code=row["village_code"],
         summary={"from": row["status"], "to": "cancelled", "reason": data.reason},
-    )  # fmt: skip
+    )
     return _enrollment(updated)
 
 
@@ -481,9 +501,14 @@ async def renewal_candidates(
     rows = await conn.fetch(Q["renewal_candidates"], *scope_args(actor), year, village_code, after, limit + 1)
     items = [msgspec.convert(dict(r.items()), RenewalCandidate) for r in rows[:limit]]
     await record(
-        conn, actor, "read", "renewal_roster", None, division_code=actor.scope.division_code,
+        conn,
+        actor,
+        "read",
+        "renewal_roster",
+        None,
+        division_code=actor.scope.division_code,
         summary={"year": year, "results": len(items)},
-    )  # fmt: skip
+    )
     return RenewalPage(items=items, next_cursor=items[-1].person_id if len(rows) > limit else None)
 
 
@@ -501,103 +526,13 @@ async def renew(conn: Connection, actor: Actor, data: RenewalRequest, today: dat
     codes: dict[str, str] = {}
     for household_id, person_ids in by_household.items():
         done = await enrol(
-            conn, actor, EnrollmentCreate(household_id=household_id, coverage_year=data.coverage_year,
-                                          person_ids=person_ids), today, code_key,
-        )  # fmt: skip
+            conn,
+            actor,
+            EnrollmentCreate(household_id=household_id, coverage_year=data.coverage_year, person_ids=person_ids),
+            today,
+            code_key,
+        )
         items.extend(done.items)
         if done.query_code is not None:
             codes[str(household_id)] = done.query_code
     return Renewed(items=items, query_codes=codes)
-
-
-# Premium quote ------------------------------------------------------------------------------------
-
-
-class MemberQuote(msgspec.Struct, frozen=True, kw_only=True):
-    person_id: UUID
-    name: str
-    relation: str
-    enrollment_id: UUID | None
-    status: str | None
-    premium_fen: int
-    subsidy_fen: int
-    due_fen: int
-    paid_fen: int
-    balance_fen: int  # > 0 still owed, < 0 to be refunded
-
-
-class PremiumQuote(msgspec.Struct, frozen=True, kw_only=True):
-    household_id: UUID
-    coverage_year: int
-    policy_version: int
-    members: list[MemberQuote]
-    premium_fen: int
-    subsidy_fen: int
-    due_fen: int
-    paid_fen: int
-    balance_fen: int
-
-
-async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int, on: date) -> dict[UUID, int]:
-    """Subsidy per person for the year as eligibility sees it on `on` (lists in force, accepted
-    claims; persons without one are left out)."""
-    from backend.eligibility import service as eligibility
-
-    dues = await eligibility.subsidies(conn, person_ids, year, on)
-    return {person_id: due.subsidy_fen for person_id, due in dues.items() if due.subsidy_fen}
-
-
-async def paid_for(conn: Connection, household_id: UUID, year: int) -> dict[UUID, int]:
-    """Amount paid per person for the year: what payments that were not voided put towards them."""
-    rows = await conn.fetch(Q["allocated_to_persons"], household_id, year)
-    return {r["person_id"]: r["amount_fen"] for r in rows}
-
-
-async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year: int, today: date) -> PremiumQuote:
-    household = await conn.fetchrow(Q["household"], household_id)
-    if household is None or not actor.in_scope(household["village_code"]):
-        raise NotFound()
-    policy = await policies.require_in_force(conn, year, today)
-    rows = await conn.fetch(Q["quote_members"], household_id, year)
-    subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year, today)
-    paid = await paid_for(conn, household_id, year)
-    money = await conn.fetchrow(Q["household_money"], household_id, year)
-    assert money is not None
-    members = []
-    for r in rows:
-        premium = r["premium_fen"] if r["premium_fen"] is not None else policy.premium_fen
-        # Today's eligibility, also for enrolments already paid: a list version that changed the subsidy
-        # after payment shows as a balance or a refund due, never as a silent change of the enrolment.
-        subsidy = min(subsidies.get(r["person_id"], 0), premium)
-        due = premium - subsidy
-        paid_fen = paid.get(r["person_id"], 0)
-        members.append(
-            MemberQuote(
-                person_id=r["person_id"],
-                name=r["name"],
-                relation=r["relation"],
-                enrollment_id=r["enrollment_id"],
-                status=r["status"],
-                premium_fen=premium,
-                subsidy_fen=subsidy,
-                due_fen=due,
-                paid_fen=paid_fen,
-                balance_fen=due - paid_fen,
-            )
-        )
-    await record(conn, actor, "read", "premium_quote", household_id, division_code=household["village_code"])
-    enrolled = [m for m in members if m.enrollment_id is not None]
-    return PremiumQuote(
-        household_id=household_id,
-        coverage_year=year,
-        policy_version=policy.version,
-        members=members,
-        # The household owes for its enrolled members only (SPEC §2); the others are quoted for
-        # information. Paid comes from the ledger (payments − voids − refunds), so money not yet
-        # allocated to anyone (an over-payment) shows as a refund due.
-        premium_fen=sum(m.premium_fen for m in enrolled),
-        subsidy_fen=sum(m.subsidy_fen for m in enrolled),
-        due_fen=(due_total := sum(m.due_fen for m in enrolled)),
-        paid_fen=(paid_total := money["payments_fen"] - money["voided_fen"] - money["refunded_fen"]),
-        balance_fen=due_total - paid_total,
-    )

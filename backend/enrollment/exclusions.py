@@ -69,7 +69,12 @@ async def decide_review(conn: Connection, actor: Actor, review_id: UUID, data: R
     updated = await conn.fetchrow(Q["decide_review"], review_id, status, actor.id, data.note)
     assert updated is not None
     await record(
-        conn, actor, "decide", "exclusion_review", review_id, division_code=row["village_code"],
+        conn,
+        actor,
+        "decide",
+        "exclusion_review",
+        review_id,
+        division_code=row["village_code"],
         summary={"to": status, "enrollment_id": str(row["enrollment_id"])},
-    )  # fmt: skip
+    )
     return msgspec.convert(dict(updated.items()), ExclusionReview)

@@ -16,6 +16,7 @@ from datetime import date
 from typing import Literal
 
 import msgspec
+from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
 from backend.audit.service import record
 from backend.db import Connection, load_queries
@@ -38,8 +39,7 @@ __all__ = [
     "read_table",
 ]
 
-Q = load_queries("backend.enrollment")
-HISTORY_Q = load_queries("backend.enrollment", "history.sql")
+Q = load_queries("backend.enrollment", "history.sql")
 
 HistoryStatus = Literal["paid", "subsidised", "confirmed", "cancelled"]
 Cell = object  # what a CSV (str) or a spreadsheet (str, int, float, bool, dates) holds
@@ -123,7 +123,6 @@ def read_table(raw: bytes) -> list[list[Cell]]:
 
 
 def _read_spreadsheet(raw: bytes) -> list[list[Cell]]:
-    from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
     try:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
@@ -289,14 +288,14 @@ async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_fi
 
     Imports are serialised on the table so that the counts are exact; a row whose status is the
     one already stored is left alone (its source file and import time too)."""
-    await conn.execute(HISTORY_Q["lock_history"])
+    await conn.execute(Q["lock_history"])
     existing = 0
     changed = 0
     for start in range(0, len(rows), BATCH):
         batch = rows[start : start + BATCH]
         id_numbers = [r.id_number for r in batch]
         years = [r.coverage_year for r in batch]
-        existing += await conn.fetchval(HISTORY_Q["count_existing_history"], id_numbers, years)
+        existing += await conn.fetchval(Q["count_existing_history"], id_numbers, years)
         status = await conn.execute(
             Q["upsert_history"], id_numbers, years, [r.status for r in batch], [source_file] * len(batch)
         )

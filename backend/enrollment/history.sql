@@ -1,4 +1,4 @@
--- Named SQL of backend/enrollment/history.py (the upsert itself is `upsert_history` in queries.sql).
+-- Named SQL of backend/enrollment/history.py.
 
 -- name: lock_history
 -- One import at a time, so that its counts of new, updated and unchanged rows are exact; readers
@@ -9,3 +9,10 @@ LOCK TABLE enrollment_history IN SHARE ROW EXCLUSIVE MODE;
 SELECT count(*)
 FROM enrollment_history h
 JOIN unnest($1::text[], $2::int[]) AS k(id_number, coverage_year) USING (id_number, coverage_year);
+
+-- name: upsert_history
+INSERT INTO enrollment_history (id_number, coverage_year, status, source_file)
+SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
+ON CONFLICT (id_number, coverage_year) DO UPDATE SET status = EXCLUDED.status, source_file = EXCLUDED.source_file,
+    imported_at = now()
+WHERE enrollment_history.status IS DISTINCT FROM EXCLUDED.status;

@@ -1,9 +1,9 @@
-"""Households (户) and their members: create with members in one request, read, edit under
-optimistic concurrency, search, and move people between households with history kept."""
+"""Households (户): register one with its members in one request (and enrol them, if asked), read
+one, edit one under optimistic concurrency. Who a member is (identity numbers checked, persons
+already known reused) is decided here, for registration and for `members`."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
@@ -13,7 +13,7 @@ import asyncpg
 import msgspec
 
 from backend import fields
-from backend.actor import Actor, scope_args
+from backend.actor import Actor
 from backend.audit import service as audit
 from backend.audit.service import changes, record
 from backend.db import Connection, load_queries
@@ -23,7 +23,7 @@ from backend.errors import Conflict, DomainError, InvalidInput, NotFound, Precon
 from backend.ids import uuid7
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
 
-Q = load_queries("backend.enrollment")
+Q = load_queries("backend.enrollment", "households.sql")
 
 Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
 Sex = Literal["male", "female"]
@@ -77,20 +77,6 @@ class MemberUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     phone: Phone | None = None
 
 
-class MemberRemove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    reason: Literal["removed", "deceased", "data_error"]
-
-
-class MoveIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    to_household_id: UUID
-    relation: Relation
-    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
-
-
-class MoveDecision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
-
-
 class MemberEnrollment(msgspec.Struct, frozen=True, kw_only=True):
     id: UUID
     status: str
@@ -134,53 +120,6 @@ class HouseholdCreated(Household, frozen=True, kw_only=True, omit_defaults=True)
     query_code: str | None = None
 
 
-class HouseholdSummary(msgspec.Struct, frozen=True, kw_only=True):
-    id: UUID
-    village_code: str
-    household_no: str
-    address: str
-    status: str
-    row_version: int
-    head_name: str | None
-    member_count: int
-
-
-class HouseholdSearch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Search criteria; an identity number is sent here, in the body, never in a URL."""
-
-    id_number: Annotated[str, msgspec.Meta(max_length=40)] | None = None
-    household_no: HouseholdNo | None = None
-    head_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)] | None = None
-    village_code: DivisionCode | None = None
-    after: UUID | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=200)] = 50
-
-
-class HouseholdPage(msgspec.Struct, frozen=True):
-    items: list[HouseholdSummary]
-    next_cursor: UUID | None
-
-
-class Move(msgspec.Struct, frozen=True, kw_only=True):
-    id: UUID
-    person_id: UUID
-    from_household_id: UUID
-    to_household_id: UUID
-    relation: str
-    status: str
-    note: str
-    requested_by: UUID
-    requested_at: datetime
-    decided_by: UUID | None
-    decided_at: datetime | None
-    decision_reason: str | None
-
-
-class MovePage(msgspec.Struct, frozen=True):
-    items: list[Move]
-    next_cursor: UUID | None
-
-
 class PersonAlreadyRegistered(Conflict):
     """This person already belongs to a household"""
 
@@ -199,7 +138,7 @@ class PreconditionRequired(DomainError):
     status, code = 428, "precondition_required"
 
 
-class _Identity(msgspec.Struct, frozen=True):
+class Identity(msgspec.Struct, frozen=True):
     id_number: str | None
     birth_cert_no: str | None
     converted_from_15: bool
@@ -207,9 +146,9 @@ class _Identity(msgspec.Struct, frozen=True):
     sex: Sex
 
 
-def _identity(
-    field: str, member: MemberIn | MemberUpdate, today: date, *, current: _Identity | None = None
-) -> _Identity:
+def member_identity(
+    field: str, member: MemberIn | MemberUpdate, today: date, *, current: Identity | None = None
+) -> Identity:
     """Validates and normalises a member's identity fields (SPEC §2); errors name the field."""
     birth_cert = getattr(member, "birth_cert_no", None)
     if birth_cert is None and current is not None:
@@ -220,7 +159,7 @@ def _identity(
         except IdentityNumberError as exc:
             name = {"birth_date_mismatch": "birth_date", "sex_mismatch": "sex"}.get(exc.code, "id_number")
             raise InvalidInput(f"{field}{name}", exc.message, reason=exc.code) from None
-        return _Identity(
+        return Identity(
             id_number=parsed.number,
             birth_cert_no=None if birth_cert is None else _birth_cert(field, birth_cert),
             converted_from_15=parsed.converted_from_15,
@@ -230,7 +169,7 @@ def _identity(
     if current is not None:
         if current.id_number is not None and (member.birth_date or member.sex):
             raise InvalidInput(f"{field}birth_date", "follows from the identity number; correct the number instead")
-        return _Identity(
+        return Identity(
             id_number=current.id_number,
             birth_cert_no=current.birth_cert_no,
             converted_from_15=current.converted_from_15,
@@ -248,7 +187,7 @@ def _identity(
         raise InvalidInput(f"{field}birth_date", "must not be in the future")
     if member.sex is None:
         raise InvalidInput(f"{field}sex", "is required with a birth-certificate number")
-    return _Identity(
+    return Identity(
         id_number=None,
         birth_cert_no=number,
         converted_from_15=False,
@@ -273,8 +212,8 @@ def _check_village(actor: Actor, level: str | None, code: str, field: str = "vil
         raise InvalidInput(field, "no such village in your scope")
 
 
-async def _existing_people(
-    conn: Connection, actor: Actor, identities: list[_Identity], fields: list[str], exclude: UUID | None = None
+async def existing_people(
+    conn: Connection, actor: Actor, identities: list[Identity], fields: list[str], exclude: UUID | None = None
 ) -> dict[int, UUID]:
     """Index → person id of members already known and in no household now (they are reused).
     Anyone already in a household is a 409; the other household is named only within scope."""
@@ -283,17 +222,17 @@ async def _existing_people(
         [i.id_number for i in identities if i.id_number],
         [i.birth_cert_no for i in identities if i.birth_cert_no],
     )
-    return _reusable(actor, identities, fields, rows, exclude)
+    return reusable(actor, identities, fields, rows, exclude)
 
 
-def _reusable(
+def reusable(
     actor: Actor,
-    identities: list[_Identity],
+    identities: list[Identity],
     fields: list[str],
     rows: Sequence[asyncpg.Record | Mapping[str, Any]],
     exclude: UUID | None = None,
 ) -> dict[int, UUID]:
-    """`_existing_people` on rows already read (`person_ids_by_identity`)."""
+    """`existing_people` on rows already read (`person_ids_by_identity`)."""
     reuse: dict[int, UUID] = {}
     conflicts: list[dict[str, Any]] = []
     for index, identity in enumerate(identities):
@@ -316,7 +255,7 @@ def _reusable(
 
 
 def _new_people(
-    members: list[MemberIn], identities: list[_Identity], reuse: dict[int, UUID]
+    members: list[MemberIn], identities: list[Identity], reuse: dict[int, UUID]
 ) -> tuple[list[UUID], list[int]]:
     """Every member's person id (reused, given by the client, or new), and the indexes of new persons."""
     person_ids = [reuse.get(i) or m.id or uuid7() for i, m in enumerate(members)]
@@ -324,7 +263,7 @@ def _new_people(
 
 
 def _person_columns(
-    person_ids: list[UUID], members: list[MemberIn], identities: list[_Identity], new: list[int]
+    person_ids: list[UUID], members: list[MemberIn], identities: list[Identity], new: list[int]
 ) -> tuple[list[Any], ...]:
     """The new persons as the columns `insert_members` and `insert_household_with_members` take."""
     return (
@@ -339,19 +278,23 @@ def _person_columns(
     )
 
 
-async def _write_people(
+async def write_people(
     conn: Connection,
     household_id: UUID,
     members: list[MemberIn],
-    identities: list[_Identity],
+    identities: list[Identity],
     reuse: dict[int, UUID],
 ) -> list[UUID]:
     person_ids, new = _new_people(members, identities, reuse)
     try:
         await conn.execute(
-            Q["insert_members"], *_person_columns(person_ids, members, identities, new), household_id,
-            [uuid7() for _ in members], person_ids, [m.relation for m in members],
-        )  # fmt: skip
+            Q["insert_members"],
+            *_person_columns(person_ids, members, identities, new),
+            household_id,
+            [uuid7() for _ in members],
+            person_ids,
+            [m.relation for m in members],
+        )
     except asyncpg.UniqueViolationError as exc:
         # A concurrent request registered the same person a moment ago.
         if exc.constraint_name in (
@@ -365,12 +308,12 @@ async def _write_people(
     return person_ids
 
 
-def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tuple[int, list[_Identity]]:
+def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tuple[int, list[Identity]]:
     """The head's index and every member's identity, checked: one head, valid numbers, nobody twice."""
     heads = [i for i, m in enumerate(members) if m.relation == "head"]
     if len(heads) != 1:
         raise InvalidInput("members", f"exactly one member must be the head (relation 'head'), not {len(heads)}")
-    identities = [_identity(fields[i], m, today) for i, m in enumerate(members)]
+    identities = [member_identity(fields[i], m, today) for i, m in enumerate(members)]
     seen: dict[str, int] = {}
     for i, identity in enumerate(identities):
         key = identity.id_number or identity.birth_cert_no or ""
@@ -405,10 +348,15 @@ async def register_household(
         _name_as_members(exc)
         raise
     by_person = {
-        e.person_id: MemberEnrollment(id=e.id, status=e.status, coverage_start=e.coverage_start,
-                                      coverage_end=e.coverage_end, coverage_reason=e.coverage_reason)
+        e.person_id: MemberEnrollment(
+            id=e.id,
+            status=e.status,
+            coverage_start=e.coverage_start,
+            coverage_end=e.coverage_end,
+            coverage_reason=e.coverage_reason,
+        )
         for e in enrolled.items
-    }  # fmt: skip
+    }
     fields["members"] = [msgspec.structs.replace(m, enrollment=by_person[m.person_id]) for m in household.members]
     return HouseholdCreated(**fields, query_code=enrolled.query_code)
 
@@ -439,26 +387,42 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         raise
     # The village's level comes with the people already known: one read for both checks.
     known = await conn.fetch(
-        Q["village_and_people_by_identity"], data.village_code,
-        [i.id_number for i in identities if i.id_number], [i.birth_cert_no for i in identities if i.birth_cert_no],
-    )  # fmt: skip
+        Q["village_and_people_by_identity"],
+        data.village_code,
+        [i.id_number for i in identities if i.id_number],
+        [i.birth_cert_no for i in identities if i.birth_cert_no],
+    )
     _check_village(actor, known[0]["level"], data.village_code)
-    reuse = _reusable(actor, identities, fields, [r for r in known if r["id"] is not None])
+    reuse = reusable(actor, identities, fields, [r for r in known if r["id"] is not None])
     household_id = data.id or uuid7()
     person_ids, new = _new_people(members, identities, reuse)
     with audit.gathered(conn) as audit_rows:  # written by the household's own statement
         await audit.record(
-            conn, actor, "create", "household", household_id, division_code=data.village_code,
+            conn,
+            actor,
+            "create",
+            "household",
+            household_id,
+            division_code=data.village_code,
             summary={"members": len(person_ids), "reused_persons": len(reuse)},
-        )  # fmt: skip
+        )
     try:
         rows = await conn.fetch(
             Q["insert_household_with_members"],
-            household_id, data.village_code, data.household_no, data.address, data.phone, actor.id,
-            *_person_columns(person_ids, members, identities, new), person_ids[head],
-            [uuid7() for _ in members], person_ids, [m.relation for m in members], list(reuse.values()),
+            household_id,
+            data.village_code,
+            data.household_no,
+            data.address,
+            data.phone,
+            actor.id,
+            *_person_columns(person_ids, members, identities, new),
+            person_ids[head],
+            [uuid7() for _ in members],
+            person_ids,
+            [m.relation for m in members],
+            list(reuse.values()),
             *audit_rows.columns(),
-        )  # fmt: skip
+        )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
             raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
@@ -467,17 +431,17 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         # A concurrent request registered the same person a moment ago.
         raise PersonAlreadyRegistered() from exc
     audit_rows.written()
-    return _household(rows), person_ids
+    return household_from_rows(rows), person_ids
 
 
 async def _load(conn: Connection, household_id: UUID, year: int | None) -> Household:
     rows = await conn.fetch(Q["household_with_members"], household_id, year or 0)
     if not rows:
         raise NotFound()
-    return _household(rows)
+    return household_from_rows(rows)
 
 
-def _household(rows: list[asyncpg.Record]) -> Household:
+def household_from_rows(rows: list[asyncpg.Record]) -> Household:
     """A household from `household_with_members` rows (or rows of the same shape)."""
     members = []
     for m in rows:
@@ -486,9 +450,12 @@ def _household(rows: list[asyncpg.Record]) -> Household:
         enrollment = None
         if m.get("enrollment_id") is not None:
             enrollment = MemberEnrollment(
-                id=m["enrollment_id"], status=m["enrollment_status"], coverage_start=m["coverage_start"],
-                coverage_end=m["coverage_end"], coverage_reason=m["coverage_reason"],
-            )  # fmt: skip
+                id=m["enrollment_id"],
+                status=m["enrollment_status"],
+                coverage_start=m["coverage_start"],
+                coverage_end=m["coverage_end"],
+                coverage_reason=m["coverage_reason"],
+            )
         members.append(
             Member(
                 person_id=m["person_id"],
@@ -511,9 +478,19 @@ def _household(rows: list[asyncpg.Record]) -> Household:
 _HOUSEHOLD_COLUMNS = tuple(f for f in Household.__struct_fields__ if f != "members")
 
 
-async def _household_in_scope(conn: Connection, actor: Actor, household_id: UUID) -> asyncpg.Record:
+async def household_row(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
+    """The household's row as stored (not locked), or None."""
+    return await conn.fetchrow(Q["household"], household_id)
+
+
+async def locked_household(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
+    """The household's row, locked for this transaction's change, or None; in scope or not."""
+    return await conn.fetchrow(Q["household_for_update"], household_id)
+
+
+async def household_in_scope(conn: Connection, actor: Actor, household_id: UUID) -> asyncpg.Record:
     """The household's row, locked for this transaction's change."""
-    row = await conn.fetchrow(Q["household_for_update"], household_id)
+    row = await locked_household(conn, household_id)
     if row is None or not actor.in_scope(row["village_code"]):
         raise NotFound()
     return row
@@ -537,7 +514,7 @@ async def get_household(conn: Connection, actor: Actor, household_id: UUID, year
 async def update_household(
     conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: HouseholdUpdate
 ) -> Household:
-    before = await _household_in_scope(conn, actor, household_id)
+    before = await household_in_scope(conn, actor, household_id)
     check_version(before, if_match)
     after = {
         "household_no": data.household_no or before["household_no"],
@@ -551,261 +528,12 @@ async def update_household(
     except asyncpg.UniqueViolationError as exc:
         raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
     await record(
-        conn, actor, "update", "household", household_id, division_code=before["village_code"],
+        conn,
+        actor,
+        "update",
+        "household",
+        household_id,
+        division_code=before["village_code"],
         summary={"changed": sorted(changes({k: before[k] for k in after}, after))},
-    )  # fmt: skip
-    return _household(rows)
-
-
-async def add_member(
-    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: MemberIn, today: date
-) -> Household:
-    try:
-        identity = _identity("", data, today)
-    except InvalidInput:
-        # The household's own refusals come first, as when it is read before the member.
-        _check_addable(actor, await conn.fetchrow(Q["household_for_update"], household_id), if_match, data)
-        raise
-    # The household's row, locked, with whoever already holds the new member's number.
-    rows = await conn.fetch(
-        Q["household_for_update_with_people"], household_id,
-        [identity.id_number] if identity.id_number else [], [identity.birth_cert_no] if identity.birth_cert_no else [],
-    )  # fmt: skip
-    household = _check_addable(actor, rows[0] if rows else None, if_match, data)
-    known = [
-        {"id": r["known_id"], "id_number": r["known_id_number"], "birth_cert_no": r["known_birth_cert_no"],
-         "household_id": r["known_household_id"], "village_code": r["known_village_code"]}
-        for r in rows if r["known_id"] is not None
-    ]  # fmt: skip
-    reuse = _reusable(actor, [identity], [""], known)
-    person_ids = await _write_people(conn, household_id, [data], [identity], reuse)
-    await record(
-        conn, actor, "add_member", "household", household_id, division_code=household["village_code"],
-        summary={"person_id": str(person_ids[0]), "relation": data.relation},
-    )  # fmt: skip
-    return _household(await conn.fetch(Q["bump_household_with_members"], household_id))
-
-
-def _check_addable(
-    actor: Actor, household: asyncpg.Record | None, if_match: int | None, data: MemberIn
-) -> asyncpg.Record:
-    """The household a member may be added to: in scope, at the version the caller saw, active."""
-    if household is None or not actor.in_scope(household["village_code"]):
-        raise NotFound()
-    check_version(household, if_match)
-    if household["status"] != "active":
-        raise Conflict("the household is dissolved")
-    if data.relation == "head":
-        raise InvalidInput("relation", "the household has a head; make the new member head afterwards")
-    return household
-
-
-async def _membership_in(conn: Connection, household_id: UUID, person_id: UUID) -> asyncpg.Record:
-    membership = await conn.fetchrow(Q["current_membership"], person_id)
-    if membership is None or membership["household_id"] != household_id:
-        raise NotFound()
-    return membership
-
-
-async def update_member(
-    conn: Connection,
-    actor: Actor,
-    household_id: UUID,
-    person_id: UUID,
-    if_match: int | None,
-    data: MemberUpdate,
-    today: date,
-) -> Household:
-    household = await _household_in_scope(conn, actor, household_id)
-    check_version(household, if_match)
-    membership = await _membership_in(conn, household_id, person_id)
-    person = await conn.fetchrow(Q["person_for_update"], person_id)
-    assert person is not None
-    current = _Identity(
-        id_number=person["id_number"], birth_cert_no=person["birth_cert_no"],
-        converted_from_15=person["id_converted_from_15"], birth_date=person["birth_date"], sex=person["sex"],
-    )  # fmt: skip
-    identity = _identity("", data, today, current=current)
-    if identity.id_number and identity.id_number != person["id_number"]:
-        await _existing_people(conn, actor, [identity], [""], exclude=person_id)
-    before = {
-        "name": person["name"], "phone": person["phone"], "id_number": person["id_number"],
-        "birth_date": person["birth_date"].isoformat(), "sex": person["sex"], "relation": membership["relation"],
-    }  # fmt: skip
-    name = person["name"] if data.name is None else data.name.strip()
-    phone = person["phone"] if data.phone is None else data.phone
-    try:
-        await conn.execute(
-            Q["update_person"], person_id, identity.id_number, identity.birth_cert_no, identity.converted_from_15,
-            name, identity.sex, identity.birth_date, phone,
-        )  # fmt: skip
-    except asyncpg.UniqueViolationError as exc:
-        raise PersonAlreadyRegistered() from exc
-    relation = membership["relation"]
-    if data.relation is not None and data.relation != relation:
-        relation = data.relation
-        if relation == "head":
-            await _change_head(conn, household, person_id, membership["id"], data.former_head_relation)
-        elif membership["relation"] == "head":
-            raise InvalidInput("relation", "make another member head instead; a household always has one")
-        else:
-            await conn.execute(Q["set_relation"], membership["id"], relation)
-    after = {
-        "name": name, "phone": phone, "id_number": identity.id_number,
-        "birth_date": identity.birth_date.isoformat(), "sex": identity.sex, "relation": relation,
-    }  # fmt: skip
-    # The audit keeps which fields changed, not the values: they are personal data.
-    changed = sorted(changes(before, after))
-    await record(
-        conn, actor, "update_member", "household", household_id, division_code=household["village_code"],
-        summary={"person_id": str(person_id), "changed": changed},
-    )  # fmt: skip
-    return _household(await conn.fetch(Q["bump_household_with_members"], household_id))
-
-
-async def _change_head(
-    conn: Connection, household: asyncpg.Record, person_id: UUID, membership_id: UUID, former: str | None
-) -> None:
-    if former is None or former == "head":
-        raise InvalidInput("former_head_relation", "give the current head's new relation")
-    old_head = household["head_person_id"]
-    if old_head is not None:
-        old = await conn.fetchrow(Q["current_membership"], old_head)
-        if old is not None and old["household_id"] == household["id"]:
-            await conn.execute(Q["set_relation"], old["id"], former)
-    await conn.execute(Q["set_relation"], membership_id, "head")
-    await conn.execute(Q["set_head"], household["id"], person_id)
-
-
-async def remove_member(
-    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MemberRemove
-) -> Household:
-    household = await _household_in_scope(conn, actor, household_id)
-    check_version(household, if_match)
-    membership = await _membership_in(conn, household_id, person_id)
-    members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
-    if membership["relation"] == "head" and len(members) > 1:
-        raise Conflict("make another member head before removing the head")
-    await conn.execute(Q["leave_household"], membership["id"], data.reason)
-    if len(members) == 1:
-        await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", household_id)
-    await record(
-        conn, actor, "remove_member", "household", household_id, division_code=household["village_code"],
-        summary={"person_id": str(person_id), "reason": data.reason},
-    )  # fmt: skip
-    return _household(await conn.fetch(Q["bump_household_with_members"], household_id))
-
-
-def _township(code: str) -> str:
-    return code[:9]
-
-
-async def move_member(
-    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MoveIn
-) -> Move:
-    """Within the caller's township: done at once. To another township: a pending move, which
-    the receiving township accepts or rejects."""
-    household = await _household_in_scope(conn, actor, household_id)
-    check_version(household, if_match)
-    membership = await _membership_in(conn, household_id, person_id)
-    if data.to_household_id == household_id:
-        raise InvalidInput("to_household_id", "is the household the person is in")
-    target = await conn.fetchrow(Q["household"], data.to_household_id)
-    if target is None or target["status"] != "active":
-        raise InvalidInput("to_household_id", "no such active household")
-    if membership["relation"] == "head":
-        raise Conflict("make another member head before moving the head")
-    if data.relation == "head":
-        raise InvalidInput("relation", "a person joins as a member; make them head afterwards")
-    immediate = actor.in_scope(target["village_code"]) and _township(target["village_code"]) == _township(
-        household["village_code"]
     )
-    row = await conn.fetchrow(
-        Q["insert_move"], uuid7(), person_id, household_id, data.to_household_id, data.relation,
-        "accepted" if immediate else "pending", data.note, actor.id, actor.id if immediate else None,
-    )  # fmt: skip
-    assert row is not None
-    if immediate:
-        await _carry_out(conn, person_id, membership["id"], household_id, data.to_household_id, data.relation)
-    else:
-        await conn.execute(Q["bump_household"], household_id)
-    await record(
-        conn, actor, "move" if immediate else "request_move", "person", person_id,
-        division_code=household["village_code"],
-        summary={"from": str(household_id), "to": str(data.to_household_id), "move_id": str(row["id"])},
-    )  # fmt: skip
-    return msgspec.convert(dict(row.items()), Move)
-
-
-async def _carry_out(
-    conn: Connection, person_id: UUID, membership_id: UUID, from_id: UUID, to_id: UUID, relation: str
-) -> None:
-    await conn.execute(Q["leave_household"], membership_id, "moved")
-    await conn.execute(Q["insert_membership"], uuid7(), person_id, to_id, relation)
-    await conn.execute(Q["bump_household"], from_id)
-    await conn.execute(Q["bump_household"], to_id)
-
-
-async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str) -> Move:
-    move = await conn.fetchrow(Q["move_for_update"], move_id)
-    if move is None or not (actor.in_scope(move["to_village"]) or actor.in_scope(move["from_village"])):
-        raise NotFound()
-    if not actor.in_scope(move["to_village"]):
-        raise DomainError("only the receiving township decides a move")
-    if move["status"] != "pending":
-        raise Conflict(f"the move is already {move['status']}")
-    if accept:
-        membership = await conn.fetchrow(Q["current_membership"], move["person_id"])
-        if membership is None or membership["household_id"] != move["from_household_id"]:
-            raise Conflict("the person is no longer in the household the move started from")
-        await _carry_out(
-            conn, move["person_id"], membership["id"], move["from_household_id"], move["to_household_id"],
-            move["relation"],
-        )  # fmt: skip
-    row = await conn.fetchrow(Q["decide_move"], move_id, "accepted" if accept else "rejected", actor.id, reason)
-    assert row is not None
-    await record(
-        conn, actor, "accept_move" if accept else "reject_move", "person", move["person_id"],
-        division_code=move["to_village"], summary={"move_id": str(move_id)},
-    )  # fmt: skip
-    return msgspec.convert(dict(row.items()), Move)
-
-
-async def list_moves(conn: Connection, actor: Actor, status: str | None, after: UUID | None, limit: int) -> MovePage:
-    rows = await conn.fetch(Q["moves_in_scope"], *scope_args(actor), status, after, limit + 1)
-    items = [msgspec.convert({k: v for k, v in r.items() if not k.endswith("_village")}, Move) for r in rows[:limit]]
-    return MovePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
-
-
-async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, today: date) -> HouseholdPage:
-    if criteria.id_number is not None:
-        number = criteria.id_number.strip().upper()
-        # A birth-certificate number, or a typo, is searched as given: it simply matches nothing.
-        with contextlib.suppress(IdentityNumberError):
-            number = parse_resident_id(number, today=today).number
-        found = [
-            msgspec.convert(dict(r.items()), HouseholdSummary)
-            for r in await conn.fetch(Q["search_by_identity"], number, *scope_args(actor))
-        ]
-        items = [
-            h for h in found
-            if (criteria.household_no is None or h.household_no == criteria.household_no)
-            and (criteria.village_code is None or h.village_code == criteria.village_code)
-            and (criteria.head_name is None or (h.head_name or "").startswith(criteria.head_name))
-            and (criteria.after is None or h.id > criteria.after)
-        ][: criteria.limit]  # fmt: skip
-        more = False
-    else:
-        rows = await conn.fetch(
-            Q["search_households"], *scope_args(actor), criteria.household_no, criteria.head_name,
-            criteria.village_code, criteria.after, criteria.limit + 1,
-        )  # fmt: skip
-        items = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows[: criteria.limit]]
-        more = len(rows) > criteria.limit
-    # Searches are reads of personal data: record what was searched by, not the values.
-    used = sorted(k for k in ("id_number", "household_no", "head_name", "village_code") if getattr(criteria, k))
-    await record(
-        conn, actor, "search", "household", None, division_code=actor.scope.division_code,
-        summary={"criteria": used, "results": len(items)},
-    )  # fmt: skip
-    return HouseholdPage(items=items, next_cursor=items[-1].id if more else None)
+    return household_from_rows(rows)

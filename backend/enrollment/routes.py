@@ -1,5 +1,5 @@
-"""`/api/v1/policy-years`, `/api/v1/households`, `/api/v1/moves`, `/api/v1/enrollments`,
-`/api/v1/renewals`, `/api/v1/reports/coverage`."""
+"""`/api/v1/households`, `/api/v1/moves`, `/api/v1/enrollments`, `/api/v1/renewals`,
+`/api/v1/reports/coverage`, `/api/v1/eligibility/exclusion-reviews`."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import msgspec
 from litestar import Controller, Response, get, patch, post
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from backend import fields, idempotency, reports
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, enrollments, exclusions, households
+from backend.enrollment import coverage_report, enrollments, exclusions, households, members, moves, quotes
+from backend.enrollment import search as household_search
 from backend.enrollment.enrollments import (
     CancelRequest,
     ConfirmRequest,
@@ -24,7 +25,6 @@ from backend.enrollment.enrollments import (
     Enrollment,
     EnrollmentCreate,
     EnrollmentPage,
-    PremiumQuote,
     RenewalPage,
     RenewalRequest,
     Renewed,
@@ -34,25 +34,19 @@ from backend.enrollment.households import (
     Household,
     HouseholdCreate,
     HouseholdCreated,
-    HouseholdPage,
-    HouseholdSearch,
     HouseholdUpdate,
     MemberIn,
-    MemberRemove,
     MemberUpdate,
-    Move,
-    MoveDecision,
-    MoveIn,
-    MovePage,
 )
+from backend.enrollment.members import MemberRemove
+from backend.enrollment.moves import Move, MoveDecision, MoveIn, MovePage
+from backend.enrollment.quotes import PremiumQuote
+from backend.enrollment.search import HouseholdPage, HouseholdSearch
 from backend.errors import PreconditionFailed
 from backend.guards import require_roles
-from backend.policy import service as policy
-from backend.policy.service import PolicyIn, PolicyVersion, PolicyYear
 
 HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
-YearPath = Annotated[int, PathParameter(ge=2000, le=2100)]
 YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
 OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
 IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", description="the household's ETag")]
@@ -73,38 +67,6 @@ def _if_match(value: str | None) -> int | None:
 
 def _with_etag(household: Household, status_code: int = 200) -> Response[Household]:
     return Response(household, status_code=status_code, headers={"ETag": f'"{household.row_version}"'})
-
-
-class PolicyYears(msgspec.Struct, frozen=True):
-    items: list[int]
-
-
-class PolicyController(Controller):
-    path = "/api/v1/policy-years"
-    tags = ["policy"]
-
-    @get("/", summary="Coverage years that have a policy")
-    async def list_years(self, tx: Tx) -> PolicyYears:
-        return PolicyYears(items=[r["coverage_year"] for r in await tx.fetch(policy.Q["policy_years"])])
-
-    @get("/{year:int}", summary="A year's policy: the version in force today and every version")
-    async def get_year(self, year: YearPath, tx: Tx, state: State) -> PolicyYear:
-        return await policy.policy_year(tx, year, local_today(state.settings.timezone))
-
-    @post("/{year:int}/versions", summary="Publish a new version (district_admin)",
-          guards=[require_roles(Role.DISTRICT_ADMIN)])  # fmt: skip
-    async def create_version(
-        self, year: YearPath, data: JSONBody[PolicyIn], tx: Tx, actor: CurrentActor
-    ) -> PolicyVersion:
-        return await policy.create_version(tx, actor, year, data)
-
-    @patch("/{year:int}/versions/{version:int}", summary="Edit a version before any money was collected",
-           guards=[require_roles(Role.DISTRICT_ADMIN)])  # fmt: skip
-    async def update_version(
-        self, year: YearPath, version: Annotated[int, PathParameter(ge=1)], data: JSONBody[PolicyIn], tx: Tx,
-        actor: CurrentActor,
-    ) -> PolicyVersion:  # fmt: skip
-        return await policy.update_version(tx, actor, year, version, data)
 
 
 class HouseholdController(Controller):
@@ -144,7 +106,7 @@ class HouseholdController(Controller):
 
     @post("/search", status_code=200, summary="Search households (identity numbers go in the body)")
     async def search(self, data: JSONBody[HouseholdSearch], tx: Tx, actor: CurrentActor, state: State) -> HouseholdPage:
-        return await households.search(tx, actor, data, local_today(state.settings.timezone))
+        return await household_search.search(tx, actor, data, local_today(state.settings.timezone))
 
     @get("/{household_id:uuid}", summary="A household with its members (and their enrolment for `year`)")
     async def get_household(
@@ -154,53 +116,88 @@ class HouseholdController(Controller):
 
     @patch("/{household_id:uuid}", summary="Edit a household (If-Match required)", guards=[TOWNSHIP_WRITERS])
     async def update(
-        self, household_id: FromPath[UUID], data: JSONBody[HouseholdUpdate], tx: Tx, actor: CurrentActor,
+        self,
+        household_id: FromPath[UUID],
+        data: JSONBody[HouseholdUpdate],
+        tx: Tx,
+        actor: CurrentActor,
         if_match: IfMatch = None,
-    ) -> Response[Household]:  # fmt: skip
+    ) -> Response[Household]:
         return _with_etag(await households.update_household(tx, actor, household_id, _if_match(if_match), data))
 
     @post("/{household_id:uuid}/members", summary="Add a member (If-Match required)", guards=[TOWNSHIP_WRITERS])
     async def add_member(
-        self, household_id: FromPath[UUID], data: JSONBody[MemberIn], tx: Tx, actor: CurrentActor, state: State,
+        self,
+        household_id: FromPath[UUID],
+        data: JSONBody[MemberIn],
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
         if_match: IfMatch = None,
-    ) -> Response[Household]:  # fmt: skip
+    ) -> Response[Household]:
         today = local_today(state.settings.timezone)
-        return _with_etag(await households.add_member(tx, actor, household_id, _if_match(if_match), data, today), 201)
+        return _with_etag(await members.add_member(tx, actor, household_id, _if_match(if_match), data, today), 201)
 
-    @patch("/{household_id:uuid}/members/{person_id:uuid}", summary="Edit a member (If-Match required)",
-           guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @patch(
+        "/{household_id:uuid}/members/{person_id:uuid}",
+        summary="Edit a member (If-Match required)",
+        guards=[TOWNSHIP_WRITERS],
+    )
     async def update_member(
-        self, household_id: FromPath[UUID], person_id: FromPath[UUID], data: JSONBody[MemberUpdate], tx: Tx,
-        actor: CurrentActor, state: State, if_match: IfMatch = None,
-    ) -> Response[Household]:  # fmt: skip
+        self,
+        household_id: FromPath[UUID],
+        person_id: FromPath[UUID],
+        data: JSONBody[MemberUpdate],
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        if_match: IfMatch = None,
+    ) -> Response[Household]:
         today = local_today(state.settings.timezone)
         return _with_etag(
-            await households.update_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
+            await members.update_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
         )
 
-    @post("/{household_id:uuid}/members/{person_id:uuid}/remove", status_code=200,
-          summary="Remove a member, with a reason (If-Match required)", guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @post(
+        "/{household_id:uuid}/members/{person_id:uuid}/remove",
+        status_code=200,
+        summary="Remove a member, with a reason (If-Match required)",
+        guards=[TOWNSHIP_WRITERS],
+    )
     async def remove_member(
-        self, household_id: FromPath[UUID], person_id: FromPath[UUID], data: JSONBody[MemberRemove], tx: Tx,
-        actor: CurrentActor, if_match: IfMatch = None,
-    ) -> Response[Household]:  # fmt: skip
-        return _with_etag(await households.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data))
+        self,
+        household_id: FromPath[UUID],
+        person_id: FromPath[UUID],
+        data: JSONBody[MemberRemove],
+        tx: Tx,
+        actor: CurrentActor,
+        if_match: IfMatch = None,
+    ) -> Response[Household]:
+        return _with_etag(await members.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data))
 
-    @post("/{household_id:uuid}/members/{person_id:uuid}/move", status_code=200,
-          summary="Move a member to another household; across townships the receiver accepts",
-          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @post(
+        "/{household_id:uuid}/members/{person_id:uuid}/move",
+        status_code=200,
+        summary="Move a member to another household; across townships the receiver accepts",
+        guards=[TOWNSHIP_WRITERS],
+    )
     async def move_member(
-        self, household_id: FromPath[UUID], person_id: FromPath[UUID], data: JSONBody[MoveIn], tx: Tx,
-        actor: CurrentActor, if_match: IfMatch = None,
-    ) -> Move:  # fmt: skip
-        return await households.move_member(tx, actor, household_id, person_id, _if_match(if_match), data)
+        self,
+        household_id: FromPath[UUID],
+        person_id: FromPath[UUID],
+        data: JSONBody[MoveIn],
+        tx: Tx,
+        actor: CurrentActor,
+        if_match: IfMatch = None,
+    ) -> Move:
+        return await moves.move_member(tx, actor, household_id, person_id, _if_match(if_match), data)
 
     @get("/{household_id:uuid}/premium", summary="Premium, subsidy, amount due and paid per member, in fen")
     async def premium(
         self, household_id: FromPath[UUID], year: YearQuery, tx: Tx, actor: CurrentActor, state: State
     ) -> PremiumQuote:
         today = local_today(state.settings.timezone)
-        return await enrollments.premium_quote(tx, actor, household_id, year, today)
+        return await quotes.premium_quote(tx, actor, household_id, year, today)
 
 
 class MoveController(Controller):
@@ -209,21 +206,26 @@ class MoveController(Controller):
 
     @get("/", summary="Moves into or out of your scope")
     async def list_moves(
-        self, tx: Tx, actor: CurrentActor,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
         status: FromQuery[Literal["pending", "accepted", "rejected", "cancelled"] | None] = None,
-        after: FromQuery[UUID | None] = None, limit: Limit = 100,
-    ) -> MovePage:  # fmt: skip
-        return await households.list_moves(tx, actor, status, after, limit)
+        after: FromQuery[UUID | None] = None,
+        limit: Limit = 100,
+    ) -> MovePage:
+        return await moves.list_moves(tx, actor, status, after, limit)
 
-    @post("/{move_id:uuid}/accept", status_code=200, summary="Accept a move into your township",
-          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @post(
+        "/{move_id:uuid}/accept", status_code=200, summary="Accept a move into your township", guards=[TOWNSHIP_WRITERS]
+    )
     async def accept(self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor) -> Move:
-        return await households.decide_move(tx, actor, move_id, True, data.reason)
+        return await moves.decide_move(tx, actor, move_id, True, data.reason)
 
-    @post("/{move_id:uuid}/reject", status_code=200, summary="Reject a move into your township",
-          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @post(
+        "/{move_id:uuid}/reject", status_code=200, summary="Reject a move into your township", guards=[TOWNSHIP_WRITERS]
+    )
     async def reject(self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor) -> Move:
-        return await households.decide_move(tx, actor, move_id, False, data.reason)
+        return await moves.decide_move(tx, actor, move_id, False, data.reason)
 
 
 class EnrollmentController(Controller):
@@ -237,27 +239,46 @@ class EnrollmentController(Controller):
 
     @get("/", summary="Enrolments of a year in your scope: the review queue")
     async def queue(
-        self, tx: Tx, actor: CurrentActor, year: YearQuery,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        year: YearQuery,
         status: FromQuery[Literal["registered", "paid", "subsidised", "confirmed", "cancelled"] | None] = None,
-        village_code: VillageQuery = None, household_id: FromQuery[UUID | None] = None,
-        after: FromQuery[UUID | None] = None, limit: Limit = 100,
-    ) -> EnrollmentPage:  # fmt: skip
+        village_code: VillageQuery = None,
+        household_id: FromQuery[UUID | None] = None,
+        after: FromQuery[UUID | None] = None,
+        limit: Limit = 100,
+    ) -> EnrollmentPage:
         return await enrollments.queue(
-            tx, actor, year=year, status=status, village_code=village_code, household_id=household_id,
-            after=after, limit=limit,
-        )  # fmt: skip
+            tx,
+            actor,
+            year=year,
+            status=status,
+            village_code=village_code,
+            household_id=household_id,
+            after=after,
+            limit=limit,
+        )
 
     @get("/{enrollment_id:uuid}", summary="An enrolment")
     async def get_enrollment(self, enrollment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Enrollment:
         return await enrollments.get(tx, actor, enrollment_id)
 
-    @post("/confirm", status_code=200, summary="Confirm paid or subsidised enrolments (all or nothing)",
-          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    @post(
+        "/confirm",
+        status_code=200,
+        summary="Confirm paid or subsidised enrolments (all or nothing)",
+        guards=[require_roles(Role.TOWNSHIP_REVIEWER)],
+    )
     async def confirm(self, data: JSONBody[ConfirmRequest], tx: Tx, actor: CurrentActor) -> EnrollmentPage:
         return EnrollmentPage(items=await enrollments.confirm(tx, actor, data.ids), next_cursor=None)
 
-    @post("/{enrollment_id:uuid}/cancel", status_code=200, summary="Cancel an enrolment with a reason code",
-          guards=[TOWNSHIP_WRITERS])  # fmt: skip
+    @post(
+        "/{enrollment_id:uuid}/cancel",
+        status_code=200,
+        summary="Cancel an enrolment with a reason code",
+        guards=[TOWNSHIP_WRITERS],
+    )
     async def cancel(
         self, enrollment_id: FromPath[UUID], data: JSONBody[CancelRequest], tx: Tx, actor: CurrentActor
     ) -> Enrollment:
@@ -270,9 +291,14 @@ class RenewalController(Controller):
 
     @get("/", summary="Last year's members not yet enrolled this year (续保 roster)")
     async def candidates(
-        self, tx: Tx, actor: CurrentActor, year: YearQuery, village_code: VillageQuery = None,
-        after: FromQuery[UUID | None] = None, limit: Limit = 200,
-    ) -> RenewalPage:  # fmt: skip
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        year: YearQuery,
+        village_code: VillageQuery = None,
+        after: FromQuery[UUID | None] = None,
+        limit: Limit = 200,
+    ) -> RenewalPage:
         return await enrollments.renewal_candidates(tx, actor, year, village_code, after, limit)
 
     @post("/", summary="Enrol a chosen set of last year's members", guards=[TOWNSHIP_WRITERS])
@@ -287,10 +313,14 @@ class ReportController(Controller):
 
     @get("/coverage", summary="应保尽保: persons, enrolled, confirmed and rate per division (JSON, CSV, XLSX)")
     async def coverage(
-        self, tx: Tx, actor: CurrentActor, state: State, year: YearQuery,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        year: YearQuery,
         level: FromQuery[Literal["village", "township", "district"]] = "village",
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
-    ) -> Response[coverage_report.CoverageReport | bytes]:  # fmt: skip
+    ) -> Response[coverage_report.CoverageReport | bytes]:
         report = await coverage_report.coverage_report(tx, actor, year, level, local_today(state.settings.timezone))
         if format == "json":
             return Response(report)
@@ -302,9 +332,10 @@ class ReportController(Controller):
             else reports.to_xlsx(f"coverage {year}", coverage_report.HEADER, rows)
         )
         return Response(
-            body, media_type=reports.MEDIA_TYPES[format],
+            body,
+            media_type=reports.MEDIA_TYPES[format],
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )  # fmt: skip
+        )
 
 
 class ExclusionReviewController(Controller):
@@ -313,13 +344,22 @@ class ExclusionReviewController(Controller):
 
     @get("/", summary="Live enrolments of persons who appeared on an exclusion list later")
     async def queue(
-        self, tx: Tx, actor: CurrentActor, status: FromQuery[Literal["open", "cancelled", "kept"] | None] = None,
-        year: OptionalYear = None, after: FromQuery[UUID | None] = None, limit: ReviewLimit = 100,
-    ) -> ExclusionReviewPage:  # fmt: skip
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        status: FromQuery[Literal["open", "cancelled", "kept"] | None] = None,
+        year: OptionalYear = None,
+        after: FromQuery[UUID | None] = None,
+        limit: ReviewLimit = 100,
+    ) -> ExclusionReviewPage:
         return await exclusions.review_queue(tx, actor, status=status, year=year, after=after, limit=limit)
 
-    @post("/{review_id:uuid}/decide", status_code=200, summary="Cancel the enrolment or keep it, with a note",
-          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    @post(
+        "/{review_id:uuid}/decide",
+        status_code=200,
+        summary="Cancel the enrolment or keep it, with a note",
+        guards=[require_roles(Role.TOWNSHIP_REVIEWER)],
+    )
     async def decide(
         self, review_id: FromPath[UUID], data: JSONBody[ReviewDecision], tx: Tx, actor: CurrentActor
     ) -> ExclusionReview:

@@ -63,8 +63,10 @@ def coverage(enrollment: dict[str, Any], identifier: dict[str, Any], *, local_id
     if enrollment["coverage_note"]:
         resource["extension"].append({"url": EXT_COVERAGE_REASON, "valueString": enrollment["coverage_note"]})
     if enrollment["coverage_start"] is not None:
-        resource["period"] = {"start": enrollment["coverage_start"].isoformat(),
-                              "end": enrollment["coverage_end"].isoformat()}  # fmt: skip
+        resource["period"] = {
+            "start": enrollment["coverage_start"].isoformat(),
+            "end": enrollment["coverage_end"].isoformat(),
+        }
     return resource
 
 
@@ -114,8 +116,10 @@ def eligibility_response(
     if enrollment is not None:
         resource["contained"] = [coverage(enrollment, patient.get("identifier") or {}, local_id="coverage")]
         if enrollment["coverage_start"] is not None:
-            insurance["benefitPeriod"] = {"start": enrollment["coverage_start"].isoformat(),
-                                          "end": enrollment["coverage_end"].isoformat()}  # fmt: skip
+            insurance["benefitPeriod"] = {
+                "start": enrollment["coverage_start"].isoformat(),
+                "end": enrollment["coverage_end"].isoformat(),
+            }
     return resource
 
 
@@ -132,8 +136,18 @@ def searchset(bundle_id: UUID, timestamp: datetime, self_url: str, resources: li
 
 
 # HTTP status → OperationOutcome.issue.code (FHIR issue-type).
-_ISSUE_TYPE = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
-               409: "conflict", 413: "too-long", 415: "not-supported", 422: "invalid", 429: "throttled"}  # fmt: skip
+_ISSUE_TYPE = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    409: "conflict",
+    413: "too-long",
+    415: "not-supported",
+    422: "invalid",
+    429: "throttled",
+}
 
 
 def operation_outcome(status: int, problem: dict[str, Any]) -> dict[str, Any]:

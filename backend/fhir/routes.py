@@ -82,8 +82,13 @@ class PartnerTokenController(Controller):
     path = "/fhir/token"
     tags = ["fhir"]
 
-    @post("/", exclude_from_auth=True, status_code=200, request_max_body_size=MAX_BODY,
-          summary="A partner's access token (OAuth 2.0 client credentials, form body or HTTP Basic)")  # fmt: skip
+    @post(
+        "/",
+        exclude_from_auth=True,
+        status_code=200,
+        request_max_body_size=MAX_BODY,
+        summary="A partner's access token (OAuth 2.0 client credentials, form body or HTTP Basic)",
+    )
     async def token(self, request: Request[Any, Any, Any], state: State) -> PartnerToken:
         _no_query(request)
         form = dict(await _form(request))
@@ -108,8 +113,12 @@ class FhirController(Controller):
     guards = [PARTNERS]
     exception_handlers = FHIR_ERRORS
 
-    @post("/CoverageEligibilityRequest", status_code=200, request_max_body_size=MAX_BODY,
-          summary="Is this person covered on this date? Answers a CoverageEligibilityResponse")  # fmt: skip
+    @post(
+        "/CoverageEligibilityRequest",
+        status_code=200,
+        request_max_body_size=MAX_BODY,
+        summary="Is this person covered on this date? Answers a CoverageEligibilityResponse",
+    )
     async def eligibility(
         self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State
     ) -> Response[dict[str, Any]]:
@@ -123,8 +132,12 @@ class FhirController(Controller):
         answer = await service.eligibility(tx, actor, body, local_today(state.settings.timezone))
         return Response(answer, media_type=resources.FHIR_JSON)
 
-    @post("/Coverage/_search", status_code=200, request_max_body_size=MAX_BODY,
-          summary="A person's Coverage resources; `identifier` ([system|]value) in the form body")  # fmt: skip
+    @post(
+        "/Coverage/_search",
+        status_code=200,
+        request_max_body_size=MAX_BODY,
+        summary="A person's Coverage resources; `identifier` ([system|]value) in the form body",
+    )
     async def search_coverage(
         self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State
     ) -> Response[dict[str, Any]]:

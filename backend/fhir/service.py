@@ -16,7 +16,7 @@ import msgspec
 from backend.actor import Actor, Scope, scope_args
 from backend.audit.service import record
 from backend.auth.middleware import partner_credential_id
-from backend.auth.service import AuthContext, _reserve_attempts
+from backend.auth.service import AuthContext, release_attempts, reserve_attempts
 from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_access, epoch
 from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
@@ -26,7 +26,6 @@ from mobile_sync_protocol.rules.coverage_state import coverage_state
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 
 Q = load_queries("backend.fhir")
-AUTH_Q = load_queries("backend.auth")
 
 _DUMMY_SECRET_HASH = hashlib.sha256(b"canbao-no-such-partner").digest()
 
@@ -48,24 +47,36 @@ async def partner_token(ctx: AuthContext, client_id: str, client_secret: str, cl
     """OAuth 2.0 client credentials: a short-lived token for /fhir, bound to the current secret."""
     keys = [ctx.key.keyed_hash("partner-client", client_id), ctx.key.keyed_hash("partner-addr", client_addr)]
     async with ctx.pool.acquire() as conn:
-        await _reserve_attempts(conn, ctx, keys)  # autocommit: failures count although the request fails
+        await reserve_attempts(conn, ctx, keys)  # autocommit: failures count although the request fails
         row = await conn.fetchrow(Q["partner_by_client_id"], client_id)
         stored = row["secret_hash"] if row is not None else _DUMMY_SECRET_HASH
         ok = hmac.compare_digest(stored, hashlib.sha256(client_secret.encode()).digest())
         if not (ok and row is not None and row["active"]):
-            await record(conn, None, "login_failed", "partner", row["id"] if row else None,
-                         division_code=row["division_code"] if row else None,
-                         summary={"reason": "disabled" if ok and row is not None else "credentials"})  # fmt: skip
+            await record(
+                conn,
+                None,
+                "login_failed",
+                "partner",
+                row["id"] if row else None,
+                division_code=row["division_code"] if row else None,
+                summary={"reason": "disabled" if ok and row is not None else "credentials"},
+            )
             raise InvalidClient()
         async with conn.transaction():
-            await conn.execute(AUTH_Q["clear_failures"], keys[0])
-            await conn.execute(AUTH_Q["forgive_attempt"], keys[1])
+            await release_attempts(conn, keys)
             actor = Actor(kind="partner", id=row["id"], role=None, scope=Scope(row["division_code"], row["level"]))
             await record(conn, actor, "login", "partner", row["id"], division_code=row["division_code"])
     now = epoch(datetime.now(UTC))
     ttl = ctx.settings.partner_token_ttl_s
-    claims = AccessClaims(sub=row["id"], sid=partner_credential_id(row["secret_hash"]), act=ACT_PARTNER,
-                          scope=SCOPE_FHIR, jti=uuid7(), iat=now, exp=now + ttl)  # fmt: skip
+    claims = AccessClaims(
+        sub=row["id"],
+        sid=partner_credential_id(row["secret_hash"]),
+        act=ACT_PARTNER,
+        scope=SCOPE_FHIR,
+        jti=uuid7(),
+        iat=now,
+        exp=now + ttl,
+    )
     return PartnerToken(access_token=encode_access(ctx.key, claims), expires_in=ttl)
 
 
@@ -94,8 +105,11 @@ def _patient_number(body: dict[str, Any], today: date) -> str:
     reference = patient.get("reference")
     if isinstance(reference, str) and reference.startswith("#"):
         for i, contained in enumerate(body.get("contained") or []):
-            if isinstance(contained, dict) and contained.get("resourceType") == "Patient" \
-                    and contained.get("id") == reference[1:]:  # fmt: skip
+            if (
+                isinstance(contained, dict)
+                and contained.get("resourceType") == "Patient"
+                and contained.get("id") == reference[1:]
+            ):
                 ids = [x for x in contained.get("identifier") or [] if isinstance(x, dict)]
                 ours = [x for x in ids if x.get("system") in (None, resources.RESIDENT_ID_SYSTEM)]
                 if len(ours) != 1:
@@ -165,11 +179,19 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
         enrollment=enrollment,
     )
     await record(
-        conn, actor, "read", "coverage_eligibility", person_id,
+        conn,
+        actor,
+        "read",
+        "coverage_eligibility",
+        person_id,
         division_code=enrollment["village_code"] if enrollment else actor.scope.division_code,
-        summary={"serviced": serviced.isoformat(), "inforce": state.in_force, "state": state.code,
-                 "response_id": answer["id"]},
-    )  # fmt: skip
+        summary={
+            "serviced": serviced.isoformat(),
+            "inforce": state.in_force,
+            "state": state.code,
+            "response_id": answer["id"],
+        },
+    )
     return answer
 
 
@@ -193,8 +215,12 @@ async def search_coverage(
     found = [resources.coverage(dict(r.items()), resources.resident_identifier(number)) for r in rows]
     bundle = resources.searchset(uuid7(), datetime.now(UTC).replace(microsecond=0), self_url, found)
     await record(
-        conn, actor, "read", "coverage", person_id,
+        conn,
+        actor,
+        "read",
+        "coverage",
+        person_id,
         division_code=rows[0]["village_code"] if rows else actor.scope.division_code,
         summary={"search": "Coverage", "results": len(found), "bundle_id": bundle["id"]},
-    )  # fmt: skip
+    )
     return bundle

@@ -23,7 +23,7 @@ from backend.ids import uuid7
 from mobile_sync_protocol.rules.coverage import EnrolmentWindow, WaitingPolicy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, SubsidyPolicy, TopUp
 
-Q = load_queries("backend.enrollment")
+Q = load_queries("backend.policy")
 
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 Fen = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
@@ -125,9 +125,18 @@ async def create_version(conn: Connection, actor: Actor, year: int, data: Policy
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy_versions'), $1)", year)
     version = await conn.fetchval(Q["next_policy_version"], year)
     row = await conn.fetchrow(
-        Q["insert_policy_version"], uuid7(), year, version, data.effective_from, data.premium_fen,
-        data.window_start, data.window_end, msgspec.to_builtins(data.rules), data.note, actor.id,
-    )  # fmt: skip
+        Q["insert_policy_version"],
+        uuid7(),
+        year,
+        version,
+        data.effective_from,
+        data.premium_fen,
+        data.window_start,
+        data.window_end,
+        msgspec.to_builtins(data.rules),
+        data.note,
+        actor.id,
+    )
     assert row is not None
     created = _version(row)
     await record(conn, actor, "create", "policy_version", created.id, summary={"year": year, "version": version})
@@ -148,12 +157,23 @@ async def update_version(conn: Connection, actor: Actor, year: int, version: int
         # them at the old premium. A new version applies from its effective date instead.
         raise PolicyLocked("enrolments are priced under this version: publish a new version instead")
     row = await conn.fetchrow(
-        Q["update_policy_version"], before["id"], data.effective_from, data.premium_fen,
-        data.window_start, data.window_end, msgspec.to_builtins(data.rules), data.note,
-    )  # fmt: skip
+        Q["update_policy_version"],
+        before["id"],
+        data.effective_from,
+        data.premium_fen,
+        data.window_start,
+        data.window_end,
+        msgspec.to_builtins(data.rules),
+        data.note,
+    )
     assert row is not None
     await record(conn, actor, "update", "policy_version", before["id"], summary={"year": year, "version": version})
     return _version(row)
+
+
+async def years(conn: Connection) -> list[int]:
+    """The coverage years that have a policy, in order."""
+    return [r["coverage_year"] for r in await conn.fetch(Q["policy_years"])]
 
 
 async def versions(conn: Connection, year: int) -> list[PolicyVersion]:

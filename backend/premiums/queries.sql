@@ -286,3 +286,22 @@ SELECT EXISTS (
 
 -- name: lock_block
 SELECT 1 FROM receipt_blocks WHERE id = $1 FOR UPDATE;
+
+-- name: current_members_of
+SELECT m.person_id FROM memberships m WHERE m.household_id = $1 AND m.left_at IS NULL;
+
+-- name: allocated_to_persons
+-- What payments that were not voided put towards each person for the year.
+SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
+FROM payment_allocations a
+JOIN payment_ledger p ON p.id = a.payment_id
+WHERE p.household_id = $1 AND p.coverage_year = $2 AND p.kind = 'premium' AND NOT p.voided
+GROUP BY a.person_id;
+
+-- name: household_money
+-- Paid for a household and year, derived from events: payments − approved voids − approved refunds.
+SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
+       coalesce(sum(amount_fen) FILTER (WHERE voided), 0)::bigint AS voided_fen,
+       coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
+FROM payment_ledger
+WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';

@@ -61,8 +61,15 @@ async def collections(
                 net_fen=gross - r["voided_fen"] - r["refunded_fen"],
             )
         )
-    await record(conn, actor, "report", "collections", None, division_code=actor.scope.division_code,
-                 summary={"group": group, "from": date_from.isoformat(), "to": date_to.isoformat()})  # fmt: skip
+    await record(
+        conn,
+        actor,
+        "report",
+        "collections",
+        None,
+        division_code=actor.scope.division_code,
+        summary={"group": group, "from": date_from.isoformat(), "to": date_to.isoformat()},
+    )
     return CollectionsReport(group=group, date_from=date_from, date_to=date_to, rows=rows)
 
 
@@ -184,8 +191,14 @@ async def reconcile(conn: Connection, actor: Actor, lines: list[StatementLine]) 
             continue
         seen.add(payment["id"])
         if payment["amount_fen"] == line.amount_fen:
-            matched.append(Matched(channel_ref=line.channel_ref, payment_id=payment["id"],
-                                   receipt_no=payment["receipt_no"], amount_fen=line.amount_fen))  # fmt: skip
+            matched.append(
+                Matched(
+                    channel_ref=line.channel_ref,
+                    payment_id=payment["id"],
+                    receipt_no=payment["receipt_no"],
+                    amount_fen=line.amount_fen,
+                )
+            )
         else:
             mismatched.append(
                 AmountMismatch(
@@ -222,5 +235,11 @@ async def reconcile(conn: Connection, actor: Actor, lines: list[StatementLine]) 
             "unexpected": len(unexpected),
         },
     )
-    return Reconciliation(date_from=date_from, date_to=date_to, matched=matched, amount_mismatches=mismatched,
-                          missing=missing, unexpected=unexpected)  # fmt: skip
+    return Reconciliation(
+        date_from=date_from,
+        date_to=date_to,
+        matched=matched,
+        amount_mismatches=mismatched,
+        missing=missing,
+        unexpected=unexpected,
+    )

@@ -19,22 +19,11 @@ from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.guards import require_roles
-from backend.premiums import reports, service
-from backend.premiums.service import (
-    AdjustmentRequest,
-    Block,
-    BlockBalances,
-    BlockIssue,
-    CollectorDay,
-    Decision,
-    Payment,
-    PaymentEvent,
-    PaymentEvents,
-    PaymentIn,
-    Receipt,
-    RemittanceIn,
-    Retired,
-)
+from backend.premiums import adjustments, blocks, payments, remittance, reports
+from backend.premiums.adjustments import AdjustmentRequest, Decision, PaymentEvent, PaymentEvents
+from backend.premiums.blocks import Block, BlockBalances, BlockIssue, Retired
+from backend.premiums.payments import Payment, PaymentIn, Receipt
+from backend.premiums.remittance import CollectorDay, RemittanceIn
 
 REVIEWERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
 COLLECTORS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
@@ -51,19 +40,19 @@ class ReceiptBlockController(Controller):
 
     @post("/", summary="Issue a block of receipt numbers to a collector or a collector's tablet", guards=[REVIEWERS])
     async def issue(self, data: JSONBody[BlockIssue], tx: Tx, actor: CurrentActor) -> Block:
-        return await service.issue_block(tx, actor, data)
+        return await blocks.issue_block(tx, actor, data)
 
     @get("/", summary="Receipt blocks and their balance: issued = used + voided + retired + open")
     async def balances(self, tx: Tx, actor: CurrentActor, collector_id: FromQuery[UUID | None] = None) -> BlockBalances:
         if actor.role == Role.TOWNSHIP_STAFF:
             collector_id = actor.id  # staff see their own blocks
-        return await service.block_balances(tx, actor, collector_id)
+        return await blocks.block_balances(tx, actor, collector_id)
 
     @post("/{block_id:uuid}/retire", status_code=200, summary="Retire a block's unused numbers", guards=[REVIEWERS])
     async def retire(
         self, block_id: FromPath[UUID], data: JSONBody[RetireRequest], tx: Tx, actor: CurrentActor
     ) -> Retired:
-        return await service.retire_unused(tx, actor, block_id, data.reason)
+        return await blocks.retire_unused(tx, actor, block_id, data.reason)
 
 
 class PaymentController(Controller):
@@ -90,7 +79,7 @@ class PaymentController(Controller):
         )
         if stored is not None:
             return stored.replayed()
-        receipt = await service.record_payment(
+        receipt = await payments.record_payment(
             tx, actor, data, timezone=state.settings.timezone, code_key=state.key.secret
         )
         body = msgspec.json.encode(receipt)
@@ -99,17 +88,17 @@ class PaymentController(Controller):
 
     @get("/{payment_id:uuid}", summary="A payment")
     async def get_payment(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Payment:
-        return await service.get_payment(tx, actor, payment_id)
+        return await payments.get_payment(tx, actor, payment_id)
 
     @get("/{payment_id:uuid}/events", summary="A payment's void and refund requests and decisions")
     async def events(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> PaymentEvents:
-        return await service.payment_events(tx, actor, payment_id)
+        return await adjustments.payment_events(tx, actor, payment_id)
 
     @post("/{payment_id:uuid}/adjustments", summary="Ask for a void (same day) or a refund", guards=[COLLECTORS])
     async def adjust(
         self, payment_id: FromPath[UUID], data: JSONBody[AdjustmentRequest], tx: Tx, actor: CurrentActor, state: State
     ) -> PaymentEvent:
-        return await service.request_adjustment(tx, actor, payment_id, data, local_today(state.settings.timezone))
+        return await adjustments.request_adjustment(tx, actor, payment_id, data, local_today(state.settings.timezone))
 
 
 class AdjustmentController(Controller):
@@ -118,14 +107,17 @@ class AdjustmentController(Controller):
 
     @get("/", summary="Voids and refunds awaiting a decision in your scope")
     async def pending(self, tx: Tx, actor: CurrentActor) -> PaymentEvents:
-        return await service.pending_requests(tx, actor)
+        return await adjustments.pending_requests(tx, actor)
 
-    @post("/{request_id:uuid}/decision", summary="Approve or reject (never your own)",
-          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    @post(
+        "/{request_id:uuid}/decision",
+        summary="Approve or reject (never your own)",
+        guards=[require_roles(Role.TOWNSHIP_REVIEWER)],
+    )
     async def decide(
         self, request_id: FromPath[UUID], data: JSONBody[Decision], tx: Tx, actor: CurrentActor, state: State
     ) -> PaymentEvent:
-        return await service.decide_adjustment(tx, actor, request_id, data, local_today(state.settings.timezone))
+        return await adjustments.decide_adjustment(tx, actor, request_id, data, local_today(state.settings.timezone))
 
 
 class CollectorDayController(Controller):
@@ -134,18 +126,22 @@ class CollectorDayController(Controller):
 
     @get("/{collector_id:uuid}/{day:date}", summary="A collector's cash day: collected, voided, remitted, difference")
     async def day(self, collector_id: FromPath[UUID], day: FromPath[date], tx: Tx, actor: CurrentActor) -> CollectorDay:
-        return await service.collector_day(tx, actor, collector_id, day)
+        return await remittance.collector_day(tx, actor, collector_id, day)
 
     @post("/remittances", summary="Record cash handed to the bank for a collector's day", guards=[COLLECTORS])
     async def remit(self, data: JSONBody[RemittanceIn], tx: Tx, actor: CurrentActor) -> CollectorDay:
-        return await service.record_remittance(tx, actor, data)
+        return await remittance.record_remittance(tx, actor, data)
 
-    @post("/{collector_id:uuid}/{day:date}/close", status_code=200, summary="Close a collector's day (reviewer)",
-          guards=[require_roles(Role.TOWNSHIP_REVIEWER)])  # fmt: skip
+    @post(
+        "/{collector_id:uuid}/{day:date}/close",
+        status_code=200,
+        summary="Close a collector's day (reviewer)",
+        guards=[require_roles(Role.TOWNSHIP_REVIEWER)],
+    )
     async def close(
         self, collector_id: FromPath[UUID], day: FromPath[date], tx: Tx, actor: CurrentActor
     ) -> CollectorDay:
-        return await service.close_day(tx, actor, collector_id, day)
+        return await remittance.close_day(tx, actor, collector_id, day)
 
 
 class StatementUpload(msgspec.Struct):
@@ -156,37 +152,53 @@ class CollectionReportController(Controller):
     path = "/api/v1/reports/collections"
     tags = ["reports"]
 
-    @get("/", summary="Collections per township, collector or day: cash, QR, bank, voided, refunded (JSON, CSV, XLSX)",
-         guards=[REVIEWERS])  # fmt: skip
+    @get(
+        "/",
+        summary="Collections per township, collector or day: cash, QR, bank, voided, refunded (JSON, CSV, XLSX)",
+        guards=[REVIEWERS],
+    )
     async def collections(
-        self, tx: Tx, actor: CurrentActor,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
         date_from: Annotated[date, QueryParameter(name="from")],
         date_to: Annotated[date, QueryParameter(name="to")],
         group: FromQuery[reports.Group] = "collector",
         format: FromQuery[tables.Format] = "json",
-    ) -> Response[reports.CollectionsReport | bytes]:  # fmt: skip
+    ) -> Response[reports.CollectionsReport | bytes]:
         report = await reports.collections(tx, actor, group, date_from, date_to)
         if format == "json":
             return Response(report)
         rows = reports.table(report)
         body = (
-            tables.to_csv(reports.HEADER, rows) if format == "csv"
+            tables.to_csv(reports.HEADER, rows)
+            if format == "csv"
             else tables.to_xlsx(f"collections by {group}", reports.HEADER, rows)
-        )  # fmt: skip
+        )
         name = f"collections-{group}-{date_from}-{date_to}.{format}"
-        return Response(body, media_type=tables.MEDIA_TYPES[format],
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+        return Response(
+            body,
+            media_type=tables.MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
 
 class ReconciliationController(Controller):
     path = "/api/v1/reconciliations"
     tags = ["premiums"]
 
-    @post("/", status_code=200, summary="Reconcile QR and bank payments against a channel statement (CSV)",
-          guards=[REVIEWERS], request_max_body_size=20_000_000)  # fmt: skip
+    @post(
+        "/",
+        status_code=200,
+        summary="Reconcile QR and bank payments against a channel statement (CSV)",
+        guards=[REVIEWERS],
+        request_max_body_size=20_000_000,
+    )
     async def reconcile(
-        self, tx: Tx, actor: CurrentActor,
+        self,
+        tx: Tx,
+        actor: CurrentActor,
         data: Annotated[StatementUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-    ) -> reports.Reconciliation:  # fmt: skip
+    ) -> reports.Reconciliation:
         lines = reports.parse_statement(await data.file.read())
         return await reports.reconcile(tx, actor, lines)

@@ -29,8 +29,12 @@ class ResidentController(Controller):
     path = "/api/v1/resident"
     tags = ["resident"]
 
-    @post("/login", exclude_from_auth=True, status_code=200,
-          summary="Log in as a resident with ID number, name and the household's query code")  # fmt: skip
+    @post(
+        "/login",
+        exclude_from_auth=True,
+        status_code=200,
+        summary="Log in as a resident with ID number, name and the household's query code",
+    )
     async def login(
         self, data: JSONBody[ResidentLogin], state: State, request: Request[Any, Any, Any]
     ) -> ResidentToken:
@@ -38,8 +42,11 @@ class ResidentController(Controller):
         today = local_today(state.settings.timezone)
         return await service.login(state.auth, data.id_number, data.name, data.query_code, client, today)
 
-    @get("/coverage", guards=[RESIDENTS],
-         summary="Your household's enrolment, cover, subsidy and payments for a year, member by member")  # fmt: skip
+    @get(
+        "/coverage",
+        guards=[RESIDENTS],
+        summary="Your household's enrolment, cover, subsidy and payments for a year, member by member",
+    )
     async def coverage(self, tx: Tx, actor: CurrentActor, state: State, year: OptionalYear = None) -> HouseholdCoverage:
         today = local_today(state.settings.timezone)
         return await service.coverage(tx, actor, year or today.year, today)

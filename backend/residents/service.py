@@ -20,12 +20,13 @@ from backend.auth.service import AuthContext
 from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
 from backend.config import Settings
 from backend.db import Connection, load_queries
-from backend.enrollment.enrollments import paid_for, query_code_hash
+from backend.eligibility import check as eligibility
+from backend.enrollment.quotes import paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.ids import uuid7
-from backend.premiums.service import household_money
+from backend.premiums.payments import household_money
 from backend.sync import query_codes
-from mobile_sync_protocol import messages
+from mobile_sync_protocol.query_codes import normal_query_code
 from mobile_sync_protocol.rules.coverage_state import CoverageStateCode, coverage_state
 from mobile_sync_protocol.rules.identity import IdentityNumberError, mask, parse_resident_id
 
@@ -55,21 +56,6 @@ def _normal_name(name: str) -> str:
     return "".join(unicodedata.normalize("NFKC", name).split())
 
 
-def _normal_code(code: str) -> str:
-    return "".join(unicodedata.normalize("NFKC", code).split()).replace("-", "").upper()
-
-
-def _expected_hash(key: bytes, household_id: UUID, year: int, code: str, device_id: UUID | None) -> bytes:
-    """What the database holds for `code` if it is the household's code: derived by the server, or
-    made on a tablet and re-keyed (backend/sync/query_codes.py). Both are computed every time, so a
-    code's origin does not show in the time an answer takes."""
-    code = _normal_code(code)
-    server = query_code_hash(key, household_id, year, code)
-    tablet_key = query_codes.device_key(key, device_id or _NO_HOUSEHOLD)
-    tablet = query_codes.rekey(key, messages.query_code_hash(tablet_key, household_id, year, code))
-    return server if device_id is None else tablet
-
-
 async def _reserve(conn: Connection, key: bytes, limit: int, window_s: int, lockout_s: int) -> int | None:
     """Counts an attempt for `key`; the seconds it stays locked, or None when it may go ahead."""
     row = await conn.fetchrow(Q["bump_attempt"], key, float(window_s))
@@ -96,31 +82,55 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
     async with ctx.pool.acquire() as conn:
         # Autocommit: a failed attempt is counted and audited although the request fails.
         locks = [
-            await _reserve(conn, id_key, settings.resident_max_failures_per_id, settings.resident_failure_window_s,
-                           settings.resident_lockout_s),
-            await _reserve(conn, addr_key, settings.resident_max_failures_per_address,
-                           settings.resident_failure_window_s, settings.resident_lockout_s),
-        ]  # fmt: skip
+            await _reserve(
+                conn,
+                id_key,
+                settings.resident_max_failures_per_id,
+                settings.resident_failure_window_s,
+                settings.resident_lockout_s,
+            ),
+            await _reserve(
+                conn,
+                addr_key,
+                settings.resident_max_failures_per_address,
+                settings.resident_failure_window_s,
+                settings.resident_lockout_s,
+            ),
+        ]
         if any(lock is not None for lock in locks):
-            await record(conn, None, "resident_login_refused", "resident_login", None,
-                         summary={"reason": "too_many_attempts", "subject": subject})  # fmt: skip
+            await record(
+                conn,
+                None,
+                "resident_login_refused",
+                "resident_login",
+                None,
+                summary={"reason": "too_many_attempts", "subject": subject},
+            )
             raise TooManyAttempts(retry_after_s=max(lock or 0 for lock in locks))
 
         rows = await conn.fetch(Q["login_candidate"], number)
         person = rows[0] if rows else None
         household_id = person["household_id"] if person else _NO_HOUSEHOLD
-        slots = [(r["coverage_year"], bytes(r["code_hash"]), r["device_id"]) for r in rows
-                 if r["coverage_year"] is not None][:CODE_SLOTS]  # fmt: skip
+        slots = [
+            (r["coverage_year"], bytes(r["code_hash"]), r["device_id"]) for r in rows if r["coverage_year"] is not None
+        ][:CODE_SLOTS]
         slots += [(today.year, _NO_HASH, None)] * (CODE_SLOTS - len(slots))
         code_ok = False
         for year, stored, device_id in slots:
-            code_ok |= hmac.compare_digest(_expected_hash(ctx.key.secret, household_id, year, code, device_id), stored)
+            expected = query_codes.stored_hash(ctx.key.secret, household_id, year, normal_query_code(code), device_id)
+            code_ok |= hmac.compare_digest(expected, stored)
         name_ok = hmac.compare_digest(
             _normal_name(name).encode(), _normal_name(person["name"] if person else _NO_NAME).encode()
         )
         if not (person is not None and name_ok and code_ok):
-            await record(conn, None, "resident_login_failed", "resident_login", None,
-                         summary={"reason": "credentials", "subject": subject})  # fmt: skip
+            await record(
+                conn,
+                None,
+                "resident_login_failed",
+                "resident_login",
+                None,
+                summary={"reason": "credentials", "subject": subject},
+            )
             raise ResidentLoginFailed()
 
         async with conn.transaction():
@@ -133,11 +143,25 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
                 Q["insert_session"], session_id, person["person_id"], household_id, now, now + timedelta(seconds=ttl)
             )
             actor = Actor.resident(person["person_id"], household_id, session_id)
-            await record(conn, actor, "login", "resident_session", session_id, division_code=person["village_code"],
-                         summary={"household_id": str(household_id)})  # fmt: skip
+            await record(
+                conn,
+                actor,
+                "login",
+                "resident_session",
+                session_id,
+                division_code=person["village_code"],
+                summary={"household_id": str(household_id)},
+            )
         iat = epoch(now)
-        claims = AccessClaims(sub=person["person_id"], sid=session_id, act=ACT_RESIDENT, scope=SCOPE_RESIDENT,
-                              jti=token_id, iat=iat, exp=iat + ttl)  # fmt: skip
+        claims = AccessClaims(
+            sub=person["person_id"],
+            sid=session_id,
+            act=ACT_RESIDENT,
+            scope=SCOPE_RESIDENT,
+            jti=token_id,
+            iat=iat,
+            exp=iat + ttl,
+        )
         return ResidentToken(access_token=encode_access(ctx.key, claims), expires_in=ttl)
 
 
@@ -185,7 +209,6 @@ class HouseholdCoverage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> HouseholdCoverage:
-    from backend.eligibility import service as eligibility
 
     if actor.kind != "resident" or actor.household_id is None:
         raise NotFound()
@@ -200,9 +223,14 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
     members = []
     for r in rows:
         state = coverage_state(
-            year=year, on=today, status=r["status"], start=r["coverage_start"], end=r["coverage_end"],
-            reason_code=r["coverage_reason"], cancel_reason=r["cancel_reason"],
-        )  # fmt: skip
+            year=year,
+            on=today,
+            status=r["status"],
+            start=r["coverage_start"],
+            end=r["coverage_end"],
+            reason_code=r["coverage_reason"],
+            cancel_reason=r["cancel_reason"],
+        )
         live = r["status"] not in (None, "cancelled")
         premium = (r["premium_fen"] or 0) if live else 0
         subsidy = min(r["subsidy_fen"] or 0, premium) if live else 0
@@ -235,8 +263,15 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         )
     money = await household_money(conn, household_id, year)
     latest = max(receipts.values(), key=lambda r: r["collected_at"], default=None)
-    await record(conn, actor, "read", "resident_coverage", household_id, division_code=household["village_code"],
-                 summary={"year": year, "members": len(members)})  # fmt: skip
+    await record(
+        conn,
+        actor,
+        "read",
+        "resident_coverage",
+        household_id,
+        division_code=household["village_code"],
+        summary={"year": year, "members": len(members)},
+    )
     return HouseholdCoverage(
         household_id=household_id,
         household_no=household["household_no"],

@@ -43,23 +43,38 @@ _MAX_BIGINT = 2**63 - 1
 # shrinks by half). Conflicts last. Inside a kind or a household's part, keyset order on id.
 PHASES: tuple[str, ...] = ("policy_version", "receipt_block", "households", "conflict")
 HOUSEHOLD_PARTS: tuple[str, ...] = (
-    "household", "person", "membership", "enrollment", "payment", "payment_event", "subsidy",
-)  # fmt: skip
+    "household",
+    "person",
+    "membership",
+    "enrollment",
+    "payment",
+    "payment_event",
+    "subsidy",
+)
 _OF_HOUSEHOLDS = {
-    "person": "persons_of_households", "membership": "memberships_of_households",
-    "enrollment": "enrollments_of_households", "payment": "payments_of_households",
-    "payment_event": "payment_events_of_households", "subsidy": "subsidies_of",
-}  # fmt: skip
+    "person": "persons_of_households",
+    "membership": "memberships_of_households",
+    "enrollment": "enrollments_of_households",
+    "payment": "payments_of_households",
+    "payment_event": "payment_events_of_households",
+    "subsidy": "subsidies_of",
+}
 # A page token names its phase and part by position: a token of an older layout (a snapshot under way
 # while the server was upgraded) starts the snapshot again, at the same cursor.
 SNAPSHOT_LAYOUT = 2
 _ROW_TYPES: dict[str, type[Any]] = {t.__struct_config__.tag: t for t in m.Row.__args__}
 _BY_ID = {
-    "household": "households_by_id", "person": "persons_by_id", "membership": "memberships_by_id",
-    "enrollment": "enrollments_by_id", "payment": "payments_by_id", "payment_event": "payment_events_by_id",
-    "receipt_block": "receipt_blocks_by_id", "policy_version": "policies_by_id", "subsidy": "subsidies_of",
+    "household": "households_by_id",
+    "person": "persons_by_id",
+    "membership": "memberships_by_id",
+    "enrollment": "enrollments_by_id",
+    "payment": "payments_by_id",
+    "payment_event": "payment_events_by_id",
+    "receipt_block": "receipt_blocks_by_id",
+    "policy_version": "policies_by_id",
+    "subsidy": "subsidies_of",
     "conflict": "conflicts_by_id",
-}  # fmt: skip
+}
 # Subsidy grants that ended this long ago are left out of the rows: a tablet prices today's visits
 # (and, offline, the last weeks'), never a year long past. A grant still on a tablet after its end
 # is harmless: the tablet reads every grant with its dates.
@@ -146,9 +161,14 @@ async def pull(conn: Connection, actor: Actor, request: m.PullRequest, now: date
             changes, next_token = await _changes_page(conn, actor, token, request.limit, since)
     last_seq = await _touch(conn, actor.device_id)
     await record(
-        conn, actor, "sync_snapshot" if token.mode == "s" else "sync_pull", "device", actor.device_id,
-        division_code=actor.scope.division_code, summary={"records": len(changes), "more": next_token is not None},
-    )  # fmt: skip
+        conn,
+        actor,
+        "sync_snapshot" if token.mode == "s" else "sync_pull",
+        "device",
+        actor.device_id,
+        division_code=actor.scope.division_code,
+        summary={"records": len(changes), "more": next_token is not None},
+    )
     return m.PullResponse(
         protocol_version=m.PROTOCOL_VERSION,
         changes=changes,

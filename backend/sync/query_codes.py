@@ -1,14 +1,18 @@
-"""Query codes made offline on a tablet (SPEC §2, PROTOCOL.md "Query codes").
+"""The server's side of query codes (SPEC §2, PROTOCOL.md "Query codes"): keys and stored hashes.
 
-The tablet never holds the server's key (with it, every household's server-derived code could be
-computed). Each tablet gets its own key, derived one-way from the server key and its device id
-(`device_key`), and hashes its code with it (`mobile_sync_protocol.query_code_hash`). On receipt the
-server re-keys that hash with its own key (`rekey`) and stores the result with the device id, so:
+A tablet enrolling offline makes the code itself, but never holds the server's key (with it, every
+household's server-derived code could be computed). Each tablet gets its own key, derived one-way
+from the server key and its device id (`device_key`), and hashes its code with it
+(`mobile_sync_protocol.query_codes.query_code_hash`). On receipt the server re-keys that hash with its
+own key (`rekey`) and stores the result with the device id, so:
 
 - a database leak alone gives nothing to brute-force offline (every stored hash needs the server key);
 - a stolen tablet's key opens only hashes made under that key, and the stored ones are re-keyed;
-- the server can check a code a resident types (`query_code_matches`) but never print a tablet's code
-  again: receipts print the codes the server derived itself, the tablet prints its own.
+- the server can check a code a resident types (`stored_hash`, `query_code_matches`) but never print a
+  tablet's code again: receipts print the codes the server derived itself, the tablet prints its own.
+
+The pure functions (alphabet, the server's derived code, the keyed hash, a typed code's normal form)
+are in mobile_sync_protocol/query_codes.py, shared with the tablets.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ import hmac
 from uuid import UUID
 
 from backend.db import Connection, load_queries
-from backend.enrollment.enrollments import query_code_hash
-from mobile_sync_protocol import messages as m
+from mobile_sync_protocol.query_codes import query_code_hash
 
 Q = load_queries("backend.sync")
 
@@ -32,6 +35,19 @@ def device_key(server_key: bytes, device_id: UUID) -> bytes:
 def rekey(server_key: bytes, tablet_hash: bytes) -> bytes:
     """What is stored for a tablet's code: its hash keyed again with the server key."""
     return hmac.new(server_key, b"canbao-query-code-rekey:" + tablet_hash, hashlib.sha256).digest()
+
+
+_NO_DEVICE = UUID(int=0)
+
+
+def stored_hash(server_key: bytes, household_id: UUID, year: int, code: str, device_id: UUID | None) -> bytes:
+    """What the database holds for `code` if it is the household's code for the year: the hash of a
+    code the server derived (`device_id` None), or a tablet's hash re-keyed. Both are computed every
+    time, so a code's origin does not show in the time an answer takes."""
+    server = query_code_hash(server_key, household_id, year, code)
+    tablet_key = device_key(server_key, device_id or _NO_DEVICE)
+    tablet = rekey(server_key, query_code_hash(tablet_key, household_id, year, code))
+    return server if device_id is None else tablet
 
 
 async def take_tablet_code(
@@ -50,7 +66,5 @@ async def query_code_matches(conn: Connection, server_key: bytes, household_id: 
     row = await conn.fetchrow(Q["query_code_row"], household_id, year)
     if row is None:
         return False
-    if row["device_id"] is None:
-        return hmac.compare_digest(bytes(row["code_hash"]), query_code_hash(server_key, household_id, year, code))
-    tablet_hash = m.query_code_hash(device_key(server_key, row["device_id"]), household_id, year, code)
-    return hmac.compare_digest(bytes(row["code_hash"]), rekey(server_key, tablet_hash))
+    expected = stored_hash(server_key, household_id, year, code, row["device_id"])
+    return hmac.compare_digest(bytes(row["code_hash"]), expected)

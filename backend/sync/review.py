@@ -13,7 +13,7 @@ from backend.actor import Actor, Role, Scope, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from backend.premiums import service as premium_service
+from backend.premiums import payments as premium_payments
 from mobile_sync_protocol import messages as m
 
 Q = load_queries("backend.sync")
@@ -69,8 +69,15 @@ def _item(row: asyncpg.Record) -> QuarantineItem:
 async def queue(conn: Connection, actor: Actor, status: str | None, after: UUID | None, limit: int) -> QuarantinePage:
     rows = await conn.fetch(Q["quarantine_queue"], *scope_args(actor), status, after, limit + 1)
     items = [_item(r) for r in rows[:limit]]
-    await record(conn, actor, "read_queue", "sync_quarantine", None, division_code=actor.scope.division_code,
-                 summary={"results": len(items)})  # fmt: skip
+    await record(
+        conn,
+        actor,
+        "read_queue",
+        "sync_quarantine",
+        None,
+        division_code=actor.scope.division_code,
+        summary={"results": len(items)},
+    )
     return QuarantinePage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
 
@@ -86,8 +93,9 @@ async def settle(
     if row["status"] != "open":
         raise NotSettleable(f"the item is already {row['status']}")
     if (data.household_id is None) != (data.person_ids is None):
-        raise InvalidInput("person_ids" if data.person_ids is None else "household_id",
-                           "household_id and person_ids go together")  # fmt: skip
+        raise InvalidInput(
+            "person_ids" if data.person_ids is None else "household_id", "household_id and person_ids go together"
+        )
     if data.household_id is not None and data.resolution != "apply":
         raise InvalidInput("household_id", "only an applied payment goes to another household")
     if data.resolution == "apply":
@@ -97,35 +105,49 @@ async def settle(
             mutation = msgspec.convert(row["body"], m.PaymentRecord)
             payment = msgspec.convert(
                 {
-                    "id": mutation.payment_id, "household_id": data.household_id or mutation.household_id,
-                    "coverage_year": mutation.coverage_year, "person_ids": data.person_ids or mutation.person_ids,
-                    "amount_fen": mutation.amount_fen, "method": mutation.method, "kind": mutation.kind,
-                    "back_years": mutation.back_years, "receipt_no": mutation.receipt_no,
-                    "collected_at": mutation.collected_at, "channel_ref": mutation.channel_ref,
+                    "id": mutation.payment_id,
+                    "household_id": data.household_id or mutation.household_id,
+                    "coverage_year": mutation.coverage_year,
+                    "person_ids": data.person_ids or mutation.person_ids,
+                    "amount_fen": mutation.amount_fen,
+                    "method": mutation.method,
+                    "kind": mutation.kind,
+                    "back_years": mutation.back_years,
+                    "receipt_no": mutation.receipt_no,
+                    "collected_at": mutation.collected_at,
+                    "channel_ref": mutation.channel_ref,
                 },
-                premium_service.PaymentIn,
-            )  # fmt: skip
+                premium_payments.PaymentIn,
+            )
         except msgspec.ValidationError as exc:
             raise NotSettleable("the quarantined payment is malformed; dismiss it") from exc
         # The payment is the collector's, from their tablet and receipt block; the reviewer's
         # decision is audited separately below.
         collector = Actor(
-            kind="user", id=row["user_id"], role=Role(row["user_role"]),
-            scope=Scope(row["user_division"], row["user_level"]), device_id=row["device_id"],
-        )  # fmt: skip
+            kind="user",
+            id=row["user_id"],
+            role=Role(row["user_role"]),
+            scope=Scope(row["user_division"], row["user_level"]),
+            device_id=row["device_id"],
+        )
         try:
             async with conn.transaction():
-                await premium_service.record_payment(conn, collector, payment, timezone=timezone, code_key=code_key)
+                await premium_payments.record_payment(conn, collector, payment, timezone=timezone, code_key=code_key)
         except DomainError as exc:
             raise NotSettleable(f"the payment still cannot be recorded: {exc.code}", reason=exc.code) from exc
     status = "applied" if data.resolution == "apply" else "dismissed"
     updated = await conn.fetchrow(Q["settle_quarantine"], quarantine_id, status, actor.id, data.note)
     assert updated is not None
     await record(
-        conn, actor, f"settle_{status}", "sync_quarantine", quarantine_id, division_code=row["township_code"],
+        conn,
+        actor,
+        f"settle_{status}",
+        "sync_quarantine",
+        quarantine_id,
+        division_code=row["township_code"],
         summary={"reason": row["reason"], "kind": row["kind"]}
         | ({"repointed_to": str(data.household_id)} if data.household_id is not None else {}),
-    )  # fmt: skip
+    )
     return _item(updated)
 
 
@@ -170,7 +192,14 @@ async def follow_up(conn: Connection, actor: Actor, device_id: UUID) -> DeviceFo
     ]
     await record(conn, actor, "read", "device", device_id, division_code=row["division_code"])
     return DeviceFollowUp(
-        device_id=row["id"], status=row["status"], owner_id=row["owner_id"], last_seq=row["last_seq"],
-        last_push_at=row["last_push_at"], last_pull_at=row["last_pull_at"], last_app_version=row["last_app_version"],
-        last_clock_skew_s=row["last_clock_skew_s"], open_quarantine=row["open_quarantine"], receipt_blocks=blocks,
-    )  # fmt: skip
+        device_id=row["id"],
+        status=row["status"],
+        owner_id=row["owner_id"],
+        last_seq=row["last_seq"],
+        last_push_at=row["last_push_at"],
+        last_pull_at=row["last_pull_at"],
+        last_app_version=row["last_app_version"],
+        last_clock_skew_s=row["last_clock_skew_s"],
+        open_quarantine=row["open_quarantine"],
+        receipt_blocks=blocks,
+    )

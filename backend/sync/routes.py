@@ -18,9 +18,9 @@ from backend.db import Pool
 from backend.deps import CurrentActor, Tx
 from backend.errors import DomainError
 from backend.guards import require_roles
+from backend.sync import context, query_codes, review
 from backend.sync import pull as pull_service
 from backend.sync import push as push_service
-from backend.sync import query_codes, review
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 
@@ -91,25 +91,30 @@ class SyncController(Controller):
     path = "/api/v1/sync"
     tags = ["sync"]
 
-    @post("/push", status_code=200, guards=[DEVICE_USERS],
-          summary="Push a batch of a tablet's mutations (see mobile_sync_protocol/PROTOCOL.md)")  # fmt: skip
+    @post(
+        "/push",
+        status_code=200,
+        guards=[DEVICE_USERS],
+        summary="Push a batch of a tablet's mutations (see mobile_sync_protocol/PROTOCOL.md)",
+    )
     async def push(self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
         envelope, fmt = await read_envelope(request, m.PushRequest)
-        ctx = push_service.Context(
+        ctx = context.Context(
             timezone=state.settings.timezone,
             code_key=state.key.secret,
-            now=push_service.now_utc(),
+            now=context.now_utc(),
             dedup=not state.settings.test_break_push_dedup,
         )
         return await _answer(await push_service.push(tx, actor, envelope, fmt, ctx), fmt, request)
 
-    @post("/pull", status_code=200, guards=[DEVICE_USERS],
-          summary="Pull a snapshot page, or the changes since a cursor")  # fmt: skip
+    @post(
+        "/pull", status_code=200, guards=[DEVICE_USERS], summary="Pull a snapshot page, or the changes since a cursor"
+    )
     async def pull(self, request: Request[Any, Any, Any], actor: CurrentActor, state: State) -> Response[bytes]:
         envelope, fmt = await read_envelope(request, m.PullRequest)
         pool: Pool = state.pool
         async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            answer = await pull_service.pull(conn, actor, envelope, push_service.now_utc())
+            answer = await pull_service.pull(conn, actor, envelope, context.now_utc())
         assert actor.device_id is not None  # pull() refuses a token without a device
         key = query_codes.device_key(state.key.secret, actor.device_id)
         return await _answer(msgspec.structs.replace(answer, query_code_key=key), fmt, request)
@@ -125,8 +130,12 @@ class SyncController(Controller):
     ) -> review.QuarantinePage:
         return await review.queue(tx, actor, status, after, limit)
 
-    @post("/quarantine/{quarantine_id:uuid}/settle", status_code=200, guards=[REVIEWERS],
-          summary="Apply a quarantined payment, or dismiss an item with a note")  # fmt: skip
+    @post(
+        "/quarantine/{quarantine_id:uuid}/settle",
+        status_code=200,
+        guards=[REVIEWERS],
+        summary="Apply a quarantined payment, or dismiss an item with a note",
+    )
     async def settle(
         self,
         quarantine_id: FromPath[UUID],

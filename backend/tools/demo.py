@@ -76,7 +76,7 @@ async def seed(conn: Connection, passwords: Passwords) -> list[SeededUser]:
         )
         seeded = []
         for username, role, division_code, full_name in USERS:
-            exists = await conn.fetchval(admin.Q["get_user_by_username"], username)
+            exists = await admin.get_user_by_username(conn, username) is not None
             if not exists:
                 await admin.create_user(
                     conn,
@@ -124,11 +124,16 @@ CATEGORIES = (
 )
 # Share of residents in each category (a person holds at most one here).
 CATEGORY_SHARES = (
-    ("te_kun", 0.006), ("gu_er", 0.001), ("di_bao", 0.02), ("zhongdu_canji", 0.01), ("di_bao_bianyuan", 0.02),
-)  # fmt: skip
+    ("te_kun", 0.006),
+    ("gu_er", 0.001),
+    ("di_bao", 0.02),
+    ("zhongdu_canji", 0.01),
+    ("di_bao_bianyuan", 0.02),
+)
 
-# Where residents were born (the ID number's area code): mostly here, some elsewhere in Zhejiang,
-# some from other provinces. Area codes are not checked against today's list: old ones stay valid.
+# Where residents were born (the ID number's area code): mostly here, some elsewhere in Zhejiang
+# (the first row), some from other provinces (the second). Area codes are not checked against
+# today's list: old ones stay valid.
 BIRTH_AREAS = (
     ("330106", 70), ("330102", 6), ("330105", 5), ("330127", 4), ("330182", 4),
     ("341221", 4), ("362330", 3), ("511324", 2), ("412726", 2),
@@ -136,9 +141,14 @@ BIRTH_AREAS = (
 
 # Kinds of household and how common each is.
 HOUSEHOLD_KINDS = (
-    ("single_elder", 8), ("single", 5), ("elder_couple", 14), ("young_couple", 6),
-    ("nuclear", 38), ("with_parents", 15), ("with_grandchildren", 14),
-)  # fmt: skip
+    ("single_elder", 8),
+    ("single", 5),
+    ("elder_couple", 14),
+    ("young_couple", 6),
+    ("nuclear", 38),
+    ("with_parents", 15),
+    ("with_grandchildren", 14),
+)
 
 
 class PopulationSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,10 +184,10 @@ async def seed_population(conn: Connection) -> PopulationSummary:
     if await conn.fetchval(Q["demo_households_exist"], villages):
         return await _summary(conn, created=False)
     async with conn.transaction():
-        users = {u: await conn.fetchrow(admin.Q["get_user_by_username"], u) for u, *_ in USERS}
+        users = {u: await admin.get_user_by_username(conn, u) for u, *_ in USERS}
         if any(row is None for row in users.values()):
             raise RuntimeError("seed the demo district and its users first")
-        user_ids: dict[str, UUID] = {u: row["id"] for u, row in users.items() if row is not None}
+        user_ids: dict[str, UUID] = {u: row.id for u, row in users.items() if row is not None}
         district_admin = Actor(
             kind="user", id=user_ids["admin"], role=Role.DISTRICT_ADMIN, scope=Scope(DISTRICT, "district")
         )
@@ -188,11 +198,19 @@ async def seed_population(conn: Connection) -> PopulationSummary:
             await conn.copy_records_to_table(table, columns=columns, records=records)
         summary = await _summary(conn, created=True)
         await record(
-            conn, None, "seed", "demo_population", None, division_code=DISTRICT,
-            summary={"households": summary.households, "persons": summary.persons,
-                     "enrollments": sum(sum(s.values()) for s in summary.enrollments.values()),
-                     "history_rows": summary.history_rows},
-        )  # fmt: skip
+            conn,
+            None,
+            "seed",
+            "demo_population",
+            None,
+            division_code=DISTRICT,
+            summary={
+                "households": summary.households,
+                "persons": summary.persons,
+                "enrollments": sum(sum(s.values()) for s in summary.enrollments.values()),
+                "history_rows": summary.history_rows,
+            },
+        )
         return summary
 
 
@@ -238,8 +256,9 @@ class _Population:
     """Builds every row in memory, deterministically, as records for COPY."""
 
     def __init__(self, user_ids: dict[str, UUID], policies_by_year: dict[int, policies.PolicyVersion]) -> None:
-        from faker import Faker
-        from faker.providers.person.zh_CN import Provider as ZhPerson
+        # Faker loads its locale providers on import: only when a population is built.
+        from faker import Faker  # noqa: PLC0415
+        from faker.providers.person.zh_CN import Provider as ZhPerson  # noqa: PLC0415
 
         # Demo data, meant to repeat (S311). Names have dice of their own, so that who lives where
         # and enrols when stays the same whatever Faker's name lists hold in its next version.
@@ -252,8 +271,12 @@ class _Population:
         self.id_numbers: set[str] = set()
         self.id_counter = 0
         self.rows: dict[str, list[tuple[Any, ...]]] = {
-            "persons": [], "households": [], "memberships": [], "enrollments": [], "enrollment_history": [],
-        }  # fmt: skip
+            "persons": [],
+            "households": [],
+            "memberships": [],
+            "enrollments": [],
+            "enrollment_history": [],
+        }
         self.names = {d[0]: d[3] for d in DIVISIONS}
         # Faker's zh_CN given names, one character at a time (its two-character ones are whole
         # names, some filed under the wrong sex); surnames are Faker's, weighted by frequency.
@@ -265,13 +288,34 @@ class _Population:
         "households": ("id", "village_code", "household_no", "address", "phone", "head_person_id", "created_by"),
         "memberships": ("id", "person_id", "household_id", "relation"),
         "enrollments": (
-            "id", "person_id", "household_id", "village_code", "coverage_year", "status", "funding", "source",
-            "policy_version_id", "registered_at", "registered_on", "business_date", "premium_fen", "subsidy_fen",
-            "coverage_start", "coverage_end", "coverage_reason", "coverage_note", "waiting_months", "confirmed_at",
-            "confirmed_by", "cancelled_at", "cancelled_by", "cancel_reason", "cancel_note",
+            "id",
+            "person_id",
+            "household_id",
+            "village_code",
+            "coverage_year",
+            "status",
+            "funding",
+            "source",
+            "policy_version_id",
+            "registered_at",
+            "registered_on",
+            "business_date",
+            "premium_fen",
+            "subsidy_fen",
+            "coverage_start",
+            "coverage_end",
+            "coverage_reason",
+            "coverage_note",
+            "waiting_months",
+            "confirmed_at",
+            "confirmed_by",
+            "cancelled_at",
+            "cancelled_by",
+            "cancel_reason",
+            "cancel_note",
         ),
         "enrollment_history": ("id_number", "coverage_year", "status", "source_file"),
-    }  # fmt: skip
+    }
 
     def build(self) -> dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]]:
         for village, count in VILLAGE_HOUSEHOLDS.items():
@@ -323,9 +367,12 @@ class _Population:
             return [_Person("head", rng.choice(("female", "male")), rng.randint(22, 60), surname())]
         head_sex = "male" if rng.random() < 0.82 else "female"
         head_age = {
-            "elder_couple": (60, 86), "young_couple": (23, 34), "nuclear": (27, 52),
-            "with_parents": (28, 46), "with_grandchildren": (52, 70),
-        }[kind]  # fmt: skip
+            "elder_couple": (60, 86),
+            "young_couple": (23, 34),
+            "nuclear": (27, 52),
+            "with_parents": (28, 46),
+            "with_grandchildren": (52, 70),
+        }[kind]
         age = rng.randint(*head_age)
         spouse_age = max(20, age + (rng.randint(-6, 2) if head_sex == "male" else rng.randint(-2, 6)))
         head = _Person("head", head_sex, age, surname())
@@ -399,9 +446,15 @@ class _Population:
         self.this_year(household_id, village, people, covered_2025, staff, reviewer)
 
     def last_year(
-        self, household_id: UUID, village: str, person_id: UUID, id_number: str, birth: date, categories: list[str],
+        self,
+        household_id: UUID,
+        village: str,
+        person_id: UUID,
+        id_number: str,
+        birth: date,
+        categories: list[str],
         reviewer: str,
-    ) -> bool:  # fmt: skip
+    ) -> bool:
         """2025: most residents were covered. Returns whether this one was."""
         rng = self.rng
         if rng.random() >= 0.9:
@@ -419,7 +472,11 @@ class _Population:
             paid_on = registered + timedelta(days=rng.randrange(8))
         cancelled = rng.random() < 0.02
         self.enrollment(
-            household_id, village, person_id, birth, 2025,
+            household_id,
+            village,
+            person_id,
+            birth,
+            2025,
             _Enrollment(
                 status="cancelled" if cancelled else "confirmed",
                 funding=None if cancelled else ("subsidised" if subsidised else "paid"),
@@ -428,8 +485,10 @@ class _Population:
                 subsidy_fen=0 if cancelled else self.subsidy(2025, categories),
                 cancelled=cancelled,
             ),
-            gap_years=0, reviewer=reviewer, staff=None,
-        )  # fmt: skip
+            gap_years=0,
+            reviewer=reviewer,
+            staff=None,
+        )
         return not cancelled
 
     def this_year(
@@ -473,27 +532,52 @@ class _Population:
                 status, funding, business = stage, "paid", paid_on
             gap = 0 if covered_2025[person_id] else 2026 - birth.year
             self.enrollment(
-                household_id, village, person_id, birth, 2026,
-                _Enrollment(status=status, funding=funding, registered_on=registered, business_date=business,
-                            subsidy_fen=subsidy if funding else 0, cancelled=cancelled),
-                gap_years=gap, reviewer=reviewer if status == "confirmed" else None, staff=staff,
-            )  # fmt: skip
+                household_id,
+                village,
+                person_id,
+                birth,
+                2026,
+                _Enrollment(
+                    status=status,
+                    funding=funding,
+                    registered_on=registered,
+                    business_date=business,
+                    subsidy_fen=subsidy if funding else 0,
+                    cancelled=cancelled,
+                ),
+                gap_years=gap,
+                reviewer=reviewer if status == "confirmed" else None,
+                staff=staff,
+            )
 
     def subsidy(self, year: int, categories: list[str]) -> int:
         return premium_due(self.policies[year].subsidy_policy(), categories).subsidy_fen
 
     def enrollment(
-        self, household_id: UUID, village: str, person_id: UUID, birth: date, year: int, e: _Enrollment, *,
-        gap_years: int, reviewer: str | None, staff: str | None,
-    ) -> None:  # fmt: skip
+        self,
+        household_id: UUID,
+        village: str,
+        person_id: UUID,
+        birth: date,
+        year: int,
+        e: _Enrollment,
+        *,
+        gap_years: int,
+        reviewer: str | None,
+        staff: str | None,
+    ) -> None:
         rng = self.rng
         policy = self.policies[year]
         cover = None
         if e.business_date is not None:
             cover = coverage_for(
-                coverage_year=year, business_date=e.business_date, window=policy.window,
-                policy=policy.rules.waiting, birth_date=birth, gap_years=gap_years,
-            )  # fmt: skip
+                coverage_year=year,
+                business_date=e.business_date,
+                window=policy.window,
+                policy=policy.rules.waiting,
+                birth_date=birth,
+                gap_years=gap_years,
+            )
         confirmed_at = confirmed_by = cancelled_at = cancelled_by = None
         if e.status == "confirmed":
             assert e.business_date is not None and reviewer is not None
@@ -502,17 +586,35 @@ class _Population:
         if e.cancelled:
             cancelled_at = _office_hours_utc(e.registered_on + timedelta(days=rng.randint(1, 30)), rng)
             cancelled_by = self.users[reviewer or staff or "admin"]
-        self.rows["enrollments"].append((
-            self.new_id(), person_id, household_id, village, year, e.status, e.funding, "live", policy.id,
-            _office_hours_utc(e.registered_on, rng), e.registered_on, e.business_date, policy.premium_fen,
-            e.subsidy_fen,
-            cover.start if cover else None, cover.end if cover else None,
-            cover.reason_code if cover else None, cover.reason if cover else None,
-            cover.waiting_months if cover else None,
-            confirmed_at, confirmed_by, cancelled_at, cancelled_by,
-            rng.choice(("employee_insurance", "duplicate", "moved_away")) if e.cancelled else None,
-            "" if e.cancelled else None,
-        ))  # fmt: skip
+        self.rows["enrollments"].append(
+            (
+                self.new_id(),
+                person_id,
+                household_id,
+                village,
+                year,
+                e.status,
+                e.funding,
+                "live",
+                policy.id,
+                _office_hours_utc(e.registered_on, rng),
+                e.registered_on,
+                e.business_date,
+                policy.premium_fen,
+                e.subsidy_fen,
+                cover.start if cover else None,
+                cover.end if cover else None,
+                cover.reason_code if cover else None,
+                cover.reason if cover else None,
+                cover.waiting_months if cover else None,
+                confirmed_at,
+                confirmed_by,
+                cancelled_at,
+                cancelled_by,
+                rng.choice(("employee_insurance", "duplicate", "moved_away")) if e.cancelled else None,
+                "" if e.cancelled else None,
+            )
+        )
 
 
 def _other(sex: str) -> str:

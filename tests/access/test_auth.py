@@ -697,8 +697,9 @@ async def test_a_suspended_tablets_session_ends_for_good_on_reuse_revocation_or_
             assert (await client.delete(f"/api/v1/devices/{device_id}", headers=admin)).status_code == 200
         else:
             staff_id = await user_id(conn, "staff_a")
-            changed = await client.post(f"/api/v1/users/{staff_id}/password", json={"password": PASSWORD},
-                                        headers=admin)  # fmt: skip
+            changed = await client.post(
+                f"/api/v1/users/{staff_id}/password", json={"password": PASSWORD}, headers=admin
+            )
             assert changed.status_code == 204, changed.text
         assert_problem(await refresh(client, renewed.json()["refresh_token"]), 401, "invalid_token")
         reason = await conn.fetchval(

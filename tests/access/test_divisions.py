@@ -110,10 +110,13 @@ async def test_residents_and_partners_get_no_division_list(client: Client) -> No
     household = await create_household(client, staff_a, [member(ID_NUMBERS[8], "赵六")])
     enrolled = await client.post(
         "/api/v1/enrollments",
-        json={"household_id": household["id"], "coverage_year": 2026,
-              "person_ids": [household["members"][0]["person_id"]]},
+        json={
+            "household_id": household["id"],
+            "coverage_year": 2026,
+            "person_ids": [household["members"][0]["person_id"]],
+        },
         headers=staff_a,
-    )  # fmt: skip
+    )
     assert enrolled.status_code == 201, enrolled.text
     resident = await client.post(
         "/api/v1/resident/login",
@@ -124,9 +127,12 @@ async def test_residents_and_partners_get_no_division_list(client: Client) -> No
     assert partner.status_code == 201, partner.text
     partner_token = await client.post(
         "/fhir/token",
-        data={"grant_type": "client_credentials", "client_id": partner.json()["partner"]["client_id"],
-              "client_secret": partner.json()["client_secret"]},
-    )  # fmt: skip
+        data={
+            "grant_type": "client_credentials",
+            "client_id": partner.json()["partner"]["client_id"],
+            "client_secret": partner.json()["client_secret"],
+        },
+    )
     assert partner_token.status_code == 200, partner_token.text
 
     for token in (resident.json()["access_token"], partner_token.json()["access_token"]):

@@ -109,19 +109,37 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
     # A tablet's payment for a household nobody knows: quarantined for township A's reviewers.
     tablet = await client.post(
         "/api/v1/auth/login",
-        json={"username": "staff_a", "password": PASSWORD, "device_id": device.json()["device"]["id"],
-              "device_secret": device.json()["device_secret"]},
-    )  # fmt: skip
+        json={
+            "username": "staff_a",
+            "password": PASSWORD,
+            "device_id": device.json()["device"]["id"],
+            "device_secret": device.json()["device_secret"],
+        },
+    )
     assert tablet.status_code == 200, tablet.text
-    lost_payment = {"type": "payment.record", "seq": 1, "mutation_id": str(uuid.uuid4()),
-                    "payment_id": str(uuid.uuid4()), "household_id": str(uuid.uuid4()), "coverage_year": 2026,
-                    "person_ids": [person_id], "amount_fen": 40000, "method": "cash", "receipt_no": "A00000002",
-                    "collected_at": "2025-10-08T09:00:00+08:00"}  # fmt: skip
+    lost_payment = {
+        "type": "payment.record",
+        "seq": 1,
+        "mutation_id": str(uuid.uuid4()),
+        "payment_id": str(uuid.uuid4()),
+        "household_id": str(uuid.uuid4()),
+        "coverage_year": 2026,
+        "person_ids": [person_id],
+        "amount_fen": 40000,
+        "method": "cash",
+        "receipt_no": "A00000002",
+        "collected_at": "2025-10-08T09:00:00+08:00",
+    }
     # The same household registered again offline: held as a conflict for township A's reviewers.
-    again = {"type": "household.create", "seq": 2, "mutation_id": str(uuid.uuid4()), "household_id": str(uuid.uuid4()),
-             "village_code": VILLAGE_A, "household_no": "0003",
-             "members": [{"person_id": str(uuid.uuid4()), "name": "张三", "relation": "head",
-                          "id_number": ID_NUMBERS[1]}]}  # fmt: skip
+    again = {
+        "type": "household.create",
+        "seq": 2,
+        "mutation_id": str(uuid.uuid4()),
+        "household_id": str(uuid.uuid4()),
+        "village_code": VILLAGE_A,
+        "household_no": "0003",
+        "members": [{"person_id": str(uuid.uuid4()), "name": "张三", "relation": "head", "id_number": ID_NUMBERS[1]}],
+    }
     pushed = await client.post(
         "/api/v1/sync/push",
         json={"protocol_version": 1, "device_id": device.json()["device"]["id"], "mutations": [lost_payment, again]},

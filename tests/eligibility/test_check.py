@@ -53,8 +53,9 @@ async def test_most_favourable_category_wins_and_every_answer_names_its_list_row
     first, second, third, fourth = body["items"]
     assert (first["may_enrol"], first["premium_fen"], first["subsidy_fen"], first["due_fen"]) == (True, 40000, 40000, 0)
     assert first["chosen_categories"] == ["te_kun"]
-    sources = [(c["category"], c["source"]["list_id"], c["source"]["version"], c["source"]["row"])
-               for c in first["categories"]]  # fmt: skip
+    sources = [
+        (c["category"], c["source"]["list_id"], c["source"]["version"], c["source"]["row"]) for c in first["categories"]
+    ]
     assert sources == [("di_bao", di_bao["id"], 1, 3), ("te_kun", te_kun["id"], 1, 2)]
     assert first["explanation"] == [
         "di_bao: list di_bao version 1 row 3",
@@ -122,10 +123,24 @@ async def test_exclusion_lists_and_live_enrolments_say_why_a_person_may_not_enro
     mine = (await check(client, staff_a, [ID_NUMBERS[4], ID_NUMBERS[1]]))["items"]
     assert (mine[0]["may_enrol"], mine[0]["obstacles"]) == (
         False,
-        [{"code": "deceased", "enrollment_id": None,
-          "source": {"kind": "list", "list_id": deceased["id"], "list_type": "deceased", "version": 1, "row": 2,
-                     "effective_from": "2025-09-01", "claim_id": None, "decided_by": None, "decided_at": None}}],
-    )  # fmt: skip
+        [
+            {
+                "code": "deceased",
+                "enrollment_id": None,
+                "source": {
+                    "kind": "list",
+                    "list_id": deceased["id"],
+                    "list_type": "deceased",
+                    "version": 1,
+                    "row": 2,
+                    "effective_from": "2025-09-01",
+                    "claim_id": None,
+                    "decided_by": None,
+                    "decided_at": None,
+                },
+            }
+        ],
+    )
     assert mine[1]["obstacles"] == [
         {"code": "already_enrolled", "source": None, "enrollment_id": enrolled.json()["items"][0]["id"]}
     ]
@@ -151,9 +166,12 @@ async def test_a_person_on_an_exclusion_list_cannot_be_enrolled(
     body = response.json()
     assert body["code"] == "on_exclusion_list"
     assert body["errors"] == [
-        {"field": "person_ids[1]", "message": "is on the employee_insurance list (list employee_insurance version 1 "
-         "row 2)", "reason": "employee_insurance"}
-    ]  # fmt: skip
+        {
+            "field": "person_ids[1]",
+            "message": "is on the employee_insurance list (list employee_insurance version 1 row 2)",
+            "reason": "employee_insurance",
+        }
+    ]
     assert ID_NUMBERS[2] not in response.text
     assert await conn.fetchval("SELECT count(*) FROM enrollments") == 0
 
@@ -167,12 +185,18 @@ async def test_enrolment_uses_eligibility_full_subsidy_is_subsidised_partial_low
         loaded = await upload(client, civil, csv(row), list_type=list_type, effective_from="2025-01-01")
         assert loaded.status_code == 201, loaded.text
     household = await create_household(
-        client, staff_a,
-        [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse"),
-         member(ID_NUMBERS[4], "张丽", "child")],
-    )  # fmt: skip
-    person_ids = [next(m["person_id"] for m in household["members"] if m["id_number"] == n) for n in
-                  (ID_NUMBERS[1], ID_NUMBERS[2], ID_NUMBERS[4])]  # fmt: skip
+        client,
+        staff_a,
+        [
+            member(ID_NUMBERS[1], "张三"),
+            member(ID_NUMBERS[2], "李四", "spouse"),
+            member(ID_NUMBERS[4], "张丽", "child"),
+        ],
+    )
+    person_ids = [
+        next(m["person_id"] for m in household["members"] if m["id_number"] == n)
+        for n in (ID_NUMBERS[1], ID_NUMBERS[2], ID_NUMBERS[4])
+    ]
     response = await enrol(client, staff_a, household, person_ids)
     assert response.status_code == 201, response.text
     by_person = {e["person_id"]: e for e in response.json()["items"]}
@@ -196,8 +220,9 @@ async def test_a_new_list_version_after_enrolment_shows_in_the_amount_due(client
     enrolled = await enrol(client, staff_a, household, [household["members"][0]["person_id"]])
     assert enrolled.json()["items"][0]["subsidy_fen"] == 0
     await upload(client, civil, csv(f"{ID_NUMBERS[1]},张三,,"), list_type="di_bao", effective_from="2025-01-01")
-    quote = (await client.get(f"/api/v1/households/{household['id']}/premium", params={"year": 2026},
-                              headers=staff_a)).json()  # fmt: skip
+    quote = (
+        await client.get(f"/api/v1/households/{household['id']}/premium", params={"year": 2026}, headers=staff_a)
+    ).json()
     assert (quote["subsidy_fen"], quote["due_fen"], quote["balance_fen"]) == (20000, 20000, 20000)
 
 
@@ -224,8 +249,9 @@ async def test_exclusion_list_after_enrolment_opens_a_review_and_cancels_nothing
     ]
     review_id = queue["items"][0]["id"]
     assert (await client.get("/api/v1/eligibility/exclusion-reviews", headers=reviewer_b)).json()["items"] == []
-    outsider = await client.post(f"/api/v1/eligibility/exclusion-reviews/{review_id}/decide",
-                                 json={"decision": "cancel"}, headers=reviewer_b)  # fmt: skip
+    outsider = await client.post(
+        f"/api/v1/eligibility/exclusion-reviews/{review_id}/decide", json={"decision": "cancel"}, headers=reviewer_b
+    )
     assert outsider.status_code == 404
     decision = {"decision": "cancel", "note": "death certificate seen"}
     decided = await client.post(
@@ -242,7 +268,8 @@ async def test_check_takes_at_most_10000_numbers_in_the_body(client: AsyncTestCl
     await publish_policy(client, admin)
     response = await client.post(
         "/api/v1/eligibility/check",
-        json={"id_numbers": [ID_NUMBERS[1]] * 10_001, "coverage_year": 2026}, headers=staff_a,
-    )  # fmt: skip
+        json={"id_numbers": [ID_NUMBERS[1]] * 10_001, "coverage_year": 2026},
+        headers=staff_a,
+    )
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "id_numbers"

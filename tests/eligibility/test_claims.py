@@ -20,14 +20,22 @@ async def test_claim_lifecycle_from_township_to_civil_affairs_and_into_the_eligi
     await publish_policy(client, admin)
     household = await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
     person_id = household["members"][0]["person_id"]
-    claim_in = {"person_id": person_id, "coverage_year": 2026, "category": "di_bao", "note": "新认定低保",
-                "evidence_ref": "民政审批 2025-118"}  # fmt: skip
+    claim_in = {
+        "person_id": person_id,
+        "coverage_year": 2026,
+        "category": "di_bao",
+        "note": "新认定低保",
+        "evidence_ref": "民政审批 2025-118",
+    }
     raised = await client.post("/api/v1/eligibility/claims", json=claim_in, headers=staff_a)
     assert raised.status_code == 201, raised.text
     claim = raised.json()
     assert (claim["status"], claim["category"], claim["village_code"], claim["decided_by"]) == (
-        "pending", "di_bao", "330106001001", None,
-    )  # fmt: skip
+        "pending",
+        "di_bao",
+        "330106001001",
+        None,
+    )
     again = await client.post("/api/v1/eligibility/claims", json=claim_in, headers=staff_a)
     assert (again.status_code, again.json()["code"]) == (409, "claim_exists")
 
@@ -53,12 +61,18 @@ async def test_claim_lifecycle_from_township_to_civil_affairs_and_into_the_eligi
 
     answer = (await check(client, staff_a, [ID_NUMBERS[1]]))["items"][0]
     assert (answer["subsidy_fen"], answer["due_fen"]) == (20000, 20000)
-    assert [(c["category"], c["source"]["kind"], c["source"]["claim_id"], c["source"]["decided_by"])
-            for c in answer["categories"]] == [("di_bao", "claim", claim["id"], str(civil_id))]  # fmt: skip
+    assert [
+        (c["category"], c["source"]["kind"], c["source"]["claim_id"], c["source"]["decided_by"])
+        for c in answer["categories"]
+    ] == [("di_bao", "claim", claim["id"], str(civil_id))]
     assert answer["explanation"][0] == f"di_bao: accepted claim {claim['id']}"
 
-    assert [c["id"] for c in (await client.get("/api/v1/eligibility/claims", params={"status": "pending"},
-                                               headers=civil)).json()["items"]] == []  # fmt: skip
+    assert [
+        c["id"]
+        for c in (await client.get("/api/v1/eligibility/claims", params={"status": "pending"}, headers=civil)).json()[
+            "items"
+        ]
+    ] == []
     actions = await conn.fetch(
         "SELECT action FROM audit_log WHERE entity = 'eligibility_claim' AND entity_id = $1 ORDER BY id", claim["id"]
     )
@@ -94,12 +108,14 @@ async def test_a_person_on_the_list_needs_no_claim_and_exclusions_are_not_claima
     household = await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
     person_id = household["members"][0]["person_id"]
     listed = await client.post(
-        "/api/v1/eligibility/claims", json={"person_id": person_id, "coverage_year": 2026, "category": "di_bao"},
+        "/api/v1/eligibility/claims",
+        json={"person_id": person_id, "coverage_year": 2026, "category": "di_bao"},
         headers=staff_a,
-    )  # fmt: skip
+    )
     assert (listed.status_code, listed.json()["code"]) == (409, "already_listed")
     excluded = await client.post(
-        "/api/v1/eligibility/claims", json={"person_id": person_id, "coverage_year": 2026, "category": "deceased"},
+        "/api/v1/eligibility/claims",
+        json={"person_id": person_id, "coverage_year": 2026, "category": "deceased"},
         headers=staff_a,
-    )  # fmt: skip
+    )
     assert (excluded.status_code, excluded.json()["errors"][0]["field"]) == (422, "category")

@@ -16,14 +16,19 @@ from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend.eligibility import importer, service
+from backend.eligibility import importer, lists
 from mobile_sync_protocol.rules.identity import check_character
 from tests.conftest import auth_headers, bearer, login
 
 TODAY = date(2026, 11, 25)
 COLUMNS: dict[importer.Column, int] = {"id_number": 0, "name": 1, "valid_from": 2, "valid_to": 3, "division": 4}
-NAMES: dict[importer.Column, str] = {"id_number": "身份证号", "name": "姓名", "valid_from": "有效期起",
-                                     "valid_to": "有效期止", "division": "所属村"}  # fmt: skip
+NAMES: dict[importer.Column, str] = {
+    "id_number": "身份证号",
+    "name": "姓名",
+    "valid_from": "有效期起",
+    "valid_to": "有效期止",
+    "division": "所属村",
+}
 DIVISION_NAMES = {"双浦村": "330106002201", "新村": None}
 
 
@@ -39,10 +44,20 @@ def test_check_character_shortcut_agrees_with_gb_11643(digits: str) -> None:
 
 
 ID_CELLS = [
-    resident(1), resident(2).lower(), " " + resident(3), resident(4)[:-1] + "0", resident(5)[:-1] + "1",
-    "".join(chr(0xFF10 + int(d)) for d in resident(6)), "440524800101002", "4.40524188001E+17", "",
-    resident(7, born="20300101"), resident(8, born="19990231"), resident(9)[:16], resident(10) + "1",
-]  # fmt: skip
+    resident(1),
+    resident(2).lower(),
+    " " + resident(3),
+    resident(4)[:-1] + "0",
+    resident(5)[:-1] + "1",
+    "".join(chr(0xFF10 + int(d)) for d in resident(6)),
+    "440524800101002",
+    "4.40524188001E+17",
+    "",
+    resident(7, born="20300101"),
+    resident(8, born="19990231"),
+    resident(9)[:16],
+    resident(10) + "1",
+]
 NAME_CELLS = ["张三", " 李四 ", "", "　", "王" * 100, "王" * 101]
 DATE_CELLS = [
     "",
@@ -114,7 +129,7 @@ def test_spreadsheet_numbers_never_take_the_common_path() -> None:
 
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(service, "COPY_CHUNK", 2)
+    monkeypatch.setattr(lists, "COPY_CHUNK", 2)
 
 
 async def upload(client: AsyncTestClient[Litestar], headers: dict[str, str], text: str, **form: str) -> Any:
@@ -144,7 +159,7 @@ async def test_a_clean_file_in_many_chunks_loads_every_row_without_the_staging_t
     async def staging_not_expected(*args: object, **kwargs: object) -> None:
         raise AssertionError("a clean file went through the staging table")
 
-    monkeypatch.setattr(service, "_load_checked", staging_not_expected)
+    monkeypatch.setattr(lists, "_load_checked", staging_not_expected)
     civil = await auth_headers(client, "civil")
     first = await upload(client, civil, csv_rows(GOOD))
     assert first.status_code == 201, first.text
@@ -212,10 +227,14 @@ async def test_a_township_file_with_a_late_unplaced_row_is_rejected(
     admin = await auth_headers(client, "admin")
     created = await client.post(
         "/api/v1/users",
-        json={"username": "civil_a", "password": "Civil-a-Password-1", "role": "civil_affairs",
-              "division_code": "330106001000"},
+        json={
+            "username": "civil_a",
+            "password": "Civil-a-Password-1",
+            "role": "civil_affairs",
+            "division_code": "330106001000",
+        },
         headers=admin,
-    )  # fmt: skip
+    )
     assert created.status_code == 201, created.text
     civil_a = bearer(await login(client, "civil_a", "Civil-a-Password-1"))
     rows = [*GOOD[:5], (resident(50), "无家", "")]
@@ -248,9 +267,14 @@ async def test_a_stream_that_cannot_be_read_twice_goes_through_the_staging_table
 ) -> None:
     for rows, status in (([*GOOD, GOOD[0]], "rejected"), (GOOD, "loaded")):
         async with conn.transaction():
-            version = await service.import_list(
-                conn, None, io.BufferedReader(_Unseekable(csv_rows(rows).encode())), list_type="di_bao",
-                effective_from=date(2025, 9, 1), file_name="list.csv", today=TODAY,
-            )  # fmt: skip
+            version = await lists.import_list(
+                conn,
+                None,
+                io.BufferedReader(_Unseekable(csv_rows(rows).encode())),
+                list_type="di_bao",
+                effective_from=date(2025, 9, 1),
+                file_name="list.csv",
+                today=TODAY,
+            )
         assert (version.status, version.rows_loaded) == (status, 9 if status == "loaded" else 0)
     assert await entry_count(conn) == 9

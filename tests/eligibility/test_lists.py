@@ -74,11 +74,23 @@ async def test_gbk_csv_with_chinese_headers_loads_as_version_one(
     entries = await client.get(f"/api/v1/eligibility/lists/{body['id']}/entries", headers=civil)
     assert entries.status_code == 200, entries.text
     assert entries.json()["items"] == [
-        {"row_no": 2, "id_number": ID_NUMBERS[1], "name": "张三", "valid_from": "2025-01-01",
-         "valid_to": "2026-12-31", "division_code": "330106001001"},
-        {"row_no": 3, "id_number": ID_NUMBERS[2], "name": "李四", "valid_from": "2025-03-01",
-         "valid_to": None, "division_code": "330106002201"},
-    ]  # fmt: skip
+        {
+            "row_no": 2,
+            "id_number": ID_NUMBERS[1],
+            "name": "张三",
+            "valid_from": "2025-01-01",
+            "valid_to": "2026-12-31",
+            "division_code": "330106001001",
+        },
+        {
+            "row_no": 3,
+            "id_number": ID_NUMBERS[2],
+            "name": "李四",
+            "valid_from": "2025-03-01",
+            "valid_to": None,
+            "division_code": "330106002201",
+        },
+    ]
     assert await entry_count(conn) == 2
 
 
@@ -175,8 +187,12 @@ async def test_partial_import_loads_good_rows_and_reports_the_bad(
     assert response.status_code == 201, response.text
     body = response.json()
     assert (body["status"], body["partial"], body["rows_read"], body["rows_loaded"], body["rows_rejected"]) == (
-        "loaded", True, 4, 1, 3,
-    )  # fmt: skip
+        "loaded",
+        True,
+        4,
+        1,
+        3,
+    )
     assert [(e["row"], e["column"], e["problem"]) for e in body["errors"]] == [
         (2, "有效期起", "is not a real date"),
         (3, "有效期止", "is before the start of validity"),
@@ -197,8 +213,12 @@ async def test_new_version_diff_lists_added_removed_and_changed(client: AsyncTes
     assert second.status_code == 201, second.text
     body = second.json()
     assert (body["version"], body["previous_id"], body["added"], body["removed"], body["changed"]) == (
-        2, first.json()["id"], 1, 1, 1,
-    )  # fmt: skip
+        2,
+        first.json()["id"],
+        1,
+        1,
+        1,
+    )
     diff = await client.get(f"/api/v1/eligibility/lists/{body['id']}/diff", headers=civil)
     assert diff.status_code == 200, diff.text
     assert [(i["id_number"], i["change"], i["name"], i["previous_name"]) for i in diff.json()["items"]] == [
@@ -233,10 +253,14 @@ async def test_township_officer_uploads_only_for_its_township(
     admin = await auth_headers(client, "admin")
     created = await client.post(
         "/api/v1/users",
-        json={"username": "civil_a", "password": "Civil-a-Password-1", "role": "civil_affairs",
-              "division_code": "330106001000"},
+        json={
+            "username": "civil_a",
+            "password": "Civil-a-Password-1",
+            "role": "civil_affairs",
+            "division_code": "330106001000",
+        },
         headers=admin,
-    )  # fmt: skip
+    )
     assert created.status_code == 201, created.text
     staff_a = await auth_headers(client, "staff_a")
     await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])

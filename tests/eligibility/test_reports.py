@@ -19,19 +19,35 @@ async def test_subsidised_persons_not_enrolled_are_listed_for_the_township_that_
     admin, civil, staff_a, staff_b = await heads(client, "admin", "civil", "staff_a", "staff_b")
     await publish_policy(client, admin, effective_from="2025-01-01", window_start="2025-01-01")
     household = await create_household(
-        client, staff_a,
-        [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse"),
-         member(ID_NUMBERS[4], "张丽", "child")],
-    )  # fmt: skip
+        client,
+        staff_a,
+        [
+            member(ID_NUMBERS[1], "张三"),
+            member(ID_NUMBERS[2], "李四", "spouse"),
+            member(ID_NUMBERS[4], "张丽", "child"),
+        ],
+    )
     by_id = {m["id_number"]: m["person_id"] for m in household["members"]}
     await upload(
-        client, civil,
-        csv(f"{ID_NUMBERS[1]},张三,330106001001", f"{ID_NUMBERS[2]},李四,", f"{ID_NUMBERS[3]},王五,330106002201",
-            f"{ID_NUMBERS[4]},张丽,", header="身份证号,姓名,所属村"),
-        list_type="di_bao", effective_from="2025-01-01",
-    )  # fmt: skip
-    await upload(client, civil, csv(f"{ID_NUMBERS[4]},张丽", header="身份证号,姓名"), list_type="deceased",
-                 effective_from="2025-01-01")  # fmt: skip
+        client,
+        civil,
+        csv(
+            f"{ID_NUMBERS[1]},张三,330106001001",
+            f"{ID_NUMBERS[2]},李四,",
+            f"{ID_NUMBERS[3]},王五,330106002201",
+            f"{ID_NUMBERS[4]},张丽,",
+            header="身份证号,姓名,所属村",
+        ),
+        list_type="di_bao",
+        effective_from="2025-01-01",
+    )
+    await upload(
+        client,
+        civil,
+        csv(f"{ID_NUMBERS[4]},张丽", header="身份证号,姓名"),
+        list_type="deceased",
+        effective_from="2025-01-01",
+    )
     assert (await enrol(client, staff_a, household, [by_id[ID_NUMBERS[2]]])).status_code == 201
 
     def rows(body: dict[str, object]) -> list[tuple[object, ...]]:
@@ -67,8 +83,13 @@ async def test_coverage_denominator_is_roster_and_registered_persons_minus_exclu
     )
     head = next(m["person_id"] for m in household["members"] if m["id_number"] == ID_NUMBERS[1])
     assert (await enrol(client, staff_a, household, [head])).status_code == 201
-    await upload(client, civil, csv(f"{ID_NUMBERS[2]},李四", header="身份证号,姓名"), list_type="deceased",
-                 effective_from="2025-01-01")  # fmt: skip
+    await upload(
+        client,
+        civil,
+        csv(f"{ID_NUMBERS[2]},李四", header="身份证号,姓名"),
+        list_type="deceased",
+        effective_from="2025-01-01",
+    )
 
     async def villages() -> tuple[dict[str, tuple[int, int]], bool, str]:
         response = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=admin)

@@ -19,6 +19,7 @@ from backend.app import create_app
 from backend.db import init_connection
 from backend.enrollment import enrollments
 from backend.enrollment.enrollments import AlreadyEnrolled, EnrollmentCreate, IllegalTransition
+from mobile_sync_protocol.query_codes import query_code_hash
 from tests.conftest import JWT_SECRET, auth_headers, make_settings
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 
@@ -69,7 +70,7 @@ async def test_enrolment_registers_and_gives_the_household_a_query_code_once(
     second = await enrol_all(client, {**household, "members": household["members"][1:]})
     assert second["query_code"] is None
     stored = await conn.fetchval("SELECT code_hash FROM household_query_codes")
-    assert stored == enrollments.query_code_hash(KEY, UUID(household["id"]), 2026, code)
+    assert stored == query_code_hash(KEY, UUID(household["id"]), 2026, code)
     assert code.encode() not in stored
 
 
@@ -193,8 +194,11 @@ async def test_lifecycle_transitions_and_illegal_ones(
         paid = await enrollments.mark_paid(conn, actor, paid_id, date(2025, 10, 8))
         subsidised = await enrollments.mark_subsidised(conn, actor, subsidised_id)
     assert (paid.status, paid.funding, paid.coverage_start, paid.coverage_end) == (
-        "paid", "paid", date(2026, 1, 1), date(2026, 12, 31),
-    )  # fmt: skip
+        "paid",
+        "paid",
+        date(2026, 1, 1),
+        date(2026, 12, 31),
+    )
     assert (subsidised.status, subsidised.subsidy_fen) == ("subsidised", 40000)
     with pytest.raises(IllegalTransition):
         async with conn.transaction():
@@ -414,10 +418,14 @@ async def test_household_created_and_enrolled_in_one_request(
     staff = await auth_headers(client, "staff_a")
     response = await client.post(
         "/api/v1/households",
-        json={"village_code": "330106001001", "household_no": "0001", "enrol_year": 2026,
-              "members": [member(ID_NUMBERS[2], "李四", "spouse"), member(ID_NUMBERS[1], "张三")]},
+        json={
+            "village_code": "330106001001",
+            "household_no": "0001",
+            "enrol_year": 2026,
+            "members": [member(ID_NUMBERS[2], "李四", "spouse"), member(ID_NUMBERS[1], "张三")],
+        },
         headers=staff,
-    )  # fmt: skip
+    )
     assert response.status_code == 201, response.text
     body = response.json()
     assert response.headers["etag"] == f'"{body["row_version"]}"'
@@ -433,13 +441,16 @@ async def test_household_created_and_enrolled_in_one_request(
         ("subsidised", 40000, 40000),
     ]
     code = body["query_code"]
-    assert await conn.fetchval("SELECT code_hash FROM household_query_codes") == enrollments.query_code_hash(
+    assert await conn.fetchval("SELECT code_hash FROM household_query_codes") == query_code_hash(
         KEY, UUID(body["id"]), 2026, code
     )
     actions = await conn.fetch("SELECT action, entity FROM audit_log WHERE entity IN ('household', 'enrollment')")
     assert sorted((a["action"], a["entity"]) for a in actions) == [
-        ("create", "household"), ("enrol", "enrollment"), ("enrol", "enrollment"), ("subsidised", "enrollment")
-    ]  # fmt: skip
+        ("create", "household"),
+        ("enrol", "enrollment"),
+        ("enrol", "enrollment"),
+        ("subsidised", "enrollment"),
+    ]
     # Without enrol_year nobody is enrolled and there is no code.
     plain = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
     assert "query_code" not in plain and plain["members"][0]["enrollment"] is None
@@ -469,10 +480,14 @@ async def test_a_refused_enrolment_fails_the_whole_registration_and_names_the_me
     )
     response = await client.post(
         "/api/v1/households",
-        json={"village_code": "330106001001", "household_no": "0001", "enrol_year": enrol_year,
-              "members": [member(ID_NUMBERS[2], "李四", "spouse"), member(ID_NUMBERS[1], "张三")]},
+        json={
+            "village_code": "330106001001",
+            "household_no": "0001",
+            "enrol_year": enrol_year,
+            "members": [member(ID_NUMBERS[2], "李四", "spouse"), member(ID_NUMBERS[1], "张三")],
+        },
         headers=await auth_headers(client, "staff_a"),
-    )  # fmt: skip
+    )
     assert response.status_code == status, response.text
     body = response.json()
     assert (body["code"], body["errors"][0]["field"]) == (code, field)
@@ -493,16 +508,21 @@ async def test_a_person_enrolled_elsewhere_this_year_is_named_as_the_member(
     spouse = household["members"][1]["person_id"]
     removed = await client.post(
         f"/api/v1/households/{household['id']}/members/{spouse}/remove",
-        json={"reason": "removed"}, headers={**staff, "If-Match": f'"{household["row_version"]}"'},
-    )  # fmt: skip
+        json={"reason": "removed"},
+        headers={**staff, "If-Match": f'"{household["row_version"]}"'},
+    )
     assert removed.status_code == 200, removed.text
     households_before = await conn.fetchval("SELECT count(*) FROM households")
     response = await client.post(
         "/api/v1/households",
-        json={"village_code": "330106001002", "household_no": "0002", "enrol_year": 2026,
-              "members": [member(ID_NUMBERS[3], "王五"), member(ID_NUMBERS[2], "李四", "spouse")]},
+        json={
+            "village_code": "330106001002",
+            "household_no": "0002",
+            "enrol_year": 2026,
+            "members": [member(ID_NUMBERS[3], "王五"), member(ID_NUMBERS[2], "李四", "spouse")],
+        },
         headers=staff,
-    )  # fmt: skip
+    )
     assert response.status_code == 409, response.text
     assert (response.json()["code"], response.json()["errors"][0]["field"]) == ("already_enrolled", "members[1]")
     assert await conn.fetchval("SELECT count(*) FROM households") == households_before
@@ -515,8 +535,12 @@ async def test_an_idempotency_key_replays_the_registration_and_its_query_code(
     """A retry after a lost answer gets the first answer (the query code is shown only there)."""
     await publish_policy(client, await auth_headers(client, "admin"))
     staff = {**await auth_headers(client, "staff_a"), "Idempotency-Key": "door-visit-0001"}
-    body = {"village_code": "330106001001", "household_no": "0001", "enrol_year": 2026,
-            "members": [member(ID_NUMBERS[1], "张三")]}  # fmt: skip
+    body = {
+        "village_code": "330106001001",
+        "household_no": "0001",
+        "enrol_year": 2026,
+        "members": [member(ID_NUMBERS[1], "张三")],
+    }
     first = await client.post("/api/v1/households", json=body, headers=staff)
     assert first.status_code == 201, first.text
     assert "idempotent-replayed" not in first.headers

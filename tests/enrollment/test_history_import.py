@@ -90,10 +90,12 @@ def test_csv_with_chinese_headers_is_imported_in_utf8_with_or_without_bom_and_in
     assert fetch(db_dsn, "SELECT DISTINCT source_file FROM enrollment_history") == [("history-2025.csv",)]
     assert fetch(db_dsn, "SELECT actor_kind, action, entity, summary FROM audit_log") == [
         (
-            "system", "import", "enrollment_history",
+            "system",
+            "import",
+            "enrollment_history",
             {"file": "history-2025.csv", "rows": 4, "inserted": 4, "updated": 0, "unchanged": 0},
         )
-    ]  # fmt: skip
+    ]
 
 
 def test_xlsx_with_english_headers_below_a_title_row_and_numeric_years_is_imported(db_dsn: str, tmp_path: Path) -> None:
@@ -146,14 +148,17 @@ def test_reimport_is_unchanged_and_a_later_file_updates_only_what_differs(db_dsn
     changed = import_file(db_dsn, second)
     assert changed.returncode == 0, changed.stderr
     assert changed.stdout.strip() == "3 rows: 1 new, 1 updated, 1 unchanged"
-    assert fetch(db_dsn, "SELECT id_number, coverage_year, status, source_file FROM enrollment_history "
-                         "ORDER BY id_number, coverage_year") == [
+    assert fetch(
+        db_dsn,
+        "SELECT id_number, coverage_year, status, source_file FROM enrollment_history "
+        "ORDER BY id_number, coverage_year",
+    ) == [
         (ID_NUMBERS[0], 2025, "cancelled", "first.csv"),
         (ID_NUMBERS[1], 2024, "paid", "first.csv"),
         (ID_NUMBERS[1], 2025, "confirmed", "first.csv"),
         (ID_NUMBERS[2], 2025, "cancelled", "second.csv"),
         (ID_NUMBERS[3], 2025, "paid", "second.csv"),
-    ]  # fmt: skip
+    ]
 
 
 def test_dry_run_counts_against_the_database_and_writes_nothing(db_dsn: str, tmp_path: Path) -> None:
@@ -191,15 +196,31 @@ STORED_AS_NUMBER = "is stored as a number, so the spreadsheet has lost its last 
         (ID_NUMBERS[1], "2027", "paid", "参保年度", "must lie between 2000 and 2026"),
         (ID_NUMBERS[1], "25", "paid", "参保年度", "must be a year such as 2025"),
         (ID_NUMBERS[1], "", "paid", "参保年度", "is empty"),
-        (ID_NUMBERS[1], "2025", "欠费", "状态", "unknown status '欠费'; known: paid, subsidised, confirmed, cancelled, "
-         "已缴费, 参保缴费, 资助参保, 全额资助, 已审核, 正常参保, 已注销, 终止"),
+        (
+            ID_NUMBERS[1],
+            "2025",
+            "欠费",
+            "状态",
+            "unknown status '欠费'; known: paid, subsidised, confirmed, cancelled, "
+            "已缴费, 参保缴费, 资助参保, 全额资助, 已审核, 正常参保, 已注销, 终止",
+        ),
         (ID_NUMBERS[1], "2025", "", "状态", "is empty"),
     ],
     ids=[
-        "scientific-notation", "lost-digit", "zeroed-digits", "unreal-birth-date", "future-birth-date", "empty-id",
-        "year-too-early", "year-in-the-future", "two-digit-year", "empty-year", "unknown-status", "empty-status",
+        "scientific-notation",
+        "lost-digit",
+        "zeroed-digits",
+        "unreal-birth-date",
+        "future-birth-date",
+        "empty-id",
+        "year-too-early",
+        "year-in-the-future",
+        "two-digit-year",
+        "empty-year",
+        "unknown-status",
+        "empty-status",
     ],
-)  # fmt: skip
+)
 def test_each_kind_of_bad_cell_is_named_by_row_and_column(
     id_number: str, year: str, status: str, column: str, problem: str
 ) -> None:
@@ -244,12 +265,14 @@ STATUS_HEADERS = "状态 or 参保状态 or status"
     [
         ("身份证号,状态\r\n110105198001010016,已缴费\r\n", f"row 1, header: no column for {YEAR_HEADERS}"),
         ("身份证号,身份证号码,年度,状态\r\n", f"row 1, header: more than one column for {ID_HEADERS}"),
-        ("姓名,金额\r\n张三,400\r\n",
-         f"row 1, header: no header row with columns for {ID_HEADERS}; {YEAR_HEADERS}; {STATUS_HEADERS}"),
+        (
+            "姓名,金额\r\n张三,400\r\n",
+            f"row 1, header: no header row with columns for {ID_HEADERS}; {YEAR_HEADERS}; {STATUS_HEADERS}",
+        ),
         ("身份证号,年度,状态\r\n,,\r\n", "row 1, header: no rows follow the header"),
     ],
     ids=["missing-column", "two-id-columns", "no-header", "no-rows"],
-)  # fmt: skip
+)
 def test_a_file_without_the_right_header_is_rejected(db_dsn: str, tmp_path: Path, text: str, problem: str) -> None:
     path = tmp_path / "bad.csv"
     path.write_text(text, encoding="utf-8")
@@ -350,27 +373,41 @@ async def test_imported_2025_history_gives_a_2026_in_window_payment_the_whole_ye
     in_window = date(2025, 11, 3)
     async with conn.transaction():
         await policy.create_version(
-            conn, admin, 2026,
+            conn,
+            admin,
+            2026,
             policy.PolicyIn(
-                effective_from=date(2025, 9, 1), premium_fen=40000, window_start=date(2025, 9, 1),
+                effective_from=date(2025, 9, 1),
+                premium_fen=40000,
+                window_start=date(2025, 9, 1),
                 window_end=date(2025, 12, 31),
                 rules=policy.PolicyRules(categories=(CategorySubsidy(category="te_kun", rule=FullSubsidy()),)),
             ),
-        )  # fmt: skip
+        )
         home = await households.create_household(
-            conn, staff,
-            HouseholdCreate(village_code="330106001001", household_no="0001",
-                            members=[MemberIn(name="张三", relation="head", id_number=ID_NUMBERS[1])]),
+            conn,
+            staff,
+            HouseholdCreate(
+                village_code="330106001001",
+                household_no="0001",
+                members=[MemberIn(name="张三", relation="head", id_number=ID_NUMBERS[1])],
+            ),
             in_window,
-        )  # fmt: skip
+        )
         enrolled = await enrollments.enrol(
-            conn, staff, EnrollmentCreate(household_id=home.id, coverage_year=2026,
-                                          person_ids=[home.members[0].person_id]), in_window, b"k" * 32,
-        )  # fmt: skip
+            conn,
+            staff,
+            EnrollmentCreate(household_id=home.id, coverage_year=2026, person_ids=[home.members[0].person_id]),
+            in_window,
+            b"k" * 32,
+        )
         paid = await enrollments.mark_paid(conn, staff, enrolled.items[0].id, in_window)
     assert (paid.coverage_start, paid.coverage_end, paid.coverage_reason, paid.waiting_months) == (
-        start, date(2026, 12, 31), reason, waiting_months,
-    )  # fmt: skip
+        start,
+        date(2026, 12, 31),
+        reason,
+        waiting_months,
+    )
 
 
 def test_a_bad_setting_stops_the_import_before_any_database_is_started(tmp_path: Path) -> None:
@@ -378,9 +415,13 @@ def test_a_bad_setting_stops_the_import_before_any_database_is_started(tmp_path:
     path.write_text(csv_text(("身份证号", "参保年度", "状态"), GOOD_ROWS), encoding="utf-8")
     with data_dir() as folder:
         result = run_cli(
-            "--data-dir", str(folder), "enrollments", "import", str(path),
+            "--data-dir",
+            str(folder),
+            "enrollments",
+            "import",
+            str(path),
             env=clean_env(CANBAO_TIMEZONE="Mars/Olympus_Mons"),
-        )  # fmt: skip
+        )
         assert result.returncode == 2, (result.stdout, result.stderr)
         assert "CANBAO_TIMEZONE" in result.stderr
         assert list(folder.iterdir()) == []

@@ -418,8 +418,9 @@ async def test_every_write_answers_the_household_as_it_is_read_back(
     earlier = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0009")
     gone = await client.post(
         f"/api/v1/households/{earlier['id']}/members/{earlier['members'][0]['person_id']}/remove",
-        json={"reason": "removed"}, headers={**staff, **if_match(earlier)},
-    )  # fmt: skip
+        json={"reason": "removed"},
+        headers={**staff, **if_match(earlier)},
+    )
     assert gone.status_code == 200, gone.text
     assert (gone.json()["members"], gone.json()["status"]) == ([], "dissolved")
 
@@ -432,33 +433,51 @@ async def test_every_write_answers_the_household_as_it_is_read_back(
 
     created = await same_as_read(
         await client.post(
-            "/api/v1/households", headers=staff,
-            json={"village_code": "330106001001", "household_no": "0001", "address": "北山路 1 号",
-                  "members": [member(ID_NUMBERS[2], "李四", "spouse", phone="13800000000"),
-                              member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[3], "王五改", "child")]},
+            "/api/v1/households",
+            headers=staff,
+            json={
+                "village_code": "330106001001",
+                "household_no": "0001",
+                "address": "北山路 1 号",
+                "members": [
+                    member(ID_NUMBERS[2], "李四", "spouse", phone="13800000000"),
+                    member(ID_NUMBERS[1], "张三"),
+                    member(ID_NUMBERS[3], "王五改", "child"),
+                ],
+            },
         ),
         201,
-    )  # fmt: skip
+    )
     # The head first; 王五 was reused as stored (a person in no household keeps their record).
     assert [(m["relation"], m["name"]) for m in created["members"]] == [
-        ("head", "张三"), ("spouse", "李四"), ("child", "王五"),
-    ]  # fmt: skip
+        ("head", "张三"),
+        ("spouse", "李四"),
+        ("child", "王五"),
+    ]
     url = f"/api/v1/households/{created['id']}"
     added = await same_as_read(
-        await client.post(f"{url}/members", json=member(ID_NUMBERS[4], "赵六", "child"),
-                          headers={**staff, **if_match(created)}),
+        await client.post(
+            f"{url}/members", json=member(ID_NUMBERS[4], "赵六", "child"), headers={**staff, **if_match(created)}
+        ),
         201,
-    )  # fmt: skip
+    )
     edited = await same_as_read(
-        await client.patch(f"{url}/members/{added['members'][3]['person_id']}", json={"phone": "13900000000"},
-                           headers={**staff, **if_match(added)})
-    )  # fmt: skip
-    renamed = await same_as_read(await client.patch(url, json={"address": "南山路 2 号"},
-                                                    headers={**staff, **if_match(edited)}))  # fmt: skip
+        await client.patch(
+            f"{url}/members/{added['members'][3]['person_id']}",
+            json={"phone": "13900000000"},
+            headers={**staff, **if_match(added)},
+        )
+    )
+    renamed = await same_as_read(
+        await client.patch(url, json={"address": "南山路 2 号"}, headers={**staff, **if_match(edited)})
+    )
     left = await same_as_read(
-        await client.post(f"{url}/members/{renamed['members'][2]['person_id']}/remove", json={"reason": "removed"},
-                          headers={**staff, **if_match(renamed)})
-    )  # fmt: skip
+        await client.post(
+            f"{url}/members/{renamed['members'][2]['person_id']}/remove",
+            json={"reason": "removed"},
+            headers={**staff, **if_match(renamed)},
+        )
+    )
     assert [h["row_version"] for h in (created, added, edited, renamed, left)] == [1, 2, 3, 4, 5]
     audited = await conn.fetch(
         "SELECT action, division_code FROM audit_log WHERE entity = 'household' AND entity_id = $1 "

@@ -19,8 +19,8 @@ from litestar.testing import AsyncTestClient
 
 from backend.enrollment import enrollments
 from backend.fhir.resources import EXT_COVER_STARTS_ON, EXT_COVERAGE_STATE, RESIDENT_ID_SYSTEM
-from backend.premiums import service as premiums
-from backend.premiums.service import PaymentIn
+from backend.premiums import payments
+from backend.premiums.payments import PaymentIn
 from tests.conftest import JWT_SECRET, auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 from tests.premiums.test_payments import actor_of
@@ -46,9 +46,12 @@ async def register_partner(client: Client, name: str = "县人民医院") -> Par
 async def token(client: Client, partner: Partner, secret: str | None = None) -> Any:
     return await client.post(
         "/fhir/token",
-        data={"grant_type": "client_credentials", "client_id": partner.client_id,
-              "client_secret": secret or partner.secret},
-    )  # fmt: skip
+        data={
+            "grant_type": "client_credentials",
+            "client_id": partner.client_id,
+            "client_secret": secret or partner.secret,
+        },
+    )
 
 
 async def partner_headers(client: Client, partner: Partner) -> dict[str, str]:
@@ -90,8 +93,11 @@ async def world_fixture(client: Client, conn: asyncpg.Connection) -> World:  # t
     )
     persons = {name: UUID(m["person_id"]) for name, m in zip(numbers, household["members"], strict=True)}
     for number in numbers.values():
-        await conn.execute("INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
-                           "VALUES ($1, 2025, 'paid', 't')", number)  # fmt: skip
+        await conn.execute(
+            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
+            "VALUES ($1, 2025, 'paid', 't')",
+            number,
+        )
     enrolled = await client.post(
         "/api/v1/enrollments",
         json={"household_id": household["id"], "coverage_year": 2026, "person_ids": [str(p) for p in persons.values()]},
@@ -112,15 +118,27 @@ async def world_fixture(client: Client, conn: asyncpg.Connection) -> World:  # t
         ("waiting", date(2026, 2, 10), "F00000002"),
     ):
         at = datetime(paid_on.year, paid_on.month, paid_on.day, 2, tzinfo=UTC)
-        data = PaymentIn(id=uuid.uuid4(), household_id=UUID(household["id"]), coverage_year=2026,
-                         person_ids=[persons[name]], amount_fen=40000, method="cash", receipt_no=receipt,
-                         collected_at=at)  # fmt: skip
+        data = PaymentIn(
+            id=uuid.uuid4(),
+            household_id=UUID(household["id"]),
+            coverage_year=2026,
+            person_ids=[persons[name]],
+            amount_fen=40000,
+            method="cash",
+            receipt_no=receipt,
+            collected_at=at,
+        )
         async with conn.transaction():
-            await premiums.record_payment(conn, collector, data, timezone="Asia/Shanghai", code_key=JWT_SECRET.encode(),
-                                          now=at)  # fmt: skip
+            await payments.record_payment(
+                conn, collector, data, timezone="Asia/Shanghai", code_key=JWT_SECRET.encode(), now=at
+            )
     async with conn.transaction():
-        await enrollments.cancel(conn, await actor_of(conn, "reviewer_a"), ids[str(persons["cancelled"])],
-                                 enrollments.CancelRequest(reason="duplicate"))  # fmt: skip
+        await enrollments.cancel(
+            conn,
+            await actor_of(conn, "reviewer_a"),
+            ids[str(persons["cancelled"])],
+            enrollments.CancelRequest(reason="duplicate"),
+        )
     world = World()
     world.persons = persons
     return world
@@ -141,8 +159,9 @@ async def test_partner_gets_a_token_with_its_client_credentials_and_basic_auth_t
     response = await token(client, partner)
     assert response.status_code == 200, response.text
     assert (response.json()["token_type"], response.json()["scope"]) == ("bearer", "fhir")
-    basic = await client.post("/fhir/token", data={"grant_type": "client_credentials"},
-                              auth=(partner.client_id, partner.secret))  # fmt: skip
+    basic = await client.post(
+        "/fhir/token", data={"grant_type": "client_credentials"}, auth=(partner.client_id, partner.secret)
+    )
     assert basic.status_code == 200, basic.text
 
 
@@ -200,8 +219,13 @@ async def test_eligibility_answers_inforce_and_why_not(
     on: str,
     expected: tuple[Any, ...],  # type: ignore[type-arg]
 ) -> None:
-    number = {"window": ID_NUMBERS[1], "waiting": ID_NUMBERS[2], "unpaid": ID_NUMBERS[3], "cancelled": ID_NUMBERS[4],
-              "nobody": ID_NUMBERS[7]}[who]  # fmt: skip
+    number = {
+        "window": ID_NUMBERS[1],
+        "waiting": ID_NUMBERS[2],
+        "unpaid": ID_NUMBERS[3],
+        "cancelled": ID_NUMBERS[4],
+        "nobody": ID_NUMBERS[7],
+    }[who]
     headers = await partner_headers(client, await register_partner(client))
     response = await client.post(ELIGIBILITY, content=_json(request_for(number, on)), headers={**headers, **FHIR_JSON})
     assert response.status_code == 200, response.text
@@ -214,8 +238,10 @@ async def test_eligibility_answers_inforce_and_why_not(
     if expected[0]:
         assert answer["insurance"][0]["benefitPeriod"]["start"] <= on
     # Audited as a read of personal data, without the number.
-    row = await conn.fetchrow("SELECT actor_kind, action, entity, entity_id, summary FROM audit_log "
-                              "WHERE entity = 'coverage_eligibility' ORDER BY id DESC LIMIT 1")  # fmt: skip
+    row = await conn.fetchrow(
+        "SELECT actor_kind, action, entity, entity_id, summary FROM audit_log "
+        "WHERE entity = 'coverage_eligibility' ORDER BY id DESC LIMIT 1"
+    )
     assert (row["actor_kind"], row["action"]) == ("partner", "read")
     assert row["entity_id"] == (None if who == "nobody" else str(world.persons[who]))
     assert row["summary"]["inforce"] is expected[0] and number not in str(dict(row))
@@ -226,8 +252,9 @@ async def test_a_contained_patient_identifies_the_person_and_the_date_defaults_t
 ) -> None:
     headers = await partner_headers(client, await register_partner(client))
     body = request_for(ID_NUMBERS[1], on=None)
-    body["contained"] = [{"resourceType": "Patient", "id": "p1",
-                          "identifier": [{"system": RESIDENT_ID_SYSTEM, "value": ID_NUMBERS[1]}]}]  # fmt: skip
+    body["contained"] = [
+        {"resourceType": "Patient", "id": "p1", "identifier": [{"system": RESIDENT_ID_SYSTEM, "value": ID_NUMBERS[1]}]}
+    ]
     body["patient"] = {"reference": "#p1"}
     response = await client.post(ELIGIBILITY, json=body, headers=headers)
     assert response.status_code == 200, response.text
@@ -278,8 +305,9 @@ async def test_coverage_search_takes_the_identifier_in_the_form_body(
     nobody = await client.post(SEARCH, data={"identifier": ID_NUMBERS[7]}, headers=headers)
     Bundle.model_validate(nobody.json())
     assert nobody.json()["total"] == 0
-    audited = await conn.fetchval("SELECT count(*) FROM audit_log WHERE entity = 'coverage' AND action = 'read' "
-                                  "AND actor_kind = 'partner'")  # fmt: skip
+    audited = await conn.fetchval(
+        "SELECT count(*) FROM audit_log WHERE entity = 'coverage' AND action = 'read' AND actor_kind = 'partner'"
+    )
     assert audited == 3
 
 

@@ -107,10 +107,19 @@ def test_user_add_takes_the_password_from_stdin_and_stores_an_argon2id_hash(db_d
     seed_divisions(db_dsn)
     password = "li-si-password-2026"
     result = run_cli(
-        "user", "add", "li_si", "--role", "township_reviewer", "--division", "330106002000",
-        "--full-name", "李四", "--password-stdin",
-        env=env_for(db_dsn), stdin=password + "\n",
-    )  # fmt: skip
+        "user",
+        "add",
+        "li_si",
+        "--role",
+        "township_reviewer",
+        "--division",
+        "330106002000",
+        "--full-name",
+        "李四",
+        "--password-stdin",
+        env=env_for(db_dsn),
+        stdin=password + "\n",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("created li_si (township_reviewer, 330106002000) id=")
     assert password not in result.stdout + result.stderr
@@ -146,9 +155,16 @@ def test_user_add_refuses_bad_input_naming_it_and_writes_nothing(
     before = snapshot(db_dsn)
     username, *rest = args
     result = run_cli(
-        "user", "add", username, "--role", "township_staff", *rest, "--password-stdin",
-        env=env_for(db_dsn), stdin=password + "\n",
-    )  # fmt: skip
+        "user",
+        "add",
+        username,
+        "--role",
+        "township_staff",
+        *rest,
+        "--password-stdin",
+        env=env_for(db_dsn),
+        stdin=password + "\n",
+    )
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert named in result.stderr
     assert "nothing written" in result.stderr
@@ -350,9 +366,15 @@ def assert_told(result: subprocess.CompletedProcess[str], exit_code: int, *named
 def run_without_terminal(*args: str, env: dict[str, str], stdin: str) -> subprocess.CompletedProcess[str]:
     """`canbao ARGS` in a session of its own: no controlling terminal, so no /dev/tty to prompt on."""
     return subprocess.run(
-        [CANBAO, *args], check=False, env=env, input=stdin, capture_output=True, text=True, timeout=60,
+        [CANBAO, *args],
+        check=False,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
         start_new_session=True,
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("stdin", ["", "long-enough-password\nlong-enough-password\n"], ids=["empty", "piped"])
@@ -360,9 +382,16 @@ def test_user_add_without_a_terminal_or_password_stdin_says_how_to_pass_the_pass
     seed_divisions(db_dsn)
     before = snapshot(db_dsn)
     result = run_without_terminal(
-        "user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000",
-        env=env_for(db_dsn), stdin=stdin,
-    )  # fmt: skip
+        "user",
+        "add",
+        "wang_wu",
+        "--role",
+        "township_staff",
+        "--division",
+        "330106001000",
+        env=env_for(db_dsn),
+        stdin=stdin,
+    )
     assert_told(result, 2, "--password-stdin", "no terminal")
     assert "EOFError" not in result.stderr
     assert "long-enough-password" not in result.stderr
@@ -373,9 +402,17 @@ def test_user_add_with_an_empty_password_on_stdin_writes_nothing(db_dsn: str) ->
     seed_divisions(db_dsn)
     before = snapshot(db_dsn)
     result = run_cli(
-        "user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000", "--password-stdin",
-        env=env_for(db_dsn), stdin="",
-    )  # fmt: skip
+        "user",
+        "add",
+        "wang_wu",
+        "--role",
+        "township_staff",
+        "--division",
+        "330106001000",
+        "--password-stdin",
+        env=env_for(db_dsn),
+        stdin="",
+    )
     assert_told(result, 1, "standard input is empty", "nothing written")
     assert snapshot(db_dsn) == before
 
@@ -416,8 +453,9 @@ def test_user_add_on_a_terminal_asks_for_the_password_twice(
     seed_divisions(db_dsn)
     code, output = _on_a_terminal(
         ["user", "add", "wang_wu", "--role", "township_staff", "--division", "330106001000"],
-        env_for(db_dsn), ["long-enough-password", repeat],
-    )  # fmt: skip
+        env_for(db_dsn),
+        ["long-enough-password", repeat],
+    )
     assert code == exit_code, output
     assert said in output
     assert "Traceback" not in output
@@ -476,9 +514,22 @@ SIMULATE = ["simulate", "--tablets", "2", "--households", "5"]
         (["migrate", "--revision", "9999"], "Can't locate revision identified by '9999'"),
         (["migrate", "--downgrade", "nosuch"], "Can't locate revision identified by 'nosuch'"),
     ],
-    ids=["bad-date", "not-iso-date", "port-range", "port-word", "no-workers", "no-tablets", "negative-households",
-         "no-days", "url-scheme", "role", "two-targets", "revision", "downgrade"],
-)  # fmt: skip
+    ids=[
+        "bad-date",
+        "not-iso-date",
+        "port-range",
+        "port-word",
+        "no-workers",
+        "no-tablets",
+        "negative-households",
+        "no-days",
+        "url-scheme",
+        "role",
+        "two-targets",
+        "revision",
+        "downgrade",
+    ],
+)
 def test_a_bad_option_value_exits_2_naming_the_option_and_writes_nothing(
     db_dsn: str, tmp_path: Path, args: list[str], named: str
 ) -> None:
@@ -487,8 +538,9 @@ def test_a_bad_option_value_exits_2_naming_the_option_and_writes_nothing(
     before = snapshot(db_dsn)
     result = run_cli(
         *[str(list_file) if a == "FILE" else a for a in args],
-        env=env_for(db_dsn, CANBAO_JWT_SECRET=JWT_SECRET), stdin="long-enough-password\n",
-    )  # fmt: skip
+        env=env_for(db_dsn, CANBAO_JWT_SECRET=JWT_SECRET),
+        stdin="long-enough-password\n",
+    )
     assert_told(result, 2, named)
     assert snapshot(db_dsn) == before
 
@@ -525,8 +577,14 @@ def test_simulate_against_a_url_where_no_server_answers_writes_nothing(db_dsn: s
     before = snapshot(db_dsn)
     url = f"http://127.0.0.1:{free_port()}"
     result = run_cli(
-        "simulate", "--tablets", "1", "--households", "1", "--url", url,
+        "simulate",
+        "--tablets",
+        "1",
+        "--households",
+        "1",
+        "--url",
+        url,
         env=env_for(db_dsn, CANBAO_JWT_SECRET=JWT_SECRET),
-    )  # fmt: skip
+    )
     assert_told(result, 1, f"error: cannot reach {url}")
     assert snapshot(db_dsn) == before

@@ -25,18 +25,24 @@ async def test_a_round_prunes_and_expires_only_what_is_past_its_retention(
     await conn.execute(
         "INSERT INTO sync_changes (entity, entity_id, township_code, op, at) VALUES "
         "('household', $1, '330106001000', 'upsert', $2), ('household', $3, '330106001000', 'upsert', $4)",
-        uuid.uuid4(), old, uuid.uuid4(), recent,
-    )  # fmt: skip
+        uuid.uuid4(),
+        old,
+        uuid.uuid4(),
+        recent,
+    )
     actor = uuid.uuid4()
     await conn.execute(
         "INSERT INTO idempotency_keys (actor_id, key, route, request_hash, created_at) VALUES "
         "($1, 'old-key-1', 'r', '\\x00', $2), ($1, 'new-key-1', 'r', '\\x00', $3)",
-        actor, NOW - timedelta(days=31), NOW - timedelta(days=29),
-    )  # fmt: skip
+        actor,
+        NOW - timedelta(days=31),
+        NOW - timedelta(days=29),
+    )
     await conn.execute(
         "INSERT INTO login_failures (key, window_start, failures) VALUES ('\\x01', $1, 3), ('\\x02', $2, 3)",
-        NOW - timedelta(hours=2), NOW - timedelta(minutes=5),
-    )  # fmt: skip
+        NOW - timedelta(hours=2),
+        NOW - timedelta(minutes=5),
+    )
     pool = await create_pool(db_dsn, 1, 2)
     try:
         done = await maintenance.run_once(pool, settings, NOW, housekeeping_chores())

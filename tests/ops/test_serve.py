@@ -60,10 +60,19 @@ def test_embedded_server_starts_migrates_serves_and_keeps_its_data_across_restar
             seeded = run_cli("--data-dir", str(folder), "demo", "seed", env=cli_env)
             assert seeded.returncode == 0, seeded.stderr
             added = run_cli(
-                "--data-dir", str(folder), "user", "add", "zhang_san", "--role", "township_staff",
-                "--division", "330106001000", "--password-stdin",
-                env=cli_env, stdin=password + "\n",
-            )  # fmt: skip
+                "--data-dir",
+                str(folder),
+                "user",
+                "add",
+                "zhang_san",
+                "--role",
+                "township_staff",
+                "--division",
+                "330106001000",
+                "--password-stdin",
+                env=cli_env,
+                stdin=password + "\n",
+            )
             assert added.returncode == 0, added.stderr
             assert "created zhang_san (township_staff, 330106001000)" in added.stdout
             assert [p.pid for p in postmasters(folder)] == [postmaster.pid]

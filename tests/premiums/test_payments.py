@@ -20,8 +20,11 @@ from litestar.testing import AsyncTestClient
 from backend.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
-from backend.premiums import service
-from backend.premiums.service import AdjustmentRequest, Decision, PaymentIn, RemittanceIn
+from backend.errors import Conflict, Forbidden, InvalidInput
+from backend.premiums import adjustments, payments, remittance
+from backend.premiums.adjustments import AdjustmentRequest, Decision
+from backend.premiums.payments import PaymentIn
+from backend.premiums.remittance import RemittanceIn
 from tests.conftest import JWT_SECRET, auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 
@@ -102,9 +105,9 @@ def payment(world: World, receipt_no: str = "A00000001", amount_fen: int = 80000
     return PaymentIn(**values)
 
 
-async def pay(conn: asyncpg.Connection, world: World, **extra: Any) -> service.Receipt:  # type: ignore[type-arg]
+async def pay(conn: asyncpg.Connection, world: World, **extra: Any) -> payments.Receipt:  # type: ignore[type-arg]
     async with conn.transaction():
-        return await service.record_payment(
+        return await payments.record_payment(
             conn, await actor_of(conn, "staff_a"), payment(world, **extra), timezone=TZ, code_key=KEY, now=RECEIVED
         )
 
@@ -165,14 +168,14 @@ async def test_block_balance_is_issued_used_voided_retired_open(
     await pay(conn, world, receipt_no="A00000001", amount_fen=40000, person_ids=[UUID(world.person_ids[0])])
     voided = await pay(conn, world, receipt_no="A00000002", amount_fen=40000, person_ids=[UUID(world.person_ids[1])])
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn,
             await actor_of(conn, "staff_a"),
             voided.payment.id,
             AdjustmentRequest(kind="void", reason="wrong amount"),
             date(2025, 10, 8),
         )
-        await service.decide_adjustment(
+        await adjustments.decide_adjustment(
             conn, await actor_of(conn, "reviewer_a"), request.id, Decision(approve=True), date(2025, 10, 8)
         )
     async with conn.transaction():
@@ -341,7 +344,7 @@ async def test_two_identical_requests_at_a_barrier_record_one_payment(
         stored = await idempotency.claim(c, actor.id, "race-key-000001", "POST /api/v1/payments", digest)
         if stored is not None:
             return stored.body
-        receipt = await service.record_payment(c, actor, data, timezone=TZ, code_key=KEY, now=RECEIVED)
+        receipt = await payments.record_payment(c, actor, data, timezone=TZ, code_key=KEY, now=RECEIVED)
         body = msgspec.json.encode(receipt)
         await idempotency.store(c, actor.id, "race-key-000001", 201, body)
         return body
@@ -359,15 +362,19 @@ async def test_same_payment_id_through_two_keys_is_recorded_once(
 
     async def with_receipt(receipt_no: str) -> Callable[[asyncpg.Connection], Awaitable[Any]]:  # type: ignore[type-arg]
         async def attempt(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
-            return await service.record_payment(
-                c, await actor_of(c, "staff_a"), msgspec.structs.replace(data, receipt_no=receipt_no),
-                timezone=TZ, code_key=KEY, now=RECEIVED,
-            )  # fmt: skip
+            return await payments.record_payment(
+                c,
+                await actor_of(c, "staff_a"),
+                msgspec.structs.replace(data, receipt_no=receipt_no),
+                timezone=TZ,
+                code_key=KEY,
+                now=RECEIVED,
+            )
 
         return attempt
 
     _, second = await race(db_dsn, await with_receipt("A00000001"), await with_receipt("A00000002"))
-    assert isinstance(second, service.PaymentAlreadyRecorded)
+    assert isinstance(second, payments.PaymentAlreadyRecorded)
     assert await conn.fetchval("SELECT count(*) FROM payments") == 1
 
 
@@ -375,12 +382,12 @@ async def test_one_receipt_number_for_two_payments_at_once_records_one(
     db_dsn: str, conn: asyncpg.Connection, world: World
 ) -> None:  # type: ignore[type-arg]
     async def attempt(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
-        return await service.record_payment(
+        return await payments.record_payment(
             c, await actor_of(c, "staff_a"), payment(world, amount_fen=40000), timezone=TZ, code_key=KEY, now=RECEIVED
         )
 
     _, second = await race(db_dsn, attempt, attempt)
-    assert isinstance(second, service.ReceiptNumberUsed)
+    assert isinstance(second, payments.ReceiptNumberUsed)
     assert await conn.fetchval("SELECT count(*) FROM payments") == 1
 
 
@@ -392,20 +399,20 @@ async def test_void_needs_another_reviewer_and_undoes_the_payment(conn: asyncpg.
     day = date(2025, 10, 8)
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="wrong household"), day
         )
-    with pytest.raises(service.Forbidden):
+    with pytest.raises(Forbidden):
         async with conn.transaction():
-            await service.decide_adjustment(conn, staff, request.id, Decision(approve=True), day)
+            await adjustments.decide_adjustment(conn, staff, request.id, Decision(approve=True), day)
     async with conn.transaction():
-        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
-    money = await service.household_money(conn, UUID(world.household["id"]), 2026)
+        await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
+    money = await payments.household_money(conn, UUID(world.household["id"]), 2026)
     assert (money.paid_fen, money.balance_fen) == (0, 80000)
     assert {r["status"] for r in await conn.fetch("SELECT status FROM enrollments")} == {"registered"}
-    with pytest.raises(service.NotAdjustable):
+    with pytest.raises(adjustments.NotAdjustable):
         async with conn.transaction():
-            await service.request_adjustment(
+            await adjustments.request_adjustment(
                 conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="again"), day
             )
 
@@ -415,14 +422,14 @@ async def test_void_is_same_day_only_and_refund_needs_a_refundable_reason(
 ) -> None:  # type: ignore[type-arg]
     receipt = await pay(conn, world, amount_fen=90000)
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
-    with pytest.raises(service.NotAdjustable):
+    with pytest.raises(adjustments.NotAdjustable):
         async with conn.transaction():
-            await service.request_adjustment(
+            await adjustments.request_adjustment(
                 conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="late"), date(2025, 10, 9)
             )
-    with pytest.raises(service.InvalidInput) as refused:
+    with pytest.raises(InvalidInput) as refused:
         async with conn.transaction():
-            await service.request_adjustment(
+            await adjustments.request_adjustment(
                 conn,
                 staff,
                 receipt.payment.id,
@@ -431,15 +438,15 @@ async def test_void_is_same_day_only_and_refund_needs_a_refundable_reason(
             )
     assert refused.value.extra["errors"][0]["field"] == "reason"
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn,
             staff,
             receipt.payment.id,
             AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=10000),
             date(2025, 10, 9),
         )
-        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), date(2025, 10, 9))
-    money = await service.household_money(conn, UUID(world.household["id"]), 2026)
+        await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), date(2025, 10, 9))
+    money = await payments.household_money(conn, UUID(world.household["id"]), 2026)
     assert (money.paid_fen, money.balance_fen) == (80000, 0)
 
 
@@ -448,7 +455,7 @@ async def test_void_is_same_day_only_and_refund_needs_a_refundable_reason(
 async def test_money_rows_are_append_only(conn: asyncpg.Connection, world: World, table: str, statement: str) -> None:  # type: ignore[type-arg]
     receipt = await pay(conn, world)
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn,
             await actor_of(conn, "staff_a"),
             receipt.payment.id,
@@ -456,12 +463,13 @@ async def test_money_rows_are_append_only(conn: asyncpg.Connection, world: World
             date(2025, 10, 8),
         )
         staff_a = await actor_of(conn, "staff_a")
-        await service.record_remittance(
-            conn, await actor_of(conn, "reviewer_a"),
+        await remittance.record_remittance(
+            conn,
+            await actor_of(conn, "reviewer_a"),
             RemittanceIn(
                 collector_id=staff_a.id, business_date=date(2025, 10, 8), amount_fen=80000, bank_reference="B1"
             ),
-        )  # fmt: skip
+        )
     assert request.kind == "void_requested"
     column = {
         "payments": "amount_fen",
@@ -481,17 +489,17 @@ async def test_a_payment_waits_for_a_day_being_closed_and_counts_in_the_next_one
     waits and then lands in the next open day (without the lock it would slip into the closed day)."""
     day = date(2025, 10, 8)
 
-    async def close(c: asyncpg.Connection) -> service.CollectorDay:  # type: ignore[type-arg]
-        return await service.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
+    async def close(c: asyncpg.Connection) -> remittance.CollectorDay:  # type: ignore[type-arg]
+        return await remittance.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
 
     async def record(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
-        return await service.record_payment(
+        return await payments.record_payment(
             c, await actor_of(c, "staff_a"), payment(world), timezone=TZ, code_key=KEY, now=RECEIVED
         )
 
     closed, receipt = await race(db_dsn, close, record)
     assert (closed.closed, closed.expected_fen) == (True, 0)
-    assert isinstance(receipt, service.Receipt), receipt
+    assert isinstance(receipt, payments.Receipt), receipt
     assert (receipt.payment.business_date, receipt.payment.remittance_date) == (day, date(2025, 10, 9))
 
 
@@ -501,16 +509,16 @@ async def test_a_day_being_closed_waits_for_a_payment_in_flight_and_counts_it(db
     day = date(2025, 10, 8)
 
     async def record(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
-        return await service.record_payment(
+        return await payments.record_payment(
             c, await actor_of(c, "staff_a"), payment(world), timezone=TZ, code_key=KEY, now=RECEIVED
         )
 
-    async def close(c: asyncpg.Connection) -> service.CollectorDay:  # type: ignore[type-arg]
-        return await service.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
+    async def close(c: asyncpg.Connection) -> remittance.CollectorDay:  # type: ignore[type-arg]
+        return await remittance.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
 
     receipt, closed = await race(db_dsn, record, close)
     assert receipt.payment.remittance_date == day
-    assert isinstance(closed, service.CollectorDay), closed
+    assert isinstance(closed, remittance.CollectorDay), closed
     assert (closed.closed, closed.cash_collected_fen, closed.expected_fen) == (True, 80000, 80000)
 
 
@@ -521,30 +529,40 @@ async def test_cash_day_expected_remitted_difference_and_late_arrivals(conn: asy
     await pay(conn, world, receipt_no="A00000003", amount_fen=5000, method="qr", person_ids=[UUID(world.person_ids[1])])
     day = date(2025, 10, 8)
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn, staff, voided.payment.id, AdjustmentRequest(kind="void", reason="x"), day
         )
-        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
-        await service.record_remittance(
+        await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
+        await remittance.record_remittance(
             conn,
             staff,
             RemittanceIn(collector_id=staff.id, business_date=day, amount_fen=39000, bank_reference="ICBC-1"),
         )
-        closed = await service.close_day(conn, reviewer, staff.id, day)
+        closed = await remittance.close_day(conn, reviewer, staff.id, day)
     figures = (closed.cash_collected_fen, closed.cash_voided_fen, closed.expected_fen, closed.remitted_fen)
     assert (*figures, closed.difference_fen) == (
-        80000, 40000, 40000, 39000, -1000,
-    )  # fmt: skip
+        80000,
+        40000,
+        40000,
+        39000,
+        -1000,
+    )
     assert closed.closed
     # A payment synced later for the closed day keeps its date and counts in the next open day.
-    late = await pay(conn, world, receipt_no="A00000004", amount_fen=40000, person_ids=[UUID(world.person_ids[1])],
-                     collected_at=datetime(2025, 10, 8, 3, 0, tzinfo=UTC))  # fmt: skip
+    late = await pay(
+        conn,
+        world,
+        receipt_no="A00000004",
+        amount_fen=40000,
+        person_ids=[UUID(world.person_ids[1])],
+        collected_at=datetime(2025, 10, 8, 3, 0, tzinfo=UTC),
+    )
     assert (late.payment.business_date, late.payment.remittance_date) == (date(2025, 10, 8), date(2025, 10, 9))
-    next_day = await service.collector_day(conn, reviewer, staff.id, date(2025, 10, 9))
+    next_day = await remittance.collector_day(conn, reviewer, staff.id, date(2025, 10, 9))
     assert (next_day.expected_fen, next_day.late_arrivals) == (40000, 1)
-    with pytest.raises(service.Forbidden):
+    with pytest.raises(Forbidden):
         async with conn.transaction():
-            await service.close_day(conn, staff, staff.id, date(2025, 10, 9))
+            await remittance.close_day(conn, staff, staff.id, date(2025, 10, 9))
 
 
 async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
@@ -554,19 +572,19 @@ async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.
     c = await pay(conn, world, receipt_no="A00000003", amount_fen=7000)
     day = date(2025, 10, 8)
     async with conn.transaction():
-        void = await service.request_adjustment(
+        void = await adjustments.request_adjustment(
             conn, staff, a.payment.id, AdjustmentRequest(kind="void", reason="x"), day
         )
-        await service.decide_adjustment(conn, reviewer, void.id, Decision(approve=True), day)
-        refund = await service.request_adjustment(
+        await adjustments.decide_adjustment(conn, reviewer, void.id, Decision(approve=True), day)
+        refund = await adjustments.request_adjustment(
             conn, staff, c.payment.id, AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=2000), day
         )
-        await service.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
-        rejected = await service.request_adjustment(
+        await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+        rejected = await adjustments.request_adjustment(
             conn, staff, b.payment.id, AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=500), day
         )
-        await service.decide_adjustment(conn, reviewer, rejected.id, Decision(approve=False), day)
-    money = await service.household_money(conn, UUID(world.household["id"]), 2026)
+        await adjustments.decide_adjustment(conn, reviewer, rejected.id, Decision(approve=False), day)
+    money = await payments.household_money(conn, UUID(world.household["id"]), 2026)
     # 30000 + 60000 + 7000 − 30000 voided − 2000 refunded; the rejected refund changes nothing.
     assert money.paid_fen == 65000
     assert money.balance_fen == 15000
@@ -584,8 +602,15 @@ async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection
     first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
     without = await pay(conn, world, receipt_no="A00000001", amount_fen=40000, person_ids=[first])
     assert without.enrollments_paid
-    await pay(conn, world, receipt_no="A00000002", amount_fen=40000, kind="back_payment", back_years=[2025],
-              person_ids=[second])  # fmt: skip
+    await pay(
+        conn,
+        world,
+        receipt_no="A00000002",
+        amount_fen=40000,
+        kind="back_payment",
+        back_years=[2025],
+        person_ids=[second],
+    )
     paid = await pay(conn, world, receipt_no="A00000003", amount_fen=40000, person_ids=[second])
     coverage = await conn.fetchrow(
         "SELECT coverage_start, waiting_months FROM enrollments WHERE id = $1", paid.enrollments_paid[0]
@@ -628,12 +653,18 @@ async def test_back_payment_is_for_members_at_the_current_rate(conn: asyncpg.Con
         "VALUES (gen_random_uuid(), $1, '外人', 'male', '1980-01-01') RETURNING id",
         ID_NUMBERS[5],
     )
-    with pytest.raises(service.InvalidInput) as stranger:
+    with pytest.raises(InvalidInput) as stranger:
         await pay(conn, world, kind="back_payment", back_years=[2024], person_ids=[outsider], amount_fen=40000)
     assert stranger.value.extra["errors"][0]["field"] == "person_ids[0]"
-    with pytest.raises(service.InvalidInput) as too_little:
-        await pay(conn, world, kind="back_payment", back_years=[2023, 2024], person_ids=[UUID(world.person_ids[0])],
-                  amount_fen=1)  # fmt: skip
+    with pytest.raises(InvalidInput) as too_little:
+        await pay(
+            conn,
+            world,
+            kind="back_payment",
+            back_years=[2023, 2024],
+            person_ids=[UUID(world.person_ids[0])],
+            amount_fen=1,
+        )
     assert too_little.value.extra["errors"][0]["field"] == "amount_fen"
     assert await conn.fetchval("SELECT count(*) FROM payments") == 0
 
@@ -643,17 +674,17 @@ async def test_a_void_cannot_be_approved_once_the_day_is_closed(conn: asyncpg.Co
     receipt = await pay(conn, world)
     day = date(2025, 10, 8)
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="x"), day
         )
-    with pytest.raises(service.Conflict):
+    with pytest.raises(Conflict):
         async with conn.transaction():
-            await service.close_day(conn, reviewer, staff.id, day)  # a void awaits a decision
+            await remittance.close_day(conn, reviewer, staff.id, day)  # a void awaits a decision
     async with conn.transaction():
-        await service.decide_adjustment(conn, reviewer, request.id, Decision(approve=False), day)
-        await service.close_day(conn, reviewer, staff.id, day)
+        await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=False), day)
+        await remittance.close_day(conn, reviewer, staff.id, day)
     async with conn.transaction():
-        late = await service.request_adjustment(
+        late = await adjustments.request_adjustment(
             conn, staff, receipt.payment.id, AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=100), day
         )
     assert late.kind == "refund_requested"
@@ -670,12 +701,15 @@ async def test_a_void_of_a_confirmed_enrolments_payment_is_refused(
         headers=await auth_headers(client, "reviewer_a"),
     )
     assert confirmed.status_code == 200
-    with pytest.raises(service.NotAdjustable):
+    with pytest.raises(adjustments.NotAdjustable):
         async with conn.transaction():
-            await service.request_adjustment(
-                conn, await actor_of(conn, "staff_a"), receipt.payment.id, AdjustmentRequest(kind="void", reason="x"),
+            await adjustments.request_adjustment(
+                conn,
+                await actor_of(conn, "staff_a"),
+                receipt.payment.id,
+                AdjustmentRequest(kind="void", reason="x"),
                 date(2025, 10, 8),
-            )  # fmt: skip
+            )
 
 
 async def test_receipt_prefixes_are_letters_with_one_width(
@@ -708,30 +742,38 @@ async def test_every_receipt_shows_the_household_money_the_ledger_shows(conn: as
     steps: list[dict[str, Any]] = [
         {"receipt_no": "A00000001", "amount_fen": 30000, "person_ids": [first]},
         {"receipt_no": "A00000002", "amount_fen": 50000},
-        {"receipt_no": "A00000003", "amount_fen": 41000, "kind": "back_payment", "back_years": [2025],
-         "person_ids": [second]},
+        {
+            "receipt_no": "A00000003",
+            "amount_fen": 41000,
+            "kind": "back_payment",
+            "back_years": [2025],
+            "person_ids": [second],
+        },
         {"receipt_no": "A00000004", "amount_fen": 45000},
-    ]  # fmt: skip
+    ]
     receipts = []
     for n, step in enumerate(steps):
         receipt = await pay(conn, world, **step)
         receipts.append(receipt)
-        money = await service.household_money(conn, household_id, 2026)
+        money = await payments.household_money(conn, household_id, 2026)
         code = await enrollments.household_query_code(conn, KEY, household_id, 2026)
         assert (receipt.household, receipt.query_code) == (money, code), step
         if n == 0:  # the first is voided, the second partly refunded: both count from then on
             async with conn.transaction():
-                void = await service.request_adjustment(
+                void = await adjustments.request_adjustment(
                     conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="x"), day
                 )
-                await service.decide_adjustment(conn, reviewer, void.id, Decision(approve=True), day)
+                await adjustments.decide_adjustment(conn, reviewer, void.id, Decision(approve=True), day)
         if n == 1:
             async with conn.transaction():
-                refund = await service.request_adjustment(
-                    conn, staff, receipt.payment.id,
-                    AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=3000), day,
-                )  # fmt: skip
-                await service.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+                refund = await adjustments.request_adjustment(
+                    conn,
+                    staff,
+                    receipt.payment.id,
+                    AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=3000),
+                    day,
+                )
+                await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
     assert [r.household.paid_fen for r in receipts] == [30000, 50000, 47000, 92000]
 
 
@@ -772,12 +814,18 @@ async def test_a_payment_is_audited_with_each_enrolment_it_pays(conn: asyncpg.Co
         ("paid", "enrollment", str(e)) for e in receipt.enrollments_paid
     )
     assert (rows[-1]["action"], rows[-1]["entity"], rows[-1]["entity_id"]) == (
-        "record", "payment", str(receipt.payment.id),
-    )  # fmt: skip
+        "record",
+        "payment",
+        str(receipt.payment.id),
+    )
     assert rows[-1]["summary"] == {
-        "amount_fen": 80000, "method": "cash", "kind": "premium", "receipt_no": "A00000001", "clock_flag": None,
+        "amount_fen": 80000,
+        "method": "cash",
+        "kind": "premium",
+        "receipt_no": "A00000001",
+        "clock_flag": None,
         "enrollments_paid": 2,
-    }  # fmt: skip
+    }
     assert [(r["summary"]["from"], r["summary"]["to"], r["summary"]["business_date"]) for r in rows[:-1]] == [
         ("registered", "paid", "2025-10-08")
     ] * 2
@@ -810,9 +858,10 @@ async def test_payments_of_one_collector_do_not_wait_for_each_other(
     staff = await auth_headers(client, "staff_a")
     second = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
     enrolled = await client.post(
-        "/api/v1/enrollments", headers=staff,
+        "/api/v1/enrollments",
+        headers=staff,
         json={"household_id": second["id"], "coverage_year": 2026, "person_ids": [second["members"][0]["person_id"]]},
-    )  # fmt: skip
+    )
     assert enrolled.status_code == 201, enrolled.text
     one, two = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
     try:
@@ -820,15 +869,22 @@ async def test_payments_of_one_collector_do_not_wait_for_each_other(
         await init_connection(two)
         staff_actor = await actor_of(one, "staff_a")
         async with one.transaction():
-            await service.record_payment(one, staff_actor, payment(world), timezone=TZ, code_key=KEY, now=RECEIVED)
+            await payments.record_payment(one, staff_actor, payment(world), timezone=TZ, code_key=KEY, now=RECEIVED)
             async with two.transaction():
                 await two.execute("SET LOCAL lock_timeout = '3s'")
                 other = PaymentIn(
-                    id=uuid.uuid4(), household_id=UUID(second["id"]), coverage_year=2026,
-                    person_ids=[UUID(second["members"][0]["person_id"])], amount_fen=40000, method="cash",
-                    receipt_no="A00000002", collected_at=COLLECTED,
-                )  # fmt: skip
-                receipt = await service.record_payment(two, staff_actor, other, timezone=TZ, code_key=KEY, now=RECEIVED)
+                    id=uuid.uuid4(),
+                    household_id=UUID(second["id"]),
+                    coverage_year=2026,
+                    person_ids=[UUID(second["members"][0]["person_id"])],
+                    amount_fen=40000,
+                    method="cash",
+                    receipt_no="A00000002",
+                    collected_at=COLLECTED,
+                )
+                receipt = await payments.record_payment(
+                    two, staff_actor, other, timezone=TZ, code_key=KEY, now=RECEIVED
+                )
         assert receipt.payment.household_id == UUID(second["id"])
     finally:
         await one.close()
@@ -842,24 +898,27 @@ async def test_a_channel_reference_is_recorded_once_until_its_payment_is_voided(
 ) -> None:
     first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
     recorded = await pay(conn, world, amount_fen=40000, method="qr", channel_ref="WX-77", person_ids=[first])
-    with pytest.raises(service.ChannelReferenceUsed) as refused:
-        await pay(conn, world, receipt_no="A00000002", amount_fen=40000, method="qr", channel_ref="WX-77",
-                  person_ids=[second])  # fmt: skip
+    with pytest.raises(payments.ChannelReferenceUsed) as refused:
+        await pay(
+            conn, world, receipt_no="A00000002", amount_fen=40000, method="qr", channel_ref="WX-77", person_ids=[second]
+        )
     assert refused.value.extra["errors"] == [{"field": "channel_ref", "message": "already recorded"}]
     # A bank transfer's reference is another namespace than a QR payment's.
-    await pay(conn, world, receipt_no="A00000003", amount_fen=100, method="bank", channel_ref="WX-77",
-              person_ids=[second])  # fmt: skip
+    await pay(
+        conn, world, receipt_no="A00000003", amount_fen=100, method="bank", channel_ref="WX-77", person_ids=[second]
+    )
     # Voided (recorded in error), the transfer may be recorded again, rightly.
     day = date(2025, 10, 8)
     async with conn.transaction():
-        request = await service.request_adjustment(
+        request = await adjustments.request_adjustment(
             conn, await actor_of(conn, "staff_a"), recorded.payment.id, AdjustmentRequest(kind="void", reason="x"), day
         )
-        await service.decide_adjustment(
+        await adjustments.decide_adjustment(
             conn, await actor_of(conn, "reviewer_a"), request.id, Decision(approve=True), day
         )
-    again = await pay(conn, world, receipt_no="A00000004", amount_fen=40000, method="qr", channel_ref="WX-77",
-                      person_ids=[first])  # fmt: skip
+    again = await pay(
+        conn, world, receipt_no="A00000004", amount_fen=40000, method="qr", channel_ref="WX-77", person_ids=[first]
+    )
     assert again.payment.channel_ref == "WX-77"
 
 
@@ -874,24 +933,34 @@ async def test_one_channel_reference_for_two_households_at_once_records_one(
     staff = await auth_headers(client, "staff_a")
     other = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
     enrolled = await client.post(
-        "/api/v1/enrollments", headers=staff,
+        "/api/v1/enrollments",
+        headers=staff,
         json={"household_id": other["id"], "coverage_year": 2026, "person_ids": [other["members"][0]["person_id"]]},
-    )  # fmt: skip
+    )
     assert enrolled.status_code == 201, enrolled.text
 
     async def here(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
         data = payment(world, method="qr", channel_ref="WX-99")
-        return await service.record_payment(c, await actor_of(c, "staff_a"), data, timezone=TZ, code_key=KEY,
-                                            now=RECEIVED)  # fmt: skip
+        return await payments.record_payment(
+            c, await actor_of(c, "staff_a"), data, timezone=TZ, code_key=KEY, now=RECEIVED
+        )
 
     async def there(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
-        data = payment(world, receipt_no="A00000002", amount_fen=40000, method="qr", channel_ref="WX-99",
-                       household_id=UUID(other["id"]), person_ids=[UUID(other["members"][0]["person_id"])])  # fmt: skip
-        return await service.record_payment(c, await actor_of(c, "staff_a"), data, timezone=TZ, code_key=KEY,
-                                            now=RECEIVED)  # fmt: skip
+        data = payment(
+            world,
+            receipt_no="A00000002",
+            amount_fen=40000,
+            method="qr",
+            channel_ref="WX-99",
+            household_id=UUID(other["id"]),
+            person_ids=[UUID(other["members"][0]["person_id"])],
+        )
+        return await payments.record_payment(
+            c, await actor_of(c, "staff_a"), data, timezone=TZ, code_key=KEY, now=RECEIVED
+        )
 
     _, second = await race(db_dsn, here, there)
-    assert isinstance(second, service.ChannelReferenceUsed), second
+    assert isinstance(second, payments.ChannelReferenceUsed), second
     assert await conn.fetchval("SELECT count(*) FROM payments") == 1
 
 

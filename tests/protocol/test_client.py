@@ -44,8 +44,11 @@ async def test_the_client_survives_a_kill_between_push_and_acknowledgement(
         # Killed after the server committed, before the answers were written locally.
         raws = [msgspec.Raw(codec.encode(x, "msgpack")) for x in (created, bad)]
         request = m.PushRequest(protocol_version=1, device_id=tablet.device_id, mutations=raws)
-        lost = await http.post("/api/v1/sync/push", content=codec.encode(request, "msgpack"),
-                               headers={**tablet.headers, "Content-Type": m.MSGPACK})  # fmt: skip
+        lost = await http.post(
+            "/api/v1/sync/push",
+            content=codec.encode(request, "msgpack"),
+            headers={**tablet.headers, "Content-Type": m.MSGPACK},
+        )
         assert lost.status_code == 200
         restarted = SyncClient(http, TabletStore(tmp_path / "tablet.db"), tablet.device_id, token_of(tablet))
         assert [s for _, s, _ in restarted.store.queue()] == ["pending", "pending"]

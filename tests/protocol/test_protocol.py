@@ -110,7 +110,9 @@ def test_a_gzip_bomb_is_stopped_at_the_limit() -> None:
 
 
 def test_a_newer_message_with_unknown_fields_still_decodes() -> None:
-    newer = b'{"seq": 4, "mutation_id": "0195a2b0-0000-7000-8000-000000000001", "type": "payment.void", ' \
-            b'"payment_id": "0195a2b0-0000-7000-8000-000000000002", "reason": "x", "added_in_v2": true}'  # fmt: skip
+    newer = (
+        b'{"seq": 4, "mutation_id": "0195a2b0-0000-7000-8000-000000000001", "type": "payment.void", '
+        b'"payment_id": "0195a2b0-0000-7000-8000-000000000002", "reason": "x", "added_in_v2": true}'
+    )
     decoded = msgspec.json.decode(newer, type=m.AnyMutation)
     assert isinstance(decoded, m.PaymentVoid) and decoded.seq == 4

@@ -21,8 +21,8 @@ from backend.actor import Actor
 from backend.app import create_app
 from backend.auth.tokens import SigningKey
 from backend.enrollment import enrollments
-from backend.premiums import service as premiums
-from backend.premiums.service import PaymentIn
+from backend.premiums import payments
+from backend.premiums.payments import PaymentIn
 from backend.residents import service as residents
 from mobile_sync_protocol.rules.coverage_state import coverage_state
 from tests.conftest import JWT_SECRET, auth_headers, make_settings
@@ -203,8 +203,10 @@ async def test_a_second_lockout_lasts_twice_as_long(strict: Client, conn: asyncp
     home = await make_home(strict)
     for _ in range(4):
         await resident_login(strict, ID_NUMBERS[2], "李四", "ABCDEFGH")
-    await conn.execute("UPDATE resident_login_limits SET locked_until = now() - interval '1 s', "
-                       "window_start = now() - interval '1 hour' WHERE lockouts = 1")  # fmt: skip
+    await conn.execute(
+        "UPDATE resident_login_limits SET locked_until = now() - interval '1 s', "
+        "window_start = now() - interval '1 hour' WHERE lockouts = 1"
+    )
     for _ in range(3):
         assert (await resident_login(strict, ID_NUMBERS[2], "李四", "ABCDEFGH")).status_code == 401
     again = await resident_login(strict, ID_NUMBERS[2], "李四", home.code1)
@@ -316,16 +318,27 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
     """One household, one member per state, seen on 2026-03-01."""
     await publish_policy(client, await auth_headers(client, "admin"))
     staff = await auth_headers(client, "staff_a")
-    ids = {"window": ID_NUMBERS[1], "review": ID_NUMBERS[2], "waiting": ID_NUMBERS[3], "too_late": ID_NUMBERS[4],
-           "unpaid": ID_NUMBERS[5], "cancelled": ID_NUMBERS[6], "absent": ID_NUMBERS[7]}  # fmt: skip
+    ids = {
+        "window": ID_NUMBERS[1],
+        "review": ID_NUMBERS[2],
+        "waiting": ID_NUMBERS[3],
+        "too_late": ID_NUMBERS[4],
+        "unpaid": ID_NUMBERS[5],
+        "cancelled": ID_NUMBERS[6],
+        "absent": ID_NUMBERS[7],
+    }
     members = [member(number, f"成员{i}", "head" if i == 0 else "child") for i, number in enumerate(ids.values())]
-    members.append({"name": "宝宝", "relation": "child", "birth_cert_no": "O123456789", "birth_date": "2026-01-15",
-                    "sex": "male"})  # fmt: skip
+    members.append(
+        {"name": "宝宝", "relation": "child", "birth_cert_no": "O123456789", "birth_date": "2026-01-15", "sex": "male"}
+    )
     household = await create_household(client, staff, members)
     person = {name: UUID(m["person_id"]) for name, m in zip([*ids, "newborn"], household["members"], strict=True)}
     for number in ids.values():  # covered in 2025: no gap, so a late payer waits the fixed 3 months only
-        await conn.execute("INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
-                           "VALUES ($1, 2025, 'paid', 't')", number)  # fmt: skip
+        await conn.execute(
+            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
+            "VALUES ($1, 2025, 'paid', 't')",
+            number,
+        )
     enrolled = await enrol(client, staff, household, [str(p) for n, p in person.items() if n != "absent"])
     enrolment = {e["person_id"]: UUID(e["id"]) for e in enrolled["items"]}
     staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
@@ -339,11 +352,18 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
 
     async def pay(name: str, paid_on: date, receipt_no: str) -> None:
         at = datetime(paid_on.year, paid_on.month, paid_on.day, 2, 0, tzinfo=UTC)
-        data = PaymentIn(id=uuid.uuid4(), household_id=UUID(household["id"]), coverage_year=2026,
-                         person_ids=[person[name]], amount_fen=40000, method="cash", receipt_no=receipt_no,
-                         collected_at=at)  # fmt: skip
+        data = PaymentIn(
+            id=uuid.uuid4(),
+            household_id=UUID(household["id"]),
+            coverage_year=2026,
+            person_ids=[person[name]],
+            amount_fen=40000,
+            method="cash",
+            receipt_no=receipt_no,
+            collected_at=at,
+        )
         async with conn.transaction():
-            await premiums.record_payment(conn, collector, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at)
+            await payments.record_payment(conn, collector, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at)
 
     await pay("window", date(2025, 10, 8), "R00000001")
     await pay("review", date(2025, 11, 8), "R00000002")
@@ -353,8 +373,9 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
     reviewer = await actor_of(conn, "reviewer_a")
     async with conn.transaction():
         await enrollments.confirm(conn, reviewer, [enrolment[str(person["window"])]])
-        await enrollments.cancel(conn, reviewer, enrolment[str(person["cancelled"])],
-                                 enrollments.CancelRequest(reason="employee_insurance"))  # fmt: skip
+        await enrollments.cancel(
+            conn, reviewer, enrolment[str(person["cancelled"])], enrollments.CancelRequest(reason="employee_insurance")
+        )
     actor = Actor.resident(person["window"], UUID(household["id"]))
     async with conn.transaction():
         view = await residents.coverage(conn, actor, 2026, date(2026, 3, 1))
@@ -372,8 +393,14 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
     }
     for name, (in_force, state, status, start, waiting_until, reason) in expected.items():
         m = got[name]
-        assert (m.in_force_today, m.coverage_state, m.enrollment_status, m.coverage_start, m.waiting_until,
-                m.coverage_reason_code) == (in_force, state, status, start, waiting_until, reason), name  # fmt: skip
+        assert (
+            m.in_force_today,
+            m.coverage_state,
+            m.enrollment_status,
+            m.coverage_start,
+            m.waiting_until,
+            m.coverage_reason_code,
+        ) == (in_force, state, status, start, waiting_until, reason), name
     assert "covered from 2026-05-10" in got["waiting"].explanation
     assert "within 90 days of birth" in got["newborn"].explanation
     assert "awaits review" in got["review"].explanation and "awaits review" not in got["window"].explanation
@@ -422,8 +449,9 @@ async def test_a_code_made_on_a_tablet_opens_the_household_and_the_derived_one_n
     from backend.sync import query_codes
     from mobile_sync_protocol import messages
 
-    device = await client.post("/api/v1/devices", json={"model": "Tab", "app_version": "1"},
-                               headers=await auth_headers(client, "staff_a"))  # fmt: skip
+    device = await client.post(
+        "/api/v1/devices", json={"model": "Tab", "app_version": "1"}, headers=await auth_headers(client, "staff_a")
+    )
     device_id = UUID(device.json()["device"]["id"])
     household_id = UUID(home.h1["id"])
     tablet_hash = messages.query_code_hash(
@@ -432,7 +460,10 @@ async def test_a_code_made_on_a_tablet_opens_the_household_and_the_derived_one_n
     await conn.execute(
         "UPDATE household_query_codes SET code_hash = $3, device_id = $4 "
         "WHERE household_id = $1 AND coverage_year = $2",
-        household_id, 2026, query_codes.rekey(KEY.secret, tablet_hash), device_id,
-    )  # fmt: skip
+        household_id,
+        2026,
+        query_codes.rekey(KEY.secret, tablet_hash),
+        device_id,
+    )
     assert (await resident_login(client, ID_NUMBERS[2], "李四", "k7m2p9qx")).status_code == 200
     assert (await resident_login(client, ID_NUMBERS[2], "李四", home.code1)).status_code == 401

@@ -18,18 +18,31 @@ Conn = asyncpg.Connection  # type: ignore[type-arg]
 
 
 def edit_household(tablet: Tablet, created: m.HouseholdCreate, base: int, **fields: Any) -> m.HouseholdUpdate:
-    return m.HouseholdUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                             base_version=base, **fields)  # fmt: skip
+    return m.HouseholdUpdate(
+        seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id, base_version=base, **fields
+    )
 
 
 def edit_member(tablet: Tablet, created: m.HouseholdCreate, who: int, base: int, **fields: Any) -> m.MemberUpdate:
-    return m.MemberUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                          person_id=created.members[who].person_id, base_version=base, **fields)  # fmt: skip
+    return m.MemberUpdate(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        person_id=created.members[who].person_id,
+        base_version=base,
+        **fields,
+    )
 
 
 def remove(tablet: Tablet, created: m.HouseholdCreate, who: int, base: int) -> m.MemberRemove:
-    return m.MemberRemove(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                          person_id=created.members[who].person_id, base_version=base, reason="removed")  # fmt: skip
+    return m.MemberRemove(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        person_id=created.members[who].person_id,
+        base_version=base,
+        reason="removed",
+    )
 
 
 async def two_tablets(client: Client, numbers: tuple[int, ...] = (1, 2)) -> tuple[Tablet, Tablet, m.HouseholdCreate]:
@@ -75,12 +88,18 @@ async def test_the_same_descriptive_field_resolves_in_arrival_order_with_a_confl
     [conflict] = await conflict_rows(conn)
     assert late.conflict_ids == [conflict["id"]]
     assert {k: conflict[k] for k in ("kind", "outcome", "status", "fields", "base_version", "server_version")} == {
-        "kind": "field_overwritten", "outcome": "applied", "status": "open", "fields": ["address"],
-        "base_version": 1, "server_version": 2,
-    }  # fmt: skip
+        "kind": "field_overwritten",
+        "outcome": "applied",
+        "status": "open",
+        "fields": ["address"],
+        "base_version": 1,
+        "server_version": 2,
+    }
     assert (conflict["base_values"], conflict["server_values"], conflict["tablet_values"]) == (
-        {"address": "北山村1组"}, {"address": "北山村3组"}, {"address": "南山村2组"},
-    )  # fmt: skip
+        {"address": "北山村1组"},
+        {"address": "北山村3组"},
+        {"address": "南山村2组"},
+    )
     assert conflict["township_code"] == "330106001000" and conflict["device_id"] == b.device_id
     # The audit names the conflict and its fields, never the values (personal data).
     summary = await conn.fetchval("SELECT summary FROM audit_log WHERE entity = 'sync_conflict'")
@@ -93,15 +112,18 @@ async def test_an_edit_from_the_back_office_counts_as_much_as_another_tablets(cl
     person = created.members[1].person_id
     rest = await client.patch(
         f"/api/v1/households/{created.household_id}/members/{person}",
-        json={"phone": "13700000000"}, headers={**staff, "If-Match": '"1"'},
-    )  # fmt: skip
+        json={"phone": "13700000000"},
+        headers={**staff, "If-Match": '"1"'},
+    )
     assert rest.status_code == 200, rest.text
     late = await one(client, b, edit_member(b, created, 1, 1, phone="13900000002"))
     assert (late.status, late.conflict_fields) == ("applied_with_conflict", ["phone"])
     [conflict] = await conflict_rows(conn)
     assert (conflict["base_values"], conflict["server_values"], conflict["tablet_values"]) == (
-        {"phone": None}, {"phone": "13700000000"}, {"phone": "13900000002"},
-    )  # fmt: skip
+        {"phone": None},
+        {"phone": "13700000000"},
+        {"phone": "13900000002"},
+    )
 
 
 async def test_a_stale_identity_edit_is_held_and_its_descriptive_part_applies(client: Client, conn: Conn) -> None:
@@ -114,8 +136,10 @@ async def test_a_stale_identity_edit_is_held_and_its_descriptive_part_applies(cl
     [conflict] = await conflict_rows(conn)
     assert (conflict["kind"], conflict["outcome"], conflict["status"]) == ("stale_identity", "held", "open")
     assert (conflict["base_values"], conflict["server_values"], conflict["tablet_values"]) == (
-        {"name": "成员1"}, {"name": "张三丰"}, {"name": "张山"},
-    )  # fmt: skip
+        {"name": "成员1"},
+        {"name": "张三丰"},
+        {"name": "张山"},
+    )
     # Only the identity part waits for a reviewer: the phone is not held again.
     assert conflict["mutation"]["phone"] is None and conflict["mutation"]["name"] == "张山"
     # Nothing but identity: the whole edit is held (quarantined), the household untouched.
@@ -161,9 +185,12 @@ async def test_a_removal_after_an_update_applies_unless_the_members_identity_cha
     await one(client, a, edit_member(a, created, 2, 3, name="王五"))
     held = await one(client, b, remove(b, created, 2, 3))
     assert (held.status, held.code) == ("quarantined", "stale_membership")
-    assert await conn.fetchval(
-        "SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", created.members[2].person_id
-    ) == 1  # fmt: skip
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", created.members[2].person_id
+        )
+        == 1
+    )
 
 
 async def test_a_member_moved_on_one_tablet_and_edited_on_another_is_held_then_applied_where_they_live(
@@ -172,9 +199,15 @@ async def test_a_member_moved_on_one_tablet_and_edited_on_another_is_held_then_a
     a, b, created = await two_tablets(client)
     target = household_create(a, numbers=(4,), household_no="0102")
     await push(client, a, [target])
-    moved = m.MemberMove(seq=a.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                         person_id=created.members[1].person_id, base_version=1,
-                         to_household_id=target.household_id, relation="spouse")  # fmt: skip
+    moved = m.MemberMove(
+        seq=a.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        person_id=created.members[1].person_id,
+        base_version=1,
+        to_household_id=target.household_id,
+        relation="spouse",
+    )
     assert (await one(client, a, moved)).status == "applied"
     late = await one(client, b, edit_member(b, created, 1, 1, name="李思"))
     assert (late.status, late.code) == ("quarantined", "member_moved")
@@ -182,14 +215,20 @@ async def test_a_member_moved_on_one_tablet_and_edited_on_another_is_held_then_a
     assert (removed.status, removed.code) == ("quarantined", "member_moved")
     # A reviewer applies the edit: to the person, in the household they live in now.
     reviewer = await auth_headers(client, "reviewer_a")
-    settled = await client.post(f"/api/v1/sync/conflicts/{late.conflict_ids[0]}/resolve",
-                                json={"resolution": "applied", "note": "核实为李思"}, headers=reviewer)  # fmt: skip
+    settled = await client.post(
+        f"/api/v1/sync/conflicts/{late.conflict_ids[0]}/resolve",
+        json={"resolution": "applied", "note": "核实为李思"},
+        headers=reviewer,
+    )
     assert settled.status_code == 200, settled.text
     assert settled.json()["resolution"] == "applied"
     assert await conn.fetchval("SELECT name FROM persons WHERE id = $1", created.members[1].person_id) == "李思"
     # The removal is discarded: they stay in their new household.
-    discarded = await client.post(f"/api/v1/sync/conflicts/{removed.conflict_ids[0]}/resolve",
-                                  json={"resolution": "discarded", "note": "已迁出"}, headers=reviewer)  # fmt: skip
+    discarded = await client.post(
+        f"/api/v1/sync/conflicts/{removed.conflict_ids[0]}/resolve",
+        json={"resolution": "discarded", "note": "已迁出"},
+        headers=reviewer,
+    )
     assert discarded.status_code == 200, discarded.text
     in_target = await conn.fetchval(
         "SELECT household_id FROM memberships WHERE person_id = $1 AND left_at IS NULL", created.members[1].person_id
@@ -208,12 +247,16 @@ async def test_the_same_household_registered_twice_offline_is_held_and_its_payme
     answers = (await push(client, b, [twice, enrol(b, twice)])).answers
     answers += (await push(client, a, [payment(a, twice)])).answers  # collected on A's receipts
     assert [(x.status, x.code) for x in answers] == [
-        ("quarantined", "duplicate_household"), ("rejected", "household_held"), ("quarantined", "household_held"),
-    ]  # fmt: skip
+        ("quarantined", "duplicate_household"),
+        ("rejected", "household_held"),
+        ("quarantined", "household_held"),
+    ]
     [conflict] = await conflict_rows(conn)
     assert (conflict["kind"], conflict["household_id"], conflict["other_household_id"]) == (
-        "duplicate_household", twice.household_id, first.household_id,
-    )  # fmt: skip
+        "duplicate_household",
+        twice.household_id,
+        first.household_id,
+    )
     assert await conn.fetchval("SELECT count(*) FROM payments") == 0  # not re-pointed to the first household
     assert await conn.fetchval("SELECT count(*) FROM households") == 1
     # Applying it still clashes: the reviewer is told so, and discards it.
@@ -221,8 +264,10 @@ async def test_the_same_household_registered_twice_offline_is_held_and_its_payme
     url = f"/api/v1/sync/conflicts/{conflict['id']}/resolve"
     clash = await client.post(url, json={"resolution": "applied", "note": "再试"}, headers=reviewer)
     assert (clash.status_code, clash.json()["code"], clash.json()["reason"]) == (
-        409, "not_resolvable", "person_already_registered",
-    )  # fmt: skip
+        409,
+        "not_resolvable",
+        "person_already_registered",
+    )
     done = await client.post(url, json={"resolution": "discarded", "note": "重复登记"}, headers=reviewer)
     assert done.status_code == 200, done.text
     assert await conn.fetchval("SELECT count(*) FROM households") == 1
@@ -230,11 +275,17 @@ async def test_the_same_household_registered_twice_offline_is_held_and_its_payme
     await push(client, a, [enrol(a, first)])
     settle = f"/api/v1/sync/quarantine/{answers[2].quarantine_id}/settle"
     people = [str(x.person_id) for x in first.members]
-    half = await client.post(settle, json={"resolution": "apply", "note": "同一户", "household_id": str(
-        first.household_id)}, headers=reviewer)  # fmt: skip
+    half = await client.post(
+        settle,
+        json={"resolution": "apply", "note": "同一户", "household_id": str(first.household_id)},
+        headers=reviewer,
+    )
     assert (half.status_code, half.json()["errors"][0]["field"]) == (422, "person_ids")
-    moved = await client.post(settle, json={"resolution": "apply", "note": "同一户", "household_id": str(
-        first.household_id), "person_ids": people}, headers=reviewer)  # fmt: skip
+    moved = await client.post(
+        settle,
+        json={"resolution": "apply", "note": "同一户", "household_id": str(first.household_id), "person_ids": people},
+        headers=reviewer,
+    )
     assert moved.status_code == 200, moved.text
     assert await conn.fetchval("SELECT household_id FROM payments") == first.household_id
     summary = await conn.fetchval("SELECT summary FROM audit_log WHERE action = 'settle_applied'")
@@ -288,8 +339,11 @@ async def test_a_restore_is_refused_when_the_field_changed_again_since(client: C
     late = await one(client, b, edit_household(b, created, 1, phone="13800000002"))
     await one(client, a, edit_household(a, created, 3, phone="13800000003"))
     reviewer = await auth_headers(client, "reviewer_a")
-    refused = await client.post(f"/api/v1/sync/conflicts/{late.conflict_ids[0]}/resolve",
-                                json={"resolution": "restored", "note": "x"}, headers=reviewer)  # fmt: skip
+    refused = await client.post(
+        f"/api/v1/sync/conflicts/{late.conflict_ids[0]}/resolve",
+        json={"resolution": "restored", "note": "x"},
+        headers=reviewer,
+    )
     assert (refused.status_code, refused.json()["code"]) == (409, "not_resolvable")
     assert await conn.fetchval("SELECT phone FROM households") == "13800000003"
 
@@ -325,10 +379,18 @@ async def test_a_tablets_own_earlier_edits_never_make_its_later_ones_stale(clien
     """Offline, a tablet's base stays the last version it pulled: its second fix of a name, or of an
     address, is no conflict with its first — in one push or the next. Another tablet's edit still is."""
     a, b, created = await two_tablets(client)
-    answers = (await push(client, a, [
-        edit_member(a, created, 0, 1, name="张三丰"), edit_member(a, created, 0, 1, name="张三峰"),
-        edit_household(a, created, 1, address="北山村3组"), edit_household(a, created, 1, address="北山村4组"),
-    ])).answers  # fmt: skip
+    answers = (
+        await push(
+            client,
+            a,
+            [
+                edit_member(a, created, 0, 1, name="张三丰"),
+                edit_member(a, created, 0, 1, name="张三峰"),
+                edit_household(a, created, 1, address="北山村3组"),
+                edit_household(a, created, 1, address="北山村4组"),
+            ],
+        )
+    ).answers
     assert [(x.status, x.code) for x in answers] == [("applied", None)] * 4
     again = await one(client, a, edit_household(a, created, 1, address="北山村5组"))  # a later push, still base 1
     assert (again.status, again.code) == ("applied", None)

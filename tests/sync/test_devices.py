@@ -18,9 +18,15 @@ from tests.sync_world import Client, Tablet, enrol, envelope, household_create, 
 
 async def tablet_session(client: Client, tablet: Tablet) -> dict[str, Any]:
     """The tablet logs in again with its credential: a token pair whose refresh token it keeps."""
-    response = await client.post("/api/v1/auth/login", json={
-        "username": "staff_a", "password": PASSWORD, "device_id": str(tablet.device_id), "device_secret": tablet.secret,
-    })  # fmt: skip
+    response = await client.post(
+        "/api/v1/auth/login",
+        json={
+            "username": "staff_a",
+            "password": PASSWORD,
+            "device_id": str(tablet.device_id),
+            "device_secret": tablet.secret,
+        },
+    )
     assert response.status_code == 200, response.text
     pair: dict[str, Any] = response.json()
     tablet.headers = {"Authorization": f"Bearer {pair['access_token']}"}
@@ -59,8 +65,9 @@ async def test_a_suspended_tablets_push_goes_to_quarantine_and_its_pull_is_refus
     ]
     assert await conn.fetchval("SELECT count(*) FROM payments") == 0
     assert await conn.fetchval("SELECT count(*) FROM sync_quarantine WHERE device_id = $1", tablet.device_id) == 2
-    refused = await client.post("/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id)},
-                                headers=tablet.headers)  # fmt: skip
+    refused = await client.post(
+        "/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id)}, headers=tablet.headers
+    )
     assert refused.status_code == 401 and refused.json()["code"] == "invalid_token"
     # Every other route stays closed to the suspended tablet.
     assert (await client.get("/api/v1/devices", headers=tablet.headers)).status_code == 401
@@ -103,8 +110,9 @@ async def test_a_tablet_clock_far_off_is_flagged_but_changes_nothing(client: Cli
     assert answer.clock_skew_s is not None and -3 * 86400 - 60 < answer.clock_skew_s < -3 * 86400 + 60
     skew = await conn.fetchval("SELECT last_clock_skew_s FROM sync_devices WHERE device_id = $1", tablet.device_id)
     assert skew == answer.clock_skew_s
-    fine = await push(client, tablet, [household_create(tablet, numbers=(3,), household_no="0102")],
-                      device_time=datetime.now(UTC))  # fmt: skip
+    fine = await push(
+        client, tablet, [household_create(tablet, numbers=(3,), household_no="0102")], device_time=datetime.now(UTC)
+    )
     assert fine.clock_flag is None
     assert uuid.UUID(str(fine.device_id)) == tablet.device_id
     first = await pull(client, tablet, limit=1)
@@ -132,8 +140,9 @@ async def test_a_suspended_tablet_renews_its_expired_token_to_hand_in_work_and_s
     answer = await push(client, tablet, [payment(tablet, created)])
     assert [(a.status, a.code) for a in answer.answers] == [("quarantined", "device_suspended")]
     assert await conn.fetchval("SELECT count(*) FROM sync_quarantine WHERE device_id = $1", tablet.device_id) == 1
-    refused = await client.post("/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id)},
-                                headers=tablet.headers)  # fmt: skip
+    refused = await client.post(
+        "/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id)}, headers=tablet.headers
+    )
     assert refused.status_code == 401 and refused.json()["code"] == "invalid_token"
     assert (await client.get("/api/v1/devices", headers=tablet.headers)).status_code == 401
     # Renewing again works while it stays suspended (the refresh token rotates as always).

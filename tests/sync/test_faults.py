@@ -41,13 +41,11 @@ from backend.tools.simulate import (
     InvariantResult,
     TabletSpec,
     World,
-    check_copies_after_scope_change,
     check_invariants,
-    check_payments,
-    check_suspended_reports,
     pending_from_env,
     report,
 )
+from backend.tools.simulate.invariants import check_copies_after_scope_change, check_payments, check_suspended_reports
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.faults import FAULTS
@@ -63,12 +61,33 @@ TABLETS = (TabletSpec("staff_a"), TabletSpec("staff_a", fmt="json"), TabletSpec(
 # Everything a push or pull writes; users, divisions and the policy stay (moved users are put back).
 KEPT_TABLES = {"divisions", "users", "policy_versions", "sync_horizon", "alembic_version"}
 # Registering, enrolling and collecting come up more often than the rest, as in the field.
-WORK = ("register", "register", "enrol", "enrol", "enrol", "pay", "pay", "pay", "pay", "edit_household",
-        "edit_member_phone", *WORK_ACTIONS)  # fmt: skip
+WORK = (
+    "register",
+    "register",
+    "enrol",
+    "enrol",
+    "enrol",
+    "pay",
+    "pay",
+    "pay",
+    "pay",
+    "edit_household",
+    "edit_member_phone",
+    *WORK_ACTIONS,
+)
 # What must have happened at least once in a run (a settlement by a reviewer needs something to
 # settle, and is not required).
-EVENTS = ("suspend", "reactivate", "revoke", "reinstall", "reexport", "scope_change", "office_edit",
-          "duplicate_household", "concurrent_sync")  # fmt: skip
+EVENTS = (
+    "suspend",
+    "reactivate",
+    "revoke",
+    "reinstall",
+    "reexport",
+    "scope_change",
+    "office_edit",
+    "duplicate_household",
+    "concurrent_sync",
+)
 
 settings.register_profile(
     "fault-ci",
@@ -107,9 +126,17 @@ async def _build_template(dsn: str) -> None:
         await init_connection(conn)
         passwords = Passwords(1, 64)
         await demo.seed(conn, passwords)
-        await admin.create_user(conn, None, passwords, admin.UserCreate(
-            username="staff_a2", password=PASSWORD, role=Role.TOWNSHIP_STAFF, division_code=TOWNSHIP_A,
-        ))  # fmt: skip
+        await admin.create_user(
+            conn,
+            None,
+            passwords,
+            admin.UserCreate(
+                username="staff_a2",
+                password=PASSWORD,
+                role=Role.TOWNSHIP_STAFF,
+                division_code=TOWNSHIP_A,
+            ),
+        )
         admin_id = await conn.fetchval("SELECT id FROM users WHERE username = 'admin'")
         actor = Actor(kind="user", id=admin_id, role=Role.DISTRICT_ADMIN, scope=Scope(demo.DISTRICT, "district"))
         await policies.create_version(conn, actor, 2026, msgspec.convert(POLICY_2026, policies.PolicyIn))
@@ -172,14 +199,23 @@ class Harness:
         async with self.db.transaction():
             await self.db.execute("SET LOCAL session_replication_role = replica")
             await self.db.execute(f"TRUNCATE {', '.join(self.tables)} RESTART IDENTITY")
-        await self.db.executemany("UPDATE users SET division_code = $2 WHERE id = $1",
-                                  [(r["id"], r["division_code"]) for r in self.users])  # fmt: skip
+        await self.db.executemany(
+            "UPDATE users SET division_code = $2 WHERE id = $1", [(r["id"], r["division_code"]) for r in self.users]
+        )
 
     def new_world(self, seed: int) -> World:
         self.run(self._reset())
         self.examples += 1
-        world = World(inner=self.inner, base_url="http://canbao.test", db=self.db, rng=random.Random(seed),
-                      password=PASSWORD, pull_limit=40, faults=self.faults, stats=self.stats)  # fmt: skip
+        world = World(
+            inner=self.inner,
+            base_url="http://canbao.test",
+            db=self.db,
+            rng=random.Random(seed),
+            password=PASSWORD,
+            pull_limit=40,
+            faults=self.faults,
+            stats=self.stats,
+        )
         self.run(world.prepare(TABLETS, REVIEWERS))
         return world
 
@@ -238,16 +274,29 @@ class SyncFaults(RuleBasedStateMachine):
     # faults drawn for it. Hypothesis turns rules on and off per example (swarm testing), so work and
     # sync share a rule, registered twice: no example goes without them.
 
-    def _field_work(self, slot: int, actions: list[Any], sync: bool, push_faults: list[Any],
-                    pull_faults: list[Any], rng: random.Random) -> None:  # fmt: skip
+    def _field_work(
+        self,
+        slot: int,
+        actions: list[Any],
+        sync: bool,
+        push_faults: list[Any],
+        pull_faults: list[Any],
+        rng: random.Random,
+    ) -> None:
         tablet = self.w.tablets[slot]
         for action in actions:
             tablet.work(action, rng)
         if sync:
             self._sync([slot], push_faults, pull_faults)
 
-    field = rule(slot=slots, actions=st.lists(st.sampled_from(WORK), min_size=1, max_size=6), sync=st.booleans(),
-                 push_faults=faults, pull_faults=faults, rng=randoms)  # fmt: skip
+    field = rule(
+        slot=slots,
+        actions=st.lists(st.sampled_from(WORK), min_size=1, max_size=6),
+        sync=st.booleans(),
+        push_faults=faults,
+        pull_faults=faults,
+        rng=randoms,
+    )
     work_and_sync, work_and_sync_again = field(_field_work), field(_field_work)
 
     def _sync(self, slots: list[int], push_faults: list[Any], pull_faults: list[Any]) -> None:
@@ -273,8 +322,10 @@ class SyncFaults(RuleBasedStateMachine):
         """A REST edit by the township's reviewer, or a settlement of quarantine or a conflict."""
         self._run(self.w.review(township, rng) if review else self.w.office_edit(township, rng))
 
-    @rule(slot=slots, event=st.sampled_from(("reactivate", "suspend", "reinstall_reexport", "reinstall", "move",
-                                             "revoke")))  # fmt: skip
+    @rule(
+        slot=slots,
+        event=st.sampled_from(("reactivate", "suspend", "reinstall_reexport", "reinstall", "move", "revoke")),
+    )
     def device_event(self, slot: int, event: str) -> None:
         tablet = self.w.tablets[slot]
         if event == "suspend":
@@ -309,8 +360,9 @@ class SyncFaults(RuleBasedStateMachine):
 def run_suite(harness: Harness, profile: settings, skip: frozenset[str]) -> None:
     # Every example runs the profile's full number of steps (hypothesis' `_min_steps`; without it
     # most examples stop early and barely reach a push).
-    run_state_machine_as_test(lambda: SyncFaults(harness, skip), settings=profile,
-                              _min_steps=profile.stateful_step_count)  # fmt: skip
+    run_state_machine_as_test(
+        lambda: SyncFaults(harness, skip), settings=profile, _min_steps=profile.stateful_step_count
+    )
 
 
 @pytest.fixture
@@ -337,8 +389,14 @@ def test_tablets_survive_a_faulty_network_and_every_invariant_holds(fault_harnes
 
 def test_the_suite_catches_a_server_that_applies_a_mutation_again(pg_server: PgServer, fault_template: str) -> None:
     harness, name = harness_for(pg_server, fault_template, test_break_push_dedup=True)
-    broken = settings(settings.get_profile("fault-ci"), max_examples=20, stateful_step_count=15,
-                      phases=[Phase.generate], derandomize=True, database=None)  # fmt: skip
+    broken = settings(
+        settings.get_profile("fault-ci"),
+        max_examples=20,
+        stateful_step_count=15,
+        phases=[Phase.generate],
+        derandomize=True,
+        database=None,
+    )
     try:
         with pytest.raises((AssertionError, ExceptionGroup)) as caught:
             run_suite(harness, broken, pending_from_env())
@@ -367,8 +425,13 @@ async def live_world(dsn: str, seed: int = 1) -> AsyncIterator[World]:
     app = create_app(make_settings(dsn, pool_max_size=12), configure_logs=False)
     async with app.lifespan():
         db = await Harness._connect(dsn)
-        world = World(inner=httpx.ASGITransport(app=app), base_url="http://canbao.test", db=db,
-                      rng=random.Random(seed), password=PASSWORD)  # fmt: skip
+        world = World(
+            inner=httpx.ASGITransport(app=app),
+            base_url="http://canbao.test",
+            db=db,
+            rng=random.Random(seed),
+            password=PASSWORD,
+        )
         try:
             await world.prepare(TABLETS, REVIEWERS)
             yield world
@@ -400,10 +463,12 @@ async def test_two_pulls_of_one_tablet_at_once_are_both_answered(fault_db: str) 
         headers = {"Authorization": f"Bearer {tablet.client.token}", "Content-Type": m.JSON}
         statuses = []
         for _ in range(5):  # a tablet retrying a pull whose answer is slow to come
-            answers = await asyncio.gather(*(
-                world.plain.post("/api/v1/sync/pull", content=codec.encode(request, "json"), headers=headers)
-                for _ in range(3)
-            ))  # fmt: skip
+            answers = await asyncio.gather(
+                *(
+                    world.plain.post("/api/v1/sync/pull", content=codec.encode(request, "json"), headers=headers)
+                    for _ in range(3)
+                )
+            )
             statuses += [a.status_code for a in answers]
         assert set(statuses) == {200}, (statuses, world.error_log.errors)
 
@@ -430,8 +495,9 @@ async def test_two_tablets_editing_the_same_households_in_another_order_are_both
                         )
                     )
             await asyncio.gather(first.sync(pull=False), second.sync(pull=False))
-            failures += [f"round {round_}: {error} ({sqlstate}) at {where}" for error, sqlstate, where in
-                         world.error_log.errors]  # fmt: skip
+            failures += [
+                f"round {round_}: {error} ({sqlstate}) at {where}" for error, sqlstate, where in world.error_log.errors
+            ]
             world.error_log.errors.clear()
             assert await first.sync() and await second.sync()
         assert failures == []

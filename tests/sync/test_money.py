@@ -71,8 +71,11 @@ async def test_a_payment_id_reused_with_another_amount_is_kept_aside_and_never_a
     assert await conn.fetchval("SELECT amount_fen FROM payments WHERE id = $1", first.payment_id) == 80000
     held = await conn.fetchrow("SELECT payment_id, reason, status, body FROM sync_quarantine")
     assert (held["payment_id"], held["reason"], held["status"], held["body"]["amount_fen"]) == (
-        first.payment_id, "payment_id_reused", "open", 1000
-    )  # fmt: skip
+        first.payment_id,
+        "payment_id_reused",
+        "open",
+        1000,
+    )
 
 
 async def test_payments_that_cannot_be_applied_are_quarantined_and_acknowledged(
@@ -82,8 +85,13 @@ async def test_payments_that_cannot_be_applied_are_quarantined_and_acknowledged(
     tablet = await world(client)
     dissolved, live = household_create(tablet), household_create(tablet, numbers=(3,), household_no="0102")
     setup = [dissolved, live, enrol(tablet, dissolved), enrol(tablet, live), payment(tablet, live, receipt=5)]
-    dissolve = m.HouseholdDissolve(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=dissolved.household_id,
-                                   base_version=1, reason="data_error")  # fmt: skip
+    dissolve = m.HouseholdDissolve(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=dissolved.household_id,
+        base_version=1,
+        reason="data_error",
+    )
     assert [a.status for a in (await push(client, tablet, [*setup, dissolve])).answers] == ["applied"] * 6
     tablet_b = await world(client, "staff_b", publish=False)
     b_household = household_create(tablet_b, numbers=(6,), household_no="0201", village_code="330106002201")
@@ -109,8 +117,12 @@ async def test_payments_that_cannot_be_applied_are_quarantined_and_acknowledged(
     reviewer_a = await auth_headers(client, "reviewer_a")
     listed = await client.get("/api/v1/sync/quarantine", headers=reviewer_a)
     assert [i["reason"] for i in listed.json()["items"]] == [
-        "household_dissolved", "out_of_scope", "receipt_clash", "receipt_not_issued", "not_applicable"
-    ]  # fmt: skip
+        "household_dissolved",
+        "out_of_scope",
+        "receipt_clash",
+        "receipt_not_issued",
+        "not_applicable",
+    ]
     other = await client.get("/api/v1/sync/quarantine", headers=await auth_headers(client, "reviewer_b"))
     assert other.json()["items"] == []
     # Retrying the same push answers the same, and keeps nothing twice.
@@ -125,24 +137,35 @@ async def test_a_reviewer_settles_quarantined_payments(client: Client, conn: asy
     early = payment(tablet, created, receipt=7)  # pushed before the enrolment it pays for
     answer = await push(client, tablet, [created, early, enrol(tablet, created)])
     assert [(a.status, a.code) for a in answer.answers] == [
-        ("applied", None), ("quarantined", "not_applicable"), ("applied", None)
-    ]  # fmt: skip
+        ("applied", None),
+        ("quarantined", "not_applicable"),
+        ("applied", None),
+    ]
     quarantine_id = answer.answers[1].quarantine_id
     staff = await auth_headers(client, "staff_a")
-    forbidden = await client.post(f"/api/v1/sync/quarantine/{quarantine_id}/settle",
-                                  json={"resolution": "apply", "note": "enrolled now"}, headers=staff)  # fmt: skip
+    forbidden = await client.post(
+        f"/api/v1/sync/quarantine/{quarantine_id}/settle",
+        json={"resolution": "apply", "note": "enrolled now"},
+        headers=staff,
+    )
     assert forbidden.status_code == 403
     reviewer = await auth_headers(client, "reviewer_a")
-    settled = await client.post(f"/api/v1/sync/quarantine/{quarantine_id}/settle",
-                                json={"resolution": "apply", "note": "enrolled now"}, headers=reviewer)  # fmt: skip
+    settled = await client.post(
+        f"/api/v1/sync/quarantine/{quarantine_id}/settle",
+        json={"resolution": "apply", "note": "enrolled now"},
+        headers=reviewer,
+    )
     assert settled.status_code == 200, settled.text
     assert settled.json()["status"] == "applied"
     row = await conn.fetchrow(
         "SELECT collector_id, device_id, amount_fen FROM payments WHERE id = $1", early.payment_id
     )
     assert dict(row.items()) == {"collector_id": tablet.user_id, "device_id": tablet.device_id, "amount_fen": 80000}
-    twice = await client.post(f"/api/v1/sync/quarantine/{quarantine_id}/settle",
-                              json={"resolution": "dismiss", "note": "again"}, headers=reviewer)  # fmt: skip
+    twice = await client.post(
+        f"/api/v1/sync/quarantine/{quarantine_id}/settle",
+        json={"resolution": "dismiss", "note": "again"},
+        headers=reviewer,
+    )
     assert twice.status_code == 409 and twice.json()["code"] == "not_settleable"
 
 
@@ -154,14 +177,22 @@ async def test_a_pushed_void_becomes_a_void_request_awaiting_a_reviewer(
     enrolled = enrol(tablet, created)
     now = datetime.now(UTC)
     paid = payment(tablet, created, collected_at=now)
-    void = m.PaymentVoid(seq=tablet.seq(), mutation_id=uuid.uuid4(), payment_id=paid.payment_id,
-                         reason="wrong_household", device_time=now)  # fmt: skip
+    void = m.PaymentVoid(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        payment_id=paid.payment_id,
+        reason="wrong_household",
+        device_time=now,
+    )
     answer = await push(client, tablet, [created, enrolled, paid, void])
     assert [a.status for a in answer.answers] == ["applied"] * 4
     event = await conn.fetchrow("SELECT id, kind, amount_fen, actor_id FROM payment_events")
     assert (event["id"], event["kind"], event["amount_fen"], event["actor_id"]) == (
-        answer.answers[3].void_request_id, "void_requested", 80000, tablet.user_id
-    )  # fmt: skip
+        answer.answers[3].void_request_id,
+        "void_requested",
+        80000,
+        tablet.user_id,
+    )
     # A void of a payment that never reached the ledger is kept aside too.
     lost = m.PaymentVoid(seq=tablet.seq(), mutation_id=uuid.uuid4(), payment_id=uuid.uuid4(), reason="x")
     assert [(a.status, a.code) for a in (await push(client, tablet, [lost])).answers] == [

@@ -34,8 +34,9 @@ async def test_the_first_pull_is_a_snapshot_of_the_township_and_resumes_after_a_
     paid = payment(tablet, households[0], amount_fen=40000)
     await push(client, tablet, [*households, enrolled, paid])
     tablet_b = await world(client, "staff_b", publish=False)
-    await push(client, tablet_b, [household_create(tablet_b, numbers=(6,), household_no="0201",
-                                                   village_code="330106002201")])  # fmt: skip
+    await push(
+        client, tablet_b, [household_create(tablet_b, numbers=(6,), household_no="0201", village_code="330106002201")]
+    )
 
     whole, _, _ = await pull_all(client, tablet)
     assert set(upserts(whole, "household")) == {h.household_id for h in households}
@@ -68,8 +69,9 @@ async def test_later_pulls_bring_only_what_changed_from_every_write_path(
     assert nothing == []
     # A REST edit by a colleague in the office, then a direct SQL change (an import, the CLI).
     staff = await auth_headers(client, "staff_a")
-    edited = await client.patch(f"/api/v1/households/{created.household_id}", json={"address": "新地址"},
-                                headers={**staff, "If-Match": '"1"'})  # fmt: skip
+    edited = await client.patch(
+        f"/api/v1/households/{created.household_id}", json={"address": "新地址"}, headers={**staff, "If-Match": '"1"'}
+    )
     assert edited.status_code == 200, edited.text
     await conn.execute("UPDATE persons SET phone = '13700000000' WHERE id = $1", created.members[1].person_id)
     changes, _, reset = await pull_all(client, tablet, cursor)
@@ -115,20 +117,29 @@ async def test_removed_and_moved_out_records_travel_as_tombstones(client: Client
     await push(client, tablet, [created])
     _, cursor, _ = await pull_all(client, tablet)
     spouse, child = created.members[1].person_id, created.members[2].person_id
-    removal = m.MemberRemove(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                             person_id=spouse, base_version=1, reason="deceased")  # fmt: skip
+    removal = m.MemberRemove(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        person_id=spouse,
+        base_version=1,
+        reason="deceased",
+    )
     await push(client, tablet, [removal])
     # The child moves to township B (accepted there): out of this tablet's scope.
     tablet_b = await world(client, "staff_b", publish=False)
     target = household_create(tablet_b, numbers=(6,), household_no="0201", village_code="330106002201")
     await push(client, tablet_b, [target])
     staff = await auth_headers(client, "staff_a")
-    moved = await client.post(f"/api/v1/households/{created.household_id}/members/{child}/move",
-                              json={"to_household_id": str(target.household_id), "relation": "other"},
-                              headers={**staff, "If-Match": '"2"'})  # fmt: skip
+    moved = await client.post(
+        f"/api/v1/households/{created.household_id}/members/{child}/move",
+        json={"to_household_id": str(target.household_id), "relation": "other"},
+        headers={**staff, "If-Match": '"2"'},
+    )
     assert moved.status_code == 200, moved.text
-    accepted = await client.post(f"/api/v1/moves/{moved.json()['id']}/accept", json={},
-                                 headers=await auth_headers(client, "staff_b"))  # fmt: skip
+    accepted = await client.post(
+        f"/api/v1/moves/{moved.json()['id']}/accept", json={}, headers=await auth_headers(client, "staff_b")
+    )
     assert accepted.status_code == 200, accepted.text
     changes, _, _ = await pull_all(client, tablet, cursor)
     assert tombstones(changes, "person") == {spouse, child}
@@ -152,8 +163,11 @@ async def test_a_cursor_older_than_the_retention_horizon_gets_a_reset(client: Cl
     assert first.reset is True
     assert upserts(first.changes, "household")[created.household_id].address == "后来"
     # Garbage is refused with a named field, not a 500.
-    response = await client.post("/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id),
-                                                            "cursor": "x1"}, headers=tablet.headers)  # fmt: skip
+    response = await client.post(
+        "/api/v1/sync/pull",
+        json={"protocol_version": 1, "device_id": str(tablet.device_id), "cursor": "x1"},
+        headers=tablet.headers,
+    )
     assert response.status_code == 422 and response.json()["errors"] == [
         {"field": "cursor", "message": "is not a cursor this server gave"}
     ]
@@ -191,9 +205,15 @@ async def insert_conflict(
         """INSERT INTO sync_conflicts (id, township_code, household_id, person_id, kind, outcome, fields,
                                        base_values, server_values, tablet_values, raised_by)
            VALUES ($1, $2, $3, $4, 'field_overwritten', 'applied', '{phone}', $5, $6, $7, $8)""",
-        conflict_id, township, household_id, extra.get("person_id"), {"phone": "13800000001"},
-        {"phone": "13800000002"}, {"phone": "13800000003"}, uuid.uuid4(),
-    )  # fmt: skip
+        conflict_id,
+        township,
+        household_id,
+        extra.get("person_id"),
+        {"phone": "13800000001"},
+        {"phone": "13800000002"},
+        {"phone": "13800000003"},
+        uuid.uuid4(),
+    )
     return conflict_id
 
 
@@ -212,11 +232,18 @@ async def test_conflicts_of_the_township_travel_in_the_snapshot_and_their_resolu
     assert set(conflicts) == {ours}
     row = conflicts[ours]
     assert (row.household_id, row.person_id, row.kind, row.outcome, row.fields, row.status) == (
-        created.household_id, created.members[0].person_id, "field_overwritten", "applied", ["phone"], "open",
-    )  # fmt: skip
+        created.household_id,
+        created.members[0].person_id,
+        "field_overwritten",
+        "applied",
+        ["phone"],
+        "open",
+    )
     assert (row.base_values, row.server_values, row.tablet_values) == (
-        {"phone": "13800000001"}, {"phone": "13800000002"}, {"phone": "13800000003"},
-    )  # fmt: skip
+        {"phone": "13800000001"},
+        {"phone": "13800000002"},
+        {"phone": "13800000003"},
+    )
     # Whatever the conflict is resolved by, its new state travels; township B's never does.
     resolve = """UPDATE sync_conflicts SET status = 'resolved', resolution = 'kept', resolution_note = $2,
                  resolved_at = now(), row_version = row_version + 1 WHERE id = $1"""
@@ -280,9 +307,17 @@ async def test_the_snapshot_goes_household_by_household_and_any_page_size_gives_
     assert [e for e, _ in order[:2]] == ["policy_version", "receipt_block"] and order[-1][0] == "conflict"
     start = order.index(("household", households[1].household_id))
     assert [e for e, _ in order[start : start + 10]] == [
-        "household", "person", "person", "membership", "membership", "enrollment", "enrollment", "payment",
-        "subsidy", order[start + 9][0],
-    ]  # fmt: skip
+        "household",
+        "person",
+        "person",
+        "membership",
+        "membership",
+        "enrollment",
+        "enrollment",
+        "payment",
+        "subsidy",
+        order[start + 9][0],
+    ]
     assert order[start + 9][0] in ("household", "conflict")
     for limit in (1, 2, 3, 5, 8, 13):
         pages = [await pull(client, tablet, limit=limit)]
@@ -303,9 +338,13 @@ async def test_records_written_while_a_snapshot_is_paged_are_never_lost(client: 
     page = await pull(client, tablet, limit=5)  # the policy, the block, the first household and a person
     seen += page.changes
     # Meanwhile: a member joins the first household with the smallest id there is, another household too.
-    joining = m.MemberCreate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=ordered[0].household_id,
-                             base_version=1, member=m.NewMember(person_id=uuid.UUID(int=1), name="新成员",
-                                                                relation="child", id_number=ID_NUMBERS[9]))  # fmt: skip
+    joining = m.MemberCreate(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=ordered[0].household_id,
+        base_version=1,
+        member=m.NewMember(person_id=uuid.UUID(int=1), name="新成员", relation="child", id_number=ID_NUMBERS[9]),
+    )
     another = household_create(tablet, numbers=(10,), household_no="0199")
     await push(client, tablet, [joining, another])
     while page.has_more:
@@ -357,8 +396,13 @@ async def test_a_pull_is_neither_held_up_nor_failed_by_a_push_of_the_same_tablet
     finally:
         await pushing.close()
     # A push that committed after this pull's snapshot was taken: no serialization failure, no 500.
-    actor = Actor(kind="user", id=tablet.user_id, role=Role.TOWNSHIP_STAFF, scope=Scope("330106001000", "township"),
-                  device_id=tablet.device_id)  # fmt: skip
+    actor = Actor(
+        kind="user",
+        id=tablet.user_id,
+        role=Role.TOWNSHIP_STAFF,
+        scope=Scope("330106001000", "township"),
+        device_id=tablet.device_id,
+    )
     reader = await asyncpg.connect(db_dsn)
     try:
         from backend.db import init_connection
@@ -366,8 +410,9 @@ async def test_a_pull_is_neither_held_up_nor_failed_by_a_push_of_the_same_tablet
         await init_connection(reader)
         async with reader.transaction(isolation="repeatable_read"):
             await reader.fetchval("SELECT 1")  # the snapshot starts here
-            await conn.execute("UPDATE sync_devices SET last_seq = 7, last_push_at = now() WHERE device_id = $1",
-                               tablet.device_id)  # fmt: skip
+            await conn.execute(
+                "UPDATE sync_devices SET last_seq = 7, last_push_at = now() WHERE device_id = $1", tablet.device_id
+            )
             request = m.PullRequest(protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, limit=2)
             answer = await pull_service.pull(reader, actor, request, datetime.now(UTC))
         assert answer.last_seq == 1  # as of the snapshot: older at worst, never wrong
@@ -408,13 +453,16 @@ async def test_a_pull_is_gzipped_when_the_tablet_accepts_it_and_only_then(client
     answers = {}
     for accept in ("gzip", "identity", "gzip;q=0"):
         response = await client.post(
-            "/api/v1/sync/pull", content=body,
+            "/api/v1/sync/pull",
+            content=body,
             headers={**tablet.headers, "Content-Type": m.MSGPACK, "Accept-Encoding": accept},
-        )  # fmt: skip
+        )
         assert response.status_code == 200, response.text
         assert response.headers["vary"] == "Accept-Encoding"
-        answers[accept] = (response.headers.get("content-encoding"), codec.decode(response.content, m.PullResponse,
-                                                                                 "msgpack"))  # fmt: skip
+        answers[accept] = (
+            response.headers.get("content-encoding"),
+            codec.decode(response.content, m.PullResponse, "msgpack"),
+        )
     assert [answers[a][0] for a in ("gzip", "identity", "gzip;q=0")] == ["gzip", None, None]
     assert answers["gzip"][1].changes == answers["identity"][1].changes
 
@@ -433,7 +481,8 @@ async def test_a_cursor_names_the_scope_it_was_given_for_and_another_scope_start
     assert moved.reset is True and upserts(moved.changes, "household")
     for bad in ("12.33", "x.330106001000", "1" * 20):
         response = await client.post(
-            "/api/v1/sync/pull", json={"protocol_version": 1, "device_id": str(tablet.device_id), "cursor": bad},
+            "/api/v1/sync/pull",
+            json={"protocol_version": 1, "device_id": str(tablet.device_id), "cursor": bad},
             headers=tablet.headers,
-        )  # fmt: skip
+        )
         assert (response.status_code, response.json()["errors"][0]["field"]) == (422, "cursor"), bad

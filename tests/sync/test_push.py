@@ -120,8 +120,9 @@ async def test_a_household_of_another_township_is_not_found_when_the_mutation_is
     created = household_create(tablet_b, village_code="330106002201", household_no="0201")
     assert (await push(client, tablet_b, [created])).answers[0].status == "applied"
     tablet_a = await register_tablet(client, "staff_a")
-    edit = m.HouseholdUpdate(seq=tablet_a.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                             base_version=1, address="改")  # fmt: skip
+    edit = m.HouseholdUpdate(
+        seq=tablet_a.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id, base_version=1, address="改"
+    )
     answer = await push(client, tablet_a, [edit])
     assert [(a.status, a.code) for a in answer.answers] == [("rejected", "not_found")]
 
@@ -132,21 +133,51 @@ async def test_members_edited_moved_and_removed_through_sync(client: Client, con
     second = household_create(tablet, numbers=(4,), household_no="0102")
     await push(client, tablet, [first, second])
     spouse, child = first.members[1].person_id, first.members[2].person_id
-    newborn = m.NewMember(person_id=uuid.uuid4(), name="新生儿", relation="child", birth_cert_no="A123456789",
-                          birth_date=date(2025, 6, 1),
-                          sex="female")  # fmt: skip
+    newborn = m.NewMember(
+        person_id=uuid.uuid4(),
+        name="新生儿",
+        relation="child",
+        birth_cert_no="A123456789",
+        birth_date=date(2025, 6, 1),
+        sex="female",
+    )
     mutations = [
-        m.MemberUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=first.household_id,
-                       person_id=spouse, base_version=1, phone="13900000002"),
-        m.MemberCreate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=first.household_id,
-                       base_version=2, member=newborn),
-        m.MemberMove(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=first.household_id, person_id=child,
-                     base_version=3, to_household_id=second.household_id, relation="other"),
-        m.MemberRemove(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=first.household_id,
-                       person_id=spouse, base_version=4, reason="deceased"),
-        m.HouseholdDissolve(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=second.household_id,
-                            base_version=2, reason="data_error"),
-    ]  # fmt: skip
+        m.MemberUpdate(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=first.household_id,
+            person_id=spouse,
+            base_version=1,
+            phone="13900000002",
+        ),
+        m.MemberCreate(
+            seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=first.household_id, base_version=2, member=newborn
+        ),
+        m.MemberMove(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=first.household_id,
+            person_id=child,
+            base_version=3,
+            to_household_id=second.household_id,
+            relation="other",
+        ),
+        m.MemberRemove(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=first.household_id,
+            person_id=spouse,
+            base_version=4,
+            reason="deceased",
+        ),
+        m.HouseholdDissolve(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=second.household_id,
+            base_version=2,
+            reason="data_error",
+        ),
+    ]
     answer = await push(client, tablet, mutations)
     assert [(a.status, a.household_version) for a in answer.answers] == [
         ("applied", 2),
@@ -167,10 +198,20 @@ async def test_members_edited_moved_and_removed_through_sync(client: Client, con
 async def test_enrolment_created_and_cancelled_through_sync(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
     tablet = await world(client)
     created = household_create(tablet)
-    enrol = m.EnrollmentCreate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                               coverage_year=2026, person_ids=[x.person_id for x in created.members])  # fmt: skip
-    cancel = m.EnrollmentCancel(seq=tablet.seq(), mutation_id=uuid.uuid4(), person_id=created.members[1].person_id,
-                                coverage_year=2026, reason="employee_insurance")  # fmt: skip
+    enrol = m.EnrollmentCreate(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        coverage_year=2026,
+        person_ids=[x.person_id for x in created.members],
+    )
+    cancel = m.EnrollmentCancel(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        person_id=created.members[1].person_id,
+        coverage_year=2026,
+        reason="employee_insurance",
+    )
     answer = await push(client, tablet, [created, enrol, cancel])
     assert [a.status for a in answer.answers] == ["applied", "applied", "applied"]
     rows = await conn.fetch("SELECT person_id, status FROM enrollments ORDER BY status")
@@ -213,8 +254,11 @@ async def test_the_same_batch_pushed_twice_at_once_applies_nothing_twice(
     else:  # the second ran after the first committed: it replays
         replay = msgspec.json.decode(outcomes[1].content, type=m.PushResponse)
         assert sorted(a.status for a in applied.answers + replay.answers) == [
-            "applied", "applied", "duplicate", "duplicate"
-        ]  # fmt: skip
+            "applied",
+            "applied",
+            "duplicate",
+            "duplicate",
+        ]
     assert await counts(conn) == (2, 3, 2)
 
 
@@ -223,8 +267,9 @@ async def test_a_token_without_a_device_or_for_another_device_cannot_push(client
 
     tablet = await world(client)
     plain = await auth_headers(client, "staff_a")
-    response = await client.post("/api/v1/sync/push", content=envelope(tablet, []),
-                                 headers={**plain, "Content-Type": m.JSON})  # fmt: skip
+    response = await client.post(
+        "/api/v1/sync/push", content=envelope(tablet, []), headers={**plain, "Content-Type": m.JSON}
+    )
     assert response.status_code == 403 and response.json()["code"] == "device_required", response.text
     other = await register_tablet(client, "staff_a")
     other.headers = tablet.headers  # the body names a device the token is not bound to
@@ -245,11 +290,26 @@ async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     for i in range(60):
         version = 1 + len(edits) - (1 if i >= 30 else 0)
         if i == 29:
-            edits.append(m.MemberUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                                        person_id=uuid.uuid4(), base_version=1, name="改名"))  # fmt: skip
+            edits.append(
+                m.MemberUpdate(
+                    seq=tablet.seq(),
+                    mutation_id=uuid.uuid4(),
+                    household_id=created.household_id,
+                    person_id=uuid.uuid4(),
+                    base_version=1,
+                    name="改名",
+                )
+            )
             continue
-        edits.append(m.HouseholdUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id,
-                                       base_version=version, phone=f"1380000{i:04d}"))  # fmt: skip
+        edits.append(
+            m.HouseholdUpdate(
+                seq=tablet.seq(),
+                mutation_id=uuid.uuid4(),
+                household_id=created.household_id,
+                base_version=version,
+                phone=f"1380000{i:04d}",
+            )
+        )
     answer = await push(client, tablet, [created, *edits])
     statuses = [a.status for a in answer.answers]
     assert statuses.count("applied") == 60 and answer.answers[30].code == "not_found"

@@ -55,8 +55,12 @@ async def test_the_snapshot_carries_the_categories_of_the_townships_people_and_n
     theirs = household_create(tablet_b, numbers=(6,), household_no="0201", village_code=B_VILLAGE)
     await push(client, tablet_b, [theirs])
     await load(client, "di_bao", f"{ID_NUMBERS[1]},甲,,", f"{ID_NUMBERS[6]},乙,,", f"{ID_NUMBERS[9]},丙,,")
-    await load(client, "te_kun", f"{ID_NUMBERS[2]},丁,{TODAY - DAY * 30},{TODAY + DAY * 300}",
-               f"{ID_NUMBERS[1]},甲,,{TODAY - DAY * 200}")  # fmt: skip
+    await load(
+        client,
+        "te_kun",
+        f"{ID_NUMBERS[2]},丁,{TODAY - DAY * 30},{TODAY + DAY * 300}",
+        f"{ID_NUMBERS[1]},甲,,{TODAY - DAY * 200}",
+    )
 
     whole, _, _ = await pull_all(client, tablet)
     rows = upserts(whole, "subsidy")
@@ -122,8 +126,11 @@ async def test_list_versions_claim_decisions_and_identity_changes_reach_the_tabl
 
     # A claim: nothing travels while it is pending; its acceptance does.
     staff, civil = await auth_headers(client, "staff_a"), await auth_headers(client, "civil")
-    raised = await client.post("/api/v1/eligibility/claims", headers=staff,
-                               json={"person_id": str(three), "coverage_year": YEAR, "category": "te_kun"})  # fmt: skip
+    raised = await client.post(
+        "/api/v1/eligibility/claims",
+        headers=staff,
+        json={"person_id": str(three), "coverage_year": YEAR, "category": "te_kun"},
+    )
     assert raised.status_code == 201, raised.text
     pending, cursor, _ = await pull_all(client, tablet, cursor)
     assert upserts(pending, "subsidy") == {}
@@ -132,8 +139,11 @@ async def test_list_versions_claim_decisions_and_identity_changes_reach_the_tabl
     changes, cursor, _ = await pull_all(client, tablet, cursor)
     (claimed,) = upserts(changes, "subsidy")[three].grants
     assert (claimed.category, claimed.source, claimed.coverage_year, str(claimed.claim_id)) == (
-        "te_kun", "claim", YEAR, raised.json()["id"],
-    )  # fmt: skip
+        "te_kun",
+        "claim",
+        YEAR,
+        raised.json()["id"],
+    )
     assert upserts(changes, "subsidy")[three].categories_on(TODAY, YEAR + 1) == []
 
     # A same-day replacement of the newest version shadows it: [2] loses di_bao, [3] gains it.
@@ -159,12 +169,15 @@ async def test_a_subsidised_person_who_moves_to_another_township_goes_with_their
     _, cursor_b, _ = await pull_all(client, tablet_b)
     spouse = person_of(ours, ID_NUMBERS[2])
 
-    moved = await client.post(f"/api/v1/households/{ours.household_id}/members/{spouse}/move",
-                              json={"to_household_id": str(target.household_id), "relation": "spouse"},
-                              headers={**await auth_headers(client, "staff_a"), "If-Match": '"1"'})  # fmt: skip
+    moved = await client.post(
+        f"/api/v1/households/{ours.household_id}/members/{spouse}/move",
+        json={"to_household_id": str(target.household_id), "relation": "spouse"},
+        headers={**await auth_headers(client, "staff_a"), "If-Match": '"1"'},
+    )
     assert moved.status_code == 200, moved.text
-    accepted = await client.post(f"/api/v1/moves/{moved.json()['id']}/accept", json={},
-                                 headers=await auth_headers(client, "staff_b"))  # fmt: skip
+    accepted = await client.post(
+        f"/api/v1/moves/{moved.json()['id']}/accept", json={}, headers=await auth_headers(client, "staff_b")
+    )
     assert accepted.status_code == 200, accepted.text
 
     a_changes, _, _ = await pull_all(client, tablet, cursor_a)
@@ -182,8 +195,12 @@ async def test_the_subsidy_a_tablet_computes_offline_is_the_one_the_server_recor
     snapshot, cursor, _ = await pull_all(client, tablet)
     (policy,) = upserts(snapshot, "policy_version").values()
     rules = msgspec.convert(policy.rules, PolicyRules)
-    pricing = SubsidyPolicy(premium_fen=policy.premium_fen, categories=rules.categories,
-                            categories_stack=rules.categories_stack, top_ups=rules.top_ups)  # fmt: skip
+    pricing = SubsidyPolicy(
+        premium_fen=policy.premium_fen,
+        categories=rules.categories,
+        categories_stack=rules.categories_stack,
+        top_ups=rules.top_ups,
+    )
     held = upserts(snapshot, "subsidy")
     # The server prices on its local date; the tablet on its own: either day gives the same here.
     today = date.today() + timedelta(days=1)

@@ -103,8 +103,16 @@ async def test_households_are_plausible_families(conn: Conn, population: demo.Po
                 assert years_younger <= -17
             assert 2 <= len(m["name"]) <= 4  # 欧阳 and other two-character surnames
     relations = Counter(m["relation"] for m in members)
-    assert set(relations) == {"head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling",
-                              "child_in_law"}  # fmt: skip
+    assert set(relations) == {
+        "head",
+        "spouse",
+        "child",
+        "parent",
+        "grandchild",
+        "grandparent",
+        "sibling",
+        "child_in_law",
+    }
 
 
 async def test_cover_follows_last_years_enrolments_and_history(conn: Conn, population: demo.PopulationSummary) -> None:
@@ -203,8 +211,11 @@ async def test_the_population_waits_for_the_demo_users(conn: Conn) -> None:
 async def test_demo_queries_prepare(conn: Conn) -> None:
     queries = load_queries("backend.tools", "demo.sql")
     assert sorted(queries) == [
-        "demo_households_exist", "enrollments_by_year_and_status", "history_rows_of_residents", "population_counts",
-    ]  # fmt: skip
+        "demo_households_exist",
+        "enrollments_by_year_and_status",
+        "history_rows_of_residents",
+        "population_counts",
+    ]
     for sql in queries.values():
         await conn.prepare(sql)
 

@@ -12,6 +12,8 @@ import msgspec
 import pytest
 
 from backend import cli
+from backend.db import load_queries
+from backend.tools.simulate import checker
 from tests.conftest import JWT_SECRET, PgServer
 
 SMALL = ["simulate", "--tablets", "3", "--households", "12", "--offline-days", "2", "--faults", "--seed", "5"]
@@ -89,3 +91,15 @@ def test_simulate_refuses_a_database_with_real_households(
     asyncio.run(a_real_household())
     assert cli.main(SMALL) == 2
     assert "outside the demo villages" in capsys.readouterr().err
+
+
+async def test_the_simulators_queries_prepare(conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    world = load_queries("backend.tools.simulate")
+    invariants = load_queries("backend.tools.simulate", "invariants.sql")
+    assert {f"scope_{entity}" for entity in checker.SCOPE_ENTITIES} <= set(invariants)
+    for name, sql in [*world.items(), *invariants.items()]:
+        if name == "table_digest":
+            for table in checker.FINGERPRINTED:
+                await conn.prepare(sql.format(table=table))
+        else:
+            await conn.prepare(sql)

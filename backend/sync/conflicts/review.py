@@ -14,9 +14,11 @@ from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection
 from backend.enrollment import households as household_service
+from backend.enrollment import members as member_service
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
-from backend.sync import push
 from backend.sync.conflicts.service import Q
+from backend.sync.context import Context, now_utc
+from backend.sync.push import HANDLERS
 from mobile_sync_protocol import messages as m
 
 
@@ -84,13 +86,25 @@ def _item(row: asyncpg.Record) -> ConflictItem:
 
 
 async def conflicts(
-    conn: Connection, actor: Actor, township: str | None, kind: str | None, open_: bool | None, after: UUID | None,
+    conn: Connection,
+    actor: Actor,
+    township: str | None,
+    kind: str | None,
+    open_: bool | None,
+    after: UUID | None,
     limit: int,
-) -> ConflictPage:  # fmt: skip
+) -> ConflictPage:
     rows = await conn.fetch(Q["conflicts"], *scope_args(actor), township, kind, open_, after, limit + 1)
     items = [_item(r) for r in rows[:limit]]
-    await record(conn, actor, "read_queue", "sync_conflict", None, division_code=actor.scope.division_code,
-                 summary={"results": len(items)})  # fmt: skip
+    await record(
+        conn,
+        actor,
+        "read_queue",
+        "sync_conflict",
+        None,
+        division_code=actor.scope.division_code,
+        summary={"results": len(items)},
+    )
     return ConflictPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
 
 
@@ -110,7 +124,7 @@ async def resolve(
             if data.resolution == "restored":
                 await _restore(conn, actor, row)
             elif data.resolution == "applied":
-                ctx = push.Context(timezone=timezone, code_key=code_key, now=push.now_utc(), resolving=True)
+                ctx = Context(timezone=timezone, code_key=code_key, now=now_utc(), resolving=True)
                 await _apply(conn, actor, row, ctx)
     except NotResolvable:
         raise
@@ -119,9 +133,14 @@ async def resolve(
     updated = await conn.fetchrow(Q["resolve_conflict"], conflict_id, data.resolution, data.note, actor.id)
     assert updated is not None
     await record(
-        conn, actor, f"resolve_{data.resolution}", "sync_conflict", conflict_id, division_code=row["township_code"],
+        conn,
+        actor,
+        f"resolve_{data.resolution}",
+        "sync_conflict",
+        conflict_id,
+        division_code=row["township_code"],
         summary={"kind": row["kind"], "household_id": str(row["household_id"]), "fields": list(row["fields"])},
-    )  # fmt: skip
+    )
     return _item(updated)
 
 
@@ -143,10 +162,11 @@ async def _restore(conn: Connection, actor: Actor, row: asyncpg.Record) -> None:
         raise NotResolvable("the person is no longer in the household")
     _unchanged_since({f: person[f] for f in fields}, row["tablet_values"])
     # A value restored to nothing (the member had no phone) is a clear, which an edit cannot say.
-    data = msgspec.convert({k: v for k, v in row["server_values"].items() if v is not None},
-                           household_service.MemberUpdate)  # fmt: skip
-    await household_service.update_member(
-        conn, actor, row["household_id"], row["person_id"], household["row_version"], data, push.now_utc().date()
+    data = msgspec.convert(
+        {k: v for k, v in row["server_values"].items() if v is not None}, household_service.MemberUpdate
+    )
+    await member_service.update_member(
+        conn, actor, row["household_id"], row["person_id"], household["row_version"], data, now_utc().date()
     )
 
 
@@ -155,10 +175,10 @@ def _unchanged_since(now: dict[str, Any], tablet_values: dict[str, Any]) -> None
         raise NotResolvable("the field changed again since; edit the record directly")
 
 
-async def _apply(conn: Connection, actor: Actor, row: asyncpg.Record, ctx: push.Context) -> None:
+async def _apply(conn: Connection, actor: Actor, row: asyncpg.Record, ctx: Context) -> None:
     if row["mutation"] is None:
         raise NotResolvable("nothing is held to apply")
     mutation = msgspec.convert(row["mutation"], m.AnyMutation)
-    answer = await push.HANDLERS[str(mutation.__struct_config__.tag)](conn, actor, mutation, ctx)
+    answer = await HANDLERS[str(mutation.__struct_config__.tag)](conn, actor, mutation, ctx)
     if answer.status not in ("applied", "applied_with_conflict"):
         raise NotResolvable(f"the edit still cannot be applied: {answer.code}", reason=answer.code)

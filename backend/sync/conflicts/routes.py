@@ -36,8 +36,12 @@ class ConflictController(Controller):
     ) -> review.ConflictPage:
         return await review.conflicts(tx, actor, township, kind, open, after, limit)
 
-    @post("/{conflict_id:uuid}/resolve", status_code=200, guards=[SETTLERS],
-          summary="Settle a conflict: keep, restore, apply or discard")  # fmt: skip
+    @post(
+        "/{conflict_id:uuid}/resolve",
+        status_code=200,
+        guards=[SETTLERS],
+        summary="Settle a conflict: keep, restore, apply or discard",
+    )
     async def resolve(
         self, conflict_id: FromPath[UUID], data: JSONBody[review.Resolution], tx: Tx, actor: CurrentActor, state: State
     ) -> review.ConflictItem:

@@ -28,9 +28,13 @@ Q = load_queries("backend.sync.conflicts")
 IDENTITY_FIELDS = frozenset({"name", "id_number", "birth_cert_no", "birth_date", "sex", "relation", "membership"})
 
 Kind = Literal[
-    "field_overwritten", "stale_identity", "stale_membership", "update_after_remove", "member_moved",
+    "field_overwritten",
+    "stale_identity",
+    "stale_membership",
+    "update_after_remove",
+    "member_moved",
     "duplicate_household",
-]  # fmt: skip
+]
 
 
 class Since(msgspec.Struct, frozen=True):
@@ -66,6 +70,12 @@ async def since(
         return Since([])
     rows = await conn.fetch(Q["changes_since"], household_id, base_version, device_id)
     return Since([(r["person_id"], r["field"], r["old_value"]) for r in rows])
+
+
+async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> None:
+    """Locks the households in one order (by id): two pushes touching the same households in
+    opposite orders wait for each other instead of deadlocking."""
+    await conn.execute(Q["lock_households"], sorted(household_ids))
 
 
 async def household_locked(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
@@ -113,14 +123,33 @@ class Raised(msgspec.Struct, frozen=True, kw_only=True):
 async def raise_conflict(conn: Connection, actor: Actor, c: Raised) -> UUID:
     conflict_id = uuid7()
     await conn.execute(
-        Q["insert_conflict"], conflict_id, c.village_code, c.household_id, c.person_id, c.kind, c.outcome,
-        sorted(c.fields), c.base_version, c.server_version, c.base_values, c.server_values, c.tablet_values,
-        c.mutation, c.other_household_id, actor.device_id, c.seq, actor.id,
-    )  # fmt: skip
+        Q["insert_conflict"],
+        conflict_id,
+        c.village_code,
+        c.household_id,
+        c.person_id,
+        c.kind,
+        c.outcome,
+        sorted(c.fields),
+        c.base_version,
+        c.server_version,
+        c.base_values,
+        c.server_values,
+        c.tablet_values,
+        c.mutation,
+        c.other_household_id,
+        actor.device_id,
+        c.seq,
+        actor.id,
+    )
     # Field names and ids only: the values are personal data and stay in the conflict row.
     await record(
-        conn, actor, "raise", "sync_conflict", conflict_id, division_code=c.village_code,
-        summary={"kind": c.kind, "outcome": c.outcome, "household_id": str(c.household_id),
-                 "fields": sorted(c.fields)},
-    )  # fmt: skip
+        conn,
+        actor,
+        "raise",
+        "sync_conflict",
+        conflict_id,
+        division_code=c.village_code,
+        summary={"kind": c.kind, "outcome": c.outcome, "household_id": str(c.household_id), "fields": sorted(c.fields)},
+    )
     return conflict_id

@@ -1,0 +1,234 @@
+"""Eligibility for a person, a year and a date: may they enrol here, which subsidy categories apply
+(from the lists in force and accepted claims), the subsidy, and the explanation of each answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+
+from backend.actor import Actor
+from backend.audit.service import record
+from backend.db import Connection, load_queries
+from backend.eligibility.lists import Year
+from backend.policy import service as policies
+from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
+from mobile_sync_protocol.rules.premium import PremiumDue, SubsidyLine, premium_due
+
+Q = load_queries("backend.eligibility")
+
+
+RawIdNumber = Annotated[str, msgspec.Meta(max_length=40)]
+
+
+class CheckRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id_numbers: Annotated[list[RawIdNumber], msgspec.Meta(min_length=1, max_length=10_000)]
+    coverage_year: Year
+    as_of: date | None = None  # default: today (local)
+
+
+class Source(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a category or an exclusion comes from: a list row, or an accepted claim."""
+
+    kind: Literal["list", "claim"]
+    list_id: UUID | None = None
+    list_type: str | None = None
+    version: int | None = None
+    row: int | None = None
+    effective_from: date | None = None
+    claim_id: UUID | None = None
+    decided_by: UUID | None = None
+    decided_at: datetime | None = None
+
+
+class HeldCategory(msgspec.Struct, frozen=True, kw_only=True):
+    category: str
+    valid_from: date | None
+    valid_to: date | None
+    source: Source
+
+
+class Obstacle(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a person may not enrol here."""
+
+    code: Literal["employee_insurance", "deceased", "already_enrolled"]
+    source: Source | None = None
+    enrollment_id: UUID | None = None  # only for an enrolment in the caller's scope
+
+
+class IdProblem(msgspec.Struct, frozen=True, kw_only=True):
+    code: str
+    message: str
+
+
+class Eligibility(msgspec.Struct, frozen=True, kw_only=True):
+    index: int  # position in the request
+    id_number: str | None  # normalised (a 15-digit number converted); None when not valid
+    error: IdProblem | None = None
+    may_enrol: bool = False
+    obstacles: list[Obstacle] = []
+    categories: list[HeldCategory] = []
+    premium_fen: int = 0
+    subsidy_fen: int = 0
+    due_fen: int = 0
+    chosen_categories: list[str] = []
+    lines: list[SubsidyLine] = []
+    capped: bool = False
+    explanation: list[str] = []
+
+
+class EligibilityAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    as_of: date
+    policy_version: int
+    items: list[Eligibility]
+
+
+class PersonEligibility(msgspec.Struct, frozen=True, kw_only=True):
+    """What eligibility knows about one ID number on a date, before money."""
+
+    categories: list[HeldCategory]
+    exclusions: list[Obstacle]
+
+
+async def facts(conn: Connection, id_numbers: list[str], year: int, on: date) -> dict[str, PersonEligibility]:
+    """Categories (list rows in force, accepted claims) and exclusion-list rows per ID number."""
+    cats: dict[str, list[HeldCategory]] = {}
+    excl: dict[str, list[Obstacle]] = {}
+    for r in await conn.fetch(Q["entries_in_force"], id_numbers, on):
+        source = Source(
+            kind="list",
+            list_id=r["list_id"],
+            list_type=r["list_type"],
+            version=r["version"],
+            row=r["row_no"],
+            effective_from=r["effective_from"],
+        )
+        if r["kind"] == "subsidy":
+            cats.setdefault(r["id_number"], []).append(
+                HeldCategory(category=r["list_type"], valid_from=r["valid_from"], valid_to=r["valid_to"], source=source)
+            )
+        elif r["kind"] == "exclusion":
+            excl.setdefault(r["id_number"], []).append(Obstacle(code=r["list_type"], source=source))
+    for r in await conn.fetch(Q["accepted_claims"], id_numbers, year):
+        held = cats.setdefault(r["id_number"], [])
+        if any(h.category == r["category"] for h in held):
+            continue  # a list row explains it already
+        source = Source(kind="claim", claim_id=r["claim_id"], decided_by=r["decided_by"], decided_at=r["decided_at"])
+        held.append(HeldCategory(category=r["category"], valid_from=None, valid_to=None, source=source))
+    return {n: PersonEligibility(categories=cats.get(n, []), exclusions=excl.get(n, [])) for n in set(cats) | set(excl)}
+
+
+def _describe(held: HeldCategory) -> str:
+    s = held.source
+    if s.kind == "list":
+        return f"{held.category}: list {s.list_type} version {s.version} row {s.row}"
+    return f"{held.category}: accepted claim {s.claim_id}"
+
+
+def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle]) -> list[str]:
+    lines = [_describe(h) for h in held]
+    for o in obstacles:
+        if o.source is not None:
+            lines.append(
+                f"not eligible, {o.code}: list {o.source.list_type} version {o.source.version} row {o.source.row}"
+            )
+        else:
+            lines.append(f"not eligible: {o.code} for the year")
+    for line in due.lines:
+        if line.applied_fen:
+            lines.append(f"subsidy {line.applied_fen} fen from {line.source} {line.code}")
+        elif line.source == "category" and not line.chosen:
+            lines.append(f"{line.code} not applied: a more favourable category won")
+    if due.capped:
+        lines.append(f"subsidies capped at the premium of {due.premium_fen} fen")
+    for code in due.unmatched_categories:
+        lines.append(f"{code}: no subsidy for this category in the year's policy")
+    lines.append(f"due {due.due_fen} fen of a premium of {due.premium_fen} fen")
+    return lines
+
+
+async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date) -> EligibilityAnswer:
+
+    on = data.as_of or today
+    policy = await policies.require_in_force(conn, data.coverage_year, on)
+    subsidy_policy = policy.subsidy_policy()
+    parsed: list[str | IdProblem] = []
+    for raw in data.id_numbers:
+        try:
+            parsed.append(parse_resident_id(raw, today=today).number)
+        except IdentityNumberError as exc:
+            parsed.append(IdProblem(code=exc.code, message=exc.message))
+    numbers = sorted({p for p in parsed if isinstance(p, str)})
+    known = await facts(conn, numbers, data.coverage_year, on)
+    enrolled = {
+        r["id_number"]: r for r in await conn.fetch(Q["live_enrollments_by_id_number"], numbers, data.coverage_year)
+    }
+    none = PersonEligibility(categories=[], exclusions=[])
+    items: list[Eligibility] = []
+    for index, number in enumerate(parsed):
+        if isinstance(number, IdProblem):
+            items.append(Eligibility(index=index, id_number=None, error=number))
+            continue
+        person = known.get(number, none)
+        obstacles = list(person.exclusions)
+        if (e := enrolled.get(number)) is not None:
+            mine = actor.in_scope(e["village_code"])
+            obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["id"] if mine else None))
+        due = premium_due(subsidy_policy, [h.category for h in person.categories])
+        items.append(
+            Eligibility(
+                index=index,
+                id_number=number,
+                may_enrol=not obstacles,
+                obstacles=obstacles,
+                categories=person.categories,
+                premium_fen=due.premium_fen,
+                subsidy_fen=due.subsidy_fen,
+                due_fen=due.due_fen,
+                chosen_categories=list(due.chosen_categories),
+                lines=list(due.lines),
+                capped=due.capped,
+                explanation=_explain(due, person.categories, obstacles),
+            )
+        )
+    await record(
+        conn,
+        actor,
+        "read",
+        "eligibility",
+        None,
+        division_code=actor.scope.division_code,
+        summary={"year": data.coverage_year, "as_of": on.isoformat(), "persons": len(parsed)},
+    )
+    return EligibilityAnswer(coverage_year=data.coverage_year, as_of=on, policy_version=policy.version, items=items)
+
+
+async def subsidies(conn: Connection, person_ids: Iterable[UUID], year: int, on: date) -> dict[UUID, PremiumDue]:
+    """The subsidy of registered persons for a year under the policy in force on `on`."""
+    policy = await policies.in_force(conn, year, on)
+    if policy is None:
+        return {}
+    numbers = {r["id"]: r["id_number"] for r in await conn.fetch(Q["id_numbers_of_persons"], list(person_ids))}
+    known = await facts(conn, sorted(set(numbers.values())), year, on)
+    subsidy_policy = policy.subsidy_policy()
+    out: dict[UUID, PremiumDue] = {}
+    for person_id, number in numbers.items():
+        held = known.get(number)
+        out[person_id] = premium_due(subsidy_policy, [h.category for h in held.categories] if held else [])
+    return out
+
+
+async def exclusions(conn: Connection, person_ids: list[UUID], year: int, on: date) -> dict[UUID, list[Obstacle]]:
+    """Exclusion-list rows in force on `on` for registered persons: they cannot be enrolled."""
+    numbers = {r["id"]: r["id_number"] for r in await conn.fetch(Q["id_numbers_of_persons"], person_ids)}
+    known = await facts(conn, sorted(set(numbers.values())), year, on)
+    return {p: known[n].exclusions for p, n in numbers.items() if n in known and known[n].exclusions}
+
+
+async def set_registered_subsidy(conn: Connection, enrollment_id: UUID, subsidy_fen: int) -> None:
+    """The subsidy known at registration, kept on a registered enrolment until payment fixes it."""
+    await conn.execute(Q["set_registered_subsidy"], enrollment_id, subsidy_fen)

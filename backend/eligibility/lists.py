@@ -1,0 +1,464 @@
+"""Civil-affairs lists as immutable versions: the import (a clean file streams through COPY straight
+into `list_entries`, inside a savepoint that any problem rolls back; such a file is then read again
+into a staging table and checked there as a whole, for the full report; either way a bad file leaves
+at most a `rejected` version row with its error report, never an entry), versions, entries, diffs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncGenerator, Callable
+from datetime import date, datetime
+from typing import IO, Annotated, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend import fields
+from backend.actor import Actor, Scope, scope_args
+from backend.audit.service import record
+from backend.db import Connection, load_queries
+from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
+from backend.errors import DomainError, InvalidInput, NotFound
+from backend.ids import uuid7
+
+Q = load_queries("backend.eligibility")
+STAGING_Q = load_queries("backend.eligibility", "staging.sql")
+
+Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+ListType = Annotated[str, msgspec.Meta(pattern=fields.LIST_TYPE)]
+COPY_CHUNK = 10_000
+STAGING_COLUMNS = ("row_no", "id_number", "name", "valid_from", "valid_to", "division_code")
+ENTRY_COLUMNS = ("version_id", *STAGING_COLUMNS)
+
+
+class ListRejected(DomainError):
+    """The list file has errors; nothing was loaded"""
+
+    status, code = 422, "list_rejected"
+
+
+class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    list_type: str
+    kind: ListKind
+    division_code: str
+    version: int
+    effective_from: date
+    status: Literal["loaded", "rejected"]
+    partial: bool
+    rows_read: int
+    rows_loaded: int
+    rows_rejected: int
+    errors: list[RowError]
+    previous_id: UUID | None
+    added: int | None
+    removed: int | None
+    changed: int | None
+    file_name: str
+    file_sha256: str
+    uploaded_by: UUID | None
+    uploaded_at: datetime
+
+
+class ListVersionPage(msgspec.Struct, frozen=True):
+    items: list[ListVersion]
+    next_cursor: UUID | None
+
+
+class ListEntry(msgspec.Struct, frozen=True, kw_only=True):
+    row_no: int
+    id_number: str
+    name: str
+    valid_from: date | None
+    valid_to: date | None
+    division_code: str | None
+
+
+class ListEntryPage(msgspec.Struct, frozen=True):
+    items: list[ListEntry]
+    next_cursor: int | None
+
+
+class DiffItem(msgspec.Struct, frozen=True, kw_only=True):
+    id_number: str
+    change: Literal["added", "removed", "changed"]
+    row_no: int | None
+    previous_row_no: int | None
+    name: str | None
+    previous_name: str | None
+    valid_from: date | None
+    previous_valid_from: date | None
+    valid_to: date | None
+    previous_valid_to: date | None
+    division_code: str | None
+    previous_division_code: str | None
+
+
+class ListDiff(msgspec.Struct, frozen=True, kw_only=True):
+    list_id: UUID
+    against_id: UUID | None
+    items: list[DiffItem]
+    next_cursor: str | None
+
+
+def _version(row: asyncpg.Record) -> ListVersion:
+    data = dict(row.items())
+    data["file_sha256"] = bytes(data["file_sha256"]).hex()
+    data.pop("scope_prefix", None)
+    return msgspec.convert(data, ListVersion)
+
+
+async def list_kind(conn: Connection, list_type: str) -> ListKind:
+    """A built-in type, or a subsidy category some published policy names."""
+    if list_type in LIST_TYPES:
+        return LIST_TYPES[list_type]
+    if await conn.fetchval(Q["policy_category_exists"], list_type):
+        return "subsidy"
+    known = ", ".join(LIST_TYPES)
+    raise InvalidInput("type", f"unknown list type; known: {known}, or a subsidy category of a published policy")
+
+
+async def upload_scope(conn: Connection, actor: Actor | None, division_code: str | None) -> Scope:
+    """Whose list this is: the uploader's scope, or for the command line the given (or only) district."""
+    if actor is not None:
+        return actor.scope
+    if division_code is not None:
+        row = await conn.fetchrow(Q["division"], division_code)
+        if row is None or row["level"] not in ("district", "township"):
+            raise InvalidInput("division", "must be the code of a district or township")
+        return Scope(row["code"], row["level"])
+    districts = await conn.fetch(Q["district_divisions"])
+    if len(districts) != 1:
+        raise InvalidInput("division", "give the district or township the list is for")
+    return Scope(districts[0]["code"], "district")
+
+
+class _Divisions(msgspec.Struct, frozen=True):
+    """The divisions of an upload's scope: codes, and names to codes (None where a name is ambiguous)."""
+
+    codes: frozenset[str]
+    names: dict[str, str | None]
+
+
+async def _divisions(conn: Connection, scope: Scope) -> _Divisions:
+    names: dict[str, str | None] = {}
+    codes: set[str] = set()
+    for r in await conn.fetch(Q["division_names_in_scope"], scope.low, scope.high):
+        names[r["name"]] = None if r["name"] in names else r["code"]
+        codes.add(r["code"])
+    return _Divisions(frozenset(codes), names)
+
+
+async def _chunks(reader: ListReader) -> AsyncGenerator[list[Entry], None]:
+    """The reader's entries, COPY_CHUNK at a time, each parsed in a thread while the one before is
+    sent: Python parses while PostgreSQL inserts, and the event loop is never stalled by a big file.
+
+    Use it with `contextlib.aclosing`: closing waits for the parse under way, so that nothing reads
+    the source after its user stopped (a fallback reads the file again from the start).
+    """
+    rows = reader.entries()
+
+    def parse() -> list[Entry]:
+        return list(itertools.islice(rows, COPY_CHUNK))
+
+    pending = asyncio.ensure_future(asyncio.to_thread(parse))
+    try:
+        while chunk := await pending:
+            pending = asyncio.ensure_future(asyncio.to_thread(parse))
+            yield chunk
+    finally:
+        # A thread cannot be stopped: wait for the parse under way (and take its outcome).
+        with contextlib.suppress(Exception):
+            await asyncio.shield(pending)
+
+
+async def _records(reader: ListReader) -> AsyncGenerator[Entry, None]:
+    async with contextlib.aclosing(_chunks(reader)) as chunks:
+        async for chunk in chunks:
+            for entry in chunk:
+                yield entry
+
+
+class _Unclean(Exception):
+    """The file has a problem that only the staging table's checks report in full."""
+
+
+async def _load_clean(
+    conn: Connection, reader: ListReader, version_id: UUID, scope: Scope, divisions: _Divisions
+) -> int | None:
+    """The rows of a file without problems, copied straight into `list_entries` as `version_id`;
+    None, with nothing left behind, as soon as the file turns out to have one.
+
+    The problems are those the staging path reports: a bad row or header (the reader), the same
+    person twice (the primary key), a division unknown or outside the scope (the codes in scope),
+    and for a township, a row with no division whose person lives in none of its households.
+    """
+    loaded = 0
+    clean = True
+    version = str(version_id)  # asyncpg encodes a uuid from its text faster than from a UUID
+
+    async def records() -> AsyncGenerator[tuple[object, ...], None]:
+        nonlocal loaded, clean
+        async with contextlib.aclosing(_chunks(reader)) as chunks:
+            async for chunk in chunks:
+                # Stopping ends the COPY normally; the savepoint below then drops what it wrote.
+                if reader.bad_rows:
+                    clean = False
+                    return
+                for entry in chunk:
+                    if entry[5] is not None and entry[5] not in divisions.codes:
+                        clean = False
+                        return
+                    yield (version, *entry)
+                loaded += len(chunk)
+
+    rows = records()
+    try:
+        async with conn.transaction():  # a savepoint in the caller's transaction
+            try:
+                await conn.copy_records_to_table("list_entries", records=rows, columns=ENTRY_COLUMNS)
+            finally:
+                await rows.aclose()  # no parse left running, whatever ended the COPY
+            if not clean or reader.bad_rows or not reader.header_found or loaded == 0:
+                raise _Unclean
+            if scope.level == "township" and await conn.fetchval(
+                Q["entries_unplaced_exist"], version_id, scope.low, scope.high
+            ):
+                raise _Unclean
+    except _Unclean:
+        return None
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name != "list_entries_pkey":
+            raise
+        return None  # the same person twice
+    return loaded
+
+
+class _Checked(msgspec.Struct, frozen=True, kw_only=True):
+    """What the staging path made of a file: the version's counts and errors, entries copied unless rejected."""
+
+    rows_loaded: int
+    rows_rejected: int
+    errors: list[RowError]
+    rejected: bool
+    diff: asyncpg.Record | None
+
+
+async def _load_checked(
+    conn: Connection, reader: ListReader, version_id: UUID, scope: Scope, previous_id: UUID | None, partial: bool
+) -> _Checked:
+    """Every row through a staging table, checked there as a whole; the good ones copied into
+    `list_entries` unless the file is rejected."""
+    await conn.execute(STAGING_Q["drop_staging"])
+    await conn.execute(STAGING_Q["create_staging"])
+    rows = _records(reader)
+    try:
+        await conn.copy_records_to_table("list_staging", records=rows, columns=STAGING_COLUMNS)
+    finally:
+        await rows.aclose()
+
+    errors = list(reader.errors)
+    bad: set[int] = set()
+    id_column = reader.column_names.get("id_number", "id_number")
+    for r in await conn.fetch(STAGING_Q["staging_duplicates"]):
+        bad.add(r["row_no"])
+        errors.append(RowError(r["row_no"], id_column, f"the same person as row {r['first_row']}"))
+    column = reader.column_names.get("division", "division")
+    for r in await conn.fetch(STAGING_Q["staging_bad_divisions"], scope.low, scope.high):
+        bad.add(r["row_no"])
+        problem = "is not a known division code" if r["unknown"] else "lies outside your scope"
+        errors.append(RowError(r["row_no"], column, problem))
+    if scope.level == "township":
+        for r in await conn.fetch(STAGING_Q["staging_unplaced"], scope.low, scope.high):
+            bad.add(r["row_no"])
+            errors.append(RowError(r["row_no"], column, "is empty and the person is in no household of your township"))
+    rows_rejected = reader.bad_rows + len(bad)
+    errors.sort(key=lambda e: e.row)
+    header_failed = not reader.header_found or reader.rows_read == 0
+    if bad and partial and not header_failed:
+        await conn.execute(STAGING_Q["delete_staging_rows"], sorted(bad))
+    rows_loaded = 0 if header_failed else int(await conn.fetchval(STAGING_Q["count_staging"]))
+    rejected = header_failed or rows_loaded == 0 or (rows_rejected > 0 and not partial)
+    diff = None
+    if not rejected:
+        diff = await conn.fetchrow(STAGING_Q["staging_diff_counts"], previous_id)
+        await conn.execute(STAGING_Q["insert_entries"], version_id)
+    await conn.execute(STAGING_Q["drop_staging"])
+    return _Checked(
+        rows_loaded=0 if rejected else rows_loaded,
+        rows_rejected=rows_rejected,
+        errors=errors,
+        rejected=rejected,
+        diff=diff,
+    )
+
+
+async def import_list(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    *,
+    list_type: str,
+    effective_from: date,
+    file_name: str,
+    today: date,
+    partial: bool = False,
+    division_code: str | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> ListVersion:
+    """Loads one file as a new version of `list_type` for the uploader's scope, all or nothing.
+
+    The caller owns the transaction. A file with bad rows gives a `rejected` version (errors kept,
+    no entries) unless `partial`, in which case the good rows load and the bad ones are reported.
+    """
+    kind = await list_kind(conn, list_type)
+    scope = await upload_scope(conn, actor, division_code)
+    await conn.execute(Q["lock_list"], list_type, scope.division_code)
+    divisions = await _divisions(conn, scope)
+    version_id = uuid7()
+    number = await conn.fetchval(Q["next_version"], list_type, scope.division_code)
+    previous = await conn.fetchrow(Q["previous_version"], list_type, scope.division_code)
+    previous_id: UUID | None = previous["id"] if previous else None
+
+    def read() -> ListReader:
+        return ListReader(source, today=today, division_names=divisions.names, on_read=on_read)
+
+    # A file that is not seekable cannot be read twice: it goes through the staging table at once.
+    start = source.tell() if source.seekable() else None
+    reader = read()
+    loaded = None if start is None else await _load_clean(conn, reader, version_id, scope, divisions)
+    if loaded is not None:
+        checked = _Checked(
+            rows_loaded=loaded,
+            rows_rejected=0,
+            errors=[],
+            rejected=False,
+            diff=await conn.fetchrow(Q["diff_counts"], version_id, previous_id),
+        )
+    else:
+        if start is not None:
+            source.seek(start)
+            reader = read()
+        checked = await _load_checked(conn, reader, version_id, scope, previous_id, partial)
+    rejected, diff = checked.rejected, checked.diff
+    row = await conn.fetchrow(
+        Q["insert_version"],
+        version_id,
+        list_type,
+        kind,
+        scope.division_code,
+        scope.prefix,
+        number,
+        effective_from,
+        "rejected" if rejected else "loaded",
+        partial,
+        reader.rows_read,
+        checked.rows_loaded,
+        checked.rows_rejected,
+        [msgspec.to_builtins(e) for e in checked.errors[:MAX_KEPT_ERRORS]],
+        None if rejected else previous_id,
+        diff and diff["added"],
+        diff and diff["removed"],
+        diff and diff["changed"],
+        file_name[:200],
+        reader.sha256,
+        actor.id if actor else None,
+    )
+    assert row is not None
+    reviews = 0
+    if not rejected and kind == "exclusion":
+        reviews = len(await conn.fetch(Q["open_exclusion_reviews"], version_id, list_type, effective_from.year))
+    loaded_version = _version(row)
+    await record(
+        conn,
+        actor,
+        "import",
+        "list_version",
+        version_id,
+        division_code=scope.division_code,
+        summary={
+            "list_type": list_type,
+            "version": number,
+            "status": loaded_version.status,
+            "rows_read": loaded_version.rows_read,
+            "rows_loaded": loaded_version.rows_loaded,
+            "rows_rejected": checked.rows_rejected,
+            "exclusion_reviews": reviews,
+            "file_sha256": loaded_version.file_sha256,
+        },
+    )
+    return loaded_version
+
+
+def _overlaps(actor: Actor, version: asyncpg.Record) -> bool:
+    prefix: str = version["scope_prefix"]
+    return actor.in_scope(version["division_code"]) or actor.scope.division_code.startswith(prefix)
+
+
+async def get_version(conn: Connection, actor: Actor, list_id: UUID) -> ListVersion:
+    row = await conn.fetchrow(Q["list_version"], list_id)
+    if row is None or not _overlaps(actor, row):
+        raise NotFound()
+    return _version(row)
+
+
+async def versions(
+    conn: Connection,
+    actor: Actor,
+    *,
+    list_type: str | None,
+    status: str | None,
+    after: UUID | None,
+    limit: int,
+) -> ListVersionPage:
+    low, high = scope_args(actor)
+    rows = await conn.fetch(
+        Q["list_versions"], low, high, actor.scope.division_code, list_type, status, after, limit + 1
+    )
+    items = [_version(r) for r in rows[:limit]]
+    return ListVersionPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+async def entries(conn: Connection, actor: Actor, list_id: UUID, after_row: int, limit: int) -> ListEntryPage:
+    version = await get_version(conn, actor, list_id)
+    whole = actor.in_scope(version.division_code)
+    rows = await conn.fetch(Q["list_entries_page"], version.id, *scope_args(actor), after_row, limit + 1, whole)
+    items = [msgspec.convert(dict(r.items()), ListEntry) for r in rows[:limit]]
+    await record(
+        conn,
+        actor,
+        "read",
+        "list_entries",
+        list_id,
+        division_code=actor.scope.division_code,
+        summary={"after_row": after_row, "results": len(items)},
+    )
+    return ListEntryPage(items=items, next_cursor=items[-1].row_no if len(rows) > limit else None)
+
+
+async def diff(conn: Connection, actor: Actor, list_id: UUID, against: UUID | None, after: str, limit: int) -> ListDiff:
+    """Persons added, removed and changed since `against` (by default the version before)."""
+    version = await get_version(conn, actor, list_id)
+    base = against if against is not None else version.previous_id
+    if base is not None:
+        other = await get_version(conn, actor, base)
+        if other.list_type != version.list_type:
+            raise InvalidInput("against", "is a version of another list type")
+    whole = actor.in_scope(version.division_code)
+    rows = await conn.fetch(Q["list_diff"], version.id, base, after, *scope_args(actor), limit + 1, whole)
+    items = [msgspec.convert(dict(r.items()), DiffItem) for r in rows[:limit]]
+    await record(
+        conn,
+        actor,
+        "read",
+        "list_diff",
+        list_id,
+        division_code=actor.scope.division_code,
+        summary={"against": str(base) if base else None, "results": len(items)},
+    )
+    return ListDiff(
+        list_id=version.id, against_id=base, items=items, next_cursor=items[-1].id_number if len(rows) > limit else None
+    )

@@ -1,0 +1,82 @@
+"""Reports from the lists: subsidised persons not enrolled, and the adjustments of the 应保尽保
+denominator (deaths, employee insurance)."""
+
+from __future__ import annotations
+
+from datetime import date
+from uuid import UUID
+
+import msgspec
+
+from backend.actor import Actor, scope_args
+from backend.audit.service import record
+from backend.db import Connection, load_queries
+from mobile_sync_protocol.rules.identity import mask
+
+Q = load_queries("backend.eligibility")
+
+
+class Unenrolled(msgspec.Struct, frozen=True, kw_only=True):
+    """A person on a subsidy list (or with an accepted claim) not enrolled for the year."""
+
+    id_number_masked: str
+    name: str
+    categories: list[str]
+    division_code: str
+    person_id: UUID | None  # None: on the list, but not registered in any household yet
+    household_id: UUID | None
+
+
+class UnenrolledPage(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    as_of: date
+    items: list[Unenrolled]
+    next_cursor: str | None
+
+
+UNENROLLED_HEADER = ("division_code", "name", "id_number", "categories", "person_id", "household_id")
+
+
+async def subsidised_not_enrolled(
+    conn: Connection, actor: Actor, year: int, on: date, after: str | None, limit: int
+) -> UnenrolledPage:
+    """The first people a township must visit: subsidised, and not enrolled for `year`."""
+
+    rows = await conn.fetch(Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after, limit + 1)
+    items = [
+        Unenrolled(
+            id_number_masked=mask(r["id_number"]),
+            name=r["name"],
+            categories=list(r["categories"]),
+            division_code=r["division_code"],
+            person_id=r["person_id"],
+            household_id=r["household_id"],
+        )
+        for r in rows[:limit]
+    ]
+    await record(
+        conn,
+        actor,
+        "report",
+        "subsidised_not_enrolled",
+        None,
+        division_code=actor.scope.division_code,
+        summary={"year": year, "as_of": on.isoformat(), "results": len(items)},
+    )
+    cursor = rows[limit - 1]["id_number"] if len(rows) > limit else None
+    return UnenrolledPage(coverage_year=year, as_of=on, items=items, next_cursor=cursor)
+
+
+class DenominatorAdjustments(msgspec.Struct, frozen=True, kw_only=True):
+    roster_loaded: bool
+    by_division: dict[str, tuple[int, int]]  # division code → (roster persons not registered, excluded)
+
+
+async def denominator_adjustments(conn: Connection, actor: Actor, year: int, on: date) -> DenominatorAdjustments:
+    """What the lists add to and take from the 应保尽保 denominator of registered persons."""
+    low, high = scope_args(actor)
+    loaded = bool(await conn.fetchval(Q["roster_loaded"], low, high, on, actor.scope.division_code))
+    rows = await conn.fetch(Q["denominator_adjustments"], low, high, year, on)
+    return DenominatorAdjustments(
+        roster_loaded=loaded, by_division={r["division_code"]: (r["roster_only"], r["excluded"]) for r in rows}
+    )

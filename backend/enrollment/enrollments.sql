@@ -1,0 +1,152 @@
+-- Named SQL of backend/enrollment/enrollments.py.
+
+-- name: household_for_enrolment
+-- The household, and for each person asked ($2, in order) whether a current member of it and their
+-- identity number (one row with a NULL person when none is asked); on every row, those of them with
+-- a live enrolment for year $3; whether eligibility can know anything of any of them (what
+-- `eligibility.facts` reads is list rows and accepted claims of the year, by identity number); and
+-- the year's policy version in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none).
+SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number, policy.version AS policy,
+       ARRAY(SELECT e.person_id FROM enrollments e
+             WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
+       EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number = x.id_number
+               WHERE x.id = ANY($2::uuid[]))
+       OR EXISTS (SELECT 1 FROM persons x JOIN eligibility_claims c ON c.id_number = x.id_number
+                  WHERE x.id = ANY($2::uuid[]) AND c.status = 'accepted' AND c.coverage_year = $3) AS eligibility_known
+FROM households h
+LEFT JOIN unnest($2::uuid[]) WITH ORDINALITY AS t(person_id, n) ON true
+LEFT JOIN memberships m ON m.household_id = h.id AND m.person_id = t.person_id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+LEFT JOIN LATERAL (
+    SELECT to_jsonb(v) AS version FROM policy_versions v
+    WHERE v.coverage_year = $3
+    ORDER BY (v.effective_from <= $4) DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.effective_from END DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.version END DESC,
+             v.effective_from, v.version
+    LIMIT 1
+) AS policy ON true
+WHERE h.id = $1
+ORDER BY t.n;
+
+-- name: insert_enrollments_with_code
+-- The enrolments, the household's query code for the year unless it has one (`code_created` on every
+-- row tells which), and their audit rows ($10 … $18, as `audit.insert_rows`).
+WITH code AS (
+    INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUES ($3, $5, $9)
+    ON CONFLICT DO NOTHING
+    RETURNING household_id
+), inserted AS (
+    INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
+                             registered_on, premium_fen)
+    SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8
+    FROM unnest($1::uuid[], $2::uuid[]) AS e(id, person_id)
+    RETURNING *
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[],
+                $17::jsonb[], $18::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+SELECT inserted.*, EXISTS (SELECT 1 FROM code) AS code_created FROM inserted;
+
+-- name: query_code_generation
+-- A code a tablet made (device_id set) cannot be derived again: the tablet printed it.
+SELECT generation FROM household_query_codes WHERE household_id = $1 AND coverage_year = $2 AND device_id IS NULL;
+
+-- name: enrollment
+SELECT * FROM enrollments WHERE id = $1;
+
+-- name: enrollments_for_update
+SELECT * FROM enrollments WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: set_confirmed
+UPDATE enrollments SET status = 'confirmed', confirmed_at = now(), confirmed_by = $2,
+    row_version = row_version + 1, updated_at = now()
+WHERE id = ANY($1::uuid[])
+RETURNING *;
+
+-- name: set_cancelled
+UPDATE enrollments SET status = 'cancelled', cancelled_at = now(), cancelled_by = $2, cancel_reason = $3,
+    cancel_note = $4, row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: enrollment_queue
+SELECT * FROM enrollments
+WHERE village_code BETWEEN $1 AND $2
+  AND coverage_year = $3
+  AND ($4::text IS NULL OR status = $4)
+  AND ($5::text IS NULL OR village_code = $5)
+  AND ($6::uuid IS NULL OR household_id = $6)
+  AND ($7::uuid IS NULL OR id > $7)
+ORDER BY id
+LIMIT $8;
+
+-- name: coverage_facts
+-- Per (person, year) what cover from a business date ($3) depends on: the person's birth date; the
+-- latest earlier year with cover, here or in the imported history; the years before `year` the person
+-- paid back (补缴) by payments neither voided nor refunded; and the year's policy version in force on
+-- that date (as policy's `policy_in_force`, the row as JSON; NULL: none).
+SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, (
+    SELECT max(c.y) FROM (
+        SELECT coverage_year AS y FROM enrollments
+        WHERE person_id = t.person_id AND coverage_year < t.year AND status IN ('paid', 'subsidised', 'confirmed')
+        UNION ALL
+        SELECT coverage_year FROM enrollment_history
+        WHERE id_number = p.id_number AND coverage_year < t.year AND status <> 'cancelled'
+    ) AS c
+) AS last_year, ARRAY(
+    SELECT DISTINCT y
+    FROM payment_ledger l, unnest(l.back_years) AS y
+    WHERE l.kind = 'back_payment' AND l.person_ids @> ARRAY[t.person_id] AND NOT l.voided AND l.refunded_fen = 0
+      AND y < t.year
+) AS back_paid_years
+FROM unnest($1::uuid[], $2::int[]) AS t(person_id, year)
+JOIN persons p ON p.id = t.person_id
+LEFT JOIN LATERAL (
+    SELECT to_jsonb(v) AS version FROM policy_versions v
+    WHERE v.coverage_year = t.year
+    ORDER BY (v.effective_from <= $3) DESC,
+             CASE WHEN v.effective_from <= $3 THEN v.effective_from END DESC,
+             CASE WHEN v.effective_from <= $3 THEN v.version END DESC,
+             v.effective_from, v.version
+    LIMIT 1
+) AS policy ON true
+WHERE p.id = ANY($1::uuid[]);  -- (looked up by key, however few rows the planner expects)
+
+-- name: set_funded_many
+UPDATE enrollments AS e SET status = $2, funding = $2, business_date = $3, subsidy_fen = u.subsidy_fen,
+    coverage_start = u.starts, coverage_end = u.ends, coverage_reason = u.reason_code, coverage_note = u.reason,
+    waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
+FROM unnest($1::uuid[], $4::int[], $5::date[], $6::date[], $7::text[], $8::text[], $9::int[])
+     AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting)
+WHERE e.id = u.id
+RETURNING e.*;
+
+-- name: renewal_candidates
+-- Current members of active households in scope who had cover (or a live enrolment) last year
+-- and have no live enrolment this year.
+SELECT p.id AS person_id, p.name, h.id AS household_id, h.village_code, h.household_no
+FROM memberships m
+JOIN households h ON h.id = m.household_id AND h.status = 'active'
+JOIN persons p ON p.id = m.person_id
+WHERE m.left_at IS NULL
+  AND h.village_code BETWEEN $1 AND $2
+  AND ($4::text IS NULL OR h.village_code = $4)
+  AND ($5::uuid IS NULL OR p.id > $5)
+  AND (EXISTS (SELECT 1 FROM enrollments e WHERE e.person_id = p.id AND e.coverage_year = $3 - 1
+                AND e.status <> 'cancelled')
+       OR EXISTS (SELECT 1 FROM enrollment_history eh WHERE eh.id_number = p.id_number
+                  AND eh.coverage_year = $3 - 1 AND eh.status <> 'cancelled'))
+  AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.person_id = p.id AND e.coverage_year = $3
+                  AND e.status <> 'cancelled')
+ORDER BY p.id
+LIMIT $6;
+
+-- name: households_of_persons
+SELECT m.person_id, m.household_id FROM memberships m WHERE m.person_id = ANY($1::uuid[]) AND m.left_at IS NULL;

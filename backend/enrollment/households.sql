@@ -1,0 +1,121 @@
+-- Named SQL of backend/enrollment/households.py.
+
+-- name: division_level
+SELECT level FROM divisions WHERE code = $1;
+
+-- name: person_ids_by_identity
+-- Who already holds one of these numbers, with the village of their current household (if any).
+SELECT p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
+FROM persons p
+LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+LEFT JOIN households h ON h.id = m.household_id
+WHERE p.id_number = ANY($1::text[]) OR p.birth_cert_no = ANY($2::text[]);
+
+-- name: village_and_people_by_identity
+-- The level of division $1 (NULL if there is none) on every row, with who already holds one of these
+-- numbers and the village of their current household (if any): one row of NULLs when nobody does.
+SELECT d.level, p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
+FROM (SELECT (SELECT level FROM divisions WHERE code = $1) AS level) AS d
+LEFT JOIN (persons p
+           LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+           LEFT JOIN households h ON h.id = m.household_id)
+       ON p.id_number = ANY($2::text[]) OR p.birth_cert_no = ANY($3::text[]);
+
+-- name: insert_household_with_members
+-- The household, its new persons, every membership and its audit rows ($20 … $28, as
+-- `audit.insert_rows`), in one statement (one round trip), which returns the household as
+-- `household_with_members` reads it (no enrolments yet): a row per member, new persons from what was
+-- inserted, reused persons ($19) as they are stored. The foreign keys are checked at the statement's
+-- end, when all three sets of rows exist.
+WITH new_persons AS (
+    INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
+    SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::date[],
+                         $14::text[])
+    RETURNING id, name, id_number, birth_cert_no, id_converted_from_15, birth_date, sex, phone
+), new_household AS (
+    INSERT INTO households (id, village_code, household_no, address, phone, created_by, head_person_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $15)
+    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+              updated_at
+), new_memberships AS (
+    INSERT INTO memberships (id, person_id, household_id, relation)
+    SELECT m.id, m.person_id, (SELECT id FROM new_household), m.relation
+    FROM unnest($16::uuid[], $17::uuid[], $18::text[]) AS m(id, person_id, relation)
+    RETURNING id, person_id, relation, joined_at
+), people AS (
+    SELECT * FROM new_persons
+    UNION ALL
+    SELECT id, name, id_number, birth_cert_no, id_converted_from_15, birth_date, sex, phone
+    FROM persons WHERE id = ANY($19::uuid[])
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($20::text[], $21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[],
+                $27::jsonb[], $28::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at
+FROM new_household h
+CROSS JOIN new_memberships m
+JOIN people p ON p.id = m.person_id
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: insert_members
+-- New persons and the memberships of these members (new and reused persons) in one statement. The
+-- foreign keys are checked at the statement's end, when both sets of rows exist.
+WITH new_persons AS (
+    INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::date[],
+                         $8::text[])
+)
+INSERT INTO memberships (id, person_id, household_id, relation)
+SELECT m.id, m.person_id, $9, m.relation
+FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS m(id, person_id, relation);
+
+-- name: household
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
+FROM households WHERE id = $1;
+
+-- name: household_for_update
+SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
+FROM households WHERE id = $1 FOR UPDATE;
+
+-- name: household_with_members
+-- A household and its current members in one read: a row per member (a single row with NULL member
+-- columns when it has none), each with their live enrolment for year $2, if any.
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at,
+       e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end, e.coverage_reason
+FROM households h
+LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
+WHERE h.id = $1
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: update_household_with_members
+-- The household's number, address and phone changed (its version bumped), answering the household as
+-- `household_with_members` reads it (no enrolments).
+WITH h AS (
+    UPDATE households SET household_no = $2, address = $3, phone = $4,
+        row_version = row_version + 1, updated_at = now()
+    WHERE id = $1
+    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+              updated_at
+)
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone AS member_phone, m.relation, m.joined_at
+FROM h
+LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+ORDER BY m.relation <> 'head', m.joined_at, m.id;

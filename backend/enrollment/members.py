@@ -1,0 +1,228 @@
+"""A household's members: add one, edit one (identity, relation, who is head), remove one, each
+under the household's optimistic concurrency (If-Match)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.actor import Actor
+from backend.audit.service import changes, record
+from backend.db import Connection, load_queries
+from backend.enrollment.households import (
+    Household,
+    Identity,
+    MemberIn,
+    MemberUpdate,
+    PersonAlreadyRegistered,
+    check_version,
+    existing_people,
+    household_from_rows,
+    household_in_scope,
+    locked_household,
+    member_identity,
+    reusable,
+    write_people,
+)
+from backend.errors import Conflict, InvalidInput, NotFound
+
+Q = load_queries("backend.enrollment", "members.sql")
+
+
+class MemberRemove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Literal["removed", "deceased", "data_error"]
+
+
+async def add_member(
+    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: MemberIn, today: date
+) -> Household:
+    try:
+        identity = member_identity("", data, today)
+    except InvalidInput:
+        # The household's own refusals come first, as when it is read before the member.
+        _check_addable(actor, await locked_household(conn, household_id), if_match, data)
+        raise
+    # The household's row, locked, with whoever already holds the new member's number.
+    rows = await conn.fetch(
+        Q["household_for_update_with_people"],
+        household_id,
+        [identity.id_number] if identity.id_number else [],
+        [identity.birth_cert_no] if identity.birth_cert_no else [],
+    )
+    household = _check_addable(actor, rows[0] if rows else None, if_match, data)
+    known = [
+        {
+            "id": r["known_id"],
+            "id_number": r["known_id_number"],
+            "birth_cert_no": r["known_birth_cert_no"],
+            "household_id": r["known_household_id"],
+            "village_code": r["known_village_code"],
+        }
+        for r in rows
+        if r["known_id"] is not None
+    ]
+    reuse = reusable(actor, [identity], [""], known)
+    person_ids = await write_people(conn, household_id, [data], [identity], reuse)
+    await record(
+        conn,
+        actor,
+        "add_member",
+        "household",
+        household_id,
+        division_code=household["village_code"],
+        summary={"person_id": str(person_ids[0]), "relation": data.relation},
+    )
+    return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))
+
+
+def _check_addable(
+    actor: Actor, household: asyncpg.Record | None, if_match: int | None, data: MemberIn
+) -> asyncpg.Record:
+    """The household a member may be added to: in scope, at the version the caller saw, active."""
+    if household is None or not actor.in_scope(household["village_code"]):
+        raise NotFound()
+    check_version(household, if_match)
+    if household["status"] != "active":
+        raise Conflict("the household is dissolved")
+    if data.relation == "head":
+        raise InvalidInput("relation", "the household has a head; make the new member head afterwards")
+    return household
+
+
+async def current_membership(conn: Connection, person_id: UUID) -> asyncpg.Record | None:
+    """The person's current membership (id, relation, household, its village), or None."""
+    return await conn.fetchrow(Q["current_membership"], person_id)
+
+
+async def leave_household(conn: Connection, membership_id: UUID, reason: str) -> None:
+    """Ends a current membership (`moved`, or a `MemberRemove` reason)."""
+    await conn.execute(Q["leave_household"], membership_id, reason)
+
+
+async def membership_in(conn: Connection, household_id: UUID, person_id: UUID) -> asyncpg.Record:
+    """The person's current membership, which must be of `household_id` (else a 404)."""
+    membership = await current_membership(conn, person_id)
+    if membership is None or membership["household_id"] != household_id:
+        raise NotFound()
+    return membership
+
+
+async def update_member(
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    person_id: UUID,
+    if_match: int | None,
+    data: MemberUpdate,
+    today: date,
+) -> Household:
+    household = await household_in_scope(conn, actor, household_id)
+    check_version(household, if_match)
+    membership = await membership_in(conn, household_id, person_id)
+    person = await conn.fetchrow(Q["person_for_update"], person_id)
+    assert person is not None
+    current = Identity(
+        id_number=person["id_number"],
+        birth_cert_no=person["birth_cert_no"],
+        converted_from_15=person["id_converted_from_15"],
+        birth_date=person["birth_date"],
+        sex=person["sex"],
+    )
+    identity = member_identity("", data, today, current=current)
+    if identity.id_number and identity.id_number != person["id_number"]:
+        await existing_people(conn, actor, [identity], [""], exclude=person_id)
+    before = {
+        "name": person["name"],
+        "phone": person["phone"],
+        "id_number": person["id_number"],
+        "birth_date": person["birth_date"].isoformat(),
+        "sex": person["sex"],
+        "relation": membership["relation"],
+    }
+    name = person["name"] if data.name is None else data.name.strip()
+    phone = person["phone"] if data.phone is None else data.phone
+    try:
+        await conn.execute(
+            Q["update_person"],
+            person_id,
+            identity.id_number,
+            identity.birth_cert_no,
+            identity.converted_from_15,
+            name,
+            identity.sex,
+            identity.birth_date,
+            phone,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise PersonAlreadyRegistered() from exc
+    relation = membership["relation"]
+    if data.relation is not None and data.relation != relation:
+        relation = data.relation
+        if relation == "head":
+            await _change_head(conn, household, person_id, membership["id"], data.former_head_relation)
+        elif membership["relation"] == "head":
+            raise InvalidInput("relation", "make another member head instead; a household always has one")
+        else:
+            await conn.execute(Q["set_relation"], membership["id"], relation)
+    after = {
+        "name": name,
+        "phone": phone,
+        "id_number": identity.id_number,
+        "birth_date": identity.birth_date.isoformat(),
+        "sex": identity.sex,
+        "relation": relation,
+    }
+    # The audit keeps which fields changed, not the values: they are personal data.
+    changed = sorted(changes(before, after))
+    await record(
+        conn,
+        actor,
+        "update_member",
+        "household",
+        household_id,
+        division_code=household["village_code"],
+        summary={"person_id": str(person_id), "changed": changed},
+    )
+    return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))
+
+
+async def _change_head(
+    conn: Connection, household: asyncpg.Record, person_id: UUID, membership_id: UUID, former: str | None
+) -> None:
+    if former is None or former == "head":
+        raise InvalidInput("former_head_relation", "give the current head's new relation")
+    old_head = household["head_person_id"]
+    if old_head is not None:
+        old = await current_membership(conn, old_head)
+        if old is not None and old["household_id"] == household["id"]:
+            await conn.execute(Q["set_relation"], old["id"], former)
+    await conn.execute(Q["set_relation"], membership_id, "head")
+    await conn.execute(Q["set_head"], household["id"], person_id)
+
+
+async def remove_member(
+    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MemberRemove
+) -> Household:
+    household = await household_in_scope(conn, actor, household_id)
+    check_version(household, if_match)
+    membership = await membership_in(conn, household_id, person_id)
+    members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
+    if membership["relation"] == "head" and len(members) > 1:
+        raise Conflict("make another member head before removing the head")
+    await leave_household(conn, membership["id"], data.reason)
+    if len(members) == 1:
+        await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", household_id)
+    await record(
+        conn,
+        actor,
+        "remove_member",
+        "household",
+        household_id,
+        division_code=household["village_code"],
+        summary={"person_id": str(person_id), "reason": data.reason},
+    )
+    return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))

@@ -1,0 +1,201 @@
+"""Voids and refunds of payments: asked for by a collector, approved or rejected by another reviewer,
+kept as append-only events."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.actor import Actor, scope_args
+from backend.audit.service import record
+from backend.db import Connection, load_queries
+from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backend.ids import uuid7
+from backend.policy import service as policies
+from backend.premiums.amounts import Fen
+from backend.premiums.payments import get_payment
+
+Q = load_queries("backend.premiums")
+
+
+class AdjustmentRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    kind: Literal["void", "refund"]
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    amount_fen: Fen | None = None  # refunds: part or all; voids: always the whole payment
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    approve: bool
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class PaymentEvent(msgspec.Struct, frozen=True, kw_only=True):
+    id: UUID
+    payment_id: UUID
+    kind: str
+    request_id: UUID | None
+    amount_fen: int | None
+    reason: str
+    actor_id: UUID
+    at: datetime
+    business_date: date
+
+
+class PaymentEvents(msgspec.Struct, frozen=True):
+    items: list[PaymentEvent]
+
+
+class NotAdjustable(Conflict):
+    """This payment cannot be adjusted that way"""
+
+    code = "not_adjustable"
+
+
+def _event(row: asyncpg.Record) -> PaymentEvent:
+    return msgspec.convert({k: row[k] for k in PaymentEvent.__struct_fields__}, PaymentEvent)
+
+
+async def _state(conn: Connection, payment_id: UUID) -> tuple[bool, int, bool]:
+    """(voided, refunded_fen, has a request awaiting a decision), read from the ledger."""
+    row = await conn.fetchrow(Q["payment_state"], payment_id)
+    assert row is not None
+    return row["voided"], row["refunded_fen"], row["pending"]
+
+
+async def request_adjustment(
+    conn: Connection, actor: Actor, payment_id: UUID, data: AdjustmentRequest, today: date
+) -> PaymentEvent:
+    payment = await get_payment(conn, actor, payment_id)
+    await conn.execute(Q["lock_payment"], payment_id)
+    voided, refunded, pending = await _state(conn, payment_id)
+    if voided:
+        raise NotAdjustable("the payment is voided")
+    if pending:
+        raise NotAdjustable("a void or refund of this payment awaits a decision")
+    remitted = await conn.fetchval(Q["day_closed"], payment.collector_id, payment.remittance_date)
+    if data.kind == "void":
+        if data.amount_fen is not None:
+            raise InvalidInput("amount_fen", "a void is always of the whole payment")
+        if payment.business_date != today or remitted or refunded:
+            raise NotAdjustable("a void is for the same day, before remittance; ask for a refund instead")
+        if await conn.fetchval(
+            Q["payment_confirmed_enrollments"], payment.household_id, payment.coverage_year, payment.person_ids
+        ):
+            raise NotAdjustable("an enrolment this payment covers is confirmed; ask for a refund instead")
+        amount = payment.amount_fen
+    else:
+        policy = await policies.in_force(conn, payment.coverage_year, today)
+        refundable = policy.rules.refundable_reasons if policy else ()
+        if data.reason not in refundable:
+            raise InvalidInput("reason", f"is not a refundable case under the policy ({', '.join(refundable)})")
+        amount = payment.amount_fen - refunded if data.amount_fen is None else data.amount_fen
+        if not 0 < amount <= payment.amount_fen - refunded:
+            raise InvalidInput("amount_fen", f"must lie between 1 and {payment.amount_fen - refunded}")
+    reason = data.reason if not data.note else f"{data.reason}: {data.note}"
+    row = await conn.fetchrow(
+        Q["insert_event"], uuid7(), payment_id, f"{data.kind}_requested", None, amount, reason, actor.id, today
+    )
+    assert row is not None
+    await record(
+        conn,
+        actor,
+        f"request_{data.kind}",
+        "payment",
+        payment_id,
+        division_code=payment.village_code,
+        summary={"amount_fen": amount, "reason": data.reason},
+    )
+    return _event(row)
+
+
+async def decide_adjustment(
+    conn: Connection, actor: Actor, request_id: UUID, data: Decision, today: date
+) -> PaymentEvent:
+    request = await conn.fetchrow(Q["event"], request_id)
+    if (
+        request is None
+        or not actor.in_scope(request["village_code"])
+        or request["kind"] not in ("void_requested", "refund_requested")
+    ):
+        raise NotFound()
+    if request["actor_id"] == actor.id or request["collector_id"] == actor.id:
+        raise Forbidden("nobody approves their own void or refund")
+    voiding = data.approve and request["kind"] == "void_requested"
+    payment = await conn.fetchrow(Q["payment"], request["payment_id"])
+    assert payment is not None
+    locked: list[asyncpg.Record] = []
+    if voiding:
+        # The enrolments it paid, locked before the collector's lock as a payment locks them: the
+        # two never wait for each other in a circle.
+        locked = await conn.fetch(
+            Q["live_enrollments_for_payment"], payment["household_id"], payment["coverage_year"], payment["person_ids"]
+        )
+    await conn.execute(Q["lock_collector"], request["collector_id"])
+    await conn.execute(Q["lock_payment"], request["payment_id"])
+    if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
+        raise NotAdjustable("the day was closed since the void was asked for; ask for a refund instead")
+    try:
+        row = await conn.fetchrow(
+            Q["insert_event"],
+            uuid7(),
+            request["payment_id"],
+            "approved" if data.approve else "rejected",
+            request_id,
+            None,
+            data.note,
+            actor.id,
+            today,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise Conflict("this request has already been decided") from exc
+    assert row is not None
+    if voiding:
+        await _undo_enrollments(conn, actor, payment, locked)
+    await record(
+        conn,
+        actor,
+        "approve" if data.approve else "reject",
+        "payment",
+        request["payment_id"],
+        division_code=request["village_code"],
+        summary={"request": request["kind"], "request_id": str(request_id)},
+    )
+    return _event(row)
+
+
+async def _undo_enrollments(
+    conn: Connection, actor: Actor, payment: asyncpg.Record, locked: list[asyncpg.Record]
+) -> None:
+    """A voided payment no longer pays anyone: enrolments it alone paid (of `locked`, the live
+    enrolments of its persons, locked) go back to `registered`."""
+    covered = {
+        r["person_id"]: r["amount_fen"]
+        for r in await conn.fetch(Q["allocated_to_persons"], payment["household_id"], payment["coverage_year"])
+    }
+    for row in locked:
+        owed = (row["premium_fen"] or 0) - row["subsidy_fen"]
+        if row["status"] == "paid" and covered.get(row["person_id"], 0) < owed:
+            await conn.execute(Q["unpay_enrollment"], row["id"])
+            await record(
+                conn,
+                actor,
+                "unpaid",
+                "enrollment",
+                row["id"],
+                division_code=payment["village_code"],
+                summary={"from": "paid", "to": "registered", "payment_id": str(payment["id"])},
+            )
+
+
+async def pending_requests(conn: Connection, actor: Actor) -> PaymentEvents:
+    return PaymentEvents(items=[_event(r) for r in await conn.fetch(Q["pending_requests"], *scope_args(actor))])
+
+
+async def payment_events(conn: Connection, actor: Actor, payment_id: UUID) -> PaymentEvents:
+    await get_payment(conn, actor, payment_id)
+    return PaymentEvents(items=[_event(r) for r in await conn.fetch(Q["payment_events"], payment_id)])

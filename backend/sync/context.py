@@ -1,0 +1,61 @@
+"""What a push hands a mutation handler, and what a handler may raise besides a DomainError.
+
+The handlers (handlers_households.py, handlers_money.py) each translate one kind of mutation into
+the REST services' calls, whose business rules apply unchanged. They run in the push's transaction
+and savepoint (push.py), and a reviewer applying a held edit runs the same handlers with
+`Context.resolving` (conflicts/review.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import msgspec
+
+from backend.actor import Actor
+from backend.clock import local_date
+from backend.db import Connection
+from backend.errors import plain_validation_message
+from mobile_sync_protocol import messages as m
+
+
+class Quarantine(Exception):
+    """Raised by a handler: acknowledge the mutation, keep it aside for a reviewer."""
+
+    def __init__(self, reason: str, detail: str | None = None, content_hash: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+        self.content_hash = content_hash
+
+
+class Context(msgspec.Struct, frozen=True, kw_only=True):
+    """What a handler works with besides the mutation: the request's time and settings."""
+
+    timezone: str
+    code_key: bytes
+    now: datetime
+    device_status: str = "active"
+    resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.sync.conflicts.review)
+    dedup: bool = True  # False only in the test that proves the fault suite catches its absence
+
+    @property
+    def today(self) -> date:
+        return local_date(self.now, self.timezone)
+
+
+Handler = Callable[[Connection, Actor, Any, Context], Awaitable[m.Answer]]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def failure_text(exc: Exception) -> str:
+    """A decoding failure in words, naming the field (as the REST API's validation errors do)."""
+    if isinstance(exc, msgspec.ValidationError):
+        field, words = plain_validation_message(str(exc), m.AnyMutation)
+        return f"{field}: {words}" if field else words
+    return f"the mutation cannot be read: {str(exc)[:200]}"

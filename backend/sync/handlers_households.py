@@ -1,0 +1,448 @@
+"""Push handlers for households, members and enrolments: each mutation becomes the calls of the
+REST services (backend.enrollment), whose rules apply unchanged; stale edits become conflicts."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.actor import Actor
+from backend.db import Connection, load_queries
+from backend.enrollment import enrollments as enrolment_service
+from backend.enrollment import households as household_service
+from backend.enrollment import members as member_service
+from backend.enrollment import moves as move_service
+from backend.errors import Conflict, InvalidInput, NotFound
+from backend.sync import query_codes
+from backend.sync.conflicts import service as conflicts
+from backend.sync.context import Context
+from mobile_sync_protocol import messages as m
+
+Q = load_queries("backend.sync")
+
+
+# Households and members -------------------------------------------------------------------------
+# Conflict rules (PROTOCOL.md §3, Conflicts). A tablet's base version is the household's row_version it last
+# saw; `record_changes` says what changed after it. Descriptive fields merge field by field and
+# resolve in arrival order, keeping the replaced value in a conflict; identity and membership never
+# change from a stale base: the edit is held as an open conflict for a reviewer.
+
+
+class HouseholdHeld(Conflict):
+    """The household is held as a possible duplicate; a reviewer settles it first"""
+
+    code = "household_held"
+
+
+async def _household(conn: Connection, actor: Actor, household_id: UUID, base_version: int) -> asyncpg.Record:
+    """The household, locked (edits of one household apply in arrival order), in scope, and the
+    tablet's base version checked against it."""
+    row = await conflicts.household_locked(conn, household_id)
+    if row is None or not actor.in_scope(row["village_code"]):
+        if row is None and await conflicts.held_household(conn, household_id) is not None:
+            raise HouseholdHeld()
+        raise NotFound()
+    if base_version > row["row_version"]:
+        raise InvalidInput("base_version", f"is ahead of the server's version {row['row_version']}")
+    return row
+
+
+def _set_fields(mu: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
+    return {k: getattr(mu, k) for k in names if getattr(mu, k) is not None}
+
+
+def _outcome(
+    version: int, applied: bool, overwritten: list[str], held: list[str], ids: list[UUID], held_code: str
+) -> m.Answer:
+    if held and not applied:
+        return m.Answer(
+            seq=None,
+            status="quarantined",
+            code=held_code,
+            household_version=version,
+            conflict_fields=held,
+            conflict_ids=ids,
+        )
+    if held or overwritten:
+        code = "identity_held" if held else "field_conflict"
+        return m.Answer(
+            seq=None,
+            status="applied_with_conflict",
+            code=code,
+            household_version=version,
+            conflict_fields=sorted(overwritten + held),
+            conflict_ids=ids,
+        )
+    return m.Answer(seq=None, status="applied", household_version=version)
+
+
+async def _hold(
+    conn: Connection,
+    actor: Actor,
+    mu: m.Mutation,
+    row: asyncpg.Record,
+    kind: conflicts.Kind,
+    fields: list[str],
+    *,
+    person_id: UUID | None = None,
+    server: dict[str, Any] | None = None,
+    tablet: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> m.Answer:
+    """Keeps the whole mutation aside as an open conflict: nothing of it is applied."""
+    conflict_id = await conflicts.raise_conflict(
+        conn,
+        actor,
+        conflicts.Raised(
+            kind=kind,
+            outcome="held",
+            household_id=row["id"],
+            village_code=row["village_code"],
+            person_id=person_id,
+            fields=fields,
+            base_version=getattr(mu, "base_version", None),
+            server_version=row["row_version"],
+            base_values=base or {},
+            server_values=server or {},
+            tablet_values=tablet or {},
+            mutation=msgspec.to_builtins(mu),
+            seq=mu.seq,
+        ),
+    )
+    return m.Answer(
+        seq=None,
+        status="quarantined",
+        code=kind,
+        household_version=row["row_version"],
+        conflict_fields=sorted(fields),
+        conflict_ids=[conflict_id],
+    )
+
+
+async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate, ctx: Context) -> m.Answer:
+    data = msgspec.convert(
+        {
+            "id": mu.household_id,
+            "village_code": mu.village_code,
+            "household_no": mu.household_no,
+            "address": mu.address,
+            "phone": mu.phone,
+            "members": [_member_in(x) for x in mu.members],
+        },
+        household_service.HouseholdCreate,
+    )
+    household = await household_service.create_household(conn, actor, data, ctx.today)
+    return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+async def hold_duplicate(
+    conn: Connection, actor: Actor, mu: m.HouseholdCreate, exc: household_service.PersonAlreadyRegistered
+) -> m.Answer:
+    """The same household registered twice offline (or anyone in it already in a household): the
+    second copy is held as a possible duplicate; nothing is merged, no payment is re-pointed."""
+    clashes: list[dict[str, Any]] = exc.extra.get("conflicts") or []
+    other = next((c["household_id"] for c in clashes if c.get("household_id")), None)
+    fields = sorted({str(c.get("field", "members")) for c in clashes}) or ["members"]
+    conflict_id = await conflicts.raise_conflict(
+        conn,
+        actor,
+        conflicts.Raised(
+            kind="duplicate_household",
+            outcome="held",
+            household_id=mu.household_id,
+            village_code=mu.village_code,
+            fields=fields,
+            tablet_values={"household_no": mu.household_no, "members": str(len(mu.members))},
+            mutation=msgspec.to_builtins(mu),
+            other_household_id=None if other is None else UUID(other),
+            seq=mu.seq,
+        ),
+    )
+    return m.Answer(
+        seq=None, status="quarantined", code="duplicate_household", conflict_fields=fields, conflict_ids=[conflict_id]
+    )
+
+
+def _member_in(x: m.NewMember) -> dict[str, Any]:
+    return {
+        "id": x.person_id,
+        "name": x.name,
+        "relation": x.relation,
+        "id_number": x.id_number,
+        "birth_cert_no": x.birth_cert_no,
+        "birth_date": x.birth_date,
+        "sex": x.sex,
+        "phone": x.phone,
+    }
+
+
+HOUSEHOLD_FIELDS = ("household_no", "address", "phone")
+
+
+async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    edits = _set_fields(mu, HOUSEHOLD_FIELDS)
+    changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(row[k])}
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    # Another's value replaced by this one: kept in a conflict record, never silently lost.
+    overwritten = sorted(k for k in changed if since.changed(None, k))
+    version = row["row_version"]
+    if changed:
+        data = msgspec.convert(changed, household_service.HouseholdUpdate)
+        version = (await household_service.update_household(conn, actor, row["id"], version, data)).row_version
+    ids = []
+    if overwritten:
+        ids.append(
+            await conflicts.raise_conflict(
+                conn,
+                actor,
+                conflicts.Raised(
+                    kind="field_overwritten",
+                    outcome="applied",
+                    household_id=row["id"],
+                    village_code=row["village_code"],
+                    fields=overwritten,
+                    base_version=mu.base_version,
+                    server_version=row["row_version"],
+                    base_values={k: since.base_value(None, k, row[k]) for k in overwritten},
+                    server_values=conflicts.values(overwritten, row),
+                    tablet_values=conflicts.values(overwritten, edits),
+                    seq=mu.seq,
+                ),
+            )
+        )
+    return _outcome(version, True, overwritten, [], ids, "")
+
+
+async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDissolve, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    if row["status"] != "active":
+        return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    if since.membership_changed() and not ctx.resolving:
+        # Someone joined, left or became head since the tablet looked: dissolving would decide for them.
+        return await _hold(
+            conn,
+            actor,
+            mu,
+            row,
+            "stale_membership",
+            ["membership"],
+            server={"status": row["status"]},
+            tablet={"status": "dissolved"},
+        )
+    household = await household_service.get_household(conn, actor, mu.household_id, None)
+    # Everyone leaves, the head last: the household is dissolved when its last member goes.
+    order = sorted(household.members, key=lambda x: x.relation == "head")
+    version = household.row_version
+    for member in order:
+        household = await member_service.remove_member(
+            conn, actor, mu.household_id, member.person_id, version, member_service.MemberRemove(reason=mu.reason)
+        )
+        version = household.row_version
+    return m.Answer(seq=None, status="applied", household_version=version)
+
+
+async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx: Context) -> m.Answer:
+    # A new member touches nobody else's fields: it applies from any base.
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    data = msgspec.convert(_member_in(mu.member), household_service.MemberIn)
+    household = await member_service.add_member(conn, actor, mu.household_id, row["row_version"], data, ctx.today)
+    return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+IDENTITY_EDITS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")
+
+
+async def _member(conn: Connection, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove) -> asyncpg.Record:
+    person = await conflicts.person_now(conn, mu.person_id, mu.household_id)
+    if person is None or person["relation"] is None:  # never a member of this household
+        raise NotFound()
+    return person
+
+
+async def _gone(
+    conn: Connection,
+    actor: Actor,
+    mu: m.MemberUpdate | m.MemberMove | m.MemberRemove,
+    row: asyncpg.Record,
+    person: asyncpg.Record,
+    fields: list[str],
+    tablet: dict[str, Any],
+) -> m.Answer:
+    """An edit, move or removal of someone who has left the household since: held, never applied
+    to a closed membership (no resurrection)."""
+    kind: conflicts.Kind = "member_moved" if person["left_reason"] == "moved" else "update_after_remove"
+    return await _hold(
+        conn,
+        actor,
+        mu,
+        row,
+        kind,
+        fields,
+        person_id=mu.person_id,
+        server={"membership": person["left_reason"]},
+        tablet=tablet,
+    )
+
+
+def _holds(person: asyncpg.Record, field: str, value: Any) -> bool:
+    return field != "former_head_relation" and conflicts.as_text(value) == conflicts.as_text(person[field])
+
+
+async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    person = await _member(conn, mu)
+    edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
+    if person["left_reason"] is not None:
+        if not (ctx.resolving and person["current_household_id"] is not None):
+            return await _gone(conn, actor, mu, row, person, sorted(edits), conflicts.values(edits, edits))
+        # A reviewer applies the edit where the person lives now.
+        mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
+        row = await _household(conn, actor, mu.household_id, 0)
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    # An identity value the server already holds is no change (two tablets made the same fix).
+    identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
+    if "relation" not in identity:
+        identity.pop("former_head_relation", None)
+    edits = {k: v for k, v in edits.items() if k not in IDENTITY_EDITS or k in identity}
+    stale = since.identity_changed(mu.person_id) + (["head"] if "relation" in identity and since.head_changed() else [])
+    held = sorted(identity) if identity and stale and not ctx.resolving else []
+    apply = {k: v for k, v in edits.items() if k not in held}
+    changed_phone = "phone" in apply and conflicts.as_text(apply["phone"]) != person["phone"]
+    overwritten = ["phone"] if changed_phone and since.changed(mu.person_id, "phone") else []
+    version, ids = row["row_version"], []
+    if apply:
+        data = msgspec.convert(apply, household_service.MemberUpdate)
+        household = await member_service.update_member(conn, actor, row["id"], mu.person_id, version, data, ctx.today)
+        version = household.row_version
+    for kind, outcome, fields in (("field_overwritten", "applied", overwritten), ("stale_identity", "held", held)):
+        if not fields:
+            continue
+        server = conflicts.values(fields, person)
+        kept = msgspec.to_builtins(msgspec.structs.replace(mu, phone=None)) if outcome == "held" else None
+        ids.append(
+            await conflicts.raise_conflict(
+                conn,
+                actor,
+                conflicts.Raised(
+                    kind=kind,  # type: ignore[arg-type]
+                    outcome=outcome,  # type: ignore[arg-type]
+                    household_id=row["id"],
+                    village_code=row["village_code"],
+                    person_id=mu.person_id,
+                    fields=fields,
+                    base_version=mu.base_version,
+                    server_version=row["row_version"],
+                    base_values={k: since.base_value(mu.person_id, k, server.get(k)) for k in fields},
+                    server_values=server,
+                    tablet_values=conflicts.values(fields, edits),
+                    mutation=kept,
+                    seq=mu.seq,
+                ),
+            )
+        )
+    return _outcome(version, bool(apply), overwritten, held, ids, "stale_identity")
+
+
+async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    person = await _member(conn, mu)
+    if person["left_reason"] is not None:
+        if person["current_household_id"] == mu.to_household_id:
+            return m.Answer(seq=None, status="applied", code="already_moved", household_version=row["row_version"])
+        return await _gone(
+            conn,
+            actor,
+            mu,
+            row,
+            person,
+            ["membership"],
+            {"membership": "moved", "to_household_id": str(mu.to_household_id)},
+        )
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    stale = since.identity_changed(mu.person_id)
+    if stale and not ctx.resolving:
+        return await _hold(
+            conn,
+            actor,
+            mu,
+            row,
+            "stale_membership",
+            ["membership"],
+            person_id=mu.person_id,
+            server={"membership": "member", "changed": ",".join(stale)},
+            tablet={"membership": "moved", "to_household_id": str(mu.to_household_id)},
+        )
+    data = msgspec.convert(
+        {"to_household_id": mu.to_household_id, "relation": mu.relation, "note": mu.note}, move_service.MoveIn
+    )
+    move = await move_service.move_member(conn, actor, row["id"], mu.person_id, row["row_version"], data)
+    after = await conflicts.household_locked(conn, row["id"])
+    assert after is not None
+    code = None if move.status == "accepted" else "move_pending"  # to another township: it decides
+    return m.Answer(seq=None, status="applied", code=code, household_version=after["row_version"])
+
+
+async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx: Context) -> m.Answer:
+    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    person = await _member(conn, mu)
+    if person["left_reason"] is not None:
+        if person["left_reason"] != "moved":  # removed already: what the tablet wanted
+            return m.Answer(seq=None, status="applied", code="already_removed", household_version=row["row_version"])
+        return await _gone(conn, actor, mu, row, person, ["membership"], {"membership": mu.reason})
+    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    stale = since.identity_changed(mu.person_id)
+    if stale and not ctx.resolving:
+        return await _hold(
+            conn,
+            actor,
+            mu,
+            row,
+            "stale_membership",
+            ["membership"],
+            person_id=mu.person_id,
+            server={"membership": "member", "changed": ",".join(stale)},
+            tablet={"membership": mu.reason},
+        )
+    household = await member_service.remove_member(
+        conn, actor, row["id"], mu.person_id, row["row_version"], member_service.MemberRemove(reason=mu.reason)
+    )
+    return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+# Enrolments -------------------------------------------------------------------------------------
+
+
+async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> m.Answer:
+    data = msgspec.convert(
+        {"household_id": mu.household_id, "coverage_year": mu.coverage_year, "person_ids": mu.person_ids},
+        enrolment_service.EnrollmentCreate,
+    )
+    try:
+        enrolled = await enrolment_service.enrol(conn, actor, data, ctx.today, ctx.code_key)
+    except NotFound:
+        if await conflicts.held_household(conn, mu.household_id) is not None:
+            raise HouseholdHeld() from None
+        raise
+    if mu.query_code_hash is None:
+        return m.Answer(seq=None, status="applied")
+    # A new code for the household and year only when it had none: enrol() just derived one (never
+    # shown to anyone) in this transaction, and the tablet's takes its place.
+    assert actor.device_id is not None
+    stored = enrolled.query_code is not None and await query_codes.take_tablet_code(
+        conn, ctx.code_key, mu.household_id, mu.coverage_year, actor.device_id, mu.query_code_hash
+    )
+    return m.Answer(seq=None, status="applied", query_code_stored=stored)
+
+
+async def enrollment_cancel(conn: Connection, actor: Actor, mu: m.EnrollmentCancel, ctx: Context) -> m.Answer:
+    enrollment_id = await conn.fetchval(Q["live_enrollment_of"], mu.person_id, mu.coverage_year)
+    if enrollment_id is None:
+        raise NotFound("no live enrolment of this person for the year")
+    data = msgspec.convert({"reason": mu.reason, "note": mu.note}, enrolment_service.CancelRequest)
+    await enrolment_service.cancel(conn, actor, enrollment_id, data)
+    return m.Answer(seq=None, status="applied")

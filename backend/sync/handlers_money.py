@@ -1,0 +1,153 @@
+"""Push handlers for money: a payment is recorded exactly once, or kept aside for a reviewer
+(quarantined), never dropped; a void becomes a void request for another reviewer to approve."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import asyncpg
+import msgspec
+
+from backend.actor import Actor
+from backend.audit import service as audit
+from backend.clock import local_date
+from backend.db import Connection, load_queries
+from backend.errors import DomainError, InvalidInput
+from backend.premiums import adjustments as premium_adjustments
+from backend.premiums import payments as premium_payments
+from backend.premiums.payments import CLOCK_AHEAD, CLOCK_TOO_OLD
+from backend.sync.conflicts import service as conflicts
+from backend.sync.context import Context, Quarantine, failure_text
+from mobile_sync_protocol import messages as m
+
+Q = load_queries("backend.sync")
+
+
+def _payment_hash_of_row(row: asyncpg.Record) -> bytes:
+    as_reported = m.PaymentRecord(
+        seq=1,
+        mutation_id=row["id"],
+        payment_id=row["id"],
+        household_id=row["household_id"],
+        coverage_year=row["coverage_year"],
+        person_ids=list(row["person_ids"]),
+        amount_fen=row["amount_fen"],
+        method=row["method"],
+        kind=row["kind"],
+        back_years=list(row["back_years"]),
+        receipt_no=row["receipt_no"],
+        collected_at=row["collected_at"],
+        channel_ref=row["channel_ref"],
+    )
+    return m.payment_content_hash(as_reported)
+
+
+async def earlier_report(conn: Connection, mu: m.PaymentRecord, content: bytes) -> m.Answer | None:
+    """The answer when this payment id was reported before: the same facts are a duplicate; other
+    facts under the same id are kept aside, never applied over the first."""
+    recorded = await premium_payments.get_row(conn, mu.payment_id)
+    if recorded is not None:
+        if _payment_hash_of_row(recorded) == content:
+            return m.Answer(seq=None, status="duplicate", code="payment_already_recorded")
+        raise Quarantine("payment_id_reused", "another payment was recorded under this id", content)
+    held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
+    if held is not None:
+        if held["content_hash"] == content:
+            return m.Answer(seq=None, status="duplicate", code="payment_already_quarantined", quarantine_id=held["id"])
+        raise Quarantine("payment_id_reused", "another payment was reported under this id", content)
+    return None
+
+
+async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ctx: Context) -> m.Answer:
+    content = m.payment_content_hash(mu)
+    earlier = await earlier_report(conn, mu, content)
+    if earlier is not None:
+        return earlier
+    household = await conn.fetchrow(Q["household_state"], mu.household_id)
+    if household is None and await conflicts.held_household(conn, mu.household_id) is not None:
+        # Never re-pointed to the household it may duplicate: a reviewer settles both.
+        raise Quarantine("household_held", "the household is held as a possible duplicate", content)
+    if household is None or not actor.in_scope(household["village_code"]):
+        raise Quarantine("out_of_scope", "no such household in the collector's scope", content)
+    if household["status"] != "active":
+        raise Quarantine("household_dissolved", "the household is dissolved", content)
+    try:
+        data = msgspec.convert(
+            {
+                "id": mu.payment_id,
+                "household_id": mu.household_id,
+                "coverage_year": mu.coverage_year,
+                "person_ids": mu.person_ids,
+                "amount_fen": mu.amount_fen,
+                "method": mu.method,
+                "kind": mu.kind,
+                "back_years": mu.back_years,
+                "receipt_no": mu.receipt_no,
+                "collected_at": mu.collected_at,
+                "channel_ref": mu.channel_ref,
+            },
+            premium_payments.PaymentIn,
+        )
+    except msgspec.ValidationError as exc:
+        raise Quarantine("malformed_payment", failure_text(exc), content) from exc
+    held = audit.held(conn)
+    mark = held.mark() if held is not None else 0
+    try:
+        async with conn.transaction():
+            receipt = await premium_payments.record_payment(
+                conn, actor, data, timezone=ctx.timezone, code_key=ctx.code_key, now=ctx.now
+            )
+    except premium_payments.PaymentAlreadyRecorded:
+        if held is not None:
+            held.undo(mark)  # the savepoint rolled back whatever it had recorded
+        # Another tablet reported the same payment a moment ago, and it has committed now.
+        earlier = await earlier_report(conn, mu, content)
+        assert earlier is not None
+        return earlier
+    except premium_payments.ReceiptNumberUsed as exc:
+        raise Quarantine("receipt_clash", "the receipt number is already used", content) from exc
+    except premium_payments.ChannelReferenceUsed as exc:
+        raise Quarantine("channel_ref_clash", "a payment with this transaction reference is recorded", content) from exc
+    except InvalidInput as exc:
+        field = (exc.extra.get("errors") or [{}])[0].get("field", "")
+        reason = "receipt_not_issued" if field == "receipt_no" else "not_applicable"
+        raise Quarantine(reason, exc.detail, content) from exc
+    except DomainError as exc:
+        raise Quarantine("not_applicable", f"{exc.code}: {exc.detail or exc.title()}", content) from exc
+    money = receipt.household
+    differs = mu.due_fen is not None and mu.due_fen != money.due_fen
+    return m.Answer(
+        seq=None,
+        status="applied_with_conflict" if differs else "applied",
+        code="due_differs" if differs else None,
+        due_fen=money.due_fen,
+        paid_fen=money.paid_fen,
+        balance_fen=money.balance_fen,
+    )
+
+
+def _void_day(mu: m.PaymentVoid, ctx: Context) -> date:
+    """The local day the void was made on the tablet, when its clock is plausible; else today."""
+    if mu.device_time is None or mu.device_time.tzinfo is None:
+        return ctx.today
+    if mu.device_time - ctx.now > CLOCK_AHEAD or ctx.now - mu.device_time > CLOCK_TOO_OLD:
+        return ctx.today
+    return local_date(mu.device_time, ctx.timezone)
+
+
+async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: Context) -> m.Answer:
+    if not await premium_payments.exists(conn, mu.payment_id):
+        held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
+        reason = "payment_quarantined" if held is not None else "unknown_payment"
+        raise Quarantine(reason, "the payment to void is not recorded")
+    try:
+        data = msgspec.convert(
+            {"kind": "void", "reason": mu.reason, "note": mu.note}, premium_adjustments.AdjustmentRequest
+        )
+        async with conn.transaction():
+            event = await premium_adjustments.request_adjustment(conn, actor, mu.payment_id, data, _void_day(mu, ctx))
+    except msgspec.ValidationError as exc:
+        raise Quarantine("malformed_void", failure_text(exc)) from exc
+    except DomainError as exc:
+        raise Quarantine("void_not_possible", f"{exc.code}: {exc.detail or exc.title()}") from exc
+    return m.Answer(seq=None, status="applied", void_request_id=event.id)

@@ -1,0 +1,168 @@
+"""What the invariants read once a world has quiesced (every tablet's queue with its answers, the
+server's tables), the shape of an invariant and of its result, and the report of the results."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.db import load_queries
+from backend.tools.simulate.tablet import SimTablet
+from backend.tools.simulate.world import World
+from mobile_sync_protocol import messages as m
+from mobile_sync_protocol.client import QueueEntry
+
+Q = load_queries("backend.tools.simulate", "invariants.sql")
+
+
+class InvariantResult(msgspec.Struct, kw_only=True):
+    name: str
+    depends: str | None  # the fix this check waits for, when the server does not have it yet
+    checked: bool
+    problems: list[str]
+    items: int = 0  # records, answers or tablets it looked at
+    details: dict[str, int] = {}  # finer counts, e.g. how many overwrites the no-loss check met
+
+    @property
+    def failed(self) -> bool:
+        return self.checked and bool(self.problems)
+
+
+Check = Callable[["Checker"], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    check: Check
+    depends: str | None = None  # the server fix it waits for (see invariants.PENDING)
+
+    @property
+    def doc(self) -> str:
+        return " ".join((self.check.__doc__ or "").split())
+
+
+class Checker:
+    """What the invariants read: every tablet's queue (with answers), the server's tables."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.db = world.db
+        self.entries: dict[UUID, list[QueueEntry]] = {t.device_id: t.store.entries() for t in world.all_tablets}
+        self.items: Counter[str] = Counter()  # what each check looked at: a check over nothing proves nothing
+        self.late: dict[str, list[str]] = defaultdict(list)  # problems one check finds for another
+
+    def tablet_entries(self) -> Iterable[tuple[SimTablet, QueueEntry]]:
+        for tablet in self.world.all_tablets:
+            for entry in self.entries[tablet.device_id]:
+                yield tablet, entry
+
+    async def ledger(self, device_id: UUID) -> dict[int, m.Answer]:
+        rows = await self.db.fetch(Q["ledger"], device_id)
+        return {r["seq"]: msgspec.convert(r["answer"], m.Answer) for r in rows}
+
+    def own_versions(self) -> dict[tuple[UUID, UUID], set[int]]:
+        """(device, household) → the household versions that device's own applied edits produced."""
+        own: dict[tuple[UUID, UUID], set[int]] = defaultdict(set)
+        for tablet, entry in self.tablet_entries():
+            hid = getattr(entry.mutation, "household_id", None)
+            answer = final_answer(entry)
+            if answer is None or hid is None or answer.household_version is None:
+                continue
+            # Only answers that changed the household made a version (a held edit names the current one).
+            if answer.status in ("applied", "applied_with_conflict") and not (answer.code or "").startswith("already"):
+                own[(tablet.device_id, hid)].add(answer.household_version)
+        return own
+
+    async def field_changes(self) -> dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]]:
+        changes: dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]] = defaultdict(list)
+        for r in await self.db.fetch(Q["field_changes"]):
+            changes[(r["household_id"], r["person_id"], r["field"])].append(r)
+        return changes
+
+
+def final_answer(entry: QueueEntry) -> m.Answer | None:
+    """The answer a tablet keeps for a queued mutation; None while it is still pending."""
+    return entry.answer if entry.state != "pending" else None
+
+
+# Images of the server and of tablets, for the checks to compare ----------------------------------
+
+# Every table a push may write (not the audit log or device clocks).
+FINGERPRINTED = (
+    "households",
+    "persons",
+    "memberships",
+    "person_moves",
+    "enrollments",
+    "household_query_codes",
+    "payments",
+    "payment_allocations",
+    "payment_events",
+    "receipt_blocks",
+    "receipt_retirements",
+    "sync_mutations",
+    "sync_quarantine",
+    "sync_conflicts",
+    "record_changes",
+    "sync_changes",
+)
+
+
+async def fingerprint(db: asyncpg.Connection) -> dict[str, tuple[int, str]]:
+    """Row count and a digest of every table a push may write (not the audit log or device clocks)."""
+    out = {}
+    for table in FINGERPRINTED:
+        row = await db.fetchrow(Q["table_digest"].format(table=table))
+        assert row is not None
+        out[table] = (row["n"], row["d"])
+    return out
+
+
+# The row types of a pull, each with a `scope_<entity>` query of its own (invariants.sql).
+SCOPE_ENTITIES = (
+    "household",
+    "person",
+    "membership",
+    "enrollment",
+    "payment",
+    "payment_event",
+    "policy_version",
+    "receipt_block",
+    "conflict",
+)
+ROW_TYPES: dict[str, type[Any]] = {t.__struct_config__.tag: t for t in m.Row.__args__}
+# Conflict rows are compared by a check of their own.
+CORE_ENTITIES = tuple(e for e in SCOPE_ENTITIES if e != "conflict")
+
+
+async def scope_images(db: asyncpg.Connection, tablet: SimTablet, township: str, entity: str) -> dict[str, Any]:
+    """A fresh query of the tablet's scope (not the pull's own SQL), as the rows a pull sends."""
+    args: list[Any] = [township[:9]]
+    if entity == "receipt_block":
+        args += [tablet.user_id, tablet.device_id]
+    rows = await db.fetch(Q[f"scope_{entity}"], *args)
+    row_type = ROW_TYPES[entity]
+    return {str(r["id"]): msgspec.to_builtins(msgspec.convert(dict(r.items()), row_type)) for r in rows}
+
+
+def copy_images(tablet: SimTablet, entity: str) -> dict[str, Any]:
+    row_type = ROW_TYPES[entity]
+    return {str(k): msgspec.to_builtins(msgspec.convert(v, row_type)) for k, v in tablet.store.records(entity).items()}
+
+
+def report(results: list[InvariantResult], limit: int = 12) -> str:
+    lines = []
+    for r in results:
+        mark = "skipped" if not r.checked else ("FAILED" if r.problems else "ok")
+        lines.append(f"  {r.name:<34} {mark}" + (f" (waits for {r.depends})" if not r.checked else ""))
+        lines += [f"      {p}" for p in r.problems[:limit]]
+        if len(r.problems) > limit:
+            lines.append(f"      … {len(r.problems) - limit} more")
+    return "\n".join(lines)
