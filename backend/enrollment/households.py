@@ -126,6 +126,12 @@ class PersonAlreadyRegistered(Conflict):
     code = "person_already_registered"
 
 
+class PersonDeceased(Conflict):
+    """This person's death is on record: they join no household again"""
+
+    code = "person_deceased"
+
+
 class HouseholdNumberTaken(Conflict):
     """That household number is already used in this village"""
 
@@ -216,7 +222,8 @@ async def existing_people(
     conn: Connection, actor: Actor, identities: list[Identity], fields: list[str], exclude: UUID | None = None
 ) -> dict[int, UUID]:
     """Index → person id of members already known and in no household now (they are reused).
-    Anyone already in a household is a 409; the other household is named only within scope."""
+    Anyone already in a household is a 409; the other household is named only within scope. Someone
+    whose death is on record is a 409 too (`person_deceased`): nobody who died rejoins a household."""
     rows = await conn.fetch(
         Q["person_ids_by_identity"],
         [i.id_number for i in identities if i.id_number],
@@ -235,6 +242,7 @@ def reusable(
     """`existing_people` on rows already read (`person_ids_by_identity`)."""
     reuse: dict[int, UUID] = {}
     conflicts: list[dict[str, Any]] = []
+    deceased: list[dict[str, Any]] = []
     for index, identity in enumerate(identities):
         for row in rows:
             same = (identity.id_number and row["id_number"] == identity.id_number) or (
@@ -243,7 +251,10 @@ def reusable(
             if not same or row["id"] == exclude:
                 continue
             if row["household_id"] is None:
-                reuse[index] = row["id"]
+                if row["deceased"]:
+                    deceased.append({"field": fields[index] + "id_number"})
+                else:
+                    reuse[index] = row["id"]
                 continue
             conflict: dict[str, Any] = {"field": fields[index] + "id_number"}
             if actor.in_scope(row["village_code"]):
@@ -251,6 +262,8 @@ def reusable(
             conflicts.append(conflict)
     if conflicts:
         raise PersonAlreadyRegistered(conflicts=conflicts)
+    if deceased:
+        raise PersonDeceased(conflicts=deceased)
     return reuse
 
 

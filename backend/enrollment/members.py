@@ -61,6 +61,7 @@ async def add_member(
             "birth_cert_no": r["known_birth_cert_no"],
             "household_id": r["known_household_id"],
             "village_code": r["known_village_code"],
+            "deceased": r["known_deceased"],
         }
         for r in rows
         if r["known_id"] is not None

@@ -12,6 +12,7 @@ import asyncpg
 
 from mobile_sync_protocol import messages as m
 from tests.conftest import auth_headers
+from tests.factories import ID_NUMBERS
 from tests.sync_world import Client, Tablet, enrol, household_create, payment, push, register_tablet, world
 
 Conn = asyncpg.Connection  # type: ignore[type-arg]
@@ -173,6 +174,50 @@ async def test_an_edit_after_a_removal_never_brings_the_member_back(client: Clie
     # The same removal from the other tablet: already done, nothing to hold.
     again = await one(client, b, remove(b, created, 1, 1))
     assert (again.status, again.code) == ("applied", "already_removed")
+
+
+async def test_a_registration_made_offline_before_a_death_never_brings_the_dead_back(
+    client: Client, conn: Conn
+) -> None:
+    # Found by the fault suite: the same family registered offline on two tablets; A's copy synced, a
+    # member died and the household was dissolved; B's copy, pushed later, reused the dead person's
+    # record (in no household any more) and made them a member again.
+    a, b, created = await two_tablets(client)
+    dead = created.members[1].person_id
+    died = m.MemberRemove(
+        seq=a.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        person_id=dead,
+        base_version=1,
+        reason="deceased",
+    )
+    dissolved = m.HouseholdDissolve(
+        seq=a.seq(), mutation_id=uuid.uuid4(), household_id=created.household_id, base_version=1, reason="data_error"
+    )
+    assert [x.status for x in (await push(client, a, [died, dissolved])).answers] == ["applied", "applied"]
+    twice = household_create(b, numbers=(1, 2), household_no="0199")  # made before B heard of the death
+    late = await one(client, b, twice)
+    assert (late.status, late.code) == ("rejected", "person_deceased")
+    assert await conn.fetchval("SELECT count(*) FROM households WHERE id = $1", twice.household_id) == 0
+    # The head only left with the dissolved household: registered again, their record is reused.
+    alone = household_create(b, numbers=(1,), household_no="0199")
+    assert (await one(client, b, alone)).status == "applied"
+    # The one who died joins no household: not through sync, not through REST.
+    spouse = m.NewMember(person_id=uuid.uuid4(), name="成员2", relation="spouse", id_number=ID_NUMBERS[2])
+    add = m.MemberCreate(
+        seq=b.seq(), mutation_id=uuid.uuid4(), household_id=alone.household_id, base_version=1, member=spouse
+    )
+    added = await one(client, b, add)
+    assert (added.status, added.code) == ("rejected", "person_deceased")
+    rest = await client.post(
+        f"/api/v1/households/{alone.household_id}/members",
+        json={"name": "成员2", "relation": "spouse", "id_number": ID_NUMBERS[2]},
+        headers={**await auth_headers(client, "staff_a"), "If-Match": '"1"'},
+    )
+    assert (rest.status_code, rest.json()["code"]) == (409, "person_deceased")
+    assert await conn.fetchval("SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", dead) == 0
+    assert await conn.fetchval("SELECT count(*) FROM persons WHERE id_number = $1", ID_NUMBERS[2]) == 1
 
 
 async def test_a_removal_after_an_update_applies_unless_the_members_identity_changed(
