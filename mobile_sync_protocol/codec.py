@@ -15,8 +15,10 @@ T = TypeVar("T")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024  # after decompression: a gzip bomb stops here
 
-_json_encoder = msgspec.json.Encoder()
-_msgpack_encoder = msgspec.msgpack.Encoder()
+# Sets (a policy's exempt groups) and dicts go out sorted: the same message is the same bytes in
+# every process, whatever its string hashing.
+_json_encoder = msgspec.json.Encoder(order="deterministic")
+_msgpack_encoder = msgspec.msgpack.Encoder(order="deterministic")
 
 
 class BodyError(ValueError):

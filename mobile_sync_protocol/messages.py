@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from mobile_sync_protocol import query_codes as _query_codes
+from mobile_sync_protocol.rules.policy import PolicyRules
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
@@ -358,7 +359,7 @@ class PolicyRow(msgspec.Struct, kw_only=True, tag="policy_version"):
     premium_fen: int
     window_start: date
     window_end: date
-    rules: dict[str, Any]
+    rules: PolicyRules
 
 
 class ConflictRow(msgspec.Struct, kw_only=True, tag="conflict"):

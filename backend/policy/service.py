@@ -20,8 +20,9 @@ from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
-from mobile_sync_protocol.rules.coverage import EnrolmentWindow, WaitingPolicy
-from mobile_sync_protocol.rules.premium import CategorySubsidy, SubsidyPolicy, TopUp
+from mobile_sync_protocol.rules import policy as rules
+from mobile_sync_protocol.rules.coverage import EnrolmentWindow
+from mobile_sync_protocol.rules.premium import SubsidyPolicy
 
 Q = load_queries("backend.policy")
 
@@ -29,15 +30,9 @@ Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 Fen = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 
 
-class PolicyRules(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Everything of a version besides premium and window: stored as one JSON document."""
-
-    categories: tuple[CategorySubsidy, ...] = ()
-    categories_stack: bool = False
-    top_ups: tuple[TopUp, ...] = ()
-    waiting: WaitingPolicy = WaitingPolicy()
-    # Cases in which money is given back after remittance (typically double enrolment).
-    refundable_reasons: tuple[str, ...] = ("double_enrolment", "employee_insurance", "overpayment", "deceased")
+class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything of a version besides premium and window: stored as one JSON document. The
+    tablet's wire type, refusing unknown fields when a version is written."""
 
 
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

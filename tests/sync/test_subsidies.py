@@ -9,9 +9,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
-import msgspec
 
-from backend.policy.service import PolicyRules
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.rules.premium import SubsidyPolicy, premium_due
 from tests.conftest import auth_headers
@@ -194,7 +192,7 @@ async def test_the_subsidy_a_tablet_computes_offline_is_the_one_the_server_recor
     await load(client, "te_kun", f"{ID_NUMBERS[2]},乙,,")
     snapshot, cursor, _ = await pull_all(client, tablet)
     (policy,) = upserts(snapshot, "policy_version").values()
-    rules = msgspec.convert(policy.rules, PolicyRules)
+    rules = policy.rules  # typed on the wire: the same Struct the rules take
     pricing = SubsidyPolicy(
         premium_fen=policy.premium_fen,
         categories=rules.categories,

@@ -1,0 +1,25 @@
+"""A policy version's rules as one document: what the server stores and a tablet receives with
+each `policy_version` row, to compute premiums, subsidies and coverage dates offline.
+
+A wire type: unknown fields are ignored (a newer server may send more), new fields come at the end
+with defaults. The server's input type for a new version refuses unknown fields
+(`backend.policy.service.PolicyRules`, a subclass).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from mobile_sync_protocol.rules.coverage import WaitingPolicy
+from mobile_sync_protocol.rules.premium import CategorySubsidy, TopUp
+
+
+class PolicyRules(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything of a version besides premium and window: stored as one JSON document."""
+
+    categories: tuple[CategorySubsidy, ...] = ()
+    categories_stack: bool = False
+    top_ups: tuple[TopUp, ...] = ()
+    waiting: WaitingPolicy = WaitingPolicy()
+    # Cases in which money is given back after remittance (typically double enrolment).
+    refundable_reasons: tuple[str, ...] = ("double_enrolment", "employee_insurance", "overpayment", "deceased")
