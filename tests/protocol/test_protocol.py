@@ -4,7 +4,10 @@ kept in the repository."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +33,25 @@ def test_the_committed_json_schema_matches_the_code() -> None:
     assert len(m.MUTATION_TYPES) == 11
 
 
+@pytest.mark.parametrize("seed", ["1", "2", "3"])
+def test_the_schema_is_the_same_whatever_the_string_hashing(seed: str) -> None:
+    """A frozenset default (a policy's exempt groups) iterates in an order string hashing decides."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mobile_sync_protocol.schema"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": seed},
+    )
+    assert json.loads(done.stdout) == json.loads(SCHEMA.read_text(encoding="utf-8"))
+
+
 def _rendered_like_older_msgspec(node: Any) -> Any:
-    """msgspec up to 0.22 kept a docstring's indentation in descriptions (0.23 dedents them), and
-    0.19-0.21 put an optional field's `null` first in its `anyOf` (0.22 last)."""
+    """msgspec up to 0.22 kept a docstring's indentation in descriptions (0.23 dedents them),
+    0.19-0.21 put an optional field's `null` first in its `anyOf` (0.22 last), and 0.19 did not
+    mark a set's array `uniqueItems`."""
     if isinstance(node, dict):
-        return {key: _rendered_value(key, value) for key, value in node.items()}
+        return {key: _rendered_value(key, value) for key, value in node.items() if key != "uniqueItems"}
     if isinstance(node, list | tuple):
         return type(node)(_rendered_like_older_msgspec(item) for item in node)
     return node
