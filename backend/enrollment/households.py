@@ -4,7 +4,7 @@ already known reused) is decided here, for registration and for `members`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -229,7 +229,16 @@ async def existing_people(
         [i.id_number for i in identities if i.id_number],
         [i.birth_cert_no for i in identities if i.birth_cert_no],
     )
-    return reusable(actor, identities, fields, rows, exclude)
+    return reusable(actor, identities, fields, rows, exclude, deceased=await deceased_among(conn, rows))
+
+
+async def deceased_among(conn: Connection, rows: Sequence[asyncpg.Record | Mapping[str, Any]]) -> set[UUID]:
+    """Of the known persons in no household now (those `reusable` would reuse), the ones whose death
+    is on record. No query when there is no such person: a new household pays nothing."""
+    candidates = [row["id"] for row in rows if row["id"] is not None and row["household_id"] is None]
+    if not candidates:
+        return set()
+    return {r["person_id"] for r in await conn.fetch(Q["deceased_among"], candidates)}
 
 
 def reusable(
@@ -238,11 +247,14 @@ def reusable(
     fields: list[str],
     rows: Sequence[asyncpg.Record | Mapping[str, Any]],
     exclude: UUID | None = None,
+    *,
+    deceased: Collection[UUID] = (),
 ) -> dict[int, UUID]:
-    """`existing_people` on rows already read (`person_ids_by_identity`)."""
+    """`existing_people` on rows already read (`person_ids_by_identity`); `deceased` from
+    `deceased_among` on the same rows."""
     reuse: dict[int, UUID] = {}
     conflicts: list[dict[str, Any]] = []
-    deceased: list[dict[str, Any]] = []
+    dead: list[dict[str, Any]] = []
     for index, identity in enumerate(identities):
         for row in rows:
             same = (identity.id_number and row["id_number"] == identity.id_number) or (
@@ -251,8 +263,8 @@ def reusable(
             if not same or row["id"] == exclude:
                 continue
             if row["household_id"] is None:
-                if row["deceased"]:
-                    deceased.append({"field": fields[index] + "id_number"})
+                if row["id"] in deceased:
+                    dead.append({"field": fields[index] + "id_number"})
                 else:
                     reuse[index] = row["id"]
                 continue
@@ -262,8 +274,8 @@ def reusable(
             conflicts.append(conflict)
     if conflicts:
         raise PersonAlreadyRegistered(conflicts=conflicts)
-    if deceased:
-        raise PersonDeceased(conflicts=deceased)
+    if dead:
+        raise PersonDeceased(conflicts=dead)
     return reuse
 
 
@@ -406,7 +418,8 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         [i.birth_cert_no for i in identities if i.birth_cert_no],
     )
     _check_village(actor, known[0]["level"], data.village_code)
-    reuse = reusable(actor, identities, fields, [r for r in known if r["id"] is not None])
+    people = [r for r in known if r["id"] is not None]
+    reuse = reusable(actor, identities, fields, people, deceased=await deceased_among(conn, people))
     household_id = data.id or uuid7()
     person_ids, new = _new_people(members, identities, reuse)
     with audit.gathered(conn) as audit_rows:  # written by the household's own statement

@@ -4,21 +4,22 @@
 SELECT level FROM divisions WHERE code = $1;
 
 -- name: person_ids_by_identity
--- Who already holds one of these numbers, with the village of their current household (if any) and
--- whether their death is on record (a membership that ended `deceased`).
-SELECT p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code,
-       EXISTS (SELECT 1 FROM memberships d WHERE d.person_id = p.id AND d.left_reason = 'deceased') AS deceased
+-- Who already holds one of these numbers, with the village of their current household (if any).
+SELECT p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
 FROM persons p
 LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 LEFT JOIN households h ON h.id = m.household_id
 WHERE p.id_number = ANY($1::text[]) OR p.birth_cert_no = ANY($2::text[]);
 
+-- name: deceased_among
+-- Which of these persons (known, in no household now) have a death on record: a membership that
+-- ended `deceased`. Asked only when someone would be reused, so a new household's path pays nothing.
+SELECT DISTINCT person_id FROM memberships WHERE person_id = ANY($1::uuid[]) AND left_reason = 'deceased';
+
 -- name: village_and_people_by_identity
 -- The level of division $1 (NULL if there is none) on every row, with who already holds one of these
--- numbers, the village of their current household (if any) and whether their death is on record:
--- one row of NULLs when nobody does.
-SELECT d.level, p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code,
-       EXISTS (SELECT 1 FROM memberships x WHERE x.person_id = p.id AND x.left_reason = 'deceased') AS deceased
+-- numbers and the village of their current household (if any): one row of NULLs when nobody does.
+SELECT d.level, p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
 FROM (SELECT (SELECT level FROM divisions WHERE code = $1) AS level) AS d
 LEFT JOIN (persons p
            LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL

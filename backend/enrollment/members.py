@@ -20,6 +20,7 @@ from backend.enrollment.households import (
     MemberUpdate,
     PersonAlreadyRegistered,
     check_version,
+    deceased_among,
     existing_people,
     household_from_rows,
     household_in_scope,
@@ -61,12 +62,11 @@ async def add_member(
             "birth_cert_no": r["known_birth_cert_no"],
             "household_id": r["known_household_id"],
             "village_code": r["known_village_code"],
-            "deceased": r["known_deceased"],
         }
         for r in rows
         if r["known_id"] is not None
     ]
-    reuse = reusable(actor, [identity], [""], known)
+    reuse = reusable(actor, [identity], [""], known, deceased=await deceased_among(conn, known))
     person_ids = await write_people(conn, household_id, [data], [identity], reuse)
     await record(
         conn,

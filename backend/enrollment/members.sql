@@ -7,11 +7,10 @@
 SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
        k.id AS known_id, k.id_number AS known_id_number, k.birth_cert_no AS known_birth_cert_no,
-       k.household_id AS known_household_id, k.village_code AS known_village_code, k.deceased AS known_deceased
+       k.household_id AS known_household_id, k.village_code AS known_village_code
 FROM households h
 LEFT JOIN (
-    SELECT p.id, p.id_number, p.birth_cert_no, kh.id AS household_id, kh.village_code,
-           EXISTS (SELECT 1 FROM memberships d WHERE d.person_id = p.id AND d.left_reason = 'deceased') AS deceased
+    SELECT p.id, p.id_number, p.birth_cert_no, kh.id AS household_id, kh.village_code
     FROM persons p
     LEFT JOIN memberships km ON km.person_id = p.id AND km.left_at IS NULL
     LEFT JOIN households kh ON kh.id = km.household_id
