@@ -25,6 +25,7 @@ from backend.config import Settings
 from backend.db import create_pool, provide_tx
 from backend.errors import exception_handlers
 from backend.guards import provide_actor
+from backend.jobs.worker import Handler
 from backend.logs import configure_logging
 
 
@@ -47,6 +48,7 @@ def route_handlers() -> list[object]:
         ReportController,
     )
     from backend.fhir.routes import FhirController, PartnerTokenController
+    from backend.jobs.routes import JobController
     from backend.policy.routes import PolicyController
     from backend.premiums.routes import (
         AdjustmentController,
@@ -71,6 +73,7 @@ def route_handlers() -> list[object]:
         DeviceController,
         PartnerController,
         AuditController,
+        JobController,
         PolicyController,
         HouseholdController,
         MoveController,
@@ -99,6 +102,7 @@ def route_handlers() -> list[object]:
 def housekeeping_chores() -> dict[str, maintenance.Chore]:
     """Each package's housekeeping, run on the maintenance timer by one worker at a time."""
     from backend.auth.service import expire_login_windows
+    from backend.jobs.service import expire as expire_jobs
     from backend.residents.service import expire_login_limits
     from backend.sync.pull import housekeeping as prune_sync_changes
 
@@ -107,7 +111,15 @@ def housekeeping_chores() -> dict[str, maintenance.Chore]:
         "idempotency_keys": idempotency.expire,
         "login_failures": expire_login_windows,
         "resident_login_limits": expire_login_limits,
+        "jobs": expire_jobs,
     }
+
+
+def job_handlers() -> dict[str, Handler]:
+    """What each kind of background job runs (`canbao worker`), by kind."""
+    from backend.eligibility import lists
+
+    return {lists.LIST_IMPORT: lists.run_import_job}
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:
@@ -168,6 +180,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         logging_config=None,  # ours: JSON lines, set up in configure_logging
         debug=False,
     )
+    api_docs.openapi.document(app)  # every operation's error answers, derived from what it runs
     # Outside the exception handlers and the router, so 401s, 404s of unknown paths and 500s are
     # observed and carry the request id like every other answer.
     app.asgi_handler = ops.observe(app.asgi_handler)

@@ -14,6 +14,7 @@ import getpass
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -151,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             metrics_dir = tempfile.mkdtemp(prefix="canbao-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         print(f"Canbao on http://{args.host}:{args.port}  (OpenAPI: /schema)", file=sys.stderr, flush=True)
+        job_workers = _start_job_workers(settings.job_workers)
         try:
             uvicorn.run(
                 "backend.app:create_app",
@@ -166,9 +168,51 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 forwarded_allow_ips=settings.forwarded_allow_ips,
             )
         finally:
+            _stop_job_workers(job_workers)
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Runs background jobs until stopped (SIGTERM or Ctrl-C); a job under way goes back to the queue."""
+    from backend.app import job_handlers
+    from backend.db import create_pool
+    from backend.jobs import worker
+    from backend.logs import configure_logging
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    with database(settings) as dsn:
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            pool = await create_pool(dsn, 1, 4)
+            try:
+                await worker.work(pool, job_handlers(), settings, stop)
+            finally:
+                await pool.close()
+
+        asyncio.run(main())
+    return 0
+
+
+def _start_job_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """`canbao serve`'s job workers: processes of their own, so imports never run on the API's loop."""
+    return [subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"]) for _ in range(count)]
+
+
+def _stop_job_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    for process in workers:
+        process.terminate()
+    for process in workers:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -314,8 +358,12 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
 
 
 def cmd_lists_import(args: argparse.Namespace) -> int:
-    from backend.clock import local_today
+    """Stores the file as a `list_import` job and runs it here, showing its progress; killed half
+    way, the job stays queued and a worker (`canbao worker`, or `canbao serve`) finishes it."""
+    from backend.app import job_handlers
+    from backend.db import create_pool
     from backend.eligibility import lists as eligibility
+    from backend.jobs import worker
 
     settings = _settings(args)
     path = Path(args.file)
@@ -323,25 +371,32 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
         source = path.open("rb")
     except OSError as exc:
         raise CommandError(f"cannot read {args.file}: {exc.strerror}") from exc
-    progress = _Progress(path.stat().st_size)
+    size = path.stat().st_size
+    progress = _Progress(size)
+    params = eligibility.ListImportParams(
+        list_type=args.type, effective_from=args.effective, partial=args.partial, division_code=args.division
+    )
     with source, database(settings) as dsn:
 
-        async def work(conn: Connection) -> eligibility.ListVersion:
-            async with conn.transaction():
-                return await eligibility.import_list(
-                    conn,
-                    None,
-                    source,
-                    list_type=args.type,
-                    effective_from=args.effective,
-                    file_name=path.name,
-                    today=local_today(settings.timezone),
-                    partial=args.partial,
-                    division_code=args.division,
-                    on_read=progress.advance,
+        async def main() -> eligibility.ListVersion:
+            pool = await create_pool(dsn, 1, 3)
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    job = await eligibility.enqueue_import(
+                        conn, None, source, params, file_name=path.name, file_bytes=size, settings=settings
+                    )
+                ended = await worker.run_one(
+                    pool, job_handlers(), settings, job_id=job.id, on_progress=lambda done, _: progress.show(done)
                 )
+            finally:
+                await pool.close()
+            if ended is None or ended.result is None:
+                state = "taken by a worker" if ended is None else ended.state
+                detail = "" if ended is None or ended.error is None else f": {ended.error.detail or ended.error.title}"
+                raise CommandError(f"the import job {job.id} is {state}{detail}")
+            return msgspec.convert(ended.result, eligibility.ListVersion)
 
-        version = _run(dsn, work)
+        version = asyncio.run(main())
     progress.done()
     for e in version.errors[:50]:
         print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
@@ -368,7 +423,10 @@ class _Progress:
         self.enabled = sys.stderr.isatty() or os.environ.get("CANBAO_PROGRESS") == "1"
 
     def advance(self, n: int) -> None:
-        self.read += n
+        self.show(self.read + n)
+
+    def show(self, read: int) -> None:
+        self.read = read
         percent = min(100, self.read * 100 // self.total)
         if self.enabled and percent != self.shown:
             self.shown = percent
@@ -528,6 +586,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_at_least(1), default=1)
     s.add_argument("--demo", action="store_true", help="seed the demo district first (idempotent)")
     s.set_defaults(func=cmd_serve)
+
+    w = sub.add_parser("worker", help="run background jobs (list imports) until stopped; serve starts its own")
+    w.set_defaults(func=cmd_worker)
 
     m = sub.add_parser("migrate", help="upgrade the schema to head (or --revision, or --downgrade)")
     to = m.add_mutually_exclusive_group()

@@ -57,6 +57,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     maintenance_interval_s: Annotated[int, msgspec.Meta(ge=0)] = 3_600  # 0: off
     sync_retention_days: PositiveInt = 90  # older pull cursors get a fresh snapshot
     idempotency_retention_days: PositiveInt = 30
+    # Background jobs (backend/jobs/): uploads bigger than sync_upload_max_bytes become jobs.
+    job_workers: Annotated[int, msgspec.Meta(ge=0, le=32)] = 1  # worker processes `canbao serve` starts
+    job_lease_s: Annotated[int, msgspec.Meta(ge=2, le=3_600)] = 30  # a silent worker's job is retaken after this
+    job_heartbeat_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0  # lease renewal and progress
+    job_poll_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0  # how often an idle worker looks
+    job_retention_days: PositiveInt = 30
+    job_retry_after_s: PositiveInt = 30  # Retry-After when the job limits below are reached
+    max_jobs_per_user: PositiveInt = 2  # uploads and jobs queued or running, per person
+    max_jobs_per_township: PositiveInt = 4  # … and per township
+    sync_upload_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20  # smaller uploads load in the request
     # Test-only: a push re-applies mutations it already holds instead of answering `duplicate`.
     # The fault suite turns it on to prove it catches a server that breaks exactly-once; it cannot
     # be set from the environment.
@@ -94,6 +104,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError("CANBAO_JWT_SECRET", "must be at least 32 bytes")
         if self.database_url is not None and not re.match(r"postgres(ql)?://", self.database_url):
             raise SettingsError("DATABASE_URL", "must start with postgresql://")
+        if self.job_heartbeat_s * 2 > self.job_lease_s:
+            raise SettingsError("CANBAO_JOB_HEARTBEAT_S", "must be at most half of CANBAO_JOB_LEASE_S")
 
     @property
     def embedded(self) -> bool:

@@ -22,6 +22,7 @@ NOT_BLANK = rule(r"^(?!\s*$)[^\x00]*$", "must not be blank or contain NUL charac
 NO_NUL = rule(r"^[^\x00]*$", "must not contain NUL characters")
 USERNAME = rule(r"^[A-Za-z0-9_.@-]{3,64}$", "must be 3 to 64 letters, digits or . _ @ -")
 LIST_TYPE = rule(r"^[a-z][a-z0-9_]{1,39}$", "must be 2 to 40 lowercase letters, digits or _, starting with a letter")
+JOB_KIND = rule(r"^[a-z_]{1,40}$", "must be a job kind such as list_import")
 PHONE = rule(r"^[0-9+-]{5,20}$", "must be 5 to 20 digits, + or -")
 HOUSEHOLD_NO = rule(r"^[0-9A-Za-z-]{1,30}$", "must be 1 to 30 letters, digits or -")
 RECEIPT_NO = rule(r"^[A-Z0-9]{4,20}$", "must be 4 to 20 capital letters or digits")

@@ -19,10 +19,15 @@ import msgspec
 from backend import fields
 from backend.actor import Actor, Scope, scope_args
 from backend.audit.service import record
+from backend.clock import local_today
+from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
 from backend.errors import DomainError, InvalidInput, NotFound
 from backend.ids import uuid7
+from backend.jobs import service as jobs
+from backend.jobs.service import Job, JobError
+from backend.jobs.worker import JobRun, Outcome
 
 Q = load_queries("backend.eligibility")
 STAGING_Q = load_queries("backend.eligibility", "staging.sql")
@@ -38,6 +43,10 @@ class ListRejected(DomainError):
     """The list file has errors; nothing was loaded"""
 
     status, code = 422, "list_rejected"
+
+    @staticmethod
+    def explain(version: ListVersion) -> str:
+        return f"{version.rows_rejected} of {version.rows_read} rows have errors; nothing was loaded"
 
 
 class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
@@ -462,3 +471,65 @@ async def diff(conn: Connection, actor: Actor, list_id: UUID, against: UUID | No
     return ListDiff(
         list_id=version.id, against_id=base, items=items, next_cursor=items[-1].id_number if len(rows) > limit else None
     )
+
+
+# The background path: an upload stored with its job, imported by a worker process.
+
+LIST_IMPORT = "list_import"
+
+
+class ListImportParams(msgspec.Struct, frozen=True, kw_only=True):
+    list_type: str
+    effective_from: date
+    partial: bool = False
+    division_code: str | None = None  # the CLI's --division; a user's upload takes their scope
+
+
+async def enqueue_import(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    params: ListImportParams,
+    *,
+    file_name: str,
+    file_bytes: int,
+    settings: Settings,
+) -> Job:
+    """Stores the upload as a `list_import` job after the checks that cost nothing: the list type
+    is known and the uploader may load it for their scope."""
+    await list_kind(conn, params.list_type)
+    scope = await upload_scope(conn, actor, params.division_code)
+    return await jobs.enqueue(
+        conn,
+        actor,
+        LIST_IMPORT,
+        msgspec.to_builtins(params),
+        division_code=scope.division_code,
+        settings=settings,
+        file=source,
+        file_name=file_name,
+        file_bytes=file_bytes,
+    )
+
+
+async def run_import_job(run: JobRun) -> Outcome:
+    """A `list_import` job: the same import as the request's, in the job's transaction. A rejected
+    file keeps its version and row report (the job's result) and ends the job `failed`."""
+    params = msgspec.convert(run.params, ListImportParams)
+    with await run.open_file() as source:
+        version = await import_list(
+            run.conn,
+            run.actor,
+            source,
+            list_type=params.list_type,
+            effective_from=params.effective_from,
+            file_name=run.file_name or "upload",
+            today=local_today(run.settings.timezone),
+            partial=params.partial,
+            division_code=params.division_code,
+            on_read=run.advance,
+        )
+    if version.status == "rejected":
+        error = JobError(ListRejected.code, ListRejected.title(), ListRejected.explain(version))
+        return Outcome(version, ok=False, error=error)
+    return Outcome(version)

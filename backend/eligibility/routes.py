@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import IO, Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
+from litestar.openapi import ResponseSpec
 from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields, reports
 from backend.actor import Role
 from backend.clock import local_today
+from backend.config import Settings
 from backend.deps import CurrentActor, Tx
 from backend.eligibility import check, claims, lists
 from backend.eligibility import reports as list_reports
@@ -23,6 +27,7 @@ from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
 from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListVersion, ListVersionPage
 from backend.errors import problem
 from backend.guards import require_roles
+from backend.jobs.service import Job
 
 CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
 LIST_READERS = require_roles(Role.CIVIL_AFFAIRS, Role.DISTRICT_ADMIN)
@@ -43,6 +48,12 @@ class ListUpload:
     partial: bool = False
 
 
+def _size(file: IO[bytes]) -> int:
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    return size
+
+
 class ListController(Controller):
     path = "/api/v1/eligibility/lists"
     tags = ["eligibility"]
@@ -50,8 +61,15 @@ class ListController(Controller):
     @post(
         "/",
         summary="Upload a civil-affairs list (CSV or XLSX) as a new version (civil_affairs)",
+        description=(
+            "A file up to CANBAO_SYNC_UPLOAD_MAX_BYTES (1 MiB) loads in the request: 201 with the version, "
+            "or 422 `list_rejected` with the row report. A bigger file, or any file with `background=true`, "
+            "is stored and imported by a worker: 202 with the job (`Location: /api/v1/jobs/{id}`), whose "
+            "result is the same version and report."
+        ),
         guards=[CIVIL_AFFAIRS],
         request_max_body_size=MAX_UPLOAD_BYTES,
+        responses={202: ResponseSpec(Job, description="Stored; a worker imports it (follow the job)")},
     )
     async def upload(
         self,
@@ -60,15 +78,33 @@ class ListController(Controller):
         actor: CurrentActor,
         state: State,
         request: Request[Any, Any, Any],
+        background: FromQuery[bool | None] = None,
     ) -> Response[Any]:
+        settings: Settings = state.settings
+        source = data.file.file
+        size = await asyncio.to_thread(_size, source)
+        if background or (background is None and size > settings.sync_upload_max_bytes):
+            params = lists.ListImportParams(
+                list_type=data.type, effective_from=data.effective_from, partial=data.partial
+            )
+            job = await lists.enqueue_import(
+                tx,
+                actor,
+                source,
+                params,
+                file_name=data.file.filename or "upload",
+                file_bytes=size,
+                settings=settings,
+            )
+            return Response(job, status_code=202, headers={"Location": job.href})
         loaded = await lists.import_list(
             tx,
             actor,
-            data.file.file,
+            source,
             list_type=data.type,
             effective_from=data.effective_from,
             file_name=data.file.filename or "upload",
-            today=local_today(state.settings.timezone),
+            today=local_today(settings.timezone),
             partial=data.partial,
         )
         if loaded.status == "rejected":
@@ -77,7 +113,7 @@ class ListController(Controller):
                 ListRejected.status,
                 ListRejected.code,
                 ListRejected.title(),
-                f"{loaded.rows_rejected} of {loaded.rows_read} rows have errors; nothing was loaded",
+                ListRejected.explain(loaded),
                 request,
                 list_id=str(loaded.id),
                 errors=[{"row": e.row, "column": e.column, "problem": e.problem} for e in loaded.errors],

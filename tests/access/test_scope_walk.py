@@ -147,7 +147,17 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
     )
     assert pushed.json()["answers"][0]["status"] == "quarantined", pushed.text
     assert pushed.json()["answers"][1]["code"] == "duplicate_household", pushed.text
+    # A township-A job (as a staff member's bulk work would be), with a stored upload.
+    job_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO jobs (id, kind, created_by, division_code, result) VALUES ($1, 'list_import', $2, $3, $4)",
+        job_id,
+        staff_a_id,
+        VILLAGE_A,
+        {"rows_loaded": 2, "file_name": "北山社区.csv"},
+    )
     return {
+        "job_id": str(job_id),
         "conflict_id": pushed.json()["answers"][1]["conflict_ids"][0],
         "quarantine_id": pushed.json()["answers"][0]["quarantine_id"],
         "code": VILLAGE_A,

@@ -78,6 +78,26 @@ def test_embedded_server_starts_migrates_serves_and_keeps_its_data_across_restar
             assert [p.pid for p in postmasters(folder)] == [postmaster.pid]
             assert login(server.url, "zhang_san", password).status_code == 200
 
+            # The job worker `serve` started imports a list handed to it.
+            token = login(server.url, "civil", demo.DEMO_PASSWORD).json()["access_token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            stored = httpx.post(
+                server.url + "/api/v1/eligibility/lists?background=true",
+                files={"file": ("名单.csv", "身份证号,姓名\r\n110105198001010016,张三\r\n".encode())},
+                data={"type": "di_bao", "effective_from": "2025-09-01"},
+                headers=headers,
+                timeout=10,
+            )
+            assert stored.status_code == 202, stored.text
+            deadline = time.monotonic() + 30
+            while (job := httpx.get(server.url + stored.headers["location"], headers=headers).json())["state"] in (
+                "queued",
+                "running",
+            ):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.2)
+            assert (job["state"], job["result"]["rows_loaded"]) == ("succeeded", 1), job
+
             code = server.stop(signal.SIGTERM)
             assert code in TERMINATED, server.output()[-3000:]
             assert wait_for_no_postgres(folder) == []

@@ -1,0 +1,1 @@
+"""Durable background jobs in PostgreSQL: stored with their upload, run by worker processes."""

@@ -1,0 +1,246 @@
+"""The worker: claims a job, runs its handler in one transaction, and keeps its lease alive.
+
+Workers are processes of their own (`canbao worker`, which `canbao serve` starts), so parsing a
+million-row file never runs on an event loop that answers requests. A worker claims a queued job
+with `FOR UPDATE SKIP LOCKED`, holds a lease it renews every `job_heartbeat_s` (and writes the
+progress with it), and ends the job in the transaction that wrote the job's data. If the process
+dies, PostgreSQL rolls that transaction back, the lease runs out, and another worker runs the job
+again from the start; after `max_attempts` such losses the job fails. A cancellation request is
+seen at the next heartbeat: the handler's task is cancelled and its transaction rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from backend.actor import Actor
+from backend.config import Settings
+from backend.db import Connection, Pool
+from backend.errors import DomainError
+from backend.jobs.service import NOTIFY_CHANNEL, Job, JobError, Q, job_from_row
+
+log = logging.getLogger("canbao.jobs")
+
+_SPOOL_BYTES = 8 << 20  # an upload up to this size stays in memory while its job runs
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What a handler answers: its result and whether the job did what was asked (a list that is
+    rejected is kept with its row report, but the job ends `failed`)."""
+
+    result: Any
+    ok: bool = True
+    error: JobError | None = None
+
+
+@dataclass
+class JobRun:
+    """One attempt at a job, as its handler sees it. Write through `conn`: its transaction
+    commits with the job's end, or rolls back with everything."""
+
+    id: UUID
+    kind: str
+    params: dict[str, Any]
+    actor: Actor | None
+    division_code: str
+    file_name: str | None
+    file_bytes: int | None
+    attempt: int
+    settings: Settings
+    conn: Connection
+    done: int = 0
+    total: int | None = None
+    on_progress: Callable[[int, int | None], None] | None = field(default=None, repr=False)
+
+    def advance(self, amount: int) -> None:
+        """Progress made (callable from a parsing thread); written at the next heartbeat."""
+        self.done += amount
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
+
+    async def open_file(self) -> IO[bytes]:
+        """The job's upload, from the start."""
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 (the handler closes it)
+        seq = 0
+        while (piece := await self.conn.fetchval(Q["file_chunk"], self.id, seq)) is not None:
+            await asyncio.to_thread(spool.write, piece)
+            seq += 1
+        spool.seek(0)
+        return spool
+
+
+Handler = Callable[[JobRun], Awaitable[Outcome]]
+
+
+class _LeaseLost(Exception):
+    """Another worker took the job over (this one's lease ran out)."""
+
+
+@dataclass
+class _Flags:
+    cancelled: bool = False
+    lost: bool = False
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_one(
+    pool: Pool,
+    handlers: Mapping[str, Handler],
+    settings: Settings,
+    *,
+    worker_id: str | None = None,
+    job_id: UUID | None = None,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> Job | None:
+    """Claims one job (the oldest ready, or `job_id`) and runs it to its end; the job as it ended,
+    or None when there was nothing to claim."""
+    worker_id = worker_id or worker_name()
+    row = await pool.fetchrow(Q["claim"], worker_id, settings.job_lease_s, list(handlers), job_id)
+    if row is None:
+        return None
+    handler = handlers[row["kind"]]
+    log.info("job started", extra={"job_id": str(row["id"]), "kind": row["kind"], "attempt": row["attempts"]})
+    flags = _Flags()
+    async with pool.acquire() as conn:
+        run = JobRun(
+            id=row["id"],
+            kind=row["kind"],
+            params=dict(row["params"]),
+            actor=None if row["actor"] is None else msgspec.convert(row["actor"], Actor),
+            division_code=row["division_code"],
+            file_name=row["file_name"],
+            file_bytes=row["file_bytes"],
+            attempt=row["attempts"],
+            settings=settings,
+            conn=conn,
+            total=row["progress_total"],
+            on_progress=on_progress,
+        )
+        work = asyncio.create_task(_attempt(run, handler, worker_id))
+        beat = asyncio.create_task(_heartbeat(pool, run, worker_id, settings, work, flags))
+        try:
+            await work
+        except asyncio.CancelledError:
+            if flags.lost:
+                log.warning("job taken over by another worker", extra={"job_id": str(run.id)})
+            elif flags.cancelled:
+                await _end(pool, run.id, worker_id, "cancelled", JobError("cancelled", "Job was cancelled"))
+            else:  # this worker is stopping: the job goes back to the queue
+                await _release(pool, run.id, worker_id)
+                raise
+        except _LeaseLost:
+            log.warning("job taken over by another worker", extra={"job_id": str(run.id)})
+        except DomainError as exc:  # the input is wrong: trying again would not help
+            await _end(pool, run.id, worker_id, "failed", JobError(exc.code, exc.title(), exc.detail))
+        except Exception as exc:  # the database went away, a bug: another attempt, up to max_attempts
+            log.error("job attempt failed", extra={"job_id": str(run.id), "error": type(exc).__name__})
+            await _release(pool, run.id, worker_id)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+    ended = await pool.fetchrow(Q["get_job"], row["id"])
+    assert ended is not None
+    log.info("job ended", extra={"job_id": str(ended["id"]), "state": ended["state"]})
+    return job_from_row(ended)
+
+
+async def _attempt(run: JobRun, handler: Handler, worker_id: str) -> Outcome:
+    async with run.conn.transaction():
+        outcome = await handler(run)
+        ended = await run.conn.fetchval(
+            Q["finish"],
+            run.id,
+            worker_id,
+            "succeeded" if outcome.ok else "failed",
+            msgspec.to_builtins(outcome.result),
+            None if outcome.error is None else msgspec.to_builtins(outcome.error),
+        )
+        if ended is None:
+            raise _LeaseLost
+        await run.conn.execute(Q["drop_file"], run.id)
+    return outcome
+
+
+async def _heartbeat(
+    pool: Pool, run: JobRun, worker_id: str, settings: Settings, work: asyncio.Task[Outcome], flags: _Flags
+) -> None:
+    while not work.done():
+        await asyncio.sleep(settings.job_heartbeat_s)
+        try:
+            cancel = await pool.fetchval(Q["heartbeat"], run.id, worker_id, settings.job_lease_s, run.done, run.total)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("job heartbeat failed", extra={"job_id": str(run.id), "error": type(exc).__name__})
+            continue
+        if cancel is None or cancel:
+            flags.lost, flags.cancelled = cancel is None, bool(cancel)
+            work.cancel()
+            return
+
+
+async def _end(pool: Pool, job_id: UUID, worker_id: str, state: str, error: JobError) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchval(Q["end_unfinished"], job_id, worker_id, state, msgspec.to_builtins(error)):
+            await conn.execute(Q["drop_file"], job_id)
+
+
+async def _release(pool: Pool, job_id: UUID, worker_id: str) -> None:
+    error = msgspec.to_builtins(JobError("internal_error", "The job failed each time it was tried"))
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        async with pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(Q["release"], job_id, worker_id, error) == "failed":
+                await conn.execute(Q["drop_file"], job_id)
+
+
+async def work(
+    pool: Pool,
+    handlers: Mapping[str, Handler],
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    worker_id: str | None = None,
+) -> None:
+    """Runs jobs until `stop` is set: woken by a notification when a job is stored, and every
+    `job_poll_s` to take over the jobs of workers that died."""
+    worker_id = worker_id or worker_name()
+    wake = asyncio.Event()
+
+    def notified(*_: object) -> None:
+        wake.set()
+
+    log.info("job worker started", extra={"worker": worker_id, "kinds": sorted(handlers)})
+    listener = await pool.acquire()
+    try:
+        await listener.add_listener(NOTIFY_CHANNEL, notified)
+        while not stop.is_set():
+            wake.clear()
+            try:
+                await pool.execute(Q["fail_exhausted"])
+                if await run_one(pool, handlers, settings, worker_id=worker_id) is not None:
+                    continue
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("job worker cannot reach the database", extra={"error": type(exc).__name__})
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=settings.job_poll_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+    finally:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await listener.remove_listener(NOTIFY_CHANNEL, notified)
+        await pool.release(listener)
+        log.info("job worker stopped", extra={"worker": worker_id})
