@@ -76,7 +76,7 @@ RETURNING cancel_requested
 
 -- name: finish
 UPDATE jobs
-SET state = $3, result = $4, error = $5, finished_at = now(), locked_by = NULL, locked_until = NULL,
+SET state = $3, result = $4, error = $5, finished_at = clock_timestamp(),  -- not the transaction's start locked_by = NULL, locked_until = NULL,
     progress_done = coalesce(progress_total, progress_done)
 WHERE id = $1 AND locked_by = $2 AND state = 'running'
 RETURNING id
