@@ -27,6 +27,7 @@ from backend.errors import exception_handlers
 from backend.guards import provide_actor
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
+from backend.timeouts import request_timeout
 
 
 def route_handlers() -> list[object]:
@@ -157,7 +158,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         dependencies={"tx": Provide(provide_tx), "actor": Provide(provide_actor, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         before_request=read_body,  # strict JSON and the route's media type, before Litestar binds `data`
-        middleware=[DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS)],
+        middleware=[
+            request_timeout(settings.request_timeout_s),
+            DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+        ],
         state=_initial_state(settings, key, passwords),
         openapi_config=OpenAPIConfig(
             title="参保 Canbao API",

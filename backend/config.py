@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     maintenance_interval_s: Annotated[int, msgspec.Meta(ge=0)] = 3_600  # 0: off
     sync_retention_days: PositiveInt = 90  # older pull cursors get a fresh snapshot
     idempotency_retention_days: PositiveInt = 30
+    # A request that has not begun its answer after this long is stopped (503 request_timeout);
+    # list uploads have their own, longer limit (backend/eligibility/routes.py).
+    request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3_600)] = 60.0
     # Background jobs (backend/jobs/): uploads bigger than sync_upload_max_bytes become jobs.
     job_workers: Annotated[int, msgspec.Meta(ge=0, le=32)] = 1  # worker processes `canbao serve` starts
     job_lease_s: Annotated[int, msgspec.Meta(ge=2, le=3_600)] = 30  # a silent worker's job is retaken after this

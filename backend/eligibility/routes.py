@@ -28,6 +28,7 @@ from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, Lis
 from backend.errors import problem
 from backend.guards import require_roles
 from backend.jobs.service import Job
+from backend.timeouts import TIMEOUT_OPT
 
 CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
 LIST_READERS = require_roles(Role.CIVIL_AFFAIRS, Role.DISTRICT_ADMIN)
@@ -38,6 +39,7 @@ YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverag
 VillageQuery = Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)]
 ListTypeQuery = Annotated[str | None, QueryParameter(pattern=fields.LIST_TYPE)]
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # a million-row list is about 60 MB as CSV
+UPLOAD_TIMEOUT_S = 1_800  # 512 MB over a slow township line; loading a big file is a job's work
 
 
 @dataclass
@@ -69,6 +71,7 @@ class ListController(Controller):
         ),
         guards=[CIVIL_AFFAIRS],
         request_max_body_size=MAX_UPLOAD_BYTES,
+        opt={TIMEOUT_OPT: UPLOAD_TIMEOUT_S},
         responses={202: ResponseSpec(Job, description="Stored; a worker imports it (follow the job)")},
     )
     async def upload(
