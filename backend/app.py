@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
 from backend import __version__, api_docs, idempotency, maintenance, migrate, ops
+from backend.api_docs import openapi as api_openapi
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
 from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
@@ -184,7 +185,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         logging_config=None,  # ours: JSON lines, set up in configure_logging
         debug=False,
     )
-    api_docs.openapi.document(app)  # every operation's error answers, derived from what it runs
+    api_openapi.document(app)  # every operation's error answers, derived from what it runs
     # Outside the exception handlers and the router, so 401s, 404s of unknown paths and 500s are
     # observed and carry the request id like every other answer.
     app.asgi_handler = ops.observe(app.asgi_handler)

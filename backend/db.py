@@ -59,11 +59,17 @@ class CanbaoConnection(asyncpg.Connection):
         return ""
 
 
+# Opening a connection gives up after this long (asyncpg's default is a minute): a database host
+# that does not answer is a 503 `try_again` (backend.errors) while the caller still waits.
+CONNECT_TIMEOUT_S = 10
+
+
 async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> Pool:
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
+        timeout=CONNECT_TIMEOUT_S,
         connection_class=CanbaoConnection,
         init=init_connection,
         server_settings={"application_name": "canbao", "timezone": "UTC"},

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import traceback
 from typing import Any, ClassVar
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
@@ -130,7 +132,7 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
         if isinstance(item, dict):
             key = str(item.get("key") or "")
             path, message = plain_validation_message(str(item.get("message", "")))
-            source = item.get("source")
+            source = getattr(item.get("source"), "value", item.get("source"))  # ParamType.QUERY → "query"
             if key in ("", "data") and source in (None, "body"):
                 key = path or "body"
             field = key if source in (None, "body") else f"{source}.{key}"
@@ -165,11 +167,54 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
 # PostgreSQL gave up one of two transactions that waited on each other (a deadlock, a serialization
 # failure). Nothing of the request was kept: the caller retries, and exactly-once holds.
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+# The database is gone or restarting: the server shut the session down (57P01 admin, 57P02 crash),
+# refuses connections while it starts or stops (57P03), has no connection slot left (53300); and
+# the connection exceptions (class 08). The request's transaction died with its connection: nothing
+# of it was kept — unless the connection died as the server committed, which no client can tell
+# apart; a sync push retried is then answered `duplicate`, a write with an Idempotency-Key replayed.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+RETRY_AFTER_UNAVAILABLE_S = 5
+# A value PostgreSQL cannot hold: a NUL character in text (22021; 22P05 in jsonb), a number out of
+# its column's range (22003). The input checks refuse these first; this is the net under them.
+_UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05", "22003"})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now, rather than that a statement failed."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", None) or "")
+        return sqlstate in _UNAVAILABLE_SQLSTATES or sqlstate.startswith("08")
+    if isinstance(exc, asyncpg.InterfaceError):
+        # "connection is closed"; not the client's other complaints (an argument of the wrong type).
+        return "closed" in str(exc)
+    if isinstance(exc, asyncpg.InternalClientError):
+        # A connection the server ended while it was idle in the pool: its protocol is left in an
+        # error state ("cannot switch to state …; another operation (2) is in progress").
+        return True
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror) or type(exc) is OSError:
+        # Refused, reset, unreachable, no such host, the pool waited too long — when it comes from
+        # asyncpg (connecting, acquiring), not from something else the handler did.
+        return any("asyncpg" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
+    return False
+
+
+def _unavailable_cause(exc: BaseException) -> BaseException | None:
+    """`exc`, or the exception it was raised from or while handling, that says the database is
+    unavailable (a rollback failing on a dead connection replaces the error that killed it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if database_unavailable(current):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    if getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES:
-        log.warning("transient database conflict", extra={"sqlstate": getattr(exc, "sqlstate", None)})
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        log.warning("transient database conflict", extra={"sqlstate": sqlstate})
         return problem(
             503,
             "try_again",
@@ -177,6 +222,34 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
             None,
             request,
             retry_after_s=1,
+        )
+    if (cause := _unavailable_cause(exc)) is not None:
+        log.warning(
+            "database unavailable", extra={"error": type(cause).__name__, "sqlstate": getattr(cause, "sqlstate", None)}
+        )
+        return problem(
+            503,
+            "try_again",
+            "The database is not available; try again",
+            None,
+            request,
+            retry_after_s=RETRY_AFTER_UNAVAILABLE_S,
+        )
+    # asyncpg refuses an argument too large for its column type itself (22000, from an OverflowError).
+    if sqlstate in _UNSTORABLE_SQLSTATES or (
+        isinstance(exc, asyncpg.DataError) and isinstance(exc.__cause__, OverflowError)
+    ):
+        # Neither the value nor the database's message, which quotes it: only what was wrong. Logged
+        # as an error all the same: an input check is missing.
+        log.error("value the database cannot store", extra={"error": type(exc).__name__, "sqlstate": sqlstate})
+        message = "must not contain NUL characters" if sqlstate in ("22021", "22P05") else "is out of range"
+        return problem(
+            422,
+            "validation_error",
+            "Request is not valid",
+            f"a value {message}",
+            request,
+            errors=[{"field": "request", "message": f"a value {message}"}],
         )
     # Not the message nor a traceback with locals: a database error's text carries the failing
     # row ("DETAIL: Failing row contains (…)"), which may hold ID numbers, names and phones.

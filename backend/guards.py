@@ -16,11 +16,20 @@ from backend.errors import Forbidden
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
+def _preflight(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    """OPTIONS, which Litestar answers itself (the allowed methods, nothing else) and the
+    authentication middleware lets through without a caller: a controller's guards run for it too,
+    with no user to judge."""
+    return connection.scope.get("method") == "OPTIONS"
+
+
 def require_kind(kind: str) -> Guard:
     """Only residents, or only partners: a staff token never reaches their routes."""
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        actor = connection.user
+        if _preflight(connection):
+            return
+        actor = connection.scope.get("user")
         if not isinstance(actor, Actor) or actor.kind != kind:
             raise Forbidden(f"this route is for {kind}s")
 
@@ -31,7 +40,9 @@ def require_roles(*roles: Role) -> Guard:
     allowed = frozenset(roles)
 
     async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        actor = connection.user
+        if _preflight(connection):
+            return
+        actor = connection.scope.get("user")
         if not isinstance(actor, Actor) or actor.role not in allowed:
             raise Forbidden()
 

@@ -51,6 +51,10 @@ def request_hash(route: str, body: Any) -> bytes:
     return hashlib.sha256(route.encode() + b"\0" + _encoder.encode(body)).digest()
 
 
+# What `check_key` admits, for the API document (the header's parameter declares it, checks nothing).
+KEY_SCHEMA: dict[str, Any] = {"min_length": 8, "max_length": 200, "pattern": "^[!-~]([ -~]*[!-~])?$"}
+
+
 def check_key(key: str | None) -> str:
     if key is None:
         raise IdempotencyKeyRequired()

@@ -12,6 +12,7 @@ import msgspec
 from litestar import Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
+from litestar.openapi import ResponseSpec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import metrics
@@ -35,7 +36,13 @@ async def health() -> Health:
     return Health(status="ok")
 
 
-@get("/ready", exclude_from_auth=True, tags=["operations"], summary="Database reachable, schema at head")
+@get(
+    "/ready",
+    exclude_from_auth=True,
+    tags=["operations"],
+    summary="Database reachable, schema at head",
+    responses={503: ResponseSpec(Readiness, description="Not ready: no database, or its schema is not at head")},
+)
 async def ready(state: State) -> Response[Readiness]:
     expected = state.head_revision
     try:
@@ -74,7 +81,9 @@ def observe(app: ASGIApp) -> ASGIApp:
             await app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if 8 <= len(incoming) <= 64 and incoming.isascii() else uuid.uuid4().hex
+        request_id = (
+            incoming if 8 <= len(incoming) <= 64 and incoming.isascii() and incoming.isprintable() else uuid.uuid4().hex
+        )
         token = request_id_var.set(request_id)
         status = 500
         started = time.perf_counter()

@@ -34,7 +34,7 @@ LimitParam = Annotated[int, QueryParameter(ge=1, le=500, description="page size"
 
 
 class PasswordSet(msgspec.Struct, forbid_unknown_fields=True):
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256, extra_json_schema=service.NEW_PASSWORD)]
 
 
 class UserController(Controller):

@@ -47,9 +47,13 @@ class User(msgspec.Struct, frozen=True):
     disabled_at: datetime | None
 
 
+# What `check_password_strength` admits, for the API document (the check stays the service's).
+NEW_PASSWORD = {"extra": {"min_length": 10, "pattern": r"^\S([\s\S]*\S)?$"}}
+
+
 class UserCreate(msgspec.Struct, forbid_unknown_fields=True):
     username: Username
-    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=256, extra_json_schema=NEW_PASSWORD)]
     role: Role
     division_code: DivisionCode
     full_name: ShortText = ""

@@ -79,7 +79,9 @@ class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
 class EnrollmentCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     household_id: UUID
     coverage_year: Year
-    person_ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=30)]
+    person_ids: Annotated[
+        list[UUID], msgspec.Meta(min_length=1, max_length=30, extra_json_schema={"extra": {"unique_items": True}})
+    ]
 
 
 class Enrolled(msgspec.Struct, frozen=True, kw_only=True):
@@ -486,7 +488,9 @@ class RenewalPage(msgspec.Struct, frozen=True):
 
 class RenewalRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     coverage_year: Year
-    person_ids: Annotated[list[UUID], msgspec.Meta(min_length=1, max_length=2000)]
+    person_ids: Annotated[
+        list[UUID], msgspec.Meta(min_length=1, max_length=2000, extra_json_schema={"extra": {"unique_items": True}})
+    ]
 
 
 class Renewed(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ import msgspec
 
 from backend import fields
 from backend.actor import Actor
+from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.audit import service as audit
 from backend.audit.service import changes, record
 from backend.db import Connection, load_queries
@@ -42,7 +43,7 @@ class MemberIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     id: UUID | None = None  # client-generated person id (tablets create records offline)
     name: Name
     relation: Relation
-    id_number: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    id_number: Annotated[str, msgspec.Meta(max_length=40, extra_json_schema=RESIDENT_ID_SCHEMA)] | None = None
     birth_cert_no: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     birth_date: date | None = None
     sex: Sex | None = None
@@ -71,7 +72,8 @@ class MemberUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     name: Name | None = None
     relation: Relation | None = None
     former_head_relation: Relation | None = None  # when this member becomes head: the old head's new relation
-    id_number: Annotated[str, msgspec.Meta(max_length=40)] | None = None  # completes a newborn's record
+    # completes a newborn's record
+    id_number: Annotated[str, msgspec.Meta(max_length=40, extra_json_schema=RESIDENT_ID_SCHEMA)] | None = None
     birth_date: date | None = None
     sex: Sex | None = None
     phone: Phone | None = None

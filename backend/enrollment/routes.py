@@ -49,7 +49,17 @@ HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
 YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
 OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
-IfMatch = Annotated[str | None, HeaderParameter(name="If-Match", description="the household's ETag")]
+# Required (a missing one is a 428, answered by the service); the rules are the document's only.
+IfMatch = Annotated[
+    str | None,
+    HeaderParameter(
+        name="If-Match",
+        description="the household's ETag",
+        required=True,
+        schema_extra={"pattern": r'^\s*(W/)?"?[0-9]+"?\s*$'},
+    ),
+]
+IdempotencyKey = Annotated[str | None, HeaderParameter(name="Idempotency-Key", schema_extra=idempotency.KEY_SCHEMA)]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
 ReviewLimit = Annotated[int, QueryParameter(ge=1, le=1000)]
 VillageQuery = Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)]
@@ -87,7 +97,7 @@ class HouseholdController(Controller):
         tx: Tx,
         actor: CurrentActor,
         state: State,
-        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[bytes]:
         key = None if idempotency_key is None else idempotency.check_key(idempotency_key)
         if key is not None:

@@ -16,6 +16,8 @@ from litestar import Controller, Request, Response, post
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, ValidationException
 
+from backend import bodies
+from backend.api_docs.openapi import REQUEST_BODY, RESIDENT_ID_FORMAT
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.errors import (
@@ -33,6 +35,44 @@ from backend.guards import require_kind
 PARTNERS = require_kind("partner")
 MAX_BODY = 64 * 1024
 FORM = "application/x-www-form-urlencoded"
+_RESIDENT_ID = {"type": "string", "format": RESIDENT_ID_FORMAT, "description": "a resident ID number (GB 11643)"}
+# The bodies these routes read themselves, for the API document: as strict as the reading.
+TOKEN_FORM = {
+    "type": "object",
+    "required": ["grant_type", "client_id", "client_secret"],
+    "description": "client_id and client_secret may come as HTTP Basic instead",
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "client_id": {"type": "string", "minLength": 1, "maxLength": 100},
+        "client_secret": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+SEARCH_FORM = {
+    "type": "object",
+    "required": ["identifier"],
+    "additionalProperties": False,
+    "properties": {"identifier": {"type": "string", "description": f"[{resources.RESIDENT_ID_SYSTEM}|]ID number"}},
+}
+ELIGIBILITY_REQUEST = {
+    "type": "object",
+    "required": ["resourceType", "patient"],
+    "properties": {
+        "resourceType": {"const": "CoverageEligibilityRequest"},
+        "purpose": {"type": "array", "items": {"type": "string"}, "contains": {"const": "validation"}},
+        "patient": {
+            "type": "object",
+            "required": ["identifier"],
+            "properties": {
+                "identifier": {
+                    "type": "object",
+                    "required": ["value"],
+                    "properties": {"system": {"const": resources.RESIDENT_ID_SYSTEM}, "value": _RESIDENT_ID},
+                }
+            },
+        },
+        "servicedDate": {"type": "string", "format": "date"},
+    },
+}
 
 
 class UnsupportedMediaType(DomainError):
@@ -85,6 +125,7 @@ class PartnerTokenController(Controller):
     @post(
         "/",
         exclude_from_auth=True,
+        opt={REQUEST_BODY: {FORM: TOKEN_FORM}},
         status_code=200,
         request_max_body_size=MAX_BODY,
         summary="A partner's access token (OAuth 2.0 client credentials, form body or HTTP Basic)",
@@ -115,6 +156,7 @@ class FhirController(Controller):
 
     @post(
         "/CoverageEligibilityRequest",
+        opt={REQUEST_BODY: {resources.FHIR_JSON: ELIGIBILITY_REQUEST, "application/json": ELIGIBILITY_REQUEST}},
         status_code=200,
         request_max_body_size=MAX_BODY,
         summary="Is this person covered on this date? Answers a CoverageEligibilityResponse",
@@ -125,8 +167,11 @@ class FhirController(Controller):
         _no_query(request)
         if request.content_type[0] not in ("application/fhir+json", "application/json"):
             raise UnsupportedMediaType("the body must be application/fhir+json")
+        raw = await request.body()
+        if bodies.json_too_deep(raw):  # before decoding: msgspec recurses once per level
+            raise bodies.MalformedJson(bodies.TOO_DEEP)
         try:
-            body = msgspec.json.decode(await request.body())
+            body = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             raise InvalidInput("body", "is not JSON") from None
         answer = await service.eligibility(tx, actor, body, local_today(state.settings.timezone))
@@ -134,6 +179,7 @@ class FhirController(Controller):
 
     @post(
         "/Coverage/_search",
+        opt={REQUEST_BODY: {FORM: SEARCH_FORM}},
         status_code=200,
         request_max_body_size=MAX_BODY,
         summary="A person's Coverage resources; `identifier` ([system|]value) in the form body",

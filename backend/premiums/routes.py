@@ -71,7 +71,9 @@ class PaymentController(Controller):
         tx: Tx,
         actor: CurrentActor,
         state: State,
-        idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="Idempotency-Key", required=True, schema_extra=idempotency.KEY_SCHEMA)
+        ] = None,
     ) -> Response[bytes]:
         key = idempotency.check_key(idempotency_key)
         stored = await idempotency.claim(

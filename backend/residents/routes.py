@@ -9,6 +9,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
+from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.guards import require_kind
@@ -20,7 +21,7 @@ OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, descriptio
 
 
 class ResidentLogin(msgspec.Struct, forbid_unknown_fields=True):
-    id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+    id_number: Annotated[str, msgspec.Meta(min_length=1, max_length=40, extra_json_schema=RESIDENT_ID_SCHEMA)]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
     query_code: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]  # printed on the slip and receipts
 

@@ -22,7 +22,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from backend import fields
+from backend import bodies, fields
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.config import Settings
@@ -114,7 +114,10 @@ def _encode_token(token: PageToken) -> str:
 
 def _decode_token(raw: str) -> PageToken:
     try:
-        return msgspec.json.decode(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), type=PageToken)
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        if bodies.json_too_deep(text):  # msgspec would recurse into a forged one
+            raise ValueError("nested")
+        return msgspec.json.decode(text, type=PageToken)
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
         raise InvalidInput("page_token", "is not a token this server gave") from exc
 

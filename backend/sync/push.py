@@ -234,6 +234,42 @@ def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
         return None
 
 
+# PostgreSQL's text holds no NUL character: a mutation with one in any text is refused as it is
+# decoded (a payment is quarantined), before it reaches a handler, and text of the tablet's that is
+# kept or answered anyway (its type, its body in quarantine) shows U+FFFD in its place.
+HOLDS_NUL = "a text value contains a NUL character, which no record can hold"
+_json_text = msgspec.json.Encoder()
+
+
+def _holds_nul(raw: bytes, mutation: m.AnyMutation, fmt: codec.Format) -> bool:
+    """Whether any text of a decoded mutation holds a NUL. Cheap first, at C speed: the JSON escape
+    `\\u0000` in the mutation as JSON (as sent, or encoded again when it came as MessagePack)."""
+    if fmt == "msgpack":
+        raw = _json_text.encode(mutation) if b"\x00" in raw else b""
+    return b"\\u0000" in raw and _has_nul(msgspec.to_builtins(mutation))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _without_nul(value: Any) -> Any:
+    """A decoded body with U+FFFD for each NUL of its text (keys included)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 async def _one(
     conn: Connection,
     actor: Actor,
@@ -252,13 +288,15 @@ async def _one(
         # Without a sequence number the mutation cannot take a place in the ledger.
         return m.Answer(seq=None, status="rejected", code="malformed_mutation", detail="no readable `seq`")
     seq, mutation_id = head.seq, head.mutation_id
+    failure: str | None = None
     try:
         decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
         mutation: m.AnyMutation | None = decoder.decode(bytes(raw))
         body_hash = hashlib.sha256(_canonical.encode(mutation)).digest()
-        failure = None
+        if mutation is not None and _holds_nul(bytes(raw), mutation, fmt):
+            mutation, failure = None, HOLDS_NUL
     except msgspec.DecodeError as exc:  # ValidationError included
-        mutation, failure = None, exc
+        mutation, failure = None, failure_text(exc).replace("\x00", "\ufffd")
         body_hash = hashlib.sha256(bytes(raw)).digest()
     if seq <= last_seq and ctx.dedup:
         first_hash, first = await ledger.earlier(conn, actor.device_id, seq)
@@ -281,20 +319,18 @@ async def _one(
             detail=f"the server holds this device up to seq {last_seq}",
             expected_seq=last_seq + 1,
         )
-    kind = head.type or "?"
+    kind = (head.type or "?").replace("\x00", "\ufffd")
     device_time = mutation.device_time if mutation is not None else None
     answer: m.Answer
     if mutation is None:
         assert failure is not None
         if kind == "payment.record":
             answer = await _quarantine(
-                conn, actor, seq, mutation_id, kind, raw, fmt, Quarantine("malformed_payment", failure_text(failure))
+                conn, actor, seq, mutation_id, kind, raw, fmt, Quarantine("malformed_payment", failure)
             )
         else:
             code = "unknown_mutation" if kind not in m.MUTATION_TYPES else "malformed_mutation"
-            answer = m.Answer(
-                seq=seq, mutation_id=mutation_id, status="rejected", code=code, detail=failure_text(failure)
-            )
+            answer = m.Answer(seq=seq, mutation_id=mutation_id, status="rejected", code=code, detail=failure)
     elif not savepoint:
         answer = await HANDLERS[kind](conn, actor, mutation, ctx)
         answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
@@ -387,7 +423,7 @@ async def _quarantine(
     fmt: codec.Format,
     q: Quarantine,
 ) -> m.Answer:
-    body: Any = codec.decode(bytes(raw), Any, fmt)  # type: ignore[arg-type,unused-ignore]
+    body: Any = _without_nul(codec.decode(bytes(raw), Any, fmt))  # type: ignore[arg-type,unused-ignore]
     payment_id = None
     if isinstance(body, dict):
         try:

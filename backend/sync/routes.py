@@ -12,8 +12,9 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from backend import fields
+from backend import bodies, fields
 from backend.actor import Role
+from backend.api_docs.openapi import REQUEST_BODY
 from backend.db import Pool
 from backend.deps import CurrentActor, Tx
 from backend.errors import DomainError
@@ -58,6 +59,8 @@ async def read_envelope(request: Request[Any, Any, Any], type_: type[T]) -> tupl
         if exc.code == "body_too_large":
             raise MalformedBody(str(exc), reason=exc.code) from exc
         raise BodyNotAccepted(str(exc), reason=exc.code) from exc
+    if bodies.too_deep(body, fmt):  # before anything decodes it: msgspec recurses once per level
+        raise MalformedBody(f"body: {bodies.TOO_DEEP}", errors=[{"field": "body", "message": bodies.TOO_DEEP}])
     try:
         probe = codec.decode(body, m.VersionProbe, fmt)
     except msgspec.DecodeError as exc:
@@ -71,6 +74,23 @@ async def read_envelope(request: Request[Any, Any, Any], type_: type[T]) -> tupl
         return codec.decode(body, type_, fmt), fmt
     except msgspec.DecodeError as exc:
         raise MalformedBody(str(exc)[:300]) from exc
+
+
+def envelope_bodies(type_: type[Any]) -> dict[str, dict[str, Any]]:
+    """The envelope as the API document shows it: what `read_envelope` accepts, in JSON or
+    MessagePack (either may be gzipped), in a protocol version this server supports."""
+    (_,), definitions = msgspec.json.schema_components([type_])
+    schema: dict[str, Any] = definitions[type_.__name__]
+    schema["properties"]["protocol_version"] = {"type": "integer", "enum": list(m.SUPPORTED_VERSIONS)}
+    info = msgspec.inspect.type_info(type_)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:  # msgspec's schema leaves out their format
+        kinds = getattr(field.type, "types", (field.type,))
+        if any(isinstance(kind, msgspec.inspect.DateTimeType) for kind in kinds):
+            when = {"type": "string", "format": "date-time"}
+            none = [{"type": "null"}] if any(isinstance(kind, msgspec.inspect.NoneType) for kind in kinds) else []
+            schema["properties"][field.encode_name] = {"anyOf": [when, *none]} if none else when
+    return {m.JSON: schema, m.MSGPACK: schema}
 
 
 GZIP_FROM_BYTES = 1024  # smaller answers are not worth the CPU
@@ -96,6 +116,7 @@ class SyncController(Controller):
         status_code=200,
         guards=[DEVICE_USERS],
         summary="Push a batch of a tablet's mutations (see mobile_sync_protocol/PROTOCOL.md)",
+        opt={REQUEST_BODY: envelope_bodies(m.PushRequest)},
     )
     async def push(self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
         envelope, fmt = await read_envelope(request, m.PushRequest)
@@ -108,7 +129,11 @@ class SyncController(Controller):
         return await _answer(await push_service.push(tx, actor, envelope, fmt, ctx), fmt, request)
 
     @post(
-        "/pull", status_code=200, guards=[DEVICE_USERS], summary="Pull a snapshot page, or the changes since a cursor"
+        "/pull",
+        status_code=200,
+        guards=[DEVICE_USERS],
+        summary="Pull a snapshot page, or the changes since a cursor",
+        opt={REQUEST_BODY: envelope_bodies(m.PullRequest)},
     )
     async def pull(self, request: Request[Any, Any, Any], actor: CurrentActor, state: State) -> Response[bytes]:
         envelope, fmt = await read_envelope(request, m.PullRequest)

@@ -8,7 +8,7 @@ basis points (1 % = 100) and round half up to the fen.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -39,7 +39,7 @@ class FullSubsidy(msgspec.Struct, frozen=True, tag="full"):
 class FixedSubsidy(msgspec.Struct, frozen=True, tag="fixed"):
     """A fixed amount, in fen; more than the premium gives the premium."""
 
-    amount_fen: int
+    amount_fen: Annotated[int, msgspec.Meta(ge=0)]
 
     def __post_init__(self) -> None:
         if self.amount_fen < 0:
@@ -49,7 +49,7 @@ class FixedSubsidy(msgspec.Struct, frozen=True, tag="fixed"):
 class PercentSubsidy(msgspec.Struct, frozen=True, tag="percent"):
     """A share of the premium in basis points (10000 = 100 %), rounded half up to the fen."""
 
-    basis_points: int
+    basis_points: Annotated[int, msgspec.Meta(ge=0, le=BASIS_POINTS_PER_WHOLE)]
 
     def __post_init__(self) -> None:
         if not 0 <= self.basis_points <= BASIS_POINTS_PER_WHOLE:

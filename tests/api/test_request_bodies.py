@@ -68,6 +68,8 @@ def json_operations(app: Litestar) -> list[tuple[str, str, dict[str, Any]]]:
             content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
             if "application/json" not in content:
                 continue
+            if content.keys() & {"application/msgpack", "application/fhir+json"}:
+                continue  # the sync envelope and FHIR resources: read by their routes, answered their way
             url = path
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path":
