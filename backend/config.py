@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     job_retry_after_s: PositiveInt = 30  # Retry-After when the job limits below are reached
     max_jobs_per_user: PositiveInt = 2  # uploads and jobs queued or running, per person
     max_jobs_per_township: PositiveInt = 4  # … and per township
+    max_uploads_per_user: PositiveInt = 2  # uploads being received at once, per person
+    max_uploads_per_township: PositiveInt = 4  # … and per township
     sync_upload_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20  # smaller uploads load in the request
     # Test-only: a push re-applies mutations it already holds instead of answering `duplicate`.
     # The fault suite turns it on to prove it catches a server that breaks exactly-once; it cannot

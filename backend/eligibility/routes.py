@@ -28,6 +28,7 @@ from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, Lis
 from backend.errors import problem
 from backend.guards import require_roles
 from backend.jobs.service import Job
+from backend.jobs.uploads import upload_slot
 from backend.timeouts import TIMEOUT_OPT
 
 CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
@@ -72,6 +73,7 @@ class ListController(Controller):
         guards=[CIVIL_AFFAIRS],
         request_max_body_size=MAX_UPLOAD_BYTES,
         opt={TIMEOUT_OPT: UPLOAD_TIMEOUT_S},
+        middleware=[upload_slot(UPLOAD_TIMEOUT_S)],
         responses={202: ResponseSpec(Job, description="Stored; a worker imports it (follow the job)")},
     )
     async def upload(

@@ -107,3 +107,19 @@ SELECT data FROM job_files WHERE job_id = $1 AND seq = $2
 -- name: expire
 -- Finished jobs past the retention go, with anything left of their upload.
 DELETE FROM jobs WHERE finished_at < $1
+
+-- name: drop_expired_slots
+DELETE FROM upload_slots WHERE expires_at < now()
+
+-- name: slot_counts
+SELECT count(*) FILTER (WHERE user_id = $1) AS by_user,
+       count(*) FILTER (WHERE division_code BETWEEN $2 AND $3) AS by_township
+FROM upload_slots
+WHERE user_id = $1 OR division_code BETWEEN $2 AND $3
+
+-- name: take_slot
+INSERT INTO upload_slots (id, user_id, division_code, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+
+-- name: free_slot
+DELETE FROM upload_slots WHERE id = $1

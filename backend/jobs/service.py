@@ -106,7 +106,7 @@ def job_from_row(row: asyncpg.Record) -> Job:
     )
 
 
-def _township_range(division_code: str) -> tuple[str, str]:
+def township_range(division_code: str) -> tuple[str, str]:
     """The township a job counts against (a district-wide job counts against the district's own
     office, whose code ends in 000 at the township level)."""
     prefix = division_code[:_TOWNSHIP]
@@ -129,7 +129,7 @@ async def enqueue(
     """Stores a job (and its upload, read in pieces off the event loop) in the caller's
     transaction; workers are told when it commits. At most `max_jobs_per_user` jobs of one person
     and `max_jobs_per_township` of one township are queued or running at once (429 beyond)."""
-    low, high = _township_range(division_code)
+    low, high = township_range(division_code)
     if actor is not None:
         await conn.execute(Q["lock_owner"], str(actor.id))
     await conn.execute(Q["lock_owner"], low)

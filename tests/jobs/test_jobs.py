@@ -301,3 +301,67 @@ async def test_the_worker_loop_runs_what_is_stored_while_it_waits(
     finally:
         stop.set()
         await asyncio.wait_for(loop, 10)
+
+
+async def test_uploads_arriving_at_once_are_limited_per_person_and_freed_when_they_end(
+    db_dsn: str,
+    seeded: None,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    from backend.app import create_app
+
+    app = create_app(make_settings(db_dsn, max_uploads_per_user=2, job_retry_after_s=9), configure_logs=False)
+    async with AsyncTestClient(app) as client:
+        civil = await auth_headers(client, "civil")
+        civil_id = await conn.fetchval("SELECT id FROM users WHERE username = 'civil'")
+        assert (await upload(client, civil, list_file(3), background=False)).status_code == 201
+        assert await conn.fetchval("SELECT count(*) FROM upload_slots") == 0, "a finished upload frees its slot"
+        refused_list = await client.post(
+            "/api/v1/eligibility/lists",
+            files={"file": ("x.csv", list_file(3))},
+            data={"type": "no_such_list", "effective_from": "2025-09-01"},
+            headers=civil,
+        )
+        assert refused_list.status_code == 422
+        assert await conn.fetchval("SELECT count(*) FROM upload_slots") == 0, "so does a refused one"
+
+        # Two of civil's uploads still arriving (as other workers would record them), one long dead.
+        await conn.executemany(
+            "INSERT INTO upload_slots (id, user_id, division_code, expires_at) VALUES (gen_random_uuid(), $1, $2,"
+            " now() + make_interval(secs => $3))",
+            [(civil_id, "330106000000", 600), (civil_id, "330106000000", 600), (civil_id, "330106000000", -1)],
+        )
+        refused = await upload(client, civil, list_file(3))
+        assert refused.status_code == 429, refused.text
+        assert (refused.json()["code"], refused.json()["limit"], refused.headers["retry-after"]) == (
+            "too_many_uploads",
+            "max_uploads_per_user",
+            "9",
+        )
+        assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
+        await conn.execute("DELETE FROM upload_slots WHERE id IN (SELECT id FROM upload_slots LIMIT 1)")
+        assert (await upload(client, civil, list_file(3))).status_code == 202, "the expired slot does not count"
+
+
+async def test_two_uploads_racing_for_the_last_place_get_one(
+    db_dsn: str,
+    seeded: None,
+    pool: Pool,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """Each take counts and inserts in its own transaction; the advisory lock per person makes the
+    second count the first's row. Without it both count 0 and both get in."""
+    from backend.actor import Actor, Role, Scope
+    from backend.jobs.uploads import TooManyUploads, _take
+
+    settings = make_settings(db_dsn, max_uploads_per_user=1)
+    civil_id = await conn.fetchval("SELECT id FROM users WHERE username = 'civil'")
+    actor = Actor(kind="user", id=civil_id, role=Role.CIVIL_AFFAIRS, scope=Scope("330106000000", "district"))
+    for _ in range(5):
+        await conn.execute("DELETE FROM upload_slots")
+        outcomes = await asyncio.gather(
+            _take(pool, settings, actor, 60), _take(pool, settings, actor, 60), return_exceptions=True
+        )
+        assert sorted(type(o).__name__ for o in outcomes) == ["TooManyUploads", "UUID"], outcomes
+        assert isinstance(next(o for o in outcomes if isinstance(o, Exception)), TooManyUploads)
+        assert await conn.fetchval("SELECT count(*) FROM upload_slots") == 1
