@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Literal
 
 import msgspec
 
+from backend import tabular
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, from_row, load_queries
@@ -17,6 +17,8 @@ from backend.errors import DomainError, NotFound
 Q = load_queries("backend.divisions")
 
 LEVELS = ("province", "city", "district", "township", "village")
+# The national statistical list has some 700,000 divisions, in three or four short columns.
+LIMITS = tabular.Limits(max_rows=1_000_000, max_columns=32, max_cell_chars=256)
 Level = Literal["province", "city", "district", "township", "village"]
 
 
@@ -87,9 +89,10 @@ class ParsedFile(msgspec.Struct, frozen=True):
 
 def parse_csv(text: str) -> ParsedFile:
     """Two layouts: `code,name,parent_code` or the statistical one (`统计用区划代码,名称`, an optional
-    `城乡分类代码`), where the parent follows from the code itself."""
+    `城乡分类代码`), where the parent follows from the code itself. A file beyond LIMITS raises
+    `tabular.LimitExceeded`."""
     text = text.removeprefix("\ufeff")
-    reader = csv.reader(io.StringIO(text))
+    reader = tabular.csv_rows(io.StringIO(text), LIMITS)
     header = [h.strip().lower() for h in next(reader, [])]
     code_col = _column(header, "code", "统计用区划代码", "区划代码", "代码")
     name_col = _column(header, "name", "名称", "区划名称")

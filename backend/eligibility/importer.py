@@ -17,8 +17,9 @@ from datetime import date, datetime, timedelta
 from typing import IO, Literal
 
 import msgspec
-from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
+from backend import tabular
+from backend.tabular import UnreadableFile
 from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
 __all__ = [
@@ -76,6 +77,7 @@ COLUMNS: dict[Column, tuple[str, ...]] = {
 REQUIRED: tuple[Column, ...] = ("id_number", "name")
 HEADER_SEARCH_ROWS = 10  # title lines often sit above the header in exports
 MAX_KEPT_ERRORS = 1000  # problems kept in full; all bad rows are counted
+LIMITS = tabular.Limits()  # what a list file may hold: a million rows and more (backend/tabular.py)
 OPEN_ENDED = frozenset({"长期", "长期有效", "无", "-"})
 
 _ZIP = b"PK\x03\x04"
@@ -95,10 +97,6 @@ class RowError(msgspec.Struct, frozen=True):
     row: int
     column: str
     problem: str
-
-
-class UnreadableFile(ValueError):
-    """Neither an XLSX workbook nor CSV text in a known encoding."""
 
 
 class _Hashing(io.RawIOBase):
@@ -159,6 +157,8 @@ class ListReader:
             self.errors.append(RowError(row, column, problem))
 
     def entries(self) -> Iterator[Entry]:
+        """The checked rows. A file beyond LIMITS raises `tabular.LimitExceeded` (the request's 413
+        or 422): it is no list with bad rows, and nothing read from it is kept."""
         try:
             table = self._table()
             yield from self._check(table)
@@ -366,7 +366,7 @@ class _Problem(msgspec.Struct, frozen=True):
 
 def _csv_rows(text: io.TextIOWrapper, encoding: str) -> Iterator[Sequence[Cell]]:
     try:
-        yield from csv.reader(text)
+        yield from tabular.csv_rows(text, LIMITS)
     except UnicodeDecodeError:
         raise UnreadableFile(f"the file is not valid {encoding.removesuffix('-sig').upper()} text") from None
     except csv.Error as exc:
@@ -374,17 +374,8 @@ def _csv_rows(text: io.TextIOWrapper, encoding: str) -> Iterator[Sequence[Cell]]
 
 
 def _spreadsheet_rows(raw: bytes) -> Iterator[Sequence[Cell]]:
-
-    try:
-        workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
-        visible = [m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible]
-        if not visible:
-            raise UnreadableFile("the workbook has no visible sheet")
-        sheet = workbook.get_sheet_by_name(visible[0])
-        # Leading empty rows are kept so that row numbers are the ones Excel shows.
-        return iter(sheet.to_python(skip_empty_area=False))
-    except CalamineError as exc:
-        raise UnreadableFile(f"the spreadsheet cannot be read ({type(exc).__name__})") from None
+    # Leading empty rows are kept so that row numbers are the ones Excel shows.
+    return tabular.xlsx_rows(raw, LIMITS)
 
 
 def _key(header: str) -> str:

@@ -2,8 +2,9 @@
 row by row (pure), then written into `enrollment_history` in one transaction, so that gaps and
 waiting periods are right from day one.
 
-A file is CSV (UTF-8 with or without BOM, or GBK/GB18030) or a spreadsheet (XLSX, also XLS and
-ODS); columns are found by their Chinese or English header. One bad row rejects the whole file.
+A file is CSV (UTF-8 with or without BOM, or GBK/GB18030) or an XLSX workbook, read within LIMITS
+(backend/tabular.py; XLS and ODS are refused: they cannot be checked before they are loaded whole);
+columns are found by their Chinese or English header. One bad row rejects the whole file.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from datetime import date
 from typing import Literal
 
 import msgspec
-from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
+from backend import tabular
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.divisions.service import RowError
+from backend.tabular import UnreadableFile
 from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
 __all__ = [
@@ -49,6 +51,8 @@ FIRST_YEAR = 2000
 # A title line or two (e.g. "2025年城乡居民医保参保名单") often sits above the header in exports.
 HEADER_SEARCH_ROWS = 10
 BATCH = 20_000
+# An old system's export: every person and year of a district, a few columns of short text.
+LIMITS = tabular.Limits(max_rows=2_000_000, max_columns=128, max_cell_chars=1024)
 
 # Accepted headers per column, compared after removing spaces and lower-casing.
 COLUMNS: dict[Column, tuple[str, ...]] = {
@@ -106,33 +110,26 @@ class Problem(msgspec.Struct, frozen=True):
     message: str
 
 
-class UnreadableFile(ValueError):
-    """Neither a spreadsheet nor text in a known encoding."""
-
-
 # Reading -----------------------------------------------------------------------------------------
 
 
-def read_table(raw: bytes) -> list[list[Cell]]:
-    """The cells of a file, row by row: the first visible sheet of a spreadsheet, or CSV text.
+def read_table(raw: bytes) -> list[Sequence[Cell]]:
+    """The cells of a file, row by row: the first visible sheet of an XLSX workbook, or CSV text.
 
-    The format is told by the file's first bytes, not its name."""
-    if raw.startswith((_ZIP, _OLE)):
-        return _read_spreadsheet(raw)
-    return [list(r) for r in csv.reader(io.StringIO(_decode(raw)))]
-
-
-def _read_spreadsheet(raw: bytes) -> list[list[Cell]]:
-
+    The format is told by the file's first bytes, not its name. A file beyond LIMITS raises
+    `tabular.LimitExceeded`."""
+    if raw.startswith(_OLE):
+        raise UnreadableFile("XLS (Excel 97-2003) workbooks are not read; save the file as XLSX or CSV")
+    table: list[Sequence[Cell]]
+    if raw.startswith(_ZIP):
+        # Leading empty rows are kept, so that row numbers are the ones Excel shows.
+        table = list(tabular.xlsx_rows(raw, LIMITS))
+        return table
     try:
-        workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
-        visible = [m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible]
-        if not visible:
-            raise UnreadableFile("the workbook has no visible sheet")
-        # Keep leading empty rows and columns, so that row numbers are the ones Excel shows.
-        return [list(r) for r in workbook.get_sheet_by_name(visible[0]).to_python(skip_empty_area=False)]
-    except CalamineError as exc:
-        raise UnreadableFile(f"the spreadsheet cannot be read ({type(exc).__name__})") from None
+        table = list(tabular.csv_rows(io.StringIO(_decode(raw)), LIMITS))
+    except csv.Error as exc:
+        raise UnreadableFile(f"the CSV cannot be read ({exc})") from None
+    return table
 
 
 def _decode(raw: bytes) -> str:
@@ -152,7 +149,7 @@ def parse_history(raw: bytes, *, today: date) -> ParsedHistory:
     coverage year (2000 to `today`'s year), status, and (identity number, year) once per file.
 
     Errors name the file row and the column as its header is written; they never repeat an
-    identity number."""
+    identity number. A file beyond LIMITS raises `tabular.LimitExceeded`."""
     try:
         table = read_table(raw)
     except UnreadableFile as exc:

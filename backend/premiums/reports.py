@@ -12,6 +12,7 @@ from uuid import UUID
 
 import msgspec
 
+from backend import tabular
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
@@ -20,6 +21,8 @@ from backend.errors import InvalidInput
 Q = load_queries("backend.premiums")
 
 Group = Literal["township", "collector", "day"]
+# A channel's statement for a period: one line a payment, a few dozen columns of short text.
+STATEMENT_LIMITS = tabular.Limits(max_rows=500_000, max_columns=64, max_cell_chars=1024)
 HEADER = ("key", "payments", "cash_fen", "qr_fen", "bank_fen", "voided_fen", "refunded_fen", "net_fen")
 
 
@@ -124,7 +127,8 @@ class Reconciliation(msgspec.Struct, frozen=True, kw_only=True):
 
 def parse_statement(raw: bytes) -> list[StatementLine]:
     """A channel statement as CSV: a reference, an amount in yuan (two decimals) or fen, a date.
-    Headers in English or Chinese; UTF-8 (with or without BOM) or GB18030."""
+    Headers in English or Chinese; UTF-8 (with or without BOM) or GB18030. A file beyond
+    STATEMENT_LIMITS raises `tabular.LimitExceeded`."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -133,7 +137,7 @@ def parse_statement(raw: bytes) -> list[StatementLine]:
         except UnicodeDecodeError:
             raise InvalidInput("file", "is neither UTF-8 nor GB18030 text") from None
     try:
-        return _lines(csv.reader(io.StringIO(text)))
+        return _lines(tabular.csv_rows(io.StringIO(text), STATEMENT_LIMITS))
     except csv.Error as exc:
         raise InvalidInput("file", f"is not a readable CSV file ({exc})") from None
 
