@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import io
 from dataclasses import dataclass
 from datetime import date
-from typing import IO, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from litestar import Controller, Request, Response, get, post
@@ -28,7 +27,7 @@ from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, Lis
 from backend.errors import problem
 from backend.guards import require_roles
 from backend.jobs.service import Job
-from backend.jobs.uploads import upload_slot
+from backend.jobs.uploads import size_of, upload_slot
 from backend.timeouts import TIMEOUT_OPT
 
 CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
@@ -49,12 +48,6 @@ class ListUpload:
     type: str
     effective_from: date
     partial: bool = False
-
-
-def _size(file: IO[bytes]) -> int:
-    size = file.seek(0, io.SEEK_END)
-    file.seek(0)
-    return size
 
 
 class ListController(Controller):
@@ -87,7 +80,7 @@ class ListController(Controller):
     ) -> Response[Any]:
         settings: Settings = state.settings
         source = data.file.file
-        size = await asyncio.to_thread(_size, source)
+        size = await asyncio.to_thread(size_of, source)
         if background or (background is None and size > settings.sync_upload_max_bytes):
             params = lists.ListImportParams(
                 list_type=data.type, effective_from=data.effective_from, partial=data.partial

@@ -51,9 +51,13 @@ class Progress(msgspec.Struct, frozen=True):
 
 
 class JobError(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Why a job failed, as a problem would say it: `extra` holds the problem's other members
+    (for a file over a limit: `limit` and `maximum`)."""
+
     code: str
     title: str
     detail: str | None = None
+    extra: dict[str, Any] | None = None
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,8 @@ its row until it expires after the upload's time limit.
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from typing import IO, Any
 
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -70,3 +71,11 @@ async def _take(pool: Pool, settings: Settings, actor: Actor, limit_s: float) ->
         slot = uuid7()
         await conn.execute(Q["take_slot"], slot, actor.id, actor.scope.division_code, limit_s)
     return slot
+
+
+def size_of(file: IO[bytes]) -> int:
+    """An uploaded file's size, its position left at the start (call it in a thread: it may seek
+    a file on disk)."""
+    size = file.seek(0, io.SEEK_END)
+    file.seek(0)
+    return size

@@ -146,7 +146,9 @@ async def run_one(
         except _LeaseLost:
             log.warning("job taken over by another worker", extra={"job_id": str(run.id)})
         except DomainError as exc:  # the input is wrong: trying again would not help
-            await _end(pool, run.id, worker_id, "failed", JobError(exc.code, exc.title(), exc.detail))
+            extra = {key: value for key, value in exc.extra.items() if key != "retry_after_s"}
+            error = JobError(exc.code, exc.title(), exc.detail, extra or None)
+            await _end(pool, run.id, worker_id, "failed", error)
         except Exception as exc:  # the database went away, a bug: another attempt, up to max_attempts
             log.error("job attempt failed", extra={"job_id": str(run.id), "error": type(exc).__name__})
             await _release(pool, run.id, worker_id)

@@ -17,6 +17,7 @@ from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
+from backend.jobs.worker import JobRun, Outcome
 
 Q = load_queries("backend.premiums")
 
@@ -247,3 +248,17 @@ async def reconcile(conn: Connection, actor: Actor, lines: list[StatementLine]) 
         missing=missing,
         unexpected=unexpected,
     )
+
+
+# The background path: a statement over the request's size, reconciled by a job worker.
+
+RECONCILIATION = "reconciliation"
+
+
+async def run_reconciliation_job(run: JobRun) -> Outcome:
+    """A `reconciliation` job: the same reconciliation as the request's; the result is the report."""
+    assert run.actor is not None, "reconciliations are asked for by a reviewer"
+    with await run.open_file() as source:
+        raw = source.read()
+    run.advance(len(raw))
+    return Outcome(await reconcile(run.conn, run.actor, parse_statement(raw)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Annotated
 from uuid import UUID
@@ -17,17 +18,23 @@ from backend import idempotency
 from backend import reports as tables
 from backend.actor import Role
 from backend.clock import local_today
+from backend.config import Settings
 from backend.deps import CurrentActor, Tx
 from backend.guards import require_roles
+from backend.jobs import service as jobs
+from backend.jobs.service import Job
+from backend.jobs.uploads import size_of, upload_slot
 from backend.premiums import adjustments, blocks, payments, remittance, reports
 from backend.premiums.adjustments import AdjustmentRequest, Decision, PaymentEvent, PaymentEvents
 from backend.premiums.blocks import Block, BlockBalances, BlockIssue, Retired
 from backend.premiums.payments import Payment, PaymentIn, Receipt
 from backend.premiums.remittance import CollectorDay, RemittanceIn
+from backend.timeouts import TIMEOUT_OPT
 
 REVIEWERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
 COLLECTORS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
 PAYMENTS_ROUTE = "POST /api/v1/payments"
+STATEMENT_TIMEOUT_S = 600  # a 20 MB statement over a slow township line
 
 
 class RetireRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -193,14 +200,40 @@ class ReconciliationController(Controller):
         "/",
         status_code=200,
         summary="Reconcile QR and bank payments against a channel statement (CSV)",
+        description=(
+            "A statement up to CANBAO_SYNC_UPLOAD_MAX_BYTES (1 MiB) is reconciled in the request (200); a "
+            "bigger one, or any with `background=true`, by a job worker: 202 with the job, whose result is "
+            "the same report."
+        ),
         guards=[REVIEWERS],
         request_max_body_size=20_000_000,
+        opt={TIMEOUT_OPT: STATEMENT_TIMEOUT_S},
+        middleware=[upload_slot(STATEMENT_TIMEOUT_S)],
+        responses={202: ResponseSpec(Job, description="Stored; a worker reconciles it (follow the job)")},
     )
     async def reconcile(
         self,
         tx: Tx,
         actor: CurrentActor,
+        state: State,
         data: Annotated[StatementUpload, Body(media_type=RequestEncodingType.MULTI_PART)],
-    ) -> reports.Reconciliation:
+        background: FromQuery[bool | None] = None,
+    ) -> Response[reports.Reconciliation | Job]:
+        settings: Settings = state.settings
+        source = data.file.file
+        size = await asyncio.to_thread(size_of, source)
+        if background or (background is None and size > settings.sync_upload_max_bytes):
+            job = await jobs.enqueue(
+                tx,
+                actor,
+                reports.RECONCILIATION,
+                {},
+                division_code=actor.scope.division_code,
+                settings=settings,
+                file=source,
+                file_name=data.file.filename or "statement.csv",
+                file_bytes=size,
+            )
+            return Response(job, status_code=202, headers={"Location": job.href})
         lines = reports.parse_statement(await data.file.read())
-        return await reports.reconcile(tx, actor, lines)
+        return Response(await reports.reconcile(tx, actor, lines), status_code=200)

@@ -365,3 +365,21 @@ async def test_two_uploads_racing_for_the_last_place_get_one(
         assert sorted(type(o).__name__ for o in outcomes) == ["TooManyUploads", "UUID"], outcomes
         assert isinstance(next(o for o in outcomes if isinstance(o, Exception)), TooManyUploads)
         assert await conn.fetchval("SELECT count(*) FROM upload_slots") == 1
+
+
+async def test_a_file_over_a_limit_fails_its_job_naming_the_limit(
+    client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,
+    pool: Pool,
+    db_dsn: str,  # type: ignore[type-arg]
+) -> None:
+    civil = await auth_headers(client, "civil")
+    too_wide = ("身份证号,姓名" + ",x" * 300 + "\r\n").encode() + list_file(3).split(b"\r\n", 1)[1]
+    job = (await upload(client, civil, too_wide)).json()
+    await worker.run_one(pool, job_handlers(), fast(db_dsn))
+    seen = (await client.get(job["href"], headers=civil)).json()
+    assert (seen["state"], seen["result"]) == ("failed", None)
+    assert seen["error"]["code"] == "row_too_large", seen["error"]
+    assert seen["error"]["extra"] == {"limit": "max_columns", "maximum": 256}
+    assert await conn.fetchval("SELECT count(*) FROM list_versions") == 0
+    assert await conn.fetchval("SELECT count(*) FROM job_files") == 0

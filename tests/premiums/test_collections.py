@@ -11,7 +11,10 @@ import openpyxl
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import auth_headers
+from backend.app import job_handlers
+from backend.db import create_pool
+from backend.jobs import worker
+from tests.conftest import auth_headers, make_settings
 from tests.premiums.test_payments import (
     World,
     pay,
@@ -97,6 +100,35 @@ async def test_statement_reconciliation_finds_matched_mismatched_missing_and_une
     ]
     assert [(m["receipt_no"], m["amount_fen"]) for m in body["missing"]] == [("A00000004", 500)]
     assert [(u["row"], u["channel_ref"], u["amount_fen"]) for u in body["unexpected"]] == [(4, "WX-7", 150)]
+
+
+async def test_a_statement_reconciled_by_a_job_gives_the_same_report(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+    db_dsn: str,
+) -> None:
+    await populate(conn, world)
+    statement = b"channel_ref,paid_at,amount\nWX-1,2025-10-08 09:01:00,300.00\nWX-7,2025-10-08 10:00:00,1.50\n"
+    reviewer = await auth_headers(client, "reviewer_a")
+    stored = await client.post(
+        "/api/v1/reconciliations?background=true",
+        files={"file": ("statement.csv", statement, "text/csv")},
+        headers=reviewer,
+    )
+    assert stored.status_code == 202, stored.text
+    pool = await create_pool(db_dsn, 1, 2)
+    try:
+        ended = await worker.run_one(pool, job_handlers(), make_settings(db_dsn))
+    finally:
+        await pool.close()
+    assert ended is not None and (ended.kind, ended.state) == ("reconciliation", "succeeded")
+    report = (await client.get(stored.headers["location"], headers=reviewer)).json()["result"]
+    assert [(m["channel_ref"], m["amount_fen"]) for m in report["matched"]] == [("WX-1", 30000)]
+    assert [(u["row"], u["channel_ref"]) for u in report["unexpected"]] == [(3, "WX-7")]
+    assert {m["receipt_no"] for m in report["missing"]} == {"A00000003", "A00000004"}
+    other = await client.get(stored.headers["location"], headers=await auth_headers(client, "reviewer_b"))
+    assert other.status_code == 404
 
 
 async def test_statement_with_a_bad_row_names_it(client: Client, world: World) -> None:
