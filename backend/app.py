@@ -120,9 +120,14 @@ def housekeeping_chores() -> dict[str, maintenance.Chore]:
 def job_handlers() -> dict[str, Handler]:
     """What each kind of background job runs (`canbao worker`), by kind."""
     from backend.eligibility import lists
+    from backend.enrollment import history
     from backend.premiums import reports
 
-    return {lists.LIST_IMPORT: lists.run_import_job, reports.RECONCILIATION: reports.run_reconciliation_job}
+    return {
+        lists.LIST_IMPORT: lists.run_import_job,
+        history.HISTORY_IMPORT: history.run_import_job,
+        reports.RECONCILIATION: reports.run_reconciliation_job,
+    }
 
 
 def create_app(settings: Settings | None = None, *, configure_logs: bool = True) -> Litestar:

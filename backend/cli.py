@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import io
 import os
 import shutil
 import signal
@@ -328,30 +329,66 @@ def cmd_divisions_import(args: argparse.Namespace) -> int:
 
 
 def cmd_enrollments_import(args: argparse.Namespace) -> int:
+    """Checked whole first (one bad row rejects the file, nothing touched); then stored as a
+    `history_import` job and run here, so that an import cut short is finished by a worker."""
+    from backend.actor import NO_DIVISION
+    from backend.app import job_handlers
     from backend.clock import local_today
+    from backend.db import create_pool
+    from backend.eligibility import lists
     from backend.enrollment import history
+    from backend.jobs import service as jobs
+    from backend.jobs import worker
 
     settings = _settings(args)
     path = Path(args.file)
     raw = _read_bytes(args.file)
-    # Checked whole before any database is touched: one bad row rejects the file.
     parsed = history.parse_history(raw, today=local_today(settings.timezone))
     if parsed.errors:
         return _rejected(parsed.errors)
-    with database(settings) as dsn:
+    if args.dry_run:
+        with database(settings) as dsn:
 
-        async def work(conn: Connection) -> history.ImportSummary:
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                summary = await history.import_history(conn, parsed.rows, path.name)
-            except BaseException:
-                await tx.rollback()
-                raise
-            await (tx.rollback() if args.dry_run else tx.commit())
-            return summary
+            async def count(conn: Connection) -> history.ImportSummary:
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    return await history.import_history(conn, parsed.rows, path.name)
+                finally:
+                    await tx.rollback()
 
-        outcome = _run(dsn, work)
+            outcome = _run(dsn, count)
+    else:
+        with database(settings) as dsn:
+
+            async def main() -> history.ImportSummary:
+                pool = await create_pool(dsn, 1, 3)
+                try:
+                    async with pool.acquire() as conn, conn.transaction():
+                        try:  # the district's job (history is keyed by person, not division)
+                            division = (await lists.upload_scope(conn, None, None)).division_code
+                        except DomainError:  # no single district yet: a job only the command line sees
+                            division = NO_DIVISION.division_code
+                        job = await jobs.enqueue(
+                            conn,
+                            None,
+                            history.HISTORY_IMPORT,
+                            {},
+                            division_code=division,
+                            settings=settings,
+                            file=io.BytesIO(raw),
+                            file_name=path.name,
+                            file_bytes=len(raw),
+                        )
+                    ended = await worker.run_one(pool, job_handlers(), settings, job_id=job.id)
+                finally:
+                    await pool.close()
+                if ended is None or ended.state != "succeeded":
+                    state = "taken by a worker" if ended is None else ended.state
+                    raise CommandError(f"the import job {job.id} is {state}")
+                return msgspec.convert(ended.result, history.ImportSummary)
+
+            outcome = asyncio.run(main())
     counts = f"{outcome.rows} rows: {outcome.inserted} new, {outcome.updated} updated, {outcome.unchanged} unchanged"
     print(f"dry run, nothing written: {counts}" if args.dry_run else counts)
     return 0

@@ -20,8 +20,11 @@ import msgspec
 
 from backend import tabular
 from backend.audit.service import record
+from backend.clock import local_today
 from backend.db import Connection, load_queries
 from backend.divisions.service import RowError
+from backend.jobs.service import JobError
+from backend.jobs.worker import JobRun, Outcome
 from backend.tabular import UnreadableFile
 from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
@@ -305,3 +308,29 @@ async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_fi
         conn, None, "import", "enrollment_history", None, summary={"file": source_file, **msgspec.to_builtins(summary)}
     )
     return summary
+
+
+# The background path: `canbao enrollments import` stores the file as a job and runs it.
+
+HISTORY_IMPORT = "history_import"
+
+
+class HistoryRejected(msgspec.Struct, frozen=True, kw_only=True):
+    """A history file with bad rows: nothing was imported."""
+
+    errors: list[RowError]
+
+
+async def run_import_job(run: JobRun) -> Outcome:
+    """A `history_import` job: the file checked whole (one bad row rejects it), then upserted in
+    the job's transaction. A rejected file's result is its row report."""
+    with await run.open_file() as source:
+        raw = source.read()
+    run.advance(len(raw))
+    parsed = parse_history(raw, today=local_today(run.settings.timezone))
+    if parsed.errors:
+        error = JobError(
+            "history_rejected", "The history file has errors; nothing was imported", f"{len(parsed.errors)} bad rows"
+        )
+        return Outcome(HistoryRejected(errors=parsed.errors[:1000]), ok=False, error=error)
+    return Outcome(await import_history(run.conn, parsed.rows, run.file_name or "history"))

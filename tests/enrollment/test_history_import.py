@@ -88,7 +88,8 @@ def test_csv_with_chinese_headers_is_imported_in_utf8_with_or_without_bom_and_in
     assert result.stdout.strip() == "4 rows: 4 new, 0 updated, 0 unchanged"
     assert fetch(db_dsn, HISTORY) == STORED
     assert fetch(db_dsn, "SELECT DISTINCT source_file FROM enrollment_history") == [("history-2025.csv",)]
-    assert fetch(db_dsn, "SELECT actor_kind, action, entity, summary FROM audit_log") == [
+    assert fetch(db_dsn, "SELECT actor_kind, action, entity, summary FROM audit_log ORDER BY id") == [
+        ("system", "enqueue", "job", {"kind": "history_import", "file_bytes": len(data)}),
         (
             "system",
             "import",
@@ -131,7 +132,7 @@ def test_reimport_is_unchanged_and_a_later_file_updates_only_what_differs(db_dsn
     assert again.stdout.strip() == "4 rows: 0 new, 0 updated, 4 unchanged"
     after = snapshot(db_dsn)
     assert after["enrollment_history"] == before["enrollment_history"]  # imported_at and source_file kept
-    assert len(after["audit_log"]) == 2
+    assert len(after["audit_log"]) == 4  # each import: its job stored, and the import
 
     second = tmp_path / "second.csv"
     second.write_text(
