@@ -66,6 +66,7 @@ RESIDENT_ID_SCHEMA: dict[str, Any] = {
 }
 # A handler that reads its body itself (no `data`) documents it as `opt={REQUEST_BODY: {media type:
 # JSON schema}}`: what it accepts, as strictly as it reads it.
+RAISES = "raises"  # a route's opt: DomainError classes it can answer that its calls hide from the scanner
 REQUEST_BODY = "request_body"
 OPERATION_OUTCOME = "OperationOutcome"
 FHIR_JSON = "application/fhir+json"
@@ -174,6 +175,14 @@ def errors_of(
         roots.append(authentication)
     dependencies = handler.resolve_dependencies()
     roots += [dependencies[name].dependency for name in parameters if name in dependencies]
+    # Plain ASGI middleware (the time limit, upload slots) answers errors of its own.
+    middleware = [m for m in handler.resolve_middleware() if callable(m) and not isinstance(m, DefineMiddleware)]
+    roots += middleware
+    for status, code in scanner.literal_problems(middleware):
+        errors.add(status, code)
+    # Errors raised where the scanner cannot follow (through objects), named by the route.
+    for error in handler.opt.get(RAISES, ()):
+        errors.add(error.status, error.code)
     before_request = handler.resolve_before_request()
     if reader is not None and before_request is not None:
         roots.append(before_request)  # the body reader: its media type and rules

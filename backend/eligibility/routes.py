@@ -16,6 +16,7 @@ from litestar.params import Body, FromPath, FromQuery, JSONBody, QueryParameter
 
 from backend import fields, reports
 from backend.actor import Role
+from backend.api_docs.openapi import RAISES
 from backend.clock import local_today
 from backend.config import Settings
 from backend.deps import CurrentActor, Tx
@@ -28,8 +29,10 @@ from backend.errors import problem
 from backend.guards import require_roles
 from backend.jobs.service import Job
 from backend.jobs.uploads import size_of, upload_slot
+from backend.tabular import CellLimitExceeded, LimitExceeded
 from backend.timeouts import TIMEOUT_OPT
 
+FILE_LIMITS = (LimitExceeded, CellLimitExceeded)  # raised while the file is read (backend/tabular.py)
 CIVIL_AFFAIRS = require_roles(Role.CIVIL_AFFAIRS)
 LIST_READERS = require_roles(Role.CIVIL_AFFAIRS, Role.DISTRICT_ADMIN)
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
@@ -65,7 +68,7 @@ class ListController(Controller):
         ),
         guards=[CIVIL_AFFAIRS],
         request_max_body_size=MAX_UPLOAD_BYTES,
-        opt={TIMEOUT_OPT: UPLOAD_TIMEOUT_S},
+        opt={TIMEOUT_OPT: UPLOAD_TIMEOUT_S, RAISES: FILE_LIMITS},
         middleware=[upload_slot(UPLOAD_TIMEOUT_S)],
         responses={202: ResponseSpec(Job, description="Stored; a worker imports it (follow the job)")},
     )

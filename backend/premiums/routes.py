@@ -17,6 +17,7 @@ from litestar.params import Body, FromPath, FromQuery, HeaderParameter, JSONBody
 from backend import idempotency
 from backend import reports as tables
 from backend.actor import Role
+from backend.api_docs.openapi import RAISES
 from backend.clock import local_today
 from backend.config import Settings
 from backend.deps import CurrentActor, Tx
@@ -29,8 +30,10 @@ from backend.premiums.adjustments import AdjustmentRequest, Decision, PaymentEve
 from backend.premiums.blocks import Block, BlockBalances, BlockIssue, Retired
 from backend.premiums.payments import Payment, PaymentIn, Receipt
 from backend.premiums.remittance import CollectorDay, RemittanceIn
+from backend.tabular import CellLimitExceeded, LimitExceeded
 from backend.timeouts import TIMEOUT_OPT
 
+FILE_LIMITS = (LimitExceeded, CellLimitExceeded)  # raised while the file is read (backend/tabular.py)
 REVIEWERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)
 COLLECTORS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
 PAYMENTS_ROUTE = "POST /api/v1/payments"
@@ -207,7 +210,7 @@ class ReconciliationController(Controller):
         ),
         guards=[REVIEWERS],
         request_max_body_size=20_000_000,
-        opt={TIMEOUT_OPT: STATEMENT_TIMEOUT_S},
+        opt={TIMEOUT_OPT: STATEMENT_TIMEOUT_S, RAISES: FILE_LIMITS},
         middleware=[upload_slot(STATEMENT_TIMEOUT_S)],
         responses={202: ResponseSpec(Job, description="Stored; a worker reconciles it (follow the job)")},
     )

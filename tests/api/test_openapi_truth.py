@@ -192,3 +192,15 @@ async def test_provoked_errors_are_documented(client: Client, document: dict[str
         "/api/v1/auth/login", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert_documented(document, "POST", "/api/v1/auth/login", not_json, 400, "bad_request")
+
+
+def test_uploads_document_their_jobs_and_their_limits(document: dict[str, Any]) -> None:
+    """What middleware and file readers answer is on the page too: the job (202), a file over a
+    limit (413/422), too many uploads or jobs (429), the time limit (503)."""
+    for path in ("/api/v1/eligibility/lists", "/api/v1/reconciliations"):
+        responses = document["paths"][path]["post"]["responses"]
+        assert "202" in responses, path
+        assert {"body_too_large", "file_too_large"} <= codes(responses["413"]), path
+        assert "row_too_large" in codes(responses["422"]), path
+        assert {"too_many_jobs", "too_many_uploads"} <= codes(responses["429"]), path
+        assert {"request_timeout", "try_again"} <= codes(responses["503"]), path
