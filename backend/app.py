@@ -120,6 +120,7 @@ def housekeeping_chores() -> dict[str, maintenance.Chore]:
 def job_handlers() -> dict[str, Handler]:
     """What each kind of background job runs (`canbao worker`), by kind."""
     from backend.eligibility import lists
+    from backend.eligibility import reports as eligibility_reports
     from backend.enrollment import history
     from backend.premiums import reports
 
@@ -127,6 +128,7 @@ def job_handlers() -> dict[str, Handler]:
         lists.LIST_IMPORT: lists.run_import_job,
         history.HISTORY_IMPORT: history.run_import_job,
         reports.RECONCILIATION: reports.run_reconciliation_job,
+        eligibility_reports.UNENROLLED_EXPORT: eligibility_reports.run_unenrolled_export,
     }
 
 

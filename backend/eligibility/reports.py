@@ -4,13 +4,16 @@ denominator (deaths, employee insurance)."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Literal
 from uuid import UUID
 
 import msgspec
 
+from backend import reports as tables
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
+from backend.jobs.worker import JobRun, Outcome
 from mobile_sync_protocol.rules.identity import mask
 
 Q = load_queries("backend.eligibility")
@@ -35,6 +38,27 @@ class UnenrolledPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 UNENROLLED_HEADER = ("division_code", "name", "id_number", "categories", "person_id", "household_id")
+
+
+def unenrolled_rows(items: list[Unenrolled]) -> list[tuple[object, ...]]:
+    """A page's items as the rows of the CSV or XLSX export (UNENROLLED_HEADER)."""
+    return [
+        (
+            i.division_code,
+            i.name,
+            i.id_number_masked,
+            " ".join(i.categories),
+            str(i.person_id or ""),
+            str(i.household_id or ""),
+        )
+        for i in items
+    ]
+
+
+def unenrolled_file(year: int, rows: list[tuple[object, ...]], format: Literal["csv", "xlsx"]) -> bytes:
+    if format == "csv":
+        return tables.to_csv(UNENROLLED_HEADER, rows)
+    return tables.to_xlsx(f"unenrolled {year}", UNENROLLED_HEADER, rows)
 
 
 async def subsidised_not_enrolled(
@@ -80,3 +104,38 @@ async def denominator_adjustments(conn: Connection, actor: Actor, year: int, on:
     return DenominatorAdjustments(
         roster_loaded=loaded, by_division={r["division_code"]: (r["roster_only"], r["excluded"]) for r in rows}
     )
+
+
+# The whole list as one file, made by a job worker: every page of the caller's scope.
+
+UNENROLLED_EXPORT = "unenrolled_export"
+EXPORT_PAGE = 1000
+
+
+class UnenrolledExport(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    as_of: date
+    format: Literal["csv", "xlsx"]
+
+
+async def run_unenrolled_export(run: JobRun) -> Outcome:
+    """An `unenrolled_export` job: every person of the scope, subsidised and not enrolled, in one
+    CSV or XLSX file (the job's output); the result counts them."""
+    assert run.actor is not None, "an export is asked for by a user"
+    params = msgspec.convert(run.params, UnenrolledExport)
+    rows: list[tuple[object, ...]] = []
+    after: str | None = None
+    while True:
+        page = await subsidised_not_enrolled(
+            run.conn, run.actor, params.coverage_year, params.as_of, after, EXPORT_PAGE
+        )
+        rows += unenrolled_rows(page.items)
+        run.advance(len(page.items))
+        if page.next_cursor is None:
+            break
+        after = page.next_cursor
+    name = f"subsidised-not-enrolled-{params.coverage_year}.{params.format}"
+    await run.save_output(
+        name, tables.MEDIA_TYPES[params.format], unenrolled_file(params.coverage_year, rows, params.format)
+    )
+    return Outcome({"coverage_year": params.coverage_year, "as_of": params.as_of, "rows": len(rows)})

@@ -8,6 +8,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
@@ -25,8 +26,9 @@ from backend.eligibility import reports as list_reports
 from backend.eligibility.check import CheckRequest, EligibilityAnswer
 from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
 from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListVersion, ListVersionPage
-from backend.errors import problem
+from backend.errors import InvalidInput, problem
 from backend.guards import require_roles
+from backend.jobs import service as jobs
 from backend.jobs.service import Job
 from backend.jobs.uploads import size_of, upload_slot
 from backend.tabular import CellLimitExceeded, LimitExceeded
@@ -242,24 +244,28 @@ class EligibilityReportController(Controller):
         after: Annotated[str | None, QueryParameter(max_length=18)] = None,
         limit: Limit = 1000,
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
+        background: Annotated[
+            bool, QueryParameter(description="the whole list as one CSV or XLSX file, made by a job (202)")
+        ] = False,
     ) -> Response[Any]:
         on = as_of or local_today(state.settings.timezone)
+        if background:
+            if format == "json":
+                raise InvalidInput("query.format", "a background export is csv or xlsx")
+            params = list_reports.UnenrolledExport(coverage_year=year, as_of=on, format=format)
+            job = await jobs.enqueue(
+                tx,
+                actor,
+                list_reports.UNENROLLED_EXPORT,
+                msgspec.to_builtins(params),
+                division_code=actor.scope.division_code,
+                settings=state.settings,
+            )
+            return Response(job, status_code=202, headers={"Location": job.href})
         page = await list_reports.subsidised_not_enrolled(tx, actor, year, on, after, limit)
         if format == "json":
             return Response(page)
-        rows = [
-            (
-                i.division_code,
-                i.name,
-                i.id_number_masked,
-                " ".join(i.categories),
-                str(i.person_id or ""),
-                str(i.household_id or ""),
-            )
-            for i in page.items
-        ]
-        header = list_reports.UNENROLLED_HEADER
-        body = reports.to_csv(header, rows) if format == "csv" else reports.to_xlsx(f"unenrolled {year}", header, rows)
+        body = list_reports.unenrolled_file(year, list_reports.unenrolled_rows(page.items), format)
         return Response(
             body,
             media_type=reports.MEDIA_TYPES[format],

@@ -123,3 +123,9 @@ VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 
 -- name: free_slot
 DELETE FROM upload_slots WHERE id = $1
+
+-- name: set_output
+UPDATE jobs SET output_name = $2, output_media_type = $3, output_bytes = $4 WHERE id = $1
+
+-- name: output_chunk
+SELECT data FROM job_outputs WHERE job_id = $1 AND seq = $2

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 from uuid import UUID
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from backend import fields
@@ -38,6 +40,19 @@ class JobController(Controller):
     @get("/{job_id:uuid}", summary="A job: state, progress (counts), and its result or row report when done")
     async def get_job(self, job_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Job:
         return await service.get(tx, actor, job_id)
+
+    @get(
+        "/{job_id:uuid}/output",
+        summary="The file an export job produced (CSV or XLSX); every download is audited",
+        responses={200: ResponseSpec(bytes, description="The file", media_type="application/octet-stream")},
+    )
+    async def output(self, job_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Response[bytes]:
+        made, pieces = await service.output(tx, actor, job_id)
+        return Response(
+            b"".join(pieces),
+            media_type=made.media_type,
+            headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(made.name)}"},
+        )
 
     @post("/{job_id:uuid}/cancel", status_code=200, summary="Cancel a job: all its work is rolled back")
     async def cancel(self, job_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Job:

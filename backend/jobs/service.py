@@ -60,6 +60,15 @@ class JobError(msgspec.Struct, frozen=True, omit_defaults=True):
     extra: dict[str, Any] | None = None
 
 
+class JobOutput(msgspec.Struct, frozen=True):
+    """The file an export job produced, downloaded from `href`."""
+
+    name: str
+    media_type: str
+    bytes: int
+    href: str
+
+
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """A job as its owner sees it. `result` is what the work answers when it ends (for a list
     import, the list version with its row report), also when it ends `failed` having kept a
@@ -80,6 +89,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested: bool
     result: Any | None
     error: JobError | None
+    output: JobOutput | None
     href: str
 
 
@@ -106,6 +116,11 @@ def job_from_row(row: asyncpg.Record) -> Job:
         cancel_requested=row["cancel_requested"],
         result=row["result"],
         error=None if error is None else msgspec.convert(error, JobError),
+        output=None
+        if row["output_name"] is None
+        else JobOutput(
+            row["output_name"], row["output_media_type"], row["output_bytes"], f"/api/v1/jobs/{row['id']}/output"
+        ),
         href=f"/api/v1/jobs/{row['id']}",
     )
 
@@ -205,6 +220,21 @@ async def get(conn: Connection, actor: Actor, job_id: UUID) -> Job:
     if row is None or not _may_see(actor, row):
         raise NotFound("no such job in your scope")
     return job_from_row(row)
+
+
+async def output(conn: Connection, actor: Actor, job_id: UUID) -> tuple[JobOutput, list[bytes]]:
+    """The file a job produced, for whoever may see the job; its download is audited (an export
+    holds names and masked ID numbers)."""
+    job = await get(conn, actor, job_id)
+    if job.output is None:
+        raise NotFound("this job has produced no file (yet)")
+    pieces: list[bytes] = []
+    while (piece := await conn.fetchval(Q["output_chunk"], job_id, len(pieces))) is not None:
+        pieces.append(piece)
+    await record(
+        conn, actor, "download", "job_output", job_id, division_code=job.division_code, summary={"kind": job.kind}
+    )
+    return job.output, pieces
 
 
 async def page(

@@ -29,7 +29,7 @@ from backend.actor import Actor
 from backend.config import Settings
 from backend.db import Connection, Pool
 from backend.errors import DomainError
-from backend.jobs.service import NOTIFY_CHANNEL, Job, JobError, Q, job_from_row
+from backend.jobs.service import FILE_CHUNK, NOTIFY_CHANNEL, Job, JobError, Q, job_from_row
 
 log = logging.getLogger("canbao.jobs")
 
@@ -69,6 +69,12 @@ class JobRun:
         self.done += amount
         if self.on_progress is not None:
             self.on_progress(self.done, self.total)
+
+    async def save_output(self, name: str, media_type: str, data: bytes) -> None:
+        """The file this job produces (an export), written with the job's end."""
+        pieces = [(self.id, seq, data[i : i + FILE_CHUNK]) for seq, i in enumerate(range(0, len(data), FILE_CHUNK))]
+        await self.conn.copy_records_to_table("job_outputs", records=pieces, columns=("job_id", "seq", "data"))
+        await self.conn.execute(Q["set_output"], self.id, name[:200], media_type, len(data))
 
     async def open_file(self) -> IO[bytes]:
         """The job's upload, from the start."""

@@ -383,3 +383,41 @@ async def test_a_file_over_a_limit_fails_its_job_naming_the_limit(
     assert seen["error"]["extra"] == {"limit": "max_columns", "maximum": 256}
     assert await conn.fetchval("SELECT count(*) FROM list_versions") == 0
     assert await conn.fetchval("SELECT count(*) FROM job_files") == 0
+
+
+async def test_the_whole_unenrolled_list_is_exported_by_a_job_as_one_file(
+    client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,
+    pool: Pool,
+    db_dsn: str,  # type: ignore[type-arg]
+) -> None:
+    """More people than one page (1,000): the job walks every page into one file, its download is
+    audited and seen by the scope only."""
+    civil = await auth_headers(client, "civil")
+    assert (await upload(client, civil, list_file(1_205), background=False)).status_code == 201
+    asked = await client.get(
+        "/api/v1/reports/subsidised-not-enrolled",
+        params={"year": 2026, "format": "csv", "background": "true"},
+        headers=civil,
+    )
+    assert asked.status_code == 202, asked.text
+    ended = await worker.run_one(pool, job_handlers(), fast(db_dsn))
+    assert ended is not None and (ended.kind, ended.state) == ("unenrolled_export", "succeeded")
+    job = (await client.get(asked.headers["location"], headers=civil)).json()
+    assert job["result"]["rows"] == 1_205
+    output = job["output"]
+    assert (output["name"], output["media_type"]) == ("subsidised-not-enrolled-2026.csv", "text/csv; charset=utf-8")
+    download = await client.get(output["href"], headers=civil)
+    assert download.status_code == 200, download.text
+    lines = download.content.decode("utf-8-sig").splitlines()
+    assert len(lines) == 1 + 1_205 and lines[0].startswith("division_code,name")
+    assert len(download.content) == output["bytes"]
+    assert (
+        await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'download' AND entity = 'job_output'") == 1
+    )
+    outsider = await auth_headers(client, "reviewer_b")
+    assert (await client.get(output["href"], headers=outsider)).status_code == 404
+    refused = await client.get(
+        "/api/v1/reports/subsidised-not-enrolled", params={"year": 2026, "background": "true"}, headers=civil
+    )
+    assert refused.status_code == 422, "a background export is a file: csv or xlsx"
