@@ -12,6 +12,7 @@ import xlsxwriter
 Format = Literal["json", "csv", "xlsx"]
 
 MEDIA_TYPES = {
+    "json": "application/json",
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }

@@ -4,7 +4,6 @@ denominator (deaths, employee insurance)."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
 from uuid import UUID
 
 import msgspec
@@ -55,10 +54,13 @@ def unenrolled_rows(items: list[Unenrolled]) -> list[tuple[object, ...]]:
     ]
 
 
-def unenrolled_file(year: int, rows: list[tuple[object, ...]], format: Literal["csv", "xlsx"]) -> bytes:
+def unenrolled_file(year: int, on: date, items: list[Unenrolled], format: tables.Format) -> bytes:
+    """The export of `items` as a file: CSV, XLSX, or JSON (the page's form, without a cursor)."""
+    if format == "json":
+        return msgspec.json.encode(UnenrolledPage(coverage_year=year, as_of=on, items=items, next_cursor=None))
     if format == "csv":
-        return tables.to_csv(UNENROLLED_HEADER, rows)
-    return tables.to_xlsx(f"unenrolled {year}", UNENROLLED_HEADER, rows)
+        return tables.to_csv(UNENROLLED_HEADER, unenrolled_rows(items))
+    return tables.to_xlsx(f"unenrolled {year}", UNENROLLED_HEADER, unenrolled_rows(items))
 
 
 async def subsidised_not_enrolled(
@@ -115,7 +117,7 @@ EXPORT_PAGE = 1000
 class UnenrolledExport(msgspec.Struct, frozen=True, kw_only=True):
     coverage_year: int
     as_of: date
-    format: Literal["csv", "xlsx"]
+    format: tables.Format
 
 
 async def run_unenrolled_export(run: JobRun) -> Outcome:
@@ -123,19 +125,18 @@ async def run_unenrolled_export(run: JobRun) -> Outcome:
     CSV or XLSX file (the job's output); the result counts them."""
     assert run.actor is not None, "an export is asked for by a user"
     params = msgspec.convert(run.params, UnenrolledExport)
-    rows: list[tuple[object, ...]] = []
+    items: list[Unenrolled] = []
     after: str | None = None
     while True:
         page = await subsidised_not_enrolled(
             run.conn, run.actor, params.coverage_year, params.as_of, after, EXPORT_PAGE
         )
-        rows += unenrolled_rows(page.items)
+        items += page.items
         run.advance(len(page.items))
         if page.next_cursor is None:
             break
         after = page.next_cursor
     name = f"subsidised-not-enrolled-{params.coverage_year}.{params.format}"
-    await run.save_output(
-        name, tables.MEDIA_TYPES[params.format], unenrolled_file(params.coverage_year, rows, params.format)
-    )
-    return Outcome({"coverage_year": params.coverage_year, "as_of": params.as_of, "rows": len(rows)})
+    body = unenrolled_file(params.coverage_year, params.as_of, items, params.format)
+    await run.save_output(name, tables.MEDIA_TYPES[params.format], body)
+    return Outcome({"coverage_year": params.coverage_year, "as_of": params.as_of, "rows": len(items)})

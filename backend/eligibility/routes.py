@@ -26,7 +26,7 @@ from backend.eligibility import reports as list_reports
 from backend.eligibility.check import CheckRequest, EligibilityAnswer
 from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
 from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListVersion, ListVersionPage
-from backend.errors import InvalidInput, problem
+from backend.errors import problem
 from backend.guards import require_roles
 from backend.jobs import service as jobs
 from backend.jobs.service import Job
@@ -233,7 +233,11 @@ class EligibilityReportController(Controller):
     path = "/api/v1/reports"
     tags = ["reports"]
 
-    @get("/subsidised-not-enrolled", summary="Persons on subsidy lists not enrolled for the year (JSON, CSV, XLSX)")
+    @get(
+        "/subsidised-not-enrolled",
+        summary="Persons on subsidy lists not enrolled for the year (JSON, CSV, XLSX)",
+        responses={202: ResponseSpec(Job, description="With background=true: a job makes the whole list one file")},
+    )
     async def subsidised_not_enrolled(
         self,
         tx: Tx,
@@ -245,13 +249,11 @@ class EligibilityReportController(Controller):
         limit: Limit = 1000,
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
         background: Annotated[
-            bool, QueryParameter(description="the whole list as one CSV or XLSX file, made by a job (202)")
+            bool, QueryParameter(description="the whole list as one file (json, csv or xlsx), made by a job (202)")
         ] = False,
     ) -> Response[Any]:
         on = as_of or local_today(state.settings.timezone)
         if background:
-            if format == "json":
-                raise InvalidInput("query.format", "a background export is csv or xlsx")
             params = list_reports.UnenrolledExport(coverage_year=year, as_of=on, format=format)
             job = await jobs.enqueue(
                 tx,
@@ -265,7 +267,7 @@ class EligibilityReportController(Controller):
         page = await list_reports.subsidised_not_enrolled(tx, actor, year, on, after, limit)
         if format == "json":
             return Response(page)
-        body = list_reports.unenrolled_file(year, list_reports.unenrolled_rows(page.items), format)
+        body = list_reports.unenrolled_file(year, on, page.items, format)
         return Response(
             body,
             media_type=reports.MEDIA_TYPES[format],

@@ -87,7 +87,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None
     attempts: int
     cancel_requested: bool
-    result: Any | None
+    result: Any  # null until the job ends (and when it ends without one)
     error: JobError | None
     output: JobOutput | None
     href: str

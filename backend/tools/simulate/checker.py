@@ -149,12 +149,18 @@ async def scope_images(db: asyncpg.Connection, tablet: SimTablet, township: str,
         args += [tablet.user_id, tablet.device_id]
     rows = await db.fetch(Q[f"scope_{entity}"], *args)
     row_type = ROW_TYPES[entity]
-    return {str(r["id"]): msgspec.to_builtins(msgspec.convert(dict(r.items()), row_type)) for r in rows}
+    return {str(r["id"]): _image(msgspec.convert(dict(r.items()), row_type)) for r in rows}
 
 
 def copy_images(tablet: SimTablet, entity: str) -> dict[str, Any]:
     row_type = ROW_TYPES[entity]
-    return {str(k): msgspec.to_builtins(msgspec.convert(v, row_type)) for k, v in tablet.store.records(entity).items()}
+    return {str(k): _image(msgspec.convert(v, row_type)) for k, v in tablet.store.records(entity).items()}
+
+
+def _image(row: Any) -> Any:
+    """A row as plain values to compare; sets (a policy's categories) sorted, since two equal
+    frozensets built in different orders may iterate differently."""
+    return msgspec.to_builtins(row, order="deterministic")
 
 
 def report(results: list[InvariantResult], limit: int = 12) -> str:
