@@ -95,7 +95,7 @@ def test_csv_with_chinese_headers_is_imported_in_utf8_with_or_without_bom_and_in
             "import",
             "enrollment_history",
             {"file": "history-2025.csv", "rows": 4, "inserted": 4, "updated": 0, "unchanged": 0},
-        )
+        ),
     ]
 
 
