@@ -184,6 +184,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log_level)
+    os.nice(settings.job_worker_nice)  # parsing a big file must not slow the API's answers
     with database(settings) as dsn:
 
         async def main() -> None:

@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     request_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3_600)] = 60.0
     # Background jobs (backend/jobs/): uploads bigger than sync_upload_max_bytes become jobs.
     job_workers: Annotated[int, msgspec.Meta(ge=0, le=32)] = 1  # worker processes `canbao serve` starts
+    # Worker processes run at this nice value: on a small machine the API's answers come first.
+    job_worker_nice: Annotated[int, msgspec.Meta(ge=0, le=19)] = 10
     job_lease_s: Annotated[int, msgspec.Meta(ge=2, le=3_600)] = 30  # a silent worker's job is retaken after this
     job_heartbeat_s: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0  # lease renewal and progress
     job_poll_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0  # how often an idle worker looks

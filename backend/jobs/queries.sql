@@ -129,3 +129,7 @@ UPDATE jobs SET output_name = $2, output_media_type = $3, output_bytes = $4 WHER
 
 -- name: output_chunk
 SELECT data FROM job_outputs WHERE job_id = $1 AND seq = $2
+
+-- name: backend_process
+-- This connection's server process, and whether it is on this machine (a Unix socket).
+SELECT pg_backend_pid() AS pid, inet_server_addr() IS NULL AS local

@@ -19,6 +19,7 @@ import socket
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
@@ -123,6 +124,7 @@ async def run_one(
     log.info("job started", extra={"job_id": str(row["id"]), "kind": row["kind"], "attempt": row["attempts"]})
     flags = _Flags()
     async with pool.acquire() as conn:
+        await _lower_backend_priority(conn, settings.job_worker_nice)
         run = JobRun(
             id=row["id"],
             kind=row["kind"],
@@ -166,6 +168,27 @@ async def run_one(
     assert ended is not None
     log.info("job ended", extra={"job_id": str(ended["id"]), "state": ended["state"]})
     return job_from_row(ended)
+
+
+async def _lower_backend_priority(conn: Connection, nice: int) -> None:
+    """The job's PostgreSQL backend runs at the workers' nice value too, when it is a process of
+    this machine we may renice (a Unix-socket connection: the embedded database, or a local
+    server under the same user); otherwise nothing changes. The API's reads come first."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    row = await conn.fetchrow(Q["backend_process"])
+    if row is not None and row["local"]:
+        _renice(row["pid"], nice)
+
+
+def _renice(pid: int, nice: int) -> None:
+    try:
+        if not Path(f"/proc/{pid}/comm").read_text(encoding="ascii").startswith("postgres"):
+            return
+        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
+            os.setpriority(os.PRIO_PROCESS, pid, nice)
+    except OSError:  # another user's process, or no /proc: leave it
+        return
 
 
 async def _attempt(run: JobRun, handler: Handler, worker_id: str) -> Outcome:

@@ -425,3 +425,23 @@ async def test_the_whole_unenrolled_list_is_exported_by_a_job_as_one_file(
     href = (await client.get(as_json.headers["location"], headers=civil)).json()["output"]["href"]
     whole = (await client.get(href, headers=civil)).json()
     assert (len(whole["items"]), whole["next_cursor"]) == (1_205, None)
+
+
+async def test_the_jobs_database_process_runs_at_the_workers_lower_priority(
+    pool: Pool,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """On the embedded database (a Unix socket), the backend that does a job's COPY is reniced, so
+    the API's reads come first on a small machine; a process that is not PostgreSQL is left alone."""
+    import os
+
+    from backend.jobs.worker import _lower_backend_priority, _renice
+
+    async with pool.acquire() as job_conn:
+        pid = await job_conn.fetchval("SELECT pg_backend_pid()")
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 0
+        await _lower_backend_priority(job_conn, 10)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 10
+    own = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    _renice(os.getpid(), 19)
+    assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == own
