@@ -334,7 +334,7 @@ def _allowed_values(root: Any, path: str | None) -> list[str]:
         return []
     info: Any = msgspec.inspect.type_info(root)
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", path or ""):
-        info = _unwrapped(info)
+        info = unwrapped_type(info)
         if part.startswith("["):
             info = getattr(info, "item_type", None)
         elif isinstance(info, msgspec.inspect.StructType):
@@ -343,7 +343,7 @@ def _allowed_values(root: Any, path: str | None) -> list[str]:
             info = info.value_type
         else:
             return []
-    info = _unwrapped(info)
+    info = unwrapped_type(info)
     if isinstance(info, msgspec.inspect.EnumType):
         return [str(member.value) for member in info.cls]
     if isinstance(info, msgspec.inspect.LiteralType):
@@ -351,7 +351,7 @@ def _allowed_values(root: Any, path: str | None) -> list[str]:
     return []
 
 
-def _unwrapped(info: Any) -> Any:
+def unwrapped_type(info: Any) -> Any:
     """Through constraints and `X | None` to the one type that carries the rule."""
     while True:
         if isinstance(info, msgspec.inspect.Metadata):

@@ -53,7 +53,7 @@ from litestar.openapi.spec import (
 from litestar.routes import HTTPRoute
 
 from backend import bodies, reports
-from backend.errors import PROBLEM_JSON, DomainError, problem
+from backend.errors import PROBLEM_JSON, DomainError, problem, unwrapped_type
 
 PROBLEM = "Problem"
 # A resident identity number (公民身份号码): its check character is a rule no pattern states, so the
@@ -389,14 +389,14 @@ def _tighten_body(handler: HTTPRouteHandler, schemas: dict[str, Any]) -> None:
 
 def _constrain_items(info: Any, schema: Any) -> None:
     """Copies the rules of a list's items onto the items' schema."""
-    info = _unwrapped(info)
+    info = unwrapped_type(info)
     if not isinstance(info, (msgspec.inspect.ListType, msgspec.inspect.SetType, msgspec.inspect.VarTupleType)):
         return
     arrays = [schema, *(getattr(schema, "one_of", None) or [])]
     for array in arrays:
         items = getattr(array, "items", None)
         if isinstance(items, Schema):
-            item = _unwrapped(info.item_type)
+            item = unwrapped_type(info.item_type)
             for rule, key in _ITEM_RULES:
                 value = getattr(item, rule, None)
                 if value is not None and getattr(items, key) is None:
@@ -416,20 +416,6 @@ _ITEM_RULES = (
     ("max_length", "max_length"),
     ("pattern", "pattern"),
 )
-
-
-def _unwrapped(info: Any) -> Any:
-    """Through `X | None` and constraints' metadata to the type that carries the rules."""
-    while True:
-        if isinstance(info, msgspec.inspect.Metadata):
-            info = info.type
-        elif isinstance(info, msgspec.inspect.UnionType):
-            options = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
-            if len(options) != 1:
-                return info
-            info = options[0]
-        else:
-            return info
 
 
 def _no_null_parameters(operation: Operation) -> None:
