@@ -8,11 +8,13 @@ from typing import Literal
 
 import msgspec
 
+from backend import reports as tables
 from backend.actor import LEVEL_PREFIX, Actor, scope_args
 from backend.audit.service import record
 from backend.clock import local_today
 from backend.db import Connection, load_queries
 from backend.eligibility import reports as eligibility
+from backend.jobs.worker import JobRun, Outcome
 
 Q = load_queries("backend.enrollment", "coverage_report.sql")
 
@@ -121,3 +123,34 @@ def table(report: CoverageReport) -> list[tuple[object, ...]]:
         (r.division_code, r.name, r.level, r.persons, r.enrolled, r.confirmed, r.not_enrolled, r.rate_percent)
         for r in [*report.rows, report.total]
     ]
+
+
+def report_file(report: CoverageReport, format: tables.Format) -> bytes:
+    """The report as a file: JSON, CSV or XLSX (the header of HEADER, a row per division and the total)."""
+    if format == "json":
+        return msgspec.json.encode(report)
+    if format == "csv":
+        return tables.to_csv(HEADER, table(report))
+    return tables.to_xlsx(f"coverage {report.coverage_year}", HEADER, table(report))
+
+
+# The report made by a job worker: at prefecture scale its query takes seconds.
+
+COVERAGE_EXPORT = "coverage_export"
+
+
+class CoverageExport(msgspec.Struct, frozen=True, kw_only=True):
+    coverage_year: int
+    level: Level
+    format: tables.Format
+
+
+async def run_coverage_export(run: JobRun) -> Outcome:
+    """A `coverage_export` job: the 应保尽保 report of the asker's scope as a file (the job's output)."""
+    assert run.actor is not None, "a report is asked for by a user"
+    params = msgspec.convert(run.params, CoverageExport)
+    today = local_today(run.settings.timezone)
+    report = await coverage_report(run.conn, run.actor, params.coverage_year, params.level, today)
+    name = f"coverage-{params.coverage_year}-{params.level}.{params.format}"
+    await run.save_output(name, tables.MEDIA_TYPES[params.format], report_file(report, params.format))
+    return Outcome({"coverage_year": params.coverage_year, "level": params.level, "rows": len(report.rows)})

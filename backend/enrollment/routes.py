@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -44,6 +44,8 @@ from backend.enrollment.quotes import PremiumQuote
 from backend.enrollment.search import HouseholdPage, HouseholdSearch
 from backend.errors import PreconditionFailed
 from backend.guards import require_roles
+from backend.jobs import service as jobs
+from backend.jobs.service import Job
 
 HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
@@ -321,7 +323,11 @@ class ReportController(Controller):
     path = "/api/v1/reports"
     tags = ["reports"]
 
-    @get("/coverage", summary="应保尽保: persons, enrolled, confirmed and rate per division (JSON, CSV, XLSX)")
+    @get(
+        "/coverage",
+        summary="应保尽保: persons, enrolled, confirmed and rate per division (JSON, CSV, XLSX)",
+        responses={202: ResponseSpec(Job, description="With background=true: a job makes the report a file")},
+    )
     async def coverage(
         self,
         tx: Tx,
@@ -330,21 +336,28 @@ class ReportController(Controller):
         year: YearQuery,
         level: FromQuery[Literal["village", "township", "district"]] = "village",
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
-    ) -> Response[coverage_report.CoverageReport | bytes]:
+        background: Annotated[
+            bool, QueryParameter(description="the report as a file made by a job (202), for big scopes")
+        ] = False,
+    ) -> Response[Any]:
+        if background:
+            params = coverage_report.CoverageExport(coverage_year=year, level=level, format=format)
+            job = await jobs.enqueue(
+                tx,
+                actor,
+                coverage_report.COVERAGE_EXPORT,
+                msgspec.to_builtins(params),
+                division_code=actor.scope.division_code,
+                settings=state.settings,
+            )
+            return Response(job, status_code=202, headers={"Location": job.href})
         report = await coverage_report.coverage_report(tx, actor, year, level, local_today(state.settings.timezone))
         if format == "json":
             return Response(report)
-        rows = coverage_report.table(report)
-        name = f"coverage-{year}-{level}.{format}"
-        body = (
-            reports.to_csv(coverage_report.HEADER, rows)
-            if format == "csv"
-            else reports.to_xlsx(f"coverage {year}", coverage_report.HEADER, rows)
-        )
         return Response(
-            body,
+            coverage_report.report_file(report, format),
             media_type=reports.MEDIA_TYPES[format],
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            headers={"Content-Disposition": f'attachment; filename="coverage-{year}-{level}.{format}"'},
         )
 
 

@@ -445,3 +445,23 @@ async def test_the_jobs_database_process_runs_at_the_workers_lower_priority(
     own = os.getpriority(os.PRIO_PROCESS, os.getpid())
     _renice(os.getpid(), 19)
     assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == own
+
+
+async def test_the_coverage_report_is_made_by_a_job_as_a_file_equal_to_the_requests(
+    client: AsyncTestClient[Litestar], pool: Pool, db_dsn: str
+) -> None:
+    reviewer = await auth_headers(client, "reviewer_a")
+    params = {"year": 2026, "level": "village", "format": "csv"}
+    direct = await client.get("/api/v1/reports/coverage", params=params, headers=reviewer)
+    assert direct.status_code == 200, direct.text
+    asked = await client.get("/api/v1/reports/coverage", params={**params, "background": "true"}, headers=reviewer)
+    assert asked.status_code == 202, asked.text
+    ended = await worker.run_one(pool, job_handlers(), fast(db_dsn))
+    assert ended is not None and (ended.kind, ended.state) == ("coverage_export", "succeeded")
+    job = (await client.get(asked.headers["location"], headers=reviewer)).json()
+    assert job["output"]["name"] == "coverage-2026-village.csv"
+    made = await client.get(job["output"]["href"], headers=reviewer)
+    assert made.content == direct.content
+    assert (
+        await client.get(job["output"]["href"], headers=await auth_headers(client, "reviewer_b"))
+    ).status_code == 404
