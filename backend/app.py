@@ -14,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, api_docs, idempotency, maintenance, migrate, ops
+from backend import __version__, api_docs, crypto, idempotency, maintenance, migrate, ops
 from backend.api_docs import openapi as api_openapi
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
 from backend.auth.passwords import Passwords
@@ -140,12 +140,17 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     if configure_logs:
         configure_logging(settings.log_level)
     key = load_signing_key(settings)
+    keyring = crypto.load_keyring(settings)
+    crypto.install(keyring)
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
     dsn = settings.database_url
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         pool = await create_pool(dsn, settings.pool_min_size, settings.pool_max_size)
+        async with pool.acquire() as conn:
+            # Refuses a database sealed under other keys (the message names the key).
+            await crypto.check_database(conn, keyring)
         app.state.pool = pool
         app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
         housekeeping = (

@@ -29,7 +29,7 @@ import alembic.util
 import asyncpg
 import msgspec
 
-from backend import migrate
+from backend import crypto, migrate
 from backend.auth.passwords import Passwords
 from backend.config import Settings, SettingsError
 from backend.db import Connection
@@ -63,18 +63,33 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 @contextlib.contextmanager
 def database(settings: Settings, *, upgrade: bool = True) -> Iterator[str]:
-    """The DSN to work on: DATABASE_URL, or the embedded server (started or joined, and migrated)."""
+    """The DSN to work on: DATABASE_URL, or the embedded server (started or joined, and migrated).
+
+    The keys that seal identity numbers are loaded and installed first, and checked against the
+    database (a database sealed under other keys stops the command)."""
+    if settings.embedded:
+        _check_data_folder(settings.data_dir)
+    keyring = crypto.load_keyring(settings)
+    crypto.install(keyring)
     if settings.database_url is not None:
         _check_reachable(settings.database_url)
+        _check_keys(settings.database_url, keyring)
         yield settings.database_url
         return
     from backend.embedded import embedded_database
 
-    _check_data_folder(settings.data_dir)
     with embedded_database(settings.data_dir) as dsn:
         if upgrade:
-            migrate.upgrade(dsn)
+            migrate.upgrade(dsn, keyring=keyring)
+        _check_keys(dsn, keyring)
         yield dsn
+
+
+def _check_keys(dsn: str, keyring: crypto.Keyring) -> None:
+    try:
+        _run(dsn, lambda conn: crypto.check_database(conn, keyring))
+    except crypto.CryptoError as exc:
+        raise CommandError(f"密钥与数据库不符 / keys do not match the database: {exc}") from None
 
 
 def _check_reachable(dsn: str) -> None:
@@ -148,6 +163,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Workers read their settings from the environment: hand them the database and the key.
         os.environ["DATABASE_URL"] = dsn
         os.environ["CANBAO_JWT_SECRET"] = key.secret.decode()
+        os.environ["CANBAO_KEY_FILE"] = str(crypto.key_path(settings))
         metrics_dir = None
         if args.workers > 1:
             metrics_dir = tempfile.mkdtemp(prefix="canbao-metrics-")
@@ -222,9 +238,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     with database(settings, upgrade=False) as dsn:
         try:
             if args.downgrade:
-                migrate.downgrade(dsn, args.downgrade)
+                migrate.downgrade(dsn, args.downgrade, keyring=crypto.keys())
             else:
-                migrate.upgrade(dsn, args.revision or "head")
+                migrate.upgrade(dsn, args.revision or "head", keyring=crypto.keys())
         except alembic.util.CommandError as exc:  # an unknown revision, found before any step runs
             raise UsageError(f"{exc} (head is {migrate.head_revision()})") from exc
         current = _run(dsn, migrate.current_revision)

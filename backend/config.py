@@ -31,6 +31,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     database_url: str | None = None  # DATABASE_URL; None → embedded PostgreSQL in data_dir
     data_dir: str = ".canbao"  # CANBAO_DATA_DIR
     jwt_secret: str | None = None  # CANBAO_JWT_SECRET; None → a key kept in data_dir
+    # Keys sealing identity and phone numbers (backend/crypto.py): a JSON key file, never in the
+    # database; None → keys.json made in data_dir (embedded mode only).
+    key_file: str | None = None  # CANBAO_KEY_FILE
+    crypto_suite: Literal["aes", "sm"] = "aes"  # sm: SM4-GCM and HMAC-SM3 (GB/T 39786 evaluations)
     access_token_ttl_s: Annotated[int, msgspec.Meta(ge=30, le=86_400)] = 900
     refresh_token_ttl_s: Annotated[int, msgspec.Meta(ge=60)] = 30 * 86_400
     refresh_grace_s: Annotated[int, msgspec.Meta(ge=0, le=300)] = 30

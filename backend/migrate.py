@@ -9,25 +9,28 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 import migrations
+from backend.crypto import Keyring
 from backend.db import Connection, dsn_for_sqlalchemy
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 
 
-def alembic_config(dsn: str) -> Config:
+def alembic_config(dsn: str, keyring: Keyring | None = None) -> Config:
     config = Config()
+    # Migrations that seal stored numbers (0015) take the keys from here, never from the database.
+    config.attributes["keyring"] = keyring
     config.set_main_option("script_location", SCRIPT_LOCATION)
     # ConfigParser interpolation would eat the % of percent-encoded passwords.
     config.set_main_option("sqlalchemy.url", dsn_for_sqlalchemy(dsn).replace("%", "%%"))
     return config
 
 
-def upgrade(dsn: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(dsn), revision)
+def upgrade(dsn: str, revision: str = "head", keyring: Keyring | None = None) -> None:
+    command.upgrade(alembic_config(dsn, keyring), revision)
 
 
-def downgrade(dsn: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(dsn), revision)
+def downgrade(dsn: str, revision: str = "base", keyring: Keyring | None = None) -> None:
+    command.downgrade(alembic_config(dsn, keyring), revision)
 
 
 def head_revision() -> str:

@@ -20,7 +20,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import migrate
+from backend import crypto, migrate
 from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.config import Settings
@@ -29,6 +29,18 @@ from backend.tools import demo
 
 JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = demo.DEMO_PASSWORD
+
+
+def _test_keys() -> str:
+    """One key file for the session: the app under test and the tests' own SQL seal alike."""
+    path = os.path.join(tempfile.mkdtemp(prefix="canbao-test-keys-"), crypto.KEY_FILE)
+    crypto.write_key_file(crypto.Path(path), crypto.Keyring.generate())
+    return path
+
+
+KEY_FILE = _test_keys()
+KEYS = crypto.read_key_file(crypto.Path(KEY_FILE))
+crypto.install(KEYS)
 
 
 def _with_database(dsn: str, database: str) -> str:
@@ -93,7 +105,7 @@ def pg_server() -> Iterator[PgServer]:
     asyncio.run(_admin_execute(admin_dsn, f'CREATE DATABASE "{template}"'))
     server = PgServer(admin_dsn=admin_dsn, template=template)
     try:
-        migrate.upgrade(server.dsn(template))
+        migrate.upgrade(server.dsn(template), keyring=KEYS)
         yield server
     finally:
         try:
@@ -129,6 +141,7 @@ def make_settings(db_dsn: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": db_dsn,
         "jwt_secret": JWT_SECRET,
+        "key_file": KEY_FILE,
         "argon2_time_cost": 1,
         "argon2_memory_kib": 64,
         "pool_min_size": 1,
