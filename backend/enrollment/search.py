@@ -11,8 +11,10 @@ from uuid import UUID
 
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
+from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.enrollment.households import DivisionCode, HouseholdNo
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
@@ -53,9 +55,15 @@ async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, toda
         # A birth-certificate number, or a typo, is searched as given: it simply matches nothing.
         with contextlib.suppress(IdentityNumberError):
             number = parse_resident_id(number, today=today).number
+        keyring = crypto.keys()
         found = [
             msgspec.convert(dict(r.items()), HouseholdSummary)
-            for r in await conn.fetch(Q["search_by_identity"], number, *scope_args(actor))
+            for r in await conn.fetch(
+                Q["search_by_identity"],
+                keyring.index(ID_NUMBER, number),
+                *scope_args(actor),
+                keyring.index(BIRTH_CERT, number),
+            )
         ]
         items = [
             h

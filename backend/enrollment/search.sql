@@ -21,4 +21,5 @@ FROM persons p
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 JOIN households h ON h.id = m.household_id
 LEFT JOIN persons hp ON hp.id = h.head_person_id
-WHERE (p.id_number = $1 OR p.birth_cert_no = $1) AND h.village_code BETWEEN $2 AND $3;
+-- $1 and $4: the blind indexes of the number as an identity and as a birth-certificate number.
+WHERE (p.id_number_hash = $1 OR p.birth_cert_hash = $4) AND h.village_code BETWEEN $2 AND $3;
