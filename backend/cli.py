@@ -543,6 +543,36 @@ def _seed_and_print(settings: Settings, dsn: str) -> None:
     print(f"  enrolment history from the old system: {population.history_rows} rows")
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """A new data key in the key file, then every sealed value re-sealed under it (`--resume`:
+    re-seal only, under the current key). Resumable; the service may keep running."""
+    from backend.tools import keys
+
+    settings = _settings(args)
+    with database(settings) as dsn:
+        keyring = crypto.keys()
+        if not args.resume:
+            keyring = keyring.with_new_data_key()
+            crypto.write_key_file(crypto.key_path(settings), keyring, replace=True)
+            crypto.install(keyring)
+            _check_keys(dsn, keyring)  # registers the new key's fingerprint
+            print(f"data key {keyring.current} added to {crypto.key_path(settings)}", file=sys.stderr)
+        counts: dict[str, int] = {}
+
+        def progress(column: str, n: int) -> None:
+            counts[column] = counts.get(column, 0) + n
+            print(f"\rre-sealing {column}: {counts[column]}", end="", file=sys.stderr, flush=True)
+
+        rotated = _run(dsn, lambda conn: keys.rotate(conn, keyring, progress))
+        if counts:
+            print(file=sys.stderr)
+    print(
+        f"{rotated.resealed} values re-sealed under data key {rotated.key_id}; restart the servers so that "
+        "they seal under it too, then run `canbao keys rotate --resume` once more"
+    )
+    return 0
+
+
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with database(settings) as dsn:
@@ -721,6 +751,13 @@ def parser() -> argparse.ArgumentParser:
     )
     si.add_argument("--check-pending", action="store_true", help="also run the checks that wait for server fixes")
     si.set_defaults(func=cmd_simulate)
+
+    k = sub.add_parser("keys", help="the keys that seal identity numbers").add_subparsers(
+        dest="keys_command", required=True
+    )
+    kr = k.add_parser("rotate", help="add a data key and re-seal every stored number under it (resumable)")
+    kr.add_argument("--resume", action="store_true", help="re-seal under the current key without adding one")
+    kr.set_defaults(func=cmd_keys_rotate)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")

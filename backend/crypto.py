@@ -300,7 +300,7 @@ async def check_database(conn: Connection, keyring: Keyring) -> None:
         if row is None:
             await conn.execute(REGISTER_SQL, role, key_id, suite, fingerprint)
         elif row["suite"] != suite or row["fingerprint"] != fingerprint:
-            name = "the index key" if role == "index" else f"data key {key_id}"
+            name = "index key" if role == "index" else f"data key {key_id}"
             raise CryptoError(
                 f"the database was sealed with another {name} ({row['suite']}) than the key file holds: "
                 "start with the key file the database was made with (CANBAO_KEY_FILE)"
