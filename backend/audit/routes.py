@@ -102,7 +102,7 @@ class AuditController(Controller):
     ) -> SealPage:
         settings: Settings = state.settings
         last = date_to or local_today(settings.timezone)
-        first = date_from or last - timedelta(days=30)
+        first = date_from or max(last, date.min + timedelta(days=30)) - timedelta(days=30)
         if last < first:
             raise InvalidInput("to", "must not be before from")
         if (last - first).days >= SEAL_DAYS_MAX:
