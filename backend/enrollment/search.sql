@@ -15,7 +15,8 @@ LIMIT $7;
 
 -- name: search_by_identity
 -- A search by identity number on its own plan: the general search's generic plan would scan the scope.
-SELECT h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
+-- person_id: whom the search found, for the audit.
+SELECT p.id AS person_id, h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
        (SELECT count(*) FROM memberships c WHERE c.household_id = h.id AND c.left_at IS NULL) AS member_count
 FROM persons p
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL

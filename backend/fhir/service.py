@@ -15,7 +15,7 @@ import msgspec
 
 from backend import crypto
 from backend.actor import Actor, Scope, scope_args
-from backend.audit.service import record
+from backend.audit.service import persons, record
 from backend.auth.middleware import partner_credential_id
 from backend.auth.service import AuthContext, release_attempts, reserve_attempts
 from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_access, epoch
@@ -192,6 +192,7 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
             "inforce": state.in_force,
             "state": state.code,
             "response_id": answer["id"],
+            **persons([person_id]),
         },
     )
     return answer
@@ -223,6 +224,6 @@ async def search_coverage(
         "coverage",
         person_id,
         division_code=rows[0]["village_code"] if rows else actor.scope.division_code,
-        summary={"search": "Coverage", "results": len(found), "bundle_id": bundle["id"]},
+        summary={"search": "Coverage", "results": len(found), "bundle_id": bundle["id"], **persons([person_id])},
     )
     return bundle

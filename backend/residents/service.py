@@ -16,7 +16,7 @@ import msgspec
 
 from backend import crypto
 from backend.actor import Actor
-from backend.audit.service import record
+from backend.audit.service import persons, record
 from backend.auth.service import AuthContext
 from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
 from backend.config import Settings
@@ -131,7 +131,12 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
                 "resident_login_failed",
                 "resident_login",
                 None,
-                summary={"reason": "credentials", "subject": subject},
+                # Whom the number names, if anyone: whose door was tried (the same keys either way).
+                summary={
+                    "reason": "credentials",
+                    "subject": subject,
+                    **persons([person["person_id"] if person is not None else None]),
+                },
             )
             raise ResidentLoginFailed()
 
@@ -152,7 +157,7 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
                 "resident_session",
                 session_id,
                 division_code=person["village_code"],
-                summary={"household_id": str(household_id)},
+                summary={"household_id": str(household_id), **persons([person["person_id"]])},
             )
         iat = epoch(now)
         claims = AccessClaims(

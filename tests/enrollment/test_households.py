@@ -272,7 +272,8 @@ async def test_search_takes_the_identity_number_in_the_body_and_pages(client: Cl
     assert sorted(ids) == sorted(h["id"] for h in homes)
     assert page2.json()["next_cursor"] is None
     summaries = await conn.fetch("SELECT summary FROM audit_log WHERE action = 'search' ORDER BY id")
-    assert summaries[0]["summary"] == {"criteria": ["id_number"], "results": 1}
+    person = homes[1]["members"][0]["person_id"]  # whom it found, by id (tests/access/test_audit_whom.py)
+    assert summaries[0]["summary"] == {"criteria": ["id_number"], "results": 1, "person_ids": [person]}
     assert ID_NUMBERS[2] not in str([s["summary"] for s in summaries])
 
 
