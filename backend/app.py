@@ -14,7 +14,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, api_docs, crypto, idempotency, maintenance, migrate, ops
+from backend import __version__, api_docs, crypto, idempotency, maintenance, metrics, migrate, ops
 from backend.api_docs import openapi as api_openapi
 from backend.audit.denied import provide_tx
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
@@ -69,7 +69,6 @@ def route_handlers() -> list[object]:
         api_docs.root,
         ops.health,
         ops.ready,
-        ops.metrics_endpoint,
         AuthController,
         DivisionController,
         UserController,
@@ -159,13 +158,15 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             if settings.maintenance_interval_s > 0
             else None
         )
+        gauges = asyncio.create_task(metrics.sample_pool(pool))
         try:
             yield
         finally:
-            if housekeeping is not None:
-                housekeeping.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await housekeeping
+            for task in (housekeeping, gauges):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await pool.close()
 
     app = Litestar(

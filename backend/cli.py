@@ -39,6 +39,7 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from backend.divisions.service import RowError
+    from backend.metrics import MetricsServer
 
 
 class CommandError(Exception):
@@ -63,7 +64,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 @contextlib.contextmanager
 def database(settings: Settings, *, upgrade: bool = True) -> Iterator[str]:
-    """The DSN to work on: DATABASE_URL, or the embedded server (started or joined, and migrated).
+    """The DSN to work on, as the application role: DATABASE_URL, or the embedded server (started
+    or joined, and migrated by its owner role).
 
     The keys that seal identity numbers are loaded and installed first, and checked against the
     database (a database sealed under other keys stops the command)."""
@@ -77,12 +79,13 @@ def database(settings: Settings, *, upgrade: bool = True) -> Iterator[str]:
         yield settings.database_url
         return
     from backend.embedded import embedded_database
+    from backend.roles import APP_ROLE
 
-    with embedded_database(settings.data_dir) as dsn:
+    with embedded_database(settings.data_dir) as db:
         if upgrade:
-            migrate.upgrade(dsn, keyring=keyring)
-        _check_keys(dsn, keyring)
-        yield dsn
+            migrate.upgrade(db.owner_dsn, app_role=APP_ROLE, keyring=keyring)
+        _check_keys(db.app_dsn, keyring)
+        yield db.app_dsn
 
 
 def _check_keys(dsn: str, keyring: crypto.Keyring) -> None:
@@ -92,7 +95,33 @@ def _check_keys(dsn: str, keyring: crypto.Keyring) -> None:
         raise CommandError(f"密钥与数据库不符 / keys do not match the database: {exc}") from None
 
 
-def _check_reachable(dsn: str) -> None:
+@contextlib.contextmanager
+def owner_database(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The owner role's DSN and the application role's name, for `canbao migrate`: the embedded
+    server's roles, or CANBAO_OWNER_DATABASE_URL and the role DATABASE_URL connects as. The keys
+    are installed first: a migration may seal what is stored in clear."""
+    if settings.embedded:
+        _check_data_folder(settings.data_dir)
+    crypto.install(crypto.load_keyring(settings))
+    if settings.database_url is None:
+        from backend.embedded import embedded_database
+        from backend.roles import APP_ROLE
+
+        with embedded_database(settings.data_dir) as db:
+            yield db.owner_dsn, APP_ROLE
+        return
+    _check_reachable(settings.database_url)
+    if settings.owner_database_url is None:
+        raise CommandError(
+            "canbao migrate needs CANBAO_OWNER_DATABASE_URL, the role that owns the tables; "
+            "DATABASE_URL is the application's role, which may not change the schema"
+        )
+    _check_reachable(settings.owner_database_url, "CANBAO_OWNER_DATABASE_URL")
+    app_role: str = _run(settings.database_url, lambda conn: conn.fetchval("SELECT current_user"))
+    yield settings.owner_database_url, app_role
+
+
+def _check_reachable(dsn: str, variable: str = "DATABASE_URL") -> None:
     """Fails in one line when DATABASE_URL names no server, database or role that answers."""
 
     async def probe() -> None:
@@ -103,7 +132,7 @@ def _check_reachable(dsn: str) -> None:
         asyncio.run(probe())
     except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         # asyncpg's messages name the host and the role, never the password.
-        raise CommandError(f"cannot connect to DATABASE_URL: {exc}") from exc
+        raise CommandError(f"cannot connect to {variable}: {exc}") from exc
 
 
 def _check_data_folder(data_dir: str) -> None:
@@ -158,12 +187,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     with database(settings) as dsn:
         key = load_signing_key(settings)
+        if settings.database_url is not None:
+            _warn_about_role(dsn)
         if args.demo:
             _seed_and_print(settings, dsn)
-        # Workers read their settings from the environment: hand them the database and the key.
+        # Workers read their settings from the environment: hand them the database (the application
+        # role) and the key; the owner's address is for `canbao migrate` alone.
         os.environ["DATABASE_URL"] = dsn
         os.environ["CANBAO_JWT_SECRET"] = key.secret.decode()
         os.environ["CANBAO_KEY_FILE"] = str(crypto.key_path(settings))
+        os.environ.pop("CANBAO_OWNER_DATABASE_URL", None)
+        metrics_server = _serve_metrics(settings)
         metrics_dir = None
         if args.workers > 1:
             metrics_dir = tempfile.mkdtemp(prefix="canbao-metrics-")
@@ -186,9 +220,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         finally:
             _stop_job_workers(job_workers)
+            if metrics_server is not None:
+                metrics_server.close()
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _serve_metrics(settings: Settings) -> MetricsServer | None:
+    """Prometheus's `/metrics` on CANBAO_METRICS_HOST:CANBAO_METRICS_PORT, apart from the API."""
+    if settings.metrics_port == 0:
+        return None
+    from backend.metrics import MetricsServer
+
+    try:
+        server = MetricsServer(settings.metrics_host, settings.metrics_port)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc.strerror or exc} "
+            "(CANBAO_METRICS_HOST, CANBAO_METRICS_PORT; 0 turns the listener off)"
+        ) from exc
+    print(f"Metrics on http://{settings.metrics_host}:{server.port}/metrics", file=sys.stderr, flush=True)
+    return server
+
+
+def _warn_about_role(dsn: str) -> None:
+    """The service should run as the application role (README): say so when DATABASE_URL's can do more."""
+    from backend.roles import current_role_problems
+
+    for problem in asyncio.run(current_role_problems(dsn)):
+        print(f"warning: DATABASE_URL's role {problem}", file=sys.stderr, flush=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -258,18 +319,107 @@ def _stop_job_workers(workers: list[subprocess.Popen[bytes]]) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from backend.roles import RoleError
+
     settings = _settings(args)
-    with database(settings, upgrade=False) as dsn:
+    with owner_database(settings) as (dsn, app_role):
         try:
             if args.downgrade:
-                migrate.downgrade(dsn, args.downgrade, keyring=crypto.keys())
+                migrate.downgrade(dsn, args.downgrade, app_role=app_role, keyring=crypto.keys())
             else:
-                migrate.upgrade(dsn, args.revision or "head", keyring=crypto.keys())
+                migrate.upgrade(dsn, args.revision or "head", app_role=app_role, keyring=crypto.keys())
         except alembic.util.CommandError as exc:  # an unknown revision, found before any step runs
             raise UsageError(f"{exc} (head is {migrate.head_revision()})") from exc
+        except RoleError as exc:
+            raise CommandError(f"{exc}; the schema is migrated, the grants are not") from exc
         current = _run(dsn, migrate.current_revision)
     print(f"schema at revision {current or 'base'} (head {migrate.head_revision()})")
     return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """The embedded database to FILE (PostgreSQL's custom format); the keys are not in it."""
+    from backend import backups
+
+    settings = _settings(args)
+    if settings.database_url is not None:
+        raise CommandError(_EXTERNAL_BACKUPS)
+    _check_data_folder(settings.data_dir)
+    target = Path(args.file)
+    if target.is_dir():
+        raise CommandError(f"cannot write the backup to {args.file}: it is a folder")
+    progress = _TableProgress("backing up")
+    try:
+        summary = backups.backup(Path(settings.data_dir), target, progress.show)
+    except backups.BackupError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        progress.done()
+    size = f"{summary.bytes / 1_048_576:.1f} MB"
+    print(f"backed up {summary.tables} tables (schema at {summary.revision or 'base'}, {size}) to {args.file}")
+    if summary.keys:
+        print(
+            f"not in the backup, keep a copy of them apart: {', '.join(summary.keys)} in {settings.data_dir} "
+            "(without them a restored database cannot be read: sessions, query codes, encrypted fields)"
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """A backup into the embedded database, which must be empty unless --force."""
+    from backend import backups
+    from backend.auth.tokens import KEY_FILE
+
+    settings = _settings(args)
+    if settings.database_url is not None:
+        raise CommandError(_EXTERNAL_BACKUPS)
+    _check_data_folder(settings.data_dir)
+    if not crypto.key_path(settings).exists():
+        # Without them the restored identity numbers could never be read, nor anyone found by number.
+        raise CommandError(
+            f"{crypto.key_path(settings)} is missing: put back the key file kept apart from the backup "
+            "first (the numbers in the backup are sealed under its keys)"
+        )
+    progress = _TableProgress("restoring")
+    try:
+        summary = backups.restore(Path(settings.data_dir), Path(args.file), progress.show, force=args.force)
+    except backups.BackupError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        progress.done()
+    print(f"restored {summary.tables} tables from {args.file} into {settings.data_dir} (schema at {summary.revision})")
+    if KEY_FILE not in summary.keys:
+        print(
+            f"warning: {settings.data_dir} holds no {KEY_FILE}: put back the copy kept with the backup before "
+            "`canbao serve`, or a new key is made (everyone logs in again; every household's query code changes)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+_EXTERNAL_BACKUPS = (
+    "canbao backup and restore are for the embedded database; with DATABASE_URL, back up the server "
+    "itself (pg_basebackup and WAL archiving: README, Backups)"
+)
+
+
+class _TableProgress:
+    """`backing up [#####     ] 12/40 payments` on standard error, when it is a terminal (or CANBAO_PROGRESS=1)."""
+
+    def __init__(self, doing: str) -> None:
+        self.doing = doing
+        self.shown = False
+        self.enabled = sys.stderr.isatty() or os.environ.get("CANBAO_PROGRESS") == "1"
+
+    def show(self, done: int, total: int, table: str) -> None:
+        if self.enabled:
+            self.shown = True
+            bar = "#" * (25 * done // max(total, 1))
+            print(f"\r{self.doing} [{bar:<25}] {done}/{total} {table:<30.30}", end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
@@ -573,7 +723,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from backend.tools import keys
 
     settings = _settings(args)
-    with database(settings) as dsn:
+    # As the owner: list entries and record changes are append-only for the application's role.
+    with owner_database(settings) as (dsn, _app_role):
         keyring = crypto.keys()
         if not args.resume:
             keyring = keyring.with_new_data_key()
@@ -630,7 +781,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
         # As `canbao serve` runs it: the embedded database's signing key, handed to the app.
         secret = load_signing_key(settings).secret.decode()
-        app_settings = msgspec.structs.replace(settings, database_url=dsn, jwt_secret=secret)
+        app_settings = msgspec.structs.replace(
+            settings, database_url=dsn, jwt_secret=secret, key_file=str(crypto.key_path(settings))
+        )
         try:
             summary = asyncio.run(
                 simulate.run(
@@ -714,6 +867,14 @@ def parser() -> argparse.ArgumentParser:
     to.add_argument("--revision", help="upgrade to REVISION (default head)")
     to.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
     m.set_defaults(func=cmd_migrate)
+
+    b = sub.add_parser("backup", help="back up the embedded database to FILE (not the keys: keep them apart)")
+    b.add_argument("file")
+    b.set_defaults(func=cmd_backup)
+    r = sub.add_parser("restore", help="restore a backup into the embedded database (an empty one unless --force)")
+    r.add_argument("file")
+    r.add_argument("--force", action="store_true", help="replace a database that already holds data")
+    r.set_defaults(func=cmd_restore)
 
     u = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     ua = u.add_parser("add", help="create a user")

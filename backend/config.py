@@ -29,6 +29,8 @@ class SettingsError(Exception):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     database_url: str | None = None  # DATABASE_URL; None → embedded PostgreSQL in data_dir
+    # With DATABASE_URL (the application role): the role that owns the tables, for `canbao migrate`.
+    owner_database_url: str | None = None
     data_dir: str = ".canbao"  # CANBAO_DATA_DIR
     jwt_secret: str | None = None  # CANBAO_JWT_SECRET; None → a key kept in data_dir
     # Keys sealing identity and phone numbers (backend/crypto.py): a JSON key file, never in the
@@ -52,6 +54,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max_size: PositiveInt = 10
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Prometheus `/metrics` is served by `canbao serve` on this address alone, never on the API's port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 9464  # 0: no metrics listener
     # Proxies whose X-Forwarded-For is trusted (comma-separated addresses, or *); None: no proxy.
     forwarded_allow_ips: str | None = None
     # Argon2id cost. The defaults are RFC 9106's second recommendation; tests may lower them.
@@ -93,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         }
         # Variables used by the test suite or by other tools are not settings of the server.
         raw.pop("test_database_url", None)
+        raw.pop("progress", None)  # CANBAO_PROGRESS: the command line's progress bars off a terminal
         if "test_break_push_dedup" in raw:
             raise SettingsError(PREFIX + "TEST_BREAK_PUSH_DEDUP", "is for tests only")
         if env.get("DATABASE_URL"):
@@ -117,6 +123,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             raise SettingsError("CANBAO_JWT_SECRET", "must be at least 32 bytes")
         if self.database_url is not None and not re.match(r"postgres(ql)?://", self.database_url):
             raise SettingsError("DATABASE_URL", "must start with postgresql://")
+        if self.owner_database_url is not None:
+            if not re.match(r"postgres(ql)?://", self.owner_database_url):
+                raise SettingsError("CANBAO_OWNER_DATABASE_URL", "must start with postgresql://")
+            if self.database_url is None:
+                raise SettingsError(
+                    "CANBAO_OWNER_DATABASE_URL", "only with DATABASE_URL (the embedded database has its own)"
+                )
         if self.job_heartbeat_s * 2 > self.job_lease_s:
             raise SettingsError("CANBAO_JOB_HEARTBEAT_S", "must be at most half of CANBAO_JOB_LEASE_S")
 

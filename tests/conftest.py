@@ -2,6 +2,9 @@
 
 One server per session — `CANBAO_TEST_DATABASE_URL` when set, else an embedded one in a temporary
 folder, stopped at the end — a template database migrated once, and a fresh clone per test.
+As in production, the template is migrated by an owner role (as `canbao migrate` does) and the
+service under test connects as the application role (`db_dsn`, `make_settings`); the `conn`
+fixture, for setting up and checking, connects as the administrator.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import crypto, migrate
+from backend import crypto, migrate, roles
 from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.config import Settings
@@ -29,6 +32,10 @@ from backend.tools import demo
 
 JWT_SECRET = "test-secret-" + "x" * 40
 PASSWORD = demo.DEMO_PASSWORD
+# Roles are cluster-wide: the tests' own, created once per session (also on CANBAO_TEST_DATABASE_URL).
+OWNER_ROLE = "canbao_test_owner"
+APP_ROLE = "canbao_test_app"
+ROLE_PASSWORD = "canbao-test-role"
 
 
 def _test_keys() -> str:
@@ -43,11 +50,14 @@ KEYS = crypto.read_key_file(crypto.Path(KEY_FILE))
 crypto.install(KEYS)
 
 
-def _with_database(dsn: str, database: str) -> str:
-    """The same server, another database (keeps host/socket query parameters)."""
-    from urllib.parse import urlsplit, urlunsplit
+def _with_database(dsn: str, database: str, user: str | None = None) -> str:
+    """The same server, another database (keeps host/socket query parameters), or another role."""
+    from urllib.parse import quote, urlsplit, urlunsplit
 
     parts = urlsplit(dsn)
+    if user is not None:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{quote(user)}:{quote(ROLE_PASSWORD)}@{host}")
     return urlunsplit(parts._replace(path="/" + database))
 
 
@@ -66,12 +76,22 @@ class PgServer:
     template: str
 
     def dsn(self, database: str) -> str:
+        """The administrator's: setting up and checking."""
         return _with_database(self.admin_dsn, database)
+
+    def owner_dsn(self, database: str) -> str:
+        return _with_database(self.admin_dsn, database, OWNER_ROLE)
+
+    def app_dsn(self, database: str) -> str:
+        """The application role's: what the service connects as."""
+        return _with_database(self.admin_dsn, database, APP_ROLE)
 
     def create_database(self, template: str | None = None) -> str:
         name = "t_" + uuid.uuid4().hex[:16]
         source = template or self.template
-        asyncio.run(_admin_execute(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{source}"'))
+        asyncio.run(
+            _admin_execute(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{source}" OWNER "{OWNER_ROLE}"')
+        )
         return name
 
     def drop_database(self, name: str) -> None:
@@ -101,11 +121,12 @@ def pg_server() -> Iterator[PgServer]:
                 "SELECT pg_reload_conf()",
             )
         )
+    asyncio.run(_create_roles(admin_dsn))
     template = "canbao_tpl_" + uuid.uuid4().hex[:8]
-    asyncio.run(_admin_execute(admin_dsn, f'CREATE DATABASE "{template}"'))
+    asyncio.run(_admin_execute(admin_dsn, f'CREATE DATABASE "{template}" OWNER "{OWNER_ROLE}"'))
     server = PgServer(admin_dsn=admin_dsn, template=template)
     try:
-        migrate.upgrade(server.dsn(template), keyring=KEYS)
+        migrate.upgrade(server.owner_dsn(template), app_role=APP_ROLE, keyring=KEYS)
         yield server
     finally:
         try:
@@ -117,19 +138,39 @@ def pg_server() -> Iterator[PgServer]:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+async def _create_roles(admin_dsn: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await roles.create_roles(admin, OWNER_ROLE, APP_ROLE, password=ROLE_PASSWORD)
+    finally:
+        await admin.close()
+
+
 @pytest.fixture
-def db_dsn(pg_server: PgServer) -> Iterator[str]:
+def database_name(pg_server: PgServer) -> Iterator[str]:
     """A fresh, migrated, empty database for this test."""
     name = pg_server.create_database()
     try:
-        yield pg_server.dsn(name)
+        yield name
     finally:
         pg_server.drop_database(name)
 
 
 @pytest.fixture
-async def conn(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[type-arg]
-    connection = await asyncpg.connect(db_dsn, server_settings={"timezone": "UTC"})
+def db_dsn(pg_server: PgServer, database_name: str) -> str:
+    """This test's database as the application role: what the service under test connects as."""
+    return pg_server.app_dsn(database_name)
+
+
+@pytest.fixture
+def admin_db_dsn(pg_server: PgServer, database_name: str) -> str:
+    """This test's database as the administrator: for setting up and checking."""
+    return pg_server.dsn(database_name)
+
+
+@pytest.fixture
+async def conn(admin_db_dsn: str) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[type-arg]
+    connection = await asyncpg.connect(admin_db_dsn, server_settings={"timezone": "UTC"})
     await init_connection(connection)
     try:
         yield connection

@@ -158,7 +158,8 @@ def serving(*args: str, env: dict[str, str], port: int | None = None, cwd: Path 
     log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
         [CANBAO, *args, "--port", str(port)],
-        env=env,
+        # A metrics port of its own: another canbao on this machine may hold the default.
+        env={"CANBAO_METRICS_PORT": str(free_port()), **env},
         cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=log,

@@ -25,7 +25,7 @@ from backend.errors import Forbidden, InvalidToken, NotAuthenticated
 
 Q = load_queries("backend.auth")
 
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/metrics$", "^/schema"]
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
 SUSPENDED_DEVICE_PATH = "/api/v1/sync/push"  # the one route a suspended tablet may call
 # The only part of the API a resident's or a partner's token opens, whatever guards a route has.
 RESIDENT_PATHS = "/api/v1/resident/"

@@ -444,7 +444,7 @@ async def killed_while_waiting(
 async def test_a_session_ended_mid_request_is_a_503_and_keeps_nothing(
     client: Client,
     pg_server: PgServer,
-    db_dsn: str,
+    admin_db_dsn: str,  # the lock holder is the test's own session: the service may not lock audit_log
     conn: asyncpg.Connection,  # type: ignore[type-arg]
 ) -> None:
     staff, admin = await auth_headers(client, "staff_a"), await auth_headers(client, "admin")
@@ -453,7 +453,7 @@ async def test_a_session_ended_mid_request_is_a_503_and_keeps_nothing(
 
     created = await killed_while_waiting(
         pg_server,
-        db_dsn,
+        admin_db_dsn,
         "LOCK TABLE households IN ACCESS EXCLUSIVE MODE",
         lambda: client.post("/api/v1/households", json=body, headers=staff),
     )
@@ -464,7 +464,7 @@ async def test_a_session_ended_mid_request_is_a_503_and_keeps_nothing(
 
     read = await killed_while_waiting(
         pg_server,
-        db_dsn,
+        admin_db_dsn,
         "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE",
         lambda: client.get("/api/v1/audit", headers=admin),
     )

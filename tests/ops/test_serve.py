@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import psutil
+import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -26,6 +28,7 @@ from tests.processes import (
     FAST_HASHING,
     clean_env,
     data_dir,
+    free_port,
     postgres_processes,
     run_cli,
     serving,
@@ -132,7 +135,7 @@ def test_serve_with_database_url_starts_no_postgres_of_its_own(pg_server: PgServ
     dsn = pg_server.dsn(name)
     try:
         with data_dir() as folder:
-            env = clean_env(DATABASE_URL=dsn, CANBAO_JWT_SECRET=JWT_SECRET)
+            env = clean_env(DATABASE_URL=pg_server.app_dsn(name), CANBAO_JWT_SECRET=JWT_SECRET)
             with serving("--data-dir", str(folder / "data"), "serve", env=env, cwd=folder) as server:
                 server.wait_ready()
                 tree = psutil.Process(server.pid).children(recursive=True)
@@ -144,6 +147,49 @@ def test_serve_with_database_url_starts_no_postgres_of_its_own(pg_server: PgServ
                 assert code in TERMINATED, server.output()[-3000:]
     finally:
         pg_server.drop_database(name)
+
+
+def test_serve_gives_metrics_on_a_loopback_port_of_their_own_and_none_on_the_api_port(pg_server: PgServer) -> None:
+    name = pg_server.create_database()
+    try:
+        port = free_port()
+        env = clean_env(
+            DATABASE_URL=pg_server.app_dsn(name), CANBAO_JWT_SECRET=JWT_SECRET, CANBAO_METRICS_PORT=str(port)
+        )
+        with serving("serve", env=env) as server:
+            server.wait_ready()
+            on_api = httpx.get(server.url + "/metrics", timeout=5)
+            assert on_api.status_code == 404
+            assert "canbao_http_requests_total" not in on_api.text
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            assert scraped.status_code == 200
+            assert 'route="/ready"' in scraped.text
+            assert "canbao_db_pool_connections" in scraped.text
+            # Bound to loopback alone: a client on another machine (or a proxy in front of the API
+            # port, whatever address it forwards from) cannot reach it.
+            listening = {
+                c.laddr.ip
+                for c in psutil.Process(server.pid).net_connections("inet")
+                if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+            }
+            assert listening == {"127.0.0.1"}
+            for address in _outside_addresses():
+                with pytest.raises(httpx.ConnectError):
+                    httpx.get(f"http://{address}:{port}/metrics", timeout=5)
+            code = server.stop(signal.SIGTERM)
+            assert code in TERMINATED, server.output()[-3000:]
+    finally:
+        pg_server.drop_database(name)
+
+
+def _outside_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback: where other machines reach it."""
+    return [
+        a.address
+        for addresses in psutil.net_if_addrs().values()
+        for a in addresses
+        if a.family == socket.AF_INET and not a.address.startswith("127.")
+    ]
 
 
 async def _connections(dsn: str, database: str) -> int:
@@ -163,7 +209,7 @@ def test_login_rate_limit_holds_across_two_workers(pg_server: PgServer) -> None:
     try:
         asyncio.run(_seed(dsn))
         env = clean_env(
-            DATABASE_URL=dsn,
+            DATABASE_URL=pg_server.app_dsn(name),
             CANBAO_JWT_SECRET=JWT_SECRET,
             CANBAO_LOGIN_MAX_FAILURES_PER_USER="5",
             CANBAO_LOGIN_MAX_FAILURES_PER_ADDRESS="1000",

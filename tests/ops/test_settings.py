@@ -14,6 +14,20 @@ def test_defaults_without_environment() -> None:
     assert settings.access_token_ttl_s == 900
 
 
+def test_the_owner_database_and_the_metrics_listener_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://canbao_app@h/db",
+            "CANBAO_OWNER_DATABASE_URL": "postgresql://canbao_owner@h/db",
+            "CANBAO_METRICS_PORT": "0",
+            "CANBAO_PROGRESS": "1",  # the command line's, not the server's: allowed, ignored
+        }
+    )
+    assert settings.owner_database_url == "postgresql://canbao_owner@h/db"
+    assert (settings.metrics_host, settings.metrics_port) == ("127.0.0.1", 0)
+    assert (Settings.from_env({}).metrics_host, Settings.from_env({}).metrics_port) == ("127.0.0.1", 9464)
+
+
 def test_values_are_read_and_converted() -> None:
     settings = Settings.from_env(
         {"DATABASE_URL": "postgresql://u@h/db", "CANBAO_ACCESS_TOKEN_TTL_S": "60", "CANBAO_DATA_DIR": "/srv/canbao"}
@@ -36,6 +50,9 @@ def test_values_are_read_and_converted() -> None:
         ({"CANBAO_NO_SUCH_THING": "1"}, "CANBAO_NO_SUCH_THING"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"CANBAO_POOL_MIN_SIZE": "9", "CANBAO_POOL_MAX_SIZE": "2"}, "CANBAO_POOL_MIN_SIZE"),
+        ({"CANBAO_OWNER_DATABASE_URL": "postgresql://owner@h/db"}, "CANBAO_OWNER_DATABASE_URL"),  # embedded
+        ({"DATABASE_URL": "postgresql://app@h/db", "CANBAO_OWNER_DATABASE_URL": "x"}, "CANBAO_OWNER_DATABASE_URL"),
+        ({"CANBAO_METRICS_PORT": "70000"}, "CANBAO_METRICS_PORT"),
     ],
 )
 def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:

@@ -958,7 +958,7 @@ async def test_one_channel_reference_for_two_households_at_once_records_one(
 
 async def test_a_deadlock_is_a_503_try_again_and_keeps_nothing(
     client: Client,
-    db_dsn: str,
+    admin_db_dsn: str,  # the other transaction sets deadlock_timeout, which only an administrator may
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     world: World,
 ) -> None:
@@ -971,7 +971,7 @@ async def test_a_deadlock_is_a_503_try_again_and_keeps_nothing(
 
     async def other_transaction() -> None:
         # In a thread of its own: the test client blocks this thread's event loop while it waits.
-        other = await asyncpg.connect(db_dsn)
+        other = await asyncpg.connect(admin_db_dsn)
         try:
             tx = other.transaction()
             await tx.start()
