@@ -16,6 +16,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from backend import __version__, api_docs, crypto, idempotency, maintenance, migrate, ops
 from backend.api_docs import openapi as api_openapi
+from backend.audit.denied import provide_tx
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
 from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
@@ -23,7 +24,7 @@ from backend.auth.service import AuthContext
 from backend.auth.tokens import SigningKey, load_signing_key
 from backend.bodies import read_body
 from backend.config import Settings
-from backend.db import create_pool, provide_tx
+from backend.db import create_pool
 from backend.errors import exception_handlers
 from backend.guards import provide_actor
 from backend.jobs.worker import Handler

@@ -1,5 +1,5 @@
-"""`canbao`: serve, migrate, users, divisions, civil-affairs lists, enrolment history, the demo
-district, the sync simulator.
+"""`canbao`: serve, migrate, users, divisions, civil-affairs lists, enrolment history, the audit
+chain, the demo district, the sync simulator.
 
 Every command works on DATABASE_URL when it is set, else on the embedded PostgreSQL in the data
 folder, shared with a `canbao serve` that may be running beside it.
@@ -194,6 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Runs background jobs until stopped (SIGTERM or Ctrl-C); a job under way goes back to the queue."""
     from backend.app import job_handlers
+    from backend.audit import chain
     from backend.db import create_pool
     from backend.jobs import worker
     from backend.logs import configure_logging
@@ -208,13 +209,36 @@ def cmd_worker(args: argparse.Namespace) -> int:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, stop.set)
-            pool = await create_pool(dsn, 1, 4)
+            pool = await create_pool(dsn, 1, 5)
+            # The audit chain is sealed here, beside the jobs: off the API's event loop (one worker
+            # seals at a time).
+            interval = settings.audit_seal_interval_s
+            sealer = asyncio.create_task(chain.seal_loop(pool, interval, stop)) if interval > 0 else None
             try:
                 await worker.work(pool, job_handlers(), settings, stop)
             finally:
+                stop.set()
+                if sealer is not None:
+                    await sealer
                 await pool.close()
 
         asyncio.run(main())
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Recomputes the audit chain; exit 1 naming the first link that does not hold."""
+    from backend.audit import chain
+
+    settings = _settings(args)
+    with database(settings) as dsn:
+        outcome = _run(dsn, lambda conn: chain.verify(conn, dict(args.seal or [])))
+    if isinstance(outcome, chain.Broken):
+        raise CommandError(str(outcome))
+    print(
+        f"audit chain intact: {outcome.sealed} rows sealed, head hash {outcome.head_hash.hex()}; "
+        f"{outcome.awaiting} newer rows await the sealer"
+    )
     return 0
 
 
@@ -543,6 +567,36 @@ def _seed_and_print(settings: Settings, dsn: str) -> None:
     print(f"  enrolment history from the old system: {population.history_rows} rows")
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    """A new data key in the key file, then every sealed value re-sealed under it (`--resume`:
+    re-seal only, under the current key). Resumable; the service may keep running."""
+    from backend.tools import keys
+
+    settings = _settings(args)
+    with database(settings) as dsn:
+        keyring = crypto.keys()
+        if not args.resume:
+            keyring = keyring.with_new_data_key()
+            crypto.write_key_file(crypto.key_path(settings), keyring, replace=True)
+            crypto.install(keyring)
+            _check_keys(dsn, keyring)  # registers the new key's fingerprint
+            print(f"data key {keyring.current} added to {crypto.key_path(settings)}", file=sys.stderr)
+        counts: dict[str, int] = {}
+
+        def progress(column: str, n: int) -> None:
+            counts[column] = counts.get(column, 0) + n
+            print(f"\rre-sealing {column}: {counts[column]}", end="", file=sys.stderr, flush=True)
+
+        rotated = _run(dsn, lambda conn: keys.rotate(conn, keyring, progress))
+        if counts:
+            print(file=sys.stderr)
+    print(
+        f"{rotated.resealed} values re-sealed under data key {rotated.key_id}; restart the servers so that "
+        "they seal under it too, then run `canbao keys rotate --resume` once more"
+    )
+    return 0
+
+
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with database(settings) as dsn:
@@ -627,6 +681,17 @@ def _http_url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
         raise argparse.ArgumentTypeError(f"must be an http:// or https:// address, not {text!r}")
     return text
+
+
+def _seal(text: str) -> tuple[int, bytes]:
+    seq, _, digest = text.partition(":")
+    try:
+        value = (int(seq), bytes.fromhex(digest))
+    except ValueError:
+        value = (0, b"")
+    if value[0] < 1 or len(value[1]) != 32:
+        raise argparse.ArgumentTypeError(f"must be SEQ:HASH as GET /api/v1/audit/seals shows it, not {text!r}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -721,6 +786,27 @@ def parser() -> argparse.ArgumentParser:
     )
     si.add_argument("--check-pending", action="store_true", help="also run the checks that wait for server fixes")
     si.set_defaults(func=cmd_simulate)
+
+    k = sub.add_parser("keys", help="the keys that seal identity numbers").add_subparsers(
+        dest="keys_command", required=True
+    )
+    kr = k.add_parser("rotate", help="add a data key and re-seal every stored number under it (resumable)")
+    kr.add_argument("--resume", action="store_true", help="re-seal under the current key without adding one")
+    kr.set_defaults(func=cmd_keys_rotate)
+
+    av = (
+        sub.add_parser("audit", help="the audit log")
+        .add_subparsers(dest="audit_command", required=True)
+        .add_parser("verify", help="recompute the audit log's hash chain; exit 1 naming the first broken row")
+    )
+    av.add_argument(
+        "--seal",
+        action="append",
+        type=_seal,
+        metavar="SEQ:HASH",
+        help="a day's head copied from GET /api/v1/audit/seals: the chain must still pass through it (repeatable)",
+    )
+    av.set_defaults(func=cmd_audit_verify)
 
     demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
     ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")

@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     argon2_memory_kib: Annotated[int, msgspec.Meta(ge=8)] = 65_536
     # Housekeeping (backend/maintenance.py): every interval, one worker prunes and expires.
     maintenance_interval_s: Annotated[int, msgspec.Meta(ge=0)] = 3_600  # 0: off
+    # The audit chain's sealer (backend/audit/chain.py), run by the job workers: seconds between rounds.
+    audit_seal_interval_s: Annotated[float, msgspec.Meta(ge=0, le=3_600)] = 5.0  # 0: off
     sync_retention_days: PositiveInt = 90  # older pull cursors get a fresh snapshot
     idempotency_retention_days: PositiveInt = 30
     # A request that has not begun its answer after this long is stopped (503 request_timeout);

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from backend.config import Settings, SettingsError
 from backend.db import Connection
+from mobile_sync_protocol.rules import identity
 
 Suite = Literal["aes", "sm"]
 SUITES: tuple[Suite, ...] = ("aes", "sm")
@@ -205,13 +206,9 @@ def _fingerprint(key: bytes) -> bytes:
 
 
 def mask(number: str | None) -> str | None:
-    """`3301**********123X`: the first and last four characters, for lists where the full number
-    is not needed."""
-    if number is None:
-        return None
-    if len(number) <= 8:
-        return "*" * len(number)
-    return number[:4] + "*" * (len(number) - 8) + number[-4:]
+    """`110105********002X`: the protocol's hint for humans (mobile_sync_protocol.rules.identity),
+    for lists where the full number is not needed."""
+    return None if number is None else identity.mask(number)
 
 
 def read_key_file(path: Path) -> Keyring:
@@ -303,7 +300,7 @@ async def check_database(conn: Connection, keyring: Keyring) -> None:
         if row is None:
             await conn.execute(REGISTER_SQL, role, key_id, suite, fingerprint)
         elif row["suite"] != suite or row["fingerprint"] != fingerprint:
-            name = "the index key" if role == "index" else f"data key {key_id}"
+            name = "index key" if role == "index" else f"data key {key_id}"
             raise CryptoError(
                 f"the database was sealed with another {name} ({row['suite']}) than the key file holds: "
                 "start with the key file the database was made with (CANBAO_KEY_FILE)"

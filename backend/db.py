@@ -1,15 +1,14 @@
-"""The asyncpg pool, the per-request unit of work, and named SQL loaded from `.sql` files."""
+"""The asyncpg pool and named SQL loaded from `.sql` files (the per-request unit of work, which
+records refusals, is `backend.audit.denied.provide_tx`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator
 from importlib import resources
 from typing import TYPE_CHECKING, LiteralString, TypeAlias, TypeVar, cast
 
 import asyncpg
 import msgspec
-from litestar.datastructures import State
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -76,13 +75,6 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> Pool:
     )
     assert pool is not None
     return pool
-
-
-async def provide_tx(state: State) -> AsyncGenerator[Connection, None]:
-    """One transaction per request: commits when the handler returns, rolls back when it raises."""
-    pool: Pool = state.pool
-    async with pool.acquire() as conn, conn.transaction():
-        yield conn
 
 
 def dsn_for_sqlalchemy(dsn: str) -> str:

@@ -7,6 +7,8 @@ from typing import Any
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend import crypto
+
 # Valid identity numbers, check characters worked out once by hand (GB 11643, ISO 7064 MOD 11-2).
 ID_NUMBERS = [
     "11010519491231002X",  # female, born 1949-12-31
@@ -70,3 +72,43 @@ async def create_household(
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def sealed(kind: str, value: str | None) -> tuple[bytes | None, bytes | None]:
+    """A number as stored: its blind index and its sealed value (backend/crypto.py)."""
+    keyring = crypto.keys()
+    return keyring.index(kind, value), keyring.seal(kind, value)
+
+
+async def add_history(conn: Any, id_number: str, year: int, status: str = "paid", source_file: str = "t") -> None:
+    """A row of the old system's enrolment history, written directly (as `canbao enrollments import`)."""
+    await conn.execute(
+        "INSERT INTO enrollment_history (id_number_hash, id_number_enc, coverage_year, status, source_file)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        *sealed(crypto.ID_NUMBER, id_number),
+        year,
+        status,
+        source_file,
+    )
+
+
+async def insert_person(conn: Any, id_number: str, name: str, sex: str = "male", birth_date: str = "1980-01-01") -> Any:
+    """A person in no household, written directly; returns the id."""
+    return await conn.fetchval(
+        "INSERT INTO persons (id, id_number_hash, id_number_enc, name, sex, birth_date)"
+        " VALUES (gen_random_uuid(), $1, $2, $3, $4, $5::text::date) RETURNING id",
+        *sealed(crypto.ID_NUMBER, id_number),
+        name,
+        sex,
+        birth_date,
+    )
+
+
+async def history_rows(conn: Any) -> list[tuple[str, int, str, str]]:
+    """The enrolment history with the numbers opened: (number, year, status, source file), sorted."""
+    keyring = crypto.keys()
+    rows = await conn.fetch("SELECT id_number_enc, coverage_year, status, source_file FROM enrollment_history")
+    return sorted(
+        (keyring.open(crypto.ID_NUMBER, r["id_number_enc"]) or "", r["coverage_year"], r["status"], r["source_file"])
+        for r in rows
+    )

@@ -37,6 +37,10 @@ def clean_env(**extra: str) -> dict[str, str]:
         and key not in {"PROMETHEUS_MULTIPROC_DIR", "PYTHONASYNCIODEBUG"}
     }
     env.update(extra)
+    if "DATABASE_URL" in extra and "CANBAO_KEY_FILE" not in extra:
+        from tests.conftest import KEY_FILE
+
+        env["CANBAO_KEY_FILE"] = KEY_FILE  # the test databases' keys
     return env
 
 

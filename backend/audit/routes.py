@@ -1,20 +1,27 @@
-"""`/api/v1/audit`: the trail, for district_admin, within their scope."""
+"""`/api/v1/audit`: the trail, for district_admin, within their scope; and the chain's daily seals."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, get
+from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
 from backend.actor import Role, scope_args
+from backend.audit import chain
 from backend.audit.service import Q, record
+from backend.clock import local_today
+from backend.config import Settings
 from backend.db import from_row
 from backend.deps import CurrentActor, Tx
+from backend.errors import InvalidInput
 from backend.guards import require_roles
+
+SEAL_DAYS_MAX = 366
 
 
 class AuditEntry(msgspec.Struct, frozen=True):
@@ -34,6 +41,11 @@ class AuditEntry(msgspec.Struct, frozen=True):
 class AuditPage(msgspec.Struct, frozen=True):
     items: list[AuditEntry]
     next_cursor: int | None
+
+
+class SealPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[chain.DaySeal]  # days on which rows were sealed, newest first
+    format: str = chain.FORMAT  # the hashed encoding (README.md, "Audit")
 
 
 class AuditController(Controller):
@@ -75,3 +87,24 @@ class AuditController(Controller):
         items = [from_row(r, AuditEntry) for r in rows[:limit]]
         await record(tx, actor, "read", "audit_log", None, summary={"count": len(items)})
         return AuditPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+    @get(
+        "/seals",
+        summary="The audit chain's head at the end of each local day (`from`…`to`, default the last 31 days): "
+        "copy `last_seq` and `head_hash` elsewhere; `canbao audit verify --seal SEQ:HASH` checks them later",
+    )
+    async def seals(
+        self,
+        tx: Tx,
+        state: State,
+        date_from: Annotated[date | None, QueryParameter(name="from")] = None,
+        date_to: Annotated[date | None, QueryParameter(name="to")] = None,
+    ) -> SealPage:
+        settings: Settings = state.settings
+        last = date_to or local_today(settings.timezone)
+        first = date_from or max(last, date.min + timedelta(days=30)) - timedelta(days=30)
+        if last < first:
+            raise InvalidInput("to", "must not be before from")
+        if (last - first).days >= SEAL_DAYS_MAX:
+            raise InvalidInput("from", f"at most {SEAL_DAYS_MAX} days at a time")
+        return SealPage(items=await chain.day_seals(tx, first, last, settings.timezone))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -164,6 +164,13 @@ async def record_many(
         [summary for _, _, summary in entries],
         request_id_var.get(),
     )
+
+
+def persons(person_ids: Iterable[UUID | None]) -> dict[str, list[str]]:
+    """The `person_ids` entry of a read's summary: whom it touched (a search by number, an
+    eligibility check, a FHIR look-up, a resident's login), as record ids — never their numbers.
+    A bulk read gives one row with all of them."""
+    return {"person_ids": sorted({str(p) for p in person_ids if p is not None})}
 
 
 def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

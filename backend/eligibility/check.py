@@ -11,7 +11,7 @@ from uuid import UUID
 import msgspec
 
 from backend.actor import Actor
-from backend.audit.service import record
+from backend.audit.service import persons, record
 from backend.db import Connection, load_queries
 from backend.eligibility.lists import Year
 from backend.policy import service as policies
@@ -202,7 +202,12 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         "eligibility",
         None,
         division_code=actor.scope.division_code,
-        summary={"year": data.coverage_year, "as_of": on.isoformat(), "persons": len(parsed)},
+        summary={
+            "year": data.coverage_year,
+            "as_of": on.isoformat(),
+            "persons": len(parsed),
+            **persons(r["id"] for r in await conn.fetch(Q["persons_by_id_number"], numbers)),
+        },
     )
     return EligibilityAnswer(coverage_year=data.coverage_year, as_of=on, policy_version=policy.version, items=items)
 

@@ -153,6 +153,10 @@ FROM persons p
 JOIN enrollments e ON e.person_id = p.id
 WHERE p.id_number = ANY($1::text[]) AND e.coverage_year = $2 AND e.status <> 'cancelled';
 
+-- name: persons_by_id_number
+-- Whom a check by number touched, for the audit: their record ids.
+SELECT id FROM persons WHERE id_number = ANY($1::text[]);
+
 -- name: id_numbers_of_persons
 SELECT id, id_number FROM persons WHERE id = ANY($1::uuid[]) AND id_number IS NOT NULL;
 

@@ -17,9 +17,11 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor, scope_args
 from backend.audit import service as audit
 from backend.audit.service import record, record_many
+from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.eligibility.check import PersonEligibility
@@ -146,7 +148,8 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
     )
     # What eligibility knows of them is read once (and only if there can be anything): for the
     # exclusion lists now, the subsidies below.
-    numbers = {r["person_id"]: r["id_number"] for r in asked if r["id_number"] is not None}
+    keyring = crypto.keys()
+    numbers = {r["person_id"]: keyring.open(ID_NUMBER, r["id_number_enc"]) or "" for r in asked if r["id_number_enc"]}
     known: dict[str, PersonEligibility] = {}
     if household["eligibility_known"]:
         known = await eligibility.facts(conn, sorted(set(numbers.values())), data.coverage_year, today)

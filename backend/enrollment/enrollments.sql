@@ -6,12 +6,12 @@
 -- a live enrolment for year $3; whether eligibility can know anything of any of them (what
 -- `eligibility.facts` reads is list rows and accepted claims of the year, by identity number); and
 -- the year's policy version in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none).
-SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number, policy.version AS policy,
+SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number_enc, policy.version AS policy,
        ARRAY(SELECT e.person_id FROM enrollments e
              WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
-       EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number = x.id_number
+       EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number_hash = x.id_number_hash
                WHERE x.id = ANY($2::uuid[]))
-       OR EXISTS (SELECT 1 FROM persons x JOIN eligibility_claims c ON c.id_number = x.id_number
+       OR EXISTS (SELECT 1 FROM persons x JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash
                   WHERE x.id = ANY($2::uuid[]) AND c.status = 'accepted' AND c.coverage_year = $3) AS eligibility_known
 FROM households h
 LEFT JOIN unnest($2::uuid[]) WITH ORDINALITY AS t(person_id, n) ON true
@@ -98,7 +98,7 @@ SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, (
         WHERE person_id = t.person_id AND coverage_year < t.year AND status IN ('paid', 'subsidised', 'confirmed')
         UNION ALL
         SELECT coverage_year FROM enrollment_history
-        WHERE id_number = p.id_number AND coverage_year < t.year AND status <> 'cancelled'
+        WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status <> 'cancelled'
     ) AS c
 ) AS last_year, ARRAY(
     SELECT DISTINCT y
@@ -141,7 +141,7 @@ WHERE m.left_at IS NULL
   AND ($5::uuid IS NULL OR p.id > $5)
   AND (EXISTS (SELECT 1 FROM enrollments e WHERE e.person_id = p.id AND e.coverage_year = $3 - 1
                 AND e.status <> 'cancelled')
-       OR EXISTS (SELECT 1 FROM enrollment_history eh WHERE eh.id_number = p.id_number
+       OR EXISTS (SELECT 1 FROM enrollment_history eh WHERE eh.id_number_hash = p.id_number_hash
                   AND eh.coverage_year = $3 - 1 AND eh.status <> 'cancelled'))
   AND NOT EXISTS (SELECT 1 FROM enrollments e WHERE e.person_id = p.id AND e.coverage_year = $3
                   AND e.status <> 'cancelled')

@@ -18,9 +18,10 @@ from typing import Literal
 
 import msgspec
 
-from backend import tabular
+from backend import crypto, tabular
 from backend.audit.service import record
 from backend.clock import local_today
+from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.divisions.service import RowError
 from backend.jobs.service import JobError
@@ -289,15 +290,21 @@ async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_fi
     Imports are serialised on the table so that the counts are exact; a row whose status is the
     one already stored is left alone (its source file and import time too)."""
     await conn.execute(Q["lock_history"])
+    keyring = crypto.keys()
     existing = 0
     changed = 0
     for start in range(0, len(rows), BATCH):
         batch = rows[start : start + BATCH]
-        id_numbers = [r.id_number for r in batch]
+        id_numbers = [keyring.index(ID_NUMBER, r.id_number) for r in batch]
         years = [r.coverage_year for r in batch]
         existing += await conn.fetchval(Q["count_existing_history"], id_numbers, years)
         status = await conn.execute(
-            Q["upsert_history"], id_numbers, years, [r.status for r in batch], [source_file] * len(batch)
+            Q["upsert_history"],
+            id_numbers,
+            years,
+            [r.status for r in batch],
+            [source_file] * len(batch),
+            [keyring.seal(ID_NUMBER, r.id_number) for r in batch],
         )
         changed += int(status.rsplit(" ", 1)[-1])  # "INSERT 0 n": rows inserted or updated
     inserted = len(rows) - existing

@@ -8,11 +8,11 @@ LOCK TABLE enrollment_history IN SHARE ROW EXCLUSIVE MODE;
 -- name: count_existing_history
 SELECT count(*)
 FROM enrollment_history h
-JOIN unnest($1::text[], $2::int[]) AS k(id_number, coverage_year) USING (id_number, coverage_year);
+JOIN unnest($1::bytea[], $2::int[]) AS k(id_number_hash, coverage_year) USING (id_number_hash, coverage_year);
 
 -- name: upsert_history
-INSERT INTO enrollment_history (id_number, coverage_year, status, source_file)
-SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[])
-ON CONFLICT (id_number, coverage_year) DO UPDATE SET status = EXCLUDED.status, source_file = EXCLUDED.source_file,
+INSERT INTO enrollment_history (id_number_hash, coverage_year, status, source_file, id_number_enc)
+SELECT * FROM unnest($1::bytea[], $2::int[], $3::text[], $4::text[], $5::bytea[])
+ON CONFLICT (id_number_hash, coverage_year) DO UPDATE SET status = EXCLUDED.status, source_file = EXCLUDED.source_file,
     imported_at = now()
 WHERE enrollment_history.status IS DISTINCT FROM EXCLUDED.status;

@@ -12,11 +12,12 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from backend import fields
+from backend import crypto, fields
 from backend.actor import Actor
 from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.audit import service as audit
 from backend.audit.service import changes, record
+from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
 from backend.enrollment.enrollments import EnrollmentCreate, Year
@@ -226,11 +227,7 @@ async def existing_people(
     """Index → person id of members already known and in no household now (they are reused).
     Anyone already in a household is a 409; the other household is named only within scope. Someone
     whose death is on record is a 409 too (`person_deceased`): nobody who died rejoins a household."""
-    rows = await conn.fetch(
-        Q["person_ids_by_identity"],
-        [i.id_number for i in identities if i.id_number],
-        [i.birth_cert_no for i in identities if i.birth_cert_no],
-    )
+    rows = await conn.fetch(Q["person_ids_by_identity"], *identity_hashes(identities))
     return reusable(actor, identities, fields, rows, exclude, deceased=await deceased_among(conn, rows))
 
 
@@ -254,13 +251,18 @@ def reusable(
 ) -> dict[int, UUID]:
     """`existing_people` on rows already read (`person_ids_by_identity`); `deceased` from
     `deceased_among` on the same rows."""
+    keyring = crypto.keys()
     reuse: dict[int, UUID] = {}
     conflicts: list[dict[str, Any]] = []
     dead: list[dict[str, Any]] = []
     for index, identity in enumerate(identities):
+        id_hash, birth_hash = (
+            keyring.index(ID_NUMBER, identity.id_number),
+            keyring.index(BIRTH_CERT, identity.birth_cert_no),
+        )
         for row in rows:
-            same = (identity.id_number and row["id_number"] == identity.id_number) or (
-                identity.birth_cert_no and row["birth_cert_no"] == identity.birth_cert_no
+            same = (id_hash is not None and row["id_number_hash"] == id_hash) or (
+                birth_hash is not None and row["birth_cert_hash"] == birth_hash
             )
             if not same or row["id"] == exclude:
                 continue
@@ -289,19 +291,37 @@ def _new_people(
     return person_ids, [i for i in range(len(members)) if i not in reuse]
 
 
+def identity_hashes(identities: Sequence[Identity]) -> tuple[list[bytes], list[bytes]]:
+    """The blind indexes of these identity and birth-certificate numbers (`person_ids_by_identity`)."""
+    keyring = crypto.keys()
+    return (
+        [keyring.index(ID_NUMBER, i.id_number) or b"" for i in identities if i.id_number],
+        [keyring.index(BIRTH_CERT, i.birth_cert_no) or b"" for i in identities if i.birth_cert_no],
+    )
+
+
 def _person_columns(
     person_ids: list[UUID], members: list[MemberIn], identities: list[Identity], new: list[int]
-) -> tuple[list[Any], ...]:
-    """The new persons as the columns `insert_members` and `insert_household_with_members` take."""
+) -> tuple[tuple[list[Any], ...], tuple[list[Any], ...]]:
+    """The new persons as the columns `insert_members` and `insert_household_with_members` take:
+    the clear columns with the blind indexes, and the sealed numbers (id, birth certificate, phone)."""
+    keyring = crypto.keys()
     return (
-        [person_ids[i] for i in new],
-        [identities[i].id_number for i in new],
-        [identities[i].birth_cert_no for i in new],
-        [identities[i].converted_from_15 for i in new],
-        [members[i].name.strip() for i in new],
-        [identities[i].sex for i in new],
-        [identities[i].birth_date for i in new],
-        [members[i].phone for i in new],
+        (
+            [person_ids[i] for i in new],
+            [keyring.index(ID_NUMBER, identities[i].id_number) for i in new],
+            [keyring.index(BIRTH_CERT, identities[i].birth_cert_no) for i in new],
+            [identities[i].converted_from_15 for i in new],
+            [members[i].name.strip() for i in new],
+            [identities[i].sex for i in new],
+            [identities[i].birth_date for i in new],
+            [keyring.index(PHONE, members[i].phone) for i in new],
+        ),
+        (
+            [keyring.seal(ID_NUMBER, identities[i].id_number) for i in new],
+            [keyring.seal(BIRTH_CERT, identities[i].birth_cert_no) for i in new],
+            [keyring.seal(PHONE, members[i].phone) for i in new],
+        ),
     )
 
 
@@ -313,20 +333,22 @@ async def write_people(
     reuse: dict[int, UUID],
 ) -> list[UUID]:
     person_ids, new = _new_people(members, identities, reuse)
+    clear, sealed = _person_columns(person_ids, members, identities, new)
     try:
         await conn.execute(
             Q["insert_members"],
-            *_person_columns(person_ids, members, identities, new),
+            *clear,
             household_id,
             [uuid7() for _ in members],
             person_ids,
             [m.relation for m in members],
+            *sealed,
         )
     except asyncpg.UniqueViolationError as exc:
         # A concurrent request registered the same person a moment ago.
         if exc.constraint_name in (
             "persons_id_number_key",
-            "persons_birth_cert_no_key",
+            "persons_birth_cert_key",
             "memberships_one_current_household",
             "persons_pkey",
         ):
@@ -413,17 +435,14 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         await _village_in_scope(conn, actor, data.village_code)  # a bad village is named before any member
         raise
     # The village's level comes with the people already known: one read for both checks.
-    known = await conn.fetch(
-        Q["village_and_people_by_identity"],
-        data.village_code,
-        [i.id_number for i in identities if i.id_number],
-        [i.birth_cert_no for i in identities if i.birth_cert_no],
-    )
+    known = await conn.fetch(Q["village_and_people_by_identity"], data.village_code, *identity_hashes(identities))
     _check_village(actor, known[0]["level"], data.village_code)
     people = [r for r in known if r["id"] is not None]
     reuse = reusable(actor, identities, fields, people, deceased=await deceased_among(conn, people))
     household_id = data.id or uuid7()
     person_ids, new = _new_people(members, identities, reuse)
+    clear, sealed = _person_columns(person_ids, members, identities, new)
+    keyring = crypto.keys()
     with audit.gathered(conn) as audit_rows:  # written by the household's own statement
         await audit.record(
             conn,
@@ -441,15 +460,17 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
             data.village_code,
             data.household_no,
             data.address,
-            data.phone,
+            keyring.index(PHONE, data.phone),
             actor.id,
-            *_person_columns(person_ids, members, identities, new),
+            *clear,
             person_ids[head],
             [uuid7() for _ in members],
             person_ids,
             [m.relation for m in members],
             list(reuse.values()),
             *audit_rows.columns(),
+            *sealed,
+            keyring.seal(PHONE, data.phone),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
@@ -471,6 +492,7 @@ async def _load(conn: Connection, household_id: UUID, year: int | None) -> House
 
 def household_from_rows(rows: list[asyncpg.Record]) -> Household:
     """A household from `household_with_members` rows (or rows of the same shape)."""
+    keyring = crypto.keys()
     members = []
     for m in rows:
         if m["person_id"] is None:  # a household without current members
@@ -489,34 +511,45 @@ def household_from_rows(rows: list[asyncpg.Record]) -> Household:
                 person_id=m["person_id"],
                 name=m["name"],
                 relation=m["relation"],
-                id_number=m["id_number"],
-                birth_cert_no=m["birth_cert_no"],
+                id_number=keyring.open(ID_NUMBER, m["id_number_enc"]),
+                birth_cert_no=keyring.open(BIRTH_CERT, m["birth_cert_enc"]),
                 id_converted_from_15=m["id_converted_from_15"],
                 birth_date=m["birth_date"],
                 sex=m["sex"],
-                phone=m["member_phone"],
+                phone=keyring.open(PHONE, m["member_phone_enc"]),
                 joined_at=m["joined_at"],
                 enrollment=enrollment,
             )
         )
-    household = {name: rows[0][name] for name in _HOUSEHOLD_COLUMNS}
+    household = opened_household(rows[0])
+    household = {name: household[name] for name in _HOUSEHOLD_COLUMNS}
     return msgspec.convert({**household, "members": members}, Household, from_attributes=True)
 
 
 _HOUSEHOLD_COLUMNS = tuple(f for f in Household.__struct_fields__ if f != "members")
 
 
-async def household_row(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
-    """The household's row as stored (not locked), or None."""
-    return await conn.fetchrow(Q["household"], household_id)
+def opened_household(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
+    """A household row with its phone opened (`phone` instead of `phone_enc`)."""
+    household = dict(row)
+    household["phone"] = crypto.keys().open(PHONE, household.pop("phone_enc"))
+    return household
 
 
-async def locked_household(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
-    """The household's row, locked for this transaction's change, or None; in scope or not."""
-    return await conn.fetchrow(Q["household_for_update"], household_id)
+async def household_row(conn: Connection, household_id: UUID) -> dict[str, Any] | None:
+    """The household's row as stored (not locked, the phone opened), or None."""
+    row = await conn.fetchrow(Q["household"], household_id)
+    return None if row is None else opened_household(row)
 
 
-async def household_in_scope(conn: Connection, actor: Actor, household_id: UUID) -> asyncpg.Record:
+async def locked_household(conn: Connection, household_id: UUID) -> dict[str, Any] | None:
+    """The household's row (the phone opened), locked for this transaction's change, or None; in
+    scope or not."""
+    row = await conn.fetchrow(Q["household_for_update"], household_id)
+    return None if row is None else opened_household(row)
+
+
+async def household_in_scope(conn: Connection, actor: Actor, household_id: UUID) -> dict[str, Any]:
     """The household's row, locked for this transaction's change."""
     row = await locked_household(conn, household_id)
     if row is None or not actor.in_scope(row["village_code"]):
@@ -524,7 +557,7 @@ async def household_in_scope(conn: Connection, actor: Actor, household_id: UUID)
     return row
 
 
-def check_version(row: asyncpg.Record, if_match: int | None) -> None:
+def check_version(row: asyncpg.Record | Mapping[str, Any], if_match: int | None) -> None:
     if if_match is None:
         raise PreconditionRequired()
     if row["row_version"] != if_match:
@@ -550,8 +583,14 @@ async def update_household(
         "phone": before["phone"] if data.phone is None else data.phone,
     }
     try:
+        keyring = crypto.keys()
         rows = await conn.fetch(
-            Q["update_household_with_members"], household_id, after["household_no"], after["address"], after["phone"]
+            Q["update_household_with_members"],
+            household_id,
+            after["household_no"],
+            after["address"],
+            keyring.index(PHONE, after["phone"]),
+            keyring.seal(PHONE, after["phone"]),
         )
     except asyncpg.UniqueViolationError as exc:
         raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc

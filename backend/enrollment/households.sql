@@ -5,11 +5,11 @@ SELECT level FROM divisions WHERE code = $1;
 
 -- name: person_ids_by_identity
 -- Who already holds one of these numbers, with the village of their current household (if any).
-SELECT p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
+SELECT p.id, p.id_number_hash, p.birth_cert_hash, h.id AS household_id, h.village_code
 FROM persons p
 LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 LEFT JOIN households h ON h.id = m.household_id
-WHERE p.id_number = ANY($1::text[]) OR p.birth_cert_no = ANY($2::text[]);
+WHERE p.id_number_hash = ANY($1::bytea[]) OR p.birth_cert_hash = ANY($2::bytea[]);
 
 -- name: deceased_among
 -- Which of these persons (known, in no household now) have a death on record: a membership that
@@ -19,12 +19,12 @@ SELECT DISTINCT person_id FROM memberships WHERE person_id = ANY($1::uuid[]) AND
 -- name: village_and_people_by_identity
 -- The level of division $1 (NULL if there is none) on every row, with who already holds one of these
 -- numbers and the village of their current household (if any): one row of NULLs when nobody does.
-SELECT d.level, p.id, p.id_number, p.birth_cert_no, h.id AS household_id, h.village_code
+SELECT d.level, p.id, p.id_number_hash, p.birth_cert_hash, h.id AS household_id, h.village_code
 FROM (SELECT (SELECT level FROM divisions WHERE code = $1) AS level) AS d
 LEFT JOIN (persons p
            LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
            LEFT JOIN households h ON h.id = m.household_id)
-       ON p.id_number = ANY($2::text[]) OR p.birth_cert_no = ANY($3::text[]);
+       ON p.id_number_hash = ANY($2::bytea[]) OR p.birth_cert_hash = ANY($3::bytea[]);
 
 -- name: insert_household_with_members
 -- The household, its new persons, every membership and its audit rows ($20 … $28, as
@@ -33,14 +33,15 @@ LEFT JOIN (persons p
 -- inserted, reused persons ($19) as they are stored. The foreign keys are checked at the statement's
 -- end, when all three sets of rows exist.
 WITH new_persons AS (
-    INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
-    SELECT * FROM unnest($7::uuid[], $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[], $13::date[],
-                         $14::text[])
-    RETURNING id, name, id_number, birth_cert_no, id_converted_from_15, birth_date, sex, phone
+    INSERT INTO persons (id, id_number_hash, id_number_enc, birth_cert_hash, birth_cert_enc, id_converted_from_15,
+                         name, sex, birth_date, phone_hash, phone_enc)
+    SELECT * FROM unnest($7::uuid[], $8::bytea[], $29::bytea[], $9::bytea[], $30::bytea[], $10::boolean[], $11::text[],
+                         $12::text[], $13::date[], $14::bytea[], $31::bytea[])
+    RETURNING id, name, id_number_enc, birth_cert_enc, id_converted_from_15, birth_date, sex, phone_enc
 ), new_household AS (
-    INSERT INTO households (id, village_code, household_no, address, phone, created_by, head_person_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $15)
-    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+    INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, created_by, head_person_id)
+    VALUES ($1, $2, $3, $4, $5, $32, $6, $15)
+    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
               updated_at
 ), new_memberships AS (
     INSERT INTO memberships (id, person_id, household_id, relation)
@@ -50,7 +51,7 @@ WITH new_persons AS (
 ), people AS (
     SELECT * FROM new_persons
     UNION ALL
-    SELECT id, name, id_number, birth_cert_no, id_converted_from_15, birth_date, sex, phone
+    SELECT id, name, id_number_enc, birth_cert_enc, id_converted_from_15, birth_date, sex, phone_enc
     FROM persons WHERE id = ANY($19::uuid[])
 ), audit AS (
     INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
@@ -62,10 +63,10 @@ WITH new_persons AS (
          AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
     ORDER BY r.n
 )
-SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
-       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
-       p.phone AS member_phone, m.relation, m.joined_at
+       p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone_enc AS member_phone_enc, m.relation, m.joined_at
 FROM new_household h
 CROSS JOIN new_memberships m
 JOIN people p ON p.id = m.person_id
@@ -75,29 +76,30 @@ ORDER BY m.relation <> 'head', m.joined_at, m.id;
 -- New persons and the memberships of these members (new and reused persons) in one statement. The
 -- foreign keys are checked at the statement's end, when both sets of rows exist.
 WITH new_persons AS (
-    INSERT INTO persons (id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::boolean[], $5::text[], $6::text[], $7::date[],
-                         $8::text[])
+    INSERT INTO persons (id, id_number_hash, id_number_enc, birth_cert_hash, birth_cert_enc, id_converted_from_15,
+                         name, sex, birth_date, phone_hash, phone_enc)
+    SELECT * FROM unnest($1::uuid[], $2::bytea[], $13::bytea[], $3::bytea[], $14::bytea[], $4::boolean[], $5::text[],
+                         $6::text[], $7::date[], $8::bytea[], $15::bytea[])
 )
 INSERT INTO memberships (id, person_id, household_id, relation)
 SELECT m.id, m.person_id, $9, m.relation
 FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS m(id, person_id, relation);
 
 -- name: household
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at, updated_at
 FROM households WHERE id = $1;
 
 -- name: household_for_update
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at, updated_at
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at, updated_at
 FROM households WHERE id = $1 FOR UPDATE;
 
 -- name: household_with_members
 -- A household and its current members in one read: a row per member (a single row with NULL member
 -- columns when it has none), each with their live enrolment for year $2, if any.
-SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
-       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
-       p.phone AS member_phone, m.relation, m.joined_at,
+       p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone_enc AS member_phone_enc, m.relation, m.joined_at,
        e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end, e.coverage_reason
 FROM households h
 LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
@@ -110,16 +112,16 @@ ORDER BY m.relation <> 'head', m.joined_at, m.id;
 -- The household's number, address and phone changed (its version bumped), answering the household as
 -- `household_with_members` reads it (no enrolments).
 WITH h AS (
-    UPDATE households SET household_no = $2, address = $3, phone = $4,
+    UPDATE households SET household_no = $2, address = $3, phone_hash = $4, phone_enc = $5,
         row_version = row_version + 1, updated_at = now()
     WHERE id = $1
-    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
               updated_at
 )
-SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
-       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
-       p.phone AS member_phone, m.relation, m.joined_at
+       p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone_enc AS member_phone_enc, m.relation, m.joined_at
 FROM h
 LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
 LEFT JOIN persons p ON p.id = m.person_id

@@ -4,14 +4,16 @@ under the household's optimistic concurrency (If-Match)."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor
 from backend.audit.service import changes, record
+from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE
 from backend.db import Connection, load_queries
 from backend.enrollment.households import (
     Household,
@@ -24,6 +26,7 @@ from backend.enrollment.households import (
     existing_people,
     household_from_rows,
     household_in_scope,
+    identity_hashes,
     locked_household,
     member_identity,
     reusable,
@@ -48,18 +51,13 @@ async def add_member(
         _check_addable(actor, await locked_household(conn, household_id), if_match, data)
         raise
     # The household's row, locked, with whoever already holds the new member's number.
-    rows = await conn.fetch(
-        Q["household_for_update_with_people"],
-        household_id,
-        [identity.id_number] if identity.id_number else [],
-        [identity.birth_cert_no] if identity.birth_cert_no else [],
-    )
+    rows = await conn.fetch(Q["household_for_update_with_people"], household_id, *identity_hashes([identity]))
     household = _check_addable(actor, rows[0] if rows else None, if_match, data)
     known = [
         {
             "id": r["known_id"],
-            "id_number": r["known_id_number"],
-            "birth_cert_no": r["known_birth_cert_no"],
+            "id_number_hash": r["known_id_number_hash"],
+            "birth_cert_hash": r["known_birth_cert_hash"],
             "household_id": r["known_household_id"],
             "village_code": r["known_village_code"],
         }
@@ -81,8 +79,8 @@ async def add_member(
 
 
 def _check_addable(
-    actor: Actor, household: asyncpg.Record | None, if_match: int | None, data: MemberIn
-) -> asyncpg.Record:
+    actor: Actor, household: asyncpg.Record | dict[str, Any] | None, if_match: int | None, data: MemberIn
+) -> asyncpg.Record | dict[str, Any]:
     """The household a member may be added to: in scope, at the version the caller saw, active."""
     if household is None or not actor.in_scope(household["village_code"]):
         raise NotFound()
@@ -92,6 +90,16 @@ def _check_addable(
     if data.relation == "head":
         raise InvalidInput("relation", "the household has a head; make the new member head afterwards")
     return household
+
+
+def opened_person(row: asyncpg.Record) -> dict[str, Any]:
+    """A person's row with the sealed numbers opened (`id_number`, `birth_cert_no`, `phone`)."""
+    keyring = crypto.keys()
+    person = dict(row)
+    person["id_number"] = keyring.open(ID_NUMBER, person.pop("id_number_enc"))
+    person["birth_cert_no"] = keyring.open(BIRTH_CERT, person.pop("birth_cert_enc"))
+    person["phone"] = keyring.open(PHONE, person.pop("phone_enc"))
+    return person
 
 
 async def current_membership(conn: Connection, person_id: UUID) -> asyncpg.Record | None:
@@ -124,8 +132,9 @@ async def update_member(
     household = await household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
     membership = await membership_in(conn, household_id, person_id)
-    person = await conn.fetchrow(Q["person_for_update"], person_id)
-    assert person is not None
+    row = await conn.fetchrow(Q["person_for_update"], person_id)
+    assert row is not None
+    person = opened_person(row)
     current = Identity(
         id_number=person["id_number"],
         birth_cert_no=person["birth_cert_no"],
@@ -146,17 +155,21 @@ async def update_member(
     }
     name = person["name"] if data.name is None else data.name.strip()
     phone = person["phone"] if data.phone is None else data.phone
+    keyring = crypto.keys()
     try:
         await conn.execute(
             Q["update_person"],
             person_id,
-            identity.id_number,
-            identity.birth_cert_no,
+            keyring.index(ID_NUMBER, identity.id_number),
+            keyring.index(BIRTH_CERT, identity.birth_cert_no),
             identity.converted_from_15,
             name,
             identity.sex,
             identity.birth_date,
-            phone,
+            keyring.index(PHONE, phone),
+            keyring.seal(ID_NUMBER, identity.id_number),
+            keyring.seal(BIRTH_CERT, identity.birth_cert_no),
+            keyring.seal(PHONE, phone),
         )
     except asyncpg.UniqueViolationError as exc:
         raise PersonAlreadyRegistered() from exc
@@ -192,7 +205,11 @@ async def update_member(
 
 
 async def _change_head(
-    conn: Connection, household: asyncpg.Record, person_id: UUID, membership_id: UUID, former: str | None
+    conn: Connection,
+    household: asyncpg.Record | dict[str, Any],
+    person_id: UUID,
+    membership_id: UUID,
+    former: str | None,
 ) -> None:
     if former is None or former == "head":
         raise InvalidInput("former_head_relation", "give the current head's new relation")

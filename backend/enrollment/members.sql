@@ -4,17 +4,17 @@
 -- households.sql's `household_for_update`, with who already holds one of the numbers $2/$3 (as its
 -- `person_ids_by_identity`, under other names): a row each, or one with NULL `known_` columns when
 -- nobody does.
-SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
-       k.id AS known_id, k.id_number AS known_id_number, k.birth_cert_no AS known_birth_cert_no,
+       k.id AS known_id, k.id_number_hash AS known_id_number_hash, k.birth_cert_hash AS known_birth_cert_hash,
        k.household_id AS known_household_id, k.village_code AS known_village_code
 FROM households h
 LEFT JOIN (
-    SELECT p.id, p.id_number, p.birth_cert_no, kh.id AS household_id, kh.village_code
+    SELECT p.id, p.id_number_hash, p.birth_cert_hash, kh.id AS household_id, kh.village_code
     FROM persons p
     LEFT JOIN memberships km ON km.person_id = p.id AND km.left_at IS NULL
     LEFT JOIN households kh ON kh.id = km.household_id
-    WHERE p.id_number = ANY($2::text[]) OR p.birth_cert_no = ANY($3::text[])
+    WHERE p.id_number_hash = ANY($2::bytea[]) OR p.birth_cert_hash = ANY($3::bytea[])
 ) AS k ON true
 WHERE h.id = $1
 FOR UPDATE OF h;
@@ -25,13 +25,13 @@ FOR UPDATE OF h;
 -- as the earlier statements of this transaction left them.
 WITH h AS (
     UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
-    RETURNING id, village_code, household_no, address, phone, head_person_id, status, row_version, created_at,
+    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
               updated_at
 )
-SELECT h.id, h.village_code, h.household_no, h.address, h.phone, h.head_person_id, h.status, h.row_version,
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
-       p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
-       p.phone AS member_phone, m.relation, m.joined_at
+       p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone_enc AS member_phone_enc, m.relation, m.joined_at
 FROM h
 LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
 LEFT JOIN persons p ON p.id = m.person_id
@@ -43,12 +43,14 @@ FROM memberships m JOIN households h ON h.id = m.household_id
 WHERE m.person_id = $1 AND m.left_at IS NULL;
 
 -- name: person_for_update
-SELECT id, id_number, birth_cert_no, id_converted_from_15, name, sex, birth_date, phone, row_version
+SELECT id, id_number_hash, id_number_enc, birth_cert_enc, id_converted_from_15, name, sex, birth_date, phone_enc,
+       row_version
 FROM persons WHERE id = $1 FOR UPDATE;
 
 -- name: update_person
-UPDATE persons SET id_number = $2, birth_cert_no = $3, id_converted_from_15 = $4, name = $5, sex = $6,
-    birth_date = $7, phone = $8, row_version = row_version + 1, updated_at = now()
+UPDATE persons SET id_number_hash = $2, id_number_enc = $9, birth_cert_hash = $3, birth_cert_enc = $10,
+    id_converted_from_15 = $4, name = $5, sex = $6, birth_date = $7, phone_hash = $8, phone_enc = $11,
+    row_version = row_version + 1, updated_at = now()
 WHERE id = $1;
 
 -- name: set_relation
@@ -58,8 +60,8 @@ UPDATE memberships SET relation = $2 WHERE id = $1;
 UPDATE households SET head_person_id = $2 WHERE id = $1;
 
 -- name: members_with_enrollment
-SELECT p.id AS person_id, p.name, p.id_number, p.birth_cert_no, p.id_converted_from_15, p.birth_date, p.sex,
-       p.phone, p.row_version AS person_version, m.id AS membership_id, m.relation, m.joined_at,
+SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone_enc, p.row_version AS person_version, m.id AS membership_id, m.relation, m.joined_at,
        e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end,
        e.coverage_reason
 FROM memberships m

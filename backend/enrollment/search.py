@@ -11,8 +11,10 @@ from uuid import UUID
 
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor, scope_args
-from backend.audit.service import record
+from backend.audit.service import persons, record
+from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.enrollment.households import DivisionCode, HouseholdNo
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
@@ -48,15 +50,21 @@ class HouseholdPage(msgspec.Struct, frozen=True):
 
 
 async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, today: date) -> HouseholdPage:
+    touched: dict[str, list[str]] = {}  # a search by number: the persons it found (their ids)
     if criteria.id_number is not None:
         number = criteria.id_number.strip().upper()
         # A birth-certificate number, or a typo, is searched as given: it simply matches nothing.
         with contextlib.suppress(IdentityNumberError):
             number = parse_resident_id(number, today=today).number
-        found = [
-            msgspec.convert(dict(r.items()), HouseholdSummary)
-            for r in await conn.fetch(Q["search_by_identity"], number, *scope_args(actor))
-        ]
+        keyring = crypto.keys()
+        rows = await conn.fetch(
+            Q["search_by_identity"],
+            keyring.index(ID_NUMBER, number),
+            *scope_args(actor),
+            keyring.index(BIRTH_CERT, number),
+        )
+        found = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows]
+        touched = persons(r["person_id"] for r in rows)
         items = [
             h
             for h in found
@@ -87,6 +95,6 @@ async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, toda
         "household",
         None,
         division_code=actor.scope.division_code,
-        summary={"criteria": used, "results": len(items)},
+        summary={"criteria": used, "results": len(items), **touched},
     )
     return HouseholdPage(items=items, next_cursor=items[-1].id if more else None)

@@ -15,10 +15,12 @@ LIMIT $7;
 
 -- name: search_by_identity
 -- A search by identity number on its own plan: the general search's generic plan would scan the scope.
-SELECT h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
+-- person_id: whom the search found, for the audit.
+SELECT p.id AS person_id, h.id, h.village_code, h.household_no, h.address, h.status, h.row_version, hp.name AS head_name,
        (SELECT count(*) FROM memberships c WHERE c.household_id = h.id AND c.left_at IS NULL) AS member_count
 FROM persons p
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 JOIN households h ON h.id = m.household_id
 LEFT JOIN persons hp ON hp.id = h.head_person_id
-WHERE (p.id_number = $1 OR p.birth_cert_no = $1) AND h.village_code BETWEEN $2 AND $3;
+-- $1 and $4: the blind indexes of the number as an identity and as a birth-certificate number.
+WHERE (p.id_number_hash = $1 OR p.birth_cert_hash = $4) AND h.village_code BETWEEN $2 AND $3;

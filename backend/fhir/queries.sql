@@ -4,7 +4,7 @@ FROM partners p JOIN divisions dv ON dv.code = p.division_code
 WHERE p.client_id = $1;
 
 -- name: person_by_id_number
-SELECT id FROM persons WHERE id_number = $1;
+SELECT id FROM persons WHERE id_number_hash = $1;
 
 -- name: enrollments_of_person
 -- A person's enrolments in the partner's scope ($2..$3), newest year first; in a year the live one

@@ -13,11 +13,13 @@ from typing import Any
 
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor, Scope, scope_args
-from backend.audit.service import record
+from backend.audit.service import persons, record
 from backend.auth.middleware import partner_credential_id
 from backend.auth.service import AuthContext, release_attempts, reserve_attempts
 from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_access, epoch
+from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
 from backend.fhir import resources
@@ -144,7 +146,7 @@ def _request_reference(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _enrollments(conn: Connection, actor: Actor, number: str, year: int | None) -> tuple[Any, list[Any]]:
-    person_id = await conn.fetchval(Q["person_by_id_number"], number)
+    person_id = await conn.fetchval(Q["person_by_id_number"], crypto.keys().index(ID_NUMBER, number))
     if person_id is None:
         return None, []
     return person_id, list(await conn.fetch(Q["enrollments_of_person"], person_id, *scope_args(actor), year))
@@ -190,6 +192,7 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
             "inforce": state.in_force,
             "state": state.code,
             "response_id": answer["id"],
+            **persons([person_id]),
         },
     )
     return answer
@@ -221,6 +224,6 @@ async def search_coverage(
         "coverage",
         person_id,
         division_code=rows[0]["village_code"] if rows else actor.scope.division_code,
-        summary={"search": "Coverage", "results": len(found), "bundle_id": bundle["id"]},
+        summary={"search": "Coverage", "results": len(found), "bundle_id": bundle["id"], **persons([person_id])},
     )
     return bundle

@@ -309,11 +309,6 @@ async def get_payment(conn: Connection, actor: Actor, payment_id: UUID) -> Payme
     return _payment(row)
 
 
-async def exists(conn: Connection, payment_id: UUID) -> bool:
-    """Whether a payment of this id is recorded, whoever's scope it is in."""
-    return await conn.fetchval(Q["payment"], payment_id) is not None
-
-
 async def get_row(conn: Connection, payment_id: UUID) -> asyncpg.Record | None:
     """The recorded row of a payment (every column of `payments`), whoever's scope it is in; None
     if there is none. For a tablet's report of a payment, compared with what was recorded."""

@@ -47,7 +47,7 @@ LEFT JOIN LATERAL (
     ORDER BY c.coverage_year DESC
     LIMIT 2
 ) q ON true
-WHERE p.id_number = $1
+WHERE p.id_number_hash = $1
 ORDER BY q.coverage_year DESC NULLS LAST;
 
 -- name: insert_session
@@ -61,7 +61,7 @@ SELECT id, village_code, household_no, status FROM households WHERE id = $1;
 
 -- name: members_coverage
 -- Current members, each with the enrolment for the year: the live one, else the latest cancelled.
-SELECT p.id AS person_id, p.name, p.id_number, p.birth_cert_no, m.relation,
+SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen, e.coverage_start, e.coverage_end,
        e.coverage_reason, e.coverage_note, e.cancel_reason
 FROM memberships m

@@ -14,11 +14,13 @@ from uuid import UUID
 
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor
-from backend.audit.service import record
+from backend.audit.service import persons, record
 from backend.auth.service import AuthContext
 from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
 from backend.config import Settings
+from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.enrollment.quotes import paid_for
@@ -108,7 +110,7 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
             )
             raise TooManyAttempts(retry_after_s=max(lock or 0 for lock in locks))
 
-        rows = await conn.fetch(Q["login_candidate"], number)
+        rows = await conn.fetch(Q["login_candidate"], crypto.keys().index(ID_NUMBER, number))
         person = rows[0] if rows else None
         household_id = person["household_id"] if person else _NO_HOUSEHOLD
         slots = [
@@ -129,7 +131,12 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
                 "resident_login_failed",
                 "resident_login",
                 None,
-                summary={"reason": "credentials", "subject": subject},
+                # Whom the number names, if anyone: whose door was tried (the same keys either way).
+                summary={
+                    "reason": "credentials",
+                    "subject": subject,
+                    **persons([person["person_id"] if person is not None else None]),
+                },
             )
             raise ResidentLoginFailed()
 
@@ -150,7 +157,7 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
                 "resident_session",
                 session_id,
                 division_code=person["village_code"],
-                summary={"household_id": str(household_id)},
+                summary={"household_id": str(household_id), **persons([person["person_id"]])},
             )
         iat = epoch(now)
         claims = AccessClaims(
@@ -220,6 +227,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
     dues = await eligibility.subsidies(conn, [r["person_id"] for r in rows], year, today)
     paid = await paid_for(conn, household_id, year)
     receipts = {r["person_id"]: r for r in await conn.fetch(Q["last_receipts"], household_id, year)}
+    keyring = crypto.keys()
     members = []
     for r in rows:
         state = coverage_state(
@@ -242,7 +250,9 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
             MemberCoverage(
                 person_id=r["person_id"],
                 name=r["name"],
-                id_number_masked=mask(r["id_number"] or r["birth_cert_no"] or ""),
+                id_number_masked=mask(
+                    keyring.open(ID_NUMBER, r["id_number_enc"]) or keyring.open(BIRTH_CERT, r["birth_cert_enc"]) or ""
+                ),
                 relation=r["relation"],
                 enrollment_status=r["status"],
                 in_force_today=state.in_force,

@@ -136,10 +136,13 @@ def _void_day(mu: m.PaymentVoid, ctx: Context) -> date:
 
 
 async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: Context) -> m.Answer:
-    if not await premium_payments.exists(conn, mu.payment_id):
+    recorded = await premium_payments.get_row(conn, mu.payment_id)
+    if recorded is None or not actor.in_scope(recorded["village_code"]):
+        # Another township's payment, recorded or held, is answered as one nobody knows: the answer
+        # must not tell that it exists.
         held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
-        reason = "payment_quarantined" if held is not None else "unknown_payment"
-        raise Quarantine(reason, "the payment to void is not recorded")
+        mine = held is not None and actor.in_scope(held["township_code"])
+        raise Quarantine("payment_quarantined" if mine else "unknown_payment", "the payment to void is not recorded")
     try:
         data = msgspec.convert(
             {"kind": "void", "reason": mu.reason, "note": mu.note}, premium_adjustments.AdjustmentRequest

@@ -37,7 +37,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 
 -- name: quarantined_payment
 -- The first quarantined report of a payment id that is still open or was dismissed.
-SELECT id, content_hash, reason FROM sync_quarantine
+SELECT id, content_hash, reason, township_code FROM sync_quarantine
 WHERE payment_id = $1 AND kind = 'payment.record' AND reason <> 'payment_id_reused'
 ORDER BY at, id LIMIT 1;
 

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor, Role, Scope
 from backend.admin import service as admin
 from backend.audit.service import record
@@ -195,7 +196,8 @@ async def seed_population(conn: Connection) -> PopulationSummary:
         policy_2026 = await _policy(conn, district_admin, 2026)
         tables = _Population(user_ids, {2025: policy_2025, 2026: policy_2026}).build()
         for table, (columns, records) in tables.items():
-            await conn.copy_records_to_table(table, columns=columns, records=records)
+            sealed_columns, sealed_records = _sealed(columns, records)
+            await conn.copy_records_to_table(table, columns=sealed_columns, records=sealed_records)
         summary = await _summary(conn, created=True)
         await record(
             conn,
@@ -250,6 +252,28 @@ async def _summary(conn: Connection, *, created: bool) -> PopulationSummary:
 def _office_hours_utc(day: date, rng: random.Random) -> datetime:
     """A moment of office hours (09:00–17:00 in Asia/Shanghai, UTC+8) on `day`, in UTC."""
     return datetime.combine(day, time(1), UTC) + timedelta(minutes=rng.randrange(8 * 60))
+
+
+# Columns the population holds in clear, stored as a blind index and a sealed value (backend/crypto.py).
+SEALED_COLUMNS = {"id_number": crypto.ID_NUMBER, "phone": crypto.PHONE}
+
+
+def _sealed(columns: tuple[str, ...], records: list[tuple[Any, ...]]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The population's rows as stored: each clear number becomes its `_hash` and `_enc` columns.
+    Sealing happens here, at the copy, so that the population itself stays the same run after run."""
+    sealed = [(i, SEALED_COLUMNS[c]) for i, c in enumerate(columns) if c in SEALED_COLUMNS]
+    if not sealed:
+        return list(columns), records
+    keyring = crypto.keys()
+    names = [c for c in columns if c not in SEALED_COLUMNS]
+    names += [f"{columns[i]}_{suffix}" for i, _ in sealed for suffix in ("hash", "enc")]
+    out = []
+    for clear in records:
+        row = [v for i, v in enumerate(clear) if columns[i] not in SEALED_COLUMNS]
+        for i, kind in sealed:
+            row += [keyring.index(kind, clear[i]), keyring.seal(kind, clear[i])]
+        out.append(tuple(row))
+    return names, out
 
 
 class _Population:

@@ -23,4 +23,4 @@ FROM enrollment_history eh
 WHERE EXISTS (SELECT 1 FROM persons p
               JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
               JOIN households h ON h.id = m.household_id
-              WHERE p.id_number = eh.id_number AND h.village_code = ANY($1::text[]));
+              WHERE p.id_number_hash = eh.id_number_hash AND h.village_code = ANY($1::text[]));

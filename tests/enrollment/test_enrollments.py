@@ -21,7 +21,7 @@ from backend.enrollment import enrollments
 from backend.enrollment.enrollments import AlreadyEnrolled, EnrollmentCreate, IllegalTransition
 from mobile_sync_protocol.query_codes import query_code_hash
 from tests.conftest import JWT_SECRET, auth_headers, make_settings
-from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.factories import ID_NUMBERS, add_history, create_household, member, publish_policy
 
 Client = AsyncTestClient[Litestar]
 TODAY = date(2025, 10, 8)
@@ -183,10 +183,7 @@ async def test_lifecycle_transitions_and_illegal_ones(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     household: dict[str, Any],
 ) -> None:
-    await conn.execute(
-        "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) VALUES ($1, 2025, 'paid', 't')",
-        ID_NUMBERS[1],
-    )
+    await add_history(conn, ID_NUMBERS[1], 2025)
     created = await enrol_all(client, household)
     paid_id, subsidised_id = (UUID(e["id"]) for e in created["items"])
     actor = await staff_actor(conn)
@@ -280,12 +277,7 @@ async def test_coverage_follows_the_business_date_and_history(
     waiting: int | None,
 ) -> None:
     for year in history:
-        await conn.execute(
-            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
-            "VALUES ($1, $2, 'paid', 't')",
-            ID_NUMBERS[1],
-            year,
-        )
+        await add_history(conn, ID_NUMBERS[1], year)
     created = await enrol_all(client, {**household, "members": household["members"][:1]})
     async with conn.transaction():
         paid = await enrollments.mark_paid(

@@ -20,8 +20,8 @@ from backend.enrollment.enrollments import EnrollmentCreate
 from backend.enrollment.households import HouseholdCreate, MemberIn
 from backend.policy import service as policy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, FullSubsidy
-from tests.factories import ID_NUMBERS
-from tests.ops.test_cli import env_for, fetch, snapshot
+from tests.factories import ID_NUMBERS, history_rows
+from tests.ops.test_cli import env_for, fetch, on_db, snapshot
 from tests.processes import clean_env, data_dir, run_cli
 
 TODAY = date(2026, 11, 25)
@@ -38,7 +38,11 @@ STORED = [
     (ID_NUMBERS[1], 2025, "confirmed"),
     (ID_NUMBERS[2], 2025, "subsidised"),
 ]
-HISTORY = "SELECT id_number, coverage_year, status FROM enrollment_history ORDER BY id_number, coverage_year"
+
+
+def stored(db_dsn: str) -> list[tuple[str, int, str]]:
+    """The enrolment history, numbers opened: (number, year, status), sorted."""
+    return [row[:3] for row in on_db(db_dsn, history_rows)]
 
 
 def csv_text(header: tuple[str, str, str], rows: list[tuple[str, str, str]]) -> str:
@@ -86,7 +90,7 @@ def test_csv_with_chinese_headers_is_imported_in_utf8_with_or_without_bom_and_in
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "4 rows: 4 new, 0 updated, 0 unchanged"
-    assert fetch(db_dsn, HISTORY) == STORED
+    assert stored(db_dsn) == STORED
     assert fetch(db_dsn, "SELECT DISTINCT source_file FROM enrollment_history") == [("history-2025.csv",)]
     assert fetch(db_dsn, "SELECT actor_kind, action, entity, summary FROM audit_log ORDER BY id") == [
         ("system", "enqueue", "job", {"kind": "history_import", "file_bytes": len(data)}),
@@ -118,7 +122,7 @@ def test_xlsx_with_english_headers_below_a_title_row_and_numeric_years_is_import
     result = import_file(db_dsn, path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "4 rows: 4 new, 0 updated, 0 unchanged"
-    assert fetch(db_dsn, HISTORY) == STORED
+    assert stored(db_dsn) == STORED
 
 
 def test_reimport_is_unchanged_and_a_later_file_updates_only_what_differs(db_dsn: str, tmp_path: Path) -> None:
@@ -149,11 +153,7 @@ def test_reimport_is_unchanged_and_a_later_file_updates_only_what_differs(db_dsn
     changed = import_file(db_dsn, second)
     assert changed.returncode == 0, changed.stderr
     assert changed.stdout.strip() == "3 rows: 1 new, 1 updated, 1 unchanged"
-    assert fetch(
-        db_dsn,
-        "SELECT id_number, coverage_year, status, source_file FROM enrollment_history "
-        "ORDER BY id_number, coverage_year",
-    ) == [
+    assert on_db(db_dsn, history_rows) == [
         (ID_NUMBERS[0], 2025, "cancelled", "first.csv"),
         (ID_NUMBERS[1], 2024, "paid", "first.csv"),
         (ID_NUMBERS[1], 2025, "confirmed", "first.csv"),

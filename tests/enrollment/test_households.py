@@ -11,7 +11,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import auth_headers
-from tests.factories import ID_NUMBERS, create_household, member
+from tests.factories import ID_NUMBERS, create_household, insert_person, member
 
 Client = AsyncTestClient[Litestar]
 
@@ -186,11 +186,7 @@ async def test_person_in_another_household_is_a_409_that_names_it_only_within_sc
 
 
 async def test_database_keeps_one_current_household_per_person(conn: asyncpg.Connection, seeded: None) -> None:  # type: ignore[type-arg]
-    person = await conn.fetchval(
-        "INSERT INTO persons (id, id_number, name, sex, birth_date) "
-        "VALUES (gen_random_uuid(), $1, '张三', 'male', '1980-01-01') RETURNING id",
-        ID_NUMBERS[1],
-    )
+    person = await insert_person(conn, ID_NUMBERS[1], "张三")
     homes = [
         await conn.fetchval(
             "INSERT INTO households (id, village_code, household_no) VALUES (gen_random_uuid(), '330106001001', $1) "
@@ -276,7 +272,8 @@ async def test_search_takes_the_identity_number_in_the_body_and_pages(client: Cl
     assert sorted(ids) == sorted(h["id"] for h in homes)
     assert page2.json()["next_cursor"] is None
     summaries = await conn.fetch("SELECT summary FROM audit_log WHERE action = 'search' ORDER BY id")
-    assert summaries[0]["summary"] == {"criteria": ["id_number"], "results": 1}
+    person = homes[1]["members"][0]["person_id"]  # whom it found, by id (tests/access/test_audit_whom.py)
+    assert summaries[0]["summary"] == {"criteria": ["id_number"], "results": 1, "person_ids": [person]}
     assert ID_NUMBERS[2] not in str([s["summary"] for s in summaries])
 
 

@@ -22,7 +22,7 @@ from backend.fhir.resources import EXT_COVER_STARTS_ON, EXT_COVERAGE_STATE, RESI
 from backend.premiums import payments
 from backend.premiums.payments import PaymentIn
 from tests.conftest import JWT_SECRET, auth_headers
-from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.factories import ID_NUMBERS, add_history, create_household, member, publish_policy
 from tests.premiums.test_payments import actor_of
 
 Client = AsyncTestClient[Litestar]
@@ -93,11 +93,7 @@ async def world_fixture(client: Client, conn: asyncpg.Connection) -> World:  # t
     )
     persons = {name: UUID(m["person_id"]) for name, m in zip(numbers, household["members"], strict=True)}
     for number in numbers.values():
-        await conn.execute(
-            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
-            "VALUES ($1, 2025, 'paid', 't')",
-            number,
-        )
+        await add_history(conn, number, 2025)
     enrolled = await client.post(
         "/api/v1/enrollments",
         json={"household_id": household["id"], "coverage_year": 2026, "person_ids": [str(p) for p in persons.values()]},

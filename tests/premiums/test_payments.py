@@ -17,6 +17,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend import crypto
 from backend.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
@@ -26,7 +27,7 @@ from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
 from backend.premiums.remittance import RemittanceIn
 from tests.conftest import JWT_SECRET, auth_headers
-from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.factories import ID_NUMBERS, add_history, create_household, insert_person, member, publish_policy, sealed
 
 Client = AsyncTestClient[Litestar]
 KEY = JWT_SECRET.encode()
@@ -66,11 +67,7 @@ async def world_fixture(client: Client, conn: asyncpg.Connection) -> World:  # t
         client, staff, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")]
     )
     for number in (ID_NUMBERS[1], ID_NUMBERS[2]):
-        await conn.execute(
-            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
-            "VALUES ($1, 2025, 'paid', 't')",
-            number,
-        )
+        await add_history(conn, number, 2025)
     enrolled = await client.post(
         "/api/v1/enrollments",
         json={
@@ -594,11 +591,10 @@ async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.
 async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
     """Last covered in 2023: a gap of 2024–2025, of which only 2025 counts → 3 + 1 months. Paying
     2025 back (补缴) removes the variable month: cover from 1 April instead of 1 May."""
-    await conn.execute("DELETE FROM enrollment_history WHERE id_number = $1", ID_NUMBERS[2])
     await conn.execute(
-        "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) VALUES ($1, 2023, 'paid', 't')",
-        ID_NUMBERS[2],
+        "DELETE FROM enrollment_history WHERE id_number_hash = $1", sealed(crypto.ID_NUMBER, ID_NUMBERS[2])[0]
     )
+    await add_history(conn, ID_NUMBERS[2], 2023)
     first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
     without = await pay(conn, world, receipt_no="A00000001", amount_fen=40000, person_ids=[first])
     assert without.enrollments_paid
@@ -648,11 +644,7 @@ async def test_a_payment_keeps_the_subsidy_recorded_at_registration(conn: asyncp
 
 
 async def test_back_payment_is_for_members_at_the_current_rate(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
-    outsider = await conn.fetchval(
-        "INSERT INTO persons (id, id_number, name, sex, birth_date) "
-        "VALUES (gen_random_uuid(), $1, '外人', 'male', '1980-01-01') RETURNING id",
-        ID_NUMBERS[5],
-    )
+    outsider = await insert_person(conn, ID_NUMBERS[5], "外人")
     with pytest.raises(InvalidInput) as stranger:
         await pay(conn, world, kind="back_payment", back_years=[2024], person_ids=[outsider], amount_fen=40000)
     assert stranger.value.extra["errors"][0]["field"] == "person_ids[0]"

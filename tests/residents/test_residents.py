@@ -28,7 +28,7 @@ from mobile_sync_protocol.rules.coverage_state import coverage_state
 from tests.conftest import JWT_SECRET, auth_headers, make_settings
 from tests.eligibility.test_check import csv
 from tests.eligibility.test_lists import upload
-from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.factories import ID_NUMBERS, add_history, create_household, member, publish_policy
 from tests.premiums.test_payments import actor_of
 
 Client = AsyncTestClient[Litestar]
@@ -334,11 +334,7 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
     household = await create_household(client, staff, members)
     person = {name: UUID(m["person_id"]) for name, m in zip([*ids, "newborn"], household["members"], strict=True)}
     for number in ids.values():  # covered in 2025: no gap, so a late payer waits the fixed 3 months only
-        await conn.execute(
-            "INSERT INTO enrollment_history (id_number, coverage_year, status, source_file) "
-            "VALUES ($1, 2025, 'paid', 't')",
-            number,
-        )
+        await add_history(conn, number, 2025)
     enrolled = await enrol(client, staff, household, [str(p) for n, p in person.items() if n != "absent"])
     enrolment = {e["person_id"]: UUID(e["id"]) for e in enrolled["items"]}
     staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
