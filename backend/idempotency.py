@@ -62,7 +62,7 @@ def request_hash(route: str, body: Any) -> bytes:
 
 
 def keyed_request_hash(sha256: bytes) -> bytes:
-    """The blind index of a request's SHA-256 (migration 0016 converted the plain ones kept before)."""
+    """The blind index of a request's SHA-256 (migration 0017 converted the plain ones kept before)."""
     digest = crypto.keys().index(REQUEST_DIGEST, sha256.hex())
     assert digest is not None
     return digest

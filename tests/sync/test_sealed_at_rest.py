@@ -197,16 +197,16 @@ async def test_a_stored_idempotent_answer_is_sealed_and_replayed_in_clear(client
         raise AssertionError("an answer opened under another key")
 
 
-# Migration 0016: rows kept before it are sealed, and opened again by its downgrade -----------------
+# Migration 0017: rows kept before it are sealed, and opened again by its downgrade -----------------
 
 
 ANSWER = f'{{"id_number": "{ID_NUMBERS[3]}"}}'.encode()
 LIST_PIECE = f"{ID_NUMBERS[4]},居民".encode()
-PLAIN_HASH = hashlib.sha256(b"a body pushed before 0016").digest()
+PLAIN_HASH = hashlib.sha256(b"a body pushed before 0017").digest()
 
 
 async def _old_rows(dsn: str, first: uuid.UUID, second: uuid.UUID) -> None:
-    """Rows as the code before 0016 wrote them, numbers in clear (no foreign keys: they stand alone)."""
+    """Rows as the code before 0017 wrote them, numbers in clear (no foreign keys: they stand alone)."""
     mutation = {"type": "member.update", "seq": 1, "id_number": ID_NUMBERS[7], "phone": None}
     json = msgspec.json.encode
     conn = await asyncpg.connect(dsn)
@@ -291,16 +291,16 @@ async def _check_sealed(dsn: str, numbers: list[str]) -> None:
         await conn.close()
 
 
-def test_migration_0016_seals_the_rows_kept_before_it_and_its_downgrade_opens_them(pg_server: PgServer) -> None:
+def test_migration_0017_seals_the_rows_kept_before_it_and_its_downgrade_opens_them(pg_server: PgServer) -> None:
     name = pg_server.create_database(template="template0")
     dsn = pg_server.dsn(name)
     try:
-        migrate.upgrade(dsn, "0015", keyring=KEYS)
+        migrate.upgrade(dsn, "0016", keyring=KEYS)
         asyncio.run(_old_rows(dsn, uuid.uuid4(), uuid.uuid4()))
         migrate.upgrade(dsn, "head", keyring=KEYS)
         asyncio.run(_check_sealed(dsn, [ID_NUMBERS[i] for i in (1, 2, 3, 4, 7)]))
 
-        migrate.downgrade(dsn, "0015", keyring=KEYS)
+        migrate.downgrade(dsn, "0016", keyring=KEYS)
         [conflict] = asyncio.run(_read(dsn, "SELECT base_values, tablet_values, mutation FROM sync_conflicts"))
         assert json.loads(conflict["base_values"]) == {"id_number": ID_NUMBERS[1]}
         assert json.loads(conflict["mutation"])["id_number"] == ID_NUMBERS[7]
@@ -308,7 +308,7 @@ def test_migration_0016_seals_the_rows_kept_before_it_and_its_downgrade_opens_th
         assert json.loads(quarantined["body"]) == {"id_number": ID_NUMBERS[3]}
         [piece] = asyncio.run(_read(dsn, "SELECT data FROM job_outputs"))
         assert piece["data"] == LIST_PIECE
-        # The digests stay keyed: a downgrade cannot unkey them (see 0016's docstring).
+        # The digests stay keyed: a downgrade cannot unkey them (see 0017's docstring).
         [ledger] = asyncio.run(_read(dsn, "SELECT body_hash FROM sync_mutations"))
         assert ledger["body_hash"] == sealed.keyed_digest(PLAIN_HASH)
     finally:

@@ -20,8 +20,8 @@ but cannot unkey the digests: after it, a tablet's retry of a mutation pushed be
 The blob kinds and digest kinds here are those of backend/sync/sealed.py, backend/idempotency.py and
 backend/jobs/service.py, written out so that this migration keeps meaning what it meant.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-12-05
 """
 
@@ -37,8 +37,8 @@ from sqlalchemy.util import await_only
 
 from migrations import run_sql
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
@@ -83,7 +83,7 @@ def _keyring() -> Any:
     keyring = context.config.attributes.get("keyring")
     if keyring is None:
         raise SystemExit(
-            "migration 0016 seals the sync, idempotency and job rows already stored and needs the keys: "
+            "migration 0017 seals the sync, idempotency and job rows already stored and needs the keys: "
             "run it with `canbao migrate` (which reads CANBAO_KEY_FILE or the data folder's keys.json)"
         )
     return keyring
