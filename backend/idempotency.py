@@ -4,6 +4,10 @@ The key row is inserted inside the request's transaction. A concurrent request w
 waits on that row until the first commits (then replays its answer) or rolls back (then runs
 itself). Errors roll the row back with everything else, so a retry after a refusal is judged
 afresh; only answers that changed something are replayed.
+
+A request and its answer hold personal numbers (a household's members): the stored answer is sealed
+(backend/crypto.py), bound to its actor and key, and the request is remembered by a keyed hash, since
+a plain one of a body whose other fields are known gives a number away to a few thousand guesses.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from uuid import UUID
 import msgspec
 from litestar import Response
 
+from backend import crypto
 from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
@@ -47,8 +52,25 @@ class Stored(msgspec.Struct, frozen=True):
         )
 
 
+# The kinds (associated data) of the keyed request hash and of the sealed answer.
+REQUEST_DIGEST = "idempotent_request"
+ANSWER = "idempotent_answer"
+
+
 def request_hash(route: str, body: Any) -> bytes:
-    return hashlib.sha256(route.encode() + b"\0" + _encoder.encode(body)).digest()
+    return keyed_request_hash(hashlib.sha256(route.encode() + b"\0" + _encoder.encode(body)).digest())
+
+
+def keyed_request_hash(sha256: bytes) -> bytes:
+    """The blind index of a request's SHA-256 (migration 0017 converted the plain ones kept before)."""
+    digest = crypto.keys().index(REQUEST_DIGEST, sha256.hex())
+    assert digest is not None
+    return digest
+
+
+def answer_kind(actor_id: UUID, key: str) -> str:
+    """A stored answer opens only as the answer to its own actor and key."""
+    return f"{ANSWER}:{actor_id}:{key}"
 
 
 # What `check_key` admits, for the API document (the header's parameter declares it, checks nothing).
@@ -83,7 +105,7 @@ async def claim(conn: Connection, actor_id: UUID, key: str, route: str, digest: 
     assert row is not None and row["status"] is not None
     if row["route"] != route or row["request_hash"] != digest:
         raise IdempotencyKeyReused()
-    return Stored(status=row["status"], body=bytes(row["response"]))
+    return Stored(status=row["status"], body=crypto.keys().open_bytes(answer_kind(actor_id, key), row["response"]))
 
 
 async def store(conn: Connection, actor_id: UUID, key: str, status: int, body: bytes) -> None:
@@ -92,7 +114,7 @@ async def store(conn: Connection, actor_id: UUID, key: str, status: int, body: b
         actor_id,
         key,
         status,
-        body,
+        crypto.keys().seal_bytes(answer_kind(actor_id, key), body),
     )
 
 

@@ -1,8 +1,10 @@
 """Baseline of sync_push.py: the same push body (MessagePack) written as persons, households, memberships, enrolments
-(paid) and payments, one COPY per table, one transaction; no auth, ledger, rules, audit. Env: DATABASE_URL."""
+(paid) and payments, one COPY per table, one transaction; no auth, ledger, rules, audit. Env: DATABASE_URL,
+CANBAO_KEY_FILE (the ID numbers are stored as ours stores them: blind index and sealed)."""
 
 import os
 from datetime import date
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -11,13 +13,16 @@ import msgspec
 from litestar import Litestar, Request, post
 from litestar.datastructures import State
 
+from backend.crypto import ID_NUMBER, read_key_file
 from mobile_sync_protocol import messages as m
 
 DECODE = msgspec.msgpack.Decoder(m.AnyMutation)
+# A person's number is stored as ours stores it, blind index and sealed, under the same keys.
+KEYS = read_key_file(Path(os.environ["CANBAO_KEY_FILE"]))
 COLUMNS = {
     table: tuple(names.split())
     for table, names in {
-        "persons": "id id_number name sex birth_date",
+        "persons": "id id_number_hash id_number_enc name sex birth_date",
         "households": "id village_code household_no head_person_id",
         "memberships": "id person_id household_id relation",
         "enrollments": "id person_id household_id village_code coverage_year status funding registered_on premium_fen",
@@ -43,7 +48,10 @@ async def push(request: Request[Any, Any, Any], state: State) -> dict[str, int]:
                     village[mu.household_id] = mu.village_code
                     rows["households"].append((mu.household_id, mu.village_code, mu.household_no, x.person_id))
                 n, sex = x.id_number or "", "male" if int((x.id_number or "0" * 17)[16]) % 2 else "female"
-                rows["persons"].append((x.person_id, n, x.name, sex, date(int(n[6:10]), int(n[10:12]), int(n[12:14]))))
+                born = date(int(n[6:10]), int(n[10:12]), int(n[12:14]))
+                rows["persons"].append(
+                    (x.person_id, KEYS.index(ID_NUMBER, n), KEYS.seal(ID_NUMBER, n), x.name, sex, born)
+                )
                 rows["memberships"].append((uuid4(), x.person_id, mu.household_id, x.relation))
             elif isinstance(mu, m.EnrollmentCreate):
                 rows["enrollments"] += [

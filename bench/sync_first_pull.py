@@ -3,7 +3,8 @@ and in MessagePack, each with and without gzip, against a bare `COPY (SELECT …
 same rows, in the same run.
 
 The township (330106001000, three villages; the demo seed's households included) is filled up to
-20,000 households straight in PostgreSQL, not timed: households of 4 (persons and memberships),
+20,000 households straight in PostgreSQL (their ID numbers and phones sealed under the server's keys,
+as it stores them), not timed: households of 4 (persons and memberships),
 enrolments for 2026 (everyone) and 2027 (every other household, the window under way), one payment
 per household and year (1 % of the 2026 ones voided: two payment events each), district subsidy
 lists (di_bao 5 %, te_kun 1 % of the township's people, and as many rows again for people
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import gzip
 import io
@@ -34,6 +36,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -56,10 +59,12 @@ from _harness import (
     load_average,
     log,
     login,
+    server_env,
     unused_area,
     workdir,
 )
 
+from backend import crypto
 from backend.db import load_queries
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
@@ -83,8 +88,10 @@ _VILLAGES = ", ".join(f"'{v}'" for v in TOWNSHIP_A_VILLAGES)
 _EPOCH = BIRTH_EPOCH.isoformat()
 # Person n lives in household n / 4. Identity numbers as _harness.resident_id, computed in SQL; the
 # lists' outsiders are persons n ≥ 4 × households, never registered. Subsidies: di_bao for n % 20 = 7
-# (50 %), te_kun for n % 100 = 3 (all of it). `str.format` fills the braces in single braces.
-LOAD_SQL = f"""
+# (50 %), te_kun for n % 100 = 3 (all of it). `str.format` fills the braces in single braces. The
+# numbers and phones are made in SQL (GEN_SQL), sealed and indexed in Python under the server's keys
+# (`gen_sealed`, as the server stores them), and LOAD_SQL writes the rows from both.
+GEN_SQL = f"""
 CREATE TEMP TABLE gen ON COMMIT DROP AS
 SELECT n, n / 4 AS hh, n % 4 AS pos, (ARRAY[{_VILLAGES}])[(n / 4) % 3 + 1] AS village,
        date '{_EPOCH}' + (n % {BIRTH_DAYS})::int AS born,
@@ -92,22 +99,29 @@ SELECT n, n / 4 AS hh, n % 4 AS pos, (ARRAY[{_VILLAGES}])[(n / 4) % 3 + 1] AS vi
                 || lpad((n / {BIRTH_DAYS})::text, 3, '0') AS b,
        CASE WHEN n % 100 = 3 THEN 40000 WHEN n % 20 = 7 THEN 20000 ELSE 0 END AS subsidy
 FROM generate_series(0, {{households}} * 8 - 1) AS n;
-ALTER TABLE gen ADD COLUMN id_number text;
-UPDATE gen SET id_number = b || substr('{ID_CHECK}', ({_CHECK_SUM}) % 11 + 1, 1);
-
-INSERT INTO persons (id, id_number, name, sex, birth_date, phone)
-SELECT md5('p' || n)::uuid, id_number,
+ALTER TABLE gen ADD COLUMN id_number text, ADD COLUMN phone text, ADD COLUMN household_phone text;
+UPDATE gen SET id_number = b || substr('{ID_CHECK}', ({_CHECK_SUM}) % 11 + 1, 1),
+               phone = CASE WHEN pos < 2 AND n < {{households}} * 4
+                            THEN '13' || lpad((n * 7919 % 1000000000)::text, 9, '0') END,
+               household_phone = CASE WHEN pos = 0 AND n < {{households}} * 4
+                                      THEN '138' || lpad((hh * 104729 % 100000000)::text, 8, '0') END;
+CREATE TEMP TABLE gen_sealed (n integer PRIMARY KEY, id_hash bytea, id_enc bytea, phone_hash bytea, phone_enc bytea,
+                              household_phone_hash bytea, household_phone_enc bytea) ON COMMIT DROP;
+"""
+LOAD_SQL = f"""
+INSERT INTO persons (id, id_number_hash, id_number_enc, name, sex, birth_date, phone_hash, phone_enc)
+SELECT md5('p' || n)::uuid, s.id_hash, s.id_enc,
        (ARRAY['王', '李', '张', '刘', '陈', '杨', '赵', '黄', '周', '吴'])[n % 10 + 1]
            || (ARRAY['伟', '芳', '娜', '敏', '静', '强', '磊', '洋', '艳', '军'])[n / 10 % 10 + 1]
            || (ARRAY['', '华', '平', '明', '丽'])[n / 100 % 5 + 1],
-       CASE WHEN (n / {BIRTH_DAYS}) % 2 = 1 THEN 'male' ELSE 'female' END, born,
-       CASE WHEN pos < 2 THEN '13' || lpad((n * 7919 % 1000000000)::text, 9, '0') END
-FROM gen WHERE n < {{households}} * 4;
+       CASE WHEN (n / {BIRTH_DAYS}) % 2 = 1 THEN 'male' ELSE 'female' END, born, s.phone_hash, s.phone_enc
+FROM gen JOIN gen_sealed s USING (n) WHERE n < {{households}} * 4;
 
-INSERT INTO households (id, village_code, household_no, address, phone, head_person_id, row_version, created_at)
+INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, head_person_id, row_version,
+                        created_at)
 SELECT md5('h' || hh)::uuid, village, 'fp-' || hh, '北山村' || (hh % 12 + 1) || '组' || (hh % 97 + 1) || '号',
-       '138' || lpad((hh * 104729 % 100000000)::text, 8, '0'), md5('p' || n)::uuid, 4, now() - interval '400 days'
-FROM gen WHERE pos = 0 AND n < {{households}} * 4;
+       s.household_phone_hash, s.household_phone_enc, md5('p' || n)::uuid, 4, now() - interval '400 days'
+FROM gen JOIN gen_sealed s USING (n) WHERE pos = 0 AND n < {{households}} * 4;
 
 INSERT INTO memberships (id, person_id, household_id, relation, joined_at)
 SELECT md5('m' || n)::uuid, md5('p' || n)::uuid, md5('h' || hh)::uuid,
@@ -156,17 +170,16 @@ SELECT md5('list-' || t)::uuid, t, 'subsidy', '330106000000', '330106', 1, date 
 FROM gen CROSS JOIN (VALUES ('di_bao'), ('te_kun')) AS lists (t)
 WHERE (t = 'di_bao' AND n % 20 = 7) OR (t = 'te_kun' AND n % 100 = 3)
 GROUP BY t;
-INSERT INTO list_entries (version_id, row_no, id_number, name, valid_from, valid_to, division_code)
-SELECT md5('list-' || t)::uuid, row_number() OVER (PARTITION BY t ORDER BY n) + 1, id_number, '某某',
+INSERT INTO list_entries (version_id, row_no, id_number_hash, id_number_enc, name, valid_from, valid_to, division_code)
+SELECT md5('list-' || t)::uuid, row_number() OVER (PARTITION BY t ORDER BY n) + 1, s.id_hash, s.id_enc, '某某',
        NULL, NULL, CASE WHEN n < {{households}} * 4 THEN village END
-FROM gen CROSS JOIN (VALUES ('di_bao'), ('te_kun')) AS lists (t)
+FROM gen JOIN gen_sealed s USING (n) CROSS JOIN (VALUES ('di_bao'), ('te_kun')) AS lists (t)
 WHERE (t = 'di_bao' AND n % 20 = 7) OR (t = 'te_kun' AND n % 100 = 3);
 
 INSERT INTO sync_conflicts (id, township_code, household_id, person_id, kind, outcome, fields, base_values,
                             server_values, tablet_values, raised_by)
 SELECT md5('c' || hh)::uuid, '330106001000', md5('h' || hh)::uuid, NULL, 'field_overwritten', 'applied',
-       '{{{{phone}}}}', '{{{{"phone": "13800000001"}}}}', '{{{{"phone": "13800000002"}}}}',
-       '{{{{"phone": "13800000003"}}}}', '{{collector}}'
+       '{{{{phone}}}}', '{{conflict_base}}', '{{conflict_server}}', '{{conflict_tablet}}', '{{collector}}'
 FROM generate_series(0, {{households}} - 1) AS hh WHERE hh % 500 = 1;
 """
 
@@ -240,10 +253,35 @@ def register_tablet(base_url: str) -> Tablet:
     return Tablet(uuid.UUID(device_id), uuid.UUID(registered["device"]["owner_id"]), uuid.UUID(issued["id"]), token)
 
 
+def sealed(keys: crypto.Keyring, kind: str, value: str) -> dict[str, str]:
+    """A conflict value as the push keeps it (backend/sync/sealed.py)."""
+    return {"sealed": base64.b64encode(keys.seal_bytes(kind, value.encode())).decode()}
+
+
+async def seal_numbers(conn: asyncpg.Connection, keys: crypto.Keyring) -> None:  # type: ignore[type-arg]
+    """`gen_sealed`: each generated number and phone as the server stores it (blind index, sealed)."""
+
+    def pair(kind: str, value: str | None) -> tuple[bytes | None, bytes | None]:
+        return keys.index(kind, value), keys.seal(kind, value)
+
+    rows = await conn.fetch("SELECT n, id_number, phone, household_phone FROM gen")
+    records = [
+        (
+            r["n"],
+            *pair(crypto.ID_NUMBER, r["id_number"]),
+            *pair(crypto.PHONE, r["phone"]),
+            *pair(crypto.PHONE, r["household_phone"]),
+        )
+        for r in rows
+    ]
+    await conn.copy_records_to_table("gen_sealed", records=records)
+
+
 async def load_township(
     dsn: str, households: int | None, area: str, tablet: Tablet, policies: dict[int, uuid.UUID]
 ) -> None:
     """Households added until the township holds `households` (the demo seed has some already); None: 300 more."""
+    keys = crypto.read_key_file(Path(server_env(dsn)["CANBAO_KEY_FILE"]))  # the server's
     conn = await asyncpg.connect(dsn)
     try:
         started = time.perf_counter()
@@ -257,10 +295,17 @@ async def load_township(
         await conn.execute("SET session_replication_role = replica; SET synchronous_commit = off")
         async with conn.transaction():
             assert area.isdigit()
+            await conn.execute(GEN_SQL.format(households=int(households), area=area))
+            await seal_numbers(conn, keys)
+            conflict = {
+                f"conflict_{side}": msgspec.json.encode({"phone": sealed(keys, crypto.PHONE, phone)}).decode()
+                for side, phone in (("base", "13800000001"), ("server", "13800000002"), ("tablet", "13800000003"))
+            }
             await conn.execute(
                 LOAD_SQL.format(
                     households=int(households),
                     area=area,
+                    **conflict,
                     block=tablet.block_id,
                     collector=tablet.user_id,
                     device=tablet.device_id,

@@ -5,11 +5,17 @@ local transaction; push sends the queue in order and marks answered mutations, s
 between push and acknowledgement simply pushes again and gets `duplicate` answers; each pull page
 and its cursor are applied in one local transaction; a reset drops synced records, never the queue;
 a rejection never deletes a local record — it is kept, marked, for the user to see.
+
+The store holds the township's personal numbers, so everything in it but ids and sequence state is
+sealed (AES-256-GCM, each value bound to its place) under the tablet's store key, which the server
+gives the device's own token while the device is active (`SyncClient.unlock`) and which lives in
+memory only: a revoked tablet's store cannot be opened with the app (PROTOCOL.md §5).
 """
 
 from __future__ import annotations
 
 import base64
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +26,8 @@ from uuid import UUID
 
 import httpx
 import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mobile_sync_protocol import codec, query_codes
 from mobile_sync_protocol import messages as m
@@ -34,6 +42,16 @@ CREATE TABLE IF NOT EXISTS records (entity TEXT NOT NULL, id TEXT NOT NULL, data
                                     PRIMARY KEY (entity, id));
 """
 FINAL = frozenset({"applied", "applied_with_conflict", "rejected", "quarantined", "duplicate"})
+NONCE_BYTES = 12
+KEY_CHECK = b"canbao tablet store"  # sealed under the key on first unlock: a wrong key is told apart
+
+
+class StoreLocked(Exception):
+    """The local store is sealed and its key is not held: unlock it (online, `SyncClient.unlock`)."""
+
+
+class WrongStoreKey(StoreLocked):
+    """The key does not open this store (another device's, or the store was made under another)."""
 
 
 class SyncFailed(Exception):
@@ -59,9 +77,75 @@ def _problem_code(response: httpx.Response) -> str:
 
 
 class TabletStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, key: bytes | None = None) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.executescript(_SCHEMA)
+        self._aead: AESGCM | None = None
+        if key is not None:
+            self.unlock(key)
+
+    # The store key ------------------------------------------------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        return self._aead is None
+
+    def unlock(self, key: bytes) -> None:
+        """Opens the store with its key. The first key a store meets becomes its key (a store made
+        before sealing has its rows sealed then); another key afterwards is `WrongStoreKey`."""
+        aead = AESGCM(key)
+        check = self.get("key_check")
+        if check is not None:
+            try:
+                self._decrypt(aead, base64.b64decode(check), "meta:key_check")
+            except InvalidTag:
+                raise WrongStoreKey("this key does not open this store") from None
+            self._aead = aead
+            return
+        self._aead = aead
+        with self.transaction() as db:
+            for seq, body, answer in db.execute("SELECT seq, body, answer FROM queue").fetchall():
+                sealed_answer = None if answer is None else self.seal(answer, f"answer:{seq}")
+                db.execute(
+                    "UPDATE queue SET body = ?, answer = ? WHERE seq = ?",
+                    (self.seal(body, f"queue:{seq}"), sealed_answer, seq),
+                )
+            for entity, id_, data in db.execute("SELECT entity, id, data FROM records").fetchall():
+                db.execute(
+                    "UPDATE records SET data = ? WHERE entity = ? AND id = ?",
+                    (self.seal(data, f"record:{entity}:{id_}"), entity, id_),
+                )
+            self.put(db, "key_check", base64.b64encode(self.seal(KEY_CHECK, "meta:key_check")).decode())
+
+    def lock(self) -> None:
+        """Forgets the key: when the server refuses it, when the user logs out or leaves the app."""
+        self._aead = None
+
+    def seal(self, data: bytes, where: str) -> bytes:
+        """`data` sealed for one place of the store (`where`: a sealed value moved elsewhere does not open)."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._key().encrypt(nonce, data, where.encode())
+
+    def open(self, sealed: bytes, where: str) -> bytes:
+        return self._decrypt(self._key(), sealed, where)
+
+    def _key(self) -> AESGCM:
+        if self._aead is None:
+            raise StoreLocked("the tablet's store is locked: unlock it with the key the server gives (online)")
+        return self._aead
+
+    @staticmethod
+    def _decrypt(aead: AESGCM, sealed: bytes, where: str) -> bytes:
+        return aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], where.encode())
+
+    def get_secret(self, key: str) -> bytes | None:
+        stored = self.get(key)
+        return None if stored is None else self.open(base64.b64decode(stored), f"meta:{key}")
+
+    def put_secret(self, db: sqlite3.Connection, key: str, value: bytes) -> None:
+        self.put(db, key, base64.b64encode(self.seal(value, f"meta:{key}")).decode())
+
+    # Reading ----------------------------------------------------------------------------------
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -84,24 +168,25 @@ class TabletStore:
 
     def records(self, entity: str) -> dict[UUID, dict[str, Any]]:
         rows = self.db.execute("SELECT id, data FROM records WHERE entity = ?", (entity,)).fetchall()
-        return {UUID(r[0]): msgspec.json.decode(r[1]) for r in rows}
+        return {UUID(r[0]): msgspec.json.decode(self.open(r[1], f"record:{entity}:{r[0]}")) for r in rows}
+
+    def _answer(self, seq: int, sealed: bytes | None) -> m.Answer | None:
+        return None if sealed is None else msgspec.json.decode(self.open(sealed, f"answer:{seq}"), type=m.Answer)
 
     def queue(self, state: str | None = None) -> list[tuple[int, str, m.Answer | None]]:
         rows = self.db.execute(
             "SELECT seq, state, answer FROM queue WHERE ? IS NULL OR state = ? ORDER BY seq", (state, state)
         ).fetchall()
-        return [(r[0], r[1], None if r[2] is None else msgspec.json.decode(r[2], type=m.Answer)) for r in rows]
+        return [(r[0], r[1], self._answer(r[0], r[2])) for r in rows]
+
+    def mutation(self, seq: int, sealed: bytes) -> m.AnyMutation:
+        return msgspec.json.decode(self.open(sealed, f"queue:{seq}"), type=m.AnyMutation)
 
     def entries(self) -> list[QueueEntry]:
         """Every queued mutation with its state and final answer, in seq order (answered ones too)."""
         rows = self.db.execute("SELECT seq, body, state, answer FROM queue ORDER BY seq").fetchall()
         return [
-            QueueEntry(
-                seq=r[0],
-                mutation=msgspec.json.decode(r[1], type=m.AnyMutation),
-                state=r[2],
-                answer=None if r[3] is None else msgspec.json.decode(r[3], type=m.Answer),
-            )
+            QueueEntry(seq=r[0], mutation=self.mutation(r[0], r[1]), state=r[2], answer=self._answer(r[0], r[3]))
             for r in rows
         ]
 
@@ -119,6 +204,19 @@ class SyncClient:
     ) -> None:
         self.http, self.store, self.device_id, self.token, self.fmt = http, store, device_id, token, fmt
 
+    async def unlock(self) -> None:
+        """Asks the server for this tablet's store key (its own token, the device active) and opens
+        the store with it; the key stays in memory only. A suspended or revoked tablet is refused
+        (`SyncFailed` 401): its store stays sealed."""
+        request = m.StoreKeyRequest(protocol_version=m.PROTOCOL_VERSION, device_id=self.device_id)
+        try:
+            answer: m.StoreKeyResponse = await self._post("/api/v1/sync/store-key", request, m.StoreKeyResponse)
+        except SyncFailed as exc:
+            if exc.status == 401:
+                self.store.lock()  # refused: a key held from before is not kept a moment longer
+            raise
+        self.store.unlock(answer.store_key)
+
     def enqueue(self, mutation: m.AnyMutation) -> m.AnyMutation:
         """Queues a mutation under the next seq (the one given is replaced), in one local transaction."""
         with self.store.transaction() as db:
@@ -127,7 +225,7 @@ class SyncClient:
             tag = queued.__struct_config__.tag
             db.execute(
                 "INSERT INTO queue (seq, mutation_id, type, body) VALUES (?, ?, ?, ?)",
-                (seq, str(queued.mutation_id), tag, msgspec.json.encode(queued)),
+                (seq, str(queued.mutation_id), tag, self.store.seal(msgspec.json.encode(queued), f"queue:{seq}")),
             )
             self.store.put(db, "next_seq", str(seq + 1))
         return queued
@@ -139,13 +237,12 @@ class SyncClient:
 
     def query_code_key(self) -> bytes | None:
         """The key the server issued this tablet for query-code hashes (PROTOCOL.md §3, query codes)."""
-        stored = self.store.get("query_code_key")
-        return None if stored is None else bytes.fromhex(stored)
+        return self.store.get_secret("query_code_key")
 
     def keep_query_code_key(self, key: bytes | str) -> None:
         raw = key if isinstance(key, bytes) else base64.b64decode(key)
         with self.store.transaction() as db:
-            self.store.put(db, "query_code_key", raw.hex())
+            self.store.put_secret(db, "query_code_key", raw)
 
     def query_code_hash(self, household_id: UUID, coverage_year: int, code: str) -> bytes:
         key = self.query_code_key()
@@ -175,12 +272,15 @@ class SyncClient:
             raise AnswerUnreadable(response.status_code, "unreadable_answer") from exc
 
     async def push(self, batch: int = 500) -> m.PushResponse | None:
+        """Sends the oldest pending mutations (the store unlocked first, online, if need be)."""
+        if self.store.locked:
+            await self.unlock()
         rows = self.store.db.execute(
             "SELECT seq, body FROM queue WHERE state = 'pending' ORDER BY seq LIMIT ?", (batch,)
         ).fetchall()
         if not rows:
             return None
-        mutations = [msgspec.json.decode(r[1], type=m.AnyMutation) for r in rows]
+        mutations = [self.store.mutation(r[0], r[1]) for r in rows]
         raws = [msgspec.Raw(codec.encode(x, self.fmt)) for x in mutations]
         request = m.PushRequest(
             protocol_version=m.PROTOCOL_VERSION, device_id=self.device_id, mutations=raws, device_time=datetime.now(UTC)
@@ -193,12 +293,14 @@ class SyncClient:
                     state = final.status if final.status != "duplicate" else "applied"
                     db.execute(
                         "UPDATE queue SET state = ?, answer = ? WHERE seq = ?",
-                        (state, msgspec.json.encode(final), answer.seq),
+                        (state, self.store.seal(msgspec.json.encode(final), f"answer:{answer.seq}"), answer.seq),
                     )
         return response
 
     async def pull(self, limit: int = 1000) -> int:
-        """Pulls every page; returns how many changes were applied."""
+        """Pulls every page (the store unlocked first if need be); returns how many changes were applied."""
+        if self.store.locked:
+            await self.unlock()
         applied = 0
         while True:
             request = m.PullRequest(
@@ -216,11 +318,9 @@ class SyncClient:
                     db.execute("DELETE FROM records")  # the synced copy only: the queue stays
                 for change in page.changes:
                     if isinstance(change, m.Upsert):
-                        tag = change.row.__struct_config__.tag
-                        db.execute(
-                            "INSERT OR REPLACE INTO records VALUES (?, ?, ?)",
-                            (tag, str(change.row.id), msgspec.json.encode(change.row)),
-                        )
+                        tag, row_id = change.row.__struct_config__.tag, str(change.row.id)
+                        data = self.store.seal(msgspec.json.encode(change.row), f"record:{tag}:{row_id}")
+                        db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (tag, row_id, data))
                     else:
                         db.execute("DELETE FROM records WHERE entity = ? AND id = ?", (change.entity, str(change.id)))
                 self.store.put(db, "page_token", page.page_token)

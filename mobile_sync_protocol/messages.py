@@ -470,6 +470,26 @@ class PullResponse(msgspec.Struct, kw_only=True):
     query_code_key: bytes | None = None
 
 
+# The local store's key ---------------------------------------------------------------------------
+
+
+class StoreKeyRequest(msgspec.Struct, kw_only=True):
+    """Asks for the key of this tablet's local store (PROTOCOL.md §5, A lost tablet)."""
+
+    protocol_version: int
+    device_id: UUID
+
+
+class StoreKeyResponse(msgspec.Struct, kw_only=True):
+    """The key that seals the personal data in the tablet's local store: 32 bytes (base64 in JSON),
+    the same for the device's whole life, handed only to the device's own token while the device is
+    active. Keep it in memory (or the platform keystore behind the user's unlock), never in a file."""
+
+    protocol_version: int
+    device_id: UUID
+    store_key: bytes
+
+
 # Errors ----------------------------------------------------------------------------------------
 
 

@@ -156,6 +156,9 @@ async def replay_sync(
     `"by": "other"` goes through `other`, the world's second tablet. `seen`, when given, receives
     each step's answer as compared (to write or inspect a vector)."""
     devices = {"tablet": _Places(client)} | ({"other": _Places(other)} if other is not None else {})
+    for places in devices.values():
+        if places.client.store.locked:  # the world's tablets are registered and online: they hold their keys
+            await places.client.unlock()
     sent: list[tuple[str, str, Any]] = []
     out: list[str] = []
     for i, step in enumerate(vector["steps"]):

@@ -17,7 +17,26 @@ import msgspec
 
 from mobile_sync_protocol import messages as m
 
-ROOTS: tuple[Any, ...] = (m.PushRequest, m.PushResponse, m.PullRequest, m.PullResponse, m.Problem, m.AnyMutation)
+ROOTS: tuple[Any, ...] = (
+    m.PushRequest,
+    m.PushResponse,
+    m.PullRequest,
+    m.PullResponse,
+    m.StoreKeyRequest,
+    m.StoreKeyResponse,
+    m.Problem,
+    m.AnyMutation,
+)
+ROOT_NAMES = (
+    "PushRequest",
+    "PushResponse",
+    "PullRequest",
+    "PullResponse",
+    "StoreKeyRequest",
+    "StoreKeyResponse",
+    "Problem",
+    "Mutation",
+)
 
 
 def schema_document() -> dict[str, Any]:
@@ -34,13 +53,7 @@ def schema_document() -> dict[str, Any]:
             "supported_versions": list(m.SUPPORTED_VERSIONS),
             "mutation_types": list(m.MUTATION_TYPES),
             "entities": list(m.ENTITIES),
-            "roots": dict(
-                zip(
-                    ("PushRequest", "PushResponse", "PullRequest", "PullResponse", "Problem", "Mutation"),
-                    roots,
-                    strict=True,
-                )
-            ),
+            "roots": dict(zip(ROOT_NAMES, roots, strict=True)),
             "$defs": components,
         }
     )

@@ -13,9 +13,11 @@ import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.sync import sealed
+from backend.sync.conflicts import service as conflicts
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
-from tests.conftest import PASSWORD, auth_headers
+from tests.conftest import KEYS, PASSWORD, auth_headers
 from tests.factories import ID_NUMBERS, publish_policy
 
 Client = AsyncTestClient[Litestar]
@@ -146,6 +148,21 @@ async def pull_all(
             assert page.cursor is not None
             return changes, page.cursor, reset
         token = page.page_token
+
+
+def clear(row: Any) -> dict[str, Any]:
+    """A stored row as the app reads it: sealed numbers opened under their names (`phone_enc` →
+    `phone`), a conflict's values and held mutation, a quarantined body."""
+    values = conflicts.opened(sealed.opened_record(row))
+    if "body_enc" in values:
+        values["body"] = sealed.open_document(sealed.QUARANTINED_BODY, values.pop("body_enc"))
+    return values
+
+
+def sealed_set(column: str, value: str | None) -> tuple[bytes | None, bytes | None]:
+    """The (…_hash, …_enc) pair a number column's value is stored as: `column` is its clear name."""
+    kind = sealed.SEALED_FIELDS[column]
+    return KEYS.index(kind, value), KEYS.seal(kind, value)
 
 
 def upserts(changes: list[m.Change], entity: str) -> dict[uuid.UUID, Any]:

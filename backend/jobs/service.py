@@ -5,6 +5,9 @@ A job row is both what people see and the queue entry workers claim, so a job's 
 disagrees with its data: a worker writes the job's result in the transaction that writes what the
 job produced. A worker that dies stops renewing its lease; its transaction is rolled back by
 PostgreSQL and another worker runs the job again from the start (`backend/jobs/worker.py`).
+
+Uploads (lists full of ID numbers) and produced files are stored sealed (backend/crypto.py), piece by
+piece, each piece bound to its job and place: none can be moved to another job or position unnoticed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import crypto
 from backend.actor import LEVEL_PREFIX, Actor, Role
 from backend.audit.service import record
 from backend.config import Settings
@@ -96,6 +100,16 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
 class JobPage(msgspec.Struct, frozen=True):
     items: list[Job]
     next_cursor: UUID | None
+
+
+def file_kind(job_id: UUID, seq: int) -> str:
+    """The kind (associated data) a piece of a job's upload is sealed as."""
+    return f"job_file:{job_id}:{seq}"
+
+
+def output_kind(job_id: UUID, seq: int) -> str:
+    """The kind a piece of a job's output file is sealed as."""
+    return f"job_output:{job_id}:{seq}"
 
 
 def job_from_row(row: asyncpg.Record) -> Job:
@@ -199,9 +213,15 @@ async def enqueue(
 
 
 async def _store_file(conn: Connection, job_id: UUID, file: IO[bytes]) -> None:
+    keyring = crypto.keys()
+
+    def sealed_piece(seq: int) -> bytes | None:
+        piece = file.read(FILE_CHUNK)
+        return keyring.seal_bytes(file_kind(job_id, seq), piece) if piece else None
+
     async def pieces() -> Any:
         seq = 0
-        while piece := await asyncio.to_thread(file.read, FILE_CHUNK):
+        while piece := await asyncio.to_thread(sealed_piece, seq):
             yield (job_id, seq, piece)
             seq += 1
 
@@ -229,8 +249,9 @@ async def output(conn: Connection, actor: Actor, job_id: UUID) -> tuple[JobOutpu
     if job.output is None:
         raise NotFound("this job has produced no file (yet)")
     pieces: list[bytes] = []
+    keyring = crypto.keys()
     while (piece := await conn.fetchval(Q["output_chunk"], job_id, len(pieces))) is not None:
-        pieces.append(piece)
+        pieces.append(keyring.open_bytes(output_kind(job_id, len(pieces)), piece))
     await record(
         conn, actor, "download", "job_output", job_id, division_code=job.division_code, summary={"kind": job.kind}
     )

@@ -26,11 +26,12 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor
 from backend.config import Settings
 from backend.db import Connection, Pool
 from backend.errors import DomainError
-from backend.jobs.service import FILE_CHUNK, NOTIFY_CHANNEL, Job, JobError, Q, job_from_row
+from backend.jobs.service import FILE_CHUNK, NOTIFY_CHANNEL, Job, JobError, Q, file_kind, job_from_row, output_kind
 
 log = logging.getLogger("canbao.jobs")
 
@@ -72,17 +73,30 @@ class JobRun:
             self.on_progress(self.done, self.total)
 
     async def save_output(self, name: str, media_type: str, data: bytes) -> None:
-        """The file this job produces (an export), written with the job's end."""
-        pieces = [(self.id, seq, data[i : i + FILE_CHUNK]) for seq, i in enumerate(range(0, len(data), FILE_CHUNK))]
+        """The file this job produces (an export), written with the job's end, sealed (it lists people)."""
+        keyring = crypto.keys()
+
+        def seal() -> list[tuple[UUID, int, bytes]]:
+            return [
+                (self.id, seq, keyring.seal_bytes(output_kind(self.id, seq), data[i : i + FILE_CHUNK]))
+                for seq, i in enumerate(range(0, len(data), FILE_CHUNK))
+            ]
+
+        pieces = await asyncio.to_thread(seal)
         await self.conn.copy_records_to_table("job_outputs", records=pieces, columns=("job_id", "seq", "data"))
         await self.conn.execute(Q["set_output"], self.id, name[:200], media_type, len(data))
 
     async def open_file(self) -> IO[bytes]:
         """The job's upload, from the start."""
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 (the handler closes it)
+        keyring = crypto.keys()
+
+        def write(seq: int, piece: bytes) -> None:
+            spool.write(keyring.open_bytes(file_kind(self.id, seq), piece))
+
         seq = 0
         while (piece := await self.conn.fetchval(Q["file_chunk"], self.id, seq)) is not None:
-            await asyncio.to_thread(spool.write, piece)
+            await asyncio.to_thread(write, seq, piece)
             seq += 1
         spool.seek(0)
         return spool

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import msgspec
 
 from backend.actor import Actor
@@ -22,6 +21,7 @@ from backend.sync.context import Context
 from mobile_sync_protocol import messages as m
 
 Q = load_queries("backend.sync")
+Row = dict[str, Any]  # a household or person as conflicts.household_locked / person_now read it (numbers in clear)
 
 
 # Households and members -------------------------------------------------------------------------
@@ -37,7 +37,7 @@ class HouseholdHeld(Conflict):
     code = "household_held"
 
 
-async def _household(conn: Connection, actor: Actor, household_id: UUID, base_version: int) -> asyncpg.Record:
+async def _household(conn: Connection, actor: Actor, household_id: UUID, base_version: int) -> Row:
     """The household, locked (edits of one household apply in arrival order), in scope, and the
     tablet's base version checked against it."""
     row = await conflicts.household_locked(conn, household_id)
@@ -83,7 +83,7 @@ async def _hold(
     conn: Connection,
     actor: Actor,
     mu: m.Mutation,
-    row: asyncpg.Record,
+    row: Row,
     kind: conflicts.Kind,
     fields: list[str],
     *,
@@ -257,7 +257,7 @@ async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx:
 IDENTITY_EDITS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")
 
 
-async def _member(conn: Connection, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove) -> asyncpg.Record:
+async def _member(conn: Connection, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove) -> Row:
     person = await conflicts.person_now(conn, mu.person_id, mu.household_id)
     if person is None or person["relation"] is None:  # never a member of this household
         raise NotFound()
@@ -268,8 +268,8 @@ async def _gone(
     conn: Connection,
     actor: Actor,
     mu: m.MemberUpdate | m.MemberMove | m.MemberRemove,
-    row: asyncpg.Record,
-    person: asyncpg.Record,
+    row: Row,
+    person: Row,
     fields: list[str],
     tablet: dict[str, Any],
 ) -> m.Answer:
@@ -289,7 +289,7 @@ async def _gone(
     )
 
 
-def _holds(person: asyncpg.Record, field: str, value: Any) -> bool:
+def _holds(person: Row, field: str, value: Any) -> bool:
     return field != "former_head_relation" and conflicts.as_text(value) == conflicts.as_text(person[field])
 
 

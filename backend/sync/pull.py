@@ -28,6 +28,8 @@ from backend.audit.service import record
 from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
+from backend.sync import sealed
+from backend.sync.conflicts import service as conflicts
 from backend.sync.push import DeviceMismatch, DeviceRequired
 from mobile_sync_protocol import messages as m
 
@@ -282,8 +284,9 @@ class _Pending:
         self.type, self.columns, self.record = type_, columns, record
 
     def convert(self) -> Any:
-        # Columns a row type does not name (scope and grouping helpers) are left out by msgspec.
-        return msgspec.convert(dict(zip(self.columns, self.record, strict=True)), self.type)
+        # Columns a row type does not name (scope and grouping helpers) are left out by msgspec;
+        # sealed numbers are opened under their wire names (the tablet holds its township's numbers).
+        return msgspec.convert(sealed.opened(self.columns, self.record), self.type)
 
 
 async def _groups(
@@ -355,8 +358,12 @@ def _visible(actor: Actor, entity: str, r: asyncpg.Record) -> bool:
 
 
 def _row(entity: str, r: asyncpg.Record) -> Any:
-    # Columns a row type does not name (scope helpers such as village_code) are left out.
-    return msgspec.convert(dict(r.items()), _ROW_TYPES[entity])
+    # Columns a row type does not name (scope helpers such as village_code) are left out; sealed
+    # numbers are opened under their wire names, and a conflict's values with them.
+    values = sealed.opened_record(r)
+    if entity == "conflict":
+        values = conflicts.opened(values)
+    return msgspec.convert(values, _ROW_TYPES[entity])
 
 
 async def prune(conn: Connection, before: datetime) -> int | None:

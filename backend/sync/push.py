@@ -9,7 +9,6 @@ only translate.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -25,6 +24,7 @@ from backend.errors import Conflict, DomainError, Forbidden
 from backend.ids import uuid7
 from backend.sync import handlers_households as households
 from backend.sync import handlers_money as money
+from backend.sync import sealed
 from backend.sync.conflicts import service as conflicts
 from backend.sync.context import Context, Handler, Quarantine, failure_text
 from mobile_sync_protocol import codec
@@ -292,12 +292,12 @@ async def _one(
     try:
         decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
         mutation: m.AnyMutation | None = decoder.decode(bytes(raw))
-        body_hash = hashlib.sha256(_canonical.encode(mutation)).digest()
+        body_hash = sealed.mutation_digest(_canonical.encode(mutation))
         if mutation is not None and _holds_nul(bytes(raw), mutation, fmt):
             mutation, failure = None, HOLDS_NUL
     except msgspec.DecodeError as exc:  # ValidationError included
         mutation, failure = None, failure_text(exc).replace("\x00", "\ufffd")
-        body_hash = hashlib.sha256(bytes(raw)).digest()
+        body_hash = sealed.mutation_digest(bytes(raw))
     if seq <= last_seq and ctx.dedup:
         first_hash, first = await ledger.earlier(conn, actor.device_id, seq)
         if first_hash != body_hash:
@@ -443,7 +443,7 @@ async def _quarantine(
         q.content_hash,
         q.reason,
         q.detail,
-        msgspec.to_builtins(body),
+        sealed.seal_document(sealed.QUARANTINED_BODY, body),  # the tablet's text: it may hold numbers anywhere
     )
     return m.Answer(
         seq=seq,

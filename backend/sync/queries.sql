@@ -19,6 +19,7 @@ SET last_seq = $2, last_push_at = now(), last_app_version = nullif($3, ''), last
 WHERE device_id = $1;
 
 -- name: ledger_entry
+-- body_hash: a keyed digest (backend/sync/sealed.py), compared, never read back.
 SELECT body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = $2;
 
 -- name: insert_ledger_many
@@ -29,8 +30,9 @@ FROM unnest($3::bigint[], $4::uuid[], $5::text[], $6::bytea[], $7::text[], $8::t
      AS x (seq, mutation_id, kind, body_hash, status, answer, device_time);
 
 -- name: insert_quarantine
+-- The body as the tablet sent it, sealed whole (backend/sync/sealed.py).
 INSERT INTO sync_quarantine (id, device_id, seq, user_id, township_code, kind, payment_id, content_hash,
-                             reason, detail, body)
+                             reason, detail, body_enc)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 
 -- name: quarantined_payment
@@ -78,11 +80,11 @@ SELECT last_seq FROM sync_devices WHERE device_id = $1;
 
 -- name: households_from
 -- Snapshot pages: the scope's households from $3 on (a page may have ended inside $3), in id order.
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
 FROM households WHERE village_code BETWEEN $1 AND $2 AND id >= $3 ORDER BY id LIMIT $4;
 
 -- name: persons_of_households
-SELECT p.id, m.household_id, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone, p.row_version
+SELECT p.id, m.household_id, p.id_number_enc, p.birth_cert_enc, p.name, p.sex, p.birth_date, p.phone_enc, p.row_version
 FROM memberships m JOIN persons p ON p.id = m.person_id
 WHERE m.household_id = ANY($1::uuid[]) AND m.left_at IS NULL
 ORDER BY m.household_id, p.id;
@@ -114,15 +116,15 @@ WHERE p.household_id = ANY($1::uuid[]) AND p.village_code BETWEEN $2 AND $3
 ORDER BY p.household_id, e.id;
 
 -- name: households_by_id
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
 FROM households WHERE id = ANY($1::uuid[]);
 
 -- name: households_in_scope
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
 FROM households WHERE village_code BETWEEN $1 AND $2 AND id > $3 ORDER BY id LIMIT $4;
 
 -- name: persons_by_id
-SELECT p.id, m.household_id, h.village_code, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone,
+SELECT p.id, m.household_id, h.village_code, p.id_number_enc, p.birth_cert_enc, p.name, p.sex, p.birth_date, p.phone_enc,
        p.row_version
 FROM persons p
 LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
@@ -130,7 +132,7 @@ LEFT JOIN households h ON h.id = m.household_id
 WHERE p.id = ANY($1::uuid[]);
 
 -- name: persons_in_scope
-SELECT p.id, m.household_id, h.village_code, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone,
+SELECT p.id, m.household_id, h.village_code, p.id_number_enc, p.birth_cert_enc, p.name, p.sex, p.birth_date, p.phone_enc,
        p.row_version
 FROM persons p
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
@@ -205,16 +207,16 @@ FROM policy_versions WHERE id > $1 ORDER BY id LIMIT $2;
 -- and accepted claims. Grants that ended before $3, and claims for years before its year, are left
 -- out; a person with none has no row. Ordered by household, then person.
 WITH people AS (
-    SELECT p.id, p.id_number, m.household_id, h.village_code
+    SELECT p.id, p.id_number_hash, m.household_id, h.village_code
     FROM memberships m
     JOIN persons p ON p.id = m.person_id
     JOIN households h ON h.id = m.household_id
     WHERE m.left_at IS NULL AND (m.person_id = ANY($1::uuid[]) OR m.household_id = ANY($2::uuid[]))
-      AND p.id_number IS NOT NULL
+      AND p.id_number_hash IS NOT NULL
 ), grants AS (
     SELECT x.id AS person_id, g.*
     FROM people x
-    JOIN list_entries e ON e.id_number = x.id_number
+    JOIN list_entries e ON e.id_number_hash = x.id_number_hash
     JOIN subsidy_list_windows v ON v.version_id = e.version_id
     CROSS JOIN LATERAL (SELECT v.list_type AS category, 'list' AS source,
                                greatest(e.valid_from, v.effective_from) AS valid_from,
@@ -224,7 +226,7 @@ WITH people AS (
     UNION ALL
     SELECT x.id, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
     FROM people x
-    JOIN eligibility_claims c ON c.id_number = x.id_number AND c.status = 'accepted'
+    JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash AND c.status = 'accepted'
     WHERE c.coverage_year >= extract(year FROM $3::date)
 )
 SELECT x.id, x.id AS person_id, x.household_id, x.village_code,
@@ -237,8 +239,9 @@ ORDER BY x.household_id, x.id;
 -- name: subsidies_in_scope
 -- The same rows for the persons of a scope, keyset on the person's id (the scope's rows kind by
 -- kind, as the snapshot must hold them). Driven from the grants: a minority of people hold one.
+-- Lists and persons meet on the blind index of the ID number, which never goes into the grants.
 WITH grants AS (
-    SELECT e.id_number, g.*
+    SELECT e.id_number_hash, g.*
     FROM subsidy_list_windows v
     JOIN list_entries e ON e.version_id = v.version_id
     CROSS JOIN LATERAL (SELECT v.list_type AS category, 'list' AS source,
@@ -248,15 +251,15 @@ WITH grants AS (
     WHERE coalesce(v.superseded_on, 'infinity') > $5::date
       AND g.valid_from <= coalesce(g.valid_to, 'infinity') AND coalesce(g.valid_to, 'infinity') >= $5::date
     UNION ALL
-    SELECT c.id_number, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
+    SELECT c.id_number_hash, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
     FROM eligibility_claims c
-    WHERE c.status = 'accepted' AND c.id_number IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
+    WHERE c.status = 'accepted' AND c.id_number_hash IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
 )
 SELECT p.id, p.id AS person_id, m.household_id, h.village_code,
-       jsonb_agg(to_jsonb(g) - 'id_number' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
+       jsonb_agg(to_jsonb(g) - 'id_number_hash' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
                  g.row_no, g.claim_id) AS grants
 FROM grants g
-JOIN persons p ON p.id_number = g.id_number
+JOIN persons p ON p.id_number_hash = g.id_number_hash
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 JOIN households h ON h.id = m.household_id
 WHERE h.village_code BETWEEN $1 AND $2 AND p.id > $3
@@ -279,7 +282,7 @@ FROM sync_conflicts WHERE township_code BETWEEN $1 AND $2 AND id > $3 ORDER BY i
 -- Quarantine and follow-up -----------------------------------------------------------------------
 
 -- name: quarantine_queue
-SELECT id, device_id, seq, user_id, township_code, kind, payment_id, reason, detail, body, status,
+SELECT id, device_id, seq, user_id, township_code, kind, payment_id, reason, detail, body_enc, status,
        settled_by, settled_at, settlement_note, at
 FROM sync_quarantine
 WHERE township_code BETWEEN $1 AND $2 AND ($3::text IS NULL OR status = $3) AND ($4::uuid IS NULL OR id > $4)
@@ -293,7 +296,7 @@ WHERE q.id = $1 FOR UPDATE OF q;
 -- name: settle_quarantine
 UPDATE sync_quarantine SET status = $2, settled_by = $3, settled_at = now(), settlement_note = $4
 WHERE id = $1
-RETURNING id, device_id, seq, user_id, township_code, kind, payment_id, reason, detail, body, status,
+RETURNING id, device_id, seq, user_id, township_code, kind, payment_id, reason, detail, body_enc, status,
           settled_by, settled_at, settlement_note, at;
 
 -- name: device_follow_up

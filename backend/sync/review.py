@@ -14,6 +14,7 @@ from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from backend.premiums import payments as premium_payments
+from backend.sync import sealed
 from mobile_sync_protocol import messages as m
 
 Q = load_queries("backend.sync")
@@ -62,8 +63,13 @@ class NotSettleable(Conflict):
     code = "not_settleable"
 
 
+def _body(row: asyncpg.Record) -> Any:
+    return sealed.open_document(sealed.QUARANTINED_BODY, row["body_enc"])
+
+
 def _item(row: asyncpg.Record) -> QuarantineItem:
-    return msgspec.convert({k: row[k] for k in QuarantineItem.__struct_fields__}, QuarantineItem)
+    values = {k: _body(row) if k == "body" else row[k] for k in QuarantineItem.__struct_fields__}
+    return msgspec.convert(values, QuarantineItem)
 
 
 async def queue(conn: Connection, actor: Actor, status: str | None, after: UUID | None, limit: int) -> QuarantinePage:
@@ -102,7 +108,7 @@ async def settle(
         if row["kind"] != "payment.record":
             raise InvalidInput("resolution", "only a quarantined payment can be applied; dismiss the rest")
         try:
-            mutation = msgspec.convert(row["body"], m.PaymentRecord)
+            mutation = msgspec.convert(_body(row), m.PaymentRecord)
             payment = msgspec.convert(
                 {
                     "id": mutation.payment_id,

@@ -1,5 +1,5 @@
-"""`/api/v1/sync`: push and pull for tablets (JSON or MessagePack, gzip), the quarantine queue,
-and a tablet's follow-up sheet."""
+"""`/api/v1/sync`: push and pull for tablets (JSON or MessagePack, gzip), a tablet's store key, the
+quarantine queue, and a tablet's follow-up sheet."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from backend.db import Pool
 from backend.deps import CurrentActor, Tx
 from backend.errors import DomainError
 from backend.guards import require_roles
-from backend.sync import context, query_codes, review
+from backend.sync import context, query_codes, review, store_key
 from backend.sync import pull as pull_service
 from backend.sync import push as push_service
 from mobile_sync_protocol import codec
@@ -96,11 +96,13 @@ def envelope_bodies(type_: type[Any]) -> dict[str, dict[str, Any]]:
 GZIP_FROM_BYTES = 1024  # smaller answers are not worth the CPU
 
 
-async def _answer(obj: Any, fmt: codec.Format, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def _answer(
+    obj: Any, fmt: codec.Format, request: Request[Any, Any, Any], headers: dict[str, str] | None = None
+) -> Response[bytes]:
     """The answer in the request's format; gzip (level 6, off the event loop) when the client
     accepts it and the body is worth it — a first pull is ~10× smaller so."""
     body = codec.encode(obj, fmt)
-    headers = {"Vary": "Accept-Encoding"}
+    headers = {**(headers or {}), "Vary": "Accept-Encoding"}
     if len(body) >= GZIP_FROM_BYTES and codec.accepts_gzip(request.headers.get("accept-encoding")):
         body = await asyncio.to_thread(codec.gzip_body, body, 6)
         headers["Content-Encoding"] = "gzip"
@@ -143,6 +145,18 @@ class SyncController(Controller):
         assert actor.device_id is not None  # pull() refuses a token without a device
         key = query_codes.device_key(state.key.secret, actor.device_id)
         return await _answer(msgspec.structs.replace(answer, query_code_key=key), fmt, request)
+
+    @post(
+        "/store-key",
+        status_code=200,
+        guards=[DEVICE_USERS],
+        summary="The key of this tablet's local store (its own active device only; see PROTOCOL.md §5)",
+        opt={REQUEST_BODY: envelope_bodies(m.StoreKeyRequest)},
+    )
+    async def tablet_store_key(self, request: Request[Any, Any, Any], tx: Tx, actor: CurrentActor) -> Response[bytes]:
+        envelope, fmt = await read_envelope(request, m.StoreKeyRequest)
+        # A key: no cache on the way keeps a copy.
+        return await _answer(await store_key.issue(tx, actor, envelope), fmt, request, {"Cache-Control": "no-store"})
 
     @get("/quarantine", guards=[REVIEWERS], summary="Quarantined sync work in your scope (reviewers)")
     async def quarantine(

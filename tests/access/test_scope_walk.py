@@ -11,6 +11,7 @@ every later route joins the walk.
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.sync import store_key
 from tests.conftest import PASSWORD, auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
 
@@ -187,6 +189,7 @@ def body_for(method: str, path: str, samples: dict[str, str]) -> dict[str, Any] 
     """Bodies that aim at township A's records where a route takes them; `{}` elsewhere."""
     aimed: dict[tuple[str, str], dict[str, Any]] = {
         ("POST", "/api/v1/households/search"): {"id_number": ID_NUMBERS[1]},
+        ("POST", "/api/v1/sync/store-key"): {"protocol_version": 1, "device_id": samples["device_id"]},
         ("POST", "/api/v1/enrollments"): {
             "household_id": samples["household_id"],
             "coverage_year": 2026,
@@ -258,6 +261,8 @@ async def test_every_route_gives_another_township_no_data(
         ID_NUMBERS[2],
         ID_NUMBERS[3],
         "A00000001",
+        # The store key of township A's tablet, as JSON would carry it.
+        base64.b64encode(store_key.store_key(uuid.UUID(samples["device_id"]))).decode(),
     }
     if outsider == "resident":
         headers = await resident_of_another_household(client)

@@ -20,7 +20,7 @@ from backend.app import job_handlers
 from backend.config import Settings
 from backend.db import Pool, create_pool
 from backend.jobs import worker
-from tests.conftest import auth_headers, make_settings
+from tests.conftest import KEY_FILE, auth_headers, make_settings
 from tests.processes import clean_env
 
 WEIGHTS = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2]
@@ -235,7 +235,13 @@ async def test_a_worker_killed_half_way_leaves_the_job_to_another_which_loads_it
 ) -> None:
     civil = await auth_headers(client, "civil")
     job = (await upload(client, civil, list_file(200_000))).json()
-    env = clean_env(DATABASE_URL=db_dsn, CANBAO_JOB_LEASE_S="2", CANBAO_JOB_HEARTBEAT_S="0.1", CANBAO_JOB_POLL_S="0.2")
+    env = clean_env(
+        DATABASE_URL=db_dsn,
+        CANBAO_KEY_FILE=KEY_FILE,  # the worker opens the sealed upload with the test keys
+        CANBAO_JOB_LEASE_S="2",
+        CANBAO_JOB_HEARTBEAT_S="0.1",
+        CANBAO_JOB_POLL_S="0.2",
+    )
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "backend.cli", "worker", env=env)
     try:
         deadline = time.monotonic() + 60

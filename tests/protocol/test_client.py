@@ -39,6 +39,7 @@ async def test_the_client_survives_a_kill_between_push_and_acknowledgement(
     async with app.lifespan(), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         store = TabletStore(tmp_path / "tablet.db")
         sync = SyncClient(http, store, tablet.device_id, token_of(tablet))
+        await sync.unlock()  # the key the server gives the registered tablet, kept in memory
         created = sync.enqueue(household_create(tablet))
         bad = sync.enqueue(household_create(tablet, numbers=(3,), household_no="0102", village_code="330106002201"))
         # Killed after the server committed, before the answers were written locally.

@@ -10,10 +10,12 @@ from typing import Any
 
 import asyncpg
 
+from backend import crypto
+from backend.sync import sealed
 from mobile_sync_protocol import messages as m
-from tests.conftest import auth_headers
+from tests.conftest import KEYS, auth_headers
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, Tablet, enrol, household_create, payment, push, register_tablet, world
+from tests.sync_world import Client, Tablet, clear, enrol, household_create, payment, push, register_tablet, world
 
 Conn = asyncpg.Connection  # type: ignore[type-arg]
 
@@ -61,7 +63,7 @@ async def one(client: Client, tablet: Tablet, mutation: Any) -> m.Answer:
 
 async def conflict_rows(conn: Conn) -> list[dict[str, Any]]:
     rows = await conn.fetch("SELECT * FROM sync_conflicts ORDER BY at, id")
-    return [dict(r.items()) for r in rows]
+    return [clear(r) for r in rows]
 
 
 async def test_edits_of_different_fields_from_the_same_base_merge_without_a_conflict(
@@ -73,8 +75,8 @@ async def test_edits_of_different_fields_from_the_same_base_merge_without_a_conf
     assert (late.status, late.code, late.household_version) == ("applied", None, 3)
     # A member's phone and a household's phone are different fields too; so is another member's name.
     assert (await one(client, b, edit_member(b, created, 1, 1, phone="13900000002", name="李四"))).status == "applied"
-    row = await conn.fetchrow("SELECT address, phone FROM households")
-    assert dict(row.items()) == {"address": "南山村2组", "phone": "13800000001"}
+    row = await conn.fetchrow("SELECT address, phone_enc FROM households")
+    assert clear(row) == {"address": "南山村2组", "phone": "13800000001"}
     assert await conflict_rows(conn) == []
 
 
@@ -132,8 +134,8 @@ async def test_a_stale_identity_edit_is_held_and_its_descriptive_part_applies(cl
     await one(client, a, edit_member(a, created, 0, 1, name="张三丰"))
     late = await one(client, b, edit_member(b, created, 0, 1, name="张山", phone="13900000001"))
     assert (late.status, late.code, late.conflict_fields) == ("applied_with_conflict", "identity_held", ["name"])
-    person = await conn.fetchrow("SELECT name, phone FROM persons WHERE id = $1", created.members[0].person_id)
-    assert dict(person.items()) == {"name": "张三丰", "phone": "13900000001"}  # the stale name never wins
+    person = await conn.fetchrow("SELECT name, phone_enc FROM persons WHERE id = $1", created.members[0].person_id)
+    assert clear(person) == {"name": "张三丰", "phone": "13900000001"}  # the stale name never wins
     [conflict] = await conflict_rows(conn)
     assert (conflict["kind"], conflict["outcome"], conflict["status"]) == ("stale_identity", "held", "open")
     assert (conflict["base_values"], conflict["server_values"], conflict["tablet_values"]) == (
@@ -168,7 +170,7 @@ async def test_an_edit_after_a_removal_never_brings_the_member_back(client: Clie
     assert (late.status, late.code, late.conflict_fields) == ("quarantined", "update_after_remove", ["name", "phone"])
     person = created.members[1].person_id
     assert await conn.fetchval("SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", person) == 0
-    assert await conn.fetchval("SELECT phone FROM persons WHERE id = $1", person) is None
+    assert await conn.fetchval("SELECT phone_enc FROM persons WHERE id = $1", person) is None
     [conflict] = await conflict_rows(conn)
     assert conflict["tablet_values"] == {"name": "李四", "phone": "13900000002"}  # nothing lost unrecorded
     # The same removal from the other tablet: already done, nothing to hold.
@@ -217,7 +219,8 @@ async def test_a_registration_made_offline_before_a_death_never_brings_the_dead_
     )
     assert (rest.status_code, rest.json()["code"]) == (409, "person_deceased")
     assert await conn.fetchval("SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", dead) == 0
-    assert await conn.fetchval("SELECT count(*) FROM persons WHERE id_number = $1", ID_NUMBERS[2]) == 1
+    one_record = "SELECT count(*) FROM persons WHERE id_number_hash = $1"
+    assert await conn.fetchval(one_record, KEYS.index(crypto.ID_NUMBER, ID_NUMBERS[2])) == 1
 
 
 async def test_a_removal_after_an_update_applies_unless_the_members_identity_changed(
@@ -390,7 +393,7 @@ async def test_a_restore_is_refused_when_the_field_changed_again_since(client: C
         headers=reviewer,
     )
     assert (refused.status_code, refused.json()["code"]) == (409, "not_resolvable")
-    assert await conn.fetchval("SELECT phone FROM households") == "13800000003"
+    assert KEYS.open(crypto.PHONE, await conn.fetchval("SELECT phone_enc FROM households")) == "13800000003"
 
 
 async def test_every_write_path_stamps_its_field_changes_with_the_household_version(client: Client, conn: Conn) -> None:
@@ -404,7 +407,10 @@ async def test_every_write_path_stamps_its_field_changes_with_the_household_vers
     )
     assert changed.status_code == 200, changed.text
     rows = await conn.fetch("SELECT person_id, field, old_value, new_value, version FROM record_changes ORDER BY id")
-    assert {(r["person_id"], r["field"], r["old_value"], r["new_value"], r["version"]) for r in rows} == {
+    values = [
+        (sealed.open_change(r["field"], r["old_value"]), sealed.open_change(r["field"], r["new_value"])) for r in rows
+    ]
+    assert {(r["person_id"], r["field"], *v, r["version"]) for r, v in zip(rows, values, strict=True)} == {
         (spouse, "phone", None, "13700000000", 2),
         (head, "relation", "head", "spouse", 2),
         (spouse, "relation", "spouse", "head", 2),

@@ -59,7 +59,7 @@ REVIEWERS = {TOWNSHIP_A: "reviewer_a", TOWNSHIP_B: "reviewer_b"}
 # Two tablets of one staff member, one of a colleague in the same township, one in the other.
 TABLETS = (TabletSpec("staff_a"), TabletSpec("staff_a", fmt="json"), TabletSpec("staff_a2"), TabletSpec("staff_b"))
 # Everything a push or pull writes; users, divisions and the policy stay (moved users are put back).
-KEPT_TABLES = {"divisions", "users", "policy_versions", "sync_horizon", "alembic_version"}
+KEPT_TABLES = {"divisions", "users", "policy_versions", "sync_horizon", "alembic_version", "crypto_keys"}
 # Registering, enrolling and collecting come up more often than the rest, as in the field.
 WORK = (
     "register",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from backend.sync import pull as pull_service
+from backend.sync import sealed
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 from tests.conftest import auth_headers
@@ -21,6 +22,7 @@ from tests.sync_world import (
     pull,
     pull_all,
     push,
+    sealed_set,
     tombstones,
     upserts,
     world,
@@ -73,7 +75,11 @@ async def test_later_pulls_bring_only_what_changed_from_every_write_path(
         f"/api/v1/households/{created.household_id}", json={"address": "新地址"}, headers={**staff, "If-Match": '"1"'}
     )
     assert edited.status_code == 200, edited.text
-    await conn.execute("UPDATE persons SET phone = '13700000000' WHERE id = $1", created.members[1].person_id)
+    await conn.execute(
+        "UPDATE persons SET phone_hash = $2, phone_enc = $3 WHERE id = $1",
+        created.members[1].person_id,
+        *sealed_set("phone", "13700000000"),
+    )
     changes, _, reset = await pull_all(client, tablet, cursor)
     assert reset is False
     assert [(type(c).__name__, c.row.__struct_config__.tag) for c in changes if isinstance(c, m.Upsert)] == [
@@ -209,9 +215,9 @@ async def insert_conflict(
         township,
         household_id,
         extra.get("person_id"),
-        {"phone": "13800000001"},
-        {"phone": "13800000002"},
-        {"phone": "13800000003"},
+        sealed.seal_values({"phone": "13800000001"}),
+        sealed.seal_values({"phone": "13800000002"}),
+        sealed.seal_values({"phone": "13800000003"}),
         uuid.uuid4(),
     )
     return conflict_id

@@ -15,7 +15,7 @@ from litestar import Litestar
 from mobile_sync_protocol import messages as m
 from tests.conftest import make_settings
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, envelope, household_create, push, push_raw, register_tablet, world
+from tests.sync_world import Client, clear, envelope, household_create, push, push_raw, register_tablet, world
 
 
 async def counts(conn: asyncpg.Connection) -> tuple[int, int, int]:  # type: ignore[type-arg]
@@ -314,7 +314,7 @@ async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     statuses = [a.status for a in answer.answers]
     assert statuses.count("applied") == 60 and answer.answers[30].code == "not_found"
     assert answer.last_seq == 61
-    household = await conn.fetchrow("SELECT row_version, phone FROM households")
+    household = clear(await conn.fetchrow("SELECT row_version, phone_enc FROM households"))
     assert (household["row_version"], household["phone"]) == (60, "13800000059")
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update' AND entity = 'household'") == 59
     assert await conn.fetchval("SELECT count(*) FROM sync_mutations") == 61

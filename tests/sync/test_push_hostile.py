@@ -26,7 +26,7 @@ from tests.api.test_hostile_input import (
 )
 from tests.api.test_problems import assert_problem
 from tests.conftest import PgServer
-from tests.sync_world import Client, enrol, envelope, household_create, payment, push, push_raw, world
+from tests.sync_world import Client, clear, enrol, envelope, household_create, payment, push, push_raw, world
 
 
 async def ledger(conn: asyncpg.Connection) -> tuple[int, int, int]:  # type: ignore[type-arg]
@@ -111,7 +111,7 @@ async def test_a_nul_in_a_mutation_is_its_own_answer_and_a_payment_with_one_is_k
         (6, "applied", None),
     ]
     assert answers[0].detail == answers[1].detail == HOLDS_NUL
-    body = await conn.fetchval("SELECT body FROM sync_quarantine WHERE seq = 4")
+    body = clear(await conn.fetchrow("SELECT body_enc FROM sync_quarantine WHERE seq = 4"))["body"]
     assert body["channel_ref"] == "ref\ufffdx"
     assert await conn.fetchval("SELECT kind FROM sync_mutations WHERE seq = 5") == "household.\ufffd"
     assert await conn.fetchval("SELECT count(*) FROM payments") == 0

@@ -16,7 +16,7 @@ from tests.conftest import auth_headers
 from tests.eligibility.test_check import check, csv
 from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, enrol, household_create, pull_all, push, tombstones, upserts, world
+from tests.sync_world import Client, enrol, household_create, pull_all, push, sealed_set, tombstones, upserts, world
 
 B_VILLAGE = "330106002201"
 # Grants that ended more than 90 days ago are left out of the rows: the tests' dates follow today.
@@ -150,7 +150,11 @@ async def test_list_versions_claim_decisions_and_identity_changes_reach_the_tabl
     assert tombstones(changes, "subsidy") == {two}
     assert upserts(changes, "subsidy")[three].categories_on(switch, YEAR) == ["di_bao", "te_kun"]
     # An identity number corrected to one that no list or claim names: the person's row goes.
-    await conn.execute("UPDATE persons SET id_number = $2 WHERE id = $1", three, ID_NUMBERS[7])
+    await conn.execute(
+        "UPDATE persons SET id_number_hash = $2, id_number_enc = $3 WHERE id = $1",
+        three,
+        *sealed_set("id_number", ID_NUMBERS[7]),
+    )
     changes, _, _ = await pull_all(client, tablet, cursor)
     assert tombstones(changes, "subsidy") == {three}
 

@@ -14,7 +14,7 @@ import pytest
 from backend import cli
 from backend.db import load_queries
 from backend.tools.simulate import checker
-from tests.conftest import JWT_SECRET, PgServer
+from tests.conftest import JWT_SECRET, KEY_FILE, PgServer
 
 SMALL = ["simulate", "--tablets", "3", "--households", "12", "--offline-days", "2", "--faults", "--seed", "5"]
 
@@ -23,6 +23,7 @@ SMALL = ["simulate", "--tablets", "3", "--households", "12", "--offline-days", "
 def simulation_db(pg_server: PgServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = pg_server.create_database()
     monkeypatch.setenv("DATABASE_URL", pg_server.dsn(name))
+    monkeypatch.setenv("CANBAO_KEY_FILE", KEY_FILE)  # the template's numbers are sealed under the test keys
     monkeypatch.setenv("CANBAO_JWT_SECRET", JWT_SECRET)
     monkeypatch.setenv("CANBAO_ARGON2_TIME_COST", "1")
     monkeypatch.setenv("CANBAO_ARGON2_MEMORY_KIB", "64")

@@ -1,5 +1,5 @@
 -- name: household_locked
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
 FROM households WHERE id = $1 FOR UPDATE;
 
 -- name: changes_since
@@ -12,7 +12,7 @@ ORDER BY id;
 
 -- name: person_now
 -- A person's values, and their membership in the given household (current or the latest one).
-SELECT p.id, p.name, p.id_number, p.birth_cert_no, p.birth_date::text AS birth_date, p.sex, p.phone,
+SELECT p.id, p.name, p.id_number_enc, p.birth_cert_enc, p.birth_date::text AS birth_date, p.sex, p.phone_enc,
        here.relation, here.left_reason, now_in.household_id AS current_household_id,
        now_in_h.village_code AS current_village_code
 FROM persons p
@@ -30,8 +30,9 @@ WHERE household_id = $1 AND kind = 'duplicate_household' AND status = 'open'
 LIMIT 1;
 
 -- name: insert_conflict
+-- The values' numbers come sealed in place, the held mutation sealed whole (backend/sync/sealed.py).
 INSERT INTO sync_conflicts (id, township_code, household_id, person_id, kind, outcome, fields, base_version,
-    server_version, base_values, server_values, tablet_values, mutation, other_household_id, device_id, seq,
+    server_version, base_values, server_values, tablet_values, mutation_enc, other_household_id, device_id, seq,
     raised_by)
 VALUES ($1, left($2, 9) || '000', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17);
 

@@ -16,7 +16,7 @@ from backend.db import Connection
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
-from backend.sync.conflicts.service import Q
+from backend.sync.conflicts.service import Q, household_locked, opened, person_now
 from backend.sync.context import Context, now_utc
 from backend.sync.push import HANDLERS
 from mobile_sync_protocol import messages as m
@@ -82,7 +82,8 @@ class NotResolvable(Conflict):
 
 
 def _item(row: asyncpg.Record) -> ConflictItem:
-    return msgspec.convert({k: row[k] for k in ConflictItem.__struct_fields__}, ConflictItem)
+    values = opened({k: row[k] for k in ConflictItem.__struct_fields__})
+    return msgspec.convert(values, ConflictItem)
 
 
 async def conflicts(
@@ -111,9 +112,10 @@ async def conflicts(
 async def resolve(
     conn: Connection, actor: Actor, conflict_id: UUID, data: Resolution, *, timezone: str, code_key: bytes
 ) -> ConflictItem:
-    row = await conn.fetchrow(Q["conflict_for_update"], conflict_id)
-    if row is None or not actor.in_scope(row["township_code"]):
+    found = await conn.fetchrow(Q["conflict_for_update"], conflict_id)
+    if found is None or not actor.in_scope(found["township_code"]):
         raise NotFound()
+    row = opened(found)
     if row["status"] != "open":
         raise NotResolvable(f"the conflict is already resolved ({row['resolution']})")
     if data.resolution not in CHOICES[row["kind"]]:
@@ -144,10 +146,10 @@ async def resolve(
     return _item(updated)
 
 
-async def _restore(conn: Connection, actor: Actor, row: asyncpg.Record) -> None:
+async def _restore(conn: Connection, actor: Actor, row: dict[str, Any]) -> None:
     """Puts back the values an arriving edit replaced — unless they changed again since, when a
     person edits the record directly instead."""
-    household = await conn.fetchrow(Q["household_locked"], row["household_id"])
+    household = await household_locked(conn, row["household_id"])
     if household is None:
         raise NotResolvable("the household is gone")
     fields: list[str] = list(row["fields"])
@@ -157,7 +159,7 @@ async def _restore(conn: Connection, actor: Actor, row: asyncpg.Record) -> None:
         restored = msgspec.convert(row["server_values"], household_service.HouseholdUpdate)
         await household_service.update_household(conn, actor, row["household_id"], household["row_version"], restored)
         return
-    person = await conn.fetchrow(Q["person_now"], row["person_id"], row["household_id"])
+    person = await person_now(conn, row["person_id"], row["household_id"])
     if person is None or person["left_reason"] is not None:
         raise NotResolvable("the person is no longer in the household")
     _unchanged_since({f: person[f] for f in fields}, row["tablet_values"])
@@ -175,7 +177,7 @@ def _unchanged_since(now: dict[str, Any], tablet_values: dict[str, Any]) -> None
         raise NotResolvable("the field changed again since; edit the record directly")
 
 
-async def _apply(conn: Connection, actor: Actor, row: asyncpg.Record, ctx: Context) -> None:
+async def _apply(conn: Connection, actor: Actor, row: dict[str, Any], ctx: Context) -> None:
     if row["mutation"] is None:
         raise NotResolvable("nothing is held to apply")
     mutation = msgspec.convert(row["mutation"], m.AnyMutation)

@@ -20,6 +20,7 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.ids import uuid7
+from backend.sync import sealed
 
 Q = load_queries("backend.sync.conflicts")
 
@@ -69,7 +70,8 @@ async def since(
     if base_version >= current_version:  # nothing can have changed: no round trip
         return Since([])
     rows = await conn.fetch(Q["changes_since"], household_id, base_version, device_id)
-    return Since([(r["person_id"], r["field"], r["old_value"]) for r in rows])
+    # A number's old value is kept sealed; the base a conflict shows is the clear one.
+    return Since([(r["person_id"], r["field"], sealed.open_change(r["field"], r["old_value"])) for r in rows])
 
 
 async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> None:
@@ -78,12 +80,15 @@ async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> No
     await conn.execute(Q["lock_households"], sorted(household_ids))
 
 
-async def household_locked(conn: Connection, household_id: UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(Q["household_locked"], household_id)
+async def household_locked(conn: Connection, household_id: UUID) -> dict[str, Any] | None:
+    """The household, locked, with its phone in clear (the fields an edit compares)."""
+    row = await conn.fetchrow(Q["household_locked"], household_id)
+    return None if row is None else sealed.opened_record(row)
 
 
-async def person_now(conn: Connection, person_id: UUID, household_id: UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(Q["person_now"], person_id, household_id)
+async def person_now(conn: Connection, person_id: UUID, household_id: UUID) -> dict[str, Any] | None:
+    row = await conn.fetchrow(Q["person_now"], person_id, household_id)
+    return None if row is None else sealed.opened_record(row)
 
 
 async def held_household(conn: Connection, household_id: UUID) -> UUID | None:
@@ -99,7 +104,7 @@ def as_text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def values(fields: Iterable[str], source: Mapping[str, Any] | asyncpg.Record) -> dict[str, str | None]:
+def values(fields: Iterable[str], source: Mapping[str, Any]) -> dict[str, str | None]:
     return {f: as_text(source.get(f)) for f in fields}
 
 
@@ -120,6 +125,17 @@ class Raised(msgspec.Struct, frozen=True, kw_only=True):
     seq: int | None = None
 
 
+def opened(row: Mapping[str, Any] | asyncpg.Record) -> dict[str, Any]:
+    """A stored conflict with its values' numbers in clear and its held mutation opened (`mutation`)."""
+    out = dict(row.items())
+    for name in ("base_values", "server_values", "tablet_values"):
+        if name in out:
+            out[name] = sealed.open_values(out[name])
+    if "mutation_enc" in out:
+        out["mutation"] = sealed.open_document(sealed.HELD_MUTATION, out.pop("mutation_enc"))
+    return out
+
+
 async def raise_conflict(conn: Connection, actor: Actor, c: Raised) -> UUID:
     conflict_id = uuid7()
     await conn.execute(
@@ -133,10 +149,10 @@ async def raise_conflict(conn: Connection, actor: Actor, c: Raised) -> UUID:
         sorted(c.fields),
         c.base_version,
         c.server_version,
-        c.base_values,
-        c.server_values,
-        c.tablet_values,
-        c.mutation,
+        sealed.seal_values(c.base_values),
+        sealed.seal_values(c.server_values),
+        sealed.seal_values(c.tablet_values),
+        None if c.mutation is None else sealed.seal_document(sealed.HELD_MUTATION, c.mutation),
         c.other_household_id,
         actor.device_id,
         c.seq,

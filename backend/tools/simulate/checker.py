@@ -13,6 +13,8 @@ import asyncpg
 import msgspec
 
 from backend.db import load_queries
+from backend.sync import sealed
+from backend.sync.conflicts import service as conflicts
 from backend.tools.simulate.tablet import SimTablet
 from backend.tools.simulate.world import World
 from mobile_sync_protocol import messages as m
@@ -80,10 +82,14 @@ class Checker:
                 own[(tablet.device_id, hid)].add(answer.household_version)
         return own
 
-    async def field_changes(self) -> dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]]:
-        changes: dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]] = defaultdict(list)
+    async def field_changes(self) -> dict[tuple[UUID, UUID | None, str], list[dict[str, Any]]]:
+        """Every versioned field change, by (household, person, field), values in clear."""
+        changes: dict[tuple[UUID, UUID | None, str], list[dict[str, Any]]] = defaultdict(list)
         for r in await self.db.fetch(Q["field_changes"]):
-            changes[(r["household_id"], r["person_id"], r["field"])].append(r)
+            change = dict(r.items())
+            for name in ("old_value", "new_value"):
+                change[name] = sealed.open_change(r["field"], r[name])
+            changes[(r["household_id"], r["person_id"], r["field"])].append(change)
         return changes
 
 
@@ -149,7 +155,8 @@ async def scope_images(db: asyncpg.Connection, tablet: SimTablet, township: str,
         args += [tablet.user_id, tablet.device_id]
     rows = await db.fetch(Q[f"scope_{entity}"], *args)
     row_type = ROW_TYPES[entity]
-    return {str(r["id"]): _image(msgspec.convert(dict(r.items()), row_type)) for r in rows}
+    opened = conflicts.opened if entity == "conflict" else dict
+    return {str(r["id"]): _image(msgspec.convert(opened(sealed.opened_record(r)), row_type)) for r in rows}
 
 
 def copy_images(tablet: SimTablet, entity: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import asyncpg
 import msgspec
 
 from backend.db import load_queries
+from backend.sync.conflicts import service as conflict_service
 from backend.tools.simulate.checker import (
     CORE_ENTITIES,
     Checker,
@@ -285,9 +286,9 @@ async def check_no_value_lost(c: Checker) -> list[str]:
     problems = []
     changes = await c.field_changes()
     own = c.own_versions()
-    conflicts: dict[tuple[UUID, int], list[asyncpg.Record]] = defaultdict(list)
+    conflicts: dict[tuple[UUID, int], list[dict[str, Any]]] = defaultdict(list)
     for r in await c.db.fetch(Q["conflicts_with_values"]):
-        conflicts[(r["device_id"], r["seq"])].append(r)
+        conflicts[(r["device_id"], r["seq"])].append(conflict_service.opened(r))
     for tablet, entry in c.tablet_entries():
         mu, answer = entry.mutation, final_answer(entry)
         found = _descriptive(mu)
@@ -385,7 +386,7 @@ async def check_stale_identity(c: Checker) -> list[str]:
 
 
 def _applied_here(
-    changes: dict[tuple[UUID, UUID | None, str], list[asyncpg.Record]],
+    changes: dict[tuple[UUID, UUID | None, str], list[dict[str, Any]]],
     hid: UUID,
     person: UUID,
     name: str,

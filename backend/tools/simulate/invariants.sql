@@ -9,6 +9,7 @@ SELECT seq, answer FROM sync_mutations WHERE device_id = $1 ORDER BY seq;
 SELECT last_seq FROM sync_devices WHERE device_id = $1;
 
 -- name: field_changes
+-- The values of number fields are sealed (base64): checker.field_changes opens them.
 SELECT household_id, person_id, field, old_value, new_value, version, device_id
 FROM record_changes
 WHERE version IS NOT NULL
@@ -65,13 +66,14 @@ SELECT count(*) FROM sync_conflicts WHERE household_id = $1 AND resolution = 'ap
 -- name: scope_household
 -- A tablet's scope, queried afresh for comparison with its copy (`scope_<entity>`, one per row type
 -- of a pull): $1 is the township (its first nine digits), and for receipt blocks $2 the collector
--- and $3 the device. Entities that do not depend on the township still take $1.
-SELECT id, village_code, household_no, address, phone, head_person_id, status, row_version
+-- and $3 the device. Entities that do not depend on the township still take $1. Sealed numbers
+-- (`…_enc`) and conflict values are opened by checker.scope_images.
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
 FROM households
 WHERE left(village_code, 9) = $1;
 
 -- name: scope_person
-SELECT p.id, ms.household_id, p.id_number, p.birth_cert_no, p.name, p.sex, p.birth_date, p.phone, p.row_version
+SELECT p.id, ms.household_id, p.id_number_enc, p.birth_cert_enc, p.name, p.sex, p.birth_date, p.phone_enc, p.row_version
 FROM persons p
 JOIN memberships ms ON ms.person_id = p.id AND ms.left_at IS NULL
 JOIN households h ON h.id = ms.household_id

@@ -22,6 +22,7 @@ from backend.db import load_queries
 from backend.tools.simulate.people import People
 from backend.tools.simulate.tablet import YEAR, ReceiptBlock, Revocation, SimTablet
 from mobile_sync_protocol import codec
+from mobile_sync_protocol.client import SyncClient
 
 Q = load_queries("backend.tools.simulate")
 
@@ -197,7 +198,7 @@ class World:
                 "last_no": 99_999,
             },
         )
-        return SimTablet(
+        tablet = SimTablet(
             self,
             name=name,
             username=username,
@@ -208,6 +209,11 @@ class World:
             block=ReceiptBlock(prefix, 1, 99_999),
             fmt=fmt,
         )
+        # Registered in the office, online: the tablet takes its store key there (and keeps it in
+        # memory while it runs), before it goes out behind its faulty network.
+        async with httpx.AsyncClient(transport=self.inner, base_url=self.base_url, timeout=60) as http:
+            await SyncClient(http, tablet.store, device_id, session["access_token"], fmt).unlock()
+        return tablet
 
     async def log_in(self, tablet: SimTablet) -> None:
         session = await self.office.login(tablet.username, device_id=str(tablet.device_id), device_secret=tablet.secret)
