@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -30,6 +32,8 @@ from backend.guards import provide_actor
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
 from backend.timeouts import request_timeout
+
+log = logging.getLogger("canbao.app")
 
 
 def route_handlers() -> list[object]:
@@ -148,9 +152,14 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         pool = await create_pool(dsn, settings.pool_min_size, settings.pool_max_size)
-        async with pool.acquire() as conn:
-            # Refuses a database sealed under other keys (the message names the key).
-            await crypto.check_database(conn, keyring)
+        try:
+            async with pool.acquire() as conn:
+                # Refuses a database sealed under other keys (the message names the key).
+                await crypto.check_database(conn, keyring)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # A database that is down at start: requests answer 503 until it is back; the job
+            # workers and every command check the keys when they connect.
+            log.warning("keys not checked: the database does not answer", extra={"error": type(exc).__name__})
         app.state.pool = pool
         app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
         housekeeping = (

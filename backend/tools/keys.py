@@ -21,6 +21,7 @@ from backend import crypto
 from backend.audit.service import record
 from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE, Keyring
 from backend.db import Connection
+from backend.sync import sealed
 
 BATCH = 2_000
 
@@ -51,7 +52,12 @@ SEALED: tuple[SealedColumn, ...] = (
     SealedColumn("record_changes", "id", "new_value", BIRTH_CERT, True, "field = 'birth_cert_no'"),
     SealedColumn("record_changes", "id", "old_value", PHONE, True, "field = 'phone'"),
     SealedColumn("record_changes", "id", "new_value", PHONE, True, "field = 'phone'"),
+    SealedColumn("sync_quarantine", "id", "body_enc", sealed.QUARANTINED_BODY),
+    SealedColumn("sync_conflicts", "id", "mutation_enc", sealed.HELD_MUTATION),
 )
+# Not re-sealed, and why the old data keys stay in the key file: numbers sealed inside a conflict's
+# JSON values (kept until the conflict is settled), and what expires on its own — idempotent answers
+# (CANBAO_IDEMPOTENCY_RETENTION_DAYS), job uploads and outputs (with their job).
 
 
 @dataclass

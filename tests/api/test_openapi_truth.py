@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 from backend.api_docs import DOCS_PATH
 from backend.app import create_app
 from backend.config import Settings
-from tests.conftest import JWT_SECRET, auth_headers
+from tests.conftest import JWT_SECRET, KEY_FILE, auth_headers
 
 METHODS = ("get", "put", "post", "patch", "delete")
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -26,7 +26,7 @@ Client = AsyncTestClient[Litestar]
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     """The document as the app builds it; no database needed."""
-    settings = Settings(database_url="postgresql://nobody@localhost/none", jwt_secret=JWT_SECRET)
+    settings = Settings(database_url="postgresql://nobody@localhost/none", jwt_secret=JWT_SECRET, key_file=KEY_FILE)
     schema: dict[str, Any] = create_app(settings, configure_logs=False).openapi_schema.to_schema()
     return schema
 

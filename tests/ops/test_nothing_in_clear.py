@@ -113,7 +113,7 @@ async def _work(dsn: str, folder: Path) -> None:
             await issue_block(client, tablet)
             made = household_create(tablet, numbers=(3, 4), household_no="0102")
             answer = await push(client, tablet, [made, enrol(tablet, made)])
-            assert all(r.status == "applied" for r in answer.results), answer
+            assert all(r.status == "applied" for r in answer.answers), answer
             # A civil-affairs list naming someone, and a claim.
             listed = await client.post(
                 "/api/v1/eligibility/lists",
