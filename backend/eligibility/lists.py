@@ -169,21 +169,27 @@ async def _divisions(conn: Connection, scope: Scope) -> _Divisions:
 
 def _sealing(version: str | None) -> Callable[[list[Entry]], list[Record]]:
     """Entries as COPY rows, each number replaced by its blind index and its sealed value; with a
-    version, rows of `list_entries`, else of the staging table. One tight loop per chunk: the
-    keyring's methods bound once, no call per row but theirs."""
+    version, rows of `list_entries`, else of the staging table. A chunk's numbers are hashed and
+    sealed in one call each (the keyring's batch methods: a third of the per-value cost)."""
     keyring = crypto.keys()
-    index, seal, kind = keyring.index, keyring.seal, crypto.ID_NUMBER
+    kind = crypto.ID_NUMBER
 
     def staging_rows(entries: list[Entry]) -> list[Record]:
+        numbers = [entry[1] for entry in entries]
         return [
-            (row, index(kind, number), seal(kind, number), name, valid_from, valid_to, division)
-            for row, number, name, valid_from, valid_to, division in entries
+            (row, hashed, sealed, name, valid_from, valid_to, division)
+            for (row, _, name, valid_from, valid_to, division), hashed, sealed in zip(
+                entries, keyring.index_many(kind, numbers), keyring.seal_many(kind, numbers), strict=True
+            )
         ]
 
     def entry_rows(entries: list[Entry]) -> list[Record]:
+        numbers = [entry[1] for entry in entries]
         return [
-            (version, row, index(kind, number), seal(kind, number), name, valid_from, valid_to, division)
-            for row, number, name, valid_from, valid_to, division in entries
+            (version, row, hashed, sealed, name, valid_from, valid_to, division)
+            for (row, _, name, valid_from, valid_to, division), hashed, sealed in zip(
+                entries, keyring.index_many(kind, numbers), keyring.seal_many(kind, numbers), strict=True
+            )
         ]
 
     return staging_rows if version is None else entry_rows

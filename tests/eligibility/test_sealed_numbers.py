@@ -41,6 +41,25 @@ async def scanned(conn: asyncpg.Connection, table: str) -> list[list[Any]]:  # t
     return [list(r.values()) for r in rows]
 
 
+@pytest.mark.parametrize(("suite", "index_key_bytes"), [("aes", 32), ("aes", 100), ("sm", 32)])
+def test_the_importers_batch_hashing_and_sealing_give_what_one_value_at_a_time_gives(
+    suite: crypto.Suite, index_key_bytes: int
+) -> None:
+    generated = crypto.Keyring.generate(suite)
+    keyring = crypto.Keyring(
+        suite=suite, index_key=bytes(range(index_key_bytes)), data_keys=generated.data_keys, current=1
+    )
+    values = [ID_NUMBERS[1], " 11010519491231002x ", ID_NUMBERS[1]]
+    assert keyring.index_many(crypto.ID_NUMBER, values) == [keyring.index(crypto.ID_NUMBER, v) for v in values]
+    assert keyring.index_many(crypto.PHONE, values[:1]) != keyring.index_many(crypto.ID_NUMBER, values[:1])
+    sealed = keyring.seal_many(crypto.ID_NUMBER, values)
+    assert [keyring.open(crypto.ID_NUMBER, s) for s in sealed] == values
+    nonces = {s[3:15] for s in sealed}
+    assert len(nonces) == 3  # the same number twice, two nonces
+    with pytest.raises(crypto.CryptoError):
+        keyring.open(crypto.PHONE, sealed[0])
+
+
 async def test_an_imported_list_keeps_no_number_in_clear_and_its_row_report_repeats_none(
     client: AsyncTestClient[Litestar],
     conn: asyncpg.Connection,  # type: ignore[type-arg]
