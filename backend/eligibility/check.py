@@ -101,7 +101,7 @@ class PersonEligibility(msgspec.Struct, frozen=True, kw_only=True):
 async def facts(conn: Connection, id_numbers: list[str], year: int, on: date) -> dict[str, PersonEligibility]:
     """Categories (list rows in force, accepted claims) and exclusion-list rows per ID number (the
     numbers as given; only those with something to say are keys)."""
-    hashes = crypto.index_all(crypto.ID_NUMBER, id_numbers)
+    hashes = crypto.keys().index_many(crypto.ID_NUMBER, id_numbers)
     known = await facts_by_hash(conn, list(set(hashes)), year, on)
     return {number: known[h] for number, h in zip(id_numbers, hashes, strict=True) if h in known}
 
@@ -177,7 +177,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         except IdentityNumberError as exc:
             parsed.append(IdProblem(code=exc.code, message=exc.message))
     numbers = list({p: None for p in parsed if isinstance(p, str)})
-    hashes = dict(zip(numbers, crypto.index_all(crypto.ID_NUMBER, numbers), strict=True))
+    hashes = dict(zip(numbers, crypto.keys().index_many(crypto.ID_NUMBER, numbers), strict=True))
     asked = list(hashes.values())
     known = await facts_by_hash(conn, asked, data.coverage_year, on)
     enrolled = {
