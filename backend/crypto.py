@@ -29,7 +29,7 @@ import json
 import os
 import secrets
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -53,6 +53,7 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 DATA_KEY_BYTES: dict[Suite, int] = {"aes": 32, "sm": 16}
 INDEX_KEY_BYTES = 32
+_SHA256_BLOCK = 64  # HMAC pads (or hashes) its key to the hash's block
 FINGERPRINT_LABEL = b"canbao key fingerprint v1"
 
 # The kinds of sealed values; the blind index of a kind is comparable across tables (lists and
@@ -148,6 +149,52 @@ class Keyring:
         decryptor = Cipher(algorithms.SM4(self.data_keys[key_id]), modes.GCM(nonce, tag)).decryptor()
         decryptor.authenticate_additional_data(aad)
         return decryptor.update(ciphertext) + decryptor.finalize()
+
+    # -- many values at once (a list import: a million rows) --------------------------------------
+
+    def index_many(self, kind: str, values: Sequence[str]) -> list[bytes]:
+        """`index` of each value, at a third of the cost: the HMAC keyed with the index key and fed
+        the kind is made once (RFC 2104's inner and outer states), and each value costs copies."""
+        prefix = kind.encode() + b"\x00"
+        out: list[bytes] = []
+        if self.suite == "aes":
+            key = self.index_key if len(self.index_key) <= _SHA256_BLOCK else hashlib.sha256(self.index_key).digest()
+            key = key.ljust(_SHA256_BLOCK, b"\x00")
+            inner = hashlib.sha256(bytes(b ^ 0x36 for b in key) + prefix)
+            outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+            for value in values:
+                i = inner.copy()
+                i.update(value.strip().upper().encode())
+                o = outer.copy()
+                o.update(i.digest())
+                out.append(o.digest())
+            return out
+        keyed = crypto_hmac.HMAC(self.index_key, hashes.SM3())
+        keyed.update(prefix)
+        for value in values:
+            mac = keyed.copy()
+            mac.update(value.strip().upper().encode())
+            out.append(mac.finalize())
+        return out
+
+    def seal_many(self, kind: str, values: Sequence[str]) -> list[bytes]:
+        """`seal` of each value under the current data key, at half the cost: the header and the
+        associated data made once, the nonces drawn in one read of the system's random source."""
+        key_id = self.current
+        header = HEADER.pack(FORMAT, key_id)
+        aad = kind.encode()
+        nonces = os.urandom(NONCE_BYTES * len(values))
+        out: list[bytes] = []
+        if self.suite == "aes":
+            encrypt = self._aead[key_id].encrypt
+            for at, value in enumerate(values):
+                nonce = nonces[at * NONCE_BYTES : (at + 1) * NONCE_BYTES]
+                out.append(header + nonce + encrypt(nonce, value.encode(), aad))
+            return out
+        for at, value in enumerate(values):
+            nonce = nonces[at * NONCE_BYTES : (at + 1) * NONCE_BYTES]
+            out.append(header + nonce + self._encrypt(key_id, nonce, value.encode(), aad))
+        return out
 
     # -- what the database may know -------------------------------------------------------------
 

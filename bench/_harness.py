@@ -1,5 +1,6 @@
 """What the benchmarks share: an embedded PostgreSQL with the demo district, servers run as child
-processes that are always stopped (error, Ctrl-C, SIGTERM), identity numbers, and the load loop.
+processes that are always stopped (error, Ctrl-C, SIGTERM), identity numbers, the key file that
+seals them, and the load loop.
 
 Not a benchmark itself; `household_create.py`, `search_by_id.py` and `payments.py` import it from this folder.
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -22,10 +25,14 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import asyncpg
 import httpx
 import psutil
+
+if TYPE_CHECKING:
+    from backend.crypto import Keyring
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -58,16 +65,40 @@ def resident_id(n: int, area: str) -> str:
     return base + ID_CHECK[sum(int(d) * w for d, w in zip(base, ID_WEIGHTS, strict=True)) % 11]
 
 
+@functools.cache
+def key_file() -> Path:
+    """The run's key file (new keys, a throwaway folder): every server, CLI command and worker of the
+    run seals and finds identity numbers with it (CANBAO_KEY_FILE), and so does the benchmark."""
+    from backend import crypto
+
+    folder = Path(tempfile.mkdtemp(prefix="canbao-bench-keys-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = folder / crypto.KEY_FILE
+    crypto.write_key_file(path, crypto.Keyring.generate())
+    return path
+
+
+@functools.cache
+def keys() -> Keyring:
+    """The keys of `key_file()`, for a benchmark that writes or reads sealed numbers itself."""
+    from backend import crypto
+
+    return crypto.read_key_file(key_file())
+
+
 def unused_area(dsn: str) -> str:
-    """A birth area none of the persons already in the database was born in."""
+    """A birth area none of the persons already in the database was born in (their numbers are
+    sealed: opened here with the run's keys)."""
+    from backend import crypto
 
     async def used() -> set[str]:
         conn = await asyncpg.connect(dsn)
         try:
-            rows = await conn.fetch("SELECT DISTINCT substr(id_number, 1, 6) AS area FROM persons")
+            rows = await conn.fetch("SELECT id_number_enc FROM persons WHERE id_number_enc IS NOT NULL")
         finally:
             await conn.close()
-        return {r["area"] for r in rows}
+        keyring = keys()
+        return {keyring.open_bytes(crypto.ID_NUMBER, r["id_number_enc"]).decode()[:6] for r in rows}
 
     taken = asyncio.run(used())
     for area in AREAS:
@@ -121,6 +152,7 @@ def server_env(dsn: str) -> dict[str, str]:
         "CANBAO_POOL_MAX_SIZE": str(POOL_SIZE),
         "CANBAO_ACCESS_TOKEN_TTL_S": "3600",  # a full run with its loading outlasts the default 15 minutes
         "CANBAO_METRICS_PORT": "0",  # not scraped here; another canbao may hold the default port
+        "CANBAO_KEY_FILE": str(key_file()),
     }
     return env
 
@@ -163,7 +195,7 @@ def database(work: Path) -> Iterator[Database]:
     try:
         dsn = pg.start()
         log(f"embedded postgres in {pg.pgdata}")
-        migrate.upgrade(dsn)
+        migrate.upgrade(dsn, keyring=keys())
         seeded = subprocess.run(
             [CANBAO, "demo", "seed"], env=server_env(dsn), capture_output=True, text=True, timeout=300, check=False
         )

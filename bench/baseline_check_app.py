@@ -1,11 +1,13 @@
-"""Baseline of eligibility_check.py: bare Litestar + asyncpg answering an eligibility check with one
-`id_number = ANY($1)` SELECT of the list rows (no auth, no normalising or checking of the numbers,
-no versions in force, claims, enrolments, policy or audit). Environment: DATABASE_URL,
+"""Baseline of eligibility_check.py: bare Litestar + asyncpg answering an eligibility check with the
+numbers' blind index (the same key file as Canbao's, CANBAO_KEY_FILE) and one `id_number_hash =
+ANY($1)` SELECT of the list rows (no auth, no normalising or checking of the numbers, no versions in
+force, claims, enrolments, policy or audit). Environment: DATABASE_URL, CANBAO_KEY_FILE,
 CANBAO_POOL_MAX_SIZE (the pool size, as Canbao's)."""
 
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,10 +15,13 @@ import msgspec
 from litestar import Litestar, post
 from litestar.datastructures import State
 
+from backend import crypto
+
+KEYS = crypto.read_key_file(Path(os.environ["CANBAO_KEY_FILE"]))
 ROWS = """
-SELECT id_number, version_id, row_no, valid_from, valid_to
+SELECT id_number_hash, version_id, row_no, valid_from, valid_to
 FROM list_entries
-WHERE id_number = ANY($1::text[])
+WHERE id_number_hash = ANY($1::bytea[])
 """
 
 
@@ -26,7 +31,8 @@ class CheckIn(msgspec.Struct):
 
 @post("/eligibility/check", status_code=200)
 async def check(data: CheckIn, state: State) -> dict[str, Any]:
-    rows = await state.pool.fetch(ROWS, data.id_numbers)
+    hashes = KEYS.index_many(crypto.ID_NUMBER, data.id_numbers)
+    rows = await state.pool.fetch(ROWS, hashes)
     return {"items": [dict(r) for r in rows]}
 
 

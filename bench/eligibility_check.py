@@ -1,13 +1,14 @@
 """Eligibility of 10,000 persons in one request, with a 1,000,000-row list loaded, through the full
-stack, against a bare endpoint running one `id_number = ANY($1)` SELECT of the same rows.
+stack, against a bare endpoint running one `id_number_hash = ANY($1)` SELECT of the same rows.
 
-The list (a di_bao version of the demo district, valid ID numbers from _harness.resident_id) is
-written straight into list_versions and list_entries with INSERT … SELECT generate_series; loading
-is not measured. The 10,000 numbers: 90% on the list, 9% valid but on no list, 1% the demo's
+The list (a di_bao version of the demo district, valid ID numbers from _harness.resident_id, hashed
+and sealed with the run's keys) is written straight into list_versions and list_entries (COPY);
+loading is not measured. The 10,000 numbers: 90% on the list, 9% valid but on no list, 1% the demo's
 registered persons (some enrolled for 2026), shuffled. Ours: district civil affairs POST
 /api/v1/eligibility/check {"id_numbers", "coverage_year": 2026, "as_of"} (auth, normalising and
-checking each number, the versions in force, claims, enrolments, the year's policy, subsidy and
-explanation per person, audit). Baseline (baseline_check_app.py): the SELECT, bare. Both under
+checking each number, its blind index, the versions in force, claims, enrolments, the year's policy,
+subsidy and explanation per person, audit). Baseline (baseline_check_app.py): the numbers' blind
+index and the SELECT, bare. Both under
 uvicorn with the same workers and pool size; one request at a time, alternating, timed until the
 whole answer has arrived; every answer's counts are checked. Last line: ratio = ours p50 / baseline p50.
 
@@ -24,14 +25,12 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from datetime import date
 
 import asyncpg
 import httpx
 from _harness import (
-    BIRTH_DAYS,
-    BIRTH_EPOCH,
-    ID_CHECK,
-    ID_WEIGHTS,
     CpuMeter,
     Database,
     Server,
@@ -41,6 +40,7 @@ from _harness import (
     ensure_policy,
     exit_on_signals,
     expect,
+    keys,
     load_average,
     log,
     login,
@@ -50,29 +50,35 @@ from _harness import (
     workdir,
 )
 
+from backend.crypto import ID_NUMBER
+
 YEAR = 2026
 AS_OF = "2026-03-01"
 LIST_TYPE = "di_bao"
 
-# Row n of the list is person n of _harness.resident_id, computed here in SQL.
-_CHECK_SUM = " + ".join(f"substr(b, {i + 1}, 1)::int * {w}" for i, w in enumerate(ID_WEIGHTS))
-LOAD_SQL = f"""  -- a template: str.format(version_id=…, district=…, prefix=…, rows=N, area='330110')
+# Row n of the list is person n of _harness.resident_id, its number hashed and sealed with the run's
+# keys (_harness.keys(), the servers' CANBAO_KEY_FILE), written by COPY.
+VERSION_SQL = f"""
 INSERT INTO list_versions (id, list_type, kind, division_code, scope_prefix, version, effective_from, status,
     rows_read, rows_loaded, rows_rejected, file_name, file_sha256)
-VALUES ('{{version_id}}', '{LIST_TYPE}', 'subsidy', '{{district}}', '{{prefix}}', 1, date '2025-09-01', 'loaded',
-    {{rows}}, {{rows}}, 0, 'bench.csv', '\\x00'::bytea);
-
-INSERT INTO list_entries (version_id, row_no, id_number, name, valid_from, valid_to, division_code)
-SELECT '{{version_id}}', n + 2, b || substr('{ID_CHECK}', ({_CHECK_SUM}) % 11 + 1, 1),
-       (ARRAY['王', '李', '张', '刘', '陈'])[n % 5 + 1] || (ARRAY['伟', '芳', '娜', '敏'])[n / 5 % 4 + 1],
-       (ARRAY[date '2024-01-01', date '2025-01-01', NULL])[n % 3 + 1], NULL,
-       (SELECT array_agg(code ORDER BY code) FROM divisions WHERE level = 'village')[n % 6 + 1]
-FROM (
-    SELECT n, '{{area}}' || to_char(date '{BIRTH_EPOCH.isoformat()}' + (n % {BIRTH_DAYS})::int, 'YYYYMMDD')
-              || lpad((n / {BIRTH_DAYS})::text, 3, '0') AS b
-    FROM generate_series(0, {{rows}} - 1) AS n
-) AS g;
+VALUES ($1, '{LIST_TYPE}', 'subsidy', $2, $3, 1, date '2025-09-01', 'loaded', $4, $4, 0, 'bench.csv', '\\x00'::bytea)
 """
+ENTRY_COLUMNS = ("version_id", "row_no", "id_number_hash", "id_number_enc", "name", "valid_from", "valid_to",
+                 "division_code")  # fmt: skip
+SURNAMES = ("王", "李", "张", "刘", "陈")
+GIVEN = ("伟", "芳", "娜", "敏")
+VALID_FROM = (date(2024, 1, 1), date(2025, 1, 1), None)
+
+
+def list_rows(version_id: uuid.UUID, rows: int, area: str, villages: list[str]) -> Iterator[tuple[object, ...]]:
+    keyring = keys()
+    for start in range(0, rows, 10_000):
+        span = range(start, min(start + 10_000, rows))
+        numbers = [resident_id(n, area) for n in span]
+        hashes, sealed = keyring.index_many(ID_NUMBER, numbers), keyring.seal_many(ID_NUMBER, numbers)
+        for n, hashed, seal in zip(span, hashes, sealed, strict=True):
+            name = SURNAMES[n % 5] + GIVEN[n // 5 % 4]
+            yield (version_id, n + 2, hashed, seal, name, VALID_FROM[n % 3], None, villages[n % 6])
 
 
 async def load_list(dsn: str, rows: int, area: str) -> None:
@@ -82,38 +88,41 @@ async def load_list(dsn: str, rows: int, area: str) -> None:
     try:
         started = time.perf_counter()
         district = await conn.fetchval("SELECT code FROM divisions WHERE level = 'district' ORDER BY code LIMIT 1")
+        villages = await conn.fetchval("SELECT array_agg(code ORDER BY code) FROM divisions WHERE level = 'village'")
         version_id = uuid.uuid4()
-        assert area.isdigit()
         async with conn.transaction():
-            await conn.execute(
-                LOAD_SQL.format(
-                    version_id=version_id,
-                    district=district,
-                    prefix=Scope(district, "district").prefix,
-                    rows=int(rows),
-                    area=area,
-                )
+            await conn.execute(VERSION_SQL, version_id, district, Scope(district, "district").prefix, rows)
+            await conn.copy_records_to_table(
+                "list_entries", columns=ENTRY_COLUMNS, records=list_rows(version_id, rows, area, villages)
             )
         await conn.execute("VACUUM (ANALYZE) list_versions, list_entries")
         await conn.execute("CHECKPOINT")
         log(f"loaded {rows} list rows in {time.perf_counter() - started:.1f} s")
+        keyring = keys()
         for n in (0, 1, rows - 1):
-            got = await conn.fetchval("SELECT id_number FROM list_entries WHERE row_no = $1", n + 2)
-            if got != resident_id(n, area):
-                raise RuntimeError(f"row {n}: SQL made {got}, _harness.resident_id {resident_id(n, area)}")
+            got = await conn.fetchrow("SELECT id_number_hash, id_number_enc FROM list_entries WHERE row_no = $1", n + 2)
+            assert got is not None
+            number = resident_id(n, area)
+            if (got["id_number_hash"], keyring.open(ID_NUMBER, got["id_number_enc"])) != (
+                keyring.index(ID_NUMBER, number),
+                number,
+            ):
+                raise RuntimeError(f"row {n} does not hold _harness.resident_id {number} sealed")
     finally:
         await conn.close()
 
 
 async def registered_numbers(dsn: str, count: int) -> list[str]:
+    """The first `count` registered persons' numbers, in the order of their blind index (opened here)."""
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            "SELECT id_number FROM persons WHERE id_number IS NOT NULL ORDER BY id_number LIMIT $1", count
+            "SELECT id_number_enc FROM persons WHERE id_number_hash IS NOT NULL ORDER BY id_number_hash LIMIT $1", count
         )
     finally:
         await conn.close()
-    return [r["id_number"] for r in rows]
+    keyring = keys()
+    return [keyring.open_bytes(ID_NUMBER, r["id_number_enc"]).decode() for r in rows]
 
 
 def measure(ours: Server, bare: Server, db: Database, numbers: list[str], listed: int, reps: int) -> dict[str, dict]:

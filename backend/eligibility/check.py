@@ -1,5 +1,8 @@
 """Eligibility for a person, a year and a date: may they enrol here, which subsidy categories apply
-(from the lists in force and accepted claims), the subsidy, and the explanation of each answer."""
+(from the lists in force and accepted claims), the subsidy, and the explanation of each answer.
+
+Persons are found by the blind index of their numbers (backend/crypto.py); an answer echoes only
+the numbers it was asked about."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from uuid import UUID
 
 import msgspec
 
+from backend import crypto
 from backend.actor import Actor
 from backend.audit.service import persons, record
 from backend.db import Connection, load_queries
@@ -95,10 +99,21 @@ class PersonEligibility(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def facts(conn: Connection, id_numbers: list[str], year: int, on: date) -> dict[str, PersonEligibility]:
-    """Categories (list rows in force, accepted claims) and exclusion-list rows per ID number."""
-    cats: dict[str, list[HeldCategory]] = {}
-    excl: dict[str, list[Obstacle]] = {}
-    for r in await conn.fetch(Q["entries_in_force"], id_numbers, on):
+    """Categories (list rows in force, accepted claims) and exclusion-list rows per ID number (the
+    numbers as given; only those with something to say are keys)."""
+    hashes = crypto.keys().index_many(crypto.ID_NUMBER, id_numbers)
+    known = await facts_by_hash(conn, list(set(hashes)), year, on)
+    return {number: known[h] for number, h in zip(id_numbers, hashes, strict=True) if h in known}
+
+
+async def facts_by_hash(
+    conn: Connection, id_number_hashes: list[bytes], year: int, on: date
+) -> dict[bytes, PersonEligibility]:
+    """`facts` of persons known by the blind index of their numbers (`persons.id_number_hash`), for
+    callers that hold the hash and need not open the number."""
+    cats: dict[bytes, list[HeldCategory]] = {}
+    excl: dict[bytes, list[Obstacle]] = {}
+    for r in await conn.fetch(Q["entries_in_force"], id_number_hashes, on):
         source = Source(
             kind="list",
             list_id=r["list_id"],
@@ -108,18 +123,18 @@ async def facts(conn: Connection, id_numbers: list[str], year: int, on: date) ->
             effective_from=r["effective_from"],
         )
         if r["kind"] == "subsidy":
-            cats.setdefault(r["id_number"], []).append(
+            cats.setdefault(r["id_number_hash"], []).append(
                 HeldCategory(category=r["list_type"], valid_from=r["valid_from"], valid_to=r["valid_to"], source=source)
             )
         elif r["kind"] == "exclusion":
-            excl.setdefault(r["id_number"], []).append(Obstacle(code=r["list_type"], source=source))
-    for r in await conn.fetch(Q["accepted_claims"], id_numbers, year):
-        held = cats.setdefault(r["id_number"], [])
+            excl.setdefault(r["id_number_hash"], []).append(Obstacle(code=r["list_type"], source=source))
+    for r in await conn.fetch(Q["accepted_claims"], id_number_hashes, year):
+        held = cats.setdefault(r["id_number_hash"], [])
         if any(h.category == r["category"] for h in held):
             continue  # a list row explains it already
         source = Source(kind="claim", claim_id=r["claim_id"], decided_by=r["decided_by"], decided_at=r["decided_at"])
         held.append(HeldCategory(category=r["category"], valid_from=None, valid_to=None, source=source))
-    return {n: PersonEligibility(categories=cats.get(n, []), exclusions=excl.get(n, [])) for n in set(cats) | set(excl)}
+    return {h: PersonEligibility(categories=cats.get(h, []), exclusions=excl.get(h, [])) for h in set(cats) | set(excl)}
 
 
 def _describe(held: HeldCategory) -> str:
@@ -152,7 +167,6 @@ def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle
 
 
 async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date) -> EligibilityAnswer:
-
     on = data.as_of or today
     policy = await policies.require_in_force(conn, data.coverage_year, on)
     subsidy_policy = policy.subsidy_policy()
@@ -162,10 +176,12 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
             parsed.append(parse_resident_id(raw, today=today).number)
         except IdentityNumberError as exc:
             parsed.append(IdProblem(code=exc.code, message=exc.message))
-    numbers = sorted({p for p in parsed if isinstance(p, str)})
-    known = await facts(conn, numbers, data.coverage_year, on)
+    numbers = list({p: None for p in parsed if isinstance(p, str)})
+    hashes = dict(zip(numbers, crypto.keys().index_many(crypto.ID_NUMBER, numbers), strict=True))
+    asked = list(hashes.values())
+    known = await facts_by_hash(conn, asked, data.coverage_year, on)
     enrolled = {
-        r["id_number"]: r for r in await conn.fetch(Q["live_enrollments_by_id_number"], numbers, data.coverage_year)
+        r["id_number_hash"]: r for r in await conn.fetch(Q["live_enrollments_by_id_number"], asked, data.coverage_year)
     }
     none = PersonEligibility(categories=[], exclusions=[])
     items: list[Eligibility] = []
@@ -173,9 +189,9 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         if isinstance(number, IdProblem):
             items.append(Eligibility(index=index, id_number=None, error=number))
             continue
-        person = known.get(number, none)
+        person = known.get(hashes[number], none)
         obstacles = list(person.exclusions)
-        if (e := enrolled.get(number)) is not None:
+        if (e := enrolled.get(hashes[number])) is not None:
             mine = actor.in_scope(e["village_code"])
             obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["id"] if mine else None))
         due = premium_due(subsidy_policy, [h.category for h in person.categories])
@@ -206,7 +222,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
             "year": data.coverage_year,
             "as_of": on.isoformat(),
             "persons": len(parsed),
-            **persons(r["id"] for r in await conn.fetch(Q["persons_by_id_number"], numbers)),
+            **persons(r["id"] for r in await conn.fetch(Q["persons_by_id_number"], asked)),
         },
     )
     return EligibilityAnswer(coverage_year=data.coverage_year, as_of=on, policy_version=policy.version, items=items)
@@ -217,8 +233,8 @@ async def subsidies(conn: Connection, person_ids: Iterable[UUID], year: int, on:
     policy = await policies.in_force(conn, year, on)
     if policy is None:
         return {}
-    numbers = {r["id"]: r["id_number"] for r in await conn.fetch(Q["id_numbers_of_persons"], list(person_ids))}
-    known = await facts(conn, sorted(set(numbers.values())), year, on)
+    numbers = {r["id"]: r["id_number_hash"] for r in await conn.fetch(Q["id_numbers_of_persons"], list(person_ids))}
+    known = await facts_by_hash(conn, list(set(numbers.values())), year, on)
     subsidy_policy = policy.subsidy_policy()
     out: dict[UUID, PremiumDue] = {}
     for person_id, number in numbers.items():
@@ -229,8 +245,8 @@ async def subsidies(conn: Connection, person_ids: Iterable[UUID], year: int, on:
 
 async def exclusions(conn: Connection, person_ids: list[UUID], year: int, on: date) -> dict[UUID, list[Obstacle]]:
     """Exclusion-list rows in force on `on` for registered persons: they cannot be enrolled."""
-    numbers = {r["id"]: r["id_number"] for r in await conn.fetch(Q["id_numbers_of_persons"], person_ids)}
-    known = await facts(conn, sorted(set(numbers.values())), year, on)
+    numbers = {r["id"]: r["id_number_hash"] for r in await conn.fetch(Q["id_numbers_of_persons"], person_ids)}
+    known = await facts_by_hash(conn, list(set(numbers.values())), year, on)
     return {p: known[n].exclusions for p, n in numbers.items() if n in known and known[n].exclusions}
 
 

@@ -1,5 +1,6 @@
 """Claims: a township officer claims a category for a person missing from the lists; civil affairs
-accepts or rejects it, and an accepted claim counts like a list row."""
+accepts or rejects it, and an accepted claim counts like a list row. A claim keeps the person's number
+as the person's row does (blind index and sealed value) and shows none."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import msgspec
 from backend.actor import Actor, Role, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
-from backend.eligibility.check import facts
+from backend.eligibility.check import facts_by_hash
 from backend.eligibility.lists import ListType, Year, list_kind
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
@@ -78,7 +79,8 @@ class ClaimExists(Conflict):
 
 def _claim(row: asyncpg.Record) -> Claim:
     data = dict(row.items())
-    data.pop("id_number", None)
+    data.pop("id_number_hash", None)
+    data.pop("id_number_enc", None)
     return msgspec.convert(data, Claim)
 
 
@@ -88,9 +90,9 @@ async def raise_claim(conn: Connection, actor: Actor, data: ClaimIn, today: date
         raise NotFound()
     if await list_kind(conn, data.category) != "subsidy":
         raise InvalidInput("category", "is not a subsidy category")
-    if home["id_number"] is not None:
-        known = await facts(conn, [home["id_number"]], data.coverage_year, today)
-        held = known.get(home["id_number"])
+    if home["id_number_hash"] is not None:
+        known = await facts_by_hash(conn, [home["id_number_hash"]], data.coverage_year, today)
+        held = known.get(home["id_number_hash"])
         if held and any(h.category == data.category and h.source.kind == "list" for h in held.categories):
             raise AlreadyListed()
     try:
@@ -98,7 +100,8 @@ async def raise_claim(conn: Connection, actor: Actor, data: ClaimIn, today: date
             Q["insert_claim"],
             uuid7(),
             data.person_id,
-            home["id_number"],
+            home["id_number_hash"],
+            home["id_number_enc"],
             home["village_code"],
             data.coverage_year,
             data.category,

@@ -1,7 +1,8 @@
 """Reading civil-affairs list files (民政名单): CSV (UTF-8 with or without BOM, GBK/GB18030) or XLSX.
 
-Pure and streaming: a `ListReader` yields checked rows one at a time, ready for COPY, and keeps the
-bad rows' problems (row, column as the file names it, problem) without ever repeating an ID number.
+Pure and streaming: a `ListReader` yields checked rows one at a time (the number normalised and in
+clear, in memory only: `lists` seals it before COPY), and keeps the bad rows' problems (row, column
+as the file names it, problem) without ever repeating an ID number: they are stored with the version.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ __all__ = [
 ListKind = Literal["subsidy", "exclusion", "roster"]
 Column = Literal["id_number", "name", "valid_from", "valid_to", "division"]
 Cell = object  # str from CSV; str, int, float, bool, date, datetime or None from a spreadsheet
-# (row_no, id_number, name, valid_from, valid_to, division_code): the staging table's columns
+# (row_no, id_number, name, valid_from, valid_to, division_code); `lists` replaces the number by its
+# blind index and sealed value to make a row of the staging table or list_entries
 Entry = tuple[int, str, str, date | None, date | None, str | None]
 
 # The built-in list types; subsidy categories named in a published policy are accepted too.

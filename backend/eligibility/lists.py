@@ -1,7 +1,10 @@
 """Civil-affairs lists as immutable versions: the import (a clean file streams through COPY straight
 into `list_entries`, inside a savepoint that any problem rolls back; such a file is then read again
 into a staging table and checked there as a whole, for the full report; either way a bad file leaves
-at most a `rejected` version row with its error report, never an entry), versions, entries, diffs."""
+at most a `rejected` version row with its error report, never an entry), versions, entries, diffs.
+
+Identity numbers are stored as their blind index and sealed value (backend/crypto.py), computed as
+each chunk is parsed: no table, not even the temporary staging table, receives a number."""
 
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
-from backend import fields
+from backend import crypto, fields
 from backend.actor import Actor, Scope, scope_args
 from backend.audit.service import record
 from backend.clock import local_today
 from backend.config import Settings
 from backend.db import Connection, load_queries
+from backend.eligibility import cursor
 from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
 from backend.errors import DomainError, InvalidInput, NotFound
 from backend.ids import uuid7
@@ -35,8 +39,10 @@ STAGING_Q = load_queries("backend.eligibility", "staging.sql")
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 ListType = Annotated[str, msgspec.Meta(pattern=fields.LIST_TYPE)]
 COPY_CHUNK = 10_000
-STAGING_COLUMNS = ("row_no", "id_number", "name", "valid_from", "valid_to", "division_code")
+STAGING_COLUMNS = ("row_no", "id_number_hash", "id_number_enc", "name", "valid_from", "valid_to", "division_code")
 ENTRY_COLUMNS = ("version_id", *STAGING_COLUMNS)
+# A row for COPY: STAGING_COLUMNS, or ENTRY_COLUMNS (the version's id first); the division code last.
+Record = tuple[object, ...]
 
 
 class ListRejected(DomainError):
@@ -161,17 +167,47 @@ async def _divisions(conn: Connection, scope: Scope) -> _Divisions:
     return _Divisions(frozenset(codes), names)
 
 
-async def _chunks(reader: ListReader) -> AsyncGenerator[list[Entry], None]:
-    """The reader's entries, COPY_CHUNK at a time, each parsed in a thread while the one before is
-    sent: Python parses while PostgreSQL inserts, and the event loop is never stalled by a big file.
+def _sealing(version: str | None) -> Callable[[list[Entry]], list[Record]]:
+    """Entries as COPY rows, each number replaced by its blind index and its sealed value; with a
+    version, rows of `list_entries`, else of the staging table. A chunk's numbers are hashed and
+    sealed in one call each (the keyring's batch methods: a third of the per-value cost)."""
+    keyring = crypto.keys()
+    kind = crypto.ID_NUMBER
+
+    def staging_rows(entries: list[Entry]) -> list[Record]:
+        numbers = [entry[1] for entry in entries]
+        return [
+            (row, hashed, sealed, name, valid_from, valid_to, division)
+            for (row, _, name, valid_from, valid_to, division), hashed, sealed in zip(
+                entries, keyring.index_many(kind, numbers), keyring.seal_many(kind, numbers), strict=True
+            )
+        ]
+
+    def entry_rows(entries: list[Entry]) -> list[Record]:
+        numbers = [entry[1] for entry in entries]
+        return [
+            (version, row, hashed, sealed, name, valid_from, valid_to, division)
+            for (row, _, name, valid_from, valid_to, division), hashed, sealed in zip(
+                entries, keyring.index_many(kind, numbers), keyring.seal_many(kind, numbers), strict=True
+            )
+        ]
+
+    return staging_rows if version is None else entry_rows
+
+
+async def _chunks(reader: ListReader, version: str | None) -> AsyncGenerator[list[Record], None]:
+    """The reader's entries as COPY rows (`_sealing`), COPY_CHUNK at a time, each parsed and sealed
+    in a thread while the one before is sent: Python parses while PostgreSQL inserts, and the event
+    loop is never stalled by a big file.
 
     Use it with `contextlib.aclosing`: closing waits for the parse under way, so that nothing reads
     the source after its user stopped (a fallback reads the file again from the start).
     """
     rows = reader.entries()
+    sealed = _sealing(version)
 
-    def parse() -> list[Entry]:
-        return list(itertools.islice(rows, COPY_CHUNK))
+    def parse() -> list[Record]:
+        return sealed(list(itertools.islice(rows, COPY_CHUNK)))
 
     pending = asyncio.ensure_future(asyncio.to_thread(parse))
     try:
@@ -184,8 +220,8 @@ async def _chunks(reader: ListReader) -> AsyncGenerator[list[Entry], None]:
             await asyncio.shield(pending)
 
 
-async def _records(reader: ListReader) -> AsyncGenerator[Entry, None]:
-    async with contextlib.aclosing(_chunks(reader)) as chunks:
+async def _records(reader: ListReader) -> AsyncGenerator[Record, None]:
+    async with contextlib.aclosing(_chunks(reader, None)) as chunks:
         async for chunk in chunks:
             for entry in chunk:
                 yield entry
@@ -209,19 +245,20 @@ async def _load_clean(
     clean = True
     version = str(version_id)  # asyncpg encodes a uuid from its text faster than from a UUID
 
-    async def records() -> AsyncGenerator[tuple[object, ...], None]:
+    async def records() -> AsyncGenerator[Record, None]:
         nonlocal loaded, clean
-        async with contextlib.aclosing(_chunks(reader)) as chunks:
+        async with contextlib.aclosing(_chunks(reader, version)) as chunks:
             async for chunk in chunks:
                 # Stopping ends the COPY normally; the savepoint below then drops what it wrote.
                 if reader.bad_rows:
                     clean = False
                     return
-                for entry in chunk:
-                    if entry[5] is not None and entry[5] not in divisions.codes:
+                for record in chunk:
+                    division = record[-1]
+                    if division is not None and division not in divisions.codes:
                         clean = False
                         return
-                    yield (version, *entry)
+                    yield record
                 loaded += len(chunk)
 
     rows = records()
@@ -435,7 +472,18 @@ async def entries(conn: Connection, actor: Actor, list_id: UUID, after_row: int,
     version = await get_version(conn, actor, list_id)
     whole = actor.in_scope(version.division_code)
     rows = await conn.fetch(Q["list_entries_page"], version.id, *scope_args(actor), after_row, limit + 1, whole)
-    items = [msgspec.convert(dict(r.items()), ListEntry) for r in rows[:limit]]
+    keyring = crypto.keys()
+    items = [
+        ListEntry(
+            row_no=r["row_no"],
+            id_number=keyring.open_bytes(crypto.ID_NUMBER, r["id_number_enc"]).decode(),
+            name=r["name"],
+            valid_from=r["valid_from"],
+            valid_to=r["valid_to"],
+            division_code=r["division_code"],
+        )
+        for r in rows[:limit]
+    ]
     await record(
         conn,
         actor,
@@ -448,8 +496,12 @@ async def entries(conn: Connection, actor: Actor, list_id: UUID, after_row: int,
     return ListEntryPage(items=items, next_cursor=items[-1].row_no if len(rows) > limit else None)
 
 
-async def diff(conn: Connection, actor: Actor, list_id: UUID, against: UUID | None, after: str, limit: int) -> ListDiff:
-    """Persons added, removed and changed since `against` (by default the version before)."""
+async def diff(
+    conn: Connection, actor: Actor, list_id: UUID, against: UUID | None, after: str | None, limit: int
+) -> ListDiff:
+    """Persons added, removed and changed since `against` (by default the version before), in the
+    order of their numbers' blind index; `after` is the `next_cursor` of the page before."""
+    after_hash = b"" if not after else cursor.decode(after)
     version = await get_version(conn, actor, list_id)
     base = against if against is not None else version.previous_id
     if base is not None:
@@ -457,8 +509,14 @@ async def diff(conn: Connection, actor: Actor, list_id: UUID, against: UUID | No
         if other.list_type != version.list_type:
             raise InvalidInput("against", "is a version of another list type")
     whole = actor.in_scope(version.division_code)
-    rows = await conn.fetch(Q["list_diff"], version.id, base, after, *scope_args(actor), limit + 1, whole)
-    items = [msgspec.convert(dict(r.items()), DiffItem) for r in rows[:limit]]
+    rows = await conn.fetch(Q["list_diff"], version.id, base, after_hash, *scope_args(actor), limit + 1, whole)
+    keyring = crypto.keys()
+    items = []
+    for r in rows[:limit]:
+        data = dict(r.items())
+        del data["id_number_hash"]
+        data["id_number"] = keyring.open_bytes(crypto.ID_NUMBER, data.pop("id_number_enc")).decode()
+        items.append(msgspec.convert(data, DiffItem))
     await record(
         conn,
         actor,
@@ -468,9 +526,8 @@ async def diff(conn: Connection, actor: Actor, list_id: UUID, against: UUID | No
         division_code=actor.scope.division_code,
         summary={"against": str(base) if base else None, "results": len(items)},
     )
-    return ListDiff(
-        list_id=version.id, against_id=base, items=items, next_cursor=items[-1].id_number if len(rows) > limit else None
-    )
+    next_cursor = cursor.encode(rows[limit - 1]["id_number_hash"]) if len(rows) > limit else None
+    return ListDiff(list_id=version.id, against_id=base, items=items, next_cursor=next_cursor)
 
 
 # The background path: an upload stored with its job, imported by a worker process.

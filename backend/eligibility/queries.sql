@@ -36,14 +36,15 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $
 RETURNING *;
 
 -- name: diff_counts
--- Persons added, removed and changed from version $2 (none: every person is added) to version $1.
-SELECT count(*) FILTER (WHERE o.id_number IS NULL) AS added,
-       count(*) FILTER (WHERE n.id_number IS NULL) AS removed,
-       count(*) FILTER (WHERE n.id_number IS NOT NULL AND o.id_number IS NOT NULL
+-- Persons added, removed and changed from version $2 (none: every person is added) to version $1. A
+-- person is the same by the blind index (the sealed values differ on every load: fresh nonces).
+SELECT count(*) FILTER (WHERE o.id_number_hash IS NULL) AS added,
+       count(*) FILTER (WHERE n.id_number_hash IS NULL) AS removed,
+       count(*) FILTER (WHERE n.id_number_hash IS NOT NULL AND o.id_number_hash IS NOT NULL
            AND (n.name, n.valid_from, n.valid_to, n.division_code)
                IS DISTINCT FROM (o.name, o.valid_from, o.valid_to, o.division_code)) AS changed
 FROM (SELECT * FROM list_entries WHERE version_id = $1) AS n
-FULL JOIN (SELECT * FROM list_entries WHERE version_id = $2) AS o ON o.id_number = n.id_number;
+FULL JOIN (SELECT * FROM list_entries WHERE version_id = $2) AS o ON o.id_number_hash = n.id_number_hash;
 
 -- name: entries_unplaced_exist
 -- Whether a township's upload ($1) has a row with no division whose person lives in no household
@@ -55,7 +56,7 @@ SELECT EXISTS (
         SELECT 1 FROM persons p
         JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
         JOIN households h ON h.id = m.household_id
-        WHERE p.id_number = e.id_number AND h.village_code BETWEEN $2 AND $3
+        WHERE p.id_number_hash = e.id_number_hash AND h.village_code BETWEEN $2 AND $3
       )
 );
 
@@ -64,7 +65,7 @@ SELECT EXISTS (
 INSERT INTO exclusion_reviews (id, enrollment_id, village_code, coverage_year, list_type, list_version_id, row_no)
 SELECT gen_random_uuid(), e.id, e.village_code, e.coverage_year, $2, $1, l.row_no
 FROM list_entries l
-JOIN persons p ON p.id_number = l.id_number
+JOIN persons p ON p.id_number_hash = l.id_number_hash
 JOIN enrollments e ON e.person_id = p.id AND e.status <> 'cancelled' AND e.coverage_year >= $3
 WHERE l.version_id = $1
 ON CONFLICT ON CONSTRAINT exclusion_reviews_once DO NOTHING
@@ -86,7 +87,7 @@ LIMIT $7;
 -- name: list_entries_page
 -- A version's rows the caller may see: all ($6, the version lies in the caller's scope), else by the
 -- row's division, else by the person's household.
-SELECT e.row_no, e.id_number, e.name, e.valid_from, e.valid_to, e.division_code
+SELECT e.row_no, e.id_number_enc, e.name, e.valid_from, e.valid_to, e.division_code
 FROM list_entries e
 WHERE e.version_id = $1 AND e.row_no > $4
   AND ($6 OR e.division_code BETWEEN $2 AND $3
@@ -94,14 +95,16 @@ WHERE e.version_id = $1 AND e.row_no > $4
            SELECT 1 FROM persons p
            JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
            JOIN households h ON h.id = m.household_id
-           WHERE p.id_number = e.id_number AND h.village_code BETWEEN $2 AND $3)))
+           WHERE p.id_number_hash = e.id_number_hash AND h.village_code BETWEEN $2 AND $3)))
 ORDER BY e.row_no
 LIMIT $5;
 
 -- name: list_diff
--- Persons added, removed or changed from version $2 to version $1, in ID-number order.
-SELECT coalesce(n.id_number, o.id_number) AS id_number,
-       CASE WHEN o.id_number IS NULL THEN 'added' WHEN n.id_number IS NULL THEN 'removed' ELSE 'changed' END
+-- Persons added, removed or changed from version $2 to version $1, in blind-index order (arbitrary
+-- but stable; $3 is the last hash of the page before, '' for the first page).
+SELECT coalesce(n.id_number_hash, o.id_number_hash) AS id_number_hash,
+       coalesce(n.id_number_enc, o.id_number_enc) AS id_number_enc,
+       CASE WHEN o.id_number_hash IS NULL THEN 'added' WHEN n.id_number_hash IS NULL THEN 'removed' ELSE 'changed' END
            AS change,
        n.row_no AS row_no, o.row_no AS previous_row_no,
        n.name, o.name AS previous_name,
@@ -109,68 +112,71 @@ SELECT coalesce(n.id_number, o.id_number) AS id_number,
        n.valid_to, o.valid_to AS previous_valid_to,
        n.division_code, o.division_code AS previous_division_code
 FROM (SELECT * FROM list_entries WHERE version_id = $1) AS n
-FULL JOIN (SELECT * FROM list_entries WHERE version_id = $2) AS o ON o.id_number = n.id_number
-WHERE (n.id_number IS NULL OR o.id_number IS NULL
+FULL JOIN (SELECT * FROM list_entries WHERE version_id = $2) AS o ON o.id_number_hash = n.id_number_hash
+WHERE (n.id_number_hash IS NULL OR o.id_number_hash IS NULL
        OR (n.name, n.valid_from, n.valid_to, n.division_code)
           IS DISTINCT FROM (o.name, o.valid_from, o.valid_to, o.division_code))
-  AND coalesce(n.id_number, o.id_number) > $3
+  AND coalesce(n.id_number_hash, o.id_number_hash) > $3::bytea
   AND ($7 OR coalesce(n.division_code, o.division_code) BETWEEN $4 AND $5
        OR (coalesce(n.division_code, o.division_code) IS NULL AND EXISTS (
            SELECT 1 FROM persons p
            JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
            JOIN households h ON h.id = m.household_id
-           WHERE p.id_number = coalesce(n.id_number, o.id_number) AND h.village_code BETWEEN $4 AND $5)))
+           WHERE p.id_number_hash = coalesce(n.id_number_hash, o.id_number_hash)
+             AND h.village_code BETWEEN $4 AND $5)))
 ORDER BY 1
 LIMIT $6;
 
 -- name: entries_in_force
 -- The list rows that apply to these persons on a date: per list type and uploader scope, the newest
--- loaded version effective on that date, and rows valid on it.
+-- loaded version effective on that date, and rows valid on it; persons by their numbers' blind index.
 WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, list_type, kind, version, effective_from
     FROM list_versions
     WHERE status = 'loaded' AND effective_from <= $2
     ORDER BY list_type, division_code, effective_from DESC, version DESC
 )
-SELECT e.id_number, e.row_no, e.valid_from, e.valid_to, v.id AS list_id, v.list_type, v.kind, v.version,
+SELECT e.id_number_hash, e.row_no, e.valid_from, e.valid_to, v.id AS list_id, v.list_type, v.kind, v.version,
        v.effective_from
 FROM list_entries e
 JOIN in_force v ON v.id = e.version_id
-WHERE e.id_number = ANY($1::text[])
+WHERE e.id_number_hash = ANY($1::bytea[])
   AND (e.valid_from IS NULL OR e.valid_from <= $2)
   AND (e.valid_to IS NULL OR e.valid_to >= $2)
-ORDER BY e.id_number, v.list_type, v.version;
+ORDER BY e.id_number_hash, v.list_type, v.version;
 
 -- name: accepted_claims
-SELECT id AS claim_id, id_number, category, decided_by, decided_at
+SELECT id AS claim_id, id_number_hash, category, decided_by, decided_at
 FROM eligibility_claims
-WHERE status = 'accepted' AND coverage_year = $2 AND id_number = ANY($1::text[])
+WHERE status = 'accepted' AND coverage_year = $2 AND id_number_hash = ANY($1::bytea[])
 ORDER BY raised_at;
 
 -- name: live_enrollments_by_id_number
-SELECT p.id_number, e.id, e.village_code, e.status
+SELECT p.id_number_hash, e.id, e.village_code, e.status
 FROM persons p
 JOIN enrollments e ON e.person_id = p.id
-WHERE p.id_number = ANY($1::text[]) AND e.coverage_year = $2 AND e.status <> 'cancelled';
+WHERE p.id_number_hash = ANY($1::bytea[]) AND e.coverage_year = $2 AND e.status <> 'cancelled';
 
 -- name: persons_by_id_number
 -- Whom a check by number touched, for the audit: their record ids.
-SELECT id FROM persons WHERE id_number = ANY($1::text[]);
+SELECT id FROM persons WHERE id_number_hash = ANY($1::bytea[]);
 
 -- name: id_numbers_of_persons
-SELECT id, id_number FROM persons WHERE id = ANY($1::uuid[]) AND id_number IS NOT NULL;
+-- The blind index of registered persons' numbers (persons with a birth certificate only have none).
+SELECT id, id_number_hash FROM persons WHERE id = ANY($1::uuid[]) AND id_number_hash IS NOT NULL;
 
 -- name: person_home
-SELECT p.id, p.id_number, h.village_code
+SELECT p.id, p.id_number_hash, p.id_number_enc, h.village_code
 FROM persons p
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 JOIN households h ON h.id = m.household_id
 WHERE p.id = $1;
 
 -- name: insert_claim
-INSERT INTO eligibility_claims (id, person_id, id_number, village_code, coverage_year, category, note,
-    evidence_ref, raised_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+-- The person's number as the person's row keeps it (hash and sealed value of the same kind).
+INSERT INTO eligibility_claims (id, person_id, id_number_hash, id_number_enc, village_code, coverage_year, category,
+    note, evidence_ref, raised_by)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING *;
 
 -- name: claim
@@ -204,29 +210,30 @@ WHERE id = $1 AND status = 'registered';
 -- name: subsidised_not_enrolled
 -- Persons on a subsidy list in force on $4 (or with an accepted claim for year $3) who are not
 -- enrolled for $3: the people a township must visit first. Placed by their household, else by
--- the list row's division.
+-- the list row's division. In blind-index order ($5: the last hash of the page before).
 WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, list_type, version
     FROM list_versions
     WHERE status = 'loaded' AND kind = 'subsidy' AND effective_from <= $4
     ORDER BY list_type, division_code, effective_from DESC, version DESC
 ), held AS (
-    SELECT e.id_number, e.name, v.list_type AS category, e.division_code
+    SELECT e.id_number_hash, e.id_number_enc, e.name, v.list_type AS category, e.division_code
     FROM list_entries e JOIN in_force v ON v.id = e.version_id
     WHERE (e.valid_from IS NULL OR e.valid_from <= $4) AND (e.valid_to IS NULL OR e.valid_to >= $4)
     UNION ALL
-    SELECT c.id_number, p.name, c.category, c.village_code
+    SELECT c.id_number_hash, c.id_number_enc, p.name, c.category, c.village_code
     FROM eligibility_claims c JOIN persons p ON p.id = c.person_id
-    WHERE c.status = 'accepted' AND c.coverage_year = $3 AND c.id_number IS NOT NULL
+    WHERE c.status = 'accepted' AND c.coverage_year = $3 AND c.id_number_hash IS NOT NULL
 ), placed AS (
-    SELECT h.id_number, min(h.name) AS name, array_agg(DISTINCT h.category ORDER BY h.category) AS categories,
+    SELECT h.id_number_hash, (array_agg(h.id_number_enc))[1] AS id_number_enc, min(h.name) AS name,
+           array_agg(DISTINCT h.category ORDER BY h.category) AS categories,
            min(p.id::text)::uuid AS person_id, min(hh.id::text)::uuid AS household_id,
            coalesce(min(hh.village_code), min(h.division_code)) AS division_code
     FROM held h
-    LEFT JOIN persons p ON p.id_number = h.id_number
+    LEFT JOIN persons p ON p.id_number_hash = h.id_number_hash
     LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
     LEFT JOIN households hh ON hh.id = m.household_id
-    GROUP BY h.id_number
+    GROUP BY h.id_number_hash
 )
 SELECT placed.*
 FROM placed
@@ -238,13 +245,13 @@ WHERE division_code BETWEEN $1 AND $2
     -- not on an exclusion list in force either (deceased, employee insurance)
     SELECT 1 FROM list_entries x
     JOIN list_versions xv ON xv.id = x.version_id AND xv.kind = 'exclusion' AND xv.status = 'loaded'
-    WHERE x.id_number = placed.id_number
+    WHERE x.id_number_hash = placed.id_number_hash
       AND xv.id = (SELECT id FROM list_versions w
                    WHERE w.list_type = xv.list_type AND w.division_code = xv.division_code
                      AND w.status = 'loaded' AND w.effective_from <= $4
                    ORDER BY w.effective_from DESC, w.version DESC LIMIT 1))
-  AND ($5::text IS NULL OR id_number > $5)
-ORDER BY id_number
+  AND ($5::bytea IS NULL OR id_number_hash > $5)
+ORDER BY id_number_hash
 LIMIT $6;
 
 -- name: roster_loaded
@@ -265,26 +272,26 @@ WITH in_force AS (
     WHERE status = 'loaded' AND kind IN ('roster', 'exclusion') AND effective_from <= $4
     ORDER BY list_type, division_code, effective_from DESC, version DESC
 ), excluded AS (
-    SELECT DISTINCT e.id_number
+    SELECT DISTINCT e.id_number_hash
     FROM list_entries e JOIN in_force v ON v.id = e.version_id AND v.kind = 'exclusion'
     WHERE (e.valid_from IS NULL OR e.valid_from <= $4) AND (e.valid_to IS NULL OR e.valid_to >= $4)
 ), registered AS (
-    SELECT p.id AS person_id, p.id_number, h.village_code
+    SELECT p.id AS person_id, p.id_number_hash, h.village_code
     FROM memberships m
     JOIN households h ON h.id = m.household_id AND h.status = 'active'
     JOIN persons p ON p.id = m.person_id
     WHERE m.left_at IS NULL
 )
 SELECT division_code, sum(roster_only)::int AS roster_only, sum(excluded)::int AS excluded FROM (
-    SELECT r.division_code, count(DISTINCT r.id_number) AS roster_only, 0 AS excluded
+    SELECT r.division_code, count(DISTINCT r.id_number_hash) AS roster_only, 0 AS excluded
     FROM list_entries r JOIN in_force v ON v.id = r.version_id AND v.kind = 'roster'
     WHERE r.division_code BETWEEN $1 AND $2
-      AND NOT EXISTS (SELECT 1 FROM registered g WHERE g.id_number = r.id_number)
-      AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.id_number = r.id_number)
+      AND NOT EXISTS (SELECT 1 FROM registered g WHERE g.id_number_hash = r.id_number_hash)
+      AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.id_number_hash = r.id_number_hash)
     GROUP BY r.division_code
     UNION ALL
     SELECT g.village_code, 0, count(*)
-    FROM registered g JOIN excluded x ON x.id_number = g.id_number
+    FROM registered g JOIN excluded x ON x.id_number_hash = g.id_number_hash
     WHERE g.village_code BETWEEN $1 AND $2
       AND NOT EXISTS (SELECT 1 FROM enrollments e
                       WHERE e.person_id = g.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')

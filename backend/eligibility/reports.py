@@ -8,10 +8,12 @@ from uuid import UUID
 
 import msgspec
 
+from backend import crypto
 from backend import reports as tables
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
+from backend.eligibility import cursor
 from backend.jobs.worker import JobRun, Outcome
 from mobile_sync_protocol.rules.identity import mask
 
@@ -33,7 +35,7 @@ class UnenrolledPage(msgspec.Struct, frozen=True, kw_only=True):
     coverage_year: int
     as_of: date
     items: list[Unenrolled]
-    next_cursor: str | None
+    next_cursor: str | None  # opaque (the last person's blind index): it travels in URLs, a number must not
 
 
 UNENROLLED_HEADER = ("division_code", "name", "id_number", "categories", "person_id", "household_id")
@@ -66,12 +68,14 @@ def unenrolled_file(year: int, on: date, items: list[Unenrolled], format: tables
 async def subsidised_not_enrolled(
     conn: Connection, actor: Actor, year: int, on: date, after: str | None, limit: int
 ) -> UnenrolledPage:
-    """The first people a township must visit: subsidised, and not enrolled for `year`."""
-
-    rows = await conn.fetch(Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after, limit + 1)
+    """The first people a township must visit: subsidised, and not enrolled for `year`; `after` is
+    the `next_cursor` of the page before."""
+    after_hash = None if after is None else cursor.decode(after)
+    rows = await conn.fetch(Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after_hash, limit + 1)
+    keyring = crypto.keys()
     items = [
         Unenrolled(
-            id_number_masked=mask(r["id_number"]),
+            id_number_masked=mask(keyring.open_bytes(crypto.ID_NUMBER, r["id_number_enc"]).decode()),
             name=r["name"],
             categories=list(r["categories"]),
             division_code=r["division_code"],
@@ -89,8 +93,8 @@ async def subsidised_not_enrolled(
         division_code=actor.scope.division_code,
         summary={"year": year, "as_of": on.isoformat(), "results": len(items)},
     )
-    cursor = rows[limit - 1]["id_number"] if len(rows) > limit else None
-    return UnenrolledPage(coverage_year=year, as_of=on, items=items, next_cursor=cursor)
+    next_cursor = cursor.encode(rows[limit - 1]["id_number_hash"]) if len(rows) > limit else None
+    return UnenrolledPage(coverage_year=year, as_of=on, items=items, next_cursor=next_cursor)
 
 
 class DenominatorAdjustments(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,7 +21,7 @@ from backend.api_docs.openapi import RAISES
 from backend.clock import local_today
 from backend.config import Settings
 from backend.deps import CurrentActor, Tx
-from backend.eligibility import check, claims, lists
+from backend.eligibility import check, claims, cursor, lists
 from backend.eligibility import reports as list_reports
 from backend.eligibility.check import CheckRequest, EligibilityAnswer
 from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
@@ -43,6 +43,9 @@ OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, descriptio
 YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
 VillageQuery = Annotated[str | None, QueryParameter(pattern=fields.DIVISION_CODE)]
 ListTypeQuery = Annotated[str | None, QueryParameter(pattern=fields.LIST_TYPE)]
+CursorQuery = Annotated[
+    str | None, QueryParameter(max_length=cursor.MAX_LENGTH, description="the next_cursor of the page before")
+]
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # a million-row list is about 60 MB as CSV
 UPLOAD_TIMEOUT_S = 1_800  # 512 MB over a slow township line; loading a big file is a job's work
 
@@ -161,7 +164,7 @@ class ListController(Controller):
         tx: Tx,
         actor: CurrentActor,
         against: FromQuery[UUID | None] = None,
-        after: Annotated[str, QueryParameter(max_length=18)] = "",
+        after: CursorQuery = None,
         limit: Limit = 500,
     ) -> ListDiff:
         return await lists.diff(tx, actor, list_id, against, after, limit)
@@ -245,7 +248,7 @@ class EligibilityReportController(Controller):
         state: State,
         year: YearQuery,
         as_of: FromQuery[date | None] = None,
-        after: Annotated[str | None, QueryParameter(max_length=18)] = None,
+        after: CursorQuery = None,
         limit: Limit = 1000,
         format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
         background: Annotated[

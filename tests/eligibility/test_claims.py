@@ -7,9 +7,10 @@ import asyncpg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from tests.eligibility.people import register
 from tests.eligibility.test_check import check, csv, heads
 from tests.eligibility.test_lists import upload
-from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.factories import ID_NUMBERS, publish_policy
 
 
 async def test_claim_lifecycle_from_township_to_civil_affairs_and_into_the_eligibility_answer(
@@ -18,10 +19,9 @@ async def test_claim_lifecycle_from_township_to_civil_affairs_and_into_the_eligi
 ) -> None:
     admin, civil, staff_a, staff_b = await heads(client, "admin", "civil", "staff_a", "staff_b")
     await publish_policy(client, admin)
-    household = await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
-    person_id = household["members"][0]["person_id"]
+    _, persons = await register(conn, [(ID_NUMBERS[1], "张三")])
     claim_in = {
-        "person_id": person_id,
+        "person_id": str(persons[ID_NUMBERS[1]]),
         "coverage_year": 2026,
         "category": "di_bao",
         "note": "新认定低保",
@@ -81,11 +81,12 @@ async def test_claim_lifecycle_from_township_to_civil_affairs_and_into_the_eligi
 
 async def test_rejection_needs_a_reason_and_a_rejected_claim_gives_no_subsidy(
     client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
 ) -> None:
     admin, civil, staff_a = await heads(client, "admin", "civil", "staff_a")
     await publish_policy(client, admin)
-    household = await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
-    claim_in = {"person_id": household["members"][0]["person_id"], "coverage_year": 2026, "category": "te_kun"}
+    _, persons = await register(conn, [(ID_NUMBERS[1], "张三")])
+    claim_in = {"person_id": str(persons[ID_NUMBERS[1]]), "coverage_year": 2026, "category": "te_kun"}
     claim = (await client.post("/api/v1/eligibility/claims", json=claim_in, headers=staff_a)).json()
     bare = await client.post(f"/api/v1/eligibility/claims/{claim['id']}/reject", json={}, headers=civil)
     assert (bare.status_code, bare.json()["errors"][0]["field"]) == (422, "reason")
@@ -101,12 +102,13 @@ async def test_rejection_needs_a_reason_and_a_rejected_claim_gives_no_subsidy(
 
 async def test_a_person_on_the_list_needs_no_claim_and_exclusions_are_not_claimable(
     client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
 ) -> None:
     admin, civil, staff_a = await heads(client, "admin", "civil", "staff_a")
     await publish_policy(client, admin)
     await upload(client, civil, csv(f"{ID_NUMBERS[1]},张三,,"), list_type="di_bao")
-    household = await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
-    person_id = household["members"][0]["person_id"]
+    _, persons = await register(conn, [(ID_NUMBERS[1], "张三")])
+    person_id = str(persons[ID_NUMBERS[1]])
     listed = await client.post(
         "/api/v1/eligibility/claims",
         json={"person_id": person_id, "coverage_year": 2026, "category": "di_bao"},
