@@ -1,16 +1,22 @@
 """Baseline of household_create.py: bare Litestar + asyncpg writing a household, its persons, memberships
-and enrolments in one transaction; no auth, rules or audit; the head comes first.
-Environment: DATABASE_URL, CANBAO_POOL_MAX_SIZE (the pool size, as Canbao's)."""
+and enrolments in one transaction; no auth, rules or audit; the head comes first. Numbers are stored
+as the schema keeps them: blind index and sealed value, with the run's keys.
+Environment: DATABASE_URL, CANBAO_POOL_MAX_SIZE (the pool size, as Canbao's), CANBAO_KEY_FILE."""
 
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from uuid import uuid4
 
 import asyncpg
 import msgspec
 from litestar import Litestar, post
 from litestar.datastructures import State
+
+from backend.crypto import ID_NUMBER, read_key_file
+
+KEYS = read_key_file(Path(os.environ["CANBAO_KEY_FILE"]))
 
 
 class HouseholdIn(msgspec.Struct):
@@ -25,13 +31,16 @@ async def create(data: HouseholdIn, state: State) -> dict[str, str]:
     hid, ms = uuid4(), data.members
     pids = [uuid4() for _ in ms]
     async with state.pool.acquire() as conn, conn.transaction():
+        numbers = [m["id_number"] for m in ms]
         await conn.execute(
-            "INSERT INTO persons (id, id_number, name, sex, birth_date) SELECT p, n, nm, CASE WHEN substr(n, 17, 1)"
-            "::int % 2 = 1 THEN 'male' ELSE 'female' END, to_date(substr(n, 7, 8), 'YYYYMMDD')"
-            " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS x(p, n, nm)",
+            "INSERT INTO persons (id, id_number_hash, id_number_enc, name, sex, birth_date) SELECT p, h, e, nm, CASE"
+            " WHEN substr(n, 17, 1)::int % 2 = 1 THEN 'male' ELSE 'female' END, to_date(substr(n, 7, 8), 'YYYYMMDD')"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::bytea[]) AS x(p, n, nm, h, e)",
             pids,
-            [m["id_number"] for m in ms],
+            numbers,
             [m["name"] for m in ms],
+            KEYS.index_many(ID_NUMBER, numbers),
+            KEYS.seal_many(ID_NUMBER, numbers),
         )
         await conn.execute(
             "INSERT INTO households (id, village_code, household_no, head_person_id) VALUES ($1, $2, $3, $4)",

@@ -50,6 +50,7 @@ from _harness import (
     ensure_policy,
     exit_on_signals,
     expect,
+    keys,
     load_average,
     log,
     login,
@@ -60,6 +61,7 @@ from _harness import (
     workdir,
 )
 
+from backend.crypto import ID_NUMBER
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
 
 CONNECTIONS = 16
@@ -119,6 +121,7 @@ async def load_households(dsn: str, count: int, area: str, policy: dict[str, Any
     rows: dict[str, list[tuple[Any, ...]]] = {
         t: [] for t in ("persons", "households", "memberships", "enrollments", "household_query_codes")
     }
+    keyring = keys()  # the server's: numbers are stored sealed, found by their blind index
     households = []
     for n in range(count):
         hid, village, pids = uuid4(), TOWNSHIP_A_VILLAGES[n % len(TOWNSHIP_A_VILLAGES)], [uuid4() for _ in MEMBERS]
@@ -126,7 +129,9 @@ async def load_households(dsn: str, count: int, area: str, policy: dict[str, Any
         for i, ((name, relation), pid) in enumerate(zip(MEMBERS, pids, strict=True)):
             number = resident_id(len(MEMBERS) * n + i, area)
             born = datetime.strptime(number[6:14], "%Y%m%d").date()
-            rows["persons"].append((pid, number, name, "male" if int(number[16]) % 2 else "female", born))
+            rows["persons"].append(
+                (pid, keyring.index(ID_NUMBER, number), keyring.seal(ID_NUMBER, number), name, sex(number), born)
+            )
             rows["memberships"].append((uuid4(), pid, hid, relation))
             rows["enrollments"].append(
                 (uuid4(), pid, hid, village, YEAR, "registered", UUID(policy["id"]), today, policy["premium_fen"])
@@ -135,7 +140,7 @@ async def load_households(dsn: str, count: int, area: str, policy: dict[str, Any
         rows["household_query_codes"].append((hid, YEAR, query_code_hash(code_key, hid, YEAR, code)))
         households.append(Household(hid, pids))
     columns = {
-        "persons": ("id", "id_number", "name", "sex", "birth_date"),
+        "persons": ("id", "id_number_hash", "id_number_enc", "name", "sex", "birth_date"),
         "households": ("id", "village_code", "household_no", "head_person_id"),
         "memberships": ("id", "person_id", "household_id", "relation"),
         "enrollments": (
@@ -345,3 +350,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def sex(number: str) -> str:
+    return "male" if int(number[16]) % 2 else "female"

@@ -40,6 +40,7 @@ from _harness import (
     database,
     exit_on_signals,
     expect,
+    keys,
     load_average,
     log,
     login,
@@ -48,6 +49,8 @@ from _harness import (
     unused_area,
     workdir,
 )
+
+from backend.crypto import ID_NUMBER
 
 CONNECTIONS = 4
 
@@ -64,16 +67,20 @@ SELECT n,
        '{{area}}' || to_char(date '{BIRTH_EPOCH.isoformat()}' + (n % {BIRTH_DAYS})::int, 'YYYYMMDD')
                 || lpad((n / {BIRTH_DAYS})::text, 3, '0') AS b
 FROM generate_series(0, {{persons}} - 1) AS n;
-
-INSERT INTO persons (id, id_number, name, sex, birth_date)
-SELECT md5('p' || n)::uuid,
-       b || substr('{ID_CHECK}', ({_CHECK_SUM}) % 11 + 1, 1),
+ALTER TABLE gen ADD COLUMN num text;
+UPDATE gen SET num = b || substr('{ID_CHECK}', ({_CHECK_SUM}) % 11 + 1, 1);
+CREATE TEMP TABLE gen_sealed (n bigint PRIMARY KEY, h bytea, e bytea) ON COMMIT DROP;
+"""
+# The numbers are sealed in Python (the keys never enter the database) into gen_sealed, then:
+FILL_SQL = f"""
+INSERT INTO persons (id, id_number_hash, id_number_enc, name, sex, birth_date)
+SELECT md5('p' || n)::uuid, s.h, s.e,
        (ARRAY['王', '李', '张', '刘', '陈', '杨', '赵', '黄', '周', '吴'])[n % 10 + 1]
            || (ARRAY['伟', '芳', '娜', '敏', '静', '强', '磊', '洋', '艳', '军'])[n / 10 % 10 + 1]
            || (ARRAY['', '华', '平', '明', '丽'])[n / 100 % 5 + 1],
        CASE WHEN (n / {BIRTH_DAYS}) % 2 = 1 THEN 'male' ELSE 'female' END,
        born
-FROM gen;
+FROM gen JOIN gen_sealed s USING (n);
 
 INSERT INTO households (id, village_code, household_no, head_person_id)
 SELECT md5('h' || hh)::uuid, (ARRAY[{_VILLAGES}])[hh % 3 + 1], 'bench-' || hh, md5('p' || n)::uuid
@@ -101,6 +108,19 @@ async def load_persons(dsn: str, persons: int, area: str) -> None:
         async with conn.transaction():
             assert area.isdigit()
             await conn.execute(LOAD_SQL.format(persons=int(persons), area=area))
+            rows = await conn.fetch("SELECT n, num FROM gen ORDER BY n")
+            numbers = [r["num"] for r in rows]
+            keyring = keys()
+            await conn.copy_records_to_table(
+                "gen_sealed",
+                records=zip(
+                    [r["n"] for r in rows],
+                    keyring.index_many(ID_NUMBER, numbers),
+                    keyring.seal_many(ID_NUMBER, numbers),
+                    strict=True,
+                ),
+            )
+            await conn.execute(FILL_SQL)
         await conn.execute("RESET session_replication_role; RESET synchronous_commit;")
         await conn.execute("VACUUM (ANALYZE) persons, households, memberships")
         await conn.execute("CHECKPOINT")
@@ -109,7 +129,8 @@ async def load_persons(dsn: str, persons: int, area: str) -> None:
         # The SQL numbering must be the Python one, or every search would miss.
         sample = [0, 6, 7, persons - 1, *random.Random(1).sample(range(persons), 5)]
         for n in sample:
-            got = await conn.fetchval("SELECT id_number FROM persons WHERE id = md5('p' || $1::bigint)::uuid", n)
+            sealed = await conn.fetchval("SELECT id_number_enc FROM persons WHERE id = md5('p' || $1::bigint)::uuid", n)
+            got = keys().open(ID_NUMBER, sealed)
             if got != resident_id(n, area):
                 raise RuntimeError(f"person {n}: SQL made {got}, _harness.resident_id {resident_id(n, area)}")
     finally:

@@ -14,12 +14,13 @@ import pytest
 
 from backend.actor import Actor, Role, Scope
 from backend.auth.passwords import Passwords
+from backend.crypto import ID_NUMBER
 from backend.db import init_connection, load_queries
 from backend.enrollment import enrollments
 from backend.enrollment.coverage_report import coverage_report
 from backend.tools import demo
 from mobile_sync_protocol.rules.identity import parse_resident_id
-from tests.conftest import PgServer
+from tests.conftest import KEYS, PgServer
 from tests.ops.test_cli import env_for
 from tests.processes import run_cli
 
@@ -68,11 +69,13 @@ async def test_the_population_has_three_thousand_households_and_enrolments_in_ev
 async def test_every_id_number_is_valid_and_agrees_with_the_members_birth_date_and_sex(
     conn: Conn, population: demo.PopulationSummary
 ) -> None:
-    rows = await conn.fetch("SELECT id_number, birth_date, sex FROM persons")
+    rows = await conn.fetch("SELECT id_number_hash, id_number_enc, birth_date, sex FROM persons")
     assert len(rows) == PERSONS
     for r in rows:
-        parsed = parse_resident_id(r["id_number"], today=demo.REFERENCE_DATE, birth_date=r["birth_date"], sex=r["sex"])
-        assert parsed.number == r["id_number"]
+        number = KEYS.open(ID_NUMBER, r["id_number_enc"])
+        assert number is not None and r["id_number_hash"] == KEYS.index(ID_NUMBER, number)  # stored sealed
+        parsed = parse_resident_id(number, today=demo.REFERENCE_DATE, birth_date=r["birth_date"], sex=r["sex"])
+        assert parsed.number == number
     assert max(r["birth_date"] for r in rows) <= demo.REFERENCE_DATE
 
 
@@ -123,7 +126,7 @@ async def test_cover_follows_last_years_enrolments_and_history(conn: Conn, popul
                   e.business_date, e.registered_on, e.confirmed_by IS NOT NULL AS has_reviewer,
                   (EXISTS (SELECT 1 FROM enrollments l WHERE l.person_id = e.person_id AND l.coverage_year = 2025
                            AND l.status <> 'cancelled')
-                   OR EXISTS (SELECT 1 FROM enrollment_history h WHERE h.id_number = p.id_number
+                   OR EXISTS (SELECT 1 FROM enrollment_history h WHERE h.id_number_hash = p.id_number_hash
                               AND h.coverage_year = 2025 AND h.status <> 'cancelled')) AS covered_2025
            FROM enrollments e JOIN persons p ON p.id = e.person_id
            WHERE e.coverage_year = 2026"""
@@ -176,7 +179,9 @@ async def test_a_second_run_changes_no_table(conn: Conn, population: demo.Popula
 
 
 def test_every_fresh_database_gets_the_same_people(pg_server: PgServer) -> None:
-    query = """SELECT h.village_code, h.household_no, h.address, m.relation, p.id, p.id_number, p.name, p.phone
+    # The numbers are sealed under a fresh nonce each time: compared by their blind indexes.
+    query = """SELECT h.village_code, h.household_no, h.address, m.relation, p.id, p.id_number_hash, p.name,
+                      p.phone_hash
                FROM households h JOIN memberships m ON m.household_id = h.id JOIN persons p ON p.id = m.person_id
                ORDER BY p.id"""
     enrolments = (
