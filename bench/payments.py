@@ -169,6 +169,10 @@ async def load_households(dsn: str, count: int, area: str, policy: dict[str, Any
     return households
 
 
+def sex(number: str) -> str:
+    return "male" if int(number[16]) % 2 else "female"
+
+
 async def user_id(dsn: str, username: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:
@@ -350,7 +354,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def sex(number: str) -> str:
-    return "male" if int(number[16]) % 2 else "female"
