@@ -233,12 +233,13 @@ def test_login_rate_limit_holds_across_two_workers(pg_server: PgServer) -> None:
             assert sum(served) == 13, served
 
             # The kernel hands a burst's connections to whichever worker wakes first, often all to
-            # one. Bursts at further (unknown) usernames repeat until one was shared by both
-            # workers: a limit kept in each worker's memory would then let more than five through.
+            # one (on a busy machine, dozens of times in a row). Bursts at further (unknown) usernames
+            # repeat until one was shared by both workers: a limit kept in each worker's memory would
+            # then let more than five through.
             attempt = 0
             while not all(served):
                 attempt += 1
-                assert attempt <= 25, "no burst was shared by the two workers"
+                assert attempt <= 100, "no burst was shared by the two workers"
                 before = after
                 statuses = asyncio.run(_burst(server.url, f"nobody_{attempt}", attempts=12))
                 assert statuses == Counter({401: 5, 429: 7}), (attempt, statuses)
