@@ -18,10 +18,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from alembic import context, op
-from sqlalchemy.util import await_only
-
-from migrations import run_sql
+from migrations import execute, fetch, keyring, run_sql
 
 revision = "0015"
 down_revision = "0014"
@@ -54,36 +51,15 @@ TABLES: list[tuple[str, tuple[str, ...], list[tuple[str, str, str, str]]]] = [
 SEALED_FIELDS = {"id_number": "id_number", "birth_cert_no": "birth_cert", "phone": "phone"}
 
 
-def _conn() -> Any:
-    driver_connection = op.get_bind().connection.driver_connection
-    assert driver_connection is not None
-    return driver_connection
-
-
-def _fetch(sql: str, *args: Any) -> list[Any]:
-    rows: list[Any] = await_only(_conn().fetch(sql, *args))
-    return rows
-
-
-def _execute(sql: str, *args: Any) -> None:
-    await_only(_conn().execute(sql, *args))
-
-
 def _keyring() -> Any:
-    keyring = context.config.attributes.get("keyring")
-    if keyring is None:
-        raise SystemExit(
-            "migration 0015 seals the identity numbers already stored and needs the keys: "
-            "run it with `canbao migrate` (which reads CANBAO_KEY_FILE or the data folder's keys.json)"
-        )
-    return keyring
+    return keyring("0015", "the identity numbers already stored")
 
 
 def _has_rows() -> bool:
     for table, _, _ in TABLES:
-        if _fetch(f"SELECT 1 FROM {table} LIMIT 1"):
+        if fetch(f"SELECT 1 FROM {table} LIMIT 1"):
             return True
-    return bool(_fetch("SELECT 1 FROM record_changes WHERE field = ANY($1::text[]) LIMIT 1", list(SEALED_FIELDS)))
+    return bool(fetch("SELECT 1 FROM record_changes WHERE field = ANY($1::text[]) LIMIT 1", list(SEALED_FIELDS)))
 
 
 def _record_changes_sql(sealed: bool) -> str:
@@ -256,7 +232,7 @@ def _convert(seal: bool) -> None:
             after = (
                 "" if rows_seen is None else f"WHERE ({key_list}) > ({', '.join(f'${i + 1}' for i in range(len(key)))})"
             )
-            batch = _fetch(
+            batch = fetch(
                 f"SELECT {key_list}, {', '.join(sources)} FROM {table} {after} ORDER BY {key_list} LIMIT {BATCH}",
                 *(rows_seen or ()),
             )
@@ -284,7 +260,7 @@ def _convert(seal: bool) -> None:
                 [f"k{i + 1}" for i in range(len(key))] + [f"c{i + len(key) + 1}" for i in range(len(value_types))]
             )
             match = " AND ".join(f"t.{k} = v.k{i + 1}" for i, k in enumerate(key))
-            _execute(
+            execute(
                 f"UPDATE {table} t SET {', '.join(assignments)} FROM unnest({unnest_args}) AS v ({names}) WHERE {match}",
                 *keys_columns,
                 *values,
@@ -292,7 +268,7 @@ def _convert(seal: bool) -> None:
     # record_changes: the kept old and new values of the sealed fields.
     last = 0
     while True:
-        batch = _fetch(
+        batch = fetch(
             "SELECT id, field, old_value, new_value FROM record_changes WHERE field = ANY($1::text[]) AND id > $2"
             f" ORDER BY id LIMIT {BATCH}",
             list(SEALED_FIELDS),
@@ -310,7 +286,7 @@ def _convert(seal: bool) -> None:
             opened: str = keyring.open(kind, base64.b64decode(text))
             return opened
 
-        _execute(
+        execute(
             "UPDATE record_changes t SET old_value = v.o, new_value = v.n"
             " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v (id, o, n) WHERE t.id = v.id",
             [row["id"] for row in batch],

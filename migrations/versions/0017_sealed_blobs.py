@@ -32,10 +32,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from alembic import context, op
-from sqlalchemy.util import await_only
-
-from migrations import run_sql
+from migrations import execute, fetch, keyring, run_sql
 
 revision = "0017"
 down_revision = "0016"
@@ -64,33 +61,12 @@ def _file_kind(table: str, job_id: Any, seq: int) -> str:
 TABLES = ("sync_conflicts", "sync_quarantine", "sync_mutations", "idempotency_keys", "job_files", "job_outputs")
 
 
-def _conn() -> Any:
-    driver_connection = op.get_bind().connection.driver_connection
-    assert driver_connection is not None
-    return driver_connection
-
-
-def _fetch(sql: str, *args: Any) -> list[Any]:
-    rows: list[Any] = await_only(_conn().fetch(sql, *args))
-    return rows
-
-
-def _execute(sql: str, *args: Any) -> None:
-    await_only(_conn().execute(sql, *args))
-
-
 def _keyring() -> Any:
-    keyring = context.config.attributes.get("keyring")
-    if keyring is None:
-        raise SystemExit(
-            "migration 0017 seals the sync, idempotency and job rows already stored and needs the keys: "
-            "run it with `canbao migrate` (which reads CANBAO_KEY_FILE or the data folder's keys.json)"
-        )
-    return keyring
+    return keyring("0017", "the sync, idempotency and job rows already stored")
 
 
 def _has_rows() -> bool:
-    return any(_fetch(f"SELECT 1 FROM {table} LIMIT 1") for table in TABLES)
+    return any(fetch(f"SELECT 1 FROM {table} LIMIT 1") for table in TABLES)
 
 
 def _batches(table: str, key: tuple[str, ...], columns: str, size: int = BATCH) -> Any:
@@ -99,7 +75,7 @@ def _batches(table: str, key: tuple[str, ...], columns: str, size: int = BATCH) 
     names = ", ".join(key)
     while True:
         after = "" if last is None else f"WHERE ({names}) > ({', '.join(f'${i + 1}' for i in range(len(key)))})"
-        batch = _fetch(f"SELECT {names}, {columns} FROM {table} {after} ORDER BY {names} LIMIT {size}", *(last or ()))
+        batch = fetch(f"SELECT {names}, {columns} FROM {table} {after} ORDER BY {names} LIMIT {size}", *(last or ()))
         if not batch:
             return
         yield batch
@@ -145,7 +121,7 @@ def _convert(seal: bool) -> None:
                 for r in batch
             ]
         target, cast = ("mutation_enc", "bytea") if seal else ("mutation", "text")
-        _execute(
+        execute(
             f"UPDATE sync_conflicts t SET base_values = v.b::jsonb, server_values = v.s::jsonb,"
             f" tablet_values = v.t::jsonb, {target} = v.m::{'bytea' if seal else 'jsonb'}"
             f" FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::{cast}[]) AS v (id, b, s, t, m)"
@@ -162,7 +138,7 @@ def _convert(seal: bool) -> None:
     for batch in _batches("sync_quarantine", ("id",), source):
         if seal:
             bodies: list[Any] = [keyring.seal_bytes(QUARANTINED_BODY, r["body"].encode()) for r in batch]
-            _execute(
+            execute(
                 "UPDATE sync_quarantine t SET body_enc = v.b FROM unnest($1::uuid[], $2::bytea[]) AS v (id, b)"
                 " WHERE t.id = v.id",
                 [r["id"] for r in batch],
@@ -170,7 +146,7 @@ def _convert(seal: bool) -> None:
             )
         else:
             bodies = [keyring.open_bytes(QUARANTINED_BODY, r["body_enc"]).decode() for r in batch]
-            _execute(
+            execute(
                 "UPDATE sync_quarantine t SET body = v.b::jsonb FROM unnest($1::uuid[], $2::text[]) AS v (id, b)"
                 " WHERE t.id = v.id",
                 [r["id"] for r in batch],
@@ -180,7 +156,7 @@ def _convert(seal: bool) -> None:
     # The digests are keyed once; a downgrade leaves them keyed (see the docstring).
     if seal:
         for batch in _batches("sync_mutations", ("device_id", "seq"), "body_hash"):
-            _execute(
+            execute(
                 "UPDATE sync_mutations t SET body_hash = v.h"
                 " FROM unnest($1::uuid[], $2::bigint[], $3::bytea[]) AS v (d, s, h)"
                 " WHERE t.device_id = v.d AND t.seq = v.s",
@@ -201,7 +177,7 @@ def _convert(seal: bool) -> None:
         hashes = [
             keyring.index(REQUEST_DIGEST, bytes(r["request_hash"]).hex()) if seal else r["request_hash"] for r in batch
         ]
-        _execute(
+        execute(
             "UPDATE idempotency_keys t SET request_hash = v.h, response = v.r"
             " FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::bytea[]) AS v (a, k, h, r)"
             " WHERE t.actor_id = v.a AND t.key = v.k",
@@ -220,7 +196,7 @@ def _convert(seal: bool) -> None:
                 else keyring.open_bytes(_file_kind(table, r["job_id"], r["seq"]), r["data"])
                 for r in batch
             ]
-            _execute(
+            execute(
                 f"UPDATE {table} t SET data = v.d FROM unnest($1::uuid[], $2::integer[], $3::bytea[]) AS v (j, s, d)"
                 " WHERE t.job_id = v.j AND t.seq = v.s",
                 [r["job_id"] for r in batch],
