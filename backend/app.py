@@ -16,7 +16,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, api_docs, crypto, idempotency, maintenance, metrics, migrate, ops
+from backend import __version__, api_docs, crypto, i18n, idempotency, maintenance, metrics, migrate, ops
 from backend.api_docs import openapi as api_openapi
 from backend.audit.denied import provide_tx
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
@@ -29,6 +29,7 @@ from backend.config import Settings
 from backend.db import create_pool
 from backend.errors import exception_handlers
 from backend.guards import provide_actor
+from backend.i18n.middleware import negotiated
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
 from backend.timeouts import request_timeout
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         raise RuntimeError("create_app needs DATABASE_URL; `canbao serve` starts the embedded database")
     if configure_logs:
         configure_logging(settings.log_level)
+    i18n.set_default_language(settings.language)
     key = load_signing_key(settings)
     keyring = crypto.load_keyring(settings)
     crypto.install(keyring)
@@ -213,7 +215,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     api_openapi.document(app)  # every operation's error answers, derived from what it runs
     # Outside the exception handlers and the router, so 401s, 404s of unknown paths and 500s are
     # observed and carry the request id like every other answer.
-    app.asgi_handler = ops.observe(app.asgi_handler)
+    app.asgi_handler = negotiated(ops.observe(app.asgi_handler))
     return app
 
 

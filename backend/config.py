@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from backend.i18n import parse_language
+
 PREFIX = "CANBAO_"
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -51,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     resident_lockout_s: PositiveInt = 900  # doubled at each further lockout, up to a day
     partner_token_ttl_s: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 300
     timezone: str = "Asia/Shanghai"  # the pooling area's local time: business dates
+    # The language of people-facing text when a request's Accept-Language names none Canbao speaks
+    # (backend/i18n): zh-CN, or en for developers. Codes, field names and amounts never change.
+    language: str = "zh-CN"
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max_size: PositiveInt = 10
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -117,6 +122,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError("CANBAO_TIMEZONE", f"unknown time zone {self.timezone!r}") from None
+        try:
+            parse_language(self.language)
+        except ValueError as exc:
+            raise SettingsError("CANBAO_LANGUAGE", str(exc)) from None
         if self.pool_min_size > self.pool_max_size:
             raise SettingsError("CANBAO_POOL_MIN_SIZE", "must not exceed CANBAO_POOL_MAX_SIZE")
         if self.jwt_secret is not None and len(self.jwt_secret.encode()) < 32:

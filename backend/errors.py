@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from backend import fields
+from backend.i18n import N_, _
 from backend.logs import request_id_var
 
 log = logging.getLogger("canbao.errors")
@@ -122,7 +123,7 @@ def problem(
 
 
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
-    return problem(exc.status, exc.code, exc.title(), exc.detail, request, **exc.extra)
+    return problem(exc.status, exc.code, _(exc.title()), exc.detail, request, **exc.extra)
 
 
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
@@ -139,13 +140,13 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
             errors.append({"field": field or "body", "message": message})
     if not errors:
         errors.append({"field": "body", "message": plain_validation_message(_strip_prefix(exc.detail))[1]})
-    detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-    return problem(422, "validation_error", "Request is not valid", detail, request, errors=errors)
+    detail = _("; ").join(f"{e['field']}: {e['message']}" for e in errors)
+    return problem(422, "validation_error", _("Request is not valid"), detail, request, errors=errors)
 
 
 def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
     if isinstance(exc, NotAuthorizedException):
-        return problem(401, "not_authenticated", "Authentication required", exc.detail, request)
+        return problem(401, "not_authenticated", _("Authentication required"), _(exc.detail), request)
     code = {
         400: "bad_request",
         403: "forbidden",
@@ -157,11 +158,23 @@ def http_error_handler(request: Request[Any, Any, Any], exc: HTTPException) -> R
     }.get(exc.status_code, f"http_{exc.status_code}")
     if exc.status_code == 400:
         # Litestar's 400s are bodies it could not parse at all: name the body as the field.
-        message = _strip_prefix(exc.detail)
+        message = _(_strip_prefix(exc.detail))
         return problem(
-            400, code, "Request body is malformed", message, request, errors=[{"field": "body", "message": message}]
+            400, code, _("Request body is malformed"), message, request, errors=[{"field": "body", "message": message}]
         )
-    return problem(exc.status_code, code, _strip_prefix(exc.detail) or code, None, request)
+    title = _HTTP_TITLES.get(exc.status_code, _strip_prefix(exc.detail) or code)
+    return problem(exc.status_code, code, _(title), None, request)
+
+
+# Litestar's own answers, by status: its detail is English and may name the path.
+_HTTP_TITLES = {
+    403: N_("Your role may not do this"),
+    404: N_("Not Found"),
+    405: N_("Method Not Allowed"),
+    413: N_("Request Entity Too Large"),
+    415: N_("Unsupported Media Type"),
+    429: N_("Too Many Requests"),
+}
 
 
 # PostgreSQL gave up one of two transactions that waited on each other (a deadlock, a serialization
@@ -218,7 +231,7 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         return problem(
             503,
             "try_again",
-            "A concurrent request got in the way; nothing was kept, try again",
+            _("A concurrent request got in the way; nothing was kept, try again"),
             None,
             request,
             retry_after_s=1,
@@ -230,7 +243,7 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         return problem(
             503,
             "try_again",
-            "The database is not available; try again",
+            _("The database is not available; try again"),
             None,
             request,
             retry_after_s=RETRY_AFTER_UNAVAILABLE_S,
@@ -242,14 +255,18 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
         # Neither the value nor the database's message, which quotes it: only what was wrong. Logged
         # as an error all the same: an input check is missing.
         log.error("value the database cannot store", extra={"error": type(exc).__name__, "sqlstate": sqlstate})
-        message = "must not contain NUL characters" if sqlstate in ("22021", "22P05") else "is out of range"
+        message = (
+            _("a value must not contain NUL characters")
+            if sqlstate in ("22021", "22P05")
+            else _("a value is out of range")
+        )
         return problem(
             422,
             "validation_error",
-            "Request is not valid",
-            f"a value {message}",
+            _("Request is not valid"),
+            message,
             request,
-            errors=[{"field": "request", "message": f"a value {message}"}],
+            errors=[{"field": "request", "message": message}],
         )
     # Not the message nor a traceback with locals: a database error's text carries the failing
     # row ("DETAIL: Failing row contains (…)"), which may hold ID numbers, names and phones.
@@ -263,27 +280,43 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
             "where": [f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in frames[-6:]],
         },
     )
-    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error", None, request)
+    return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", _("Internal server error"), None, request)
 
 
 _TYPE_WORDS = {
-    "int": "an integer",
-    "float": "a number",
-    "str": "text",
-    "bool": "true or false",
-    "array": "a list",
-    "object": "an object",
-    "null": "null",
-    "bytes": "base64 text",
+    "int": N_("an integer"),
+    "float": N_("a number"),
+    "str": N_("text"),
+    "bool": N_("true or false"),
+    "array": N_("a list"),
+    "object": N_("an object"),
+    "null": N_("null"),
+    "bytes": N_("base64 text"),
 }
 _INVALID_WORDS = {
-    "Invalid UUID": "must be a UUID",
-    "Invalid RFC3339 encoded date": "must be a date written YYYY-MM-DD",
-    "Invalid RFC3339 encoded datetime": "must be a date and time with its UTC offset (RFC 3339)",
-    "Invalid RFC3339 encoded time": "must be a time written hh:mm:ss",
-    "Invalid base64 encoded string": "must be base64 text",
+    "Invalid UUID": N_("must be a UUID"),
+    "Invalid RFC3339 encoded date": N_("must be a date written YYYY-MM-DD"),
+    "Invalid RFC3339 encoded datetime": N_("must be a date and time with its UTC offset (RFC 3339)"),
+    "Invalid RFC3339 encoded time": N_("must be a time written hh:mm:ss"),
+    "Invalid base64 encoded string": N_("must be base64 text"),
 }
-_BOUND_WORDS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
+_BOUND_RULES = {
+    ">=": N_("must be at least {bound}"),
+    "<=": N_("must be at most {bound}"),
+    ">": N_("must be more than {bound}"),
+    "<": N_("must be less than {bound}"),
+}
+_LENGTH_RULES = {
+    ">=": N_("must have at least {bound} {unit}"),
+    "<=": N_("must have at most {bound} {unit}"),
+    ">": N_("must have more than {bound} {unit}"),
+    "<": N_("must have less than {bound} {unit}"),
+}
+
+
+def _type_words(name: str) -> str:
+    name = name.strip()
+    return _(_TYPE_WORDS[name]) if name in _TYPE_WORDS else name
 
 
 def plain_validation_message(message: str, root: Any = None) -> tuple[str | None, str]:
@@ -294,34 +327,37 @@ def plain_validation_message(message: str, root: Any = None) -> tuple[str | None
     if match := re.search(r" - at `\$\.?(.*)`$", message):
         field, message = match.group(1) or None, message[: match.start()]
     if match := re.fullmatch(r"Object missing required field `(.+)`", message):
-        return _join(field, match.group(1)), "is required"
+        return _join(field, match.group(1)), _("is required")
     if match := re.fullmatch(r"Object contains unknown field `(.+)`", message):
-        return _join(field, match.group(1)), "is not a known field"
+        return _join(field, match.group(1)), _("is not a known field")
     return field, _rule_in_words(message, root, field)
 
 
 def _rule_in_words(message: str, root: Any, field: str | None) -> str:
     if match := re.fullmatch(r"Expected `([^`]+)`, got `([^`]+)`", message):
-        wanted = " or ".join(_TYPE_WORDS.get(t.strip(), t.strip()) for t in match.group(1).split("|"))
-        return f"must be {wanted}, not {_TYPE_WORDS.get(match.group(2), match.group(2))}"
+        wanted = _(" or ").join(_type_words(t) for t in match.group(1).split("|"))
+        return _("must be {wanted}, not {got}", wanted=wanted, got=_type_words(match.group(2)))
     if match := re.fullmatch(r"Expected `str` matching regex (.+)", message):
-        words = {repr(pattern): words for pattern, words in fields.PATTERN_RULES.items()}
-        return words.get(match.group(1), "is not in the expected format")
+        rules = {repr(pattern): words for pattern, words in fields.PATTERN_RULES.items()}
+        words, params = rules.get(match.group(1), (N_("is not in the expected format"), {}))
+        return _(words, **params)
     if match := re.fullmatch(r"Expected `(str|array|object|bytes)` of length (>=|<=|>|<) (\d+)", message):
-        unit = "characters" if match.group(1) == "str" else "items"
-        return f"must have {_BOUND_WORDS[match.group(2)]} {match.group(3)} {unit}"
+        unit = _("characters") if match.group(1) == "str" else _("items")
+        return _(_LENGTH_RULES[match.group(2)], bound=match.group(3), unit=unit)
     if match := re.fullmatch(r"Expected `(int|float)` (>=|<=|>|<) (-?[\d.]+)", message):
-        return f"must be {_BOUND_WORDS[match.group(2)]} {match.group(3)}"
+        return _(_BOUND_RULES[match.group(2)], bound=match.group(3))
     if match := re.fullmatch(r"Expected `(int|float)` that is a multiple of (.+)", message):
-        return f"must be a multiple of {match.group(2)}"
+        return _("must be a multiple of {bound}", bound=match.group(2))
     if message.startswith("Invalid enum value"):
         allowed = _allowed_values(root, field)
-        return "must be one of: " + ", ".join(allowed) if allowed else "is not one of the allowed values"
+        if allowed:
+            return _("must be one of: {values}", values=", ".join(allowed))
+        return _("is not one of the allowed values")
     if message in _INVALID_WORDS:
-        return _INVALID_WORDS[message]
+        return _(_INVALID_WORDS[message])
     if message.startswith(("Expected `datetime` with a timezone", "Expected `datetime` with timezone")):
-        return "must be a date and time with its UTC offset (RFC 3339)"
-    return "is not valid"
+        return _("must be a date and time with its UTC offset (RFC 3339)")
+    return _("is not valid")
 
 
 def _join(path: str | None, name: str) -> str:

@@ -7,12 +7,13 @@ handler shows the words instead of the expression.
 
 from __future__ import annotations
 
-PATTERN_RULES: dict[str, str] = {}
+PATTERN_RULES: dict[str, tuple[str, dict[str, str]]] = {}
 
 
-def rule(pattern: str, words: str) -> str:
-    """Registers `pattern` with the words that say what it requires, and returns the pattern."""
-    PATTERN_RULES[pattern] = words
+def rule(pattern: str, words: str, **params: str) -> str:
+    """Registers `pattern` with the words that say what it requires (a message of the catalogs,
+    its `{fields}` from `params`), and returns the pattern."""
+    PATTERN_RULES[pattern] = (words, params)
     return pattern
 
 
@@ -31,4 +32,4 @@ RECEIPT_PREFIX = rule(r"^[A-Z]{0,8}$", "must be at most 8 capital letters")
 
 def one_of(*choices: str) -> str:
     """A pattern that admits exactly `choices`, registered with their list."""
-    return rule("^(" + "|".join(choices) + ")$", "must be one of: " + ", ".join(choices))
+    return rule("^(" + "|".join(choices) + ")$", "must be one of: {values}", values=", ".join(choices))

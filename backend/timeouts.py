@@ -16,6 +16,7 @@ from litestar import Request
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import problem
+from backend.i18n import _
 
 TIMEOUT_OPT = "timeout_s"
 log = logging.getLogger("canbao.timeouts")
@@ -47,9 +48,12 @@ def request_timeout(default_s: float) -> Any:
                 response = problem(
                     503,
                     "request_timeout",
-                    "The request took too long and was stopped",
-                    f"requests here may take at most {limit:g} s and what it had begun was rolled back; "
-                    "try again, or later if the service is busy",
+                    _("The request took too long and was stopped"),
+                    _(
+                        "requests here may take at most {limit} s and what it had begun was rolled back; "
+                        "try again, or later if the service is busy",
+                        limit=format(limit, "g"),
+                    ),
                     request,
                     retry_after_s=5,
                 )

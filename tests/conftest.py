@@ -187,6 +187,8 @@ def make_settings(db_dsn: str, **overrides: Any) -> Settings:
         "argon2_memory_kib": 64,
         "pool_min_size": 1,
         "pool_max_size": 4,
+        # The suite reads the source language; tests of the Chinese ask for it (tests/i18n/).
+        "language": "en",
     }
     values.update(overrides)
     return Settings(**values)
