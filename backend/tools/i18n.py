@@ -128,6 +128,8 @@ def problems(language: str) -> list[str]:
     catalog = read(catalog_path(language), language)
     found: list[str] = []
     for message in template():
+        if not message.id:
+            continue  # the header
         entry = catalog.get(message.id)
         if entry is None or entry.fuzzy:
             found.append(f"not in the catalog: {message.id!r}")
