@@ -19,21 +19,22 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import alembic.util
 import asyncpg
 import msgspec
 
-from backend import crypto, migrate
+from backend import crypto, i18n, migrate
 from backend.auth.passwords import Passwords
 from backend.config import Settings, SettingsError
 from backend.db import Connection
 from backend.errors import DomainError
+from backend.i18n import _, terms
 
 T = TypeVar("T")
 
@@ -151,7 +152,7 @@ def _read_bytes(file: str) -> bytes:
     try:
         return Path(file).read_bytes()
     except OSError as exc:
-        raise CommandError(f"cannot read {file}: {exc.strerror}") from exc
+        raise CommandError(_("cannot read {file}: {error}", file=file, error=exc.strerror)) from exc
 
 
 def _run(dsn: str, work: Callable[[Connection], Awaitable[T]]) -> T:
@@ -305,7 +306,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def _start_job_workers(count: int) -> list[subprocess.Popen[bytes]]:
     """`canbao serve`'s job workers: processes of their own, so imports never run on the API's loop."""
-    return [subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"]) for _ in range(count)]
+    return [subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"]) for _worker in range(count)]
 
 
 def _stop_job_workers(workers: list[subprocess.Popen[bytes]]) -> None:
@@ -452,7 +453,15 @@ def cmd_user_add(args: argparse.Namespace) -> int:
                 return await admin.create_user(conn, None, _passwords(settings), data)
 
         user = _run(dsn, work)
-    print(f"created {user.username} ({user.role.value}, {user.division_code}) id={user.id}")
+    print(
+        _(
+            "created {username} ({role}, {division}) id={id}",
+            username=user.username,
+            role=user.role.value,
+            division=user.division_code,
+            id=user.id,
+        )
+    )
     return 0
 
 
@@ -488,8 +497,8 @@ def cmd_user_disable(args: argparse.Namespace) -> int:
 
         found = _run(dsn, work)
     if found is None:
-        raise CommandError(f"no user {args.username!r}")
-    print(f"disabled {args.username}; their sessions are revoked")
+        raise CommandError(_("no user {username!r}", username=args.username))
+    print(_("disabled {username}; their sessions are revoked", username=args.username))
     return 0
 
 
@@ -515,8 +524,18 @@ def cmd_divisions_import(args: argparse.Namespace) -> int:
         outcome = _run(dsn, work)
     if isinstance(outcome, list):
         return _rejected(outcome)
-    print(f"{outcome.rows} rows: {outcome.inserted} new, {outcome.updated} updated, {outcome.unchanged} unchanged")
+    print(_counts(outcome))
     return 0
+
+
+def _counts(outcome: Any) -> str:
+    return _(
+        "{rows} rows: {inserted} new, {updated} updated, {unchanged} unchanged",
+        rows=outcome.rows,
+        inserted=outcome.inserted,
+        updated=outcome.updated,
+        unchanged=outcome.unchanged,
+    )
 
 
 def cmd_enrollments_import(args: argparse.Namespace) -> int:
@@ -575,13 +594,13 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
                 finally:
                     await pool.close()
                 if ended is None or ended.state != "succeeded":
-                    state = "taken by a worker" if ended is None else ended.state
-                    raise CommandError(f"the import job {job.id} is {state}")
+                    state = _("taken by a worker") if ended is None else ended.state
+                    raise CommandError(_("the import job {job} is {state}", job=job.id, state=state))
                 return msgspec.convert(ended.result, history.ImportSummary)
 
             outcome = asyncio.run(main())
-    counts = f"{outcome.rows} rows: {outcome.inserted} new, {outcome.updated} updated, {outcome.unchanged} unchanged"
-    print(f"dry run, nothing written: {counts}" if args.dry_run else counts)
+    counts = _counts(outcome)
+    print(_("dry run, nothing written: {counts}", counts=counts) if args.dry_run else counts)
     return 0
 
 
@@ -598,7 +617,7 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
     try:
         source = path.open("rb")
     except OSError as exc:
-        raise CommandError(f"cannot read {args.file}: {exc.strerror}") from exc
+        raise CommandError(_("cannot read {file}: {error}", file=args.file, error=exc.strerror)) from exc
     size = path.stat().st_size
     progress = _Progress(size)
     params = eligibility.ListImportParams(
@@ -614,31 +633,54 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
                         conn, None, source, params, file_name=path.name, file_bytes=size, settings=settings
                     )
                 ended = await worker.run_one(
-                    pool, job_handlers(), settings, job_id=job.id, on_progress=lambda done, _: progress.show(done)
+                    pool, job_handlers(), settings, job_id=job.id, on_progress=lambda done, _total: progress.show(done)
                 )
             finally:
                 await pool.close()
             if ended is None or ended.result is None:
-                state = "taken by a worker" if ended is None else ended.state
-                detail = "" if ended is None or ended.error is None else f": {ended.error.detail or ended.error.title}"
-                raise CommandError(f"the import job {job.id} is {state}{detail}")
+                state = _("taken by a worker") if ended is None else ended.state
+                message = _("the import job {job} is {state}", job=job.id, state=state)
+                if ended is not None and ended.error is not None:
+                    message += _(": ") + (ended.error.detail or ended.error.title)
+                raise CommandError(message)
             return msgspec.convert(ended.result, eligibility.ListVersion)
 
         version = asyncio.run(main())
     progress.done()
-    for e in version.errors[:50]:
-        print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
-    if version.rows_rejected > 50:
-        print(f"... and {version.rows_rejected - 50} more bad rows", file=sys.stderr)
+    _print_rows(version.errors, version.rows_rejected)
     if version.status == "rejected":
-        print(f"error: {version.rows_rejected} bad rows; nothing loaded (upload {version.id})", file=sys.stderr)
+        print(
+            _(
+                "error: {n} bad rows; nothing loaded (upload {upload})",
+                n=version.rows_rejected,
+                upload=version.id,
+            ),
+            file=sys.stderr,
+        )
         return 1
     print(
-        f"{version.list_type} version {version.version} ({version.id}): {version.rows_loaded} rows loaded, "
-        f"{version.rows_rejected} rejected; {version.added} added, {version.removed} removed, "
-        f"{version.changed} changed since the version before"
+        _(
+            "{list_type} version {version} ({id}): {loaded} rows loaded, {rejected} rejected; "
+            "{added} added, {removed} removed, {changed} changed since the version before",
+            list_type=terms.name("list_type", version.list_type),
+            version=version.version,
+            id=version.id,
+            loaded=version.rows_loaded,
+            rejected=version.rows_rejected,
+            added=version.added,
+            removed=version.removed,
+            changed=version.changed,
+        )
     )
     return 0
+
+
+def _print_rows(errors: Sequence[Any], total: int) -> None:
+    """The first 50 bad rows of a file, one a line, and how many more."""
+    for e in errors[:50]:
+        print(_("row {row}, {column}: {problem}", row=e.row, column=e.column, problem=e.problem), file=sys.stderr)
+    if total > 50:
+        print(_("... and {n} more bad rows", n=total - 50), file=sys.stderr)
 
 
 class _Progress:
@@ -659,7 +701,8 @@ class _Progress:
         if self.enabled and percent != self.shown:
             self.shown = percent
             bar = "#" * (percent // 4)
-            print(f"\rreading [{bar:<25}] {percent:3d}%", end="", file=sys.stderr, flush=True)
+            label = _("reading")
+            print(f"\r{label} [{bar:<25}] {percent:3d}%", end="", file=sys.stderr, flush=True)
 
     def done(self) -> None:
         if self.enabled and self.shown >= 0:
@@ -667,11 +710,8 @@ class _Progress:
 
 
 def _rejected(errors: list[RowError]) -> int:
-    for e in errors[:50]:
-        print(f"row {e.row}, {e.column}: {e.problem}", file=sys.stderr)
-    if len(errors) > 50:
-        print(f"... and {len(errors) - 50} more", file=sys.stderr)
-    print(f"error: {len(errors)} bad rows; nothing imported", file=sys.stderr)
+    _print_rows(errors, len(errors))
+    print(_("error: {n} bad rows; nothing imported", n=len(errors)), file=sys.stderr)
     return 1
 
 
@@ -681,12 +721,12 @@ def _decode(raw: bytes) -> str:
             return raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise CommandError("the file is neither UTF-8 nor GB18030/GBK text; nothing imported")
+    raise CommandError(_("the file is neither UTF-8 nor GB18030/GBK text; nothing imported"))
 
 
 def _field_problem(exc: msgspec.ValidationError) -> str:
     """msgspec's "Expected `str` matching regex ... - at `$.username`" as "username: ..."."""
-    problem, _, where = str(exc).partition(" - at ")
+    problem, _sep, where = str(exc).partition(" - at ")
     field = where.strip("`").removeprefix("$.")
     if problem.startswith("Expected `str` matching regex") and field in _PATTERN_MEANS:
         problem = _PATTERN_MEANS[field]
@@ -837,7 +877,7 @@ def _http_url(text: str) -> str:
 
 
 def _seal(text: str) -> tuple[int, bytes]:
-    seq, _, digest = text.partition(":")
+    seq, _sep, digest = text.partition(":")
     try:
         value = (int(seq), bytes.fromhex(digest))
     except ValueError:
@@ -975,7 +1015,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def command_language(env: Mapping[str, str]) -> str:
+    """What a command speaks: the terminal's locale (LC_ALL, LC_MESSAGES, LANG) when it names a
+    language Canbao has, else CANBAO_LANGUAGE, else Chinese."""
+    for variable in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = env.get(variable, "").split(".")[0].split("@")[0]
+        if value and value not in ("C", "POSIX"):
+            with contextlib.suppress(ValueError):
+                return i18n.parse_language(value)
+            break
+    with contextlib.suppress(ValueError):
+        return i18n.parse_language(env.get("CANBAO_LANGUAGE") or "zh-CN")
+    return i18n.parse_language("zh-CN")  # a bad CANBAO_LANGUAGE is refused by the settings, in Chinese
+
+
 def main(argv: list[str] | None = None) -> int:
+    i18n.set_default_language(command_language(os.environ))
     args = parser().parse_args(argv)
     # Every command may start the embedded server; a signal must unwind to its release.
     signal.signal(signal.SIGTERM, _terminate)
@@ -983,13 +1038,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        print(_("configuration error: {error}", error=exc), file=sys.stderr)
         return 2
     except DomainError as exc:
-        print(f"error: {exc}; nothing written", file=sys.stderr)
+        print(_("error: {error}; nothing written", error=exc.detail or _(exc.title())), file=sys.stderr)
         return 1
     except CommandError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(_("error: {error}", error=exc), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

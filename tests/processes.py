@@ -36,7 +36,10 @@ def clean_env(**extra: str) -> dict[str, str]:
         and not key.startswith(("CANBAO_", "PG"))
         and key not in {"PROMETHEUS_MULTIPROC_DIR", "PYTHONASYNCIODEBUG"}
     }
-    env["CANBAO_LANGUAGE"] = "en"  # the suite reads the source language; tests of the Chinese ask for it
+    # The suite reads the source language, whatever the terminal's locale; tests of the Chinese ask for it.
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        env.pop(variable, None)
+    env["CANBAO_LANGUAGE"] = "en"
     env.update(extra)
     if "DATABASE_URL" in extra and "CANBAO_KEY_FILE" not in extra:
         from tests.conftest import KEY_FILE
