@@ -14,6 +14,7 @@ from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.eligibility import cursor
+from backend.i18n import LANGUAGES, N_, _, current_language, ngettext, terms, use_language
 from backend.jobs.worker import JobRun, Outcome
 from mobile_sync_protocol.rules.identity import mask
 
@@ -38,17 +39,45 @@ class UnenrolledPage(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None  # opaque (the last person's blind index): it travels in URLs, a number must not
 
 
-UNENROLLED_HEADER = ("division_code", "name", "id_number", "categories", "person_id", "household_id")
+UNENROLLED_COLUMNS = (
+    tables.Column("division_code", N_("Division code")),
+    tables.Column("township", N_("Township")),
+    tables.Column("village", N_("Village")),
+    tables.Column("name", N_("Name")),
+    tables.Column("id_number", N_("Citizen ID number")),
+    tables.Column("categories", N_("Subsidy categories")),
+    tables.Column("person_id", N_("Person id")),
+    tables.Column("household_id", N_("Household id")),
+)
+UNENROLLED_HEADER = tuple(c.code for c in UNENROLLED_COLUMNS)
+UNENROLLED_SHEET = N_("Not enrolled {year}")
+UNENROLLED_TITLE = N_("{place}: subsidised persons not enrolled for coverage year {year}, as of {as_of}")
 
 
-def unenrolled_rows(items: list[Unenrolled]) -> list[tuple[object, ...]]:
-    """A page's items as the rows of the CSV or XLSX export (UNENROLLED_HEADER)."""
+def persons(n: int, headers: tables.Headers) -> str:
+    return ngettext("{n} person", "{n} persons", n) if headers == "names" else str(n)
+
+
+def unenrolled_rows(
+    items: list[Unenrolled], names: dict[str, str] | None = None, headers: tables.Headers = "codes"
+) -> list[tuple[object, ...]]:
+    """A page's items as the rows of the CSV or XLSX export (UNENROLLED_COLUMNS); `names` of the
+    divisions by code."""
+    names = names or {}
+
+    def categories(codes: list[str]) -> str:
+        if headers == "codes":
+            return " ".join(codes)
+        return "、".join(terms.name("list_type", c) or c for c in codes)
+
     return [
         (
             i.division_code,
+            names.get(tables.township_of(i.division_code), ""),
+            names.get(i.division_code, "") if not i.division_code.endswith("000") else "",
             i.name,
             i.id_number_masked,
-            " ".join(i.categories),
+            categories(i.categories),
             str(i.person_id or ""),
             str(i.household_id or ""),
         )
@@ -56,13 +85,30 @@ def unenrolled_rows(items: list[Unenrolled]) -> list[tuple[object, ...]]:
     ]
 
 
-def unenrolled_file(year: int, on: date, items: list[Unenrolled], format: tables.Format) -> bytes:
+async def unenrolled_file(
+    conn: Connection,
+    actor: Actor,
+    year: int,
+    on: date,
+    items: list[Unenrolled],
+    format: tables.Format,
+    headers: tables.Headers = "names",
+    encoding: tables.Encoding = "utf-8",
+) -> bytes:
     """The export of `items` as a file: CSV, XLSX, or JSON (the page's form, without a cursor)."""
     if format == "json":
         return msgspec.json.encode(UnenrolledPage(coverage_year=year, as_of=on, items=items, next_cursor=None))
-    if format == "csv":
-        return tables.to_csv(UNENROLLED_HEADER, unenrolled_rows(items))
-    return tables.to_xlsx(f"unenrolled {year}", UNENROLLED_HEADER, unenrolled_rows(items))
+    codes = {i.division_code for i in items}
+    names = await tables.division_names(conn, [*codes, *(tables.township_of(c) for c in codes)])
+    table = tables.Table(
+        sheet=_(UNENROLLED_SHEET, year=year),
+        title=_(UNENROLLED_TITLE, place=await tables.place(conn, actor), year=year, as_of=on.isoformat()),
+        columns=UNENROLLED_COLUMNS,
+        rows=unenrolled_rows(items, names, headers),
+        # The number of persons, under their names (XLSX).
+        totals=(tables.total_label(headers), "", "", persons(len(items), headers), "", "", "", "") if items else None,
+    )
+    return tables.table_file(table, format, headers, encoding)
 
 
 async def subsidised_not_enrolled(
@@ -122,6 +168,9 @@ class UnenrolledExport(msgspec.Struct, frozen=True, kw_only=True):
     coverage_year: int
     as_of: date
     format: tables.Format
+    headers: tables.Headers = "names"
+    encoding: tables.Encoding = "utf-8"
+    language: str = msgspec.field(default_factory=current_language)  # the asker's
 
 
 async def run_unenrolled_export(run: JobRun) -> Outcome:
@@ -141,6 +190,16 @@ async def run_unenrolled_export(run: JobRun) -> Outcome:
             break
         after = page.next_cursor
     name = f"subsidised-not-enrolled-{params.coverage_year}.{params.format}"
-    body = unenrolled_file(params.coverage_year, params.as_of, items, params.format)
-    await run.save_output(name, tables.MEDIA_TYPES[params.format], body)
+    with use_language(params.language if params.language in LANGUAGES else None):
+        body = await unenrolled_file(
+            run.conn,
+            run.actor,
+            params.coverage_year,
+            params.as_of,
+            items,
+            params.format,
+            params.headers,
+            params.encoding,
+        )
+    await run.save_output(name, tables.media_type(params.format, params.encoding), body)
     return Outcome({"coverage_year": params.coverage_year, "as_of": params.as_of, "rows": len(items)})

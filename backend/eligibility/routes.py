@@ -254,10 +254,14 @@ class EligibilityReportController(Controller):
         background: Annotated[
             bool, QueryParameter(description="the whole list as one file (json, csv or xlsx), made by a job (202)")
         ] = False,
+        column_headers: reports.HeadersQuery = "names",
+        encoding: reports.EncodingQuery = "utf-8",
     ) -> Response[Any]:
         on = as_of or local_today(state.settings.timezone)
         if background:
-            params = list_reports.UnenrolledExport(coverage_year=year, as_of=on, format=format)
+            params = list_reports.UnenrolledExport(
+                coverage_year=year, as_of=on, format=format, headers=column_headers, encoding=encoding
+            )
             job = await jobs.enqueue(
                 tx,
                 actor,
@@ -270,9 +274,10 @@ class EligibilityReportController(Controller):
         page = await list_reports.subsidised_not_enrolled(tx, actor, year, on, after, limit)
         if format == "json":
             return Response(page)
-        body = list_reports.unenrolled_file(year, on, page.items, format)
+        body = await list_reports.unenrolled_file(tx, actor, year, on, page.items, format, column_headers, encoding)
         return Response(
             body,
-            media_type=reports.MEDIA_TYPES[format],
+            media_type=reports.response_media_type(format),
+            encoding=reports.charset(encoding),
             headers={"Content-Disposition": f'attachment; filename="subsidised-not-enrolled-{year}.{format}"'},
         )

@@ -14,13 +14,31 @@ from backend.audit.service import record
 from backend.clock import local_today
 from backend.db import Connection, load_queries
 from backend.eligibility import reports as eligibility
+from backend.i18n import LANGUAGES, N_, _, current_language, use_language
 from backend.jobs.worker import JobRun, Outcome
 
 Q = load_queries("backend.enrollment", "coverage_report.sql")
 
 Level = Literal["village", "township", "district"]
 
-HEADER = ("division_code", "name", "level", "persons", "enrolled", "confirmed", "not_enrolled", "rate_percent")
+# The columns of the file; `name` is titled by the level of the rows, and village rows carry their
+# township's name too.
+COUNTS = (
+    tables.Column("level", N_("Level")),
+    tables.Column("persons", N_("Persons who should be enrolled"), "int"),
+    tables.Column("enrolled", N_("Persons enrolled"), "int"),
+    tables.Column("confirmed", N_("Enrolments confirmed"), "int"),
+    tables.Column("not_enrolled", N_("Persons not enrolled"), "int"),
+    tables.Column("rate_percent", N_("Enrolment rate (%)"), "percent"),
+)
+CODE = tables.Column("division_code", N_("Division code"))
+TOWNSHIP = tables.Column("township_name", N_("Township"))
+SHEET = N_("Coverage {year}")
+# What the persons who should be enrolled are (JSON `denominator` in English; the XLSX's note translated).
+WITH_ROSTER = N_("registered persons and the household-registration roster, minus persons on exclusion lists")
+WITHOUT_ROSTER = N_("registered persons minus persons on exclusion lists; no household-registration roster is loaded")
+DENOMINATOR = N_("Persons who should be enrolled: {denominator}")
+TITLE = N_("{place}: enrolment of everyone who should be, coverage year {year}, as of {as_of}")
 
 
 class CoverageRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,7 +49,9 @@ class CoverageRow(msgspec.Struct, frozen=True, kw_only=True):
     enrolled: int
     confirmed: int
     not_enrolled: int
-    rate_percent: str  # enrolled / persons, two decimals, as text: no float near a published figure
+    # enrolled / persons in percent, rounded half up to two decimals in integers (`rate`): 66.67
+    rate_percent: float
+    township_name: str = ""  # of a village row: the township it is in
 
 
 class CoverageReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,6 +63,8 @@ class CoverageReport(msgspec.Struct, frozen=True, kw_only=True):
     # exclusion list who are not enrolled; without a roster, registered persons only (and it says so).
     roster_loaded: bool = False
     denominator: str = ""
+    as_of: date | None = None  # the date whose civil-affairs lists count
+    place: str = ""  # the scope's district (and township) by name: 西湖区 北山街道
 
 
 def rate(enrolled: int, persons: int) -> str:
@@ -63,7 +85,7 @@ async def coverage_report(
     width = LEVEL_PREFIX[level]
     totals: dict[str, list[int]] = {}
     # Every division of the level in scope appears, with zeros where nobody is registered yet.
-    for code, (_, division_level) in names.items():
+    for code, (_name, division_level) in names.items():
         if division_level == level:
             totals[code] = [0, 0, 0]
     for r in await conn.fetch(Q["coverage_by_village"], low, high, year):
@@ -87,7 +109,8 @@ async def coverage_report(
             enrolled=enrolled,
             confirmed=confirmed,
             not_enrolled=persons - enrolled,
-            rate_percent=rate(enrolled, persons),
+            rate_percent=float(rate(enrolled, persons)),
+            township_name=names.get(tables.township_of(code), ("", ""))[0] if row_level == "village" else "",
         )
 
     rows = [row(code, names.get(code, ("", level))[0], level, totals[code]) for code in sorted(totals)]
@@ -103,11 +126,7 @@ async def coverage_report(
         division_code=actor.scope.division_code,
         summary={"year": year, "level": level},
     )
-    denominator = (
-        "registered persons and the household-registration roster, minus persons on exclusion lists"
-        if lists.roster_loaded
-        else "registered persons minus persons on exclusion lists; no household-registration roster is loaded"
-    )
+    denominator = WITH_ROSTER if lists.roster_loaded else WITHOUT_ROSTER
     return CoverageReport(
         coverage_year=year,
         level=level,
@@ -115,23 +134,55 @@ async def coverage_report(
         total=total,
         roster_loaded=lists.roster_loaded,
         denominator=denominator,
+        as_of=on,
+        place=await tables.place(conn, actor),
     )
 
 
-def table(report: CoverageReport) -> list[tuple[object, ...]]:
-    return [
-        (r.division_code, r.name, r.level, r.persons, r.enrolled, r.confirmed, r.not_enrolled, r.rate_percent)
-        for r in [*report.rows, report.total]
-    ]
+def table(report: CoverageReport, headers: tables.Headers = "codes") -> tables.Table:
+    """The report as a table: a row per division, the scope's total below."""
+    village = report.level == "village"
+    name = tables.Column("name", tables.LEVELS[report.level])
+    columns = [CODE, *([TOWNSHIP] if village else []), name, *COUNTS]
+
+    def cells(r: CoverageRow, level: str) -> tuple[object, ...]:
+        places = (r.township_name, r.name) if village else (r.name,)
+        return (
+            r.division_code,
+            *places,
+            level,
+            r.persons,
+            r.enrolled,
+            r.confirmed,
+            r.not_enrolled,
+            r.rate_percent,
+        )
+
+    t = report.total
+    # For people the total is labelled 合计; for scripts it keeps the scope's level, as it always had.
+    total_level = tables.total_label(headers) if headers == "names" else t.level
+    as_of = report.as_of.isoformat() if report.as_of else ""
+    return tables.Table(
+        sheet=_(SHEET, year=report.coverage_year),
+        title=_(TITLE, place=report.place, year=report.coverage_year, as_of=as_of),
+        columns=columns,
+        rows=[cells(r, tables.level_name(r.level, headers)) for r in report.rows],
+        totals=cells(t, total_level),
+        csv_totals=True,
+        notes=[_(DENOMINATOR, denominator=_(report.denominator))] if headers == "names" else [],
+    )
 
 
-def report_file(report: CoverageReport, format: tables.Format) -> bytes:
-    """The report as a file: JSON, CSV or XLSX (the header of HEADER, a row per division and the total)."""
+def report_file(
+    report: CoverageReport,
+    format: tables.Format,
+    headers: tables.Headers = "names",
+    encoding: tables.Encoding = "utf-8",
+) -> bytes:
+    """The report as a file: JSON, or CSV or XLSX (a row per division and the total)."""
     if format == "json":
         return msgspec.json.encode(report)
-    if format == "csv":
-        return tables.to_csv(HEADER, table(report))
-    return tables.to_xlsx(f"coverage {report.coverage_year}", HEADER, table(report))
+    return tables.table_file(table(report, headers), format, headers, encoding)
 
 
 # The report made by a job worker: at prefecture scale its query takes seconds.
@@ -143,6 +194,9 @@ class CoverageExport(msgspec.Struct, frozen=True, kw_only=True):
     coverage_year: int
     level: Level
     format: tables.Format
+    headers: tables.Headers = "names"
+    encoding: tables.Encoding = "utf-8"
+    language: str = msgspec.field(default_factory=current_language)  # the asker's
 
 
 async def run_coverage_export(run: JobRun) -> Outcome:
@@ -152,5 +206,7 @@ async def run_coverage_export(run: JobRun) -> Outcome:
     today = local_today(run.settings.timezone)
     report = await coverage_report(run.conn, run.actor, params.coverage_year, params.level, today)
     name = f"coverage-{params.coverage_year}-{params.level}.{params.format}"
-    await run.save_output(name, tables.MEDIA_TYPES[params.format], report_file(report, params.format))
+    with use_language(params.language if params.language in LANGUAGES else None):
+        body = report_file(report, params.format, params.headers, params.encoding)
+    await run.save_output(name, tables.media_type(params.format, params.encoding), body)
     return Outcome({"coverage_year": params.coverage_year, "level": params.level, "rows": len(report.rows)})

@@ -339,9 +339,13 @@ class ReportController(Controller):
         background: Annotated[
             bool, QueryParameter(description="the report as a file made by a job (202), for big scopes")
         ] = False,
+        column_headers: reports.HeadersQuery = "names",
+        encoding: reports.EncodingQuery = "utf-8",
     ) -> Response[Any]:
         if background:
-            params = coverage_report.CoverageExport(coverage_year=year, level=level, format=format)
+            params = coverage_report.CoverageExport(
+                coverage_year=year, level=level, format=format, headers=column_headers, encoding=encoding
+            )
             job = await jobs.enqueue(
                 tx,
                 actor,
@@ -355,8 +359,9 @@ class ReportController(Controller):
         if format == "json":
             return Response(report)
         return Response(
-            coverage_report.report_file(report, format),
-            media_type=reports.MEDIA_TYPES[format],
+            coverage_report.report_file(report, format, column_headers, encoding),
+            media_type=reports.response_media_type(format),
+            encoding=reports.charset(encoding),
             headers={"Content-Disposition": f'attachment; filename="coverage-{year}-{level}.{format}"'},
         )
 

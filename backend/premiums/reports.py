@@ -12,11 +12,13 @@ from uuid import UUID
 
 import msgspec
 
+from backend import reports as tables
 from backend import tabular
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
+from backend.i18n import N_, _
 from backend.jobs.worker import JobRun, Outcome
 
 Q = load_queries("backend.premiums")
@@ -25,6 +27,24 @@ Group = Literal["township", "collector", "day"]
 # A channel's statement for a period: one line a payment, a few dozen columns of short text.
 STATEMENT_LIMITS = tabular.Limits(max_rows=500_000, max_columns=64, max_cell_chars=1024)
 HEADER = ("key", "payments", "cash_fen", "qr_fen", "bank_fen", "voided_fen", "refunded_fen", "net_fen")
+# The key's column and the name beside it, by group (a day has no name).
+KEYS = {
+    "township": (N_("Division code"), N_("Township")),
+    "collector": (N_("Collector id"), N_("Collector")),
+    "day": (N_("Business date"), None),
+}
+GROUPS = {"township": N_("by township"), "collector": N_("by collector"), "day": N_("by day")}
+AMOUNTS = (
+    tables.Column("payments", N_("Payments"), "int"),
+    tables.Column("cash_fen", N_("Cash (fen)"), "int"),
+    tables.Column("qr_fen", N_("QR code payments (fen)"), "int"),
+    tables.Column("bank_fen", N_("Bank transfers (fen)"), "int"),
+    tables.Column("voided_fen", N_("Voided (fen)"), "int"),
+    tables.Column("refunded_fen", N_("Refunded (fen)"), "int"),
+    tables.Column("net_fen", N_("Net (fen)"), "int"),
+)
+COLLECTIONS_SHEET = N_("Collections {group}")
+COLLECTIONS_TITLE = N_("{place}: premiums collected {group}, {date_from} to {date_to}")
 
 
 class CollectionsRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +56,7 @@ class CollectionsRow(msgspec.Struct, frozen=True, kw_only=True):
     voided_fen: int
     refunded_fen: int
     net_fen: int  # cash + qr + bank − voided − refunded
+    name: str = ""  # the township's or the collector's name (none for a day)
 
 
 class CollectionsReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -43,6 +64,7 @@ class CollectionsReport(msgspec.Struct, frozen=True, kw_only=True):
     date_from: date
     date_to: date
     rows: list[CollectionsRow]
+    place: str = ""  # the scope's district (and township) by name: 西湖区 北山街道
 
 
 async def collections(
@@ -51,11 +73,21 @@ async def collections(
     if date_to < date_from:
         raise InvalidInput("to", "must not be before from")
     rows = []
-    for r in await conn.fetch(Q["collections_report"], *scope_args(actor), date_from, date_to, group):
+    found = await conn.fetch(Q["collections_report"], *scope_args(actor), date_from, date_to, group)
+    keys = [r["key"] for r in found]
+    names = (
+        await tables.division_names(conn, keys)
+        if group == "township"
+        else await tables.user_names(conn, keys)
+        if group == "collector"
+        else {}
+    )
+    for r in found:
         gross = r["cash_fen"] + r["qr_fen"] + r["bank_fen"]
         rows.append(
             CollectionsRow(
                 key=r["key"],
+                name=names.get(r["key"], ""),
                 payments=r["payments"],
                 cash_fen=r["cash_fen"],
                 qr_fen=r["qr_fen"],
@@ -74,14 +106,47 @@ async def collections(
         division_code=actor.scope.division_code,
         summary={"group": group, "from": date_from.isoformat(), "to": date_to.isoformat()},
     )
-    return CollectionsReport(group=group, date_from=date_from, date_to=date_to, rows=rows)
+    place = await tables.place(conn, actor)
+    return CollectionsReport(group=group, date_from=date_from, date_to=date_to, rows=rows, place=place)
 
 
-def table(report: CollectionsReport) -> list[tuple[object, ...]]:
-    return [
-        (r.key, r.payments, r.cash_fen, r.qr_fen, r.bank_fen, r.voided_fen, r.refunded_fen, r.net_fen)
-        for r in report.rows
+def table(report: CollectionsReport, headers: tables.Headers = "codes") -> tables.Table:
+    """A row per township, collector or day; the totals below them in XLSX (not in the CSV)."""
+    key_title, name_title = KEYS[report.group]
+    named = name_title is not None
+    columns = [
+        tables.Column("key", key_title),
+        *([tables.Column("name", name_title)] if name_title is not None else []),
+        *AMOUNTS,
     ]
+
+    def amounts(r: CollectionsRow) -> tuple[int, ...]:
+        return (r.payments, r.cash_fen, r.qr_fen, r.bank_fen, r.voided_fen, r.refunded_fen, r.net_fen)
+
+    rows = [(r.key, *((r.name,) if named else ()), *amounts(r)) for r in report.rows]
+    sums = [sum(column) for column in zip(*(amounts(r) for r in report.rows), strict=True)] or [0] * len(AMOUNTS)
+    group = _(GROUPS[report.group])
+    return tables.Table(
+        sheet=_(COLLECTIONS_SHEET, group=group),
+        title=_(
+            COLLECTIONS_TITLE,
+            place=report.place,
+            group=group,
+            date_from=report.date_from.isoformat(),
+            date_to=report.date_to.isoformat(),
+        ),
+        columns=columns,
+        rows=rows,
+        totals=(tables.total_label(headers), *(("",) if named else ()), *sums),
+    )
+
+
+def collections_file(
+    report: CollectionsReport, format: tables.Format, headers: tables.Headers, encoding: tables.Encoding
+) -> bytes:
+    if format == "json":
+        return msgspec.json.encode(report)
+    return tables.table_file(table(report, headers), format, headers, encoding)
 
 
 # Reconciliation ----------------------------------------------------------------------------------

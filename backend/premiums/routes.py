@@ -177,20 +177,18 @@ class CollectionReportController(Controller):
         date_to: Annotated[date, QueryParameter(name="to")],
         group: FromQuery[reports.Group] = "collector",
         format: FromQuery[tables.Format] = "json",
+        column_headers: tables.HeadersQuery = "names",
+        encoding: tables.EncodingQuery = "utf-8",
     ) -> Response[reports.CollectionsReport | bytes]:
         report = await reports.collections(tx, actor, group, date_from, date_to)
         if format == "json":
             return Response(report)
-        rows = reports.table(report)
-        body = (
-            tables.to_csv(reports.HEADER, rows)
-            if format == "csv"
-            else tables.to_xlsx(f"collections by {group}", reports.HEADER, rows)
-        )
+        body = reports.collections_file(report, format, column_headers, encoding)
         name = f"collections-{group}-{date_from}-{date_to}.{format}"
         return Response(
             body,
-            media_type=tables.MEDIA_TYPES[format],
+            media_type=tables.response_media_type(format),
+            encoding=tables.charset(encoding),
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 

@@ -64,13 +64,17 @@ async def test_subsidised_persons_not_enrolled_are_listed_for_the_township_that_
     theirs = await client.get(url, params={"year": 2026, "as_of": "2025-10-01"}, headers=staff_b)
     assert rows(theirs.json()) == [("110105********0017", "王五", ["di_bao"], "330106002201", None)]
     assert ID_NUMBERS[3] not in theirs.text and "张三" not in theirs.text
-    everyone = await client.get(url, params={"year": 2026, "as_of": "2025-10-01", "format": "csv"}, headers=civil)
+    everyone = await client.get(
+        url,
+        params={"year": 2026, "as_of": "2025-10-01", "format": "csv", "headers": "codes"},
+        headers=civil,
+    )
     header, *table = list(csv_module.reader(io.StringIO(everyone.content.decode("utf-8-sig"))))
-    assert header[:4] == ["division_code", "name", "id_number", "categories"]
+    assert header[:6] == ["division_code", "township", "village", "name", "id_number", "categories"]
     # In the order of the numbers' blind index: arbitrary, so compared sorted.
-    assert sorted(r[:4] for r in table) == [
-        ["330106001001", "张三", "110105********0016", "di_bao"],
-        ["330106002201", "王五", "110105********0017", "di_bao"],
+    assert sorted(r[:6] for r in table) == [
+        ["330106001001", "北山街道", "北山社区", "张三", "110105********0016", "di_bao"],
+        ["330106002201", "双浦镇", "双浦村", "王五", "110105********0017", "di_bao"],
     ]
 
 

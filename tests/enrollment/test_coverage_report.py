@@ -62,7 +62,7 @@ async def populate(client: Client, conn: asyncpg.Connection) -> None:  # type: i
     )
 
 
-def counts(rows: list[dict[str, Any]]) -> list[tuple[str, int, int, int, int, str]]:
+def counts(rows: list[dict[str, Any]]) -> list[tuple[str, int, int, int, int, float]]:
     return [
         (r["division_code"], r["persons"], r["enrolled"], r["confirmed"], r["not_enrolled"], r["rate_percent"])
         for r in rows
@@ -74,25 +74,25 @@ async def test_report_by_village_township_and_district(client: Client, conn: asy
     admin = await auth_headers(client, "admin")
     villages = (await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=admin)).json()
     assert counts(villages["rows"]) == [
-        ("330106001001", 3, 2, 1, 1, "66.67"),
-        ("330106001002", 0, 0, 0, 0, "0.00"),
-        ("330106001201", 1, 0, 0, 1, "0.00"),
-        ("330106002201", 1, 1, 0, 0, "100.00"),
-        ("330106002202", 0, 0, 0, 0, "0.00"),
-        ("330106002203", 0, 0, 0, 0, "0.00"),
+        ("330106001001", 3, 2, 1, 1, 66.67),
+        ("330106001002", 0, 0, 0, 0, 0.0),
+        ("330106001201", 1, 0, 0, 1, 0.0),
+        ("330106002201", 1, 1, 0, 0, 100.0),
+        ("330106002202", 0, 0, 0, 0, 0.0),
+        ("330106002203", 0, 0, 0, 0, 0.0),
     ]
     townships = (
         await client.get("/api/v1/reports/coverage", params={"year": 2026, "level": "township"}, headers=admin)
     ).json()
     assert counts(townships["rows"]) == [
-        ("330106001000", 4, 2, 1, 2, "50.00"),
-        ("330106002000", 1, 1, 0, 0, "100.00"),
+        ("330106001000", 4, 2, 1, 2, 50.0),
+        ("330106002000", 1, 1, 0, 0, 100.0),
     ]
-    assert counts([townships["total"]]) == [("330106000000", 5, 3, 1, 2, "60.00")]
+    assert counts([townships["total"]]) == [("330106000000", 5, 3, 1, 2, 60.0)]
     district = (
         await client.get("/api/v1/reports/coverage", params={"year": 2026, "level": "district"}, headers=admin)
     ).json()
-    assert counts(district["rows"]) == [("330106000000", 5, 3, 1, 2, "60.00")]
+    assert counts(district["rows"]) == [("330106000000", 5, 3, 1, 2, 60.0)]
 
 
 async def test_township_sees_only_its_own_villages(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
@@ -100,13 +100,13 @@ async def test_township_sees_only_its_own_villages(client: Client, conn: asyncpg
     staff_b = await auth_headers(client, "staff_b")
     report = (await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=staff_b)).json()
     assert [r["division_code"] for r in report["rows"]] == ["330106002201", "330106002202", "330106002203"]
-    assert counts([report["total"]]) == [("330106002000", 1, 1, 0, 0, "100.00")]
+    assert counts([report["total"]]) == [("330106002000", 1, 1, 0, 0, 100.0)]
 
 
 async def test_csv_and_xlsx_carry_the_same_figures(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
     await populate(client, conn)
     admin = await auth_headers(client, "admin")
-    params = {"year": 2026, "level": "township"}
+    params = {"year": 2026, "level": "township", "headers": "codes"}
     as_csv = await client.get("/api/v1/reports/coverage", params={**params, "format": "csv"}, headers=admin)
     assert as_csv.headers["content-type"].startswith("text/csv")
     assert as_csv.content.startswith("\ufeff".encode())
@@ -117,8 +117,9 @@ async def test_csv_and_xlsx_carry_the_same_figures(client: Client, conn: asyncpg
     sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content)).active
     assert sheet is not None
     values = [list(r) for r in sheet.iter_rows(values_only=True)]
-    assert values[1] == ["330106001000", "北山街道", "township", 4, 2, 1, 2, "50.00"]
-    assert values[-1] == ["330106000000", "西湖区", "district", 5, 3, 1, 2, "60.00"]
+    # The rate a fraction shown as a percentage: 0.5 is 50.00%.
+    assert values[1] == ["330106001000", "北山街道", "township", 4, 2, 1, 2, 0.5]
+    assert values[-1] == ["330106000000", "西湖区", "district", 5, 3, 1, 2, 0.6]
 
 
 def test_rate_rounds_half_up_in_integers() -> None:

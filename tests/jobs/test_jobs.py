@@ -403,7 +403,7 @@ async def test_the_whole_unenrolled_list_is_exported_by_a_job_as_one_file(
     assert (await upload(client, civil, list_file(1_205), background=False)).status_code == 201
     asked = await client.get(
         "/api/v1/reports/subsidised-not-enrolled",
-        params={"year": 2026, "format": "csv", "background": "true"},
+        params={"year": 2026, "format": "csv", "background": "true", "headers": "codes"},
         headers=civil,
     )
     assert asked.status_code == 202, asked.text
@@ -416,7 +416,7 @@ async def test_the_whole_unenrolled_list_is_exported_by_a_job_as_one_file(
     download = await client.get(output["href"], headers=civil)
     assert download.status_code == 200, download.text
     lines = download.content.decode("utf-8-sig").splitlines()
-    assert len(lines) == 1 + 1_205 and lines[0].startswith("division_code,name")
+    assert len(lines) == 1 + 1_205 and lines[0].startswith("division_code,township,village,name")
     assert len(download.content) == output["bytes"]
     assert (
         await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'download' AND entity = 'job_output'") == 1

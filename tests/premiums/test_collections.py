@@ -55,7 +55,9 @@ async def test_collections_by_collector_and_township_in_three_formats(
         for r in by_township.json()["rows"]
     ] == [("330106001000", 4, 40000, 40000, 500, 80500)]
     by_day = await client.get(
-        "/api/v1/reports/collections", params={**params, "group": "day", "format": "csv"}, headers=reviewer
+        "/api/v1/reports/collections",
+        params={**params, "group": "day", "format": "csv", "headers": "codes"},
+        headers=reviewer,
     )
     rows = list(csv.reader(io.StringIO(by_day.content.decode("utf-8-sig"))))
     assert rows == [
@@ -63,12 +65,18 @@ async def test_collections_by_collector_and_township_in_three_formats(
         ["2025-10-08", "4", "40000", "40000", "500", "0", "0", "80500"],
     ]
     as_xlsx = await client.get(
-        "/api/v1/reports/collections", params={**params, "group": "collector", "format": "xlsx"}, headers=reviewer
+        "/api/v1/reports/collections",
+        params={**params, "group": "collector", "format": "xlsx", "headers": "codes"},
+        headers=reviewer,
     )
     sheet = openpyxl.load_workbook(io.BytesIO(as_xlsx.content)).active
     assert sheet is not None
     staff_a = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
-    assert list(sheet.iter_rows(values_only=True))[1] == (staff_a, 4, 40000, 40000, 500, 0, 0, 80500)
+    # The collector named beside the id; the totals below.
+    assert list(sheet.iter_rows(values_only=True))[1:] == [
+        (staff_a, "北山街道经办员", 4, 40000, 40000, 500, 0, 0, 80500),
+        ("total", None, 4, 40000, 40000, 500, 0, 0, 80500),
+    ]
     other = await client.get(
         "/api/v1/reports/collections", params=params, headers=await auth_headers(client, "reviewer_b")
     )
