@@ -6,7 +6,7 @@ the numbers it was asked about."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Annotated, Literal
 from uuid import UUID
@@ -18,6 +18,7 @@ from backend.actor import Actor
 from backend.audit.service import persons, record
 from backend.db import Connection, load_queries
 from backend.eligibility.lists import Year
+from backend.i18n import N_, SOURCE_LANGUAGE, _, current_language, terms, yuan
 from backend.policy import service as policies
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 from mobile_sync_protocol.rules.premium import PremiumDue, SubsidyLine, premium_due
@@ -137,32 +138,74 @@ async def facts_by_hash(
     return {h: PersonEligibility(categories=cats.get(h, []), exclusions=excl.get(h, [])) for h in set(cats) | set(excl)}
 
 
+# Names of the codes an explanation uses beside the list types (backend/i18n/terms.py).
+_SUBSIDY_SOURCES = {"category": N_("subsidy category"), "top_up": N_("top-up")}
+_OBSTACLES = {**terms.LIST_TYPES, "already_enrolled": N_("already enrolled")}
+
+
+def _named(code: str | None, names: Mapping[str, str] = terms.LIST_TYPES) -> str:
+    """A code as an explanation writes it: English, which developers read, keeps the code itself;
+    another language names it (a code without a name stays a code)."""
+    if code is None:
+        return ""
+    if current_language() == SOURCE_LANGUAGE or code not in names:
+        return code
+    return _(names[code])
+
+
+def _money(fen: int) -> str:
+    """An amount as an explanation writes it: fen in English (`40000 fen`), yuan in another language."""
+    return str(fen) if current_language() == SOURCE_LANGUAGE else yuan(fen)
+
+
 def _describe(held: HeldCategory) -> str:
     s = held.source
     if s.kind == "list":
-        return f"{held.category}: list {s.list_type} version {s.version} row {s.row}"
-    return f"{held.category}: accepted claim {s.claim_id}"
+        return _(
+            "{category}: list {list_type} version {version} row {row}",
+            category=_named(held.category),
+            list_type=_named(s.list_type),
+            version=s.version,
+            row=s.row,
+        )
+    return _("{category}: accepted claim {claim_id}", category=_named(held.category), claim_id=s.claim_id)
 
 
 def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle]) -> list[str]:
+    """Each answer in a sentence, in the request's language (categories by name outside English)."""
     lines = [_describe(h) for h in held]
     for o in obstacles:
         if o.source is not None:
             lines.append(
-                f"not eligible, {o.code}: list {o.source.list_type} version {o.source.version} row {o.source.row}"
+                _(
+                    "not eligible, {code}: list {list_type} version {version} row {row}",
+                    code=_named(o.code, _OBSTACLES),
+                    list_type=_named(o.source.list_type),
+                    version=o.source.version,
+                    row=o.source.row,
+                )
             )
         else:
-            lines.append(f"not eligible: {o.code} for the year")
+            lines.append(_("not eligible: {code} for the year", code=_named(o.code, _OBSTACLES)))
     for line in due.lines:
         if line.applied_fen:
-            lines.append(f"subsidy {line.applied_fen} fen from {line.source} {line.code}")
+            lines.append(
+                _(
+                    "subsidy {amount} fen from {source} {code}",
+                    amount=_money(line.applied_fen),
+                    source=_named(line.source, _SUBSIDY_SOURCES),
+                    code=_named(line.code),
+                )
+            )
         elif line.source == "category" and not line.chosen:
-            lines.append(f"{line.code} not applied: a more favourable category won")
+            lines.append(_("{code} not applied: a more favourable category won", code=_named(line.code)))
     if due.capped:
-        lines.append(f"subsidies capped at the premium of {due.premium_fen} fen")
+        lines.append(_("subsidies capped at the premium of {premium} fen", premium=_money(due.premium_fen)))
     for code in due.unmatched_categories:
-        lines.append(f"{code}: no subsidy for this category in the year's policy")
-    lines.append(f"due {due.due_fen} fen of a premium of {due.premium_fen} fen")
+        lines.append(_("{code}: no subsidy for this category in the year's policy", code=_named(code)))
+    lines.append(
+        _("due {due} fen of a premium of {premium} fen", due=_money(due.due_fen), premium=_money(due.premium_fen))
+    )
     return lines
 
 

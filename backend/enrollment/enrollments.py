@@ -29,7 +29,7 @@ from backend.errors import Conflict, InvalidInput, NotFound
 from backend.ids import uuid7
 from backend.policy import service as policies
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
-from mobile_sync_protocol.rules.coverage import Coverage, coverage_for
+from mobile_sync_protocol.rules.coverage import Coverage, CoverageFacts, decide_coverage
 from mobile_sync_protocol.rules.premium import PremiumDue, premium_due
 
 Q = load_queries("backend.enrollment", "enrollments.sql")
@@ -298,9 +298,11 @@ class Funding(msgspec.Struct, frozen=True):
     rows: list[asyncpg.Record]  # the enrolments as they were, locked
     subsidies: list[int]
     cover: list[Coverage]
+    facts: list[CoverageFacts]  # why each cover is what it is, put into words when read
 
     def columns(self) -> tuple[list[Any], ...]:
-        """Ids, subsidies, starts, ends, reason codes, reasons and waiting months (`set_funded_many` $1, $4 … $9)."""
+        """Ids, subsidies, starts, ends, reason codes, reasons, waiting months and coverage facts
+        (`set_funded_many` $1, $4 … $10)."""
         c = self.cover
         return (
             [r["id"] for r in self.rows],
@@ -310,6 +312,7 @@ class Funding(msgspec.Struct, frozen=True):
             [x.reason_code for x in c],
             [x.reason for x in c],
             [x.waiting_months for x in c],
+            self.facts,
         )
 
     def audit(self) -> list[tuple[object, str | None, dict[str, Any]]]:
@@ -340,7 +343,7 @@ def plan_funding(
     subsidy checked. No I/O: `inputs` is what `coverage_inputs` read for them."""
     for row in rows:
         _check_transition(row, to)
-    subsidies, cover = [], []
+    subsidies, cover, facts = [], [], []
     for row in rows:
         year = row["coverage_year"]
         policy = policies.required(inputs.in_force[year], year)
@@ -355,18 +358,18 @@ def plan_funding(
         gap = max(0, year - max(born if last is None else last + 1, born))
         back_paid = sum(1 for y in person["back_paid_years"] if y >= year - gap) if gap else 0
         subsidies.append(subsidy)
-        cover.append(
-            coverage_for(
-                coverage_year=year,
-                business_date=business_date,
-                window=policy.window,
-                policy=policy.rules.waiting,
-                birth_date=person["birth_date"],
-                gap_years=gap,
-                back_paid_years=back_paid,
-            )
+        decided = decide_coverage(
+            coverage_year=year,
+            business_date=business_date,
+            window=policy.window,
+            policy=policy.rules.waiting,
+            birth_date=person["birth_date"],
+            gap_years=gap,
+            back_paid_years=back_paid,
         )
-    return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover)
+        cover.append(decided.coverage)
+        facts.append(decided.facts)
+    return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover, facts=facts)
 
 
 async def _fund(

@@ -122,9 +122,9 @@ WHERE p.id = ANY($1::uuid[]);  -- (looked up by key, however few rows the planne
 -- name: set_funded_many
 UPDATE enrollments AS e SET status = $2, funding = $2, business_date = $3, subsidy_fen = u.subsidy_fen,
     coverage_start = u.starts, coverage_end = u.ends, coverage_reason = u.reason_code, coverage_note = u.reason,
-    waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
-FROM unnest($1::uuid[], $4::int[], $5::date[], $6::date[], $7::text[], $8::text[], $9::int[])
-     AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting)
+    coverage_facts = u.facts, waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
+FROM unnest($1::uuid[], $4::int[], $5::date[], $6::date[], $7::text[], $8::text[], $9::int[], $10::jsonb[])
+     AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting, facts)
 WHERE e.id = u.id
 RETURNING e.*;
 

@@ -10,7 +10,7 @@ SELECT id FROM persons WHERE id_number_hash = $1;
 -- A person's enrolments in the partner's scope ($2..$3), newest year first; in a year the live one
 -- before cancelled ones. $4: one year only, or NULL for all.
 SELECT e.id, e.coverage_year, e.status, e.coverage_start, e.coverage_end, e.coverage_reason, e.coverage_note,
-       e.cancel_reason, e.village_code
+       e.coverage_facts, e.cancel_reason, e.village_code
 FROM enrollments e
 WHERE e.person_id = $1
   AND e.village_code BETWEEN $2 AND $3

@@ -1,7 +1,8 @@
 """FHIR R4 resources as plain dicts: Coverage, CoverageEligibilityResponse, a searchset Bundle,
 OperationOutcome. Built here, validated in the tests with the `fhir.resources` models.
 
-Codes and extensions of our own live under https://canbao.dev/fhir/.
+Codes and extensions of our own live under https://canbao.dev/fhir/. Texts people read (`display`,
+`text`, `disposition`, OperationOutcome diagnostics) are in the request's language; codes are not.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+from backend.i18n import N_, _
+from backend.residents import explain
 from mobile_sync_protocol.rules.coverage_state import CoverageState
 
 FHIR_JSON = "application/fhir+json"
@@ -25,7 +28,7 @@ CS_PROBLEM = "https://canbao.dev/problems"
 CS_PLAN = f"{BASE}/CodeSystem/insurance-plan"
 COVERAGE_CLASS = "http://terminology.hl7.org/CodeSystem/coverage-class"
 
-PAYOR = "城乡居民基本医疗保险 (urban-rural resident basic medical insurance)"
+PAYOR = N_("Urban-rural resident basic medical insurance")
 
 # Enrolment status → Coverage.status: cover follows payment, so paid awaiting review is active.
 COVERAGE_STATUS = {
@@ -49,19 +52,21 @@ def coverage(enrollment: dict[str, Any], identifier: dict[str, Any], *, local_id
         "id": local_id or str(enrollment["id"]),
         "extension": [{"url": EXT_ENROLLMENT_STATUS, "valueCode": enrollment["status"]}],
         "status": COVERAGE_STATUS[enrollment["status"]],
-        "type": {"coding": [{"system": CS_PLAN, "code": "urrbmi", "display": PAYOR}]},
+        "type": {"coding": [{"system": CS_PLAN, "code": "urrbmi", "display": _(PAYOR)}]},
         "beneficiary": {"identifier": identifier},
-        "payor": [{"display": PAYOR}],
+        "payor": [{"display": _(PAYOR)}],
         "class": [
             {
                 "type": {"coding": [{"system": COVERAGE_CLASS, "code": "plan"}]},
                 "value": str(year),
-                "name": f"coverage year {year}",
+                "name": _("Coverage year {year}", year=year),
             }
         ],
     }
-    if enrollment["coverage_note"]:
-        resource["extension"].append({"url": EXT_COVERAGE_REASON, "valueString": enrollment["coverage_note"]})
+    facts = explain.coverage_facts(enrollment.get("coverage_facts"))
+    why = explain.cover_words(facts) if facts is not None else enrollment["coverage_note"]
+    if why and enrollment["status"] != "cancelled":
+        resource["extension"].append({"url": EXT_COVERAGE_REASON, "valueString": why})
     if enrollment["coverage_start"] is not None:
         resource["period"] = {
             "start": enrollment["coverage_start"].isoformat(),
@@ -81,12 +86,20 @@ def eligibility_response(
     enrollment: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The answer to a CoverageEligibilityRequest (purpose validation) for one person and date."""
+    words = explain.state_words(
+        state,
+        year=serviced.year,
+        status=enrollment["status"] if enrollment else None,
+        start=enrollment["coverage_start"] if enrollment else None,
+        end=enrollment["coverage_end"] if enrollment else None,
+        cancel_reason=enrollment["cancel_reason"] if enrollment else None,
+    )
     state_ext: list[dict[str, Any]] = [
         {
             "url": EXT_COVERAGE_STATE,
             "valueCodeableConcept": {
                 "coding": [{"system": CS_COVERAGE_STATE, "code": state.code}],
-                "text": state.words,
+                "text": words,
             },
         }
     ]
@@ -96,7 +109,7 @@ def eligibility_response(
         "extension": state_ext,
         "coverage": {"reference": "#coverage"}
         if enrollment is not None
-        else {"display": f"no enrolment for {serviced.year}"},
+        else {"display": _("No enrolment for {year}", year=serviced.year)},
         "inforce": state.in_force,
     }
     resource: dict[str, Any] = {
@@ -109,8 +122,8 @@ def eligibility_response(
         "created": created.isoformat(),
         "request": request,
         "outcome": "complete",
-        "disposition": state.words,
-        "insurer": {"display": PAYOR},
+        "disposition": words,
+        "insurer": {"display": _(PAYOR)},
         "insurance": [insurance],
     }
     if enrollment is not None:
@@ -157,7 +170,7 @@ def operation_outcome(status: int, problem: dict[str, Any]) -> dict[str, Any]:
         "code": _ISSUE_TYPE.get(status, "exception"),
         "details": {
             "coding": [{"system": CS_PROBLEM, "code": problem.get("code", "error")}],
-            "text": problem.get("title", "error"),
+            "text": problem.get("title") or _("Request cannot be processed"),
         },
     }
     if problem.get("detail"):

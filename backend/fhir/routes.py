@@ -31,6 +31,7 @@ from backend.errors import (
 from backend.fhir import resources, service
 from backend.fhir.service import PartnerToken
 from backend.guards import require_kind
+from backend.i18n import _
 
 PARTNERS = require_kind("partner")
 MAX_BODY = 64 * 1024
@@ -104,18 +105,18 @@ FHIR_ERRORS: dict[type[Exception] | int, Any] = {
 
 async def _form(request: Request[Any, Any, Any]) -> list[tuple[str, str]]:
     if request.content_type[0] != FORM:
-        raise UnsupportedMediaType(f"the body must be {FORM}")
+        raise UnsupportedMediaType(_("the body must be {media_type}", media_type=FORM))
     raw = await request.body()
     try:
         return parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw), max_num_fields=20)
     except (UnicodeDecodeError, ValueError):
-        raise InvalidInput("body", "is not a valid form") from None
+        raise InvalidInput("body", _("is not a valid form")) from None
 
 
 def _no_query(request: Request[Any, Any, Any]) -> None:
     # Access logs keep URLs: search parameters and identifiers belong in the body.
     if request.scope.get("query_string"):
-        raise InvalidInput("query", "parameters go in the form body, never in the URL")
+        raise InvalidInput("query", _("parameters go in the form body, never in the URL"))
 
 
 class PartnerTokenController(Controller):
@@ -134,16 +135,16 @@ class PartnerTokenController(Controller):
         _no_query(request)
         form = dict(await _form(request))
         if form.get("grant_type") != "client_credentials":
-            raise InvalidInput("grant_type", "must be client_credentials")
+            raise InvalidInput("grant_type", _("must be {value}", value="client_credentials"))
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
+        scheme, _space, encoded = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "basic":
             try:
-                client_id, _, client_secret = base64.b64decode(encoded, validate=True).decode().partition(":")
+                client_id, _colon, client_secret = base64.b64decode(encoded, validate=True).decode().partition(":")
             except (binascii.Error, UnicodeDecodeError):
-                raise InvalidInput("authorization", "is not valid HTTP Basic") from None
+                raise InvalidInput("authorization", _("is not valid HTTP Basic")) from None
         if not client_id or not client_secret or len(client_id) > 100 or len(client_secret) > 200:
-            raise InvalidInput("client_secret" if client_id else "client_id", "is required")
+            raise InvalidInput("client_secret" if client_id else "client_id", _("is required"))
         client = request.client.host if request.client else "unknown"
         return await service.partner_token(state.auth, client_id, client_secret, client)
 
@@ -166,14 +167,14 @@ class FhirController(Controller):
     ) -> Response[dict[str, Any]]:
         _no_query(request)
         if request.content_type[0] not in ("application/fhir+json", "application/json"):
-            raise UnsupportedMediaType("the body must be application/fhir+json")
+            raise UnsupportedMediaType(_("the body must be {media_type}", media_type=resources.FHIR_JSON))
         raw = await request.body()
         if bodies.json_too_deep(raw):  # before decoding: msgspec recurses once per level
             raise bodies.MalformedJson(bodies.TOO_DEEP)
         try:
             body = msgspec.json.decode(raw)
         except msgspec.DecodeError:
-            raise InvalidInput("body", "is not JSON") from None
+            raise InvalidInput("body", _("is not JSON")) from None
         answer = await service.eligibility(tx, actor, body, local_today(state.settings.timezone))
         return Response(answer, media_type=resources.FHIR_JSON)
 

@@ -23,6 +23,7 @@ from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
 from backend.fhir import resources
+from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules.coverage_state import coverage_state
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
@@ -87,10 +88,10 @@ async def partner_token(ctx: AuthContext, client_id: str, client_secret: str, cl
 
 def _resident_number(identifier: Any, field: str, today: date) -> str:
     if not isinstance(identifier, dict) or not isinstance(identifier.get("value"), str):
-        raise InvalidInput(field, "must be an Identifier with a value")
+        raise InvalidInput(field, _("must be an Identifier with a value"))
     system = identifier.get("system")
     if system not in (None, resources.RESIDENT_ID_SYSTEM):
-        raise InvalidInput(f"{field}.system", f"only {resources.RESIDENT_ID_SYSTEM} is known here")
+        raise InvalidInput(f"{field}.system", _("only {system} is known here", system=resources.RESIDENT_ID_SYSTEM))
     try:
         return parse_resident_id(identifier["value"], today=today).number
     except IdentityNumberError as exc:
@@ -101,7 +102,7 @@ def _patient_number(body: dict[str, Any], today: date) -> str:
     """The one person asked about: `patient.identifier`, or a contained Patient it references."""
     patient = body.get("patient")
     if not isinstance(patient, dict):
-        raise InvalidInput("patient", "is required: a Reference to the person, by identifier")
+        raise InvalidInput("patient", _("is required: a Reference to the person, by identifier"))
     if "identifier" in patient:
         return _resident_number(patient["identifier"], "patient.identifier", today)
     reference = patient.get("reference")
@@ -115,9 +116,9 @@ def _patient_number(body: dict[str, Any], today: date) -> str:
                 ids = [x for x in contained.get("identifier") or [] if isinstance(x, dict)]
                 ours = [x for x in ids if x.get("system") in (None, resources.RESIDENT_ID_SYSTEM)]
                 if len(ours) != 1:
-                    raise InvalidInput(f"contained[{i}].identifier", "must hold exactly one resident ID number")
+                    raise InvalidInput(f"contained[{i}].identifier", _("must hold exactly one resident ID number"))
                 return _resident_number(ours[0], f"contained[{i}].identifier", today)
-    raise InvalidInput("patient", "must carry an identifier, or reference a contained Patient that has one")
+    raise InvalidInput("patient", _("must carry an identifier, or reference a contained Patient that has one"))
 
 
 def _serviced_date(body: dict[str, Any], today: date) -> date:
@@ -130,7 +131,7 @@ def _serviced_date(body: dict[str, Any], today: date) -> date:
     try:
         return date.fromisoformat(str(raw)[:10])
     except ValueError:
-        raise InvalidInput(field, "must be a date (YYYY-MM-DD)") from None
+        raise InvalidInput(field, _("must be a date (YYYY-MM-DD)")) from None
 
 
 def _request_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -139,7 +140,7 @@ def _request_reference(body: dict[str, Any]) -> dict[str, Any]:
         return {"identifier": identifiers[0]}
     if isinstance(body.get("id"), str):
         return {"reference": f"CoverageEligibilityRequest/{body['id']}"}
-    return {"display": "the CoverageEligibilityRequest this answers"}
+    return {"display": _("The CoverageEligibilityRequest this answers")}
 
 
 # Answers -----------------------------------------------------------------------------------------
@@ -154,10 +155,10 @@ async def _enrollments(conn: Connection, actor: Actor, number: str, year: int | 
 
 async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != "CoverageEligibilityRequest":
-        raise InvalidInput("resourceType", "must be CoverageEligibilityRequest")
+        raise InvalidInput("resourceType", _("must be {resource_type}", resource_type="CoverageEligibilityRequest"))
     purpose = body.get("purpose")
     if purpose is not None and (not isinstance(purpose, list) or "validation" not in purpose):
-        raise InvalidInput("purpose", "only validation (is the person covered?) is answered here")
+        raise InvalidInput("purpose", _("only validation (is the person covered?) is answered here"))
     number = _patient_number(body, today)
     serviced = _serviced_date(body, today)
     person_id, rows = await _enrollments(conn, actor, number, serviced.year)
@@ -205,12 +206,12 @@ async def search_coverage(
     conn: Connection, actor: Actor, form: list[tuple[str, str]], today: date, self_url: str
 ) -> dict[str, Any]:
     """Coverage/_search with exactly one `identifier` (`[system|]value`) in the form body."""
-    unknown = sorted({k for k, _ in form} - SEARCH_PARAMETERS)
+    unknown = sorted({k for k, _value in form} - SEARCH_PARAMETERS)
     if unknown:
-        raise InvalidInput(unknown[0], "is not a supported search parameter (only identifier)")
+        raise InvalidInput(unknown[0], _("is not a supported search parameter (only identifier)"))
     values = [v for k, v in form if k == "identifier"]
     if len(values) != 1 or "," in values[0]:
-        raise InvalidInput("identifier", "exactly one identifier: one person at a time")
+        raise InvalidInput("identifier", _("exactly one identifier: one person at a time"))
     system, bar, value = values[0].rpartition("|")
     identifier = {"system": system, "value": value} if bar and system else {"value": value}
     number = _resident_number(identifier, "identifier", today)

@@ -137,17 +137,18 @@ WITH payment AS (
 ), funded AS (
     UPDATE enrollments AS e SET status = 'paid', funding = 'paid', business_date = $15, subsidy_fen = u.subsidy_fen,
         coverage_start = u.starts, coverage_end = u.ends, coverage_reason = u.reason_code, coverage_note = u.reason,
-        waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
-    FROM unnest($21::uuid[], $22::int[], $23::date[], $24::date[], $25::text[], $26::text[], $27::int[])
-         AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting)
+        coverage_facts = u.facts, waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
+    FROM unnest($21::uuid[], $22::int[], $23::date[], $24::date[], $25::text[], $26::text[], $27::int[],
+                $28::jsonb[])
+         AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting, facts)
     WHERE e.id = u.id
 ), audit AS (
     INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
                            request_id)
     SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
            r.request_id
-    FROM unnest($28::text[], $29::uuid[], $30::uuid[], $31::text[], $32::text[], $33::text[], $34::text[],
-                $35::jsonb[], $36::text[]) WITH ORDINALITY
+    FROM unnest($29::text[], $30::uuid[], $31::uuid[], $32::text[], $33::text[], $34::text[], $35::text[],
+                $36::jsonb[], $37::text[]) WITH ORDINALITY
          AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
     ORDER BY r.n
 )
@@ -204,7 +205,7 @@ FOR UPDATE;
 
 -- name: unpay_enrollment
 UPDATE enrollments SET status = 'registered', funding = NULL, business_date = NULL, coverage_start = NULL,
-    coverage_end = NULL, coverage_reason = NULL, coverage_note = NULL, waiting_months = NULL,
+    coverage_end = NULL, coverage_reason = NULL, coverage_note = NULL, coverage_facts = NULL, waiting_months = NULL,
     row_version = row_version + 1, updated_at = now()
 WHERE id = $1;
 

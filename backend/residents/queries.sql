@@ -63,7 +63,7 @@ SELECT id, village_code, household_no, status FROM households WHERE id = $1;
 -- Current members, each with the enrolment for the year: the live one, else the latest cancelled.
 SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen, e.coverage_start, e.coverage_end,
-       e.coverage_reason, e.coverage_note, e.cancel_reason
+       e.coverage_reason, e.coverage_note, e.coverage_facts, e.cancel_reason
 FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN LATERAL (

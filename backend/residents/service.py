@@ -25,8 +25,10 @@ from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.enrollment.quotes import paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
+from backend.i18n import _, terms, yuan
 from backend.ids import uuid7
 from backend.premiums.payments import household_money
+from backend.residents import explain
 from backend.sync import query_codes
 from mobile_sync_protocol.query_codes import normal_query_code
 from mobile_sync_protocol.rules.coverage_state import CoverageStateCode, coverage_state
@@ -186,20 +188,44 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     id_number_masked: str  # e.g. 110105********002X
     relation: str
     enrollment_status: Literal["registered", "paid", "subsidised", "confirmed", "cancelled"] | None
+    enrollment_status_name: str | None  # the status in the reader's language
     in_force_today: bool
     coverage_state: CoverageStateCode
     coverage_start: date | None
     coverage_end: date | None
     waiting_until: date | None  # cover starts on this date after a waiting period
     coverage_reason_code: str | None  # in_window, waiting_period, newborn, exempt, no_cover_this_year
+    coverage_reason_name: str | None
     explanation: str  # the state today and how the dates were reached, in plain words
-    subsidy_categories: list[str]
+    state_words: str  # the state today alone
+    reason_words: str | None  # how the cover dates were reached (a funded enrolment)
+    subsidy_categories: list[str]  # codes
+    subsidy_category_names: list[str]  # the same categories by name, in the same order
     premium_fen: int
+    premium_yuan: str  # the amount beside it as the reader's language writes money: ¥420.00
     subsidy_fen: int
+    subsidy_yuan: str
     due_fen: int
+    due_yuan: str
     paid_fen: int
+    paid_yuan: str
     balance_fen: int  # > 0 still owed, < 0 to be refunded
+    balance_yuan: str
     last_receipt_no: str | None
+
+
+class Money(msgspec.Struct, frozen=True, kw_only=True):
+    """The household's money for the year in one picture: premium − subsidy − paid = balance."""
+
+    premium_fen: int  # Σ the premiums of the members' live enrolments
+    premium_yuan: str
+    subsidy_fen: int  # Σ their government subsidies
+    subsidy_yuan: str
+    paid_fen: int  # payments − voids − refunds, as on the receipts
+    paid_yuan: str
+    balance_fen: int  # premium − subsidy − paid: > 0 still owed, < 0 to be refunded
+    balance_yuan: str
+    words: str  # the sum written out
 
 
 class HouseholdCoverage(msgspec.Struct, frozen=True, kw_only=True):
@@ -208,11 +234,49 @@ class HouseholdCoverage(msgspec.Struct, frozen=True, kw_only=True):
     coverage_year: int
     as_of: date
     members: list[MemberCoverage]
+    money: Money
     due_fen: int
+    due_yuan: str
     paid_fen: int  # payments − voids − refunds, as on the receipts
+    paid_yuan: str
     balance_fen: int  # > 0 still owed
+    balance_yuan: str
     refund_due_fen: int  # > 0 to be refunded
+    refund_due_yuan: str
     last_receipt_no: str | None
+
+
+def money_picture(premium_fen: int, subsidy_fen: int, paid_fen: int) -> Money:
+    """把帐算清楚: what the members' premiums come to, what the government pays of them, what the
+    household paid, and what is left (owed, or to be refunded when negative)."""
+    balance = premium_fen - subsidy_fen - paid_fen
+    if balance >= 0:
+        words = _(
+            "Premium {premium} − government subsidy {subsidy} − paid {paid} = still owed {balance}",
+            premium=yuan(premium_fen),
+            subsidy=yuan(subsidy_fen),
+            paid=yuan(paid_fen),
+            balance=yuan(balance),
+        )
+    else:
+        words = _(
+            "Premium {premium} − government subsidy {subsidy} − paid {paid}: {refund} to be refunded",
+            premium=yuan(premium_fen),
+            subsidy=yuan(subsidy_fen),
+            paid=yuan(paid_fen),
+            refund=yuan(-balance),
+        )
+    return Money(
+        premium_fen=premium_fen,
+        premium_yuan=yuan(premium_fen),
+        subsidy_fen=subsidy_fen,
+        subsidy_yuan=yuan(subsidy_fen),
+        paid_fen=paid_fen,
+        paid_yuan=yuan(paid_fen),
+        balance_fen=balance,
+        balance_yuan=yuan(balance),
+        words=words,
+    )
 
 
 async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> HouseholdCoverage:
@@ -244,7 +308,8 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         subsidy = min(r["subsidy_fen"] or 0, premium) if live else 0
         paid_fen = paid.get(r["person_id"], 0)
         due = dues.get(r["person_id"])
-        words = state.words if r["coverage_note"] is None or not live else f"{state.words} {r['coverage_note']}"
+        words, why = explain.explanation(r, state, year)
+        categories = list(due.chosen_categories) if due is not None and subsidy else []
         receipt = receipts.get(r["person_id"])
         members.append(
             MemberCoverage(
@@ -255,19 +320,29 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 ),
                 relation=r["relation"],
                 enrollment_status=r["status"],
+                enrollment_status_name=terms.name("enrollment_status", r["status"]),
                 in_force_today=state.in_force,
                 coverage_state=state.code,
                 coverage_start=r["coverage_start"],
                 coverage_end=r["coverage_end"],
                 waiting_until=state.starts_on if state.code == "waiting_period" else None,
                 coverage_reason_code=r["coverage_reason"],
-                explanation=words,
-                subsidy_categories=list(due.chosen_categories) if due is not None and subsidy else [],
+                coverage_reason_name=terms.name("coverage_reason", r["coverage_reason"]),
+                explanation=words if why is None else _("{state} {reason}", state=words, reason=why),
+                state_words=words,
+                reason_words=why,
+                subsidy_categories=categories,
+                subsidy_category_names=[terms.name("list_type", c) or c for c in categories],
                 premium_fen=premium,
+                premium_yuan=yuan(premium),
                 subsidy_fen=subsidy,
+                subsidy_yuan=yuan(subsidy),
                 due_fen=premium - subsidy,
+                due_yuan=yuan(premium - subsidy),
                 paid_fen=paid_fen,
+                paid_yuan=yuan(paid_fen),
                 balance_fen=premium - subsidy - paid_fen,
+                balance_yuan=yuan(premium - subsidy - paid_fen),
                 last_receipt_no=receipt["receipt_no"] if receipt else None,
             )
         )
@@ -282,16 +357,22 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         division_code=household["village_code"],
         summary={"year": year, "members": len(members)},
     )
+    balance, refund = max(money.balance_fen, 0), max(-money.balance_fen, 0)
     return HouseholdCoverage(
         household_id=household_id,
         household_no=household["household_no"],
         coverage_year=year,
         as_of=today,
         members=members,
+        money=money_picture(sum(m.premium_fen for m in members), sum(m.subsidy_fen for m in members), money.paid_fen),
         due_fen=money.due_fen,
+        due_yuan=yuan(money.due_fen),
         paid_fen=money.paid_fen,
-        balance_fen=max(money.balance_fen, 0),
-        refund_due_fen=max(-money.balance_fen, 0),
+        paid_yuan=yuan(money.paid_fen),
+        balance_fen=balance,
+        balance_yuan=yuan(balance),
+        refund_due_fen=refund,
+        refund_due_yuan=yuan(refund),
         last_receipt_no=latest["receipt_no"] if latest else None,
     )
 

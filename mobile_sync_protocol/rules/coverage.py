@@ -1,7 +1,9 @@
 """Coverage dates of one person for one coverage year (参保年度): the enrolment window, waiting
 periods for late enrolment and gaps (国办发〔2024〕38号), exemptions, and newborns.
 
-Every answer carries a reason code and a sentence in plain words saying why.
+Every answer carries a reason code and a sentence in plain English saying why; `decide_coverage`
+also gives the facts that sentence is made of (`CoverageFacts`), which a server stores and puts
+into its reader's language when it shows them.
 """
 
 from __future__ import annotations
@@ -14,18 +16,24 @@ import msgspec
 
 __all__ = [
     "Coverage",
+    "CoverageDecision",
+    "CoverageFacts",
     "CoverageInputError",
     "CoverageReason",
+    "CoverageRule",
     "EnrolmentWindow",
     "WaitingPeriod",
     "WaitingPolicy",
     "add_months",
     "counted_gap_years",
     "coverage_for",
+    "decide_coverage",
+    "english_reason",
     "waiting_period",
 ]
 
 CoverageReason = Literal["in_window", "waiting_period", "newborn", "exempt", "no_cover_this_year"]
+CoverageRule = Literal["in_window", "waiting_period", "newborn", "exempt"]  # the rule that set the start
 
 # The groups 国办发〔2024〕38号 exempts from waiting: newborns; persons newly recognised as 特困, 低保
 # or at risk of (re)poverty (防返贫监测); persons who left employee insurance (职工医保) within 3 months.
@@ -94,6 +102,33 @@ class Coverage(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class CoverageFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How a Coverage was reached, as facts without words: everything its `reason` says, for a
+    reader's language to say again (a server stores them with the cover). Fields a rule does not
+    use keep their defaults and are left out of the encoding."""
+
+    rule: CoverageRule  # the rule that set the start (the reason code, unless that start left no cover)
+    coverage_year: int
+    business_date: date
+    window_end: date
+    late: bool = False  # enrolled after the window closed
+    counted_gap_years: int = 0
+    newborn_days: int | None = None  # newborn: the days after birth the policy allows
+    born_before_year: bool = False  # newborn born in an earlier year: covered from 1 January
+    exemption: str | None = None  # exempt: the group's code
+    waiting: WaitingPeriod | None = None  # waiting_period: how its months were reached
+    long_gap_years: int | None = None  # when the long-gap minimum was applied: the policy's numbers
+    long_gap_min_months: int | None = None
+    start: date | None = None  # cover, both days included; None: no cover this year
+    end: date | None = None
+    would_start: date | None = None  # no cover: the start that fell after the year's end
+
+
+class CoverageDecision(msgspec.Struct, frozen=True, kw_only=True):
+    coverage: Coverage
+    facts: CoverageFacts
+
+
 def add_months(day: date, months: int) -> date:
     """The same day of the month `months` calendar months later, or that month's last day when it
     is shorter: 31 Jan + 1 month = 28 Feb (29 Feb in a leap year); 15 Mar + 3 months = 15 Jun."""
@@ -141,7 +176,7 @@ def waiting_period(
     )
 
 
-def coverage_for(
+def decide_coverage(
     *,
     coverage_year: int,
     business_date: date,
@@ -151,8 +186,8 @@ def coverage_for(
     birth_date: date | None = None,
     gap_years: int = 0,
     back_paid_years: int = 0,
-) -> Coverage:
-    """Coverage dates of one person for `coverage_year`.
+) -> CoverageDecision:
+    """Coverage dates of one person for `coverage_year`, and the facts of why (`coverage_for` gives the dates).
 
     `business_date` is the local date of payment, or of registration for a fully subsidised
     person. `gap_years` is the number of consecutive years without cover just before
@@ -187,59 +222,120 @@ def coverage_for(
     waiting = waiting_period(policy, coverage_year=coverage_year, gap_years=gap_years, back_paid_years=back_paid_years)
     late = business_date > window.end
     after_gap = waiting.counted_gap_years > 0
-    enrolled = f"Enrolled on {business_date.isoformat()}"
+    facts = CoverageFacts(
+        rule="in_window",
+        coverage_year=coverage_year,
+        business_date=business_date,
+        window_end=window.end,
+        late=late,
+        counted_gap_years=waiting.counted_gap_years,
+    )
 
     start: date
-    reason_code: CoverageReason
     months = 0
     if birth_date is not None and business_date - birth_date <= timedelta(days=policy.newborn_days):
-        start, reason_code = max(birth_date, year_start), "newborn"
-        why = f"{enrolled}, within {policy.newborn_days} days of birth: no waiting, covered from birth"
-        if birth_date < year_start:
-            why += f", which in {coverage_year} means from 1 January"
+        start = max(birth_date, year_start)
+        facts = msgspec.structs.replace(
+            facts, rule="newborn", newborn_days=policy.newborn_days, born_before_year=birth_date < year_start
+        )
     elif not late and not after_gap:
-        start, reason_code = year_start, "in_window"
-        why = f"{enrolled}, before the enrolment window closed on {window.end.isoformat()}: no waiting period"
+        start = year_start
     elif exemption is not None:
-        start, reason_code = max(business_date, year_start), "exempt"
-        why = f"{enrolled}, {_late_or_gap(late, window, waiting)}; exempt from waiting ({exemption})"
+        start = max(business_date, year_start)
+        facts = msgspec.structs.replace(facts, rule="exempt", exemption=exemption)
     else:
         months = waiting.months
-        start, reason_code = add_months(max(business_date, year_start), months), "waiting_period"
-        why = f"{enrolled}, {_late_or_gap(late, window, waiting)}; {_waiting_words(waiting, policy)}"
+        start = add_months(max(business_date, year_start), months)
+        minimum = waiting.minimum_applied
+        facts = msgspec.structs.replace(
+            facts,
+            rule="waiting_period",
+            waiting=waiting,
+            long_gap_years=policy.long_gap_years if minimum else None,
+            long_gap_min_months=policy.long_gap_min_months if minimum else None,
+        )
 
     if birth_date is not None and start < birth_date:
         start = birth_date
     if start > year_end:
-        return Coverage(
+        facts = msgspec.structs.replace(facts, would_start=start)
+        coverage = Coverage(
             coverage_year=coverage_year,
             start=None,
             end=None,
             waiting_months=months,
             reason_code="no_cover_this_year",
-            reason=f"{why}; cover would start on {start.isoformat()}, after the end of {coverage_year}: "
-            "no cover this year.",
+            reason=english_reason(facts),
         )
-    return Coverage(
+    else:
+        facts = msgspec.structs.replace(facts, start=start, end=year_end)
+        coverage = Coverage(
+            coverage_year=coverage_year,
+            start=start,
+            end=year_end,
+            waiting_months=months,
+            reason_code=facts.rule,
+            reason=english_reason(facts),
+        )
+    return CoverageDecision(coverage=coverage, facts=facts)
+
+
+def coverage_for(
+    *,
+    coverage_year: int,
+    business_date: date,
+    window: EnrolmentWindow,
+    policy: WaitingPolicy,
+    exemption: str | None = None,
+    birth_date: date | None = None,
+    gap_years: int = 0,
+    back_paid_years: int = 0,
+) -> Coverage:
+    """Coverage dates of one person for `coverage_year` (see `decide_coverage`)."""
+    return decide_coverage(
         coverage_year=coverage_year,
-        start=start,
-        end=year_end,
-        waiting_months=months,
-        reason_code=reason_code,
-        reason=f"{why}; covered from {start.isoformat()} to {year_end.isoformat()}.",
-    )
+        business_date=business_date,
+        window=window,
+        policy=policy,
+        exemption=exemption,
+        birth_date=birth_date,
+        gap_years=gap_years,
+        back_paid_years=back_paid_years,
+    ).coverage
 
 
-def _late_or_gap(late: bool, window: EnrolmentWindow, waiting: WaitingPeriod) -> str:
+def english_reason(facts: CoverageFacts) -> str:
+    """The facts as one plain English sentence (`Coverage.reason`, what the tablet shows)."""
+    enrolled = f"Enrolled on {facts.business_date.isoformat()}"
+    if facts.rule == "newborn":
+        why = f"{enrolled}, within {facts.newborn_days} days of birth: no waiting, covered from birth"
+        if facts.born_before_year:
+            why += f", which in {facts.coverage_year} means from 1 January"
+    elif facts.rule == "in_window":
+        why = f"{enrolled}, before the enrolment window closed on {facts.window_end.isoformat()}: no waiting period"
+    elif facts.rule == "exempt":
+        why = f"{enrolled}, {_late_or_gap(facts)}; exempt from waiting ({facts.exemption})"
+    else:
+        why = f"{enrolled}, {_late_or_gap(facts)}; {_waiting_words(facts)}"
+    if facts.start is None or facts.end is None:
+        would = facts.would_start.isoformat() if facts.would_start else "?"
+        return f"{why}; cover would start on {would}, after the end of {facts.coverage_year}: no cover this year."
+    return f"{why}; covered from {facts.start.isoformat()} to {facts.end.isoformat()}."
+
+
+def _late_or_gap(facts: CoverageFacts) -> str:
     parts = []
-    if late:
-        parts.append(f"after the enrolment window closed on {window.end.isoformat()}")
-    if waiting.counted_gap_years:
-        parts.append(f"after {_plural(waiting.counted_gap_years, 'year')} without cover")
+    if facts.late:
+        parts.append(f"after the enrolment window closed on {facts.window_end.isoformat()}")
+    if facts.counted_gap_years:
+        parts.append(f"after {_plural(facts.counted_gap_years, 'year')} without cover")
     return " and ".join(parts)
 
 
-def _waiting_words(waiting: WaitingPeriod, policy: WaitingPolicy) -> str:
+def _waiting_words(facts: CoverageFacts) -> str:
+    waiting = facts.waiting
+    if waiting is None:
+        return "waiting period"
     words = f"waiting period of {_plural(waiting.months, 'month')}: {waiting.fixed_months} fixed"
     if waiting.gap_months:
         words += f" + {waiting.gap_months} for the gap"
@@ -247,8 +343,8 @@ def _waiting_words(waiting: WaitingPeriod, policy: WaitingPolicy) -> str:
         words += f" - {waiting.repaired_months} repaired by paying back"
     if waiting.minimum_applied:
         words += (
-            f", raised to the minimum of {policy.long_gap_min_months} after a gap of "
-            f"{_plural(policy.long_gap_years, 'year')} or more"
+            f", raised to the minimum of {facts.long_gap_min_months} after a gap of "
+            f"{_plural(facts.long_gap_years or 0, 'year')} or more"
         )
     return words
 
