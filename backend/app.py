@@ -64,6 +64,7 @@ def route_handlers() -> list[object]:
         CollectorDayController,
         PaymentController,
         ReceiptBlockController,
+        ReceiptCheckController,
         ReconciliationController,
     )
     from backend.residents.routes import ResidentController
@@ -93,6 +94,7 @@ def route_handlers() -> list[object]:
         CollectorDayController,
         CollectionReportController,
         ReconciliationController,
+        ReceiptCheckController,
         ListController,
         EligibilityController,
         ClaimController,

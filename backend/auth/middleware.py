@@ -25,7 +25,8 @@ from backend.errors import Forbidden, InvalidToken, NotAuthenticated
 
 Q = load_queries("backend.auth")
 
-PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema"]
+# The public receipt check answers anyone holding a receipt (backend/premiums/receipts.py).
+PUBLIC_PATHS = ["^/health$", "^/ready$", "^/schema", "^/api/v1/receipts/verify$"]
 SUSPENDED_DEVICE_PATH = "/api/v1/sync/push"  # the one route a suspended tablet may call
 # The only part of the API a resident's or a partner's token opens, whatever guards a route has.
 RESIDENT_PATHS = "/api/v1/resident/"

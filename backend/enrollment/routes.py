@@ -16,7 +16,7 @@ from backend import fields, idempotency, reports
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, enrollments, exclusions, households, members, moves, quotes
+from backend.enrollment import coverage_report, enrollments, exclusions, households, members, moves, quotes, slips
 from backend.enrollment import search as household_search
 from backend.enrollment.enrollments import (
     CancelRequest,
@@ -46,6 +46,7 @@ from backend.errors import PreconditionFailed
 from backend.guards import require_roles
 from backend.jobs import service as jobs
 from backend.jobs.service import Job
+from backend.printing.responses import PDF, PDF_RESPONSE, pdf_response
 
 HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
@@ -248,6 +249,24 @@ class EnrollmentController(Controller):
     async def enrol(self, data: JSONBody[EnrollmentCreate], tx: Tx, actor: CurrentActor, state: State) -> Enrolled:
         today = local_today(state.settings.timezone)
         return await enrollments.enrol(tx, actor, data, today, state.key.secret)
+
+    @post(
+        "/query-code.pdf",
+        summary="Enrol members of a household for a year and print the slip with the household's query code",
+        description="The same enrolment as `POST /api/v1/enrollments`, answered with the printable slip (PDF): "
+        "the members enrolled and, when this enrolment issues it, the household's query code for the year. "
+        "The code is shown only here (and on receipts); the database keeps only its keyed hash.",
+        guards=[TOWNSHIP_WRITERS],
+        media_type=PDF,
+        responses={201: PDF_RESPONSE},
+    )
+    async def enrol_with_slip(
+        self, data: JSONBody[EnrollmentCreate], tx: Tx, actor: CurrentActor, state: State
+    ) -> Response[bytes]:
+        today = local_today(state.settings.timezone)
+        enrolled = await enrollments.enrol(tx, actor, data, today, state.key.secret)
+        body = await slips.query_code_slip(tx, actor, data, enrolled, today)
+        return pdf_response(body, f"query-code-{data.household_id}-{data.coverage_year}.pdf", status_code=201)
 
     @get("/", summary="Enrolments of a year in your scope: the review queue")
     async def queue(

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.openapi import ResponseSpec
 from litestar.params import Body, FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from backend import idempotency
+from backend import fields, idempotency
 from backend import reports as tables
 from backend.actor import Role
 from backend.api_docs.openapi import RAISES
@@ -25,11 +25,13 @@ from backend.guards import require_roles
 from backend.jobs import service as jobs
 from backend.jobs.service import Job
 from backend.jobs.uploads import size_of, upload_slot
-from backend.premiums import adjustments, blocks, payments, remittance, reports
+from backend.premiums import adjustments, blocks, payments, receipts, remittance, reports
 from backend.premiums.adjustments import AdjustmentRequest, Decision, PaymentEvent, PaymentEvents
 from backend.premiums.blocks import Block, BlockBalances, BlockIssue, Retired
 from backend.premiums.payments import Payment, PaymentIn, Receipt
+from backend.premiums.receipts import ReceiptCheck
 from backend.premiums.remittance import CollectorDay, RemittanceIn
+from backend.printing.responses import PDF, PDF_RESPONSE, pdf_response
 from backend.tabular import CellLimitExceeded, LimitExceeded
 from backend.timeouts import TIMEOUT_OPT
 
@@ -102,6 +104,16 @@ class PaymentController(Controller):
     async def get_payment(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Payment:
         return await payments.get_payment(tx, actor, payment_id)
 
+    @get(
+        "/{payment_id:uuid}/receipt.pdf",
+        summary="A payment's receipt (参保缴费凭证) as a PDF, with its verification code",
+        media_type=PDF,
+        responses={200: PDF_RESPONSE},
+    )
+    async def receipt(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
+        body = await receipts.staff_receipt(tx, actor, payment_id, state.key.secret)
+        return pdf_response(body, f"receipt-{payment_id}.pdf")
+
     @get("/{payment_id:uuid}/events", summary="A payment's void and refund requests and decisions")
     async def events(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> PaymentEvents:
         return await adjustments.payment_events(tx, actor, payment_id)
@@ -111,6 +123,32 @@ class PaymentController(Controller):
         self, payment_id: FromPath[UUID], data: JSONBody[AdjustmentRequest], tx: Tx, actor: CurrentActor, state: State
     ) -> PaymentEvent:
         return await adjustments.request_adjustment(tx, actor, payment_id, data, local_today(state.settings.timezone))
+
+
+class ReceiptCheckController(Controller):
+    path = "/api/v1/receipts"
+    tags = ["premiums"]
+
+    @get(
+        "/verify",
+        summary="Check that a receipt is genuine: its number and verification code (public, rate-limited)",
+        description="Answers whether the code belongs to the receipt number and, if it does, the amount, date "
+        "and coverage year it was paid for, and whether the payment was voided or refunded; nothing about "
+        "the household. Wrong codes count against the caller's address, as resident log-ins do.",
+    )
+    async def verify(
+        self,
+        state: State,
+        request: Request[Any, Any, Any],
+        receipt_no: Annotated[
+            str, QueryParameter(pattern=fields.RECEIPT_NO, description="the receipt number printed on it")
+        ],
+        code: Annotated[str, QueryParameter(min_length=1, max_length=40, description="the verification code")],
+    ) -> ReceiptCheck:
+        client = request.client.host if request.client else "unknown"
+        caller = state.key.keyed_hash("receipt-check-addr", client)
+        async with state.pool.acquire() as conn:  # autocommit: a wrong code counts although it is refused
+            return await receipts.check_receipt(conn, state.settings, caller, receipt_no, code)
 
 
 class AdjustmentController(Controller):

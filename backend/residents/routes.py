@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.guards import require_kind
+from backend.premiums import receipts
+from backend.premiums.receipts import HouseholdPayments
+from backend.printing.responses import PDF, PDF_RESPONSE, pdf_response
 from backend.residents import service
 from backend.residents.service import HouseholdCoverage, ResidentToken
 
@@ -51,6 +55,21 @@ class ResidentController(Controller):
     async def coverage(self, tx: Tx, actor: CurrentActor, state: State, year: OptionalYear = None) -> HouseholdCoverage:
         today = local_today(state.settings.timezone)
         return await service.coverage(tx, actor, year or today.year, today)
+
+    @get("/payments", guards=[RESIDENTS], summary="Your household's payments (all years, or `year`'s)")
+    async def payments(self, tx: Tx, actor: CurrentActor, year: OptionalYear = None) -> HouseholdPayments:
+        return await receipts.resident_payments(tx, actor, year)
+
+    @get(
+        "/payments/{payment_id:uuid}/receipt.pdf",
+        guards=[RESIDENTS],
+        summary="The receipt (参保缴费凭证) of one of your household's payments, as a PDF",
+        media_type=PDF,
+        responses={200: PDF_RESPONSE},
+    )
+    async def receipt(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor, state: State) -> Response[bytes]:
+        body = await receipts.resident_receipt(tx, actor, payment_id, state.key.secret)
+        return pdf_response(body, f"receipt-{payment_id}.pdf")
 
     @post("/logout", status_code=204, guards=[RESIDENTS], summary="End this resident session")
     async def logout(self, tx: Tx, actor: CurrentActor) -> None:

@@ -34,6 +34,7 @@ NOT_TOWNSHIP_DATA = {
     ("GET", "/api/v1/reports/coverage"),  # a report of the caller's own scope
     ("GET", "/api/v1/reports/collections"),
     ("GET", "/api/v1/divisions"),  # the caller's own division and those below it; A's are checked as leaks
+    ("GET", "/api/v1/receipts/verify"),  # public: genuine or not, the amount and date, never who paid
 }
 # Routes whose 2xx answer to a resident is their own household: checked for leaks only.
 RESIDENT_OWN = {("GET", "/api/v1/resident/coverage")}
@@ -175,6 +176,7 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
         "review_id": reviews.json()["items"][0]["id"],
         "block_id": block.json()["id"],
         "payment_id": payment_id,
+        "receipt_no": "A00000001",
         "request_id": void.json()["id"],
         "collector_id": str(staff_a_id),
         "day": "2025-10-08",
@@ -191,6 +193,11 @@ def body_for(method: str, path: str, samples: dict[str, str]) -> dict[str, Any] 
         ("POST", "/api/v1/households/search"): {"id_number": ID_NUMBERS[1]},
         ("POST", "/api/v1/sync/store-key"): {"protocol_version": 1, "device_id": samples["device_id"]},
         ("POST", "/api/v1/enrollments"): {
+            "household_id": samples["household_id"],
+            "coverage_year": 2026,
+            "person_ids": [samples["person_id"]],
+        },
+        ("POST", "/api/v1/enrollments/query-code.pdf"): {
             "household_id": samples["household_id"],
             "coverage_year": 2026,
             "person_ids": [samples["person_id"]],
