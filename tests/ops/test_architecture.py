@@ -13,6 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FACE = {"backend.app", "backend.cli"}
+# Packages that belong to the base: they import nothing of the others (the language: backend.i18n).
+BASE_PACKAGES = {"i18n"}
 
 
 def unit_of(module: str) -> str | None:
@@ -22,7 +24,7 @@ def unit_of(module: str) -> str | None:
         return "mobile_sync_protocol"
     if parts[0] != "backend":
         return None
-    if len(parts) == 1:
+    if len(parts) == 1 or parts[1] in BASE_PACKAGES:
         return "base"
     if (ROOT / "backend" / parts[1]).is_dir():
         return f"backend.{parts[1]}"
