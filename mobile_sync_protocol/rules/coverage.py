@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import date, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -44,16 +44,20 @@ class CoverageInputError(ValueError):
     """Inputs that cannot describe a real enrolment (a programming or data error, not a rule)."""
 
 
+# Months, years and days of the policy: never negative (the schema says so, and decoding refuses it).
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
 class WaitingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """The waiting-period parameters of one year's policy; the defaults are the national rule."""
 
-    fixed_months: int = 3  # 固定待遇等待期: late enrolment, or any counted gap
-    months_per_gap_year: int = 1  # 变动待遇等待期: per full year of gap
-    months_removed_per_back_paid_year: int = 1  # each year paid back (补缴) repairs this much of the variable part
-    long_gap_years: int = 4  # a gap of this many counted years or more ...
-    long_gap_min_months: int = 6  # ... keeps the total at least this long, however much is paid back
+    fixed_months: Count = 3  # 固定待遇等待期: late enrolment, or any counted gap
+    months_per_gap_year: Count = 1  # 变动待遇等待期: per full year of gap
+    months_removed_per_back_paid_year: Count = 1  # each year paid back (补缴) repairs this much of the variable part
+    long_gap_years: Count = 4  # a gap of this many counted years or more ...
+    long_gap_min_months: Count = 6  # ... keeps the total at least this long, however much is paid back
     gaps_count_from_year: int = 2025  # years without cover before this one are not counted as gaps
-    newborn_days: int = 90  # a newborn enrolled at most this many days after birth is covered from birth
+    newborn_days: Count = 90  # a newborn enrolled at most this many days after birth is covered from birth
     exempt_groups: frozenset[str] = NATIONAL_EXEMPT_GROUPS
 
     def __post_init__(self) -> None:
