@@ -28,6 +28,7 @@ from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.config import Settings
 from backend.db import init_connection
+from backend.i18n import set_default_language
 from backend.tools import demo
 
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -96,6 +97,13 @@ class PgServer:
 
     def drop_database(self, name: str) -> None:
         asyncio.run(_admin_execute(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(autouse=True)
+def source_language() -> None:
+    """Every test starts in the source language, as the apps it makes do (`make_settings`): a pure
+    function called before any app was made, or after one made in another language, says English."""
+    set_default_language("en")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from backend.auth.passwords import Passwords, check_password_strength
 from backend.auth.service import revoke_device_sessions, revoke_user_sessions
 from backend.db import Connection, from_row, load_queries
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 from backend.premiums.blocks import retire_device_blocks
 
@@ -78,10 +79,13 @@ def _user(row: asyncpg.Record) -> User:
 async def _check_division_for_role(conn: Connection, actor: Actor | None, role: Role, code: str) -> None:
     level = await conn.fetchval(Q["division_level"], code)
     if level is None or (actor is not None and not actor.in_scope(code)):
-        raise InvalidInput("division_code", "no such division in your scope")
+        raise InvalidInput("division_code", _("no such division in your scope"))
     if level not in ROLE_LEVELS[role]:
-        allowed = " or ".join(sorted(ROLE_LEVELS[role]))
-        raise InvalidInput("division_code", f"a {role.value} works at {allowed} level, not {level}")
+        allowed = _(" or ").join(sorted(ROLE_LEVELS[role]))
+        raise InvalidInput(
+            "division_code",
+            _("a {role} works at {allowed} level, not {level}", role=role.value, allowed=allowed, level=level),
+        )
 
 
 async def create_user(conn: Connection, actor: Actor | None, passwords: Passwords, data: UserCreate) -> User:
@@ -197,7 +201,7 @@ async def update_user(conn: Connection, actor: Actor, user_id: UUID, data: UserU
     division_code = data.division_code or before.division_code
     active = before.active if data.active is None else data.active
     if user_id == actor.id and (not active or role != before.role):
-        raise Forbidden("you cannot disable yourself or change your own role")
+        raise Forbidden(_("you cannot disable yourself or change your own role"))
     if data.role is not None or data.division_code is not None:
         await _check_division_for_role(conn, actor, role, division_code)
     full_name = before.full_name if data.full_name is None else data.full_name
@@ -351,7 +355,7 @@ async def change_device_status(conn: Connection, actor: Actor, device_id: UUID, 
         raise Forbidden()
     allowed_from, to = _DEVICE_MOVES[move]
     if row["status"] not in allowed_from:
-        raise Conflict(f"a {row['status']} device cannot be {to}", current_status=row["status"])
+        raise Conflict(_("a {status} device cannot be {to}", status=row["status"], to=to), current_status=row["status"])
     updated = await conn.fetchrow(Q["set_device_status"], device_id, to)
     assert updated is not None
     if to != "active":
@@ -414,7 +418,7 @@ def _partner(row: asyncpg.Record | None) -> Partner:
 
 async def create_partner(conn: Connection, actor: Actor, data: PartnerCreate) -> PartnerCredential:
     if not data.name.strip():
-        raise InvalidInput("name", "must not be empty")
+        raise InvalidInput("name", _("must not be empty"))
     secret = secrets.token_urlsafe(32)
     try:
         row = await conn.fetchrow(

@@ -20,6 +20,7 @@ from backend.db import from_row
 from backend.deps import CurrentActor, Tx
 from backend.errors import InvalidInput
 from backend.guards import require_roles
+from backend.i18n import _
 
 SEAL_DAYS_MAX = 366
 
@@ -104,7 +105,7 @@ class AuditController(Controller):
         last = date_to or local_today(settings.timezone)
         first = date_from or max(last, date.min + timedelta(days=30)) - timedelta(days=30)
         if last < first:
-            raise InvalidInput("to", "must not be before from")
+            raise InvalidInput("to", _("must not be before from"))
         if (last - first).days >= SEAL_DAYS_MAX:
-            raise InvalidInput("from", f"at most {SEAL_DAYS_MAX} days at a time")
+            raise InvalidInput("from", _("at most {days} days at a time", days=SEAL_DAYS_MAX))
         return SealPage(items=await chain.day_seals(tx, first, last, settings.timezone))

@@ -13,6 +13,7 @@ from backend.audit.service import record
 from backend.db import Connection, from_row, load_queries
 from backend.divisions.rules import CODE, level_of, normalise, parent_of
 from backend.errors import DomainError, NotFound
+from backend.i18n import _
 
 Q = load_queries("backend.divisions")
 
@@ -98,7 +99,7 @@ def parse_csv(text: str) -> ParsedFile:
     name_col = _column(header, "name", "名称", "区划名称")
     parent_col = _column(header, "parent_code", "上级代码", "上级区划代码")
     if code_col is None or name_col is None:
-        error = RowError(1, "header", "needs columns code and name (or 统计用区划代码 and 名称)")
+        error = RowError(1, "header", _("needs columns code and name (or 统计用区划代码 and 名称)"))
         return ParsedFile(divisions=[], row_numbers=[], errors=[error], parent_column="header")
     errors: list[RowError] = []
     divisions: list[Division] = []
@@ -111,20 +112,24 @@ def parse_csv(text: str) -> ParsedFile:
         code = normalise(cells[code_col])
         name = cells[name_col].strip()
         if not CODE.match(code):
-            errors.append(RowError(rowno, header[code_col], "must be a 12-digit statistical division code"))
+            errors.append(RowError(rowno, header[code_col], _("must be a 12-digit statistical division code")))
             continue
         if not name:
-            errors.append(RowError(rowno, header[name_col], "must not be empty"))
+            errors.append(RowError(rowno, header[name_col], _("must not be empty")))
             continue
         if code in seen:
-            errors.append(RowError(rowno, header[code_col], f"duplicate of row {seen[code]}"))
+            errors.append(RowError(rowno, header[code_col], _("duplicate of row {row}", row=seen[code])))
             continue
         seen[code] = rowno
         parent: str | None = parent_of(code)
         if parent_col is not None:
             given = normalise(cells[parent_col])
             if given and (not CODE.match(given) or given != parent):
-                errors.append(RowError(rowno, header[parent_col], f"must be the code of the level above ({parent})"))
+                errors.append(
+                    RowError(
+                        rowno, header[parent_col], _("must be the code of the level above ({parent})", parent=parent)
+                    )
+                )
                 continue
             parent = given or None
         divisions.append(Division(code=code, parent_code=parent, level=level_of(code), name=name))  # type: ignore[arg-type]
@@ -146,7 +151,9 @@ async def missing_parents(
     parents = {d.parent_code for d in divisions if d.parent_code and d.parent_code not in codes}
     found = {r["code"] for r in await conn.fetch(Q["existing_codes"], list(parents))}
     return [
-        RowError(rowno, parent_column, f"parent {d.parent_code} is neither in the file nor in the database")
+        RowError(
+            rowno, parent_column, _("parent {parent} is neither in the file nor in the database", parent=d.parent_code)
+        )
         for rowno, d in zip(rows, divisions, strict=True)
         if d.parent_code and d.parent_code not in codes and d.parent_code not in found
     ]

@@ -26,6 +26,7 @@ from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.eligibility.check import PersonEligibility
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 from backend.policy import service as policies
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
@@ -135,12 +136,12 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
         raise NotFound()
     household, asked = rows[0], rows[: len(data.person_ids)]  # a row per person asked, in order
     if household["status"] != "active":
-        raise Conflict("the household is dissolved")
+        raise Conflict(_("the household is dissolved"))
     if len(set(data.person_ids)) != len(data.person_ids):
-        raise InvalidInput("person_ids", "lists a person twice")
+        raise InvalidInput("person_ids", _("lists a person twice"))
     for i, row in enumerate(asked):
         if not row["member"]:
-            raise InvalidInput(f"person_ids[{i}]", "is not a current member of the household")
+            raise InvalidInput(f"person_ids[{i}]", _("is not a current member of the household"))
     # The version in force today came with the household.
     policy = policies.required(
         None if household["policy"] is None else msgspec.convert(household["policy"], policies.PolicyVersion),
@@ -157,9 +158,9 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
     live = set(household["enrolled"])
     enrolled = [f"person_ids[{i}]" for i, person_id in enumerate(data.person_ids) if person_id in live]
     if enrolled:
-        raise AlreadyEnrolled(errors=[{"field": f, "message": "already enrolled for the year"} for f in enrolled])
+        raise AlreadyEnrolled(errors=[{"field": f, "message": _("already enrolled for the year")} for f in enrolled])
     code = derive_query_code(code_key, data.household_id, data.coverage_year)
-    ids = [uuid7() for _ in data.person_ids]
+    ids = [uuid7() for _person in data.person_ids]
     with audit.gathered(conn) as audit_rows:  # written by the enrolments' own statement
         await record_many(
             conn,
@@ -214,12 +215,18 @@ def _check_not_excluded(data: EnrollmentCreate, numbers: dict[UUID, str], known:
         errors = []
         for i, person_id in enumerate(data.person_ids):
             for o in excluded.get(person_id, []):
-                where = (
-                    f" (list {o.source.list_type} version {o.source.version} row {o.source.row})" if o.source else ""
+                message = (
+                    _(
+                        "is on the {list} list (list {list_type} version {version} row {row})",
+                        list=o.code,
+                        list_type=o.source.list_type,
+                        version=o.source.version,
+                        row=o.source.row,
+                    )
+                    if o.source
+                    else _("is on the {list} list", list=o.code)
                 )
-                errors.append(
-                    {"field": f"person_ids[{i}]", "message": f"is on the {o.code} list{where}", "reason": o.code}
-                )
+                errors.append({"field": f"person_ids[{i}]", "message": message, "reason": o.code})
         raise OnExclusionList(errors=errors)
 
 
@@ -267,7 +274,9 @@ async def _locked(conn: Connection, actor: Actor | None, ids: list[UUID]) -> lis
 def _check_transition(row: asyncpg.Record, to: str) -> None:
     if to not in TRANSITIONS[row["status"]]:
         raise IllegalTransition(
-            f"a {row['status']} enrolment cannot become {to}", enrollment_id=str(row["id"]), current=row["status"]
+            _("a {status} enrolment cannot become {to}", status=row["status"], to=to),
+            enrollment_id=str(row["id"]),
+            current=row["status"],
         )
 
 
@@ -350,7 +359,7 @@ def plan_funding(
         premium = row["premium_fen"] if row["premium_fen"] is not None else policy.premium_fen
         subsidy = row["subsidy_fen"] if subsidy_fen is None else subsidy_fen.get(row["id"], row["subsidy_fen"])
         if not 0 <= subsidy <= premium:
-            raise InvalidInput("subsidy_fen", "must lie between 0 and the premium")
+            raise InvalidInput("subsidy_fen", _("must lie between 0 and the premium"))
         person = inputs.facts[row["person_id"], year]
         born: int = person["birth_date"].year
         last: int | None = person["last_year"]
@@ -421,7 +430,7 @@ async def confirm(conn: Connection, actor: Actor, ids: list[UUID]) -> list[Enrol
     rows = await _locked(conn, actor, ids)
     illegal = [str(r["id"]) for r in rows if "confirmed" not in TRANSITIONS[r["status"]]]
     if illegal:
-        raise IllegalTransition("only paid or subsidised enrolments can be confirmed", enrollment_ids=illegal)
+        raise IllegalTransition(_("only paid or subsidised enrolments can be confirmed"), enrollment_ids=illegal)
     updated = [_enrollment(r) for r in await conn.fetch(Q["set_confirmed"], ids, actor.id)]
     before = {r["id"]: r["status"] for r in rows}
     await record_many(
@@ -525,12 +534,12 @@ async def renewal_candidates(
 async def renew(conn: Connection, actor: Actor, data: RenewalRequest, today: date, code_key: bytes) -> Renewed:
     """Enrols a chosen set of people, household by household, all or nothing."""
     if len(set(data.person_ids)) != len(data.person_ids):
-        raise InvalidInput("person_ids", "lists a person twice")
+        raise InvalidInput("person_ids", _("lists a person twice"))
     homes = {r["person_id"]: r["household_id"] for r in await conn.fetch(Q["households_of_persons"], data.person_ids)}
     by_household: dict[UUID, list[UUID]] = {}
     for i, person_id in enumerate(data.person_ids):
         if person_id not in homes:
-            raise InvalidInput(f"person_ids[{i}]", "is in no household")
+            raise InvalidInput(f"person_ids[{i}]", _("is in no household"))
         by_household.setdefault(homes[person_id], []).append(person_id)
     items: list[Enrollment] = []
     codes: dict[str, str] = {}

@@ -15,6 +15,7 @@ from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 
 Q = load_queries("backend.enrollment", "exclusions.sql")
 
@@ -58,9 +59,9 @@ async def decide_review(conn: Connection, actor: Actor, review_id: UUID, data: R
     if row is None or not actor.in_scope(row["village_code"]):
         raise NotFound()
     if row["status"] != "open":
-        raise Conflict("the review has been decided already")
+        raise Conflict(_("the review has been decided already"))
     if data.decision == "keep" and not data.note.strip():
-        raise InvalidInput("note", "keeping the enrolment needs a note")
+        raise InvalidInput("note", _("keeping the enrolment needs a note"))
     if data.decision == "cancel":
         reason: enrollments.CancelReason = "deceased" if row["list_type"] == "deceased" else "employee_insurance"
         request = enrollments.CancelRequest(reason=reason, note=data.note)

@@ -24,6 +24,7 @@ from backend.clock import local_today
 from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.divisions.service import RowError
+from backend.i18n import _, ngettext
 from backend.jobs.service import JobError
 from backend.jobs.worker import JobRun, Outcome
 from backend.tabular import UnreadableFile
@@ -123,7 +124,7 @@ def read_table(raw: bytes) -> list[Sequence[Cell]]:
     The format is told by the file's first bytes, not its name. A file beyond LIMITS raises
     `tabular.LimitExceeded`."""
     if raw.startswith(_OLE):
-        raise UnreadableFile("XLS (Excel 97-2003) workbooks are not read; save the file as XLSX or CSV")
+        raise UnreadableFile(_("XLS (Excel 97-2003) workbooks are not read; save the file as XLSX or CSV"))
     table: list[Sequence[Cell]]
     if raw.startswith(_ZIP):
         # Leading empty rows are kept, so that row numbers are the ones Excel shows.
@@ -132,7 +133,7 @@ def read_table(raw: bytes) -> list[Sequence[Cell]]:
     try:
         table = list(tabular.csv_rows(io.StringIO(_decode(raw)), LIMITS))
     except csv.Error as exc:
-        raise UnreadableFile(f"the CSV cannot be read ({exc})") from None
+        raise UnreadableFile(_("the CSV cannot be read ({error})", error=exc)) from None
     return table
 
 
@@ -142,7 +143,7 @@ def _decode(raw: bytes) -> str:
             return raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise UnreadableFile("the file is neither a spreadsheet nor UTF-8 or GBK/GB18030 text")
+    raise UnreadableFile(_("the file is neither a spreadsheet nor UTF-8 or GBK/GB18030 text"))
 
 
 # Checking ----------------------------------------------------------------------------------------
@@ -196,12 +197,12 @@ def check_table(table: Sequence[Sequence[Cell]], *, today: date) -> ParsedHistor
             errors.extend(p for p in problems if p is not None)
             continue
         if (first := seen.get((id_number, year))) is not None:
-            errors.append(RowError(rowno, names["id_number"], f"the same person and year as row {first}"))
+            errors.append(RowError(rowno, names["id_number"], _("the same person and year as row {row}", row=first)))
             continue
         seen[id_number, year] = rowno
         rows.append(HistoryRow(row=rowno, id_number=id_number, coverage_year=year, status=status))
     if not rows and not errors:
-        errors.append(RowError(header_index + 1, "header", "no rows follow the header"))
+        errors.append(RowError(header_index + 1, "header", _("no rows follow the header")))
     return ParsedHistory(rows=rows, errors=errors)
 
 
@@ -217,18 +218,20 @@ def _find_header(table: Sequence[Sequence[Cell]]) -> tuple[int, dict[Column, int
             continue
         missing = [column for column, found in positions.items() if not found]
         if missing:
-            return RowError(index + 1, "header", f"no column for {_columns_help(missing)}")
+            return RowError(index + 1, "header", _("no column for {columns}", columns=_columns_help(missing)))
         doubled = [column for column, found in positions.items() if len(found) > 1]
         if doubled:
-            return RowError(index + 1, "header", f"more than one column for {_columns_help(doubled)}")
+            return RowError(
+                index + 1, "header", _("more than one column for {columns}", columns=_columns_help(doubled))
+            )
         columns = {column: found[0] for column, found in positions.items()}
         names = {column: _text(table[index][p]) for column, p in columns.items()}
         return index, columns, names
-    return RowError(1, "header", f"no header row with columns for {_columns_help(list(COLUMNS))}")
+    return RowError(1, "header", _("no header row with columns for {columns}", columns=_columns_help(list(COLUMNS))))
 
 
 def _columns_help(columns: list[Column]) -> str:
-    return "; ".join(" or ".join(COLUMNS[c]) for c in columns)
+    return _("; ").join(_(" or ").join(COLUMNS[c]) for c in columns)
 
 
 def _key(header: str) -> str:
@@ -245,8 +248,10 @@ def _id_number(cell: Cell, today: date) -> str | Problem:
         # number survives whole, an 18-digit one has lost its last digits for good.
         if cell != int(cell) or not 10**14 <= cell < 10**15:
             return Problem(
-                "is stored as a number, so the spreadsheet has lost its last digits; "
-                "format the column as text and re-enter the numbers from the cards"
+                _(
+                    "is stored as a number, so the spreadsheet has lost its last digits; "
+                    "format the column as text and re-enter the numbers from the cards"
+                )
             )
         cell = str(int(cell))
     try:
@@ -257,7 +262,7 @@ def _id_number(cell: Cell, today: date) -> str | Problem:
 
 def _year(cell: Cell, today: date) -> int | Problem:
     if isinstance(cell, bool):
-        return Problem("must be a year such as 2025")
+        return Problem(_("must be a year such as 2025"))
     if isinstance(cell, float) and cell.is_integer():
         cell = int(cell)
     if isinstance(cell, int):
@@ -265,9 +270,9 @@ def _year(cell: Cell, today: date) -> int | Problem:
     elif match := _YEAR.fullmatch(normalise(_text(cell))):
         year = int(match.group(1))
     else:
-        return Problem("must be a year such as 2025" if _text(cell) else "is empty")
+        return Problem(_("must be a year such as 2025") if _text(cell) else _("is empty"))
     if not FIRST_YEAR <= year <= today.year:
-        return Problem(f"must lie between {FIRST_YEAR} and {today.year}")
+        return Problem(_("must lie between {first} and {last}", first=FIRST_YEAR, last=today.year))
     return year
 
 
@@ -276,8 +281,8 @@ def _status(cell: Cell) -> HistoryStatus | Problem:
     status = STATUSES.get(_key(text))
     if status is None:
         if not text:
-            return Problem("is empty")
-        return Problem(f"unknown status {text[:20]!r}; known: {_KNOWN_STATUSES}")
+            return Problem(_("is empty"))
+        return Problem(_("unknown status {status}; known: {known}", status=repr(text[:20]), known=_KNOWN_STATUSES))
     return status
 
 
@@ -337,7 +342,9 @@ async def run_import_job(run: JobRun) -> Outcome:
     parsed = parse_history(raw, today=local_today(run.settings.timezone))
     if parsed.errors:
         error = JobError(
-            "history_rejected", "The history file has errors; nothing was imported", f"{len(parsed.errors)} bad rows"
+            "history_rejected",
+            _("The history file has errors; nothing was imported"),
+            ngettext("{n} bad row", "{n} bad rows", len(parsed.errors)),
         )
         return Outcome(HistoryRejected(errors=parsed.errors[:1000]), ok=False, error=error)
     return Outcome(await import_history(run.conn, parsed.rows, run.file_name or "history"))

@@ -22,6 +22,7 @@ from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
 from backend.enrollment.enrollments import EnrollmentCreate, Year
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
+from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
 
@@ -177,7 +178,7 @@ def member_identity(
         )
     if current is not None:
         if current.id_number is not None and (member.birth_date or member.sex):
-            raise InvalidInput(f"{field}birth_date", "follows from the identity number; correct the number instead")
+            raise InvalidInput(f"{field}birth_date", _("follows from the identity number; correct the number instead"))
         return Identity(
             id_number=current.id_number,
             birth_cert_no=current.birth_cert_no,
@@ -187,15 +188,15 @@ def member_identity(
         )
     if birth_cert is None:
         raise InvalidInput(
-            f"{field}id_number", "an identity number, or a newborn's birth-certificate number, is required"
+            f"{field}id_number", _("an identity number, or a newborn's birth-certificate number, is required")
         )
     number = _birth_cert(field, birth_cert)
     if member.birth_date is None:
-        raise InvalidInput(f"{field}birth_date", "is required with a birth-certificate number")
+        raise InvalidInput(f"{field}birth_date", _("is required with a birth-certificate number"))
     if member.birth_date > today:
-        raise InvalidInput(f"{field}birth_date", "must not be in the future")
+        raise InvalidInput(f"{field}birth_date", _("must not be in the future"))
     if member.sex is None:
-        raise InvalidInput(f"{field}sex", "is required with a birth-certificate number")
+        raise InvalidInput(f"{field}sex", _("is required with a birth-certificate number"))
     return Identity(
         id_number=None,
         birth_cert_no=number,
@@ -218,7 +219,7 @@ async def _village_in_scope(conn: Connection, actor: Actor, code: str, field: st
 
 def _check_village(actor: Actor, level: str | None, code: str, field: str = "village_code") -> None:
     if level != "village" or not actor.in_scope(code):
-        raise InvalidInput(field, "no such village in your scope")
+        raise InvalidInput(field, _("no such village in your scope"))
 
 
 async def existing_people(
@@ -339,7 +340,7 @@ async def write_people(
             Q["insert_members"],
             *clear,
             household_id,
-            [uuid7() for _ in members],
+            [uuid7() for _member in members],
             person_ids,
             [m.relation for m in members],
             *sealed,
@@ -361,13 +362,15 @@ def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tup
     """The head's index and every member's identity, checked: one head, valid numbers, nobody twice."""
     heads = [i for i, m in enumerate(members) if m.relation == "head"]
     if len(heads) != 1:
-        raise InvalidInput("members", f"exactly one member must be the head (relation 'head'), not {len(heads)}")
+        raise InvalidInput(
+            "members", _("exactly one member must be the head (relation 'head'), not {count}", count=len(heads))
+        )
     identities = [member_identity(fields[i], m, today) for i, m in enumerate(members)]
     seen: dict[str, int] = {}
     for i, identity in enumerate(identities):
         key = identity.id_number or identity.birth_cert_no or ""
         if key in seen:
-            raise InvalidInput(fields[i] + "id_number", f"the same person as members[{seen[key]}]")
+            raise InvalidInput(fields[i] + "id_number", _("the same person as members[{index}]", index=seen[key]))
         seen[key] = i
     return heads[0], identities
 
@@ -377,7 +380,7 @@ async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate
     own): `enrol_year` is `register_household`'s."""
     if data.enrol_year is not None:
         raise ValueError("create_household does not enrol: call register_household")
-    household, _ = await _create(conn, actor, data, today)
+    household, _person_ids = await _create(conn, actor, data, today)
     return household
 
 
@@ -464,7 +467,7 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
             actor.id,
             *clear,
             person_ids[head],
-            [uuid7() for _ in members],
+            [uuid7() for _member in members],
             person_ids,
             [m.relation for m in members],
             list(reuse.values()),
@@ -474,9 +477,9 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
-            raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
+            raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": _("already used")}]) from exc
         if exc.constraint_name == "households_pkey":
-            raise Conflict("a household with this id exists") from exc
+            raise Conflict(_("a household with this id exists")) from exc
         # A concurrent request registered the same person a moment ago.
         raise PersonAlreadyRegistered() from exc
     audit_rows.written()
@@ -593,7 +596,7 @@ async def update_household(
             keyring.seal(PHONE, after["phone"]),
         )
     except asyncpg.UniqueViolationError as exc:
-        raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": "already used"}]) from exc
+        raise HouseholdNumberTaken(errors=[{"field": "household_no", "message": _("already used")}]) from exc
     await record(
         conn,
         actor,

@@ -33,6 +33,7 @@ from backend.enrollment.households import (
     write_people,
 )
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 
 Q = load_queries("backend.enrollment", "members.sql")
 
@@ -86,9 +87,9 @@ def _check_addable(
         raise NotFound()
     check_version(household, if_match)
     if household["status"] != "active":
-        raise Conflict("the household is dissolved")
+        raise Conflict(_("the household is dissolved"))
     if data.relation == "head":
-        raise InvalidInput("relation", "the household has a head; make the new member head afterwards")
+        raise InvalidInput("relation", _("the household has a head; make the new member head afterwards"))
     return household
 
 
@@ -179,7 +180,7 @@ async def update_member(
         if relation == "head":
             await _change_head(conn, household, person_id, membership["id"], data.former_head_relation)
         elif membership["relation"] == "head":
-            raise InvalidInput("relation", "make another member head instead; a household always has one")
+            raise InvalidInput("relation", _("make another member head instead; a household always has one"))
         else:
             await conn.execute(Q["set_relation"], membership["id"], relation)
     after = {
@@ -212,7 +213,7 @@ async def _change_head(
     former: str | None,
 ) -> None:
     if former is None or former == "head":
-        raise InvalidInput("former_head_relation", "give the current head's new relation")
+        raise InvalidInput("former_head_relation", _("give the current head's new relation"))
     old_head = household["head_person_id"]
     if old_head is not None:
         old = await current_membership(conn, old_head)
@@ -230,7 +231,7 @@ async def remove_member(
     membership = await membership_in(conn, household_id, person_id)
     members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
     if membership["relation"] == "head" and len(members) > 1:
-        raise Conflict("make another member head before removing the head")
+        raise Conflict(_("make another member head before removing the head"))
     await leave_household(conn, membership["id"], data.reason)
     if len(members) == 1:
         await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", household_id)

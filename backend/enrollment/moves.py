@@ -15,6 +15,7 @@ from backend.db import Connection, load_queries
 from backend.enrollment.households import Relation, check_version, household_in_scope, household_row
 from backend.enrollment.members import current_membership, leave_household, membership_in
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 
 Q = load_queries("backend.enrollment", "moves.sql")
@@ -63,14 +64,14 @@ async def move_member(
     check_version(household, if_match)
     membership = await membership_in(conn, household_id, person_id)
     if data.to_household_id == household_id:
-        raise InvalidInput("to_household_id", "is the household the person is in")
+        raise InvalidInput("to_household_id", _("is the household the person is in"))
     target = await household_row(conn, data.to_household_id)
     if target is None or target["status"] != "active":
-        raise InvalidInput("to_household_id", "no such active household")
+        raise InvalidInput("to_household_id", _("no such active household"))
     if membership["relation"] == "head":
-        raise Conflict("make another member head before moving the head")
+        raise Conflict(_("make another member head before moving the head"))
     if data.relation == "head":
-        raise InvalidInput("relation", "a person joins as a member; make them head afterwards")
+        raise InvalidInput("relation", _("a person joins as a member; make them head afterwards"))
     immediate = actor.in_scope(target["village_code"]) and _township(target["village_code"]) == _township(
         household["village_code"]
     )
@@ -117,13 +118,13 @@ async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: boo
     if move is None or not (actor.in_scope(move["to_village"]) or actor.in_scope(move["from_village"])):
         raise NotFound()
     if not actor.in_scope(move["to_village"]):
-        raise DomainError("only the receiving township decides a move")
+        raise DomainError(_("only the receiving township decides a move"))
     if move["status"] != "pending":
-        raise Conflict(f"the move is already {move['status']}")
+        raise Conflict(_("the move is already {status}", status=move["status"]))
     if accept:
         membership = await current_membership(conn, move["person_id"])
         if membership is None or membership["household_id"] != move["from_household_id"]:
-            raise Conflict("the person is no longer in the household the move started from")
+            raise Conflict(_("the person is no longer in the household the move started from"))
         await _carry_out(
             conn,
             move["person_id"],

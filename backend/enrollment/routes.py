@@ -44,6 +44,7 @@ from backend.enrollment.quotes import PremiumQuote
 from backend.enrollment.search import HouseholdPage, HouseholdSearch
 from backend.errors import PreconditionFailed
 from backend.guards import require_roles
+from backend.i18n import _
 from backend.jobs import service as jobs
 from backend.jobs.service import Job
 from backend.printing.responses import PDF, PDF_RESPONSE, pdf_response
@@ -75,7 +76,7 @@ def _if_match(value: str | None) -> int | None:
     try:
         return int(tag)
     except ValueError:
-        raise PreconditionFailed("If-Match is not an ETag of this API") from None
+        raise PreconditionFailed(_("If-Match is not an ETag of this API")) from None
 
 
 def _with_etag(household: Household, status_code: int = 200) -> Response[Household]:

@@ -19,6 +19,7 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules import policy as rules
 from mobile_sync_protocol.rules.coverage import EnrolmentWindow
@@ -81,6 +82,8 @@ class PolicyYear(msgspec.Struct, frozen=True, kw_only=True):
 class NoPolicy(InvalidInput):
     """No policy for that coverage year"""
 
+    code = "validation_error"  # InvalidInput's, stated so that the title is extracted for translation
+
 
 class PolicyLocked(Conflict):
     """Money has been collected for this year: publish a new version instead"""
@@ -94,11 +97,11 @@ def _version(row: asyncpg.Record) -> PolicyVersion:
 
 def _check(year: int, data: PolicyIn) -> None:
     if data.window_end < data.window_start:
-        raise InvalidInput("window_end", "must not be before window_start")
+        raise InvalidInput("window_end", _("must not be before window_start"))
     if not date(year - 1, 1, 1) <= data.window_start <= date(year, 12, 31):
-        raise InvalidInput("window_start", f"must lie in {year - 1} or {year}")
+        raise InvalidInput("window_start", _("must lie in {previous} or {year}", previous=year - 1, year=year))
     if data.window_end > date(year, 12, 31):
-        raise InvalidInput("window_end", f"must not be after the end of {year}")
+        raise InvalidInput("window_end", _("must not be after the end of {year}", year=year))
     try:
         SubsidyPolicy(
             premium_fen=data.premium_fen,
@@ -150,7 +153,7 @@ async def update_version(conn: Connection, actor: Actor, year: int, version: int
     if await conn.fetchval(Q["version_has_enrollments"], before["id"]):
         # Registered enrolments are priced under this version; editing it in place would leave
         # them at the old premium. A new version applies from its effective date instead.
-        raise PolicyLocked("enrolments are priced under this version: publish a new version instead")
+        raise PolicyLocked(_("enrolments are priced under this version: publish a new version instead"))
     row = await conn.fetchrow(
         Q["update_policy_version"],
         before["id"],
@@ -191,7 +194,7 @@ async def require_in_force(conn: Connection, year: int, on: date) -> PolicyVersi
 def required(policy: PolicyVersion | None, year: int) -> PolicyVersion:
     """The version `in_force` found for `year`; none is a 422."""
     if policy is None:
-        raise NoPolicy("coverage_year", f"no policy has been published for {year}")
+        raise NoPolicy("coverage_year", _("no policy has been published for {year}", year=year))
     return policy
 
 

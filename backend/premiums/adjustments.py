@@ -14,6 +14,7 @@ from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 from backend.policy import service as policies
 from backend.premiums.amounts import Fen
@@ -74,28 +75,30 @@ async def request_adjustment(
     await conn.execute(Q["lock_payment"], payment_id)
     voided, refunded, pending = await _state(conn, payment_id)
     if voided:
-        raise NotAdjustable("the payment is voided")
+        raise NotAdjustable(_("the payment is voided"))
     if pending:
-        raise NotAdjustable("a void or refund of this payment awaits a decision")
+        raise NotAdjustable(_("a void or refund of this payment awaits a decision"))
     remitted = await conn.fetchval(Q["day_closed"], payment.collector_id, payment.remittance_date)
     if data.kind == "void":
         if data.amount_fen is not None:
-            raise InvalidInput("amount_fen", "a void is always of the whole payment")
+            raise InvalidInput("amount_fen", _("a void is always of the whole payment"))
         if payment.business_date != today or remitted or refunded:
-            raise NotAdjustable("a void is for the same day, before remittance; ask for a refund instead")
+            raise NotAdjustable(_("a void is for the same day, before remittance; ask for a refund instead"))
         if await conn.fetchval(
             Q["payment_confirmed_enrollments"], payment.household_id, payment.coverage_year, payment.person_ids
         ):
-            raise NotAdjustable("an enrolment this payment covers is confirmed; ask for a refund instead")
+            raise NotAdjustable(_("an enrolment this payment covers is confirmed; ask for a refund instead"))
         amount = payment.amount_fen
     else:
         policy = await policies.in_force(conn, payment.coverage_year, today)
         refundable = policy.rules.refundable_reasons if policy else ()
         if data.reason not in refundable:
-            raise InvalidInput("reason", f"is not a refundable case under the policy ({', '.join(refundable)})")
+            raise InvalidInput(
+                "reason", _("is not a refundable case under the policy ({cases})", cases=", ".join(refundable))
+            )
         amount = payment.amount_fen - refunded if data.amount_fen is None else data.amount_fen
         if not 0 < amount <= payment.amount_fen - refunded:
-            raise InvalidInput("amount_fen", f"must lie between 1 and {payment.amount_fen - refunded}")
+            raise InvalidInput("amount_fen", _("must lie between 1 and {most}", most=payment.amount_fen - refunded))
     reason = data.reason if not data.note else f"{data.reason}: {data.note}"
     row = await conn.fetchrow(
         Q["insert_event"], uuid7(), payment_id, f"{data.kind}_requested", None, amount, reason, actor.id, today
@@ -124,7 +127,7 @@ async def decide_adjustment(
     ):
         raise NotFound()
     if request["actor_id"] == actor.id or request["collector_id"] == actor.id:
-        raise Forbidden("nobody approves their own void or refund")
+        raise Forbidden(_("nobody approves their own void or refund"))
     voiding = data.approve and request["kind"] == "void_requested"
     payment = await conn.fetchrow(Q["payment"], request["payment_id"])
     assert payment is not None
@@ -138,7 +141,7 @@ async def decide_adjustment(
     await conn.execute(Q["lock_collector"], request["collector_id"])
     await conn.execute(Q["lock_payment"], request["payment_id"])
     if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
-        raise NotAdjustable("the day was closed since the void was asked for; ask for a refund instead")
+        raise NotAdjustable(_("the day was closed since the void was asked for; ask for a refund instead"))
     try:
         row = await conn.fetchrow(
             Q["insert_event"],
@@ -152,7 +155,7 @@ async def decide_adjustment(
             today,
         )
     except asyncpg.UniqueViolationError as exc:
-        raise Conflict("this request has already been decided") from exc
+        raise Conflict(_("this request has already been decided")) from exc
     assert row is not None
     if voiding:
         await _undo_enrollments(conn, actor, payment, locked)

@@ -15,6 +15,7 @@ from backend.actor import Actor, Role, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 
 Q = load_queries("backend.premiums")
@@ -83,27 +84,29 @@ def _block(row: asyncpg.Record) -> Block:
 
 async def issue_block(conn: Connection, actor: Actor, data: BlockIssue) -> Block:
     if data.last_no < data.first_no:
-        raise InvalidInput("last_no", "must not be below first_no")
+        raise InvalidInput("last_no", _("must not be below first_no"))
     if data.last_no - data.first_no >= 100_000:
-        raise InvalidInput("last_no", "a block holds at most 100000 numbers")
+        raise InvalidInput("last_no", _("a block holds at most 100000 numbers"))
     if data.last_no >= 10**data.digits:
-        raise InvalidInput("last_no", f"does not fit in {data.digits} digits")
+        raise InvalidInput("last_no", _("does not fit in {digits} digits", digits=data.digits))
     collector = await conn.fetchrow(Q["collector"], data.collector_id)
     if collector is None or not actor.in_scope(collector["division_code"]):
-        raise InvalidInput("collector_id", "no such collector in your scope")
+        raise InvalidInput("collector_id", _("no such collector in your scope"))
     if collector["role"] not in (Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER):
-        raise InvalidInput("collector_id", "receipts are issued to township staff")
+        raise InvalidInput("collector_id", _("receipts are issued to township staff"))
     if data.device_id is not None:
         owner = await conn.fetchval("SELECT owner_id FROM devices WHERE id = $1 AND status = 'active'", data.device_id)
         if owner != data.collector_id:
-            raise InvalidInput("device_id", "must be an active tablet of the collector")
+            raise InvalidInput("device_id", _("must be an active tablet of the collector"))
     # Blocks of one prefix never overlap: checked under a lock per prefix.
     await conn.execute(Q["lock_prefix"], data.prefix)
     widths = {r["digits"] for r in await conn.fetch(Q["prefix_widths"], data.prefix)}
     if widths and widths != {data.digits}:
-        raise InvalidInput("digits", f"blocks of prefix {data.prefix!r} have {widths.pop()} digits")
+        raise InvalidInput(
+            "digits", _("blocks of prefix {prefix} have {digits} digits", prefix=repr(data.prefix), digits=widths.pop())
+        )
     if await conn.fetch(Q["overlapping_blocks"], data.prefix, data.first_no, data.last_no):
-        raise Conflict("the range overlaps a block already issued", code_detail="receipt_range_overlaps")
+        raise Conflict(_("the range overlaps a block already issued"), code_detail="receipt_range_overlaps")
     row = await conn.fetchrow(
         Q["insert_block"],
         uuid7(),
@@ -204,6 +207,6 @@ def pick_block(actor: Actor, rows: list[asyncpg.Record], receipt_no: str) -> tup
         if n is None:
             continue
         if block.device_id is not None and block.device_id != actor.device_id:
-            raise InvalidInput("receipt_no", "belongs to a block issued to another tablet")
+            raise InvalidInput("receipt_no", _("belongs to a block issued to another tablet"))
         return block, n
-    raise InvalidInput("receipt_no", "is not in a receipt block issued to you")
+    raise InvalidInput("receipt_no", _("is not in a receipt block issued to you"))

@@ -20,6 +20,7 @@ from backend.clock import local_date
 from backend.db import Connection, from_row, load_queries
 from backend.enrollment import enrollments as enrolment_service
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 from backend.policy import service as policies
 from backend.premiums.amounts import Fen
 from backend.premiums.blocks import pick_block
@@ -143,15 +144,15 @@ async def record_payment(
     """Records one payment and applies it: members it fully covers become `paid`, with cover from
     its business date. Over- and under-payments are accepted: the money has changed hands."""
     if data.collected_at.tzinfo is None:
-        raise InvalidInput("collected_at", "must carry a time zone (e.g. 2025-10-08T09:30:00+08:00)")
+        raise InvalidInput("collected_at", _("must carry a time zone (e.g. 2025-10-08T09:30:00+08:00)"))
     if len(set(data.person_ids)) != len(data.person_ids):
-        raise InvalidInput("person_ids", "lists a person twice")
+        raise InvalidInput("person_ids", _("lists a person twice"))
     if data.kind == "back_payment" and not data.back_years:
-        raise InvalidInput("back_years", "a back-payment names the years it pays for")
+        raise InvalidInput("back_years", _("a back-payment names the years it pays for"))
     if data.kind == "premium" and data.back_years:
-        raise InvalidInput("back_years", "only a back-payment names past years")
+        raise InvalidInput("back_years", _("only a back-payment names past years"))
     if any(y >= data.coverage_year for y in data.back_years):
-        raise InvalidInput("back_years", "must be years before the coverage year")
+        raise InvalidInput("back_years", _("must be years before the coverage year"))
     received_at = now or datetime.now(UTC)
     # The locks, in this order: the year's policy shared (exclusive with policy.update_version), the
     # household's row (one payment of a household at a time), the receipt block's row shared, the
@@ -164,7 +165,7 @@ async def record_payment(
     if rows[0]["household_status"] != "active":
         # At the counter the payment is simply refused; a tablet's offline payment for a dissolved
         # household is quarantined by the sync endpoint instead.
-        raise Conflict("the household is dissolved; no payment can be taken for it")
+        raise Conflict(_("the household is dissolved; no payment can be taken for it"))
     block, number = pick_block(actor, [r for r in rows if r["id"] is not None], data.receipt_no)
     business_date, clock_flag = business_date_of(data.collected_at, received_at, timezone)
     coverage = None
@@ -189,24 +190,24 @@ async def record_payment(
     )
     assert reads is not None
     if reads["retired"]:
-        raise InvalidInput("receipt_no", "was retired")
+        raise InvalidInput("receipt_no", _("was retired"))
     # One transfer is one payment: its reference is recorded once (a voided payment's may be again).
     if data.channel_ref is not None and await conn.fetchval(Q["channel_ref_taken"], data.method, data.channel_ref):
-        raise ChannelReferenceUsed(errors=[{"field": "channel_ref", "message": "already recorded"}])
+        raise ChannelReferenceUsed(errors=[{"field": "channel_ref", "message": _("already recorded")}])
     if data.kind == "premium":
         for i, person_id in enumerate(data.person_ids):
             if person_id not in enrolled:
-                raise InvalidInput(f"person_ids[{i}]", f"has no live enrolment for {data.coverage_year}")
+                raise InvalidInput(f"person_ids[{i}]", _("has no live enrolment for {year}", year=data.coverage_year))
     else:
         members = {r["person_id"] for r in await conn.fetch(Q["current_members_of"], data.household_id)}
         for i, person_id in enumerate(data.person_ids):
             if person_id not in members:
-                raise InvalidInput(f"person_ids[{i}]", "is not a current member of the household")
+                raise InvalidInput(f"person_ids[{i}]", _("is not a current member of the household"))
         policy = await policies.require_in_force(conn, data.coverage_year, business_date)
         # Back-payment is at the current rate (SPEC §2): a year per person per premium.
         owed = policy.premium_fen * len(data.back_years) * len(data.person_ids)
         if data.amount_fen < owed:
-            raise InvalidInput("amount_fen", f"a back-payment of these years and persons is {owed} fen")
+            raise InvalidInput("amount_fen", _("a back-payment of these years and persons is {owed} fen", owed=owed))
     already = dict(zip(reads["allocated_person_ids"], reads["allocated_fen"], strict=True))
     # Apply the money member by member, in the order given; what is left over is a credit.
     remaining = data.amount_fen
@@ -275,7 +276,7 @@ async def record_payment(
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "payments_receipt_no_key":
-            raise ReceiptNumberUsed(errors=[{"field": "receipt_no", "message": "already used"}]) from exc
+            raise ReceiptNumberUsed(errors=[{"field": "receipt_no", "message": _("already used")}]) from exc
         if exc.constraint_name == "payments_pkey":
             raise PaymentAlreadyRecorded(payment_id=str(data.id)) from exc
         raise

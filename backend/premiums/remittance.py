@@ -13,6 +13,7 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, Forbidden, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 from backend.premiums.amounts import Fen
 
@@ -63,7 +64,7 @@ async def record_remittance(conn: Connection, actor: Actor, data: RemittanceIn) 
     await conn.execute(Q["lock_collector"], data.collector_id)
     day = await collector_day(conn, actor, data.collector_id, data.business_date)
     if day.closed:
-        raise Conflict("the day is closed")
+        raise Conflict(_("the day is closed"))
     await conn.execute(
         Q["insert_remittance"],
         uuid7(),
@@ -86,17 +87,17 @@ async def record_remittance(conn: Connection, actor: Actor, data: RemittanceIn) 
 
 async def close_day(conn: Connection, actor: Actor, collector_id: UUID, day: date) -> CollectorDay:
     if collector_id == actor.id:
-        raise Forbidden("a reviewer closes another collector's day, not their own")
+        raise Forbidden(_("a reviewer closes another collector's day, not their own"))
     await conn.execute(Q["lock_collector"], collector_id)
     current = await collector_day(conn, actor, collector_id, day)
     if current.closed:
-        raise Conflict("the day is already closed")
+        raise Conflict(_("the day is already closed"))
     if await conn.fetchval(Q["pending_voids_of_day"], collector_id, day):
-        raise Conflict("a void of this day awaits a decision; decide it before closing the day")
+        raise Conflict(_("a void of this day awaits a decision; decide it before closing the day"))
     try:
         await conn.execute(Q["close_day"], collector_id, day, current.expected_fen, current.remitted_fen, actor.id)
     except asyncpg.UniqueViolationError as exc:
-        raise Conflict("the day is already closed") from exc
+        raise Conflict(_("the day is already closed")) from exc
     await record(
         conn,
         actor,
