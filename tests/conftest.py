@@ -100,10 +100,14 @@ class PgServer:
 
 
 @pytest.fixture(autouse=True)
-def source_language() -> None:
+def source_language(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts in the source language, as the apps it makes do (`make_settings`): a pure
-    function called before any app was made, or after one made in another language, says English."""
+    function called before any app was made, or after one made in another language, says English;
+    so does a command run in-process (`cli.main`), whatever the machine's locale."""
     set_default_language("en")
+    for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("CANBAO_LANGUAGE", "en")
 
 
 @pytest.fixture(scope="session")

@@ -150,8 +150,12 @@ def merge(ours: Path, theirs: Path, language: str = "zh_CN") -> None:
     """Both sides' translations in the catalog (ours wins where both translate a message)."""
     mine, other = read(ours, language), read(theirs, language)
     for message in other:
-        if message.id and (message.id not in mine or not mine[message.id].string):
+        if not message.id or not message.string:
+            continue
+        if message.id not in mine:
             mine[message.id] = message
+        elif not mine[message.id].string:
+            mine[message.id].string = message.string  # setting the message again would keep the empty one
     write(mine, catalog_path(language))
     update()
 

@@ -71,7 +71,7 @@ async def test_household_and_enrolment_errors_follow_the_language(client: Client
     async def missing_household(language: dict[str, str]) -> httpx.Response:
         return await client.get(f"/api/v1/households/{uuid.uuid4()}", headers={**staff, **language})
 
-    missing = Expected(404, "not_found", [], ("记录不存在", None, []), ("Record not found", None, []))
+    missing = Expected(404, "not_found", [], ("未找到该记录", None, []), ("Record not found", None, []))
     await both(missing_household, missing)
 
     async def same_number(language: dict[str, str]) -> httpx.Response:
@@ -104,7 +104,7 @@ async def test_household_and_enrolment_errors_follow_the_language(client: Client
             "validation_error",
             ["members"],
             (
-                "请求内容无效",
+                "请求内容不符合要求",
                 "members: 须有且仅有一名家庭成员为户主（relation 为 'head'），现为 2 名",
                 ["须有且仅有一名家庭成员为户主（relation 为 'head'），现为 2 名"],
             ),
@@ -236,7 +236,7 @@ async def test_payment_errors_follow_the_language(
             422,
             "validation_error",
             ["receipt_no"],
-            ("请求内容无效", "receipt_no: 不在发放给您的缴费凭证号段内", ["不在发放给您的缴费凭证号段内"]),
+            ("请求内容不符合要求", "receipt_no: 不在发放给您的缴费凭证号段内", ["不在发放给您的缴费凭证号段内"]),
             (
                 "Request body is not valid",
                 "receipt_no: is not in a receipt block issued to you",
@@ -258,7 +258,7 @@ async def test_payment_errors_follow_the_language(
             422,
             "validation_error",
             ["back_years"],
-            ("请求内容无效", "back_years: 只有补缴才列明以往年度", ["只有补缴才列明以往年度"]),
+            ("请求内容不符合要求", "back_years: 只有补缴才列明以往年度", ["只有补缴才列明以往年度"]),
             (
                 "Request body is not valid",
                 "back_years: only a back-payment names past years",
@@ -335,7 +335,7 @@ async def test_policy_validation_follows_the_language(
             422,
             "validation_error",
             [field],
-            ("请求内容无效", f"{field}: {zh}", [zh]),
+            ("请求内容不符合要求", f"{field}: {zh}", [zh]),
             ("Request body is not valid", f"{field}: {en}", [en]),
         ),
     )
