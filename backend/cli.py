@@ -34,6 +34,7 @@ from backend.auth.passwords import Passwords
 from backend.config import Settings, SettingsError
 from backend.db import Connection
 from backend.errors import DomainError
+from backend.i18n import set_default_language
 
 T = TypeVar("T")
 
@@ -59,7 +60,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     env = dict(os.environ)
     if getattr(args, "data_dir", None):
         env["CANBAO_DATA_DIR"] = args.data_dir
-    return Settings.from_env(env)
+    settings = Settings.from_env(env)
+    set_default_language(settings.language)  # a command speaks CANBAO_LANGUAGE, as a request without Accept-Language
+    return settings
 
 
 @contextlib.contextmanager
