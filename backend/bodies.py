@@ -41,13 +41,20 @@ from litestar.params import BodyKwarg, ParameterKwarg
 from litestar.utils.scope.state import ScopeState
 
 from backend.errors import DomainError, InvalidInput, plain_validation_message
+from backend.i18n import N_, _
 
 JSON = RequestEncodingType.JSON.value
 
 MAX_DEPTH = 64  # levels of arrays and objects a body may nest; legitimate ones nest 5
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1  # an integer parameter must fit a PostgreSQL bigint
-TOO_DEEP = f"is nested more than {MAX_DEPTH} levels deep"
-NO_NUL = "must not contain NUL characters"
+_TOO_DEEP = N_("is nested more than {depth} levels deep")
+TOO_DEEP = _TOO_DEEP.format(depth=MAX_DEPTH)  # in English; `too_deep_words()` in the request's language
+NO_NUL = N_("must not contain NUL characters")  # translated where it is raised: _(NO_NUL)
+
+
+def too_deep_words() -> str:
+    """TOO_DEEP in the current language."""
+    return _(_TOO_DEEP, depth=MAX_DEPTH)
 
 
 class UnsupportedMediaType(DomainError):
@@ -297,30 +304,35 @@ async def read_body(request: Request[Any, Any, Any]) -> None:
     media_type = request.content_type[0]
     if reader.decoder is None:
         if media_type != reader.accepts:
-            raise UnsupportedMediaType(f"send the body as {reader.accepts}", accepted=[reader.accepts])
+            raise UnsupportedMediaType(
+                _("send the body as {media_type}", media_type=reader.accepts), accepted=[reader.accepts]
+            )
         return
     raw = await request.body()
     if not raw:
         if reader.optional:
             return
-        raise InvalidInput("body", "is required: send a JSON object")
+        raise InvalidInput("body", _("is required: send a JSON object"))
     if media_type != reader.accepts:
-        raise UnsupportedMediaType(f"send the body as {reader.accepts}", accepted=[reader.accepts])
+        raise UnsupportedMediaType(
+            _("send the body as {media_type}", media_type=reader.accepts), accepted=[reader.accepts]
+        )
     if json_too_deep(raw):
-        raise MalformedJson(TOO_DEEP)
+        raise MalformedJson(too_deep_words())
     try:
         value = reader.decoder.decode(raw)
     except msgspec.ValidationError as exc:
         field, message = plain_validation_message(str(exc), reader.decoder.type)
         raise InvalidInput(field or "body", message) from exc
     except msgspec.DecodeError as exc:
-        raise MalformedJson(f"is not valid JSON ({exc})") from exc
+        raise MalformedJson(_("is not valid JSON ({error})", error=exc)) from exc
     # Fields without a rule of their own: text with a NUL, an integer no bigint column holds.
     if b"\\u0000" in raw and (path := nul_at(msgspec.to_builtins(value))) is not None:
-        raise InvalidInput(path or "body", NO_NUL)
+        raise InvalidInput(path or "body", _(NO_NUL))
     if _LONG_NUMBER.search(raw) and (beyond := beyond_bigint_at(msgspec.to_builtins(value))) is not None:
         path, number = beyond
-        raise InvalidInput(path or "body", f"must be at {'least' if number < 0 else 'most'} {_nearest(number)}")
+        rule = N_("must be at least {bound}") if number < 0 else N_("must be at most {bound}")
+        raise InvalidInput(path or "body", _(rule, bound=_nearest(number)))
     ScopeState.from_scope(request.scope).json = value
 
 
@@ -372,14 +384,14 @@ def check_parameters(request: Request[Any, Any, Any], integers: tuple[IntegerPar
     if b"%00" in query or b"\x00" in query:
         for name, value in request.query_params.multi_items():
             if "\x00" in name or "\x00" in value:
-                raise InvalidParameter(_field(ParamType.QUERY, name), NO_NUL)
+                raise InvalidParameter(_field(ParamType.QUERY, name), _(NO_NUL))
     if "\x00" in scope.get("path", ""):
         for name, value in request.path_params.items():
             if isinstance(value, str) and "\x00" in value:
-                raise InvalidParameter(_field(ParamType.PATH, name), NO_NUL)
+                raise InvalidParameter(_field(ParamType.PATH, name), _(NO_NUL))
     for raw_name, raw_value in scope.get("headers", ()):
         if b"\x00" in raw_value or b"\x00" in raw_name:
-            raise InvalidParameter(_field(ParamType.HEADER, raw_name.decode("latin-1")), NO_NUL)
+            raise InvalidParameter(_field(ParamType.HEADER, raw_name.decode("latin-1")), _(NO_NUL))
     for parameter in integers:
         for value in _values(request, parameter):
             number = _as_integer(value)
@@ -387,9 +399,9 @@ def check_parameters(request: Request[Any, Any, Any], integers: tuple[IntegerPar
                 continue  # not an integer at all: Litestar's own validation names it
             field = _field(parameter.source, parameter.name)
             if parameter.check_low and number < BIGINT_MIN:
-                raise InvalidParameter(field, f"must be at least {BIGINT_MIN}")
+                raise InvalidParameter(field, _("must be at least {bound}", bound=BIGINT_MIN))
             if parameter.check_high and number > BIGINT_MAX:
-                raise InvalidParameter(field, f"must be at most {BIGINT_MAX}")
+                raise InvalidParameter(field, _("must be at most {bound}", bound=BIGINT_MAX))
 
 
 def _values(request: Request[Any, Any, Any], parameter: IntegerParameter) -> Iterator[Any]:

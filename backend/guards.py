@@ -12,6 +12,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from backend.actor import Actor, Role
 from backend.errors import Forbidden
+from backend.i18n import N_, _
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
@@ -23,15 +24,19 @@ def _preflight(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     return connection.scope.get("method") == "OPTIONS"
 
 
+_ONLY_FOR = {"resident": N_("this route is for residents"), "partner": N_("this route is for partners")}
+_ONLY_FOR_OTHERS = N_("this route is for {kind}s")
+
+
 def require_kind(kind: str) -> Guard:
     """Only residents, or only partners: a staff token never reaches their routes."""
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         if _preflight(connection):
             return
         actor = connection.scope.get("user")
         if not isinstance(actor, Actor) or actor.kind != kind:
-            raise Forbidden(f"this route is for {kind}s")
+            raise Forbidden(_(_ONLY_FOR.get(kind, _ONLY_FOR_OTHERS), kind=kind))
 
     return guard
 
@@ -39,7 +44,7 @@ def require_kind(kind: str) -> Guard:
 def require_roles(*roles: Role) -> Guard:
     allowed = frozenset(roles)
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
         if _preflight(connection):
             return
         actor = connection.scope.get("user")

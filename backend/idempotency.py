@@ -24,6 +24,7 @@ from backend import crypto
 from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
+from backend.i18n import _
 
 Q = load_queries("backend", "idempotency.sql")
 _encoder = msgspec.json.Encoder(order="deterministic")
@@ -81,7 +82,7 @@ def check_key(key: str | None) -> str:
     if key is None:
         raise IdempotencyKeyRequired()
     if not 8 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
-        raise InvalidInput("Idempotency-Key", "must be 8 to 200 printable ASCII characters")
+        raise InvalidInput("Idempotency-Key", _("must be 8 to 200 printable ASCII characters"))
     return key
 
 

@@ -37,6 +37,7 @@ import msgspec
 from python_calamine import CalamineError, CalamineWorkbook, SheetVisibleEnum
 
 from backend.errors import DomainError
+from backend.i18n import _
 
 __all__ = [
     "CELL_CHARS_CEILING",
@@ -141,11 +142,20 @@ def csv_rows(text: TextIO, limits: Limits) -> Iterator[list[str]]:
 
 def _row_beyond(limits: Limits, number: int, row: list[str]) -> LimitExceeded:
     if number > limits.max_rows:
-        return _exceeded(limits, "max_rows", f"the file has more than {limits.max_rows:,} rows; that is the most read")
+        return _exceeded(
+            limits,
+            "max_rows",
+            _("the file has more than {max_rows:,} rows; that is the most read", max_rows=limits.max_rows),
+        )
     return _exceeded(
         limits,
         "max_columns",
-        f"row {number:,} has {len(row):,} columns; at most {limits.max_columns:,} are read",
+        _(
+            "row {row:,} has {columns:,} columns; at most {max_columns:,} are read",
+            row=number,
+            columns=len(row),
+            max_columns=limits.max_columns,
+        ),
     )
 
 
@@ -153,7 +163,11 @@ def _long_cell(limits: Limits, row: int) -> LimitExceeded:
     return _exceeded(
         limits,
         "max_cell_chars",
-        f"a cell of row {row:,} holds more than {limits.max_cell_chars:,} characters; that is the most read",
+        _(
+            "a cell of row {row:,} holds more than {max_cell_chars:,} characters; that is the most read",
+            row=row,
+            max_cell_chars=limits.max_cell_chars,
+        ),
     )
 
 
@@ -180,10 +194,10 @@ def xlsx_rows(raw: bytes, limits: Limits) -> Iterator[Sequence[Cell]]:
         workbook = CalamineWorkbook.from_filelike(io.BytesIO(raw))
         visible = [m.name for m in workbook.sheets_metadata if m.visible == SheetVisibleEnum.Visible]
         if not visible:
-            raise UnreadableFile("the workbook has no visible sheet")
+            raise UnreadableFile(_("the workbook has no visible sheet"))
         sheet = workbook.get_sheet_by_name(visible[0])
     except CalamineError as exc:
-        raise UnreadableFile(f"the spreadsheet cannot be read ({type(exc).__name__})") from None
+        raise UnreadableFile(_("the spreadsheet cannot be read ({error})", error=type(exc).__name__)) from None
     return _checked_cells(sheet.iter_rows(), limits)
 
 
@@ -196,7 +210,7 @@ def _checked_cells(rows: Iterator[Sequence[Cell]], limits: Limits) -> Iterator[S
                     raise _long_cell(limits, number)
             yield row
     except CalamineError as exc:
-        raise UnreadableFile(f"the spreadsheet cannot be read ({type(exc).__name__})") from None
+        raise UnreadableFile(_("the spreadsheet cannot be read ({error})", error=type(exc).__name__)) from None
 
 
 def inspect_xlsx(raw: bytes, limits: Limits) -> SheetShape:
@@ -205,20 +219,24 @@ def inspect_xlsx(raw: bytes, limits: Limits) -> SheetShape:
     try:
         archive = zipfile.ZipFile(io.BytesIO(raw))
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
-        raise UnreadableFile("the spreadsheet cannot be read (not a ZIP archive)") from None
+        raise UnreadableFile(_("the spreadsheet cannot be read (not a ZIP archive)")) from None
     with archive:
         members = archive.infolist()
         if len(members) > limits.max_zip_members:
             raise _exceeded(
                 limits,
                 "max_zip_members",
-                f"the workbook's archive holds {len(members):,} files; at most {limits.max_zip_members:,} are read",
+                _(
+                    "the workbook's archive holds {files:,} files; at most {max_zip_members:,} are read",
+                    files=len(members),
+                    max_zip_members=limits.max_zip_members,
+                ),
             )
         names = {m.filename.lower() for m in members}
         if "xl/workbook.bin" in names or "content.xml" in names:
-            raise UnreadableFile("only XLSX workbooks are read (not XLSB or ODS); save the file as XLSX or CSV")
+            raise UnreadableFile(_("only XLSX workbooks are read (not XLSB or ODS); save the file as XLSX or CSV"))
         if "xl/workbook.xml" not in names:
-            raise UnreadableFile("the spreadsheet cannot be read (no XLSX workbook in the archive)")
+            raise UnreadableFile(_("the spreadsheet cannot be read (no XLSX workbook in the archive)"))
         declared = sum(m.file_size for m in members)
         if declared > limits.max_uncompressed_bytes:
             raise _too_big(limits)
@@ -235,14 +253,14 @@ def inspect_xlsx(raw: bytes, limits: Limits) -> SheetShape:
             for piece in _unpacked(archive, member, budget):
                 text += piece
                 if len(text) > _MAX_RELS:
-                    raise UnreadableFile("the spreadsheet cannot be read (its list of parts is too long)")
+                    raise UnreadableFile(_("the spreadsheet cannot be read (its list of parts is too long)"))
             targets |= _sheet_targets(text)
         last_row = last_column = cells = shared_strings = 0
         for member in members:
             if member in rels:
                 continue
             if _binary(member.filename.lower(), targets):
-                for _ in _unpacked(archive, member, budget):
+                for _piece in _unpacked(archive, member, budget):
                     pass
                 continue
             counts = _scan_member(archive, member, budget)
@@ -257,7 +275,11 @@ def _too_big(limits: Limits) -> LimitExceeded:
     return _exceeded(
         limits,
         "max_uncompressed_bytes",
-        f"the workbook unpacks to more than {most:,} bytes ({most / (1 << 20):,.0f} MiB); that is the most read",
+        _(
+            "the workbook unpacks to more than {most:,} bytes ({mib:,.0f} MiB); that is the most read",
+            most=most,
+            mib=most / (1 << 20),
+        ),
     )
 
 
@@ -265,8 +287,11 @@ def _bomb(limits: Limits) -> LimitExceeded:
     return _exceeded(
         limits,
         "max_compression_ratio",
-        f"the workbook, or a part of it, unpacks to more than {limits.max_compression_ratio:,} times its packed "
-        "size (a zip bomb); it is not read",
+        _(
+            "the workbook, or a part of it, unpacks to more than {ratio:,} times its packed size (a zip bomb); "
+            "it is not read",
+            ratio=limits.max_compression_ratio,
+        ),
     )
 
 
@@ -275,33 +300,54 @@ def _check_shape(limits: Limits, counts: _Counts) -> None:
         raise _exceeded(
             limits,
             "max_shared_strings",
-            f"the workbook holds more than {limits.max_shared_strings:,} distinct texts; that is the most read",
+            _(
+                "the workbook holds more than {max_shared_strings:,} distinct texts; that is the most read",
+                max_shared_strings=limits.max_shared_strings,
+            ),
         )
     if counts.cells > limits.max_sheet_cells:
         raise _exceeded(
             limits,
             "max_sheet_cells",
-            f"the sheet holds {counts.cells:,} cells; at most {limits.max_sheet_cells:,} are read",
+            _(
+                "the sheet holds {cells:,} cells; at most {max_sheet_cells:,} are read",
+                cells=counts.cells,
+                max_sheet_cells=limits.max_sheet_cells,
+            ),
         )
     if counts.last_row > limits.max_rows:
         raise _exceeded(
             limits,
             "max_rows",
-            f"the sheet has a cell in row {counts.last_row:,}; at most {limits.max_rows:,} rows are read",
+            _(
+                "the sheet has a cell in row {row:,}; at most {max_rows:,} rows are read",
+                row=counts.last_row,
+                max_rows=limits.max_rows,
+            ),
         )
     area = counts.last_row * counts.last_column
     if area > limits.max_sheet_cells:
         raise _exceeded(
             limits,
             "max_sheet_cells",
-            f"the sheet's cells span {counts.last_row:,} rows by {counts.last_column:,} columns "
-            f"({area:,} cells); at most {limits.max_sheet_cells:,} are read",
+            _(
+                "the sheet's cells span {rows:,} rows by {columns:,} columns ({area:,} cells); "
+                "at most {max_sheet_cells:,} are read",
+                rows=counts.last_row,
+                columns=counts.last_column,
+                area=area,
+                max_sheet_cells=limits.max_sheet_cells,
+            ),
         )
     if counts.last_column > limits.max_columns:
         raise _exceeded(
             limits,
             "max_columns",
-            f"the sheet has a cell in column {counts.last_column:,}; at most {limits.max_columns:,} columns are read",
+            _(
+                "the sheet has a cell in column {column:,}; at most {max_columns:,} columns are read",
+                column=counts.last_column,
+                max_columns=limits.max_columns,
+            ),
         )
 
 
@@ -334,11 +380,11 @@ def _unpacked(archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: _Budget
                     raise _bomb(limits)
                 yield piece
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError, OSError, EOFError):
-        raise UnreadableFile("the spreadsheet cannot be read (a damaged or encrypted archive)") from None
+        raise UnreadableFile(_("the spreadsheet cannot be read (a damaged or encrypted archive)")) from None
     except ValueError as exc:  # zlib and lzma report damaged data so
-        raise UnreadableFile("the spreadsheet cannot be read (a damaged archive)") from exc
+        raise UnreadableFile(_("the spreadsheet cannot be read (a damaged archive)")) from exc
     if size != member.file_size:
-        raise UnreadableFile("the spreadsheet cannot be read (its archive declares wrong sizes)")
+        raise UnreadableFile(_("the spreadsheet cannot be read (its archive declares wrong sizes)"))
     budget.used += size
 
 
@@ -464,7 +510,7 @@ def _column_number(letters: bytes) -> int:
 
 
 def _not_understood() -> UnreadableFile:
-    return UnreadableFile("the spreadsheet cannot be read (its XML is not understood)")
+    return UnreadableFile(_("the spreadsheet cannot be read (its XML is not understood)"))
 
 
 @dataclass(slots=True)

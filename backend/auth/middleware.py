@@ -22,6 +22,7 @@ from backend.auth.tokens import (
 )
 from backend.db import load_queries
 from backend.errors import Forbidden, InvalidToken, NotAuthenticated
+from backend.i18n import _
 
 Q = load_queries("backend.auth")
 
@@ -42,7 +43,7 @@ def partner_credential_id(secret_hash: bytes) -> UUID:
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, _space, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated()
         claims = decode_access(connection.app.state.key, token.strip())
@@ -78,7 +79,7 @@ async def _user(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessCl
         and not handing_in
         and (row["device_status"] != "active" or row["device_owner"] != claims.sub)
     ):
-        raise InvalidToken("this device is suspended or revoked")
+        raise InvalidToken(_("this device is suspended or revoked"))
     return Actor(
         kind="user",
         id=claims.sub,
@@ -97,7 +98,7 @@ async def _resident(connection: ASGIConnection[Any, Any, Any, Any], claims: Acce
     if row is None or not row["live"]:
         raise InvalidToken()
     if not path.startswith(RESIDENT_PATHS):
-        raise Forbidden("a resident's token opens only /api/v1/resident")
+        raise Forbidden(_("a resident's token opens only /api/v1/resident"))
     return Actor.resident(claims.sub, row["household_id"], claims.sid)
 
 
@@ -113,7 +114,7 @@ async def _partner(connection: ASGIConnection[Any, Any, Any, Any], claims: Acces
     ):
         raise InvalidToken()
     if not path.startswith(PARTNER_PATHS):
-        raise Forbidden("a partner's token opens only /fhir")
+        raise Forbidden(_("a partner's token opens only /fhir"))
     return Actor(
         kind="partner", id=claims.sub, role=None, scope=Scope(row["division_code"], row["level"]), session_id=claims.sid
     )

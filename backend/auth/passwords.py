@@ -6,6 +6,8 @@ import anyio.to_thread
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from backend.i18n import _
+
 
 class Passwords:
     def __init__(self, time_cost: int, memory_kib: int) -> None:
@@ -32,9 +34,9 @@ class Passwords:
 def check_password_strength(password: str) -> str | None:
     """Returns why a new password is refused, or None."""
     if len(password) < 10:
-        return "must be at least 10 characters"
+        return _("must be at least 10 characters")
     if len(password) > 256:
-        return "must be at most 256 characters"
+        return _("must be at most 256 characters")
     if password.strip() != password:
-        return "must not start or end with spaces"
+        return _("must not start or end with spaces")
     return None

@@ -26,6 +26,7 @@ from backend.auth.tokens import (
 from backend.config import Settings
 from backend.db import Connection, Pool, load_queries
 from backend.errors import InvalidCredentials, InvalidToken, TooManyAttempts
+from backend.i18n import _
 from backend.ids import uuid7
 
 Q = load_queries("backend.auth")
@@ -202,7 +203,7 @@ async def refresh(ctx: AuthContext, token: str) -> TokenPair:
         )
         reuse_detected = True
     if reuse_detected:
-        raise InvalidToken("refresh token was already used; the session is revoked")
+        raise InvalidToken(_("refresh token was already used; the session is revoked"))
     raise AssertionError("unreachable")
 
 

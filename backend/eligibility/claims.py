@@ -17,6 +17,7 @@ from backend.db import Connection, load_queries
 from backend.eligibility.check import facts_by_hash
 from backend.eligibility.lists import ListType, Year, list_kind
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 
 Q = load_queries("backend.eligibility")
@@ -89,7 +90,7 @@ async def raise_claim(conn: Connection, actor: Actor, data: ClaimIn, today: date
     if home is None or not actor.in_scope(home["village_code"]):
         raise NotFound()
     if await list_kind(conn, data.category) != "subsidy":
-        raise InvalidInput("category", "is not a subsidy category")
+        raise InvalidInput("category", _("is not a subsidy category"))
     if home["id_number_hash"] is not None:
         known = await facts_by_hash(conn, [home["id_number_hash"]], data.coverage_year, today)
         held = known.get(home["id_number_hash"])
@@ -142,9 +143,9 @@ async def decide_claim(conn: Connection, actor: Actor, claim_id: UUID, accept: b
     if row["status"] != "pending":
         raise ClaimNotPending(current=row["status"])
     if not accept and not reason.strip():
-        raise InvalidInput("reason", "a rejection needs a reason")
+        raise InvalidInput("reason", _("a rejection needs a reason"))
     if row["raised_by"] == actor.id or actor.role is not Role.CIVIL_AFFAIRS:
-        raise InvalidInput("claim", "is decided by civil affairs, never by whoever raised it")
+        raise InvalidInput("claim", _("is decided by civil affairs, never by whoever raised it"))
     status = "accepted" if accept else "rejected"
     updated = await conn.fetchrow(Q["decide_claim"], claim_id, status, actor.id, reason.strip() or None)
     assert updated is not None

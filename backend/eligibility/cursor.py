@@ -9,6 +9,7 @@ import base64
 import binascii
 
 from backend.errors import InvalidInput
+from backend.i18n import _
 
 HASH_BYTES = 32  # HMAC-SHA256 and HMAC-SM3 alike
 MAX_LENGTH = 43  # base64url of 32 bytes, unpadded: what a query parameter may hold
@@ -25,5 +26,5 @@ def decode(cursor: str, field: str = "after") -> bytes:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != HASH_BYTES or encode(raw) != cursor:
-        raise InvalidInput(field, "is not a cursor of this list (use the page's next_cursor)")
+        raise InvalidInput(field, _("is not a cursor of this list (use the page's next_cursor)"))
     return raw

@@ -20,6 +20,7 @@ from typing import IO, Literal
 import msgspec
 
 from backend import tabular
+from backend.i18n import N_, _
 from backend.tabular import UnreadableFile
 from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
@@ -154,6 +155,7 @@ class ListReader:
         return self._stream.sha256.digest()
 
     def _error(self, row: int, column: str, problem: str) -> None:
+        """A bad row's problem, already in the language of whoever imports (`_Problem.words`)."""
         self.error_count += 1
         if len(self.errors) < MAX_KEPT_ERRORS:
             self.errors.append(RowError(row, column, problem))
@@ -223,11 +225,10 @@ class ListReader:
             else:
                 yield entry
         if columns is None:
-            helps = "; ".join(" or ".join(COLUMNS[c]) for c in REQUIRED)
-            self._error(1, "header", f"no header row with columns for {helps}")
+            self._error(1, "header", _("no header row with columns for {columns}", columns=_columns_help(REQUIRED)))
             self.bad_rows += 1
         elif self.rows_read == 0:
-            self._error(index, "header", "no rows follow the header")
+            self._error(index, "header", _("no rows follow the header"))
             self.bad_rows += 1
 
     def _common_row(self, columns: Mapping[Column, int]) -> Callable[[int, Sequence[Cell]], Entry | None]:
@@ -311,34 +312,34 @@ class ListReader:
         if isinstance(id_number, str):
             number = id_number
         else:
-            self._error(row, names["id_number"], id_number.message)
+            self._error(row, names["id_number"], id_number.words())
             number, ok = "", False
         if number and len(_text(cell("id_number"))) == 15:
             self.converted_from_15 += 1
         name = _text(cell("name"))
         if not name:
-            self._error(row, names["name"], "is empty")
+            self._error(row, names["name"], _("is empty"))
             ok = False
         elif len(name) > 100:
-            self._error(row, names["name"], "is longer than 100 characters")
+            self._error(row, names["name"], _("is longer than 100 characters"))
             ok = False
         dates: list[date | None] = []
         for column in ("valid_from", "valid_to"):
             value = _date(cell(column)) if column in columns else None
             if isinstance(value, _Problem):
-                self._error(row, names[column], value.message)
+                self._error(row, names[column], value.words())
                 ok = False
                 value = None
             dates.append(value)
         valid_from, valid_to = dates
         if valid_from is not None and valid_to is not None and valid_to < valid_from:
-            self._error(row, names["valid_to"], "is before the start of validity")
+            self._error(row, names["valid_to"], _("is before the start of validity"))
             ok = False
         division: str | None = None
         if "division" in columns:
             resolved = self._division(cell("division"))
             if isinstance(resolved, _Problem):
-                self._error(row, names["division"], resolved.message)
+                self._error(row, names["division"], resolved.words())
                 ok = False
             else:
                 division = resolved
@@ -355,24 +356,33 @@ class ListReader:
         if _CODE.fullmatch(normalise(text)):
             return normalise(text)
         if text not in self._division_names:
-            return _Problem("names no division in your scope (give the 12-digit division code or its exact name)")
+            return _Problem(N_("names no division in your scope (give the 12-digit division code or its exact name)"))
         code = self._division_names[text]
         if code is None:
-            return _Problem("names more than one division; give the 12-digit division code")
+            return _Problem(N_("names more than one division; give the 12-digit division code"))
         return code
 
 
 class _Problem(msgspec.Struct, frozen=True):
+    """What is wrong with a cell, in English with its {fields} (cached problems are shared by
+    imports in every language): `words()` says it in the current language."""
+
     message: str
+    params: dict[str, object] | None = None
+
+    def words(self) -> str:
+        return _(self.message, **(self.params or {}))
 
 
 def _csv_rows(text: io.TextIOWrapper, encoding: str) -> Iterator[Sequence[Cell]]:
     try:
         yield from tabular.csv_rows(text, LIMITS)
     except UnicodeDecodeError:
-        raise UnreadableFile(f"the file is not valid {encoding.removesuffix('-sig').upper()} text") from None
+        raise UnreadableFile(
+            _("the file is not valid {encoding} text", encoding=encoding.removesuffix("-sig").upper())
+        ) from None
     except csv.Error as exc:
-        raise UnreadableFile(f"the CSV cannot be read ({exc})") from None
+        raise UnreadableFile(_("the CSV cannot be read ({error})", error=exc)) from None
 
 
 def _spreadsheet_rows(raw: bytes) -> Iterator[Sequence[Cell]]:
@@ -396,14 +406,19 @@ def _header(cells: Sequence[Cell]) -> dict[Column, int] | str | None:
         if not hits:
             continue
         if column != "division" and len(hits) > 1:
-            return f"more than one column for {' or '.join(COLUMNS[column])}"
+            return _("more than one column for {columns}", columns=_columns_help([column]))
         found[column] = min(hits)[1]
     if not found:
         return None
     missing = [c for c in REQUIRED if c not in found]
     if missing:
-        return "no column for " + "; ".join(" or ".join(COLUMNS[c]) for c in missing)
+        return _("no column for {columns}", columns=_columns_help(missing))
     return found
+
+
+def _columns_help(columns: Sequence[Column]) -> str:
+    """The headers accepted for `columns`, as a problem lists them ("身份证号 or …; 姓名 or name")."""
+    return _("; ").join(_(" or ").join(COLUMNS[c]) for c in columns)
 
 
 def _text(cell: Cell) -> str:
@@ -414,7 +429,7 @@ def _text(cell: Cell) -> str:
 
 def _id_number(cell: Cell, today: date) -> str | _Problem:
     if isinstance(cell, bool):
-        return _Problem("is not an identity number")
+        return _Problem(N_("is not an identity number"))
     if isinstance(cell, int | float):
         # A spreadsheet stores numbers as doubles: 15 digits survive exactly, 18 do not, and the
         # lost digits are never guessed back.
@@ -422,19 +437,21 @@ def _id_number(cell: Cell, today: date) -> str | _Problem:
         digits = str(int(cell)) if exact else ""
         if not exact or len(digits) != _MAX_EXACT_DIGITS:
             return _Problem(
-                "is stored as a number, so the spreadsheet has lost its last digits; "
-                "format the column as text and re-enter the numbers from the cards"
+                N_(
+                    "is stored as a number, so the spreadsheet has lost its last digits; "
+                    "format the column as text and re-enter the numbers from the cards"
+                )
             )
         cell = digits
     try:
         return parse_resident_id(_text(cell), today=today).number
     except IdentityNumberError as exc:
-        return _Problem(exc.message)
+        return _Problem(exc.template, exc.params or None)
 
 
 def _date(cell: Cell) -> date | _Problem | None:
     if cell is None or isinstance(cell, bool):
-        return None if cell is None else _Problem("is not a date")
+        return None if cell is None else _Problem(N_("is not a date"))
     if isinstance(cell, datetime):
         return cell.date()
     if isinstance(cell, date):
@@ -445,7 +462,7 @@ def _date(cell: Cell) -> date | _Problem | None:
             return _date(str(number))
         if 1 <= number <= 73050:  # an Excel serial day number without a date format
             return _EXCEL_EPOCH + timedelta(days=number)
-        return _Problem("is not a date")
+        return _Problem(N_("is not a date"))
     return _date_text(_text(cell))
 
 
@@ -477,8 +494,8 @@ def _date_text(raw: str) -> date | _Problem | None:
         return None
     match = _DATE.fullmatch(text) or _DATE_COMPACT.fullmatch(text)
     if match is None:
-        return _Problem("is not a date such as 2025-01-01")
+        return _Problem(N_("is not a date such as 2025-01-01"))
     try:
         return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
     except ValueError:
-        return _Problem("is not a real date")
+        return _Problem(N_("is not a real date"))

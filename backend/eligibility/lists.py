@@ -28,6 +28,7 @@ from backend.db import Connection, load_queries
 from backend.eligibility import cursor
 from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
 from backend.errors import DomainError, InvalidInput, NotFound
+from backend.i18n import _
 from backend.ids import uuid7
 from backend.jobs import service as jobs
 from backend.jobs.service import Job, JobError
@@ -52,7 +53,11 @@ class ListRejected(DomainError):
 
     @staticmethod
     def explain(version: ListVersion) -> str:
-        return f"{version.rows_rejected} of {version.rows_read} rows have errors; nothing was loaded"
+        return _(
+            "{rejected} of {read} rows have errors; nothing was loaded",
+            rejected=version.rows_rejected,
+            read=version.rows_read,
+        )
 
 
 class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,7 +138,9 @@ async def list_kind(conn: Connection, list_type: str) -> ListKind:
     if await conn.fetchval(Q["policy_category_exists"], list_type):
         return "subsidy"
     known = ", ".join(LIST_TYPES)
-    raise InvalidInput("type", f"unknown list type; known: {known}, or a subsidy category of a published policy")
+    raise InvalidInput(
+        "type", _("unknown list type; known: {known}, or a subsidy category of a published policy", known=known)
+    )
 
 
 async def upload_scope(conn: Connection, actor: Actor | None, division_code: str | None) -> Scope:
@@ -143,11 +150,11 @@ async def upload_scope(conn: Connection, actor: Actor | None, division_code: str
     if division_code is not None:
         row = await conn.fetchrow(Q["division"], division_code)
         if row is None or row["level"] not in ("district", "township"):
-            raise InvalidInput("division", "must be the code of a district or township")
+            raise InvalidInput("division", _("must be the code of a district or township"))
         return Scope(row["code"], row["level"])
     districts = await conn.fetch(Q["district_divisions"])
     if len(districts) != 1:
-        raise InvalidInput("division", "give the district or township the list is for")
+        raise InvalidInput("division", _("give the district or township the list is for"))
     return Scope(districts[0]["code"], "district")
 
 
@@ -178,7 +185,7 @@ def _sealing(version: str | None) -> Callable[[list[Entry]], list[Record]]:
         numbers = [entry[1] for entry in entries]
         return [
             (row, hashed, sealed, name, valid_from, valid_to, division)
-            for (row, _, name, valid_from, valid_to, division), hashed, sealed in zip(
+            for (row, _number, name, valid_from, valid_to, division), hashed, sealed in zip(
                 entries, keyring.index_many(kind, numbers), keyring.seal_many(kind, numbers), strict=True
             )
         ]
@@ -187,7 +194,7 @@ def _sealing(version: str | None) -> Callable[[list[Entry]], list[Record]]:
         numbers = [entry[1] for entry in entries]
         return [
             (version, row, hashed, sealed, name, valid_from, valid_to, division)
-            for (row, _, name, valid_from, valid_to, division), hashed, sealed in zip(
+            for (row, _number, name, valid_from, valid_to, division), hashed, sealed in zip(
                 entries, keyring.index_many(kind, numbers), keyring.seal_many(kind, numbers), strict=True
             )
         ]
@@ -311,16 +318,17 @@ async def _load_checked(
     id_column = reader.column_names.get("id_number", "id_number")
     for r in await conn.fetch(STAGING_Q["staging_duplicates"]):
         bad.add(r["row_no"])
-        errors.append(RowError(r["row_no"], id_column, f"the same person as row {r['first_row']}"))
+        errors.append(RowError(r["row_no"], id_column, _("the same person as row {row}", row=r["first_row"])))
     column = reader.column_names.get("division", "division")
     for r in await conn.fetch(STAGING_Q["staging_bad_divisions"], scope.low, scope.high):
         bad.add(r["row_no"])
-        problem = "is not a known division code" if r["unknown"] else "lies outside your scope"
+        problem = _("is not a known division code") if r["unknown"] else _("lies outside your scope")
         errors.append(RowError(r["row_no"], column, problem))
     if scope.level == "township":
         for r in await conn.fetch(STAGING_Q["staging_unplaced"], scope.low, scope.high):
             bad.add(r["row_no"])
-            errors.append(RowError(r["row_no"], column, "is empty and the person is in no household of your township"))
+            problem = _("is empty and the person is in no household of your township")
+            errors.append(RowError(r["row_no"], column, problem))
     rows_rejected = reader.bad_rows + len(bad)
     errors.sort(key=lambda e: e.row)
     header_failed = not reader.header_found or reader.rows_read == 0
@@ -507,7 +515,7 @@ async def diff(
     if base is not None:
         other = await get_version(conn, actor, base)
         if other.list_type != version.list_type:
-            raise InvalidInput("against", "is a version of another list type")
+            raise InvalidInput("against", _("is a version of another list type"))
     whole = actor.in_scope(version.division_code)
     rows = await conn.fetch(Q["list_diff"], version.id, base, after_hash, *scope_args(actor), limit + 1, whole)
     keyring = crypto.keys()
@@ -587,6 +595,6 @@ async def run_import_job(run: JobRun) -> Outcome:
             on_read=run.advance,
         )
     if version.status == "rejected":
-        error = JobError(ListRejected.code, ListRejected.title(), ListRejected.explain(version))
+        error = JobError(ListRejected.code, _(ListRejected.title()), ListRejected.explain(version))
         return Outcome(version, ok=False, error=error)
     return Outcome(version)

@@ -28,6 +28,7 @@ from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
 from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListVersion, ListVersionPage
 from backend.errors import problem
 from backend.guards import require_roles
+from backend.i18n import _
 from backend.jobs import service as jobs
 from backend.jobs.service import Job
 from backend.jobs.uploads import size_of, upload_slot
@@ -118,11 +119,21 @@ class ListController(Controller):
             return problem(
                 ListRejected.status,
                 ListRejected.code,
-                ListRejected.title(),
+                _(ListRejected.title()),
                 ListRejected.explain(loaded),
                 request,
                 list_id=str(loaded.id),
-                errors=[{"row": e.row, "column": e.column, "problem": e.problem} for e in loaded.errors],
+                errors=[
+                    # `message` is the row as people read it ("第 42 行 公民身份号码：…"); the
+                    # column stays as the file names it, so a client can place the problem.
+                    {
+                        "row": e.row,
+                        "column": e.column,
+                        "problem": e.problem,
+                        "message": _("Row {row}, {column}: {problem}", row=e.row, column=e.column, problem=e.problem),
+                    }
+                    for e in loaded.errors
+                ],
             )
         return Response(loaded, status_code=201)
 

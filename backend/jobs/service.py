@@ -26,6 +26,7 @@ from backend.audit.service import record
 from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, DomainError, NotFound
+from backend.i18n import _, current_language
 from backend.ids import uuid7
 
 Q = load_queries("backend.jobs")
@@ -33,6 +34,7 @@ Q = load_queries("backend.jobs")
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FILE_CHUNK = 1 << 20  # bytes per stored piece of an upload
 NOTIFY_CHANNEL = "canbao_jobs"
+LANGUAGE_PARAM = "language"  # in a job's params: the language its report and errors are written in
 _TOWNSHIP = LEVEL_PREFIX["township"]
 
 
@@ -170,15 +172,22 @@ async def enqueue(
     assert counts is not None
     if actor is not None and counts["by_user"] >= settings.max_jobs_per_user:
         raise TooManyJobs(
-            f"you have {counts['by_user']} uploads or jobs under way (at most {settings.max_jobs_per_user})",
+            _(
+                "you have {count} uploads or jobs under way (at most {limit})",
+                count=counts["by_user"],
+                limit=settings.max_jobs_per_user,
+            ),
             retry_after_s=settings.job_retry_after_s,
             limit="max_jobs_per_user",
             maximum=settings.max_jobs_per_user,
         )
     if counts["by_township"] >= settings.max_jobs_per_township:
         raise TooManyJobs(
-            f"your township has {counts['by_township']} uploads or jobs under way "
-            f"(at most {settings.max_jobs_per_township})",
+            _(
+                "your township has {count} uploads or jobs under way (at most {limit})",
+                count=counts["by_township"],
+                limit=settings.max_jobs_per_township,
+            ),
             retry_after_s=settings.job_retry_after_s,
             limit="max_jobs_per_township",
             maximum=settings.max_jobs_per_township,
@@ -188,7 +197,8 @@ async def enqueue(
         Q["insert_job"],
         job_id,
         kind,
-        params,
+        # The job speaks the language of whoever asked for it (its worker has no request).
+        {**params, LANGUAGE_PARAM: current_language()},
         None if actor is None else msgspec.to_builtins(actor),
         actor.id if actor and actor.kind == "user" else None,
         division_code,
@@ -238,7 +248,7 @@ async def get(conn: Connection, actor: Actor, job_id: UUID) -> Job:
     """A job its creator, or a reviewer, civil-affairs officer or admin whose scope holds it, may see."""
     row = await conn.fetchrow(Q["get_job"], job_id)
     if row is None or not _may_see(actor, row):
-        raise NotFound("no such job in your scope")
+        raise NotFound(_("no such job in your scope"))
     return job_from_row(row)
 
 
@@ -247,7 +257,7 @@ async def output(conn: Connection, actor: Actor, job_id: UUID) -> tuple[JobOutpu
     holds names and masked ID numbers)."""
     job = await get(conn, actor, job_id)
     if job.output is None:
-        raise NotFound("this job has produced no file (yet)")
+        raise NotFound(_("this job has produced no file (yet)"))
     pieces: list[bytes] = []
     keyring = crypto.keys()
     while (piece := await conn.fetchval(Q["output_chunk"], job_id, len(pieces))) is not None:
@@ -282,10 +292,10 @@ async def cancel(conn: Connection, actor: Actor, job_id: UUID) -> Job:
     work rolled back. Its creator or a district admin may."""
     job = await get(conn, actor, job_id)
     if job.created_by != actor.id and actor.role != Role.DISTRICT_ADMIN:
-        raise NotFound("no such job of yours")
+        raise NotFound(_("no such job of yours"))
     row = await conn.fetchrow(Q["cancel_queued"], job_id) or await conn.fetchrow(Q["cancel_running"], job_id)
     if row is None:
-        raise JobFinished(f"the job ended {job.state}")
+        raise JobFinished(_("the job ended {state}", state=job.state))
     if row["state"] == "cancelled":
         await conn.execute(Q["drop_file"], job_id)
     await record(conn, actor, "cancel", "job", job_id, division_code=job.division_code, summary={"kind": job.kind})

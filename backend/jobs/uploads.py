@@ -18,6 +18,7 @@ from backend.actor import Actor
 from backend.config import Settings
 from backend.db import Pool
 from backend.errors import DomainError
+from backend.i18n import N_, _
 from backend.ids import uuid7
 from backend.jobs.service import Q, township_range
 
@@ -57,13 +58,23 @@ async def _take(pool: Pool, settings: Settings, actor: Actor, limit_s: float) ->
         await conn.execute(Q["drop_expired_slots"])
         counts = await conn.fetchrow(Q["slot_counts"], actor.id, low, high)
         assert counts is not None
-        for count, limit, name, whose in (
-            (counts["by_user"], settings.max_uploads_per_user, "max_uploads_per_user", "you have"),
-            (counts["by_township"], settings.max_uploads_per_township, "max_uploads_per_township", "your township has"),
+        for count, limit, name, words in (
+            (
+                counts["by_user"],
+                settings.max_uploads_per_user,
+                "max_uploads_per_user",
+                N_("you have {count} uploads arriving (at most {limit})"),
+            ),
+            (
+                counts["by_township"],
+                settings.max_uploads_per_township,
+                "max_uploads_per_township",
+                N_("your township has {count} uploads arriving (at most {limit})"),
+            ),
         ):
             if count >= limit:
                 raise TooManyUploads(
-                    f"{whose} {count} uploads arriving (at most {limit})",
+                    _(words, count=count, limit=limit),
                     retry_after_s=settings.job_retry_after_s,
                     limit=name,
                     maximum=limit,

@@ -31,7 +31,18 @@ from backend.actor import Actor
 from backend.config import Settings
 from backend.db import Connection, Pool
 from backend.errors import DomainError
-from backend.jobs.service import FILE_CHUNK, NOTIFY_CHANNEL, Job, JobError, Q, file_kind, job_from_row, output_kind
+from backend.i18n import LANGUAGES, _, use_language
+from backend.jobs.service import (
+    FILE_CHUNK,
+    LANGUAGE_PARAM,
+    NOTIFY_CHANNEL,
+    Job,
+    JobError,
+    Q,
+    file_kind,
+    job_from_row,
+    output_kind,
+)
 
 log = logging.getLogger("canbao.jobs")
 
@@ -134,7 +145,22 @@ async def run_one(
     row = await pool.fetchrow(Q["claim"], worker_id, settings.job_lease_s, list(handlers), job_id)
     if row is None:
         return None
-    handler = handlers[row["kind"]]
+    params = dict(row["params"])
+    language = params.pop(LANGUAGE_PARAM, None)
+    # The job's report and errors in the language of whoever asked for it (the default when unknown).
+    with use_language(language if language in LANGUAGES else None):
+        return await _run(pool, row, handlers[row["kind"]], params, settings, worker_id, on_progress)
+
+
+async def _run(
+    pool: Pool,
+    row: asyncpg.Record,
+    handler: Handler,
+    params: dict[str, Any],
+    settings: Settings,
+    worker_id: str,
+    on_progress: Callable[[int, int | None], None] | None,
+) -> Job:
     log.info("job started", extra={"job_id": str(row["id"]), "kind": row["kind"], "attempt": row["attempts"]})
     flags = _Flags()
     async with pool.acquire() as conn:
@@ -142,7 +168,7 @@ async def run_one(
         run = JobRun(
             id=row["id"],
             kind=row["kind"],
-            params=dict(row["params"]),
+            params=params,
             actor=None if row["actor"] is None else msgspec.convert(row["actor"], Actor),
             division_code=row["division_code"],
             file_name=row["file_name"],
@@ -161,7 +187,7 @@ async def run_one(
             if flags.lost:
                 log.warning("job taken over by another worker", extra={"job_id": str(run.id)})
             elif flags.cancelled:
-                await _end(pool, run.id, worker_id, "cancelled", JobError("cancelled", "Job was cancelled"))
+                await _end(pool, run.id, worker_id, "cancelled", JobError("cancelled", _("Job was cancelled")))
             else:  # this worker is stopping: the job goes back to the queue
                 await _release(pool, run.id, worker_id)
                 raise
@@ -169,7 +195,7 @@ async def run_one(
             log.warning("job taken over by another worker", extra={"job_id": str(run.id)})
         except DomainError as exc:  # the input is wrong: trying again would not help
             extra = {key: value for key, value in exc.extra.items() if key != "retry_after_s"}
-            error = JobError(exc.code, exc.title(), exc.detail, extra or None)
+            error = JobError(exc.code, _(exc.title()), exc.detail, extra or None)
             await _end(pool, run.id, worker_id, "failed", error)
         except Exception as exc:  # the database went away, a bug: another attempt, up to max_attempts
             log.error("job attempt failed", extra={"job_id": str(run.id), "error": type(exc).__name__})
@@ -245,7 +271,7 @@ async def _end(pool: Pool, job_id: UUID, worker_id: str, state: str, error: JobE
 
 
 async def _release(pool: Pool, job_id: UUID, worker_id: str) -> None:
-    error = msgspec.to_builtins(JobError("internal_error", "The job failed each time it was tried"))
+    error = msgspec.to_builtins(JobError("internal_error", _("The job failed each time it was tried")))
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
         async with pool.acquire() as conn, conn.transaction():
             if await conn.fetchval(Q["release"], job_id, worker_id, error) == "failed":

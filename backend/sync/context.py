@@ -18,6 +18,7 @@ from backend.actor import Actor
 from backend.clock import local_date
 from backend.db import Connection
 from backend.errors import plain_validation_message
+from backend.i18n import _
 from mobile_sync_protocol import messages as m
 
 
@@ -58,4 +59,4 @@ def failure_text(exc: Exception) -> str:
     if isinstance(exc, msgspec.ValidationError):
         field, words = plain_validation_message(str(exc), m.AnyMutation)
         return f"{field}: {words}" if field else words
-    return f"the mutation cannot be read: {str(exc)[:200]}"
+    return _("the mutation cannot be read: {error}", error=str(exc)[:200])

@@ -15,6 +15,7 @@ from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.enrollment import moves as move_service
 from backend.errors import Conflict, InvalidInput, NotFound
+from backend.i18n import _
 from backend.sync import query_codes
 from backend.sync.conflicts import service as conflicts
 from backend.sync.context import Context
@@ -46,7 +47,7 @@ async def _household(conn: Connection, actor: Actor, household_id: UUID, base_ve
             raise HouseholdHeld()
         raise NotFound()
     if base_version > row["row_version"]:
-        raise InvalidInput("base_version", f"is ahead of the server's version {row['row_version']}")
+        raise InvalidInput("base_version", _("is ahead of the server's version {version}", version=row["row_version"]))
     return row
 
 
@@ -442,7 +443,7 @@ async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCrea
 async def enrollment_cancel(conn: Connection, actor: Actor, mu: m.EnrollmentCancel, ctx: Context) -> m.Answer:
     enrollment_id = await conn.fetchval(Q["live_enrollment_of"], mu.person_id, mu.coverage_year)
     if enrollment_id is None:
-        raise NotFound("no live enrolment of this person for the year")
+        raise NotFound(_("no live enrolment of this person for the year"))
     data = msgspec.convert({"reason": mu.reason, "note": mu.note}, enrolment_service.CancelRequest)
     await enrolment_service.cancel(conn, actor, enrollment_id, data)
     return m.Answer(seq=None, status="applied")

@@ -13,6 +13,7 @@ from backend.audit import service as audit
 from backend.clock import local_date
 from backend.db import Connection, load_queries
 from backend.errors import DomainError, InvalidInput
+from backend.i18n import _
 from backend.premiums import adjustments as premium_adjustments
 from backend.premiums import payments as premium_payments
 from backend.premiums.payments import CLOCK_AHEAD, CLOCK_TOO_OLD
@@ -49,12 +50,12 @@ async def earlier_report(conn: Connection, mu: m.PaymentRecord, content: bytes) 
     if recorded is not None:
         if _payment_hash_of_row(recorded) == content:
             return m.Answer(seq=None, status="duplicate", code="payment_already_recorded")
-        raise Quarantine("payment_id_reused", "another payment was recorded under this id", content)
+        raise Quarantine("payment_id_reused", _("another payment was recorded under this id"), content)
     held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
     if held is not None:
         if held["content_hash"] == content:
             return m.Answer(seq=None, status="duplicate", code="payment_already_quarantined", quarantine_id=held["id"])
-        raise Quarantine("payment_id_reused", "another payment was reported under this id", content)
+        raise Quarantine("payment_id_reused", _("another payment was reported under this id"), content)
     return None
 
 
@@ -66,11 +67,11 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
     household = await conn.fetchrow(Q["household_state"], mu.household_id)
     if household is None and await conflicts.held_household(conn, mu.household_id) is not None:
         # Never re-pointed to the household it may duplicate: a reviewer settles both.
-        raise Quarantine("household_held", "the household is held as a possible duplicate", content)
+        raise Quarantine("household_held", _("the household is held as a possible duplicate"), content)
     if household is None or not actor.in_scope(household["village_code"]):
-        raise Quarantine("out_of_scope", "no such household in the collector's scope", content)
+        raise Quarantine("out_of_scope", _("no such household in the collector's scope"), content)
     if household["status"] != "active":
-        raise Quarantine("household_dissolved", "the household is dissolved", content)
+        raise Quarantine("household_dissolved", _("the household is dissolved"), content)
     try:
         data = msgspec.convert(
             {
@@ -105,15 +106,17 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         assert earlier is not None
         return earlier
     except premium_payments.ReceiptNumberUsed as exc:
-        raise Quarantine("receipt_clash", "the receipt number is already used", content) from exc
+        raise Quarantine("receipt_clash", _("the receipt number is already used"), content) from exc
     except premium_payments.ChannelReferenceUsed as exc:
-        raise Quarantine("channel_ref_clash", "a payment with this transaction reference is recorded", content) from exc
+        raise Quarantine(
+            "channel_ref_clash", _("a payment with this transaction reference is recorded"), content
+        ) from exc
     except InvalidInput as exc:
         field = (exc.extra.get("errors") or [{}])[0].get("field", "")
         reason = "receipt_not_issued" if field == "receipt_no" else "not_applicable"
         raise Quarantine(reason, exc.detail, content) from exc
     except DomainError as exc:
-        raise Quarantine("not_applicable", f"{exc.code}: {exc.detail or exc.title()}", content) from exc
+        raise Quarantine("not_applicable", f"{exc.code}: {exc.detail or _(exc.title())}", content) from exc
     money = receipt.household
     differs = mu.due_fen is not None and mu.due_fen != money.due_fen
     return m.Answer(
@@ -142,7 +145,7 @@ async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: C
         # must not tell that it exists.
         held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
         mine = held is not None and actor.in_scope(held["township_code"])
-        raise Quarantine("payment_quarantined" if mine else "unknown_payment", "the payment to void is not recorded")
+        raise Quarantine("payment_quarantined" if mine else "unknown_payment", _("the payment to void is not recorded"))
     try:
         data = msgspec.convert(
             {"kind": "void", "reason": mu.reason, "note": mu.note}, premium_adjustments.AdjustmentRequest
@@ -152,5 +155,5 @@ async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: C
     except msgspec.ValidationError as exc:
         raise Quarantine("malformed_void", failure_text(exc)) from exc
     except DomainError as exc:
-        raise Quarantine("void_not_possible", f"{exc.code}: {exc.detail or exc.title()}") from exc
+        raise Quarantine("void_not_possible", f"{exc.code}: {exc.detail or _(exc.title())}") from exc
     return m.Answer(seq=None, status="applied", void_request_id=event.id)

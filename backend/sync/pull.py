@@ -28,6 +28,7 @@ from backend.audit.service import record
 from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.errors import InvalidInput
+from backend.i18n import _
 from backend.sync import sealed
 from backend.sync.conflicts import service as conflicts
 from backend.sync.push import DeviceMismatch, DeviceRequired
@@ -121,14 +122,14 @@ def _decode_token(raw: str) -> PageToken:
             raise ValueError("nested")
         return msgspec.json.decode(text, type=PageToken)
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise InvalidInput("page_token", "is not a token this server gave") from exc
+        raise InvalidInput("page_token", _("is not a token this server gave")) from exc
 
 
 def _cursor(raw: str) -> tuple[int, str]:
     """A cursor is `xid.scope` (a bare xid from before scopes were named in it)."""
-    xid, _, scope = raw.partition(".")
+    xid, _dot, scope = raw.partition(".")
     if not xid.isdigit() or len(xid) > 19 or not (scope == "" or (scope.isdigit() and len(scope) == 12)):
-        raise InvalidInput("cursor", "is not a cursor this server gave")
+        raise InvalidInput("cursor", _("is not a cursor this server gave"))
     return int(xid), scope
 
 

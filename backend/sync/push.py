@@ -21,6 +21,7 @@ from backend.audit import service as audit
 from backend.db import Connection, load_queries
 from backend.enrollment import households as household_service
 from backend.errors import Conflict, DomainError, Forbidden
+from backend.i18n import N_, _
 from backend.ids import uuid7
 from backend.sync import handlers_households as households
 from backend.sync import handlers_money as money
@@ -237,7 +238,7 @@ def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
 # PostgreSQL's text holds no NUL character: a mutation with one in any text is refused as it is
 # decoded (a payment is quarantined), before it reaches a handler, and text of the tablet's that is
 # kept or answered anyway (its type, its body in quarantine) shows U+FFFD in its place.
-HOLDS_NUL = "a text value contains a NUL character, which no record can hold"
+HOLDS_NUL = N_("a text value contains a NUL character, which no record can hold")  # answered as _(HOLDS_NUL)
 _json_text = msgspec.json.Encoder()
 
 
@@ -286,7 +287,7 @@ async def _one(
     head = _decode_head(raw, fmt)
     if head is None or head.seq is None or head.seq < 1:
         # Without a sequence number the mutation cannot take a place in the ledger.
-        return m.Answer(seq=None, status="rejected", code="malformed_mutation", detail="no readable `seq`")
+        return m.Answer(seq=None, status="rejected", code="malformed_mutation", detail=_("no readable `seq`"))
     seq, mutation_id = head.seq, head.mutation_id
     failure: str | None = None
     try:
@@ -294,7 +295,7 @@ async def _one(
         mutation: m.AnyMutation | None = decoder.decode(bytes(raw))
         body_hash = sealed.mutation_digest(_canonical.encode(mutation))
         if mutation is not None and _holds_nul(bytes(raw), mutation, fmt):
-            mutation, failure = None, HOLDS_NUL
+            mutation, failure = None, _(HOLDS_NUL)
     except msgspec.DecodeError as exc:  # ValidationError included
         mutation, failure = None, failure_text(exc).replace("\x00", "\ufffd")
         body_hash = sealed.mutation_digest(bytes(raw))
@@ -306,7 +307,7 @@ async def _one(
                 mutation_id=mutation_id,
                 status="not_applied",
                 code="seq_reused",
-                detail="this seq was already used for another mutation",
+                detail=_("this seq was already used for another mutation"),
                 expected_seq=last_seq + 1,
             )
         return m.Answer(seq=seq, mutation_id=mutation_id, status="duplicate", first=first)
@@ -316,7 +317,7 @@ async def _one(
             mutation_id=mutation_id,
             status="not_applied",
             code="seq_gap",
-            detail=f"the server holds this device up to seq {last_seq}",
+            detail=_("the server holds this device up to seq {seq}", seq=last_seq),
             expected_seq=last_seq + 1,
         )
     kind = (head.type or "?").replace("\x00", "\ufffd")
@@ -356,12 +357,12 @@ async def _suspended(conn: Connection, mutation: m.AnyMutation) -> Quarantine | 
     """What a suspended tablet's mutation becomes: kept for a reviewer — unless it is a payment the
     server already holds, which stays a duplicate (a reinstalled app may report it again)."""
     if not isinstance(mutation, m.PaymentRecord):
-        return Quarantine("device_suspended", "the tablet is suspended: a reviewer decides")
+        return Quarantine("device_suspended", _("the tablet is suspended: a reviewer decides"))
     content = m.payment_content_hash(mutation)
     earlier = await money.earlier_report(conn, mutation, content)  # raises for the same id with other facts
     if earlier is not None:
         return _Known(earlier)
-    return Quarantine("device_suspended", "the tablet is suspended: a reviewer decides", content)
+    return Quarantine("device_suspended", _("the tablet is suspended: a reviewer decides"), content)
 
 
 class _Known(Exception):
@@ -387,14 +388,14 @@ async def _failed(
         # Only the constraint's name: the database's message quotes the row, personal data included.
         where = getattr(exc, "constraint_name", None) or type(exc).__name__
         if kind == "payment.record":  # money is never dropped: kept for a reviewer
-            exc = Quarantine("refused_by_database", f"the database refused the payment ({where})")
+            exc = Quarantine("refused_by_database", _("the database refused the payment ({where})", where=where))
         else:
             return m.Answer(
                 seq=seq,
                 mutation_id=mutation_id,
                 status="rejected",
                 code="refused_by_database",
-                detail=f"the database refused the change ({where})",
+                detail=_("the database refused the change ({where})", where=where),
             )
     if isinstance(exc, Quarantine):
         return await _quarantine(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
@@ -406,7 +407,7 @@ async def _failed(
         return msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
     if isinstance(exc, DomainError):
         return m.Answer(
-            seq=seq, mutation_id=mutation_id, status="rejected", code=exc.code, detail=exc.detail or exc.title()
+            seq=seq, mutation_id=mutation_id, status="rejected", code=exc.code, detail=exc.detail or _(exc.title())
         )
     return m.Answer(
         seq=seq, mutation_id=mutation_id, status="rejected", code="validation_error", detail=failure_text(exc)

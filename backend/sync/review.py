@@ -13,6 +13,7 @@ from backend.actor import Actor, Role, Scope, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from backend.i18n import _
 from backend.premiums import payments as premium_payments
 from backend.sync import sealed
 from mobile_sync_protocol import messages as m
@@ -95,18 +96,18 @@ async def settle(
         raise NotFound()
     if row["user_id"] == actor.id:
         # Dismissing one's own quarantined payment would be a void approved by its collector.
-        raise Forbidden("nobody settles a quarantined item of their own")
+        raise Forbidden(_("nobody settles a quarantined item of their own"))
     if row["status"] != "open":
-        raise NotSettleable(f"the item is already {row['status']}")
+        raise NotSettleable(_("the item is already {status}", status=row["status"]))
     if (data.household_id is None) != (data.person_ids is None):
         raise InvalidInput(
-            "person_ids" if data.person_ids is None else "household_id", "household_id and person_ids go together"
+            "person_ids" if data.person_ids is None else "household_id", _("household_id and person_ids go together")
         )
     if data.household_id is not None and data.resolution != "apply":
-        raise InvalidInput("household_id", "only an applied payment goes to another household")
+        raise InvalidInput("household_id", _("only an applied payment goes to another household"))
     if data.resolution == "apply":
         if row["kind"] != "payment.record":
-            raise InvalidInput("resolution", "only a quarantined payment can be applied; dismiss the rest")
+            raise InvalidInput("resolution", _("only a quarantined payment can be applied; dismiss the rest"))
         try:
             mutation = msgspec.convert(_body(row), m.PaymentRecord)
             payment = msgspec.convert(
@@ -126,7 +127,7 @@ async def settle(
                 premium_payments.PaymentIn,
             )
         except msgspec.ValidationError as exc:
-            raise NotSettleable("the quarantined payment is malformed; dismiss it") from exc
+            raise NotSettleable(_("the quarantined payment is malformed; dismiss it")) from exc
         # The payment is the collector's, from their tablet and receipt block; the reviewer's
         # decision is audited separately below.
         collector = Actor(
@@ -140,7 +141,9 @@ async def settle(
             async with conn.transaction():
                 await premium_payments.record_payment(conn, collector, payment, timezone=timezone, code_key=code_key)
         except DomainError as exc:
-            raise NotSettleable(f"the payment still cannot be recorded: {exc.code}", reason=exc.code) from exc
+            raise NotSettleable(
+                _("the payment still cannot be recorded: {code}", code=exc.code), reason=exc.code
+            ) from exc
     status = "applied" if data.resolution == "apply" else "dismissed"
     updated = await conn.fetchrow(Q["settle_quarantine"], quarantine_id, status, actor.id, data.note)
     assert updated is not None

@@ -17,8 +17,9 @@ from backend.actor import Role
 from backend.api_docs.openapi import REQUEST_BODY
 from backend.db import Pool
 from backend.deps import CurrentActor, Tx
-from backend.errors import DomainError
+from backend.errors import DomainError, plain_validation_message
 from backend.guards import require_roles
+from backend.i18n import N_, _
 from backend.sync import context, query_codes, review, store_key
 from backend.sync import pull as pull_service
 from backend.sync import push as push_service
@@ -57,29 +58,59 @@ async def read_envelope(request: Request[Any, Any, Any], type_: type[T]) -> tupl
         body = codec.unwrap(await request.body(), request.headers.get("content-encoding"))
     except codec.BodyError as exc:
         if exc.code == "body_too_large":
-            raise MalformedBody(str(exc), reason=exc.code) from exc
-        raise BodyNotAccepted(str(exc), reason=exc.code) from exc
+            raise MalformedBody(_body_error_words(exc, request), reason=exc.code) from exc
+        raise BodyNotAccepted(_body_error_words(exc, request), reason=exc.code) from exc
     if bodies.too_deep(body, fmt):  # before anything decodes it: msgspec recurses once per level
-        raise MalformedBody(f"body: {bodies.TOO_DEEP}", errors=[{"field": "body", "message": bodies.TOO_DEEP}])
+        message = bodies.too_deep_words()
+        raise MalformedBody(f"body: {message}", errors=[{"field": "body", "message": message}])
     try:
         probe = codec.decode(body, m.VersionProbe, fmt)
     except msgspec.DecodeError as exc:
-        raise MalformedBody(f"protocol_version: {exc}") from exc
+        raise MalformedBody(_decode_failure(exc, m.VersionProbe, "protocol_version")) from exc
     if probe.protocol_version not in m.SUPPORTED_VERSIONS:
         raise UnsupportedProtocolVersion(
-            f"protocol version {probe.protocol_version} is not supported",
+            _("protocol version {version} is not supported", version=probe.protocol_version),
             supported_versions=list(m.SUPPORTED_VERSIONS),
         )
     try:
         return codec.decode(body, type_, fmt), fmt
     except msgspec.DecodeError as exc:
-        raise MalformedBody(str(exc)[:300]) from exc
+        raise MalformedBody(_decode_failure(exc, type_)[:300]) from exc
+
+
+# What mobile_sync_protocol.codec's BodyError says (in English, for tablets), by its code, in the
+# request's language; an unknown code keeps the protocol's English.
+_BODY_ERRORS = {
+    "unsupported_media_type": N_("send {json} or {msgpack}, not {media}"),
+    "unsupported_content_encoding": N_("send gzip or identity, not {encoding}"),
+    "bad_gzip": N_("the gzip body cannot be decompressed"),
+    "body_too_large": N_("the body exceeds {max_bytes} bytes"),
+}
+
+
+def _body_error_words(exc: codec.BodyError, request: Request[Any, Any, Any]) -> str:
+    words = _BODY_ERRORS.get(exc.code)
+    if words is None:
+        return str(exc)
+    media = (request.headers.get("content-type") or m.JSON).split(";", 1)[0].strip().lower()
+    encoding = (request.headers.get("content-encoding") or "identity").strip().lower()
+    return _(words, json=m.JSON, msgpack=m.MSGPACK, media=media, encoding=encoding, max_bytes=codec.MAX_BODY_BYTES)
+
+
+def _decode_failure(exc: msgspec.DecodeError, type_: Any, field: str | None = None) -> str:
+    """A body msgspec cannot decode, in words naming the field (as the REST API's validation errors)."""
+    if isinstance(exc, msgspec.ValidationError):
+        path, words = plain_validation_message(str(exc), type_)
+        path = path or field
+        return f"{path}: {words}" if path else words
+    words = _("is not valid JSON or MessagePack")
+    return f"{field or 'body'}: {words}"
 
 
 def envelope_bodies(type_: type[Any]) -> dict[str, dict[str, Any]]:
     """The envelope as the API document shows it: what `read_envelope` accepts, in JSON or
     MessagePack (either may be gzipped), in a protocol version this server supports."""
-    (_,), definitions = msgspec.json.schema_components([type_])
+    (_schema,), definitions = msgspec.json.schema_components([type_])
     schema: dict[str, Any] = definitions[type_.__name__]
     schema["properties"]["protocol_version"] = {"type": "integer", "enum": list(m.SUPPORTED_VERSIONS)}
     info = msgspec.inspect.type_info(type_)

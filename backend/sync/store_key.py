@@ -16,6 +16,7 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.errors import InvalidToken
+from backend.i18n import _
 from backend.sync.push import DeviceMismatch, DeviceRequired
 from mobile_sync_protocol import messages as m
 
@@ -39,7 +40,7 @@ async def issue(conn: Connection, actor: Actor, request: m.StoreKeyRequest) -> m
         raise DeviceMismatch()
     device = await conn.fetchrow(Q["device_for_sync"], actor.device_id)
     if device is None or device["owner_id"] != actor.id or device["status"] != "active":
-        raise InvalidToken("this device is suspended or revoked")
+        raise InvalidToken(_("this device is suspended or revoked"))
     await record(conn, actor, "issue_store_key", "device", actor.device_id, division_code=actor.scope.division_code)
     return m.StoreKeyResponse(
         protocol_version=m.PROTOCOL_VERSION, device_id=actor.device_id, store_key=store_key(actor.device_id)

@@ -57,6 +57,11 @@ _RESIDENT_CHARACTERS = re.compile(r"[0-9]*[0-9X]")
 _BIRTH_CERTIFICATE = re.compile(r"[A-Z][0-9]{9}")
 
 
+def N_(message: str) -> str:
+    """Marks a message for the server's translation catalog (this package imports no backend)."""
+    return message
+
+
 class IdentityNumberError(ValueError):
     """An identity number that cannot be accepted; `code` is stable, `message` is for people.
 
@@ -64,10 +69,15 @@ class IdentityNumberError(ValueError):
     in an API error or logged.
     """
 
-    def __init__(self, code: IdentityErrorCode, message: str) -> None:
+    def __init__(self, code: IdentityErrorCode, template: str, **params: object) -> None:
+        message = template.format(**params) if params else template
         super().__init__(f"{code}: {message}")
         self.code: IdentityErrorCode = code
         self.message = message
+        # For a server that speaks another language: `template` is the English message with its
+        # `{fields}` (marked for its catalog), `params` what fills them.
+        self.template = template
+        self.params = params
 
 
 class ResidentIdNumber(msgspec.Struct, frozen=True, kw_only=True, tag="resident_id"):
@@ -121,31 +131,37 @@ def parse_resident_id(
     if len(number) not in (15, 18):
         raise IdentityNumberError(
             "bad_length",
-            f"has {len(number)} characters; a resident identity number has 18 "
-            "(or 15 for a first-generation number). Digits may have been lost: re-enter it from the card.",
+            N_(
+                "has {length} characters; a resident identity number has 18 "
+                "(or 15 for a first-generation number). Digits may have been lost: re-enter it from the card."
+            ),
+            length=len(number),
         )
     converted = len(number) == 15
     if converted:
         if number.endswith("X"):
-            raise IdentityNumberError("bad_characters", "a 15-digit number has digits only")
+            raise IdentityNumberError("bad_characters", N_("a 15-digit number has digits only"))
         number = number[:6] + "19" + number[6:]
         number += check_character(number)
     elif check_character(number[:17]) != number[17]:
-        hint = (
-            " It ends in 000, which is what a spreadsheet leaves after storing it as a number; re-enter it as text."
-            if number.endswith("000")
-            else ""
-        )
-        raise IdentityNumberError("bad_checksum", "the check character does not match; a digit is wrong." + hint)
+        if number.endswith("000"):
+            raise IdentityNumberError(
+                "bad_checksum",
+                N_(
+                    "the check character does not match; a digit is wrong. It ends in 000, which is what a "
+                    "spreadsheet leaves after storing it as a number; re-enter it as text."
+                ),
+            )
+        raise IdentityNumberError("bad_checksum", N_("the check character does not match; a digit is wrong."))
 
     encoded_birth_date = _birth_date(number[6:14])
     if encoded_birth_date > today:
-        raise IdentityNumberError("future_birth_date", "the birth date it encodes is in the future")
+        raise IdentityNumberError("future_birth_date", N_("the birth date it encodes is in the future"))
     encoded_sex: Sex = "male" if int(number[16]) % 2 == 1 else "female"
     if birth_date is not None and birth_date != encoded_birth_date:
-        raise IdentityNumberError("birth_date_mismatch", "the birth date entered differs from the one it encodes")
+        raise IdentityNumberError("birth_date_mismatch", N_("the birth date entered differs from the one it encodes"))
     if sex is not None and sex != encoded_sex:
-        raise IdentityNumberError("sex_mismatch", "the sex entered differs from the one it encodes")
+        raise IdentityNumberError("sex_mismatch", N_("the sex entered differs from the one it encodes"))
     return ResidentIdNumber(number=number, birth_date=encoded_birth_date, sex=encoded_sex, converted_from_15=converted)
 
 
@@ -154,15 +170,19 @@ def parse_birth_certificate_number(raw: str) -> BirthCertificateNumber:
     upper-cased by normalisation)."""
     number = normalise(raw)
     if not number:
-        raise IdentityNumberError("empty", "no birth-certificate number was entered")
+        raise IdentityNumberError("empty", N_("no birth-certificate number was entered"))
     if not number.isascii() or not number.isalnum():
-        raise IdentityNumberError("bad_characters", "a birth-certificate number has one letter and nine digits")
+        raise IdentityNumberError("bad_characters", N_("a birth-certificate number has one letter and nine digits"))
     if len(number) != 10:
         raise IdentityNumberError(
-            "bad_length", f"has {len(number)} characters; a birth-certificate number has 10 (one letter, nine digits)"
+            "bad_length",
+            N_("has {length} characters; a birth-certificate number has 10 (one letter, nine digits)"),
+            length=len(number),
         )
     if not _BIRTH_CERTIFICATE.fullmatch(number):
-        raise IdentityNumberError("bad_characters", "a birth-certificate number is one letter followed by nine digits")
+        raise IdentityNumberError(
+            "bad_characters", N_("a birth-certificate number is one letter followed by nine digits")
+        )
     return BirthCertificateNumber(number=number)
 
 
@@ -197,22 +217,26 @@ def mask(id_number: str) -> str:
 
 def _reject_non_numeric(number: str) -> None:
     if not number:
-        raise IdentityNumberError("empty", "no identity number was entered")
+        raise IdentityNumberError("empty", N_("no identity number was entered"))
     if _SCIENTIFIC.fullmatch(number):
         raise IdentityNumberError(
             "scientific_notation",
-            "is in scientific notation: a spreadsheet stored it as a number and lost its last digits, "
-            "which cannot be recovered. Re-enter it from the card, as text.",
+            N_(
+                "is in scientific notation: a spreadsheet stored it as a number and lost its last digits, "
+                "which cannot be recovered. Re-enter it from the card, as text."
+            ),
         )
     if _DECIMAL.fullmatch(number):
         raise IdentityNumberError(
             "bad_characters",
-            "contains a decimal point: a spreadsheet probably stored it as a number. "
-            "Re-enter it from the card, as text.",
+            N_(
+                "contains a decimal point: a spreadsheet probably stored it as a number. "
+                "Re-enter it from the card, as text."
+            ),
         )
     if not number.isascii() or not _RESIDENT_CHARACTERS.fullmatch(number):
         raise IdentityNumberError(
-            "bad_characters", "may contain only digits, and X as the last character of an 18-character number"
+            "bad_characters", N_("may contain only digits, and X as the last character of an 18-character number")
         )
 
 
@@ -220,4 +244,4 @@ def _birth_date(yyyymmdd: str) -> date:
     try:
         return date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:]))
     except ValueError:
-        raise IdentityNumberError("bad_birth_date", "the birth date it encodes is not a real date") from None
+        raise IdentityNumberError("bad_birth_date", N_("the birth date it encodes is not a real date")) from None

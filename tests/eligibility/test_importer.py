@@ -241,7 +241,12 @@ async def test_a_township_file_with_a_late_unplaced_row_is_rejected(
     response = await upload(client, civil_a, csv_rows(rows))
     assert response.status_code == 422, response.text
     assert response.json()["errors"] == [
-        {"row": 7, "column": "所属村", "problem": "is empty and the person is in no household of your township"}
+        {
+            "row": 7,
+            "column": "所属村",
+            "problem": "is empty and the person is in no household of your township",
+            "message": "Row 7, 所属村: is empty and the person is in no household of your township",
+        }
     ]
     assert await entry_count(conn) == 0
     ok = await upload(client, civil_a, csv_rows(GOOD[:5]))

@@ -162,7 +162,14 @@ async def test_duplicate_rows_reject_the_whole_file_and_leave_no_rows_behind(
     response = await upload(client, civil, text.encode())
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["errors"] == [{"row": 4, "column": "身份证号", "problem": "the same person as row 2"}]
+    assert body["errors"] == [
+        {
+            "row": 4,
+            "column": "身份证号",
+            "problem": "the same person as row 2",
+            "message": "Row 4, 身份证号: the same person as row 2",
+        }
+    ]
     assert await entry_count(conn) == 0
     version = await client.get(f"/api/v1/eligibility/lists/{body['list_id']}", headers=civil)
     assert (version.json()["status"], version.json()["rows_read"], version.json()["rows_rejected"]) == (

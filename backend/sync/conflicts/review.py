@@ -16,6 +16,7 @@ from backend.db import Connection
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
+from backend.i18n import _
 from backend.sync.conflicts.service import Q, household_locked, opened, person_now
 from backend.sync.context import Context, now_utc
 from backend.sync.push import HANDLERS
@@ -117,10 +118,12 @@ async def resolve(
         raise NotFound()
     row = opened(found)
     if row["status"] != "open":
-        raise NotResolvable(f"the conflict is already resolved ({row['resolution']})")
+        raise NotResolvable(_("the conflict is already resolved ({resolution})", resolution=row["resolution"]))
     if data.resolution not in CHOICES[row["kind"]]:
         allowed = ", ".join(sorted(CHOICES[row["kind"]]))
-        raise InvalidInput("resolution", f"a {row['kind']} conflict is settled with: {allowed}")
+        raise InvalidInput(
+            "resolution", _("a {kind} conflict is settled with: {allowed}", kind=row["kind"], allowed=allowed)
+        )
     try:
         async with conn.transaction():
             if data.resolution == "restored":
@@ -131,7 +134,9 @@ async def resolve(
     except NotResolvable:
         raise
     except DomainError as exc:
-        raise NotResolvable(f"it cannot be {data.resolution} now: {exc.code}", reason=exc.code) from exc
+        raise NotResolvable(
+            _("it cannot be {resolution} now: {code}", resolution=data.resolution, code=exc.code), reason=exc.code
+        ) from exc
     updated = await conn.fetchrow(Q["resolve_conflict"], conflict_id, data.resolution, data.note, actor.id)
     assert updated is not None
     await record(
@@ -151,7 +156,7 @@ async def _restore(conn: Connection, actor: Actor, row: dict[str, Any]) -> None:
     person edits the record directly instead."""
     household = await household_locked(conn, row["household_id"])
     if household is None:
-        raise NotResolvable("the household is gone")
+        raise NotResolvable(_("the household is gone"))
     fields: list[str] = list(row["fields"])
     if row["person_id"] is None:
         now = {f: household[f] for f in fields}
@@ -161,7 +166,7 @@ async def _restore(conn: Connection, actor: Actor, row: dict[str, Any]) -> None:
         return
     person = await person_now(conn, row["person_id"], row["household_id"])
     if person is None or person["left_reason"] is not None:
-        raise NotResolvable("the person is no longer in the household")
+        raise NotResolvable(_("the person is no longer in the household"))
     _unchanged_since({f: person[f] for f in fields}, row["tablet_values"])
     # A value restored to nothing (the member had no phone) is a clear, which an edit cannot say.
     data = msgspec.convert(
@@ -174,13 +179,13 @@ async def _restore(conn: Connection, actor: Actor, row: dict[str, Any]) -> None:
 
 def _unchanged_since(now: dict[str, Any], tablet_values: dict[str, Any]) -> None:
     if any(("" if now[f] is None else str(now[f])) != ("" if v is None else str(v)) for f, v in tablet_values.items()):
-        raise NotResolvable("the field changed again since; edit the record directly")
+        raise NotResolvable(_("the field changed again since; edit the record directly"))
 
 
 async def _apply(conn: Connection, actor: Actor, row: dict[str, Any], ctx: Context) -> None:
     if row["mutation"] is None:
-        raise NotResolvable("nothing is held to apply")
+        raise NotResolvable(_("nothing is held to apply"))
     mutation = msgspec.convert(row["mutation"], m.AnyMutation)
     answer = await HANDLERS[str(mutation.__struct_config__.tag)](conn, actor, mutation, ctx)
     if answer.status not in ("applied", "applied_with_conflict"):
-        raise NotResolvable(f"the edit still cannot be applied: {answer.code}", reason=answer.code)
+        raise NotResolvable(_("the edit still cannot be applied: {code}", code=answer.code), reason=answer.code)
