@@ -218,7 +218,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         try:
             parsed.append(parse_resident_id(raw, today=today).number)
         except IdentityNumberError as exc:
-            parsed.append(IdProblem(code=exc.code, message=exc.message))
+            parsed.append(IdProblem(code=exc.code, message=_(exc.template, **exc.params)))
     numbers = list({p: None for p in parsed if isinstance(p, str)})
     hashes = dict(zip(numbers, crypto.keys().index_many(crypto.ID_NUMBER, numbers), strict=True))
     asked = list(hashes.values())

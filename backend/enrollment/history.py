@@ -257,7 +257,7 @@ def _id_number(cell: Cell, today: date) -> str | Problem:
     try:
         return parse_resident_id(_text(cell), today=today).number
     except IdentityNumberError as exc:
-        return Problem(exc.message)
+        return Problem(_(exc.template, **exc.params))
 
 
 def _year(cell: Cell, today: date) -> int | Problem:

@@ -168,7 +168,7 @@ def member_identity(
             parsed = parse_resident_id(member.id_number, today=today, birth_date=member.birth_date, sex=member.sex)
         except IdentityNumberError as exc:
             name = {"birth_date_mismatch": "birth_date", "sex_mismatch": "sex"}.get(exc.code, "id_number")
-            raise InvalidInput(f"{field}{name}", exc.message, reason=exc.code) from None
+            raise InvalidInput(f"{field}{name}", _(exc.template, **exc.params), reason=exc.code) from None
         return Identity(
             id_number=parsed.number,
             birth_cert_no=None if birth_cert is None else _birth_cert(field, birth_cert),
@@ -210,7 +210,7 @@ def _birth_cert(field: str, raw: str) -> str:
     try:
         return parse_birth_certificate_number(raw).number
     except IdentityNumberError as exc:
-        raise InvalidInput(f"{field}birth_cert_no", exc.message, reason=exc.code) from None
+        raise InvalidInput(f"{field}birth_cert_no", _(exc.template, **exc.params), reason=exc.code) from None
 
 
 async def _village_in_scope(conn: Connection, actor: Actor, code: str, field: str = "village_code") -> None:

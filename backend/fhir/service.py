@@ -95,7 +95,7 @@ def _resident_number(identifier: Any, field: str, today: date) -> str:
     try:
         return parse_resident_id(identifier["value"], today=today).number
     except IdentityNumberError as exc:
-        raise InvalidInput(f"{field}.value", exc.message, reason=exc.code) from exc
+        raise InvalidInput(f"{field}.value", _(exc.template, **exc.params), reason=exc.code) from exc
 
 
 def _patient_number(body: dict[str, Any], today: date) -> str:

@@ -79,7 +79,7 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
         number = parse_resident_id(id_number, today=today).number
     except IdentityNumberError as exc:
         # The number's own form, not whether anyone holds it: nothing is learnt about persons.
-        raise InvalidInput("id_number", exc.message, reason=exc.code) from exc
+        raise InvalidInput("id_number", _(exc.template, **exc.params), reason=exc.code) from exc
     id_key = ctx.key.keyed_hash("resident-id", number)
     addr_key = ctx.key.keyed_hash("resident-addr", client_addr)
     subject = id_key[:8].hex()  # a pseudonym for the audit: attempts on one number can be linked
