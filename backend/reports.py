@@ -38,8 +38,9 @@ Format = Literal["json", "csv", "xlsx"]
 Headers = Literal["names", "codes"]
 Encoding = Literal["utf-8", "gbk"]
 # text: written as text (codes stay text: a 12-digit division code must not become a float);
-# int: a count or an amount in fen; percent: a percentage (66.67), a fraction with a % format in XLSX.
-Kind = Literal["text", "int", "percent"]
+# int: a count; fen: an amount in fen, given to people in yuan (420.00) and to scripts (`codes`) in
+# fen; percent: a percentage (66.67), a fraction with a % format in XLSX.
+Kind = Literal["text", "int", "fen", "percent"]
 
 Q = load_queries("backend", "reports.sql")
 
@@ -131,10 +132,18 @@ def _cell(value: object) -> object:
     return value
 
 
-def _csv_value(value: object, kind: Kind) -> object:
+def _csv_value(value: object, kind: Kind, headers: Headers = "names") -> object:
     if kind == "percent" and isinstance(value, int | float):
         return f"{value:.2f}"
+    if kind == "fen" and headers == "names" and isinstance(value, int):
+        return in_yuan(value)
     return _cell(value)
+
+
+def in_yuan(fen: int) -> str:
+    """An amount in fen as yuan with two decimals, exactly (no float): 42005 → "420.05"."""
+    sign, (yuan, cents) = "-" if fen < 0 else "", divmod(abs(fen), 100)
+    return f"{sign}{yuan}.{cents:02d}"
 
 
 def to_csv(header: Sequence[str], rows: Sequence[Sequence[object]], encoding: Encoding = "utf-8") -> bytes:
@@ -157,7 +166,7 @@ def table_csv(table: Table, headers: Headers, encoding: Encoding = "utf-8") -> b
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header(table.columns, headers))
-    writer.writerows([_csv_value(v, k) for v, k in zip(row, kinds, strict=True)] for row in rows)
+    writer.writerows([_csv_value(v, k, headers) for v, k in zip(row, kinds, strict=True)] for row in rows)
     return encode_csv(buffer.getvalue(), encoding)
 
 
@@ -179,7 +188,12 @@ def table_xlsx(table: Table, headers: Headers) -> bytes:
     bold = workbook.add_format({"bold": True, "text_wrap": True, "valign": "vcenter", "bottom": 1})
     title = workbook.add_format({"bold": True, "font_size": 14})
     formats: dict[tuple[Kind, bool], object] = {}
-    number_formats: tuple[tuple[Kind, str], ...] = (("text", "@"), ("int", "#,##0"), ("percent", "0.00%"))
+    number_formats: tuple[tuple[Kind, str], ...] = (
+        ("text", "@"),
+        ("int", "#,##0"),
+        ("fen", "#,##0.00" if headers == "names" else "0"),
+        ("percent", "0.00%"),
+    )
     for kind, number_format in number_formats:
         for is_total in (False, True):
             props: dict[str, object] = {"num_format": number_format}
@@ -205,6 +219,8 @@ def table_xlsx(table: Table, headers: Headers) -> bytes:
             elif column.kind == "percent" and isinstance(value, int | float):
                 # 66.67 (%) is the fraction 0.6667 shown as 66.67%: the same figure as the CSV's.
                 worksheet.write_number(i, j, round(value / 100, 6), cell_format)
+            elif column.kind == "fen" and headers == "names" and isinstance(value, int):
+                worksheet.write_number(i, j, value / 100, cell_format)  # yuan, shown with two decimals
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 worksheet.write_number(i, j, value, cell_format)
             else:

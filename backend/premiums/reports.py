@@ -36,12 +36,12 @@ KEYS = {
 GROUPS = {"township": N_("by township"), "collector": N_("by collector"), "day": N_("by day")}
 AMOUNTS = (
     tables.Column("payments", N_("Payments"), "int"),
-    tables.Column("cash_fen", N_("Cash (fen)"), "int"),
-    tables.Column("qr_fen", N_("QR code payments (fen)"), "int"),
-    tables.Column("bank_fen", N_("Bank transfers (fen)"), "int"),
-    tables.Column("voided_fen", N_("Voided (fen)"), "int"),
-    tables.Column("refunded_fen", N_("Refunded (fen)"), "int"),
-    tables.Column("net_fen", N_("Net (fen)"), "int"),
+    tables.Column("cash_fen", N_("Cash (yuan)"), "fen"),
+    tables.Column("qr_fen", N_("QR code payments (yuan)"), "fen"),
+    tables.Column("bank_fen", N_("Bank transfers (yuan)"), "fen"),
+    tables.Column("voided_fen", N_("Voided (yuan)"), "fen"),
+    tables.Column("refunded_fen", N_("Refunded (yuan)"), "fen"),
+    tables.Column("net_fen", N_("Net (yuan)"), "fen"),
 )
 COLLECTIONS_SHEET = N_("Collections {group}")
 COLLECTIONS_TITLE = N_("{place}: premiums collected {group}, {date_from} to {date_to}")

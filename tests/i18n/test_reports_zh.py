@@ -189,8 +189,8 @@ async def test_collections_in_chinese_as_csv_and_xlsx_with_township_names_and_to
     await pay_four(conn, world)
     reviewer = {**await auth_headers(client, "reviewer_a"), **ZH}
     params = {"from": "2025-10-01", "to": "2025-10-31", "group": "township"}
-    header = ["区划代码", "乡镇（街道）", "缴费笔数", "现金（分）", "扫码支付（分）", "银行转账（分）"]
-    header += ["作废（分）", "退费（分）", "净额（分）"]
+    header = ["区划代码", "乡镇（街道）", "缴费笔数", "现金（元）", "扫码支付（元）", "银行转账（元）"]
+    header += ["作废（元）", "退费（元）", "实收净额（元）"]
     as_json = (await client.get(COLLECTIONS, params=params, headers=reviewer)).json()
     assert [(r["key"], r["name"]) for r in as_json["rows"]] == [("330106001000", "北山街道")]
 
@@ -198,14 +198,14 @@ async def test_collections_in_chinese_as_csv_and_xlsx_with_township_names_and_to
     assert as_csv.content.startswith(b"\xef\xbb\xbf")
     assert read_csv(as_csv.content) == [
         header,
-        ["330106001000", "北山街道", "4", "40000", "40000", "500", "0", "0", "80500"],
+        ["330106001000", "北山街道", "4", "400.00", "400.00", "5.00", "0.00", "0.00", "805.00"],
     ]
     as_gbk = await client.get(COLLECTIONS, params={**params, "format": "csv", "encoding": "gbk"}, headers=reviewer)
     assert read_csv(as_gbk.content, "gbk")[1][:2] == ["330106001000", "北山街道"]
     codes = await client.get(COLLECTIONS, params={**params, "format": "csv", "headers": "codes"}, headers=reviewer)
-    assert read_csv(codes.content)[0] == [
-        *("key", "name", "payments", "cash_fen", "qr_fen", "bank_fen"),
-        *("voided_fen", "refunded_fen", "net_fen"),
+    assert read_csv(codes.content) == [
+        [*("key", "name", "payments", "cash_fen", "qr_fen", "bank_fen"), *("voided_fen", "refunded_fen", "net_fen")],
+        ["330106001000", "北山街道", "4", "40000", "40000", "500", "0", "0", "80500"],  # scripts get fen
     ]
 
     as_xlsx = await client.get(COLLECTIONS, params={**params, "format": "xlsx"}, headers=reviewer)
@@ -214,10 +214,11 @@ async def test_collections_in_chinese_as_csv_and_xlsx_with_township_names_and_to
     assert sheet.freeze_panes == "A3"
     assert values(sheet)[1:] == [
         header,
-        ["330106001000", "北山街道", 4, 40000, 40000, 500, 0, 0, 80500],
-        ["合计", None, 4, 40000, 40000, 500, 0, 0, 80500],
+        ["330106001000", "北山街道", 4, 400, 400, 5, 0, 0, 805],
+        ["合计", None, 4, 400, 400, 5, 0, 0, 805],
     ]
     assert sheet.cell(row=4, column=9).font.b
+    assert sheet.cell(row=3, column=4).number_format == "#,##0.00"  # yuan with two decimals
 
 
 async def test_a_background_export_speaks_the_askers_language(
