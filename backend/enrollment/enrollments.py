@@ -25,6 +25,7 @@ from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.eligibility.check import PersonEligibility
+from backend.enrollment import explain
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.i18n import _
 from backend.ids import uuid7
@@ -120,7 +121,12 @@ class IllegalTransition(Conflict):
 
 
 def _enrollment(row: asyncpg.Record) -> Enrollment:
-    return msgspec.convert(dict(row.items()), Enrollment)
+    values = dict(row.items())
+    # The note in the reader's language, from the facts the cover was decided on (an enrolment
+    # funded before they were kept shows the English note it was given then).
+    if (facts := explain.coverage_facts(values.get("coverage_facts"))) is not None:
+        values["coverage_note"] = explain.cover_words(facts)
+    return msgspec.convert(values, Enrollment)
 
 
 async def household_query_code(conn: Connection, key: bytes, household_id: UUID, year: int) -> str | None:

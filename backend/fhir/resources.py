@@ -11,8 +11,8 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+from backend.enrollment import explain
 from backend.i18n import N_, _
-from backend.residents import explain
 from mobile_sync_protocol.rules.coverage_state import CoverageState
 
 FHIR_JSON = "application/fhir+json"

@@ -23,12 +23,12 @@ from backend.config import Settings
 from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
+from backend.enrollment import explain
 from backend.enrollment.quotes import paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import _, terms, yuan
 from backend.ids import uuid7
 from backend.premiums.payments import household_money
-from backend.residents import explain
 from backend.sync import query_codes
 from mobile_sync_protocol.query_codes import normal_query_code
 from mobile_sync_protocol.rules.coverage_state import CoverageStateCode, coverage_state

@@ -16,10 +16,10 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.enrollment import explain
 from backend.i18n import use_language
 from backend.premiums import payments
 from backend.premiums.payments import PaymentIn
-from backend.residents import explain
 from mobile_sync_protocol.rules.coverage import EnrolmentWindow, WaitingPolicy, decide_coverage
 from tests.conftest import auth_headers
 from tests.eligibility.test_check import csv
@@ -221,6 +221,13 @@ async def test_the_resident_reads_status_reasons_categories_and_money_in_chinese
     )
     assert money["words"] == "个人缴费¥1,200.00 − 财政补助¥400.00 − 已缴¥400.00 = 还需缴纳¥400.00"
     assert (body["balance_fen"], body["balance_yuan"], body["paid_yuan"]) == (40000, "¥400.00", "¥400.00")
+
+    # Staff read the same note in their language on the enrolment itself.
+    enrolment_id = await conn.fetchval("SELECT id::text FROM enrollments WHERE person_id = $1", UUID(person["李四"]))
+    for language, words in (ZH, li["reason_words"]), (EN, "Enrolled on 2025-10-08, before the enrolment window"):
+        seen = await client.get(f"/api/v1/enrollments/{enrolment_id}", headers={**staff, **language})
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["coverage_note"].startswith(words)
 
     # The same answer in English: the words change, the codes and amounts do not.
     english = (await client.get(COVERAGE, params={"year": 2026}, headers={**headers, **EN})).json()
