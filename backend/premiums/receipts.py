@@ -19,6 +19,7 @@ import msgspec
 from backend import crypto
 from backend.actor import Actor
 from backend.audit.service import persons, record
+from backend.auth import limits
 from backend.config import Settings
 from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
@@ -180,13 +181,15 @@ class ReceiptCheck(msgspec.Struct, frozen=True, kw_only=True):
 async def _reserve(conn: Connection, key: bytes, settings: Settings) -> None:
     """Counts a check against the caller; raises TooManyAttempts while the caller is locked out
     (the resident log-in's limits per address: a code cannot be guessed faster than a query code)."""
-    row = await conn.fetchrow(Q["bump_check_attempt"], key, float(settings.resident_failure_window_s))
-    assert row is not None
-    if row["locked_for_s"] is not None:
-        raise TooManyAttempts(retry_after_s=row["locked_for_s"])
-    if row["failures"] > settings.resident_max_failures_per_address:
-        locked = await conn.fetchval(Q["lock_out_checks"], key, float(settings.resident_lockout_s))
-        raise TooManyAttempts(retry_after_s=locked or settings.resident_lockout_s)
+    locked = await limits.reserve(
+        conn,
+        key,
+        window_s=settings.resident_failure_window_s,
+        max_failures=settings.resident_max_failures_per_address,
+        lockout_s=settings.resident_lockout_s,
+    )
+    if locked is not None:
+        raise TooManyAttempts(retry_after_s=locked)
 
 
 async def check_receipt(
@@ -207,7 +210,7 @@ async def check_receipt(
     genuine = hmac.compare_digest(expected.encode(), normal_query_code(code).encode()) and row is not None
     if not genuine or row is None:
         return ReceiptCheck(genuine=False)
-    await conn.execute(Q["forgive_check_attempt"], caller_key)
+    await limits.forgive(conn, caller_key)
     status: Literal["valid", "voided", "refunded"] = (
         "voided" if row["voided"] else "refunded" if row["refunded_fen"] else "valid"
     )

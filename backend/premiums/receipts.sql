@@ -33,32 +33,6 @@ ORDER BY x.n;
 SELECT household_id, receipt_no, amount_fen, business_date, coverage_year, voided, refunded_fen
 FROM payment_ledger WHERE receipt_no = $1;
 
--- name: bump_check_attempt
--- A receipt check counted against the caller's address (a keyed hash, never the address itself), in
--- the resident log-in's limits table and with its rules: a key that is locked out is not counted further.
-INSERT INTO resident_login_limits AS l (key, window_start, failures)
-VALUES ($1, now(), 1)
-ON CONFLICT (key) DO UPDATE SET
-    failures = CASE WHEN l.locked_until > now() THEN l.failures
-                    WHEN l.window_start < now() - make_interval(secs => $2) THEN 1
-                    ELSE l.failures + 1 END,
-    window_start = CASE WHEN l.locked_until > now() THEN l.window_start
-                        WHEN l.window_start < now() - make_interval(secs => $2) THEN now()
-                        ELSE l.window_start END
-RETURNING failures,
-          CASE WHEN locked_until > now()
-               THEN GREATEST(1, ceil(extract(epoch FROM locked_until - now())))::int END AS locked_for_s;
-
--- name: lock_out_checks
-UPDATE resident_login_limits
-SET locked_until = now() + make_interval(secs => LEAST($2 * power(2, LEAST(lockouts, 16)), 86400)),
-    lockouts = lockouts + 1, failures = 0, window_start = now()
-WHERE key = $1 AND (locked_until IS NULL OR locked_until <= now())
-RETURNING GREATEST(1, ceil(extract(epoch FROM locked_until - now())))::int AS locked_for_s;
-
--- name: forgive_check_attempt
-UPDATE resident_login_limits SET failures = GREATEST(failures - 1, 0) WHERE key = $1;
-
 -- name: household_payments
 -- A household's payments (of a year, or all), oldest first, as the ledger sees them now.
 SELECT id, receipt_no, coverage_year, amount_fen, method, kind, business_date, voided, refunded_fen, village_code

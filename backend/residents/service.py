@@ -17,6 +17,7 @@ import msgspec
 from backend import crypto
 from backend.actor import Actor
 from backend.audit.service import persons, record
+from backend.auth import limits
 from backend.auth.service import AuthContext
 from backend.auth.tokens import ACT_RESIDENT, SCOPE_RESIDENT, AccessClaims, encode_access, epoch
 from backend.config import Settings
@@ -60,19 +61,6 @@ def _normal_name(name: str) -> str:
     return "".join(unicodedata.normalize("NFKC", name).split())
 
 
-async def _reserve(conn: Connection, key: bytes, limit: int, window_s: int, lockout_s: int) -> int | None:
-    """Counts an attempt for `key`; the seconds it stays locked, or None when it may go ahead."""
-    row = await conn.fetchrow(Q["bump_attempt"], key, float(window_s))
-    assert row is not None
-    if row["locked_for_s"] is not None:
-        locked: int = row["locked_for_s"]
-        return locked
-    if row["failures"] <= limit:
-        return None
-    await conn.execute(Q["lock_out"], key, float(lockout_s))
-    return await conn.fetchval(Q["locked_for"], key) or lockout_s
-
-
 async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_addr: str, today: date) -> ResidentToken:
     settings = ctx.settings
     try:
@@ -86,19 +74,19 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
     async with ctx.pool.acquire() as conn:
         # Autocommit: a failed attempt is counted and audited although the request fails.
         locks = [
-            await _reserve(
+            await limits.reserve(
                 conn,
                 id_key,
-                settings.resident_max_failures_per_id,
-                settings.resident_failure_window_s,
-                settings.resident_lockout_s,
+                window_s=settings.resident_failure_window_s,
+                max_failures=settings.resident_max_failures_per_id,
+                lockout_s=settings.resident_lockout_s,
             ),
-            await _reserve(
+            await limits.reserve(
                 conn,
                 addr_key,
-                settings.resident_max_failures_per_address,
-                settings.resident_failure_window_s,
-                settings.resident_lockout_s,
+                window_s=settings.resident_failure_window_s,
+                max_failures=settings.resident_max_failures_per_address,
+                lockout_s=settings.resident_lockout_s,
             ),
         ]
         if any(lock is not None for lock in locks):
@@ -143,8 +131,8 @@ async def login(ctx: AuthContext, id_number: str, name: str, code: str, client_a
             raise ResidentLoginFailed()
 
         async with conn.transaction():
-            await conn.execute(Q["clear_attempts"], id_key)
-            await conn.execute(Q["forgive_attempt"], addr_key)
+            await limits.clear(conn, id_key)
+            await limits.forgive(conn, addr_key)
             session_id, token_id = uuid7(), uuid7()
             now = datetime.now(UTC).replace(microsecond=0)
             ttl = settings.resident_token_ttl_s
@@ -380,5 +368,4 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
 async def expire_login_limits(conn: Connection, settings: Settings, now: datetime) -> int:
     """Housekeeping: resident login windows that can no longer limit anyone (lockouts run out first)."""
     before = now - timedelta(seconds=settings.resident_failure_window_s)
-    gone: int = await conn.fetchval(Q["expire_resident_limits"], before)
-    return gone
+    return await limits.expire(conn, before)
