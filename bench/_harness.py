@@ -141,7 +141,9 @@ def server_env(dsn: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if k != "DATABASE_URL" and not k.startswith(("CANBAO_", "PG")) and k != "PROMETHEUS_MULTIPROC_DIR"
+        if k != "DATABASE_URL"
+        and not k.startswith(("CANBAO_", "PG"))
+        and k not in ("PROMETHEUS_MULTIPROC_DIR", "LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
     }
     env |= {
         "DATABASE_URL": dsn,
@@ -153,6 +155,7 @@ def server_env(dsn: str) -> dict[str, str]:
         "CANBAO_ACCESS_TOKEN_TTL_S": "3600",  # a full run with its loading outlasts the default 15 minutes
         "CANBAO_METRICS_PORT": "0",  # not scraped here; another canbao may hold the default port
         "CANBAO_KEY_FILE": str(key_file()),
+        "CANBAO_LANGUAGE": "en",  # the benchmarks read the commands' summaries: in the source language
     }
     return env
 
