@@ -1,16 +1,26 @@
 """Moves of a person to another household (history kept): within the caller's township at once; to
-another township as a pending move, which the receiving township accepts or rejects."""
+another township as a pending move, which the receiving township accepts or rejects.
+
+A person's live enrolment of an open year (the current coverage year or a later one) is the
+person's: when the move is carried out it follows them into the new household, its status, cover
+and money unchanged; the payments already made stay as recorded, each naming the household that
+paid (its receipt is never reissued). Enrolments of past years stay with the household they were
+made in: they are history.
+
+Locks: the household the person leaves (its row), then the household they join (its row, by its
+version bump), then the person's enrolments (`follow_move`), the order in which a payment takes a
+household's row and then its enrolments (premiums.payments)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
 import msgspec
 
 from backend.actor import Actor, scope_args
-from backend.audit.service import record
+from backend.audit.service import record, record_many
 from backend.db import Connection, load_queries
 from backend.enrollment.households import Relation, check_version, household_in_scope, household_row
 from backend.enrollment.members import current_membership, leave_household, membership_in
@@ -56,7 +66,13 @@ def _township(code: str) -> str:
 
 
 async def move_member(
-    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MoveIn
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    person_id: UUID,
+    if_match: int | None,
+    data: MoveIn,
+    today: date,
 ) -> Move:
     """Within the caller's township: done at once. To another township: a pending move, which
     the receiving township accepts or rejects."""
@@ -89,7 +105,9 @@ async def move_member(
     )
     assert row is not None
     if immediate:
-        await _carry_out(conn, person_id, membership["id"], household_id, data.to_household_id, data.relation)
+        await _carry_out(
+            conn, actor, person_id, membership["id"], household_id, data.to_household_id, data.relation, today
+        )
     else:
         await conn.execute(Q["bump_household"], household_id)
     await record(
@@ -105,15 +123,44 @@ async def move_member(
 
 
 async def _carry_out(
-    conn: Connection, person_id: UUID, membership_id: UUID, from_id: UUID, to_id: UUID, relation: str
+    conn: Connection,
+    actor: Actor,
+    person_id: UUID,
+    membership_id: UUID,
+    from_id: UUID,
+    to_id: UUID,
+    relation: str,
+    today: date,
 ) -> None:
     await leave_household(conn, membership_id, "moved")
     await conn.execute(Q["insert_membership"], uuid7(), person_id, to_id, relation)
     await conn.execute(Q["bump_household"], from_id)
     await conn.execute(Q["bump_household"], to_id)
+    # The person's live enrolments of open years follow them (see the module's docstring).
+    followed = await conn.fetch(Q["follow_move"], person_id, to_id, today.year)
+    await record_many(
+        conn,
+        actor,
+        "follow_move",
+        "enrollment",
+        [
+            (
+                r["id"],
+                r["village_code"],
+                {
+                    "person_id": str(person_id),
+                    "year": r["coverage_year"],
+                    "status": r["status"],
+                    "from": str(r["from_household_id"]),
+                    "to": str(to_id),
+                },
+            )
+            for r in followed
+        ],
+    )
 
 
-async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str) -> Move:
+async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str, today: date) -> Move:
     move = await conn.fetchrow(Q["move_for_update"], move_id)
     if move is None or not (actor.in_scope(move["to_village"]) or actor.in_scope(move["from_village"])):
         raise NotFound()
@@ -127,11 +174,13 @@ async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: boo
             raise Conflict(_("the person is no longer in the household the move started from"))
         await _carry_out(
             conn,
+            actor,
             move["person_id"],
             membership["id"],
             move["from_household_id"],
             move["to_household_id"],
             move["relation"],
+            today,
         )
     row = await conn.fetchrow(Q["decide_move"], move_id, "accepted" if accept else "rejected", actor.id, reason)
     assert row is not None
