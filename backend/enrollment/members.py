@@ -31,6 +31,7 @@ from backend.enrollment.households import (
     PersonAlreadyRegistered,
     check_version,
     deceased_among,
+    enrolments_follow,
     existing_people,
     household_from_rows,
     household_in_scope,
@@ -79,6 +80,7 @@ async def add_member(
     ]
     reuse = reusable(actor, [identity], [""], known, deceased=await deceased_among(conn, known))
     person_ids = await write_people(conn, household_id, [data], [identity], reuse)
+    await enrolments_follow(conn, actor, list(reuse.values()), household_id, today)
     await record(
         conn,
         actor,

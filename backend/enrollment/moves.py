@@ -8,7 +8,7 @@ paid (its receipt is never reissued). Enrolments of past years stay with the hou
 made in: they are history.
 
 Locks: the household the person leaves (its row), then the household they join (its row, by its
-version bump), then the person's enrolments (`follow_move`), the order in which a payment takes a
+version bump), then the person's enrolments (`households.enrolments_follow`), the order in which a payment takes a
 household's row and then its enrolments (premiums.payments)."""
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ from uuid import UUID
 import msgspec
 
 from backend.actor import Actor, scope_args
-from backend.audit.service import record, record_many
+from backend.audit.service import record
 from backend.db import Connection, load_queries
-from backend.enrollment.households import Relation, check_version, household_in_scope, household_row
+from backend.enrollment.households import (
+    Relation,
+    check_version,
+    enrolments_follow,
+    household_in_scope,
+    household_row,
+)
 from backend.enrollment.members import current_membership, leave_household, membership_in
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
 from backend.i18n import _
@@ -137,27 +143,7 @@ async def _carry_out(
     await conn.execute(Q["bump_household"], from_id)
     await conn.execute(Q["bump_household"], to_id)
     # The person's live enrolments of open years follow them (see the module's docstring).
-    followed = await conn.fetch(Q["follow_move"], person_id, to_id, today.year)
-    await record_many(
-        conn,
-        actor,
-        "follow_move",
-        "enrollment",
-        [
-            (
-                r["id"],
-                r["village_code"],
-                {
-                    "person_id": str(person_id),
-                    "year": r["coverage_year"],
-                    "status": r["status"],
-                    "from": str(r["from_household_id"]),
-                    "to": str(to_id),
-                },
-            )
-            for r in followed
-        ],
-    )
+    await enrolments_follow(conn, actor, [person_id], to_id, today)
 
 
 async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str, today: date) -> Move:

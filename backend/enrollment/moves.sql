@@ -35,20 +35,3 @@ WHERE (ht.village_code BETWEEN $1 AND $2 OR hf.village_code BETWEEN $1 AND $2)
   AND ($4::uuid IS NULL OR mv.id > $4)
 ORDER BY mv.id
 LIMIT $5;
-
--- name: follow_move
--- The person's ($1) live enrolments of open years (coverage year $3 or later) follow them into household
--- $2: its id and village, status and money unchanged (payments keep naming the household that paid).
--- Locked in `enrollment.enrollments_for_update`'s order, after both households' rows (as a payment
--- locks its household's row before the enrolments). Answers each with the household it left.
-WITH old AS (
-    SELECT id, household_id FROM enrollments
-    WHERE person_id = $1 AND coverage_year >= $3 AND status <> 'cancelled' AND household_id <> $2
-    ORDER BY id
-    FOR UPDATE
-)
-UPDATE enrollments AS e SET household_id = h.id, village_code = h.village_code, row_version = e.row_version + 1,
-    updated_at = now()
-FROM old, households h
-WHERE e.id = old.id AND h.id = $2
-RETURNING e.id, e.coverage_year, e.status, e.village_code, old.household_id AS from_household_id;

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -226,3 +227,30 @@ async def test_a_payment_and_a_move_of_the_same_person_at_once_both_land_in_orde
     followed = await enrolment_of(conn, person)
     assert (str(followed["household_id"]), followed["status"]) == (target["id"], "paid")
     assert uuid.UUID(str(followed["id"])) in paid.enrollments_paid
+
+
+async def test_a_paid_enrolment_follows_a_removed_person_registered_again_elsewhere(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """Someone removed keeps a paid enrolment; registered again in another household (the person's
+    record reused), they bring it along, as on a move."""
+    from backend.enrollment import households
+    from backend.enrollment.households import HouseholdCreate
+
+    spouse = UUID(world.person_ids[1])
+    await pay(conn, world, person_ids=[spouse], amount_fen=40000)
+    await remove(conn, world, spouse, "removed")
+    data = msgspec.convert(
+        {
+            "village_code": "330106001201",
+            "household_no": "0003",
+            "members": [member(ID_NUMBERS[3], "王五"), member(ID_NUMBERS[2], "李四", "spouse")],
+        },
+        HouseholdCreate,
+    )
+    async with conn.transaction():
+        created = await households.create_household(conn, await actor_of(conn, "staff_a"), data, OPEN)
+    assert spouse in [m.person_id for m in created.members]
+    followed = await enrolment_of(conn, spouse)
+    assert (followed["household_id"], followed["status"]) == (created.id, "paid")
