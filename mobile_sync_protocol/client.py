@@ -170,6 +170,16 @@ class TabletStore:
         rows = self.db.execute("SELECT id, data FROM records WHERE entity = ?", (entity,)).fetchall()
         return {UUID(r[0]): msgspec.json.decode(self.open(r[1], f"record:{entity}:{r[0]}")) for r in rows}
 
+    def live_enrolments(self, year: int) -> dict[UUID, dict[str, Any]]:
+        """Each person's live (not cancelled) enrolment of `year` in the synced copy, by person id:
+        an enrolment is the person's, shown in whatever household they are in now, never looked up
+        by the household it names (PROTOCOL.md, "A person's enrolment")."""
+        return {
+            UUID(r["person_id"]): r
+            for r in self.records("enrollment").values()
+            if r["coverage_year"] == year and r["status"] != "cancelled"
+        }
+
     def _answer(self, seq: int, sealed: bytes | None) -> m.Answer | None:
         return None if sealed is None else msgspec.json.decode(self.open(sealed, f"answer:{seq}"), type=m.Answer)
 

@@ -16,7 +16,7 @@ from backend import crypto, fields
 from backend.actor import Actor
 from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.audit import service as audit
-from backend.audit.service import changes, record
+from backend.audit.service import changes, record, record_many
 from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
@@ -358,6 +358,38 @@ async def write_people(
     return person_ids
 
 
+async def enrolments_follow(
+    conn: Connection, actor: Actor, person_ids: list[UUID], household_id: UUID, today: date
+) -> None:
+    """A person's live enrolments of open years (this coverage year and later) are the person's: they
+    follow the persons into `household_id`, which they have just joined (a move, or a registration
+    that reuses them), status and money unchanged; past years stay where they were made. Audited
+    (`follow_move`) on each enrolment."""
+    if not person_ids:
+        return
+    followed = await conn.fetch(Q["enrolments_follow"], person_ids, household_id, today.year)
+    await record_many(
+        conn,
+        actor,
+        "follow_move",
+        "enrollment",
+        [
+            (
+                r["id"],
+                r["village_code"],
+                {
+                    "person_id": str(r["person_id"]),
+                    "year": r["coverage_year"],
+                    "status": r["status"],
+                    "from": str(r["from_household_id"]),
+                    "to": str(household_id),
+                },
+            )
+            for r in followed
+        ],
+    )
+
+
 def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tuple[int, list[Identity]]:
     """The head's index and every member's identity, checked: one head, valid numbers, nobody twice."""
     heads = [i for i, m in enumerate(members) if m.relation == "head"]
@@ -483,6 +515,7 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         # A concurrent request registered the same person a moment ago.
         raise PersonAlreadyRegistered() from exc
     audit_rows.written()
+    await enrolments_follow(conn, actor, list(reuse.values()), household_id, today)
     return household_from_rows(rows), person_ids
 
 

@@ -126,3 +126,21 @@ FROM h
 LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
 LEFT JOIN persons p ON p.id = m.person_id
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
+-- name: enrolments_follow
+-- The live enrolments of open years (coverage year $3 or later) of persons $1 follow them into
+-- household $2, where they are members now (a move, or a registration that reuses them): its id and
+-- village change, status and money do not (payments keep naming the household that paid). Locked in
+-- `enrollment.enrollments_for_update`'s order, after the households' rows (as a payment locks its
+-- household's row before the enrolments). Answers each with the household it left.
+WITH old AS (
+    SELECT id, household_id FROM enrollments
+    WHERE person_id = ANY($1::uuid[]) AND coverage_year >= $3 AND status <> 'cancelled' AND household_id <> $2
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE enrollments AS e SET household_id = h.id, village_code = h.village_code, row_version = e.row_version + 1,
+    updated_at = now()
+FROM old, households h
+WHERE e.id = old.id AND h.id = $2
+RETURNING e.id, e.person_id, e.coverage_year, e.status, e.village_code, old.household_id AS from_household_id;

@@ -1,5 +1,13 @@
 """A household's members: add one, edit one (identity, relation, who is head), remove one, each
-under the household's optimistic concurrency (If-Match)."""
+under the household's optimistic concurrency (If-Match).
+
+A removed person's live enrolments of open years (the current coverage year or a later one): a
+death cancels them all (reason `deceased`); any other removal cancels those still `registered`
+(nothing paid: reason `moved_away` for a person who left, `data_error` for one registered by
+mistake), while a paid, subsidised or confirmed one stays in force, in the household that paid, for
+a reviewer to settle (a refund is a cancellation and a refund request). Enrolments of past years are
+history and stay as they are. A household is dissolved by removing its members, so the same holds.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +20,7 @@ import msgspec
 
 from backend import crypto
 from backend.actor import Actor
-from backend.audit.service import changes, record
+from backend.audit.service import changes, record, record_many
 from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE
 from backend.db import Connection, load_queries
 from backend.enrollment.households import (
@@ -23,6 +31,7 @@ from backend.enrollment.households import (
     PersonAlreadyRegistered,
     check_version,
     deceased_among,
+    enrolments_follow,
     existing_people,
     household_from_rows,
     household_in_scope,
@@ -40,6 +49,10 @@ Q = load_queries("backend.enrollment", "members.sql")
 
 class MemberRemove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Literal["removed", "deceased", "data_error"]
+
+
+# The cancel reason of the enrolments a removal cancels (see the module's docstring).
+CANCEL_ON_REMOVAL: dict[str, str] = {"deceased": "deceased", "removed": "moved_away", "data_error": "data_error"}
 
 
 async def add_member(
@@ -67,6 +80,7 @@ async def add_member(
     ]
     reuse = reusable(actor, [identity], [""], known, deceased=await deceased_among(conn, known))
     person_ids = await write_people(conn, household_id, [data], [identity], reuse)
+    await enrolments_follow(conn, actor, list(reuse.values()), household_id, today)
     await record(
         conn,
         actor,
@@ -224,7 +238,13 @@ async def _change_head(
 
 
 async def remove_member(
-    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MemberRemove
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    person_id: UUID,
+    if_match: int | None,
+    data: MemberRemove,
+    today: date,
 ) -> Household:
     household = await household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
@@ -243,5 +263,19 @@ async def remove_member(
         household_id,
         division_code=household["village_code"],
         summary={"person_id": str(person_id), "reason": data.reason},
+    )
+    reason = CANCEL_ON_REMOVAL[data.reason]
+    cancelled = await conn.fetch(
+        Q["cancel_on_removal"], person_id, today.year, reason, actor.id, data.reason == "deceased"
+    )
+    await record_many(
+        conn,
+        actor,
+        "cancel",
+        "enrollment",
+        [
+            (r["id"], r["village_code"], {"from": r["from_status"], "to": "cancelled", "reason": reason})
+            for r in cancelled
+        ],
     )
     return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))

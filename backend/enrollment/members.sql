@@ -72,3 +72,21 @@ ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
 -- name: leave_household
 UPDATE memberships SET left_at = now(), left_reason = $2 WHERE id = $1 AND left_at IS NULL;
+
+-- name: cancel_on_removal
+-- A removed person's ($1) live enrolments of open years (coverage year $2 or later) cancelled with
+-- reason $3 by $4: all of them ($5 true: the person died) or only those still `registered` (nothing
+-- paid or subsidised; who left the household is no longer there to pay). Locked in
+-- `enrollment.enrollments_for_update`'s order, after the household's row. Answers each with the state
+-- it left.
+WITH old AS (
+    SELECT id, status FROM enrollments
+    WHERE person_id = $1 AND coverage_year >= $2 AND status <> 'cancelled' AND ($5 OR status = 'registered')
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE enrollments AS e SET status = 'cancelled', cancelled_at = now(), cancelled_by = $4, cancel_reason = $3,
+    cancel_note = '', row_version = e.row_version + 1, updated_at = now()
+FROM old
+WHERE e.id = old.id
+RETURNING e.id, e.village_code, e.coverage_year, old.status AS from_status;

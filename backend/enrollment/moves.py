@@ -1,9 +1,19 @@
 """Moves of a person to another household (history kept): within the caller's township at once; to
-another township as a pending move, which the receiving township accepts or rejects."""
+another township as a pending move, which the receiving township accepts or rejects.
+
+A person's live enrolment of an open year (the current coverage year or a later one) is the
+person's: when the move is carried out it follows them into the new household, its status, cover
+and money unchanged; the payments already made stay as recorded, each naming the household that
+paid (its receipt is never reissued). Enrolments of past years stay with the household they were
+made in: they are history.
+
+Locks: the household the person leaves (its row), then the household they join (its row, by its
+version bump), then the person's enrolments (`households.enrolments_follow`), the order in which a payment takes a
+household's row and then its enrolments (premiums.payments)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -12,7 +22,13 @@ import msgspec
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
-from backend.enrollment.households import Relation, check_version, household_in_scope, household_row
+from backend.enrollment.households import (
+    Relation,
+    check_version,
+    enrolments_follow,
+    household_in_scope,
+    household_row,
+)
 from backend.enrollment.members import current_membership, leave_household, membership_in
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound
 from backend.i18n import _
@@ -56,7 +72,13 @@ def _township(code: str) -> str:
 
 
 async def move_member(
-    conn: Connection, actor: Actor, household_id: UUID, person_id: UUID, if_match: int | None, data: MoveIn
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    person_id: UUID,
+    if_match: int | None,
+    data: MoveIn,
+    today: date,
 ) -> Move:
     """Within the caller's township: done at once. To another township: a pending move, which
     the receiving township accepts or rejects."""
@@ -89,7 +111,9 @@ async def move_member(
     )
     assert row is not None
     if immediate:
-        await _carry_out(conn, person_id, membership["id"], household_id, data.to_household_id, data.relation)
+        await _carry_out(
+            conn, actor, person_id, membership["id"], household_id, data.to_household_id, data.relation, today
+        )
     else:
         await conn.execute(Q["bump_household"], household_id)
     await record(
@@ -105,15 +129,24 @@ async def move_member(
 
 
 async def _carry_out(
-    conn: Connection, person_id: UUID, membership_id: UUID, from_id: UUID, to_id: UUID, relation: str
+    conn: Connection,
+    actor: Actor,
+    person_id: UUID,
+    membership_id: UUID,
+    from_id: UUID,
+    to_id: UUID,
+    relation: str,
+    today: date,
 ) -> None:
     await leave_household(conn, membership_id, "moved")
     await conn.execute(Q["insert_membership"], uuid7(), person_id, to_id, relation)
     await conn.execute(Q["bump_household"], from_id)
     await conn.execute(Q["bump_household"], to_id)
+    # The person's live enrolments of open years follow them (see the module's docstring).
+    await enrolments_follow(conn, actor, [person_id], to_id, today)
 
 
-async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str) -> Move:
+async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: bool, reason: str, today: date) -> Move:
     move = await conn.fetchrow(Q["move_for_update"], move_id)
     if move is None or not (actor.in_scope(move["to_village"]) or actor.in_scope(move["from_village"])):
         raise NotFound()
@@ -127,11 +160,13 @@ async def decide_move(conn: Connection, actor: Actor, move_id: UUID, accept: boo
             raise Conflict(_("the person is no longer in the household the move started from"))
         await _carry_out(
             conn,
+            actor,
             move["person_id"],
             membership["id"],
             move["from_household_id"],
             move["to_household_id"],
             move["relation"],
+            today,
         )
     row = await conn.fetchrow(Q["decide_move"], move_id, "accepted" if accept else "rejected", actor.id, reason)
     assert row is not None

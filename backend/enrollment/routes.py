@@ -185,9 +185,13 @@ class HouseholdController(Controller):
         data: JSONBody[MemberRemove],
         tx: Tx,
         actor: CurrentActor,
+        state: State,
         if_match: IfMatch = None,
     ) -> Response[Household]:
-        return _with_etag(await members.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data))
+        today = local_today(state.settings.timezone)
+        return _with_etag(
+            await members.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
+        )
 
     @post(
         "/{household_id:uuid}/members/{person_id:uuid}/move",
@@ -202,9 +206,11 @@ class HouseholdController(Controller):
         data: JSONBody[MoveIn],
         tx: Tx,
         actor: CurrentActor,
+        state: State,
         if_match: IfMatch = None,
     ) -> Move:
-        return await moves.move_member(tx, actor, household_id, person_id, _if_match(if_match), data)
+        today = local_today(state.settings.timezone)
+        return await moves.move_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
 
     @get("/{household_id:uuid}/premium", summary="Premium, subsidy, amount due and paid per member, in fen")
     async def premium(
@@ -232,14 +238,20 @@ class MoveController(Controller):
     @post(
         "/{move_id:uuid}/accept", status_code=200, summary="Accept a move into your township", guards=[TOWNSHIP_WRITERS]
     )
-    async def accept(self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor) -> Move:
-        return await moves.decide_move(tx, actor, move_id, True, data.reason)
+    async def accept(
+        self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor, state: State
+    ) -> Move:
+        today = local_today(state.settings.timezone)
+        return await moves.decide_move(tx, actor, move_id, True, data.reason, today)
 
     @post(
         "/{move_id:uuid}/reject", status_code=200, summary="Reject a move into your township", guards=[TOWNSHIP_WRITERS]
     )
-    async def reject(self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor) -> Move:
-        return await moves.decide_move(tx, actor, move_id, False, data.reason)
+    async def reject(
+        self, move_id: FromPath[UUID], data: JSONBody[MoveDecision], tx: Tx, actor: CurrentActor, state: State
+    ) -> Move:
+        today = local_today(state.settings.timezone)
+        return await moves.decide_move(tx, actor, move_id, False, data.reason, today)
 
 
 class EnrollmentController(Controller):

@@ -241,7 +241,13 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
     version = household.row_version
     for member in order:
         household = await member_service.remove_member(
-            conn, actor, mu.household_id, member.person_id, version, member_service.MemberRemove(reason=mu.reason)
+            conn,
+            actor,
+            mu.household_id,
+            member.person_id,
+            version,
+            member_service.MemberRemove(reason=mu.reason),
+            ctx.today,
         )
         version = household.row_version
     return m.Answer(seq=None, status="applied", household_version=version)
@@ -381,7 +387,7 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
     data = msgspec.convert(
         {"to_household_id": mu.to_household_id, "relation": mu.relation, "note": mu.note}, move_service.MoveIn
     )
-    move = await move_service.move_member(conn, actor, row["id"], mu.person_id, row["row_version"], data)
+    move = await move_service.move_member(conn, actor, row["id"], mu.person_id, row["row_version"], data, ctx.today)
     after = await conflicts.household_locked(conn, row["id"])
     assert after is not None
     code = None if move.status == "accepted" else "move_pending"  # to another township: it decides
@@ -410,7 +416,13 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
             tablet={"membership": mu.reason},
         )
     household = await member_service.remove_member(
-        conn, actor, row["id"], mu.person_id, row["row_version"], member_service.MemberRemove(reason=mu.reason)
+        conn,
+        actor,
+        row["id"],
+        mu.person_id,
+        row["row_version"],
+        member_service.MemberRemove(reason=mu.reason),
+        ctx.today,
     )
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 

@@ -493,11 +493,14 @@ async def test_a_person_enrolled_elsewhere_this_year_is_named_as_the_member(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     household: dict[str, Any],
 ) -> None:
-    """Someone who left a household keeps the year's enrolment: registering them in a new household
-    with `enrol_year` is a 409 naming them as entered (`members[1]`), and writes nothing."""
+    """Someone who left a household keeps the year's enrolment once it is paid (an unpaid one is
+    cancelled by the removal): registering them in a new household with `enrol_year` is a 409 naming
+    them as entered (`members[1]`), and writes nothing."""
     staff = await auth_headers(client, "staff_a")
-    await enrol_all(client, household)
+    enrolled = await enrol_all(client, household)
     spouse = household["members"][1]["person_id"]
+    (paid,) = [e["id"] for e in enrolled["items"] if e["person_id"] == spouse]
+    await enrollments.mark_paid(conn, None, UUID(paid), TODAY)
     removed = await client.post(
         f"/api/v1/households/{household['id']}/members/{spouse}/remove",
         json={"reason": "removed"},

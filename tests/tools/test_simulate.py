@@ -57,6 +57,20 @@ def test_simulated_tablets_work_offline_sync_through_faults_and_every_invariant_
     assert re.search(r"faults:\s+\w+ \d+", out), out  # some fault fired
 
 
+def test_a_fault_free_month_offline_refuses_nothing_the_scenario_did_not_mean(
+    simulation_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One tablet, no faults, 30 days offline: moves, removals and dissolutions among the enrolling
+    and collecting. Nothing is rejected or quarantined but what the office's competing edits cause,
+    and every live enrolment is in its person's household (it followed them on a move)."""
+    code = cli.main(["simulate", "--tablets", "1", "--households", "150", "--offline-days", "30", "--seed", "22"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert _number(r"refused:\s+\d+ meant by the scenario .*; (\d+) not meant", out) == 0, out
+    assert re.search(r"enrolments_follow_persons\s+ok", out), out
+    assert _number(r"mutations:\s+(\d+) made offline", out) >= 500
+
+
 def test_simulate_exits_non_zero_when_an_invariant_fails(
     simulation_db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

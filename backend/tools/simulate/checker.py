@@ -98,6 +98,65 @@ def final_answer(entry: QueueEntry) -> m.Answer | None:
     return entry.answer if entry.state != "pending" else None
 
 
+# Refusals: meant by the scenario, or not ---------------------------------------------------------
+
+
+def mutation_keys(mu: m.AnyMutation) -> set[UUID]:
+    """The households, persons and payment a mutation is about."""
+    keys: set[UUID] = set()
+    for name in ("household_id", "to_household_id", "person_id", "payment_id"):
+        value = getattr(mu, name, None)
+        if isinstance(value, UUID):
+            keys.add(value)
+    keys.update(getattr(mu, "person_ids", None) or ())
+    if isinstance(mu, m.HouseholdCreate):
+        keys.update(x.person_id for x in mu.members)
+    return keys
+
+
+class Refusals(msgspec.Struct, kw_only=True):
+    """The tablets' mutations answered `rejected` or `quarantined`: those the scenario meant, by
+    cause, and those it did not, by `kind status code` (a fault-free run must have none of these)."""
+
+    meant: dict[str, int]
+    unmeant: dict[str, int]
+
+
+def refusals(world: World) -> Refusals:
+    """Sorts every refusal by its cause. The scenario means one when the work touched what one of its
+    deliberate events touched (`World.on_purpose`: a family registered twice, a reinstalled app's
+    re-exported queue, an office edit), when another tablet worked on the same household or person
+    (the competition the township's tablets are given), when the tablet was suspended, or when it
+    follows from an earlier refusal it meant (a payment for an enrolment so refused)."""
+    cause_of: dict[UUID, str] = dict(world.on_purpose)
+    workers: dict[UUID, set[UUID]] = defaultdict(set)  # key → the tablets (device ids) that worked on it
+    for tablet in world.all_tablets:
+        for entry in tablet.store.entries():
+            for key in mutation_keys(entry.mutation):
+                workers[key].add(tablet.device_id)
+    meant: Counter[str] = Counter()
+    unmeant: Counter[str] = Counter()
+    for tablet in world.all_tablets:
+        for entry in tablet.store.entries():
+            answer = final_answer(entry)
+            if answer is None or answer.status not in ("rejected", "quarantined"):
+                continue
+            keys = mutation_keys(entry.mutation)
+            cause = cause_of.get(entry.mutation.mutation_id)
+            if cause is None and answer.code == "device_suspended":
+                cause = "suspension"
+            cause = cause or next((cause_of[k] for k in sorted(keys) if k in cause_of), None)
+            if cause is None and any(len(workers[k]) > 1 for k in keys):
+                cause = "other_tablet"
+            if cause is None:
+                unmeant[f"{entry.mutation.__struct_config__.tag} {answer.status} {answer.code}"] += 1
+                continue
+            meant[cause] += 1
+            for key in keys:  # what follows from it is meant too
+                cause_of.setdefault(key, cause)
+    return Refusals(meant=dict(meant), unmeant=dict(unmeant))
+
+
 # Images of the server and of tablets, for the checks to compare ----------------------------------
 
 # Every table a push may write (not the audit log or device clocks).

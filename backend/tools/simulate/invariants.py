@@ -24,7 +24,7 @@ from backend.tools.simulate.checker import (
     fingerprint,
     scope_images,
 )
-from backend.tools.simulate.tablet import SimTablet
+from backend.tools.simulate.tablet import YEAR, SimTablet
 from backend.tools.simulate.world import World
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
@@ -462,6 +462,17 @@ async def check_no_resurrection(c: Checker) -> list[str]:
     return problems
 
 
+async def check_enrolments_follow(c: Checker) -> list[str]:
+    """A person's live enrolment of the year is in the household they are a member of now: it follows
+    them on a move, so a tablet finds (and charges for) it there."""
+    c.items["enrolments_follow_persons"] = await c.db.fetchval(Q["live_enrolments_of_year"], YEAR)
+    return [
+        f"person {r['person_id']}: live {YEAR} enrolment in household {r['household_id']}, "
+        f"a member of {r['current_household_id']}"
+        for r in await c.db.fetch(Q["enrolments_outside_household"], YEAR)
+    ]
+
+
 async def check_revoked(c: Checker) -> list[str]:
     """A revoked tablet changes nothing after its revocation: its ledger, quarantine, payments and
     conflicts stay as they were (late deliveries and replays are refused)."""
@@ -520,6 +531,7 @@ INVARIANTS: tuple[Invariant, ...] = (
     Invariant("conflicts_on_record", check_held_conflicts),
     Invariant("conflicts_reach_tablets", check_conflict_rows),
     Invariant("tombstones_never_resurrect", check_no_resurrection),
+    Invariant("enrolments_follow_persons", check_enrolments_follow),
     Invariant("revoked_devices_change_nothing", check_revoked),
     Invariant("server_never_fails", check_server_errors),
     Invariant("concurrency_failures_retried", check_concurrency_errors, depends="retry_on_conflict"),

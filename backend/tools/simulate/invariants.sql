@@ -120,3 +120,14 @@ SELECT id, household_id, person_id, kind, outcome, fields, base_values, server_v
        other_household_id, device_id, seq, at, status, resolution, resolution_note, resolved_at
 FROM sync_conflicts
 WHERE left(township_code, 9) = $1;
+
+-- name: enrolments_outside_household
+-- Live enrolments of year $1 of persons who are a member of another household than the one the
+-- enrolment names (an enrolment follows its person on a move).
+SELECT e.person_id, e.household_id, m.household_id AS current_household_id
+FROM enrollments e
+JOIN memberships m ON m.person_id = e.person_id AND m.left_at IS NULL
+WHERE e.coverage_year = $1 AND e.status <> 'cancelled' AND m.household_id <> e.household_id;
+
+-- name: live_enrolments_of_year
+SELECT count(*) FROM enrollments WHERE coverage_year = $1 AND status <> 'cancelled';

@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -24,7 +25,7 @@ from backend.config import Settings
 from backend.db import init_connection, load_queries
 from backend.policy import service as policies
 from backend.tools import demo
-from backend.tools.simulate.checker import InvariantResult, final_answer, report
+from backend.tools.simulate.checker import InvariantResult, Refusals, final_answer, refusals, report
 from backend.tools.simulate.invariants import PENDING, check_invariants
 from backend.tools.simulate.tablet import YEAR, WorkAction
 from backend.tools.simulate.world import SimulationError, TabletSpec, World
@@ -99,6 +100,7 @@ class Summary(msgspec.Struct, kw_only=True):
     payments_on_revoked: tuple[int, int]
     faults: dict[str, int]
     events: dict[str, int]
+    refused: Refusals  # rejected or quarantined answers: meant by the scenario (by cause), or not
     results: list[InvariantResult]
 
     @property
@@ -123,6 +125,8 @@ class Summary(msgspec.Struct, kw_only=True):
             f"  mutations:   {self.queued} made offline; answers: {counts(self.answers)}",
             f"  conflicts:   {sum(self.conflicts.values())} raised ({counts(self.conflicts)})",
             f"  quarantine:  {sum(self.quarantined.values())} items for reviewers ({counts(self.quarantined)})",
+            f"  refused:     {sum(self.refused.meant.values())} meant by the scenario ({counts(self.refused.meant)}); "
+            f"{sum(self.refused.unmeant.values())} not meant ({counts(self.refused.unmeant)})",
             f"  payments in: {money(self.payments_made)} collected on the tablets",
             f"  payments out: {money(self.payments_recorded)} recorded, {money(self.payments_quarantined)} in "
             f"quarantine, {money(self.payments_on_revoked)} listed on revoked tablets' follow-up sheets",
@@ -224,14 +228,28 @@ async def run(
             app_stack = app.lifespan()
             await app_stack.__aenter__()
             inner, base_url = httpx.ASGITransport(app=app), "http://canbao.simulate"  # type: ignore[arg-type]
-        first_day = datetime.now(UTC) - timedelta(days=options.offline_days)
+        # The server's local time (business dates): the default's when it runs elsewhere.
+        tz = ZoneInfo((app_settings or Settings()).timezone)
+        # Local midnight of the first day: every simulated day ends before today does.
+        first_day = datetime.combine(
+            datetime.now(tz).date() - timedelta(days=options.offline_days), datetime.min.time(), tzinfo=tz
+        ).astimezone(UTC)
         day = [0]
 
         def clock() -> datetime:
             # Office hours of the simulated day (payments and device times): 08:30 to 17:30 local.
-            return first_day + timedelta(days=day[0], hours=rng.uniform(0.5, 9.5))
+            return first_day + timedelta(days=day[0], hours=rng.uniform(8.5, 17.5))
 
-        world = World(inner=inner, base_url=base_url, db=db, rng=rng, password=demo.DEMO_PASSWORD, tag=tag, clock=clock)
+        world = World(
+            inner=inner,
+            base_url=base_url,
+            db=db,
+            rng=rng,
+            password=demo.DEMO_PASSWORD,
+            tag=tag,
+            clock=clock,
+            timezone=tz,
+        )
         try:
             summary = await _simulate(world, options, specs, rng, day, progress or Progress(1, enabled=False))
         finally:
@@ -349,5 +367,6 @@ async def _summary(world: World, options: Options, results: list[InvariantResult
         payments_on_revoked=(len(outstanding), sum(outstanding.values())),
         faults={k: v for k, v in world.faults.items() if "/" not in k},
         events=dict(world.events),
+        refused=refusals(world),
         results=results,
     )

@@ -64,14 +64,23 @@ class House:
     status: str
     seen_version: int  # the row_version the tablet last saw: the base of its edits
     members: dict[UUID, Member] = field(default_factory=dict)
-    enrolled: set[UUID] = field(default_factory=set)  # live enrolments of the year
-    paid: set[UUID] = field(default_factory=set)
 
 
 @dataclass
 class View:
     houses: dict[UUID, House] = field(default_factory=dict)
+    # A person's live enrolment of the year is the person's, whichever household it was made in: the
+    # server moves it with them (PROTOCOL.md, "A person's enrolment"); so the view keeps it by person.
+    enrolled: set[UUID] = field(default_factory=set)  # persons with a live enrolment of the year
+    paid: set[UUID] = field(default_factory=set)  # … no longer `registered` (paid, subsidised, confirmed)
     payments: dict[UUID, datetime] = field(default_factory=dict)  # this tablet's, not voided
+
+    def unenrolled(self, house: House) -> set[UUID]:
+        return set(house.members) - self.enrolled
+
+    def unpaid(self, house: House) -> set[UUID]:
+        """Members enrolled and still owing (registered): whom a payment or a cancellation is for."""
+        return (set(house.members) & self.enrolled) - self.paid
 
 
 def build_view(store: TabletStore, device_id: UUID, year: int = YEAR) -> View:
@@ -91,14 +100,10 @@ def build_view(store: TabletStore, device_id: UUID, year: int = YEAR) -> View:
         house = view.houses.get(UUID(r["household_id"])) if r["household_id"] else None
         if house is not None:
             house.members[pid] = Member(pid, r["name"], relations.get(str(pid), "other"), r["phone"])
-    for r in store.records("enrollment").values():
-        house = view.houses.get(UUID(r["household_id"]))
-        person = UUID(r["person_id"])
-        if house is None or r["coverage_year"] != year or r["status"] == "cancelled" or person not in house.members:
-            continue
-        house.enrolled.add(person)
+    for person, r in store.live_enrolments(year).items():
+        view.enrolled.add(person)
         if r["status"] != "registered":
-            house.paid.add(person)
+            view.paid.add(person)
     voided = {UUID(r["payment_id"]) for r in store.records("payment_event").values() if r["kind"] == "void"}
     for pid, r in store.records("payment").items():
         if r["device_id"] == str(device_id) and pid not in voided:
@@ -107,6 +112,14 @@ def build_view(store: TabletStore, device_id: UUID, year: int = YEAR) -> View:
         if entry.state == "pending":
             apply_local(view, entry.mutation)
     return view
+
+
+def _leaves(view: View, person: UUID, reason: str) -> None:
+    """What a removal does to the person's enrolment (the server's rule, backend.enrollment.members):
+    a death cancels it; any other removal cancels it while nothing is paid."""
+    if reason == "deceased" or person not in view.paid:
+        view.enrolled.discard(person)
+        view.paid.discard(person)
 
 
 def apply_local(view: View, mu: m.AnyMutation) -> None:
@@ -124,8 +137,8 @@ def apply_local(view: View, mu: m.AnyMutation) -> None:
         )
         return
     if isinstance(mu, m.EnrollmentCancel):
-        for house in view.houses.values():
-            house.enrolled.discard(mu.person_id)
+        view.enrolled.discard(mu.person_id)
+        view.paid.discard(mu.person_id)
         return
     if isinstance(mu, m.PaymentVoid):
         view.payments.pop(mu.payment_id, None)
@@ -139,6 +152,8 @@ def apply_local(view: View, mu: m.AnyMutation) -> None:
         house.address = house.address if mu.address is None else mu.address
         house.phone = house.phone if mu.phone is None else mu.phone
     elif isinstance(mu, m.HouseholdDissolve):
+        for person in house.members:
+            _leaves(view, person, mu.reason)
         house.status, house.members = "dissolved", {}
     elif isinstance(mu, m.MemberCreate):
         x = mu.member
@@ -154,18 +169,20 @@ def apply_local(view: View, mu: m.AnyMutation) -> None:
                         other.relation = mu.former_head_relation or "other"
             member.relation = mu.relation or member.relation
     elif isinstance(mu, m.MemberMove):
+        # The person's enrolment goes with them (it is kept by person).
         moving = house.members.pop(mu.person_id, None)
         target = view.houses.get(mu.to_household_id)
         if moving is not None and target is not None:
             target.members[mu.person_id] = Member(moving.person_id, moving.name, mu.relation, moving.phone)
     elif isinstance(mu, m.MemberRemove):
-        house.members.pop(mu.person_id, None)
+        if house.members.pop(mu.person_id, None) is not None:
+            _leaves(view, mu.person_id, mu.reason)
         if not house.members:
             house.status = "dissolved"
     elif isinstance(mu, m.EnrollmentCreate):
-        house.enrolled.update(mu.person_ids)
+        view.enrolled.update(mu.person_ids)
     elif isinstance(mu, m.PaymentRecord):
-        house.paid.update(mu.person_ids)
+        view.paid.update(mu.person_ids)
         view.payments[mu.payment_id] = mu.collected_at
 
 
@@ -380,10 +397,10 @@ class SimTablet:
                 )
             )
         if action == "enrol":
-            h = self._houses(rng, need=lambda h: bool(set(h.members) - h.enrolled))
+            h = self._houses(rng, need=lambda h: bool(self.view.unenrolled(h)))
             if h is None:
                 return None
-            persons = sorted(set(h.members) - h.enrolled)
+            persons = sorted(self.view.unenrolled(h))
             code_hash = None
             if self.client.query_code_key() is not None and rng.random() < 0.5:
                 _, code_hash = self.client.new_query_code(h.id, YEAR)
@@ -393,10 +410,10 @@ class SimTablet:
                 )
             )
         if action == "pay":
-            h = self._houses(rng, need=lambda h: bool((h.enrolled & set(h.members)) - h.paid))
+            h = self._houses(rng, need=lambda h: bool(self.view.unpaid(h)))
             if h is None or self.next_receipt > self.block.last_no:
                 return None
-            persons = sorted((h.enrolled & set(h.members)) - h.paid)
+            persons = sorted(self.view.unpaid(h))
             due = self.world.premium_fen * len(persons)
             amount = due if rng.random() < 0.8 else max(100, due + rng.choice((-1, 1)) * rng.randrange(1, 200) * 100)
             receipt = self.block.number(self.next_receipt)
@@ -416,10 +433,10 @@ class SimTablet:
                 )
             )
         if action == "cancel_enrolment":
-            h = self._houses(rng, need=lambda h: bool((h.enrolled & set(h.members)) - h.paid))
+            h = self._houses(rng, need=lambda h: bool(self.view.unpaid(h)))
             if h is None:
                 return None
-            person = rng.choice(sorted((h.enrolled & set(h.members)) - h.paid))
+            person = rng.choice(sorted(self.view.unpaid(h)))
             return self.enqueue(
                 m.EnrollmentCancel(
                     **stamp,
@@ -429,8 +446,10 @@ class SimTablet:
                 )
             )
         assert action == "void"
-        today = self.world.clock().date()
-        mine = sorted(p for p, at in self.view.payments.items() if at.date() == today)
+        # A void is for a payment of the same business day: the local date, as the server counts it.
+        tz = self.world.timezone
+        today = self.world.clock().astimezone(tz).date()
+        mine = sorted(p for p, at in self.view.payments.items() if at.astimezone(tz).date() == today)
         if not mine:
             return None
         return self.enqueue(

@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from uuid import UUID
 
@@ -107,12 +107,14 @@ class World:
         password: str,
         tag: str = "S",
         clock: Callable[[], datetime] | None = None,
+        timezone: tzinfo = UTC,
         pull_limit: int = 1000,
         faults: Counter[str] | None = None,
         stats: Counter[str] | None = None,
     ) -> None:
         self.inner, self.base_url, self.db, self.rng, self.tag = inner, base_url, db, rng, tag
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.timezone = timezone  # the server's local time: business dates (a void is for the same one)
         self.pull_limit = pull_limit
         self.faults: Counter[str] = Counter() if faults is None else faults
         self.stats: Counter[str] = Counter() if stats is None else stats
@@ -135,6 +137,10 @@ class World:
         self.premium_fen = 40000
         self.prefixes = 0
         self.unfinished: list[str] = []  # what the quiet final sync could not finish
+        # What the scenario set up to be refused (a family registered twice, a reinstalled app's
+        # re-exported queue, the office's competing edits): household, person and mutation ids → the
+        # cause. A refusal touching none of them is one the scenario did not mean (checker.refusals).
+        self.on_purpose: dict[UUID, str] = {}
 
     def watch(self, request: httpx.Request, response: httpx.Response) -> None:
         if response.status_code >= 500:
@@ -146,6 +152,11 @@ class World:
         if response.status_code >= 500:
             await response.aread()
             self.watch(response.request, response)
+
+    def meant(self, cause: str, keys: Iterable[UUID]) -> None:
+        """Marks what a deliberate event touched: a refusal of work on it is the event's doing."""
+        for key in keys:
+            self.on_purpose.setdefault(key, cause)
 
     @property
     def all_tablets(self) -> list[SimTablet]:
@@ -231,7 +242,10 @@ class World:
         """The same family registered offline on two tablets (same ID numbers, different ids)."""
         if first is second or self.townships[first.username] != self.townships[second.username]:
             return False
-        second.register(rng, like=first.register(rng))
+        original = first.register(rng)
+        copy = second.register(rng, like=original)
+        for mu in (original, copy):
+            self.meant("duplicate_household", [mu.household_id, *(x.person_id for x in mu.members)])
         self.events["duplicate_household"] += 1
         return True
 
@@ -278,7 +292,8 @@ class World:
         if reexport:
             for entry in old.store.entries():
                 if entry.state == "pending":
-                    new.client.enqueue(msgspec.structs.replace(entry.mutation, mutation_id=self.people.uuid()))
+                    copy = new.client.enqueue(msgspec.structs.replace(entry.mutation, mutation_id=self.people.uuid()))
+                    self.meant("reinstall", [copy.mutation_id])
             self.events["reexport"] += 1
         await self.revoke(old)
         self.tablets[slot] = new
@@ -316,6 +331,8 @@ class World:
         match = {"If-Match": read.headers["etag"]}
         members = [x for x in h["members"]]
         others = [x for x in members if x["relation"] != "head"]
+        person: str | None = None  # the member the edit is about, if any
+        target: UUID | None = None  # the household a move goes to
         kind = rng.choice(("address", "phone", "member_phone", "member_name", "add_member", "remove", "move"))
         response: httpx.Response | None = None
         if kind in ("address", "phone"):
@@ -327,6 +344,7 @@ class World:
             response = await self.office.call(reviewer, "PATCH", f"{url}/members/{person}", json=change, headers=match)
         elif kind == "add_member":
             x = self.people.member("child", adult=False)
+            person = str(x.person_id)
             body = {"id": str(x.person_id), "name": x.name, "relation": "child", "id_number": x.id_number}
             response = await self.office.call(reviewer, "POST", f"{url}/members", json=body, headers=match)
         elif kind == "remove" and others:
@@ -352,6 +370,8 @@ class World:
             return None
         self.stats[f"office/{kind}/{response.status_code}"] += 1
         if response.status_code in (200, 201):
+            touched = [household_id, *([UUID(str(person))] if person is not None else [])]
+            self.meant("office_edit", [*touched, *([target] if target is not None else [])])
             self.events["office_edit"] += 1
             return kind
         return None
