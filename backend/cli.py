@@ -621,11 +621,15 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
     size = path.stat().st_size
     progress = _Progress(size)
     params = eligibility.ListImportParams(
-        list_type=args.type, effective_from=args.effective, partial=args.partial, division_code=args.division
+        list_type=args.type,
+        effective_from=args.effective,
+        partial=args.partial,
+        supersedes=args.supersedes,
+        division_code=args.division,
     )
     with source, database(settings) as dsn:
 
-        async def main() -> eligibility.ListVersion:
+        async def main() -> eligibility.ListVersion | eligibility.ListSplit:
             pool = await create_pool(dsn, 1, 3)
             try:
                 async with pool.acquire() as conn, conn.transaction():
@@ -643,10 +647,21 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
                 if ended is not None and ended.error is not None:
                     message += _(": ") + (ended.error.detail or ended.error.title)
                 raise CommandError(message)
+            if args.type == eligibility.AUTO and ended.state == "succeeded":
+                return msgspec.convert(ended.result, eligibility.ListSplit)
             return msgspec.convert(ended.result, eligibility.ListVersion)
 
-        version = asyncio.run(main())
+        outcome = asyncio.run(main())
     progress.done()
+    versions = outcome.versions if isinstance(outcome, eligibility.ListSplit) else [outcome]
+    for version in versions:
+        if not _print_list_version(version):
+            return 1
+    return 0
+
+
+def _print_list_version(version: Any) -> bool:
+    """A loaded version's line on standard output, or a rejected upload's report on standard error (False)."""
     _print_rows(version.errors, version.rows_rejected)
     if version.status == "rejected":
         print(
@@ -657,7 +672,7 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
             ),
             file=sys.stderr,
         )
-        return 1
+        return False
     print(
         _(
             "{list_type} version {version} ({id}): {loaded} rows loaded, {rejected} rejected; "
@@ -672,7 +687,7 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
             changed=version.changed,
         )
     )
-    return 0
+    return True
 
 
 def _print_rows(errors: Sequence[Any], total: int) -> None:
@@ -953,10 +968,17 @@ def parser() -> argparse.ArgumentParser:
         "--type",
         required=True,
         help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
-        "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category",
+        "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category; "
+        "auto: a mixed file, one version per type its category column (类别) names",
     )
     li.add_argument("--effective", required=True, type=_date, help="date the version applies from (YYYY-MM-DD)")
     li.add_argument("--partial", action="store_true", help="load the good rows even if some rows are bad")
+    li.add_argument(
+        "--supersedes",
+        action="store_true",
+        help="the version replaces those dated after --effective "
+        "(else a date earlier than the version in force's is refused)",
+    )
     li.add_argument("--division", help="district or township the list is for (default: the only district)")
     li.set_defaults(func=cmd_lists_import)
 

@@ -13,18 +13,20 @@ import functools
 import hashlib
 import io
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import IO, Literal
 
 import msgspec
 
 from backend import tabular
-from backend.i18n import N_, _
+from backend.i18n import N_, _, terms
 from backend.tabular import UnreadableFile
 from mobile_sync_protocol.rules.identity import IdentityNumberError, normalise, parse_resident_id
 
 __all__ = [
+    "CATEGORY_NAMES",
     "COLUMNS",
     "LIST_TYPES",
     "MAX_KEPT_ERRORS",
@@ -32,10 +34,11 @@ __all__ = [
     "ListKind",
     "ListReader",
     "RowError",
+    "category_names",
 ]
 
 ListKind = Literal["subsidy", "exclusion", "roster"]
-Column = Literal["id_number", "name", "valid_from", "valid_to", "division"]
+Column = Literal["id_number", "name", "valid_from", "valid_to", "division", "category"]
 Cell = object  # str from CSV; str, int, float, bool, date, datetime or None from a spreadsheet
 # (row_no, id_number, name, valid_from, valid_to, division_code); `lists` replaces the number by its
 # blind index and sealed value to make a row of the staging table or list_entries
@@ -61,6 +64,20 @@ COLUMNS: dict[Column, tuple[str, ...]] = {
     "name": ("姓名", "name"),
     "valid_from": ("有效期起", "有效期开始", "起始日期", "开始日期", "认定日期", "valid_from"),
     "valid_to": ("有效期止", "有效期至", "终止日期", "结束日期", "valid_to"),
+    # The row's list type (README, Lists: what a category column may say): checked against the
+    # declared type, or used to split a mixed file (type `auto`). The first header present wins.
+    "category": (
+        "类别",
+        "人员类别",
+        "救助类别",
+        "对象类别",
+        "救助对象类别",
+        "保障类别",
+        "名单类别",
+        "资助类别",
+        "category",
+        "list_type",
+    ),
     "division": (
         "所属村",
         "所属村(居)",
@@ -78,6 +95,37 @@ COLUMNS: dict[Column, tuple[str, ...]] = {
     ),
 }
 REQUIRED: tuple[Column, ...] = ("id_number", "name")
+MANY: frozenset[Column] = frozenset({"division", "category"})  # columns whose first header present wins
+
+# What a category column may say, compared without spaces and case, to the list type it names; a
+# type's own code is accepted too, and so is a subsidy category of a published policy by its code.
+# The README's Lists section shows this table: keep them together.
+CATEGORY_NAMES: dict[str, str] = {
+    **{name: "te_kun" for name in ("特困", "特困人员", "特困供养人员", "特困供养", "特困供养对象", "特困对象")},
+    **{name: "gu_er" for name in ("孤儿",)},
+    **{name: "di_bao" for name in ("低保", "低保对象", "低保户", "低保人员", "最低生活保障对象", "城乡低保对象")},
+    **{
+        name: "di_bao_bianyuan"
+        for name in ("低保边缘", "低保边缘家庭", "低保边缘家庭成员", "低保边缘户", "低边", "低边对象")
+    },
+    **{
+        name: "fangfan_jiance"
+        for name in ("防返贫", "防返贫监测对象", "防止返贫监测对象", "防止返贫致贫监测对象", "监测对象")
+    },
+    **{name: "zhongdu_canji" for name in ("重度残疾", "重度残疾人", "重残")},
+    **{name: "employee_insurance" for name in ("职工医保", "职工医保参保人员", "职工基本医疗保险")},
+    **{name: "deceased" for name in ("死亡", "死亡人员", "已死亡")},
+    **{name: "huji" for name in ("户籍", "户籍人口")},
+}
+
+
+def category_names(policy_categories: Iterable[str] = ()) -> dict[str, str]:
+    """What a category cell may say (as `_category_key` makes it) → the list type it names: the
+    names above, the built-in types' codes, and the codes of the policies' subsidy categories."""
+    codes = [*LIST_TYPES, *policy_categories]
+    return {**{_category_key(code): code for code in codes}, **CATEGORY_NAMES}
+
+
 HEADER_SEARCH_ROWS = 10  # title lines often sit above the header in exports
 MAX_KEPT_ERRORS = 1000  # problems kept in full; all bad rows are counted
 LIMITS = tabular.Limits()  # what a list file may hold: a million rows and more (backend/tabular.py)
@@ -92,7 +140,8 @@ _CODE = re.compile(r"[0-9]{12}")
 _EXCEL_EPOCH = date(1899, 12, 30)
 _MAX_EXACT_DIGITS = 15  # a spreadsheet number keeps 15 significant digits exactly
 _NORMAL_ID = re.compile(r"[0-9]{17}[0-9X]")  # what mobile_sync_protocol.rules.identity.normalise leaves unchanged
-_CHECK_CHARACTERS = "10X98765432"  # GB 11643, indexed by the weighted digit sum mod 11
+_CHECK_CHARACTERS = "10X98765432"
+_SPACES = re.compile(r"\s+")  # GB 11643, indexed by the weighted digit sum mod 11
 _MAX_CACHED_DIVISIONS = 10_000
 
 
@@ -129,6 +178,11 @@ class ListReader:
 
     `division_names` maps a division's name to its 12-digit code (None where the name is ambiguous),
     for files whose division column holds names instead of codes.
+
+    `list_type` is the type the file is loaded as: when the file has a category column, a row whose
+    category names another type (by `categories`: what a cell may say → the type it names) is
+    reported. With `split`, the rows of other types are skipped instead, unread: one type's pass
+    over a mixed file (`categories_found` reads the whole file once and reports the rows of no type).
     """
 
     def __init__(
@@ -138,10 +192,16 @@ class ListReader:
         today: date,
         division_names: Mapping[str, str | None] | None = None,
         on_read: Callable[[int], None] | None = None,
+        list_type: str | None = None,
+        categories: Mapping[str, str] | None = None,
+        split: bool = False,
     ) -> None:
         self._stream = _Hashing(source, on_read)
         self._today = today
         self._division_names = division_names or {}
+        self._list_type = list_type
+        self._categories = _BUILT_IN_CATEGORIES if categories is None else categories
+        self._split = split
         self.errors: list[RowError] = []
         self.error_count = 0
         self.bad_rows = 0
@@ -188,6 +248,74 @@ class ListReader:
         text = io.TextIOWrapper(buffered, encoding=encoding, newline="")
         return _csv_rows(text, encoding)
 
+    def categories_found(self) -> dict[str, int]:
+        """The list types the category column names, with their numbers of rows, reading the whole
+        file; rows whose category is empty or names no type are bad rows (`errors`), and so is a
+        file without a header or a category column."""
+        found: dict[str, int] = {}
+        try:
+            table = self._table()
+            columns: dict[Column, int] | None = None
+            index = 0
+            for index, cells in enumerate(table, start=1):
+                if columns is None:
+                    header = _header(cells)
+                    if isinstance(header, str):
+                        self._error(index, "header", header)
+                        self.bad_rows += 1
+                        return found
+                    if header is None:
+                        if index >= HEADER_SEARCH_ROWS:
+                            break
+                        continue
+                    if "category" not in header:
+                        self._error(index, "header", _("no column for {columns}", columns=_columns_help(["category"])))
+                        self.bad_rows += 1
+                        return found
+                    columns = header
+                    self.header_found = True
+                    self.column_names = {c: _text(cells[p]) for c, p in columns.items()}
+                    continue
+                if all(_text(c) == "" for c in cells):
+                    continue
+                self.rows_read += 1
+                at = columns["category"]
+                value = _text(cells[at]) if at < len(cells) else ""
+                problem = self._category_problem(value)
+                if problem is not None:
+                    self._error(index, self.column_names["category"], problem)
+                    self.bad_rows += 1
+                    continue
+                list_type = self._categories[_category_key(value)]
+                found[list_type] = found.get(list_type, 0) + 1
+            if columns is None:
+                self._error(1, "header", _("no header row with columns for {columns}", columns=_columns_help(REQUIRED)))
+                self.bad_rows += 1
+            elif self.rows_read == 0:
+                self._error(index, "header", _("no rows follow the header"))
+                self.bad_rows += 1
+        except UnreadableFile as exc:
+            self._error(max(self.rows_read, 1), "file", str(exc))
+            self.bad_rows += 1
+        return found
+
+    def _category_problem(self, value: str) -> str | None:
+        """What is wrong with a category cell for this file (None: it names the file's type, or
+        any type when none is declared)."""
+        if not value:
+            return _("is empty")
+        named = self._categories.get(_category_key(value))
+        if named is None:
+            return _("names no list type Canbao knows (the README's Lists section has the names)")
+        if self._list_type is not None and named != self._list_type:
+            return _(
+                "says {value} ({named}), but the file is loaded as {list_type}; load a mixed file with the type auto",
+                value=value,
+                named=terms.name("list_type", named),
+                list_type=terms.name("list_type", self._list_type),
+            )
+        return None
+
     # Checking -----------------------------------------------------------------------------------
 
     def _check(self, table: Iterator[Sequence[Cell]]) -> Iterator[Entry]:
@@ -195,6 +323,8 @@ class ListReader:
         names: dict[Column, str] = {}
         index = 0
         common: Callable[[int, Sequence[Cell]], Entry | None] = _never
+        other_type: Callable[[Sequence[Cell]], bool] = _any_row
+        skipping = False  # a pass over a mixed file: rows of other types are skipped
         for index, cells in enumerate(table, start=1):
             if columns is None:
                 found = _header(cells)
@@ -211,6 +341,10 @@ class ListReader:
                 self.header_found = True
                 self.column_names = dict(names)
                 common = self._common_row(columns)
+                if self._split:
+                    other_type, skipping = self._other_type(columns), True
+                continue
+            if skipping and other_type(cells):
                 continue
             if (entry := common(index, cells)) is not None:
                 self.rows_read += 1
@@ -231,6 +365,29 @@ class ListReader:
             self._error(index, "header", _("no rows follow the header"))
             self.bad_rows += 1
 
+    def _other_type(self, columns: Mapping[Column, int]) -> Callable[[Sequence[Cell]], bool]:
+        """Whether a row of a mixed file belongs to another pass: its category names another type,
+        or none (`categories_found` reports those); every row does when the file has no category
+        column."""
+        at = columns.get("category")
+        if at is None:
+            return _any_row
+        mine = self._list_type
+        categories = self._categories
+        seen: dict[str, bool] = {}  # a category cell's text → whether it is another type's
+
+        def other(cells: Sequence[Cell]) -> bool:
+            raw = cells[at] if at < len(cells) else None
+            text = raw if isinstance(raw, str) else _text(raw)
+            verdict = seen.get(text)
+            if verdict is None:
+                verdict = categories.get(_category_key(text)) != mine
+                if len(seen) < _MAX_CACHED_DIVISIONS:
+                    seen[text] = verdict
+            return verdict
+
+        return other
+
     def _common_row(self, columns: Mapping[Column, int]) -> Callable[[int, Sequence[Cell]], Entry | None]:
         """The entry of a row in the form nearly every row of a list has, checked at a fraction of
         `_row`'s cost; None for any other row, which `_row` then checks and explains in full.
@@ -242,6 +399,9 @@ class ListReader:
         """
         id_at, name_at = columns["id_number"], columns["name"]
         from_at, to_at, division_at = columns.get("valid_from"), columns.get("valid_to"), columns.get("division")
+        category_at = columns.get("category") if self._list_type is not None else None
+        agreeing: dict[str, bool] = {}  # a category cell's text → whether it names the file's type
+        categories, list_type = self._categories, self._list_type
         width = max(columns.values()) + 1
         today = self._today
         normal_form = _NORMAL_ID.fullmatch
@@ -282,6 +442,17 @@ class ListReader:
                 valid_to = parsed
             if valid_from is not None and valid_to is not None and valid_to < valid_from:
                 return None
+            if category_at is not None:
+                raw = cells[category_at]
+                if type(raw) is not str:
+                    return None
+                agrees = agreeing.get(raw)
+                if agrees is None:
+                    agrees = bool(raw.strip()) and categories.get(_category_key(raw)) == list_type
+                    if len(agreeing) < _MAX_CACHED_DIVISIONS:
+                        agreeing[raw] = agrees
+                if not agrees:
+                    return None
             division = None
             if division_at is not None:
                 raw = cells[division_at]
@@ -335,6 +506,11 @@ class ListReader:
         if valid_from is not None and valid_to is not None and valid_to < valid_from:
             self._error(row, names["valid_to"], _("is before the start of validity"))
             ok = False
+        if "category" in columns and self._list_type is not None:
+            problem = self._category_problem(_text(cell("category")))
+            if problem is not None:
+                self._error(row, names["category"], problem)
+                ok = False
         division: str | None = None
         if "division" in columns:
             resolved = self._division(cell("division"))
@@ -405,7 +581,7 @@ def _header(cells: Sequence[Cell]) -> dict[Column, int] | str | None:
         hits = [(wanted.index(k), p) for p, k in enumerate(keys) if k in wanted]
         if not hits:
             continue
-        if column != "division" and len(hits) > 1:
+        if column not in MANY and len(hits) > 1:
             return _("more than one column for {columns}", columns=_columns_help([column]))
         found[column] = min(hits)[1]
     if not found:
@@ -468,6 +644,19 @@ def _date(cell: Cell) -> date | _Problem | None:
 
 def _never(row: int, cells: Sequence[Cell]) -> Entry | None:
     return None
+
+
+def _any_row(cells: Sequence[Cell]) -> bool:
+    return True
+
+
+def _category_key(text: str) -> str:
+    """A category cell as CATEGORY_NAMES is keyed: NFKC (full-width letters and signs made ASCII),
+    no spaces, lower case."""
+    return _SPACES.sub("", unicodedata.normalize("NFKC", text)).lower()
+
+
+_BUILT_IN_CATEGORIES = category_names()
 
 
 def _check_character_matches(number: str) -> bool:

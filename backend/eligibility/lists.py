@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import shutil
+import tempfile
 from collections.abc import AsyncGenerator, Callable
 from datetime import date, datetime
 from typing import IO, Annotated, Literal
@@ -26,9 +28,17 @@ from backend.clock import local_today
 from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.eligibility import cursor
-from backend.eligibility.importer import LIST_TYPES, MAX_KEPT_ERRORS, Entry, ListKind, ListReader, RowError
+from backend.eligibility.importer import (
+    LIST_TYPES,
+    MAX_KEPT_ERRORS,
+    Entry,
+    ListKind,
+    ListReader,
+    RowError,
+    category_names,
+)
 from backend.errors import DomainError, InvalidInput, NotFound
-from backend.i18n import _
+from backend.i18n import _, terms
 from backend.ids import uuid7
 from backend.jobs import service as jobs
 from backend.jobs.service import Job, JobError
@@ -44,6 +54,8 @@ STAGING_COLUMNS = ("row_no", "id_number_hash", "id_number_enc", "name", "valid_f
 ENTRY_COLUMNS = ("version_id", *STAGING_COLUMNS)
 # A row for COPY: STAGING_COLUMNS, or ENTRY_COLUMNS (the version's id first); the division code last.
 Record = tuple[object, ...]
+AUTO = "auto"  # the type of a mixed file, split by its category column into one version per type
+_SPOOL_BYTES = 8 << 20  # a mixed file that cannot be read twice is copied: in memory up to this size
 
 
 class ListRejected(DomainError):
@@ -60,15 +72,45 @@ class ListRejected(DomainError):
         )
 
 
+class EarlierThanInForce(DomainError):
+    """A later-dated version of the list is in force"""
+
+    status, code = 409, "list_version_in_force"
+
+    def __init__(self, list_type: str, in_force: asyncpg.Record, effective_from: date) -> None:
+        super().__init__(
+            _(
+                "{list_type} version {version} is in force from {in_force_from}; a version effective from "
+                "{effective_from} would replace it from that day on. To do so, upload it again saying it "
+                "supersedes (supersedes=true, --supersedes); else give an effective date on or after "
+                "{in_force_from}",
+                list_type=terms.name("list_type", list_type),
+                version=in_force["version"],
+                in_force_from=in_force["effective_from"].isoformat(),
+                effective_from=effective_from.isoformat(),
+            ),
+            in_force={
+                "list_id": str(in_force["id"]),
+                "list_type": list_type,
+                "version": in_force["version"],
+                "effective_from": in_force["effective_from"].isoformat(),
+            },
+        )
+
+
 class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A loaded version, or a rejected upload: an attempt kept with its report, which takes no
+    version number (`version` null; a mixed file's rejected attempt has the type `auto` and no kind)."""
+
     id: UUID
     list_type: str
-    kind: ListKind
+    kind: ListKind | None
     division_code: str
-    version: int
+    version: int | None
     effective_from: date
     status: Literal["loaded", "rejected"]
     partial: bool
+    supersedes: bool  # the uploader said it replaces the versions dated after it
     rows_read: int
     rows_loaded: int
     rows_rejected: int
@@ -81,6 +123,13 @@ class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
     file_sha256: str
     uploaded_by: UUID | None
     uploaded_at: datetime
+
+
+class ListSplit(msgspec.Struct, frozen=True, kw_only=True):
+    """A mixed file (type `auto`) loaded as one new version per list type its category column names."""
+
+    list_type: Literal["auto"] = "auto"
+    versions: list[ListVersion]
 
 
 class ListVersionPage(msgspec.Struct, frozen=True):
@@ -360,25 +409,89 @@ async def import_list(
     file_name: str,
     today: date,
     partial: bool = False,
+    supersedes: bool = False,
     division_code: str | None = None,
     on_read: Callable[[int], None] | None = None,
 ) -> ListVersion:
     """Loads one file as a new version of `list_type` for the uploader's scope, all or nothing.
 
-    The caller owns the transaction. A file with bad rows gives a `rejected` version (errors kept,
-    no entries) unless `partial`, in which case the good rows load and the bad ones are reported.
+    The caller owns the transaction. A file with bad rows gives a `rejected` attempt (errors kept,
+    no entries, no version number) unless `partial`, in which case the good rows load and the bad
+    ones are reported. When the file has a category column, a row naming another type is a bad row.
+    A version dated before the newest loaded one is refused (`EarlierThanInForce`) unless it
+    `supersedes` it.
     """
+    if list_type == AUTO:
+        raise InvalidInput("type", _("auto is for a mixed file, split by its category column"))
     kind = await list_kind(conn, list_type)
     scope = await upload_scope(conn, actor, division_code)
+    return await _import_one(
+        conn,
+        actor,
+        source,
+        list_type=list_type,
+        kind=kind,
+        scope=scope,
+        categories=await _category_names(conn),
+        effective_from=effective_from,
+        file_name=file_name,
+        today=today,
+        partial=partial,
+        supersedes=supersedes,
+        split=False,
+        on_read=on_read,
+    )
+
+
+async def _category_names(conn: Connection) -> dict[str, str]:
+    return category_names([r["category"] for r in await conn.fetch(Q["policy_categories"])])
+
+
+async def check_effective_date(
+    conn: Connection, list_type: str, division_code: str, effective_from: date, supersedes: bool
+) -> None:
+    """Refuses a version dated before the newest loaded one of its list, unless it supersedes it:
+    the newest is in force from its date on (README, Lists: which version is in force)."""
+    latest = await conn.fetchrow(Q["previous_version"], list_type, division_code)
+    if latest is not None and effective_from < latest["effective_from"] and not supersedes:
+        raise EarlierThanInForce(list_type, latest, effective_from)
+
+
+async def _import_one(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    *,
+    list_type: str,
+    kind: ListKind,
+    scope: Scope,
+    categories: dict[str, str],
+    effective_from: date,
+    file_name: str,
+    today: date,
+    partial: bool,
+    supersedes: bool,
+    split: bool,
+    on_read: Callable[[int], None] | None,
+) -> ListVersion:
+    """`import_list` of a known type and scope; with `split`, one type's rows of a mixed file."""
     await conn.execute(Q["lock_list"], list_type, scope.division_code)
+    await check_effective_date(conn, list_type, scope.division_code, effective_from, supersedes)
     divisions = await _divisions(conn, scope)
     version_id = uuid7()
-    number = await conn.fetchval(Q["next_version"], list_type, scope.division_code)
     previous = await conn.fetchrow(Q["previous_version"], list_type, scope.division_code)
     previous_id: UUID | None = previous["id"] if previous else None
 
     def read() -> ListReader:
-        return ListReader(source, today=today, division_names=divisions.names, on_read=on_read)
+        return ListReader(
+            source,
+            today=today,
+            division_names=divisions.names,
+            on_read=on_read,
+            list_type=list_type,
+            categories=categories,
+            split=split,
+        )
 
     # A file that is not seekable cannot be read twice: it goes through the staging table at once.
     start = source.tell() if source.seekable() else None
@@ -398,6 +511,8 @@ async def import_list(
             reader = read()
         checked = await _load_checked(conn, reader, version_id, scope, previous_id, partial)
     rejected, diff = checked.rejected, checked.diff
+    # A rejected upload is an attempt, kept with its report: it takes no version number.
+    number = None if rejected else await conn.fetchval(Q["next_version"], list_type, scope.division_code)
     row = await conn.fetchrow(
         Q["insert_version"],
         version_id,
@@ -420,31 +535,195 @@ async def import_list(
         file_name[:200],
         reader.sha256,
         actor.id if actor else None,
+        supersedes,
     )
     assert row is not None
     reviews = 0
     if not rejected and kind == "exclusion":
         reviews = len(await conn.fetch(Q["open_exclusion_reviews"], version_id, list_type, effective_from.year))
     loaded_version = _version(row)
+    await _record_import(conn, actor, loaded_version, exclusion_reviews=reviews)
+    return loaded_version
+
+
+async def _record_import(
+    conn: Connection, actor: Actor | None, version: ListVersion, *, exclusion_reviews: int
+) -> None:
     await record(
         conn,
         actor,
         "import",
         "list_version",
-        version_id,
-        division_code=scope.division_code,
+        version.id,
+        division_code=version.division_code,
         summary={
-            "list_type": list_type,
-            "version": number,
-            "status": loaded_version.status,
-            "rows_read": loaded_version.rows_read,
-            "rows_loaded": loaded_version.rows_loaded,
-            "rows_rejected": checked.rows_rejected,
-            "exclusion_reviews": reviews,
-            "file_sha256": loaded_version.file_sha256,
+            "list_type": version.list_type,
+            "version": version.version,
+            "status": version.status,
+            "rows_read": version.rows_read,
+            "rows_loaded": version.rows_loaded,
+            "rows_rejected": version.rows_rejected,
+            "exclusion_reviews": exclusion_reviews,
+            "supersedes": version.supersedes,
+            "file_sha256": version.file_sha256,
         },
     )
-    return loaded_version
+
+
+class _SplitRejected(Exception):
+    """A type's part of a mixed file is rejected: the savepoint drops every part."""
+
+
+async def import_split(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    *,
+    effective_from: date,
+    file_name: str,
+    today: date,
+    supersedes: bool = False,
+    division_code: str | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> ListSplit | ListVersion:
+    """Loads a mixed file (type `auto`) as one new version per list type its category column
+    names, each as if that type's rows had been uploaded alone, all or nothing: one bad row (a
+    category naming no type included) rejects the whole file, which is then kept as one rejected
+    attempt of type `auto` with every part's report (returned instead of the split)."""
+    scope = await upload_scope(conn, actor, division_code)
+    categories = await _category_names(conn)
+    with contextlib.ExitStack() as stack:
+        if not source.seekable():  # every type's pass reads the file again
+            spool: IO[bytes] = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES))
+            await asyncio.to_thread(shutil.copyfileobj, source, spool)
+            spool.seek(0)
+            source = spool
+        start = source.tell()
+        survey = ListReader(source, today=today, categories=categories)
+        found = await asyncio.to_thread(survey.categories_found)
+        kinds = {list_type: await list_kind(conn, list_type) for list_type in sorted(found)}
+        progress = _Shared(on_read, len(kinds))
+        parts: list[ListVersion] = []
+        if survey.header_found and kinds:
+            try:
+                async with conn.transaction():  # a savepoint: a rejected part takes the others back
+                    for list_type, kind in kinds.items():
+                        source.seek(start)
+                        part = await _import_one(
+                            conn,
+                            actor,
+                            source,
+                            list_type=list_type,
+                            kind=kind,
+                            scope=scope,
+                            categories=categories,
+                            effective_from=effective_from,
+                            file_name=file_name,
+                            today=today,
+                            partial=False,
+                            supersedes=supersedes,
+                            split=True,
+                            on_read=progress.advance,
+                        )
+                        parts.append(part)
+                        if part.status == "rejected":
+                            raise _SplitRejected
+                    if survey.bad_rows:
+                        raise _SplitRejected
+            except _SplitRejected:
+                pass
+            else:
+                return ListSplit(versions=parts)
+    errors = sorted([*survey.errors, *(e for p in parts for e in p.errors)], key=lambda e: e.row)
+    row = await conn.fetchrow(
+        Q["insert_version"],
+        uuid7(),
+        AUTO,
+        None,
+        scope.division_code,
+        scope.prefix,
+        None,
+        effective_from,
+        "rejected",
+        False,
+        survey.rows_read,
+        0,
+        survey.bad_rows + sum(p.rows_rejected for p in parts),
+        [msgspec.to_builtins(e) for e in errors[:MAX_KEPT_ERRORS]],
+        None,
+        None,
+        None,
+        None,
+        file_name[:200],
+        survey.sha256,
+        actor.id if actor else None,
+        supersedes,
+    )
+    assert row is not None
+    attempt = _version(row)
+    await _record_import(conn, actor, attempt, exclusion_reviews=0)
+    return attempt
+
+
+class _Shared:
+    """Bytes read by several passes over one file, shown as one pass's progress."""
+
+    def __init__(self, on_read: Callable[[int], None] | None, passes: int) -> None:
+        self._on_read = on_read
+        self._passes = max(passes, 1)
+        self._left = 0
+
+    def advance(self, n: int) -> None:
+        if self._on_read is None:
+            return
+        self._left += n
+        step, self._left = divmod(self._left, self._passes)
+        if step:
+            self._on_read(step)
+
+
+async def import_file(
+    conn: Connection,
+    actor: Actor | None,
+    source: IO[bytes],
+    *,
+    list_type: str,
+    effective_from: date,
+    file_name: str,
+    today: date,
+    partial: bool = False,
+    supersedes: bool = False,
+    division_code: str | None = None,
+    on_read: Callable[[int], None] | None = None,
+) -> ListVersion | ListSplit:
+    """`import_list`, or `import_split` for the type `auto` (which takes no `partial`)."""
+    if list_type != AUTO:
+        return await import_list(
+            conn,
+            actor,
+            source,
+            list_type=list_type,
+            effective_from=effective_from,
+            file_name=file_name,
+            today=today,
+            partial=partial,
+            supersedes=supersedes,
+            division_code=division_code,
+            on_read=on_read,
+        )
+    if partial:
+        raise InvalidInput("partial", _("cannot be used with the type auto: a mixed file loads whole or not at all"))
+    return await import_split(
+        conn,
+        actor,
+        source,
+        effective_from=effective_from,
+        file_name=file_name,
+        today=today,
+        supersedes=supersedes,
+        division_code=division_code,
+        on_read=on_read,
+    )
 
 
 def _overlaps(actor: Actor, version: asyncpg.Record) -> bool:
@@ -544,9 +823,10 @@ LIST_IMPORT = "list_import"
 
 
 class ListImportParams(msgspec.Struct, frozen=True, kw_only=True):
-    list_type: str
+    list_type: str  # or `auto`: a mixed file, split by its category column
     effective_from: date
     partial: bool = False
+    supersedes: bool = False
     division_code: str | None = None  # the CLI's --division; a user's upload takes their scope
 
 
@@ -561,9 +841,20 @@ async def enqueue_import(
     settings: Settings,
 ) -> Job:
     """Stores the upload as a `list_import` job after the checks that cost nothing: the list type
-    is known and the uploader may load it for their scope."""
-    await list_kind(conn, params.list_type)
-    scope = await upload_scope(conn, actor, params.division_code)
+    is known, the uploader may load it for their scope, and its effective date is not before the
+    version in force (the types of a mixed file are known once it is read: the job checks them)."""
+    if params.list_type == AUTO:
+        if params.partial:
+            raise InvalidInput(
+                "partial", _("cannot be used with the type auto: a mixed file loads whole or not at all")
+            )
+        scope = await upload_scope(conn, actor, params.division_code)
+    else:
+        await list_kind(conn, params.list_type)
+        scope = await upload_scope(conn, actor, params.division_code)
+        await check_effective_date(
+            conn, params.list_type, scope.division_code, params.effective_from, params.supersedes
+        )
     return await jobs.enqueue(
         conn,
         actor,
@@ -579,10 +870,11 @@ async def enqueue_import(
 
 async def run_import_job(run: JobRun) -> Outcome:
     """A `list_import` job: the same import as the request's, in the job's transaction. A rejected
-    file keeps its version and row report (the job's result) and ends the job `failed`."""
+    file keeps its attempt and row report (the job's result) and ends the job `failed`; a mixed
+    file's result is the split (`ListSplit`)."""
     params = msgspec.convert(run.params, ListImportParams)
     with await run.open_file() as source:
-        version = await import_list(
+        version = await import_file(
             run.conn,
             run.actor,
             source,
@@ -591,10 +883,11 @@ async def run_import_job(run: JobRun) -> Outcome:
             file_name=run.file_name or "upload",
             today=local_today(run.settings.timezone),
             partial=params.partial,
+            supersedes=params.supersedes,
             division_code=params.division_code,
             on_read=run.advance,
         )
-    if version.status == "rejected":
+    if isinstance(version, ListVersion) and version.status == "rejected":
         error = JobError(ListRejected.code, _(ListRejected.title()), ListRejected.explain(version))
         return Outcome(version, ok=False, error=error)
     return Outcome(version)

@@ -20,19 +20,28 @@ SELECT code, level FROM divisions WHERE level = 'district' ORDER BY code;
 SELECT name, code FROM divisions WHERE code BETWEEN $1 AND $2;
 
 -- name: previous_version
-SELECT id, version FROM list_versions
+-- The newest loaded version: the one a new version is diffed against, and the one in force from its
+-- effective date on (a new version dated before it must say it supersedes it).
+SELECT id, version, effective_from FROM list_versions
 WHERE list_type = $1 AND division_code = $2 AND status = 'loaded'
 ORDER BY version DESC
 LIMIT 1;
 
 -- name: next_version
+-- Rejected uploads take no number (those of before migration 0019 keep theirs: numbered after them).
 SELECT coalesce(max(version), 0) + 1 FROM list_versions WHERE list_type = $1 AND division_code = $2;
+
+-- name: policy_categories
+-- The subsidy categories some published policy names: list types a file's category column may give.
+SELECT DISTINCT c ->> 'category' AS category
+FROM policy_versions v, jsonb_array_elements(v.rules -> 'categories') AS c
+WHERE c ->> 'category' IS NOT NULL;
 
 -- name: insert_version
 INSERT INTO list_versions (id, list_type, kind, division_code, scope_prefix, version, effective_from, status,
     partial, rows_read, rows_loaded, rows_rejected, errors, previous_id, added, removed, changed, file_name,
-    file_sha256, uploaded_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+    file_sha256, uploaded_by, supersedes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
 RETURNING *;
 
 -- name: diff_counts
@@ -128,13 +137,14 @@ ORDER BY 1
 LIMIT $6;
 
 -- name: entries_in_force
--- The list rows that apply to these persons on a date: per list type and uploader scope, the newest
--- loaded version effective on that date, and rows valid on it; persons by their numbers' blind index.
+-- The list rows that apply to these persons on a date: per list type and uploader scope, the version
+-- in force on that date (the highest-numbered loaded one effective on or before it: README, Lists),
+-- and rows valid on it; persons by their numbers' blind index.
 WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, list_type, kind, version, effective_from
     FROM list_versions
     WHERE status = 'loaded' AND effective_from <= $2
-    ORDER BY list_type, division_code, effective_from DESC, version DESC
+    ORDER BY list_type, division_code, version DESC
 )
 SELECT e.id_number_hash, e.row_no, e.valid_from, e.valid_to, v.id AS list_id, v.list_type, v.kind, v.version,
        v.effective_from
@@ -215,7 +225,7 @@ WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, list_type, version
     FROM list_versions
     WHERE status = 'loaded' AND kind = 'subsidy' AND effective_from <= $4
-    ORDER BY list_type, division_code, effective_from DESC, version DESC
+    ORDER BY list_type, division_code, version DESC
 ), held AS (
     SELECT e.id_number_hash, e.id_number_enc, e.name, v.list_type AS category, e.division_code
     FROM list_entries e JOIN in_force v ON v.id = e.version_id
@@ -249,7 +259,7 @@ WHERE division_code BETWEEN $1 AND $2
       AND xv.id = (SELECT id FROM list_versions w
                    WHERE w.list_type = xv.list_type AND w.division_code = xv.division_code
                      AND w.status = 'loaded' AND w.effective_from <= $4
-                   ORDER BY w.effective_from DESC, w.version DESC LIMIT 1))
+                   ORDER BY w.version DESC LIMIT 1))
   AND ($5::bytea IS NULL OR id_number_hash > $5)
 ORDER BY id_number_hash
 LIMIT $6;
@@ -270,7 +280,7 @@ WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, kind
     FROM list_versions
     WHERE status = 'loaded' AND kind IN ('roster', 'exclusion') AND effective_from <= $4
-    ORDER BY list_type, division_code, effective_from DESC, version DESC
+    ORDER BY list_type, division_code, version DESC
 ), excluded AS (
     SELECT DISTINCT e.id_number_hash
     FROM list_entries e JOIN in_force v ON v.id = e.version_id AND v.kind = 'exclusion'

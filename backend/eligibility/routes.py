@@ -25,7 +25,7 @@ from backend.eligibility import check, claims, cursor, lists
 from backend.eligibility import reports as list_reports
 from backend.eligibility.check import CheckRequest, EligibilityAnswer
 from backend.eligibility.claims import Claim, ClaimDecision, ClaimIn, ClaimPage
-from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListVersion, ListVersionPage
+from backend.eligibility.lists import ListDiff, ListEntryPage, ListRejected, ListSplit, ListVersion, ListVersionPage
 from backend.errors import problem
 from backend.guards import require_roles
 from backend.i18n import _
@@ -54,9 +54,10 @@ UPLOAD_TIMEOUT_S = 1_800  # 512 MB over a slow township line; loading a big file
 @dataclass
 class ListUpload:
     file: UploadFile
-    type: str
+    type: str  # a list type, or `auto`: a mixed file split by its category column
     effective_from: date
     partial: bool = False
+    supersedes: bool = False  # replaces the versions dated after effective_from (else 409)
 
 
 class ListController(Controller):
@@ -70,13 +71,23 @@ class ListController(Controller):
             "A file up to CANBAO_SYNC_UPLOAD_MAX_BYTES (1 MiB) loads in the request: 201 with the version, "
             "or 422 `list_rejected` with the row report. A bigger file, or any file with `background=true`, "
             "is stored and imported by a worker: 202 with the job (`Location: /api/v1/jobs/{id}`), whose "
-            "result is the same version and report."
+            "result is the same version and report. A category column (类别, 人员类别, …) must name the "
+            "type on every row; `type=auto` splits a mixed file by it into one version per type (201 with "
+            "`versions`), all or nothing. An effective date before the version in force's is refused "
+            "(409 `list_version_in_force`, naming it) unless `supersedes=true`."
         ),
         guards=[CIVIL_AFFAIRS],
         request_max_body_size=MAX_UPLOAD_BYTES,
         opt={TIMEOUT_OPT: UPLOAD_TIMEOUT_S, RAISES: FILE_LIMITS},
         middleware=[upload_slot(UPLOAD_TIMEOUT_S)],
-        responses={202: ResponseSpec(Job, description="Stored; a worker imports it (follow the job)")},
+        responses={
+            201: ResponseSpec(
+                ListVersion | ListSplit,
+                description="The version, or a mixed file's versions (type auto)",
+                generate_examples=False,
+            ),
+            202: ResponseSpec(Job, description="Stored; a worker imports it (follow the job)"),
+        },
     )
     async def upload(
         self,
@@ -92,7 +103,10 @@ class ListController(Controller):
         size = await asyncio.to_thread(size_of, source)
         if background or (background is None and size > settings.sync_upload_max_bytes):
             params = lists.ListImportParams(
-                list_type=data.type, effective_from=data.effective_from, partial=data.partial
+                list_type=data.type,
+                effective_from=data.effective_from,
+                partial=data.partial,
+                supersedes=data.supersedes,
             )
             job = await lists.enqueue_import(
                 tx,
@@ -104,7 +118,7 @@ class ListController(Controller):
                 settings=settings,
             )
             return Response(job, status_code=202, headers={"Location": job.href})
-        loaded = await lists.import_list(
+        loaded = await lists.import_file(
             tx,
             actor,
             source,
@@ -113,8 +127,9 @@ class ListController(Controller):
             file_name=data.file.filename or "upload",
             today=local_today(settings.timezone),
             partial=data.partial,
+            supersedes=data.supersedes,
         )
-        if loaded.status == "rejected":
+        if isinstance(loaded, ListVersion) and loaded.status == "rejected":
             # Answered, not raised: the rejected version and its report are kept (committed).
             return problem(
                 ListRejected.status,
