@@ -281,3 +281,22 @@ async def test_the_household_shows_next_years_enrolment_whatever_year_is_asked(
     asked = (await client.get(url, params={"year": 2027}, headers=staff)).json()
     assert asked["members"][0]["enrollment"]["status"] == "paid"
     assert [e["coverage_year"] for e in asked["members"][0]["enrollments"]] == [2027]
+
+
+async def test_a_history_year_marked_paid_counts_as_funded_in_the_coverage_report(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    await setup(client)
+    await add_history(conn, ID_NUMBERS[1], 2026, "confirmed")
+    await add_history(conn, ID_NUMBERS[2], 2026, "cancelled")
+    admin = await auth_headers(client, "admin")
+    report = (await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=admin)).json()
+    [village] = [r for r in report["rows"] if r["persons"]]
+    assert (village["persons"], village["funded"], village["registered_unpaid"], village["not_enrolled"]) == (
+        2,
+        1,
+        0,
+        1,
+    )
+    assert village["rate_percent"] == 50.0
