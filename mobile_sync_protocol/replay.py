@@ -20,6 +20,7 @@ import msgspec
 
 from mobile_sync_protocol.client import SyncClient, SyncFailed
 from mobile_sync_protocol.rules import coverage as c
+from mobile_sync_protocol.rules import gaps as g
 from mobile_sync_protocol.rules import premium as p
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -88,6 +89,15 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
             back_paid_years=x.get("back_paid_years", 0),
         )
 
+    def gap_years(x: dict[str, Any]) -> Any:
+        return g.gap_years(
+            msgspec.convert(x["policy"], c.WaitingPolicy),
+            coverage_year=x["coverage_year"],
+            birth_year=x["birth_year"],
+            covered=set(x["covered"]),
+            uncovered=set(x["uncovered"]),
+        )
+
     return {
         "percent_of": lambda x: p.percent_of(x["amount_fen"], x["basis_points"]),
         "premium_due": premium_due,
@@ -95,6 +105,7 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
         "add_months": lambda x: c.add_months(date.fromisoformat(x["day"]), x["months"]),
         "waiting_period": waiting_period,
         "coverage_for": coverage_for,
+        "gap_years": gap_years,
     }
 
 

@@ -1,5 +1,11 @@
 """The 应保尽保 report: of the people in registered households, how many are enrolled for a year,
-per village, township and district."""
+per village, township and district.
+
+Enrolled means funded (paid, subsidised or confirmed): a registration not yet paid gives no cover,
+so it is counted apart (`registered_unpaid`) and the rate is of funded persons only. Every staff
+user reads the report of their own scope: township staff and reviewers their township's villages,
+district users the district's (README, "reports").
+"""
 
 from __future__ import annotations
 
@@ -26,7 +32,8 @@ Level = Literal["village", "township", "district"]
 COUNTS = (
     tables.Column("level", N_("Level")),
     tables.Column("persons", N_("Persons who should be enrolled"), "int"),
-    tables.Column("enrolled", N_("Persons enrolled"), "int"),
+    tables.Column("funded", N_("Persons enrolled and paid or subsidised"), "int"),
+    tables.Column("registered_unpaid", N_("Persons registered, premium not paid"), "int"),
     tables.Column("confirmed", N_("Enrolments confirmed"), "int"),
     tables.Column("not_enrolled", N_("Persons not enrolled"), "int"),
     tables.Column("rate_percent", N_("Enrolment rate (%)"), "percent"),
@@ -46,10 +53,13 @@ class CoverageRow(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     level: str
     persons: int
+    funded: int  # with a funded enrolment for the year: paid, subsidised or confirmed
+    registered_unpaid: int  # with a registered enrolment not yet paid: no cover yet
+    # funded + registered_unpaid: a live enrolment of any kind (what `enrolled` always counted)
     enrolled: int
     confirmed: int
-    not_enrolled: int
-    # enrolled / persons in percent, rounded half up to two decimals in integers (`rate`): 66.67
+    not_enrolled: int  # persons − enrolled: no live enrolment at all
+    # funded / persons in percent, rounded half up to two decimals in integers (`rate`): 66.67
     rate_percent: float
     township_name: str = ""  # of a village row: the township it is in
 
@@ -68,7 +78,8 @@ class CoverageReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def rate(enrolled: int, persons: int) -> str:
-    """Percentage with two decimals, rounded half up, computed in integers."""
+    """Percentage with two decimals, rounded half up, computed in integers (the report gives it as
+    a number: `float(rate(...))`, exact to the hundredth)."""
     if persons == 0:
         return "0.00"
     hundredths = (enrolled * 10_000 * 2 + persons) // (persons * 2)
@@ -87,34 +98,42 @@ async def coverage_report(
     # Every division of the level in scope appears, with zeros where nobody is registered yet.
     for code, (_name, division_level) in names.items():
         if division_level == level:
-            totals[code] = [0, 0, 0]
+            totals[code] = [0, 0, 0, 0]
     for r in await conn.fetch(Q["coverage_by_village"], low, high, year):
         key = r["village_code"][:width].ljust(12, "0")
-        counts = totals.setdefault(key, [0, 0, 0])
+        counts = totals.setdefault(key, [0, 0, 0, 0])
         counts[0] += r["persons"]
-        counts[1] += r["enrolled"]
-        counts[2] += r["confirmed"]
+        counts[1] += r["funded"]
+        counts[2] += r["registered_unpaid"]
+        counts[3] += r["confirmed"]
     lists = await eligibility.denominator_adjustments(conn, actor, year, on)
     for code, (roster_only, excluded) in lists.by_division.items():
-        counts = totals.setdefault(code[:width].ljust(12, "0"), [0, 0, 0])
+        counts = totals.setdefault(code[:width].ljust(12, "0"), [0, 0, 0, 0])
         counts[0] += roster_only - excluded
 
     def row(code: str, name: str, row_level: str, counts: list[int]) -> CoverageRow:
-        persons, enrolled, confirmed = counts
+        persons, funded, registered, confirmed = counts
         return CoverageRow(
             division_code=code,
             name=name,
             level=row_level,
             persons=persons,
-            enrolled=enrolled,
+            funded=funded,
+            registered_unpaid=registered,
+            enrolled=funded + registered,
             confirmed=confirmed,
-            not_enrolled=persons - enrolled,
-            rate_percent=float(rate(enrolled, persons)),
+            not_enrolled=persons - funded - registered,
+            rate_percent=float(rate(funded, persons)),
             township_name=names.get(tables.township_of(code), ("", ""))[0] if row_level == "village" else "",
         )
 
     rows = [row(code, names.get(code, ("", level))[0], level, totals[code]) for code in sorted(totals)]
-    total_counts = [sum(r.persons for r in rows), sum(r.enrolled for r in rows), sum(r.confirmed for r in rows)]
+    total_counts = [
+        sum(r.persons for r in rows),
+        sum(r.funded for r in rows),
+        sum(r.registered_unpaid for r in rows),
+        sum(r.confirmed for r in rows),
+    ]
     scope_name = names.get(actor.scope.division_code, ("", actor.scope.level))[0]
     total = row(actor.scope.division_code, scope_name, actor.scope.level, total_counts)
     await record(
@@ -152,7 +171,8 @@ def table(report: CoverageReport, headers: tables.Headers = "codes") -> tables.T
             *places,
             level,
             r.persons,
-            r.enrolled,
+            r.funded,
+            r.registered_unpaid,
             r.confirmed,
             r.not_enrolled,
             r.rate_percent,

@@ -31,7 +31,15 @@ from backend.i18n import _
 from backend.ids import uuid7
 from backend.policy import service as policies
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
-from mobile_sync_protocol.rules.coverage import Coverage, CoverageFacts, decide_coverage
+from mobile_sync_protocol.rules.coverage import (
+    Coverage,
+    CoverageDecision,
+    CoverageFacts,
+    WaitingPolicy,
+    decide_coverage,
+)
+from mobile_sync_protocol.rules.coverage_state import FUNDED
+from mobile_sync_protocol.rules.gaps import GapYears, gap_years
 from mobile_sync_protocol.rules.premium import PremiumDue, premium_due
 
 Q = load_queries("backend.enrollment", "enrollments.sql")
@@ -39,6 +47,7 @@ Q = load_queries("backend.enrollment", "enrollments.sql")
 Status = Literal["registered", "paid", "subsidised", "confirmed", "cancelled"]
 CancelReason = Literal["employee_insurance", "deceased", "duplicate", "moved_away", "data_error"]
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
+QueueFlag = Literal["unknown_years", "gap_review"]
 
 # Which state may follow which; anything else is a 409.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -78,6 +87,32 @@ class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
     cancel_note: str | None
     row_version: int
     updated_at: datetime
+    # Years before the coverage year whose cover nobody knows and that could have changed the gap
+    # this cover was decided on (ignored, or counted as gaps, as the policy's `unknown_years` says):
+    # for the reviewer to check. Empty: nothing to check.
+    unknown_years: list[int] = []
+    gap_review: GapReview | None = None  # open: a later history import would change the cover
+
+
+class GapCover(msgspec.Struct, frozen=True, kw_only=True):
+    """The cover an enrolment would have now, from the same business date and today's knowledge."""
+
+    coverage_start: date | None
+    coverage_end: date | None
+    coverage_reason: str
+    waiting_months: int
+    counted_gap_years: list[int]  # the years now counted as gaps
+    unknown_years: list[int]
+
+
+class GapReview(msgspec.Struct, frozen=True, kw_only=True):
+    """A funded enrolment whose cover a history import would change: a reviewer applies the new
+    cover or keeps the old one; nothing changes until then."""
+
+    opened_at: datetime
+    source_file: str  # the history file that changed what is known
+    years: list[int]  # the imported years that changed, before the coverage year
+    cover: GapCover  # the cover the enrolment would have now
 
 
 class EnrollmentCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -126,6 +161,7 @@ def _enrollment(row: asyncpg.Record) -> Enrollment:
     # funded before they were kept shows the English note it was given then).
     if (facts := explain.coverage_facts(values.get("coverage_facts"))) is not None:
         values["coverage_note"] = explain.cover_words(facts)
+        values["unknown_years"] = list(facts.unknown_years)
     return msgspec.convert(values, Enrollment)
 
 
@@ -288,20 +324,40 @@ def _check_transition(row: asyncpg.Record, to: str) -> None:
 
 class CoverageInputs(msgspec.Struct, frozen=True):
     """What cover from a business date depends on besides the enrolment: each person's birth date,
-    last covered year and years paid back (`coverage_facts`, by person and coverage year), and the
-    policy in force on that date for each year. A payment reads them before it takes its locks."""
+    earlier years known covered and known uncovered, and years paid back (`coverage_facts`, by
+    person and coverage year), and the policy in force on that date for each year. A payment reads
+    them before it takes its locks."""
 
     facts: dict[tuple[UUID, int], asyncpg.Record]
     in_force: dict[int, policies.PolicyVersion | None]  # None: no policy for that year (a 422 if needed)
 
 
-async def coverage_inputs(conn: Connection, person_years: list[tuple[UUID, int]], on: date) -> CoverageInputs:
-    rows = await conn.fetch(Q["coverage_facts"], [p for p, _ in person_years], [y for _, y in person_years], on)
+# The pooling area's local time zone (Settings.timezone's default): a person on the rolls on
+# 1 January of a year, local time, is known uncovered that year unless something shows cover.
+LOCAL_TIMEZONE = "Asia/Shanghai"
+
+
+async def coverage_inputs(
+    conn: Connection, person_years: list[tuple[UUID, int]], on: date, timezone: str = LOCAL_TIMEZONE
+) -> CoverageInputs:
+    persons, years = [p for p, _y in person_years], [y for _p, y in person_years]
+    rows = await conn.fetch(Q["coverage_facts"], persons, years, on, timezone)
     in_force: dict[int, policies.PolicyVersion | None] = {y: None for _, y in person_years}
     for r in rows:  # (every row of a year carries that year's version)
         if r["policy"] is not None and in_force[r["year"]] is None:
             in_force[r["year"]] = msgspec.convert(r["policy"], policies.PolicyVersion)
     return CoverageInputs({(r["person_id"], r["year"]): r for r in rows}, in_force)
+
+
+def person_gaps(policy: WaitingPolicy, person: asyncpg.Record | dict[str, Any], year: int) -> GapYears:
+    """The counted gap before `year` of a person as `coverage_facts` read them (`gaps.gap_years`)."""
+    return gap_years(
+        policy,
+        coverage_year=year,
+        birth_year=person["birth_date"].year,
+        covered=set(person["covered_years"]),
+        uncovered=set(person["uncovered_years"]),
+    )
 
 
 class Funding(msgspec.Struct, frozen=True):
@@ -366,25 +422,32 @@ def plan_funding(
         subsidy = row["subsidy_fen"] if subsidy_fen is None else subsidy_fen.get(row["id"], row["subsidy_fen"])
         if not 0 <= subsidy <= premium:
             raise InvalidInput("subsidy_fen", _("must lie between 0 and the premium"))
-        person = inputs.facts[row["person_id"], year]
-        born: int = person["birth_date"].year
-        last: int | None = person["last_year"]
-        # Consecutive years just before `year` without cover; years before birth never count.
-        gap = max(0, year - max(born if last is None else last + 1, born))
-        back_paid = sum(1 for y in person["back_paid_years"] if y >= year - gap) if gap else 0
         subsidies.append(subsidy)
-        decided = decide_coverage(
-            coverage_year=year,
-            business_date=business_date,
-            window=policy.window,
-            policy=policy.rules.waiting,
-            birth_date=person["birth_date"],
-            gap_years=gap,
-            back_paid_years=back_paid,
-        )
+        decided = decide_cover(row, business_date, inputs)
         cover.append(decided.coverage)
         facts.append(decided.facts)
     return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover, facts=facts)
+
+
+def decide_cover(row: asyncpg.Record | dict[str, Any], business_date: date, inputs: CoverageInputs) -> CoverageDecision:
+    """The cover of one enrolment funded on `business_date`, from what `coverage_inputs` read."""
+    year = row["coverage_year"]
+    policy = policies.required(inputs.in_force[year], year)
+    person = inputs.facts[row["person_id"], year]
+    # The counted gap just before `year`, from what is known of each year (unknown is not a gap
+    # unless the policy says so); the years of it paid back repair it.
+    gaps = person_gaps(policy.rules.waiting, person, year)
+    back_paid = len(set(gaps.counted) & set(person["back_paid_years"]))
+    return decide_coverage(
+        coverage_year=year,
+        business_date=business_date,
+        window=policy.window,
+        policy=policy.rules.waiting,
+        birth_date=person["birth_date"],
+        gap_years=gaps.gap_years,
+        back_paid_years=back_paid,
+        unknown_years=gaps.unknown,
+    )
 
 
 async def _fund(
@@ -466,6 +529,142 @@ async def cancel(conn: Connection, actor: Actor, enrollment_id: UUID, data: Canc
     return _enrollment(updated)
 
 
+# Gap reviews: what a later history import does to enrolments --------------------------------------
+
+
+class GapReviewDecision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    decision: Literal["apply", "keep"]  # apply: the cover as known now; keep: the cover as it was (a note)
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class Reopened(msgspec.Struct, frozen=True, kw_only=True):
+    reopened: int  # registered enrolments whose cover at payment follows the new history
+    to_review: int  # funded enrolments whose cover would change: a gap review each
+
+
+class NoGapReview(Conflict):
+    """The enrolment has no open gap review"""
+
+    code = "no_gap_review"
+
+
+def _gap_cover(decided: CoverageDecision) -> GapCover:
+    c, f = decided.coverage, decided.facts
+    counted = f.waiting.counted_gap_years if f.waiting is not None else f.counted_gap_years
+    return GapCover(
+        coverage_start=c.start,
+        coverage_end=c.end,
+        coverage_reason=c.reason_code,
+        waiting_months=c.waiting_months,
+        counted_gap_years=list(range(c.coverage_year - counted, c.coverage_year)),
+        unknown_years=list(f.unknown_years),
+    )
+
+
+async def reopen_after_history(
+    conn: Connection, changed: list[tuple[bytes, int]], source_file: str, now: datetime
+) -> Reopened:
+    """After a history import changed the years `changed` (blind index of the number, year): the
+    live enrolments of those persons for a later year. A registered one is reopened: nothing of it
+    was fixed, so the cover a payment buys (and its quote) follows the new history; it is audited.
+    A funded one keeps its cover; when the cover decided again from its business date with what is
+    known now differs, it gets an open gap review (`gap_review`) for a reviewer, and is audited."""
+    if not changed:
+        return Reopened(reopened=0, to_review=0)
+    rows = await conn.fetch(Q["enrollments_after_history"], [h for h, _y in changed], [y for _h, y in changed])
+    reopened = [r for r in rows if r["status"] == "registered"]
+    reviews: list[tuple[asyncpg.Record, GapReview]] = []
+    for r in rows:
+        if r["status"] not in FUNDED or r["business_date"] is None:
+            continue
+        inputs = await coverage_inputs(conn, [(r["person_id"], r["coverage_year"])], r["business_date"])
+        if inputs.in_force[r["coverage_year"]] is None:
+            continue  # (no policy to decide with: nothing to compare)
+        now_cover = _gap_cover(decide_cover(r, r["business_date"], inputs))
+        if (now_cover.coverage_start, now_cover.coverage_reason, now_cover.waiting_months) == (
+            r["coverage_start"],
+            r["coverage_reason"],
+            r["waiting_months"],
+        ):
+            continue
+        reviews.append(
+            (r, GapReview(opened_at=now, source_file=source_file, years=list(r["changed_years"]), cover=now_cover))
+        )
+    if reviews:
+        await conn.execute(
+            Q["open_gap_reviews"], [r["id"] for r, _g in reviews], [msgspec.to_builtins(g) for _r, g in reviews]
+        )
+    await record_many(
+        conn,
+        None,
+        "reopen",
+        "enrollment",
+        [(r["id"], r["village_code"], {"file": source_file, "years": list(r["changed_years"])}) for r in reopened],
+    )
+    await record_many(
+        conn,
+        None,
+        "open_gap_review",
+        "enrollment",
+        [
+            (
+                r["id"],
+                r["village_code"],
+                {
+                    "file": source_file,
+                    "years": g.years,
+                    "coverage_start": None if r["coverage_start"] is None else r["coverage_start"].isoformat(),
+                    "would_start": None if g.cover.coverage_start is None else g.cover.coverage_start.isoformat(),
+                },
+            )
+            for r, g in reviews
+        ],
+    )
+    return Reopened(reopened=len(reopened), to_review=len(reviews))
+
+
+async def decide_gap_review(conn: Connection, actor: Actor, enrollment_id: UUID, data: GapReviewDecision) -> Enrollment:
+    """A reviewer applies the cover as known now (decided again from the enrolment's business date)
+    or keeps the cover it has, with a note; the review is closed either way."""
+    (row,) = await _locked(conn, actor, [enrollment_id])
+    if row["gap_review"] is None or row["status"] not in FUNDED or row["business_date"] is None:
+        raise NoGapReview()
+    if data.decision == "keep" and not data.note.strip():
+        raise InvalidInput("note", _("keeping the cover needs a note"))
+    before = row["coverage_start"]
+    if data.decision == "apply":
+        inputs = await coverage_inputs(conn, [(row["person_id"], row["coverage_year"])], row["business_date"])
+        decided = decide_cover(row, row["business_date"], inputs)
+        c = decided.coverage
+        updated = await conn.fetchrow(
+            Q["apply_gap_review"],
+            enrollment_id,
+            c.start,
+            c.end,
+            c.reason_code,
+            c.reason,
+            c.waiting_months,
+            decided.facts,
+        )
+    else:
+        updated = await conn.fetchrow(Q["close_gap_review"], enrollment_id)
+    assert updated is not None
+    await record(
+        conn,
+        actor,
+        "decide_gap_review",
+        "enrollment",
+        enrollment_id,
+        division_code=row["village_code"],
+        summary={
+            "decision": data.decision,
+            "coverage_start": None if before is None else before.isoformat(),
+            "now": None if updated["coverage_start"] is None else updated["coverage_start"].isoformat(),
+        },
+    )
+    return _enrollment(updated)
+
+
 async def get(conn: Connection, actor: Actor, enrollment_id: UUID) -> Enrollment:
     row = await conn.fetchrow(Q["enrollment"], enrollment_id)
     if row is None or not actor.in_scope(row["village_code"]):
@@ -483,9 +682,12 @@ async def queue(
     household_id: UUID | None,
     after: UUID | None,
     limit: int,
+    flag: QueueFlag | None = None,
 ) -> EnrollmentPage:
+    """The enrolments of a year in scope; `flag` keeps those a reviewer should look at: with
+    `unknown_years` listed, or with an open `gap_review`."""
     rows = await conn.fetch(
-        Q["enrollment_queue"], *scope_args(actor), year, status, village_code, household_id, after, limit + 1
+        Q["enrollment_queue"], *scope_args(actor), year, status, village_code, household_id, after, limit + 1, flag
     )
     items = [_enrollment(r) for r in rows[:limit]]
     return EnrollmentPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

@@ -84,23 +84,52 @@ WHERE village_code BETWEEN $1 AND $2
   AND ($5::text IS NULL OR village_code = $5)
   AND ($6::uuid IS NULL OR household_id = $6)
   AND ($7::uuid IS NULL OR id > $7)
+  AND ($9::text IS NULL
+       OR ($9 = 'unknown_years' AND status <> 'cancelled' AND coverage_facts -> 'unknown_years' IS NOT NULL)
+       OR ($9 = 'gap_review' AND status <> 'cancelled' AND gap_review IS NOT NULL))
 ORDER BY id
 LIMIT $8;
 
 -- name: coverage_facts
 -- Per (person, year) what cover from a business date ($3) depends on: the person's birth date; the
--- latest earlier year with cover, here or in the imported history; the years before `year` the person
--- paid back (补缴) by payments neither voided nor refunded; and the year's policy version in force on
--- that date (as policy's `policy_in_force`, the row as JSON; NULL: none).
-SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, (
-    SELECT max(c.y) FROM (
-        SELECT coverage_year AS y FROM enrollments
-        WHERE person_id = t.person_id AND coverage_year < t.year AND status IN ('paid', 'subsidised', 'confirmed')
-        UNION ALL
-        SELECT coverage_year FROM enrollment_history
-        WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status <> 'cancelled'
-    ) AS c
-) AS last_year, ARRAY(
+-- earlier years known covered and known uncovered (mobile_sync_protocol/rules/gaps.py); the years
+-- before `year` the person paid back (补缴) by payments neither voided nor refunded; and the year's
+-- policy version in force on that date (as policy's `policy_in_force`, the row as JSON; NULL: none).
+--   Known covered: a funded enrolment here, or one cancelled because the person is insured as an
+--   employee; an imported history year marked paid, subsidised or confirmed; a row of a loaded
+--   employee-insurance list whose period (valid_from, else its version's effective date, to
+--   valid_to, else open) overlaps the year.
+--   Known uncovered: a member of a household here on 1 January of the year in local time ($4; a
+--   membership entered in error does not count; the last 30 years), or an imported history year
+--   marked cancelled.
+--   (A year both covered and uncovered is covered; every other year is unknown.)
+SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, ARRAY(
+    SELECT coverage_year FROM enrollments
+    WHERE person_id = t.person_id AND coverage_year < t.year
+      AND (status IN ('paid', 'subsidised', 'confirmed')
+           OR (status = 'cancelled' AND cancel_reason = 'employee_insurance'))
+    UNION
+    SELECT coverage_year FROM enrollment_history
+    WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status <> 'cancelled'
+    UNION
+    SELECT y
+    FROM list_entries le
+    JOIN list_versions lv ON lv.id = le.version_id AND lv.list_type = 'employee_insurance' AND lv.status = 'loaded'
+    CROSS JOIN LATERAL generate_series(
+        extract(year FROM coalesce(le.valid_from, lv.effective_from))::int,
+        least(t.year - 1, coalesce(extract(year FROM le.valid_to)::int, t.year - 1))) AS y
+    WHERE le.id_number_hash = p.id_number_hash
+) AS covered_years, ARRAY(
+    SELECT coverage_year FROM enrollment_history
+    WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status = 'cancelled'
+    UNION
+    SELECT y FROM generate_series(greatest(extract(year FROM p.birth_date)::int, t.year - 30), t.year - 1) AS y
+    WHERE EXISTS (
+        SELECT 1 FROM memberships m
+        WHERE m.person_id = t.person_id AND m.left_reason IS DISTINCT FROM 'data_error'
+          AND m.joined_at < make_timestamptz(y, 1, 1, 0, 0, 0, $4)
+          AND (m.left_at IS NULL OR m.left_at >= make_timestamptz(y, 1, 1, 0, 0, 0, $4)))
+) AS uncovered_years, ARRAY(
     SELECT DISTINCT y
     FROM payment_ledger l, unnest(l.back_years) AS y
     WHERE l.kind = 'back_payment' AND l.person_ids @> ARRAY[t.person_id] AND NOT l.voided AND l.refunded_fen = 0
@@ -150,3 +179,34 @@ LIMIT $6;
 
 -- name: households_of_persons
 SELECT m.person_id, m.household_id FROM memberships m WHERE m.person_id = ANY($1::uuid[]) AND m.left_at IS NULL;
+
+-- name: enrollments_after_history
+-- Live enrolments, locked, of persons whose history changed ($1 blind indexes, $2 years, pairwise)
+-- for a year after a changed one, each with the changed years before its own.
+SELECT e.*, ARRAY(
+    SELECT DISTINCT c.y FROM unnest($1::bytea[], $2::int[]) AS c(h, y)
+    WHERE c.h = p.id_number_hash AND c.y < e.coverage_year ORDER BY 1
+) AS changed_years
+FROM enrollments e
+JOIN persons p ON p.id = e.person_id
+WHERE p.id_number_hash = ANY($1::bytea[]) AND e.status <> 'cancelled'
+  AND e.coverage_year > (SELECT min(c.y) FROM unnest($1::bytea[], $2::int[]) AS c(h, y) WHERE c.h = p.id_number_hash)
+ORDER BY e.id
+FOR UPDATE OF e;
+
+-- name: open_gap_reviews
+UPDATE enrollments AS e SET gap_review = u.review, updated_at = now()
+FROM unnest($1::uuid[], $2::jsonb[]) AS u(id, review)
+WHERE e.id = u.id;
+
+-- name: apply_gap_review
+-- The cover as known now (decided again from the business date), the review closed.
+UPDATE enrollments SET coverage_start = $2, coverage_end = $3, coverage_reason = $4, coverage_note = $5,
+    waiting_months = $6, coverage_facts = $7, gap_review = NULL, row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING *;
+
+-- name: close_gap_review
+UPDATE enrollments SET gap_review = NULL, row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING *;

@@ -17,7 +17,25 @@ from backend.i18n import N_, _, ngettext, terms
 from mobile_sync_protocol.rules.coverage import CoverageFacts
 from mobile_sync_protocol.rules.coverage_state import CoverageState
 
-__all__ = ["cover_words", "coverage_facts", "day", "explanation", "state_words"]
+__all__ = [
+    "HISTORY",
+    "HISTORY_NAME",
+    "cover_words",
+    "coverage_facts",
+    "day",
+    "explanation",
+    "history_cover",
+    "history_words",
+    "state_status",
+    "state_words",
+]
+
+# The coverage reason of a year that the imported enrolment history (参保历史, `enrollment_history`)
+# marks paid, subsidised or confirmed, with no enrolment here: the history row gives cover for the
+# whole year (the old system's exact dates are not known), shown like an enrolment.
+HISTORY = "history"
+HISTORY_NAME = N_("Covered according to the imported enrolment history")  # the reason's name
+HISTORY_FUNDED = frozenset({"paid", "subsidised", "confirmed"})
 
 # The groups exempt from waiting (mobile_sync_protocol/rules/coverage.py NATIONAL_EXEMPT_GROUPS).
 EXEMPT_GROUPS = {
@@ -79,6 +97,36 @@ def state_words(
             )
         return _("Covered from {start} to {end}.", start=day(start), end=day(end))
     return state.words  # (a state the rules added since: their English)
+
+
+def history_cover(year: int, status: str) -> dict[str, Any]:
+    """A year the imported history marks `status` (paid, subsidised or confirmed) as the columns of
+    an enrolment row the views read: covered from 1 January to 31 December, reason `history`."""
+    return {
+        "status": status,
+        "coverage_start": date(year, 1, 1),
+        "coverage_end": date(year, 12, 31),
+        "coverage_reason": HISTORY,
+        "coverage_note": history_words(year, status),
+        "coverage_facts": None,
+        "cancel_reason": None,
+        "premium_fen": None,
+        "subsidy_fen": None,
+    }
+
+
+def history_words(year: int, status: str) -> str:
+    return _(
+        "Covered for {year} according to the enrolment history imported from the previous system ({status}).",
+        year=year,
+        status=terms.name("enrollment_status", status),
+    )
+
+
+def state_status(row: Any) -> str | None:
+    """The status a row's state is told from: a history year is settled (never "awaits review")."""
+    status: str | None = row["status"]
+    return "confirmed" if row["coverage_reason"] == HISTORY and status in HISTORY_FUNDED else status
 
 
 def coverage_facts(stored: Any) -> CoverageFacts | None:
@@ -183,13 +231,15 @@ def explanation(row: Any, state: CoverageState, year: int) -> tuple[str, str | N
     words = state_words(
         state,
         year=year,
-        status=row["status"],
+        status=state_status(row),
         start=row["coverage_start"],
         end=row["coverage_end"],
         cancel_reason=row["cancel_reason"],
     )
     if row["status"] in (None, "cancelled"):
         return words, None
+    if row["coverage_reason"] == HISTORY:
+        return words, history_words(year, row["status"])
     facts = coverage_facts(row["coverage_facts"])
     why: str | None = cover_words(facts) if facts is not None else row["coverage_note"]
     return words, why

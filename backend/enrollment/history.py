@@ -13,7 +13,7 @@ import csv
 import io
 import re
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Literal
 
 import msgspec
@@ -24,6 +24,7 @@ from backend.clock import local_today
 from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.divisions.service import RowError
+from backend.enrollment import enrollments
 from backend.i18n import _, ngettext
 from backend.jobs.service import JobError
 from backend.jobs.worker import JobRun, Outcome
@@ -102,11 +103,16 @@ class ParsedHistory(msgspec.Struct, frozen=True, kw_only=True):
     errors: list[RowError]
 
 
-class ImportSummary(msgspec.Struct, frozen=True, kw_only=True):
+class ImportSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     rows: int
     inserted: int
     updated: int
     unchanged: int
+    # What the new or changed years did to live enrolments of a later year (`enrollments.
+    # reopen_after_history`): registered ones reopened (their cover at payment follows the new
+    # history), funded ones whose cover would change put to a reviewer (a gap review each).
+    reopened: int = 0
+    to_review: int = 0
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -290,7 +296,9 @@ def _status(cell: Cell) -> HistoryStatus | Problem:
 
 
 async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_file: str) -> ImportSummary:
-    """Upserts checked rows, audited once. The caller owns the transaction.
+    """Upserts checked rows, audited once; then reopens or puts to review the live enrolments of
+    later years whose cover the changed years bear on (`enrollments.reopen_after_history`). The
+    caller owns the transaction.
 
     Imports are serialised on the table so that the counts are exact; a row whose status is the
     one already stored is left alone (its source file and import time too)."""
@@ -298,12 +306,13 @@ async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_fi
     keyring = crypto.keys()
     existing = 0
     changed = 0
+    changed_years: list[tuple[bytes, int]] = []
     for start in range(0, len(rows), BATCH):
         batch = rows[start : start + BATCH]
         id_numbers = [keyring.index(ID_NUMBER, r.id_number) for r in batch]
         years = [r.coverage_year for r in batch]
         existing += await conn.fetchval(Q["count_existing_history"], id_numbers, years)
-        status = await conn.execute(
+        written = await conn.fetch(
             Q["upsert_history"],
             id_numbers,
             years,
@@ -311,10 +320,18 @@ async def import_history(conn: Connection, rows: Sequence[HistoryRow], source_fi
             [source_file] * len(batch),
             [keyring.seal(ID_NUMBER, r.id_number) for r in batch],
         )
-        changed += int(status.rsplit(" ", 1)[-1])  # "INSERT 0 n": rows inserted or updated
+        changed += len(written)  # rows inserted or updated
+        changed_years += [(bytes(w["id_number_hash"]), w["coverage_year"]) for w in written]
     inserted = len(rows) - existing
+    # Years now known covered or uncovered: enrolments of later years whose cover depends on them.
+    after = await enrollments.reopen_after_history(conn, changed_years, source_file, datetime.now(UTC))
     summary = ImportSummary(
-        rows=len(rows), inserted=inserted, updated=changed - inserted, unchanged=existing - (changed - inserted)
+        rows=len(rows),
+        inserted=inserted,
+        updated=changed - inserted,
+        unchanged=existing - (changed - inserted),
+        reopened=after.reopened,
+        to_review=after.to_review,
     )
     await record(
         conn, None, "import", "enrollment_history", None, summary={"file": source_file, **msgspec.to_builtins(summary)}

@@ -15,4 +15,5 @@ INSERT INTO enrollment_history (id_number_hash, coverage_year, status, source_fi
 SELECT * FROM unnest($1::bytea[], $2::int[], $3::text[], $4::text[], $5::bytea[])
 ON CONFLICT (id_number_hash, coverage_year) DO UPDATE SET status = EXCLUDED.status, source_file = EXCLUDED.source_file,
     imported_at = now()
-WHERE enrollment_history.status IS DISTINCT FROM EXCLUDED.status;
+WHERE enrollment_history.status IS DISTINCT FROM EXCLUDED.status
+RETURNING id_number_hash, coverage_year;

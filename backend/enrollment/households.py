@@ -87,6 +87,7 @@ class MemberEnrollment(msgspec.Struct, frozen=True, kw_only=True):
     coverage_start: date | None
     coverage_end: date | None
     coverage_reason: str | None
+    coverage_year: int | None = None  # (in `enrollments`; `enrollment` is of the year asked)
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +102,10 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     phone: str | None
     joined_at: datetime
     enrollment: MemberEnrollment | None  # for the year asked, when one was asked
+    # The live enrolments of every open year (this year and next, and the year asked), by year: a
+    # member enrolled for next year only shows here whatever year was asked. (Reads that change
+    # the household answer it without them: an empty list.)
+    enrollments: list[MemberEnrollment] = []
 
 
 class Household(msgspec.Struct, frozen=True, kw_only=True):
@@ -519,8 +524,15 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
     return household_from_rows(rows), person_ids
 
 
-async def _load(conn: Connection, household_id: UUID, year: int | None) -> Household:
-    rows = await conn.fetch(Q["household_with_members"], household_id, year or 0)
+def open_years(today: date, year: int | None = None) -> list[int]:
+    """The years a household shows enrolments of: this year and next (enrolment for next year opens
+    with its window), and the year asked."""
+    return sorted({today.year, today.year + 1} | ({year} if year else set()))
+
+
+async def _load(conn: Connection, household_id: UUID, year: int | None, today: date | None = None) -> Household:
+    years = open_years(today, year) if today is not None else ([year] if year else [])
+    rows = await conn.fetch(Q["household_with_members"], household_id, year or 0, years)
     if not rows:
         raise NotFound()
     return household_from_rows(rows)
@@ -555,6 +567,7 @@ def household_from_rows(rows: list[asyncpg.Record]) -> Household:
                 phone=keyring.open(PHONE, m["member_phone_enc"]),
                 joined_at=m["joined_at"],
                 enrollment=enrollment,
+                enrollments=msgspec.convert(m.get("enrollments") or [], list[MemberEnrollment]),
             )
         )
     household = opened_household(rows[0])
@@ -600,8 +613,12 @@ def check_version(row: asyncpg.Record | Mapping[str, Any], if_match: int | None)
         raise PreconditionFailed(current_version=row["row_version"])
 
 
-async def get_household(conn: Connection, actor: Actor, household_id: UUID, year: int | None) -> Household:
-    household = await _load(conn, household_id, year)
+async def get_household(
+    conn: Connection, actor: Actor, household_id: UUID, year: int | None, today: date | None = None
+) -> Household:
+    """The household with its members; `enrollment` of each is the one of `year`, `enrollments`
+    those of the open years as of `today` (`open_years`; without `today`, of `year` only)."""
+    household = await _load(conn, household_id, year, today)
     if not actor.in_scope(household.village_code):
         raise NotFound()
     await record(conn, actor, "read", "household", household_id, division_code=household.village_code)

@@ -95,12 +95,19 @@ FROM households WHERE id = $1 FOR UPDATE;
 
 -- name: household_with_members
 -- A household and its current members in one read: a row per member (a single row with NULL member
--- columns when it has none), each with their live enrolment for year $2, if any.
+-- columns when it has none), each with their live enrolment for year $2, if any, and their live
+-- enrolments of the years $3 (the open years), by year.
 SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
        p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
        p.phone_enc AS member_phone_enc, m.relation, m.joined_at,
-       e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end, e.coverage_reason
+       e.id AS enrollment_id, e.status AS enrollment_status, e.coverage_start, e.coverage_end, e.coverage_reason,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', o.id, 'coverage_year', o.coverage_year, 'status', o.status,
+                   'coverage_start', o.coverage_start, 'coverage_end', o.coverage_end,
+                   'coverage_reason', o.coverage_reason) ORDER BY o.coverage_year), '[]'::jsonb)
+        FROM enrollments o
+        WHERE o.person_id = p.id AND o.coverage_year = ANY($3::int[]) AND o.status <> 'cancelled') AS enrollments
 FROM households h
 LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
 LEFT JOIN persons p ON p.id = m.person_id

@@ -13,7 +13,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
 from backend import fields, idempotency, reports
-from backend.actor import Role
+from backend.actor import STAFF_ROLES, Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.enrollment import coverage_report, enrollments, exclusions, households, members, moves, quotes, slips
@@ -25,6 +25,7 @@ from backend.enrollment.enrollments import (
     Enrollment,
     EnrollmentCreate,
     EnrollmentPage,
+    GapReviewDecision,
     RenewalPage,
     RenewalRequest,
     Renewed,
@@ -51,6 +52,7 @@ from backend.printing.responses import PDF, PDF_RESPONSE, pdf_response
 
 HOUSEHOLDS_ROUTE = "POST /api/v1/households"
 TOWNSHIP_WRITERS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
+STAFF = require_roles(*STAFF_ROLES)  # each reads within their own scope
 YearQuery = Annotated[int, QueryParameter(ge=2000, le=2100, description="coverage year")]
 OptionalYear = Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")]
 # Required (a missing one is a 428, answered by the service); the rules are the document's only.
@@ -122,11 +124,16 @@ class HouseholdController(Controller):
     async def search(self, data: JSONBody[HouseholdSearch], tx: Tx, actor: CurrentActor, state: State) -> HouseholdPage:
         return await household_search.search(tx, actor, data, local_today(state.settings.timezone))
 
-    @get("/{household_id:uuid}", summary="A household with its members (and their enrolment for `year`)")
+    @get(
+        "/{household_id:uuid}",
+        summary="A household with its members, their enrolments of this year and next (`enrollments`), "
+        "and of `year` (`enrollment`)",
+    )
     async def get_household(
-        self, household_id: FromPath[UUID], tx: Tx, actor: CurrentActor, year: OptionalYear = None
+        self, household_id: FromPath[UUID], tx: Tx, actor: CurrentActor, state: State, year: OptionalYear = None
     ) -> Response[Household]:
-        return _with_etag(await households.get_household(tx, actor, household_id, year))
+        today = local_today(state.settings.timezone)
+        return _with_etag(await households.get_household(tx, actor, household_id, year, today))
 
     @patch("/{household_id:uuid}", summary="Edit a household (If-Match required)", guards=[TOWNSHIP_WRITERS])
     async def update(
@@ -292,6 +299,12 @@ class EnrollmentController(Controller):
         household_id: FromQuery[UUID | None] = None,
         after: FromQuery[UUID | None] = None,
         limit: Limit = 100,
+        flag: Annotated[
+            enrollments.QueueFlag | None,
+            QueryParameter(
+                description="only those for a reviewer: with `unknown_years` listed, or an open `gap_review`"
+            ),
+        ] = None,
     ) -> EnrollmentPage:
         return await enrollments.queue(
             tx,
@@ -302,6 +315,7 @@ class EnrollmentController(Controller):
             household_id=household_id,
             after=after,
             limit=limit,
+            flag=flag,
         )
 
     @get("/{enrollment_id:uuid}", summary="An enrolment")
@@ -316,6 +330,19 @@ class EnrollmentController(Controller):
     )
     async def confirm(self, data: JSONBody[ConfirmRequest], tx: Tx, actor: CurrentActor) -> EnrollmentPage:
         return EnrollmentPage(items=await enrollments.confirm(tx, actor, data.ids), next_cursor=None)
+
+    @post(
+        "/{enrollment_id:uuid}/gap-review",
+        status_code=200,
+        summary="Decide a gap review: apply the cover as known now, or keep the cover (with a note)",
+        description="A history import that changes what is known of the years before a funded enrolment's "
+        "coverage year never changes its cover: it opens a `gap_review` with the cover it would have now.",
+        guards=[require_roles(Role.TOWNSHIP_REVIEWER)],
+    )
+    async def decide_gap_review(
+        self, enrollment_id: FromPath[UUID], data: JSONBody[GapReviewDecision], tx: Tx, actor: CurrentActor
+    ) -> Enrollment:
+        return await enrollments.decide_gap_review(tx, actor, enrollment_id, data)
 
     @post(
         "/{enrollment_id:uuid}/cancel",
@@ -357,8 +384,11 @@ class ReportController(Controller):
 
     @get(
         "/coverage",
-        summary="应保尽保: persons, enrolled, confirmed and rate per division (JSON, CSV, XLSX)",
+        summary="应保尽保: persons, funded, registered but unpaid, confirmed and rate per division (JSON, CSV, XLSX)",
+        description="Every staff user reads the report of their own scope (township staff and reviewers: "
+        "their township's villages). The rate is of funded persons (paid, subsidised, confirmed) only.",
         responses={202: ResponseSpec(Job, description="With background=true: a job makes the report a file")},
+        guards=[STAFF],
     )
     async def coverage(
         self,

@@ -16,3 +16,16 @@ WHERE e.person_id = $1
   AND e.village_code BETWEEN $2 AND $3
   AND ($4::int IS NULL OR e.coverage_year = $4)
 ORDER BY e.coverage_year DESC, e.status = 'cancelled', e.registered_at DESC;
+
+-- name: history_of_person
+-- The years the imported enrolment history marks paid, subsidised or confirmed, of a person whose
+-- current household is in the partner's scope ($2..$3); $4: one year only, or NULL for all.
+SELECT h.coverage_year, h.status, hh.village_code
+FROM persons p
+JOIN enrollment_history h ON h.id_number_hash = p.id_number_hash
+JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+JOIN households hh ON hh.id = m.household_id
+WHERE p.id = $1 AND h.status <> 'cancelled'
+  AND hh.village_code BETWEEN $2 AND $3
+  AND ($4::int IS NULL OR h.coverage_year = $4)
+ORDER BY h.coverage_year DESC;

@@ -89,7 +89,7 @@ def eligibility_response(
     words = explain.state_words(
         state,
         year=serviced.year,
-        status=enrollment["status"] if enrollment else None,
+        status=explain.state_status(enrollment) if enrollment else None,
         start=enrollment["coverage_start"] if enrollment else None,
         end=enrollment["coverage_end"] if enrollment else None,
         cancel_reason=enrollment["cancel_reason"] if enrollment else None,

@@ -21,6 +21,7 @@ from backend.auth.service import AuthContext, release_attempts, reserve_attempts
 from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_access, epoch
 from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
+from backend.enrollment import explain
 from backend.errors import DomainError, InvalidInput
 from backend.fhir import resources
 from backend.i18n import _
@@ -146,11 +147,28 @@ def _request_reference(body: dict[str, Any]) -> dict[str, Any]:
 # Answers -----------------------------------------------------------------------------------------
 
 
-async def _enrollments(conn: Connection, actor: Actor, number: str, year: int | None) -> tuple[Any, list[Any]]:
+async def _enrollments(
+    conn: Connection, actor: Actor, number: str, year: int | None
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The person's enrolments in scope, newest year first; a year with no live enrolment that the
+    imported history marks paid, subsidised or confirmed is covered by it (`explain.history_cover`)."""
     person_id = await conn.fetchval(Q["person_by_id_number"], crypto.keys().index(ID_NUMBER, number))
     if person_id is None:
         return None, []
-    return person_id, list(await conn.fetch(Q["enrollments_of_person"], person_id, *scope_args(actor), year))
+    rows = [dict(r.items()) for r in await conn.fetch(Q["enrollments_of_person"], person_id, *scope_args(actor), year)]
+    live = {r["coverage_year"] for r in rows if r["status"] != "cancelled"}
+    for h in await conn.fetch(Q["history_of_person"], person_id, *scope_args(actor), year):
+        if h["coverage_year"] not in live:
+            history = {
+                "id": f"history-{h['coverage_year']}-{person_id}",
+                "coverage_year": h["coverage_year"],
+                "village_code": h["village_code"],
+                **explain.history_cover(h["coverage_year"], h["status"]),
+            }
+            rows.append(history)
+    # Newest year first, in a year the live (or history) cover before cancelled enrolments.
+    rows.sort(key=lambda r: (-r["coverage_year"], r["status"] == "cancelled"))
+    return person_id, rows
 
 
 async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) -> dict[str, Any]:
@@ -162,11 +180,11 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
     number = _patient_number(body, today)
     serviced = _serviced_date(body, today)
     person_id, rows = await _enrollments(conn, actor, number, serviced.year)
-    enrollment = dict(rows[0].items()) if rows else None
+    enrollment = rows[0] if rows else None
     state = coverage_state(
         year=serviced.year,
         on=serviced,
-        status=enrollment["status"] if enrollment else None,
+        status=explain.state_status(enrollment) if enrollment else None,
         start=enrollment["coverage_start"] if enrollment else None,
         end=enrollment["coverage_end"] if enrollment else None,
         reason_code=enrollment["coverage_reason"] if enrollment else None,
@@ -216,7 +234,7 @@ async def search_coverage(
     identifier = {"system": system, "value": value} if bar and system else {"value": value}
     number = _resident_number(identifier, "identifier", today)
     person_id, rows = await _enrollments(conn, actor, number, None)
-    found = [resources.coverage(dict(r.items()), resources.resident_identifier(number)) for r in rows]
+    found = [resources.coverage(r, resources.resident_identifier(number)) for r in rows]
     bundle = resources.searchset(uuid7(), datetime.now(UTC).replace(microsecond=0), self_url, found)
     await record(
         conn,

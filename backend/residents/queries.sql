@@ -25,10 +25,13 @@ UPDATE resident_sessions SET revoked_at = now() WHERE id = $1 AND person_id = $2
 SELECT id, village_code, household_no, status FROM households WHERE id = $1;
 
 -- name: members_coverage
--- Current members, each with the enrolment for the year: the live one, else the latest cancelled.
+-- Current members, each with the enrolment for the year: the live one, else the latest cancelled;
+-- and the year's status in the imported enrolment history, if any.
 SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen, e.coverage_start, e.coverage_end,
-       e.coverage_reason, e.coverage_note, e.coverage_facts, e.cancel_reason
+       e.coverage_reason, e.coverage_note, e.coverage_facts, e.cancel_reason,
+       (SELECT h.status FROM enrollment_history h
+        WHERE h.id_number_hash = p.id_number_hash AND h.coverage_year = $2) AS history_status
 FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN LATERAL (

@@ -182,7 +182,8 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     coverage_start: date | None
     coverage_end: date | None
     waiting_until: date | None  # cover starts on this date after a waiting period
-    coverage_reason_code: str | None  # in_window, waiting_period, newborn, exempt, no_cover_this_year
+    # in_window, waiting_period, newborn, exempt, no_cover_this_year; history: the imported history
+    coverage_reason_code: str | None
     coverage_reason_name: str | None
     explanation: str  # the state today and how the dates were reached, in plain words
     state_words: str  # the state today alone
@@ -200,6 +201,9 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     balance_fen: int  # > 0 still owed, < 0 to be refunded
     balance_yuan: str
     last_receipt_no: str | None
+    # What the cover shown comes from: an enrolment here, or (no live enrolment for the year) the
+    # enrolment history imported from the previous system, which covers the whole year; None: neither.
+    coverage_source: Literal["enrolment", "history"] | None = None
 
 
 class Money(msgspec.Struct, frozen=True, kw_only=True):
@@ -281,17 +285,25 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
     receipts = {r["person_id"]: r for r in await conn.fetch(Q["last_receipts"], household_id, year)}
     keyring = crypto.keys()
     members = []
-    for r in rows:
+    for record_row in rows:
+        r = dict(record_row.items())
+        source: Literal["enrolment", "history"] | None = None
+        if r["status"] not in (None, "cancelled"):
+            source = "enrolment"
+        elif r["history_status"] in explain.HISTORY_FUNDED:
+            # No live enrolment here, but the imported history says the year was paid for: covered.
+            r.update(explain.history_cover(year, r["history_status"]))
+            source = "history"
         state = coverage_state(
             year=year,
             on=today,
-            status=r["status"],
+            status=explain.state_status(r),
             start=r["coverage_start"],
             end=r["coverage_end"],
             reason_code=r["coverage_reason"],
             cancel_reason=r["cancel_reason"],
         )
-        live = r["status"] not in (None, "cancelled")
+        live = source == "enrolment"
         premium = (r["premium_fen"] or 0) if live else 0
         subsidy = min(r["subsidy_fen"] or 0, premium) if live else 0
         paid_fen = paid.get(r["person_id"], 0)
@@ -315,7 +327,9 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 coverage_end=r["coverage_end"],
                 waiting_until=state.starts_on if state.code == "waiting_period" else None,
                 coverage_reason_code=r["coverage_reason"],
-                coverage_reason_name=terms.name("coverage_reason", r["coverage_reason"]),
+                coverage_reason_name=_(explain.HISTORY_NAME)
+                if source == "history"
+                else terms.name("coverage_reason", r["coverage_reason"]),
                 explanation=words if why is None else _("{state} {reason}", state=words, reason=why),
                 state_words=words,
                 reason_words=why,
@@ -332,6 +346,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 balance_fen=premium - subsidy - paid_fen,
                 balance_yuan=yuan(premium - subsidy - paid_fen),
                 last_receipt_no=receipt["receipt_no"] if receipt else None,
+                coverage_source=source,
             )
         )
     money = await household_money(conn, household_id, year)

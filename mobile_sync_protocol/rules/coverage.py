@@ -9,6 +9,7 @@ into its reader's language when it shows them.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ __all__ = [
     "CoverageReason",
     "CoverageRule",
     "EnrolmentWindow",
+    "UnknownYears",
     "WaitingPeriod",
     "WaitingPolicy",
     "add_months",
@@ -46,6 +48,10 @@ class CoverageInputError(ValueError):
 
 # Months, years and days of the policy: never negative (the schema says so, and decoding refuses it).
 Count = Annotated[int, msgspec.Meta(ge=0)]
+# How a year before the coverage year that nothing known says was covered or not counts for the gap
+# (mobile_sync_protocol/rules/gaps.py): "ignore" as covered pending review (an unknown year alone
+# never lengthens a wait; the enrolment is flagged with it), "gap" as a year without cover.
+UnknownYears = Literal["ignore", "gap"]
 
 
 class WaitingPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,6 +65,7 @@ class WaitingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     gaps_count_from_year: int = 2025  # years without cover before this one are not counted as gaps
     newborn_days: Count = 90  # a newborn enrolled at most this many days after birth is covered from birth
     exempt_groups: frozenset[str] = NATIONAL_EXEMPT_GROUPS
+    unknown_years: UnknownYears = "ignore"  # how a year nobody knows the cover of counts (see above)
 
     def __post_init__(self) -> None:
         numbers = (
@@ -126,6 +133,10 @@ class CoverageFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     start: date | None = None  # cover, both days included; None: no cover this year
     end: date | None = None
     would_start: date | None = None  # no cover: the start that fell after the year's end
+    # Years before the coverage year whose cover is unknown and that could change the gap if they
+    # were known (mobile_sync_protocol/rules/gaps.py): for a reviewer to check; the rule that set
+    # the start did not depend on the gap when empty.
+    unknown_years: tuple[int, ...] = ()
 
 
 class CoverageDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,13 +201,16 @@ def decide_coverage(
     birth_date: date | None = None,
     gap_years: int = 0,
     back_paid_years: int = 0,
+    unknown_years: Sequence[int] = (),
 ) -> CoverageDecision:
     """Coverage dates of one person for `coverage_year`, and the facts of why (`coverage_for` gives the dates).
 
     `business_date` is the local date of payment, or of registration for a fully subsidised
     person. `gap_years` is the number of consecutive years without cover just before
     `coverage_year`; `back_paid_years` the years of it paid back (补缴). `exemption` is the code
-    of an exempt group in `policy.exempt_groups`, or None.
+    of an exempt group in `policy.exempt_groups`, or None. `unknown_years` are the years whose
+    cover nobody knows that could have changed the gap (`gaps.gap_years`): they are kept in the
+    facts, for a reviewer, when the rule that decided depends on the gap (in_window, waiting_period).
 
     The first rule that applies decides:
 
@@ -261,6 +275,8 @@ def decide_coverage(
 
     if birth_date is not None and start < birth_date:
         start = birth_date
+    if unknown_years and facts.rule in ("in_window", "waiting_period"):
+        facts = msgspec.structs.replace(facts, unknown_years=tuple(sorted(set(unknown_years))))
     if start > year_end:
         facts = msgspec.structs.replace(facts, would_start=start)
         coverage = Coverage(

@@ -259,11 +259,14 @@ async def test_review_queue_filters_by_status(
     ("business_date", "history", "start", "reason", "waiting"),
     [
         # Paid inside the window (1 Sep – 31 Dec 2025): the whole of 2026.
-        (date(2025, 12, 31), [2025], date(2026, 1, 1), "in_window", None),
+        (date(2025, 12, 31), [(2025, "paid")], date(2026, 1, 1), "in_window", None),
         # Paid late, no gap: 3 months from the payment date.
-        (date(2026, 3, 15), [2025], date(2026, 6, 15), "waiting_period", 3),
-        # In the window but last covered in 2024: a gap of 2025 → 3 + 1 months from 1 January.
-        (date(2025, 11, 1), [2024], date(2026, 5, 1), "waiting_period", 4),
+        (date(2026, 3, 15), [(2025, "paid")], date(2026, 6, 15), "waiting_period", 3),
+        # In the window, covered in 2024 and known uncovered in 2025 (the old system cancelled it):
+        # a gap of 2025 → 3 + 1 months from 1 January.
+        (date(2025, 11, 1), [(2024, "paid"), (2025, "cancelled")], date(2026, 5, 1), "waiting_period", 4),
+        # In the window, covered in 2024, nothing known of 2025: unknown is not a gap.
+        (date(2025, 11, 1), [(2024, "paid")], date(2026, 1, 1), "in_window", None),
     ],
 )
 async def test_coverage_follows_the_business_date_and_history(
@@ -271,13 +274,13 @@ async def test_coverage_follows_the_business_date_and_history(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     household: dict[str, Any],
     business_date: date,
-    history: list[int],
+    history: list[tuple[int, str]],
     start: date,
     reason: str,
     waiting: int | None,
 ) -> None:
-    for year in history:
-        await add_history(conn, ID_NUMBERS[1], year)
+    for year, status in history:
+        await add_history(conn, ID_NUMBERS[1], year, status)
     created = await enrol_all(client, {**household, "members": household["members"][:1]})
     async with conn.transaction():
         paid = await enrollments.mark_paid(

@@ -349,9 +349,11 @@ async def _actors(conn: asyncpg.Connection) -> tuple[Actor, Actor]:  # type: ign
     ("history_rows", "start", "reason", "waiting_months"),
     [
         ([("110105198001010016", "2025", "已审核")], date(2026, 1, 1), "in_window", 0),
-        ([("110105198001010016", "2024", "已审核")], date(2026, 5, 1), "waiting_period", 4),
+        # 2025 unknown: unknown is not a gap (the policy's default), so no wait.
+        ([("110105198001010016", "2024", "已审核")], date(2026, 1, 1), "in_window", 0),
+        # 2025 cancelled in the old system: known uncovered, a gap of one year.
         ([("110105198001010016", "2025", "已注销")], date(2026, 5, 1), "waiting_period", 4),
-        ([], date(2026, 5, 1), "waiting_period", 4),
+        ([], date(2026, 1, 1), "in_window", 0),
     ],
     ids=["covered-2025", "covered-2024-only", "cancelled-2025", "no-history"],
 )

@@ -292,12 +292,14 @@ async def test_coverage_search_takes_the_identifier_in_the_form_body(
     assert response.status_code == 200, response.text
     bundle = response.json()
     Bundle.model_validate(bundle)
-    assert (bundle["type"], bundle["total"]) == ("searchset", 1)
-    coverage = bundle["entry"][0]["resource"]
+    # 2026 enrolled here; 2025 paid in the imported history, which covers the whole year.
+    assert (bundle["type"], bundle["total"]) == ("searchset", 2)
+    coverage, history = (e["resource"] for e in bundle["entry"])
     assert (coverage["status"], coverage["period"]) == ("active", {"start": "2026-05-10", "end": "2026-12-31"})
+    assert (history["status"], history["period"]) == ("active", {"start": "2025-01-01", "end": "2025-12-31"})
     assert ID_NUMBERS[2] not in bundle["link"][0]["url"]
     cancelled = await client.post(SEARCH, data={"identifier": ID_NUMBERS[4]}, headers=headers)
-    assert [e["resource"]["status"] for e in cancelled.json()["entry"]] == ["cancelled"]
+    assert [e["resource"]["status"] for e in cancelled.json()["entry"]] == ["cancelled", "active"]
     nobody = await client.post(SEARCH, data={"identifier": ID_NUMBERS[7]}, headers=headers)
     Bundle.model_validate(nobody.json())
     assert nobody.json()["total"] == 0

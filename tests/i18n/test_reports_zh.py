@@ -41,7 +41,8 @@ COVERAGE_HEADER_ZH = [
     "村（社区）",
     "层级",
     "应参保人数",
-    "已参保人数",
+    "已缴费或资助参保人数",
+    "已登记未缴费人数",
     "已审核确认人数",
     "未参保人数",
     "参保率（%）",
@@ -52,7 +53,8 @@ COVERAGE_CODES = [
     "name",
     "level",
     "persons",
-    "enrolled",
+    "funded",
+    "registered_unpaid",
     "confirmed",
     "not_enrolled",
     "rate_percent",
@@ -85,15 +87,15 @@ async def test_coverage_csv_has_chinese_headers_named_divisions_and_numbers(
     assert response.content.startswith(b"\xef\xbb\xbf")  # the BOM: Excel opens it as UTF-8
     rows = read_csv(response.content)
     assert rows[0] == COVERAGE_HEADER_ZH
-    assert rows[1] == ["330106001001", "北山街道", "北山社区", "村（社区）", "3", "2", "1", "1", "66.67"]
-    assert rows[4] == ["330106002201", "双浦镇", "双浦村", "村（社区）", "1", "1", "0", "0", "100.00"]
-    assert rows[-1] == ["330106000000", "", "西湖区", "合计", "5", "3", "1", "2", "60.00"]
+    assert rows[1] == ["330106001001", "北山街道", "北山社区", "村（社区）", "3", "1", "1", "1", "1", "33.33"]
+    assert rows[4] == ["330106002201", "双浦镇", "双浦村", "村（社区）", "1", "0", "1", "0", "0", "0.00"]
+    assert rows[-1] == ["330106000000", "", "西湖区", "合计", "5", "1", "2", "1", "2", "20.00"]
 
     codes = await client.get(COVERAGE, params={"year": 2026, "format": "csv", "headers": "codes"}, headers=admin)
     rows = read_csv(codes.content)
     assert rows[0] == COVERAGE_CODES
-    assert rows[1] == ["330106001001", "北山街道", "北山社区", "village", "3", "2", "1", "1", "66.67"]
-    assert rows[-1] == ["330106000000", "", "西湖区", "district", "5", "3", "1", "2", "60.00"]
+    assert rows[1] == ["330106001001", "北山街道", "北山社区", "village", "3", "1", "1", "1", "1", "33.33"]
+    assert rows[-1] == ["330106000000", "", "西湖区", "district", "5", "1", "2", "1", "2", "20.00"]
 
 
 async def test_coverage_csv_in_gbk_for_older_office_software(
@@ -111,7 +113,7 @@ async def test_coverage_csv_in_gbk_for_older_office_software(
         response.content.decode("utf-8")
     rows = read_csv(response.content, "gbk")
     assert rows[0] == ["区划代码", "乡镇（街道）", *COVERAGE_HEADER_ZH[3:]]
-    assert rows[1] == ["330106001000", "北山街道", "乡镇（街道）", "4", "2", "1", "2", "50.00"]
+    assert rows[1] == ["330106001000", "北山街道", "乡镇（街道）", "4", "1", "1", "1", "2", "25.00"]
     bad = await client.get(COVERAGE, params={**params, "encoding": "latin-1"}, headers=admin)
     assert bad.status_code == 422 and "encoding" in bad.text
 
@@ -149,17 +151,17 @@ async def test_coverage_xlsx_has_title_frozen_header_percent_rate_and_totals(
     assert sheet.freeze_panes == "A3"  # the title and the header stay in view
     rows = values(sheet)
     assert rows[1] == COVERAGE_HEADER_ZH
-    assert rows[2] == ["330106001001", "北山街道", "北山社区", "村（社区）", 3, 2, 1, 1, 0.6667]
-    rate = sheet.cell(row=3, column=9)
+    assert rows[2] == ["330106001001", "北山街道", "北山社区", "村（社区）", 3, 1, 1, 1, 1, 0.3333]
+    rate = sheet.cell(row=3, column=10)
     assert isinstance(rate.value, float) and rate.number_format == "0.00%"
     assert isinstance(sheet.cell(row=3, column=5).value, int)
     assert sheet.cell(row=3, column=1).data_type == "s"  # the code stays text
     # The totals row: the scope's figures (not a sum of rates), in bold.
     total_row = next(i for i, r in enumerate(rows) if r[3] == "合计")
-    assert rows[total_row] == ["330106000000", None, "西湖区", "合计", 5, 3, 1, 2, 0.6]
+    assert rows[total_row] == ["330106000000", None, "西湖区", "合计", 5, 1, 2, 1, 2, 0.2]
     assert total_row == 2 + 6  # title, header, six villages
     assert sheet.cell(row=total_row + 1, column=5).font.b
-    assert sheet.cell(row=total_row + 1, column=9).number_format == "0.00%"
+    assert sheet.cell(row=total_row + 1, column=10).number_format == "0.00%"
     assert any("应参保人数口径" in str(r[0]) for r in rows[total_row + 1 :] if r[0])
     # Widths fitted to the text: the names' column wider than the default, a Chinese character counting two.
     assert (sheet.column_dimensions["C"].width or 0) >= len("村（社区）") * 2
@@ -176,8 +178,8 @@ async def test_coverage_xlsx_with_codes_keeps_the_header_on_the_first_row(
     sheet = sheet_of((await client.get(COVERAGE, params=params, headers=admin)).content)
     rows = values(sheet)
     assert rows[0] == ["division_code", "name", *COVERAGE_CODES[3:]]
-    assert rows[1] == ["330106001000", "北山街道", "township", 4, 2, 1, 2, 0.5]
-    assert rows[-1] == ["330106000000", "西湖区", "district", 5, 3, 1, 2, 0.6]
+    assert rows[1] == ["330106001000", "北山街道", "township", 4, 1, 1, 1, 2, 0.25]
+    assert rows[-1] == ["330106000000", "西湖区", "district", 5, 1, 2, 1, 2, 0.2]
     assert sheet.freeze_panes == "A2"
 
 

@@ -589,12 +589,14 @@ async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.
 
 
 async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
-    """Last covered in 2023: a gap of 2024–2025, of which only 2025 counts → 3 + 1 months. Paying
-    2025 back (补缴) removes the variable month: cover from 1 April instead of 1 May."""
+    """Last covered in 2023, 2025 known uncovered (cancelled in the old system): a gap of which only
+    2025 counts → 3 + 1 months. Paying 2025 back (补缴) removes the variable month: cover from
+    1 April instead of 1 May."""
     await conn.execute(
         "DELETE FROM enrollment_history WHERE id_number_hash = $1", sealed(crypto.ID_NUMBER, ID_NUMBERS[2])[0]
     )
     await add_history(conn, ID_NUMBERS[2], 2023)
+    await add_history(conn, ID_NUMBERS[2], 2025, "cancelled")  # unknown would not be a gap
     first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
     without = await pay(conn, world, receipt_no="A00000001", amount_fen=40000, person_ids=[first])
     assert without.enrollments_paid
