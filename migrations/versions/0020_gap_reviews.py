@@ -5,15 +5,15 @@ is open: the history years that changed what is known and the cover the enrolmen
 A reviewer applies that cover or keeps the one it has (audited); either way the column is cleared.
 Cover already fixed never changes silently.
 
-Revision ID: 0019
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-08
 """
 
 from migrations import run_sql
 
-revision = "0019"
-down_revision = "0018"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
