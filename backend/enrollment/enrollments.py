@@ -31,7 +31,7 @@ from backend.i18n import _
 from backend.ids import uuid7
 from backend.policy import service as policies
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
-from mobile_sync_protocol.rules.coverage import Coverage, CoverageFacts, decide_coverage
+from mobile_sync_protocol.rules.coverage import Coverage, CoverageDecision, CoverageFacts, decide_coverage
 from mobile_sync_protocol.rules.premium import PremiumDue, premium_due
 
 Q = load_queries("backend.enrollment", "enrollments.sql")
@@ -366,25 +366,32 @@ def plan_funding(
         subsidy = row["subsidy_fen"] if subsidy_fen is None else subsidy_fen.get(row["id"], row["subsidy_fen"])
         if not 0 <= subsidy <= premium:
             raise InvalidInput("subsidy_fen", _("must lie between 0 and the premium"))
-        person = inputs.facts[row["person_id"], year]
-        born: int = person["birth_date"].year
-        last: int | None = person["last_year"]
-        # Consecutive years just before `year` without cover; years before birth never count.
-        gap = max(0, year - max(born if last is None else last + 1, born))
-        back_paid = sum(1 for y in person["back_paid_years"] if y >= year - gap) if gap else 0
         subsidies.append(subsidy)
-        decided = decide_coverage(
-            coverage_year=year,
-            business_date=business_date,
-            window=policy.window,
-            policy=policy.rules.waiting,
-            birth_date=person["birth_date"],
-            gap_years=gap,
-            back_paid_years=back_paid,
-        )
+        decided = cover_if_funded(row["person_id"], year, business_date, inputs)
         cover.append(decided.coverage)
         facts.append(decided.facts)
     return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover, facts=facts)
+
+
+def cover_if_funded(person_id: UUID, year: int, business_date: date, inputs: CoverageInputs) -> CoverageDecision:
+    """The cover of `person_id` in `year` if funded on `business_date` (`inputs` as `coverage_inputs`
+    read them): what a payment would buy, for the quote as for the payment itself."""
+    policy = policies.required(inputs.in_force[year], year)
+    person = inputs.facts[person_id, year]
+    born: int = person["birth_date"].year
+    last: int | None = person["last_year"]
+    # Consecutive years just before `year` without cover; years before birth never count.
+    gap = max(0, year - max(born if last is None else last + 1, born))
+    back_paid = sum(1 for y in person["back_paid_years"] if y >= year - gap) if gap else 0
+    return decide_coverage(
+        coverage_year=year,
+        business_date=business_date,
+        window=policy.window,
+        policy=policy.rules.waiting,
+        birth_date=person["birth_date"],
+        gap_years=gap,
+        back_paid_years=back_paid,
+    )
 
 
 async def _fund(
