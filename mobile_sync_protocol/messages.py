@@ -147,7 +147,10 @@ class EnrollmentCancel(Mutation, kw_only=True, tag="enrollment.cancel"):
 class PaymentRecord(Mutation, kw_only=True, tag="payment.record"):
     """A payment is a fact: keyed by `payment_id` and the hash of its content (see
     `payment_content_hash`). `due_fen` is what the tablet computed as owed (information: the
-    payment stands whatever the server computes)."""
+    payment stands whatever the server computes). `acknowledge_no_cover`: the resident was told
+    that the cover this payment buys starts only after the coverage year ends (the rules' reason
+    `no_cover_this_year`); without it such a payment is quarantined (`no_cover_this_year`), never
+    refused. Not a fact of the money: left out of the content hash."""
 
     payment_id: UUID
     household_id: UUID
@@ -161,6 +164,7 @@ class PaymentRecord(Mutation, kw_only=True, tag="payment.record"):
     collected_at: datetime
     channel_ref: str | None = None
     due_fen: int | None = None
+    acknowledge_no_cover: bool = False
 
 
 class PaymentVoid(Mutation, kw_only=True, tag="payment.void"):
@@ -508,8 +512,8 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
 def payment_content_hash(m: PaymentRecord) -> bytes:
     """SHA-256 over the payment's facts in a fixed order: what makes two reports the same payment.
 
-    The sequence number, mutation id, device time and the tablet's own `due_fen` are not facts of
-    the payment. Times are compared as UTC instants to the microsecond.
+    The sequence number, mutation id, device time, the tablet's own `due_fen` and
+    `acknowledge_no_cover` are not facts of the payment. Times are compared as UTC instants to the microsecond.
     """
     collected = m.collected_at.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
     facts = [

@@ -429,6 +429,12 @@ def plan_funding(
     return Funding(to=to, business_date=business_date, rows=rows, subsidies=subsidies, cover=cover, facts=facts)
 
 
+def cover_if_funded(person_id: UUID, year: int, business_date: date, inputs: CoverageInputs) -> CoverageDecision:
+    """The cover of `person_id` in `year` if funded on `business_date` (`inputs` as `coverage_inputs`
+    read them): what a payment would buy, for the quote as for the payment itself."""
+    return decide_cover({"coverage_year": year, "person_id": person_id}, business_date, inputs)
+
+
 def decide_cover(row: asyncpg.Record | dict[str, Any], business_date: date, inputs: CoverageInputs) -> CoverageDecision:
     """The cover of one enrolment funded on `business_date`, from what `coverage_inputs` read."""
     year = row["coverage_year"]

@@ -1,5 +1,6 @@
 """A household's premium quote for a year: per member the premium, the subsidy eligibility gives
-today, what is due and what was paid, in fen; and the household's total as the ledger has it."""
+today, what is due and what was paid, in fen; the cover a payment today would buy, in words (and
+plainly when it buys none this year); and the household's total as the ledger has it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
+from backend.enrollment import enrollments as enrolment_service
+from backend.enrollment.explain import day
 from backend.enrollment.households import household_row
 from backend.errors import NotFound
+from backend.i18n import _, ngettext
 from backend.policy import service as policies
+from mobile_sync_protocol.rules.coverage import CoverageDecision
 
 Q = load_queries("backend.enrollment", "quotes.sql")
 
@@ -30,6 +35,12 @@ class MemberQuote(msgspec.Struct, frozen=True, kw_only=True):
     due_fen: int
     paid_fen: int
     balance_fen: int  # > 0 still owed, < 0 to be refunded
+    # For a member not yet funded (unpaid or not enrolled): the cover a payment today would buy.
+    # Reason as the rules give it (`no_cover_this_year`: none before the year ends); the start, and
+    # the same in the reader's words. None for a member already paid, subsidised or confirmed.
+    cover_reason_if_paid_today: str | None = None
+    cover_start_if_paid_today: date | None = None
+    cover_if_paid_today: str | None = None
 
 
 class PremiumQuote(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +53,9 @@ class PremiumQuote(msgspec.Struct, frozen=True, kw_only=True):
     due_fen: int
     paid_fen: int
     balance_fen: int
+    # Members a payment today would buy no cover this year, and that in words naming the next year.
+    no_cover_this_year: list[UUID] = []
+    notice: str | None = None
 
 
 async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int, on: date) -> dict[UUID, int]:
@@ -67,8 +81,16 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
     paid = await paid_for(conn, household_id, year)
     money = await conn.fetchrow(Q["household_money"], household_id, year)
     assert money is not None
+    unfunded = [r["person_id"] for r in rows if r["status"] in (None, "registered")]
+    inputs = await enrolment_service.coverage_inputs(conn, [(p, year) for p in unfunded], today)
     members = []
+    uncovered: list[UUID] = []
     for r in rows:
+        cover = None
+        if r["person_id"] in unfunded:
+            cover = enrolment_service.cover_if_funded(r["person_id"], year, today, inputs)
+            if cover.coverage.start is None:
+                uncovered.append(r["person_id"])
         premium = r["premium_fen"] if r["premium_fen"] is not None else policy.premium_fen
         # Today's eligibility, also for enrolments already paid: a list version that changed the subsidy
         # after payment shows as a balance or a refund due, never as a silent change of the enrolment.
@@ -87,6 +109,9 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
                 due_fen=due,
                 paid_fen=paid_fen,
                 balance_fen=due - paid_fen,
+                cover_reason_if_paid_today=None if cover is None else cover.coverage.reason_code,
+                cover_start_if_paid_today=None if cover is None else cover.coverage.start,
+                cover_if_paid_today=None if cover is None else _cover_words(cover, today),
             )
         )
     await record(conn, actor, "read", "premium_quote", household_id, division_code=household["village_code"])
@@ -104,4 +129,36 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
         due_fen=(due_total := sum(m.due_fen for m in enrolled)),
         paid_fen=(paid_total := money["payments_fen"] - money["voided_fen"] - money["refunded_fen"]),
         balance_fen=due_total - paid_total,
+        no_cover_this_year=uncovered,
+        notice=None if not uncovered else _notice(len(uncovered), year, today),
+    )
+
+
+def _cover_words(cover: CoverageDecision, today: date) -> str:
+    """What a payment today would buy, in the reader's words."""
+    c, facts = cover.coverage, cover.facts
+    if c.start is None or c.end is None:
+        return _(
+            "Paid today ({date}), the cover would start on {start}, after {year} ends: no cover in {year}. "
+            "For cover in {next_year}, enrol for {next_year}.",
+            date=day(today),
+            start=day(facts.would_start) if facts.would_start else "?",
+            year=c.coverage_year,
+            next_year=c.coverage_year + 1,
+        )
+    return _("Paid today ({date}), covered from {start} to {end}.", date=day(today), start=day(c.start), end=day(c.end))
+
+
+def _notice(n: int, year: int, today: date) -> str:
+    return ngettext(
+        "Paid today ({date}), the premium for {year} buys {n} member no cover this year: the cover would start "
+        "only after {year} ends. Paying still counts as a year insured (no gap before {next_year}); for cover in "
+        "{next_year}, enrol for {next_year}. A payment for them needs acknowledge_no_cover.",
+        "Paid today ({date}), the premium for {year} buys {n} members no cover this year: the cover would start "
+        "only after {year} ends. Paying still counts as a year insured (no gap before {next_year}); for cover in "
+        "{next_year}, enrol for {next_year}. A payment for them needs acknowledge_no_cover.",
+        n,
+        date=day(today),
+        year=year,
+        next_year=year + 1,
     )

@@ -29,11 +29,18 @@ Q = load_queries("backend.policy")
 
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 Fen = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
+BackdatingDays = Annotated[int, msgspec.Meta(ge=0, le=366)]
 
 
 class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything of a version besides premium and window: stored as one JSON document. The
-    tablet's wire type, refusing unknown fields when a version is written."""
+    tablet's wire type, refusing unknown fields when a version is written, and what only the
+    server applies (a tablet ignores it when it pulls the version)."""
+
+    # How many days before the day it is recorded a payment at the counter (REST) may be dated by
+    # its collector; earlier, a reviewer records it for them. A tablet keeps its own offline
+    # allowance (`backend.premiums.payments.CLOCK_TOO_OLD`). Documents stored before it default.
+    payment_backdating_days: BackdatingDays = 7
 
 
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

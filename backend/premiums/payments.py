@@ -6,6 +6,7 @@ that a reviewer approves (`adjustments`); every figure (paid, balance) is derive
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
@@ -14,13 +15,13 @@ import asyncpg
 import msgspec
 
 from backend import fields
-from backend.actor import Actor
+from backend.actor import Actor, Role, Scope
 from backend.audit import service as audit
 from backend.clock import local_date
 from backend.db import Connection, from_row, load_queries
 from backend.enrollment import enrollments as enrolment_service
-from backend.errors import Conflict, InvalidInput, NotFound
-from backend.i18n import _
+from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
+from backend.i18n import _, ngettext
 from backend.policy import service as policies
 from backend.premiums.amounts import Fen
 from backend.premiums.blocks import pick_block
@@ -35,6 +36,9 @@ ReceiptNo = Annotated[str, msgspec.Meta(pattern=fields.RECEIPT_NO)]
 # than the offline limit, is flagged (SPEC §2).
 CLOCK_AHEAD = timedelta(minutes=10)
 CLOCK_TOO_OLD = timedelta(days=45)
+
+# For persons whose enrolment a tablet registered offline: the local day it did (None: not known).
+OfflineRegistrations = Callable[[list[UUID]], Awaitable[Mapping[UUID, date | None]]]
 
 
 class PaymentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +55,12 @@ class PaymentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     receipt_no: ReceiptNo
     collected_at: datetime
     channel_ref: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    # The resident was told that the cover this buys starts only after the coverage year ends
+    # (the quote says so): without it such a payment is a 409 `no_cover_this_year`.
+    acknowledge_no_cover: bool = False
+    # A reviewer records a payment for this collector, with the collector's receipt: their approval
+    # of a date further back than the collector may record (`backdated_payment`).
+    collector_id: UUID | None = None
 
 
 class Payment(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +122,24 @@ class PaymentAlreadyRecorded(Conflict):
     code = "payment_already_recorded"
 
 
+class NoCoverThisYear(Conflict):
+    """The payment buys no cover in its coverage year"""
+
+    code = "no_cover_this_year"
+
+
+class CollectedBeforeRegistration(Conflict):
+    """A payment cannot be dated before its enrolment was registered"""
+
+    code = "collected_before_registration"
+
+
+class BackdatedPayment(Conflict):
+    """A payment dated this far back needs a reviewer"""
+
+    code = "backdated_payment"
+
+
 def _payment(row: asyncpg.Record) -> Payment:
     return from_row(row, Payment)
 
@@ -139,10 +167,28 @@ async def household_money(conn: Connection, household_id: UUID, year: int) -> Ho
 
 
 async def record_payment(
-    conn: Connection, actor: Actor, data: PaymentIn, *, timezone: str, code_key: bytes, now: datetime | None = None
+    conn: Connection,
+    actor: Actor,
+    data: PaymentIn,
+    *,
+    timezone: str,
+    code_key: bytes,
+    now: datetime | None = None,
+    registered_offline: OfflineRegistrations | None = None,
+    settling: bool = False,
 ) -> Receipt:
     """Records one payment and applies it: members it fully covers become `paid`, with cover from
-    its business date. Over- and under-payments are accepted: the money has changed hands."""
+    its business date. Over- and under-payments are accepted: the money has changed hands.
+
+    Its business date is never before the day its enrolments were registered (or, for the persons
+    `registered_offline` answers for, the local day a tablet registered them offline; None: the
+    tablet's own order of work stands for it). At the counter (no device) it is not before the collector's last
+    closed day nor more than the policy's `payment_backdating_days` back, unless a reviewer records
+    it for the collector (`collector_id`). A payment whose cover would start after the coverage
+    year needs `acknowledge_no_cover`. `settling`: a reviewer applies a quarantined payment (their
+    decision stands for the acknowledgement and the date limits; one collected before its
+    enrolment's registration is dated that day, so that cover never starts before either).
+    """
     if data.collected_at.tzinfo is None:
         raise InvalidInput("collected_at", _("must carry a time zone (e.g. 2025-10-08T09:30:00+08:00)"))
     if len(set(data.person_ids)) != len(data.person_ids):
@@ -154,6 +200,10 @@ async def record_payment(
     if any(y >= data.coverage_year for y in data.back_years):
         raise InvalidInput("back_years", _("must be years before the coverage year"))
     received_at = now or datetime.now(UTC)
+    approved, reviewer = settling, None
+    if data.collector_id is not None:
+        reviewer, actor = actor, await _collector_for(conn, actor, data.collector_id)
+        approved = True
     # The locks, in this order: the year's policy shared (exclusive with policy.update_version), the
     # household's row (one payment of a household at a time), the receipt block's row shared, the
     # enrolments' rows, the collector's lock (shared). Whatever can be read before the locks is, so
@@ -168,11 +218,16 @@ async def record_payment(
         raise Conflict(_("the household is dissolved; no payment can be taken for it"))
     block, number = pick_block(actor, [r for r in rows if r["id"] is not None], data.receipt_no)
     business_date, clock_flag = business_date_of(data.collected_at, received_at, timezone)
+    today = local_date(received_at, timezone)
+    at_counter = actor.device_id is None and not approved  # a tablet keeps its offline allowance
     coverage = None
     if data.kind == "premium":  # what cover will depend on, for whichever of them this pays
         coverage = await enrolment_service.coverage_inputs(
             conn, [(p, data.coverage_year) for p in data.person_ids], business_date
         )
+        if at_counter:
+            year_policy = policies.required(coverage.in_force[data.coverage_year], data.coverage_year)
+            _check_allowance(year_policy, business_date, today)
     # The block's row shared: a retirement of its unused numbers waits for this payment. Then the
     # enrolments' rows: no other payment can allocate to these persons until this one commits.
     locked = await conn.fetch(
@@ -191,6 +246,20 @@ async def record_payment(
     assert reads is not None
     if reads["retired"]:
         raise InvalidInput("receipt_no", _("was retired"))
+    if at_counter and business_date < today:
+        # Read under the collector's lock: a closing that committed before it is seen.
+        last_closed = await conn.fetchval(Q["last_closed_day"], actor.id)
+        if last_closed is not None and business_date <= last_closed:
+            raise BackdatedPayment(
+                _(
+                    "the collector's days up to {closed} are closed: a payment dated {date} is recorded by a "
+                    "reviewer for the collector (collector_id)",
+                    closed=last_closed.isoformat(),
+                    date=business_date.isoformat(),
+                ),
+                errors=[{"field": "collected_at", "message": _("on or before the collector's last closed day")}],
+                last_closed_day=last_closed.isoformat(),
+            )
     # One transfer is one payment: its reference is recorded once (a voided payment's may be again).
     if data.channel_ref is not None and await conn.fetchval(Q["channel_ref_taken"], data.method, data.channel_ref):
         raise ChannelReferenceUsed(errors=[{"field": "channel_ref", "message": _("already recorded")}])
@@ -198,12 +267,35 @@ async def record_payment(
         for i, person_id in enumerate(data.person_ids):
             if person_id not in enrolled:
                 raise InvalidInput(f"person_ids[{i}]", _("has no live enrolment for {year}", year=data.coverage_year))
+        registered: dict[UUID, date | None] = {p: e["registered_on"] for p, e in enrolled.items()}
+        floors = {p: day for p in data.person_ids if (day := registered.get(p)) is not None and business_date < day}
+        if floors and registered_offline is not None:  # (asked only then: a read the usual payment is spared)
+            registered |= await registered_offline(list(floors))
+            floors = {p: day for p in floors if (day := registered[p]) is not None and business_date < day}
+        if floors and not settling:
+            raise CollectedBeforeRegistration(
+                _(
+                    "the money cannot have been collected on {date}, before the enrolment was registered "
+                    "on {registered}",
+                    date=business_date.isoformat(),
+                    registered=max(floors.values()).isoformat(),
+                ),
+                errors=[{"field": "collected_at", "message": _("before the enrolment was registered")}],
+                person_ids=[str(p) for p in floors],
+            )
+        if floors:  # a reviewer applies it: dated the day the last of them was registered
+            business_date = max(floors.values())
+            coverage = await enrolment_service.coverage_inputs(
+                conn, [(p, data.coverage_year) for p in data.person_ids], business_date
+            )
     else:
         members = {r["person_id"] for r in await conn.fetch(Q["current_members_of"], data.household_id)}
         for i, person_id in enumerate(data.person_ids):
             if person_id not in members:
                 raise InvalidInput(f"person_ids[{i}]", _("is not a current member of the household"))
         policy = await policies.require_in_force(conn, data.coverage_year, business_date)
+        if at_counter:
+            _check_allowance(policy, business_date, today)
         # Back-payment is at the current rate (SPEC §2): a year per person per premium.
         owed = policy.premium_fen * len(data.back_years) * len(data.person_ids)
         if data.amount_fen < owed:
@@ -229,6 +321,9 @@ async def record_payment(
     if not all(actor.in_scope(e["village_code"]) for e in fully_covered):
         raise NotFound()
     funding = enrolment_service.plan_funding(fully_covered, "paid", business_date, coverage or _NO_INPUTS)
+    uncovered = [r for r, c in zip(funding.rows, funding.cover, strict=True) if c.reason_code == "no_cover_this_year"]
+    if uncovered and not data.acknowledge_no_cover and not settling:
+        raise _no_cover(data.coverage_year, business_date, [r["person_id"] for r in uncovered], funding)
     paid_now = [e["id"] for e in fully_covered]
     with audit.gathered(conn) as audit_rows:  # written by the payment's own statement
         await audit.record_many(conn, actor, "paid", "enrollment", funding.audit())
@@ -246,8 +341,20 @@ async def record_payment(
                 "receipt_no": data.receipt_no,
                 "clock_flag": clock_flag,
                 "enrollments_paid": len(paid_now),
-            },
+            }
+            | ({"no_cover_this_year": len(uncovered)} if uncovered else {})
+            | ({"approved_by": str(reviewer.id)} if reviewer is not None else {}),
         )
+        if reviewer is not None:  # the reviewer's approval, in their own name
+            await audit.record(
+                conn,
+                reviewer,
+                "approve_backdated",
+                "payment",
+                data.id,
+                division_code=village_code,
+                summary={"collector_id": str(actor.id), "business_date": business_date.isoformat()},
+            )
     try:
         row = await conn.fetchrow(
             Q["insert_payment"],
@@ -267,7 +374,7 @@ async def record_payment(
             data.collected_at,
             business_date,
             clock_flag,
-            local_date(received_at, timezone),
+            today,
             data.channel_ref,
             [a.person_id for a in allocations],
             [a.amount_fen for a in allocations],
@@ -301,6 +408,63 @@ async def record_payment(
 
 
 _NO_INPUTS = enrolment_service.CoverageInputs(facts={}, in_force={})  # a back-payment funds no enrolment
+
+
+def _check_allowance(policy: policies.PolicyVersion, business_date: date, today: date) -> None:
+    """At the counter a collector dates a payment at most the policy's allowance of days back."""
+    allowance = policy.rules.payment_backdating_days
+    if (today - business_date).days > allowance:
+        raise BackdatedPayment(
+            ngettext(
+                "a payment is dated at most {n} day back by its collector: one dated {date} is recorded by a "
+                "reviewer for the collector (collector_id)",
+                "a payment is dated at most {n} days back by its collector: one dated {date} is recorded by a "
+                "reviewer for the collector (collector_id)",
+                allowance,
+                date=business_date.isoformat(),
+            ),
+            errors=[{"field": "collected_at", "message": _("further back than the policy allows")}],
+            allowance_days=allowance,
+        )
+
+
+def _no_cover(
+    year: int, business_date: date, person_ids: list[UUID], funding: enrolment_service.Funding
+) -> NoCoverThisYear:
+    starts = [f.would_start for f in funding.facts if f.would_start is not None]
+    return NoCoverThisYear(
+        ngettext(
+            "paid on {date}, the cover of {n} person would start on {start}, in {next_year}: no cover in {year}. "
+            "Tell the resident, then send acknowledge_no_cover: true",
+            "paid on {date}, the cover of {n} persons would start on {start} or later, in {next_year}: no cover "
+            "in {year}. Tell the resident, then send acknowledge_no_cover: true",
+            len(person_ids),
+            date=business_date.isoformat(),
+            start=min(starts).isoformat() if starts else "?",
+            next_year=year + 1,
+            year=year,
+        ),
+        errors=[{"field": "acknowledge_no_cover", "message": _("must be true: the payment buys no cover this year")}],
+        person_ids=[str(p) for p in person_ids],
+        next_year=year + 1,
+    )
+
+
+async def _collector_for(conn: Connection, reviewer: Actor, collector_id: UUID) -> Actor:
+    """The collector a reviewer records a payment for (their approval of its date), as an actor."""
+    if reviewer.role != Role.TOWNSHIP_REVIEWER or reviewer.device_id is not None:
+        raise Forbidden(_("only a township reviewer records a payment for a collector"))
+    if collector_id == reviewer.id:
+        raise Forbidden(_("nobody approves their own back-dated payment"))
+    row = await conn.fetchrow(Q["collector_with_level"], collector_id)
+    if (
+        row is None
+        or not row["active"]
+        or not reviewer.in_scope(row["division_code"])
+        or row["role"] not in (Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)
+    ):
+        raise InvalidInput("collector_id", _("no such collector in your scope"))
+    return Actor(kind="user", id=collector_id, role=Role(row["role"]), scope=Scope(row["division_code"], row["level"]))
 
 
 async def get_payment(conn: Connection, actor: Actor, payment_id: UUID) -> Payment:

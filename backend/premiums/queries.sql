@@ -107,6 +107,15 @@ LEFT JOIN LATERAL (
     FOR UPDATE
 ) AS e ON true;
 
+-- name: last_closed_day
+-- The last day of collector $1 a reviewer closed (NULL: none).
+SELECT max(business_date) FROM collector_days WHERE collector_id = $1;
+
+-- name: collector_with_level
+SELECT u.id, u.role, u.division_code, u.active, d.level
+FROM users u JOIN divisions d ON d.code = u.division_code
+WHERE u.id = $1;
+
 -- name: day_closed
 SELECT EXISTS (SELECT 1 FROM collector_days WHERE collector_id = $1 AND business_date = $2);
 

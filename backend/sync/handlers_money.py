@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
+from uuid import UUID
 
 import asyncpg
 import msgspec
@@ -86,6 +87,7 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
                 "receipt_no": mu.receipt_no,
                 "collected_at": mu.collected_at,
                 "channel_ref": mu.channel_ref,
+                "acknowledge_no_cover": mu.acknowledge_no_cover,
             },
             premium_payments.PaymentIn,
         )
@@ -93,10 +95,31 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         raise Quarantine("malformed_payment", failure_text(exc), content) from exc
     held = audit.held(conn)
     mark = held.mark() if held is not None else 0
+
+    async def registered_offline(person_ids: list[UUID]) -> dict[UUID, date | None]:
+        """The tablet's own registration counts: its clock then, when plausible; in this push, or
+        with no time, the order of its work (the enrolment came first) stands for it."""
+        found: dict[UUID, date | None] = {}
+        rows = await conn.fetch(
+            Q["registered_by_tablet"], mu.household_id, person_ids, mu.coverage_year, actor.device_id
+        )
+        for r in rows:
+            at = r["device_time"]
+            plausible = at is not None and not r["this_push"]
+            plausible = plausible and timedelta(0) <= r["registered_at"] - at <= CLOCK_TOO_OLD
+            found[r["person_id"]] = local_date(at, ctx.timezone) if plausible else None
+        return found
+
     try:
         async with conn.transaction():
             receipt = await premium_payments.record_payment(
-                conn, actor, data, timezone=ctx.timezone, code_key=ctx.code_key, now=ctx.now
+                conn,
+                actor,
+                data,
+                timezone=ctx.timezone,
+                code_key=ctx.code_key,
+                now=ctx.now,
+                registered_offline=registered_offline,
             )
     except premium_payments.PaymentAlreadyRecorded:
         if held is not None:
@@ -105,6 +128,11 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         earlier = await earlier_report(conn, mu, content)
         assert earlier is not None
         return earlier
+    except premium_payments.NoCoverThisYear as exc:
+        # Money collected offline is never refused: a reviewer settles it with the resident.
+        raise Quarantine("no_cover_this_year", exc.detail, content) from exc
+    except premium_payments.CollectedBeforeRegistration as exc:
+        raise Quarantine("collected_before_registration", exc.detail, content) from exc
     except premium_payments.ReceiptNumberUsed as exc:
         raise Quarantine("receipt_clash", _("the receipt number is already used"), content) from exc
     except premium_payments.ChannelReferenceUsed as exc:

@@ -35,6 +35,20 @@ INSERT INTO sync_quarantine (id, device_id, seq, user_id, township_code, kind, p
                              reason, detail, body_enc)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 
+-- name: registered_by_tablet
+-- Of the live enrolments in year $3 of persons $2 of household $1, those tablet $4 registered: in
+-- this push (the transaction's own time) or an earlier one (its ledger row of `enrollment.create`
+-- written in the same transaction), with the tablet's clock then (NULL: not known).
+SELECT e.person_id, e.registered_at, e.registered_at = now() AS this_push, s.device_time
+FROM enrollments e
+LEFT JOIN LATERAL (
+    SELECT min(s.device_time) AS device_time, count(*) AS n FROM sync_mutations s
+    WHERE s.device_id = $4 AND s.kind = 'enrollment.create' AND s.at = e.registered_at
+      AND s.status IN ('applied', 'applied_with_conflict')
+) AS s ON true
+WHERE e.household_id = $1 AND e.coverage_year = $3 AND e.person_id = ANY($2::uuid[]) AND e.status <> 'cancelled'
+  AND (e.registered_at = now() OR s.n > 0);
+
 -- name: quarantined_payment
 -- The first quarantined report of a payment id that is still open or was dismissed.
 SELECT id, content_hash, reason, township_code FROM sync_quarantine

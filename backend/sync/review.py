@@ -139,7 +139,9 @@ async def settle(
         )
         try:
             async with conn.transaction():
-                await premium_payments.record_payment(conn, collector, payment, timezone=timezone, code_key=code_key)
+                await premium_payments.record_payment(
+                    conn, collector, payment, timezone=timezone, code_key=code_key, settling=True
+                )
         except DomainError as exc:
             raise NotSettleable(
                 _("the payment still cannot be recorded: {code}", code=exc.code), reason=exc.code

@@ -90,6 +90,12 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
     )
     assert block.status_code == 201, block.text
     payment_id = str(uuid.uuid4())
+    # Collected in 2025's window from a person registered then: recorded now by a reviewer for
+    # staff_a (a payment dated this far back needs one).
+    await conn.execute(
+        "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' WHERE person_id = $1",
+        uuid.UUID(person_id),
+    )
     paid = await client.post(
         "/api/v1/payments",
         json={
@@ -101,8 +107,9 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
             "method": "cash",
             "receipt_no": "A00000001",
             "collected_at": "2025-10-08T09:00:00+08:00",
+            "collector_id": str(staff_a_id),
         },
-        headers={**staff_a, "Idempotency-Key": "scope-walk-payment-1"},
+        headers={**await auth_headers(client, "reviewer_a"), "Idempotency-Key": "scope-walk-payment-1"},
     )
     assert paid.status_code == 201, paid.text
     void = await client.post(

@@ -125,6 +125,12 @@ async def world_fixture(client: Client, conn: asyncpg.Connection) -> World:  # t
             collected_at=at,
         )
         async with conn.transaction():
+            await conn.execute(  # registered before the day it is paid (a payment is never dated before)
+                "UPDATE enrollments SET registered_on = least(registered_on, $2), "
+                "registered_at = least(registered_at, $2::timestamptz) WHERE person_id = $1",
+                persons[name],
+                paid_on,
+            )
             await payments.record_payment(
                 conn, collector, data, timezone="Asia/Shanghai", code_key=JWT_SECRET.encode(), now=at
             )

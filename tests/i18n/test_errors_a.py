@@ -194,6 +194,7 @@ def payment_body(household: dict[str, Any], receipt_no: str, **extra: Any) -> di
         "method": "cash",
         "receipt_no": receipt_no,
         "collected_at": datetime.now(UTC).isoformat(),
+        "acknowledge_no_cover": True,  # (paid today for 2026: no cover in 2026, which the resident was told)
         **extra,
     }
 

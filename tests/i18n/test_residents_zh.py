@@ -136,6 +136,12 @@ async def _pay(client: Client, conn: Any, household_id: str, person_id: str, pai
         collected_at=at,
     )
     async with conn.transaction():
+        await conn.execute(  # registered before the day it is paid (a payment is never dated before)
+            "UPDATE enrollments SET registered_on = least(registered_on, $2), "
+            "registered_at = least(registered_at, $2::timestamptz) WHERE person_id = $1",
+            UUID(person_id),
+            paid_on,
+        )
         await payments.record_payment(
             conn, await actor_of(conn, "staff_a"), data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at
         )

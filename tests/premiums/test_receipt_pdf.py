@@ -52,7 +52,21 @@ async def enrol(client: Client, staff: dict[str, str], household: dict[str, Any]
     return body
 
 
-async def pay(client: Client, staff: dict[str, str], household: dict[str, Any], receipt_no: str, fen: int) -> str:
+async def pay(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    household: dict[str, Any],
+    receipt_no: str,
+    fen: int,
+) -> str:
+    """Collected by staff_a on 2025-10-08 from a household registered on 2025-09-01: a date that far
+    back is recorded by a reviewer for the collector."""
+    await conn.execute(
+        "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' WHERE household_id = $1",
+        uuid.UUID(household["id"]),
+    )
+    staff_a = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    reviewer = await auth_headers(client, "reviewer_a")
     payment_id = str(uuid.uuid4())
     paid = await client.post(
         "/api/v1/payments",
@@ -65,8 +79,9 @@ async def pay(client: Client, staff: dict[str, str], household: dict[str, Any], 
             "method": "cash",
             "receipt_no": receipt_no,
             "collected_at": "2025-10-08T09:00:00+08:00",
+            "collector_id": staff_a,
         },
-        headers={**staff, "Idempotency-Key": f"receipt-test-{receipt_no}"},
+        headers={**reviewer, "Idempotency-Key": f"receipt-test-{receipt_no}"},
     )
     assert paid.status_code == 201, paid.text
     return payment_id
@@ -97,7 +112,7 @@ async def paid_fixture(client: Client, conn: asyncpg.Connection) -> Paid:  # typ
         headers=await auth_headers(client, "reviewer_a"),
     )
     assert block.status_code == 201, block.text
-    ids = (await pay(client, staff, household, "A00000001", 80000), await pay(client, staff, other, "A00000002", 40000))
+    ids = (await pay(client, conn, household, "A00000001", 80000), await pay(client, conn, other, "A00000002", 40000))
     return Paid(household, other, code, ids)
 
 

@@ -357,8 +357,15 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
             method="cash",
             receipt_no=receipt_no,
             collected_at=at,
+            acknowledge_no_cover=name == "too_late",  # (the resident was told: no cover in 2026)
         )
         async with conn.transaction():
+            await conn.execute(  # registered before the day it is paid (a payment is never dated before)
+                "UPDATE enrollments SET registered_on = least(registered_on, $2), "
+                "registered_at = least(registered_at, $2::timestamptz) WHERE person_id = $1",
+                person[name],
+                paid_on,
+            )
             await payments.record_payment(conn, collector, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at)
 
     await pay("window", date(2025, 10, 8), "R00000001")
