@@ -8,8 +8,8 @@ SELECT username, id, division_code FROM users;
 -- name: villages_of_township
 SELECT code FROM divisions WHERE level = 'village' AND parent_code = $1 ORDER BY code;
 
--- name: premium_of_year
-SELECT premium_fen FROM policy_versions WHERE coverage_year = $1 ORDER BY version DESC LIMIT 1;
+-- name: policy_of_year
+SELECT premium_fen, window_end FROM policy_versions WHERE coverage_year = $1 ORDER BY version DESC LIMIT 1;
 
 -- name: device_holdings
 -- What the server holds of a device: compared at its revocation and at the end (payments a reviewer

@@ -430,6 +430,8 @@ class SimTablet:
                     receipt_no=receipt,
                     collected_at=stamp["device_time"],
                     due_fen=due,
+                    # After the window, the app shows the quote's warning and the resident says yes.
+                    acknowledge_no_cover=self.world.local_date(stamp["device_time"]) > self.world.window_end,
                 )
             )
         if action == "cancel_enrolment":

@@ -10,7 +10,7 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 from uuid import UUID
 
@@ -135,6 +135,9 @@ class World:
         self.reviewers: dict[str, str] = {}  # township → a reviewer username
         self.admin = "admin"
         self.premium_fen = 40000
+        # Once the window has closed, the waiting period may push a payment's cover past the year's
+        # end: the app warns and the resident's word is recorded (acknowledge_no_cover).
+        self.window_end = date(YEAR - 1, 12, 31)
         self.prefixes = 0
         self.unfinished: list[str] = []  # what the quiet final sync could not finish
         # What the scenario set up to be refused (a family registered twice, a reinstalled app's
@@ -158,6 +161,10 @@ class World:
         for key in keys:
             self.on_purpose.setdefault(key, cause)
 
+    def local_date(self, moment: datetime) -> date:
+        """The business date of `moment` in the server's time zone."""
+        return moment.astimezone(self.timezone).date()
+
     @property
     def all_tablets(self) -> list[SimTablet]:
         return [*self.tablets, *self.retired]
@@ -171,10 +178,10 @@ class World:
         for township in {*self.reviewers, *(self.townships[s.username] for s in specs)}:
             rows = await self.db.fetch(Q["villages_of_township"], township)
             self.villages[township] = [r["code"] for r in rows]
-        premium = await self.db.fetchval(Q["premium_of_year"], YEAR)
-        if premium is None:
+        policy = await self.db.fetchrow(Q["policy_of_year"], YEAR)
+        if policy is None:
             raise SimulationError(f"no policy published for {YEAR}")
-        self.premium_fen = premium
+        self.premium_fen, self.window_end = policy["premium_fen"], policy["window_end"]
         for spec in specs:
             self.tablets.append(await self.new_tablet(spec.username, spec.fmt, name=f"T{len(self.tablets)}"))
 
