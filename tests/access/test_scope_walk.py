@@ -100,7 +100,7 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
         "/api/v1/payments",
         json={
             "id": payment_id,
-            "household_id": household["id"],
+            "household_id": other["id"],  # the enrolment followed the person there
             "coverage_year": 2026,
             "person_ids": [person_id],
             "amount_fen": 40000,
