@@ -19,6 +19,7 @@ from backend.enrollment.households import household_row
 from backend.errors import NotFound
 from backend.i18n import _, ngettext
 from backend.policy import service as policies
+from backend.premiums.payments import household_totals
 from mobile_sync_protocol.rules.coverage import CoverageDecision
 
 Q = load_queries("backend.enrollment", "quotes.sql")
@@ -65,9 +66,11 @@ async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int, on:
     return {person_id: due.subsidy_fen for person_id, due in dues.items() if due.subsidy_fen}
 
 
-async def paid_for(conn: Connection, household_id: UUID, year: int) -> dict[UUID, int]:
-    """Amount paid per person for the year: what payments that were not voided put towards them."""
-    rows = await conn.fetch(Q["allocated_to_persons"], household_id, year)
+async def paid_for(conn: Connection, household_id: UUID, person_ids: list[UUID], year: int) -> dict[UUID, int]:
+    """Amount paid per person (of `person_ids`, members of the household) for the year: what payments
+    not voided put towards the person's live enrolment, whichever household paid (the money follows
+    the enrolment); for a person without one, what this household's payments put towards them."""
+    rows = await conn.fetch(Q["allocated_to_persons"], person_ids, household_id, year)
     return {r["person_id"]: r["amount_fen"] for r in rows}
 
 
@@ -78,9 +81,8 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
     policy = await policies.require_in_force(conn, year, today)
     rows = await conn.fetch(Q["quote_members"], household_id, year)
     subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year, today)
-    paid = await paid_for(conn, household_id, year)
-    money = await conn.fetchrow(Q["household_money"], household_id, year)
-    assert money is not None
+    paid = await paid_for(conn, household_id, [r["person_id"] for r in rows], year)
+    money = await household_totals(conn, household_id, year)
     unfunded = [r["person_id"] for r in rows if r["status"] in (None, "registered")]
     inputs = await enrolment_service.coverage_inputs(conn, [(p, year) for p in unfunded], today)
     members = []
@@ -115,19 +117,23 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
             )
         )
     await record(conn, actor, "read", "premium_quote", household_id, division_code=household["village_code"])
-    enrolled = [m for m in members if m.enrollment_id is not None]
+    # The household owes for its members' enrolments that live in it (an enrolment of a past year
+    # stays in the household it was made in when its person moves on).
+    here = {r["person_id"] for r in rows if r["household_id"] == household_id}
+    enrolled = [m for m in members if m.enrollment_id is not None and m.person_id in here]
     return PremiumQuote(
         household_id=household_id,
         coverage_year=year,
         policy_version=policy.version,
         members=members,
         # The household owes for its enrolled members only (SPEC §2); the others are quoted for
-        # information. Paid comes from the ledger (payments − voids − refunds), so money not yet
-        # allocated to anyone (an over-payment) shows as a refund due.
+        # information. Paid is what is paid for its live enrolments, whichever household paid (the
+        # money follows the enrolment), and what its own payments left over (net of voids and
+        # refunds), so money not allocated to anyone (an over-payment) shows as a refund due.
         premium_fen=sum(m.premium_fen for m in enrolled),
         subsidy_fen=sum(m.subsidy_fen for m in enrolled),
         due_fen=(due_total := sum(m.due_fen for m in enrolled)),
-        paid_fen=(paid_total := money["payments_fen"] - money["voided_fen"] - money["refunded_fen"]),
+        paid_fen=(paid_total := money.paid_fen),
         balance_fen=due_total - paid_total,
         no_cover_this_year=uncovered,
         notice=None if not uncovered else _notice(len(uncovered), year, today),

@@ -1,7 +1,8 @@
 -- Named SQL of backend/enrollment/quotes.py.
 
 -- name: quote_members
-SELECT p.id AS person_id, p.name, m.relation, e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen
+SELECT p.id AS person_id, p.name, m.relation, e.id AS enrollment_id, e.household_id, e.status, e.premium_fen,
+       e.subsidy_fen
 FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
@@ -9,17 +10,22 @@ WHERE m.household_id = $1 AND m.left_at IS NULL
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
 -- name: allocated_to_persons
--- What payments that were not voided put towards each person for the year.
-SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
-FROM payment_allocations a
+-- What payments not voided put towards each of persons $1 for year $3: towards the person's live
+-- enrolment, whichever household's payment it was (the money follows the enrolment); for a person
+-- with no live enrolment, what household $2's payments put towards them.
+SELECT e.person_id, sum(a.amount_fen)::bigint AS amount_fen
+FROM enrollments e
+JOIN payment_allocations a ON a.enrollment_id = e.id
 JOIN payment_ledger p ON p.id = a.payment_id
-WHERE p.household_id = $1 AND p.coverage_year = $2 AND p.kind = 'premium' AND NOT p.voided
+WHERE e.person_id = ANY($1::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled'
+  AND p.kind = 'premium' AND NOT p.voided
+GROUP BY e.person_id
+UNION ALL
+SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
+FROM payment_ledger p
+JOIN payment_allocations a ON a.payment_id = p.id
+WHERE p.household_id = $2 AND p.coverage_year = $3 AND p.kind = 'premium' AND NOT p.voided
+  AND a.person_id = ANY($1::uuid[])
+  AND NOT EXISTS (SELECT 1 FROM enrollments e
+                  WHERE e.person_id = a.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')
 GROUP BY a.person_id;
-
--- name: household_money
--- Paid for a household and year, derived from events: payments − approved voids − approved refunds.
-SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
-       coalesce(sum(amount_fen) FILTER (WHERE voided), 0)::bigint AS voided_fen,
-       coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
-FROM payment_ledger
-WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';

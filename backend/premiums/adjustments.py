@@ -84,9 +84,7 @@ async def request_adjustment(
             raise InvalidInput("amount_fen", _("a void is always of the whole payment"))
         if payment.business_date != today or remitted or refunded:
             raise NotAdjustable(_("a void is for the same day, before remittance; ask for a refund instead"))
-        if await conn.fetchval(
-            Q["payment_confirmed_enrollments"], payment.household_id, payment.coverage_year, payment.person_ids
-        ):
+        if await conn.fetchval(Q["payment_confirmed_enrollments"], payment.id):
             raise NotAdjustable(_("an enrolment this payment covers is confirmed; ask for a refund instead"))
         amount = payment.amount_fen
     else:
@@ -133,11 +131,9 @@ async def decide_adjustment(
     assert payment is not None
     locked: list[asyncpg.Record] = []
     if voiding:
-        # The enrolments it paid, locked before the collector's lock as a payment locks them: the
-        # two never wait for each other in a circle.
-        locked = await conn.fetch(
-            Q["live_enrollments_for_payment"], payment["household_id"], payment["coverage_year"], payment["person_ids"]
-        )
+        # The enrolments it paid, wherever they live now (they follow their persons), locked before
+        # the collector's lock as a payment locks them: the two never wait for each other in a circle.
+        locked = await conn.fetch(Q["live_enrollments_for_payment"], payment["id"])
     await conn.execute(Q["lock_collector"], request["collector_id"])
     await conn.execute(Q["lock_payment"], request["payment_id"])
     if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
@@ -175,14 +171,15 @@ async def _undo_enrollments(
     conn: Connection, actor: Actor, payment: asyncpg.Record, locked: list[asyncpg.Record]
 ) -> None:
     """A voided payment no longer pays anyone: enrolments it alone paid (of `locked`, the live
-    enrolments of its persons, locked) go back to `registered`."""
+    enrolments it paid, locked) go back to `registered`; what other payments put towards them counts,
+    whichever household paid."""
     covered = {
-        r["person_id"]: r["amount_fen"]
-        for r in await conn.fetch(Q["allocated_to_persons"], payment["household_id"], payment["coverage_year"])
+        r["enrollment_id"]: r["amount_fen"]
+        for r in await conn.fetch(Q["allocated_to_enrollments"], [r["id"] for r in locked])
     }
     for row in locked:
         owed = (row["premium_fen"] or 0) - row["subsidy_fen"]
-        if row["status"] == "paid" and covered.get(row["person_id"], 0) < owed:
+        if row["status"] == "paid" and covered.get(row["id"], 0) < owed:
             await conn.execute(Q["unpay_enrollment"], row["id"])
             await record(
                 conn,
@@ -190,7 +187,7 @@ async def _undo_enrollments(
                 "unpaid",
                 "enrollment",
                 row["id"],
-                division_code=payment["village_code"],
+                division_code=row["village_code"],
                 summary={"from": "paid", "to": "registered", "payment_id": str(payment["id"])},
             )
 

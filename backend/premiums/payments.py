@@ -91,8 +91,10 @@ class Allocation(msgspec.Struct, frozen=True):
 
 
 class HouseholdMoney(msgspec.Struct, frozen=True, kw_only=True):
-    due_fen: int  # Σ over live enrolments of premium − subsidy
-    paid_fen: int  # payments − voids − refunds
+    due_fen: int  # Σ over the enrolments live in the household of premium − subsidy
+    # What is paid for them, whichever household's payment it was (the money follows the enrolment),
+    # and what the household's own payments left over (net of voids and refunds)
+    paid_fen: int
     balance_fen: int  # due − paid: > 0 still owed, < 0 refund due
 
 
@@ -153,17 +155,28 @@ def business_date_of(collected_at: datetime, received_at: datetime, timezone: st
     return local_date(collected_at, timezone), None
 
 
+class HouseholdTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """A household's year over the enrolments live in it now: premium − subsidy − paid."""
+
+    premium_fen: int
+    subsidy_fen: int
+    paid_fen: int
+
+
+async def household_totals(conn: Connection, household_id: UUID, year: int) -> HouseholdTotals:
+    """The money follows the enrolment (an enrolment is the person's, PROTOCOL.md §3): what is paid
+    for an enrolment is what payments not voided allocated to it, whichever household's payment it
+    was; a household's paid is that over the enrolments live in it now, and what its own payments
+    left over (a credit, money for an enrolment since cancelled), net of refunds (`premium_money`)."""
+    row = await conn.fetchrow(Q["household_money"], household_id, year)
+    assert row is not None
+    return HouseholdTotals(premium_fen=row["premium_fen"], subsidy_fen=row["subsidy_fen"], paid_fen=row["paid_fen"])
+
+
 async def household_money(conn: Connection, household_id: UUID, year: int) -> HouseholdMoney:
-    money = await conn.fetchrow(Q["household_money"], household_id, year)
-    assert money is not None
-    paid = money["payments_fen"] - money["voided_fen"] - money["refunded_fen"]
-    due = await conn.fetchval(
-        "SELECT coalesce(sum(premium_fen - subsidy_fen), 0)::bigint FROM enrollments "
-        "WHERE household_id = $1 AND coverage_year = $2 AND status <> 'cancelled'",
-        household_id,
-        year,
-    )
-    return HouseholdMoney(due_fen=due, paid_fen=paid, balance_fen=due - paid)
+    totals = await household_totals(conn, household_id, year)
+    due = totals.premium_fen - totals.subsidy_fen
+    return HouseholdMoney(due_fen=due, paid_fen=totals.paid_fen, balance_fen=due - totals.paid_fen)
 
 
 async def record_payment(
@@ -207,7 +220,10 @@ async def record_payment(
     # The locks, in this order: the year's policy shared (exclusive with policy.update_version), the
     # household's row (one payment of a household at a time), the receipt block's row shared, the
     # enrolments' rows, the collector's lock (shared). Whatever can be read before the locks is, so
-    # they are held for as few round trips as can be.
+    # they are held for as few round trips as can be. What was paid for the enrolments already (in
+    # whichever household: the money follows the enrolment) is read under their rows' locks: every
+    # payment that allocates to an enrolment holds its row, so none is missed. A move locks both
+    # households' rows, then the enrolments: the same order, no new lock.
     rows = await conn.fetch(Q["household_for_payment"], data.coverage_year, data.household_id, actor.id)
     if not rows or not actor.in_scope(rows[0]["household_village_code"]):
         raise NotFound()
@@ -241,7 +257,7 @@ async def record_payment(
     # statement writes the payment; the caller then stores its answer (idempotency) and commits.
     channel = None if data.channel_ref is None else f"{data.method}:{data.channel_ref}"
     reads = await conn.fetchrow(
-        Q["lock_collector_and_read"], actor.id, block.id, number, data.household_id, data.coverage_year, channel
+        Q["lock_collector_and_read"], actor.id, block.id, number, [e["id"] for e in enrolled.values()], channel
     )
     assert reads is not None
     if reads["retired"]:
@@ -300,21 +316,26 @@ async def record_payment(
         owed = policy.premium_fen * len(data.back_years) * len(data.person_ids)
         if data.amount_fen < owed:
             raise InvalidInput("amount_fen", _("a back-payment of these years and persons is {owed} fen", owed=owed))
-    already = dict(zip(reads["allocated_person_ids"], reads["allocated_fen"], strict=True))
+    # What was paid for each enrolment already, in this household or the one the person left: a
+    # payment asks only for the rest.
+    already = dict(zip(reads["allocated_enrollment_ids"], reads["allocated_fen"], strict=True))
     # Apply the money member by member, in the order given; what is left over is a credit.
     remaining = data.amount_fen
     allocations: list[Allocation] = []
+    allocated_to: list[UUID | None] = []  # the enrolment each allocation pays (none for a back-payment)
     fully_covered: list[asyncpg.Record] = []
     for person_id in data.person_ids:
         if data.kind != "premium":
             share = data.amount_fen // len(data.person_ids)
             allocations.append(Allocation(person_id, share))
+            allocated_to.append(None)
             continue
         e = enrolled[person_id]
-        owed = max(0, (e["premium_fen"] or 0) - e["subsidy_fen"] - already.get(person_id, 0))
+        owed = max(0, (e["premium_fen"] or 0) - e["subsidy_fen"] - already.get(e["id"], 0))
         share = min(owed, remaining)
         remaining -= share
         allocations.append(Allocation(person_id, share))
+        allocated_to.append(e["id"])
         if share == owed and e["status"] == "registered":
             fully_covered.append(e)
     # Members it fully covers become `paid`, with cover from its business date (mark_paid's rules).
@@ -380,6 +401,7 @@ async def record_payment(
             [a.amount_fen for a in allocations],
             *funding.columns(),
             *audit_rows.columns(),
+            allocated_to,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "payments_receipt_no_key":
@@ -390,11 +412,10 @@ async def record_payment(
     assert row is not None
     audit_rows.written()
     payment = _payment(row)
-    # The household's money as `household_money` would read it now: the other payments, as read by
-    # the same statement, and this one (a premium counts; it is neither voided nor refunded). Paying
-    # changes nothing owed.
-    paid_fen = row["payments_fen"] + (payment.amount_fen if payment.kind == "premium" else 0)
-    paid_fen -= row["voided_fen"] + row["refunded_fen"]
+    # The household's money as `household_money` would read it now: what was paid before, as read by
+    # the same statement, and this payment (a premium counts whole: its allocations pay enrolments
+    # live in this household, the rest is its credit). Paying changes nothing owed.
+    paid_fen = row["paid_before_fen"] + (payment.amount_fen if payment.kind == "premium" else 0)
     due_fen, generation = row["due_fen"], row["code_generation"]
     return Receipt(
         payment=payment,

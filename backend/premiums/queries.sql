@@ -58,28 +58,30 @@ FOR NO KEY UPDATE OF h;
 
 -- name: lock_collector_and_read
 -- The collector's lock ($1) shared, then what a payment reads under it: whether receipt number $3 of
--- block $2 was retired, and what payments not voided already put towards each person of household $4
--- in year $5 (as `enrollment.allocated_to_persons`). The block's row and the enrolments' rows were
--- locked by earlier statements, so this one sees any retirement, and any allocation to these persons,
--- that committed before them. What the collector's lock guards is the day's closing (`lock_collector`,
--- exclusive), read by `insert_payment`, whose snapshot is taken once the lock is held; payments
--- themselves need no order among them (receipt numbers are unique, enrolments are locked by row).
+-- block $2 was retired, and what payments not voided already put towards each of enrolments $4 (the
+-- live enrolments it pays, whichever household's payments they were: the money follows the
+-- enrolment). The block's row and the enrolments' rows were locked by earlier statements, so this one
+-- sees any retirement, and any allocation to these enrolments, that committed before them (a payment
+-- allocates only to enrolments it has locked). What the collector's lock guards is the day's closing
+-- (`lock_collector`, exclusive), read by `insert_payment`, whose snapshot is taken once the lock is
+-- held; payments themselves need no order among them (receipt numbers are unique, enrolments are
+-- locked by row).
 WITH locked AS MATERIALIZED (
     SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $1::uuid::text)),
-           -- and, for a payment naming a channel reference ($6: method:reference), that reference's
+           -- and, for a payment naming a channel reference ($5: method:reference), that reference's
            -- lock: `channel_ref_taken` runs after it, in a snapshot that sees any payment of it committed
-           CASE WHEN $6::text IS NOT NULL THEN pg_advisory_xact_lock(hashtext('channel_ref:' || $6)) END
+           CASE WHEN $5::text IS NOT NULL THEN pg_advisory_xact_lock(hashtext('channel_ref:' || $5)) END
 )
 SELECT EXISTS (SELECT 1 FROM receipt_retirements r WHERE r.block_id = $2 AND $3 BETWEEN r.first_no AND r.last_no)
            AS retired,
-       coalesce(array_agg(a.person_id) FILTER (WHERE a.person_id IS NOT NULL), '{}') AS allocated_person_ids,
-       coalesce(array_agg(a.amount_fen) FILTER (WHERE a.person_id IS NOT NULL), '{}') AS allocated_fen
+       coalesce(array_agg(a.enrollment_id) FILTER (WHERE a.enrollment_id IS NOT NULL), '{}') AS allocated_enrollment_ids,
+       coalesce(array_agg(a.amount_fen) FILTER (WHERE a.enrollment_id IS NOT NULL), '{}') AS allocated_fen
 FROM locked
-LEFT JOIN (SELECT al.person_id, sum(al.amount_fen)::bigint AS amount_fen
+LEFT JOIN (SELECT al.enrollment_id, sum(al.amount_fen)::bigint AS amount_fen
            FROM payment_allocations al
            JOIN payment_ledger p ON p.id = al.payment_id
-           WHERE p.household_id = $4 AND p.coverage_year = $5 AND p.kind = 'premium' AND NOT p.voided
-           GROUP BY al.person_id) AS a ON true;
+           WHERE al.enrollment_id = ANY($4::uuid[]) AND p.kind = 'premium' AND NOT p.voided
+           GROUP BY al.enrollment_id) AS a ON true;
 
 -- name: channel_ref_taken
 -- A payment not voided that names the same channel reference ($2) by the same method ($1); read
@@ -87,11 +89,13 @@ LEFT JOIN (SELECT al.person_id, sum(al.amount_fen)::bigint AS amount_fen
 SELECT id FROM payment_ledger WHERE method = $1 AND channel_ref = $2 AND NOT voided LIMIT 1;
 
 -- name: live_enrollments_for_payment
--- Every column: a payment plans the funding of the rows it has locked (`enrollment.plan_funding`).
+-- Every column: the live enrolments payment $1 paid (its allocations name them), wherever they live
+-- now, locked in the order `enrollment.enrollments_for_update` locks in.
 SELECT e.*
 FROM enrollments e
-WHERE e.household_id = $1 AND e.coverage_year = $2 AND e.person_id = ANY($3::uuid[]) AND e.status <> 'cancelled'
-ORDER BY e.id  -- the order `enrollment.enrollments_for_update` locks in
+WHERE e.id IN (SELECT a.enrollment_id FROM payment_allocations a WHERE a.payment_id = $1)
+  AND e.status <> 'cancelled'
+ORDER BY e.id
 FOR UPDATE;
 
 -- name: lock_block_and_enrollments
@@ -121,12 +125,14 @@ SELECT EXISTS (SELECT 1 FROM collector_days WHERE collector_id = $1 AND business
 
 -- name: insert_payment
 -- A payment's writes, in one statement: the payment ($1 … $18; its remittance date follows below), how
--- it is allocated to persons ($19, $20), the enrolments it pays (as `enrollment.set_funded_many`:
--- $21 … $27, funding 'paid' from business date $15) and audit rows ($28 … $36, as `audit.insert_rows`).
--- The remittance date is the business date, or, when collector $12 has closed that day, the first
--- day not closed from the later of today ($17) and the day after. Answers the payment's row with the
--- household's money for the year before it (as `enrollment.household_money`), what its live
--- enrolments owe, and the generation of its query code. Foreign keys are checked at the statement's end.
+-- it is allocated to persons ($19, $20) and the enrolment each allocation pays ($38; NULL for a
+-- back-payment), the enrolments it pays (as `enrollment.set_funded_many`: $21 … $28, funding 'paid'
+-- from business date $15) and audit rows ($29 … $37, as `audit.insert_rows`). The remittance date is
+-- the business date, or, when collector $12 has closed that day, the first day not closed from the
+-- later of today ($17) and the day after. Answers the payment's row with what is paid for the
+-- household's year before it (as `household_money`: the money of its live enrolments, whichever
+-- household paid, and its own payments' rest), what its live enrolments owe, and the generation of
+-- its query code. Foreign keys are checked at the statement's end.
 WITH payment AS (
     INSERT INTO payments (id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind,
                           back_years, receipt_no, receipt_block_id, collector_id, device_id, collected_at,
@@ -141,8 +147,9 @@ WITH payment AS (
             END, $18)
     RETURNING *
 ), allocations AS (
-    INSERT INTO payment_allocations (payment_id, person_id, amount_fen)
-    SELECT $1, person_id, amount_fen FROM unnest($19::uuid[], $20::bigint[]) AS a(person_id, amount_fen)
+    INSERT INTO payment_allocations (payment_id, person_id, amount_fen, enrollment_id)
+    SELECT $1, person_id, amount_fen, enrollment_id
+    FROM unnest($19::uuid[], $20::bigint[], $38::uuid[]) AS a(person_id, amount_fen, enrollment_id)
 ), funded AS (
     UPDATE enrollments AS e SET status = 'paid', funding = 'paid', business_date = $15, subsidy_fen = u.subsidy_fen,
         coverage_start = u.starts, coverage_end = u.ends, coverage_reason = u.reason_code, coverage_note = u.reason,
@@ -161,18 +168,14 @@ WITH payment AS (
          AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
     ORDER BY r.n
 )
-SELECT payment.*, m.payments_fen, m.voided_fen, m.refunded_fen,
+SELECT payment.*,
+       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
+        WHERE m.household_id = $2 AND m.coverage_year = $4) AS paid_before_fen,
        (SELECT coalesce(sum(e.premium_fen - e.subsidy_fen), 0)::bigint FROM enrollments e
         WHERE e.household_id = $2 AND e.coverage_year = $4 AND e.status <> 'cancelled') AS due_fen,
        (SELECT q.generation FROM household_query_codes q
         WHERE q.household_id = $2 AND q.coverage_year = $4 AND q.device_id IS NULL) AS code_generation
-FROM payment, (
-    SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
-           coalesce(sum(amount_fen) FILTER (WHERE voided), 0)::bigint AS voided_fen,
-           coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
-    FROM payment_ledger
-    WHERE household_id = $2 AND coverage_year = $4 AND kind = 'premium'
-) AS m;
+FROM payment;
 
 -- name: payment
 SELECT * FROM payments WHERE id = $1;
@@ -285,8 +288,9 @@ SELECT DISTINCT digits FROM receipt_blocks WHERE prefix = $1;
 SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text));
 
 -- name: payment_confirmed_enrollments
-SELECT EXISTS (SELECT 1 FROM enrollments WHERE household_id = $1 AND coverage_year = $2
-               AND person_id = ANY($3::uuid[]) AND status = 'confirmed');
+-- Whether an enrolment payment $1 paid is confirmed, wherever it lives now.
+SELECT EXISTS (SELECT 1 FROM payment_allocations a JOIN enrollments e ON e.id = a.enrollment_id
+               WHERE a.payment_id = $1 AND e.status = 'confirmed');
 
 -- name: pending_voids_of_day
 SELECT EXISTS (
@@ -300,18 +304,22 @@ SELECT 1 FROM receipt_blocks WHERE id = $1 FOR UPDATE;
 -- name: current_members_of
 SELECT m.person_id FROM memberships m WHERE m.household_id = $1 AND m.left_at IS NULL;
 
--- name: allocated_to_persons
--- What payments that were not voided put towards each person for the year.
-SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
+-- name: allocated_to_enrollments
+-- What payments not voided put towards each of enrolments $1, whichever household paid.
+SELECT a.enrollment_id, sum(a.amount_fen)::bigint AS amount_fen
 FROM payment_allocations a
 JOIN payment_ledger p ON p.id = a.payment_id
-WHERE p.household_id = $1 AND p.coverage_year = $2 AND p.kind = 'premium' AND NOT p.voided
-GROUP BY a.person_id;
+WHERE a.enrollment_id = ANY($1::uuid[]) AND p.kind = 'premium' AND NOT p.voided
+GROUP BY a.enrollment_id;
 
 -- name: household_money
--- Paid for a household and year, derived from events: payments − approved voids − approved refunds.
-SELECT coalesce(sum(amount_fen), 0)::bigint AS payments_fen,
-       coalesce(sum(amount_fen) FILTER (WHERE voided), 0)::bigint AS voided_fen,
-       coalesce(sum(refunded_fen), 0)::bigint AS refunded_fen
-FROM payment_ledger
-WHERE household_id = $1 AND coverage_year = $2 AND kind = 'premium';
+-- A household's money for year $2: what its live enrolments come to (premium, subsidy) and what is
+-- paid for them and for it (`premium_money`: what payments not voided, net of refunds, put towards
+-- the enrolments live in it now, whichever household paid, and what its own payments left over).
+SELECT e.premium_fen, e.subsidy_fen,
+       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
+        WHERE m.household_id = $1 AND m.coverage_year = $2) AS paid_fen
+FROM (SELECT coalesce(sum(premium_fen), 0)::bigint AS premium_fen,
+             coalesce(sum(subsidy_fen) FILTER (WHERE premium_fen IS NOT NULL), 0)::bigint AS subsidy_fen
+      FROM enrollments
+      WHERE household_id = $1 AND coverage_year = $2 AND status <> 'cancelled') AS e;

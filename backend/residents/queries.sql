@@ -44,9 +44,20 @@ WHERE m.household_id = $1 AND m.left_at IS NULL
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
 -- name: last_receipts
--- Per person, the receipt of the latest payment (not voided) of the household's year that covered them.
-SELECT DISTINCT ON (a.person_id) a.person_id, p.receipt_no, p.collected_at
-FROM payment_allocations a
-JOIN payment_ledger p ON p.id = a.payment_id
-WHERE p.household_id = $1 AND p.coverage_year = $2 AND NOT p.voided
-ORDER BY a.person_id, p.collected_at DESC, p.id DESC;
+-- Per person, the receipt of the latest payment (not voided) of the year that covered them: one that
+-- paid their enrolment living in household $1, whichever household paid it (the money follows the
+-- enrolment), or one of the household's own.
+SELECT DISTINCT ON (x.person_id) x.person_id, x.receipt_no, x.collected_at
+FROM (
+    SELECT a.person_id, p.receipt_no, p.collected_at, p.id
+    FROM enrollments e
+    JOIN payment_allocations a ON a.enrollment_id = e.id
+    JOIN payment_ledger p ON p.id = a.payment_id
+    WHERE e.household_id = $1 AND e.coverage_year = $2 AND e.status <> 'cancelled' AND NOT p.voided
+    UNION ALL
+    SELECT a.person_id, p.receipt_no, p.collected_at, p.id
+    FROM payment_ledger p
+    JOIN payment_allocations a ON a.payment_id = p.id
+    WHERE p.household_id = $1 AND p.coverage_year = $2 AND NOT p.voided
+) AS x
+ORDER BY x.person_id, x.collected_at DESC, x.id DESC;

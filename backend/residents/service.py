@@ -29,7 +29,7 @@ from backend.enrollment.quotes import paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import _, terms, yuan
 from backend.ids import uuid7
-from backend.premiums.payments import household_money
+from backend.premiums.payments import HouseholdMoney, household_totals
 from backend.sync import query_codes
 from mobile_sync_protocol.query_codes import normal_query_code
 from mobile_sync_protocol.rules.coverage_state import CoverageStateCode, coverage_state
@@ -209,11 +209,14 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
 class Money(msgspec.Struct, frozen=True, kw_only=True):
     """The household's money for the year in one picture: premium − subsidy − paid = balance."""
 
-    premium_fen: int  # Σ the premiums of the members' live enrolments
+    premium_fen: int  # Σ the premiums of the enrolments live in the household (its members')
     premium_yuan: str
     subsidy_fen: int  # Σ their government subsidies
     subsidy_yuan: str
-    paid_fen: int  # payments − voids − refunds, as on the receipts
+    # What is paid for those enrolments, whichever household's payment it was (an enrolment follows
+    # its person, and so does its money), and what the household's own payments left over; net of
+    # voids and refunds
+    paid_fen: int
     paid_yuan: str
     balance_fen: int  # premium − subsidy − paid: > 0 still owed, < 0 to be refunded
     balance_yuan: str
@@ -281,7 +284,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         raise NotFound()
     rows = await conn.fetch(Q["members_coverage"], household_id, year)
     dues = await eligibility.subsidies(conn, [r["person_id"] for r in rows], year, today)
-    paid = await paid_for(conn, household_id, year)
+    paid = await paid_for(conn, household_id, [r["person_id"] for r in rows], year)
     receipts = {r["person_id"]: r for r in await conn.fetch(Q["last_receipts"], household_id, year)}
     keyring = crypto.keys()
     members = []
@@ -349,7 +352,12 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 coverage_source=source,
             )
         )
-    money = await household_money(conn, household_id, year)
+    # The household's year over the enrolments live in it now; what is paid for them whichever
+    # household paid (the money follows the enrolment), with what its own payments left over.
+    totals = await household_totals(conn, household_id, year)
+    subsidy_total = totals.subsidy_fen
+    due_total = totals.premium_fen - subsidy_total
+    money = HouseholdMoney(due_fen=due_total, paid_fen=totals.paid_fen, balance_fen=due_total - totals.paid_fen)
     latest = max(receipts.values(), key=lambda r: r["collected_at"], default=None)
     await record(
         conn,
@@ -367,7 +375,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         coverage_year=year,
         as_of=today,
         members=members,
-        money=money_picture(sum(m.premium_fen for m in members), sum(m.subsidy_fen for m in members), money.paid_fen),
+        money=money_picture(totals.premium_fen, subsidy_total, money.paid_fen),
         due_fen=money.due_fen,
         due_yuan=yuan(money.due_fen),
         paid_fen=money.paid_fen,
