@@ -19,10 +19,27 @@ from backend.enrollment.households import household_row
 from backend.errors import NotFound
 from backend.i18n import _, ngettext
 from backend.policy import service as policies
-from backend.premiums.payments import household_totals
 from mobile_sync_protocol.rules.coverage import CoverageDecision
 
 Q = load_queries("backend.enrollment", "quotes.sql")
+
+
+class HouseholdTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """A household's year over the enrolments live in it now: premium − subsidy − paid."""
+
+    premium_fen: int
+    subsidy_fen: int
+    paid_fen: int
+
+
+async def household_totals(conn: Connection, household_id: UUID, year: int) -> HouseholdTotals:
+    """The money follows the enrolment (an enrolment is the person's, PROTOCOL.md §3): what is paid
+    for an enrolment is what payments not voided allocated to it, whichever household's payment it
+    was; a household's paid is that over the enrolments live in it now, and what its own payments
+    left over (a credit, money for an enrolment since cancelled), net of refunds (`premium_money`)."""
+    row = await conn.fetchrow(Q["household_money"], household_id, year)
+    assert row is not None
+    return HouseholdTotals(premium_fen=row["premium_fen"], subsidy_fen=row["subsidy_fen"], paid_fen=row["paid_fen"])
 
 
 class MemberQuote(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,3 +29,15 @@ WHERE p.household_id = $2 AND p.coverage_year = $3 AND p.kind = 'premium' AND NO
   AND NOT EXISTS (SELECT 1 FROM enrollments e
                   WHERE e.person_id = a.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')
 GROUP BY a.person_id;
+
+-- name: household_money
+-- A household's money for year $2: what its live enrolments come to (premium, subsidy) and what is
+-- paid for them and for it (`premium_money`: what payments not voided, net of refunds, put towards
+-- the enrolments live in it now, whichever household paid, and what its own payments left over).
+SELECT e.premium_fen, e.subsidy_fen,
+       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
+        WHERE m.household_id = $1 AND m.coverage_year = $2) AS paid_fen
+FROM (SELECT coalesce(sum(premium_fen), 0)::bigint AS premium_fen,
+             coalesce(sum(subsidy_fen) FILTER (WHERE premium_fen IS NOT NULL), 0)::bigint AS subsidy_fen
+      FROM enrollments
+      WHERE household_id = $1 AND coverage_year = $2 AND status <> 'cancelled') AS e;

@@ -20,6 +20,7 @@ from backend.audit import service as audit
 from backend.clock import local_date
 from backend.db import Connection, from_row, load_queries
 from backend.enrollment import enrollments as enrolment_service
+from backend.enrollment.quotes import household_totals
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.i18n import _, ngettext
 from backend.policy import service as policies
@@ -153,24 +154,6 @@ def business_date_of(collected_at: datetime, received_at: datetime, timezone: st
     if received_at - collected_at > CLOCK_TOO_OLD:
         return local_date(collected_at, timezone), "too_old"
     return local_date(collected_at, timezone), None
-
-
-class HouseholdTotals(msgspec.Struct, frozen=True, kw_only=True):
-    """A household's year over the enrolments live in it now: premium − subsidy − paid."""
-
-    premium_fen: int
-    subsidy_fen: int
-    paid_fen: int
-
-
-async def household_totals(conn: Connection, household_id: UUID, year: int) -> HouseholdTotals:
-    """The money follows the enrolment (an enrolment is the person's, PROTOCOL.md §3): what is paid
-    for an enrolment is what payments not voided allocated to it, whichever household's payment it
-    was; a household's paid is that over the enrolments live in it now, and what its own payments
-    left over (a credit, money for an enrolment since cancelled), net of refunds (`premium_money`)."""
-    row = await conn.fetchrow(Q["household_money"], household_id, year)
-    assert row is not None
-    return HouseholdTotals(premium_fen=row["premium_fen"], subsidy_fen=row["subsidy_fen"], paid_fen=row["paid_fen"])
 
 
 async def household_money(conn: Connection, household_id: UUID, year: int) -> HouseholdMoney:

@@ -312,14 +312,3 @@ JOIN payment_ledger p ON p.id = a.payment_id
 WHERE a.enrollment_id = ANY($1::uuid[]) AND p.kind = 'premium' AND NOT p.voided
 GROUP BY a.enrollment_id;
 
--- name: household_money
--- A household's money for year $2: what its live enrolments come to (premium, subsidy) and what is
--- paid for them and for it (`premium_money`: what payments not voided, net of refunds, put towards
--- the enrolments live in it now, whichever household paid, and what its own payments left over).
-SELECT e.premium_fen, e.subsidy_fen,
-       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
-        WHERE m.household_id = $1 AND m.coverage_year = $2) AS paid_fen
-FROM (SELECT coalesce(sum(premium_fen), 0)::bigint AS premium_fen,
-             coalesce(sum(subsidy_fen) FILTER (WHERE premium_fen IS NOT NULL), 0)::bigint AS subsidy_fen
-      FROM enrollments
-      WHERE household_id = $1 AND coverage_year = $2 AND status <> 'cancelled') AS e;

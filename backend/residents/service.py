@@ -25,11 +25,11 @@ from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.enrollment import explain
-from backend.enrollment.quotes import paid_for
+from backend.enrollment.quotes import household_totals, paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import _, terms, yuan
 from backend.ids import uuid7
-from backend.premiums.payments import HouseholdMoney, household_totals
+from backend.premiums.payments import HouseholdMoney
 from backend.sync import query_codes
 from mobile_sync_protocol.query_codes import normal_query_code
 from mobile_sync_protocol.rules.coverage_state import CoverageStateCode, coverage_state
