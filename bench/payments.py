@@ -241,6 +241,9 @@ async def measure(
             "method": "cash",
             "receipt_no": f"{PREFIX[side]}{next(numbers[side]):08d}",
             "collected_at": datetime.now(TIMEZONE),
+            # Collected today for YEAR: after its window the cover may fall past the year's end, and the
+            # resident's word is recorded (issue 17's rule; the same write either way).
+            "acknowledge_no_cover": True,
         }
 
     async def ours_unit(client: httpx.AsyncClient, _: int) -> None:

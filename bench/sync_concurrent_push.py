@@ -206,6 +206,7 @@ def batch(tablet: Tablet, households: int, people: People, tag: str) -> list[m.A
                 receipt_no=f"{tablet.prefix}{tablet.next_receipt:08d}",
                 collected_at=collected,
                 due_fen=PREMIUM * 4,
+                acknowledge_no_cover=True,  # collected today: past the window, the resident's word is kept
             )
         )
         tablet.next_receipt += 1

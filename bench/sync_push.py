@@ -151,6 +151,7 @@ def mutations(households: range, area: str, first_seq: int) -> list[m.AnyMutatio
                 receipt_no=f"S{n + 1:08d}",
                 collected_at=collected,
                 due_fen=PREMIUM * 4,
+                acknowledge_no_cover=True,  # collected today: past the window, the resident's word is kept
             )
         )
     return out
