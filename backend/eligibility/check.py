@@ -21,7 +21,7 @@ from backend.eligibility.lists import Year
 from backend.i18n import N_, SOURCE_LANGUAGE, _, current_language, terms, yuan
 from backend.policy import service as policies
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
-from mobile_sync_protocol.rules.premium import PremiumDue, SubsidyLine, premium_due
+from mobile_sync_protocol.rules.premium import PremiumDue, SubsidyLine, age_on_1_january, premium_due
 
 Q = load_queries("backend.eligibility")
 
@@ -171,7 +171,7 @@ def _describe(held: HeldCategory) -> str:
     return _("{category}: accepted claim {claim_id}", category=_named(held.category), claim_id=s.claim_id)
 
 
-def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle]) -> list[str]:
+def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle], year: int) -> list[str]:
     """Each answer in a sentence, in the request's language (categories by name outside English)."""
     lines = [_describe(h) for h in held]
     for o in obstacles:
@@ -199,6 +199,15 @@ def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle
             )
         elif line.source == "category" and not line.chosen:
             lines.append(_("{code} not applied: a more favourable category won", code=_named(line.code)))
+    for code in due.age_excluded:
+        lines.append(
+            _(
+                "{code} not applied: aged {age} on 1 January {year}, an age the year's policy does not subsidise",
+                code=_named(code),
+                age=due.age if due.age is not None else "?",
+                year=year,
+            )
+        )
     if due.capped:
         lines.append(_("subsidies capped at the premium of {premium} fen", premium=_money(due.premium_fen)))
     for code in due.unmatched_categories:
@@ -214,9 +223,12 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     policy = await policies.require_in_force(conn, data.coverage_year, on)
     subsidy_policy = policy.subsidy_policy()
     parsed: list[str | IdProblem] = []
+    born: dict[str, date] = {}  # the birth date the number encodes: the age the subsidy depends on
     for raw in data.id_numbers:
         try:
-            parsed.append(parse_resident_id(raw, today=today).number)
+            resident = parse_resident_id(raw, today=today)
+            parsed.append(resident.number)
+            born[resident.number] = resident.birth_date
         except IdentityNumberError as exc:
             parsed.append(IdProblem(code=exc.code, message=_(exc.template, **exc.params)))
     numbers = list({p: None for p in parsed if isinstance(p, str)})
@@ -237,7 +249,8 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         if (e := enrolled.get(hashes[number])) is not None:
             mine = actor.in_scope(e["village_code"])
             obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["id"] if mine else None))
-        due = premium_due(subsidy_policy, [h.category for h in person.categories])
+        age = age_on_1_january(born[number], data.coverage_year)
+        due = premium_due(subsidy_policy, [h.category for h in person.categories], age=age)
         items.append(
             Eligibility(
                 index=index,
@@ -251,7 +264,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
                 chosen_categories=list(due.chosen_categories),
                 lines=list(due.lines),
                 capped=due.capped,
-                explanation=_explain(due, person.categories, obstacles),
+                explanation=_explain(due, person.categories, obstacles, data.coverage_year),
             )
         )
     await record(
@@ -272,17 +285,24 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
 
 
 async def subsidies(conn: Connection, person_ids: Iterable[UUID], year: int, on: date) -> dict[UUID, PremiumDue]:
-    """The subsidy of registered persons for a year under the policy in force on `on`."""
+    """The subsidy of registered persons for a year under the policy in force on `on` (their age on
+    1 January of the year from their birth date; a person without an ID number holds no category,
+    but an age's top-up may still apply)."""
     policy = await policies.in_force(conn, year, on)
     if policy is None:
         return {}
-    numbers = {r["id"]: r["id_number_hash"] for r in await conn.fetch(Q["id_numbers_of_persons"], list(person_ids))}
-    known = await facts_by_hash(conn, list(set(numbers.values())), year, on)
+    persons = await conn.fetch(Q["persons_for_subsidy"], list(person_ids))
+    hashes = {r["id_number_hash"] for r in persons if r["id_number_hash"] is not None}
+    known = await facts_by_hash(conn, list(hashes), year, on)
     subsidy_policy = policy.subsidy_policy()
     out: dict[UUID, PremiumDue] = {}
-    for person_id, number in numbers.items():
-        held = known.get(number)
-        out[person_id] = premium_due(subsidy_policy, [h.category for h in held.categories] if held else [])
+    for r in persons:
+        held = known.get(r["id_number_hash"]) if r["id_number_hash"] is not None else None
+        out[r["id"]] = premium_due(
+            subsidy_policy,
+            [h.category for h in held.categories] if held else [],
+            age=age_on_1_january(r["birth_date"], year),
+        )
     return out
 
 

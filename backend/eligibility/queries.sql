@@ -175,6 +175,10 @@ SELECT id FROM persons WHERE id_number_hash = ANY($1::bytea[]);
 -- The blind index of registered persons' numbers (persons with a birth certificate only have none).
 SELECT id, id_number_hash FROM persons WHERE id = ANY($1::uuid[]) AND id_number_hash IS NOT NULL;
 
+-- name: persons_for_subsidy
+-- Registered persons' blind index (NULL: a birth certificate only) and birth date (their age).
+SELECT id, id_number_hash, birth_date FROM persons WHERE id = ANY($1::uuid[]);
+
 -- name: person_home
 SELECT p.id, p.id_number_hash, p.id_number_enc, h.village_code
 FROM persons p

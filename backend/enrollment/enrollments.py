@@ -40,7 +40,7 @@ from mobile_sync_protocol.rules.coverage import (
 )
 from mobile_sync_protocol.rules.coverage_state import FUNDED
 from mobile_sync_protocol.rules.gaps import GapYears, gap_years
-from mobile_sync_protocol.rules.premium import PremiumDue, premium_due
+from mobile_sync_protocol.rules.premium import PremiumDue, age_on_1_january, premium_due
 
 Q = load_queries("backend.enrollment", "enrollments.sql")
 
@@ -240,7 +240,7 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
     created = bool(rows) and rows[0]["code_created"]  # else the household already has its code for the year
     by_id = {r["id"]: _enrollment(r) for r in rows}
     items = [by_id[i] for i in ids]
-    dues = _dues(policy, numbers, known)
+    dues = _dues(policy, {r["person_id"]: r["birth_date"] for r in asked}, numbers, known)
     return Enrolled(items=await _apply_subsidies(conn, actor, items, dues), query_code=code if created else None)
 
 
@@ -273,15 +273,20 @@ def _check_not_excluded(data: EnrollmentCreate, numbers: dict[UUID, str], known:
 
 
 def _dues(
-    policy: policies.PolicyVersion, numbers: dict[UUID, str], known: dict[str, PersonEligibility]
+    policy: policies.PolicyVersion,
+    born: dict[UUID, date],
+    numbers: dict[UUID, str],
+    known: dict[str, PersonEligibility],
 ) -> dict[UUID, PremiumDue]:
-    """What each person owes under `policy` given the categories they hold (`eligibility.subsidies`,
-    on facts already read)."""
+    """What each person owes under `policy` given the categories they hold and their age on
+    1 January of the year (`eligibility.subsidies`, on facts already read)."""
     subsidy_policy = policy.subsidy_policy()
-    return {
-        person_id: premium_due(subsidy_policy, [h.category for h in known[n].categories] if n in known else [])
-        for person_id, n in numbers.items()
-    }
+    out = {}
+    for person_id, birth_date in born.items():
+        n = numbers.get(person_id)
+        held = [h.category for h in known[n].categories] if n is not None and n in known else []
+        out[person_id] = premium_due(subsidy_policy, held, age=age_on_1_january(birth_date, policy.coverage_year))
+    return out
 
 
 async def _apply_subsidies(
@@ -453,6 +458,7 @@ def decide_cover(row: asyncpg.Record | dict[str, Any], business_date: date, inpu
         gap_years=gaps.gap_years,
         back_paid_years=back_paid,
         unknown_years=gaps.unknown,
+        extended=policy.rules.extended_payment,
     )
 
 

@@ -6,7 +6,8 @@
 -- a live enrolment for year $3; whether eligibility can know anything of any of them (what
 -- `eligibility.facts` reads is list rows and accepted claims of the year, by identity number); and
 -- the year's policy version in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none).
-SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number_enc, policy.version AS policy,
+SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number_enc, p.birth_date,
+       policy.version AS policy,
        ARRAY(SELECT e.person_id FROM enrollments e
              WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
        EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number_hash = x.id_number_hash

@@ -157,6 +157,12 @@ def cover_words(facts: CoverageFacts) -> str:
             date=enrolled,
             window_end=day(facts.window_end),
         )
+    elif facts.rule == "extended_period":
+        why = _(
+            "Enrolled on {date}, in the extended payment period ending {extended_end}: no waiting period",
+            date=enrolled,
+            extended_end=day(facts.extended_end) if facts.extended_end else "?",
+        )
     elif facts.rule == "exempt":
         group = EXEMPT_GROUPS.get(facts.exemption or "")
         why = _(

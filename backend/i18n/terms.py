@@ -33,6 +33,7 @@ COVERAGE_REASONS = {
     "waiting_period": N_("Waiting period applies"),
     "newborn": N_("Newborn enrolled within the days allowed"),
     "exempt": N_("Exempt from the waiting period"),
+    "extended_period": N_("Paid in the extended payment period"),
     "no_cover_this_year": N_("No cover this year"),
 }
 CANCEL_REASONS = {

@@ -109,6 +109,13 @@ def _check(year: int, data: PolicyIn) -> None:
         raise InvalidInput("window_start", _("must lie in {previous} or {year}", previous=year - 1, year=year))
     if data.window_end > date(year, 12, 31):
         raise InvalidInput("window_end", _("must not be after the end of {year}", year=year))
+    extended = data.rules.extended_payment
+    if extended is not None:
+        # After the window, inside the coverage year: the days between are simply late.
+        if extended.start <= data.window_end:
+            raise InvalidInput("rules.extended_payment.start", _("must be after window_end"))
+        if extended.end > date(year, 12, 31):
+            raise InvalidInput("rules.extended_payment.end", _("must not be after the end of {year}", year=year))
     try:
         SubsidyPolicy(
             premium_fen=data.premium_fen,
@@ -124,7 +131,8 @@ async def money_collected(conn: Connection, year: int) -> bool:
     return bool(await conn.fetchval(Q["year_has_money"], year))
 
 
-async def create_version(conn: Connection, actor: Actor, year: int, data: PolicyIn) -> PolicyVersion:
+async def create_version(conn: Connection, actor: Actor | None, year: int, data: PolicyIn) -> PolicyVersion:
+    """A new version of `year`'s policy (`actor` None: loaded from a file with `canbao policy load`)."""
     _check(year, data)
     # Serialise version numbering per year: two admins publishing at once get 1 and 2, not a clash.
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('policy_versions'), $1)", year)
@@ -140,7 +148,7 @@ async def create_version(conn: Connection, actor: Actor, year: int, data: Policy
         data.window_end,
         msgspec.to_builtins(data.rules),
         data.note,
-        actor.id,
+        None if actor is None else actor.id,
     )
     assert row is not None
     created = _version(row)

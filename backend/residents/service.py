@@ -182,7 +182,7 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     coverage_start: date | None
     coverage_end: date | None
     waiting_until: date | None  # cover starts on this date after a waiting period
-    # in_window, waiting_period, newborn, exempt, no_cover_this_year; history: the imported history
+    # in_window, waiting_period, newborn, exempt, extended_period, no_cover_this_year; history: the imported history
     coverage_reason_code: str | None
     coverage_reason_name: str | None
     explanation: str  # the state today and how the dates were reached, in plain words

@@ -23,6 +23,7 @@ __all__ = [
     "CoverageReason",
     "CoverageRule",
     "EnrolmentWindow",
+    "ExtendedPeriod",
     "UnknownYears",
     "WaitingPeriod",
     "WaitingPolicy",
@@ -34,8 +35,9 @@ __all__ = [
     "waiting_period",
 ]
 
-CoverageReason = Literal["in_window", "waiting_period", "newborn", "exempt", "no_cover_this_year"]
-CoverageRule = Literal["in_window", "waiting_period", "newborn", "exempt"]  # the rule that set the start
+CoverageReason = Literal["in_window", "waiting_period", "newborn", "exempt", "extended_period", "no_cover_this_year"]
+# The rule that set the start.
+CoverageRule = Literal["in_window", "waiting_period", "newborn", "exempt", "extended_period"]
 
 # The groups 国办发〔2024〕38号 exempts from waiting: newborns; persons newly recognised as 特困, 低保
 # or at risk of (re)poverty (防返贫监测); persons who left employee insurance (职工医保) within 3 months.
@@ -91,6 +93,19 @@ class EnrolmentWindow(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("an enrolment window cannot end before it starts")
 
 
+class ExtendedPeriod(msgspec.Struct, frozen=True, kw_only=True):
+    """An extended payment period (延长缴费期) after the window, both days included: paying in it
+    without a counted gap gives cover from the day of payment, with no waiting period. Fujian 2025
+    (闽政办〔2025〕3号 §1): 1 January to the end of February of the coverage year."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if self.start > self.end:
+            raise ValueError("an extended payment period cannot end before it starts")
+
+
 class WaitingPeriod(msgspec.Struct, frozen=True, kw_only=True):
     """How a waiting period of `months` was reached, for the explanation."""
 
@@ -137,6 +152,7 @@ class CoverageFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     # were known (mobile_sync_protocol/rules/gaps.py): for a reviewer to check; the rule that set
     # the start did not depend on the gap when empty.
     unknown_years: tuple[int, ...] = ()
+    extended_end: date | None = None  # extended_period: the last day of the extended payment period
 
 
 class CoverageDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,6 +218,7 @@ def decide_coverage(
     gap_years: int = 0,
     back_paid_years: int = 0,
     unknown_years: Sequence[int] = (),
+    extended: ExtendedPeriod | None = None,
 ) -> CoverageDecision:
     """Coverage dates of one person for `coverage_year`, and the facts of why (`coverage_for` gives the dates).
 
@@ -210,7 +227,8 @@ def decide_coverage(
     `coverage_year`; `back_paid_years` the years of it paid back (补缴). `exemption` is the code
     of an exempt group in `policy.exempt_groups`, or None. `unknown_years` are the years whose
     cover nobody knows that could have changed the gap (`gaps.gap_years`): they are kept in the
-    facts, for a reviewer, when the rule that decided depends on the gap (in_window, waiting_period).
+    facts, for a reviewer, when the rule that decided depends on the gap (in_window,
+    extended_period, waiting_period). `extended` is the policy's extended payment period, if any.
 
     The first rule that applies decides:
 
@@ -219,6 +237,12 @@ def decide_coverage(
     2. in_window: paid on or before the window's last day, and no counted gap → the whole year.
        Paying before the window opens counts as in time here; whether money may be taken that
        early is for the caller to decide.
+    2a. extended_period: paid inside the policy's extended payment period (`extended`), and no
+       counted gap → covered from the business date, no waiting period. With a counted gap the
+       waiting period rules below still apply: the extended period is for those who were
+       continuously insured (闽政办〔2025〕3号 §1 gives cover from the day of payment in it; the
+       provincial waiting-period rule, 福州新闻网 2025-02-07, keeps the wait for anyone "not
+       continuously enrolled").
     3. exempt: enrolled late or after a gap, but in an exempt group → covered from the business
        date, or from 1 Jan when that is later.
     4. waiting_period: enrolled late or after a gap → the waiting period (see `waiting_period`)
@@ -258,6 +282,10 @@ def decide_coverage(
         )
     elif not late and not after_gap:
         start = year_start
+    elif extended is not None and not after_gap and extended.start <= business_date <= extended.end:
+        # Without a counted gap only: with one, the waiting period applies (see 2a above).
+        start = max(business_date, year_start)
+        facts = msgspec.structs.replace(facts, rule="extended_period", extended_end=extended.end)
     elif exemption is not None:
         start = max(business_date, year_start)
         facts = msgspec.structs.replace(facts, rule="exempt", exemption=exemption)
@@ -275,7 +303,7 @@ def decide_coverage(
 
     if birth_date is not None and start < birth_date:
         start = birth_date
-    if unknown_years and facts.rule in ("in_window", "waiting_period"):
+    if unknown_years and facts.rule in ("in_window", "extended_period", "waiting_period"):
         facts = msgspec.structs.replace(facts, unknown_years=tuple(sorted(set(unknown_years))))
     if start > year_end:
         facts = msgspec.structs.replace(facts, would_start=start)
@@ -310,6 +338,7 @@ def coverage_for(
     birth_date: date | None = None,
     gap_years: int = 0,
     back_paid_years: int = 0,
+    extended: ExtendedPeriod | None = None,
 ) -> Coverage:
     """Coverage dates of one person for `coverage_year` (see `decide_coverage`)."""
     return decide_coverage(
@@ -321,6 +350,7 @@ def coverage_for(
         birth_date=birth_date,
         gap_years=gap_years,
         back_paid_years=back_paid_years,
+        extended=extended,
     ).coverage
 
 
@@ -333,6 +363,9 @@ def english_reason(facts: CoverageFacts) -> str:
             why += f", which in {facts.coverage_year} means from 1 January"
     elif facts.rule == "in_window":
         why = f"{enrolled}, before the enrolment window closed on {facts.window_end.isoformat()}: no waiting period"
+    elif facts.rule == "extended_period":
+        extended_end = facts.extended_end.isoformat() if facts.extended_end else "?"
+        why = f"{enrolled}, in the extended payment period ending {extended_end}: no waiting period"
     elif facts.rule == "exempt":
         why = f"{enrolled}, {_late_or_gap(facts)}; exempt from waiting ({facts.exemption})"
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from mobile_sync_protocol.rules.coverage import WaitingPolicy
+from mobile_sync_protocol.rules.coverage import ExtendedPeriod, WaitingPolicy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, TopUp
 
 
@@ -23,3 +23,6 @@ class PolicyRules(msgspec.Struct, frozen=True, kw_only=True):
     waiting: WaitingPolicy = WaitingPolicy()
     # Cases in which money is given back after remittance (typically double enrolment).
     refundable_reasons: tuple[str, ...] = ("double_enrolment", "employee_insurance", "overpayment", "deceased")
+    # An extended payment period after the window (Fujian: 1 Jan – end of Feb of the coverage
+    # year): paid in it without a counted gap, covered from the day of payment. None: no such period.
+    extended_payment: ExtendedPeriod | None = None

@@ -3,16 +3,24 @@
 Which subsidy categories (特困, 低保, …) apply, which one wins or how they stack, district top-ups,
 and a breakdown from which an explanation can be written. No floats anywhere: percentages are
 basis points (1 % = 100) and round half up to the fen.
+
+A category or a top-up may also depend on age (`ages`: e.g. members of 低保边缘 families only when
+aged 60 or over or under 18; a reduction for everyone aged 70 or over). Age is measured once for
+the whole coverage year: the completed years on **1 January of the coverage year**
+(`age_on_1_january`), so that a quote in November, a payment in December and the tablet offline
+give the same answer whatever the business date.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from datetime import date
 from typing import Annotated, Literal
 
 import msgspec
 
 __all__ = [
+    "AgeRange",
     "CategorySubsidy",
     "FixedSubsidy",
     "FullSubsidy",
@@ -23,6 +31,7 @@ __all__ = [
     "SubsidyPolicy",
     "SubsidyRule",
     "TopUp",
+    "age_on_1_january",
     "household_due",
     "percent_of",
     "premium_due",
@@ -58,24 +67,62 @@ class PercentSubsidy(msgspec.Struct, frozen=True, tag="percent"):
 
 SubsidyRule = FullSubsidy | FixedSubsidy | PercentSubsidy
 
+Age = Annotated[int, msgspec.Meta(ge=0, le=150)]
+
+
+class AgeRange(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Ages, in completed years on 1 January of the coverage year, from `from_age` (included) to
+    `below_age` (excluded); a bound left out is open. "60 or over" is {from_age: 60}, "under 18"
+    is {below_age: 18}."""
+
+    from_age: Age | None = None
+    below_age: Age | None = None
+
+    def __post_init__(self) -> None:
+        if self.from_age is None and self.below_age is None:
+            raise ValueError("an age range names from_age, below_age or both")
+        if self.from_age is not None and self.below_age is not None and self.from_age >= self.below_age:
+            raise ValueError("from_age must be less than below_age")
+
+    def holds(self, age: int) -> bool:
+        return (self.from_age is None or age >= self.from_age) and (self.below_age is None or age < self.below_age)
+
+
+def age_on_1_january(birth_date: date, coverage_year: int) -> int:
+    """Completed years of age on 1 January of `coverage_year` (0 for a person born on it or later):
+    for 2025, born 2007-01-01 → 18, born 2007-01-02 → 17, born 1965-01-01 → 60, born 1965-01-02 → 59."""
+    day = date(coverage_year, 1, 1)
+    if birth_date >= day:
+        return 0
+    return day.year - birth_date.year - ((day.month, day.day) < (birth_date.month, birth_date.day))
+
+
+def _age_allows(ages: tuple[AgeRange, ...], age: int | None) -> bool:
+    """No ranges: any age (and an unknown one); else the age must be known and in one of them."""
+    return not ages or (age is not None and any(r.holds(age) for r in ages))
+
 
 class CategorySubsidy(msgspec.Struct, frozen=True, kw_only=True):
-    """The subsidy a policy grants one category (a code such as `tekun` or `dibao`)."""
+    """The subsidy a policy grants one category (a code such as `tekun` or `dibao`); with `ages`,
+    only to a holder whose age (on 1 January of the coverage year) lies in one of the ranges."""
 
     category: str
     rule: SubsidyRule
+    ages: tuple[AgeRange, ...] = ()
 
 
 class TopUp(msgspec.Struct, frozen=True, kw_only=True):
     """A district's own subsidy, added on top of the category subsidy.
 
     It applies to everyone when `categories` is None, else to a person who holds any of them,
-    whether or not that category won (or is in the pooling area's list at all).
+    whether or not that category won (or is in the pooling area's list at all); with `ages`, only
+    when the person's age (on 1 January of the coverage year) lies in one of the ranges.
     """
 
     code: str
     rule: SubsidyRule
     categories: frozenset[str] | None = None
+    ages: tuple[AgeRange, ...] = ()
 
 
 class SubsidyPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +155,7 @@ class SubsidyLine(msgspec.Struct, frozen=True, kw_only=True):
     chosen: bool  # False for a category beaten by a more favourable one
 
 
-class PremiumDue(msgspec.Struct, frozen=True, kw_only=True):
+class PremiumDue(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """What one person owes: due_fen = premium_fen − subsidy_fen, with 0 ≤ subsidy_fen ≤ premium_fen."""
 
     premium_fen: int
@@ -118,6 +165,10 @@ class PremiumDue(msgspec.Struct, frozen=True, kw_only=True):
     lines: tuple[SubsidyLine, ...]  # categories held (in policy order), then top-ups; Σ applied_fen = subsidy_fen
     capped: bool  # the subsidies together would have exceeded the premium
     unmatched_categories: tuple[str, ...]  # held, but the policy has no subsidy for them (sorted)
+    # Held, but the policy grants them only at other ages (policy order); `age` is the age the
+    # rules used (on 1 January of the coverage year), None when not given.
+    age_excluded: tuple[str, ...] = ()
+    age: int | None = None
 
 
 class HouseholdDue(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,8 +197,10 @@ def rule_amount_fen(rule: SubsidyRule, premium_fen: int) -> int:
     return percent_of(premium_fen, rule.basis_points)
 
 
-def premium_due(policy: SubsidyPolicy, person_categories: Collection[str]) -> PremiumDue:
-    """The subsidy and the amount due for a person holding `person_categories`.
+def premium_due(policy: SubsidyPolicy, person_categories: Collection[str], *, age: int | None = None) -> PremiumDue:
+    """The subsidy and the amount due for a person holding `person_categories`, aged `age` on
+    1 January of the coverage year (`age_on_1_january`; None: unknown, and then no category or
+    top-up that names ages applies).
 
     Categories: if the policy stacks them, all held ones count; otherwise the most favourable
     (largest amount; the first in policy order on a tie). Top-ups that apply are added after
@@ -156,7 +209,8 @@ def premium_due(policy: SubsidyPolicy, person_categories: Collection[str]) -> Pr
     """
     held = frozenset(person_categories)
     premium = policy.premium_fen
-    candidates = [(c, rule_amount_fen(c.rule, premium)) for c in policy.categories if c.category in held]
+    held_here = [c for c in policy.categories if c.category in held]
+    candidates = [(c, rule_amount_fen(c.rule, premium)) for c in held_here if _age_allows(c.ages, age)]
     if policy.categories_stack:
         chosen = {c.category for c, _ in candidates}
     elif candidates:
@@ -183,6 +237,8 @@ def premium_due(policy: SubsidyPolicy, person_categories: Collection[str]) -> Pr
     for top_up in policy.top_ups:
         if top_up.categories is not None and not (top_up.categories & held):
             continue
+        if not _age_allows(top_up.ages, age):
+            continue
         amount = rule_amount_fen(top_up.rule, premium)
         applied = min(amount, remaining)
         remaining -= applied
@@ -201,6 +257,8 @@ def premium_due(policy: SubsidyPolicy, person_categories: Collection[str]) -> Pr
         lines=tuple(lines),
         capped=sum(line.amount_fen for line in lines if line.chosen) > premium,
         unmatched_categories=tuple(sorted(held - {c.category for c in policy.categories})),
+        age_excluded=tuple(c.category for c in held_here if not _age_allows(c.ages, age)),
+        age=age,
     )
 
 
