@@ -604,6 +604,33 @@ def cmd_enrollments_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_policy_load(args: argparse.Namespace) -> int:
+    """Checks a policy file whole (a mistake names its field; nothing written), then publishes it as
+    a new version of its coverage year."""
+    from backend.policy import service as policy
+
+    document = policy.parse_document(_read_bytes(args.file))
+    if args.check:
+        print(_("{year} policy file is valid; nothing written", year=document.coverage_year))
+        return 0
+    with database(_settings(args)) as dsn:
+
+        async def work(conn: Connection) -> policy.PolicyVersion:
+            async with conn.transaction():
+                return await policy.load_document(conn, document)
+
+        created = _run(dsn, work)
+    print(
+        _(
+            "published the {year} policy as version {version}, in force from {effective}",
+            year=created.coverage_year,
+            version=created.version,
+            effective=created.effective_from.isoformat(),
+        )
+    )
+    return 0
+
+
 def cmd_lists_import(args: argparse.Namespace) -> int:
     """Stores the file as a `list_import` job and runs it here, showing its progress; killed half
     way, the job stays queued and a worker (`canbao worker`, or `canbao serve`) finishes it."""
@@ -981,6 +1008,15 @@ def parser() -> argparse.ArgumentParser:
     )
     li.add_argument("--division", help="district or township the list is for (default: the only district)")
     li.set_defaults(func=cmd_lists_import)
+
+    pl = (
+        sub.add_parser("policy", help="the coverage years' policies")
+        .add_subparsers(dest="policy_command", required=True)
+        .add_parser("load", help="publish a policy file (JSON, e.g. docs/policies/fujian-2025.json) as a new version")
+    )
+    pl.add_argument("file")
+    pl.add_argument("--check", action="store_true", help="check the file only; write nothing")
+    pl.set_defaults(func=cmd_policy_load)
 
     si = sub.add_parser(
         "simulate",

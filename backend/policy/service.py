@@ -18,7 +18,7 @@ import msgspec
 from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
-from backend.errors import Conflict, InvalidInput, NotFound
+from backend.errors import Conflict, InvalidInput, NotFound, plain_validation_message
 from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules import policy as rules
@@ -50,6 +50,32 @@ class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     window_end: date
     rules: PolicyRules = PolicyRules()
     note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class PolicyDocument(PolicyIn, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A policy version as a file (`docs/policies/*.json`, loaded with `canbao policy load FILE`):
+    the coverage year and what `POST /api/v1/policy-years/{year}/versions` takes."""
+
+    coverage_year: Year
+
+
+def parse_document(raw: bytes) -> PolicyDocument:
+    """A policy file decoded and checked as a new version would be (`_check`); a mistake is an
+    InvalidInput naming its field, e.g. `rules.categories[2].ages[0].from_age`."""
+    try:
+        document = msgspec.json.decode(raw, type=PolicyDocument)
+    except msgspec.ValidationError as exc:
+        field, message = plain_validation_message(str(exc), PolicyDocument)
+        raise InvalidInput(field or "document", message) from None
+    except msgspec.DecodeError:
+        raise InvalidInput("document", _("is not a JSON document")) from None
+    _check(document.coverage_year, document)
+    return document
+
+
+async def load_document(conn: Connection, document: PolicyDocument) -> PolicyVersion:
+    """The document as a new version of its year (the CLI's `policy load`; no user: created_by is empty)."""
+    return await create_version(conn, None, document.coverage_year, document)
 
 
 class PolicyVersion(msgspec.Struct, frozen=True, kw_only=True):

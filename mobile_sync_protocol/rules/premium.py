@@ -102,7 +102,7 @@ def _age_allows(ages: tuple[AgeRange, ...], age: int | None) -> bool:
     return not ages or (age is not None and any(r.holds(age) for r in ages))
 
 
-class CategorySubsidy(msgspec.Struct, frozen=True, kw_only=True):
+class CategorySubsidy(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """The subsidy a policy grants one category (a code such as `tekun` or `dibao`); with `ages`,
     only to a holder whose age (on 1 January of the coverage year) lies in one of the ranges."""
 
@@ -111,7 +111,7 @@ class CategorySubsidy(msgspec.Struct, frozen=True, kw_only=True):
     ages: tuple[AgeRange, ...] = ()
 
 
-class TopUp(msgspec.Struct, frozen=True, kw_only=True):
+class TopUp(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A district's own subsidy, added on top of the category subsidy.
 
     It applies to everyone when `categories` is None, else to a person who holds any of them,
