@@ -62,7 +62,7 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
     # The pure rules (mobile_sync_protocol.rules: stdlib and msgspec only) are what the tablet runs offline.
 
     def premium_due(x: dict[str, Any]) -> Any:
-        return p.premium_due(msgspec.convert(x["policy"], p.SubsidyPolicy), x["categories"])
+        return p.premium_due(msgspec.convert(x["policy"], p.SubsidyPolicy), x["categories"], age=x.get("age"))
 
     def household_due(x: dict[str, Any]) -> Any:
         policy = msgspec.convert(x["policy"], p.SubsidyPolicy)
@@ -87,6 +87,7 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
             birth_date=None if x.get("birth_date") is None else date.fromisoformat(x["birth_date"]),
             gap_years=x.get("gap_years", 0),
             back_paid_years=x.get("back_paid_years", 0),
+            extended=None if x.get("extended") is None else msgspec.convert(x["extended"], c.ExtendedPeriod),
         )
 
     def gap_years(x: dict[str, Any]) -> Any:
@@ -106,6 +107,7 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
         "waiting_period": waiting_period,
         "coverage_for": coverage_for,
         "gap_years": gap_years,
+        "age_on_1_january": lambda x: p.age_on_1_january(date.fromisoformat(x["birth_date"]), x["coverage_year"]),
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -28,6 +29,9 @@ from backend.enrollment.enrollments import EnrollmentCreate
 from backend.policy import service as policy
 from backend.premiums import payments
 from backend.premiums.payments import PaymentIn
+from mobile_sync_protocol.rules.coverage import ExtendedPeriod
+from mobile_sync_protocol.rules.policy import PolicyRules as TabletPolicyRules
+from mobile_sync_protocol.rules.premium import SubsidyPolicy, age_on_1_january, premium_due
 from tests.conftest import JWT_SECRET, auth_headers
 from tests.eligibility.test_check import csv
 from tests.eligibility.test_lists import upload
@@ -273,6 +277,21 @@ async def test_subsidies_that_depend_on_the_list_and_on_age(fujian: Fujian) -> N
     quoted, cover = await fujian.walk(household, zhou, date(2024, 11, 5))
     assert (quoted.subsidy_fen, quoted.due_fen) == (20000, 20000)
     assert cover == ("paid", date(2025, 1, 1), date(2025, 12, 31), "in_window", 0, 20000)
+
+
+async def test_the_tablet_computes_the_same_from_what_it_pulls(fujian: Fujian) -> None:
+    """A tablet pulls the version's rules (`policy_version` rows: the stored document) and the
+    person's birth date: the tablet's wire type reads the ages and the extended period, and
+    `premium_due` gives what the server gave 王五 and the boundary household."""
+    stored = await fujian.conn.fetchval("SELECT rules FROM policy_versions WHERE coverage_year = 2025")
+    pulled = msgspec.convert(stored, TabletPolicyRules)
+    assert pulled.extended_payment == ExtendedPeriod(start=date(2025, 1, 1), end=date(2025, 2, 28))
+    subsidy = SubsidyPolicy(premium_fen=40000, categories=pulled.categories, top_ups=pulled.top_ups)
+    due = [
+        premium_due(subsidy, ["di_bao_bianyuan"], age=age_on_1_january(born, 2025)).due_fen
+        for born in (date(1959, 6, 1), date(2007, 1, 2), date(2007, 1, 1), date(2006, 12, 31), date(1965, 1, 1))
+    ]
+    assert due == [30000, 30000, 40000, 40000, 30000]
 
 
 async def test_a_newborn_is_covered_from_birth(fujian: Fujian) -> None:
