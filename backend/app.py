@@ -70,9 +70,10 @@ def route_handlers() -> list[object]:
     from backend.residents.routes import ResidentController
     from backend.sync.conflicts.routes import ConflictController
     from backend.sync.routes import SyncController
+    from backend.web import route_handlers as web_handlers
 
     return [
-        api_docs.root,
+        *web_handlers(),
         ops.health,
         ops.ready,
         AuthController,
@@ -152,6 +153,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     crypto.install(keyring)
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
     dsn = settings.database_url
+    from backend.web import template_config as web_template_config
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -187,6 +189,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         lifespan=[lifespan],
         dependencies={"tx": Provide(provide_tx), "actor": Provide(provide_actor, sync_to_thread=False)},
         exception_handlers=exception_handlers,
+        template_config=web_template_config(),
         before_request=read_body,  # strict JSON and the route's media type, before Litestar binds `data`
         middleware=[
             request_timeout(settings.request_timeout_s),

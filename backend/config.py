@@ -90,6 +90,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     max_uploads_per_user: PositiveInt = 2  # uploads being received at once, per person
     max_uploads_per_township: PositiveInt = 4  # … and per township
     sync_upload_max_bytes: Annotated[int, msgspec.Meta(ge=0)] = 1 << 20  # smaller uploads load in the request
+    # The web console and the residents' page (backend/web): their session cookie is marked Secure
+    # (and named with the __Host- prefix) behind TLS; a console session unused this long ends.
+    cookie_secure: bool = False
+    console_idle_timeout_s: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 1_800
     # Test-only: a push re-applies mutations it already holds instead of answering `duplicate`.
     # The fault suite turns it on to prove it catches a server that breaks exactly-once; it cannot
     # be set from the environment.

@@ -4,7 +4,7 @@ Government intranets have no internet, so the page references no other host: its
 sheet and icon come from /schema/assets/, the files of the `swagger-ui-bundle-v2` package (the
 swagger-ui-dist build, unchanged), and Swagger UI's online validator is turned off. The licence and
 notices of that build are in this folder (the wheel lacks them; copied from the same version of
-swagger-ui-dist, a test names it) and served beside it. `GET /` sends a browser to the page.
+swagger-ui-dist, a test names it) and served beside it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import NotFoundException
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
 from litestar.params import FromPath
-from litestar.response import File, Redirect
+from litestar.response import File
 from litestar.router import Router
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
@@ -62,12 +62,6 @@ def asset(file: FromPath[str]) -> File:
         raise NotFoundException()
     path, media_type = _ASSETS[file]
     return File(path, filename=file, media_type=media_type, content_disposition_type="inline")
-
-
-@get("/", exclude_from_auth=True, include_in_schema=False, sync_to_thread=False)
-def root() -> Redirect:
-    """Nothing lives at the root yet: send the visitor to the API documentation."""
-    return Redirect(DOCS_PATH)
 
 
 class SwaggerPage(OpenAPIRenderPlugin):

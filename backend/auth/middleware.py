@@ -53,14 +53,15 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         elif claims.act == ACT_PARTNER:
             actor = await _partner(connection, claims, path)
         elif claims.act == ACT_USER and claims.scope is None:
-            actor = await _user(connection, claims, path)
+            actor = await user_actor(connection, claims, path)
         else:
             raise InvalidToken()
         return AuthenticationResult(user=actor, auth=claims)
 
 
-async def _user(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims, path: str) -> Actor:
-    """A staff member's token: checked against the database on every request."""
+async def user_actor(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims, path: str) -> Actor:
+    """A staff member's token: checked against the database on every request (the API's bearer
+    header and the web console's session cookie alike)."""
     state = connection.app.state
     row = await state.pool.fetchrow(Q["actor_for_token"], claims.sub, claims.sid, claims.dev)
     if row is None or not row["active"]:

@@ -5,9 +5,9 @@
     python -m backend.tools.i18n merge OURS THEIRS   # after a git conflict in a .po: both sides' entries
 
 Messages are the first argument of `_()`, `N_()` and the two of `ngettext()` in `backend/` and
-`mobile_sync_protocol/`, and the title of every error class (the first line of the docstring of a
-class that sets a `code`). The `.po` files are sorted by message and carry no source locations,
-so two branches adding messages rarely touch the same lines.
+`mobile_sync_protocol/` (the web pages' templates included), and the title of every error class
+(the first line of the docstring of a class that sets a `code`). The `.po` files are sorted by
+message and carry no source locations, so two branches adding messages rarely touch the same lines.
 """
 
 from __future__ import annotations
@@ -66,7 +66,11 @@ def template() -> Catalog:
     for source in SOURCES:
         for _filename, _lineno, message, _comments, _context in extract_from_dir(
             ROOT / source,
-            method_map=[("**/tools/i18n.py", "ignore"), ("**.py", extract_canbao)],  # type: ignore[list-item]
+            method_map=[
+                ("**/tools/i18n.py", "ignore"),
+                ("**.py", extract_canbao),  # type: ignore[list-item]
+                ("**/templates/**.html", "jinja2.ext:babel_extract"),  # the web pages' `_()`
+            ],
             keywords=KEYWORDS,
         ):
             if not message or (isinstance(message, tuple) and not message[0]):

@@ -59,15 +59,15 @@ def test_the_reference_finder_catches_a_cdn() -> None:
     assert script_paths == ["/schema/openapi.json"]
 
 
-async def test_root_leads_to_the_docs(client: AsyncTestClient[Litestar]) -> None:
+async def test_root_leads_to_the_console_login_and_the_docs_stay_at_schema(client: AsyncTestClient[Litestar]) -> None:
     first = await client.get("/", follow_redirects=False)
     assert first.status_code in {302, 307}
-    assert first.headers["location"] == "/schema"
+    assert first.headers["location"] == "/console/login"
 
-    followed = await client.get("/")
-    assert followed.status_code == 200
-    assert followed.headers["content-type"].startswith("text/html")
-    assert f"<title>{api_docs.PAGE_TITLE}</title>" in followed.text
+    docs = await client.get("/schema")
+    assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
+    assert f"<title>{api_docs.PAGE_TITLE}</title>" in docs.text
 
 
 async def test_the_docs_page_and_everything_it_loads_come_from_the_app(client: AsyncTestClient[Litestar]) -> None:
