@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
 from mobile_sync_protocol.rules.coverage import WaitingPolicy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, TopUp
 
@@ -23,3 +24,8 @@ class PolicyRules(msgspec.Struct, frozen=True, kw_only=True):
     waiting: WaitingPolicy = WaitingPolicy()
     # Cases in which money is given back after remittance (typically double enrolment).
     refundable_reasons: tuple[str, ...] = ("double_enrolment", "employee_insurance", "overpayment", "deceased")
+
+    # --- Continuity incentives (issue 17 point 3, 国办发〔2024〕38号) -----------------------------
+    # The serious-illness insurance ceiling and its raises (rules/continuity.py); None: the year's
+    # policy carries no incentive (no ceiling is shown).
+    serious_illness: SeriousIllnessIncentive | None = None
