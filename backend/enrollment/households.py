@@ -20,6 +20,7 @@ from backend.audit.service import changes, record, record_many
 from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
+from backend.enrollment.continuity import PersonContinuity, continuity_of
 from backend.enrollment.enrollments import EnrollmentCreate, Year
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from backend.i18n import _
@@ -106,6 +107,9 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     # member enrolled for next year only shows here whatever year was asked. (Reads that change
     # the household answer it without them: an empty list.)
     enrollments: list[MemberEnrollment] = []
+    # Continuous years of basic insurance as of this year (continuity.py); only `get_household`
+    # (GET /households/{id}) computes them, other answers leave None.
+    continuity: PersonContinuity | None = None
 
 
 class Household(msgspec.Struct, frozen=True, kw_only=True):
@@ -621,6 +625,11 @@ async def get_household(
     household = await _load(conn, household_id, year, today)
     if not actor.in_scope(household.village_code):
         raise NotFound()
+    if today is not None and household.members:
+        runs = await continuity_of(conn, [m.person_id for m in household.members], today.year, today)
+        household = msgspec.structs.replace(
+            household, members=[msgspec.structs.replace(m, continuity=runs.get(m.person_id)) for m in household.members]
+        )
     await record(conn, actor, "read", "household", household_id, division_code=household.village_code)
     return household
 

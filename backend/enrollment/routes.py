@@ -127,7 +127,7 @@ class HouseholdController(Controller):
     @get(
         "/{household_id:uuid}",
         summary="A household with its members, their enrolments of this year and next (`enrollments`), "
-        "and of `year` (`enrollment`)",
+        "and of `year` (`enrollment`), and their continuous years of basic insurance (`continuity`)",
     )
     async def get_household(
         self, household_id: FromPath[UUID], tx: Tx, actor: CurrentActor, state: State, year: OptionalYear = None
@@ -293,6 +293,7 @@ class EnrollmentController(Controller):
         self,
         tx: Tx,
         actor: CurrentActor,
+        state: State,
         year: YearQuery,
         status: FromQuery[Literal["registered", "paid", "subsidised", "confirmed", "cancelled"] | None] = None,
         village_code: VillageQuery = None,
@@ -316,6 +317,7 @@ class EnrollmentController(Controller):
             after=after,
             limit=limit,
             flag=flag,
+            today=local_today(state.settings.timezone),
         )
 
     @get("/{enrollment_id:uuid}", summary="An enrolment")
