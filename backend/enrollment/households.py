@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -131,6 +131,9 @@ class HouseholdCreated(Household, frozen=True, kw_only=True, omit_defaults=True)
 
     # Printed on the enrolment slip; shown once, when the household is first enrolled for the year.
     query_code: str | None = None
+
+
+_H = TypeVar("_H", bound=Household)
 
 
 class PersonAlreadyRegistered(Conflict):
@@ -617,6 +620,16 @@ def check_version(row: asyncpg.Record | Mapping[str, Any], if_match: int | None)
         raise PreconditionFailed(current_version=row["row_version"])
 
 
+async def with_continuity(conn: Connection, household: _H, today: date) -> _H:
+    """The household with each member's continuous years as of this year: how every answer of the
+    household routes gives it (a write answers the household as it reads back)."""
+    if not household.members:
+        return household
+    runs = await continuity_of(conn, [m.person_id for m in household.members], today.year, today)
+    members = [msgspec.structs.replace(m, continuity=runs.get(m.person_id)) for m in household.members]
+    return msgspec.structs.replace(household, members=members)
+
+
 async def get_household(
     conn: Connection, actor: Actor, household_id: UUID, year: int | None, today: date | None = None
 ) -> Household:
@@ -625,11 +638,8 @@ async def get_household(
     household = await _load(conn, household_id, year, today)
     if not actor.in_scope(household.village_code):
         raise NotFound()
-    if today is not None and household.members:
-        runs = await continuity_of(conn, [m.person_id for m in household.members], today.year, today)
-        household = msgspec.structs.replace(
-            household, members=[msgspec.structs.replace(m, continuity=runs.get(m.person_id)) for m in household.members]
-        )
+    if today is not None:
+        household = await with_continuity(conn, household, today)
     await record(conn, actor, "read", "household", household_id, division_code=household.village_code)
     return household
 
