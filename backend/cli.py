@@ -653,6 +653,7 @@ def cmd_lists_import(args: argparse.Namespace) -> int:
         partial=args.partial,
         supersedes=args.supersedes,
         division_code=args.division,
+        year=args.year,
     )
     with source, database(settings) as dsn:
 
@@ -995,7 +996,8 @@ def parser() -> argparse.ArgumentParser:
         "--type",
         required=True,
         help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
-        "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category; "
+        "zhongdu_canji, employee_insurance, deceased, huji, zero_reimbursement (with --year), "
+        "or a policy's subsidy category; "
         "auto: a mixed file, one version per type its category column (类别) names",
     )
     li.add_argument("--effective", required=True, type=_date, help="date the version applies from (YYYY-MM-DD)")
@@ -1007,6 +1009,9 @@ def parser() -> argparse.ArgumentParser:
         "(else a date earlier than the version in force's is refused)",
     )
     li.add_argument("--division", help="district or township the list is for (default: the only district)")
+    li.add_argument(
+        "--year", type=int, help="the year a settlement-system list (zero_reimbursement) is about (required for it)"
+    )
     li.set_defaults(func=cmd_lists_import)
 
     pl = (

@@ -37,7 +37,7 @@ __all__ = [
     "category_names",
 ]
 
-ListKind = Literal["subsidy", "exclusion", "roster"]
+ListKind = Literal["subsidy", "exclusion", "roster", "settlement"]
 Column = Literal["id_number", "name", "valid_from", "valid_to", "division", "category"]
 Cell = object  # str from CSV; str, int, float, bool, date, datetime or None from a spreadsheet
 # (row_no, id_number, name, valid_from, valid_to, division_code); `lists` replaces the number by its
@@ -55,6 +55,8 @@ LIST_TYPES: dict[str, ListKind] = {
     "employee_insurance": "exclusion",  # 职工医保参保人员
     "deceased": "exclusion",  # 死亡人员
     "huji": "roster",  # 户籍人口
+    # Continuity incentives (issue 17 point 3): from the settlement system, each about one year.
+    "zero_reimbursement": "settlement",  # 零报销人员 (no reimbursement from the fund that year)
 }
 
 # Accepted headers per column, compared without spaces and case. For the division, the first
@@ -116,6 +118,8 @@ CATEGORY_NAMES: dict[str, str] = {
     **{name: "employee_insurance" for name in ("职工医保", "职工医保参保人员", "职工基本医疗保险")},
     **{name: "deceased" for name in ("死亡", "死亡人员", "已死亡")},
     **{name: "huji" for name in ("户籍", "户籍人口")},
+    # Continuity incentives (issue 17 point 3)
+    **{name: "zero_reimbursement" for name in ("零报销", "零报销人员", "年度零报销", "基金零报销", "未发生报销")},
 }
 
 

@@ -123,6 +123,8 @@ class ListVersion(msgspec.Struct, frozen=True, kw_only=True):
     file_sha256: str
     uploaded_by: UUID | None
     uploaded_at: datetime
+    # The year a settlement list (zero_reimbursement) is about; None for every other kind.
+    concerns_year: int | None = None
 
 
 class ListSplit(msgspec.Struct, frozen=True, kw_only=True):
@@ -412,6 +414,7 @@ async def import_list(
     supersedes: bool = False,
     division_code: str | None = None,
     on_read: Callable[[int], None] | None = None,
+    year: int | None = None,
 ) -> ListVersion:
     """Loads one file as a new version of `list_type` for the uploader's scope, all or nothing.
 
@@ -424,6 +427,7 @@ async def import_list(
     if list_type == AUTO:
         raise InvalidInput("type", _("auto is for a mixed file, split by its category column"))
     kind = await list_kind(conn, list_type)
+    concerns_year = concerned_year(kind, year)
     scope = await upload_scope(conn, actor, division_code)
     return await _import_one(
         conn,
@@ -440,7 +444,19 @@ async def import_list(
         supersedes=supersedes,
         split=False,
         on_read=on_read,
+        concerns_year=concerns_year,
     )
+
+
+def concerned_year(kind: ListKind, year: int | None) -> int | None:
+    """The year a list is about: a settlement list's (required), none for other kinds (refused)."""
+    if kind == "settlement" and year is None:
+        raise InvalidInput("year", _("give the year the list is about (a settlement-system list concerns one year)"))
+    if kind != "settlement" and year is not None:
+        raise InvalidInput("year", _("only a settlement-system list (zero_reimbursement) concerns a year"))
+    if year is not None and not 2000 <= year <= 2100:
+        raise InvalidInput("year", _("must be a year from 2000 to 2100"))
+    return year
 
 
 async def _category_names(conn: Connection) -> dict[str, str]:
@@ -448,11 +464,17 @@ async def _category_names(conn: Connection) -> dict[str, str]:
 
 
 async def check_effective_date(
-    conn: Connection, list_type: str, division_code: str, effective_from: date, supersedes: bool
+    conn: Connection,
+    list_type: str,
+    division_code: str,
+    effective_from: date,
+    supersedes: bool,
+    concerns_year: int | None = None,
 ) -> None:
     """Refuses a version dated before the newest loaded one of its list, unless it supersedes it:
-    the newest is in force from its date on (README, Lists: which version is in force)."""
-    latest = await conn.fetchrow(Q["previous_version"], list_type, division_code)
+    the newest is in force from its date on (README, Lists: which version is in force). A
+    settlement list is compared with the versions of the year it concerns only."""
+    latest = await conn.fetchrow(Q["previous_version"], list_type, division_code, concerns_year)
     if latest is not None and effective_from < latest["effective_from"] and not supersedes:
         raise EarlierThanInForce(list_type, latest, effective_from)
 
@@ -473,13 +495,14 @@ async def _import_one(
     supersedes: bool,
     split: bool,
     on_read: Callable[[int], None] | None,
+    concerns_year: int | None = None,
 ) -> ListVersion:
     """`import_list` of a known type and scope; with `split`, one type's rows of a mixed file."""
     await conn.execute(Q["lock_list"], list_type, scope.division_code)
-    await check_effective_date(conn, list_type, scope.division_code, effective_from, supersedes)
+    await check_effective_date(conn, list_type, scope.division_code, effective_from, supersedes, concerns_year)
     divisions = await _divisions(conn, scope)
     version_id = uuid7()
-    previous = await conn.fetchrow(Q["previous_version"], list_type, scope.division_code)
+    previous = await conn.fetchrow(Q["previous_version"], list_type, scope.division_code, concerns_year)
     previous_id: UUID | None = previous["id"] if previous else None
 
     def read() -> ListReader:
@@ -536,6 +559,7 @@ async def _import_one(
         reader.sha256,
         actor.id if actor else None,
         supersedes,
+        concerns_year,
     )
     assert row is not None
     reviews = 0
@@ -585,6 +609,7 @@ async def import_split(
     supersedes: bool = False,
     division_code: str | None = None,
     on_read: Callable[[int], None] | None = None,
+    year: int | None = None,
 ) -> ListSplit | ListVersion:
     """Loads a mixed file (type `auto`) as one new version per list type its category column
     names, each as if that type's rows had been uploaded alone, all or nothing: one bad row (a
@@ -624,6 +649,8 @@ async def import_split(
                             supersedes=supersedes,
                             split=True,
                             on_read=progress.advance,
+                            # The year goes to a settlement part only (required there).
+                            concerns_year=concerned_year(kind, year if kind == "settlement" else None),
                         )
                         parts.append(part)
                         if part.status == "rejected":
@@ -658,6 +685,7 @@ async def import_split(
         survey.sha256,
         actor.id if actor else None,
         supersedes,
+        None,
     )
     assert row is not None
     attempt = _version(row)
@@ -695,6 +723,7 @@ async def import_file(
     supersedes: bool = False,
     division_code: str | None = None,
     on_read: Callable[[int], None] | None = None,
+    year: int | None = None,
 ) -> ListVersion | ListSplit:
     """`import_list`, or `import_split` for the type `auto` (which takes no `partial`)."""
     if list_type != AUTO:
@@ -710,6 +739,7 @@ async def import_file(
             supersedes=supersedes,
             division_code=division_code,
             on_read=on_read,
+            year=year,
         )
     if partial:
         raise InvalidInput("partial", _("cannot be used with the type auto: a mixed file loads whole or not at all"))
@@ -723,6 +753,7 @@ async def import_file(
         supersedes=supersedes,
         division_code=division_code,
         on_read=on_read,
+        year=year,
     )
 
 
@@ -828,6 +859,7 @@ class ListImportParams(msgspec.Struct, frozen=True, kw_only=True):
     partial: bool = False
     supersedes: bool = False
     division_code: str | None = None  # the CLI's --division; a user's upload takes their scope
+    year: Year | None = None  # the year a settlement list (zero_reimbursement) is about
 
 
 async def enqueue_import(
@@ -850,10 +882,10 @@ async def enqueue_import(
             )
         scope = await upload_scope(conn, actor, params.division_code)
     else:
-        await list_kind(conn, params.list_type)
+        concerns_year = concerned_year(await list_kind(conn, params.list_type), params.year)
         scope = await upload_scope(conn, actor, params.division_code)
         await check_effective_date(
-            conn, params.list_type, scope.division_code, params.effective_from, params.supersedes
+            conn, params.list_type, scope.division_code, params.effective_from, params.supersedes, concerns_year
         )
     return await jobs.enqueue(
         conn,
@@ -886,6 +918,7 @@ async def run_import_job(run: JobRun) -> Outcome:
             supersedes=params.supersedes,
             division_code=params.division_code,
             on_read=run.advance,
+            year=params.year,
         )
     if isinstance(version, ListVersion) and version.status == "rejected":
         error = JobError(ListRejected.code, _(ListRejected.title()), ListRejected.explain(version))

@@ -21,9 +21,10 @@ SELECT name, code FROM divisions WHERE code BETWEEN $1 AND $2;
 
 -- name: previous_version
 -- The newest loaded version: the one a new version is diffed against, and the one in force from its
--- effective date on (a new version dated before it must say it supersedes it).
+-- effective date on (a new version dated before it must say it supersedes it). A settlement list's
+-- versions are those of the year it concerns ($3; NULL for other kinds).
 SELECT id, version, effective_from FROM list_versions
-WHERE list_type = $1 AND division_code = $2 AND status = 'loaded'
+WHERE list_type = $1 AND division_code = $2 AND status = 'loaded' AND concerns_year IS NOT DISTINCT FROM $3::int
 ORDER BY version DESC
 LIMIT 1;
 
@@ -40,8 +41,8 @@ WHERE c ->> 'category' IS NOT NULL;
 -- name: insert_version
 INSERT INTO list_versions (id, list_type, kind, division_code, scope_prefix, version, effective_from, status,
     partial, rows_read, rows_loaded, rows_rejected, errors, previous_id, added, removed, changed, file_name,
-    file_sha256, uploaded_by, supersedes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+    file_sha256, uploaded_by, supersedes, concerns_year)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
 RETURNING *;
 
 -- name: diff_counts

@@ -58,6 +58,7 @@ class ListUpload:
     effective_from: date
     partial: bool = False
     supersedes: bool = False  # replaces the versions dated after effective_from (else 409)
+    year: int | None = None  # the year a settlement-system list (zero_reimbursement) is about
 
 
 class ListController(Controller):
@@ -107,6 +108,7 @@ class ListController(Controller):
                 effective_from=data.effective_from,
                 partial=data.partial,
                 supersedes=data.supersedes,
+                year=data.year,
             )
             job = await lists.enqueue_import(
                 tx,
@@ -128,6 +130,7 @@ class ListController(Controller):
             today=local_today(settings.timezone),
             partial=data.partial,
             supersedes=data.supersedes,
+            year=data.year,
         )
         if isinstance(loaded, ListVersion) and loaded.status == "rejected":
             # Answered, not raised: the rejected version and its report are kept (committed).

@@ -25,7 +25,7 @@ from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.eligibility.check import PersonEligibility
-from backend.enrollment import explain
+from backend.enrollment import continuity, explain
 from backend.errors import Conflict, InvalidInput, NotFound
 from backend.i18n import _
 from backend.ids import uuid7
@@ -92,6 +92,9 @@ class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
     # for the reviewer to check. Empty: nothing to check.
     unknown_years: list[int] = []
     gap_review: GapReview | None = None  # open: a later history import would change the cover
+    # The person's continuous years of basic insurance as of the coverage year (continuity.py):
+    # given in the list of a year's enrolments (the review queue), None elsewhere.
+    continuous_years: int | None = None
 
 
 class GapCover(msgspec.Struct, frozen=True, kw_only=True):
@@ -695,6 +698,7 @@ async def queue(
     after: UUID | None,
     limit: int,
     flag: QueueFlag | None = None,
+    today: date | None = None,
 ) -> EnrollmentPage:
     """The enrolments of a year in scope; `flag` keeps those a reviewer should look at: with
     `unknown_years` listed, or with an open `gap_review`."""
@@ -702,7 +706,13 @@ async def queue(
         Q["enrollment_queue"], *scope_args(actor), year, status, village_code, household_id, after, limit + 1, flag
     )
     items = [_enrollment(r) for r in rows[:limit]]
-    return EnrollmentPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+    next_cursor = items[-1].id if len(rows) > limit else None
+    runs = await continuity.continuity_of(conn, list({e.person_id for e in items}), year, today or date(year, 1, 1))
+    items = [
+        msgspec.structs.replace(e, continuous_years=run.years if (run := runs.get(e.person_id)) else None)
+        for e in items
+    ]
+    return EnrollmentPage(items=items, next_cursor=next_cursor)
 
 
 # Renewal (续保) -----------------------------------------------------------------------------------

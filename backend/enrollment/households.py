@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -20,6 +20,7 @@ from backend.audit.service import changes, record, record_many
 from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE
 from backend.db import Connection, load_queries
 from backend.enrollment import enrollments
+from backend.enrollment.continuity import PersonContinuity, continuity_of
 from backend.enrollment.enrollments import EnrollmentCreate, Year
 from backend.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed
 from backend.i18n import _
@@ -106,6 +107,9 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     # member enrolled for next year only shows here whatever year was asked. (Reads that change
     # the household answer it without them: an empty list.)
     enrollments: list[MemberEnrollment] = []
+    # Continuous years of basic insurance as of this year (continuity.py); only `get_household`
+    # (GET /households/{id}) computes them, other answers leave None.
+    continuity: PersonContinuity | None = None
 
 
 class Household(msgspec.Struct, frozen=True, kw_only=True):
@@ -127,6 +131,9 @@ class HouseholdCreated(Household, frozen=True, kw_only=True, omit_defaults=True)
 
     # Printed on the enrolment slip; shown once, when the household is first enrolled for the year.
     query_code: str | None = None
+
+
+_H = TypeVar("_H", bound=Household)
 
 
 class PersonAlreadyRegistered(Conflict):
@@ -613,6 +620,16 @@ def check_version(row: asyncpg.Record | Mapping[str, Any], if_match: int | None)
         raise PreconditionFailed(current_version=row["row_version"])
 
 
+async def with_continuity(conn: Connection, household: _H, today: date) -> _H:
+    """The household with each member's continuous years as of this year: how every answer of the
+    household routes gives it (a write answers the household as it reads back)."""
+    if not household.members:
+        return household
+    runs = await continuity_of(conn, [m.person_id for m in household.members], today.year, today)
+    members = [msgspec.structs.replace(m, continuity=runs.get(m.person_id)) for m in household.members]
+    return msgspec.structs.replace(household, members=members)
+
+
 async def get_household(
     conn: Connection, actor: Actor, household_id: UUID, year: int | None, today: date | None = None
 ) -> Household:
@@ -621,6 +638,8 @@ async def get_household(
     household = await _load(conn, household_id, year, today)
     if not actor.in_scope(household.village_code):
         raise NotFound()
+    if today is not None:
+        household = await with_continuity(conn, household, today)
     await record(conn, actor, "read", "household", household_id, division_code=household.village_code)
     return household
 

@@ -112,7 +112,9 @@ class HouseholdController(Controller):
             if stored is not None:
                 return stored.replayed()
         today = local_today(state.settings.timezone)
-        created = await households.register_household(tx, actor, data, today, state.key.secret)
+        created = await households.with_continuity(
+            tx, await households.register_household(tx, actor, data, today, state.key.secret), today
+        )
         body = msgspec.json.encode(created)
         if key is not None:
             await idempotency.store(tx, actor.id, key, 201, body)
@@ -127,7 +129,7 @@ class HouseholdController(Controller):
     @get(
         "/{household_id:uuid}",
         summary="A household with its members, their enrolments of this year and next (`enrollments`), "
-        "and of `year` (`enrollment`)",
+        "and of `year` (`enrollment`), and their continuous years of basic insurance (`continuity`)",
     )
     async def get_household(
         self, household_id: FromPath[UUID], tx: Tx, actor: CurrentActor, state: State, year: OptionalYear = None
@@ -142,9 +144,12 @@ class HouseholdController(Controller):
         data: JSONBody[HouseholdUpdate],
         tx: Tx,
         actor: CurrentActor,
+        state: State,
         if_match: IfMatch = None,
     ) -> Response[Household]:
-        return _with_etag(await households.update_household(tx, actor, household_id, _if_match(if_match), data))
+        today = local_today(state.settings.timezone)
+        updated = await households.update_household(tx, actor, household_id, _if_match(if_match), data)
+        return _with_etag(await households.with_continuity(tx, updated, today))
 
     @post("/{household_id:uuid}/members", summary="Add a member (If-Match required)", guards=[TOWNSHIP_WRITERS])
     async def add_member(
@@ -157,7 +162,8 @@ class HouseholdController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Household]:
         today = local_today(state.settings.timezone)
-        return _with_etag(await members.add_member(tx, actor, household_id, _if_match(if_match), data, today), 201)
+        added = await members.add_member(tx, actor, household_id, _if_match(if_match), data, today)
+        return _with_etag(await households.with_continuity(tx, added, today), 201)
 
     @patch(
         "/{household_id:uuid}/members/{person_id:uuid}",
@@ -175,9 +181,8 @@ class HouseholdController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Household]:
         today = local_today(state.settings.timezone)
-        return _with_etag(
-            await members.update_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
-        )
+        updated = await members.update_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
+        return _with_etag(await households.with_continuity(tx, updated, today))
 
     @post(
         "/{household_id:uuid}/members/{person_id:uuid}/remove",
@@ -196,9 +201,8 @@ class HouseholdController(Controller):
         if_match: IfMatch = None,
     ) -> Response[Household]:
         today = local_today(state.settings.timezone)
-        return _with_etag(
-            await members.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
-        )
+        removed = await members.remove_member(tx, actor, household_id, person_id, _if_match(if_match), data, today)
+        return _with_etag(await households.with_continuity(tx, removed, today))
 
     @post(
         "/{household_id:uuid}/members/{person_id:uuid}/move",
@@ -293,6 +297,7 @@ class EnrollmentController(Controller):
         self,
         tx: Tx,
         actor: CurrentActor,
+        state: State,
         year: YearQuery,
         status: FromQuery[Literal["registered", "paid", "subsidised", "confirmed", "cancelled"] | None] = None,
         village_code: VillageQuery = None,
@@ -316,6 +321,7 @@ class EnrollmentController(Controller):
             after=after,
             limit=limit,
             flag=flag,
+            today=local_today(state.settings.timezone),
         )
 
     @get("/{enrollment_id:uuid}", summary="An enrolment")

@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from backend.enrollment import explain
+from backend.enrollment.continuity import CeilingView
 from backend.i18n import N_, _
 from mobile_sync_protocol.rules.coverage_state import CoverageState
 
@@ -23,6 +24,11 @@ EXT_COVERAGE_STATE = f"{BASE}/StructureDefinition/coverage-state"
 EXT_COVER_STARTS_ON = f"{BASE}/StructureDefinition/cover-starts-on"
 EXT_ENROLLMENT_STATUS = f"{BASE}/StructureDefinition/enrollment-status"
 EXT_COVERAGE_REASON = f"{BASE}/StructureDefinition/coverage-reason"
+# The serious-illness insurance ceiling of the year with its reasons (issue 17 point 3): a complex
+# extension of ceiling, original (Money), continuousYears, zeroReimbursementYear and reason (each
+# coded, with its words).
+EXT_SERIOUS_ILLNESS_CEILING = f"{BASE}/StructureDefinition/serious-illness-ceiling"
+CS_CEILING_REASON = f"{BASE}/CodeSystem/serious-illness-ceiling-reason"
 CS_COVERAGE_STATE = f"{BASE}/CodeSystem/coverage-state"
 CS_PROBLEM = "https://canbao.dev/problems"
 CS_PLAN = f"{BASE}/CodeSystem/insurance-plan"
@@ -44,8 +50,38 @@ def resident_identifier(number: str) -> dict[str, Any]:
     return {"system": RESIDENT_ID_SYSTEM, "value": number}
 
 
-def coverage(enrollment: dict[str, Any], identifier: dict[str, Any], *, local_id: str | None = None) -> dict[str, Any]:
-    """One enrolment (one person, one coverage year) as a Coverage. `local_id` names it when contained."""
+def money(fen: int) -> dict[str, Any]:
+    return {"value": fen // 100 if fen % 100 == 0 else fen / 100, "currency": "CNY"}
+
+
+def ceiling_extension(ceiling: CeilingView) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [
+        {"url": "ceiling", "valueMoney": money(ceiling.ceiling_fen)},
+        {"url": "original", "valueMoney": money(ceiling.original_fen)},
+        {"url": "continuousYears", "valueUnsignedInt": ceiling.continuous_years},
+    ]
+    if ceiling.zero_claim_year is not None:
+        parts.append({"url": "zeroReimbursementYear", "valueInteger": ceiling.zero_claim_year})
+    parts.extend(
+        {
+            "url": "reason",
+            "valueCodeableConcept": {"coding": [{"system": CS_CEILING_REASON, "code": code}], "text": words},
+        }
+        for code, words in zip(ceiling.reason_codes, ceiling.reasons, strict=True)
+    )
+    parts.append({"url": "text", "valueString": ceiling.words})
+    return {"url": EXT_SERIOUS_ILLNESS_CEILING, "extension": parts}
+
+
+def coverage(
+    enrollment: dict[str, Any],
+    identifier: dict[str, Any],
+    *,
+    local_id: str | None = None,
+    ceiling: CeilingView | None = None,
+) -> dict[str, Any]:
+    """One enrolment (one person, one coverage year) as a Coverage. `local_id` names it when
+    contained; `ceiling`, the person's serious-illness ceiling of the year (active cover only)."""
     year = enrollment["coverage_year"]
     resource: dict[str, Any] = {
         "resourceType": "Coverage",
@@ -67,6 +103,8 @@ def coverage(enrollment: dict[str, Any], identifier: dict[str, Any], *, local_id
     why = explain.cover_words(facts) if facts is not None else enrollment["coverage_note"]
     if why and enrollment["status"] != "cancelled":
         resource["extension"].append({"url": EXT_COVERAGE_REASON, "valueString": why})
+    if ceiling is not None and COVERAGE_STATUS[enrollment["status"]] == "active":
+        resource["extension"].append(ceiling_extension(ceiling))
     if enrollment["coverage_start"] is not None:
         resource["period"] = {
             "start": enrollment["coverage_start"].isoformat(),
@@ -84,6 +122,7 @@ def eligibility_response(
     serviced: date,
     state: CoverageState,
     enrollment: dict[str, Any] | None,
+    ceiling: CeilingView | None = None,
 ) -> dict[str, Any]:
     """The answer to a CoverageEligibilityRequest (purpose validation) for one person and date."""
     words = explain.state_words(
@@ -127,7 +166,9 @@ def eligibility_response(
         "insurance": [insurance],
     }
     if enrollment is not None:
-        resource["contained"] = [coverage(enrollment, patient.get("identifier") or {}, local_id="coverage")]
+        resource["contained"] = [
+            coverage(enrollment, patient.get("identifier") or {}, local_id="coverage", ceiling=ceiling)
+        ]
         if enrollment["coverage_start"] is not None:
             insurance["benefitPeriod"] = {
                 "start": enrollment["coverage_start"].isoformat(),

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 from datetime import UTC, date, datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -22,6 +23,7 @@ from backend.auth.tokens import ACT_PARTNER, SCOPE_FHIR, AccessClaims, encode_ac
 from backend.crypto import ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.enrollment import explain
+from backend.enrollment.continuity import CeilingView, ceilings
 from backend.errors import DomainError, InvalidInput
 from backend.fhir import resources
 from backend.i18n import _
@@ -171,6 +173,21 @@ async def _enrollments(
     return person_id, rows
 
 
+async def _ceilings(
+    conn: Connection, person_id: UUID | None, rows: list[dict[str, Any]], today: date
+) -> dict[int, CeilingView]:
+    """The person's serious-illness ceiling of each year the rows show active cover in (by year)."""
+    if person_id is None:
+        return {}
+    years = sorted({r["coverage_year"] for r in rows if resources.COVERAGE_STATUS[r["status"]] == "active"})
+    found: dict[int, CeilingView] = {}
+    for year in years:  # a person's few years, one query each
+        ceiling = (await ceilings(conn, [person_id], year, today)).get(person_id)
+        if ceiling is not None:
+            found[year] = ceiling
+    return found
+
+
 async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != "CoverageEligibilityRequest":
         raise InvalidInput("resourceType", _("must be {resource_type}", resource_type="CoverageEligibilityRequest"))
@@ -181,6 +198,7 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
     serviced = _serviced_date(body, today)
     person_id, rows = await _enrollments(conn, actor, number, serviced.year)
     enrollment = rows[0] if rows else None
+    ceiling_of = await _ceilings(conn, person_id, rows[:1], today)
     state = coverage_state(
         year=serviced.year,
         on=serviced,
@@ -198,6 +216,7 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
         serviced=serviced,
         state=state,
         enrollment=enrollment,
+        ceiling=ceiling_of.get(serviced.year),
     )
     await record(
         conn,
@@ -234,7 +253,11 @@ async def search_coverage(
     identifier = {"system": system, "value": value} if bar and system else {"value": value}
     number = _resident_number(identifier, "identifier", today)
     person_id, rows = await _enrollments(conn, actor, number, None)
-    found = [resources.coverage(r, resources.resident_identifier(number)) for r in rows]
+    ceiling_of = await _ceilings(conn, person_id, rows, today)
+    found = [
+        resources.coverage(r, resources.resident_identifier(number), ceiling=ceiling_of.get(r["coverage_year"]))
+        for r in rows
+    ]
     bundle = resources.searchset(uuid7(), datetime.now(UTC).replace(microsecond=0), self_url, found)
     await record(
         conn,

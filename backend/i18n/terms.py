@@ -20,6 +20,7 @@ LIST_TYPES = {
     "employee_insurance": N_("Insured under employee medical insurance"),
     "deceased": N_("Deceased person"),
     "huji": N_("Registered resident (hukou)"),
+    "zero_reimbursement": N_("No reimbursement from the fund in the year (settlement system)"),
 }
 ENROLLMENT_STATUSES = {
     "registered": N_("Registered, premium not paid"),

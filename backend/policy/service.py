@@ -22,6 +22,7 @@ from backend.errors import Conflict, InvalidInput, NotFound, plain_validation_me
 from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules import policy as rules
+from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
 from mobile_sync_protocol.rules.coverage import EnrolmentWindow
 from mobile_sync_protocol.rules.premium import SubsidyPolicy
 
@@ -30,6 +31,10 @@ Q = load_queries("backend.policy")
 Year = Annotated[int, msgspec.Meta(ge=2000, le=2100)]
 Fen = Annotated[int, msgspec.Meta(ge=1, le=10_000_000)]
 BackdatingDays = Annotated[int, msgspec.Meta(ge=0, le=366)]
+
+
+class SeriousIllnessIncentiveIn(SeriousIllnessIncentive, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The serious-illness ceiling's incentives as a new version gives them: no unknown field."""
 
 
 class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +46,9 @@ class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_f
     # its collector; earlier, a reviewer records it for them. A tablet keeps its own offline
     # allowance (`backend.premiums.payments.CLOCK_TOO_OLD`). Documents stored before it default.
     payment_backdating_days: BackdatingDays = 7
+
+    # --- Continuity incentives (issue 17 point 3): the wire type's field, refusing unknown fields.
+    serious_illness: SeriousIllnessIncentiveIn | None = None
 
 
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -25,6 +25,7 @@ from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.enrollment import explain
+from backend.enrollment.continuity import CeilingView, PersonContinuity, ceilings, continuity_of
 from backend.enrollment.quotes import household_totals, paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import _, terms, yuan
@@ -204,6 +205,11 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     # What the cover shown comes from: an enrolment here, or (no live enrolment for the year) the
     # enrolment history imported from the previous system, which covers the whole year; None: neither.
     coverage_source: Literal["enrolment", "history"] | None = None
+    # Continuous years of basic insurance as of the year asked (issue 17 point 3).
+    continuity: PersonContinuity | None = None
+    # The serious-illness insurance ceiling for the year with its reasons, for a member covered that
+    # year when the year's policy carries the incentives; else None.
+    serious_illness_ceiling: CeilingView | None = None
 
 
 class Money(msgspec.Struct, frozen=True, kw_only=True):
@@ -286,6 +292,14 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
     dues = await eligibility.subsidies(conn, [r["person_id"] for r in rows], year, today)
     paid = await paid_for(conn, household_id, [r["person_id"] for r in rows], year)
     receipts = {r["person_id"]: r for r in await conn.fetch(Q["last_receipts"], household_id, year)}
+    runs = await continuity_of(conn, [r["person_id"] for r in rows], year, today)
+    covered = [
+        r["person_id"]
+        for r in rows
+        if r["status"] in explain.HISTORY_FUNDED
+        or (r["status"] in (None, "cancelled") and r["history_status"] in explain.HISTORY_FUNDED)
+    ]
+    ceiling_of = await ceilings(conn, covered, year, today)
     keyring = crypto.keys()
     members = []
     for record_row in rows:
@@ -350,6 +364,8 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 balance_yuan=yuan(premium - subsidy - paid_fen),
                 last_receipt_no=receipt["receipt_no"] if receipt else None,
                 coverage_source=source,
+                continuity=runs.get(r["person_id"]),
+                serious_illness_ceiling=ceiling_of.get(r["person_id"]),
             )
         )
     # The household's year over the enrolments live in it now; what is paid for them whichever

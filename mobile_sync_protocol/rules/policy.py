@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
 from mobile_sync_protocol.rules.coverage import ExtendedPeriod, WaitingPolicy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, TopUp
 
@@ -26,3 +27,8 @@ class PolicyRules(msgspec.Struct, frozen=True, kw_only=True):
     # An extended payment period after the window (Fujian: 1 Jan – end of Feb of the coverage
     # year): paid in it without a counted gap, covered from the day of payment. None: no such period.
     extended_payment: ExtendedPeriod | None = None
+
+    # --- Continuity incentives (issue 17 point 3, 国办发〔2024〕38号) -----------------------------
+    # The serious-illness insurance ceiling and its raises (rules/continuity.py); None: the year's
+    # policy carries no incentive (no ceiling is shown).
+    serious_illness: SeriousIllnessIncentive | None = None

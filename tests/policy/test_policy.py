@@ -62,6 +62,21 @@ async def test_published_version_is_read_by_staff(client: Client) -> None:
             },
             "rules",
         ),
+        # The serious-illness incentives (issue 17 point 3): each bad parameter named.
+        ({"rules": {"serious_illness": {"continuity_raise_fen": 300000}}}, "rules.serious_illness"),
+        ({"rules": {"serious_illness": {"original_ceiling_fen": 0}}}, "rules.serious_illness.original_ceiling_fen"),
+        (
+            {"rules": {"serious_illness": {"original_ceiling_fen": 40000000, "cap_percent": 120}}},
+            "rules.serious_illness.cap_percent",
+        ),
+        (
+            {"rules": {"serious_illness": {"original_ceiling_fen": 40000000, "zero_claim_raise_fen": -1}}},
+            "rules.serious_illness.zero_claim_raise_fen",
+        ),
+        (
+            {"rules": {"serious_illness": {"original_ceiling_fen": 40000000, "raise_per_year": 300000}}},
+            "rules.serious_illness",
+        ),
     ],
 )
 async def test_bad_policy_is_refused_naming_the_field(client: Client, change: dict[str, Any], field: str) -> None:
@@ -150,3 +165,19 @@ async def test_a_version_that_priced_enrolments_is_not_edited_in_place(client: C
     )
     assert edited.status_code == 409
     assert edited.json()["code"] == "policy_locked"
+
+
+async def test_serious_illness_incentives_are_stored_with_the_version(client: Client) -> None:
+    incentive = {
+        "original_ceiling_fen": 40_000_000,
+        "continuity_after_years": 4,
+        "continuity_raise_fen": 300_000,
+        "zero_claim_raise_fen": 300_000,
+        "cap_percent": 20,
+        "count_from_year": 2025,
+    }
+    rules = {**POLICY_2026["rules"], "serious_illness": incentive}
+    created = await publish_policy(client, await auth_headers(client, "admin"), rules=rules)
+    assert created["rules"]["serious_illness"] == incentive
+    year = (await client.get("/api/v1/policy-years/2026", headers=await auth_headers(client, "staff_a"))).json()
+    assert year["current"]["rules"]["serious_illness"] == incentive

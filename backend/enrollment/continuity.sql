@@ -1,0 +1,47 @@
+-- Continuous years of basic insurance and the serious-illness ceiling (backend/enrollment/continuity.py).
+
+-- name: known_years
+-- Per person of $1: the years up to $2 known covered and known uncovered, as `coverage_facts`
+-- (enrollments.sql) reads them for gaps, the year itself included; and the years the person is on
+-- a zero-reimbursement list of the settlement system (the newest loaded version of that year and
+-- scope). $3: the local time zone (a member on 1 January of a year is known uncovered that year
+-- unless something shows cover).
+SELECT p.id AS person_id, p.birth_date, ARRAY(
+    SELECT coverage_year FROM enrollments
+    WHERE person_id = p.id AND coverage_year <= $2
+      AND (status IN ('paid', 'subsidised', 'confirmed')
+           OR (status = 'cancelled' AND cancel_reason = 'employee_insurance'))
+    UNION
+    SELECT coverage_year FROM enrollment_history
+    WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status <> 'cancelled'
+    UNION
+    SELECT y
+    FROM list_entries le
+    JOIN list_versions lv ON lv.id = le.version_id AND lv.list_type = 'employee_insurance' AND lv.status = 'loaded'
+    CROSS JOIN LATERAL generate_series(
+        extract(year FROM coalesce(le.valid_from, lv.effective_from))::int,
+        least($2, coalesce(extract(year FROM le.valid_to)::int, $2))) AS y
+    WHERE le.id_number_hash = p.id_number_hash
+) AS covered_years, ARRAY(
+    SELECT coverage_year FROM enrollment_history
+    WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status = 'cancelled'
+    UNION
+    SELECT y FROM generate_series(greatest(extract(year FROM p.birth_date)::int, $2 - 60), $2) AS y
+    WHERE EXISTS (
+        SELECT 1 FROM memberships m
+        WHERE m.person_id = p.id AND m.left_reason IS DISTINCT FROM 'data_error'
+          AND m.joined_at < make_timestamptz(y, 1, 1, 0, 0, 0, $3)
+          AND (m.left_at IS NULL OR m.left_at >= make_timestamptz(y, 1, 1, 0, 0, 0, $3)))
+) AS uncovered_years, ARRAY(
+    SELECT DISTINCT lv.concerns_year
+    FROM list_entries le
+    JOIN list_versions lv ON lv.id = le.version_id
+    WHERE le.id_number_hash = p.id_number_hash
+      AND lv.list_type = 'zero_reimbursement' AND lv.kind = 'settlement' AND lv.status = 'loaded'
+      AND lv.concerns_year < $2
+      AND lv.version = (SELECT max(w.version) FROM list_versions w
+                        WHERE w.list_type = lv.list_type AND w.division_code = lv.division_code
+                          AND w.concerns_year = lv.concerns_year AND w.status = 'loaded')
+) AS zero_claim_years
+FROM persons p
+WHERE p.id = ANY($1::uuid[]);
