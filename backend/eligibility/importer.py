@@ -37,7 +37,8 @@ __all__ = [
     "category_names",
 ]
 
-ListKind = Literal["subsidy", "exclusion", "roster"]
+# evidence: rows that show a person is exempt from the waiting period (mobile_sync_protocol/rules/exemptions.py)
+ListKind = Literal["subsidy", "exclusion", "roster", "evidence"]
 Column = Literal["id_number", "name", "valid_from", "valid_to", "division", "category"]
 Cell = object  # str from CSV; str, int, float, bool, date, datetime or None from a spreadsheet
 # (row_no, id_number, name, valid_from, valid_to, division_code); `lists` replaces the number by its
@@ -55,6 +56,8 @@ LIST_TYPES: dict[str, ListKind] = {
     "employee_insurance": "exclusion",  # 职工医保参保人员
     "deceased": "exclusion",  # 死亡人员
     "huji": "roster",  # 户籍人口
+    "tuiyi_junren": "evidence",  # 退役军人 (veterans' affairs office; valid_from: the day of discharge)
+    "employee_insurance_ended": "evidence",  # 职工医保停保人员 (valid_from … valid_to: the insured period)
 }
 
 # Accepted headers per column, compared without spaces and case. For the division, the first
@@ -62,8 +65,19 @@ LIST_TYPES: dict[str, ListKind] = {
 COLUMNS: dict[Column, tuple[str, ...]] = {
     "id_number": ("身份证号", "身份证号码", "公民身份号码", "证件号码", "证件号", "id_number"),
     "name": ("姓名", "name"),
-    "valid_from": ("有效期起", "有效期开始", "起始日期", "开始日期", "认定日期", "valid_from"),
-    "valid_to": ("有效期止", "有效期至", "终止日期", "结束日期", "valid_to"),
+    "valid_from": (
+        "有效期起",
+        "有效期开始",
+        "起始日期",
+        "开始日期",
+        "认定日期",
+        "退役日期",
+        "退役时间",
+        "参保日期",
+        "参保起始日期",
+        "valid_from",
+    ),
+    "valid_to": ("有效期止", "有效期至", "终止日期", "结束日期", "停保日期", "终止参保日期", "valid_to"),
     # The row's list type (README, Lists: what a category column may say): checked against the
     # declared type, or used to split a mixed file (type `auto`). The first header present wins.
     "category": (
@@ -116,6 +130,8 @@ CATEGORY_NAMES: dict[str, str] = {
     **{name: "employee_insurance" for name in ("职工医保", "职工医保参保人员", "职工基本医疗保险")},
     **{name: "deceased" for name in ("死亡", "死亡人员", "已死亡")},
     **{name: "huji" for name in ("户籍", "户籍人口")},
+    **{name: "tuiyi_junren" for name in ("退役军人", "退役士兵", "退出现役军人", "当年退役军人")},
+    **{name: "employee_insurance_ended" for name in ("职工医保停保", "职工医保停保人员", "职工医保终止参保人员")},
 }
 
 

@@ -20,6 +20,8 @@ LIST_TYPES = {
     "employee_insurance": N_("Insured under employee medical insurance"),
     "deceased": N_("Deceased person"),
     "huji": N_("Registered resident (hukou)"),
+    "tuiyi_junren": N_("Soldier discharged from active service"),
+    "employee_insurance_ended": N_("Person whose employee medical insurance ended"),
 }
 ENROLLMENT_STATUSES = {
     "registered": N_("Registered, premium not paid"),
