@@ -968,7 +968,8 @@ def parser() -> argparse.ArgumentParser:
         "--type",
         required=True,
         help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
-        "zhongdu_canji, employee_insurance, deceased, huji, or a policy's subsidy category; "
+        "zhongdu_canji, employee_insurance, deceased, huji, tuiyi_junren, employee_insurance_ended, "
+        "or a policy's subsidy category; "
         "auto: a mixed file, one version per type its category column (类别) names",
     )
     li.add_argument("--effective", required=True, type=_date, help="date the version applies from (YYYY-MM-DD)")

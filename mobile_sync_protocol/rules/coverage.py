@@ -355,6 +355,7 @@ def coverage_for(
     birth_date: date | None = None,
     gap_years: int = 0,
     back_paid_years: int = 0,
+    evidence: ExemptionEvidence | None = None,
 ) -> Coverage:
     """Coverage dates of one person for `coverage_year` (see `decide_coverage`)."""
     return decide_coverage(
@@ -366,6 +367,7 @@ def coverage_for(
         birth_date=birth_date,
         gap_years=gap_years,
         back_paid_years=back_paid_years,
+        evidence=evidence,
     ).coverage
 
 
