@@ -997,6 +997,7 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
         "zhongdu_canji, employee_insurance, deceased, huji, zero_reimbursement (with --year), "
+        "tuiyi_junren, employee_insurance_ended, "
         "or a policy's subsidy category; "
         "auto: a mixed file, one version per type its category column (类别) names",
     )

@@ -20,6 +20,7 @@ import msgspec
 
 from mobile_sync_protocol.client import SyncClient, SyncFailed
 from mobile_sync_protocol.rules import coverage as c
+from mobile_sync_protocol.rules import exemptions as ex
 from mobile_sync_protocol.rules import gaps as g
 from mobile_sync_protocol.rules import premium as p
 
@@ -88,6 +89,15 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
             gap_years=x.get("gap_years", 0),
             back_paid_years=x.get("back_paid_years", 0),
             extended=None if x.get("extended") is None else msgspec.convert(x["extended"], c.ExtendedPeriod),
+            evidence=None if x.get("evidence") is None else msgspec.convert(x["evidence"], c.ExemptionEvidence),
+        )
+
+    def exemption_for(i: dict[str, Any]) -> Any:
+        return ex.exemption_for(
+            msgspec.convert(i["policy"], c.WaitingPolicy),
+            msgspec.convert(i["evidence"], list[c.ExemptionEvidence]),
+            coverage_year=i["coverage_year"],
+            business_date=date.fromisoformat(i["business_date"]),
         )
 
     def gap_years(x: dict[str, Any]) -> Any:
@@ -108,6 +118,7 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
         "coverage_for": coverage_for,
         "gap_years": gap_years,
         "age_on_1_january": lambda x: p.age_on_1_january(date.fromisoformat(x["birth_date"]), x["coverage_year"]),
+        "exemption_for": exemption_for,
     }
 
 

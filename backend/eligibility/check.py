@@ -20,6 +20,7 @@ from backend.db import Connection, load_queries
 from backend.eligibility.lists import Year
 from backend.i18n import N_, SOURCE_LANGUAGE, _, current_language, terms, yuan
 from backend.policy import service as policies
+from mobile_sync_protocol.rules.coverage import ExemptionEvidence
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 from mobile_sync_protocol.rules.premium import PremiumDue, SubsidyLine, age_on_1_january, premium_due
 
@@ -311,6 +312,24 @@ async def exclusions(conn: Connection, person_ids: list[UUID], year: int, on: da
     numbers = {r["id"]: r["id_number_hash"] for r in await conn.fetch(Q["id_numbers_of_persons"], person_ids)}
     known = await facts_by_hash(conn, list(set(numbers.values())), year, on)
     return {p: known[n].exclusions for p, n in numbers.items() if n in known and known[n].exclusions}
+
+
+async def exemption_evidence(
+    conn: Connection, person_ids: list[UUID], year: int, on: date, list_types: Iterable[str]
+) -> dict[UUID, list[ExemptionEvidence]]:
+    """What can show registered persons exempt from the waiting period in `year` for the business
+    date `on`: rows of the lists `list_types` in the version in force on that date, whatever their
+    own dates (the rule judges them), and claims of those categories accepted for the year. Only
+    persons with something are keys."""
+    types = sorted(set(list_types))
+    out: dict[UUID, list[ExemptionEvidence]] = {}
+    if not types or not person_ids:
+        return out
+    for r in await conn.fetch(Q["exemption_evidence"], person_ids, year, on, types):
+        values = dict(r.items())
+        person_id = values.pop("person_id")
+        out.setdefault(person_id, []).append(msgspec.convert(values, ExemptionEvidence))
+    return out
 
 
 async def set_registered_subsidy(conn: Connection, enrollment_id: UUID, subsidy_fen: int) -> None:

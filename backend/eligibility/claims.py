@@ -1,6 +1,11 @@
 """Claims: a township officer claims a category for a person missing from the lists; civil affairs
 accepts or rejects it, and an accepted claim counts like a list row. A claim keeps the person's number
-as the person's row does (blind index and sealed value) and shows none."""
+as the person's row does (blind index and sealed value) and shows none.
+
+A claim of a subsidy category gives the subsidy (purpose `subsidy`); a claim of an evidence list type
+(employee insurance that ended, a discharge) is a paper proof of an exemption from the waiting period
+(purpose `exemption`) and gives the proof's dates: from (the discharge, the start of the insured
+period) and, for employee insurance, to (its end)."""
 
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ class ClaimIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     category: ListType
     note: Annotated[str, msgspec.Meta(max_length=1000)] = ""
     evidence_ref: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    valid_from: date | None = None  # an exemption's proof: the day of discharge, the start of the insured period
+    valid_to: date | None = None  # ... the end of the insured period (employee insurance)
 
 
 class ClaimDecision(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -53,6 +60,9 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     decided_at: datetime | None
     reason: str | None
     row_version: int
+    purpose: Literal["subsidy", "exemption"] = "subsidy"
+    valid_from: date | None = None
+    valid_to: date | None = None
 
 
 class ClaimPage(msgspec.Struct, frozen=True):
@@ -89,8 +99,16 @@ async def raise_claim(conn: Connection, actor: Actor, data: ClaimIn, today: date
     home = await conn.fetchrow(Q["person_home"], data.person_id)
     if home is None or not actor.in_scope(home["village_code"]):
         raise NotFound()
-    if await list_kind(conn, data.category) != "subsidy":
-        raise InvalidInput("category", _("is not a subsidy category"))
+    kind = await list_kind(conn, data.category)
+    if kind not in ("subsidy", "evidence"):
+        raise InvalidInput("category", _("is not a subsidy category or evidence of an exemption"))
+    purpose = "subsidy" if kind == "subsidy" else "exemption"
+    if purpose == "exemption" and data.valid_from is None:
+        raise InvalidInput("valid_from", _("the proof's date is needed for evidence of an exemption"))
+    if data.category == "employee_insurance_ended" and data.valid_to is None:
+        raise InvalidInput("valid_to", _("the end of the employee insurance is needed"))
+    if data.valid_from is not None and data.valid_to is not None and data.valid_to < data.valid_from:
+        raise InvalidInput("valid_to", _("must not be before valid_from"))
     if home["id_number_hash"] is not None:
         known = await facts_by_hash(conn, [home["id_number_hash"]], data.coverage_year, today)
         held = known.get(home["id_number_hash"])
@@ -109,6 +127,9 @@ async def raise_claim(conn: Connection, actor: Actor, data: ClaimIn, today: date
             data.note,
             data.evidence_ref,
             actor.id,
+            purpose,
+            data.valid_from,
+            data.valid_to,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "eligibility_claims_one_open":

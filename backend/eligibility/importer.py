@@ -37,7 +37,8 @@ __all__ = [
     "category_names",
 ]
 
-ListKind = Literal["subsidy", "exclusion", "roster", "settlement"]
+# evidence: rows that show a person is exempt from the waiting period (mobile_sync_protocol/rules/exemptions.py)
+ListKind = Literal["subsidy", "exclusion", "roster", "settlement", "evidence"]
 Column = Literal["id_number", "name", "valid_from", "valid_to", "division", "category"]
 Cell = object  # str from CSV; str, int, float, bool, date, datetime or None from a spreadsheet
 # (row_no, id_number, name, valid_from, valid_to, division_code); `lists` replaces the number by its
@@ -57,6 +58,8 @@ LIST_TYPES: dict[str, ListKind] = {
     "huji": "roster",  # 户籍人口
     # Continuity incentives (issue 17 point 3): from the settlement system, each about one year.
     "zero_reimbursement": "settlement",  # 零报销人员 (no reimbursement from the fund that year)
+    "tuiyi_junren": "evidence",  # 退役军人 (veterans' affairs office; valid_from: the day of discharge)
+    "employee_insurance_ended": "evidence",  # 职工医保停保人员 (valid_from … valid_to: the insured period)
 }
 
 # Accepted headers per column, compared without spaces and case. For the division, the first
@@ -64,8 +67,19 @@ LIST_TYPES: dict[str, ListKind] = {
 COLUMNS: dict[Column, tuple[str, ...]] = {
     "id_number": ("身份证号", "身份证号码", "公民身份号码", "证件号码", "证件号", "id_number"),
     "name": ("姓名", "name"),
-    "valid_from": ("有效期起", "有效期开始", "起始日期", "开始日期", "认定日期", "valid_from"),
-    "valid_to": ("有效期止", "有效期至", "终止日期", "结束日期", "valid_to"),
+    "valid_from": (
+        "有效期起",
+        "有效期开始",
+        "起始日期",
+        "开始日期",
+        "认定日期",
+        "退役日期",
+        "退役时间",
+        "参保日期",
+        "参保起始日期",
+        "valid_from",
+    ),
+    "valid_to": ("有效期止", "有效期至", "终止日期", "结束日期", "停保日期", "终止参保日期", "valid_to"),
     # The row's list type (README, Lists: what a category column may say): checked against the
     # declared type, or used to split a mixed file (type `auto`). The first header present wins.
     "category": (
@@ -120,6 +134,8 @@ CATEGORY_NAMES: dict[str, str] = {
     **{name: "huji" for name in ("户籍", "户籍人口")},
     # Continuity incentives (issue 17 point 3)
     **{name: "zero_reimbursement" for name in ("零报销", "零报销人员", "年度零报销", "基金零报销", "未发生报销")},
+    **{name: "tuiyi_junren" for name in ("退役军人", "退役士兵", "退出现役军人", "当年退役军人")},
+    **{name: "employee_insurance_ended" for name in ("职工医保停保", "职工医保停保人员", "职工医保终止参保人员")},
 }
 
 

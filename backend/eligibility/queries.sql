@@ -157,10 +157,35 @@ WHERE e.id_number_hash = ANY($1::bytea[])
 ORDER BY e.id_number_hash, v.list_type, v.version;
 
 -- name: accepted_claims
+-- Accepted claims of subsidy categories (a claim proving an exemption gives no category).
 SELECT id AS claim_id, id_number_hash, category, decided_by, decided_at
 FROM eligibility_claims
-WHERE status = 'accepted' AND coverage_year = $2 AND id_number_hash = ANY($1::bytea[])
+WHERE status = 'accepted' AND purpose = 'subsidy' AND coverage_year = $2 AND id_number_hash = ANY($1::bytea[])
 ORDER BY raised_at;
+
+-- name: exemption_evidence
+-- What can show registered persons ($1) exempt from the waiting period in year $2 for a business date
+-- $3: rows of the lists $4 in the version in force on $3 (as entries_in_force; a row's own dates are
+-- for the rule to judge, mobile_sync_protocol/rules/exemptions.py), and claims accepted for the year
+-- of the categories $4 (subsidy or exemption), with the dates of their proof.
+WITH in_force AS (
+    SELECT DISTINCT ON (list_type, division_code) id, list_type, version
+    FROM list_versions
+    WHERE status = 'loaded' AND effective_from <= $3 AND list_type = ANY($4::text[])
+    ORDER BY list_type, division_code, version DESC
+), people AS (
+    SELECT id, id_number_hash FROM persons WHERE id = ANY($1::uuid[]) AND id_number_hash IS NOT NULL
+)
+SELECT x.id AS person_id, 'list' AS source, v.list_type, e.valid_from, e.valid_to, v.id AS list_id, v.version,
+       e.row_no AS row, NULL::uuid AS claim_id
+FROM people x
+JOIN list_entries e ON e.id_number_hash = x.id_number_hash
+JOIN in_force v ON v.id = e.version_id
+UNION ALL
+SELECT x.id, 'claim', c.category, c.valid_from, c.valid_to, NULL, NULL, NULL, c.id
+FROM people x
+JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash
+WHERE c.status = 'accepted' AND c.coverage_year = $2 AND c.category = ANY($4::text[]);
 
 -- name: live_enrollments_by_id_number
 SELECT p.id_number_hash, e.id, e.village_code, e.status
@@ -190,8 +215,8 @@ WHERE p.id = $1;
 -- name: insert_claim
 -- The person's number as the person's row keeps it (hash and sealed value of the same kind).
 INSERT INTO eligibility_claims (id, person_id, id_number_hash, id_number_enc, village_code, coverage_year, category,
-    note, evidence_ref, raised_by)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    note, evidence_ref, raised_by, purpose, valid_from, valid_to)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 RETURNING *;
 
 -- name: claim

@@ -35,10 +35,12 @@ from mobile_sync_protocol.rules.coverage import (
     Coverage,
     CoverageDecision,
     CoverageFacts,
+    ExemptionEvidence,
     WaitingPolicy,
     decide_coverage,
 )
 from mobile_sync_protocol.rules.coverage_state import FUNDED
+from mobile_sync_protocol.rules.exemptions import exemption_for, group_rules
 from mobile_sync_protocol.rules.gaps import GapYears, gap_years
 from mobile_sync_protocol.rules.premium import PremiumDue, age_on_1_january, premium_due
 
@@ -333,11 +335,13 @@ def _check_transition(row: asyncpg.Record, to: str) -> None:
 class CoverageInputs(msgspec.Struct, frozen=True):
     """What cover from a business date depends on besides the enrolment: each person's birth date,
     earlier years known covered and known uncovered, and years paid back (`coverage_facts`, by
-    person and coverage year), and the policy in force on that date for each year. A payment reads
-    them before it takes its locks."""
+    person and coverage year), the policy in force on that date for each year, and what could show
+    the person exempt from waiting under that policy (list rows and accepted claims of the lists its
+    groups name). A payment reads them before it takes its locks."""
 
     facts: dict[tuple[UUID, int], asyncpg.Record]
     in_force: dict[int, policies.PolicyVersion | None]  # None: no policy for that year (a 422 if needed)
+    evidence: dict[tuple[UUID, int], list[ExemptionEvidence]] = {}
 
 
 # The pooling area's local time zone (Settings.timezone's default): a person on the rolls on
@@ -354,7 +358,15 @@ async def coverage_inputs(
     for r in rows:  # (every row of a year carries that year's version)
         if r["policy"] is not None and in_force[r["year"]] is None:
             in_force[r["year"]] = msgspec.convert(r["policy"], policies.PolicyVersion)
-    return CoverageInputs({(r["person_id"], r["year"]): r for r in rows}, in_force)
+    evidence: dict[tuple[UUID, int], list[ExemptionEvidence]] = {}
+    for year, policy in in_force.items():
+        if policy is None:
+            continue
+        types = {t for g in group_rules(policy.rules.waiting) for t in g.list_types or ()}
+        of_year = [p for p, y in person_years if y == year]
+        for person_id, held in (await eligibility.exemption_evidence(conn, of_year, year, on, types)).items():
+            evidence[person_id, year] = held
+    return CoverageInputs({(r["person_id"], r["year"]): r for r in rows}, in_force, evidence)
 
 
 def person_gaps(policy: WaitingPolicy, person: asyncpg.Record | dict[str, Any], year: int) -> GapYears:
@@ -452,11 +464,21 @@ def decide_cover(row: asyncpg.Record | dict[str, Any], business_date: date, inpu
     # unless the policy says so); the years of it paid back repair it.
     gaps = person_gaps(policy.rules.waiting, person, year)
     back_paid = len(set(gaps.counted) & set(person["back_paid_years"]))
+    # An exempt group of the policy that the lists or an accepted claim show (decide_coverage uses
+    # it only when the person enrols late or after a gap).
+    exempt = exemption_for(
+        policy.rules.waiting,
+        inputs.evidence.get((row["person_id"], year), []),
+        coverage_year=year,
+        business_date=business_date,
+    )
     return decide_coverage(
         coverage_year=year,
         business_date=business_date,
         window=policy.window,
         policy=policy.rules.waiting,
+        exemption=None if exempt is None else exempt.group,
+        evidence=None if exempt is None else exempt.evidence,
         birth_date=person["birth_date"],
         gap_years=gaps.gap_years,
         back_paid_years=back_paid,

@@ -98,7 +98,7 @@ LIMIT $8;
 -- policy version in force on that date (as policy's `policy_in_force`, the row as JSON; NULL: none).
 --   Known covered: a funded enrolment here, or one cancelled because the person is insured as an
 --   employee; an imported history year marked paid, subsidised or confirmed; a row of a loaded
---   employee-insurance list whose period (valid_from, else its version's effective date, to
+--   employee-insurance list (or of the list of employee insurance that ended) whose period (valid_from, else its version's effective date, to
 --   valid_to, else open) overlaps the year.
 --   Known uncovered: a member of a household here on 1 January of the year in local time ($4; a
 --   membership entered in error does not count; the last 30 years), or an imported history year
@@ -115,7 +115,8 @@ SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, ARRAY(
     UNION
     SELECT y
     FROM list_entries le
-    JOIN list_versions lv ON lv.id = le.version_id AND lv.list_type = 'employee_insurance' AND lv.status = 'loaded'
+    JOIN list_versions lv ON lv.id = le.version_id AND lv.status = 'loaded'
+                          AND lv.list_type IN ('employee_insurance', 'employee_insurance_ended')
     CROSS JOIN LATERAL generate_series(
         extract(year FROM coalesce(le.valid_from, lv.effective_from))::int,
         least(t.year - 1, coalesce(extract(year FROM le.valid_to)::int, t.year - 1))) AS y

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from backend.i18n import N_, _, ngettext, terms
-from mobile_sync_protocol.rules.coverage import CoverageFacts
+from mobile_sync_protocol.rules.coverage import CoverageFacts, ExemptionEvidence
 from mobile_sync_protocol.rules.coverage_state import CoverageState
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "cover_words",
     "coverage_facts",
     "day",
+    "evidence_words",
     "explanation",
     "history_cover",
     "history_words",
@@ -37,14 +38,16 @@ HISTORY = "history"
 HISTORY_NAME = N_("Covered according to the imported enrolment history")  # the reason's name
 HISTORY_FUNDED = frozenset({"paid", "subsidised", "confirmed"})
 
-# The groups exempt from waiting (mobile_sync_protocol/rules/coverage.py NATIONAL_EXEMPT_GROUPS).
+# The groups exempt from waiting (mobile_sync_protocol/rules/coverage.py EXEMPT_GROUP_CODES).
 EXEMPT_GROUPS = {
     "newborn": N_("a newborn"),
     "newly_recognised_assistance": N_(
         "newly recognised as a person in extreme poverty, a minimum living allowance recipient or a person "
         "monitored against falling back into poverty"
     ),
-    "left_employee_insurance": N_("left employee medical insurance less than 3 months ago"),
+    "medical_assistance": N_("a recipient of medical assistance"),
+    "discharged_soldier": N_("a soldier discharged from active service this year"),
+    "left_employee_insurance": N_("a person who switched from employee medical insurance without a long break"),
 }
 
 
@@ -171,6 +174,8 @@ def cover_words(facts: CoverageFacts) -> str:
             late_or_gap=_late_or_gap(facts),
             group=_(group) if group else (facts.exemption or ""),
         )
+        if facts.evidence is not None:
+            why = _("{why} ({evidence})", why=why, evidence=evidence_words(facts.evidence))
     else:
         why = _(
             "Enrolled on {date}, {late_or_gap}; {waiting}",
@@ -195,6 +200,29 @@ def cover_words(facts: CoverageFacts) -> str:
             end=day(facts.end),
         )
     return _("{why}; covered from {start} to {end}.", why=why, start=day(facts.start), end=day(facts.end))
+
+
+def evidence_words(evidence: ExemptionEvidence) -> str:
+    """What showed an exemption: the list row (type, version, row and its dates) or the accepted claim."""
+    if evidence.source == "claim":
+        words = _(
+            "shown by accepted claim {claim_id} ({list})",
+            claim_id=evidence.claim_id,
+            list=terms.name("list_type", evidence.list_type),
+        )
+    else:
+        words = _(
+            "shown by the list {list} ({list_type}) version {version} row {row}",
+            list=terms.name("list_type", evidence.list_type),
+            list_type=evidence.list_type,
+            version=evidence.version,
+            row=evidence.row,
+        )
+    if evidence.valid_from is not None and evidence.valid_to is not None:
+        words += _(", from {start} to {end}", start=day(evidence.valid_from), end=day(evidence.valid_to))
+    elif evidence.valid_from is not None:
+        words += _(", from {start}", start=day(evidence.valid_from))
+    return words
 
 
 def _late_or_gap(facts: CoverageFacts) -> str:

@@ -21,6 +21,8 @@ LIST_TYPES = {
     "deceased": N_("Deceased person"),
     "huji": N_("Registered resident (hukou)"),
     "zero_reimbursement": N_("No reimbursement from the fund in the year (settlement system)"),
+    "tuiyi_junren": N_("Soldier discharged from active service"),
+    "employee_insurance_ended": N_("Person whose employee medical insurance ended"),
 }
 ENROLLMENT_STATUSES = {
     "registered": N_("Registered, premium not paid"),

@@ -8,6 +8,7 @@ version can no longer be edited; changes go into a new version.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated
 from uuid import UUID
@@ -15,6 +16,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import fields
 from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, load_queries
@@ -23,7 +25,7 @@ from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules import policy as rules
 from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
-from mobile_sync_protocol.rules.coverage import EnrolmentWindow
+from mobile_sync_protocol.rules.coverage import EXEMPT_GROUP_CODES, EnrolmentWindow, WaitingPolicy
 from mobile_sync_protocol.rules.premium import SubsidyPolicy
 
 Q = load_queries("backend.policy")
@@ -159,6 +161,34 @@ def _check(year: int, data: PolicyIn) -> None:
         )
     except (ValueError, TypeError) as exc:
         raise InvalidInput("rules", str(exc)) from None
+    _check_exemptions(data.rules.waiting)
+
+
+def _check_exemptions(waiting: WaitingPolicy) -> None:
+    """The exempt groups are ones the rules know (mobile_sync_protocol/rules/exemptions.py), each
+    given parameters at most once and only when the policy names it; the lists they name are list
+    types (a built-in type or a subsidy category)."""
+    for code in sorted(waiting.exempt_groups - EXEMPT_GROUP_CODES):
+        raise InvalidInput(
+            "rules.waiting.exempt_groups",
+            _("{code} is not an exempt group; known: {known}", code=code, known=", ".join(sorted(EXEMPT_GROUP_CODES))),
+        )
+    seen: set[str] = set()
+    for i, group in enumerate(waiting.exemptions):
+        field = f"rules.waiting.exemptions[{i}]"
+        if group.group not in EXEMPT_GROUP_CODES or group.group == "newborn":
+            raise InvalidInput(f"{field}.group", _("is not an exempt group recognised from evidence"))
+        if group.group not in waiting.exempt_groups:
+            raise InvalidInput(f"{field}.group", _("is not one of the policy's exempt_groups"))
+        if group.group in seen:
+            raise InvalidInput(f"{field}.group", _("is given twice"))
+        seen.add(group.group)
+        if group.list_types is not None:
+            if not group.list_types:
+                raise InvalidInput(f"{field}.list_types", _("must name at least one list type"))
+            for j, list_type in enumerate(group.list_types):
+                if re.fullmatch(fields.LIST_TYPE, list_type) is None:
+                    raise InvalidInput(f"{field}.list_types[{j}]", _("is not a list type"))
 
 
 async def money_collected(conn: Connection, year: int) -> bool:

@@ -218,7 +218,7 @@ FROM policy_versions WHERE id > $1 ORDER BY id LIMIT $2;
 -- name: subsidies_of
 -- The subsidy rows of persons ($1) or of the current members of households ($2): rows of subsidy
 -- lists in the window their version is in force (subsidy_list_windows) cut to the row's own dates,
--- and accepted claims. Grants that ended before $3, and claims for years before its year, are left
+-- and accepted claims of subsidy categories. Grants that ended before $3, and claims for years before its year, are left
 -- out; a person with none has no row. Ordered by household, then person.
 WITH people AS (
     SELECT p.id, p.id_number_hash, m.household_id, h.village_code
@@ -240,7 +240,7 @@ WITH people AS (
     UNION ALL
     SELECT x.id, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
     FROM people x
-    JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash AND c.status = 'accepted'
+    JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash AND c.status = 'accepted' AND c.purpose = 'subsidy'
     WHERE c.coverage_year >= extract(year FROM $3::date)
 )
 SELECT x.id, x.id AS person_id, x.household_id, x.village_code,
@@ -267,7 +267,7 @@ WITH grants AS (
     UNION ALL
     SELECT c.id_number_hash, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
     FROM eligibility_claims c
-    WHERE c.status = 'accepted' AND c.id_number_hash IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
+    WHERE c.status = 'accepted' AND c.purpose = 'subsidy' AND c.id_number_hash IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
 )
 SELECT p.id, p.id AS person_id, m.household_id, h.village_code,
        jsonb_agg(to_jsonb(g) - 'id_number_hash' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,

@@ -12,6 +12,7 @@ import calendar
 from collections.abc import Sequence
 from datetime import date, timedelta
 from typing import Annotated, Literal
+from uuid import UUID
 
 import msgspec
 
@@ -23,6 +24,8 @@ __all__ = [
     "CoverageReason",
     "CoverageRule",
     "EnrolmentWindow",
+    "ExemptGroup",
+    "ExemptionEvidence",
     "ExtendedPeriod",
     "UnknownYears",
     "WaitingPeriod",
@@ -42,6 +45,10 @@ CoverageRule = Literal["in_window", "waiting_period", "newborn", "exempt", "exte
 # The groups 国办发〔2024〕38号 exempts from waiting: newborns; persons newly recognised as 特困, 低保
 # or at risk of (re)poverty (防返贫监测); persons who left employee insurance (职工医保) within 3 months.
 NATIONAL_EXEMPT_GROUPS = frozenset({"newborn", "newly_recognised_assistance", "left_employee_insurance"})
+# Every group a policy may name (mobile_sync_protocol/rules/exemptions.py says how each is
+# recognised): the national ones, every medical-assistance recipient (医疗救助对象, Fujian), and
+# soldiers discharged from active service in the coverage year (退役军人).
+EXEMPT_GROUP_CODES = frozenset({*NATIONAL_EXEMPT_GROUPS, "medical_assistance", "discharged_soldier"})
 
 
 class CoverageInputError(ValueError):
@@ -56,6 +63,38 @@ Count = Annotated[int, msgspec.Meta(ge=0)]
 UnknownYears = Literal["ignore", "gap"]
 
 
+class ExemptGroup(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How a policy recognises one exempt group from the evidence the system holds (list rows of
+    `list_types`, accepted claims): parameters that override the group's defaults
+    (`exemptions.DEFAULT_GROUPS`). A field left out keeps the default; a wire type, so a newer
+    server may add fields a tablet ignores, and a group a tablet does not know exempts nobody there.
+    """
+
+    group: str  # one of EXEMPT_GROUP_CODES (the server refuses others)
+    list_types: tuple[str, ...] | None = None  # the lists whose rows are the evidence
+    claims: bool | None = None  # whether a claim civil affairs accepted counts as evidence
+    # A row counts only when its start (valid_from: the day of recognition, of discharge) lies at
+    # most this many months before the business date ("newly recognised"); None: no limit.
+    within_months: Count | None = None
+    same_year: bool | None = None  # the row's start lies in the coverage year (discharged that year)
+    min_insured_years: Count | None = None  # left employee insurance: continuous years insured before it ended
+    max_break_months: Count | None = None  # ... and at most this many months from its end to the business date
+
+
+class ExemptionEvidence(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What shows a person is in an exempt group: a list row (type, version, row, its dates) or a
+    claim civil affairs accepted (its id, and the dates of the paper proof when it gives them)."""
+
+    source: Literal["list", "claim"]
+    list_type: str  # a claim: the category claimed
+    valid_from: date | None = None
+    valid_to: date | None = None
+    list_id: UUID | None = None  # list: the version's id, its number and the row
+    version: int | None = None
+    row: int | None = None
+    claim_id: UUID | None = None  # claim
+
+
 class WaitingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """The waiting-period parameters of one year's policy; the defaults are the national rule."""
 
@@ -68,6 +107,9 @@ class WaitingPolicy(msgspec.Struct, frozen=True, kw_only=True):
     newborn_days: Count = 90  # a newborn enrolled at most this many days after birth is covered from birth
     exempt_groups: frozenset[str] = NATIONAL_EXEMPT_GROUPS
     unknown_years: UnknownYears = "ignore"  # how a year nobody knows the cover of counts (see above)
+    # How the groups of `exempt_groups` are recognised, where the defaults do not fit
+    # (`exemptions.DEFAULT_GROUPS`); a group named here but not in `exempt_groups` exempts nobody.
+    exemptions: tuple[ExemptGroup, ...] = ()
 
     def __post_init__(self) -> None:
         numbers = (
@@ -142,6 +184,7 @@ class CoverageFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     newborn_days: int | None = None  # newborn: the days after birth the policy allows
     born_before_year: bool = False  # newborn born in an earlier year: covered from 1 January
     exemption: str | None = None  # exempt: the group's code
+    evidence: ExemptionEvidence | None = None  # exempt: what showed the group (list row or claim)
     waiting: WaitingPeriod | None = None  # waiting_period: how its months were reached
     long_gap_years: int | None = None  # when the long-gap minimum was applied: the policy's numbers
     long_gap_min_months: int | None = None
@@ -219,6 +262,7 @@ def decide_coverage(
     back_paid_years: int = 0,
     unknown_years: Sequence[int] = (),
     extended: ExtendedPeriod | None = None,
+    evidence: ExemptionEvidence | None = None,
 ) -> CoverageDecision:
     """Coverage dates of one person for `coverage_year`, and the facts of why (`coverage_for` gives the dates).
 
@@ -229,6 +273,7 @@ def decide_coverage(
     cover nobody knows that could have changed the gap (`gaps.gap_years`): they are kept in the
     facts, for a reviewer, when the rule that decided depends on the gap (in_window,
     extended_period, waiting_period). `extended` is the policy's extended payment period, if any.
+    `evidence` is what showed the exemption (`exemptions.exemption_for`), kept in the facts.
 
     The first rule that applies decides:
 
@@ -288,7 +333,7 @@ def decide_coverage(
         facts = msgspec.structs.replace(facts, rule="extended_period", extended_end=extended.end)
     elif exemption is not None:
         start = max(business_date, year_start)
-        facts = msgspec.structs.replace(facts, rule="exempt", exemption=exemption)
+        facts = msgspec.structs.replace(facts, rule="exempt", exemption=exemption, evidence=evidence)
     else:
         months = waiting.months
         start = add_months(max(business_date, year_start), months)
@@ -339,6 +384,7 @@ def coverage_for(
     gap_years: int = 0,
     back_paid_years: int = 0,
     extended: ExtendedPeriod | None = None,
+    evidence: ExemptionEvidence | None = None,
 ) -> Coverage:
     """Coverage dates of one person for `coverage_year` (see `decide_coverage`)."""
     return decide_coverage(
@@ -351,6 +397,7 @@ def coverage_for(
         gap_years=gap_years,
         back_paid_years=back_paid_years,
         extended=extended,
+        evidence=evidence,
     ).coverage
 
 
@@ -367,13 +414,22 @@ def english_reason(facts: CoverageFacts) -> str:
         extended_end = facts.extended_end.isoformat() if facts.extended_end else "?"
         why = f"{enrolled}, in the extended payment period ending {extended_end}: no waiting period"
     elif facts.rule == "exempt":
-        why = f"{enrolled}, {_late_or_gap(facts)}; exempt from waiting ({facts.exemption})"
+        why = f"{enrolled}, {_late_or_gap(facts)}; exempt from waiting ({facts.exemption}{_evidence_words(facts)})"
     else:
         why = f"{enrolled}, {_late_or_gap(facts)}; {_waiting_words(facts)}"
     if facts.start is None or facts.end is None:
         would = facts.would_start.isoformat() if facts.would_start else "?"
         return f"{why}; cover would start on {would}, after the end of {facts.coverage_year}: no cover this year."
     return f"{why}; covered from {facts.start.isoformat()} to {facts.end.isoformat()}."
+
+
+def _evidence_words(facts: CoverageFacts) -> str:
+    e = facts.evidence
+    if e is None:
+        return ""
+    if e.source == "claim":
+        return f": accepted claim {e.claim_id}"
+    return f": list {e.list_type} version {e.version} row {e.row}"
 
 
 def _late_or_gap(facts: CoverageFacts) -> str:

@@ -24,7 +24,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend.enrollment import enrollments, quotes
+from backend.enrollment import continuity, enrollments, quotes
 from backend.enrollment.enrollments import EnrollmentCreate
 from backend.policy import service as policy
 from backend.premiums import payments
@@ -300,6 +300,50 @@ async def test_a_newborn_is_covered_from_birth(fujian: Fujian) -> None:
     quoted, cover = await fujian.walk(household, baby, date(2025, 4, 10))
     assert (quoted.cover_reason_if_paid_today, quoted.due_fen) == ("newborn", 40000)
     assert cover == ("paid", date(2025, 3, 1), date(2025, 12, 31), "newborn", 0, 0)
+
+
+async def test_medical_assistance_and_discharged_soldiers_wait_for_nothing(fujian: Fujian) -> None:
+    """The file's exempt groups (newborns, medical-assistance recipients, soldiers discharged in the
+    year): 周某, on the 低保 list, pays on 2025-04-10, after the extended period, and is covered from
+    that day; 黄三, discharged on 2025-06-20 (the 退役军人 list), pays on 2025-07-10: covered from
+    that day; 郑某, on no list, paying the same day waits 3 months."""
+    household, (zhou,) = await fujian.household((ZHOU, "周某"))
+    quoted, cover = await fujian.walk(household, zhou, date(2025, 4, 10))
+    assert (quoted.subsidy_fen, quoted.due_fen, quoted.cover_reason_if_paid_today) == (20000, 20000, "exempt")
+    assert cover == ("paid", date(2025, 4, 10), date(2025, 12, 31), "exempt", 0, 20000)
+    facts = await fujian.conn.fetchval("SELECT coverage_facts FROM enrollments WHERE person_id = $1", zhou)
+    assert (facts["exemption"], facts["evidence"]["list_type"], facts["evidence"]["row"]) == (
+        "medical_assistance",
+        "di_bao",
+        2,  # the file's row: the header is row 1
+    )
+
+    civil = await auth_headers(fujian.client, "civil")
+    veterans = await upload(
+        fujian.client, civil, csv(f"{HUANG},黄三,2025-06-20,"), list_type="tuiyi_junren", effective_from="2025-06-20"
+    )
+    assert veterans.status_code in (201, 202), veterans.text
+    household, (huang,) = await fujian.household((HUANG, "黄三"))
+    _quoted, cover = await fujian.walk(household, huang, date(2025, 7, 10))
+    assert cover == ("paid", date(2025, 7, 10), date(2025, 12, 31), "exempt", 0, 0)
+
+    household, (zheng,) = await fujian.household((ZHENG, "郑某"))
+    _quoted, cover = await fujian.walk(household, zheng, date(2025, 7, 10))
+    assert cover == ("paid", date(2025, 10, 10), date(2025, 12, 31), "waiting_period", 3, 0)
+
+
+async def test_the_serious_illness_ceiling_rises_after_four_continuous_years(fujian: Fujian) -> None:
+    """3,000 yuan per continuous year after four (the file's original ceiling, 400,000 yuan, is
+    illustrative): 林一, insured 2021–2024 and paying for 2025, has 5 years: 403,000 yuan; 陈二,
+    insured in 2024 only, 2 years: 400,000 yuan."""
+    for year in (2021, 2022, 2023):
+        await add_history(fujian.conn, LIN, year)
+    household, (lin, chen) = await fujian.household((LIN, "林一"), (CHEN, "陈二"))
+    await fujian.enrol(household, [lin, chen], date(2024, 11, 20))
+    await fujian.pay(household, [lin, chen], 80000, date(2024, 11, 20))
+    found = await continuity.ceilings(fujian.conn, [lin, chen], 2025, date(2025, 3, 1))
+    assert (found[lin].ceiling_fen, found[lin].continuous_years, found[lin].raise_fen) == (40_300_000, 5, 300_000)
+    assert (found[chen].ceiling_fen, found[chen].continuous_years, found[chen].raise_fen) == (40_000_000, 2, 0)
 
 
 def test_canbao_policy_load_publishes_the_file_and_refuses_a_bad_one_naming_the_field(
