@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from backend.embedded import memory_settings
 from backend.i18n import parse_language
 
 PREFIX = "CANBAO_"
@@ -34,6 +35,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # With DATABASE_URL (the application role): the role that owns the tables, for `canbao migrate`.
     owner_database_url: str | None = None
     data_dir: str = ".canbao"  # CANBAO_DATA_DIR
+    # The embedded PostgreSQL's memory, over its sizing to the machine: "work_mem=256MB,shared_buffers=2GB"
+    pg_settings: str = ""  # CANBAO_PG_SETTINGS
     jwt_secret: str | None = None  # CANBAO_JWT_SECRET; None → a key kept in data_dir
     # Keys sealing identity and phone numbers (backend/crypto.py): a JSON key file, never in the
     # database; None → keys.json made in data_dir (embedded mode only).
@@ -122,6 +125,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     def check(self) -> None:
         """Cross-field rules msgspec's per-field constraints cannot express."""
 
+        try:
+            memory_settings(0, self.pg_settings)
+        except ValueError as exc:
+            raise SettingsError("CANBAO_PG_SETTINGS", str(exc).removeprefix("CANBAO_PG_SETTINGS: ")) from None
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):

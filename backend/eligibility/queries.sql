@@ -305,7 +305,9 @@ SELECT EXISTS (
 -- name: denominator_adjustments
 -- Per division: persons on the roster in force on $4 who are registered in no household (placed by
 -- the roster row's division), and registered persons not enrolled for $3 who are on an exclusion
--- list in force (deceased, employee insurance). Neither kind is counted twice.
+-- list in force (deceased, employee insurance). Neither kind is counted twice. Only the scope's
+-- rows and the listed persons are read: registered persons are looked up by the lists' blind
+-- index, never gathered whole (that was a hash of every person of the system, whatever the scope).
 WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, kind
     FROM list_versions
@@ -315,26 +317,26 @@ WITH in_force AS (
     SELECT DISTINCT e.id_number_hash
     FROM list_entries e JOIN in_force v ON v.id = e.version_id AND v.kind = 'exclusion'
     WHERE (e.valid_from IS NULL OR e.valid_from <= $4) AND (e.valid_to IS NULL OR e.valid_to >= $4)
-), registered AS (
-    SELECT p.id AS person_id, p.id_number_hash, h.village_code
-    FROM memberships m
-    JOIN households h ON h.id = m.household_id AND h.status = 'active'
-    JOIN persons p ON p.id = m.person_id
-    WHERE m.left_at IS NULL
 )
 SELECT division_code, sum(roster_only)::int AS roster_only, sum(excluded)::int AS excluded FROM (
     SELECT r.division_code, count(DISTINCT r.id_number_hash) AS roster_only, 0 AS excluded
     FROM list_entries r JOIN in_force v ON v.id = r.version_id AND v.kind = 'roster'
     WHERE r.division_code BETWEEN $1 AND $2
-      AND NOT EXISTS (SELECT 1 FROM registered g WHERE g.id_number_hash = r.id_number_hash)
+      AND NOT EXISTS (SELECT 1 FROM persons p
+                      JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+                      JOIN households h ON h.id = m.household_id AND h.status = 'active'
+                      WHERE p.id_number_hash = r.id_number_hash)
       AND NOT EXISTS (SELECT 1 FROM excluded x WHERE x.id_number_hash = r.id_number_hash)
     GROUP BY r.division_code
     UNION ALL
-    SELECT g.village_code, 0, count(*)
-    FROM registered g JOIN excluded x ON x.id_number_hash = g.id_number_hash
-    WHERE g.village_code BETWEEN $1 AND $2
+    SELECT h.village_code, 0, count(*)
+    FROM excluded x
+    JOIN persons p ON p.id_number_hash = x.id_number_hash
+    JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+    JOIN households h ON h.id = m.household_id AND h.status = 'active'
+    WHERE h.village_code BETWEEN $1 AND $2
       AND NOT EXISTS (SELECT 1 FROM enrollments e
-                      WHERE e.person_id = g.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')
-    GROUP BY g.village_code
+                      WHERE e.person_id = p.id AND e.coverage_year = $3 AND e.status <> 'cancelled')
+    GROUP BY h.village_code
 ) AS t
 GROUP BY division_code;

@@ -99,6 +99,10 @@ async def coverage_report(
     for code, (_name, division_level) in names.items():
         if division_level == level:
             totals[code] = [0, 0, 0, 0]
+    # A scope's range is a village's few hundred households or a district's millions: each run is
+    # planned for its own (a prepared statement's generic plan, chosen after five runs, looped over
+    # every enrolment of the district one by one). Until the transaction ends, or reset below.
+    await conn.execute(Q["plan_each_run"])
     for r in await conn.fetch(Q["coverage_by_village"], low, high, year):
         key = r["village_code"][:width].ljust(12, "0")
         counts = totals.setdefault(key, [0, 0, 0, 0])
@@ -107,6 +111,7 @@ async def coverage_report(
         counts[2] += r["registered_unpaid"]
         counts[3] += r["confirmed"]
     lists = await eligibility.denominator_adjustments(conn, actor, year, on)
+    await conn.execute(Q["plan_cached"])
     for code, (roster_only, excluded) in lists.by_division.items():
         counts = totals.setdefault(code[:width].ljust(12, "0"), [0, 0, 0, 0])
         counts[0] += roster_only - excluded
