@@ -24,11 +24,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.actor import Actor
 from backend.enrollment import continuity, enrollments, quotes
 from backend.enrollment.enrollments import EnrollmentCreate
 from backend.policy import service as policy
 from backend.premiums import payments
 from backend.premiums.payments import PaymentIn
+from backend.residents import service as resident_service
 from mobile_sync_protocol.rules.coverage import ExtendedPeriod
 from mobile_sync_protocol.rules.policy import PolicyRules as TabletPolicyRules
 from mobile_sync_protocol.rules.premium import SubsidyPolicy, age_on_1_january, premium_due
@@ -36,6 +38,7 @@ from tests.conftest import JWT_SECRET, auth_headers
 from tests.eligibility.test_check import csv
 from tests.eligibility.test_lists import upload
 from tests.factories import add_history, create_household, member
+from tests.fhir.test_fhir import ELIGIBILITY, FHIR_JSON, partner_headers, register_partner, request_for, state_of
 from tests.ops.test_cli import env_for
 from tests.premiums.test_payments import actor_of
 from tests.processes import run_cli
@@ -457,3 +460,42 @@ async def test_the_school_registers_its_new_students_through_the_api(fujian: Fuj
     assert response.status_code == 201, response.text
     (item,) = response.json()["items"]
     assert (item["new_student"], item["status"]) == (True, "registered")
+
+
+async def test_on_a_day_in_2024_the_student_is_covered_by_the_2025_enrolment(fujian: Fujian) -> None:
+    # Insured in 2024 at home in another city: nothing here knows that year, which is not a gap
+    # (the enrolment lists it for the reviewer); no 2024 cover here either.
+    household, (student,) = await fujian.household((STUDENT, "许同学"))
+    await fujian.enrol(household, [student], date(2024, 10, 15), new_student=True)
+    await fujian.pay(household, [student], 40000, date(2024, 10, 15))
+    row = await fujian.conn.fetchrow("SELECT * FROM enrollments WHERE person_id = $1", student)
+    assert (row["coverage_reason"], enrollments._enrollment(row).unknown_years) == ("new_student", [2024])
+
+    # A hospital asks on 2024-10-20: no 2024 enrolment here, but the 2025 one covers the day.
+    partner = await register_partner(fujian.client)
+    headers = {**await partner_headers(fujian.client, partner), **FHIR_JSON}
+    body = msgspec.json.encode(request_for(STUDENT, "2024-10-20"))
+    answer = (await fujian.client.post(ELIGIBILITY, content=body, headers=headers)).json()
+    assert state_of(answer) == (True, "in_force", None)
+    assert answer["insurance"][0]["benefitPeriod"] == {"start": "2024-09-01", "end": "2025-12-31"}
+    # On 2024-08-31, before it: nothing in force.
+    body = msgspec.json.encode(request_for(STUDENT, "2024-08-31"))
+    answer = (await fujian.client.post(ELIGIBILITY, content=body, headers=headers)).json()
+    assert state_of(answer)[0] is False
+
+    # The resident's view of 2024 on 2024-10-20 says the same; its view of 2025 gives the dates.
+    resident = Actor.resident(student, household)
+    seen = await resident_service.coverage(fujian.conn, resident, 2024, date(2024, 10, 20))
+    (me,) = seen.members
+    assert (me.in_force_today, me.in_force_by_year, me.coverage_state) == (True, 2025, "not_enrolled")
+    assert me.explanation == (
+        "Not enrolled for 2024. Covered today by the enrolment for 2025, from 2024-09-01 to 2025-12-31."
+    )
+    (me,) = (await resident_service.coverage(fujian.conn, resident, 2025, date(2024, 10, 20))).members
+    assert (me.in_force_today, me.coverage_start, me.coverage_end, me.coverage_reason_code) == (
+        True,
+        date(2024, 9, 1),
+        date(2025, 12, 31),
+        "new_student",
+    )
+    assert me.in_force_by_year is None
