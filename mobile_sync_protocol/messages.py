@@ -132,6 +132,9 @@ class EnrollmentCreate(Mutation, kw_only=True, tag="enrollment.create"):
     coverage_year: Year
     person_ids: list[UUID]
     query_code_hash: QueryCodeHash | None = None
+    # Every person of it is a new university student, enrolled at the school (PROTOCOL.md §
+    # "New university students"); refused (rejected) when the year's policy has no `new_students`.
+    new_student: bool = False
 
 
 class EnrollmentCancel(Mutation, kw_only=True, tag="enrollment.cancel"):
@@ -312,10 +315,11 @@ class EnrollmentRow(msgspec.Struct, kw_only=True, tag="enrollment"):
     status: str
     premium_fen: int | None
     subsidy_fen: int
-    coverage_start: date | None
+    coverage_start: date | None  # a new student's: in the year before coverage_year
     coverage_end: date | None
     cancel_reason: str | None
     row_version: int
+    new_student: bool = False  # registered as a new university student's
 
 
 class PaymentRow(msgspec.Struct, kw_only=True, tag="payment"):

@@ -90,6 +90,10 @@ def _rule_functions() -> dict[str, Callable[[dict[str, Any]], Any]]:
             back_paid_years=x.get("back_paid_years", 0),
             extended=None if x.get("extended") is None else msgspec.convert(x["extended"], c.ExtendedPeriod),
             evidence=None if x.get("evidence") is None else msgspec.convert(x["evidence"], c.ExemptionEvidence),
+            new_student=x.get("new_student", False),
+            new_students=None
+            if x.get("new_students") is None
+            else msgspec.convert(x["new_students"], c.NewStudentRule),
         )
 
     def exemption_for(i: dict[str, Any]) -> Any:

@@ -97,6 +97,8 @@ class Enrollment(msgspec.Struct, frozen=True, kw_only=True):
     # The person's continuous years of basic insurance as of the coverage year (continuity.py):
     # given in the list of a year's enrolments (the review queue), None elsewhere.
     continuous_years: int | None = None
+    # Registered at the school as a new university student's (EnrollmentCreate.new_student).
+    new_student: bool = False
 
 
 class GapCover(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +128,10 @@ class EnrollmentCreate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     person_ids: Annotated[
         list[UUID], msgspec.Meta(min_length=1, max_length=30, extra_json_schema={"extra": {"unique_items": True}})
     ]
+    # Every person of the request is a new student of a university of the pooling area, registered
+    # by the school's office in its enrolment period (高校新生, 闽政办〔2025〕3号 §1); refused when the
+    # year's policy has no `rules.new_students`.
+    new_student: bool = False
 
 
 class Enrolled(msgspec.Struct, frozen=True, kw_only=True):
@@ -202,6 +208,10 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
     if household["eligibility_known"]:
         known = await eligibility.facts(conn, sorted(set(numbers.values())), data.coverage_year, today)
     _check_not_excluded(data, numbers, known)
+    if data.new_student and policy.rules.new_students is None:
+        raise InvalidInput(
+            "new_student", _("the policy of {year} has no rule for new university students", year=data.coverage_year)
+        )
     live = set(household["enrolled"])
     enrolled = [f"person_ids[{i}]" for i, person_id in enumerate(data.person_ids) if person_id in live]
     if enrolled:
@@ -218,7 +228,8 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
                 (
                     enrollment_id,
                     household["village_code"],
-                    {"person_id": str(person_id), "year": data.coverage_year, "status": "registered"},
+                    {"person_id": str(person_id), "year": data.coverage_year, "status": "registered"}
+                    | ({"new_student": True} if data.new_student else {}),
                 )
                 for enrollment_id, person_id in zip(ids, data.person_ids, strict=True)
             ],
@@ -236,6 +247,7 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
             policy.premium_fen,
             query_code_hash(code_key, data.household_id, data.coverage_year, code),
             *audit_rows.columns(),
+            data.new_student,
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "enrollments_one_live_per_person_year":
@@ -484,6 +496,8 @@ def decide_cover(row: asyncpg.Record | dict[str, Any], business_date: date, inpu
         back_paid_years=back_paid,
         unknown_years=gaps.unknown,
         extended=policy.rules.extended_payment,
+        new_student=bool(person["new_student"]),
+        new_students=policy.rules.new_students,
     )
 
 

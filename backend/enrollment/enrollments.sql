@@ -32,15 +32,15 @@ ORDER BY t.n;
 
 -- name: insert_enrollments_with_code
 -- The enrolments, the household's query code for the year unless it has one (`code_created` on every
--- row tells which), and their audit rows ($10 … $18, as `audit.insert_rows`).
+-- row tells which), and their audit rows ($10 … $18, as `audit.insert_rows`); $19: new students.
 WITH code AS (
     INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUES ($3, $5, $9)
     ON CONFLICT DO NOTHING
     RETURNING household_id
 ), inserted AS (
     INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
-                             registered_on, premium_fen)
-    SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8
+                             registered_on, premium_fen, new_student)
+    SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8, $19
     FROM unnest($1::uuid[], $2::uuid[]) AS e(id, person_id)
     RETURNING *
 ), audit AS (
@@ -104,7 +104,11 @@ LIMIT $8;
 --   membership entered in error does not count; the last 30 years), or an imported history year
 --   marked cancelled.
 --   (A year both covered and uncovered is covered; every other year is unknown.)
-SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, ARRAY(
+-- And whether the person's live enrolment for the year was registered as a new university student's.
+SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, EXISTS (
+    SELECT 1 FROM enrollments
+    WHERE person_id = t.person_id AND coverage_year = t.year AND status <> 'cancelled' AND new_student
+) AS new_student, ARRAY(
     SELECT coverage_year FROM enrollments
     WHERE person_id = t.person_id AND coverage_year < t.year
       AND (status IN ('paid', 'subsidised', 'confirmed')

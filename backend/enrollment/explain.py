@@ -166,6 +166,14 @@ def cover_words(facts: CoverageFacts) -> str:
             date=enrolled,
             extended_end=day(facts.extended_end) if facts.extended_end else "?",
         )
+    elif facts.rule == "new_student":
+        why = _(
+            "Enrolled on {date} as a new university student, in the enrolment window from {window_start} to "
+            "{window_end}, without a gap: covered from the start of the school year",
+            date=enrolled,
+            window_start=day(facts.window_start) if facts.window_start else "?",
+            window_end=day(facts.window_end),
+        )
     elif facts.rule == "exempt":
         group = EXEMPT_GROUPS.get(facts.exemption or "")
         why = _(
@@ -182,6 +190,12 @@ def cover_words(facts: CoverageFacts) -> str:
             date=enrolled,
             late_or_gap=_late_or_gap(facts),
             waiting=_waiting_words(facts),
+        )
+    if facts.new_student and facts.rule != "new_student":
+        why = _(
+            "{why} (enrolled as a new university student, but the student rule needs payment in the window "
+            "without a gap)",
+            why=why,
         )
     if facts.start is None or facts.end is None:
         would = facts.would_start or date(facts.coverage_year + 1, 1, 1)

@@ -28,7 +28,7 @@ from backend.errors import DomainError, InvalidInput
 from backend.fhir import resources
 from backend.i18n import _
 from backend.ids import uuid7
-from mobile_sync_protocol.rules.coverage_state import coverage_state
+from mobile_sync_protocol.rules.coverage_state import FUNDED, coverage_state
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 
 Q = load_queries("backend.fhir")
@@ -188,6 +188,13 @@ async def _ceilings(
     return found
 
 
+def _in_force(enrollment: dict[str, Any] | None, on: date) -> bool:
+    """Whether a row of `_enrollments` gives cover on `on`: funded, and `on` within its dates."""
+    if enrollment is None or enrollment["status"] not in FUNDED or enrollment["coverage_start"] is None:
+        return False
+    return bool(enrollment["coverage_start"] <= on <= enrollment["coverage_end"])
+
+
 async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) -> dict[str, Any]:
     if not isinstance(body, dict) or body.get("resourceType") != "CoverageEligibilityRequest":
         raise InvalidInput("resourceType", _("must be {resource_type}", resource_type="CoverageEligibilityRequest"))
@@ -198,9 +205,17 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
     serviced = _serviced_date(body, today)
     person_id, rows = await _enrollments(conn, actor, number, serviced.year)
     enrollment = rows[0] if rows else None
+    if not _in_force(enrollment, serviced):
+        # A new university student's cover for the next year starts in this one (1 September):
+        # in force on the date, it answers.
+        _person, later = await _enrollments(conn, actor, number, serviced.year + 1)
+        if later and _in_force(later[0], serviced):
+            rows = later
+            enrollment = later[0]
+    year = enrollment["coverage_year"] if enrollment else serviced.year
     ceiling_of = await _ceilings(conn, person_id, rows[:1], today)
     state = coverage_state(
-        year=serviced.year,
+        year=year,
         on=serviced,
         status=explain.state_status(enrollment) if enrollment else None,
         start=enrollment["coverage_start"] if enrollment else None,
@@ -216,7 +231,7 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
         serviced=serviced,
         state=state,
         enrollment=enrollment,
-        ceiling=ceiling_of.get(serviced.year),
+        ceiling=ceiling_of.get(year),
     )
     await record(
         conn,

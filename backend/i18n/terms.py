@@ -37,6 +37,7 @@ COVERAGE_REASONS = {
     "newborn": N_("Newborn enrolled within the days allowed"),
     "exempt": N_("Exempt from the waiting period"),
     "extended_period": N_("Paid in the extended payment period"),
+    "new_student": N_("New university student enrolled at school"),
     "no_cover_this_year": N_("No cover this year"),
 }
 CANCEL_REASONS = {

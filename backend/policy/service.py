@@ -25,7 +25,7 @@ from backend.i18n import _
 from backend.ids import uuid7
 from mobile_sync_protocol.rules import policy as rules
 from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
-from mobile_sync_protocol.rules.coverage import EXEMPT_GROUP_CODES, EnrolmentWindow, WaitingPolicy
+from mobile_sync_protocol.rules.coverage import EXEMPT_GROUP_CODES, EnrolmentWindow, NewStudentRule, WaitingPolicy
 from mobile_sync_protocol.rules.premium import SubsidyPolicy
 
 Q = load_queries("backend.policy")
@@ -37,6 +37,10 @@ BackdatingDays = Annotated[int, msgspec.Meta(ge=0, le=366)]
 
 class SeriousIllnessIncentiveIn(SeriousIllnessIncentive, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The serious-illness ceiling's incentives as a new version gives them: no unknown field."""
+
+
+class NewStudentRuleIn(NewStudentRule, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The new-student rule as a new version gives it: no unknown field."""
 
 
 class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +55,8 @@ class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_f
 
     # --- Continuity incentives (issue 17 point 3): the wire type's field, refusing unknown fields.
     serious_illness: SeriousIllnessIncentiveIn | None = None
+    # --- New university students: the wire type's field, refusing unknown fields.
+    new_students: NewStudentRuleIn | None = None
 
 
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

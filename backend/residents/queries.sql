@@ -43,6 +43,14 @@ LEFT JOIN LATERAL (
 WHERE m.household_id = $1 AND m.left_at IS NULL
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
+-- name: next_year_cover_in_force
+-- Of persons $1, a funded enrolment for the year after $2 whose cover is in force on $3 already (a
+-- new university student's starts on 1 September of the year before its coverage year).
+SELECT person_id, coverage_year, coverage_start, coverage_end
+FROM enrollments
+WHERE person_id = ANY($1::uuid[]) AND coverage_year = $2 + 1 AND status IN ('paid', 'subsidised', 'confirmed')
+  AND coverage_start <= $3 AND coverage_end >= $3;
+
 -- name: last_receipts
 -- Per person, the receipt of the latest payment (not voided) of the year that covered them: one that
 -- paid their enrolment living in household $1, whichever household paid it (the money follows the

@@ -183,7 +183,8 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     coverage_start: date | None
     coverage_end: date | None
     waiting_until: date | None  # cover starts on this date after a waiting period
-    # in_window, waiting_period, newborn, exempt, extended_period, no_cover_this_year; history: the imported history
+    # in_window, waiting_period, newborn, exempt, extended_period, new_student, no_cover_this_year;
+    # history: the imported history
     coverage_reason_code: str | None
     coverage_reason_name: str | None
     explanation: str  # the state today and how the dates were reached, in plain words
@@ -210,6 +211,10 @@ class MemberCoverage(msgspec.Struct, frozen=True, kw_only=True):
     # The serious-illness insurance ceiling for the year with its reasons, for a member covered that
     # year when the year's policy carries the incentives; else None.
     serious_illness_ceiling: CeilingView | None = None
+    # The next year's enrolment already gives cover today (a new university student's cover starts
+    # on 1 September of the year before): its year; `in_force_today` is then true and the
+    # explanation says so. None otherwise.
+    in_force_by_year: int | None = None
 
 
 class Money(msgspec.Struct, frozen=True, kw_only=True):
@@ -300,6 +305,10 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         or (r["status"] in (None, "cancelled") and r["history_status"] in explain.HISTORY_FUNDED)
     ]
     ceiling_of = await ceilings(conn, covered, year, today)
+    early = {
+        r["person_id"]: r
+        for r in await conn.fetch(Q["next_year_cover_in_force"], [r["person_id"] for r in rows], year, today)
+    }
     keyring = crypto.keys()
     members = []
     for record_row in rows:
@@ -328,6 +337,16 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         words, why = explain.explanation(r, state, year)
         categories = list(due.chosen_categories) if due is not None and subsidy else []
         receipt = receipts.get(r["person_id"])
+        explained = words if why is None else _("{state} {reason}", state=words, reason=why)
+        next_year = early.get(r["person_id"]) if not state.in_force else None
+        if next_year is not None:
+            explained = _(
+                "{explanation} Covered today by the enrolment for {year}, from {start} to {end}.",
+                explanation=explained,
+                year=next_year["coverage_year"],
+                start=explain.day(next_year["coverage_start"]),
+                end=explain.day(next_year["coverage_end"]),
+            )
         members.append(
             MemberCoverage(
                 person_id=r["person_id"],
@@ -338,7 +357,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 relation=r["relation"],
                 enrollment_status=r["status"],
                 enrollment_status_name=terms.name("enrollment_status", r["status"]),
-                in_force_today=state.in_force,
+                in_force_today=state.in_force or next_year is not None,
                 coverage_state=state.code,
                 coverage_start=r["coverage_start"],
                 coverage_end=r["coverage_end"],
@@ -347,7 +366,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 coverage_reason_name=_(explain.HISTORY_NAME)
                 if source == "history"
                 else terms.name("coverage_reason", r["coverage_reason"]),
-                explanation=words if why is None else _("{state} {reason}", state=words, reason=why),
+                explanation=explained,
                 state_words=words,
                 reason_words=why,
                 subsidy_categories=categories,
@@ -366,6 +385,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
                 coverage_source=source,
                 continuity=runs.get(r["person_id"]),
                 serious_illness_ceiling=ceiling_of.get(r["person_id"]),
+                in_force_by_year=None if next_year is None else next_year["coverage_year"],
             )
         )
     # The household's year over the enrolments live in it now; what is paid for them whichever

@@ -432,7 +432,12 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
 
 async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> m.Answer:
     data = msgspec.convert(
-        {"household_id": mu.household_id, "coverage_year": mu.coverage_year, "person_ids": mu.person_ids},
+        {
+            "household_id": mu.household_id,
+            "coverage_year": mu.coverage_year,
+            "person_ids": mu.person_ids,
+            "new_student": mu.new_student,
+        },
         enrolment_service.EnrollmentCreate,
     )
     try:

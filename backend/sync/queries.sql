@@ -111,7 +111,7 @@ ORDER BY household_id, id;
 
 -- name: enrollments_of_households
 SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
-       coverage_start, coverage_end, cancel_reason, row_version
+       coverage_start, coverage_end, cancel_reason, row_version, new_student
 FROM enrollments
 WHERE household_id = ANY($1::uuid[]) AND village_code BETWEEN $2 AND $3
 ORDER BY household_id, id;
@@ -165,12 +165,12 @@ WHERE m.left_at IS NULL AND h.village_code BETWEEN $1 AND $2 AND m.id > $3 ORDER
 
 -- name: enrollments_by_id
 SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
-       coverage_start, coverage_end, cancel_reason, row_version
+       coverage_start, coverage_end, cancel_reason, row_version, new_student
 FROM enrollments WHERE id = ANY($1::uuid[]);
 
 -- name: enrollments_in_scope
 SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
-       coverage_start, coverage_end, cancel_reason, row_version
+       coverage_start, coverage_end, cancel_reason, row_version, new_student
 FROM enrollments WHERE village_code BETWEEN $1 AND $2 AND id > $3 ORDER BY id LIMIT $4;
 
 -- name: payments_by_id

@@ -1,5 +1,6 @@
 """Coverage dates of one person for one coverage year (参保年度): the enrolment window, waiting
-periods for late enrolment and gaps (国办发〔2024〕38号), exemptions, and newborns.
+periods for late enrolment and gaps (国办发〔2024〕38号), exemptions, newborns, and new university
+students (whose cover may start in the year before the coverage year).
 
 Every answer carries a reason code and a sentence in plain English saying why; `decide_coverage`
 also gives the facts that sentence is made of (`CoverageFacts`), which a server stores and puts
@@ -27,6 +28,7 @@ __all__ = [
     "ExemptGroup",
     "ExemptionEvidence",
     "ExtendedPeriod",
+    "NewStudentRule",
     "UnknownYears",
     "WaitingPeriod",
     "WaitingPolicy",
@@ -38,9 +40,11 @@ __all__ = [
     "waiting_period",
 ]
 
-CoverageReason = Literal["in_window", "waiting_period", "newborn", "exempt", "extended_period", "no_cover_this_year"]
+CoverageReason = Literal[
+    "in_window", "waiting_period", "newborn", "exempt", "extended_period", "new_student", "no_cover_this_year"
+]
 # The rule that set the start.
-CoverageRule = Literal["in_window", "waiting_period", "newborn", "exempt", "extended_period"]
+CoverageRule = Literal["in_window", "waiting_period", "newborn", "exempt", "extended_period", "new_student"]
 
 # The groups 国办发〔2024〕38号 exempts from waiting: newborns; persons newly recognised as 特困, 低保
 # or at risk of (re)poverty (防返贫监测); persons who left employee insurance (职工医保) within 3 months.
@@ -148,6 +152,30 @@ class ExtendedPeriod(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("an extended payment period cannot end before it starts")
 
 
+# A day of the year as MM-DD ("09-01"); 02-29 is refused (not every year has it).
+MonthDay = Annotated[str, msgspec.Meta(pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
+
+
+class NewStudentRule(msgspec.Struct, frozen=True, kw_only=True):
+    """New students of the province's universities (高校新生), Fujian 2025 (闽政办〔2025〕3号 §1): a
+    person enrolled at the school as a new student (the enrolment's `new_student`), continuously
+    insured (no counted gap), who pays inside the enrolment window is covered from this day of the
+    year before the coverage year ("the current year", the year of the window) to 31 December of
+    the coverage year: for 2025, from 2024-09-01 to 2025-12-31 (16 months)."""
+
+    cover_from_month_day: MonthDay = "09-01"
+
+    def __post_init__(self) -> None:
+        month, day = (int(x) for x in self.cover_from_month_day.split("-"))
+        if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(2001, month)[1]:
+            raise ValueError("cover_from_month_day must be a day every year has, as MM-DD")
+
+    def cover_from(self, coverage_year: int) -> date:
+        """The first day of a new student's cover for `coverage_year`: in the year before it."""
+        month, day = (int(x) for x in self.cover_from_month_day.split("-"))
+        return date(coverage_year - 1, month, day)
+
+
 class WaitingPeriod(msgspec.Struct, frozen=True, kw_only=True):
     """How a waiting period of `months` was reached, for the explanation."""
 
@@ -196,6 +224,10 @@ class CoverageFacts(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     # the start did not depend on the gap when empty.
     unknown_years: tuple[int, ...] = ()
     extended_end: date | None = None  # extended_period: the last day of the extended payment period
+    # Enrolled as a new university student under a policy with the new-student rule; the rule is
+    # `new_student` when it applied, another one (paid outside the window, or after a gap) when not.
+    new_student: bool = False
+    window_start: date | None = None  # new_student: the first day of the window the payment fell in
 
 
 class CoverageDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -263,6 +295,8 @@ def decide_coverage(
     unknown_years: Sequence[int] = (),
     extended: ExtendedPeriod | None = None,
     evidence: ExemptionEvidence | None = None,
+    new_student: bool = False,
+    new_students: NewStudentRule | None = None,
 ) -> CoverageDecision:
     """Coverage dates of one person for `coverage_year`, and the facts of why (`coverage_for` gives the dates).
 
@@ -274,11 +308,17 @@ def decide_coverage(
     facts, for a reviewer, when the rule that decided depends on the gap (in_window,
     extended_period, waiting_period). `extended` is the policy's extended payment period, if any.
     `evidence` is what showed the exemption (`exemptions.exemption_for`), kept in the facts.
+    `new_student` says the person was enrolled as a new university student; `new_students` is the
+    policy's rule for them, if any (without it the flag changes nothing).
 
     The first rule that applies decides:
 
     1. newborn: enrolled at most `policy.newborn_days` days after birth → covered from birth, or
        from 1 Jan if born in an earlier year; this holds even when paid after the year's end.
+    1a. new_student: enrolled as a new student, paid inside the window (from its first to its
+       last day) and no counted gap → covered from `new_students.cover_from(coverage_year)` (in the
+       year before the coverage year, e.g. 1 September) to 31 Dec, as the policy says, even when
+       that day is before the payment. Otherwise the rules below decide as for anyone.
     2. in_window: paid on or before the window's last day, and no counted gap → the whole year.
        Paying before the window opens counts as in time here; whether money may be taken that
        early is for the caller to decide.
@@ -299,7 +339,8 @@ def decide_coverage(
     5. no_cover_this_year: whichever rule applied, a start after 31 Dec (or before birth, moved
        to the birth date) leaves no cover in this year.
 
-    Cover ends on 31 Dec of the coverage year and never starts before birth.
+    Cover ends on 31 Dec of the coverage year and never starts before birth; it starts inside the
+    coverage year, except a new student's (1a), which starts in the year before.
     """
     if birth_date is not None and birth_date > business_date:
         raise CoverageInputError("a person cannot be enrolled before birth")
@@ -318,6 +359,8 @@ def decide_coverage(
         counted_gap_years=waiting.counted_gap_years,
     )
 
+    if new_student and new_students is not None:
+        facts = msgspec.structs.replace(facts, new_student=True)
     start: date
     months = 0
     if birth_date is not None and business_date - birth_date <= timedelta(days=policy.newborn_days):
@@ -325,6 +368,9 @@ def decide_coverage(
         facts = msgspec.structs.replace(
             facts, rule="newborn", newborn_days=policy.newborn_days, born_before_year=birth_date < year_start
         )
+    elif new_student and new_students is not None and not after_gap and window.start <= business_date <= window.end:
+        start = new_students.cover_from(coverage_year)
+        facts = msgspec.structs.replace(facts, rule="new_student", window_start=window.start)
     elif not late and not after_gap:
         start = year_start
     elif extended is not None and not after_gap and extended.start <= business_date <= extended.end:
@@ -348,7 +394,7 @@ def decide_coverage(
 
     if birth_date is not None and start < birth_date:
         start = birth_date
-    if unknown_years and facts.rule in ("in_window", "extended_period", "waiting_period"):
+    if unknown_years and facts.rule in ("in_window", "extended_period", "waiting_period", "new_student"):
         facts = msgspec.structs.replace(facts, unknown_years=tuple(sorted(set(unknown_years))))
     if start > year_end:
         facts = msgspec.structs.replace(facts, would_start=start)
@@ -385,6 +431,8 @@ def coverage_for(
     back_paid_years: int = 0,
     extended: ExtendedPeriod | None = None,
     evidence: ExemptionEvidence | None = None,
+    new_student: bool = False,
+    new_students: NewStudentRule | None = None,
 ) -> Coverage:
     """Coverage dates of one person for `coverage_year` (see `decide_coverage`)."""
     return decide_coverage(
@@ -398,6 +446,8 @@ def coverage_for(
         back_paid_years=back_paid_years,
         extended=extended,
         evidence=evidence,
+        new_student=new_student,
+        new_students=new_students,
     ).coverage
 
 
@@ -413,10 +463,18 @@ def english_reason(facts: CoverageFacts) -> str:
     elif facts.rule == "extended_period":
         extended_end = facts.extended_end.isoformat() if facts.extended_end else "?"
         why = f"{enrolled}, in the extended payment period ending {extended_end}: no waiting period"
+    elif facts.rule == "new_student":
+        window_start = facts.window_start.isoformat() if facts.window_start else "?"
+        why = (
+            f"{enrolled} as a new university student, in the enrolment window from {window_start} to "
+            f"{facts.window_end.isoformat()}, without a gap: covered from the start of the school year"
+        )
     elif facts.rule == "exempt":
         why = f"{enrolled}, {_late_or_gap(facts)}; exempt from waiting ({facts.exemption}{_evidence_words(facts)})"
     else:
         why = f"{enrolled}, {_late_or_gap(facts)}; {_waiting_words(facts)}"
+    if facts.new_student and facts.rule != "new_student":
+        why += " (enrolled as a new university student, but the student rule needs payment in the window without a gap)"
     if facts.start is None or facts.end is None:
         would = facts.would_start.isoformat() if facts.would_start else "?"
         return f"{why}; cover would start on {would}, after the end of {facts.coverage_year}: no cover this year."

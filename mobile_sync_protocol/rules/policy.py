@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 
 from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
-from mobile_sync_protocol.rules.coverage import ExtendedPeriod, WaitingPolicy
+from mobile_sync_protocol.rules.coverage import ExtendedPeriod, NewStudentRule, WaitingPolicy
 from mobile_sync_protocol.rules.premium import CategorySubsidy, TopUp
 
 
@@ -32,3 +32,8 @@ class PolicyRules(msgspec.Struct, frozen=True, kw_only=True):
     # The serious-illness insurance ceiling and its raises (rules/continuity.py); None: the year's
     # policy carries no incentive (no ceiling is shown).
     serious_illness: SeriousIllnessIncentive | None = None
+
+    # --- New university students (闽政办〔2025〕3号 §1) ------------------------------------------
+    # Enrolled at their school as new students, continuously insured and paid in the window:
+    # covered from this day of the year before (rules/coverage.py, rule 1a). None: no such rule.
+    new_students: NewStudentRule | None = None

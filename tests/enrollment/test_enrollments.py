@@ -551,3 +551,25 @@ async def test_an_idempotency_key_replays_the_registration_and_its_query_code(
     assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
     short = await client.post("/api/v1/households", json=body, headers={**staff, "Idempotency-Key": "x"})
     assert (short.status_code, short.json()["errors"][0]["field"]) == (422, "Idempotency-Key")
+
+
+async def test_new_students_are_refused_under_a_policy_without_the_rule(
+    client: Client,
+    household: dict[str, Any],
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    response = await client.post(
+        "/api/v1/enrollments",
+        json={
+            "household_id": household["id"],
+            "coverage_year": 2026,
+            "person_ids": [household["members"][0]["person_id"]],
+            "new_student": True,
+        },
+        headers=await auth_headers(client, "staff_a"),
+    )
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["field"] == "new_student"
+    assert "no rule for new university students" in error["message"]
+    assert await conn.fetchval("SELECT count(*) FROM enrollments") == 0

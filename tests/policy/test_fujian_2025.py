@@ -24,11 +24,13 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend.actor import Actor
 from backend.enrollment import continuity, enrollments, quotes
 from backend.enrollment.enrollments import EnrollmentCreate
 from backend.policy import service as policy
 from backend.premiums import payments
 from backend.premiums.payments import PaymentIn
+from backend.residents import service as resident_service
 from mobile_sync_protocol.rules.coverage import ExtendedPeriod
 from mobile_sync_protocol.rules.policy import PolicyRules as TabletPolicyRules
 from mobile_sync_protocol.rules.premium import SubsidyPolicy, age_on_1_january, premium_due
@@ -36,6 +38,7 @@ from tests.conftest import JWT_SECRET, auth_headers
 from tests.eligibility.test_check import csv
 from tests.eligibility.test_lists import upload
 from tests.factories import add_history, create_household, member
+from tests.fhir.test_fhir import ELIGIBILITY, FHIR_JSON, partner_headers, register_partner, request_for, state_of
 from tests.ops.test_cli import env_for
 from tests.premiums.test_payments import actor_of
 from tests.processes import run_cli
@@ -63,6 +66,8 @@ SUN = "350102195002020373"  # 1950-02-02: 74, 特困
 ZHOU = "350102197001010391"  # 1970-01-01: 55, 低保
 BABY = "350102202503010416"  # born 2025-03-01
 WU = "350102198806060438"  # 1988-06-06
+STUDENT = "350102200605050479"  # 2006-05-05: a new university student, insured in 2024
+STUDENT_GAP = "350102200606060492"  # 2006-06-06: a new student without cover in 2024 (a gap year)
 ZHENG = "350102199202020456"  # 1992-02-02
 
 
@@ -83,10 +88,14 @@ class Fujian:
         body = await create_household(self.client, staff, members, household_no=f"F{self.households:03d}")
         return UUID(body["id"]), [UUID(m["person_id"]) for m in body["members"]]
 
-    async def enrol(self, household: UUID, persons: list[UUID], on: date) -> list[enrollments.Enrollment]:
+    async def enrol(
+        self, household: UUID, persons: list[UUID], on: date, *, new_student: bool = False
+    ) -> list[enrollments.Enrollment]:
         actor = await actor_of(self.conn, "staff_a")
         async with self.conn.transaction():
-            data = EnrollmentCreate(household_id=household, coverage_year=2025, person_ids=persons)
+            data = EnrollmentCreate(
+                household_id=household, coverage_year=2025, person_ids=persons, new_student=new_student
+            )
             return (await enrollments.enrol(self.conn, actor, data, on, KEY)).items
 
     async def quote(self, household: UUID, on: date) -> quotes.PremiumQuote:
@@ -389,3 +398,104 @@ async def test_the_api_refuses_bad_ages_and_extended_periods_naming_the_field(cl
         assert response.status_code in (400, 422), response.text
         assert [e["field"] for e in response.json()["errors"]] == [field], response.text
     assert (await client.get("/api/v1/policy-years/2025", headers=admin)).status_code == 404
+
+
+async def test_a_new_university_student_is_covered_from_1_september_of_the_window_year(fujian: Fujian) -> None:
+    # 许同学, insured in 2024 (continuously), registered at the school as a new student on
+    # 2024-10-15 and paying the same day for 2025: covered 2024-09-01 … 2025-12-31 (16 months).
+    await add_history(fujian.conn, STUDENT, 2024)
+    household, (student,) = await fujian.household((STUDENT, "许同学"))
+    (enrolled,) = await fujian.enrol(household, [student], date(2024, 10, 15), new_student=True)
+    assert enrolled.new_student is True
+    (quoted,) = (await fujian.quote(household, date(2024, 10, 15))).members
+    assert (quoted.due_fen, quoted.cover_reason_if_paid_today, quoted.cover_start_if_paid_today) == (
+        40000,
+        "new_student",
+        date(2024, 9, 1),
+    )
+    await fujian.pay(household, [student], 40000, date(2024, 10, 15))
+    assert await fujian.cover(student) == ("paid", date(2024, 9, 1), date(2025, 12, 31), "new_student", 0, 0)
+    row = await fujian.conn.fetchrow("SELECT * FROM enrollments WHERE person_id = $1", student)
+    assert enrollments._enrollment(row).coverage_note == (
+        "Enrolled on 2024-10-15 as a new university student, in the enrolment window from 2024-09-01 to "
+        "2024-12-31, without a gap: covered from the start of the school year; covered from 2024-09-01 to "
+        "2025-12-31."
+    )
+    # 2025 counts as a year of cover for continuity, like anyone's: 2024 (history) and 2025.
+    runs = await continuity.continuity_of(fujian.conn, [student], 2025, date(2024, 10, 15))
+    assert runs[student].years == 2
+
+    # 何同学 had no cover in 2024: not continuously insured, so the student rule does not apply;
+    # paying in the window after a gap year waits 3 + 1 months from 1 January.
+    await add_history(fujian.conn, STUDENT_GAP, 2024, status="cancelled")
+    household, (gap,) = await fujian.household((STUDENT_GAP, "何同学"))
+    await fujian.enrol(household, [gap], date(2024, 10, 15), new_student=True)
+    (quoted,) = (await fujian.quote(household, date(2024, 10, 15))).members
+    assert (quoted.cover_reason_if_paid_today, quoted.cover_start_if_paid_today) == ("waiting_period", date(2025, 5, 1))
+    await fujian.pay(household, [gap], 40000, date(2024, 10, 15))
+    assert await fujian.cover(gap) == ("paid", date(2025, 5, 1), date(2025, 12, 31), "waiting_period", 4, 0)
+    row = await fujian.conn.fetchrow("SELECT * FROM enrollments WHERE person_id = $1", gap)
+    assert enrollments._enrollment(row).coverage_note == (
+        "Enrolled on 2024-10-15, after 1 year without cover; waiting period of 4 months: 3 fixed + 1 for the gap "
+        "(enrolled as a new university student, but the student rule needs payment in the window without a gap); "
+        "waiting until 2025-04-30, covered from 2025-05-01 to 2025-12-31."
+    )
+
+
+async def test_a_new_student_paying_after_the_window_gets_the_rules_anyone_gets(fujian: Fujian) -> None:
+    # Insured in 2024, registered as a new student but paying on 2025-01-10 (the extended period):
+    # covered from the day of payment, not from 2024-09-01.
+    await add_history(fujian.conn, STUDENT, 2024)
+    household, (student,) = await fujian.household((STUDENT, "许同学"))
+    await fujian.enrol(household, [student], date(2025, 1, 10), new_student=True)
+    await fujian.pay(household, [student], 40000, date(2025, 1, 10))
+    assert await fujian.cover(student) == ("paid", date(2025, 1, 10), date(2025, 12, 31), "extended_period", 0, 0)
+
+
+async def test_the_school_registers_its_new_students_through_the_api(fujian: Fujian) -> None:
+    household, (student,) = await fujian.household((STUDENT, "许同学"))
+    staff = await auth_headers(fujian.client, "staff_a")
+    body = {"household_id": str(household), "coverage_year": 2025, "person_ids": [str(student)], "new_student": True}
+    response = await fujian.client.post("/api/v1/enrollments", json=body, headers=staff)
+    assert response.status_code == 201, response.text
+    (item,) = response.json()["items"]
+    assert (item["new_student"], item["status"]) == (True, "registered")
+
+
+async def test_on_a_day_in_2024_the_student_is_covered_by_the_2025_enrolment(fujian: Fujian) -> None:
+    # Insured in 2024 at home in another city: nothing here knows that year, which is not a gap
+    # (the enrolment lists it for the reviewer); no 2024 cover here either.
+    household, (student,) = await fujian.household((STUDENT, "许同学"))
+    await fujian.enrol(household, [student], date(2024, 10, 15), new_student=True)
+    await fujian.pay(household, [student], 40000, date(2024, 10, 15))
+    row = await fujian.conn.fetchrow("SELECT * FROM enrollments WHERE person_id = $1", student)
+    assert (row["coverage_reason"], enrollments._enrollment(row).unknown_years) == ("new_student", [2024])
+
+    # A hospital asks on 2024-10-20: no 2024 enrolment here, but the 2025 one covers the day.
+    partner = await register_partner(fujian.client)
+    headers = {**await partner_headers(fujian.client, partner), **FHIR_JSON}
+    body = msgspec.json.encode(request_for(STUDENT, "2024-10-20"))
+    answer = (await fujian.client.post(ELIGIBILITY, content=body, headers=headers)).json()
+    assert state_of(answer) == (True, "in_force", None)
+    assert answer["insurance"][0]["benefitPeriod"] == {"start": "2024-09-01", "end": "2025-12-31"}
+    # On 2024-08-31, before it: nothing in force.
+    body = msgspec.json.encode(request_for(STUDENT, "2024-08-31"))
+    answer = (await fujian.client.post(ELIGIBILITY, content=body, headers=headers)).json()
+    assert state_of(answer)[0] is False
+
+    # The resident's view of 2024 on 2024-10-20 says the same; its view of 2025 gives the dates.
+    resident = Actor.resident(student, household)
+    seen = await resident_service.coverage(fujian.conn, resident, 2024, date(2024, 10, 20))
+    (me,) = seen.members
+    assert (me.in_force_today, me.in_force_by_year, me.coverage_state) == (True, 2025, "not_enrolled")
+    assert me.explanation == (
+        "Not enrolled for 2024. Covered today by the enrolment for 2025, from 2024-09-01 to 2025-12-31."
+    )
+    (me,) = (await resident_service.coverage(fujian.conn, resident, 2025, date(2024, 10, 20))).members
+    assert (me.in_force_today, me.coverage_start, me.coverage_end, me.coverage_reason_code) == (
+        True,
+        date(2024, 9, 1),
+        date(2025, 12, 31),
+        "new_student",
+    )
+    assert me.in_force_by_year is None

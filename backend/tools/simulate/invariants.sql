@@ -87,7 +87,7 @@ WHERE ms.left_at IS NULL AND left(h.village_code, 9) = $1;
 
 -- name: scope_enrollment
 SELECT id, person_id, household_id, village_code, coverage_year, status, premium_fen, subsidy_fen,
-       coverage_start, coverage_end, cancel_reason, row_version
+       coverage_start, coverage_end, cancel_reason, row_version, new_student
 FROM enrollments
 WHERE left(village_code, 9) = $1;
 
