@@ -194,8 +194,10 @@ async def village_counts(
         )
         for r in rows
     ]
-    return sorted((c for c in counts if (c.persons, c.funded, c.registered_unpaid, c.confirmed) != (0, 0, 0, 0)),
-                  key=lambda c: c.village_code)
+    return sorted(
+        (c for c in counts if (c.persons, c.funded, c.registered_unpaid, c.confirmed) != (0, 0, 0, 0)),
+        key=lambda c: c.village_code,
+    )
 
 
 async def compact(conn: Connection, _settings: Settings, _now: datetime) -> int | None:
