@@ -112,6 +112,7 @@ def route_handlers() -> list[object]:
 def housekeeping_chores() -> dict[str, maintenance.Chore]:
     """Each package's housekeeping, run on the maintenance timer by one worker at a time."""
     from backend.auth.service import expire_login_windows
+    from backend.enrollment.coverage_report import compact as compact_coverage
     from backend.jobs.service import expire as expire_jobs
     from backend.residents.service import expire_login_limits
     from backend.sync.pull import housekeeping as prune_sync_changes
@@ -122,6 +123,7 @@ def housekeeping_chores() -> dict[str, maintenance.Chore]:
         "login_failures": expire_login_windows,
         "resident_login_limits": expire_login_limits,
         "jobs": expire_jobs,
+        "coverage_tallies": compact_coverage,
     }
 
 

@@ -9,7 +9,7 @@ district users the district's (README, "reports").
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 import msgspec
@@ -18,6 +18,7 @@ from backend import reports as tables
 from backend.actor import LEVEL_PREFIX, Actor, scope_args
 from backend.audit.service import record
 from backend.clock import local_today
+from backend.config import Settings
 from backend.db import Connection, load_queries
 from backend.eligibility import reports as eligibility
 from backend.i18n import LANGUAGES, N_, _, current_language, use_language
@@ -99,9 +100,10 @@ async def coverage_report(
     for code, (_name, division_level) in names.items():
         if division_level == level:
             totals[code] = [0, 0, 0, 0]
-    # A scope's range is a village's few hundred households or a district's millions: each run is
-    # planned for its own (a prepared statement's generic plan, chosen after five runs, looped over
-    # every enrolment of the district one by one). Until the transaction ends, or reset below.
+    # The lists' adjustments read a scope's listed persons: each run is planned for its own range (a
+    # prepared statement's generic plan guesses a few hundred households for any). Until the
+    # transaction ends, or reset below. The counts are summed from the summary the facts' triggers
+    # keep (`coverage_tallies`): a few rows per village, whatever the persons.
     await conn.execute(Q["plan_each_run"])
     for r in await conn.fetch(Q["coverage_by_village"], low, high, year):
         key = r["village_code"][:width].ljust(12, "0")
@@ -161,6 +163,48 @@ async def coverage_report(
         as_of=on,
         place=await tables.place(conn, actor),
     )
+
+
+class VillageCounts(msgspec.Struct, frozen=True, kw_only=True):
+    village_code: str
+    persons: int
+    funded: int
+    registered_unpaid: int
+    confirmed: int
+
+
+async def village_counts(
+    conn: Connection, low: str, high: str, year: int, *, from_facts: bool = False
+) -> list[VillageCounts]:
+    """The report's counts per village of a code range, before the lists' adjustments, from the
+    summary (as the report reads them) or counted from the facts (`from_facts`: what the summary
+    must equal; a join of every membership and enrolment of the range, seconds at a district's
+    million persons). Villages where both give only zeros may be missing from either."""
+    query = Q["coverage_by_village_from_facts"] if from_facts else Q["coverage_by_village"]
+    await conn.execute(Q["plan_each_run"])
+    rows = await conn.fetch(query, low, high, year)
+    await conn.execute(Q["plan_cached"])
+    counts = [
+        VillageCounts(
+            village_code=r["village_code"],
+            persons=r["persons"],
+            funded=r["funded"],
+            registered_unpaid=r["registered_unpaid"],
+            confirmed=r["confirmed"],
+        )
+        for r in rows
+    ]
+    return sorted(
+        (c for c in counts if (c.persons, c.funded, c.registered_unpaid, c.confirmed) != (0, 0, 0, 0)),
+        key=lambda c: c.village_code,
+    )
+
+
+async def compact(conn: Connection, _settings: Settings, _now: datetime) -> int | None:
+    """Housekeeping: the summary's deltas folded into one row per key (its sums unchanged); how
+    many rows went, None when another worker was folding."""
+    folded: int = await conn.fetchval(Q["compact"])
+    return folded or None
 
 
 def table(report: CoverageReport, headers: tables.Headers = "codes") -> tables.Table:
