@@ -4,15 +4,15 @@ only index on person_id was the partial unique one of live enrolments, which a q
 wants a cancelled enrolment cannot use. At 50,000 persons that made a resident's coverage 42 ms;
 at a prefecture's 5 million, seconds.
 
-Revision ID: 0022
-Revises: 0021
+Revision ID: 0024
+Revises: 0023
 Create Date: 2026-12-05
 """
 
 from migrations import run_sql
 
-revision = "0022"
-down_revision = "0021"
+revision = "0024"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 

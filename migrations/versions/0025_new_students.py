@@ -3,8 +3,8 @@ new student's. Under a policy with `rules.new_students`, such a student who was 
 insured and pays inside the window is covered from 1 September of the year before the coverage year;
 `coverage_start` has never been checked to lie in the coverage year, so nothing else changes.
 
-Revision ID: 0024
-Revises: 0023
+Revision ID: 0025
+Revises: 0024
 Create Date: 2026-12-12
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from migrations import run_sql
 
-revision = "0024"
-down_revision = "0023"
+revision = "0025"
+down_revision = "0024"
 branch_labels = None
 depends_on = None
 
