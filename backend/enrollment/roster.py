@@ -204,7 +204,9 @@ async def enrolment_roster(
     """A page of the roster of `year` in the caller's scope, by village, household and person;
     `after` is the `next_cursor` of the page before; `on` is today (the policy in force)."""
     key: tuple[object, ...] = (None,) * 5 if after is None else decode_cursor(after)
+    await conn.execute(Q["plan_each_run"])
     rows = await conn.fetch(Q["enrolment_roster"], *scope_args(actor), year, status, village_code, *key, limit + 1)
+    await conn.execute(Q["plan_cached"])
     page = rows[:limit]
     covered = [r["person_id"] for r in page if r["status"] in FUNDED and r["coverage_start"] is not None]
     years = await continuity.roster_years(conn, list({r["person_id"] for r in page}), covered, year, on)
