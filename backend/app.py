@@ -131,7 +131,7 @@ def job_handlers() -> dict[str, Handler]:
     """What each kind of background job runs (`canbao worker`), by kind."""
     from backend.eligibility import lists
     from backend.eligibility import reports as eligibility_reports
-    from backend.enrollment import coverage_report, history
+    from backend.enrollment import coverage_report, history, roster
     from backend.premiums import reports
 
     return {
@@ -140,6 +140,7 @@ def job_handlers() -> dict[str, Handler]:
         reports.RECONCILIATION: reports.run_reconciliation_job,
         eligibility_reports.UNENROLLED_EXPORT: eligibility_reports.run_unenrolled_export,
         coverage_report.COVERAGE_EXPORT: coverage_report.run_coverage_export,
+        roster.ROSTER_EXPORT: roster.run_roster_export,
     }
 
 

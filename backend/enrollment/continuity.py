@@ -212,3 +212,41 @@ async def ceilings(
         return {}
     known = await known_years(conn, person_ids, year, timezone)
     return {p: ceiling_view(person_ceiling(incentive, k, year)) for p, k in known.items()}
+
+
+class RosterYears(msgspec.Struct, frozen=True, kw_only=True):
+    """A person's continuous years as of a year and, when covered that year under a policy with the
+    incentive, the serious-illness ceiling: what a roster's row shows."""
+
+    continuous_years: int
+    ceiling_fen: int | None
+
+
+async def roster_years(
+    conn: Connection,
+    person_ids: Sequence[UUID],
+    covered: Sequence[UUID],
+    year: int,
+    on: date,
+    timezone: str = LOCAL_TIMEZONE,
+) -> dict[UUID, RosterYears]:
+    """For a page of persons (one query for all, one look-up of the policy): continuous years as
+    of `year` (`continuity_as_of`) and, for those of `covered` (the caller knows they are), the
+    ceiling under the year's policy in force on `on` (None without an incentive)."""
+    if not person_ids:
+        return {}
+    policy = await policies.in_force(conn, year, on)
+    incentive = policy.rules.serious_illness if policy is not None else None
+    first = incentive.count_from_year if incentive is not None else None
+    known = await known_years(conn, person_ids, year, timezone)
+    covered_set = set(covered)
+    answer = {}
+    for p, k in known.items():
+        run = continuity_as_of(
+            year, covered=k.covered, uncovered=k.uncovered, birth_year=k.birth_year, count_from_year=first
+        )
+        ceiling = None
+        if incentive is not None and p in covered_set:
+            ceiling = person_ceiling(incentive, k, year).ceiling_fen
+        answer[p] = RosterYears(continuous_years=run.years, ceiling_fen=ceiling)
+    return answer

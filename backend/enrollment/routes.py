@@ -1,5 +1,5 @@
 """`/api/v1/households`, `/api/v1/moves`, `/api/v1/enrollments`, `/api/v1/renewals`,
-`/api/v1/reports/coverage`, `/api/v1/eligibility/exclusion-reviews`."""
+`/api/v1/reports/coverage`, `/api/v1/reports/enrolment-roster`, `/api/v1/eligibility/exclusion-reviews`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,17 @@ from backend import fields, idempotency, reports
 from backend.actor import STAFF_ROLES, Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, enrollments, exclusions, households, members, moves, quotes, slips
+from backend.enrollment import (
+    coverage_report,
+    enrollments,
+    exclusions,
+    households,
+    members,
+    moves,
+    quotes,
+    roster,
+    slips,
+)
 from backend.enrollment import search as household_search
 from backend.enrollment.enrollments import (
     CancelRequest,
@@ -431,6 +441,68 @@ class ReportController(Controller):
             media_type=reports.response_media_type(format),
             encoding=reports.charset(encoding),
             headers={"Content-Disposition": f'attachment; filename="coverage-{year}-{level}.{format}"'},
+        )
+
+    @get(
+        "/enrolment-roster",
+        summary="参保人员花名册: every enrolment of the year in your scope, a row per person (JSON, CSV, XLSX)",
+        description="By village, household number and person: masked ID number, relation, status, cover, "
+        "premium, subsidy and paid (yuan for people, fen with `headers=codes`), continuous years of basic "
+        "insurance and, under a policy with the incentive, the serious-illness ceiling of persons covered. "
+        "Township staff and reviewers read their township, district users the district.",
+        responses={202: ResponseSpec(Job, description="With background=true: a job makes the whole roster one file")},
+        guards=[STAFF],
+    )
+    async def enrolment_roster(
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        year: YearQuery,
+        village_code: VillageQuery = None,
+        status: FromQuery[enrollments.Status | None] = None,
+        after: Annotated[
+            str | None,
+            QueryParameter(max_length=roster.CURSOR_MAX_LENGTH, description="the next_cursor of the page before"),
+        ] = None,
+        limit: ReviewLimit = 1000,
+        format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
+        background: Annotated[
+            bool, QueryParameter(description="the whole roster as one file (json, csv or xlsx), made by a job (202)")
+        ] = False,
+        column_headers: reports.HeadersQuery = "names",
+        encoding: reports.EncodingQuery = "utf-8",
+    ) -> Response[Any]:
+        today = local_today(state.settings.timezone)
+        if background:
+            params = roster.RosterExport(
+                coverage_year=year,
+                village_code=village_code,
+                status=status,
+                format=format,
+                headers=column_headers,
+                encoding=encoding,
+            )
+            job = await jobs.enqueue(
+                tx,
+                actor,
+                roster.ROSTER_EXPORT,
+                msgspec.to_builtins(params),
+                division_code=actor.scope.division_code,
+                settings=state.settings,
+            )
+            return Response(job, status_code=202, headers={"Location": job.href})
+        page = await roster.enrolment_roster(
+            tx, actor, year, today, village_code=village_code, status=status, after=after, limit=limit
+        )
+        if format == "json":
+            return Response(page)
+        body = await roster.roster_file(tx, actor, year, today, page.items, format, column_headers, encoding)
+        return Response(
+            body,
+            media_type=reports.response_media_type(format),
+            encoding=reports.charset(encoding),
+            headers={"Content-Disposition": f'attachment; filename="enrolment-roster-{year}.{format}"'},
         )
 
 

@@ -47,6 +47,18 @@ CANCEL_REASONS = {
     "moved_away": N_("Moved away"),
     "data_error": N_("Entered in error"),
 }
+# 与户主关系, as the household register writes it (backend/enrollment/households.py `Relation`).
+RELATIONS = {
+    "head": N_("Head of household"),
+    "spouse": N_("Spouse"),
+    "child": N_("Child"),
+    "parent": N_("Parent"),
+    "grandchild": N_("Grandchild"),
+    "grandparent": N_("Grandparent"),
+    "sibling": N_("Brother or sister"),
+    "child_in_law": N_("Son-in-law or daughter-in-law"),
+    "other": N_("Other relation"),
+}
 PAYMENT_METHODS = {"cash": N_("Cash"), "qr": N_("QR code payment"), "bank": N_("Bank transfer")}
 PAYMENT_KINDS = {"premium": N_("Premium"), "back_payment": N_("Back payment of earlier years")}
 CLAIM_STATUSES = {"pending": N_("Pending"), "accepted": N_("Accepted"), "rejected": N_("Rejected")}
@@ -59,6 +71,7 @@ VOCABULARIES = {
     "payment_method": PAYMENT_METHODS,
     "payment_kind": PAYMENT_KINDS,
     "claim_status": CLAIM_STATUSES,
+    "relation": RELATIONS,
 }
 
 

@@ -134,12 +134,14 @@ def test_every_code_people_read_has_a_chinese_name() -> None:
 
     from backend.eligibility.importer import LIST_TYPES
     from backend.enrollment.enrollments import CancelReason, Status
+    from backend.enrollment.households import Relation
     from mobile_sync_protocol.rules.coverage import CoverageReason
 
     assert set(terms.LIST_TYPES) == set(LIST_TYPES)
     assert set(terms.ENROLLMENT_STATUSES) == set(get_args(Status))
     assert set(terms.CANCEL_REASONS) == set(get_args(CancelReason))
     assert set(terms.COVERAGE_REASONS) == set(get_args(CoverageReason))
+    assert set(terms.RELATIONS) == set(get_args(Relation))
     chinese = i18n.translations("zh_CN")
     for vocabulary in terms.VOCABULARIES.values():
         for code, words in vocabulary.items():
