@@ -248,10 +248,11 @@ async def decide_review(
     review_id: FromPath[UUID], tx: Tx, actor: CurrentActor, request: Request[Any, Any, Any]
 ) -> Template:
     form = await request.form()
-    decision = "cancel" if form.get("decision") == "cancel" else "keep"
-    data = ReviewDecision(decision=decision, note=str(form.get("note") or "")[:500])
+    note = str(form.get("note") or "")[:500]
+    cancel = form.get("decision") == "cancel"
+    data = ReviewDecision(decision="cancel" if cancel else "keep", note=note)
     done, error = await attempt(tx, lambda: exclusions.decide_review(tx, actor, review_id, data))
-    flash = None if done is None else (_("Enrolment cancelled.") if decision == "cancel" else _("Enrolment kept."))
+    flash = None if done is None else (_("Enrolment cancelled.") if cancel else _("Enrolment kept."))
     return await _reviews_page(tx, actor, request, flash=flash, error=error)
 
 
