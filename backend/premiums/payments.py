@@ -478,6 +478,13 @@ async def get_payment(conn: Connection, actor: Actor, payment_id: UUID) -> Payme
     return _payment(row)
 
 
+async def household_payments(conn: Connection, actor: Actor, household_id: UUID, year: int | None) -> list[Payment]:
+    """The payments recorded for a household (of a year, or all), oldest first: those in the
+    caller's scope only, so another township's caller gets none."""
+    rows = await conn.fetch(Q["payments_of_household"], household_id, year)
+    return [_payment(r) for r in rows if actor.in_scope(r["village_code"])]
+
+
 async def get_row(conn: Connection, payment_id: UUID) -> asyncpg.Record | None:
     """The recorded row of a payment (every column of `payments`), whoever's scope it is in; None
     if there is none. For a tablet's report of a payment, compared with what was recorded."""

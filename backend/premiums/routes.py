@@ -46,6 +46,10 @@ class RetireRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
+class PaymentList(msgspec.Struct, frozen=True):
+    items: list[Payment]
+
+
 class ReceiptBlockController(Controller):
     path = "/api/v1/receipt-blocks"
     tags = ["premiums"]
@@ -99,6 +103,12 @@ class PaymentController(Controller):
         body = msgspec.json.encode(receipt)
         await idempotency.store(tx, actor.id, key, 201, body)
         return Response(body, status_code=201, media_type="application/json")
+
+    @get("/", summary="The payments of a household (a year's, or all), oldest first")
+    async def of_household(
+        self, tx: Tx, actor: CurrentActor, household_id: FromQuery[UUID], year: FromQuery[int | None] = None
+    ) -> PaymentList:
+        return PaymentList(items=await payments.household_payments(tx, actor, household_id, year))
 
     @get("/{payment_id:uuid}", summary="A payment")
     async def get_payment(self, payment_id: FromPath[UUID], tx: Tx, actor: CurrentActor) -> Payment:

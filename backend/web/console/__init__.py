@@ -14,7 +14,7 @@ from litestar.response import Redirect
 
 from backend.errors import DomainError, NotAuthenticated
 from backend.i18n import _
-from backend.web.console import admin, civil, home, session_pages
+from backend.web.console import admin, civil, home, household, reports, reviewer, session_pages
 from backend.web.pages import page, problem_text
 from backend.web.session import LOGIN_PATH, SESSION_SCOPE_KEY, console_session
 
@@ -23,6 +23,9 @@ CONSOLE_PATH = "/console"
 MODULES: list[list[Any]] = [
     [session_pages.login_page, session_pages.login, session_pages.logout],
     home.HANDLERS,
+    reviewer.HANDLERS,
+    household.HANDLERS,
+    reports.HANDLERS,
     civil.HANDLERS,
     admin.HANDLERS,
 ]

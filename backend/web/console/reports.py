@@ -1,0 +1,86 @@
+"""Report downloads: the 应保尽保 report (every staff user, their own scope) and collections
+(reviewers and the district), as CSV or XLSX — the files the API's report routes answer, made by
+the same functions (`coverage_report.report_file`, `premiums.reports.collections_file`)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.response import Template
+
+from backend import reports as tables
+from backend.actor import Role
+from backend.clock import local_today
+from backend.deps import CurrentActor, Tx
+from backend.enrollment import coverage_report
+from backend.guards import require_roles
+from backend.i18n import _
+from backend.premiums import reports as premium_reports
+from backend.web.pages import page, parse_day
+
+COLLECTION_READERS = require_roles(Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN)  # as GET /reports/collections
+LEVELS = ("village", "township", "district")
+GROUPS = ("collector", "township", "day")
+
+
+def _format(request: Request[Any, Any, Any]) -> tables.Format:
+    return "csv" if request.query_params.get("format") == "csv" else "xlsx"
+
+
+def _file(body: bytes, format: tables.Format, name: str) -> Response[bytes]:
+    return Response(
+        body,
+        media_type=tables.response_media_type(format),
+        encoding=tables.charset("utf-8"),
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@get("/reports", include_in_schema=False)
+async def reports_page(actor: CurrentActor, state: State, request: Request[Any, Any, Any]) -> Template:
+    today = local_today(state.settings.timezone)
+    return page(
+        request,
+        "console/reports.html",
+        title=_("Reports"),
+        year=today.year,
+        today=today,
+        month_start=today.replace(day=1),
+        levels=LEVELS,
+        groups=GROUPS,
+        collections=actor.role in (Role.TOWNSHIP_REVIEWER, Role.DISTRICT_ADMIN),
+    )
+
+
+@get("/reports/coverage", include_in_schema=False)
+async def coverage_file(tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]) -> Response[bytes]:
+    today = local_today(state.settings.timezone)
+    raw_year = request.query_params.get("year", "")
+    year = int(raw_year) if raw_year.isdigit() and len(raw_year) == 4 else today.year
+    level = request.query_params.get("level")
+    level = level if level in LEVELS else "village"
+    format = _format(request)
+    report = await coverage_report.coverage_report(tx, actor, year, level, today)  # type: ignore[arg-type]
+    body = coverage_report.report_file(report, format, "names", "utf-8")
+    return _file(body, format, f"coverage-{year}-{level}.{format}")
+
+
+@get("/reports/collections", guards=[COLLECTION_READERS], include_in_schema=False)
+async def collections_file(
+    tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    today = local_today(state.settings.timezone)
+    date_to = parse_day(request.query_params.get("to"), today)
+    date_from = parse_day(request.query_params.get("from"), date_to - timedelta(days=30))
+    group = request.query_params.get("group")
+    group = group if group in GROUPS else "collector"
+    format = _format(request)
+    report = await premium_reports.collections(tx, actor, group, date_from, date_to)  # type: ignore[arg-type]
+    body = premium_reports.collections_file(report, format, "names", "utf-8")
+    return _file(body, format, f"collections-{group}-{date_from}-{date_to}.{format}")
+
+
+HANDLERS = [reports_page, coverage_file, collections_file]
