@@ -330,14 +330,10 @@ async def edit_version(
     typed = _policy_form(await request.form())
     data = _policy_in(typed)
     if isinstance(data, str):
-        return await _policy_page(
-            tx, year, _today(state), request, error=data, edited=(version, typed), status_code=422
-        )
+        return await _policy_page(tx, year, _today(state), request, error=data, edited=(version, typed))
     done, error = await attempt(tx, lambda: policy.update_version(tx, actor, year, version, data))
     if done is None:
-        return await _policy_page(
-            tx, year, _today(state), request, error=error, edited=(version, typed), status_code=422
-        )
+        return await _policy_page(tx, year, _today(state), request, error=error, edited=(version, typed))
     flash = _("Version {version} of {year} saved.", version=version, year=year)
     return await _policy_page(tx, year, _today(state), request, flash=flash)
 
@@ -350,10 +346,10 @@ async def publish_version(
     typed = _policy_form(await request.form())
     data = _policy_in(typed)
     if isinstance(data, str):
-        return await _policy_page(tx, year, _today(state), request, error=data, new_form=typed, status_code=422)
+        return await _policy_page(tx, year, _today(state), request, error=data, new_form=typed)
     done, error = await attempt(tx, lambda: policy.create_version(tx, actor, year, data))
     if done is None:
-        return await _policy_page(tx, year, _today(state), request, error=error, new_form=typed, status_code=422)
+        return await _policy_page(tx, year, _today(state), request, error=error, new_form=typed)
     flash = _("Version {version} of {year} published.", version=done.version, year=year)
     return await _policy_page(tx, year, _today(state), request, flash=flash)
 

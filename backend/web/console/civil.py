@@ -63,16 +63,13 @@ def _year(request: Request[Any, Any, Any], default: int) -> int:
     return int(raw) if raw.isdigit() and 2000 <= int(raw) <= 2100 else default
 
 
-async def _lists_page(
-    tx: Tx, actor: Actor, request: Request[Any, Any, Any], *, status_code: int = 200, **context: Any
-) -> Template:
+async def _lists_page(tx: Tx, actor: Actor, request: Request[Any, Any, Any], **context: Any) -> Template:
     found = await lists.versions(tx, actor, list_type=None, status=None, after=None, limit=100)
     today = local_today(request.app.state.settings.timezone)
     return page(
         request,
         "console/civil/lists.html",
         title=_("Civil-affairs lists"),
-        status_code=status_code,
         versions=found.items,
         list_types=[*LIST_TYPES, lists.AUTO],
         today=today,
@@ -113,7 +110,7 @@ async def upload(tx: Tx, actor: CurrentActor, state: State, request: Request[Any
     elif effective_from is None:
         error = _("Give the date the list is effective from.")
     if error is not None or not isinstance(file, UploadFile) or effective_from is None:
-        return await _lists_page(tx, actor, request, status_code=422, error=error)
+        return await _lists_page(tx, actor, request, error=error)
     source = file.file
     size = await asyncio.to_thread(size_of, source)
     params = lists.ListImportParams(list_type=list_type, effective_from=effective_from, supersedes=supersedes)
@@ -130,7 +127,7 @@ async def upload(tx: Tx, actor: CurrentActor, state: State, request: Request[Any
         ),
     )
     if job is None:
-        return await _lists_page(tx, actor, request, status_code=409, error=error)
+        return await _lists_page(tx, actor, request, error=error)
     return Redirect(f"/console/jobs/{job.id}", status_code=303)
 
 
