@@ -16,6 +16,7 @@ from litestar.testing import AsyncTestClient
 
 from backend.premiums import payments
 from backend.premiums.payments import PaymentIn
+from backend.tools import demo
 from backend.web.session import CSP
 from tests.conftest import auth_headers
 from tests.factories import ID_NUMBERS
@@ -177,3 +178,17 @@ async def test_a_receipt_is_checked_without_logging_in(client: Client, conn: asy
     assert "张三" not in wrong.text
     blank = await client.get("/r/verify")
     assert blank.status_code == 200 and blank.headers["content-security-policy"] == CSP
+
+
+async def test_the_demo_resident_the_cli_prints_logs_in(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    await demo.seed_population(conn)
+    resident = await demo.demo_resident(conn, KEY.secret, 2026)
+    assert resident is not None and len(resident.id_number) == 18
+    again = await demo.demo_resident(conn, KEY.secret, 2026)
+    assert again == resident, "the same household and code every time"
+    assert (await page_login(client, resident.id_number, resident.name, resident.query_code)).status_code == 303
+    home = await client.get("/r/")
+    assert home.status_code == 200 and resident.name in home.text and "Coverage year 2026" in home.text
