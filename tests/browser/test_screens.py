@@ -77,6 +77,7 @@ def test_civil_affairs_drops_a_list_with_bad_rows_and_reads_its_row_report(watch
     watched.login("civil")
     page.get_by_role("link", name="民政名单").click()
     assert page.get_by_role("heading", name="上传名单").is_visible()
+    page.wait_for_load_state("load")  # upload.js (deferred) listens on the drop zone
     # The file dropped on the drop zone, as a clerk drags it from the desktop.
     content = (
         f"身份证号,姓名,有效期起\n{ID_NUMBERS[4]},钱七,2025-01-01\n123,坏号码,2025-01-01\n{ID_NUMBERS[5]},,2025-01-01\n"
@@ -112,7 +113,13 @@ def test_the_administrator_opens_the_district_dashboard(watched: Watched, world:
     watched.login("admin")
     page.get_by_role("link", name="全区概况").click()
     assert page.get_by_role("heading", name="全区概况").is_visible()
+    # The days of township A's payment (2025-10-08): the rate by township and the collections.
+    page.get_by_label("收缴日期自").fill("2025-10-01")
+    page.get_by_label("至", exact=True).fill("2025-10-31")
+    page.get_by_role("button", name="显示").click()
+    page.wait_for_url("**/console/district?*")
     assert page.locator("svg.chart").count() >= 2
+    assert page.locator("svg.chart rect.chart-s0").count() == 1, "one day of cash"
     assert page.get_by_role("img", name=re.compile("参保率|缴费率|资助")).count() >= 1
     watched.shot("district")
     page.get_by_role("link", name="年度政策").click()
