@@ -784,6 +784,8 @@ _PATTERN_MEANS = {
 
 
 def _seed_and_print(settings: Settings, dsn: str) -> None:
+    from backend.auth.tokens import load_signing_key
+    from backend.clock import local_today
     from backend.tools import demo
 
     seeded = _run(dsn, lambda conn: demo.seed(conn, _passwords(settings)))
@@ -798,6 +800,17 @@ def _seed_and_print(settings: Settings, dsn: str) -> None:
         counts = ", ".join(f"{n} {status}" for status, n in statuses.items())
         print(f"  {year} enrolments: {counts}")
     print(f"  enrolment history from the old system: {population.history_rows} rows")
+    try:  # query codes are derived with the signing key; without one (DATABASE_URL alone) none is shown
+        key = load_signing_key(settings)
+    except SettingsError:
+        return
+    year = local_today(settings.timezone).year
+    resident = _run(dsn, lambda conn: demo.demo_resident(conn, key.secret, year))
+    if resident is not None:
+        print(
+            f"Residents' page /r/ (demo household, {resident.year}): ID number {resident.id_number}, "
+            f"name {resident.name}, query code {resident.query_code}"
+        )
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:

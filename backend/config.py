@@ -97,6 +97,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # (and named with the __Host- prefix) behind TLS; a console session unused this long ends.
     cookie_secure: bool = False
     console_idle_timeout_s: Annotated[int, msgspec.Meta(ge=60, le=86_400)] = 1_800
+    # Whom residents call, shown on the residents' page under "how to enrol or pay" (CANBAO_RESIDENT_HELP,
+    # e.g. "北山街道医保窗口 0571-8888 0000，工作日 8:30–17:00"); empty: the page says to ask the village
+    # or township office.
+    resident_help: Annotated[str, msgspec.Meta(max_length=500)] = ""
     # Test-only: a push re-applies mutations it already holds instead of answering `duplicate`.
     # The fault suite turns it on to prove it catches a server that breaks exactly-once; it cannot
     # be set from the environment.

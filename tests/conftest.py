@@ -99,6 +99,12 @@ class PgServer:
         asyncio.run(_admin_execute(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests last: Playwright's sync API keeps an event loop running in this thread
+    until the session ends, and every async test or fixture after it would find it there."""
+    items.sort(key=lambda item: "browser" in item.path.parent.parts[-1:])
+
+
 @pytest.fixture(autouse=True)
 def source_language(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test starts in the source language, as the apps it makes do (`make_settings`): a pure

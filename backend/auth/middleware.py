@@ -49,7 +49,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         claims = decode_access(connection.app.state.key, token.strip())
         path: str = connection.scope["path"]
         if claims.act == ACT_RESIDENT:
-            actor = await _resident(connection, claims, path)
+            actor = await resident_actor(connection, claims)
+            if not path.startswith(RESIDENT_PATHS):
+                raise Forbidden(_("a resident's token opens only /api/v1/resident"))
         elif claims.act == ACT_PARTNER:
             actor = await _partner(connection, claims, path)
         elif claims.act == ACT_USER and claims.scope is None:
@@ -91,15 +93,14 @@ async def user_actor(connection: ASGIConnection[Any, Any, Any, Any], claims: Acc
     )
 
 
-async def _resident(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims, path: str) -> Actor:
-    """A resident's token: its session must be live and the person still a member of that household."""
-    if claims.scope != SCOPE_RESIDENT or claims.dev is not None:
+async def resident_actor(connection: ASGIConnection[Any, Any, Any, Any], claims: AccessClaims) -> Actor:
+    """A resident's token: its session must be live and the person still a member of that household
+    (the API's bearer header, limited to /api/v1/resident, and the residents' page's cookie alike)."""
+    if claims.act != ACT_RESIDENT or claims.scope != SCOPE_RESIDENT or claims.dev is not None:
         raise InvalidToken()
     row = await connection.app.state.pool.fetchrow(Q["resident_for_token"], claims.sub, claims.sid)
     if row is None or not row["live"]:
         raise InvalidToken()
-    if not path.startswith(RESIDENT_PATHS):
-        raise Forbidden(_("a resident's token opens only /api/v1/resident"))
     return Actor.resident(claims.sub, row["household_id"], claims.sid)
 
 

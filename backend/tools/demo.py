@@ -21,7 +21,9 @@ from backend.auth.passwords import Passwords
 from backend.db import Connection, load_queries
 from backend.divisions import service as divisions
 from backend.divisions.service import Division
+from backend.enrollment.enrollments import household_query_code
 from backend.policy import service as policies
+from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
 from mobile_sync_protocol.rules.coverage import coverage_for
 from mobile_sync_protocol.rules.identity import check_character
 from mobile_sync_protocol.rules.premium import CategorySubsidy, FixedSubsidy, FullSubsidy, PercentSubsidy, premium_due
@@ -114,6 +116,7 @@ VILLAGE_HOUSEHOLDS = {
 # 北山街道 piloted Canbao in the 2025 campaign: its 2025 enrolments are records of ours. 双浦镇
 # went live for 2026: its 2025 enrolments are rows of the old system's export (enrollment_history).
 PILOT_TOWNSHIP = TOWNSHIP_A
+PILOT_VILLAGE = "330106001001"  # 北山社区: where the demo's resident lives
 
 # Subsidy categories, by the codes of the civil-affairs lists (backend.eligibility).
 CATEGORIES = (
@@ -214,6 +217,31 @@ async def seed_population(conn: Connection) -> PopulationSummary:
             },
         )
         return summary
+
+
+class DemoResident(NamedTuple):
+    id_number: str
+    name: str
+    query_code: str
+    year: int
+
+
+async def demo_resident(conn: Connection, key: bytes, year: int) -> DemoResident | None:
+    """A resident of the pilot township who can log in to the residents' page (/r/): the head of a
+    household with a funded enrolment for `year`, and the household's query code (the code the
+    server derives with `key`, stored as an enrolment made here stores it when the household has
+    none). None: no such household."""
+    row = await conn.fetchrow(Q["demo_resident"], PILOT_VILLAGE, year)
+    if row is None:
+        return None
+    household_id = row["household_id"]
+    derived = derive_query_code(key, household_id, year)
+    await conn.execute(Q["demo_resident_code"], household_id, year, query_code_hash(key, household_id, year, derived))
+    code = await household_query_code(conn, key, household_id, year)
+    number = crypto.keys().open(crypto.ID_NUMBER, row["id_number_enc"])
+    if code is None or number is None:
+        return None
+    return DemoResident(id_number=number, name=row["name"], query_code=code, year=year)
 
 
 async def _policy(conn: Connection, actor: Actor, year: int) -> policies.PolicyVersion:

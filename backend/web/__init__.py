@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from backend.web.console import console_router
 from backend.web.pages import STATIC, STATIC_PATH, template_config
+from backend.web.resident import resident_router
 from backend.web.session import LOGIN_PATH
 
 __all__ = ["route_handlers", "template_config"]
@@ -38,4 +39,4 @@ def static_router() -> Router:
 
 
 def route_handlers() -> list[object]:
-    return [root, static_router(), console_router()]
+    return [root, static_router(), console_router(), resident_router()]

@@ -46,6 +46,9 @@ class MenuItem(msgspec.Struct, frozen=True):
 REVIEWERS = frozenset({Role.TOWNSHIP_REVIEWER})
 TOWNSHIP = frozenset({Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER})
 STAFF = frozenset(Role)
+CIVIL = frozenset({Role.CIVIL_AFFAIRS})
+LIST_READERS = frozenset({Role.CIVIL_AFFAIRS, Role.DISTRICT_ADMIN})
+ADMIN = frozenset({Role.DISTRICT_ADMIN})
 
 # The console's menu, in order. A new screen adds its entry here, for the roles whose API routes it
 # calls (the guards of those routes still decide; the menu only hides what would be refused).
@@ -56,6 +59,15 @@ MENU: list[MenuItem] = [
     MenuItem("/console/collector-days", N_("Collectors' days"), REVIEWERS),
     MenuItem("/console/sync", N_("Sync conflicts and quarantine"), REVIEWERS),
     MenuItem("/console/households", N_("Households"), TOWNSHIP),
+    MenuItem("/console/district", N_("District dashboard"), ADMIN),
+    MenuItem("/console/lists", N_("Civil-affairs lists"), LIST_READERS),
+    MenuItem("/console/claims", N_("Subsidy claims"), CIVIL),
+    MenuItem("/console/exclusion-reviews", N_("Exclusion reviews"), CIVIL | REVIEWERS),
+    MenuItem("/console/unenrolled", N_("Subsidised persons not enrolled"), STAFF),
+    MenuItem("/console/users", N_("Users"), ADMIN),
+    MenuItem("/console/devices", N_("Tablets"), ADMIN),
+    MenuItem("/console/partners", N_("Partners"), ADMIN),
+    MenuItem("/console/policy", N_("Policy years"), ADMIN),
     MenuItem("/console/reports", N_("Reports"), STAFF),
 ]
 

@@ -45,6 +45,7 @@ VILLAGE_A = "330106001001"
 class World:
     url: str
     samples: dict[str, str] = field(default_factory=dict)
+    dsn: str = ""  # the application role's, for a test that runs a job worker itself
 
 
 def _api(client: httpx.Client, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
@@ -161,6 +162,7 @@ def township_a(url: str, admin_dsn: str) -> dict[str, str]:
         "enrollment_id": enrolled["items"][0]["id"],
         "payment_id": payment_id,
         "conflict_id": pushed["answers"][0]["conflict_ids"][0],
+        "query_code": enrolled["query_code"],
     }
 
 
@@ -191,7 +193,7 @@ def world(pg_server: PgServer) -> Iterator[World]:
     try:
         with serving("serve", env=env) as server:
             server.wait_ready()
-            found = World(url=server.url)
+            found = World(url=server.url, dsn=pg_server.app_dsn(name))
             found.samples = township_a(server.url, pg_server.dsn(name))
             yield found
     finally:

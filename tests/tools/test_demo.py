@@ -20,7 +20,7 @@ from backend.enrollment import enrollments
 from backend.enrollment.coverage_report import coverage_report
 from backend.tools import demo
 from mobile_sync_protocol.rules.identity import parse_resident_id
-from tests.conftest import KEYS, PgServer
+from tests.conftest import JWT_SECRET, KEYS, PgServer
 from tests.ops.test_cli import env_for
 from tests.processes import run_cli
 
@@ -217,6 +217,8 @@ async def test_demo_queries_prepare(conn: Conn) -> None:
     queries = load_queries("backend.tools", "demo.sql")
     assert sorted(queries) == [
         "demo_households_exist",
+        "demo_resident",
+        "demo_resident_code",
         "enrollments_by_year_and_status",
         "history_rows_of_residents",
         "population_counts",
@@ -234,6 +236,10 @@ def test_demo_seed_prints_the_population(db_dsn: str) -> None:
         "  2026 enrolments: 126 cancelled, 2281 confirmed, 2494 paid, 1466 registered, 103 subsidised",
         f"  enrolment history from the old system: {HISTORY_ROWS} rows",
     ]
+    # With the signing key, the demo's resident for the residents' page too.
+    keyed = run_cli("demo", "seed", env={**env_for(db_dsn), "CANBAO_JWT_SECRET": JWT_SECRET})
+    assert keyed.returncode == 0, keyed.stderr
+    assert keyed.stdout.splitlines()[-1].startswith("Residents' page /r/ (demo household, 2026): ID number ")
     second = run_cli("demo", "seed", env=env_for(db_dsn))
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-4] == (

@@ -14,7 +14,7 @@ from litestar.response import Redirect
 
 from backend.errors import DomainError, NotAuthenticated
 from backend.i18n import _
-from backend.web.console import home, household, reports, reviewer, session_pages
+from backend.web.console import admin, civil, home, household, reports, reviewer, session_pages
 from backend.web.pages import page, problem_text
 from backend.web.session import LOGIN_PATH, SESSION_SCOPE_KEY, console_session
 
@@ -26,6 +26,8 @@ MODULES: list[list[Any]] = [
     reviewer.HANDLERS,
     household.HANDLERS,
     reports.HANDLERS,
+    civil.HANDLERS,
+    admin.HANDLERS,
 ]
 
 
