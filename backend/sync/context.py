@@ -8,6 +8,7 @@ and savepoint (push.py), and a reviewer applying a held edit runs the same handl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -41,6 +42,9 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     device_status: str = "active"
     resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.sync.conflicts.review)
     dedup: bool = True  # False only in the test that proves the fault suite catches its absence
+    # The push's fast path (push.py): the whole chunk is undone and applied again one by one on any
+    # failure, so a handler needs no savepoint of its own and lets every failure through.
+    fast: bool = False
 
     @property
     def today(self) -> date:
@@ -48,6 +52,11 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Handler = Callable[[Connection, Actor, Any, Context], Awaitable[m.Answer]]
+
+
+def savepoint(conn: Connection, ctx: Context) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A handler's own savepoint around a step whose failure it answers; none on the fast path."""
+    return contextlib.nullcontext() if ctx.fast else conn.transaction()
 
 
 def now_utc() -> datetime:

@@ -431,8 +431,25 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
 
 
 async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> m.Answer:
+    return (await enrollment_create_run(conn, actor, [mu], ctx))[0]
+
+
+async def enrollment_create_run(
+    conn: Connection, actor: Actor, run: list[m.EnrollmentCreate], ctx: Context
+) -> list[m.Answer]:
+    """Consecutive enrolments of one household and year (persons told apart, only the first with a
+    query code) as one enrol() of all their persons: what they would do one after the other when
+    every one applies (push.py's fast path; any failure undoes the lot, which is then applied one by
+    one)."""
+    mu = run[0]
+    assert all(x.household_id == mu.household_id and x.coverage_year == mu.coverage_year for x in run)
+    assert all(x.query_code_hash is None for x in run[1:])
     data = msgspec.convert(
-        {"household_id": mu.household_id, "coverage_year": mu.coverage_year, "person_ids": mu.person_ids},
+        {
+            "household_id": mu.household_id,
+            "coverage_year": mu.coverage_year,
+            "person_ids": [p for x in run for p in x.person_ids],
+        },
         enrolment_service.EnrollmentCreate,
     )
     try:
@@ -441,15 +458,16 @@ async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCrea
         if await conflicts.held_household(conn, mu.household_id) is not None:
             raise HouseholdHeld() from None
         raise
+    rest = [m.Answer(seq=None, status="applied") for _x in run[1:]]
     if mu.query_code_hash is None:
-        return m.Answer(seq=None, status="applied")
+        return [m.Answer(seq=None, status="applied"), *rest]
     # A new code for the household and year only when it had none: enrol() just derived one (never
     # shown to anyone) in this transaction, and the tablet's takes its place.
     assert actor.device_id is not None
     stored = enrolled.query_code is not None and await query_codes.take_tablet_code(
         conn, ctx.code_key, mu.household_id, mu.coverage_year, actor.device_id, mu.query_code_hash
     )
-    return m.Answer(seq=None, status="applied", query_code_stored=stored)
+    return [m.Answer(seq=None, status="applied", query_code_stored=stored), *rest]
 
 
 async def enrollment_cancel(conn: Connection, actor: Actor, mu: m.EnrollmentCancel, ctx: Context) -> m.Answer:

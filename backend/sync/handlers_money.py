@@ -19,7 +19,7 @@ from backend.premiums import adjustments as premium_adjustments
 from backend.premiums import payments as premium_payments
 from backend.premiums.payments import CLOCK_AHEAD, CLOCK_TOO_OLD
 from backend.sync.conflicts import service as conflicts
-from backend.sync.context import Context, Quarantine, failure_text
+from backend.sync.context import Context, Quarantine, failure_text, savepoint
 from mobile_sync_protocol import messages as m
 
 Q = load_queries("backend.sync")
@@ -111,7 +111,7 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         return found
 
     try:
-        async with conn.transaction():
+        async with savepoint(conn, ctx):
             receipt = await premium_payments.record_payment(
                 conn,
                 actor,
@@ -122,6 +122,8 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
                 registered_offline=registered_offline,
             )
     except premium_payments.PaymentAlreadyRecorded:
+        if ctx.fast:
+            raise  # no savepoint of its own: the chunk is undone and this payment answered alone
         if held is not None:
             held.undo(mark)  # the savepoint rolled back whatever it had recorded
         # Another tablet reported the same payment a moment ago, and it has committed now.
@@ -178,7 +180,7 @@ async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: C
         data = msgspec.convert(
             {"kind": "void", "reason": mu.reason, "note": mu.note}, premium_adjustments.AdjustmentRequest
         )
-        async with conn.transaction():
+        async with savepoint(conn, ctx):
             event = await premium_adjustments.request_adjustment(conn, actor, mu.payment_id, data, _void_day(mu, ctx))
     except msgspec.ValidationError as exc:
         raise Quarantine("malformed_void", failure_text(exc)) from exc

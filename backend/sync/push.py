@@ -138,9 +138,10 @@ async def _apply_chunks(
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
             mark = ledger.mark()
+            fast = msgspec.structs.replace(ctx, fast=True)
             try:
                 async with conn.transaction():
-                    done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=False)
+                    done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
             except _HANDLED:
                 ledger.undo(mark)
                 done = None
@@ -216,16 +217,65 @@ async def _apply_all(
     *,
     savepoint: bool,
 ) -> tuple[list[m.Answer], int]:
-    answers = []
-    for raw in chunk:
-        answer = await _one(conn, actor, raw, fmt, ctx, last_seq, ledger, savepoint=savepoint)
+    answers: list[m.Answer] = []
+    at = 0
+    while at < len(chunk):
+        run = [] if savepoint else _enrolment_run(chunk, at, fmt, last_seq)
+        if len(run) > 1:
+            # Enrolments of one household in a row: one enrol() for them all, each answered and in
+            # the ledger as if applied one after the other.
+            done = await households.enrollment_create_run(conn, actor, [mu for mu, _h in run], ctx)
+            for (mu, body_hash), plain in zip(run, done, strict=True):
+                answer = msgspec.structs.replace(plain, seq=mu.seq, mutation_id=mu.mutation_id)
+                ledger.add(mu.seq, mu.mutation_id, "enrollment.create", body_hash, answer, mu.device_time)
+                answers.append(answer)
+            last_seq += len(run)
+            at += len(run)
+            continue
+        answer = await _one(conn, actor, chunk[at], fmt, ctx, last_seq, ledger, savepoint=savepoint)
         # The next seq took its place in the ledger, whatever the answer — a payment reported again
         # under a new seq is answered `duplicate` and is in the ledger too (a replayed seq never
         # reaches here: its seq is at most last_seq).
         if answer.status != "not_applied" and answer.seq == last_seq + 1:
             last_seq += 1
         answers.append(answer)
+        at += 1
     return answers, last_seq
+
+
+def _enrolment_run(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int
+) -> list[tuple[m.EnrollmentCreate, bytes]]:
+    """The enrolments from `at` on that `households.enrollment_create_run` may apply together: new
+    seqs in a row, readable, of one household and year, persons told apart (at most 30), only the
+    first with a query code. With their body hashes; fewer than two is no run."""
+    decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
+    run: list[tuple[m.EnrollmentCreate, bytes]] = []
+    persons: set[UUID] = set()
+    for raw in chunk[at:]:
+        head = _decode_head(raw, fmt)
+        if head is None or head.type != "enrollment.create" or head.seq != last_seq + 1 + len(run):
+            break
+        try:
+            mu = decoder.decode(bytes(raw))
+        except msgspec.DecodeError:
+            break
+        if not isinstance(mu, m.EnrollmentCreate) or not mu.person_ids:
+            break
+        if run and (
+            (mu.household_id, mu.coverage_year) != (run[0][0].household_id, run[0][0].coverage_year)
+            or mu.query_code_hash is not None
+        ):
+            break
+        if (
+            persons.intersection(mu.person_ids)
+            or len(persons) + len(mu.person_ids) > 30
+            or _holds_nul(bytes(raw), mu, fmt)
+        ):
+            break
+        persons.update(mu.person_ids)
+        run.append((mu, sealed.mutation_digest(_canonical.encode(mu))))
+    return run
 
 
 def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
