@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -45,6 +46,10 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     # The push's fast path (push.py): the whole chunk is undone and applied again one by one on any
     # failure, so a handler needs no savepoint of its own and lets every failure through.
     fast: bool = False
+    # The households this push's handlers have written, as `conflicts.household_locked` would read
+    # them now (handlers_households.py): the push holds their locks, and only its own handlers change
+    # them. None: read every time (a reviewer's resolution).
+    households: dict[UUID, dict[str, Any]] | None = None
 
     @property
     def today(self) -> date:

@@ -20,6 +20,7 @@ from backend.premiums import payments as premium_payments
 from backend.premiums.payments import CLOCK_AHEAD, CLOCK_TOO_OLD
 from backend.sync.conflicts import service as conflicts
 from backend.sync.context import Context, Quarantine, failure_text, savepoint
+from backend.sync.handlers_households import known_household
 from mobile_sync_protocol import messages as m
 
 Q = load_queries("backend.sync")
@@ -65,7 +66,7 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
     earlier = await earlier_report(conn, mu, content)
     if earlier is not None:
         return earlier
-    household = await conn.fetchrow(Q["household_state"], mu.household_id)
+    household = known_household(ctx, mu.household_id) or await conn.fetchrow(Q["household_state"], mu.household_id)
     if household is None and await conflicts.held_household(conn, mu.household_id) is not None:
         # Never re-pointed to the household it may duplicate: a reviewer settles both.
         raise Quarantine("household_held", _("the household is held as a possible duplicate"), content)

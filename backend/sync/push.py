@@ -67,7 +67,7 @@ async def push(
     device = await conn.fetchrow(Q["device_for_sync"], request.device_id)
     if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
         raise DeviceRequired()
-    ctx = msgspec.structs.replace(ctx, device_status=device["status"])
+    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households={})
     try:
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
@@ -144,12 +144,19 @@ async def _apply_chunks(
                     done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
             except _HANDLED:
                 ledger.undo(mark)
+                _forget_households(ctx)
                 done = None
         if done is None:
             done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
         answers += done
         last_seq = seq_after
     return answers, last_seq
+
+
+def _forget_households(ctx: Context) -> None:
+    """After a rollback: the households remembered (Context.households) may hold undone writes."""
+    if ctx.households is not None:
+        ctx.households.clear()
 
 
 class _Ledger:
@@ -397,6 +404,7 @@ async def _one(
             answer = msgspec.structs.replace(known.answer, seq=seq, mutation_id=mutation_id)
         except _HANDLED as exc:
             ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
+            _forget_households(ctx)
             answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
     if seq > last_seq:  # (a seq at or below it reaches here only with dedup broken, for a test)
         ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)
