@@ -50,6 +50,9 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     # them now (handlers_households.py): the push holds their locks, and only its own handlers change
     # them. None: read every time (a reviewer's resolution).
     households: dict[UUID, dict[str, Any]] | None = None
+    # What the server held of the payment ids the chunk reports, read as it began (handlers_money.py
+    # `reported_before`), taken by the one payment.record of each. None: read at its turn.
+    payments: dict[UUID, Any] | None = None
 
     @property
     def today(self) -> date:

@@ -9,6 +9,7 @@ only translate.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -67,7 +68,7 @@ async def push(
     device = await conn.fetchrow(Q["device_for_sync"], request.device_id)
     if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
         raise DeviceRequired()
-    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households={})
+    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households={}, payments={})
     try:
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
@@ -131,9 +132,11 @@ async def _apply_chunks(
     ledger: _Ledger,
 ) -> tuple[list[m.Answer], int]:
     answers: list[m.Answer] = []
+    reports = _payment_reports(mutations, fmt)
     for start in range(0, len(mutations), CHUNK):
         chunk = mutations[start : start + CHUNK]
         done: list[m.Answer] | None = None
+        await _read_reports(conn, ctx, reports[start : start + CHUNK], last_seq)
         if ctx.device_status == "active":
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
@@ -151,6 +154,40 @@ async def _apply_chunks(
         answers += done
         last_seq = seq_after
     return answers, last_seq
+
+
+class _PaymentId(msgspec.Struct):
+    payment_id: Any = None
+
+
+_json_payment_id = msgspec.json.Decoder(_PaymentId)
+_msgpack_payment_id = msgspec.msgpack.Decoder(_PaymentId)
+
+
+def _payment_reports(mutations: list[msgspec.Raw], fmt: codec.Format) -> list[tuple[int, UUID] | None]:
+    """For each mutation, its seq and payment id when it is the push's only payment.record of that
+    id (read as `_quarantine` reads one: any text that makes a UUID); else None."""
+    decoder = _msgpack_payment_id if fmt == "msgpack" else _json_payment_id
+    found: list[tuple[int, UUID] | None] = []
+    for raw in mutations:
+        head = _decode_head(raw, fmt)
+        payment_id = None
+        if head is not None and head.type == "payment.record":
+            try:
+                payment_id = UUID(str(decoder.decode(bytes(raw)).payment_id))
+            except (msgspec.DecodeError, ValueError):
+                payment_id = None
+        found.append(None if head is None or head.seq is None or payment_id is None else (head.seq, payment_id))
+    times = Counter(x[1] for x in found if x is not None)
+    return [x if x is not None and times[x[1]] == 1 else None for x in found]
+
+
+async def _read_reports(conn: Connection, ctx: Context, reports: list[tuple[int, UUID] | None], last_seq: int) -> None:
+    """What the server holds of the payment ids the chunk reports for the first time, in one go."""
+    ids = [payment_id for x in reports if x is not None for seq, payment_id in [x] if seq > last_seq]
+    if ids and ctx.payments is not None:
+        ctx.payments.clear()
+        ctx.payments.update(await money.reported_before(conn, ids))
 
 
 def _forget_households(ctx: Context) -> None:

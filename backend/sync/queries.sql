@@ -55,6 +55,12 @@ SELECT id, content_hash, reason, township_code FROM sync_quarantine
 WHERE payment_id = $1 AND kind = 'payment.record' AND reason <> 'payment_id_reused'
 ORDER BY at, id LIMIT 1;
 
+-- name: quarantined_payments
+-- `quarantined_payment` of many payment ids in one round trip.
+SELECT DISTINCT ON (payment_id) payment_id, id, content_hash, reason, township_code FROM sync_quarantine
+WHERE payment_id = ANY($1::uuid[]) AND kind = 'payment.record' AND reason <> 'payment_id_reused'
+ORDER BY payment_id, at, id;
+
 -- name: household_state
 SELECT id, village_code, status, row_version FROM households WHERE id = $1;
 
