@@ -1,10 +1,18 @@
 """Push: a batch of a tablet's mutations, each applied at most once, in its device order.
 
 The push runs in the request's transaction; the device's row is locked NOWAIT (a concurrent push
-of the same tablet is a 409). Every mutation runs in its own savepoint and writes its ledger row
-there too, so its effects and its answer commit together. The business rules are the REST
-services' own (households, enrolments, premiums): the mutation handlers (backend.sync.handlers)
-only translate.
+of the same tablet is a 409), and every household it names is locked up front. Its ledger rows and
+held audit rows are written in one statement each before it commits, with their effects. The
+business rules are the REST services' own (households, enrolments, premiums): the mutation handlers
+(handlers_households.py, handlers_money.py) only translate.
+
+Mutations are applied in chunks of CHUNK, each under one savepoint (the fast path); when anything in
+a chunk fails, the chunk is undone and applied again one mutation per savepoint, so a failure is
+that mutation's alone. On the fast path, sets where the rules allow (issue 20): consecutive
+enrolments of one household and year are one enrol(); a household this push wrote is not read again
+(Context.households: the push holds its lock and only its handlers write it); what the server holds
+of the chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of
+its own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
 """
 
 from __future__ import annotations
