@@ -145,6 +145,8 @@ async def _apply_chunks(
         chunk = mutations[start : start + CHUNK]
         done: list[m.Answer] | None = None
         await _read_reports(conn, ctx, reports[start : start + CHUNK], last_seq)
+        if ctx.dedup:
+            await ledger.read_earlier(conn, actor.device_id, chunk, fmt, last_seq)
         if ctx.device_status == "active":
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
@@ -213,6 +215,7 @@ class _Ledger:
         self.held = held
         self.rows: list[tuple[int, UUID | None, str, bytes, str, str, datetime | None]] = []
         self.by_seq: dict[int, tuple[bytes, m.Answer]] = {}
+        self.stored: dict[int, tuple[bytes, Any]] = {}  # rows of earlier pushes, read for a chunk at once
 
     def add(
         self,
@@ -238,9 +241,23 @@ class _Ledger:
         del self.rows[rows:]
         self.held.undo(audit_rows)
 
+    async def read_earlier(
+        self, conn: Connection, device_id: UUID | None, chunk: list[msgspec.Raw], fmt: codec.Format, last_seq: int
+    ) -> None:
+        """The stored rows of the seqs at or below last_seq the chunk sends again, in one round trip."""
+        heads = (_decode_head(raw, fmt) for raw in chunk)
+        seqs = [h.seq for h in heads if h is not None and h.seq is not None and 1 <= h.seq <= last_seq]
+        self.stored.clear()
+        if seqs:
+            rows = await conn.fetch(Q["ledger_entries"], device_id, seqs)
+            self.stored = {r["seq"]: (bytes(r["body_hash"]), r["answer"]) for r in rows}
+
     async def earlier(self, conn: Connection, device_id: UUID | None, seq: int) -> tuple[bytes, m.Answer]:
         if seq in self.by_seq:
             return self.by_seq[seq]
+        if seq in self.stored:
+            body_hash, answer = self.stored[seq]
+            return body_hash, msgspec.convert(answer, m.Answer)
         stored = await conn.fetchrow(Q["ledger_entry"], device_id, seq)
         assert stored is not None, "every seq up to last_seq has its ledger row"
         return bytes(stored["body_hash"]), msgspec.convert(stored["answer"], m.Answer)

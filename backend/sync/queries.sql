@@ -22,6 +22,10 @@ WHERE device_id = $1;
 -- body_hash: a keyed digest (backend/sync/sealed.py), compared, never read back.
 SELECT body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = $2;
 
+-- name: ledger_entries
+-- `ledger_entry` of many seqs in one round trip (a replayed chunk).
+SELECT seq, body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = ANY($2::bigint[]);
+
 -- name: insert_ledger_many
 -- A push's ledger rows in one statement, in its transaction (answers as JSON text).
 INSERT INTO sync_mutations (device_id, seq, mutation_id, kind, user_id, body_hash, status, answer, device_time)
