@@ -8,7 +8,7 @@ members (coverage year 2026) and one payment.record of their 4 premiums. Every a
 anywhere. Baseline (baseline_sync_push_app.py): the same kind of
 body (other households) written with one COPY per table in one transaction. Both under uvicorn with the
 same workers and pool, on the same embedded PostgreSQL, in the same run; each side first pushes one
-small warm-up batch. Last line: ratio=ours/baseline seconds (aim: ours < 5 s, ratio <= 30).
+small warm-up batch. Last line: ratio=ours/baseline seconds (aim: ours < 2 s, ratio <= 10).
 
     python bench/sync_push.py            # 500 households = 5,000 mutations
     python bench/sync_push.py --quick    # CI: 20 households = 200 mutations

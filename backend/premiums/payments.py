@@ -485,6 +485,11 @@ async def household_payments(conn: Connection, actor: Actor, household_id: UUID,
     return [_payment(r) for r in rows if actor.in_scope(r["village_code"])]
 
 
+async def get_rows(conn: Connection, payment_ids: list[UUID]) -> dict[UUID, asyncpg.Record]:
+    """`get_row` of many payments in one round trip: the recorded ones, by id."""
+    return {r["id"]: r for r in await conn.fetch(Q["payments_by_ids"], payment_ids)}
+
+
 async def get_row(conn: Connection, payment_id: UUID) -> asyncpg.Record | None:
     """The recorded row of a payment (every column of `payments`), whoever's scope it is in; None
     if there is none. For a tablet's report of a payment, compared with what was recorded."""

@@ -180,6 +180,9 @@ FROM payment;
 -- name: payment
 SELECT * FROM payments WHERE id = $1;
 
+-- name: payments_by_ids
+SELECT * FROM payments WHERE id = ANY($1::uuid[]);
+
 -- name: payment_allocations
 SELECT person_id, amount_fen FROM payment_allocations WHERE payment_id = $1 ORDER BY person_id;
 

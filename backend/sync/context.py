@@ -8,9 +8,11 @@ and savepoint (push.py), and a reviewer applying a held edit runs the same handl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -41,6 +43,16 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     device_status: str = "active"
     resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.sync.conflicts.review)
     dedup: bool = True  # False only in the test that proves the fault suite catches its absence
+    # The push's fast path (push.py): the whole chunk is undone and applied again one by one on any
+    # failure, so a handler needs no savepoint of its own and lets every failure through.
+    fast: bool = False
+    # The households this push's handlers have written, as `conflicts.household_locked` would read
+    # them now (handlers_households.py): the push holds their locks, and only its own handlers change
+    # them. None: read every time (a reviewer's resolution).
+    households: dict[UUID, dict[str, Any]] | None = None
+    # What the server held of the payment ids the chunk reports, read as it began (handlers_money.py
+    # `reported_before`), taken by the one payment.record of each. None: read at its turn.
+    payments: dict[UUID, Any] | None = None
 
     @property
     def today(self) -> date:
@@ -48,6 +60,11 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Handler = Callable[[Connection, Actor, Any, Context], Awaitable[m.Answer]]
+
+
+def savepoint(conn: Connection, ctx: Context) -> contextlib.AbstractAsyncContextManager[Any]:
+    """A handler's own savepoint around a step whose failure it answers; none on the fast path."""
+    return contextlib.nullcontext() if ctx.fast else conn.transaction()
 
 
 def now_utc() -> datetime:

@@ -38,10 +38,37 @@ class HouseholdHeld(Conflict):
     code = "household_held"
 
 
-async def _household(conn: Connection, actor: Actor, household_id: UUID, base_version: int) -> Row:
+def known_household(ctx: Context, household_id: UUID) -> Row | None:
+    """The household as this push's own last write of it left it (locked since), if it wrote it."""
+    return None if ctx.households is None else ctx.households.get(household_id)
+
+
+def _remember(ctx: Context, household: household_service.Household) -> None:
+    if ctx.households is not None:
+        ctx.households[household.id] = {
+            "id": household.id,
+            "village_code": household.village_code,
+            "household_no": household.household_no,
+            "address": household.address,
+            "head_person_id": household.head_person_id,
+            "status": household.status,
+            "row_version": household.row_version,
+            "phone": household.phone,
+        }
+
+
+def _forget(ctx: Context, *household_ids: UUID | None) -> None:
+    """Before a write whose result is not remembered (members leaving or moving, a new head)."""
+    if ctx.households is not None:
+        for household_id in household_ids:
+            if household_id is not None:
+                ctx.households.pop(household_id, None)
+
+
+async def _household(conn: Connection, actor: Actor, household_id: UUID, base_version: int, ctx: Context) -> Row:
     """The household, locked (edits of one household apply in arrival order), in scope, and the
     tablet's base version checked against it."""
-    row = await conflicts.household_locked(conn, household_id)
+    row = known_household(ctx, household_id) or await conflicts.household_locked(conn, household_id)
     if row is None or not actor.in_scope(row["village_code"]):
         if row is None and await conflicts.held_household(conn, household_id) is not None:
             raise HouseholdHeld()
@@ -136,6 +163,7 @@ async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate
         household_service.HouseholdCreate,
     )
     household = await household_service.create_household(conn, actor, data, ctx.today)
+    _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
 
@@ -184,7 +212,7 @@ HOUSEHOLD_FIELDS = ("household_no", "address", "phone")
 
 
 async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     edits = _set_fields(mu, HOUSEHOLD_FIELDS)
     changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(row[k])}
     since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
@@ -193,7 +221,9 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
     version = row["row_version"]
     if changed:
         data = msgspec.convert(changed, household_service.HouseholdUpdate)
-        version = (await household_service.update_household(conn, actor, row["id"], version, data)).row_version
+        household = await household_service.update_household(conn, actor, row["id"], version, data)
+        _remember(ctx, household)
+        version = household.row_version
     ids = []
     if overwritten:
         ids.append(
@@ -219,7 +249,8 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
 
 
 async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDissolve, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    _forget(ctx, mu.household_id)
+    row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     if row["status"] != "active":
         return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
     since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
@@ -255,9 +286,10 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
 
 async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx: Context) -> m.Answer:
     # A new member touches nobody else's fields: it applies from any base.
-    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     data = msgspec.convert(_member_in(mu.member), household_service.MemberIn)
     household = await member_service.add_member(conn, actor, mu.household_id, row["row_version"], data, ctx.today)
+    _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
 
@@ -301,7 +333,8 @@ def _holds(person: Row, field: str, value: Any) -> bool:
 
 
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    _forget(ctx, mu.household_id)
+    row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
     if person["left_reason"] is not None:
@@ -309,7 +342,8 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
             return await _gone(conn, actor, mu, row, person, sorted(edits), conflicts.values(edits, edits))
         # A reviewer applies the edit where the person lives now.
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
-        row = await _household(conn, actor, mu.household_id, 0)
+        _forget(ctx, mu.household_id)
+        row = await _household(conn, actor, mu.household_id, 0, ctx)
     since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
     # An identity value the server already holds is no change (two tablets made the same fix).
     identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
@@ -356,7 +390,8 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
 
 
 async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    _forget(ctx, mu.household_id, mu.to_household_id)
+    row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     if person["left_reason"] is not None:
         if person["current_household_id"] == mu.to_household_id:
@@ -395,7 +430,8 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
 
 
 async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx: Context) -> m.Answer:
-    row = await _household(conn, actor, mu.household_id, mu.base_version)
+    _forget(ctx, mu.household_id)
+    row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     if person["left_reason"] is not None:
         if person["left_reason"] != "moved":  # removed already: what the tablet wanted
@@ -431,11 +467,27 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
 
 
 async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> m.Answer:
+    return (await enrollment_create_run(conn, actor, [mu], ctx))[0]
+
+
+async def enrollment_create_run(
+    conn: Connection, actor: Actor, run: list[m.EnrollmentCreate], ctx: Context
+) -> list[m.Answer]:
+    """Consecutive enrolments of one household and year (persons told apart, only the first with a
+    query code) as one enrol() of all their persons: what they would do one after the other when
+    every one applies (push.py's fast path; any failure undoes the lot, which is then applied one by
+    one)."""
+    mu = run[0]
+    assert all(
+        (x.household_id, x.coverage_year, x.new_student) == (mu.household_id, mu.coverage_year, mu.new_student)
+        for x in run
+    )
+    assert all(x.query_code_hash is None for x in run[1:])
     data = msgspec.convert(
         {
             "household_id": mu.household_id,
             "coverage_year": mu.coverage_year,
-            "person_ids": mu.person_ids,
+            "person_ids": [p for x in run for p in x.person_ids],
             "new_student": mu.new_student,
         },
         enrolment_service.EnrollmentCreate,
@@ -446,15 +498,16 @@ async def enrollment_create(conn: Connection, actor: Actor, mu: m.EnrollmentCrea
         if await conflicts.held_household(conn, mu.household_id) is not None:
             raise HouseholdHeld() from None
         raise
+    rest = [m.Answer(seq=None, status="applied") for _x in run[1:]]
     if mu.query_code_hash is None:
-        return m.Answer(seq=None, status="applied")
+        return [m.Answer(seq=None, status="applied"), *rest]
     # A new code for the household and year only when it had none: enrol() just derived one (never
     # shown to anyone) in this transaction, and the tablet's takes its place.
     assert actor.device_id is not None
     stored = enrolled.query_code is not None and await query_codes.take_tablet_code(
         conn, ctx.code_key, mu.household_id, mu.coverage_year, actor.device_id, mu.query_code_hash
     )
-    return m.Answer(seq=None, status="applied", query_code_stored=stored)
+    return [m.Answer(seq=None, status="applied", query_code_stored=stored), *rest]
 
 
 async def enrollment_cancel(conn: Connection, actor: Actor, mu: m.EnrollmentCancel, ctx: Context) -> m.Answer:

@@ -19,7 +19,8 @@ from backend.premiums import adjustments as premium_adjustments
 from backend.premiums import payments as premium_payments
 from backend.premiums.payments import CLOCK_AHEAD, CLOCK_TOO_OLD
 from backend.sync.conflicts import service as conflicts
-from backend.sync.context import Context, Quarantine, failure_text
+from backend.sync.context import Context, Quarantine, failure_text, savepoint
+from backend.sync.handlers_households import known_household
 from mobile_sync_protocol import messages as m
 
 Q = load_queries("backend.sync")
@@ -44,15 +45,33 @@ def _payment_hash_of_row(row: asyncpg.Record) -> bytes:
     return m.payment_content_hash(as_reported)
 
 
-async def earlier_report(conn: Connection, mu: m.PaymentRecord, content: bytes) -> m.Answer | None:
+class Reported(msgspec.Struct, frozen=True):
+    """What the server held of a payment id when a push's chunk began (`reported_before`)."""
+
+    recorded: asyncpg.Record | None
+    held: asyncpg.Record | None
+
+
+async def reported_before(conn: Connection, payment_ids: list[UUID]) -> dict[UUID, Reported]:
+    """What `earlier_report` reads, for many payment ids in two round trips. Only for an id no other
+    mutation of the push names: nothing but its own report can change it before its turn (another
+    tablet's may, as between earlier_report's read and the insert; the insert's unique key decides)."""
+    recorded = await premium_payments.get_rows(conn, payment_ids)
+    held = {r["payment_id"]: r for r in await conn.fetch(Q["quarantined_payments"], payment_ids)}
+    return {x: Reported(recorded.get(x), held.get(x)) for x in payment_ids}
+
+
+async def earlier_report(
+    conn: Connection, mu: m.PaymentRecord, content: bytes, known: Reported | None = None
+) -> m.Answer | None:
     """The answer when this payment id was reported before: the same facts are a duplicate; other
-    facts under the same id are kept aside, never applied over the first."""
-    recorded = await premium_payments.get_row(conn, mu.payment_id)
+    facts under the same id are kept aside, never applied over the first. `known`: read already."""
+    recorded = known.recorded if known is not None else await premium_payments.get_row(conn, mu.payment_id)
     if recorded is not None:
         if _payment_hash_of_row(recorded) == content:
             return m.Answer(seq=None, status="duplicate", code="payment_already_recorded")
         raise Quarantine("payment_id_reused", _("another payment was recorded under this id"), content)
-    held = await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
+    held = known.held if known is not None else await conn.fetchrow(Q["quarantined_payment"], mu.payment_id)
     if held is not None:
         if held["content_hash"] == content:
             return m.Answer(seq=None, status="duplicate", code="payment_already_quarantined", quarantine_id=held["id"])
@@ -62,10 +81,11 @@ async def earlier_report(conn: Connection, mu: m.PaymentRecord, content: bytes) 
 
 async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ctx: Context) -> m.Answer:
     content = m.payment_content_hash(mu)
-    earlier = await earlier_report(conn, mu, content)
+    known = None if ctx.payments is None else ctx.payments.pop(mu.payment_id, None)
+    earlier = await earlier_report(conn, mu, content, known)
     if earlier is not None:
         return earlier
-    household = await conn.fetchrow(Q["household_state"], mu.household_id)
+    household = known_household(ctx, mu.household_id) or await conn.fetchrow(Q["household_state"], mu.household_id)
     if household is None and await conflicts.held_household(conn, mu.household_id) is not None:
         # Never re-pointed to the household it may duplicate: a reviewer settles both.
         raise Quarantine("household_held", _("the household is held as a possible duplicate"), content)
@@ -111,7 +131,7 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         return found
 
     try:
-        async with conn.transaction():
+        async with savepoint(conn, ctx):
             receipt = await premium_payments.record_payment(
                 conn,
                 actor,
@@ -122,6 +142,8 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
                 registered_offline=registered_offline,
             )
     except premium_payments.PaymentAlreadyRecorded:
+        if ctx.fast:
+            raise  # no savepoint of its own: the chunk is undone and this payment answered alone
         if held is not None:
             held.undo(mark)  # the savepoint rolled back whatever it had recorded
         # Another tablet reported the same payment a moment ago, and it has committed now.
@@ -178,7 +200,7 @@ async def payment_void(conn: Connection, actor: Actor, mu: m.PaymentVoid, ctx: C
         data = msgspec.convert(
             {"kind": "void", "reason": mu.reason, "note": mu.note}, premium_adjustments.AdjustmentRequest
         )
-        async with conn.transaction():
+        async with savepoint(conn, ctx):
             event = await premium_adjustments.request_adjustment(conn, actor, mu.payment_id, data, _void_day(mu, ctx))
     except msgspec.ValidationError as exc:
         raise Quarantine("malformed_void", failure_text(exc)) from exc

@@ -1,14 +1,23 @@
 """Push: a batch of a tablet's mutations, each applied at most once, in its device order.
 
 The push runs in the request's transaction; the device's row is locked NOWAIT (a concurrent push
-of the same tablet is a 409). Every mutation runs in its own savepoint and writes its ledger row
-there too, so its effects and its answer commit together. The business rules are the REST
-services' own (households, enrolments, premiums): the mutation handlers (backend.sync.handlers)
-only translate.
+of the same tablet is a 409), and every household it names is locked up front. Its ledger rows and
+held audit rows are written in one statement each before it commits, with their effects. The
+business rules are the REST services' own (households, enrolments, premiums): the mutation handlers
+(handlers_households.py, handlers_money.py) only translate.
+
+Mutations are applied in chunks of CHUNK, each under one savepoint (the fast path); when anything in
+a chunk fails, the chunk is undone and applied again one mutation per savepoint, so a failure is
+that mutation's alone. On the fast path, sets where the rules allow (issue 20): consecutive
+enrolments of one household and year are one enrol(); a household this push wrote is not read again
+(Context.households: the push holds its lock and only its handlers write it); what the server holds
+of the chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of
+its own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -67,7 +76,7 @@ async def push(
     device = await conn.fetchrow(Q["device_for_sync"], request.device_id)
     if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
         raise DeviceRequired()
-    ctx = msgspec.structs.replace(ctx, device_status=device["status"])
+    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households={}, payments={})
     try:
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
@@ -131,24 +140,70 @@ async def _apply_chunks(
     ledger: _Ledger,
 ) -> tuple[list[m.Answer], int]:
     answers: list[m.Answer] = []
+    reports = _payment_reports(mutations, fmt)
     for start in range(0, len(mutations), CHUNK):
         chunk = mutations[start : start + CHUNK]
         done: list[m.Answer] | None = None
+        await _read_reports(conn, ctx, reports[start : start + CHUNK], last_seq)
+        if ctx.dedup:
+            await ledger.read_earlier(conn, actor.device_id, chunk, fmt, last_seq)
         if ctx.device_status == "active":
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
             mark = ledger.mark()
+            fast = msgspec.structs.replace(ctx, fast=True)
             try:
                 async with conn.transaction():
-                    done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=False)
+                    done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
             except _HANDLED:
                 ledger.undo(mark)
+                _forget_households(ctx)
                 done = None
         if done is None:
             done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
         answers += done
         last_seq = seq_after
     return answers, last_seq
+
+
+class _PaymentId(msgspec.Struct):
+    payment_id: Any = None
+
+
+_json_payment_id = msgspec.json.Decoder(_PaymentId)
+_msgpack_payment_id = msgspec.msgpack.Decoder(_PaymentId)
+
+
+def _payment_reports(mutations: list[msgspec.Raw], fmt: codec.Format) -> list[tuple[int, UUID] | None]:
+    """For each mutation, its seq and payment id when it is the push's only payment.record of that
+    id (read as `_quarantine` reads one: any text that makes a UUID); else None."""
+    decoder = _msgpack_payment_id if fmt == "msgpack" else _json_payment_id
+    found: list[tuple[int, UUID] | None] = []
+    for raw in mutations:
+        head = _decode_head(raw, fmt)
+        payment_id = None
+        if head is not None and head.type == "payment.record":
+            try:
+                payment_id = UUID(str(decoder.decode(bytes(raw)).payment_id))
+            except (msgspec.DecodeError, ValueError):
+                payment_id = None
+        found.append(None if head is None or head.seq is None or payment_id is None else (head.seq, payment_id))
+    times = Counter(x[1] for x in found if x is not None)
+    return [x if x is not None and times[x[1]] == 1 else None for x in found]
+
+
+async def _read_reports(conn: Connection, ctx: Context, reports: list[tuple[int, UUID] | None], last_seq: int) -> None:
+    """What the server holds of the payment ids the chunk reports for the first time, in one go."""
+    ids = [payment_id for x in reports if x is not None for seq, payment_id in [x] if seq > last_seq]
+    if ids and ctx.payments is not None:
+        ctx.payments.clear()
+        ctx.payments.update(await money.reported_before(conn, ids))
+
+
+def _forget_households(ctx: Context) -> None:
+    """After a rollback: the households remembered (Context.households) may hold undone writes."""
+    if ctx.households is not None:
+        ctx.households.clear()
 
 
 class _Ledger:
@@ -160,6 +215,7 @@ class _Ledger:
         self.held = held
         self.rows: list[tuple[int, UUID | None, str, bytes, str, str, datetime | None]] = []
         self.by_seq: dict[int, tuple[bytes, m.Answer]] = {}
+        self.stored: dict[int, tuple[bytes, Any]] = {}  # rows of earlier pushes, read for a chunk at once
 
     def add(
         self,
@@ -185,9 +241,23 @@ class _Ledger:
         del self.rows[rows:]
         self.held.undo(audit_rows)
 
+    async def read_earlier(
+        self, conn: Connection, device_id: UUID | None, chunk: list[msgspec.Raw], fmt: codec.Format, last_seq: int
+    ) -> None:
+        """The stored rows of the seqs at or below last_seq the chunk sends again, in one round trip."""
+        heads = (_decode_head(raw, fmt) for raw in chunk)
+        seqs = [h.seq for h in heads if h is not None and h.seq is not None and 1 <= h.seq <= last_seq]
+        self.stored.clear()
+        if seqs:
+            rows = await conn.fetch(Q["ledger_entries"], device_id, seqs)
+            self.stored = {r["seq"]: (bytes(r["body_hash"]), r["answer"]) for r in rows}
+
     async def earlier(self, conn: Connection, device_id: UUID | None, seq: int) -> tuple[bytes, m.Answer]:
         if seq in self.by_seq:
             return self.by_seq[seq]
+        if seq in self.stored:
+            body_hash, answer = self.stored[seq]
+            return body_hash, msgspec.convert(answer, m.Answer)
         stored = await conn.fetchrow(Q["ledger_entry"], device_id, seq)
         assert stored is not None, "every seq up to last_seq has its ledger row"
         return bytes(stored["body_hash"]), msgspec.convert(stored["answer"], m.Answer)
@@ -216,16 +286,66 @@ async def _apply_all(
     *,
     savepoint: bool,
 ) -> tuple[list[m.Answer], int]:
-    answers = []
-    for raw in chunk:
-        answer = await _one(conn, actor, raw, fmt, ctx, last_seq, ledger, savepoint=savepoint)
+    answers: list[m.Answer] = []
+    at = 0
+    while at < len(chunk):
+        run = [] if savepoint else _enrolment_run(chunk, at, fmt, last_seq)
+        if len(run) > 1:
+            # Enrolments of one household in a row: one enrol() for them all, each answered and in
+            # the ledger as if applied one after the other.
+            done = await households.enrollment_create_run(conn, actor, [mu for mu, _h in run], ctx)
+            for (mu, body_hash), plain in zip(run, done, strict=True):
+                answer = msgspec.structs.replace(plain, seq=mu.seq, mutation_id=mu.mutation_id)
+                ledger.add(mu.seq, mu.mutation_id, "enrollment.create", body_hash, answer, mu.device_time)
+                answers.append(answer)
+            last_seq += len(run)
+            at += len(run)
+            continue
+        answer = await _one(conn, actor, chunk[at], fmt, ctx, last_seq, ledger, savepoint=savepoint)
         # The next seq took its place in the ledger, whatever the answer — a payment reported again
         # under a new seq is answered `duplicate` and is in the ledger too (a replayed seq never
         # reaches here: its seq is at most last_seq).
         if answer.status != "not_applied" and answer.seq == last_seq + 1:
             last_seq += 1
         answers.append(answer)
+        at += 1
     return answers, last_seq
+
+
+def _enrolment_run(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int
+) -> list[tuple[m.EnrollmentCreate, bytes]]:
+    """The enrolments from `at` on that `households.enrollment_create_run` may apply together: new
+    seqs in a row, readable, of one household and year (and new-student flag), persons told apart (at most 30), only the
+    first with a query code. With their body hashes; fewer than two is no run."""
+    decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
+    run: list[tuple[m.EnrollmentCreate, bytes]] = []
+    persons: set[UUID] = set()
+    for raw in chunk[at:]:
+        head = _decode_head(raw, fmt)
+        if head is None or head.type != "enrollment.create" or head.seq != last_seq + 1 + len(run):
+            break
+        try:
+            mu = decoder.decode(bytes(raw))
+        except msgspec.DecodeError:
+            break
+        if not isinstance(mu, m.EnrollmentCreate) or not mu.person_ids:
+            break
+        if run and (
+            (mu.household_id, mu.coverage_year, mu.new_student)
+            != (run[0][0].household_id, run[0][0].coverage_year, run[0][0].new_student)
+            or mu.query_code_hash is not None
+        ):
+            break
+        if (
+            persons.intersection(mu.person_ids)
+            or len(persons) + len(mu.person_ids) > 30
+            or _holds_nul(bytes(raw), mu, fmt)
+        ):
+            break
+        persons.update(mu.person_ids)
+        run.append((mu, sealed.mutation_digest(_canonical.encode(mu))))
+    return run
 
 
 def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:
@@ -347,6 +467,7 @@ async def _one(
             answer = msgspec.structs.replace(known.answer, seq=seq, mutation_id=mutation_id)
         except _HANDLED as exc:
             ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
+            _forget_households(ctx)
             answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
     if seq > last_seq:  # (a seq at or below it reaches here only with dedup broken, for a test)
         ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)

@@ -22,6 +22,10 @@ WHERE device_id = $1;
 -- body_hash: a keyed digest (backend/sync/sealed.py), compared, never read back.
 SELECT body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = $2;
 
+-- name: ledger_entries
+-- `ledger_entry` of many seqs in one round trip (a replayed chunk).
+SELECT seq, body_hash, answer FROM sync_mutations WHERE device_id = $1 AND seq = ANY($2::bigint[]);
+
 -- name: insert_ledger_many
 -- A push's ledger rows in one statement, in its transaction (answers as JSON text).
 INSERT INTO sync_mutations (device_id, seq, mutation_id, kind, user_id, body_hash, status, answer, device_time)
@@ -54,6 +58,12 @@ WHERE e.household_id = $1 AND e.coverage_year = $3 AND e.person_id = ANY($2::uui
 SELECT id, content_hash, reason, township_code FROM sync_quarantine
 WHERE payment_id = $1 AND kind = 'payment.record' AND reason <> 'payment_id_reused'
 ORDER BY at, id LIMIT 1;
+
+-- name: quarantined_payments
+-- `quarantined_payment` of many payment ids in one round trip.
+SELECT DISTINCT ON (payment_id) payment_id, id, content_hash, reason, township_code FROM sync_quarantine
+WHERE payment_id = ANY($1::uuid[]) AND kind = 'payment.record' AND reason <> 'payment_id_reused'
+ORDER BY payment_id, at, id;
 
 -- name: household_state
 SELECT id, village_code, status, row_version FROM households WHERE id = $1;

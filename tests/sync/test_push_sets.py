@@ -1,0 +1,159 @@
+"""A push applies its mutations in sets where the rules allow (issue 20): enrolments of a household in
+a row as one enrol(), the households it wrote not read again, a chunk's payment ids read at once. Each
+mutation's answer and ledger row must be what the same mutations pushed one at a time give."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from mobile_sync_protocol import messages as m
+from tests.factories import ID_NUMBERS
+from tests.sync_world import Client, Tablet, household_create, payment, push, world
+
+
+def _enrolment(tablet: Tablet, household: m.HouseholdCreate, *person_ids: uuid.UUID) -> m.EnrollmentCreate:
+    return m.EnrollmentCreate(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=household.household_id,
+        coverage_year=2026,
+        person_ids=list(person_ids),
+    )
+
+
+def _seen(answers: list[m.Answer]) -> list[tuple[Any, ...]]:
+    return [
+        (a.status, a.code, a.household_version, a.query_code_stored, a.due_fen, a.paid_fen, a.balance_fen)
+        for a in answers
+    ]
+
+
+async def _one_by_one(client: Client, tablet: Tablet, mutations: list[Any]) -> list[m.Answer]:
+    answers = []
+    for mutation in mutations:
+        answers += (await push(client, tablet, [mutation])).answers
+    return answers
+
+
+async def _ledger(conn: asyncpg.Connection, seqs: list[int]) -> list[tuple[str, str]]:  # type: ignore[type-arg]
+    rows = await conn.fetch("SELECT kind, status FROM sync_mutations WHERE seq = ANY($1::bigint[]) ORDER BY seq", seqs)
+    return [(r["kind"], r["status"]) for r in rows]
+
+
+async def test_enrolments_of_a_household_in_a_row_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    together = household_create(tablet, numbers=(1, 2, 3))
+    batch = [together, *(_enrolment(tablet, together, x.person_id) for x in together.members)]
+    at_once = (await push(client, tablet, batch)).answers
+    apart = household_create(tablet, numbers=(4, 5, 6), household_no="0102")
+    singly = [apart, *(_enrolment(tablet, apart, x.person_id) for x in apart.members)]
+    one_by_one = await _one_by_one(client, tablet, singly)
+    assert (
+        _seen(at_once)
+        == _seen(one_by_one)
+        == [("applied", None, 1, None, None, None, None)] + [("applied", None, None, None, None, None, None)] * 3
+    )
+    assert await _ledger(conn, [x.seq for x in batch]) == await _ledger(conn, [x.seq for x in singly])
+    for household in (together, apart):
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM enrollments WHERE household_id = $1 AND status = 'registered') AS enrolled,"
+            " (SELECT count(*) FROM household_query_codes WHERE household_id = $1) AS codes,"
+            " (SELECT count(*) FROM audit_log a JOIN enrollments e ON a.entity_id = e.id::text"
+            "  WHERE e.household_id = $1 AND a.action = 'enrol') AS audited",
+            household.household_id,
+        )
+        assert row is not None and (row["enrolled"], row["codes"], row["audited"]) == (3, 1, 3)
+
+
+async def test_a_run_of_enrolments_with_one_refused_is_answered_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers = []
+    for numbers, no in (((1, 2), "0101"), ((3, 4), "0102")):
+        household = household_create(tablet, numbers=numbers, household_no=no)
+        first, second = (x.person_id for x in household.members)
+        batch = [
+            household,
+            _enrolment(tablet, household, first),
+            _enrolment(tablet, household, uuid.uuid4()),  # nobody of this household: refused alone
+            _enrolment(tablet, household, second),
+        ]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+    together, apart = answers
+    assert _seen(together) == _seen(apart)
+    assert [a.status for a in together] == ["applied", "applied", "rejected", "applied"]
+    assert await conn.fetchval("SELECT count(*) FROM enrollments") == 4
+
+
+async def test_edits_of_one_household_in_a_push_answer_the_versions_one_by_one_gives(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers, versions = [], []
+    for head, spouse, child, no in ((1, 8, 3, "0101"), (2, 9, 4, "0102")):
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        other = m.NewMember(person_id=uuid.uuid4(), name="配偶", relation="spouse", id_number=ID_NUMBERS[spouse])
+        newborn = m.NewMember(person_id=uuid.uuid4(), name="孩子", relation="child", id_number=ID_NUMBERS[child])
+        people = [household.members[0].person_id, other.person_id]
+
+        def ids(household_id: uuid.UUID = household.household_id) -> dict[str, Any]:
+            return {"seq": tablet.seq(), "mutation_id": uuid.uuid4(), "household_id": household_id}
+
+        batch: list[Any] = [
+            household,
+            m.MemberCreate(**ids(), base_version=1, member=other),
+            m.HouseholdUpdate(**ids(), base_version=2, phone="13800000001"),
+            m.MemberCreate(**ids(), base_version=3, member=newborn),
+            m.MemberRemove(**ids(), base_version=4, person_id=newborn.person_id, reason="data_error"),
+            m.HouseholdUpdate(**ids(), base_version=5, address="北山村2组"),
+            _enrolment(tablet, household, *people),
+        ]
+        paid = payment(tablet, household, receipt=len(answers) + 1, amount_fen=80000)
+        batch.append(msgspec.structs.replace(paid, person_ids=people))
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+        versions.append(await conn.fetchval("SELECT row_version FROM households WHERE id = $1", household.household_id))
+    together, apart = answers
+    assert _seen(together) == _seen(apart)
+    assert [a.status for a in together] == ["applied"] * 8
+    assert [a.household_version for a in together[:6]] == [1, 2, 3, 4, 5, 6]
+    assert versions == [6, 6]
+
+
+async def test_a_payment_reported_twice_in_one_push_is_recorded_once(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    household = household_create(tablet)
+    paid = payment(tablet, household)
+    again = msgspec.structs.replace(paid, seq=tablet.seq(), mutation_id=uuid.uuid4())
+    enrolled = _enrolment(tablet, household, *(x.person_id for x in household.members))
+    # The enrolment must come first: renumber so the push runs household, enrolment, payment, payment.
+    batch = [
+        household,
+        msgspec.structs.replace(enrolled, seq=paid.seq),
+        msgspec.structs.replace(paid, seq=again.seq),
+        msgspec.structs.replace(again, seq=enrolled.seq),
+    ]
+    answers = (await push(client, tablet, batch)).answers
+    assert [(a.seq, a.status, a.code) for a in answers] == [
+        (1, "applied", None),
+        (2, "applied", None),
+        (3, "applied", None),
+        (4, "duplicate", "payment_already_recorded"),
+    ]
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 1
