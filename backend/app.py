@@ -32,6 +32,7 @@ from backend.guards import provide_actor
 from backend.i18n.middleware import negotiated
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
+from backend.replicas import Replicas, commit_header, parse_dsns, provide_reads
 from backend.timeouts import request_timeout
 
 log = logging.getLogger("canbao.app")
@@ -170,6 +171,10 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
             # workers and every command check the keys when they connect.
             log.warning("keys not checked: the database does not answer", extra={"error": type(exc).__name__})
         app.state.pool = pool
+        # Replica pools open their connections when first used: a standby down at start is read around.
+        app.state.replicas = Replicas(
+            [await create_pool(r, 0, settings.pool_max_size) for r in parse_dsns(settings.replica_dsns)]
+        )
         app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
         housekeeping = (
             asyncio.create_task(maintenance.loop(pool, settings, housekeeping_chores()))
@@ -186,11 +191,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await pool.close()
+            await app.state.replicas.close()
 
     app = Litestar(
         route_handlers=route_handlers(),  # type: ignore[arg-type]
         lifespan=[lifespan],
-        dependencies={"tx": Provide(provide_tx), "actor": Provide(provide_actor, sync_to_thread=False)},
+        dependencies={
+            "tx": Provide(provide_tx),
+            "reads": Provide(provide_reads),
+            "actor": Provide(provide_actor, sync_to_thread=False),
+        },
         exception_handlers=exception_handlers,
         template_config=web_template_config(),
         before_request=read_body,  # strict JSON and the route's media type, before Litestar binds `data`
@@ -223,7 +233,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
     api_openapi.document(app)  # every operation's error answers, derived from what it runs
     # Outside the exception handlers and the router, so 401s, 404s of unknown paths and 500s are
     # observed and carry the request id like every other answer.
-    app.asgi_handler = negotiated(ops.observe(app.asgi_handler))
+    app.asgi_handler = negotiated(ops.observe(commit_header(app.asgi_handler)))
     return app
 
 

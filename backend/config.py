@@ -15,6 +15,7 @@ import msgspec
 
 from backend.embedded import memory_settings
 from backend.i18n import parse_language
+from backend.replicas import parse_dsns
 
 PREFIX = "CANBAO_"
 
@@ -59,6 +60,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # The language of people-facing text when a request's Accept-Language names none Canbao speaks
     # (backend/i18n): zh-CN, or en for developers. Codes, field names and amounts never change.
     language: str = "zh-CN"
+    # Standbys that FHIR eligibility checks and Coverage searches may read (backend/replicas.py):
+    # DSNs separated by commas; "" reads everything on the primary.
+    replica_dsns: str = ""  # CANBAO_REPLICA_DSNS
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max_size: PositiveInt = 10
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -154,6 +158,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 raise SettingsError(
                     "CANBAO_OWNER_DATABASE_URL", "only with DATABASE_URL (the embedded database has its own)"
                 )
+        for replica in parse_dsns(self.replica_dsns):
+            if not re.match(r"postgres(ql)?://", replica):
+                raise SettingsError("CANBAO_REPLICA_DSNS", "each must start with postgresql://")
         if self.job_heartbeat_s * 2 > self.job_lease_s:
             raise SettingsError("CANBAO_JOB_HEARTBEAT_S", "must be at most half of CANBAO_JOB_LEASE_S")
 

@@ -3,6 +3,7 @@ records refusals, is `backend.audit.denied.provide_tx`)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from importlib import resources
 from typing import TYPE_CHECKING, LiteralString, TypeAlias, TypeVar, cast
@@ -75,6 +76,22 @@ async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> Pool:
     )
     assert pool is not None
     return pool
+
+
+_expiring: set[asyncio.Task[None]] = set()
+
+
+def drop_connections(pool: Pool | None) -> None:
+    """After the database went away or refused a write (a failover): every connection of `pool` is
+    closed when next released or acquired, and opened again — to the host that is now the primary
+    when the DSN lists the cluster's hosts with `target_session_attrs=read-write`. Without it, each
+    pooled connection to the old primary would fail one more request before the pool replaced it
+    (a connection to a demoted primary stays open and refuses every write)."""
+    if pool is None or not isinstance(pool, asyncpg.Pool):
+        return
+    task = asyncio.get_running_loop().create_task(pool.expire_connections())
+    _expiring.add(task)
+    task.add_done_callback(_expiring.discard)
 
 
 def dsn_for_sqlalchemy(dsn: str) -> str:

@@ -10,4 +10,6 @@ from backend.actor import Actor
 from backend.db import Connection
 
 Tx: TypeAlias = NamedDependency[Connection]  # provided as `tx`: one transaction per request
+# provided as `reads`: for reads that may lag, a caught-up replica's connection, else `tx` (backend.replicas)
+Reads: TypeAlias = NamedDependency[Connection]
 CurrentActor: TypeAlias = NamedDependency[Actor]  # provided as `actor`: who is calling

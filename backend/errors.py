@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from backend import fields
+from backend.db import drop_connections
 from backend.i18n import N_, _
 from backend.logs import request_id_var
 
@@ -185,7 +186,11 @@ _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 # the connection exceptions (class 08). The request's transaction died with its connection: nothing
 # of it was kept — unless the connection died as the server committed, which no client can tell
 # apart; a sync push retried is then answered `duplicate`, a write with an Idempotency-Key replayed.
-_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# A server that refuses writes (25006 read_only_sql_transaction) is a primary demoted to a standby
+# under a connection opened before the switch (or a proxy pointing at a standby): the pool's
+# connections are dropped (`backend.db.drop_connections`) and the next ones find the new primary
+# (a DSN listing the cluster's hosts with target_session_attrs=read-write, README "high availability").
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
 RETRY_AFTER_UNAVAILABLE_S = 5
 # A value PostgreSQL cannot hold: a NUL character in text (22021; 22P05 in jsonb), a number out of
 # its column's range (22003). The input checks refuse these first; this is the net under them.
@@ -224,6 +229,13 @@ def _unavailable_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
+def after_failure(pool: Any, exc: BaseException) -> None:
+    """For the loops outside requests (job workers, housekeeping, the audit sealer): a failure that
+    says the database went away or refuses writes drops the pool's connections, as a request's does."""
+    if _unavailable_cause(exc) is not None:
+        drop_connections(pool)
+
+
 def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate in _TRANSIENT_SQLSTATES:
@@ -237,6 +249,9 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
             retry_after_s=1,
         )
     if (cause := _unavailable_cause(exc)) is not None:
+        if request is not None:
+            # Every pooled connection may point at the old primary: all are opened again.
+            drop_connections(getattr(request.app.state, "pool", None))
         log.warning(
             "database unavailable", extra={"error": type(cause).__name__, "sqlstate": getattr(cause, "sqlstate", None)}
         )

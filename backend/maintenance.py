@@ -14,6 +14,7 @@ from datetime import datetime
 
 from backend.config import Settings
 from backend.db import Connection, Pool, load_queries
+from backend.errors import after_failure
 
 Q = load_queries("backend", "maintenance.sql")
 log = logging.getLogger("canbao.maintenance")
@@ -40,6 +41,7 @@ async def loop(pool: Pool, settings: Settings, chores: Mapping[str, Chore]) -> N
             done = await run_once(pool, settings, datetime.now().astimezone(), chores)
         except Exception as exc:  # the timer goes on; the next round tries again
             log.error("maintenance round failed", extra={"error_type": type(exc).__name__})
+            after_failure(pool, exc)
             continue
         if done is not None:
             log.info("maintenance round", extra={"round": done})

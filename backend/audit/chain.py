@@ -34,6 +34,7 @@ import asyncpg
 import msgspec
 
 from backend.db import Connection, Pool, load_queries
+from backend.errors import after_failure
 
 Q = load_queries("backend.audit", "chain.sql")
 log = logging.getLogger("canbao.audit")
@@ -127,6 +128,7 @@ async def seal_loop(pool: Pool, interval_s: float, stop: asyncio.Event) -> None:
             sealed = await seal(pool)
         except Exception as exc:  # the timer goes on: the next round takes up where the chain ends
             log.error("audit sealing failed", extra={"error": type(exc).__name__})
+            after_failure(pool, exc)
         else:
             if sealed:
                 log.debug("audit rows sealed", extra={"sealed": sealed})

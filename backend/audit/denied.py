@@ -23,6 +23,7 @@ from backend.actor import Actor
 from backend.audit.service import record
 from backend.db import Connection, Pool
 from backend.errors import NotFound
+from backend.replicas import after_commit
 
 log = logging.getLogger("canbao.audit")
 
@@ -35,6 +36,7 @@ async def provide_tx(state: State, request: Request[Any, Any, Any]) -> AsyncGene
         try:
             async with conn.transaction():
                 yield conn
+            await after_commit(request, conn)  # read-your-writes with replicas (backend.replicas)
         except NotFound:
             await record_denied(conn, request)
             raise

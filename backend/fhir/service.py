@@ -195,7 +195,12 @@ def _in_force(enrollment: dict[str, Any] | None, on: date) -> bool:
     return bool(enrollment["coverage_start"] <= on <= enrollment["coverage_end"])
 
 
-async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) -> dict[str, Any]:
+async def eligibility(
+    conn: Connection, actor: Actor, body: Any, today: date, *, reads: Connection | None = None
+) -> dict[str, Any]:
+    """The answer is read on `reads` (a replica, backend.replicas) when given; the audit row is
+    written on `conn`, the primary."""
+    reads = reads or conn
     if not isinstance(body, dict) or body.get("resourceType") != "CoverageEligibilityRequest":
         raise InvalidInput("resourceType", _("must be {resource_type}", resource_type="CoverageEligibilityRequest"))
     purpose = body.get("purpose")
@@ -203,17 +208,17 @@ async def eligibility(conn: Connection, actor: Actor, body: Any, today: date) ->
         raise InvalidInput("purpose", _("only validation (is the person covered?) is answered here"))
     number = _patient_number(body, today)
     serviced = _serviced_date(body, today)
-    person_id, rows = await _enrollments(conn, actor, number, serviced.year)
+    person_id, rows = await _enrollments(reads, actor, number, serviced.year)
     enrollment = rows[0] if rows else None
     if not _in_force(enrollment, serviced):
         # A new university student's cover for the next year starts in this one (1 September):
         # in force on the date, it answers.
-        _person, later = await _enrollments(conn, actor, number, serviced.year + 1)
+        _person, later = await _enrollments(reads, actor, number, serviced.year + 1)
         if later and _in_force(later[0], serviced):
             rows = later
             enrollment = later[0]
     year = enrollment["coverage_year"] if enrollment else serviced.year
-    ceiling_of = await _ceilings(conn, person_id, rows[:1], today)
+    ceiling_of = await _ceilings(reads, person_id, rows[:1], today)
     state = coverage_state(
         year=year,
         on=serviced,
@@ -255,9 +260,17 @@ SEARCH_PARAMETERS = frozenset({"identifier"})
 
 
 async def search_coverage(
-    conn: Connection, actor: Actor, form: list[tuple[str, str]], today: date, self_url: str
+    conn: Connection,
+    actor: Actor,
+    form: list[tuple[str, str]],
+    today: date,
+    self_url: str,
+    *,
+    reads: Connection | None = None,
 ) -> dict[str, Any]:
-    """Coverage/_search with exactly one `identifier` (`[system|]value`) in the form body."""
+    """Coverage/_search with exactly one `identifier` (`[system|]value`) in the form body; read on
+    `reads` when given (a replica), the audit row written on `conn`."""
+    reads = reads or conn
     unknown = sorted({k for k, _value in form} - SEARCH_PARAMETERS)
     if unknown:
         raise InvalidInput(unknown[0], _("is not a supported search parameter (only identifier)"))
@@ -267,8 +280,8 @@ async def search_coverage(
     system, bar, value = values[0].rpartition("|")
     identifier = {"system": system, "value": value} if bar and system else {"value": value}
     number = _resident_number(identifier, "identifier", today)
-    person_id, rows = await _enrollments(conn, actor, number, None)
-    ceiling_of = await _ceilings(conn, person_id, rows, today)
+    person_id, rows = await _enrollments(reads, actor, number, None)
+    ceiling_of = await _ceilings(reads, person_id, rows, today)
     found = [
         resources.coverage(r, resources.resident_identifier(number), ceiling=ceiling_of.get(r["coverage_year"]))
         for r in rows

@@ -30,7 +30,7 @@ from backend import crypto
 from backend.actor import Actor
 from backend.config import Settings
 from backend.db import Connection, Pool
-from backend.errors import DomainError
+from backend.errors import DomainError, after_failure
 from backend.i18n import LANGUAGES, _, use_language
 from backend.jobs.service import (
     FILE_CHUNK,
@@ -306,6 +306,7 @@ async def work(
                     continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("job worker cannot reach the database", extra={"error": type(exc).__name__})
+                after_failure(pool, exc)
             waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waits, timeout=settings.job_poll_s, return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:

@@ -1,0 +1,173 @@
+"""Reads that may lag go to standbys (issue 21): FHIR eligibility checks and Coverage searches read a
+replica listed in `CANBAO_REPLICA_DSNS`; their audit row is still written on the primary, in the
+request's own transaction (`tx`).
+
+Read-your-writes. A standby replays the primary's WAL a moment behind it. After a request that
+wrote, the primary's WAL position after the commit (`pg_current_wal_insert_lsn()`) is kept for the
+caller's actor for `REMEMBER_S` in this process and sent back in the `Canbao-Commit-LSN` header; a
+read that names a position (`Canbao-Read-After`, for clients that go through several app instances)
+or whose actor wrote lately goes to a replica only once its `pg_last_wal_replay_lsn()` has reached
+that position — waiting up to `WAIT_S`, else it reads on the primary. Without replicas nothing of
+this runs: no extra query after writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator
+from typing import Any
+from uuid import UUID
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.db import Connection, Pool
+from backend.deps import Tx
+
+COMMIT_HEADER = "Canbao-Commit-LSN"
+READ_AFTER_HEADER = "Canbao-Read-After"
+WAIT_S = 0.5  # how long a read waits for a replica to replay the caller's last write
+POLL_S = 0.02
+REMEMBER_S = 60.0  # an actor's last write sends its reads to caught-up replicas for this long
+REMEMBERED = 10_000  # actors kept, the least recent dropped first
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+_SCOPE_KEY = "canbao.commit_lsn"
+_READ_KEY = "canbao.lagging_read"
+# A standby's replayed position; on a server that is not in recovery (a primary listed as a
+# replica, or a standby just promoted), everything it has written.
+_REPLAYED = "SELECT COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::text::pg_lsn"
+
+
+def parse_dsns(value: str) -> list[str]:
+    """`CANBAO_REPLICA_DSNS`: DSNs separated by commas (a comma inside one, as in `host=a,b`, stays)."""
+    return [part.strip() for part in re.split(r",\s*(?=postgres(?:ql)?://)", value) if part.strip()]
+
+
+def lsn_value(lsn: str) -> int:
+    high, _, low = lsn.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+class Replicas:
+    """The replica pools, taken in turn, and the actors' last write positions."""
+
+    def __init__(self, pools: list[Pool]) -> None:
+        self.pools = pools
+        self._turn = itertools.cycle(range(len(pools))) if pools else None
+        self._written: OrderedDict[UUID, tuple[str, float]] = OrderedDict()
+
+    def remember(self, actor_id: UUID, lsn: str) -> None:
+        self._written[actor_id] = (lsn, time.monotonic())
+        self._written.move_to_end(actor_id)
+        while len(self._written) > REMEMBERED:
+            self._written.popitem(last=False)
+
+    def written_by(self, actor_id: UUID) -> str | None:
+        found = self._written.get(actor_id)
+        if found is None or time.monotonic() - found[1] > REMEMBER_S:
+            return None
+        return found[0]
+
+    def next_pool(self) -> Pool | None:
+        return None if self._turn is None else self.pools[next(self._turn)]
+
+    async def close(self) -> None:
+        for pool in self.pools:
+            await pool.close()
+
+
+async def caught_up(conn: Connection, lsn: str | None, wait_s: float = WAIT_S) -> bool:
+    """Whether the server behind `conn` has replayed `lsn`, polled for up to `wait_s`."""
+    if lsn is None:
+        return True
+    deadline = time.monotonic() + wait_s
+    while True:
+        if await conn.fetchval(_REPLAYED, lsn):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(POLL_S)
+
+
+def _needed(request: Request[Any, Any, Any], replicas: Replicas) -> str | None:
+    """The position a read must see: the request's header, the actor's last write, the later."""
+    wanted: list[str] = []
+    header = request.headers.get(READ_AFTER_HEADER.lower())
+    if header is not None and _LSN.match(header.strip()):
+        wanted.append(header.strip())
+    actor = request.scope.get("user")
+    actor_id = getattr(actor, "id", None)
+    if isinstance(actor_id, UUID) and (written := replicas.written_by(actor_id)) is not None:
+        wanted.append(written)
+    return max(wanted, key=lsn_value) if wanted else None
+
+
+async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -> AsyncGenerator[Connection, None]:
+    """The connection a lagging read may use: a caught-up replica's, in a read-only transaction, or
+    the request's own (`tx`, the primary) when there is no replica, none answers or none caught up."""
+    # A read route's own writes (its audit row) need no read-your-writes: no position is asked for.
+    request.scope[_READ_KEY] = True  # type: ignore[literal-required]
+    replicas: Replicas | None = getattr(state, "replicas", None)
+    pool = replicas.next_pool() if replicas is not None else None
+    if replicas is None or pool is None:
+        yield tx
+        return
+    try:
+        conn = await pool.acquire(timeout=1)
+    except (OSError, TimeoutError, Exception):  # a replica down is not the request's failure
+        yield tx
+        return
+    try:
+        try:
+            ready = await caught_up(conn, _needed(request, replicas))
+        except (OSError, Exception):
+            ready = False
+        if not ready:
+            yield tx
+            return
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+    finally:
+        await pool.release(conn)
+
+
+async def after_commit(request: Request[Any, Any, Any], conn: Connection) -> None:
+    """After a request's transaction committed (with replicas configured, for a writing method):
+    its position is remembered for the actor and answered in `Canbao-Commit-LSN`."""
+    replicas: Replicas | None = getattr(request.app.state, "replicas", None)
+    if replicas is None or not replicas.pools or request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if request.scope.get(_READ_KEY):
+        return
+    lsn: str = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+    request.scope[_SCOPE_KEY] = lsn  # type: ignore[literal-required]
+    actor_id = getattr(request.scope.get("user"), "id", None)
+    if isinstance(actor_id, UUID):
+        replicas.remember(actor_id, lsn)
+
+
+def commit_header(app: ASGIApp) -> ASGIApp:
+    """Adds `Canbao-Commit-LSN` to the answer of a request whose transaction wrote (see above)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            lsn = scope.get(_SCOPE_KEY)
+            if message["type"] == "http.response.start" and isinstance(lsn, str):
+                headers = list(message.get("headers", []))
+                headers.append((COMMIT_HEADER.lower().encode(), lsn.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return middleware

@@ -1,0 +1,221 @@
+"""The app through a failover (issue 21): a primary that is demoted (refuses writes) or dies while
+the app runs. The DSN lists two real PostgreSQL servers with `target_session_attrs=read-write`, as
+a Patroni cluster's does (deploy/cluster/): the old primary — a second embedded server made here —
+first, the suite's server second. A request caught in the switch answers 503 `try_again` and keeps
+nothing; the next one reaches the other server without the app being restarted.
+
+The two servers do not replicate (that is the cluster recipe's business): each database is seeded
+alike, and a token issued by the old primary is not known to the new one, so the test logs in again
+after the switch — in a cluster the session row is on every node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import psutil
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from backend import migrate
+from backend.app import create_app
+from backend.auth.passwords import Passwords
+from backend.db import init_connection
+from backend.embedded import EmbeddedPostgres
+from backend.tools import demo
+from tests.api.test_hostile_input import assert_try_again
+from tests.conftest import KEYS, PgServer, _admin_execute, _create_roles, _with_database, auth_headers, make_settings
+from tests.factories import ID_NUMBERS, member
+
+Client = AsyncTestClient[Litestar]
+
+
+@dataclass
+class OtherServer:
+    embedded: EmbeddedPostgres
+    admin_dsn: str  # the superuser, database `postgres`
+    template: str
+
+    @property
+    def socket_dir(self) -> str:
+        return parse_qs(urlsplit(self.admin_dsn).query)["host"][0]
+
+
+@pytest.fixture(scope="module")
+def old_primary() -> Iterator[OtherServer]:
+    """A second PostgreSQL, with the suite's roles and a migrated template: the primary that fails."""
+    folder = tempfile.mkdtemp(prefix="canbao-test-failover-")
+    embedded = EmbeddedPostgres(folder, database="postgres")
+    try:
+        admin_dsn = embedded.start()
+        asyncio.run(_admin_execute(admin_dsn, "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"))
+        asyncio.run(_create_roles(admin_dsn))
+        template = "canbao_tpl_" + uuid.uuid4().hex[:8]
+        asyncio.run(_admin_execute(admin_dsn, f'CREATE DATABASE "{template}" OWNER "canbao_test_owner"'))
+        server = OtherServer(embedded, admin_dsn, template)
+        migrate.upgrade(
+            _with_database(admin_dsn, template, "canbao_test_owner"), app_role="canbao_test_app", keyring=KEYS
+        )
+        yield server
+    finally:
+        if embedded.postmaster_pid is not None and os.path.exists(embedded.pgdata / "postmaster.pid"):
+            embedded.release()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+async def cluster_dsn(
+    old_primary: OtherServer, pg_server: PgServer, database_name: str, passwords: Passwords
+) -> AsyncIterator[str]:
+    """The app role's DSN over both servers, the old primary first; the same database on each, seeded."""
+    await _admin_execute(
+        old_primary.admin_dsn,
+        f'CREATE DATABASE "{database_name}" TEMPLATE "{old_primary.template}" OWNER "canbao_test_owner"',
+    )
+    for admin in (_with_database(old_primary.admin_dsn, database_name), pg_server.dsn(database_name)):
+        conn = await asyncpg.connect(admin, server_settings={"timezone": "UTC"})
+        await init_connection(conn)
+        try:
+            await demo.seed(conn, passwords)
+        finally:
+            await conn.close()
+    new_socket = parse_qs(urlsplit(pg_server.admin_dsn).query)["host"][0]
+    app_dsn = pg_server.app_dsn(database_name)
+    base = app_dsn.split("?", 1)[0]
+    yield f"{base}?host={old_primary.socket_dir},{new_socket}&target_session_attrs=read-write"
+    if old_primary.embedded.postmaster_pid is not None:  # not after the test that kills it
+        await _admin_execute(old_primary.admin_dsn, f'DROP DATABASE IF EXISTS "{database_name}" WITH (FORCE)')
+
+
+async def households(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM households")
+        return count
+    finally:
+        await conn.close()
+
+
+def household(number: int) -> dict[str, Any]:
+    return {
+        "village_code": "330106001001",
+        "household_no": f"{number:04d}",
+        "members": [member(ID_NUMBERS[number], "张三")],
+    }
+
+
+async def test_a_demoted_primary_is_a_503_then_the_app_writes_to_the_new_one(
+    old_primary: OtherServer, pg_server: PgServer, database_name: str, cluster_dsn: str
+) -> None:
+    old_db = _with_database(old_primary.admin_dsn, database_name)
+    new_db = pg_server.dsn(database_name)
+    settings = make_settings(cluster_dsn, pool_min_size=2, pool_max_size=2, maintenance_interval_s=0)
+    async with AsyncTestClient(create_app(settings, configure_logs=False)) as client:
+        staff = await auth_headers(client, "staff_a")
+        first = await client.post("/api/v1/households", json=household(1), headers=staff)
+        assert first.status_code == 201, first.text
+        assert (await households(old_db), await households(new_db)) == (1, 0)
+
+        # Patroni demotes by restarting; a proxy left pointing at a standby, or an operator's
+        # read-only switch, leaves the connections open and refusing writes: the harder case.
+        await _admin_execute(
+            old_primary.admin_dsn, "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"
+        )
+        try:
+            caught = await client.post("/api/v1/households", json=household(2), headers=staff)
+            assert_try_again(caught)
+            # The pool's connections were dropped: the next ones skip the read-only server. The
+            # token was issued by the old primary's database, which the new one does not share here.
+            staff = await auth_headers(client, "staff_a")
+            again = await client.post("/api/v1/households", json=household(2), headers=staff)
+            assert again.status_code == 201, again.text
+            assert (await households(old_db), await households(new_db)) == (1, 1)
+        finally:
+            await _admin_execute(
+                old_primary.admin_dsn, "ALTER SYSTEM RESET default_transaction_read_only", "SELECT pg_reload_conf()"
+            )
+
+
+async def test_a_primary_killed_mid_request_is_a_503_with_nothing_kept_then_the_app_goes_on(
+    old_primary: OtherServer, pg_server: PgServer, database_name: str, cluster_dsn: str
+) -> None:
+    """`kill -9` of the old primary's postmaster while a write waits on a lock there (last in this
+    module: the server stays down)."""
+    old_db = _with_database(old_primary.admin_dsn, database_name)
+    new_db = pg_server.dsn(database_name)
+    settings = make_settings(cluster_dsn, pool_min_size=2, pool_max_size=2, maintenance_interval_s=0)
+    async with AsyncTestClient(create_app(settings, configure_logs=False)) as client:
+        staff = await auth_headers(client, "staff_a")
+        acknowledged = await client.post("/api/v1/households", json=household(4), headers=staff)
+        assert acknowledged.status_code == 201, acknowledged.text
+        locked, done = threading.Event(), threading.Event()
+        pid = old_primary.embedded.postmaster_pid
+        assert pid is not None
+
+        async def holder() -> None:
+            other = await asyncpg.connect(old_db)
+            try:
+                async with other.transaction():
+                    await other.execute("LOCK TABLE households IN ACCESS EXCLUSIVE MODE")
+                    locked.set()
+                    for _ in range(1000):
+                        waiting = await other.fetchval(
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'canbao' "
+                            "AND wait_event_type = 'Lock'"
+                        )
+                        if waiting:
+                            os.kill(pid, signal.SIGKILL)
+                            break
+                        await asyncio.sleep(0.01)
+                    else:
+                        raise AssertionError("the request never waited for the lock")
+                    for _ in range(200):  # the session ends with the server
+                        if other.is_closed():
+                            break
+                        await asyncio.sleep(0.05)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass
+            finally:
+                done.set()
+                other.terminate()
+
+        side = asyncio.create_task(asyncio.to_thread(asyncio.run, holder()))
+        assert await asyncio.to_thread(locked.wait, 30)
+        caught = await client.post("/api/v1/households", json=household(3), headers=staff)
+        await side
+        assert done.is_set()
+        assert_try_again(caught)
+
+        staff = await auth_headers(client, "staff_a")  # the old primary is gone: the new one answers
+        again = await client.post("/api/v1/households", json=household(3), headers=staff)
+        assert again.status_code == 201, again.text
+        assert await households(new_db) == 1
+    # Nothing of the caught request on the old primary once it is back: crash recovery replays the
+    # WAL, and the transaction never committed.
+    embedded = old_primary.embedded
+    bin_dir, pgdata = embedded.bin_dir, embedded.pgdata
+    with contextlib.suppress(psutil.NoSuchProcess):
+        embedded.release()  # its postmaster is dead: pgserver's own stop fails, then finds nothing to kill
+    pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w"]
+    user = pgdata.owner()
+    start = [*pg_ctl, "-o", f'-h "" -k {pgdata}', "-l", str(pgdata / "restart.log"), "start"]
+    await asyncio.to_thread(subprocess.run, start, check=True, capture_output=True, user=user)
+    try:
+        assert await households(old_db) == 1  # the acknowledged household, not the caught one
+    finally:
+        stop = [*pg_ctl, "-m", "fast", "stop"]
+        await asyncio.to_thread(subprocess.run, stop, check=True, capture_output=True, user=user)
