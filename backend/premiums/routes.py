@@ -106,7 +106,11 @@ class PaymentController(Controller):
 
     @get("/", summary="The payments of a household (a year's, or all), oldest first")
     async def of_household(
-        self, tx: Tx, actor: CurrentActor, household_id: FromQuery[UUID], year: FromQuery[int | None] = None
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        household_id: FromQuery[UUID],
+        year: Annotated[int | None, QueryParameter(ge=2000, le=2100, description="coverage year")] = None,
     ) -> PaymentList:
         return PaymentList(items=await payments.household_payments(tx, actor, household_id, year))
 
