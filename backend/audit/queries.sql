@@ -31,3 +31,25 @@ WHERE (division_code BETWEEN $1 AND $2 OR (division_code IS NULL AND $3::boolean
   AND ($11::uuid IS NULL OR device_id = $11)
 ORDER BY id DESC
 LIMIT $12;
+
+-- name: household_village
+SELECT village_code FROM households WHERE id = $1;
+
+-- name: household_trail
+-- The rows about household $1, its enrolments and its payments (by the (entity, entity_id) index),
+-- newest first, before id $2 when given.
+WITH keys (entity, entity_id) AS (
+    SELECT k.entity, $1::uuid::text
+    FROM unnest(ARRAY['household', 'premium_quote', 'resident_coverage', 'query_code_slip']) AS k(entity)
+    UNION ALL
+    SELECT 'enrollment', e.id::text FROM enrollments e WHERE e.household_id = $1
+    UNION ALL
+    SELECT 'payment', p.id::text FROM payments p WHERE p.household_id = $1
+)
+SELECT a.id, a.at, a.actor_kind, a.actor_id, a.device_id, a.action, a.entity, a.entity_id, a.division_code,
+       a.summary, a.request_id
+FROM audit_log a
+JOIN keys k ON k.entity = a.entity AND k.entity_id = a.entity_id
+WHERE ($2::bigint IS NULL OR a.id < $2)
+ORDER BY a.id DESC
+LIMIT $3;

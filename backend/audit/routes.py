@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -11,37 +11,17 @@ from litestar import Controller, get
 from litestar.datastructures import State
 from litestar.params import FromQuery, QueryParameter
 
-from backend.actor import Role, scope_args
-from backend.audit import chain
-from backend.audit.service import Q, record
+from backend.actor import Role
+from backend.audit import chain, service
+from backend.audit.service import AuditFilter, AuditPage
 from backend.clock import local_today
 from backend.config import Settings
-from backend.db import from_row
 from backend.deps import CurrentActor, Tx
 from backend.errors import InvalidInput
 from backend.guards import require_roles
 from backend.i18n import _
 
 SEAL_DAYS_MAX = 366
-
-
-class AuditEntry(msgspec.Struct, frozen=True):
-    id: int
-    at: datetime
-    actor_kind: str
-    actor_id: UUID | None
-    device_id: UUID | None
-    action: str
-    entity: str
-    entity_id: str | None
-    division_code: str | None
-    summary: dict[str, Any]
-    request_id: str | None
-
-
-class AuditPage(msgspec.Struct, frozen=True):
-    items: list[AuditEntry]
-    next_cursor: int | None
 
 
 class SealPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,25 +49,16 @@ class AuditController(Controller):
         before: Annotated[int | None, QueryParameter(ge=1)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     ) -> AuditPage:
-        # Entries without a division (logins of unknown users, system actions) are district-wide.
-        district_wide = actor.scope.level in ("district", "city", "province")
-        rows = await tx.fetch(
-            Q["search"],
-            *scope_args(actor),
-            district_wide,
-            actor_id,
-            entity,
-            entity_id,
-            action,
-            since,
-            until,
-            before,
-            device_id,
-            limit + 1,
+        where = AuditFilter(
+            actor_id=actor_id,
+            device_id=device_id,
+            entity=entity,
+            entity_id=entity_id,
+            action=action,
+            since=since,
+            until=until,
         )
-        items = [from_row(r, AuditEntry) for r in rows[:limit]]
-        await record(tx, actor, "read", "audit_log", None, summary={"count": len(items)})
-        return AuditPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+        return await service.search(tx, actor, where, before, limit)
 
     @get(
         "/seals",

@@ -5,11 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from backend.actor import Actor
-from backend.db import Connection, load_queries
+import msgspec
+
+from backend.actor import Actor, scope_args
+from backend.db import Connection, from_row, load_queries
+from backend.errors import NotFound
 from backend.logs import request_id_var
 
 Q = load_queries("backend.audit")
@@ -178,3 +182,83 @@ def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     return {
         key: {"before": before.get(key), "after": value} for key, value in after.items() if before.get(key) != value
     }
+
+
+# Reading the trail ---------------------------------------------------------------------------------
+
+
+class AuditEntry(msgspec.Struct, frozen=True):
+    id: int
+    at: datetime
+    actor_kind: str
+    actor_id: UUID | None
+    device_id: UUID | None
+    action: str
+    entity: str
+    entity_id: str | None
+    division_code: str | None
+    summary: dict[str, Any]
+    request_id: str | None
+
+
+class AuditPage(msgspec.Struct, frozen=True):
+    items: list[AuditEntry]
+    next_cursor: int | None
+
+
+class AuditFilter(msgspec.Struct, frozen=True, kw_only=True):
+    actor_id: UUID | None = None
+    device_id: UUID | None = None
+    entity: str | None = None
+    entity_id: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def search(conn: Connection, actor: Actor, where: AuditFilter, before: int | None, limit: int) -> AuditPage:
+    """Audit entries within the actor's scope, newest first (keyset pagination by `before`); entries
+    without a division (logins of unknown users, system actions) for district-wide actors only.
+    Who may call it is the route's guard (district administrators)."""
+    district_wide = actor.scope.level in ("district", "city", "province")
+    rows = await conn.fetch(
+        Q["search"],
+        *scope_args(actor),
+        district_wide,
+        where.actor_id,
+        where.entity,
+        where.entity_id,
+        where.action,
+        where.since,
+        where.until,
+        before,
+        where.device_id,
+        limit + 1,
+    )
+    items = [from_row(r, AuditEntry) for r in rows[:limit]]
+    await record(conn, actor, "read", "audit_log", None, summary={"count": len(items)})
+    return AuditPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+async def household_trail(
+    conn: Connection, actor: Actor, household_id: UUID, before: int | None, limit: int
+) -> AuditPage:
+    """The audit trail of one household, newest first: the rows about the household itself (reads,
+    edits, members, quotes, the resident's reads) and about its enrolments and its payments —
+    what the audit rows hold, nothing more. For staff whose scope contains the household, as
+    reading the household (`GET /households/{id}`); anyone else finds nothing (404)."""
+    village = await conn.fetchval(Q["household_village"], household_id)
+    if village is None or actor.kind != "user" or not actor.in_scope(village):
+        raise NotFound()
+    rows = await conn.fetch(Q["household_trail"], household_id, before, limit + 1)
+    items = [from_row(r, AuditEntry) for r in rows[:limit]]
+    await record(
+        conn,
+        actor,
+        "read",
+        "audit_log",
+        None,
+        division_code=village,
+        summary={"household_id": str(household_id), "count": len(items)},
+    )
+    return AuditPage(items=items, next_cursor=items[-1].id if len(rows) > limit else None)

@@ -11,15 +11,14 @@ ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
 -- name: allocated_to_persons
 -- What payments not voided put towards each of persons $1 for year $3: towards the person's live
--- enrolment, whichever household's payment it was (the money follows the enrolment); for a person
--- with no live enrolment, what household $2's payments put towards them.
-SELECT e.person_id, sum(a.amount_fen)::bigint AS amount_fen
-FROM enrollments e
-JOIN payment_allocations a ON a.enrollment_id = e.id
-JOIN payment_ledger p ON p.id = a.payment_id
-WHERE e.person_id = ANY($1::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled'
-  AND p.kind = 'premium' AND NOT p.voided
-GROUP BY e.person_id
+-- enrolment, whichever household's payment it was (the money follows the enrolment), net of
+-- refunds as the household's money counts them (`premium_money`: a refund comes off what the
+-- payment left over first, then off the last person of the payment first); for a person with no
+-- live enrolment, what household $2's payments put towards them.
+SELECT m.person_id, sum(m.amount_fen)::bigint AS amount_fen
+FROM premium_money m
+WHERE m.person_id = ANY($1::uuid[]) AND m.coverage_year = $3 AND m.enrollment_id IS NOT NULL
+GROUP BY m.person_id
 UNION ALL
 SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
 FROM payment_ledger p

@@ -14,6 +14,8 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 
 from backend import fields, idempotency, reports
 from backend.actor import STAFF_ROLES, Role
+from backend.audit import service as audit_service
+from backend.audit.service import AuditPage
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.enrollment import (
@@ -239,6 +241,21 @@ class HouseholdController(Controller):
     ) -> PremiumQuote:
         today = local_today(state.settings.timezone)
         return await quotes.premium_quote(tx, actor, household_id, year, today)
+
+    @get(
+        "/{household_id:uuid}/audit",
+        summary="The household's audit trail, newest first: rows about it, its enrolments and its payments "
+        "(keyset pagination by `before`); for staff whose scope holds the household",
+    )
+    async def audit(
+        self,
+        household_id: FromPath[UUID],
+        tx: Tx,
+        actor: CurrentActor,
+        before: Annotated[int | None, QueryParameter(ge=1)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    ) -> AuditPage:
+        return await audit_service.household_trail(tx, actor, household_id, before, limit)
 
 
 class MoveController(Controller):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
@@ -43,6 +43,27 @@ class NewStudentRuleIn(NewStudentRule, frozen=True, kw_only=True, forbid_unknown
     """The new-student rule as a new version gives it: no unknown field."""
 
 
+HospitalLevel = Literal["township", "county", "above_county"]
+HOSPITAL_LEVELS: tuple[HospitalLevel, ...] = ("township", "county", "above_county")
+
+
+class LevelBenefit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What basic insurance pays for a hospital stay at one level of hospital: township health
+    centre (乡镇卫生院), county hospital (县级) or above the county (县级以上)."""
+
+    level: HospitalLevel
+    deductible_fen: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]  # 起付线, per stay
+    reimbursement_basis_points: Annotated[int, msgspec.Meta(ge=0, le=10_000)]  # 报销比例 above it, 7000 = 70 %
+
+
+class Benefits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The year's benefit facts as residents are told them (the residents' page): shown, never
+    applied — the settlement system pays claims. One entry per hospital level at most."""
+
+    levels: Annotated[list[LevelBenefit], msgspec.Meta(min_length=1, max_length=3)]
+    annual_ceiling_fen: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)]  # 基本医保年度最高支付限额
+
+
 class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything of a version besides premium and window: stored as one JSON document. The
     tablet's wire type, refusing unknown fields when a version is written, and what only the
@@ -57,6 +78,9 @@ class PolicyRules(rules.PolicyRules, frozen=True, kw_only=True, forbid_unknown_f
     serious_illness: SeriousIllnessIncentiveIn | None = None
     # --- New university students: the wire type's field, refusing unknown fields.
     new_students: NewStudentRuleIn | None = None
+    # --- Benefit facts for residents (issue 19): shown on the residents' page only; the tablet
+    # ignores them. None: the page sends residents to the township office.
+    benefits: Benefits | None = None
 
 
 class PolicyIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -168,6 +192,20 @@ def _check(year: int, data: PolicyIn) -> None:
     except (ValueError, TypeError) as exc:
         raise InvalidInput("rules", str(exc)) from None
     _check_exemptions(data.rules.waiting)
+    if data.rules.benefits is not None:
+        _check_benefits(data.rules.benefits)
+
+
+def _check_benefits(benefits: Benefits) -> None:
+    """Each hospital level once, in the order township, county, above the county."""
+    seen: set[str] = set()
+    for i, level in enumerate(benefits.levels):
+        if level.level in seen:
+            raise InvalidInput(f"rules.benefits.levels[{i}].level", _("is given twice"))
+        seen.add(level.level)
+    order = [HOSPITAL_LEVELS.index(level.level) for level in benefits.levels]
+    if order != sorted(order):
+        raise InvalidInput("rules.benefits.levels", _("must be in the order township, county, above_county"))
 
 
 def _check_exemptions(waiting: WaitingPolicy) -> None:

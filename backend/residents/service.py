@@ -28,8 +28,10 @@ from backend.enrollment import explain
 from backend.enrollment.continuity import CeilingView, PersonContinuity, ceilings, continuity_of
 from backend.enrollment.quotes import household_totals, paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
-from backend.i18n import _, terms, yuan
+from backend.i18n import N_, _, percent, terms, yuan
 from backend.ids import uuid7
+from backend.policy import service as policy
+from backend.policy.service import Benefits
 from backend.premiums.payments import HouseholdMoney
 from backend.sync import query_codes
 from mobile_sync_protocol.query_codes import normal_query_code
@@ -234,6 +236,70 @@ class Money(msgspec.Struct, frozen=True, kw_only=True):
     words: str  # the sum written out
 
 
+HOSPITAL_LEVEL_NAMES = {
+    "township": N_("Township health centre"),
+    "county": N_("County hospital"),
+    "above_county": N_("Hospital above the county"),
+}
+
+
+class LevelBenefitView(msgspec.Struct, frozen=True, kw_only=True):
+    level: str  # township, county, above_county
+    level_name: str
+    deductible_fen: int
+    deductible_yuan: str
+    reimbursement_basis_points: int
+    reimbursement_rate: str  # 70%
+    words: str  # the level's facts in one sentence
+
+
+class BenefitsView(msgspec.Struct, frozen=True, kw_only=True):
+    """The year's benefit facts from the policy in force (`rules.benefits`), in plain words: what
+    basic insurance pays for a hospital stay at each level, and the year's ceiling. Each member's
+    own serious-illness ceiling (with its raise for continuity) is on the member."""
+
+    coverage_year: int
+    levels: list[LevelBenefitView]
+    annual_ceiling_fen: int
+    annual_ceiling_yuan: str
+    ceiling_words: str
+
+
+def benefits_view(year: int, benefits: Benefits) -> BenefitsView:
+    levels = []
+    for level in benefits.levels:
+        name = _(HOSPITAL_LEVEL_NAMES[level.level])
+        rate = percent(level.reimbursement_basis_points / 10_000, digits=0)
+        levels.append(
+            LevelBenefitView(
+                level=level.level,
+                level_name=name,
+                deductible_fen=level.deductible_fen,
+                deductible_yuan=yuan(level.deductible_fen),
+                reimbursement_basis_points=level.reimbursement_basis_points,
+                reimbursement_rate=rate,
+                words=_(
+                    "{level}: the first {deductible} of a hospital stay are paid by you (deductible), "
+                    "{rate} of the covered costs above it by the insurance.",
+                    level=name,
+                    deductible=yuan(level.deductible_fen),
+                    rate=rate,
+                ),
+            )
+        )
+    return BenefitsView(
+        coverage_year=year,
+        levels=levels,
+        annual_ceiling_fen=benefits.annual_ceiling_fen,
+        annual_ceiling_yuan=yuan(benefits.annual_ceiling_fen),
+        ceiling_words=_(
+            "Basic medical insurance pays at most {ceiling} in {year} for each insured person.",
+            ceiling=yuan(benefits.annual_ceiling_fen),
+            year=year,
+        ),
+    )
+
+
 class HouseholdCoverage(msgspec.Struct, frozen=True, kw_only=True):
     household_id: UUID
     household_no: str
@@ -250,6 +316,8 @@ class HouseholdCoverage(msgspec.Struct, frozen=True, kw_only=True):
     refund_due_fen: int  # > 0 to be refunded
     refund_due_yuan: str
     last_receipt_no: str | None
+    # The year's benefit facts of the policy in force today (None: the policy gives none).
+    benefits: BenefitsView | None = None
 
 
 def money_picture(premium_fen: int, subsidy_fen: int, paid_fen: int) -> Money:
@@ -405,6 +473,8 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         summary={"year": year, "members": len(members)},
     )
     balance, refund = max(money.balance_fen, 0), max(-money.balance_fen, 0)
+    version = await policy.in_force(conn, year, today)
+    benefits = version.rules.benefits if version is not None else None
     return HouseholdCoverage(
         household_id=household_id,
         household_no=household["household_no"],
@@ -421,6 +491,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         refund_due_fen=refund,
         refund_due_yuan=yuan(refund),
         last_receipt_no=latest["receipt_no"] if latest else None,
+        benefits=None if benefits is None else benefits_view(year, benefits),
     )
 
 

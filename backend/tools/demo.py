@@ -255,10 +255,21 @@ async def _policy(conn: Connection, actor: Actor, year: int) -> policies.PolicyV
         premium_fen=PREMIUM_FEN,
         window_start=window_start,
         window_end=date(year - 1, 12, 31),
-        rules=policies.PolicyRules(categories=CATEGORIES),
+        rules=policies.PolicyRules(categories=CATEGORIES, benefits=BENEFITS),
         note=f"{year} policy (demo)",
     )
     return await policies.create_version(conn, actor, year, data)
+
+
+# Illustrative benefit facts for the residents' page (each pooling area publishes its own).
+BENEFITS = policies.Benefits(
+    levels=[
+        policies.LevelBenefit(level="township", deductible_fen=10000, reimbursement_basis_points=9000),
+        policies.LevelBenefit(level="county", deductible_fen=50000, reimbursement_basis_points=7500),
+        policies.LevelBenefit(level="above_county", deductible_fen=100000, reimbursement_basis_points=6000),
+    ],
+    annual_ceiling_fen=20_000_000,
+)
 
 
 async def _summary(conn: Connection, *, created: bool) -> PopulationSummary:

@@ -99,6 +99,27 @@ LABELS: dict[str, str] = {
     "township_reviewer": N_("township reviewer"),
     "civil_affairs": N_("civil affairs"),
     "district_admin": N_("district administrator"),
+    # The audit trail of a household (its actions and entities; others are shown as their code).
+    "read": N_("read"),
+    "create": N_("created"),
+    "update": N_("changed"),
+    "add_member": N_("member added"),
+    "remove_member": N_("member removed"),
+    "enrol": N_("enrolled"),
+    "cancel": N_("cancelled"),
+    "confirm": N_("confirmed"),
+    "record": N_("recorded"),
+    "print": N_("printed"),
+    "household": N_("household"),
+    "enrollment": N_("enrolment"),
+    "payment": N_("payment"),
+    "premium_quote": N_("premium quote"),
+    "resident_coverage": N_("residents' page"),
+    "query_code_slip": N_("query code slip"),
+    "user": N_("staff"),
+    "resident": N_("resident"),
+    "device": N_("tablet"),
+    "system": N_("system"),
 }
 
 

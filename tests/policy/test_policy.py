@@ -77,6 +77,106 @@ async def test_published_version_is_read_by_staff(client: Client) -> None:
             {"rules": {"serious_illness": {"original_ceiling_fen": 40000000, "raise_per_year": 300000}}},
             "rules.serious_illness",
         ),
+        # The benefit facts for residents (issue 19): each bad value named.
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [{"level": "village", "deductible_fen": 0, "reimbursement_basis_points": 9000}],
+                        "annual_ceiling_fen": 1,
+                    }
+                }
+            },
+            "rules.benefits.levels[0].level",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [{"level": "county", "deductible_fen": 50000, "reimbursement_basis_points": 10001}],
+                        "annual_ceiling_fen": 1,
+                    }
+                }
+            },
+            "rules.benefits.levels[0].reimbursement_basis_points",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [{"level": "county", "deductible_fen": -1, "reimbursement_basis_points": 7000}],
+                        "annual_ceiling_fen": 1,
+                    }
+                }
+            },
+            "rules.benefits.levels[0].deductible_fen",
+        ),
+        (
+            {"rules": {"benefits": {"levels": [], "annual_ceiling_fen": 1}}},
+            "rules.benefits.levels",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [{"level": "county", "deductible_fen": 0, "reimbursement_basis_points": 7000}],
+                        "annual_ceiling_fen": 0,
+                    }
+                }
+            },
+            "rules.benefits.annual_ceiling_fen",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [{"level": "county", "deductible_fen": 0, "reimbursement_basis_points": 7000}]
+                    }
+                }
+            },
+            "rules.benefits",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [
+                            {"level": "county", "deductible_fen": 0, "reimbursement_basis_points": 7000},
+                            {"level": "county", "deductible_fen": 0, "reimbursement_basis_points": 7000},
+                        ],
+                        "annual_ceiling_fen": 1,
+                    }
+                }
+            },
+            "rules.benefits.levels[1].level",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [
+                            {"level": "county", "deductible_fen": 0, "reimbursement_basis_points": 7000},
+                            {"level": "township", "deductible_fen": 0, "reimbursement_basis_points": 9000},
+                        ],
+                        "annual_ceiling_fen": 1,
+                    }
+                }
+            },
+            "rules.benefits.levels",
+        ),
+        (
+            {
+                "rules": {
+                    "benefits": {
+                        "levels": [
+                            {"level": "county", "deductible_fen": 0, "reimbursement_basis_points": 7000, "rate": 1}
+                        ],
+                        "annual_ceiling_fen": 1,
+                    }
+                }
+            },
+            "rules.benefits.levels[0]",
+        ),
     ],
 )
 async def test_bad_policy_is_refused_naming_the_field(client: Client, change: dict[str, Any], field: str) -> None:

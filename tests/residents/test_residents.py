@@ -20,8 +20,9 @@ from litestar.testing import AsyncTestClient
 from backend.actor import Actor
 from backend.app import create_app
 from backend.auth.tokens import SigningKey
-from backend.enrollment import enrollments
-from backend.premiums import payments
+from backend.enrollment import enrollments, quotes
+from backend.premiums import adjustments, payments
+from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
 from backend.residents import service as residents
 from mobile_sync_protocol.rules.coverage_state import coverage_state
@@ -470,3 +471,94 @@ async def test_a_code_made_on_a_tablet_opens_the_household_and_the_derived_one_n
     )
     assert (await resident_login(client, ID_NUMBERS[2], "李四", "k7m2p9qx")).status_code == 200
     assert (await resident_login(client, ID_NUMBERS[2], "李四", home.code1)).status_code == 401
+
+
+# Benefit facts and money after a refund -----------------------------------------------------------
+
+BENEFITS = {
+    "levels": [
+        {"level": "township", "deductible_fen": 10000, "reimbursement_basis_points": 9000},
+        {"level": "county", "deductible_fen": 50000, "reimbursement_basis_points": 7500},
+        {"level": "above_county", "deductible_fen": 100000, "reimbursement_basis_points": 6000},
+    ],
+    "annual_ceiling_fen": 20000000,
+}
+
+
+async def test_the_view_gives_the_years_benefit_facts_from_the_policy(client: Client) -> None:
+    rules = {"benefits": BENEFITS, "serious_illness": {"original_ceiling_fen": 40000000}}
+    await publish_policy(client, await auth_headers(client, "admin"), rules=rules)
+    staff = await auth_headers(client, "staff_a")
+    h = await create_household(client, staff, [member(ID_NUMBERS[4], "王芳")], household_no="0009")
+    code = (await enrol(client, staff, h, [h["members"][0]["person_id"]]))["query_code"]
+    headers = await resident_headers(client, ID_NUMBERS[4], "王芳", code)
+    body = (await client.get(COVERAGE, params={"year": 2026}, headers=headers)).json()
+    benefits = body["benefits"]
+    assert [(b["level"], b["deductible_fen"], b["reimbursement_rate"]) for b in benefits["levels"]] == [
+        ("township", 10000, "90%"),
+        ("county", 50000, "75%"),
+        ("above_county", 100000, "60%"),
+    ]
+    assert benefits["levels"][1]["words"] == (
+        "County hospital: the first CN¥500.00 of a hospital stay are paid by you (deductible), "
+        "75% of the covered costs above it by the insurance."
+    )
+    assert (
+        benefits["ceiling_words"]
+        == "Basic medical insurance pays at most CN¥200,000.00 in 2026 for each insured person."
+    )
+    # Without benefit facts in the policy: none in the view.
+    other = await make_home(client)
+    headers = await resident_headers(client, ID_NUMBERS[3], "张小明", other.code2)
+    assert (await client.get(COVERAGE, params={"year": 2027}, headers=headers)).json()["benefits"] is None
+
+
+async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    home: Home,
+) -> None:
+    """One payment of ¥800 for 张三 and 李四, ¥400 refunded: the household has ¥400 paid, and so do
+    its members together — the refund comes off the last person of the payment first (李四), as
+    the household's money counts it — not ¥800 member by member."""
+    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    block = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert block.status_code == 201, block.text
+    persons = [UUID(m["person_id"]) for m in home.h1["members"]]
+    at = datetime(2025, 10, 8, 2, 0, tzinfo=UTC)
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    data = PaymentIn(
+        id=uuid.uuid4(),
+        household_id=UUID(home.h1["id"]),
+        coverage_year=2026,
+        person_ids=persons,
+        amount_fen=80000,
+        method="cash",
+        receipt_no="R00000001",
+        collected_at=at,
+    )
+    day = date(2025, 10, 8)
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' "
+            "WHERE person_id = ANY($1::uuid[])",
+            persons,
+        )
+        await payments.record_payment(conn, staff, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at)
+        refund = await adjustments.request_adjustment(
+            conn, staff, data.id, AdjustmentRequest(kind="refund", reason="double_enrolment", amount_fen=40000), day
+        )
+        await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+    resident = Actor.resident(persons[0], UUID(home.h1["id"]), uuid.uuid4())
+    view = await residents.coverage(conn, resident, 2026, day)
+    assert [(m.name, m.paid_fen, m.balance_fen) for m in view.members] == [("张三", 40000, 0), ("李四", 0, 40000)]
+    assert (view.paid_fen, view.money.paid_fen, view.balance_fen) == (40000, 40000, 40000)
+    assert sum(m.paid_fen for m in view.members) == view.paid_fen
+    # The office's quote counts alike.
+    quote = await quotes.premium_quote(conn, staff, UUID(home.h1["id"]), 2026, day)
+    assert [(q.name, q.paid_fen) for q in quote.members] == [("张三", 40000), ("李四", 0)]
+    assert quote.paid_fen == 40000

@@ -40,6 +40,7 @@ PAGES: list[tuple[str, str, dict[str, str]]] = [
     ("GET", "/console/reports", {}),
     ("GET", "/console/reports/coverage?year={year}&format=csv", {}),
     ("GET", "/console/reports/collections?from={from}&to={to}&format=csv", {}),
+    ("GET", "/console/reports/enrolment-roster?year={year}&format=csv", {}),
     ("GET", "/console/login", {}),
 ]
 NOT_WALKED = {

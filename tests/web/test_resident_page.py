@@ -19,9 +19,9 @@ from backend.premiums.payments import PaymentIn
 from backend.tools import demo
 from backend.web.session import CSP
 from tests.conftest import auth_headers
-from tests.factories import ID_NUMBERS
+from tests.factories import ID_NUMBERS, POLICY_2026, publish_policy
 from tests.premiums.test_payments import actor_of
-from tests.residents.test_residents import KEY, UNKNOWN_ID, Home, make_home
+from tests.residents.test_residents import BENEFITS, KEY, UNKNOWN_ID, Home, make_home
 from tests.web.helpers import csrf_of
 
 Client = AsyncTestClient[Litestar]
@@ -192,3 +192,33 @@ async def test_the_demo_resident_the_cli_prints_logs_in(
     assert (await page_login(client, resident.id_number, resident.name, resident.query_code)).status_code == 303
     home = await client.get("/r/")
     assert home.status_code == 200 and resident.name in home.text and "Coverage year 2026" in home.text
+
+
+async def test_the_page_shows_the_years_benefit_facts_and_each_members_ceiling(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    home = await make_home(client)
+    rules = {
+        **POLICY_2026["rules"],
+        "benefits": BENEFITS,
+        "serious_illness": {"original_ceiling_fen": 40000000, "continuity_raise_fen": 300000},
+    }
+    await publish_policy(client, await auth_headers(client, "admin"), rules=rules)  # version 2, in force
+    await pay_h1(client, conn, home)
+    assert (await page_login(client, ID_NUMBERS[2], "李四", home.code1)).status_code == 303
+    page = await client.get("/r/")
+    assert page.status_code == 200, page.text
+    text = page.text
+    assert "<script" not in text and "style=" not in text
+    assert "What the insurance pays for a hospital stay" in text
+    for row in (
+        ("Township health centre", "CN¥100.00", "90%"),
+        ("County hospital", "CN¥500.00", "75%"),
+        ("Hospital above the county", "CN¥1,000.00", "60%"),
+    ):
+        assert '<tr><th scope="row">{}</th><td class="num">{}</td><td class="num">{}</td></tr>'.format(*row) in text
+    assert "Basic medical insurance pays at most CN¥200,000.00 in 2026 for each insured person." in text
+    # 张三 is paid for 2026 (covered): his own serious-illness ceiling; 李四, unpaid, has none.
+    assert "<li>张三: CN¥400,000.00</li>" in text and "<li>李四:" not in text
+    assert "ask the township office." not in text.split("How to enrol or pay")[0]

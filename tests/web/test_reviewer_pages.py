@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 
 import asyncpg
+import openpyxl
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -42,3 +44,30 @@ async def test_confirm_approve_and_settle_through_the_pages(
     ):
         answer = await client.get(path)
         assert answer.status_code == 200, (path, answer.text)
+
+
+async def test_the_enrolment_roster_downloads_for_the_township_and_the_district(
+    client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    await township_a_records(client, conn)
+    for username in ("reviewer_a", "admin"):
+        client.cookies.clear()
+        await console_login(client, username)
+        board = await client.get("/console/reports")
+        assert "/console/reports/enrolment-roster?year=" in board.text and "download-roster" in board.text
+        csv = await client.get("/console/reports/enrolment-roster?year=2026&format=csv")
+        assert csv.status_code == 200, csv.text
+        assert 'filename="enrolment-roster-2026.csv"' in csv.headers["content-disposition"]
+        lines = csv.content.decode("utf-8-sig").splitlines()
+        assert any("李四" in line and "110105********0026" in line for line in lines), lines
+        xlsx = await client.get("/console/reports/enrolment-roster?year=2026&format=xlsx")
+        assert xlsx.status_code == 200 and xlsx.content.startswith(b"PK")
+        book = openpyxl.load_workbook(io.BytesIO(xlsx.content), read_only=True)
+        cells = [str(c) for row in book.active.iter_rows(values_only=True) for c in row if c is not None]
+        assert "李四" in cells
+    # Another township's reviewer: the header row and no one of township A.
+    client.cookies.clear()
+    await console_login(client, "reviewer_b")
+    other = await client.get("/console/reports/enrolment-roster?year=2026&format=csv")
+    assert other.status_code == 200 and "李四" not in other.content.decode("utf-8-sig")

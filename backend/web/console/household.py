@@ -1,7 +1,7 @@
 """The household page: found by ID number (a POST form: the number never goes in a URL), household
 number or the head's name; its members, enrolments by year with their cover and reasons, what was
-due and paid, the payments with their receipts (the PDF), and — for the roles that may read the
-audit log through the API — its audit trail.
+due and paid, the payments with their receipts (the PDF), each member's continuous years, and its
+audit trail (`GET /households/{id}/audit`: rows about it, its enrolments and payments).
 
 Services: `enrollment.search.search` and `households.get_household` (`POST /households/search`,
 `GET /households/{id}`), `quotes.premium_quote`, `payments.household_payments`
@@ -20,6 +20,7 @@ from litestar.params import FromPath
 from litestar.response import Template
 
 from backend.actor import Role
+from backend.audit import service as audit
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.enrollment import households, quotes
@@ -30,6 +31,7 @@ from backend.premiums import adjustments, payments, receipts
 from backend.printing.responses import pdf_response
 from backend.web.pages import attempt, page
 
+TRAIL_ROWS = 50  # the newest rows of the household's audit trail; the API pages through the rest
 COLLECTORS = require_roles(Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER)  # as POST /payments/{id}/adjustments
 
 
@@ -79,6 +81,7 @@ async def _household(
     household = await households.get_household(tx, actor, household_id, year, today)  # NotFound out of scope
     quote, quote_error = await attempt(tx, lambda: quotes.premium_quote(tx, actor, household_id, year, today))
     paid = await payments.household_payments(tx, actor, household_id, None)
+    trail = await audit.household_trail(tx, actor, household_id, None, TRAIL_ROWS)
     years: dict[int, list[tuple[str, Any]]] = {}
     for member in household.members:
         for enrolment in member.enrollments:
@@ -93,6 +96,7 @@ async def _household(
         quote_error=quote_error,
         years=sorted(years.items(), reverse=True),
         payments=list(reversed(paid)),
+        trail=trail,
         may_adjust=actor.role in (Role.TOWNSHIP_STAFF, Role.TOWNSHIP_REVIEWER),
         **extra,
     )

@@ -15,7 +15,8 @@ from backend import reports as tables
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report
+from backend.enrollment import coverage_report, roster
+from backend.errors import InvalidInput
 from backend.guards import require_roles
 from backend.i18n import _
 from backend.premiums import reports as premium_reports
@@ -83,4 +84,42 @@ async def collections_file(
     return _file(body, format, f"collections-{group}-{date_from}-{date_to}.{format}")
 
 
-HANDLERS = [reports_page, coverage_file, collections_file]
+ROSTER_PAGE = 1000  # the API's largest page
+ROSTER_MAX_ROWS = 50_000  # more in one request: the API's background job (`background=true`) makes the file
+
+
+class RosterTooLarge(InvalidInput):
+    """The roster is too large for one download here"""
+
+    code = "validation_error"
+
+
+@get("/reports/enrolment-roster", include_in_schema=False)
+async def roster_file(tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]) -> Response[bytes]:
+    """参保人员花名册 of the caller's scope (a reviewer's township, the district), as
+    `GET /reports/enrolment-roster?format=` answers it, page after page into one file."""
+    today = local_today(state.settings.timezone)
+    raw_year = request.query_params.get("year", "")
+    year = int(raw_year) if raw_year.isdigit() and len(raw_year) == 4 else today.year
+    format = _format(request)
+    items: list[roster.RosterRow] = []
+    after: str | None = None
+    while True:
+        found = await roster.enrolment_roster(tx, actor, year, today, after=after, limit=ROSTER_PAGE)
+        items.extend(found.items)
+        if found.next_cursor is None:
+            break
+        if len(items) >= ROSTER_MAX_ROWS:
+            raise RosterTooLarge(
+                "year",
+                _(
+                    "more than {rows} rows: ask for the file with GET /api/v1/reports/enrolment-roster?background=true",
+                    rows=ROSTER_MAX_ROWS,
+                ),
+            )
+        after = found.next_cursor
+    body = await roster.roster_file(tx, actor, year, today, items, format, "names", "utf-8")
+    return _file(body, format, f"enrolment-roster-{year}.{format}")
+
+
+HANDLERS = [reports_page, coverage_file, collections_file, roster_file]
