@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 
 from mobile_sync_protocol import query_codes as _query_codes
+from mobile_sync_protocol.rules.coverage import ExemptionEvidence
 from mobile_sync_protocol.rules.policy import PolicyRules
 
 PROTOCOL_VERSION = 1
@@ -409,15 +410,51 @@ class SubsidyGrant(msgspec.Struct, kw_only=True):
     claim_id: UUID | None  # claim
 
 
+class HeldEvidence(ExemptionEvidence, frozen=True, kw_only=True, omit_defaults=True):
+    """One piece of evidence that can show a person exempt from the waiting period, exactly as
+    `exemption_for` takes it (`ExemptionEvidence`: a list row with the row's own dates, or a claim
+    civil affairs accepted with the dates of its proof), and when the server reads it: a list row
+    while its version is in force (`in_force_from` … `in_force_to`, both included; null: open), a
+    claim for the coverage year it was accepted for. `SubsidyRow.evidence_on` applies both."""
+
+    in_force_from: date | None = None  # list: its version's effective date
+    in_force_to: date | None = None  # list: the day before a newer version of the list applies
+    coverage_year: int | None = None  # claim: the coverage year it was accepted for
+
+    def evidence(self) -> ExemptionEvidence:
+        """The evidence alone, as the server's coverage facts name it."""
+        fields = ExemptionEvidence.__struct_fields__
+        return ExemptionEvidence(**{f: getattr(self, f) for f in fields})
+
+
 class SubsidyRow(msgspec.Struct, kw_only=True, tag="subsidy"):
-    """The subsidy categories of one person of the scope (`id` is the person's id). A person with
-    no category has no row; a row that goes away travels as a tombstone. Grants that ended before
-    the snapshot's horizon (90 days back) are left out."""
+    """The subsidy categories and the exemption evidence of one person of the scope (`id` is the
+    person's id). A person with neither has no row; a row that goes away travels as a tombstone.
+    Grants that ended before the snapshot's horizon (90 days back), list rows whose version stopped
+    being in force before it, and claims for years before its year are left out."""
 
     id: UUID  # = person_id
     person_id: UUID
     household_id: UUID
-    grants: list[SubsidyGrant]
+    grants: list[SubsidyGrant]  # empty when the person holds only evidence
+    # New in issue 17 point 1 (older tablets ignore it): rows of the subsidy and evidence lists and
+    # of ended employee insurance, and accepted claims (PROTOCOL.md §4, Exemptions offline).
+    evidence: list[HeldEvidence] = []
+
+    def evidence_on(self, day: date, coverage_year: int) -> list[ExemptionEvidence]:
+        """The evidence a payment on `day` for `coverage_year` is judged on, as the server reads it
+        (list rows of the versions in force that day, whatever the rows' own dates: the rule judges
+        those; claims accepted for that year): what `exemption_for` takes offline."""
+        return [
+            e.evidence()
+            for e in self.evidence
+            if (e.source == "claim" and e.coverage_year == coverage_year)
+            or (
+                e.source == "list"
+                and (e.in_force_from is None or e.in_force_from <= day)
+                and (e.in_force_to is None or day <= e.in_force_to)
+            )
+        ]
 
     def categories_on(self, day: date, coverage_year: int) -> list[str]:
         """The categories held on `day` for `coverage_year`, as the server's eligibility check

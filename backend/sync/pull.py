@@ -41,9 +41,10 @@ _MAX_BIGINT = 2**63 - 1
 
 # Snapshot order. The district's policies and the tablet's receipt blocks, then household by
 # household: each household with its members (persons, memberships), enrolments, payments, payment
-# events and subsidy rows, so that what a record refers to comes first and the identifiers a
-# household's records repeat stand close together — gzip then finds them (the snapshot of a township
-# shrinks by half). Conflicts last. Inside a kind or a household's part, keyset order on id.
+# events and subsidy rows (each person's subsidy grants and exemption evidence), so that what a
+# record refers to comes first and the identifiers a household's records repeat stand close together
+# — gzip then finds them (the snapshot of a township shrinks by half). Conflicts last. Inside a kind
+# or a household's part, keyset order on id.
 PHASES: tuple[str, ...] = ("policy_version", "receipt_block", "households", "conflict")
 HOUSEHOLD_PARTS: tuple[str, ...] = (
     "household",
@@ -80,7 +81,8 @@ _BY_ID = {
 }
 # Subsidy grants that ended this long ago are left out of the rows: a tablet prices today's visits
 # (and, offline, the last weeks'), never a year long past. A grant still on a tablet after its end
-# is harmless: the tablet reads every grant with its dates.
+# is harmless: the tablet reads every grant with its dates. The same horizon for exemption evidence:
+# list rows of versions no longer in force since, and claims for years before its year.
 SUBSIDY_LOOKBACK = timedelta(days=90)
 
 
@@ -331,7 +333,7 @@ async def _changes_page(
 
 async def render(conn: Connection, actor: Actor, keys: Sequence[tuple[str, UUID]], since: date) -> list[m.Change]:
     """The current image of each record, or a tombstone when it is gone from the caller's scope
-    (for a subsidy row: also when the person holds no category any more)."""
+    (for a subsidy row: also when the person holds no category and no exemption evidence any more)."""
     by_kind: dict[str, list[UUID]] = {}
     for entity, entity_id in keys:
         by_kind.setdefault(entity, []).append(entity_id)

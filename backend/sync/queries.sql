@@ -226,10 +226,16 @@ SELECT id, coverage_year, version, effective_from, premium_fen, window_start, wi
 FROM policy_versions WHERE id > $1 ORDER BY id LIMIT $2;
 
 -- name: subsidies_of
--- The subsidy rows of persons ($1) or of the current members of households ($2): rows of subsidy
--- lists in the window their version is in force (subsidy_list_windows) cut to the row's own dates,
--- and accepted claims of subsidy categories. Grants that ended before $3, and claims for years before its year, are left
--- out; a person with none has no row. Ordered by household, then person.
+-- The subsidy rows of persons ($1) or of the current members of households ($2): their grants and
+-- their exemption evidence; a person with neither has no row. Ordered by household, then person.
+-- Grants: rows of subsidy lists in the window their version is in force (subsidy_list_windows) cut
+-- to the row's own dates, and accepted claims of subsidy categories; grants that ended before $3,
+-- and claims for years before its year, are left out.
+-- Evidence (what backend.eligibility's `exemption_evidence` reads for a payment, for any day a tablet
+-- may price): rows of the lists that travel (list_travels_to_tablets) with their own dates and their
+-- version's window (evidence_list_windows), versions out of force before $3 left out, and of the
+-- employee-insurance list only rows that ended (an open one shows no leaver); accepted claims of any
+-- purpose for years from $3's on, with the dates of their proof. Never an identity number.
 WITH people AS (
     SELECT p.id, p.id_number_hash, m.household_id, h.village_code
     FROM memberships m
@@ -252,18 +258,45 @@ WITH people AS (
     FROM people x
     JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash AND c.status = 'accepted' AND c.purpose = 'subsidy'
     WHERE c.coverage_year >= extract(year FROM $3::date)
+), evidence AS (
+    SELECT x.id AS person_id, ev.*
+    FROM people x
+    JOIN list_entries e ON e.id_number_hash = x.id_number_hash
+    JOIN evidence_list_windows v ON v.version_id = e.version_id
+    CROSS JOIN LATERAL (SELECT 'list' AS source, v.list_type, e.valid_from, e.valid_to, v.version_id AS list_id,
+                               v.version, e.row_no AS row, NULL::uuid AS claim_id, v.effective_from AS in_force_from,
+                               v.superseded_on - 1 AS in_force_to, NULL::integer AS coverage_year) ev
+    WHERE coalesce(v.superseded_on, 'infinity') > $3::date
+      AND (v.list_type <> 'employee_insurance' OR e.valid_to IS NOT NULL)
+    UNION ALL
+    SELECT x.id, 'claim', c.category, c.valid_from, c.valid_to, NULL, NULL, NULL, c.id, NULL, NULL, c.coverage_year
+    FROM people x
+    JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash AND c.status = 'accepted'
+    WHERE c.coverage_year >= extract(year FROM $3::date)
+), person_grants AS (
+    SELECT g.person_id,
+           jsonb_agg(to_jsonb(g) - 'person_id' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
+                     g.row_no, g.claim_id) AS grants
+    FROM grants g GROUP BY g.person_id
+), person_evidence AS (
+    SELECT ev.person_id,
+           jsonb_agg(to_jsonb(ev) - 'person_id' ORDER BY ev.list_type, ev.source, ev.in_force_from, ev.coverage_year,
+                     ev.list_id, ev.row, ev.claim_id) AS evidence
+    FROM evidence ev GROUP BY ev.person_id
 )
 SELECT x.id, x.id AS person_id, x.household_id, x.village_code,
-       jsonb_agg(to_jsonb(g) - 'person_id' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
-                 g.row_no, g.claim_id) AS grants
-FROM people x JOIN grants g ON g.person_id = x.id
-GROUP BY x.id, x.household_id, x.village_code
+       coalesce(g.grants, '[]'::jsonb) AS grants, coalesce(ev.evidence, '[]'::jsonb) AS evidence
+FROM people x
+LEFT JOIN person_grants g ON g.person_id = x.id
+LEFT JOIN person_evidence ev ON ev.person_id = x.id
+WHERE g.person_id IS NOT NULL OR ev.person_id IS NOT NULL
 ORDER BY x.household_id, x.id;
 
 -- name: subsidies_in_scope
 -- The same rows for the persons of a scope, keyset on the person's id (the scope's rows kind by
--- kind, as the snapshot must hold them). Driven from the grants: a minority of people hold one.
--- Lists and persons meet on the blind index of the ID number, which never goes into the grants.
+-- kind, as the snapshot must hold them). Driven from the grants and the evidence: a minority of
+-- people hold one. Lists and persons meet on the blind index of the ID number, which never goes
+-- into the rows.
 WITH grants AS (
     SELECT e.id_number_hash, g.*
     FROM subsidy_list_windows v
@@ -278,16 +311,38 @@ WITH grants AS (
     SELECT c.id_number_hash, c.category, 'claim', NULL, NULL, c.coverage_year, NULL, NULL, NULL, c.id
     FROM eligibility_claims c
     WHERE c.status = 'accepted' AND c.purpose = 'subsidy' AND c.id_number_hash IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
+), evidence AS (
+    SELECT e.id_number_hash, ev.*
+    FROM evidence_list_windows v
+    JOIN list_entries e ON e.version_id = v.version_id
+    CROSS JOIN LATERAL (SELECT 'list' AS source, v.list_type, e.valid_from, e.valid_to, v.version_id AS list_id,
+                               v.version, e.row_no AS row, NULL::uuid AS claim_id, v.effective_from AS in_force_from,
+                               v.superseded_on - 1 AS in_force_to, NULL::integer AS coverage_year) ev
+    WHERE coalesce(v.superseded_on, 'infinity') > $5::date
+      AND (v.list_type <> 'employee_insurance' OR e.valid_to IS NOT NULL)
+    UNION ALL
+    SELECT c.id_number_hash, 'claim', c.category, c.valid_from, c.valid_to, NULL, NULL, NULL, c.id, NULL, NULL,
+           c.coverage_year
+    FROM eligibility_claims c
+    WHERE c.status = 'accepted' AND c.id_number_hash IS NOT NULL AND c.coverage_year >= extract(year FROM $5::date)
+), held AS (
+    SELECT coalesce(g.id_number_hash, ev.id_number_hash) AS id_number_hash, g.grants, ev.evidence
+    FROM (SELECT g.id_number_hash,
+                 jsonb_agg(to_jsonb(g) - 'id_number_hash' ORDER BY g.category, g.source, g.valid_from, g.coverage_year,
+                           g.list_id, g.row_no, g.claim_id) AS grants
+          FROM grants g GROUP BY g.id_number_hash) AS g
+    FULL JOIN (SELECT ev.id_number_hash,
+                      jsonb_agg(to_jsonb(ev) - 'id_number_hash' ORDER BY ev.list_type, ev.source, ev.in_force_from,
+                                ev.coverage_year, ev.list_id, ev.row, ev.claim_id) AS evidence
+               FROM evidence ev GROUP BY ev.id_number_hash) AS ev ON ev.id_number_hash = g.id_number_hash
 )
 SELECT p.id, p.id AS person_id, m.household_id, h.village_code,
-       jsonb_agg(to_jsonb(g) - 'id_number_hash' ORDER BY g.category, g.source, g.valid_from, g.coverage_year, g.list_id,
-                 g.row_no, g.claim_id) AS grants
-FROM grants g
-JOIN persons p ON p.id_number_hash = g.id_number_hash
+       coalesce(x.grants, '[]'::jsonb) AS grants, coalesce(x.evidence, '[]'::jsonb) AS evidence
+FROM held x
+JOIN persons p ON p.id_number_hash = x.id_number_hash
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
 JOIN households h ON h.id = m.household_id
 WHERE h.village_code BETWEEN $1 AND $2 AND p.id > $3
-GROUP BY p.id, m.household_id, h.village_code
 ORDER BY p.id
 LIMIT $4;
 

@@ -10,7 +10,10 @@ import pytest
 
 from mobile_sync_protocol.client import SyncClient, TabletStore
 from mobile_sync_protocol.replay import load, replay_rules, replay_sync, vector_files
-from tests.sync_world import Client, register_tablet, world
+from tests.conftest import auth_headers
+from tests.eligibility.test_check import csv
+from tests.eligibility.test_lists import upload
+from tests.sync_world import Client, Tablet, register_tablet, world
 
 RULES = vector_files("rules_")
 SYNC = vector_files("push_") + vector_files("pull_")
@@ -29,12 +32,31 @@ def test_the_rules_still_give_the_literal_answers_of_the_vectors(path: Path) -> 
     assert replay_rules(vector) == []
 
 
+# The worlds a sync vector names (PROTOCOL.md §9): township_a_2026, and the same with a 退役军人 list.
+VETERANS = csv(
+    "110105198001010016,王一,2025-11-20,",
+    "110105200503030017,王三,2026-03-01,",
+    header="身份证号,姓名,退役日期,有效期止",
+)
+
+
+async def set_up(client: Client, name: str) -> Tablet:
+    assert name in ("township_a_2026", "township_a_2026_veterans"), name
+    tablet = await world(client)
+    if name == "township_a_2026_veterans":
+        civil = await auth_headers(client, "civil")
+        loaded = await upload(client, civil, VETERANS, list_type="tuiyi_junren", effective_from="2025-12-01")
+        assert loaded.status_code == 201 and loaded.json()["status"] == "loaded", loaded.text
+    return tablet
+
+
 @pytest.mark.parametrize("fmt", ["json", "msgpack"])
 @pytest.mark.parametrize("path", SYNC, ids=lambda p: p.stem)
 async def test_the_reference_client_replays_the_sync_vectors(
     client: Client, tmp_path: Path, path: Path, fmt: str
 ) -> None:
-    tablet = await world(client)
+    vector = load(path)
+    tablet = await set_up(client, vector["world"])
     token = tablet.headers["Authorization"].removeprefix("Bearer ")
     sync = SyncClient(client, TabletStore(tmp_path / "tablet.db"), tablet.device_id, token, fmt)  # type: ignore[arg-type]
     second = await register_tablet(client, "staff_a")  # the world's other tablet (`"by": "other"`)
@@ -45,4 +67,4 @@ async def test_the_reference_client_replays_the_sync_vectors(
         second.headers["Authorization"].removeprefix("Bearer "),
         fmt,  # type: ignore[arg-type]
     )
-    assert await replay_sync(sync, load(path), other=other) == []
+    assert await replay_sync(sync, vector, other=other) == []
