@@ -94,10 +94,6 @@ def drop_connections(pool: Pool | None) -> None:
     task.add_done_callback(_expiring.discard)
 
 
-def dsn_for_sqlalchemy(dsn: str) -> str:
-    return re.sub(r"^postgres(ql)?://", "postgresql+asyncpg://", dsn)
-
-
 StructT = TypeVar("StructT", bound=msgspec.Struct)
 
 

@@ -217,15 +217,23 @@ def database_unavailable(exc: BaseException) -> bool:
 
 
 def _unavailable_cause(exc: BaseException) -> BaseException | None:
-    """`exc`, or the exception it was raised from or while handling, that says the database is
-    unavailable (a rollback failing on a dead connection replaces the error that killed it)."""
+    """`exc`, or the exception it was raised from or while handling, or one inside an exception
+    group, that says the database is unavailable (a rollback failing on a dead connection replaces
+    the error that killed it; Litestar groups the errors of a dependency's clean-up, a task group
+    those of its tasks)."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
         if database_unavailable(current):
             return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        if (following := current.__cause__ or current.__context__) is not None:
+            pending.append(following)
     return None
 
 

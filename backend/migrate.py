@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 import migrations
 from backend import roles
 from backend.crypto import Keyring
-from backend.db import Connection, dsn_for_sqlalchemy
+from backend.db import Connection
 
 SCRIPT_LOCATION = str(Path(migrations.__file__).parent)
 
@@ -24,8 +24,8 @@ def alembic_config(dsn: str, keyring: Keyring | None = None) -> Config:
     # Migrations that seal stored numbers (0015) take the keys from here, never from the database.
     config.attributes["keyring"] = keyring
     config.set_main_option("script_location", SCRIPT_LOCATION)
-    # ConfigParser interpolation would eat the % of percent-encoded passwords.
-    config.set_main_option("sqlalchemy.url", dsn_for_sqlalchemy(dsn).replace("%", "%%"))
+    # migrations/env.py hands it to asyncpg as it is (a multi-host DSN included).
+    config.attributes["dsn"] = dsn
     return config
 
 

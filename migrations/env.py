@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
+import asyncpg
 from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
@@ -19,7 +21,13 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_async() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url") or "", poolclass=pool.NullPool)
+    # asyncpg reads the DSN itself, as the service does: a host list with target_session_attrs (a
+    # cluster's primary), Unix sockets in `?host=`, percent-encoded passwords. SQLAlchemy's URL
+    # parser knows only one host and port in the authority.
+    dsn: str = config.attributes["dsn"]
+    engine = create_async_engine(
+        "postgresql+asyncpg://", async_creator=functools.partial(asyncpg.connect, dsn), poolclass=pool.NullPool
+    )
     async with engine.connect() as connection:
         await connection.run_sync(run_migrations)
         await connection.commit()

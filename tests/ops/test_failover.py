@@ -31,7 +31,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import migrate
+from backend import errors, migrate
 from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.db import init_connection
@@ -219,3 +219,17 @@ async def test_a_primary_killed_mid_request_is_a_503_with_nothing_kept_then_the_
     finally:
         stop = [*pg_ctl, "-m", "fast", "stop"]
         await asyncio.to_thread(subprocess.run, stop, check=True, capture_output=True, user=user)
+
+
+def test_a_dead_connection_inside_an_exception_group_is_the_database_unavailable() -> None:
+    """Litestar raises what a dependency's clean-up raised (the transaction's rollback on a connection
+    the killed primary closed) as an ExceptionGroup from the handler's own error: that is a 503
+    `try_again` too, not a 500 (seen by bench/failover.py when the leader node was killed mid-push)."""
+    lost = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    with pytest.raises(ExceptionGroup) as caught:
+        try:
+            raise ValueError("the handler's own error")
+        except ValueError as handler_error:
+            raise ExceptionGroup("Exceptions occurred during cleanup of dependencies", [lost]) from handler_error
+    assert errors._unavailable_cause(caught.value) is lost
+    assert errors._unavailable_cause(ValueError("a bug")) is None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import asyncpg
 
 from backend import migrate
-from tests.conftest import PgServer
+from tests.conftest import APP_ROLE, PgServer
 
 SNAPSHOT = """
 SELECT 'column' AS kind, table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable
@@ -55,3 +58,28 @@ def test_upgrade_downgrade_upgrade_round_trip(pg_server: PgServer) -> None:
 
 async def test_migrated_template_is_at_head(conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
     assert await migrate.current_revision(conn) == migrate.head_revision()
+
+
+def test_migrate_through_a_multi_host_dsn(pg_server: PgServer) -> None:
+    """`canbao migrate` against a cluster (README, "High availability"): the DSN lists every node with
+    target_session_attrs=read-write; a host that does not answer is passed over, as the service does."""
+    name = pg_server.create_database()
+    owner = urlsplit(pg_server.owner_dsn(name))
+    socket_dir = parse_qs(owner.query)["host"][0]
+    dead = tempfile.mkdtemp(prefix="canbao-test-no-server-")  # a socket folder with no server in it
+    cluster = urlunsplit(owner._replace(query=f"host={dead},{socket_dir}&target_session_attrs=read-write"))
+    try:
+        migrate.downgrade(cluster, "-1")
+        migrate.upgrade(cluster, app_role=APP_ROLE)
+
+        async def revision() -> str | None:
+            conn = await asyncpg.connect(cluster)
+            try:
+                return await migrate.current_revision(conn)
+            finally:
+                await conn.close()
+
+        assert asyncio.run(revision()) == migrate.head_revision()
+    finally:
+        os.rmdir(dead)
+        pg_server.drop_database(name)
