@@ -1,5 +1,6 @@
 """`/api/v1/households`, `/api/v1/moves`, `/api/v1/enrollments`, `/api/v1/renewals`,
-`/api/v1/reports/coverage`, `/api/v1/reports/enrolment-roster`, `/api/v1/eligibility/exclusion-reviews`."""
+`/api/v1/reports/coverage`, `/api/v1/reports/coverage/trend`, `/api/v1/reports/enrolment-roster`,
+`/api/v1/eligibility/exclusion-reviews`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
 from backend.enrollment import (
     coverage_report,
+    coverage_trend,
     enrollments,
     exclusions,
     households,
@@ -458,6 +460,38 @@ class ReportController(Controller):
             media_type=reports.response_media_type(format),
             encoding=reports.charset(encoding),
             headers={"Content-Disposition": f'attachment; filename="coverage-{year}-{level}.{format}"'},
+        )
+
+    @get(
+        "/coverage/trend",
+        summary="应保尽保 over time: per division and ISO week, persons funded by the week's end and the rate "
+        "against today's persons (JSON, CSV, XLSX)",
+        description="按缴费日期累计的参保率（分母为当前应参保人数）: no history of the report is kept, so each week "
+        "counts today's live funded enrolments (paid, subsidised, confirmed) by the date they were funded, "
+        "against the persons who should be enrolled today. Default level: a district's townships, a "
+        "township's villages. Every staff user reads their own scope, as with `/reports/coverage`.",
+        guards=[STAFF],
+    )
+    async def coverage_over_time(
+        self,
+        tx: Tx,
+        actor: CurrentActor,
+        state: State,
+        year: YearQuery,
+        level: FromQuery[Literal["village", "township", "district"] | None] = None,
+        format: FromQuery[Literal["json", "csv", "xlsx"]] = "json",
+        column_headers: reports.HeadersQuery = "names",
+        encoding: reports.EncodingQuery = "utf-8",
+    ) -> Response[Any]:
+        today = local_today(state.settings.timezone)
+        trend = await coverage_trend.coverage_trend(tx, actor, year, today, level)
+        if format == "json":
+            return Response(trend)
+        return Response(
+            coverage_trend.report_file(trend, format, column_headers, encoding),
+            media_type=reports.response_media_type(format),
+            encoding=reports.charset(encoding),
+            headers={"Content-Disposition": f'attachment; filename="coverage-trend-{year}-{trend.level}.{format}"'},
         )
 
     @get(

@@ -32,6 +32,7 @@ NOT_TOWNSHIP_DATA = {
     ("GET", "/api/v1/policy-years"),  # the district's policy is public to its staff
     ("GET", "/api/v1/policy-years/{year}"),
     ("GET", "/api/v1/reports/coverage"),  # a report of the caller's own scope
+    ("GET", "/api/v1/reports/coverage/trend"),
     ("GET", "/api/v1/reports/collections"),
     ("GET", "/api/v1/divisions"),  # the caller's own division and those below it; A's are checked as leaks
     ("GET", "/api/v1/receipts/verify"),  # public: genuine or not, the amount and date, never who paid

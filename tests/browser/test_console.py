@@ -17,7 +17,8 @@ def test_a_reviewer_logs_in_and_confirms_an_enrolment(watched: Watched, world: W
     watched.shot("login")
     watched.login("reviewer_a")
     assert page.get_by_role("heading", name="工作台").is_visible()
-    assert page.locator("svg.chart").count() == 1
+    assert page.locator("svg.chart").count() == 2, "the villages' rate, and the same over the weeks"
+    assert page.locator('svg.chart[aria-label$="各村（社区）逐周参保率"]').count() == 1
     watched.shot("dashboard")
     page.get_by_role("link", name="参保审核").click()
     page.locator(f'input[name="ids"][value="{world.samples["enrollment_id"]}"]').check()

@@ -13,6 +13,7 @@ from backend.web.session import CSP
 from tests.conftest import auth_headers
 from tests.eligibility.test_check import csv
 from tests.eligibility.test_lists import upload
+from tests.enrollment.test_coverage_trend import populate as trend_population
 from tests.factories import ID_NUMBERS, POLICY_2026, publish_policy
 from tests.web.helpers import console_login
 
@@ -144,3 +145,44 @@ async def test_the_district_dashboard_draws_its_three_charts(client: Client) -> 
     assert (await client.get("/console/lists")).status_code == 200
     for path in ("/console/users", "/console/devices", "/console/partners", "/console/policy"):
         assert f'href="{path}"' in board.text, f"{path} in the admin's menu"
+
+
+async def test_the_rate_by_township_over_time_is_a_line_chart_with_its_table(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    await trend_population(client, conn)
+    await console_login(client, "admin")
+    board = await client.get("/console/district", params={"year": 2026})
+    assert board.status_code == 200, board.text
+    assert board.headers["content-security-policy"] == CSP
+    title = "Funded rate by township and week, 2026"
+    chart = re.search(r'<svg class="chart"[^>]*aria-label="' + title + r'">(.*?)</svg>', board.text, re.S)
+    assert chart, board.text
+    assert f"<title>{title}</title>" in chart.group(1)
+    assert chart.group(1).count("<polyline") == 2, "a line per township"
+    assert re.search(r'<g class="chart-line chart-l0"><line [^>]*/><text [^>]*>北山街道</text></g>', chart.group(1))
+    assert "<title>北山街道 2025-09-22: 75.0%</title>" in chart.group(1)
+    # The table beside it: a row per week, the rate and the persons funded per township and the district.
+    assert (
+        '<tr><th scope="row">2025-09-15</th><td class="num">50.00% (2)</td><td class="num">33.33% (1)</td>'
+        '<td class="num">42.86% (3)</td></tr>'
+    ) in board.text
+    assert "Funded rate by date of funding, against today&#39;s persons" in board.text
+    assert "/console/reports/coverage-trend?year=2026&amp;format=xlsx" in board.text
+    assert "<script>" not in board.text and "style=" not in board.text
+    download = await client.get("/console/reports/coverage-trend", params={"year": 2026, "format": "csv"})
+    assert download.status_code == 200 and "2025-09-15" in download.content.decode("utf-8-sig")
+
+
+async def test_a_township_reviewers_dashboard_shows_its_villages_over_time(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    await trend_population(client, conn)
+    await console_login(client, "reviewer_b")
+    board = await client.get("/console/")
+    assert board.status_code == 200, board.text
+    assert "Funded rate by village and week, 2026" in board.text and board.text.count("<polyline") == 3
+    assert '<tr><th scope="row">2025-09-15</th><td class="num">33.33% (1)</td>' in board.text
+    assert "2025-09-01" not in board.text and "北山" not in board.text, "nothing of township A"

@@ -39,6 +39,7 @@ PAGES: list[tuple[str, str, dict[str, str]]] = [
     ("POST", "/console/payments/{payment_id}/adjustments", {"kind": "void", "reason": "x"}),
     ("GET", "/console/reports", {}),
     ("GET", "/console/reports/coverage?year={year}&format=csv", {}),
+    ("GET", "/console/reports/coverage-trend?year={year}&format=csv", {}),
     ("GET", "/console/reports/collections?from={from}&to={to}&format=csv", {}),
     ("GET", "/console/reports/enrolment-roster?year={year}&format=csv", {}),
     ("GET", "/console/login", {}),

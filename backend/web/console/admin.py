@@ -30,7 +30,7 @@ from backend.clock import local_today
 from backend.db import Connection
 from backend.deps import CurrentActor, Tx
 from backend.eligibility import lists
-from backend.enrollment import coverage_report
+from backend.enrollment import coverage_report, coverage_trend
 from backend.errors import plain_validation_message
 from backend.guards import require_roles
 from backend.i18n import N_, _, terms
@@ -38,6 +38,7 @@ from backend.policy import service as policy
 from backend.policy.service import PolicyIn, PolicyVersion
 from backend.premiums import reports as premium_reports
 from backend.web import charts, stacked
+from backend.web.console.home import trend_context
 from backend.web.pages import attempt, markup, page, parse_day
 
 ADMIN = require_roles(Role.DISTRICT_ADMIN)
@@ -409,6 +410,7 @@ async def district_page(tx: Tx, actor: CurrentActor, state: State, request: Requ
         value_text=i18n.percent,
         max_value=1.0,
     )
+    trend = await coverage_trend.coverage_trend(tx, actor, year, today, "township", coverage)
     collected = await premium_reports.collections(tx, actor, "day", date_from, date_to)
     by_day = {row.key: row for row in collected.rows}
     days = [date_from + timedelta(days=n) for n in range((date_to - date_from).days + 1)]
@@ -436,6 +438,7 @@ async def district_page(tx: Tx, actor: CurrentActor, state: State, request: Requ
         coverage=coverage,
         rate_title=rate_title,
         rate_chart=markup(rate_chart),
+        **trend_context(trend),
         collected=collected,
         money_title=money_title,
         money_chart=markup(money_chart),

@@ -1,8 +1,9 @@
 """The dashboard at /console/: what each role opens the day with.
 
 Every panel calls the service its API route calls, and only for the roles that route's guards
-admit: the coverage chart for every staff user (`GET /reports/coverage`), today's collections, the
-review queue, open conflicts and quarantined work for township reviewers.
+admit: the coverage chart for every staff user (`GET /reports/coverage`) and, for a township's
+staff, its villages' rate over time (`GET /reports/coverage/trend`); today's collections, the review
+queue, open conflicts and quarantined work for township reviewers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from backend import i18n
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, enrollments
+from backend.enrollment import coverage_report, coverage_trend, enrollments
 from backend.i18n import _
 from backend.premiums import adjustments
 from backend.premiums import reports as premium_reports
@@ -32,6 +33,24 @@ QUEUE_PEEK = 200  # the dashboard counts the review queue up to this many ("200+
 def coverage_chart(report: coverage_report.CoverageReport, title: str) -> str:
     rows = [(row.name or row.division_code, row.rate_percent / 100) for row in report.rows]
     return charts.bar_chart(rows, title=title, value_text=i18n.percent, max_value=1.0)
+
+
+def trend_chart(trend: coverage_trend.CoverageTrend, title: str) -> str:
+    """The rate over time, a line per division (`GET /reports/coverage/trend`); the page puts the
+    table of the same numbers beside it (`console/trend.html`)."""
+    lines = [(s.name or s.division_code, [r / 100 for r in s.rate_percent]) for s in trend.series]
+    weeks = [week.isoformat() for week in trend.weeks]
+    return charts.line_chart(weeks, lines, title=title, value_text=i18n.percent, max_value=1.0)
+
+
+def trend_context(trend: coverage_trend.CoverageTrend) -> dict[str, Any]:
+    """What `console/trend.html` shows: the chart, its title and the trend (the table)."""
+    title = (
+        _("Funded rate by village and week, {year}", year=trend.coverage_year)
+        if trend.level == "village"
+        else _("Funded rate by township and week, {year}", year=trend.coverage_year)
+    )
+    return {"trend": trend, "trend_title": title, "trend_chart": markup(trend_chart(trend, title))}
 
 
 @get("/", include_in_schema=False)
@@ -52,6 +71,8 @@ async def dashboard(tx: Tx, actor: CurrentActor, state: State, request: Request[
         "chart_title": title,
         "chart": markup(coverage_chart(report, title)),
     }
+    if actor.scope.level == "township":  # a township's villages over time (the district's: /console/district)
+        context.update(trend_context(await coverage_trend.coverage_trend(tx, actor, year, today, "village", report)))
     if actor.role == Role.TOWNSHIP_REVIEWER:
         collected = await premium_reports.collections(tx, actor, "collector", today, today)
         to_confirm = 0

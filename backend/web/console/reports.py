@@ -1,6 +1,7 @@
-"""Report downloads: the 应保尽保 report (every staff user, their own scope) and collections
-(reviewers and the district), as CSV or XLSX — the files the API's report routes answer, made by
-the same functions (`coverage_report.report_file`, `premiums.reports.collections_file`)."""
+"""Report downloads: the 应保尽保 report and its trend (every staff user, their own scope) and
+collections (reviewers and the district), as CSV or XLSX — the files the API's report routes answer,
+made by the same functions (`coverage_report.report_file`, `coverage_trend.report_file`,
+`premiums.reports.collections_file`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from backend import reports as tables
 from backend.actor import Role
 from backend.clock import local_today
 from backend.deps import CurrentActor, Tx
-from backend.enrollment import coverage_report, roster
+from backend.enrollment import coverage_report, coverage_trend, roster
 from backend.errors import InvalidInput
 from backend.guards import require_roles
 from backend.i18n import _
@@ -67,6 +68,20 @@ async def coverage_file(tx: Tx, actor: CurrentActor, state: State, request: Requ
     report = await coverage_report.coverage_report(tx, actor, year, level, today)  # type: ignore[arg-type]
     body = coverage_report.report_file(report, format, "names", "utf-8")
     return _file(body, format, f"coverage-{year}-{level}.{format}")
+
+
+@get("/reports/coverage-trend", include_in_schema=False)
+async def coverage_trend_file(
+    tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+) -> Response[bytes]:
+    """The rate over time of the caller's scope, as `GET /reports/coverage/trend?format=` answers it."""
+    today = local_today(state.settings.timezone)
+    raw_year = request.query_params.get("year", "")
+    year = int(raw_year) if raw_year.isdigit() and len(raw_year) == 4 else today.year
+    format = _format(request)
+    trend = await coverage_trend.coverage_trend(tx, actor, year, today)
+    body = coverage_trend.report_file(trend, format, "names", "utf-8")
+    return _file(body, format, f"coverage-trend-{year}-{trend.level}.{format}")
 
 
 @get("/reports/collections", guards=[COLLECTION_READERS], include_in_schema=False)
@@ -122,4 +137,4 @@ async def roster_file(tx: Tx, actor: CurrentActor, state: State, request: Reques
     return _file(body, format, f"enrolment-roster-{year}.{format}")
 
 
-HANDLERS = [reports_page, coverage_file, collections_file, roster_file]
+HANDLERS = [reports_page, coverage_file, coverage_trend_file, collections_file, roster_file]
