@@ -53,7 +53,7 @@ class PolicyController(Controller):
     async def update_version(
         self,
         year: YearPath,
-        version: Annotated[int, PathParameter(ge=1)],
+        version: Annotated[int, PathParameter(ge=1, le=2_147_483_647)],  # a version number is a PostgreSQL integer
         data: JSONBody[PolicyIn],
         tx: Tx,
         actor: CurrentActor,

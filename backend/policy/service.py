@@ -26,7 +26,7 @@ from backend.ids import uuid7
 from mobile_sync_protocol.rules import policy as rules
 from mobile_sync_protocol.rules.continuity import SeriousIllnessIncentive
 from mobile_sync_protocol.rules.coverage import EXEMPT_GROUP_CODES, EnrolmentWindow, NewStudentRule, WaitingPolicy
-from mobile_sync_protocol.rules.premium import SubsidyPolicy
+from mobile_sync_protocol.rules.premium import AgeRange, SubsidyPolicy
 
 Q = load_queries("backend.policy")
 
@@ -177,6 +177,8 @@ def _check(year: int, data: PolicyIn) -> None:
         raise InvalidInput("window_end", _("must not be after the end of {year}", year=year))
     extended = data.rules.extended_payment
     if extended is not None:
+        if extended.end < extended.start:
+            raise InvalidInput("rules.extended_payment.end", _("must not be before start"))
         # After the window, inside the coverage year: the days between are simply late.
         if extended.start <= data.window_end:
             raise InvalidInput("rules.extended_payment.start", _("must be after window_end"))
@@ -191,9 +193,24 @@ def _check(year: int, data: PolicyIn) -> None:
         )
     except (ValueError, TypeError) as exc:
         raise InvalidInput("rules", str(exc)) from None
+    for i, category in enumerate(data.rules.categories):
+        for j, ages in enumerate(category.ages):
+            _check_ages(f"rules.categories[{i}].ages[{j}]", ages)
+    for i, top_up in enumerate(data.rules.top_ups):
+        for j, ages in enumerate(top_up.ages):
+            _check_ages(f"rules.top_ups[{i}].ages[{j}]", ages)
     _check_exemptions(data.rules.waiting)
     if data.rules.benefits is not None:
         _check_benefits(data.rules.benefits)
+
+
+def _check_ages(field: str, ages: AgeRange) -> None:
+    """An age range names a bound, and its lower bound lies below its upper one (checked here, not
+    in decoding: the schema cannot say it)."""
+    if ages.from_age is None and ages.below_age is None:
+        raise InvalidInput(field, _("must name from_age, below_age or both"))
+    if ages.from_age is not None and ages.below_age is not None and ages.from_age >= ages.below_age:
+        raise InvalidInput(field, _("from_age must be less than below_age"))
 
 
 def _check_benefits(benefits: Benefits) -> None:

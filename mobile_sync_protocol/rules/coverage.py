@@ -145,11 +145,7 @@ class ExtendedPeriod(msgspec.Struct, frozen=True, kw_only=True):
     (闽政办〔2025〕3号 §1): 1 January to the end of February of the coverage year."""
 
     start: date
-    end: date
-
-    def __post_init__(self) -> None:
-        if self.start > self.end:
-            raise ValueError("an extended payment period cannot end before it starts")
+    end: date  # not before start: checked when a version is published (backend/policy/service.py)
 
 
 # A day of the year as MM-DD ("09-01"); 02-29 is refused (not every year has it).

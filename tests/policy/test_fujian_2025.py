@@ -390,7 +390,7 @@ async def test_the_api_refuses_bad_ages_and_extended_periods_naming_the_field(cl
             "rules.categories[0].ages[0]",
         ),
         ({"top_ups": [{"code": "old", "rule": {"type": "full"}, "ages": [{}]}]}, "rules.top_ups[0].ages[0]"),
-        ({"extended_payment": {"start": "2025-03-01", "end": "2025-02-28"}}, "rules.extended_payment"),
+        ({"extended_payment": {"start": "2025-03-01", "end": "2025-02-28"}}, "rules.extended_payment.end"),
         ({"extended_payment": {"start": "2025-01-01", "end": "2026-01-31"}}, "rules.extended_payment.end"),
     ]
     for rules, field in cases:
