@@ -645,9 +645,17 @@ async def get_household(
 
 
 async def update_household(
-    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: HouseholdUpdate
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    if_match: int | None,
+    data: HouseholdUpdate,
+    *,
+    locked: Mapping[str, Any] | None = None,
 ) -> Household:
-    before = await household_in_scope(conn, actor, household_id)
+    """`locked`: the household's row (its phone opened) as the caller read it under its lock in this
+    transaction, in scope: not read again (a push that holds the lock and knows the row)."""
+    before = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(before, if_match)
     after = {
         "household_no": data.household_no or before["household_no"],

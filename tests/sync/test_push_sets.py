@@ -12,7 +12,7 @@ import msgspec
 
 from mobile_sync_protocol import messages as m
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, Tablet, household_create, payment, push, world
+from tests.sync_world import Client, Tablet, household_create, payment, push, register_tablet, world
 
 
 def _enrolment(tablet: Tablet, household: m.HouseholdCreate, *person_ids: uuid.UUID) -> m.EnrollmentCreate:
@@ -157,3 +157,137 @@ async def test_a_payment_reported_twice_in_one_push_is_recorded_once(
         (4, "duplicate", "payment_already_recorded"),
     ]
     assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
+def _member(
+    tablet: Tablet, household: m.HouseholdCreate, base_version: int, number: int, **fields: Any
+) -> m.MemberCreate:
+    person = {"person_id": uuid.uuid4(), "name": f"成员{number}", "relation": "child", "id_number": ID_NUMBERS[number]}
+    return m.MemberCreate(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=household.household_id,
+        base_version=base_version,
+        member=m.NewMember(**(person | fields)),
+    )
+
+
+async def _kept(conn: asyncpg.Connection, household: m.HouseholdCreate, people: list[uuid.UUID]) -> list[Any]:  # type: ignore[type-arg]
+    """What a household's new members left: its version, each one's change records (field, value,
+    version), membership and add_member audit row, in the members' order."""
+    version = await conn.fetchval("SELECT row_version FROM households WHERE id = $1", household.household_id)
+    changes = await conn.fetch(
+        "SELECT person_id, field, new_value, version FROM record_changes WHERE household_id = $1",
+        household.household_id,
+    )
+    audited = await conn.fetch(
+        "SELECT summary->>'person_id' AS person_id FROM audit_log WHERE action = 'add_member' AND entity_id = $1"
+        " ORDER BY id",
+        str(household.household_id),
+    )
+    members = await conn.fetch(
+        "SELECT person_id, relation FROM memberships WHERE household_id = $1 AND left_at IS NULL",
+        household.household_id,
+    )
+    order = {p: i for i, p in enumerate(people)}
+    return [
+        version,
+        sorted((order[r["person_id"]], r["field"], r["new_value"], r["version"]) for r in changes),
+        [order[uuid.UUID(r["person_id"])] for r in audited],
+        sorted((order[r["person_id"]], r["relation"]) for r in members if r["person_id"] in order),
+    ]
+
+
+async def test_new_members_of_a_household_in_a_row_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    other = await register_tablet(client)  # another tablet of the township: it did not add them
+    seen, kept, edits = [], [], []
+    for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
+        # The household from an earlier push: a member joining it is a change others must be told of.
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        assert [a.status for a in (await push(client, tablet, [household])).answers] == ["applied"]
+        batch = [_member(tablet, household, 1 + i, n) for i, n in enumerate(numbers)]
+        answers = (
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+        seen.append(_seen(answers))
+        people = [household.members[0].person_id, *(x.member.person_id for x in batch)]
+        kept.append(await _kept(conn, household, people))
+        # The other tablet saw version 2 (the first new member): renaming them is no stale edit.
+        rename = m.MemberUpdate(
+            seq=other.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=household.household_id,
+            base_version=2,
+            person_id=people[1],
+            name="改名",
+        )
+        edits.append(_seen((await push(client, other, [rename])).answers))
+    assert seen[0] == seen[1] == [("applied", None, v, None, None, None, None) for v in (2, 3, 4)]
+    assert kept[0] == kept[1]
+    assert kept[0][:2] == [
+        4,
+        [(1, "membership", "member", 2), (2, "membership", "member", 3), (3, "membership", "member", 4)],
+    ]
+    assert edits[0] == edits[1] == [("applied", None, 5, None, None, None, None)]
+
+
+async def test_new_members_in_a_row_with_one_refused_or_known_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers = []
+    for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [
+            household,
+            _member(tablet, household, 1, numbers[0]),
+            _member(tablet, household, 2, numbers[1], relation="head"),  # the household has a head: refused
+            _member(tablet, household, 2, numbers[2]),
+            _member(tablet, household, 3, 8 if no == "0101" else 9, id_number="110105198001010017"),  # a bad number
+            _member(tablet, household, 3, numbers[0]),  # already a member: refused
+        ]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+    together, apart = answers
+    assert _seen(together) == _seen(apart)
+    assert [a.status for a in together] == ["applied", "applied", "rejected", "applied", "rejected", "rejected"]
+    assert [a.code for a in together][4:] == ["validation_error", "person_already_registered"]
+    assert await conn.fetchval("SELECT count(*) FROM memberships") == 6
+
+
+async def test_new_members_in_a_row_reusing_a_known_person_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers, follows = [], []
+    for head, numbers, no in ((0, (1, 2), "0101"), (4, (5, 6), "0102")):
+        # Someone registered once and removed: known, in no household, reused when added again.
+        household = household_create(tablet, numbers=(head, numbers[0]), household_no=no)
+        leaving = household.members[1]
+        gone = m.MemberRemove(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=household.household_id,
+            base_version=1,
+            person_id=leaving.person_id,
+            reason="removed",
+        )
+        assert [a.status for a in (await push(client, tablet, [household, gone])).answers] == ["applied"] * 2
+        batch = [_member(tablet, household, 2, numbers[0]), _member(tablet, household, 3, numbers[1])]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+        follows.append(
+            await conn.fetchval(
+                "SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", leaving.person_id
+            )
+        )
+    assert _seen(answers[0]) == _seen(answers[1]) == [("applied", None, v, None, None, None, None) for v in (3, 4)]
+    assert follows == [1, 1]
