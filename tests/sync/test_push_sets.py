@@ -9,7 +9,9 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 
+from backend.sync import push as push_module
 from mobile_sync_protocol import messages as m
 from tests.factories import ID_NUMBERS
 from tests.sync_world import Client, Tablet, household_create, payment, push, register_tablet, world
@@ -291,3 +293,57 @@ async def test_new_members_in_a_row_reusing_a_known_person_are_answered_as_one_b
         )
     assert _seen(answers[0]) == _seen(answers[1]) == [("applied", None, v, None, None, None, None) for v in (3, 4)]
     assert follows == [1, 1]
+
+
+async def test_a_new_household_and_the_members_added_next_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tablet = await world(client)
+    seen, kept, created = [], [], []
+    for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [household, *(_member(tablet, household, 1 + i, n) for i, n in enumerate(numbers))]
+        if no == "0102":  # one by one in one push as well: nobody can have seen the household before its members
+            monkeypatch.setattr(push_module, "_household_run", lambda *_a: [])
+            monkeypatch.setattr(push_module, "_member_run", lambda *_a, **_k: [])
+        answers = (await push(client, tablet, batch)).answers
+        seen.append(_seen(answers))
+        people = [household.members[0].person_id, *(x.member.person_id for x in batch[1:])]
+        kept.append(await _kept(conn, household, people))
+        created.append(
+            await conn.fetchval(
+                "SELECT summary FROM audit_log WHERE action = 'create' AND entity_id = $1", str(household.household_id)
+            )
+        )
+    assert seen[0] == seen[1] == [("applied", None, v, None, None, None, None) for v in (1, 2, 3, 4)]
+    assert kept[0] == kept[1] == [4, [], [1, 2, 3], [(0, "head"), (1, "child"), (2, "child"), (3, "child")]]
+    assert created[0] == created[1] == {"members": 1, "reused_persons": 0}
+
+
+async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers = []
+    for head, number, no in ((0, 1, "0101"), (4, 5, "0102")):
+        # Someone registered once and removed: known, in no household, reused when added again.
+        earlier = household_create(tablet, numbers=(8 if no == "0101" else 9, number), household_no=f"9{no}")
+        gone = m.MemberRemove(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=earlier.household_id,
+            base_version=1,
+            person_id=earlier.members[1].person_id,
+            reason="removed",
+        )
+        assert [a.status for a in (await push(client, tablet, [earlier, gone])).answers] == ["applied"] * 2
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [household, _member(tablet, household, 1, number), _member(tablet, household, 2, 2 + head)]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+    assert _seen(answers[0]) == _seen(answers[1]) == [("applied", None, v, None, None, None, None) for v in (1, 2, 3)]
+    assert await conn.fetchval("SELECT count(*) FROM memberships WHERE left_at IS NULL") == 8
