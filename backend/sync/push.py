@@ -10,13 +10,13 @@ Mutations are applied in chunks of CHUNK, each under one savepoint (the fast pat
 a chunk fails, the chunk is undone and applied again one mutation per savepoint, so a failure is
 that mutation's alone. On the fast path, sets where the rules allow (issue 20): consecutive
 enrolments of one household and year are one enrol(); a new household and the new members added to
-it next are one read and one insert (written at the version the last addition gives); consecutive new
-members of a household made earlier are one read, one insert and one bump by their number, each
-change record stamped with the version its own bump would give; a household this push wrote is not read again, by its handlers nor
-by the service that updates it (Context.households: the push holds its lock and only its handlers
-write it); what the server holds
-of the chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of
-its own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
+it next are one read and one insert (written at the version the last addition gives); consecutive
+new members of a household made earlier are one read, one insert and one bump by their number, each
+change record stamped with the version its own bump would give; a household this push wrote is not
+read again, by its handlers nor by the service that updates it (Context.households: the push holds
+its lock and only its handlers write it); what the server holds of the chunk's payment ids is read
+in one go (Context.payments), and a payment needs no savepoint of its own. Every answer and ledger
+row is what one mutation at a time gives (tests/sync/test_push_sets.py).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import asyncpg
 import msgspec
 import pytest
 
+from backend.enrollment import households as household_service
+from backend.enrollment import members as member_service
 from backend.sync import push as push_module
 from mobile_sync_protocol import messages as m
 from tests.factories import ID_NUMBERS
@@ -174,6 +176,23 @@ def _member(
     )
 
 
+def _sets_applied(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The set paths the push takes, by name, as it takes them (a set that falls back to one by one
+    answers the same, so the tests below check that the set was used)."""
+    taken: list[str] = []
+
+    def spy(name: str, call: Any) -> Any:
+        async def spied(*args: Any) -> Any:
+            taken.append(name)
+            return await call(*args)
+
+        return spied
+
+    for module, name in ((household_service, "create_household_and_add"), (member_service, "add_members")):
+        monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
+    return taken
+
+
 async def _kept(conn: asyncpg.Connection, household: m.HouseholdCreate, people: list[uuid.UUID]) -> list[Any]:  # type: ignore[type-arg]
     """What a household's new members left: its version, each one's change records (field, value,
     version), membership and add_member audit row, in the members' order."""
@@ -203,7 +222,9 @@ async def _kept(conn: asyncpg.Connection, household: m.HouseholdCreate, people: 
 async def test_new_members_of_a_household_in_a_row_are_answered_and_kept_as_one_by_one(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    taken = _sets_applied(monkeypatch)
     tablet = await world(client)
     other = await register_tablet(client)  # another tablet of the township: it did not add them
     seen, kept, edits = [], [], []
@@ -235,6 +256,7 @@ async def test_new_members_of_a_household_in_a_row_are_answered_and_kept_as_one_
         [(1, "membership", "member", 2), (2, "membership", "member", 3), (3, "membership", "member", 4)],
     ]
     assert edits[0] == edits[1] == [("applied", None, 5, None, None, None, None)]
+    assert taken == ["add_members"]  # the first household's three, as one set
 
 
 async def test_new_members_in_a_row_with_one_refused_or_known_are_answered_as_one_by_one(
@@ -300,6 +322,7 @@ async def test_a_new_household_and_the_members_added_next_are_answered_and_kept_
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    taken = _sets_applied(monkeypatch)
     tablet = await world(client)
     seen, kept, created = [], [], []
     for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
@@ -320,6 +343,7 @@ async def test_a_new_household_and_the_members_added_next_are_answered_and_kept_
     assert seen[0] == seen[1] == [("applied", None, v, None, None, None, None) for v in (1, 2, 3, 4)]
     assert kept[0] == kept[1] == [4, [], [1, 2, 3], [(0, "head"), (1, "child"), (2, "child"), (3, "child")]]
     assert created[0] == created[1] == {"members": 1, "reused_persons": 0}
+    assert taken == ["create_household_and_add"]  # the first household and its three, as one set
 
 
 async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one_by_one(
