@@ -472,8 +472,37 @@ def _name_as_members(exc: DomainError) -> None:
         exc.args = (exc.detail,)
 
 
+async def create_household_and_add(
+    conn: Connection, actor: Actor, data: HouseholdCreate, added: list[MemberIn], today: date
+) -> tuple[Household, list[int]] | None:
+    """`create_household`, then `members.add_member` of each of `added` in turn (at the version the
+    one before left), as one read and one statement: the household is written at the version the
+    last addition gives, the additions' audit rows are recorded after it as `add_member` records
+    them (a household's first statement writes no change record for anyone: nobody can have seen
+    it). The household, and the version after each addition. None when anyone added is already
+    known (reused: the caller adds them one by one); whatever else either refuses raises (the
+    caller, a push's fast path, then applies them one by one to answer each)."""
+    if data.enrol_year is not None:
+        raise ValueError("create_household_and_add does not enrol")
+    return await _create_with(conn, actor, data, added, today)
+
+
 async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> tuple[Household, list[UUID]]:
     """The household, and its members' person ids in the order of `data.members`."""
+    person_ids: list[UUID] = []
+    created = await _create_with(conn, actor, data, [], today, person_ids)
+    assert created is not None
+    return created[0], person_ids
+
+
+async def _create_with(
+    conn: Connection,
+    actor: Actor,
+    data: HouseholdCreate,
+    added: list[MemberIn],
+    today: date,
+    person_ids_out: list[UUID] | None = None,
+) -> tuple[Household, list[int]] | None:
     members = list(data.members)
     fields = [f"members[{i}]." for i in range(len(members))]
     try:
@@ -481,14 +510,27 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
     except InvalidInput:
         await _village_in_scope(conn, actor, data.village_code)  # a bad village is named before any member
         raise
+    for member in added:
+        if member.relation == "head":
+            raise InvalidInput("relation", _("the household has a head; make the new member head afterwards"))
+    joining = [member_identity("", member, today) for member in added]
+    keys = [x.id_number or x.birth_cert_no for x in identities + joining]
+    if len(set(keys)) != len(keys):  # someone added twice, or who is a member already
+        raise PersonAlreadyRegistered()
     # The village's level comes with the people already known: one read for both checks.
-    known = await conn.fetch(Q["village_and_people_by_identity"], data.village_code, *identity_hashes(identities))
+    known = await conn.fetch(
+        Q["village_and_people_by_identity"], data.village_code, *identity_hashes(identities + joining)
+    )
     _check_village(actor, known[0]["level"], data.village_code)
     people = [r for r in known if r["id"] is not None]
+    if joining:
+        everyone = reusable(actor, identities + joining, fields + [""] * len(joining), people)
+        if any(i >= len(members) for i in everyone):
+            return None
     reuse = reusable(actor, identities, fields, people, deceased=await deceased_among(conn, people))
     household_id = data.id or uuid7()
-    person_ids, new = _new_people(members, identities, reuse)
-    clear, sealed = _person_columns(person_ids, members, identities, new)
+    person_ids, new = _new_people(members + added, identities + joining, reuse)
+    clear, sealed = _person_columns(person_ids, members + added, identities + joining, new)
     keyring = crypto.keys()
     with audit.gathered(conn) as audit_rows:  # written by the household's own statement
         await audit.record(
@@ -498,7 +540,7 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
             "household",
             household_id,
             division_code=data.village_code,
-            summary={"members": len(person_ids), "reused_persons": len(reuse)},
+            summary={"members": len(members), "reused_persons": len(reuse)},
         )
     try:
         rows = await conn.fetch(
@@ -511,13 +553,14 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
             actor.id,
             *clear,
             person_ids[head],
-            [uuid7() for _member in members],
+            [uuid7() for _member in members + added],
             person_ids,
-            [m.relation for m in members],
+            [m.relation for m in members + added],
             list(reuse.values()),
             *audit_rows.columns(),
             *sealed,
             keyring.seal(PHONE, data.phone),
+            1 + len(added),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
@@ -528,7 +571,19 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
         raise PersonAlreadyRegistered() from exc
     audit_rows.written()
     await enrolments_follow(conn, actor, list(reuse.values()), household_id, today)
-    return household_from_rows(rows), person_ids
+    for person_id, member in zip(person_ids[len(members) :], added, strict=True):
+        await record(
+            conn,
+            actor,
+            "add_member",
+            "household",
+            household_id,
+            division_code=data.village_code,
+            summary={"person_id": str(person_id), "relation": member.relation},
+        )
+    if person_ids_out is not None:
+        person_ids_out += person_ids
+    return household_from_rows(rows), list(range(1, len(added) + 2))
 
 
 def open_years(today: date, year: int | None = None) -> list[int]:
@@ -645,9 +700,17 @@ async def get_household(
 
 
 async def update_household(
-    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: HouseholdUpdate
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    if_match: int | None,
+    data: HouseholdUpdate,
+    *,
+    locked: Mapping[str, Any] | None = None,
 ) -> Household:
-    before = await household_in_scope(conn, actor, household_id)
+    """`locked`: the household's row (its phone opened) as the caller read it under its lock in this
+    transaction, in scope: not read again (a push that holds the lock and knows the row)."""
+    before = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(before, if_match)
     after = {
         "household_no": data.household_no or before["household_no"],

@@ -27,7 +27,8 @@ LEFT JOIN (persons p
        ON p.id_number_hash = ANY($2::bytea[]) OR p.birth_cert_hash = ANY($3::bytea[]);
 
 -- name: insert_household_with_members
--- The household, its new persons, every membership and its audit rows ($20 … $28, as
+-- The household (at version $33: 1, or more for members added at once, `create_household_and_add`),
+-- its new persons, every membership and its audit rows ($20 … $28, as
 -- `audit.insert_rows`), in one statement (one round trip), which returns the household as
 -- `household_with_members` reads it (no enrolments yet): a row per member, new persons from what was
 -- inserted, reused persons ($19) as they are stored. The foreign keys are checked at the statement's
@@ -39,8 +40,9 @@ WITH new_persons AS (
                          $12::text[], $13::date[], $14::bytea[], $31::bytea[])
     RETURNING id, name, id_number_enc, birth_cert_enc, id_converted_from_15, birth_date, sex, phone_enc
 ), new_household AS (
-    INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, created_by, head_person_id)
-    VALUES ($1, $2, $3, $4, $5, $32, $6, $15)
+    INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, created_by, head_person_id,
+                            row_version)
+    VALUES ($1, $2, $3, $4, $5, $32, $6, $15, $33)
     RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
               updated_at
 ), new_memberships AS (

@@ -93,6 +93,38 @@ async def add_member(
     return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))
 
 
+async def add_members(
+    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, members: list[MemberIn], today: date
+) -> tuple[Household, list[int]] | None:
+    """`add_member` of each member in turn (the first at version `if_match`, each next one at the
+    version the one before left), as one set: one read, one insert of the persons and memberships,
+    one bump of the household by their number, each membership's change record stamped with the
+    version its own bump would have given. The household as the last left it, and the version after
+    each. None when anyone of them is already known (reused or refused as `add_member` decides: the
+    caller adds them one by one); anything else `add_member` refuses raises (the caller, a push's
+    fast path, then adds them one by one to answer each)."""
+    identities = [member_identity("", data, today) for data in members]
+    rows = await conn.fetch(Q["household_for_update_with_people"], household_id, *identity_hashes(identities))
+    for data in members:
+        household = _check_addable(actor, rows[0] if rows else None, if_match, data)
+    if any(r["known_id"] is not None for r in rows):
+        return None
+    person_ids = await write_people(conn, household_id, members, identities, {})
+    for person_id, data in zip(person_ids, members, strict=True):
+        await record(
+            conn,
+            actor,
+            "add_member",
+            "household",
+            household_id,
+            division_code=household["village_code"],
+            summary={"person_id": str(person_id), "relation": data.relation},
+        )
+    after = household_from_rows(await conn.fetch(Q["bump_household_by_with_members"], household_id, person_ids))
+    first = after.row_version - len(members) + 1
+    return after, list(range(first, after.row_version + 1))
+
+
 def _check_addable(
     actor: Actor, household: asyncpg.Record | dict[str, Any] | None, if_match: int | None, data: MemberIn
 ) -> asyncpg.Record | dict[str, Any]:

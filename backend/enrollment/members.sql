@@ -37,6 +37,34 @@ LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
 LEFT JOIN persons p ON p.id = m.person_id
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
+-- name: bump_household_by_with_members
+-- `bump_household_with_members` for members $2 added together (members.py `add_members`), in their
+-- order: the version goes up by one for each, and each one's change record (`record_changes`, written
+-- by the memberships' insert with no version yet) takes the version its own bump would have given,
+-- as when they are added one by one; a change record of this transaction made before them takes the
+-- first (the households' trigger stamps what is left, none, with the last).
+WITH numbered AS (
+    SELECT person_id, n::int FROM unnest($2::uuid[]) WITH ORDINALITY AS x(person_id, n)
+), stamped AS (
+    UPDATE record_changes c
+    SET version = b.row_version + coalesce((SELECT x.n FROM numbered x
+                                            WHERE x.person_id = c.person_id AND c.field = 'membership'), 1)
+    FROM households b
+    WHERE b.id = $1 AND c.household_id = $1 AND c.version IS NULL
+), h AS (
+    UPDATE households SET row_version = row_version + cardinality($2::uuid[]), updated_at = now() WHERE id = $1
+    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
+              updated_at
+)
+SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
+       h.created_at, h.updated_at,
+       p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
+       p.phone_enc AS member_phone_enc, m.relation, m.joined_at
+FROM h
+LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+ORDER BY m.relation <> 'head', m.joined_at, m.id;
+
 -- name: current_membership
 SELECT m.id, m.relation, m.household_id, h.village_code
 FROM memberships m JOIN households h ON h.id = m.household_id

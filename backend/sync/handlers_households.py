@@ -150,8 +150,8 @@ async def _hold(
     )
 
 
-async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate, ctx: Context) -> m.Answer:
-    data = msgspec.convert(
+def _household_in(mu: m.HouseholdCreate) -> household_service.HouseholdCreate:
+    return msgspec.convert(
         {
             "id": mu.household_id,
             "village_code": mu.village_code,
@@ -162,9 +162,32 @@ async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate
         },
         household_service.HouseholdCreate,
     )
-    household = await household_service.create_household(conn, actor, data, ctx.today)
+
+
+async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate, ctx: Context) -> m.Answer:
+    household = await household_service.create_household(conn, actor, _household_in(mu), ctx.today)
     _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+async def household_create_run(
+    conn: Connection, actor: Actor, mu: m.HouseholdCreate, run: list[m.MemberCreate], ctx: Context
+) -> list[m.Answer]:
+    """A new household and the new members of it that follow it (persons told apart) in one set
+    (`household_service.create_household_and_add`): what `household_create`, then `member_create` of
+    each, do when every one applies (push.py's fast path: any failure undoes the lot, which is then
+    applied one by one)."""
+    assert all(x.household_id == mu.household_id for x in run)
+    for i, x in enumerate(run):
+        if x.base_version > 1 + i:  # each one's base against the version the ones before it leave
+            raise InvalidInput("base_version", _("is ahead of the server's version {version}", version=1 + i))
+    added = [msgspec.convert(_member_in(x.member), household_service.MemberIn) for x in run]
+    done = await household_service.create_household_and_add(conn, actor, _household_in(mu), added, ctx.today)
+    if done is None:  # someone added is known already: reused as the rules say, one by one
+        return [await household_create(conn, actor, mu, ctx), *[await member_create(conn, actor, x, ctx) for x in run]]
+    household, versions = done
+    _remember(ctx, household)
+    return [m.Answer(seq=None, status="applied", household_version=v) for v in versions]
 
 
 async def hold_duplicate(
@@ -221,7 +244,7 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
     version = row["row_version"]
     if changed:
         data = msgspec.convert(changed, household_service.HouseholdUpdate)
-        household = await household_service.update_household(conn, actor, row["id"], version, data)
+        household = await household_service.update_household(conn, actor, row["id"], version, data, locked=row)
         _remember(ctx, household)
         version = household.row_version
     ids = []
@@ -291,6 +314,27 @@ async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx:
     household = await member_service.add_member(conn, actor, mu.household_id, row["row_version"], data, ctx.today)
     _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
+
+
+async def member_create_run(conn: Connection, actor: Actor, run: list[m.MemberCreate], ctx: Context) -> list[m.Answer]:
+    """Consecutive new members of one household (persons told apart) added as one set
+    (`member_service.add_members`): what `member_create` of each, one after the other, does when every
+    one applies (push.py's fast path: any failure undoes the lot, which is then applied one by one)."""
+    household_id = run[0].household_id
+    assert all(x.household_id == household_id for x in run)
+    row = await _household(conn, actor, household_id, run[0].base_version, ctx)
+    for i, mu in enumerate(run):
+        # Each one's base is checked against the version the ones before it leave.
+        if mu.base_version > row["row_version"] + i:
+            version = row["row_version"] + i
+            raise InvalidInput("base_version", _("is ahead of the server's version {version}", version=version))
+    members = [msgspec.convert(_member_in(mu.member), household_service.MemberIn) for mu in run]
+    added = await member_service.add_members(conn, actor, household_id, row["row_version"], members, ctx.today)
+    if added is None:  # someone already known: reused or refused, one by one as the rules say
+        return [await member_create(conn, actor, mu, ctx) for mu in run]
+    household, versions = added
+    _remember(ctx, household)
+    return [m.Answer(seq=None, status="applied", household_version=v) for v in versions]
 
 
 IDENTITY_EDITS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")

@@ -9,10 +9,14 @@ business rules are the REST services' own (households, enrolments, premiums): th
 Mutations are applied in chunks of CHUNK, each under one savepoint (the fast path); when anything in
 a chunk fails, the chunk is undone and applied again one mutation per savepoint, so a failure is
 that mutation's alone. On the fast path, sets where the rules allow (issue 20): consecutive
-enrolments of one household and year are one enrol(); a household this push wrote is not read again
-(Context.households: the push holds its lock and only its handlers write it); what the server holds
-of the chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of
-its own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
+enrolments of one household and year are one enrol(); a new household and the new members added to
+it next are one read and one insert (written at the version the last addition gives); consecutive
+new members of a household made earlier are one read, one insert and one bump by their number, each
+change record stamped with the version its own bump would give; a household this push wrote is not
+read again, by its handlers nor by the service that updates it (Context.households: the push holds
+its lock and only its handlers write it); what the server holds of the chunk's payment ids is read
+in one go (Context.payments), and a payment needs no savepoint of its own. Every answer and ledger
+row is what one mutation at a time gives (tests/sync/test_push_sets.py).
 """
 
 from __future__ import annotations
@@ -289,14 +293,28 @@ async def _apply_all(
     answers: list[m.Answer] = []
     at = 0
     while at < len(chunk):
-        run = [] if savepoint else _enrolment_run(chunk, at, fmt, last_seq)
+        run: list[tuple[m.Mutation, bytes]] = []
+        if not savepoint:
+            run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
+            run = run or [*_member_run(chunk, at, fmt, last_seq)]
         if len(run) > 1:
-            # Enrolments of one household in a row: one enrol() for them all, each answered and in
-            # the ledger as if applied one after the other.
-            done = await households.enrollment_create_run(conn, actor, [mu for mu, _h in run], ctx)
+            # Enrolments of one household in a row: one enrol() for them all; a new household and the
+            # members added to it next, or new members of one household in a row: written as one set.
+            # Each answered and in the ledger as if applied one after the other.
+            enrolments = [mu for mu, _h in run if isinstance(mu, m.EnrollmentCreate)]
+            members = [mu for mu, _h in run if isinstance(mu, m.MemberCreate)]
+            first = run[0][0]
+            if enrolments:
+                done = await households.enrollment_create_run(conn, actor, enrolments, ctx)
+            elif isinstance(first, m.HouseholdCreate):
+                done = await households.household_create_run(conn, actor, first, members, ctx)
+            else:
+                done = await households.member_create_run(conn, actor, members, ctx)
             for (mu, body_hash), plain in zip(run, done, strict=True):
                 answer = msgspec.structs.replace(plain, seq=mu.seq, mutation_id=mu.mutation_id)
-                ledger.add(mu.seq, mu.mutation_id, "enrollment.create", body_hash, answer, mu.device_time)
+                kind = mu.__struct_config__.tag
+                assert isinstance(kind, str)
+                ledger.add(mu.seq, mu.mutation_id, kind, body_hash, answer, mu.device_time)
                 answers.append(answer)
             last_seq += len(run)
             at += len(run)
@@ -346,6 +364,61 @@ def _enrolment_run(
         persons.update(mu.person_ids)
         run.append((mu, sealed.mutation_digest(_canonical.encode(mu))))
     return run
+
+
+def _household_run(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int
+) -> list[tuple[m.Mutation, bytes]]:
+    """A new household at `at` and the new members of it that follow (`_member_run`, here from one
+    on, persons told apart from its own), which `households.household_create_run` writes together.
+    With their body hashes; no members is no run."""
+    head = _decode_head(chunk[at], fmt)
+    if head is None or head.type != "household.create" or head.seq != last_seq + 1 or at + 1 == len(chunk):
+        return []
+    raw = chunk[at]
+    try:
+        mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(raw))
+    except msgspec.DecodeError:
+        return []
+    if not isinstance(mu, m.HouseholdCreate) or _holds_nul(bytes(raw), mu, fmt):
+        return []
+    own = {x.person_id for x in mu.members}
+    members: list[tuple[m.Mutation, bytes]] = []
+    for added, body_hash in _member_run(chunk, at + 1, fmt, last_seq + 1, at_least=1):
+        if added.household_id != mu.household_id or added.member.person_id in own or len(own) + len(members) == 30:
+            break
+        members.append((added, body_hash))
+    return [(mu, sealed.mutation_digest(_canonical.encode(mu))), *members] if members else []
+
+
+def _member_run(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int, *, at_least: int = 2
+) -> list[tuple[m.MemberCreate, bytes]]:
+    """The new members from `at` on that `households.member_create_run` may add together: new seqs
+    in a row, readable, of one household, persons told apart (by id and by number, at most 30). With
+    their body hashes; fewer than `at_least` is no run."""
+    decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
+    run: list[tuple[m.MemberCreate, bytes]] = []
+    seen: set[Any] = set()
+    for raw in chunk[at:]:
+        head = _decode_head(raw, fmt)
+        if head is None or head.type != "member.create" or head.seq != last_seq + 1 + len(run) or len(run) == 30:
+            break
+        try:
+            mu = decoder.decode(bytes(raw))
+        except msgspec.DecodeError:
+            break
+        if not isinstance(mu, m.MemberCreate) or (run and mu.household_id != run[0][0].household_id):
+            break
+        person = mu.member
+        keys = {("id", person.person_id)} | {
+            (k, v) for k in ("id_number", "birth_cert_no") if (v := getattr(person, k))
+        }
+        if seen.intersection(keys) or _holds_nul(bytes(raw), mu, fmt):
+            break
+        seen.update(keys)
+        run.append((mu, sealed.mutation_digest(_canonical.encode(mu))))
+    return run if len(run) >= at_least else []
 
 
 def _decode_head(raw: msgspec.Raw, fmt: codec.Format) -> m.MutationHead | None:

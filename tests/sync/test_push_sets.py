@@ -9,10 +9,14 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 
+from backend.enrollment import households as household_service
+from backend.enrollment import members as member_service
+from backend.sync import push as push_module
 from mobile_sync_protocol import messages as m
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, Tablet, household_create, payment, push, world
+from tests.sync_world import Client, Tablet, household_create, payment, push, register_tablet, world
 
 
 def _enrolment(tablet: Tablet, household: m.HouseholdCreate, *person_ids: uuid.UUID) -> m.EnrollmentCreate:
@@ -157,3 +161,213 @@ async def test_a_payment_reported_twice_in_one_push_is_recorded_once(
         (4, "duplicate", "payment_already_recorded"),
     ]
     assert await conn.fetchval("SELECT count(*) FROM payments") == 1
+
+
+def _member(
+    tablet: Tablet, household: m.HouseholdCreate, base_version: int, number: int, **fields: Any
+) -> m.MemberCreate:
+    person = {"person_id": uuid.uuid4(), "name": f"成员{number}", "relation": "child", "id_number": ID_NUMBERS[number]}
+    return m.MemberCreate(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=household.household_id,
+        base_version=base_version,
+        member=m.NewMember(**(person | fields)),
+    )
+
+
+def _sets_applied(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The set paths the push takes, by name, as it takes them (a set that falls back to one by one
+    answers the same, so the tests below check that the set was used)."""
+    taken: list[str] = []
+
+    def spy(name: str, call: Any) -> Any:
+        async def spied(*args: Any) -> Any:
+            taken.append(name)
+            return await call(*args)
+
+        return spied
+
+    for module, name in ((household_service, "create_household_and_add"), (member_service, "add_members")):
+        monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
+    return taken
+
+
+async def _kept(conn: asyncpg.Connection, household: m.HouseholdCreate, people: list[uuid.UUID]) -> list[Any]:  # type: ignore[type-arg]
+    """What a household's new members left: its version, each one's change records (field, value,
+    version), membership and add_member audit row, in the members' order."""
+    version = await conn.fetchval("SELECT row_version FROM households WHERE id = $1", household.household_id)
+    changes = await conn.fetch(
+        "SELECT person_id, field, new_value, version FROM record_changes WHERE household_id = $1",
+        household.household_id,
+    )
+    audited = await conn.fetch(
+        "SELECT summary->>'person_id' AS person_id FROM audit_log WHERE action = 'add_member' AND entity_id = $1"
+        " ORDER BY id",
+        str(household.household_id),
+    )
+    members = await conn.fetch(
+        "SELECT person_id, relation FROM memberships WHERE household_id = $1 AND left_at IS NULL",
+        household.household_id,
+    )
+    order = {p: i for i, p in enumerate(people)}
+    return [
+        version,
+        sorted((order[r["person_id"]], r["field"], r["new_value"], r["version"]) for r in changes),
+        [order[uuid.UUID(r["person_id"])] for r in audited],
+        sorted((order[r["person_id"]], r["relation"]) for r in members if r["person_id"] in order),
+    ]
+
+
+async def test_new_members_of_a_household_in_a_row_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = _sets_applied(monkeypatch)
+    tablet = await world(client)
+    other = await register_tablet(client)  # another tablet of the township: it did not add them
+    seen, kept, edits = [], [], []
+    for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
+        # The household from an earlier push: a member joining it is a change others must be told of.
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        assert [a.status for a in (await push(client, tablet, [household])).answers] == ["applied"]
+        batch = [_member(tablet, household, 1 + i, n) for i, n in enumerate(numbers)]
+        answers = (
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+        seen.append(_seen(answers))
+        people = [household.members[0].person_id, *(x.member.person_id for x in batch)]
+        kept.append(await _kept(conn, household, people))
+        # The other tablet saw version 2 (the first new member): renaming them is no stale edit.
+        rename = m.MemberUpdate(
+            seq=other.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=household.household_id,
+            base_version=2,
+            person_id=people[1],
+            name="改名",
+        )
+        edits.append(_seen((await push(client, other, [rename])).answers))
+    assert seen[0] == seen[1] == [("applied", None, v, None, None, None, None) for v in (2, 3, 4)]
+    assert kept[0] == kept[1]
+    assert kept[0][:2] == [
+        4,
+        [(1, "membership", "member", 2), (2, "membership", "member", 3), (3, "membership", "member", 4)],
+    ]
+    assert edits[0] == edits[1] == [("applied", None, 5, None, None, None, None)]
+    assert taken == ["add_members"]  # the first household's three, as one set
+
+
+async def test_new_members_in_a_row_with_one_refused_or_known_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers = []
+    for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [
+            household,
+            _member(tablet, household, 1, numbers[0]),
+            _member(tablet, household, 2, numbers[1], relation="head"),  # the household has a head: refused
+            _member(tablet, household, 2, numbers[2]),
+            _member(tablet, household, 3, 8 if no == "0101" else 9, id_number="110105198001010017"),  # a bad number
+            _member(tablet, household, 3, numbers[0]),  # already a member: refused
+        ]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+    together, apart = answers
+    assert _seen(together) == _seen(apart)
+    assert [a.status for a in together] == ["applied", "applied", "rejected", "applied", "rejected", "rejected"]
+    assert [a.code for a in together][4:] == ["validation_error", "person_already_registered"]
+    assert await conn.fetchval("SELECT count(*) FROM memberships") == 6
+
+
+async def test_new_members_in_a_row_reusing_a_known_person_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers, follows = [], []
+    for head, numbers, no in ((0, (1, 2), "0101"), (4, (5, 6), "0102")):
+        # Someone registered once and removed: known, in no household, reused when added again.
+        household = household_create(tablet, numbers=(head, numbers[0]), household_no=no)
+        leaving = household.members[1]
+        gone = m.MemberRemove(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=household.household_id,
+            base_version=1,
+            person_id=leaving.person_id,
+            reason="removed",
+        )
+        assert [a.status for a in (await push(client, tablet, [household, gone])).answers] == ["applied"] * 2
+        batch = [_member(tablet, household, 2, numbers[0]), _member(tablet, household, 3, numbers[1])]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+        follows.append(
+            await conn.fetchval(
+                "SELECT count(*) FROM memberships WHERE person_id = $1 AND left_at IS NULL", leaving.person_id
+            )
+        )
+    assert _seen(answers[0]) == _seen(answers[1]) == [("applied", None, v, None, None, None, None) for v in (3, 4)]
+    assert follows == [1, 1]
+
+
+async def test_a_new_household_and_the_members_added_next_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = _sets_applied(monkeypatch)
+    tablet = await world(client)
+    seen, kept, created = [], [], []
+    for head, numbers, no in ((0, (1, 2, 3), "0101"), (4, (5, 6, 7), "0102")):
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [household, *(_member(tablet, household, 1 + i, n) for i, n in enumerate(numbers))]
+        if no == "0102":  # one by one in one push as well: nobody can have seen the household before its members
+            monkeypatch.setattr(push_module, "_household_run", lambda *_a: [])
+            monkeypatch.setattr(push_module, "_member_run", lambda *_a, **_k: [])
+        answers = (await push(client, tablet, batch)).answers
+        seen.append(_seen(answers))
+        people = [household.members[0].person_id, *(x.member.person_id for x in batch[1:])]
+        kept.append(await _kept(conn, household, people))
+        created.append(
+            await conn.fetchval(
+                "SELECT summary FROM audit_log WHERE action = 'create' AND entity_id = $1", str(household.household_id)
+            )
+        )
+    assert seen[0] == seen[1] == [("applied", None, v, None, None, None, None) for v in (1, 2, 3, 4)]
+    assert kept[0] == kept[1] == [4, [], [1, 2, 3], [(0, "head"), (1, "child"), (2, "child"), (3, "child")]]
+    assert created[0] == created[1] == {"members": 1, "reused_persons": 0}
+    assert taken == ["create_household_and_add"]  # the first household and its three, as one set
+
+
+async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    tablet = await world(client)
+    answers = []
+    for head, number, no in ((0, 1, "0101"), (4, 5, "0102")):
+        # Someone registered once and removed: known, in no household, reused when added again.
+        earlier = household_create(tablet, numbers=(8 if no == "0101" else 9, number), household_no=f"9{no}")
+        gone = m.MemberRemove(
+            seq=tablet.seq(),
+            mutation_id=uuid.uuid4(),
+            household_id=earlier.household_id,
+            base_version=1,
+            person_id=earlier.members[1].person_id,
+            reason="removed",
+        )
+        assert [a.status for a in (await push(client, tablet, [earlier, gone])).answers] == ["applied"] * 2
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [household, _member(tablet, household, 1, number), _member(tablet, household, 2, 2 + head)]
+        answers.append(
+            (await push(client, tablet, batch)).answers if no == "0101" else await _one_by_one(client, tablet, batch)
+        )
+    assert _seen(answers[0]) == _seen(answers[1]) == [("applied", None, v, None, None, None, None) for v in (1, 2, 3)]
+    assert await conn.fetchval("SELECT count(*) FROM memberships WHERE left_at IS NULL") == 8
