@@ -1,11 +1,6 @@
-"""Baseline of prefecture.py: bare Litestar + asyncpg, one SELECT per answer, no auth, scope, audit,
-transaction or formatting. Search and check reuse the search and eligibility baselines' SQL. The
-report's codes are digits, written into its text so that every run is planned for its own range.
-Environment: DATABASE_URL, CANBAO_KEY_FILE, CANBAO_POOL_MAX_SIZE."""
+"""Baseline of prefecture.py: bare Litestar + asyncpg, one SELECT per answer; the report's codes go into its text."""
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -19,11 +14,10 @@ from litestar.datastructures import State
 from backend.crypto import ID_NUMBER, read_key_file
 
 KEYS = read_key_file(Path(os.environ["CANBAO_KEY_FILE"]))
-MEMBERS = """SELECT p.name, e.status, e.coverage_start, e.premium_fen, e.subsidy_fen,
-  (SELECT sum(amount_fen) FROM payments y WHERE y.household_id = $1 AND y.coverage_year = $2) AS paid
-FROM memberships m JOIN persons p ON p.id = m.person_id
-LEFT JOIN enrollments e ON e.person_id = m.person_id AND e.coverage_year = $2 AND e.status <> 'cancelled'
-WHERE m.household_id = $1 AND m.left_at IS NULL"""
+MEMBERS = """SELECT p.name, e.status, e.coverage_start, e.premium_fen, e.subsidy_fen, (SELECT sum(amount_fen)
+FROM payments y WHERE y.household_id = $1 AND y.coverage_year = $2) AS paid FROM memberships m JOIN persons p
+ON p.id = m.person_id LEFT JOIN enrollments e ON e.person_id = m.person_id AND e.coverage_year = $2
+AND e.status <> 'cancelled' WHERE m.household_id = $1 AND m.left_at IS NULL"""
 COVERED = """SELECT e.status, e.coverage_start, e.coverage_end FROM persons p JOIN enrollments e
 ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled' WHERE p.id_number_hash = $1"""
 REPORT = """SELECT h.village_code, count(*) AS persons, count(*) FILTER (WHERE e.status IN ('paid', 'subsidised',
@@ -58,12 +52,9 @@ async def report(low: int, high: int, year: int, state: State) -> list[dict[str,
     return [dict(r) for r in await state.pool.fetch(REPORT.format(low=low, high=high, year=year))]
 
 
-@asynccontextmanager
-async def lifespan(app: Litestar) -> AsyncIterator[None]:
+async def start(app: Litestar) -> None:
     size = int(os.environ.get("CANBAO_POOL_MAX_SIZE", "10"))
-    async with asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=size, max_size=size) as pool:
-        app.state.pool = pool
-        yield
+    app.state.pool = await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=size, max_size=size)
 
 
-app = Litestar([search, coverage, covered, check, report], lifespan=[lifespan])
+app = Litestar([search, coverage, covered, check, report], on_startup=[start])
