@@ -1,12 +1,10 @@
-"""Baseline of sync_offline_month.py: /push writes each change of the same pages by plain SQL (the .sql beside) into
-schema `bare` (no triggers, keys, ledger, rules, audit), runs of a kind by executemany; /pull: a page of changes."""
+"""Baseline of sync_offline_month.py: /push runs the same pages' changes as the plain SQL of the .sql beside, on
+schema `bare` (no triggers, keys, ledger, rules, audit), a run of a kind by executemany; /pull: a page of changes."""
 
 import itertools
 import os
-import re
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -15,21 +13,19 @@ from litestar import Litestar, Request, Response, post
 from backend.crypto import BIRTH_CERT, ID_NUMBER, PHONE, read_key_file
 from mobile_sync_protocol import messages as m
 
-KEYS, DECODE = read_key_file(Path(os.environ["CANBAO_KEY_FILE"])), msgspec.msgpack.Decoder(m.AnyMutation)
-SQL = (Path(__file__).parent / "baseline_sync_offline_month.sql").read_text()
-Q, POOL = dict(re.findall(r"^-- name: (\w+)\n(.*?)(?=^-- name:|\Z)", SQL, flags=re.M | re.S)), []
+KEYS, DECODE, POOL = read_key_file(Path(os.environ["CANBAO_KEY_FILE"])), msgspec.msgpack.Decoder(m.AnyMutation), []
+Q = dict(s.split("\n", 1) for s in Path(__file__.replace("_app.py", ".sql")).read_text().split("-- name: ")[1:])
 S = lambda kind, v: (KEYS.index(kind, v), KEYS.seal(kind, v)) if v else (None, None)  # noqa: E731
-# A mutation → its statements and arguments (b: the receipt block, collector, device); J: a new member and membership.
 J = lambda u, x: (n := x.id_number or "0" * 18) and [("person", (x.person_id, *S(ID_NUMBER, x.id_number),  # noqa: E731
-    *S(BIRTH_CERT, x.birth_cert_no), x.name, x.sex or ("male" if int(n[16]) % 2 else "female"),
-    x.birth_date or date(int(n[6:10]), int(n[10:12]), int(n[12:14])), *S(PHONE, x.phone))),
-    ("join", (x.person_id, u.household_id, x.relation))]  # fmt: skip
-STEPS: dict[str, Any] = {
+    *S(BIRTH_CERT, x.birth_cert_no), x.name, x.sex or ("male" if int(n[16]) % 2 else "female"), x.birth_date
+    or date(int(n[6:10]), int(n[10:12]), int(n[12:14])), *S(PHONE, x.phone))), ("join", (x.person_id, u.household_id,
+    x.relation))]  # a new member and membership  # fmt: skip
+STEPS = {  # a mutation → its statements and arguments (b: the receipt block, collector, device)
     "household.create": lambda u, b: [("household", (u.household_id, u.village_code, u.household_no, u.address,
         *S(PHONE, u.phone), u.members[0].person_id)), *(s for x in u.members for s in J(u, x))],
     "member.create": lambda u, b: J(u, u.member),
     "household.update": lambda u, b: [("household_update", (u.household_id, u.household_no, u.address,
-                                                             *S(PHONE, u.phone)))],
+        *S(PHONE, u.phone)))],
     "member.update": lambda u, b: [("person_update", (u.person_id, u.name, *S(PHONE, u.phone))), *[("relation", (
         u.person_id, u.household_id, u.relation, u.former_head_relation or "other"))] * bool(u.relation)],
     "member.move": lambda u, b: [("move", (u.person_id, u.to_household_id, u.relation))],
@@ -44,7 +40,7 @@ STEPS: dict[str, Any] = {
 
 
 @post("/push", status_code=200)
-async def push(request: Request[Any, Any, Any]) -> dict[str, int]:
+async def push(request: Request) -> dict[str, int]:
     env = msgspec.msgpack.decode(await request.body(), type=m.PushRequest)
     async with POOL[0].acquire() as conn, conn.transaction():
         row = await conn.fetchrow("SELECT id, collector_id FROM receipt_blocks WHERE device_id = $1", env.device_id)
@@ -56,7 +52,7 @@ async def push(request: Request[Any, Any, Any]) -> dict[str, int]:
 
 
 @post("/pull", status_code=200)
-async def pull(data: dict[str, Any]) -> Response[bytes]:
+async def pull(data: dict) -> Response[bytes]:
     rows = await POOL[0].fetch(Q["pull"], data["township"], data["after"], data["limit"])
     page = b",".join(r["row"].encode() for r in rows if r["row"] is not None)
     return Response(b'{"after":%d,"rows":[%s]}' % (rows[-1]["id"] if rows else data["after"], page))
