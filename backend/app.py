@@ -32,7 +32,7 @@ from backend.guards import provide_actor
 from backend.i18n.middleware import negotiated
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
-from backend.replicas import Replicas, commit_header, parse_dsns, provide_reads
+from backend.replicas import Replicas, commit_header, parse_dsns, provide_fresh_reads, provide_reads
 from backend.timeouts import request_timeout
 
 log = logging.getLogger("canbao.app")
@@ -199,6 +199,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True)
         dependencies={
             "tx": Provide(provide_tx),
             "reads": Provide(provide_reads),
+            "fresh_reads": Provide(provide_fresh_reads),
             "actor": Provide(provide_actor, sync_to_thread=False),
         },
         exception_handlers=exception_handlers,

@@ -12,4 +12,6 @@ from backend.db import Connection
 Tx: TypeAlias = NamedDependency[Connection]  # provided as `tx`: one transaction per request
 # provided as `reads`: for reads that may lag, a caught-up replica's connection, else `tx` (backend.replicas)
 Reads: TypeAlias = NamedDependency[Connection]
+# provided as `fresh_reads`: as `reads`, the replica having replayed all the primary had committed (a resident's)
+FreshReads: TypeAlias = NamedDependency[Connection]
 CurrentActor: TypeAlias = NamedDependency[Actor]  # provided as `actor`: who is calling

@@ -9,6 +9,19 @@ read that names a position (`Canbao-Read-After`, for clients that go through sev
 or whose actor wrote lately goes to a replica only once its `pg_last_wal_replay_lsn()` has reached
 that position — waiting up to `WAIT_S`, else it reads on the primary. Without replicas nothing of
 this runs: no extra query after writes.
+
+Which reads: FHIR eligibility and Coverage search (`reads`); the staff's reports — the 应保尽保
+report, its trend, the roster, collections, subsidised persons not enrolled — through the API and
+the console (`reads`); a resident's coverage through the API and the /r/ page (`fresh_reads`).
+
+The console's pages run the services in-process, in the same requests: a page that wrote remembers
+its position for the user like the API does, and also answers it in a short-lived cookie
+(`READ_AFTER_COOKIE`, `REMEMBER_S`), read like the header, so the next page sees the write whichever
+app process or instance serves it. A resident writes nothing that their page shows (a payment or an
+enrolment is a clerk's or a tablet's): `fresh_reads` asks the primary for its position when the
+read begins, so a replica answers only once it has replayed everything committed before — the
+payment made at the counter a minute ago included — at the price of one trivial query on the
+primary; the resident's audit row is written there anyway.
 """
 
 from __future__ import annotations
@@ -18,12 +31,13 @@ import itertools
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
 from litestar import Request
-from litestar.datastructures import State
+from litestar.datastructures import Cookie, State
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +46,7 @@ from backend.deps import Tx
 
 COMMIT_HEADER = "Canbao-Commit-LSN"
 READ_AFTER_HEADER = "Canbao-Read-After"
+READ_AFTER_COOKIE = "canbao_read_after"  # the console's: the last write's position, for REMEMBER_S
 WAIT_S = 0.5  # how long a read waits for a replica to replay the caller's last write
 POLL_S = 0.02
 REMEMBER_S = 60.0  # an actor's last write sends its reads to caught-up replicas for this long
@@ -95,12 +110,21 @@ async def caught_up(conn: Connection, lsn: str | None, wait_s: float = WAIT_S) -
         await asyncio.sleep(POLL_S)
 
 
+def read_after_cookie_name(secure: bool) -> str:
+    """Behind TLS `__Host-` prefixed, as the console's session cookie (backend.web.session)."""
+    return f"__Host-{READ_AFTER_COOKIE}" if secure else READ_AFTER_COOKIE
+
+
 def _needed(request: Request[Any, Any, Any], replicas: Replicas) -> str | None:
-    """The position a read must see: the request's header, the actor's last write, the later."""
+    """The position a read must see: the request's header or cookie, the actor's last write, the latest."""
     wanted: list[str] = []
-    header = request.headers.get(READ_AFTER_HEADER.lower())
-    if header is not None and _LSN.match(header.strip()):
-        wanted.append(header.strip())
+    secure = bool(getattr(getattr(request.app.state, "settings", None), "cookie_secure", False))
+    for given in (
+        request.headers.get(READ_AFTER_HEADER.lower()),
+        request.cookies.get(read_after_cookie_name(secure), "").replace("-", "/") or None,
+    ):
+        if given is not None and _LSN.match(given.strip()):
+            wanted.append(given.strip())
     actor = request.scope.get("user")
     actor_id = getattr(actor, "id", None)
     if isinstance(actor_id, UUID) and (written := replicas.written_by(actor_id)) is not None:
@@ -108,9 +132,10 @@ def _needed(request: Request[Any, Any, Any], replicas: Replicas) -> str | None:
     return max(wanted, key=lsn_value) if wanted else None
 
 
-async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -> AsyncGenerator[Connection, None]:
-    """The connection a lagging read may use: a caught-up replica's, in a read-only transaction, or
-    the request's own (`tx`, the primary) when there is no replica, none answers or none caught up."""
+@asynccontextmanager
+async def _reads(
+    state: State, request: Request[Any, Any, Any], tx: Connection, *, fresh: bool
+) -> AsyncIterator[Connection]:
     # A read route's own writes (its audit row) need no read-your-writes: no position is asked for.
     request.scope[_READ_KEY] = True  # type: ignore[literal-required]
     replicas: Replicas | None = getattr(state, "replicas", None)
@@ -118,6 +143,10 @@ async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -
     if replicas is None or pool is None:
         yield tx
         return
+    needed = _needed(request, replicas)
+    if fresh:  # everything committed on the primary before this read began
+        now: str = await tx.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        needed = now if needed is None else max(needed, now, key=lsn_value)
     try:
         conn = await pool.acquire(timeout=1)
     except (OSError, TimeoutError, Exception):  # a replica down is not the request's failure
@@ -125,7 +154,7 @@ async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -
         return
     try:
         try:
-            ready = await caught_up(conn, _needed(request, replicas))
+            ready = await caught_up(conn, needed)
         except (OSError, Exception):
             ready = False
         if not ready:
@@ -135,6 +164,21 @@ async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -
             yield conn
     finally:
         await pool.release(conn)
+
+
+async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -> AsyncGenerator[Connection, None]:
+    """The connection a lagging read may use: a caught-up replica's, in a read-only transaction, or
+    the request's own (`tx`, the primary) when there is no replica, none answers or none caught up."""
+    async with _reads(state, request, tx, fresh=False) as conn:
+        yield conn
+
+
+async def provide_fresh_reads(
+    state: State, request: Request[Any, Any, Any], tx: Tx
+) -> AsyncGenerator[Connection, None]:
+    """As `provide_reads`, the replica having replayed all the primary had written when the read began."""
+    async with _reads(state, request, tx, fresh=True) as conn:
+        yield conn
 
 
 async def after_commit(request: Request[Any, Any, Any], conn: Connection) -> None:
@@ -150,6 +194,24 @@ async def after_commit(request: Request[Any, Any, Any], conn: Connection) -> Non
     actor_id = getattr(request.scope.get("user"), "id", None)
     if isinstance(actor_id, UUID):
         replicas.remember(actor_id, lsn)
+
+
+def read_after_cookie(scope: Scope, secure: bool) -> tuple[bytes, bytes] | None:
+    """For a console page whose request wrote: the cookie that carries its position to the next
+    pages (`READ_AFTER_COOKIE`; `0-16B3F28`, a cookie's value keeps no slash unquoted)."""
+    lsn = scope.get(_SCOPE_KEY)
+    if not isinstance(lsn, str):
+        return None
+    cookie = Cookie(
+        key=read_after_cookie_name(secure),
+        value=lsn.replace("/", "-"),
+        path="/",
+        max_age=int(REMEMBER_S),
+        httponly=True,
+        samesite="strict",
+        secure=secure,
+    )
+    return cookie.to_encoded_header()
 
 
 def commit_header(app: ASGIApp) -> ASGIApp:

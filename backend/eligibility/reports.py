@@ -112,12 +112,22 @@ async def unenrolled_file(
 
 
 async def subsidised_not_enrolled(
-    conn: Connection, actor: Actor, year: int, on: date, after: str | None, limit: int
+    conn: Connection,
+    actor: Actor,
+    year: int,
+    on: date,
+    after: str | None,
+    limit: int,
+    *,
+    reads: Connection | None = None,
 ) -> UnenrolledPage:
     """The first people a township must visit: subsidised, and not enrolled for `year`; `after` is
-    the `next_cursor` of the page before."""
+    the `next_cursor` of the page before. Read on `reads` when given (a replica, backend.replicas);
+    the audit row written on `conn`."""
     after_hash = None if after is None else cursor.decode(after)
-    rows = await conn.fetch(Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after_hash, limit + 1)
+    rows = await (reads or conn).fetch(
+        Q["subsidised_not_enrolled"], *scope_args(actor), year, on, after_hash, limit + 1
+    )
     keyring = crypto.keys()
     items = [
         Unenrolled(

@@ -20,7 +20,7 @@ from backend.actor import Role
 from backend.api_docs.openapi import RAISES
 from backend.clock import local_today
 from backend.config import Settings
-from backend.deps import CurrentActor, Tx
+from backend.deps import CurrentActor, Reads, Tx
 from backend.eligibility import check, claims, cursor, lists
 from backend.eligibility import reports as list_reports
 from backend.eligibility.check import CheckRequest, EligibilityAnswer
@@ -273,6 +273,7 @@ class EligibilityReportController(Controller):
     async def subsidised_not_enrolled(
         self,
         tx: Tx,
+        reads: Reads,
         actor: CurrentActor,
         state: State,
         year: YearQuery,
@@ -300,10 +301,10 @@ class EligibilityReportController(Controller):
                 settings=state.settings,
             )
             return Response(job, status_code=202, headers={"Location": job.href})
-        page = await list_reports.subsidised_not_enrolled(tx, actor, year, on, after, limit)
+        page = await list_reports.subsidised_not_enrolled(tx, actor, year, on, after, limit, reads=reads)
         if format == "json":
             return Response(page)
-        body = await list_reports.unenrolled_file(tx, actor, year, on, page.items, format, column_headers, encoding)
+        body = await list_reports.unenrolled_file(reads, actor, year, on, page.items, format, column_headers, encoding)
         return Response(
             body,
             media_type=reports.response_media_type(format),

@@ -88,12 +88,20 @@ def rate(enrolled: int, persons: int) -> str:
 
 
 async def coverage_report(
-    conn: Connection, actor: Actor, year: int, level: Level, on: date | None = None
+    conn: Connection,
+    actor: Actor,
+    year: int,
+    level: Level,
+    on: date | None = None,
+    *,
+    reads: Connection | None = None,
 ) -> CoverageReport:
-    """`on`: the date whose civil-affairs lists count (default: today in the default time zone)."""
+    """`on`: the date whose civil-affairs lists count (default: today in the default time zone).
+    Read on `reads` when given (a replica, backend.replicas); the audit row written on `conn`."""
     on = on if on is not None else local_today("Asia/Shanghai")
+    reads = reads or conn
     low, high = scope_args(actor)
-    names = {r["code"]: (r["name"], r["level"]) for r in await conn.fetch(Q["division_names"], low, high)}
+    names = {r["code"]: (r["name"], r["level"]) for r in await reads.fetch(Q["division_names"], low, high)}
     width = LEVEL_PREFIX[level]
     totals: dict[str, list[int]] = {}
     # Every division of the level in scope appears, with zeros where nobody is registered yet.
@@ -104,16 +112,16 @@ async def coverage_report(
     # prepared statement's generic plan guesses a few hundred households for any). Until the
     # transaction ends, or reset below. The counts are summed from the summary the facts' triggers
     # keep (`coverage_tallies`): a few rows per village, whatever the persons.
-    await conn.execute(Q["plan_each_run"])
-    for r in await conn.fetch(Q["coverage_by_village"], low, high, year):
+    await reads.execute(Q["plan_each_run"])
+    for r in await reads.fetch(Q["coverage_by_village"], low, high, year):
         key = r["village_code"][:width].ljust(12, "0")
         counts = totals.setdefault(key, [0, 0, 0, 0])
         counts[0] += r["persons"]
         counts[1] += r["funded"]
         counts[2] += r["registered_unpaid"]
         counts[3] += r["confirmed"]
-    lists = await eligibility.denominator_adjustments(conn, actor, year, on)
-    await conn.execute(Q["plan_cached"])
+    lists = await eligibility.denominator_adjustments(reads, actor, year, on)
+    await reads.execute(Q["plan_cached"])
     for code, (roster_only, excluded) in lists.by_division.items():
         counts = totals.setdefault(code[:width].ljust(12, "0"), [0, 0, 0, 0])
         counts[0] += roster_only - excluded
@@ -161,7 +169,7 @@ async def coverage_report(
         roster_loaded=lists.roster_loaded,
         denominator=denominator,
         as_of=on,
-        place=await tables.place(conn, actor),
+        place=await tables.place(reads, actor),
     )
 
 

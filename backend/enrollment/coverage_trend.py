@@ -83,17 +83,21 @@ async def coverage_trend(
     today: date,
     level: Level | None = None,
     report: CoverageReport | None = None,
+    *,
+    reads: Connection | None = None,
 ) -> CoverageTrend:
     """The trend of the caller's scope, per division of `level` (default: a district's townships, a
     township's villages). `report`: the coverage report of the same year and level when the caller
-    has it already (the dashboard), else it is made here (today's denominator)."""
+    has it already (the dashboard), else it is made here (today's denominator). Read on `reads` when
+    given (a replica, backend.replicas); the audit rows written on `conn`."""
+    reads = reads or conn
     level = level or DEFAULT_LEVEL.get(actor.scope.level, "township")
     if report is None:
-        report = await coverage_report(conn, actor, year, level, today)
+        report = await coverage_report(conn, actor, year, level, today, reads=reads)
     assert report.level == level and report.coverage_year == year, "the report of the same year and level"
     last_day = min(today, date(year, 12, 31))
     low, high = scope_args(actor)
-    rows = await conn.fetch(Q["funded_by_week"], low, high, year, LEVEL_PREFIX[level], last_day)
+    rows = await reads.fetch(Q["funded_by_week"], low, high, year, LEVEL_PREFIX[level], last_day)
     weeks: list[date] = []
     if rows:
         first, last = min(r["week"] for r in rows), week_start(last_day)

@@ -200,16 +200,19 @@ async def enrolment_roster(
     status: str | None = None,
     after: str | None = None,
     limit: int = 1000,
+    reads: Connection | None = None,
 ) -> RosterPage:
     """A page of the roster of `year` in the caller's scope, by village, household and person;
-    `after` is the `next_cursor` of the page before; `on` is today (the policy in force)."""
+    `after` is the `next_cursor` of the page before; `on` is today (the policy in force). Read on
+    `reads` when given (a replica, backend.replicas); the audit row written on `conn`."""
+    reads = reads or conn
     key: tuple[object, ...] = (None,) * 5 if after is None else decode_cursor(after)
-    await conn.execute(Q["plan_each_run"])
-    rows = await conn.fetch(Q["enrolment_roster"], *scope_args(actor), year, status, village_code, *key, limit + 1)
-    await conn.execute(Q["plan_cached"])
+    await reads.execute(Q["plan_each_run"])
+    rows = await reads.fetch(Q["enrolment_roster"], *scope_args(actor), year, status, village_code, *key, limit + 1)
+    await reads.execute(Q["plan_cached"])
     page = rows[:limit]
     covered = [r["person_id"] for r in page if r["status"] in FUNDED and r["coverage_start"] is not None]
-    years = await continuity.roster_years(conn, list({r["person_id"] for r in page}), covered, year, on)
+    years = await continuity.roster_years(reads, list({r["person_id"] for r in page}), covered, year, on)
     keyring = crypto.keys()
     items = []
     for r in page:

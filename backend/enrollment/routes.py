@@ -18,7 +18,7 @@ from backend.actor import STAFF_ROLES, Role
 from backend.audit import service as audit_service
 from backend.audit.service import AuditPage
 from backend.clock import local_today
-from backend.deps import CurrentActor, Tx
+from backend.deps import CurrentActor, Reads, Tx
 from backend.enrollment import (
     coverage_report,
     coverage_trend,
@@ -428,6 +428,7 @@ class ReportController(Controller):
     async def coverage(
         self,
         tx: Tx,
+        reads: Reads,
         actor: CurrentActor,
         state: State,
         year: YearQuery,
@@ -452,7 +453,8 @@ class ReportController(Controller):
                 settings=state.settings,
             )
             return Response(job, status_code=202, headers={"Location": job.href})
-        report = await coverage_report.coverage_report(tx, actor, year, level, local_today(state.settings.timezone))
+        today = local_today(state.settings.timezone)
+        report = await coverage_report.coverage_report(tx, actor, year, level, today, reads=reads)
         if format == "json":
             return Response(report)
         return Response(
@@ -475,6 +477,7 @@ class ReportController(Controller):
     async def coverage_over_time(
         self,
         tx: Tx,
+        reads: Reads,
         actor: CurrentActor,
         state: State,
         year: YearQuery,
@@ -484,7 +487,7 @@ class ReportController(Controller):
         encoding: reports.EncodingQuery = "utf-8",
     ) -> Response[Any]:
         today = local_today(state.settings.timezone)
-        trend = await coverage_trend.coverage_trend(tx, actor, year, today, level)
+        trend = await coverage_trend.coverage_trend(tx, actor, year, today, level, reads=reads)
         if format == "json":
             return Response(trend)
         return Response(
@@ -507,6 +510,7 @@ class ReportController(Controller):
     async def enrolment_roster(
         self,
         tx: Tx,
+        reads: Reads,
         actor: CurrentActor,
         state: State,
         year: YearQuery,
@@ -544,11 +548,11 @@ class ReportController(Controller):
             )
             return Response(job, status_code=202, headers={"Location": job.href})
         page = await roster.enrolment_roster(
-            tx, actor, year, today, village_code=village_code, status=status, after=after, limit=limit
+            tx, actor, year, today, village_code=village_code, status=status, after=after, limit=limit, reads=reads
         )
         if format == "json":
             return Response(page)
-        body = await roster.roster_file(tx, actor, year, today, page.items, format, column_headers, encoding)
+        body = await roster.roster_file(reads, actor, year, today, page.items, format, column_headers, encoding)
         return Response(
             body,
             media_type=reports.response_media_type(format),

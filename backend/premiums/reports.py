@@ -68,17 +68,19 @@ class CollectionsReport(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def collections(
-    conn: Connection, actor: Actor, group: Group, date_from: date, date_to: date
+    conn: Connection, actor: Actor, group: Group, date_from: date, date_to: date, *, reads: Connection | None = None
 ) -> CollectionsReport:
+    """Read on `reads` when given (a replica, backend.replicas); the audit row written on `conn`."""
     if date_to < date_from:
         raise InvalidInput("to", "must not be before from")
+    reads = reads or conn
     rows = []
-    found = await conn.fetch(Q["collections_report"], *scope_args(actor), date_from, date_to, group)
+    found = await reads.fetch(Q["collections_report"], *scope_args(actor), date_from, date_to, group)
     keys = [r["key"] for r in found]
     names = (
-        await tables.division_names(conn, keys)
+        await tables.division_names(reads, keys)
         if group == "township"
-        else await tables.user_names(conn, keys)
+        else await tables.user_names(reads, keys)
         if group == "collector"
         else {}
     )
@@ -106,7 +108,7 @@ async def collections(
         division_code=actor.scope.division_code,
         summary={"group": group, "from": date_from.isoformat(), "to": date_to.isoformat()},
     )
-    place = await tables.place(conn, actor)
+    place = await tables.place(reads, actor)
     return CollectionsReport(group=group, date_from=date_from, date_to=date_to, rows=rows, place=place)
 
 

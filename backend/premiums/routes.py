@@ -20,7 +20,7 @@ from backend.actor import Role
 from backend.api_docs.openapi import RAISES
 from backend.clock import local_today
 from backend.config import Settings
-from backend.deps import CurrentActor, Tx
+from backend.deps import CurrentActor, Reads, Tx
 from backend.guards import require_roles
 from backend.jobs import service as jobs
 from backend.jobs.service import Job
@@ -224,6 +224,7 @@ class CollectionReportController(Controller):
     async def collections(
         self,
         tx: Tx,
+        reads: Reads,
         actor: CurrentActor,
         date_from: Annotated[date, QueryParameter(name="from")],
         date_to: Annotated[date, QueryParameter(name="to")],
@@ -232,7 +233,7 @@ class CollectionReportController(Controller):
         column_headers: tables.HeadersQuery = "names",
         encoding: tables.EncodingQuery = "utf-8",
     ) -> Response[reports.CollectionsReport | bytes]:
-        report = await reports.collections(tx, actor, group, date_from, date_to)
+        report = await reports.collections(tx, actor, group, date_from, date_to, reads=reads)
         if format == "json":
             return Response(report)
         body = reports.collections_file(report, format, column_headers, encoding)

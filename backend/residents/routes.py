@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.clock import local_today
-from backend.deps import CurrentActor, Tx
+from backend.deps import CurrentActor, FreshReads, Tx
 from backend.guards import require_kind
 from backend.premiums import receipts
 from backend.premiums.receipts import HouseholdPayments
@@ -52,9 +52,11 @@ class ResidentController(Controller):
         guards=[RESIDENTS],
         summary="Your household's enrolment, cover, subsidy and payments for a year, member by member",
     )
-    async def coverage(self, tx: Tx, actor: CurrentActor, state: State, year: OptionalYear = None) -> HouseholdCoverage:
+    async def coverage(
+        self, tx: Tx, fresh_reads: FreshReads, actor: CurrentActor, state: State, year: OptionalYear = None
+    ) -> HouseholdCoverage:
         today = local_today(state.settings.timezone)
-        return await service.coverage(tx, actor, year or today.year, today)
+        return await service.coverage(tx, actor, year or today.year, today, reads=fresh_reads)
 
     @get("/payments", guards=[RESIDENTS], summary="Your household's payments (all years, or `year`'s)")
     async def payments(self, tx: Tx, actor: CurrentActor, year: OptionalYear = None) -> HouseholdPayments:

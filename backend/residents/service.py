@@ -353,29 +353,33 @@ def money_picture(premium_fen: int, subsidy_fen: int, paid_fen: int) -> Money:
     )
 
 
-async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> HouseholdCoverage:
-
+async def coverage(
+    conn: Connection, actor: Actor, year: int, today: date, *, reads: Connection | None = None
+) -> HouseholdCoverage:
+    """The household's year as its resident reads it. Read on `reads` when given (a replica that has
+    replayed what the primary had committed, backend.replicas); the audit row written on `conn`."""
+    reads = reads or conn
     if actor.kind != "resident" or actor.household_id is None:
         raise NotFound()
     household_id = actor.household_id
-    household = await conn.fetchrow(Q["household"], household_id)
+    household = await reads.fetchrow(Q["household"], household_id)
     if household is None:
         raise NotFound()
-    rows = await conn.fetch(Q["members_coverage"], household_id, year)
-    dues = await eligibility.subsidies(conn, [r["person_id"] for r in rows], year, today)
-    paid = await paid_for(conn, household_id, [r["person_id"] for r in rows], year)
-    receipts = {r["person_id"]: r for r in await conn.fetch(Q["last_receipts"], household_id, year)}
-    runs = await continuity_of(conn, [r["person_id"] for r in rows], year, today)
+    rows = await reads.fetch(Q["members_coverage"], household_id, year)
+    dues = await eligibility.subsidies(reads, [r["person_id"] for r in rows], year, today)
+    paid = await paid_for(reads, household_id, [r["person_id"] for r in rows], year)
+    receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
+    runs = await continuity_of(reads, [r["person_id"] for r in rows], year, today)
     covered = [
         r["person_id"]
         for r in rows
         if r["status"] in explain.HISTORY_FUNDED
         or (r["status"] in (None, "cancelled") and r["history_status"] in explain.HISTORY_FUNDED)
     ]
-    ceiling_of = await ceilings(conn, covered, year, today)
+    ceiling_of = await ceilings(reads, covered, year, today)
     early = {
         r["person_id"]: r
-        for r in await conn.fetch(Q["next_year_cover_in_force"], [r["person_id"] for r in rows], year, today)
+        for r in await reads.fetch(Q["next_year_cover_in_force"], [r["person_id"] for r in rows], year, today)
     }
     keyring = crypto.keys()
     members = []
@@ -458,7 +462,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         )
     # The household's year over the enrolments live in it now; what is paid for them whichever
     # household paid (the money follows the enrolment), with what its own payments left over.
-    totals = await household_totals(conn, household_id, year)
+    totals = await household_totals(reads, household_id, year)
     subsidy_total = totals.subsidy_fen
     due_total = totals.premium_fen - subsidy_total
     money = HouseholdMoney(due_fen=due_total, paid_fen=totals.paid_fen, balance_fen=due_total - totals.paid_fen)
@@ -473,7 +477,7 @@ async def coverage(conn: Connection, actor: Actor, year: int, today: date) -> Ho
         summary={"year": year, "members": len(members)},
     )
     balance, refund = max(money.balance_fen, 0), max(-money.balance_fen, 0)
-    version = await policy.in_force(conn, year, today)
+    version = await policy.in_force(reads, year, today)
     benefits = version.rules.benefits if version is not None else None
     return HouseholdCoverage(
         household_id=household_id,

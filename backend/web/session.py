@@ -42,6 +42,7 @@ from backend.auth.tokens import AccessClaims, SigningKey, decode_access
 from backend.config import Settings
 from backend.errors import DomainError
 from backend.i18n import _
+from backend.replicas import read_after_cookie
 
 SESSION_SCOPE_KEY = "canbao_console"  # where the middleware leaves the ConsoleSession in the ASGI scope
 CSRF_FIELD = "_csrf"
@@ -277,7 +278,13 @@ def console_session(app: ASGIApp) -> ASGIApp:
         async def send_with_session(message: Message) -> None:
             if message["type"] == "http.response.start":
                 cookie = cleared_cookie(settings) if session.ended else session_cookie(settings, seal(key, renewed))
-                message["headers"] = [*message.get("headers", []), cookie.to_encoded_header()]
+                # A page that wrote: the next pages read a replica only once it has this write.
+                read_after = read_after_cookie(scope, settings.cookie_secure)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    cookie.to_encoded_header(),
+                    *([read_after] if read_after is not None else []),
+                ]
             await send_with_headers(message)
 
         await app(scope, receive, send_with_session)

@@ -17,7 +17,7 @@ from litestar.response import Template
 from backend import i18n
 from backend.actor import Role
 from backend.clock import local_today
-from backend.deps import CurrentActor, Tx
+from backend.deps import CurrentActor, Reads, Tx
 from backend.enrollment import coverage_report, coverage_trend, enrollments
 from backend.i18n import _
 from backend.premiums import adjustments
@@ -54,11 +54,14 @@ def trend_context(trend: coverage_trend.CoverageTrend) -> dict[str, Any]:
 
 
 @get("/", include_in_schema=False)
-async def dashboard(tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]) -> Template:
+async def dashboard(
+    tx: Tx, reads: Reads, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+) -> Template:
+    """The scope's reports read on a replica that has the user's own writes (backend.replicas)."""
     today = local_today(state.settings.timezone)
     year = today.year
     level = "village" if actor.scope.level == "township" else "township"
-    report = await coverage_report.coverage_report(tx, actor, year, level, today)  # type: ignore[arg-type]
+    report = await coverage_report.coverage_report(tx, actor, year, level, today, reads=reads)  # type: ignore[arg-type]
     title = (
         _("Funded rate by village, {year}", year=year)
         if level == "village"
@@ -72,9 +75,11 @@ async def dashboard(tx: Tx, actor: CurrentActor, state: State, request: Request[
         "chart": markup(coverage_chart(report, title)),
     }
     if actor.scope.level == "township":  # a township's villages over time (the district's: /console/district)
-        context.update(trend_context(await coverage_trend.coverage_trend(tx, actor, year, today, "village", report)))
+        context.update(
+            trend_context(await coverage_trend.coverage_trend(tx, actor, year, today, "village", report, reads=reads))
+        )
     if actor.role == Role.TOWNSHIP_REVIEWER:
-        collected = await premium_reports.collections(tx, actor, "collector", today, today)
+        collected = await premium_reports.collections(tx, actor, "collector", today, today, reads=reads)
         to_confirm = 0
         for status in ("paid", "subsidised"):
             found = await enrollments.queue(

@@ -15,7 +15,7 @@ from litestar.response import Template
 from backend import reports as tables
 from backend.actor import Role
 from backend.clock import local_today
-from backend.deps import CurrentActor, Tx
+from backend.deps import CurrentActor, Reads, Tx
 from backend.enrollment import coverage_report, coverage_trend, roster
 from backend.errors import InvalidInput
 from backend.guards import require_roles
@@ -58,35 +58,37 @@ async def reports_page(actor: CurrentActor, state: State, request: Request[Any, 
 
 
 @get("/reports/coverage", include_in_schema=False)
-async def coverage_file(tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def coverage_file(
+    tx: Tx, reads: Reads, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+) -> Response[bytes]:
     today = local_today(state.settings.timezone)
     raw_year = request.query_params.get("year", "")
     year = int(raw_year) if raw_year.isdigit() and len(raw_year) == 4 else today.year
     level = request.query_params.get("level")
     level = level if level in LEVELS else "village"
     format = _format(request)
-    report = await coverage_report.coverage_report(tx, actor, year, level, today)  # type: ignore[arg-type]
+    report = await coverage_report.coverage_report(tx, actor, year, level, today, reads=reads)  # type: ignore[arg-type]
     body = coverage_report.report_file(report, format, "names", "utf-8")
     return _file(body, format, f"coverage-{year}-{level}.{format}")
 
 
 @get("/reports/coverage-trend", include_in_schema=False)
 async def coverage_trend_file(
-    tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+    tx: Tx, reads: Reads, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     """The rate over time of the caller's scope, as `GET /reports/coverage/trend?format=` answers it."""
     today = local_today(state.settings.timezone)
     raw_year = request.query_params.get("year", "")
     year = int(raw_year) if raw_year.isdigit() and len(raw_year) == 4 else today.year
     format = _format(request)
-    trend = await coverage_trend.coverage_trend(tx, actor, year, today)
+    trend = await coverage_trend.coverage_trend(tx, actor, year, today, reads=reads)
     body = coverage_trend.report_file(trend, format, "names", "utf-8")
     return _file(body, format, f"coverage-trend-{year}-{trend.level}.{format}")
 
 
 @get("/reports/collections", guards=[COLLECTION_READERS], include_in_schema=False)
 async def collections_file(
-    tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+    tx: Tx, reads: Reads, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
 ) -> Response[bytes]:
     today = local_today(state.settings.timezone)
     date_to = parse_day(request.query_params.get("to"), today)
@@ -94,7 +96,7 @@ async def collections_file(
     group = request.query_params.get("group")
     group = group if group in GROUPS else "collector"
     format = _format(request)
-    report = await premium_reports.collections(tx, actor, group, date_from, date_to)  # type: ignore[arg-type]
+    report = await premium_reports.collections(tx, actor, group, date_from, date_to, reads=reads)  # type: ignore[arg-type]
     body = premium_reports.collections_file(report, format, "names", "utf-8")
     return _file(body, format, f"collections-{group}-{date_from}-{date_to}.{format}")
 
@@ -110,7 +112,9 @@ class RosterTooLarge(InvalidInput):
 
 
 @get("/reports/enrolment-roster", include_in_schema=False)
-async def roster_file(tx: Tx, actor: CurrentActor, state: State, request: Request[Any, Any, Any]) -> Response[bytes]:
+async def roster_file(
+    tx: Tx, reads: Reads, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+) -> Response[bytes]:
     """参保人员花名册 of the caller's scope (a reviewer's township, the district), as
     `GET /reports/enrolment-roster?format=` answers it, page after page into one file."""
     today = local_today(state.settings.timezone)
@@ -120,7 +124,7 @@ async def roster_file(tx: Tx, actor: CurrentActor, state: State, request: Reques
     items: list[roster.RosterRow] = []
     after: str | None = None
     while True:
-        found = await roster.enrolment_roster(tx, actor, year, today, after=after, limit=ROSTER_PAGE)
+        found = await roster.enrolment_roster(tx, actor, year, today, after=after, limit=ROSTER_PAGE, reads=reads)
         items.extend(found.items)
         if found.next_cursor is None:
             break
@@ -133,7 +137,7 @@ async def roster_file(tx: Tx, actor: CurrentActor, state: State, request: Reques
                 ),
             )
         after = found.next_cursor
-    body = await roster.roster_file(tx, actor, year, today, items, format, "names", "utf-8")
+    body = await roster.roster_file(reads, actor, year, today, items, format, "names", "utf-8")
     return _file(body, format, f"enrolment-roster-{year}.{format}")
 
 

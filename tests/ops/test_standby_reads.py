@@ -1,0 +1,189 @@
+"""Reports and residents' coverage read on a real streaming standby, with read-your-writes (issue 21,
+backend/replicas.py).
+
+The standby is made once for the module from the suite's own server (`backend.tools.standby`:
+pg_basebackup, started beside it on a socket of its own); each test's database reaches it by WAL
+like everything else. Replay is paused (`pg_wal_replay_pause()`) to make the standby lag on
+purpose: a read that answers without a write made meanwhile was read on the standby, and a read that
+must see the write (the writer's own, a resident's after a payment at the counter) shows it although
+the standby has not replayed it — the wait for its position ran out and the primary answered.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from backend import replicas
+from backend.config import Settings
+from backend.tools.standby import Standby, start_standby
+from tests.conftest import PgServer, auth_headers, make_settings
+from tests.factories import ID_NUMBERS
+from tests.premiums.test_payments import (
+    Client,
+    World,
+    http_body,
+    world_fixture,  # noqa: F401 - the `world` fixture
+)
+from tests.residents.test_residents import resident_headers
+from tests.web.helpers import console_login
+from tests.web.test_resident_page import page_login
+
+TODAY = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
+
+
+@pytest.fixture(scope="module")
+def standby(pg_server: PgServer) -> Iterator[Standby]:
+    try:
+        made = start_standby(pg_server.admin_dsn)
+    except Exception as exc:
+        if os.environ.get("CANBAO_TEST_DATABASE_URL"):  # a server elsewhere: no standby of it here
+            pytest.skip(f"no standby of the test server on this machine: {exc}")
+        raise
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+def settings(db_dsn: str, standby: Standby) -> Settings:
+    return make_settings(db_dsn, replica_dsns=standby.dsn(db_dsn))
+
+
+@asynccontextmanager
+async def lagging(admin_db_dsn: str, standby: Standby) -> AsyncIterator[None]:
+    """The standby caught up with the primary, then its replay paused until the block ends."""
+    primary = await asyncpg.connect(admin_db_dsn)
+    replica = await asyncpg.connect(standby.dsn(admin_db_dsn))
+    try:
+        now = await primary.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        assert await replicas.caught_up(replica, now, wait_s=10), "the standby does not replay"
+        await replica.execute("SELECT pg_wal_replay_pause()")
+        yield
+    finally:
+        await replica.execute("SELECT pg_wal_replay_resume()")
+        now = await primary.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        assert await replicas.caught_up(replica, now, wait_s=10)
+        await primary.close()
+        await replica.close()
+
+
+async def funded(client: Client, headers: dict[str, str], **extra: str) -> int:
+    answer = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers={**headers, **extra})
+    assert answer.status_code == 200, answer.text
+    count: int = answer.json()["total"]["funded"]
+    return count
+
+
+async def collected(client: Client, headers: dict[str, str]) -> int:
+    answer = await client.get(
+        "/api/v1/reports/collections", params={"from": TODAY, "to": TODAY, "group": "township"}, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    return sum(row["payments"] for row in answer.json()["rows"])
+
+
+async def test_reports_read_the_standby_and_the_clerk_who_paid_reads_the_payment(
+    client: Client, world: World, admin_db_dsn: str, standby: Standby
+) -> None:
+    staff = await auth_headers(client, "staff_a")
+    reviewer = await auth_headers(client, "reviewer_a")
+    assert await funded(client, staff) == 0
+    async with lagging(admin_db_dsn, standby):
+        paid = await client.post(
+            "/api/v1/payments", json=http_body(world), headers={**staff, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+        )
+        assert paid.status_code == 201, paid.text
+        position = paid.headers[replicas.COMMIT_HEADER.lower()]
+        # The reviewer wrote nothing: the standby answers, without the payment it has not replayed.
+        started = time.monotonic()
+        assert await collected(client, reviewer) == 0
+        assert await funded(client, reviewer) == 0
+        assert time.monotonic() - started < replicas.WAIT_S
+        # The clerk who recorded it reads it: the standby cannot have it, the primary answers.
+        assert await funded(client, staff) == 2
+        # Another app instance knows nothing of the clerk: the position they were given says it.
+        assert await funded(client, reviewer, **{replicas.READ_AFTER_HEADER: position}) == 2
+    assert await collected(client, reviewer) == 1  # replayed (`lagging` waited for it): the standby has it
+
+
+async def test_a_console_page_that_wrote_carries_its_position_to_the_next_pages(
+    client: Client,
+    world: World,
+    admin_db_dsn: str,
+    standby: Standby,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    staff = await auth_headers(client, "staff_a")
+    paid = await client.post(
+        "/api/v1/payments", json=http_body(world), headers={**staff, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+    )
+    assert paid.status_code == 201, paid.text
+    csrf = await console_login(client, "reviewer_a")
+    ids = [str(r["id"]) for r in await conn.fetch("SELECT id FROM enrollments WHERE status = 'paid'")]
+    assert len(ids) == 2
+    async with lagging(admin_db_dsn, standby):
+        before = await client.get("/console/reports/coverage?year=2026&level=township&format=csv")
+        assert before.status_code == 200 and _confirmed(before.text) == 0  # nothing written yet: the standby
+        done = await client.post("/console/enrollments/confirm?year=2026&status=paid", data={"ids": ids, "_csrf": csrf})
+        assert done.status_code == 200, done.text
+        cookie = next(c for c in done.headers.get_list("set-cookie") if c.startswith(replicas.READ_AFTER_COOKIE))
+        assert "Max-Age=60" in cookie and "HttpOnly" in cookie
+        # Another process or instance serves the next page: it knows only what the cookie says.
+        client.app.state.replicas._written.clear()
+        after = await client.get("/console/reports/coverage?year=2026&level=township&format=csv")
+        assert after.status_code == 200 and _confirmed(after.text) == 2
+        client.cookies.delete(replicas.READ_AFTER_COOKIE)
+        stale = await client.get("/console/reports/coverage?year=2026&level=township&format=csv")
+        assert _confirmed(stale.text) == 0  # without it, the lagging standby answers
+
+
+def _confirmed(csv_text: str) -> int:
+    """The `confirmed` count of the township report's total row (the last): code, name, level,
+    persons, funded, registered unpaid, confirmed, …"""
+    total = list(csv.reader(io.StringIO(csv_text.lstrip("\ufeff"))))[-1]
+    assert total[2] == "Total", total
+    return int(total[6])
+
+
+async def test_a_resident_reads_a_payment_made_at_the_counter_though_the_standby_lags(
+    client: Client, world: World, admin_db_dsn: str, standby: Standby
+) -> None:
+    code = world.enrolled["query_code"]
+    resident = await resident_headers(client, ID_NUMBERS[1], "张三", code)
+    assert (await page_login(client, ID_NUMBERS[1], "张三", code)).status_code == 303
+
+    async def paid_fen() -> tuple[int, float]:
+        started = time.monotonic()
+        answer = await client.get("/api/v1/resident/coverage", params={"year": 2026}, headers=resident)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["paid_fen"], time.monotonic() - started
+
+    assert (await paid_fen())[0] == 0
+    assert "A00000001" not in (await client.get("/r/")).text
+    async with lagging(admin_db_dsn, standby):
+        staff = await auth_headers(client, "staff_a")
+        paid = await client.post(
+            "/api/v1/payments", json=http_body(world), headers={**staff, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+        )
+        assert paid.status_code == 201, paid.text
+        # The resident wrote nothing, yet sees the clerk's payment: the standby was asked to reach
+        # the primary's position first, waited for, and the primary answered.
+        fen, seconds = await paid_fen()
+        assert fen == 80000
+        assert seconds >= replicas.WAIT_S  # it was the standby that was asked first
+        page = await client.get("/r/")  # the page reads the same way
+        assert page.status_code == 200 and "A00000001" in page.text, page.text  # the receipt just given
+    fen, seconds = await paid_fen()
+    assert fen == 80000 and seconds < replicas.WAIT_S  # replayed: the standby answers at once
