@@ -119,40 +119,30 @@ def csrf_token(key: SigningKey, session_id: Any) -> str:
     return _b64(_mac(key, b"csrf", str(session_id).encode()))[:32]
 
 
-def session_cookie(settings: Settings, value: str) -> Cookie:
+def page_cookie(settings: Settings, base: str, value: str, max_age: int | None = None) -> Cookie:
+    """A page cookie: HttpOnly, SameSite=Strict, path / (as a `__Host-` cookie must have), Secure behind TLS."""
     return Cookie(
-        key=cookie_name(settings),
+        key=cookie_name(settings, base),
         value=value,
         path="/",
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-    )
-
-
-def cleared_cookie(settings: Settings) -> Cookie:
-    return Cookie(
-        key=cookie_name(settings),
-        value="",
-        path="/",
-        max_age=0,
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-    )
-
-
-def login_csrf_cookie(settings: Settings, value: str, max_age: int | None = None) -> Cookie:
-    """The login form's double-submit token: a cookie and a hidden field that must agree."""
-    return Cookie(
-        key=cookie_name(settings, LOGIN_CSRF_COOKIE),
-        value=value,
-        path="/",  # a __Host- cookie must have the path /
         max_age=max_age,
         httponly=True,
         samesite="strict",
         secure=settings.cookie_secure,
     )
+
+
+def session_cookie(settings: Settings, value: str) -> Cookie:
+    return page_cookie(settings, "canbao_console", value)
+
+
+def cleared_cookie(settings: Settings) -> Cookie:
+    return page_cookie(settings, "canbao_console", "", 0)
+
+
+def login_csrf_cookie(settings: Settings, value: str, max_age: int | None = None) -> Cookie:
+    """The login form's double-submit token: a cookie and a hidden field that must agree."""
+    return page_cookie(settings, LOGIN_CSRF_COOKIE, value, max_age)
 
 
 def new_login_csrf() -> str:
@@ -174,7 +164,7 @@ def _now() -> int:
     return int(time.time())
 
 
-def _cookie(scope: Scope, name: str) -> str | None:
+def read_cookie(scope: Scope, name: str) -> str | None:
     for header_name, value in scope["headers"]:
         if header_name == b"cookie":
             for part in value.decode("latin-1").split(";"):
@@ -184,7 +174,7 @@ def _cookie(scope: Scope, name: str) -> str | None:
     return None
 
 
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
     start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
     end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
     await send(start)
@@ -200,15 +190,15 @@ async def _to_login(scope: Scope, send: Send, settings: Settings, *, expired: bo
     target = (LOGIN_PATH + query).encode()
     headers = [cleared_cookie(settings).to_encoded_header(), *PAGE_HEADERS]
     if any(k == b"hx-request" for k, _v in scope["headers"]):
-        await _respond(send, 200, [(b"hx-redirect", target), *headers])
+        await respond(send, 200, [(b"hx-redirect", target), *headers])
     else:
-        await _respond(send, 303, [(b"location", target), *headers])
+        await respond(send, 303, [(b"location", target), *headers])
 
 
-async def _forbidden(send: Send) -> None:
+async def forbidden(send: Send) -> None:
     """A form without its session's CSRF token: refused before the handler runs."""
     text = _("The form expired: go back, reload the page and send it again.")
-    await _respond(send, 403, [(b"content-type", b"text/plain; charset=utf-8"), *PAGE_HEADERS], text.encode())
+    await respond(send, 403, [(b"content-type", b"text/plain; charset=utf-8"), *PAGE_HEADERS], text.encode())
 
 
 async def _claims(auth: AuthContext, key: SigningKey, payload: Payload) -> tuple[AccessClaims, Payload] | None:
@@ -245,7 +235,7 @@ def console_session(app: ASGIApp) -> ASGIApp:
         if handler is not None and handler.opt.get("console_public"):
             await app(scope, receive, send_with_headers)
             return
-        raw = _cookie(scope, cookie_name(settings))
+        raw = read_cookie(scope, cookie_name(settings))
         payload = unseal(key, raw) if raw else None
         if payload is None:
             await _to_login(scope, send, settings)
@@ -267,8 +257,8 @@ def console_session(app: ASGIApp) -> ASGIApp:
             await _to_login(scope, send, settings, expired=True)
             return
         session = ConsoleSession(username=payload.u, csrf=csrf_token(key, claims.sid), actor=actor)
-        if scope.get("method", "GET") not in SAFE_METHODS and not await _csrf_ok(scope, receive, session.csrf):
-            await _forbidden(send)
+        if scope.get("method", "GET") not in SAFE_METHODS and not await csrf_ok(scope, receive, session.csrf):
+            await forbidden(send)
             return
         scope["user"] = actor
         scope["auth"] = claims
@@ -292,7 +282,7 @@ def console_session(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-async def _csrf_ok(scope: Scope, receive: Receive, expected: str) -> bool:
+async def csrf_ok(scope: Scope, receive: Receive, expected: str) -> bool:
     """The header htmx sends, else the form's hidden field (the parsed form is cached for the handler)."""
     header = next((v.decode("latin-1") for k, v in scope["headers"] if k == CSRF_HEADER.encode()), None)
     if header is not None:

@@ -22,22 +22,30 @@ from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.actor import Actor
 from backend.auth.middleware import resident_actor
 from backend.auth.tokens import SigningKey, decode_access
 from backend.config import Settings
 from backend.errors import DomainError
-from backend.i18n import _
-from backend.web.session import CSRF_FIELD, PAGE_HEADERS, cookie_name, csrf_token
+from backend.web.session import (
+    PAGE_HEADERS,
+    SAFE_METHODS,
+    cookie_name,
+    csrf_ok,
+    csrf_token,
+    forbidden,
+    page_cookie,
+    read_cookie,
+    respond,
+)
 
 RESIDENT_PATH = "/r"
 RESIDENT_LOGIN_PATH = "/r/login"
 RESIDENT_COOKIE = "canbao_resident"
 RESIDENT_LOGIN_CSRF_COOKIE = "canbao_resident_login"
 RESIDENT_SCOPE_KEY = "canbao_resident"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class ResidentPayload(msgspec.Struct, frozen=True):
@@ -72,29 +80,17 @@ def unseal(key: SigningKey, value: str) -> ResidentPayload | None:
         return None
 
 
-def _cookie(settings: Settings, base: str, value: str, max_age: int | None) -> Cookie:
-    return Cookie(
-        key=cookie_name(settings, base),
-        value=value,
-        path="/",  # a __Host- cookie must have the path /
-        max_age=max_age,
-        httponly=True,
-        samesite="strict",
-        secure=settings.cookie_secure,
-    )
-
-
 def session_cookie(settings: Settings, key: SigningKey, token: str, max_age: int) -> Cookie:
-    return _cookie(settings, RESIDENT_COOKIE, seal(key, token), max_age)
+    return page_cookie(settings, RESIDENT_COOKIE, seal(key, token), max_age)
 
 
 def cleared_cookie(settings: Settings) -> Cookie:
-    return _cookie(settings, RESIDENT_COOKIE, "", 0)
+    return page_cookie(settings, RESIDENT_COOKIE, "", 0)
 
 
 def login_csrf_cookie(settings: Settings, value: str, max_age: int | None = None) -> Cookie:
     """The login form's double-submit token: a cookie and a hidden field that must agree."""
-    return _cookie(settings, RESIDENT_LOGIN_CSRF_COOKIE, value, max_age)
+    return page_cookie(settings, RESIDENT_LOGIN_CSRF_COOKIE, value, max_age)
 
 
 def resident_session_of(request: Request[Any, Any, Any]) -> ResidentSession:
@@ -103,37 +99,10 @@ def resident_session_of(request: Request[Any, Any, Any]) -> ResidentSession:
     return found
 
 
-def _read_cookie(scope: Scope, name: str) -> str | None:
-    for header_name, value in scope["headers"]:
-        if header_name == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                k, _eq, v = part.strip().partition("=")
-                if k == name:
-                    return v
-    return None
-
-
-async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
-    start: HTTPResponseStartEvent = {"type": "http.response.start", "status": status, "headers": headers}
-    end: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
-    await send(start)
-    await send(end)
-
-
 async def _to_login(send: Send, settings: Settings, *, expired: bool) -> None:
     target = (RESIDENT_LOGIN_PATH + ("?expired=1" if expired else "")).encode()
     headers = [(b"location", target), cleared_cookie(settings).to_encoded_header(), *PAGE_HEADERS]
-    await _respond(send, 303, headers)
-
-
-async def _csrf_ok(scope: Scope, receive: Receive, expected: str) -> bool:
-    request: Request[Any, Any, Any] = Request(scope, receive)
-    try:
-        form = await request.form()
-    except Exception:  # a body that is no form carries no token
-        return False
-    given = form.get(CSRF_FIELD)
-    return isinstance(given, str) and hmac.compare_digest(given, expected)
+    await respond(send, 303, headers)
 
 
 def resident_session(app: ASGIApp) -> ASGIApp:
@@ -156,7 +125,7 @@ def resident_session(app: ASGIApp) -> ASGIApp:
         if handler is not None and handler.opt.get("resident_public"):
             await app(scope, receive, send_with_headers)
             return
-        raw = _read_cookie(scope, cookie_name(settings, RESIDENT_COOKIE))
+        raw = read_cookie(scope, cookie_name(settings, RESIDENT_COOKIE))
         payload = unseal(key, raw) if raw else None
         if payload is None:
             await _to_login(send, settings, expired=False)
@@ -169,10 +138,8 @@ def resident_session(app: ASGIApp) -> ASGIApp:
             await _to_login(send, settings, expired=True)
             return
         session = ResidentSession(csrf=csrf_token(key, claims.sid), actor=actor)
-        if scope.get("method", "GET") not in SAFE_METHODS and not await _csrf_ok(scope, receive, session.csrf):
-            text = _("The form expired: go back, reload the page and send it again.")
-            headers = [(b"content-type", b"text/plain; charset=utf-8"), *PAGE_HEADERS]
-            await _respond(send, 403, headers, text.encode())
+        if scope.get("method", "GET") not in SAFE_METHODS and not await csrf_ok(scope, receive, session.csrf):
+            await forbidden(send)
             return
         scope["user"] = actor
         scope["auth"] = claims
