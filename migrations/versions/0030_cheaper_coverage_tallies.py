@@ -1,21 +1,24 @@
 """The 应保尽保 summary's upkeep for a fraction of its cost (issue 20 point 2): same figures, same
 transaction, same locks.
 
-Migration 0026's triggers cost about 1–3 ms of PostgreSQL per write statement, and most of it was
+Migration 0026's triggers cost about 1 ms of PostgreSQL per write statement, and most of it was
 planning: `coverage_refresh(ids)` ran one statement of five CTEs whose plan for `= ANY (ids)` is
 costed by the array's length, so PL/pgSQL's plan cache kept making a custom plan (≈ 2 ms) on every
 call instead of reusing one. Now:
 
 - `coverage_now(person)`: what a person adds to the report now (village of their current household
-  if it is active, and their class per year): the one definition, read by both refreshes.
+  if it is active, and their class per year).
 - `coverage_refresh_person(person)`: the refresh of one person in three statements whose plans are
   made once per connection (a key equality costs the same for any key): lock their
   `coverage_persons` row, read what they add now, and only if it changed, keep it and insert the
   difference as deltas. A person not yet counted is inserted with what they add (the insertion is
   the lock: another transaction refreshing them waits at the key, then finds the row).
-- `coverage_refresh(ids)`: the set refresh for large statements (and `coverage_rebuild()`), as in
-  0026 but reading `coverage_now`; `coverage_refresh_some(ids)` takes each person once in id order
-  (two statements refreshing the same persons cannot deadlock) and calls the set refresh above 64.
+- `coverage_refresh_some(ids)`: each person once, in id order (two statements refreshing the same
+  persons cannot deadlock), or 0026's set refresh `coverage_refresh(ids)` above 64 persons, its
+  plan made for the persons at hand (`coverage_rebuild()` uses it: 7 s for 260,000 persons, where
+  the same refresh reading `coverage_now` person by person took 9–14 s). Its query and
+  `coverage_now` say the same thing twice; tests/enrollment/test_coverage_tallies_random.py
+  compares both with the facts.
 - `coverage_facts_changed()`: the same statement triggers, which also pass over changes that cannot
   move a figure: an enrolment inserted or deleted already cancelled, paid ↔ subsidised (funded
   either way), a membership inserted, deleted or changed that is not current before or after.
@@ -136,39 +139,6 @@ def upgrade() -> None:
     END
     $$;
 
-    -- Many persons at once (large statements, coverage_rebuild): as in 0026, reading coverage_now.
-    CREATE OR REPLACE FUNCTION coverage_refresh(ids uuid[]) RETURNS void LANGUAGE plpgsql AS $$
-    BEGIN
-        IF coalesce(cardinality(ids), 0) = 0 THEN
-            RETURN;
-        END IF;
-        INSERT INTO coverage_persons (person_id)
-        SELECT DISTINCT i FROM unnest(ids) AS i WHERE i IS NOT NULL ORDER BY i
-        ON CONFLICT DO NOTHING;
-        -- In one order, so two transactions refreshing the same persons cannot deadlock here. After
-        -- the lock, each statement below reads what the transaction that held it committed.
-        PERFORM 1 FROM coverage_persons WHERE person_id = ANY (ids) ORDER BY person_id FOR UPDATE;
-        WITH changed AS (
-            SELECT c.person_id, n.village_code, n.years, n.classes,
-                   c.village_code AS was_village, c.years AS was_years, c.classes AS was_classes
-            FROM coverage_persons c, coverage_now(c.person_id) AS n
-            WHERE c.person_id = ANY (ids)
-              AND (n.village_code, n.years, n.classes) IS DISTINCT FROM (c.village_code, c.years, c.classes)
-        ), kept AS (
-            UPDATE coverage_persons c
-            SET village_code = ch.village_code, years = ch.years, classes = ch.classes
-            FROM changed ch WHERE c.person_id = ch.person_id
-        )
-        INSERT INTO coverage_tallies (coverage_year, village_code, persons, funded, registered_unpaid, confirmed)
-        SELECT d.coverage_year, d.village_code, sum(d.persons), sum(d.funded), sum(d.registered_unpaid),
-               sum(d.confirmed)
-        FROM changed ch,
-             coverage_deltas(ch.was_village, ch.was_years, ch.was_classes, ch.village_code, ch.years, ch.classes) AS d
-        GROUP BY d.coverage_year, d.village_code
-        HAVING (sum(d.persons), sum(d.funded), sum(d.registered_unpaid), sum(d.confirmed)) <> (0, 0, 0, 0);
-    END
-    $$;
-
     -- Each person once, in id order (as coverage_refresh locks them); the set refresh above 64.
     CREATE FUNCTION coverage_refresh_some(ids uuid[]) RETURNS void LANGUAGE plpgsql AS $$
     DECLARE
@@ -249,81 +219,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     run_sql("""
-    -- 0026's functions as they were.
-    CREATE OR REPLACE FUNCTION coverage_refresh(ids uuid[]) RETURNS void LANGUAGE plpgsql AS $$
-    BEGIN
-        IF coalesce(cardinality(ids), 0) = 0 THEN
-            RETURN;
-        END IF;
-        INSERT INTO coverage_persons (person_id)
-        SELECT DISTINCT i FROM unnest(ids) AS i WHERE i IS NOT NULL ORDER BY i
-        ON CONFLICT DO NOTHING;
-        -- In one order, so two transactions refreshing the same persons cannot deadlock here. After
-        -- the lock, each statement below reads what the transaction that held it committed.
-        PERFORM 1 FROM coverage_persons WHERE person_id = ANY (ids) ORDER BY person_id FOR UPDATE;
-        WITH placed AS (
-            SELECT c.person_id, h.village_code
-            FROM coverage_persons c
-            LEFT JOIN memberships m ON m.person_id = c.person_id AND m.left_at IS NULL
-            LEFT JOIN households h ON h.id = m.household_id AND h.status = 'active'
-            WHERE c.person_id = ANY (ids)
-        ), fresh AS (
-            SELECT pl.person_id, pl.village_code,
-                   coalesce(array_agg(y.coverage_year ORDER BY y.coverage_year)
-                            FILTER (WHERE y.coverage_year IS NOT NULL), '{}') AS years,
-                   coalesce(array_agg(y.class ORDER BY y.coverage_year)
-                            FILTER (WHERE y.coverage_year IS NOT NULL), '{}') AS classes
-            FROM placed pl
-            LEFT JOIN LATERAL (
-                SELECT e.coverage_year,
-                       CASE e.status WHEN 'registered' THEN 'registered_unpaid'
-                                     WHEN 'confirmed' THEN 'confirmed' ELSE 'funded' END AS class
-                FROM enrollments e
-                WHERE e.person_id = pl.person_id AND e.status <> 'cancelled'
-                UNION ALL
-                -- Without a live enrolment, a non-cancelled history year covers it.
-                SELECT eh.coverage_year, 'funded'
-                FROM persons p
-                JOIN enrollment_history eh ON eh.id_number_hash = p.id_number_hash
-                WHERE p.id = pl.person_id AND eh.status <> 'cancelled'
-                  AND NOT EXISTS (SELECT 1 FROM enrollments e
-                                  WHERE e.person_id = p.id AND e.coverage_year = eh.coverage_year
-                                    AND e.status <> 'cancelled')
-            ) AS y ON pl.village_code IS NOT NULL
-            GROUP BY pl.person_id, pl.village_code
-        ), changed AS (
-            SELECT f.*, c.village_code AS old_village, c.years AS old_years, c.classes AS old_classes
-            FROM fresh f JOIN coverage_persons c USING (person_id)
-            WHERE (f.village_code, f.years, f.classes) IS DISTINCT FROM (c.village_code, c.years, c.classes)
-        ), kept AS (
-            UPDATE coverage_persons c
-            SET village_code = ch.village_code, years = ch.years, classes = ch.classes
-            FROM changed ch WHERE c.person_id = ch.person_id
-        ), deltas AS (
-            SELECT village_code, 0 AS coverage_year, 1 AS persons, NULL AS class, 1 AS sign
-            FROM changed WHERE village_code IS NOT NULL
-            UNION ALL
-            SELECT old_village, 0, 1, NULL, -1 FROM changed WHERE old_village IS NOT NULL
-            UNION ALL
-            SELECT ch.village_code, u.year, 0, u.class, 1
-            FROM changed ch, unnest(ch.years, ch.classes) AS u (year, class)
-            UNION ALL
-            SELECT ch.old_village, u.year, 0, u.class, -1
-            FROM changed ch, unnest(ch.old_years, ch.old_classes) AS u (year, class)
-        )
-        INSERT INTO coverage_tallies (coverage_year, village_code, persons, funded, registered_unpaid, confirmed)
-        SELECT * FROM (
-            SELECT coverage_year, village_code, sum(sign * persons) AS persons,
-                   coalesce(sum(sign) FILTER (WHERE class IN ('funded', 'confirmed')), 0) AS funded,
-                   coalesce(sum(sign) FILTER (WHERE class = 'registered_unpaid'), 0) AS registered_unpaid,
-                   coalesce(sum(sign) FILTER (WHERE class = 'confirmed'), 0) AS confirmed
-            FROM deltas
-            GROUP BY coverage_year, village_code
-        ) AS d
-        WHERE (persons, funded, registered_unpaid, confirmed) <> (0, 0, 0, 0);
-    END
-    $$;
-
+    -- 0026's trigger function as it was.
     CREATE OR REPLACE FUNCTION coverage_facts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         ids uuid[];
