@@ -72,7 +72,7 @@ async def known_years(
     """What is known of each person's years up to `year` (one query for all)."""
     if not person_ids:
         return {}
-    rows = await conn.fetch(Q["known_years"], list(person_ids), year, timezone)
+    rows = await conn.fetch(Q["known_years"], list(person_ids), year, timezone, None)
     return {r["person_id"]: _known(r) for r in rows}
 
 
@@ -114,22 +114,19 @@ def person_continuity(known: Known, year: int, count_from_year: int | None = Non
     )
 
 
-async def count_from(conn: Connection, year: int, on: date) -> int | None:
-    """The first year that counts toward continuity in the policy in force for `year` (None: all)."""
-    policy = await policies.in_force(conn, year, on)
-    incentive = policy.rules.serious_illness if policy is not None else None
-    return incentive.count_from_year if incentive is not None else None
-
-
 async def continuity_of(
     conn: Connection, person_ids: Sequence[UUID], year: int, on: date, timezone: str = LOCAL_TIMEZONE
 ) -> dict[UUID, PersonContinuity]:
-    """Each person's continuous years as of `year` (`continuity_as_of`)."""
+    """Each person's continuous years as of `year` (`continuity_as_of`), counted from the first year
+    that counts in the policy in force for `year` on `on` (all years without one)."""
     if not person_ids:
         return {}
-    first = await count_from(conn, year, on)
-    known = await known_years(conn, person_ids, year, timezone)
-    return {p: person_continuity(k, year, first) for p, k in known.items()}
+    # The years and the policy in force in one round trip.
+    rows = await conn.fetch(Q["known_years"], list(person_ids), year, timezone, on)
+    policy = next((r["policy"] for r in rows if r["policy"] is not None), None)
+    incentive = None if policy is None else msgspec.convert(policy, policies.PolicyVersion).rules.serious_illness
+    first = incentive.count_from_year if incentive is not None else None
+    return {r["person_id"]: person_continuity(_known(r), year, first) for r in rows}
 
 
 def reason_words(reason: CeilingReason) -> str:

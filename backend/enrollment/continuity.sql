@@ -5,8 +5,10 @@
 -- (enrollments.sql) reads them for gaps, the year itself included; and the years the person is on
 -- a zero-reimbursement list of the settlement system (the newest loaded version of that year and
 -- scope). $3: the local time zone (a member on 1 January of a year is known uncovered that year
--- unless something shows cover).
-SELECT p.id AS person_id, p.birth_date, ARRAY(
+-- unless something shows cover). With a date $4 (else NULL), on every row the policy version of year
+-- $2 in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none), so that a person's
+-- continuity is one round trip.
+SELECT p.id AS person_id, p.birth_date, policy.version AS policy, ARRAY(
     SELECT coverage_year FROM enrollments
     WHERE person_id = p.id AND coverage_year <= $2
       AND (status IN ('paid', 'subsidised', 'confirmed')
@@ -44,4 +46,13 @@ SELECT p.id AS person_id, p.birth_date, ARRAY(
                           AND w.concerns_year = lv.concerns_year AND w.status = 'loaded')
 ) AS zero_claim_years
 FROM persons p
+LEFT JOIN LATERAL (
+    SELECT to_jsonb(v) AS version FROM policy_versions v
+    WHERE $4::date IS NOT NULL AND v.coverage_year = $2
+    ORDER BY (v.effective_from <= $4) DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.effective_from END DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.version END DESC,
+             v.effective_from, v.version
+    LIMIT 1
+) AS policy ON true
 WHERE p.id = ANY($1::uuid[]);

@@ -371,11 +371,14 @@ async def coverage_inputs(
         if r["policy"] is not None and in_force[r["year"]] is None:
             in_force[r["year"]] = msgspec.convert(r["policy"], policies.PolicyVersion)
     evidence: dict[tuple[UUID, int], list[ExemptionEvidence]] = {}
+    # Evidence is read only for those of whom something can be known (one round trip spared when
+    # nobody is on any list nor has a claim accepted for the year, as most payers).
+    possible = {(r["person_id"], r["year"]) for r in rows if r["evidence_possible"]}
     for year, policy in in_force.items():
         if policy is None:
             continue
         types = {t for g in group_rules(policy.rules.waiting) for t in g.list_types or ()}
-        of_year = [p for p, y in person_years if y == year]
+        of_year = [p for p, y in person_years if y == year and (p, y) in possible]
         for person_id, held in (await eligibility.exemption_evidence(conn, of_year, year, on, types)).items():
             evidence[person_id, year] = held
     return CoverageInputs({(r["person_id"], r["year"]): r for r in rows}, in_force, evidence)

@@ -104,8 +104,14 @@ LIMIT $8;
 --   membership entered in error does not count; the last 30 years), or an imported history year
 --   marked cancelled.
 --   (A year both covered and uncovered is covered; every other year is unknown.)
--- And whether the person's live enrolment for the year was registered as a new university student's.
-SELECT t.person_id, t.year, p.birth_date, policy.version AS policy, EXISTS (
+-- And whether the person's live enrolment for the year was registered as a new university student's,
+-- and whether anything could show the person exempt from waiting (`evidence_possible`: a row of any
+-- list, or a claim accepted for the year; what `eligibility.exemption_evidence` reads is among them).
+SELECT t.person_id, t.year, p.birth_date, policy.version AS policy,
+       EXISTS (SELECT 1 FROM list_entries le WHERE le.id_number_hash = p.id_number_hash)
+       OR EXISTS (SELECT 1 FROM eligibility_claims c
+                  WHERE c.id_number_hash = p.id_number_hash AND c.status = 'accepted' AND c.coverage_year = t.year)
+           AS evidence_possible, EXISTS (
     SELECT 1 FROM enrollments
     WHERE person_id = t.person_id AND coverage_year = t.year AND status <> 'cancelled' AND new_student
 ) AS new_student, ARRAY(

@@ -47,7 +47,11 @@ SELECT * FROM receipt_blocks WHERE device_id = $1;
 -- on each receipt count every payment before it; inserts referencing the household are not held up).
 -- Answers the household (no row if there is none) with each of collector $3's receipt blocks, oldest
 -- first (one row of NULL block columns if they have none).
-WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1))
+-- For the rest of the transaction, statements run on generic plans (`plan_cache_mode`, as a sync push
+-- does): a payment's statements are the same ones keyed by ids every time, and under the default
+-- `lock_collector_and_read` was planned anew at each payment, its planning costing more than its run.
+WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1),
+                                   set_config('plan_cache_mode', 'force_generic_plan', true))
 SELECT h.id AS household_id, h.village_code AS household_village_code, h.status AS household_status, b.*
 FROM locks
 CROSS JOIN households h

@@ -3,6 +3,8 @@ optimistic concurrency, search with identity numbers in the body, moves that kee
 
 from __future__ import annotations
 
+import asyncio
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -10,8 +12,11 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import auth_headers
-from tests.factories import ID_NUMBERS, create_household, insert_person, member
+from backend.enrollment import households
+from backend.enrollment.households import HouseholdCreate, MemberIn
+from tests.conftest import JWT_SECRET, auth_headers
+from tests.factories import ID_NUMBERS, create_household, insert_person, member, publish_policy
+from tests.premiums.test_payments import actor_of
 
 Client = AsyncTestClient[Litestar]
 
@@ -484,3 +489,36 @@ async def test_every_write_answers_the_household_as_it_is_read_back(
     assert [(r["action"], r["division_code"]) for r in audited] == [
         (action, "330106001001") for action in ("create", "add_member", "update_member", "update", "remove_member")
     ]
+
+
+async def test_a_household_registered_and_enrolled_at_the_door_is_five_statements(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """New people: the village and whoever is known already, the household with its persons and
+    memberships, the household for the enrolment, the enrolments with the query code, and the
+    members' continuity with the policy in force (one read for both). They are planned
+    generically until the transaction ends; the connection is as it was after it."""
+    await publish_policy(client, await auth_headers(client, "admin"))
+    actor, today = await actor_of(conn, "staff_a"), date(2025, 10, 8)
+
+    async def register(household_no: str, numbers: list[str]) -> households.HouseholdCreated:
+        heads = ["head"] + ["child"] * (len(numbers) - 1)
+        members = [MemberIn(name="张三", relation=r, id_number=n) for r, n in zip(heads, numbers, strict=True)]
+        data = HouseholdCreate(village_code="330106001001", household_no=household_no, members=members, enrol_year=2026)
+        created = await households.register_household(conn, actor, data, today, JWT_SECRET.encode())
+        return await households.with_continuity(conn, created, today)
+
+    async with conn.transaction():  # (asyncpg reads the types of the statements' columns once)
+        await register("0002", [ID_NUMBERS[3]])
+    statements: list[str] = []
+    conn.add_query_logger(lambda q: statements.append(q.query))
+    async with conn.transaction():
+        created = await register("0001", [ID_NUMBERS[1], ID_NUMBERS[2]])
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    await asyncio.sleep(0)  # (asyncpg calls query loggers soon after, not at once)
+    written = statements[1 : statements.index("SHOW plan_cache_mode")]  # between BEGIN and the SHOW
+    assert [m.enrollment.status for m in created.members if m.enrollment] == ["registered", "registered"]
+    assert created.query_code and all(m.continuity is not None for m in created.members)
+    assert len(written) == 5, written
+    assert await conn.fetchval("SHOW plan_cache_mode") == "auto"

@@ -247,6 +247,29 @@ async def test_payment_pays_the_members_it_covers_and_prints_the_query_code(
     }
 
 
+async def test_a_payment_is_five_statements_on_generic_plans_for_its_own_transaction(
+    conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    """Members on no list and with no claim: the household and its locks, what cover depends on, the
+    block and the enrolments, the collector's lock and its reads, the write; the evidence of an
+    exemption from waiting is not asked for. They are planned generically (the connection's
+    `plan_cache_mode`) until the transaction ends, and the connection is as it was after it."""
+    await pay(conn, world, amount_fen=1)  # (asyncpg reads the types of the statements' columns once)
+    actor = await actor_of(conn, "staff_a")
+    statements: list[str] = []
+    conn.add_query_logger(lambda q: statements.append(q.query))
+    async with conn.transaction():
+        receipt = await payments.record_payment(
+            conn, actor, payment(world, "A00000002", 79999), timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    await asyncio.sleep(0)  # (asyncpg calls query loggers soon after, not at once)
+    written = statements[1 : statements.index("SHOW plan_cache_mode")]  # between BEGIN and the SHOW
+    assert len(receipt.enrollments_paid) == 2
+    assert len(written) == 5, written
+    assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+
+
 async def test_under_and_over_payment_are_accepted_and_show_balance_or_refund(
     conn: asyncpg.Connection, world: World
 ) -> None:  # type: ignore[type-arg]
