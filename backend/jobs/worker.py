@@ -278,6 +278,27 @@ async def _release(pool: Pool, job_id: UUID, worker_id: str) -> None:
                 await conn.execute(Q["drop_file"], job_id)
 
 
+async def _listen(pool: Pool, notified: Callable[..., None]) -> Connection:
+    """A connection of the pool kept for LISTEN; its loss (the primary died) wakes the worker too."""
+    listener: Connection = await pool.acquire()
+    try:
+        await listener.add_listener(NOTIFY_CHANNEL, notified)
+        listener.add_termination_listener(notified)
+    except BaseException:
+        await pool.release(listener)
+        raise
+    return listener
+
+
+async def _unlisten(pool: Pool, listener: Connection, notified: Callable[..., None]) -> None:
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        listener.remove_termination_listener(notified)
+        if not listener.is_closed():
+            await listener.remove_listener(NOTIFY_CHANNEL, notified)
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await pool.release(listener)
+
+
 async def work(
     pool: Pool,
     handlers: Mapping[str, Handler],
@@ -295,24 +316,32 @@ async def work(
         wake.set()
 
     log.info("job worker started", extra={"worker": worker_id, "kinds": sorted(handlers)})
-    listener = await pool.acquire()
+    listener: Connection | None = None
     try:
-        await listener.add_listener(NOTIFY_CHANNEL, notified)
         while not stop.is_set():
             wake.clear()
             try:
+                if listener is None or listener.is_closed():
+                    # The first time, or after a failover: the old primary took the LISTEN session
+                    # with it, and a job stored on the new one would wait for the next poll.
+                    if listener is not None:
+                        await _unlisten(pool, listener, notified)
+                        listener = None
+                    listener = await _listen(pool, notified)
                 await pool.execute(Q["fail_exhausted"])
                 if await run_one(pool, handlers, settings, worker_id=worker_id) is not None:
                     continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("job worker cannot reach the database", extra={"error": type(exc).__name__})
                 after_failure(pool, exc)
+            # Without a listening session, look again soon: it is opened again at the next turn.
+            listening = listener is not None and not listener.is_closed()
             waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=settings.job_poll_s, return_when=asyncio.FIRST_COMPLETED)
+            timeout = settings.job_poll_s if listening else min(settings.job_poll_s, 1.0)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:
                 waiting.cancel()
     finally:
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await listener.remove_listener(NOTIFY_CHANNEL, notified)
-        await pool.release(listener)
+        if listener is not None:
+            await _unlisten(pool, listener, notified)
         log.info("job worker stopped", extra={"worker": worker_id})
