@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -43,6 +43,11 @@ from backend.jobs.service import (
     job_from_row,
     output_kind,
 )
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Listener: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
 log = logging.getLogger("canbao.jobs")
 
@@ -278,25 +283,24 @@ async def _release(pool: Pool, job_id: UUID, worker_id: str) -> None:
                 await conn.execute(Q["drop_file"], job_id)
 
 
-async def _listen(pool: Pool, notified: Callable[..., None]) -> Connection:
-    """A connection of the pool kept for LISTEN; its loss (the primary died) wakes the worker too."""
-    listener: Connection = await pool.acquire()
+async def _listen(pool: Pool, notified: Callable[..., None], lost: Callable[..., None]) -> Listener:
+    """A connection of the pool kept for LISTEN; its loss (the primary died) calls `lost`. The pool
+    takes a lost connection back by itself: its proxy then answers nothing."""
+    listener = await pool.acquire()
     try:
         await listener.add_listener(NOTIFY_CHANNEL, notified)
-        listener.add_termination_listener(notified)
+        listener.add_termination_listener(lost)
     except BaseException:
         await pool.release(listener)
         raise
     return listener
 
 
-async def _unlisten(pool: Pool, listener: Connection, notified: Callable[..., None]) -> None:
+async def _unlisten(pool: Pool, listener: Listener, notified: Callable[..., None]) -> None:
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        listener.remove_termination_listener(notified)
-        if not listener.is_closed():
-            await listener.remove_listener(NOTIFY_CHANNEL, notified)
+        await listener.remove_listener(NOTIFY_CHANNEL, notified)
     with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        await pool.release(listener)
+        await pool.release(listener)  # nothing to do when the pool took it back
 
 
 async def work(
@@ -308,36 +312,36 @@ async def work(
     worker_id: str | None = None,
 ) -> None:
     """Runs jobs until `stop` is set: woken by a notification when a job is stored, and every
-    `job_poll_s` to take over the jobs of workers that died."""
+    `job_poll_s` to take over the jobs of workers that died. The listening session is opened again
+    when it is lost (a failover takes it with the old primary)."""
     worker_id = worker_id or worker_name()
     wake = asyncio.Event()
+    listener: Listener | None = None
 
     def notified(*_: object) -> None:
         wake.set()
 
+    def lost(*_: object) -> None:
+        nonlocal listener
+        listener = None
+        wake.set()
+
     log.info("job worker started", extra={"worker": worker_id, "kinds": sorted(handlers)})
-    listener: Connection | None = None
     try:
         while not stop.is_set():
             wake.clear()
             try:
-                if listener is None or listener.is_closed():
-                    # The first time, or after a failover: the old primary took the LISTEN session
-                    # with it, and a job stored on the new one would wait for the next poll.
-                    if listener is not None:
-                        await _unlisten(pool, listener, notified)
-                        listener = None
-                    listener = await _listen(pool, notified)
+                if listener is None:
+                    listener = await _listen(pool, notified, lost)
                 await pool.execute(Q["fail_exhausted"])
                 if await run_one(pool, handlers, settings, worker_id=worker_id) is not None:
                     continue
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("job worker cannot reach the database", extra={"error": type(exc).__name__})
                 after_failure(pool, exc)
-            # Without a listening session, look again soon: it is opened again at the next turn.
-            listening = listener is not None and not listener.is_closed()
+            # Not listening (the database is away): look again within a second rather than a poll.
+            timeout = settings.job_poll_s if listener is not None else min(settings.job_poll_s, 1.0)
             waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-            timeout = settings.job_poll_s if listening else min(settings.job_poll_s, 1.0)
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:
                 waiting.cancel()
