@@ -336,7 +336,9 @@ async def work(
                 await pool.execute(Q["fail_exhausted"])
                 if await run_one(pool, handlers, settings, worker_id=worker_id) is not None:
                     continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                # InternalClientError: no host of the DSN is writable yet (TargetServerAttributeNotMatched,
+                # while a standby is being promoted), or a connection the server ended mid-protocol.
                 log.warning("job worker cannot reach the database", extra={"error": type(exc).__name__})
                 after_failure(pool, exc)
             # Not listening (the database is away): look again within a second rather than a poll.
