@@ -316,7 +316,9 @@ async def counter_loop(
 ) -> None:  # fmt: skip
     number = 0
     while not stop.is_set():
-        household, number = next(queue), number + 1
+        household, number = next(queue, None), number + 1
+        if household is None:  # every loaded household paid: --counter-households
+            return
         payment = {
             "id": str(uuid.uuid4()),
             "household_id": str(household.id),

@@ -290,13 +290,13 @@ REAL_CLUSTER = os.environ.get("CANBAO_CLUSTER_TESTS") == "1"
     reason="a real Patroni cluster: CANBAO_CLUSTER_TESTS=1, root, apt-get install patroni etcd-server postgresql-15",
 )
 def test_a_real_cluster_survives_a_killed_leader_and_a_leader_cut_off_etcd() -> None:
-    """bench/failover.py, short (about 4 minutes): a three-node Patroni cluster in network namespaces,
+    """bench/failover.py, short (about 3 minutes): a three-node Patroni cluster in network namespaces,
     the leader killed, then (a new cluster) the leader cut off etcd; after each, every acknowledged
     write once on the new primary, nothing half-applied, no row only on the old primary, the
     simulator's invariants, the audit chain, a job run through a new LISTEN session, the synchronous
     standby promoted. Opt-in: it needs root and Patroni, and minutes, which the CI runs have not."""
     bench = Path(__file__).resolve().parents[2] / "bench" / "failover.py"
-    short = ["--before", "8", "--after", "5", "--counter-households", "500", "--tablets", "4", "--sim-tablets", "2"]
+    short = ["--before", "8", "--after", "5", "--counter-households", "3000", "--tablets", "4", "--sim-tablets", "2"]
     offset = os.environ.get("CANBAO_CLUSTER_PORT_OFFSET", "200")  # clear of cluster.sh's own ports
     done = subprocess.run(
         [sys.executable, str(bench), "--port-offset", offset, *short],
