@@ -1,36 +1,54 @@
-"""The primary dies under load (issue 21 point 4): a three-node Patroni cluster on this machine
-(deploy/cluster/cluster.sh), `canbao serve --workers 2` on its multi-host DSN, 10 tablets pushing and
-4 counters taking payments; mid-load the leader node is killed (`kill -9` of its Patroni, its
-postmaster and the postmaster's children, as when the machine dies), Patroni promotes a standby and
-the load goes on. Not a CI benchmark: it needs `apt-get install -y patroni etcd-server postgresql-15`,
-root (the nodes run as `postgres`) and the ports of cluster.sh free; bench/run_quick.sh leaves it out.
+"""The primary fails under load (issue 21 point 4): a three-node Patroni cluster on this machine
+(deploy/cluster/cluster.sh, each node in a network namespace of its own), `canbao serve --workers 2`
+on its multi-host DSN, 10 tablets pushing, 4 counters taking payments and 3 of the simulator's
+tablets (backend/tools/simulate) working and syncing; mid-load the leader fails, Patroni promotes a
+standby and the load goes on. Two scenarios, each on a fresh cluster:
+
+- kill: `kill -9` of the leader's Patroni, its postmaster and the postmaster's children, as when
+  the machine dies;
+- cut: the leader's link to etcd is cut (`cluster.sh cut`: frames dropped both ways, silently) while
+  it still reaches the other nodes and the app reaches it. Patroni demotes it once it cannot renew
+  its key (retry_timeout 5 s); the standby takes the key when it expires (ttl 10 s). Before the link
+  is healed the old leader is read directly: it must be read-only and hold no mutation, payment or
+  household the new primary lacks (split brain); after healing it must rejoin as a replica.
+
+Not a CI benchmark: it needs `apt-get install -y patroni etcd-server postgresql-15 python3-etcd`,
+root (namespaces; the nodes run as `postgres`) and cluster.sh's ports, shifted by --port-offset,
+free; bench/run_quick.sh leaves it out (a short run: tests/ops/test_failover.py, opt-in).
 
 Setup (not timed): the cluster; roles canbao_owner and canbao_app and database canbao made on the
 leader; `canbao migrate` and `canbao demo seed` through the multi-host DSNs (as an operator would);
 households for the counters copied in (bench/payments.py's loader); 10 tablet users with registered
 devices and receipt blocks (bench/sync_concurrent_push.py's), 4 counter users in township A with a
-receipt block each.
+receipt block each; the simulator's tablets in township B, registered, with a first snapshot.
 
 Load: each tablet pushes batches of `--households` visits (10 mutations each: a household, 3 members,
 an update, 4 enrolments, a payment); each counter POSTs /api/v1/payments with an Idempotency-Key,
 one household after the other. A client that gets 503 (or loses its connection) sends the same
 request again — same body, same key, same sequence numbers — after the answer's Retry-After, at most
 `--retry-cap` seconds (default 1 s, so that the figure is the cluster's and not the clients' back-off).
-`--before` seconds after the load starts the leader is killed; the load goes on until `--after`
-seconds after the first write that succeeded after the kill; then each client finishes what it is
-sending (given up after `--give-up` seconds).
+The simulator's tablets register, edit, enrol and collect offline, then all sync, again and again (a
+sync cut short is tried again next round). `--before` seconds after the load starts the leader
+fails; the load goes on until `--after` seconds after Patroni named a new leader; then each client
+finishes what it is sending (given up after `--give-up` seconds).
 
 Checked, reading the new primary's tables directly: every acknowledged mutation is in the ledger
 once, applied, and its household, members, enrolments (paid) and payment are there once; every
 device's ledger is 1…last_seq without a gap; every acknowledged counter payment is there once with
 its allocations, key and paid enrolments; no household has two payments for the year; a request
 never acknowledged (cut by --give-up) is all there or not at all; no payment lacks allocations;
-`canbao audit verify` passes. Reported: seconds from the kill to Patroni's new leader and to the
-first successful write, 503 answers and lost connections seen by the clients. Last line:
-`failover_s=… acknowledged=… lost=0 duplicated=0`.
+`canbao audit verify` passes; the simulator's invariants hold after a quiet final sync (its 503
+`try_again` answers during the outage are the answer meant, not a failure); the node promoted was
+the synchronous standby (Patroni's /cluster just before the fault); a reconciliation stored as a job
+after the failover runs within 10 s although the worker polls only every 60 s (its LISTEN session
+died with the old primary and was opened again). Reported: seconds from the fault to Patroni's new
+leader, the longest stretch without an acknowledged write after the fault (`outage_s`) and when it
+ended (`failover_s`, the time from the fault to the first write on the new primary), 503 answers
+and lost connections seen by the clients. Last line: each scenario's
+`failover_s=… outage_s=… promoted_s=… acknowledged=… lost=0 duplicated=0 half_applied=0 …`.
 
-    python bench/failover.py                  # as root; about 2 minutes
-    python bench/failover.py --keep-logs      # keep the servers' and nodes' logs
+    python bench/failover.py                              # as root; both scenarios, about 8 minutes
+    python bench/failover.py --scenario cut --port-offset 100 --keep-logs
 """
 
 from __future__ import annotations
@@ -38,6 +56,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import os
+import random
 import shutil
 import signal
 import socket
@@ -66,6 +87,7 @@ from _harness import (
     exit_on_signals,
     expect,
     free_port,
+    keys,
     load_average,
     log,
     login,
@@ -77,16 +99,22 @@ from payments import MEMBERS as COUNTER_MEMBERS
 from payments import TIMEZONE, Household, load_households
 from sync_concurrent_push import People, Tablet, batch, body, setup_tablets
 
+from backend import crypto
+from backend.auth.passwords import Passwords
+from backend.db import init_connection
+from backend.tools.simulate import InvariantResult, World, check_invariants, report
+from backend.tools.simulate.checker import mutation_keys
+from backend.tools.simulate.runner import DAY_MIX, DEMO_REVIEWERS, ensure_demo
 from mobile_sync_protocol import codec
 from mobile_sync_protocol import messages as m
 
 CLUSTER_SH = REPO / "deploy" / "cluster" / "cluster.sh"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-NODES = {f"node{n}": (5440 + n, 8010 + n) for n in (1, 2, 3)}  # name: (PostgreSQL port, Patroni REST port)
-PORTS = (2379, 2380, *(p for pair in NODES.values() for p in pair))
 SUPERUSER = "postgres:cluster-superuser"  # cluster.sh's
 OWNER_PASSWORD, APP_PASSWORD = "failover-owner", "failover-app"
-HOSTS = ",".join(f"127.0.0.1:{pg}" for pg, _ in NODES.values())
+# name: (host, PostgreSQL port, Patroni REST port), read from the running cluster's DIR/nodes
+NODES: dict[str, tuple[str, int, int]] = {}
+CUT: set[str] = set()  # nodes cut off etcd: their REST API's view of the cluster is stale
 YEAR = 2026
 COUNTERS = 4
 COUNTER_PREFIXES = ("CA", "CB", "CC", "CD")
@@ -94,34 +122,50 @@ TOWNSHIP_A = "330106001000"
 
 
 def dsn(userinfo: str, database: str) -> str:
-    return f"postgresql://{userinfo}@{HOSTS}/{database}?target_session_attrs=read-write"
+    hosts = ",".join(f"{host}:{pg}" for host, pg, _ in NODES.values())
+    return f"postgresql://{userinfo}@{hosts}/{database}?target_session_attrs=read-write"
 
 
-ADMIN_DSN = dsn(SUPERUSER, "canbao")
-OWNER_DSN = dsn(f"canbao_owner:{OWNER_PASSWORD}", "canbao")
-APP_DSN = dsn(f"canbao_app:{APP_PASSWORD}", "canbao")
+def admin_dsn() -> str:
+    return dsn(SUPERUSER, "canbao")
 
 
 def missing_tools() -> list[str]:
     return [t for t in ("patroni", "etcd", str(PG_BIN / "postgres")) if shutil.which(t) is None]
 
 
-def ports_taken() -> list[int]:
+def ports_taken(offset: int) -> list[int]:
+    ports = (2379, 2380, *(5440 + n for n in (1, 2, 3)), *(8010 + n for n in (1, 2, 3)))
     taken = []
-    for port in PORTS:
+    for port in (p + offset for p in ports):
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 taken.append(port)
     return taken
 
 
+def cluster_sh(*args: str, offset: int) -> str:
+    env = dict(os.environ, CANBAO_CLUSTER_PORT_OFFSET=str(offset), CANBAO_CLUSTER_NETNS="1")
+    done = subprocess.run(
+        ["sh", str(CLUSTER_SH), *args], capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"cluster.sh {' '.join(args)} failed: {done.stderr[-2000:]}")
+    return done.stdout.strip()
+
+
 @contextlib.contextmanager
-def cluster(folder: Path, keep_logs: bool) -> Iterator[Path]:
-    """cluster.sh start, and always stop (every process, the folder)."""
+def cluster(folder: Path, keep_logs: bool, offset: int) -> Iterator[Path]:
+    """cluster.sh start (each node in a network namespace of its own), and always stop (every
+    process, the namespaces, the folder)."""
     started = time.monotonic()
     try:
-        subprocess.run(["sh", str(CLUSTER_SH), "start", str(folder)], check=True, capture_output=True, timeout=300)
-        log(f"cluster up in {folder} ({time.monotonic() - started:.1f} s)")
+        cluster_sh("start", str(folder), offset=offset)
+        NODES.clear()
+        for line in (folder / "nodes").read_text().splitlines():
+            name, host, pg, rest, _ = line.split()
+            NODES[name] = (host, int(pg), int(rest))
+        log(f"cluster up in {folder} ({time.monotonic() - started:.1f} s): {NODES}")
         yield folder
     finally:
         if keep_logs:
@@ -129,23 +173,30 @@ def cluster(folder: Path, keep_logs: bool) -> Iterator[Path]:
             for logfile in folder.glob("*.log"):
                 shutil.copy(logfile, target / logfile.name)
             log(f"nodes' logs kept in {target}")
+        env = dict(os.environ, CANBAO_CLUSTER_PORT_OFFSET=str(offset))
         stopped = subprocess.run(
-            ["sh", str(CLUSTER_SH), "stop", str(folder)], capture_output=True, timeout=120, check=False
+            ["sh", str(CLUSTER_SH), "stop", str(folder)], capture_output=True, timeout=120, check=False, env=env
         )
         log(f"cluster stopped ({stopped.returncode}): {stopped.stdout.decode().strip()}")
 
 
 def members() -> list[dict[str, Any]]:
     """Patroni's view of the cluster, from the first node whose REST API answers."""
-    for _, rest in NODES.values():
+    for name, (host, _, rest) in NODES.items():
+        if name in CUT:
+            continue
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            found: list[dict[str, Any]] = httpx.get(f"http://127.0.0.1:{rest}/cluster", timeout=1).json()["members"]
+            found: list[dict[str, Any]] = httpx.get(f"http://{host}:{rest}/cluster", timeout=1).json()["members"]
             return found
     return []
 
 
 def leader() -> str | None:
     return next((mm["name"] for mm in members() if mm["role"] == "leader" and mm["state"] == "running"), None)
+
+
+def roles() -> dict[str, str]:
+    return {mm["name"]: mm["role"] for mm in members()}
 
 
 def kill_node(folder: Path, name: str) -> list[int]:
@@ -184,7 +235,14 @@ class Counters:
     first_write_after_kill: float | None = None
     unavailable: Counter[str] = field(default_factory=Counter)  # "503 try_again", "connection lost", …
     writes: int = 0
+    acknowledged_at: list[float] = field(default_factory=list)  # when each write was answered
     hard_stop: float = float("inf")
+
+    def outage(self, fault_at: float) -> tuple[float, float] | None:
+        """The longest stretch without an acknowledged write from the fault on: (start, end)."""
+        after = [fault_at, *sorted(t for t in self.acknowledged_at if t > fault_at)]
+        gaps = [(a, b) for a, b in itertools.pairwise(after)]
+        return max(gaps, key=lambda g: g[1] - g[0]) if gaps else None
 
 
 async def send(
@@ -208,6 +266,7 @@ async def send(
             continue
         if answer.is_success:
             seen.writes += 1
+            seen.acknowledged_at.append(time.monotonic())
             if seen.kill_at is not None and started >= seen.kill_at and seen.first_write_after_kill is None:
                 seen.first_write_after_kill = time.monotonic()
         return answer
@@ -257,7 +316,9 @@ async def counter_loop(
 ) -> None:  # fmt: skip
     number = 0
     while not stop.is_set():
-        household, number = next(queue), number + 1
+        household, number = next(queue, None), number + 1
+        if household is None:  # every loaded household paid: --counter-households
+            return
         payment = {
             "id": str(uuid.uuid4()),
             "household_id": str(household.id),
@@ -291,19 +352,139 @@ async def watch_leader(old: str, stop: asyncio.Event) -> float | None:
 
 @dataclass
 class Timeline:
+    scenario: str = "kill"
     old_leader: str = ""
+    sync_standby: str = ""  # Patroni's synchronous standby just before the fault
     new_leader: str = ""
     kill_at: float = 0.0
     promoted_at: float | None = None
     killed: list[int] = field(default_factory=list)
+    healed_at: float | None = None
+    rejoined_at: float | None = None  # the old leader back as a streaming replica
+    old_in_recovery: bool | None = None  # the old leader, read during the cut: refuses writes
+    only_on_old: dict[str, int] = field(default_factory=dict)  # rows the old primary has and the new lacks
+    job_s: float | None = None  # a job stored after the failover: seconds until it succeeded
+    job_state: str = "not stored"
+    sim: list[InvariantResult] = field(default_factory=list)
+    sim_try_again: int = 0
+    sim_touched: set[uuid.UUID] = field(default_factory=set)  # households and persons its tablets worked on
+
+
+async def sim_world(url: str, tablets: int, seed: int) -> World:
+    """The simulator's tablets (backend/tools/simulate), in township B (A holds the counters' many
+    households, which every tablet of A would pull): registered, with a first snapshot."""
+    crypto.install(keys())  # the server's: the checks open sealed numbers
+    db = await asyncpg.connect(admin_dsn(), server_settings={"timezone": "UTC"})
+    await init_connection(db)
+    rng = random.Random(seed)
+    tag = "SF" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(2))
+    specs = (await ensure_demo(db, Passwords(1, 1024), 2 * tablets, tag))[1::2]  # every other one is in B
+    world = World(inner=httpx.AsyncHTTPTransport(), base_url=url, db=db, rng=rng, password=DEMO_PASSWORD, tag=tag)
+    await world.prepare(specs, DEMO_REVIEWERS)
+    await world.sync_together(list(world.tablets))
+    return world
+
+
+async def sim_loop(world: World, stop: asyncio.Event) -> None:
+    """Each tablet registers a household and does some work offline, then all sync; again and again
+    through the failover (a sync cut short is simply tried again next time, as in the field)."""
+    actions = list(DAY_MIX)
+    weights = [DAY_MIX[a] for a in actions]
+    while not stop.is_set():
+        for tablet in world.tablets:
+            tablet.register(world.rng)
+            for action in world.rng.choices(actions, weights, k=6):
+                tablet.work(action, world.rng)
+        await world.sync_together(list(world.tablets))
+        await asyncio.sleep(0.5)
+
+
+async def sim_check(world: World, timeline: Timeline) -> None:
+    """After the load: a quiet final sync, then every invariant of the simulator, read on the new
+    primary. A 503 `try_again` during the outage is the answer meant for it, not a server failure."""
+    await world.db.close()
+    world.db = await asyncpg.connect(admin_dsn(), server_settings={"timezone": "UTC"})
+    await init_connection(world.db)
+    try:
+        await world.quiesce()
+        meant = [e for e in world.server_errors if " → 503 " in e and "try_again" in e]
+        timeline.sim_try_again = len(meant)
+        world.server_errors = [e for e in world.server_errors if e not in meant]
+        timeline.sim = await check_invariants(world)
+        timeline.sim_touched = {
+            key for t in world.all_tablets for e in t.store.entries() for key in mutation_keys(e.mutation)
+        }
+    finally:
+        await world.db.close()
+        await world.close()
+
+
+async def old_primary_rows(host: str, port: int, timeline: Timeline) -> dict[str, set[uuid.UUID]]:
+    """The old leader, still cut off from etcd: read-only, and what it holds (read before it rejoins
+    and pg_rewind could drop a divergent write)."""
+    for _ in range(30):
+        try:
+            conn = await asyncpg.connect(f"postgresql://{SUPERUSER}@{host}:{port}/canbao", timeout=5)
+            break
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+            await asyncio.sleep(1)
+    else:
+        raise RuntimeError(f"the old leader ({host}:{port}) could not be read during the cut")
+    try:
+        timeline.old_in_recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
+        return await written_ids(conn)
+    finally:
+        await conn.close()
+
+
+async def written_ids(conn: asyncpg.Connection) -> dict[str, set[uuid.UUID]]:
+    return {
+        "sync_mutations": {r[0] for r in await conn.fetch("SELECT mutation_id FROM sync_mutations")},
+        "payments": {r[0] for r in await conn.fetch("SELECT id FROM payments")},
+        "households": {r[0] for r in await conn.fetch("SELECT id FROM households")},
+    }
+
+
+async def job_after_failover(url: str, timeline: Timeline) -> None:
+    """A reconciliation stored as a job once the load is over: the worker started before the
+    failover must see it through a new LISTEN session (its poll is set to 60 s here)."""
+    statement = "交易流水号,交易时间,交易金额\nFO-1,2026-10-08 09:01:00,300.00\n".encode()
+    reviewer = await asyncio.to_thread(login, url, "reviewer_a")
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        started = time.monotonic()
+        stored = expect(
+            await http.post(
+                "/api/v1/reconciliations?background=true",
+                files={"file": ("statement.csv", statement, "text/csv")},
+                headers=reviewer,
+            ),
+            202,
+        ).json()
+        while time.monotonic() - started < 90:
+            job = expect(await http.get(stored["href"], headers=reviewer), 200).json()
+            timeline.job_state = job["state"]
+            if job["state"] in ("succeeded", "failed", "cancelled"):
+                timeline.job_s = time.monotonic() - started if job["state"] == "succeeded" else None
+                return
+            await asyncio.sleep(0.1)
+
+
+async def rejoined(name: str, timeline: Timeline) -> None:
+    for _ in range(120):
+        member = next((mm for mm in await asyncio.to_thread(members) if mm["name"] == name), None)
+        if member is not None and member["role"] != "leader" and member["state"] in ("running", "streaming"):
+            timeline.rejoined_at = time.monotonic()
+            return
+        await asyncio.sleep(0.5)
 
 
 async def load(
     url: str, folder: Path, tablets: list[Tablet], people: People, counters: list[tuple[str, dict[str, str]]],
-    queue: Iterator[Household], amount_fen: int, args: argparse.Namespace,
+    queue: Iterator[Household], amount_fen: int, args: argparse.Namespace, scenario: str,
 ) -> tuple[Counters, Ledger, Timeline]:  # fmt: skip
-    seen, book, timeline = Counters(), Ledger(), Timeline()
+    seen, book, timeline = Counters(), Ledger(), Timeline(scenario=scenario)
     stop, stop_watch = asyncio.Event(), asyncio.Event()
+    world = await sim_world(url, args.sim_tablets, args.seed)
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
         clients = [
@@ -313,40 +494,68 @@ async def load(
             asyncio.create_task(counter_loop(http, prefix, staff, queue, amount_fen, stop, seen, book, args.retry_cap))
             for prefix, staff in counters
         ]
+        simulated = asyncio.create_task(sim_loop(world, stop))
         await asyncio.sleep(args.before)
         writes_before = seen.writes
-        timeline.old_leader = await asyncio.to_thread(leader) or "?"
+        before = await asyncio.to_thread(roles)
+        timeline.old_leader = next((n for n, r in before.items() if r == "leader"), "?")
+        timeline.sync_standby = next((n for n, r in before.items() if r == "sync_standby"), "?")
         timeline.kill_at = seen.kill_at = time.monotonic()
-        timeline.killed = kill_node(folder, timeline.old_leader)
-        log(f"killed {timeline.old_leader} (pids {timeline.killed}) after {writes_before} writes")
+        if scenario == "kill":
+            timeline.killed = kill_node(folder, timeline.old_leader)
+            log(f"killed {timeline.old_leader} (pids {timeline.killed}) after {writes_before} writes")
+        else:
+            await asyncio.to_thread(cluster_sh, "cut", str(folder), timeline.old_leader, offset=args.port_offset)
+            CUT.add(timeline.old_leader)
+            log(f"cut {timeline.old_leader} off etcd after {writes_before} writes")
         watcher = asyncio.create_task(watch_leader(timeline.old_leader, stop_watch))
         deadline = timeline.kill_at + args.max_outage
         while seen.first_write_after_kill is None and time.monotonic() < deadline:
             if all(c.done() for c in clients):
                 break
             await asyncio.sleep(0.1)
+        # The first write after a cut may still be the old leader's (it serves until it demotes):
+        # what counts is the end of the outage (Counters.outage), once the new leader is named.
+        with contextlib.suppress(TimeoutError):
+            timeline.promoted_at = await asyncio.wait_for(watcher, args.max_outage)
         if seen.first_write_after_kill is None:
-            book.problems.append(f"no write succeeded within {args.max_outage} s of the kill")
+            book.problems.append(f"no write succeeded within {args.max_outage} s of the fault")
         else:
-            log(f"first write {seen.first_write_after_kill - timeline.kill_at:.1f} s after the kill")
+            log(f"first write {seen.first_write_after_kill - timeline.kill_at:.1f} s after the fault")
             await asyncio.sleep(args.after)
         stop.set()
         seen.hard_stop = time.monotonic() + args.give_up
         stop_watch.set()
-        timeline.promoted_at = await watcher
         timeline.new_leader = await asyncio.to_thread(leader) or "?"
-        for task in clients:
+        for task in [*clients, simulated]:
             with contextlib.suppress(Exception):
                 await task
-        for task in clients:
+        for task in [*clients, simulated]:
             if task.exception() is not None:
                 book.problems.append(f"a client failed: {task.exception()!r}")
+    await job_after_failover(url, timeline)
+    if scenario == "cut":
+        host, pg, _ = NODES[timeline.old_leader]
+        old = await old_primary_rows(host, pg, timeline)
+        new_conn = await asyncpg.connect(admin_dsn())
+        try:
+            new = await written_ids(new_conn)
+        finally:
+            await new_conn.close()
+        timeline.only_on_old = {table: len(old[table] - new[table]) for table in old}
+        await asyncio.to_thread(cluster_sh, "heal", str(folder), timeline.old_leader, offset=args.port_offset)
+        timeline.healed_at = time.monotonic()
+        CUT.discard(timeline.old_leader)
+        await rejoined(timeline.old_leader, timeline)
+    await sim_check(world, timeline)
     return seen, book, timeline
 
 
-async def verify(book: Ledger) -> dict[str, int]:
-    """Reads the new primary's tables. Returns lost/duplicated/half-applied counts and problems in book."""
-    db = await asyncpg.connect(ADMIN_DSN)
+async def verify(book: Ledger, touched: set[uuid.UUID]) -> dict[str, int]:
+    """Reads the new primary's tables. Returns lost/duplicated/half-applied counts and problems in book.
+    A tablet's household the simulator's tablets also worked on (they pull township B) may have more
+    members: its shape is the simulator's invariants' business, its payment still counted here."""
+    db = await asyncpg.connect(admin_dsn())
     try:
         found: dict[str, int] = {"lost": 0, "duplicated": 0, "half_applied": 0}
         # Tablets: the ledger holds each acknowledged mutation once, applied.
@@ -389,6 +598,8 @@ async def verify(book: Ledger) -> dict[str, int]:
         for row in shape:
             if row["payments"] > 1:
                 found["duplicated"] += row["payments"] - 1
+            if row["id"] in touched:
+                continue
             if (row["members"], row["paid"], row["payments"], row["allocations"]) != (4, 4, 1, 4):
                 book.problems.append(f"household {row['id']}: {dict(row)}")
         # No household of the tablets' beyond those acknowledged (every push was acknowledged in the
@@ -486,72 +697,83 @@ def counters_setup(url: str) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--keep-logs", action="store_true", help="keep the servers' and nodes' logs")
-    p.add_argument("--tablets", type=int, default=10)
-    p.add_argument("--households", type=int, default=2, help="visits per push (10 mutations each)")
-    p.add_argument("--before", type=float, default=15, help="seconds of load before the kill")
-    p.add_argument("--after", type=float, default=20, help="seconds of load after the first write after the kill")
-    p.add_argument("--max-outage", type=float, default=120, help="give up waiting for a write after the kill")
-    p.add_argument("--give-up", type=float, default=60, help="seconds a client keeps retrying after the load ends")
-    p.add_argument("--retry-cap", type=float, default=1.0, help="longest wait before a retry (Retry-After is 5)")
-    p.add_argument("--counter-households", type=int, default=10_000, help="households loaded for the counters")
-    args = p.parse_args()
-    if missing := missing_tools():
-        print(f"skipped: {', '.join(missing)} not installed (apt-get install -y patroni etcd-server postgresql-15)")
-        return 0
-    if taken := ports_taken():
-        print(f"cannot run: ports {taken} are in use (another cluster.sh cluster?)", file=sys.stderr)
-        return 1
-    exit_on_signals()
+def scenario(args: argparse.Namespace, which: str) -> tuple[bool, str]:
+    """One run on a cluster of its own: the report printed, and (ok, the figures' line)."""
     with contextlib.ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="canbao-failover-"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         # Its own folder, which cluster.sh gives to the `postgres` user (and deletes when it stops).
-        folder = stack.enter_context(cluster(Path(tempfile.mkdtemp(prefix="canbao-failover-cluster-")), args.keep_logs))
+        folder = Path(tempfile.mkdtemp(prefix="canbao-failover-cluster-"))
+        stack.enter_context(cluster(folder, args.keep_logs, args.port_offset))
         asyncio.run(prepare_database())
-        env = server_env(APP_DSN) | {"CANBAO_OWNER_DATABASE_URL": OWNER_DSN}
+        app_dsn = dsn(f"canbao_app:{APP_PASSWORD}", "canbao")
+        env = server_env(app_dsn) | {"CANBAO_OWNER_DATABASE_URL": dsn(f"canbao_owner:{OWNER_PASSWORD}", "canbao")}
         log(run_cli(["migrate"], env))
         run_cli(["demo", "seed"], env)
         port = free_port()
         argv = [CANBAO, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
-        ours: Server = stack.enter_context(server("canbao", argv, server_env(APP_DSN), port, work))
+        # A worker that missed a notification would wait a minute: the job after the failover shows it.
+        serve_env = server_env(app_dsn) | {"CANBAO_JOB_POLL_S": "60"}
+        ours: Server = stack.enter_context(server("canbao", argv, serve_env, port, work))
         if args.keep_logs:
             stack.callback(lambda: shutil.copy(ours.logfile, tempfile.mkdtemp(prefix="canbao-failover-serve-")))
         ensure_policy(ours.url, YEAR)
         admin = login(ours.url, "admin")
         policy = expect(httpx.get(f"{ours.url}/api/v1/policy-years/{YEAR}", headers=admin, timeout=30), 200).json()
         loaded = asyncio.run(
-            load_households(ADMIN_DSN, args.counter_households, unused_area(ADMIN_DSN), policy["current"])
+            load_households(admin_dsn(), args.counter_households, unused_area(admin_dsn()), policy["current"])
         )
         counters = counters_setup(ours.url)
-        people = People(unused_area(ADMIN_DSN))
+        people = People(unused_area(admin_dsn()))
         tablets = setup_tablets(ours.url, args.tablets)
-        log(f"{len(tablets)} tablets, {len(counters)} counters; load for {args.before} s, then the kill")
+        log(f"{len(tablets)} tablets, {len(counters)} counters; load for {args.before} s, then the {which}")
         amount = len(COUNTER_MEMBERS) * policy["current"]["premium_fen"]
         seen, book, timeline = asyncio.run(
-            load(ours.url, folder, tablets, people, counters, iter(loaded), amount, args)
+            load(ours.url, folder, tablets, people, counters, iter(loaded), amount, args, which)
         )
-        found = asyncio.run(verify(book))
-        audit = run_cli(["audit", "verify"], server_env(APP_DSN))
+        found = asyncio.run(verify(book, timeline.sim_touched))
+        audit = run_cli(["audit", "verify"], server_env(app_dsn))
         log(audit)
-        alive = [mm["name"] for mm in members()]
+        alive = roles()
     leftovers = [
         proc.pid for proc in psutil.process_iter(["cmdline"]) if str(folder) in " ".join(proc.info["cmdline"] or [])
     ]
     acknowledged = len(book.mutations) + len(book.counter_payments)
-    failover = (seen.first_write_after_kill - timeline.kill_at) if seen.first_write_after_kill else float("nan")
-    promoted = (timeline.promoted_at - timeline.kill_at) if timeline.promoted_at else float("nan")
+    t0 = timeline.kill_at
+    gap = seen.outage(t0)
+    failover = gap[1] - t0 if gap else float("nan")
+    outage = gap[1] - gap[0] if gap else float("nan")
+    last = gap[0] - t0 if gap else float("nan")
+    promoted = (timeline.promoted_at - t0) if timeline.promoted_at else float("nan")
+    fault = (
+        f"killed {timeline.old_leader} (Patroni, postmaster and {len(timeline.killed) - 2} children, SIGKILL)"
+        if which == "kill"
+        else f"cut {timeline.old_leader} off etcd (its namespace: frames to etcd dropped both ways)"
+    )
+    print(f"== {which}: {fault} after {args.before} s of load")
     print(
-        f"{args.tablets} tablets ({args.households * 10} mutations a push) and {COUNTERS} counters; "
-        f"canbao serve --workers 2; retries wait at most {args.retry_cap} s; load average {load_average()}"
+        f"{args.tablets} tablets ({args.households * 10} mutations a push), {COUNTERS} counters and "
+        f"{args.sim_tablets} simulator tablets; canbao serve --workers 2; retries wait at most {args.retry_cap} s; "
+        f"load average {load_average()}"
     )
     print(
-        f"killed {timeline.old_leader} (Patroni, postmaster and {len(timeline.killed) - 2} children, SIGKILL) "
-        f"after {args.before} s of load; Patroni named {timeline.new_leader} leader after {promoted:.1f} s; "
-        f"first successful write {failover:.1f} s after the kill; members at the end: {alive}"
+        f"synchronous standby before the fault: {timeline.sync_standby}; Patroni named {timeline.new_leader} "
+        f"leader after {promoted:.1f} s; last write before the outage at +{last:.1f} s, "
+        f"first after it at +{failover:.1f} s (no write acknowledged for {outage:.1f} s); members at the end: {alive}"
     )
+    if which == "cut":
+        rejoin = (timeline.rejoined_at - timeline.healed_at) if timeline.rejoined_at and timeline.healed_at else None
+        print(
+            f"old leader during the cut: in recovery (refuses writes) {timeline.old_in_recovery}; rows it held that "
+            f"the new primary lacks: {timeline.only_on_old}; after healing it rejoined as a replica in "
+            + (f"{rejoin:.1f} s" if rejoin is not None else "— (not within 60 s)")
+        )
+        if timeline.old_in_recovery is not True:
+            book.problems.append("the old leader was still writable during the cut")
+        if any(timeline.only_on_old.values()):
+            book.problems.append(f"split brain: rows only on the old primary {timeline.only_on_old}")
+        if rejoin is None:
+            book.problems.append("the old leader did not rejoin after healing")
     print(
         f"acknowledged: {len(book.mutations)} mutations ({len(book.households)} households, "
         f"{len(book.tablet_payments)} tablet payments), {len(book.counter_payments)} counter payments; "
@@ -562,18 +784,66 @@ def main() -> int:
         f"checked on the new primary: lost {found['lost']}, duplicated {found['duplicated']}, "
         f"half-applied {found['half_applied']}; {audit}"
     )
+    failed = [r.name for r in timeline.sim if r.failed]
+    print(
+        f"simulator invariants: {sum(r.checked for r in timeline.sim)} checked, {len(failed)} failed "
+        f"({timeline.sim_try_again} 503 try_again answers to its tablets during the outage)"
+    )
+    if failed:
+        print(report(timeline.sim))
+        book.problems.append(f"simulator invariants failed: {failed}")
+    if not timeline.sim:
+        book.problems.append("the simulator's invariants were not checked")
+    job = f"{timeline.job_s:.1f} s" if timeline.job_s is not None else f"never (left {timeline.job_state})"
+    print(f"a job stored after the failover ran in {job} (the worker polls every 60 s: LISTEN again)")
+    if timeline.job_s is None or timeline.job_s > 10:
+        book.problems.append(f"the job stored after the failover took {job}")
+    if timeline.new_leader != timeline.sync_standby:
+        book.problems.append(f"promoted {timeline.new_leader}, not the synchronous standby {timeline.sync_standby}")
     if leftovers:
         book.problems.append(f"processes left running: {leftovers}")
     for problem in book.problems[:20]:
         print(f"PROBLEM: {problem}")
     unavailable = sum(n for k, n in seen.unavailable.items() if k.startswith("503"))
-    print(
-        f"failover_s={failover:.1f} promoted_s={promoted:.1f} acknowledged={acknowledged} lost={found['lost']} "
-        f"duplicated={found['duplicated']} half_applied={found['half_applied']} try_again_503={unavailable}",
-        flush=True,
+    figures = (
+        f"{which}: failover_s={failover:.1f} outage_s={outage:.1f} promoted_s={promoted:.1f} "
+        f"acknowledged={acknowledged} lost={found['lost']} duplicated={found['duplicated']} "
+        f"half_applied={found['half_applied']} try_again_503={unavailable}"
     )
+    print(figures, flush=True)
     ok = not book.problems and found == {"lost": 0, "duplicated": 0, "half_applied": 0}
-    return 0 if ok else 1
+    return ok, figures
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", choices=("kill", "cut", "both"), default="both")
+    p.add_argument("--port-offset", type=int, default=0, help="CANBAO_CLUSTER_PORT_OFFSET for cluster.sh")
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' and nodes' logs")
+    p.add_argument("--tablets", type=int, default=10)
+    p.add_argument("--households", type=int, default=2, help="visits per push (10 mutations each)")
+    p.add_argument("--sim-tablets", type=int, default=3, help="the simulator's tablets, beside the pushing ones")
+    p.add_argument("--seed", type=int, default=21, help="the simulator's dice")
+    p.add_argument("--before", type=float, default=15, help="seconds of load before the fault")
+    p.add_argument("--after", type=float, default=20, help="seconds of load once Patroni named a new leader")
+    p.add_argument("--max-outage", type=float, default=120, help="give up waiting for a write after the fault")
+    p.add_argument("--give-up", type=float, default=60, help="seconds a client keeps retrying after the load ends")
+    p.add_argument("--retry-cap", type=float, default=1.0, help="longest wait before a retry (Retry-After is 5)")
+    p.add_argument("--counter-households", type=int, default=10_000, help="households loaded for the counters")
+    args = p.parse_args()
+    if missing := missing_tools():
+        print(f"skipped: {', '.join(missing)} not installed (apt-get install -y patroni etcd-server postgresql-15)")
+        return 0
+    if os.geteuid() != 0:
+        print("skipped: needs root (network namespaces; the nodes run as postgres)")
+        return 0
+    if taken := ports_taken(args.port_offset):
+        print(f"cannot run: ports {taken} are in use (another cluster.sh cluster? --port-offset)", file=sys.stderr)
+        return 1
+    exit_on_signals()
+    results = [scenario(args, which) for which in (("kill", "cut") if args.scenario == "both" else (args.scenario,))]
+    print(" | ".join(figures for _, figures in results))
+    return 0 if all(ok for ok, _ in results) else 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -43,6 +43,11 @@ from backend.jobs.service import (
     job_from_row,
     output_kind,
 )
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Listener: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
 log = logging.getLogger("canbao.jobs")
 
@@ -278,6 +283,26 @@ async def _release(pool: Pool, job_id: UUID, worker_id: str) -> None:
                 await conn.execute(Q["drop_file"], job_id)
 
 
+async def _listen(pool: Pool, notified: Callable[..., None], lost: Callable[..., None]) -> Listener:
+    """A connection of the pool kept for LISTEN; its loss (the primary died) calls `lost`. The pool
+    takes a lost connection back by itself: its proxy then answers nothing."""
+    listener = await pool.acquire()
+    try:
+        await listener.add_listener(NOTIFY_CHANNEL, notified)
+        listener.add_termination_listener(lost)
+    except BaseException:
+        await pool.release(listener)
+        raise
+    return listener
+
+
+async def _unlisten(pool: Pool, listener: Listener, notified: Callable[..., None]) -> None:
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await listener.remove_listener(NOTIFY_CHANNEL, notified)
+    with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        await pool.release(listener)  # nothing to do when the pool took it back
+
+
 async def work(
     pool: Pool,
     handlers: Mapping[str, Handler],
@@ -287,32 +312,42 @@ async def work(
     worker_id: str | None = None,
 ) -> None:
     """Runs jobs until `stop` is set: woken by a notification when a job is stored, and every
-    `job_poll_s` to take over the jobs of workers that died."""
+    `job_poll_s` to take over the jobs of workers that died. The listening session is opened again
+    when it is lost (a failover takes it with the old primary)."""
     worker_id = worker_id or worker_name()
     wake = asyncio.Event()
+    listener: Listener | None = None
 
     def notified(*_: object) -> None:
         wake.set()
 
+    def lost(*_: object) -> None:
+        nonlocal listener
+        listener = None
+        wake.set()
+
     log.info("job worker started", extra={"worker": worker_id, "kinds": sorted(handlers)})
-    listener = await pool.acquire()
     try:
-        await listener.add_listener(NOTIFY_CHANNEL, notified)
         while not stop.is_set():
             wake.clear()
             try:
+                if listener is None:
+                    listener = await _listen(pool, notified, lost)
                 await pool.execute(Q["fail_exhausted"])
                 if await run_one(pool, handlers, settings, worker_id=worker_id) is not None:
                     continue
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                # InternalClientError: no host of the DSN is writable yet (TargetServerAttributeNotMatched,
+                # while a standby is being promoted), or a connection the server ended mid-protocol.
                 log.warning("job worker cannot reach the database", extra={"error": type(exc).__name__})
                 after_failure(pool, exc)
+            # Not listening (the database is away): look again within a second rather than a poll.
+            timeout = settings.job_poll_s if listener is not None else min(settings.job_poll_s, 1.0)
             waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=settings.job_poll_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for waiting in waits:
                 waiting.cancel()
     finally:
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            await listener.remove_listener(NOTIFY_CHANNEL, notified)
-        await pool.release(listener)
+        if listener is not None:
+            await _unlisten(pool, listener, notified)
         log.info("job worker stopped", extra={"worker": worker_id})

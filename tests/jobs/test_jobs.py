@@ -309,6 +309,42 @@ async def test_the_worker_loop_runs_what_is_stored_while_it_waits(
         await asyncio.wait_for(loop, 10)
 
 
+async def test_the_worker_listens_again_when_its_listening_session_is_lost(
+    client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,
+    pool: Pool,
+    db_dsn: str,  # type: ignore[type-arg]
+) -> None:
+    """A failover takes the LISTEN session with the old primary: the worker opens another one, so a
+    job stored afterwards runs at once, not at the next 30 s poll (bench/failover.py sees it on a
+    Patroni cluster)."""
+    stop = asyncio.Event()
+    loop = asyncio.create_task(worker.work(pool, job_handlers(), fast(db_dsn, job_poll_s=30), stop))
+    listening = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+    try:
+        for _ in range(100):
+            if (first := await conn.fetchval(listening)) is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert first is not None
+        await conn.execute("SELECT pg_terminate_backend($1)", first)
+        for _ in range(100):
+            if (again := await conn.fetchval(listening)) not in (None, first):
+                break
+            await asyncio.sleep(0.05)
+        assert again not in (None, first), "no new listening session"
+        civil = await auth_headers(client, "civil")
+        job = (await upload(client, civil, list_file(3))).json()
+        for _ in range(100):
+            if await conn.fetchval("SELECT state FROM jobs WHERE id = $1", job["id"]) == "succeeded":
+                break
+            await asyncio.sleep(0.05)
+        assert await conn.fetchval("SELECT state FROM jobs WHERE id = $1", job["id"]) == "succeeded"
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, 10)
+
+
 async def test_uploads_arriving_at_once_are_limited_per_person_and_freed_when_they_end(
     db_dsn: str,
     seeded: None,
