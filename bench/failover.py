@@ -14,7 +14,8 @@ standby and the load goes on. Two scenarios, each on a fresh cluster:
 
 Not a CI benchmark: it needs `apt-get install -y patroni etcd-server postgresql-15 python3-etcd`,
 root (namespaces; the nodes run as `postgres`) and cluster.sh's ports, shifted by --port-offset,
-free; bench/run_quick.sh leaves it out (a short run: tests/ops/test_failover.py, opt-in).
+free; bench/run_quick.sh leaves it out (its short run is tests/ops/test_failover.py, which CI runs:
+.ci/run installs those packages).
 
 Setup (not timed): the cluster; roles canbao_owner and canbao_app and database canbao made on the
 leader; `canbao migrate` and `canbao demo seed` through the multi-host DSNs (as an operator would);
