@@ -39,7 +39,7 @@ class HouseholdHeld(Conflict):
 
 
 def known_household(ctx: Context, household_id: UUID) -> Row | None:
-    """The household as this push's own last write of it left it (locked since), if it wrote it."""
+    """The household as the push locked it or its own last write of it left it (locked since)."""
     return None if ctx.households is None else ctx.households.get(household_id)
 
 
@@ -58,7 +58,7 @@ def _remember(ctx: Context, household: household_service.Household) -> None:
 
 
 def _forget(ctx: Context, *household_ids: UUID | None) -> None:
-    """Before a write whose result is not remembered (members leaving or moving, a new head)."""
+    """Before a write whose result is not remembered (a move: two households change)."""
     if ctx.households is not None:
         for household_id in household_ids:
             if household_id is not None:
@@ -272,7 +272,6 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
 
 
 async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDissolve, ctx: Context) -> m.Answer:
-    _forget(ctx, mu.household_id)
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     if row["status"] != "active":
         return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
@@ -304,6 +303,7 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
             ctx.today,
         )
         version = household.row_version
+        _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=version)
 
 
@@ -377,7 +377,6 @@ def _holds(person: Row, field: str, value: Any) -> bool:
 
 
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
-    _forget(ctx, mu.household_id)
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
@@ -403,6 +402,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
     if apply:
         data = msgspec.convert(apply, household_service.MemberUpdate)
         household = await member_service.update_member(conn, actor, row["id"], mu.person_id, version, data, ctx.today)
+        _remember(ctx, household)
         version = household.row_version
     for kind, outcome, fields in (("field_overwritten", "applied", overwritten), ("stale_identity", "held", held)):
         if not fields:
@@ -474,7 +474,6 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
 
 
 async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx: Context) -> m.Answer:
-    _forget(ctx, mu.household_id)
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     if person["left_reason"] is not None:
@@ -504,6 +503,7 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
         member_service.MemberRemove(reason=mu.reason),
         ctx.today,
     )
+    _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
 

@@ -80,12 +80,13 @@ async def push(
     device = await conn.fetchrow(Q["device_for_sync"], request.device_id)
     if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
         raise DeviceRequired()
-    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households={}, payments={})
+    households: dict[UUID, dict[str, Any]] = {}
+    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households=households, payments={})
     try:
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
         raise PushInProgress() from exc
-    await _lock_households(conn, request.mutations, fmt)
+    households.update(await _lock_households(conn, request.mutations, fmt))
     with audit.deferred(conn) as held:
         ledger = _Ledger(held)
         answers, last_seq = await _apply_chunks(conn, actor, request.mutations, fmt, ctx, last_seq, ledger)
@@ -116,9 +117,12 @@ _json_targets = msgspec.json.Decoder(_Targets)
 _msgpack_targets = msgspec.msgpack.Decoder(_Targets)
 
 
-async def _lock_households(conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format) -> None:
+async def _lock_households(
+    conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format
+) -> dict[UUID, dict[str, Any]]:
     """Locks the households the push names, in id order, before applying anything (a mutation
-    locks its household again as it goes: already held, that costs nothing)."""
+    locks its household again as it goes: already held, that costs nothing). Answers them as
+    locked: what the handlers start from (Context.households), nobody else can change them now."""
     decoder = _msgpack_targets if fmt == "msgpack" else _json_targets
     ids: set[UUID] = set()
     for raw in mutations:
@@ -127,8 +131,7 @@ async def _lock_households(conn: Connection, mutations: list[msgspec.Raw], fmt: 
         except msgspec.DecodeError:
             continue  # answered on its own when its turn comes
         ids.update(x for x in (targets.household_id, targets.to_household_id) if x is not None)
-    if ids:
-        await conflicts.lock_households(conn, ids)
+    return await conflicts.lock_households(conn, ids) if ids else {}
 
 
 CHUNK = 50  # mutations under one savepoint on the fast path
@@ -154,14 +157,14 @@ async def _apply_chunks(
         if ctx.device_status == "active":
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
-            mark = ledger.mark()
+            mark, known = ledger.mark(), _households_now(ctx)
             fast = msgspec.structs.replace(ctx, fast=True)
             try:
                 async with conn.transaction():
                     done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
             except _HANDLED:
                 ledger.undo(mark)
-                _forget_households(ctx)
+                _households_back(ctx, known)
                 done = None
         if done is None:
             done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
@@ -204,10 +207,17 @@ async def _read_reports(conn: Connection, ctx: Context, reports: list[tuple[int,
         ctx.payments.update(await money.reported_before(conn, ids))
 
 
-def _forget_households(ctx: Context) -> None:
-    """After a rollback: the households remembered (Context.households) may hold undone writes."""
-    if ctx.households is not None:
+def _households_now(ctx: Context) -> dict[UUID, dict[str, Any]] | None:
+    """The households known (Context.households) before a savepoint, to go back to if it rolls back."""
+    return None if ctx.households is None else dict(ctx.households)
+
+
+def _households_back(ctx: Context, known: dict[UUID, dict[str, Any]] | None) -> None:
+    """After a rollback: the households as they were known when its savepoint began (the entries are
+    replaced on a write, never changed in place)."""
+    if ctx.households is not None and known is not None:
         ctx.households.clear()
+        ctx.households.update(known)
 
 
 class _Ledger:
@@ -529,7 +539,7 @@ async def _one(
         answer = await HANDLERS[kind](conn, actor, mutation, ctx)
         answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
     else:
-        mark = ledger.mark()
+        mark, known = ledger.mark(), _households_now(ctx)
         try:
             async with conn.transaction():
                 if ctx.device_status == "suspended":
@@ -540,7 +550,7 @@ async def _one(
             answer = msgspec.structs.replace(known.answer, seq=seq, mutation_id=mutation_id)
         except _HANDLED as exc:
             ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
-            _forget_households(ctx)
+            _households_back(ctx, known)
             answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
     if seq > last_seq:  # (a seq at or below it reaches here only with dedup broken, for a test)
         ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)

@@ -62,5 +62,7 @@ RETURNING id, township_code, household_id, person_id, kind, outcome, fields, bas
 
 -- name: lock_households
 -- Every household a push names, locked up front in one order: two tablets' pushes touching the
--- same households in opposite orders wait for each other instead of deadlocking.
-SELECT id FROM households WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+-- same households in opposite orders wait for each other instead of deadlocking. Each as
+-- `household_locked` reads it: the push's handlers start from these rows (push.py).
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
+FROM households WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;

@@ -74,10 +74,12 @@ async def since(
     return Since([(r["person_id"], r["field"], sealed.open_change(r["field"], r["old_value"])) for r in rows])
 
 
-async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> None:
+async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> dict[UUID, dict[str, Any]]:
     """Locks the households in one order (by id): two pushes touching the same households in
-    opposite orders wait for each other instead of deadlocking."""
-    await conn.execute(Q["lock_households"], sorted(household_ids))
+    opposite orders wait for each other instead of deadlocking. Answers those that exist, as
+    `household_locked` reads them."""
+    rows = await conn.fetch(Q["lock_households"], sorted(household_ids))
+    return {r["id"]: sealed.opened_record(r) for r in rows}
 
 
 async def household_locked(conn: Connection, household_id: UUID) -> dict[str, Any] | None:
