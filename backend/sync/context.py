@@ -51,6 +51,10 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     # locks, and only its own handlers change them (a handler whose write it does not know forgets
     # the household first). None: read every time (a reviewer's resolution).
     households: dict[UUID, dict[str, Any]] | None = None
+    # The changes by others of the households the push locked, after the lowest base version its
+    # mutations give each (`conflicts.changes_since_many`), read as it began: nobody else can add
+    # any while it holds the locks, and its own are not counted. None: read every time.
+    changes: dict[UUID, Any] | None = None
     # What the server held of the payment ids the chunk reports, read as it began (handlers_money.py
     # `reported_before`), taken by the one payment.record of each. None: read at its turn.
     payments: dict[UUID, Any] | None = None

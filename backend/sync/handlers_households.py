@@ -78,6 +78,12 @@ async def _household(conn: Connection, actor: Actor, household_id: UUID, base_ve
     return row
 
 
+async def _since(conn: Connection, actor: Actor, row: Row, base_version: int, ctx: Context) -> conflicts.Since:
+    """The household's changes by others after the tablet's base (as read when the push began)."""
+    known = None if ctx.changes is None else ctx.changes.get(row["id"])
+    return await conflicts.since(conn, row["id"], base_version, row["row_version"], actor.device_id, known)
+
+
 def _set_fields(mu: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
     return {k: getattr(mu, k) for k in names if getattr(mu, k) is not None}
 
@@ -238,7 +244,7 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     edits = _set_fields(mu, HOUSEHOLD_FIELDS)
     changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(row[k])}
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     # Another's value replaced by this one: kept in a conflict record, never silently lost.
     overwritten = sorted(k for k in changed if since.changed(None, k))
     version = row["row_version"]
@@ -275,7 +281,7 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     if row["status"] != "active":
         return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     if since.membership_changed() and not ctx.resolving:
         # Someone joined, left or became head since the tablet looked: dissolving would decide for them.
         return await _hold(
@@ -387,7 +393,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
         _forget(ctx, mu.household_id)
         row = await _household(conn, actor, mu.household_id, 0, ctx)
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     # An identity value the server already holds is no change (two tablets made the same fix).
     identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
     if "relation" not in identity:
@@ -449,7 +455,7 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
             ["membership"],
             {"membership": "moved", "to_household_id": str(mu.to_household_id)},
         )
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     stale = since.identity_changed(mu.person_id)
     if stale and not ctx.resolving:
         return await _hold(
@@ -480,7 +486,7 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
         if person["left_reason"] != "moved":  # removed already: what the tablet wanted
             return m.Answer(seq=None, status="applied", code="already_removed", household_version=row["row_version"])
         return await _gone(conn, actor, mu, row, person, ["membership"], {"membership": mu.reason})
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     stale = since.identity_changed(mu.person_id)
     if stale and not ctx.resolving:
         return await _hold(

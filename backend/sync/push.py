@@ -81,12 +81,16 @@ async def push(
     if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
         raise DeviceRequired()
     households: dict[UUID, dict[str, Any]] = {}
-    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households=households, payments={})
+    changes: dict[UUID, conflicts.Changes] = {}
+    ctx = msgspec.structs.replace(
+        ctx, device_status=device["status"], households=households, changes=changes, payments={}
+    )
     try:
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
         raise PushInProgress() from exc
-    households.update(await _lock_households(conn, request.mutations, fmt))
+    bases = await _lock_households(conn, request.mutations, fmt, households)
+    changes.update(await conflicts.changes_since_many(conn, bases, request.device_id))
     with audit.deferred(conn) as held:
         ledger = _Ledger(held)
         answers, last_seq = await _apply_chunks(conn, actor, request.mutations, fmt, ctx, last_seq, ledger)
@@ -111,6 +115,7 @@ async def push(
 class _Targets(msgspec.Struct, kw_only=True):
     household_id: UUID | None = None
     to_household_id: UUID | None = None
+    base_version: Any = None
 
 
 _json_targets = msgspec.json.Decoder(_Targets)
@@ -118,20 +123,27 @@ _msgpack_targets = msgspec.msgpack.Decoder(_Targets)
 
 
 async def _lock_households(
-    conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format
-) -> dict[UUID, dict[str, Any]]:
+    conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format, households: dict[UUID, dict[str, Any]]
+) -> dict[UUID, int]:
     """Locks the households the push names, in id order, before applying anything (a mutation
-    locks its household again as it goes: already held, that costs nothing). Answers them as
-    locked: what the handlers start from (Context.households), nobody else can change them now."""
+    locks its household again as it goes: already held, that costs nothing), and adds them to
+    `households` as locked: what the handlers start from (Context.households), nobody else can
+    change them now. Answers the lowest base version the push gives each of them."""
     decoder = _msgpack_targets if fmt == "msgpack" else _json_targets
     ids: set[UUID] = set()
+    bases: dict[UUID, int] = {}
     for raw in mutations:
         try:
             targets = decoder.decode(bytes(raw))
         except msgspec.DecodeError:
             continue  # answered on its own when its turn comes
         ids.update(x for x in (targets.household_id, targets.to_household_id) if x is not None)
-    return await conflicts.lock_households(conn, ids) if ids else {}
+        base = targets.base_version
+        if targets.household_id is not None and type(base) is int and 0 <= base < 2**63:
+            bases[targets.household_id] = min(base, bases.get(targets.household_id, base))
+    if ids:
+        households.update(await conflicts.lock_households(conn, ids))
+    return {x: base for x, base in bases.items() if x in households}
 
 
 CHUNK = 50  # mutations under one savepoint on the fast path
@@ -157,14 +169,14 @@ async def _apply_chunks(
         if ctx.device_status == "active":
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
-            mark, known = ledger.mark(), _households_now(ctx)
+            mark, before = ledger.mark(), _households_now(ctx)
             fast = msgspec.structs.replace(ctx, fast=True)
             try:
                 async with conn.transaction():
                     done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
             except _HANDLED:
                 ledger.undo(mark)
-                _households_back(ctx, known)
+                _households_back(ctx, before)
                 done = None
         if done is None:
             done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
@@ -539,7 +551,7 @@ async def _one(
         answer = await HANDLERS[kind](conn, actor, mutation, ctx)
         answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
     else:
-        mark, known = ledger.mark(), _households_now(ctx)
+        mark, before = ledger.mark(), _households_now(ctx)
         try:
             async with conn.transaction():
                 if ctx.device_status == "suspended":
@@ -550,7 +562,7 @@ async def _one(
             answer = msgspec.structs.replace(known.answer, seq=seq, mutation_id=mutation_id)
         except _HANDLED as exc:
             ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
-            _households_back(ctx, known)
+            _households_back(ctx, before)
             answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
     if seq > last_seq:  # (a seq at or below it reaches here only with dedup broken, for a test)
         ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)
