@@ -14,9 +14,12 @@ it next are one read and one insert (written at the version the last addition gi
 new members of a household made earlier are one read, one insert and one bump by their number, each
 change record stamped with the version its own bump would give; a household this push wrote is not
 read again, by its handlers nor by the service that updates it (Context.households: the push holds
-its lock and only its handlers write it); what the server holds of the chunk's payment ids is read
-in one go (Context.payments), and a payment needs no savepoint of its own. Every answer and ledger
-row is what one mutation at a time gives (tests/sync/test_push_sets.py).
+its lock and only its handlers write it), nor one it locked as it began (the lock reads the rows);
+the changes others made to the households it names since the lowest base version its mutations
+give each are read once as it begins (Context.changes: nobody else can add any while it holds the
+locks); a rollback puts back the households known at its savepoint; what the server holds of the
+chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of its
+own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
 """
 
 from __future__ import annotations
