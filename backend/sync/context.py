@@ -46,10 +46,15 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     # The push's fast path (push.py): the whole chunk is undone and applied again one by one on any
     # failure, so a handler needs no savepoint of its own and lets every failure through.
     fast: bool = False
-    # The households this push's handlers have written, as `conflicts.household_locked` would read
-    # them now (handlers_households.py): the push holds their locks, and only its own handlers change
-    # them. None: read every time (a reviewer's resolution).
+    # The households the push locked as it began, and those its handlers have written since, as
+    # `conflicts.household_locked` would read them now (handlers_households.py): the push holds their
+    # locks, and only its own handlers change them (a handler whose write it does not know forgets
+    # the household first). None: read every time (a reviewer's resolution).
     households: dict[UUID, dict[str, Any]] | None = None
+    # The changes by others of the households the push locked, after the lowest base version its
+    # mutations give each (`conflicts.changes_since_many`), read as it began: nobody else can add
+    # any while it holds the locks, and its own are not counted. None: read every time.
+    changes: dict[UUID, Any] | None = None
     # What the server held of the payment ids the chunk reports, read as it began (handlers_money.py
     # `reported_before`), taken by the one payment.record of each. None: read at its turn.
     payments: dict[UUID, Any] | None = None

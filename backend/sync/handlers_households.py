@@ -39,7 +39,7 @@ class HouseholdHeld(Conflict):
 
 
 def known_household(ctx: Context, household_id: UUID) -> Row | None:
-    """The household as this push's own last write of it left it (locked since), if it wrote it."""
+    """The household as the push locked it or its own last write of it left it (locked since)."""
     return None if ctx.households is None else ctx.households.get(household_id)
 
 
@@ -58,7 +58,7 @@ def _remember(ctx: Context, household: household_service.Household) -> None:
 
 
 def _forget(ctx: Context, *household_ids: UUID | None) -> None:
-    """Before a write whose result is not remembered (members leaving or moving, a new head)."""
+    """Before a write whose result is not remembered (a move: two households change)."""
     if ctx.households is not None:
         for household_id in household_ids:
             if household_id is not None:
@@ -76,6 +76,12 @@ async def _household(conn: Connection, actor: Actor, household_id: UUID, base_ve
     if base_version > row["row_version"]:
         raise InvalidInput("base_version", _("is ahead of the server's version {version}", version=row["row_version"]))
     return row
+
+
+async def _since(conn: Connection, actor: Actor, row: Row, base_version: int, ctx: Context) -> conflicts.Since:
+    """The household's changes by others after the tablet's base (as read when the push began)."""
+    known = None if ctx.changes is None else ctx.changes.get(row["id"])
+    return await conflicts.since(conn, row["id"], base_version, row["row_version"], actor.device_id, known)
 
 
 def _set_fields(mu: msgspec.Struct, names: tuple[str, ...]) -> dict[str, Any]:
@@ -238,7 +244,7 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     edits = _set_fields(mu, HOUSEHOLD_FIELDS)
     changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(row[k])}
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     # Another's value replaced by this one: kept in a conflict record, never silently lost.
     overwritten = sorted(k for k in changed if since.changed(None, k))
     version = row["row_version"]
@@ -272,11 +278,10 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
 
 
 async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDissolve, ctx: Context) -> m.Answer:
-    _forget(ctx, mu.household_id)
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     if row["status"] != "active":
         return m.Answer(seq=None, status="applied", code="already_dissolved", household_version=row["row_version"])
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     if since.membership_changed() and not ctx.resolving:
         # Someone joined, left or became head since the tablet looked: dissolving would decide for them.
         return await _hold(
@@ -304,6 +309,7 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
             ctx.today,
         )
         version = household.row_version
+        _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=version)
 
 
@@ -377,7 +383,6 @@ def _holds(person: Row, field: str, value: Any) -> bool:
 
 
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
-    _forget(ctx, mu.household_id)
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
@@ -388,7 +393,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
         _forget(ctx, mu.household_id)
         row = await _household(conn, actor, mu.household_id, 0, ctx)
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     # An identity value the server already holds is no change (two tablets made the same fix).
     identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
     if "relation" not in identity:
@@ -403,6 +408,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
     if apply:
         data = msgspec.convert(apply, household_service.MemberUpdate)
         household = await member_service.update_member(conn, actor, row["id"], mu.person_id, version, data, ctx.today)
+        _remember(ctx, household)
         version = household.row_version
     for kind, outcome, fields in (("field_overwritten", "applied", overwritten), ("stale_identity", "held", held)):
         if not fields:
@@ -449,7 +455,7 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
             ["membership"],
             {"membership": "moved", "to_household_id": str(mu.to_household_id)},
         )
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     stale = since.identity_changed(mu.person_id)
     if stale and not ctx.resolving:
         return await _hold(
@@ -474,14 +480,13 @@ async def member_move(conn: Connection, actor: Actor, mu: m.MemberMove, ctx: Con
 
 
 async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx: Context) -> m.Answer:
-    _forget(ctx, mu.household_id)
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu)
     if person["left_reason"] is not None:
         if person["left_reason"] != "moved":  # removed already: what the tablet wanted
             return m.Answer(seq=None, status="applied", code="already_removed", household_version=row["row_version"])
         return await _gone(conn, actor, mu, row, person, ["membership"], {"membership": mu.reason})
-    since = await conflicts.since(conn, row["id"], mu.base_version, row["row_version"], actor.device_id)
+    since = await _since(conn, actor, row, mu.base_version, ctx)
     stale = since.identity_changed(mu.person_id)
     if stale and not ctx.resolving:
         return await _hold(
@@ -504,6 +509,7 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
         member_service.MemberRemove(reason=mu.reason),
         ctx.today,
     )
+    _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
 

@@ -14,9 +14,12 @@ it next are one read and one insert (written at the version the last addition gi
 new members of a household made earlier are one read, one insert and one bump by their number, each
 change record stamped with the version its own bump would give; a household this push wrote is not
 read again, by its handlers nor by the service that updates it (Context.households: the push holds
-its lock and only its handlers write it); what the server holds of the chunk's payment ids is read
-in one go (Context.payments), and a payment needs no savepoint of its own. Every answer and ledger
-row is what one mutation at a time gives (tests/sync/test_push_sets.py).
+its lock and only its handlers write it), nor one it locked as it began (the lock reads the rows);
+the changes others made to the households it names since the lowest base version its mutations
+give each are read once as it begins (Context.changes: nobody else can add any while it holds the
+locks); a rollback puts back the households known at its savepoint; what the server holds of the
+chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of its
+own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
 """
 
 from __future__ import annotations
@@ -80,12 +83,17 @@ async def push(
     device = await conn.fetchrow(Q["device_for_sync"], request.device_id)
     if device is None or device["owner_id"] != actor.id or device["status"] == "revoked":
         raise DeviceRequired()
-    ctx = msgspec.structs.replace(ctx, device_status=device["status"], households={}, payments={})
+    households: dict[UUID, dict[str, Any]] = {}
+    changes: dict[UUID, conflicts.Changes] = {}
+    ctx = msgspec.structs.replace(
+        ctx, device_status=device["status"], households=households, changes=changes, payments={}
+    )
     try:
         last_seq: int = await conn.fetchval(Q["lock_sync_device"], request.device_id)
     except asyncpg.LockNotAvailableError as exc:
         raise PushInProgress() from exc
-    await _lock_households(conn, request.mutations, fmt)
+    bases = await _lock_households(conn, request.mutations, fmt, households)
+    changes.update(await conflicts.changes_since_many(conn, bases, request.device_id))
     with audit.deferred(conn) as held:
         ledger = _Ledger(held)
         answers, last_seq = await _apply_chunks(conn, actor, request.mutations, fmt, ctx, last_seq, ledger)
@@ -110,25 +118,35 @@ async def push(
 class _Targets(msgspec.Struct, kw_only=True):
     household_id: UUID | None = None
     to_household_id: UUID | None = None
+    base_version: Any = None
 
 
 _json_targets = msgspec.json.Decoder(_Targets)
 _msgpack_targets = msgspec.msgpack.Decoder(_Targets)
 
 
-async def _lock_households(conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format) -> None:
+async def _lock_households(
+    conn: Connection, mutations: list[msgspec.Raw], fmt: codec.Format, households: dict[UUID, dict[str, Any]]
+) -> dict[UUID, int]:
     """Locks the households the push names, in id order, before applying anything (a mutation
-    locks its household again as it goes: already held, that costs nothing)."""
+    locks its household again as it goes: already held, that costs nothing), and adds them to
+    `households` as locked: what the handlers start from (Context.households), nobody else can
+    change them now. Answers the lowest base version the push gives each of them."""
     decoder = _msgpack_targets if fmt == "msgpack" else _json_targets
     ids: set[UUID] = set()
+    bases: dict[UUID, int] = {}
     for raw in mutations:
         try:
             targets = decoder.decode(bytes(raw))
         except msgspec.DecodeError:
             continue  # answered on its own when its turn comes
         ids.update(x for x in (targets.household_id, targets.to_household_id) if x is not None)
+        base = targets.base_version
+        if targets.household_id is not None and type(base) is int and 0 <= base < 2**63:
+            bases[targets.household_id] = min(base, bases.get(targets.household_id, base))
     if ids:
-        await conflicts.lock_households(conn, ids)
+        households.update(await conflicts.lock_households(conn, ids))
+    return {x: base for x, base in bases.items() if x in households}
 
 
 CHUNK = 50  # mutations under one savepoint on the fast path
@@ -154,14 +172,14 @@ async def _apply_chunks(
         if ctx.device_status == "active":
             # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
             # applied again with a savepoint per mutation, so the failure is that mutation's alone.
-            mark = ledger.mark()
+            mark, before = ledger.mark(), _households_now(ctx)
             fast = msgspec.structs.replace(ctx, fast=True)
             try:
                 async with conn.transaction():
                     done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
             except _HANDLED:
                 ledger.undo(mark)
-                _forget_households(ctx)
+                _households_back(ctx, before)
                 done = None
         if done is None:
             done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
@@ -204,10 +222,17 @@ async def _read_reports(conn: Connection, ctx: Context, reports: list[tuple[int,
         ctx.payments.update(await money.reported_before(conn, ids))
 
 
-def _forget_households(ctx: Context) -> None:
-    """After a rollback: the households remembered (Context.households) may hold undone writes."""
-    if ctx.households is not None:
+def _households_now(ctx: Context) -> dict[UUID, dict[str, Any]] | None:
+    """The households known (Context.households) before a savepoint, to go back to if it rolls back."""
+    return None if ctx.households is None else dict(ctx.households)
+
+
+def _households_back(ctx: Context, known: dict[UUID, dict[str, Any]] | None) -> None:
+    """After a rollback: the households as they were known when its savepoint began (the entries are
+    replaced on a write, never changed in place)."""
+    if ctx.households is not None and known is not None:
         ctx.households.clear()
+        ctx.households.update(known)
 
 
 class _Ledger:
@@ -529,7 +554,7 @@ async def _one(
         answer = await HANDLERS[kind](conn, actor, mutation, ctx)
         answer = msgspec.structs.replace(answer, seq=seq, mutation_id=mutation_id)
     else:
-        mark = ledger.mark()
+        mark, before = ledger.mark(), _households_now(ctx)
         try:
             async with conn.transaction():
                 if ctx.device_status == "suspended":
@@ -540,7 +565,7 @@ async def _one(
             answer = msgspec.structs.replace(known.answer, seq=seq, mutation_id=mutation_id)
         except _HANDLED as exc:
             ledger.undo(mark)  # the savepoint rolled its effects back: its audit rows go too
-            _forget_households(ctx)
+            _households_back(ctx, before)
             answer = await _failed(conn, actor, seq, mutation_id, kind, raw, fmt, exc)
     if seq > last_seq:  # (a seq at or below it reaches here only with dedup broken, for a test)
         ledger.add(seq, mutation_id, kind, body_hash, answer, device_time)

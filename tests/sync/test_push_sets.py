@@ -371,3 +371,108 @@ async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one
         )
     assert _seen(answers[0]) == _seen(answers[1]) == [("applied", None, v, None, None, None, None) for v in (1, 2, 3)]
     assert await conn.fetchval("SELECT count(*) FROM memberships WHERE left_at IS NULL") == 8
+
+
+async def test_a_push_reads_the_changes_of_others_once_and_answers_as_when_read_each_time(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The changes others made after the tablet's base are read for the whole push as it begins
+    (`changes_since_many`): the conflicts and answers are those of reading them at each edit."""
+    from backend.sync.conflicts import service as conflicts
+    from tests.sync.test_conflicts import conflict_rows, edit_household, edit_member, remove
+
+    a = await world(client)
+    b = await register_tablet(client, "staff_a")
+    seen: list[Any] = []
+    for numbers, no in (((1, 2, 3), "0101"), ((4, 5, 6), "0102")):
+        created = household_create(a, numbers=numbers, household_no=no)
+        assert (await push(client, a, [created])).answers[0].status == "applied"
+        # Tablet A changes the address, a name and a phone (version 4); B edits from version 1.
+        done = await push(
+            client,
+            a,
+            [
+                edit_household(a, created, 1, address="北山村3组"),
+                edit_member(a, created, 0, 2, name="张三丰"),
+                edit_member(a, created, 1, 3, phone="13700000001"),
+            ],
+        )
+        assert [x.household_version for x in done.answers] == [2, 3, 4]
+        late = [
+            edit_household(b, created, 1, address="南山村2组", phone="13800000009"),
+            edit_member(b, created, 0, 1, name="张山", phone="13900000001"),
+            edit_member(b, created, 1, 1, phone="13900000002"),
+            edit_member(b, created, 2, 1, phone="13900000003"),
+            remove(b, created, 2, 1),
+            edit_member(b, created, 1, 4, phone="13900000004"),  # from after A's phone: no conflict
+        ]
+        if no == "0101":
+            # Read once for the push: reading them at an edit would fail.
+            monkeypatch.setitem(conflicts.Q, "changes_since", "SELECT 1 / 0")
+            answers = (await push(client, b, late)).answers
+            monkeypatch.undo()
+        else:
+            # Read at each edit, as before the push read them at once.
+            async def nothing_read(*_args: Any) -> dict[Any, Any]:
+                return {}
+
+            monkeypatch.setattr(conflicts, "changes_since_many", nothing_read)
+            answers = (await push(client, b, late)).answers
+            monkeypatch.undo()
+        seen.append([(x.status, x.code, x.household_version, x.conflict_fields) for x in answers])
+    assert (
+        seen[0]
+        == seen[1]
+        == [
+            ("applied_with_conflict", "field_conflict", 5, ["address"]),
+            ("applied_with_conflict", "identity_held", 6, ["name"]),
+            ("applied_with_conflict", "field_conflict", 7, ["phone"]),
+            ("applied", None, 8, []),
+            ("applied", None, 9, []),
+            ("applied", None, 10, []),
+        ]
+    )
+    kept = [
+        (r["kind"], r["outcome"], r["fields"], r["base_values"], r["server_values"], r["tablet_values"])
+        for r in await conflict_rows(conn)
+    ]
+    # The held name's base is each household's own first name (成员1, 成员4); the rest is the same.
+    assert [x[3] for x in kept if x[0] == "stale_identity"] == [{"name": "成员1"}, {"name": "成员4"}]
+    kept = [x[:3] + x[4:] if x[0] == "stale_identity" else x for x in kept]
+    assert len(kept) == 6 and kept[:3] == kept[3:]
+
+
+async def test_a_chunk_undone_forgets_the_household_versions_it_wrote(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """A failure in a chunk undoes it and applies it again one by one: the households known to the
+    push are then as they were before the chunk, not as its undone writes left them."""
+    from tests.sync.test_conflicts import edit_household
+
+    tablet = await world(client)
+    created = household_create(tablet, numbers=(1, 2))
+    assert (await push(client, tablet, [created])).answers[0].status == "applied"
+    nobody = m.MemberUpdate(
+        seq=0,
+        mutation_id=uuid.uuid4(),
+        household_id=created.household_id,
+        person_id=uuid.uuid4(),
+        base_version=2,
+        phone="13900000001",
+    )
+    batch = [
+        edit_household(tablet, created, 1, address="北山村3组"),
+        msgspec.structs.replace(nobody, seq=tablet.seq()),
+        edit_household(tablet, created, 2, phone="13800000009"),
+    ]
+    answers = (await push(client, tablet, batch)).answers
+    assert [(x.status, x.code, x.household_version) for x in answers] == [
+        ("applied", None, 2),
+        ("rejected", "not_found", None),
+        ("applied", None, 3),
+    ]
+    row = await conn.fetchrow("SELECT address, row_version FROM households WHERE id = $1", created.household_id)
+    assert row is not None and (row["address"], row["row_version"]) == ("北山村3组", 3)

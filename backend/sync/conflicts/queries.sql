@@ -10,6 +10,14 @@ FROM record_changes
 WHERE household_id = $1 AND version > $2 AND ($3::uuid IS NULL OR device_id IS DISTINCT FROM $3)
 ORDER BY id;
 
+-- name: changes_since_many
+-- `changes_since` of many households in one go, each after its own base version ($1, $2 in step).
+SELECT c.household_id, c.person_id, c.field, c.old_value, c.version
+FROM unnest($1::uuid[], $2::bigint[]) AS b (household_id, base)
+JOIN record_changes c ON c.household_id = b.household_id AND c.version > b.base
+WHERE $3::uuid IS NULL OR c.device_id IS DISTINCT FROM $3
+ORDER BY c.id;
+
 -- name: person_now
 -- A person's values, and their membership in the given household (current or the latest one).
 SELECT p.id, p.name, p.id_number_enc, p.birth_cert_enc, p.birth_date::text AS birth_date, p.sex, p.phone_enc,
@@ -62,5 +70,7 @@ RETURNING id, township_code, household_id, person_id, kind, outcome, fields, bas
 
 -- name: lock_households
 -- Every household a push names, locked up front in one order: two tablets' pushes touching the
--- same households in opposite orders wait for each other instead of deadlocking.
-SELECT id FROM households WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;
+-- same households in opposite orders wait for each other instead of deadlocking. Each as
+-- `household_locked` reads it: the push's handlers start from these rows (push.py).
+SELECT id, village_code, household_no, address, phone_enc, head_person_id, status, row_version
+FROM households WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE;

@@ -63,21 +63,47 @@ class Since(msgspec.Struct, frozen=True):
         return any(f in ("membership", "head") for _, f, _ in self.rows)
 
 
+# A household's changes by others after a base version, as read (`changes_since_many`): the base,
+# and (person_id or None, field, old value in clear, version) oldest first.
+Changes = tuple[int, list[tuple[UUID | None, str, str | None, int]]]
+
+
 async def since(
-    conn: Connection, household_id: UUID, base_version: int, current_version: int, device_id: UUID | None
+    conn: Connection,
+    household_id: UUID,
+    base_version: int,
+    current_version: int,
+    device_id: UUID | None,
+    known: Changes | None = None,
 ) -> Since:
-    """The changes after `base_version` that `device_id` did not push itself."""
+    """The changes after `base_version` that `device_id` did not push itself. `known`: read
+    already after a base at most this one (`changes_since_many`), and nobody else's since."""
     if base_version >= current_version:  # nothing can have changed: no round trip
         return Since([])
+    if known is not None and known[0] <= base_version:
+        return Since([(p, f, old) for p, f, old, version in known[1] if version > base_version])
     rows = await conn.fetch(Q["changes_since"], household_id, base_version, device_id)
     # A number's old value is kept sealed; the base a conflict shows is the clear one.
     return Since([(r["person_id"], r["field"], sealed.open_change(r["field"], r["old_value"])) for r in rows])
 
 
-async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> None:
+async def changes_since_many(conn: Connection, bases: dict[UUID, int], device_id: UUID | None) -> dict[UUID, Changes]:
+    """`since`'s changes of many households, each after its base, in one round trip."""
+    found: dict[UUID, Changes] = {x: (base, []) for x, base in bases.items()}
+    if bases:
+        rows = await conn.fetch(Q["changes_since_many"], list(bases), list(bases.values()), device_id)
+        for r in rows:
+            old = sealed.open_change(r["field"], r["old_value"])
+            found[r["household_id"]][1].append((r["person_id"], r["field"], old, r["version"]))
+    return found
+
+
+async def lock_households(conn: Connection, household_ids: Iterable[UUID]) -> dict[UUID, dict[str, Any]]:
     """Locks the households in one order (by id): two pushes touching the same households in
-    opposite orders wait for each other instead of deadlocking."""
-    await conn.execute(Q["lock_households"], sorted(household_ids))
+    opposite orders wait for each other instead of deadlocking. Answers those that exist, as
+    `household_locked` reads them."""
+    rows = await conn.fetch(Q["lock_households"], sorted(household_ids))
+    return {r["id"]: sealed.opened_record(r) for r in rows}
 
 
 async def household_locked(conn: Connection, household_id: UUID) -> dict[str, Any] | None:
