@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
 from backend.actor import Actor
+from backend import clock
 from backend.clock import local_date
 from backend.db import Connection
 from backend.errors import plain_validation_message
@@ -68,7 +69,7 @@ def savepoint(conn: Connection, ctx: Context) -> contextlib.AbstractAsyncContext
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def failure_text(exc: Exception) -> str:

@@ -17,6 +17,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from backend.clock import local_today
 from backend.actor import Actor, Role, Scope
 from backend.admin import service as admin
 from backend.app import create_app
@@ -232,7 +233,7 @@ async def run(
         tz = ZoneInfo((app_settings or Settings()).timezone)
         # Local midnight of the first day: every simulated day ends before today does.
         first_day = datetime.combine(
-            datetime.now(tz).date() - timedelta(days=options.offline_days), datetime.min.time(), tzinfo=tz
+            local_today(tz.key) - timedelta(days=options.offline_days), datetime.min.time(), tzinfo=tz
         ).astimezone(UTC)
         day = [0]
 
