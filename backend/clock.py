@@ -15,7 +15,9 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
 
-_source: Callable[[], datetime] | None = None
+
+class _Pinned:
+    source: Callable[[], datetime] | None = None
 
 
 @cache
@@ -25,20 +27,20 @@ def _zone(name: str) -> ZoneInfo:
 
 def now() -> datetime:
     """This instant, in UTC: the system clock's, or the pinned clock's."""
-    return datetime.now(UTC) if _source is None else _source()
+    source = _Pinned.source
+    return datetime.now(UTC) if source is None else source()
 
 
 def pin(start: datetime | None) -> None:
     """From now on `now()` starts at `start` and runs with the system's monotonic clock; None: the
     system clock again."""
-    global _source
     if start is None:
-        _source = None
+        _Pinned.source = None
         return
     if start.tzinfo is None:
         raise ValueError("the clock is pinned to a timezone-aware time")
     origin, at = time.monotonic(), start.astimezone(UTC)
-    _source = lambda: at + timedelta(seconds=time.monotonic() - origin)  # noqa: E731
+    _Pinned.source = lambda: at + timedelta(seconds=time.monotonic() - origin)
 
 
 def local_date(moment: datetime, timezone: str) -> date:

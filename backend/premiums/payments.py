@@ -7,7 +7,7 @@ that a reviewer approves (`adjustments`); every figure (paid, balance) is derive
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 

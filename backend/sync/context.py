@@ -16,8 +16,8 @@ from uuid import UUID
 
 import msgspec
 
-from backend.actor import Actor
 from backend import clock
+from backend.actor import Actor
 from backend.clock import local_date
 from backend.db import Connection
 from backend.errors import plain_validation_message

@@ -17,11 +17,11 @@ import asyncpg
 import httpx
 import msgspec
 
-from backend.clock import local_today
 from backend.actor import Actor, Role, Scope
 from backend.admin import service as admin
 from backend.app import create_app
 from backend.auth.passwords import Passwords
+from backend.clock import local_today
 from backend.config import Settings
 from backend.db import init_connection, load_queries
 from backend.policy import service as policies
