@@ -804,7 +804,9 @@ def _seed_and_print(settings: Settings, dsn: str) -> None:
         key = load_signing_key(settings)
     except SettingsError:
         return
-    year = local_today(settings.timezone).year
+    this_year = local_today(settings.timezone).year
+    # This year's, or the demo's newest year once the calendar has passed its data (2025, 2026).
+    year = min(this_year, max(population.enrollments, default=this_year))
     resident = _run(dsn, lambda conn: demo.demo_resident(conn, key.secret, year))
     if resident is not None:
         print(

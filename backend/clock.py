@@ -1,15 +1,46 @@
-"""Business dates: the local date of the pooling area (SPEC §2), derived once from UTC times."""
+"""Business dates: the local date of the pooling area (SPEC §2), derived once from UTC times.
+
+`now()` is the instant business dates are read from: which coverage year is open, the day a payment
+or a registration counts for, and the time a tablet's clock is checked against. It is the system
+clock unless `pin` set another: the test suite pins a fixed day, so its rules do not depend on the
+day it runs. Timestamps that only record when something happened, and the expiry of tokens and
+sessions, keep the system clock (and PostgreSQL's `now()`).
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from zoneinfo import ZoneInfo
+
+
+class _Pinned:
+    source: Callable[[], datetime] | None = None
 
 
 @cache
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
+
+
+def now() -> datetime:
+    """This instant, in UTC: the system clock's, or the pinned clock's."""
+    source = _Pinned.source
+    return datetime.now(UTC) if source is None else source()
+
+
+def pin(start: datetime | None) -> None:
+    """From now on `now()` starts at `start` and runs with the system's monotonic clock; None: the
+    system clock again."""
+    if start is None:
+        _Pinned.source = None
+        return
+    if start.tzinfo is None:
+        raise ValueError("the clock is pinned to a timezone-aware time")
+    origin, at = time.monotonic(), start.astimezone(UTC)
+    _Pinned.source = lambda: at + timedelta(seconds=time.monotonic() - origin)
 
 
 def local_date(moment: datetime, timezone: str) -> date:
@@ -19,4 +50,4 @@ def local_date(moment: datetime, timezone: str) -> date:
 
 
 def local_today(timezone: str) -> date:
-    return local_date(datetime.now(UTC), timezone)
+    return local_date(now(), timezone)

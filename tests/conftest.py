@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -23,7 +24,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import crypto, migrate, roles
+from backend import clock, crypto, migrate, roles
 from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.config import Settings
@@ -37,6 +38,12 @@ PASSWORD = demo.DEMO_PASSWORD
 OWNER_ROLE = "canbao_test_owner"
 APP_ROLE = "canbao_test_app"
 ROLE_PASSWORD = "canbao-test-role"
+
+
+# The day the suite runs on, whatever the calendar says (`pinned_clock`): coverage year 2026 is open
+# and the 2026 policy's window (2025-09-01 … 2025-12-31) has closed, so enrolling now is late.
+NOW = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+TODAY = date(2026, 12, 2)
 
 
 def _test_keys() -> str:
@@ -114,6 +121,18 @@ def source_language(monkeypatch: pytest.MonkeyPatch) -> None:
     for variable in ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("CANBAO_LANGUAGE", "en")
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock() -> Iterator[None]:
+    """Every test's business clock (`backend.clock.now`) starts at NOW and runs from there: which year is
+    open, the day money counts for, a tablet's clock checked against the server's. A test of another
+    day pins its own. Timestamps that only record when (and PostgreSQL's `now()`) keep the real time."""
+    clock.pin(NOW)
+    try:
+        yield
+    finally:
+        clock.pin(None)
 
 
 @pytest.fixture(scope="session")

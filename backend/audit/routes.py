@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 from uuid import UUID
 
@@ -14,7 +14,7 @@ from litestar.params import FromQuery, QueryParameter
 from backend.actor import Role
 from backend.audit import chain, service
 from backend.audit.service import AuditFilter, AuditPage
-from backend.clock import local_today
+from backend.clock import local_date
 from backend.config import Settings
 from backend.deps import CurrentActor, Tx
 from backend.errors import InvalidInput
@@ -73,7 +73,8 @@ class AuditController(Controller):
         date_to: Annotated[date | None, QueryParameter(name="to")] = None,
     ) -> SealPage:
         settings: Settings = state.settings
-        last = date_to or local_today(settings.timezone)
+        # Seals are dated by the database's clock (when rows were written), not the business clock.
+        last = date_to or local_date(datetime.now(UTC), settings.timezone)
         first = date_from or max(last, date.min + timedelta(days=30)) - timedelta(days=30)
         if last < first:
             raise InvalidInput("to", _("must not be before from"))

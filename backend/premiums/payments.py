@@ -7,14 +7,14 @@ that a reviewer approves (`adjustments`); every figure (paid, balance) is derive
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from backend import fields
+from backend import clock, fields
 from backend.actor import Actor, Role, Scope
 from backend.audit import service as audit
 from backend.clock import local_date
@@ -195,7 +195,7 @@ async def record_payment(
         raise InvalidInput("back_years", _("only a back-payment names past years"))
     if any(y >= data.coverage_year for y in data.back_years):
         raise InvalidInput("back_years", _("must be years before the coverage year"))
-    received_at = now or datetime.now(UTC)
+    received_at = now or clock.now()
     approved, reviewer = settling, None
     if data.collector_id is not None:
         reviewer, actor = actor, await _collector_for(conn, actor, data.collector_id)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
 
+from backend import clock
 from backend.actor import Actor
 from backend.clock import local_date
 from backend.db import Connection
@@ -73,7 +74,7 @@ def savepoint(conn: Connection, ctx: Context) -> contextlib.AbstractAsyncContext
 
 
 def now_utc() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def failure_text(exc: Exception) -> str:

@@ -126,7 +126,7 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         for r in rows:
             at = r["device_time"]
             plausible = at is not None and not r["this_push"]
-            plausible = plausible and timedelta(0) <= r["registered_at"] - at <= CLOCK_TOO_OLD
+            plausible = plausible and timedelta(0) <= r["registered_on"] - local_date(at, ctx.timezone) <= CLOCK_TOO_OLD
             found[r["person_id"]] = local_date(at, ctx.timezone) if plausible else None
         return found
 

@@ -43,7 +43,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 -- Of the live enrolments in year $3 of persons $2 of household $1, those tablet $4 registered: in
 -- this push (the transaction's own time) or an earlier one (its ledger row of `enrollment.create`
 -- written in the same transaction), with the tablet's clock then (NULL: not known).
-SELECT e.person_id, e.registered_at, e.registered_at = now() AS this_push, s.device_time
+SELECT e.person_id, e.registered_on, e.registered_at = now() AS this_push, s.device_time
 FROM enrollments e
 LEFT JOIN LATERAL (
     SELECT min(s.device_time) AS device_time, count(*) AS n FROM sync_mutations s

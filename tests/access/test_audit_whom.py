@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -14,6 +13,7 @@ import msgspec
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend import clock
 from mobile_sync_protocol import messages as m
 from tests.conftest import auth_headers
 from tests.factories import ID_NUMBERS, create_household, member, publish_policy
@@ -211,7 +211,7 @@ async def test_a_tablet_voiding_another_townships_payment_is_answered_as_for_an_
     tablet_a = await world(client, "staff_a")
     created = household_create(tablet_a)
     enrolled = enrol(tablet_a, created)
-    paid = payment(tablet_a, created, collected_at=datetime.now(UTC), acknowledge_no_cover=True)
+    paid = payment(tablet_a, created, collected_at=clock.now(), acknowledge_no_cover=True)
     setup = await push(client, tablet_a, [created, enrolled, paid])
     assert [a.status for a in setup.answers] == ["applied"] * 3
 

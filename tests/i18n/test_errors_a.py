@@ -5,7 +5,6 @@ they are the English of the code. The `code` and every `errors[].field` never ch
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -14,6 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend import clock
 from tests.conftest import auth_headers
 from tests.factories import ID_NUMBERS, POLICY_2026, create_household, member, publish_policy
 
@@ -193,7 +193,7 @@ def payment_body(household: dict[str, Any], receipt_no: str, **extra: Any) -> di
         "amount_fen": 80000,
         "method": "cash",
         "receipt_no": receipt_no,
-        "collected_at": datetime.now(UTC).isoformat(),
+        "collected_at": clock.now().isoformat(),
         "acknowledge_no_cover": True,  # (paid today for 2026: no cover in 2026, which the resident was told)
         **extra,
     }

@@ -15,6 +15,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from backend import clock
 from backend.errors import Forbidden
 from backend.policy import service as policies
 from backend.premiums import payments
@@ -277,7 +278,7 @@ async def test_a_reviewer_records_a_back_dated_payment_for_the_collector(
     assert approval is not None and approval["actor_id"] == reviewer_a
     # Through the API: the collector is told a reviewer records it.
     staff = await auth_headers(client, "staff_a")
-    old = (datetime.now(UTC) - timedelta(days=425)).isoformat()
+    old = (clock.now() - timedelta(days=425)).isoformat()
     refused = await client.post(
         "/api/v1/payments",
         json=http_body(world, receipt_no="A00000002", collected_at=old),

@@ -17,7 +17,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import crypto
+from backend import clock, crypto
 from backend.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
@@ -129,7 +129,7 @@ def http_body(world: World, receipt_no: str = "A00000001", amount_fen: int = 800
         "amount_fen": amount_fen,
         "method": "cash",
         "receipt_no": receipt_no,
-        "collected_at": datetime.now(UTC).isoformat(),
+        "collected_at": clock.now().isoformat(),
         # Paid today for 2026, whose window closed in 2025: the cover would start after the year
         # (tests of that rule send False).
         "acknowledge_no_cover": True,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import jwt
 
+from backend import clock
 from backend.auth.tokens import SigningKey
 from tests.conftest import JWT_SECRET, PASSWORD, auth_headers
 from tests.sync_world import Client, Tablet, enrol, envelope, household_create, payment, pull, push, push_raw, world
@@ -102,7 +103,7 @@ async def test_a_revoked_tablet_is_refused_and_listed_for_follow_up(client: Clie
 
 async def test_a_tablet_clock_far_off_is_flagged_but_changes_nothing(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
     tablet = await world(client)
-    wrong_clock = datetime.now(UTC) - timedelta(days=3)
+    wrong_clock = clock.now() - timedelta(days=3)
     created = household_create(tablet)
     answer = await push(client, tablet, [created], device_time=wrong_clock)
     assert answer.answers[0].status == "applied"
@@ -111,7 +112,7 @@ async def test_a_tablet_clock_far_off_is_flagged_but_changes_nothing(client: Cli
     skew = await conn.fetchval("SELECT last_clock_skew_s FROM sync_devices WHERE device_id = $1", tablet.device_id)
     assert skew == answer.clock_skew_s
     fine = await push(
-        client, tablet, [household_create(tablet, numbers=(3,), household_no="0102")], device_time=datetime.now(UTC)
+        client, tablet, [household_create(tablet, numbers=(3,), household_no="0102")], device_time=clock.now()
     )
     assert fine.clock_flag is None
     assert uuid.UUID(str(fine.device_id)) == tablet.device_id

@@ -6,24 +6,20 @@ gives the payment (`exemption_for` over `SubsidyRow.evidence_on`, then `coverage
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from mobile_sync_protocol import messages as m
-from mobile_sync_protocol.rules.coverage import EnrolmentWindow, ExemptionEvidence, add_months, coverage_for
+from mobile_sync_protocol.rules.coverage import EnrolmentWindow, ExemptionEvidence, coverage_for
 from mobile_sync_protocol.rules.exemptions import exemption_for
-from tests.conftest import auth_headers
+from tests.conftest import NOW, TODAY, auth_headers
 from tests.eligibility.test_check import csv
 from tests.factories import ID_NUMBERS, POLICY_2026, publish_policy
 from tests.sync.test_subsidies import B_VILLAGE, load, person_of
 from tests.sync_world import Client, household_create, pull_all, push, tombstones, upserts, world
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
-# Cover is decided on the server's local date: the tests' dates follow it.
-NOW = datetime.now(UTC)
-TODAY = NOW.astimezone(SHANGHAI).date()
-YEAR = TODAY.year
+# Cover is decided on the server's local date: the suite's pinned day, 2 December 2026 (NOW, TODAY).
+YEAR = 2026
 SOLDIERS = ["newborn", "newly_recognised_assistance", "left_employee_insurance", "discharged_soldier"]
 
 
@@ -108,11 +104,11 @@ async def test_a_veteran_list_reaches_the_townships_tablets_and_no_other(client:
     # A newer version that leaves [1] out in 30 days cuts his row's window; one from 25 June (the
     # same day) shadows version 1 altogether: his row goes. (A window that closed more than 90 days
     # ago is left out like an old subsidy grant.)
-    switch = TODAY + timedelta(days=30)
+    switch = date(2027, 1, 1)  # TODAY + 30 days
     await load(client, "tuiyi_junren", f"{ID_NUMBERS[6]},乙,2026-03-01,", effective_from=str(switch))
     changes, cursor_a, _ = await pull_all(client, tablet, cursor_a)
     (cut,) = upserts(changes, "subsidy")[veteran].evidence
-    assert (cut.in_force_from, cut.in_force_to) == (date(2026, 6, 25), switch - timedelta(days=1))
+    assert (cut.in_force_from, cut.in_force_to) == (date(2026, 6, 25), date(2026, 12, 31))
     assert upserts(changes, "subsidy")[veteran].evidence_on(switch, 2026) == []
     shadowing = await client.post(
         "/api/v1/eligibility/lists",
@@ -200,10 +196,8 @@ async def test_the_cover_a_tablet_computes_offline_with_the_pulled_evidence_is_t
     veteran, other, leaver = (x.person_id for x in ours.members)
     assert (offline[veteran].start, offline[veteran].reason_code) == (TODAY, "exempt")
     assert (offline[leaver].start, offline[leaver].reason_code) == (TODAY, "exempt")
-    late = add_months(TODAY, 3)
-    assert (offline[other].start, offline[other].reason_code) == (
-        (late, "waiting_period") if late.year == YEAR else (None, "no_cover_this_year")
-    )
+    # Three months' wait from 2 December ends in 2027: no cover this year.
+    assert (offline[other].start, offline[other].reason_code) == (None, "no_cover_this_year")
 
     # The tablet takes the money today; the server decides the cover from what it holds.
     paid = m.PaymentRecord(

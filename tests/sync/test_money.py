@@ -4,10 +4,10 @@ cannot be applied (never dropped), settled by a reviewer; a pushed void becomes 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
+from backend import clock
 from mobile_sync_protocol import messages as m
 from tests.conftest import auth_headers
 from tests.sync_world import Client, clear, enrol, household_create, payment, push, register_tablet, world
@@ -175,7 +175,7 @@ async def test_a_pushed_void_becomes_a_void_request_awaiting_a_reviewer(
     tablet = await world(client)
     created = household_create(tablet)
     enrolled = enrol(tablet, created)
-    now = datetime.now(UTC)
+    now = clock.now()
     # (paid today for 2026: no cover before the year ends, which the resident was told)
     paid = payment(tablet, created, collected_at=now, acknowledge_no_cover=True)
     void = m.PaymentVoid(

@@ -6,11 +6,12 @@ what breaks a rule is quarantined for a reviewer."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import msgspec
 
+from backend import clock
 from backend.clock import local_date
 from mobile_sync_protocol import messages as m
 from tests.conftest import auth_headers
@@ -26,7 +27,7 @@ async def test_a_payment_that_buys_no_cover_this_year_waits_for_the_acknowledgem
     """Paid today for 2026, whose window closed on 2025-12-31: cover would start after the year."""
     tablet = await world(client)
     created = household_create(tablet)
-    now = datetime.now(UTC)
+    now = clock.now()
     enrolled = enrol(tablet, created)
     silent = payment(tablet, created, collected_at=now)
     answer = await push(client, tablet, [created, enrolled, silent])
@@ -48,7 +49,7 @@ async def test_the_acknowledgement_is_not_a_fact_of_the_payment(client: Client) 
     tablet = await world(client)
     created = household_create(tablet)
     enrolled = enrol(tablet, created)
-    silent = payment(tablet, created, collected_at=datetime.now(UTC))
+    silent = payment(tablet, created, collected_at=clock.now())
     await push(client, tablet, [created, enrolled, silent])
     again = msgspec.structs.replace(silent, seq=tablet.seq(), mutation_id=uuid.uuid4(), acknowledge_no_cover=True)
     assert m.payment_content_hash(again) == m.payment_content_hash(silent)
@@ -63,7 +64,7 @@ async def test_a_reviewer_applies_a_quarantined_payment_that_buys_no_cover(
     tablet = await world(client)
     created = household_create(tablet)
     enrolled = enrol(tablet, created)
-    silent = payment(tablet, created, collected_at=datetime.now(UTC))
+    silent = payment(tablet, created, collected_at=clock.now())
     answer = await push(client, tablet, [created, enrolled, silent])
     settled = await client.post(
         f"/api/v1/sync/quarantine/{answer.answers[2].quarantine_id}/settle",
@@ -82,7 +83,7 @@ async def test_the_tablets_offline_registration_time_counts(
     payment stands. One dated three days ago, before the tablet registered them, is kept aside."""
     tablet = await world(client)
     created = household_create(tablet)
-    now = datetime.now(UTC)
+    now = clock.now()
     enrolled = msgspec.structs.replace(enrol(tablet, created), device_time=now - timedelta(days=2))
     assert [a.status for a in (await push(client, tablet, [created, enrolled])).answers] == ["applied"] * 2
     registered_on = await conn.fetchval("SELECT min(registered_on) FROM enrollments")
@@ -117,7 +118,7 @@ async def test_a_payment_dated_before_a_counter_registration_is_kept_aside_and_a
         headers=staff,
     )
     assert enrolled.status_code == 201, enrolled.text
-    now = datetime.now(UTC)
+    now = clock.now()
     early = payment(tablet, created, collected_at=now - timedelta(days=1), acknowledge_no_cover=True)
     answer = (await push(client, tablet, [early])).answers[0]
     assert (answer.status, answer.code) == ("quarantined", "collected_before_registration")

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from backend import clock
 from backend.sync import pull as pull_service
 from backend.sync import sealed
 from mobile_sync_protocol import codec
@@ -270,7 +271,7 @@ async def scope_records(
 ) -> set[tuple[str, uuid.UUID]]:
     """What township A's tablet must hold: the scope's records kind by kind (the `*_in_scope` queries)."""
     zero, scope, everything = uuid.UUID(int=0), ("330106001000", "330106001999"), 10**6
-    since = pull_service.subsidy_horizon(datetime.now(UTC))
+    since = pull_service.subsidy_horizon(clock.now())
     queries = {
         "policy_version": ("policies_all", (zero, everything)),
         "receipt_block": ("receipt_blocks_of_device", (tablet_user, device, zero, everything)),
@@ -420,7 +421,7 @@ async def test_a_pull_is_neither_held_up_nor_failed_by_a_push_of_the_same_tablet
                 "UPDATE sync_devices SET last_seq = 7, last_push_at = now() WHERE device_id = $1", tablet.device_id
             )
             request = m.PullRequest(protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, limit=2)
-            answer = await pull_service.pull(reader, actor, request, datetime.now(UTC))
+            answer = await pull_service.pull(reader, actor, request, clock.now())
         assert answer.last_seq == 1  # as of the snapshot: older at worst, never wrong
         assert len(answer.changes) == 2
     finally:

@@ -12,16 +12,17 @@ import asyncpg
 
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.rules.premium import SubsidyPolicy, premium_due
-from tests.conftest import auth_headers
+from tests.conftest import TODAY, auth_headers
 from tests.eligibility.test_check import check, csv
 from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS
 from tests.sync_world import Client, enrol, household_create, pull_all, push, sealed_set, tombstones, upserts, world
 
 B_VILLAGE = "330106002201"
-# Grants that ended more than 90 days ago are left out of the rows: the tests' dates follow today.
-TODAY, DAY = date.today(), timedelta(days=1)
-YEAR = TODAY.year + 1  # claims for years before the horizon's are left out too
+# Grants that ended more than 90 days ago are left out of the rows: the tests' dates follow the
+# server's today, the suite's pinned 2 December 2026 (TODAY).
+DAY = timedelta(days=1)
+YEAR = 2027  # claims for years before the horizon's are left out too
 
 
 async def load(client: Client, list_type: str, *rows: str, effective_from: str = "2025-09-01") -> dict[str, Any]:
@@ -205,7 +206,7 @@ async def test_the_subsidy_a_tablet_computes_offline_is_the_one_the_server_recor
     )
     held = upserts(snapshot, "subsidy")
     # The server prices on its local date; the tablet on its own: either day gives the same here.
-    today = date.today() + timedelta(days=1)
+    today = TODAY + DAY
     offline = {
         x.person_id: premium_due(pricing, held[x.person_id].categories_on(today, 2026) if x.person_id in held else [])
         for x in ours.members

@@ -3,7 +3,7 @@ back to the tablets (the conflict row and whatever it changed are synced records
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -12,6 +12,7 @@ import msgspec
 
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
+from backend.clock import local_today
 from backend.db import Connection
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
@@ -127,7 +128,7 @@ async def resolve(
     try:
         async with conn.transaction():
             if data.resolution == "restored":
-                await _restore(conn, actor, row)
+                await _restore(conn, actor, row, local_today(timezone))
             elif data.resolution == "applied":
                 ctx = Context(timezone=timezone, code_key=code_key, now=now_utc(), resolving=True)
                 await _apply(conn, actor, row, ctx)
@@ -151,7 +152,7 @@ async def resolve(
     return _item(updated)
 
 
-async def _restore(conn: Connection, actor: Actor, row: dict[str, Any]) -> None:
+async def _restore(conn: Connection, actor: Actor, row: dict[str, Any], today: date) -> None:
     """Puts back the values an arriving edit replaced — unless they changed again since, when a
     person edits the record directly instead."""
     household = await household_locked(conn, row["household_id"])
@@ -173,7 +174,7 @@ async def _restore(conn: Connection, actor: Actor, row: dict[str, Any]) -> None:
         {k: v for k, v in row["server_values"].items() if v is not None}, household_service.MemberUpdate
     )
     await member_service.update_member(
-        conn, actor, row["household_id"], row["person_id"], household["row_version"], data, now_utc().date()
+        conn, actor, row["household_id"], row["person_id"], household["row_version"], data, today
     )
 
 

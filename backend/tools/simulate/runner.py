@@ -21,6 +21,7 @@ from backend.actor import Actor, Role, Scope
 from backend.admin import service as admin
 from backend.app import create_app
 from backend.auth.passwords import Passwords
+from backend.clock import local_today
 from backend.config import Settings
 from backend.db import init_connection, load_queries
 from backend.policy import service as policies
@@ -232,7 +233,7 @@ async def run(
         tz = ZoneInfo((app_settings or Settings()).timezone)
         # Local midnight of the first day: every simulated day ends before today does.
         first_day = datetime.combine(
-            datetime.now(tz).date() - timedelta(days=options.offline_days), datetime.min.time(), tzinfo=tz
+            local_today(tz.key) - timedelta(days=options.offline_days), datetime.min.time(), tzinfo=tz
         ).astimezone(UTC)
         day = [0]
 

@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import msgspec
 
+from backend import clock as backend_clock
 from backend.db import load_queries
 from backend.tools.simulate.people import People
 from backend.tools.simulate.tablet import YEAR, ReceiptBlock, Revocation, SimTablet
@@ -113,7 +114,7 @@ class World:
         stats: Counter[str] | None = None,
     ) -> None:
         self.inner, self.base_url, self.db, self.rng, self.tag = inner, base_url, db, rng, tag
-        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
+        self.clock: Callable[[], datetime] = clock or backend_clock.now  # the server's, when in this process
         self.timezone = timezone  # the server's local time: business dates (a void is for the same one)
         self.pull_limit = pull_limit
         self.faults: Counter[str] = Counter() if faults is None else faults
