@@ -29,7 +29,7 @@ import alembic.util
 import asyncpg
 import msgspec
 
-from backend import crypto, i18n, migrate
+from backend import clock, crypto, i18n, migrate
 from backend.auth.passwords import Passwords
 from backend.config import Settings, SettingsError
 from backend.db import Connection
@@ -57,10 +57,14 @@ class UsageError(CommandError):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The settings every command starts by reading; CANBAO_BUSINESS_CLOCK pins the business clock
+    here, before anything reads a date (and in `canbao worker` and `serve`'s workers alike)."""
     env = dict(os.environ)
     if getattr(args, "data_dir", None):
         env["CANBAO_DATA_DIR"] = args.data_dir
-    return Settings.from_env(env)
+    settings = Settings.from_env(env)
+    clock.pin_from_settings(settings.business_clock)
+    return settings
 
 
 @contextlib.contextmanager

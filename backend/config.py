@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -57,6 +58,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     resident_lockout_s: PositiveInt = 900  # doubled at each further lockout, up to a day
     partner_token_ttl_s: Annotated[int, msgspec.Meta(ge=30, le=3_600)] = 300
     timezone: str = "Asia/Shanghai"  # the pooling area's local time: business dates
+    # Tests, demos and training only: business dates (backend/clock.py) start at this instant, e.g.
+    # 2026-12-02T02:00:00Z, and run on from there; None: the system clock. Never in production.
+    business_clock: datetime | None = None  # CANBAO_BUSINESS_CLOCK
     # The language of people-facing text when a request's Accept-Language names none Canbao speaks
     # (backend/i18n): zh-CN, or en for developers. Codes, field names and amounts never change.
     language: str = "zh-CN"
@@ -141,6 +145,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise SettingsError("CANBAO_TIMEZONE", f"unknown time zone {self.timezone!r}") from None
+        if self.business_clock is not None and self.business_clock.tzinfo is None:
+            raise SettingsError("CANBAO_BUSINESS_CLOCK", "must name its offset, e.g. 2026-12-02T02:00:00Z")
         try:
             parse_language(self.language)
         except ValueError as exc:

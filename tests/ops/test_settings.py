@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from backend.config import Settings, SettingsError
@@ -38,6 +40,12 @@ def test_values_are_read_and_converted() -> None:
     assert not settings.embedded
 
 
+def test_the_business_clock_is_an_instant_with_its_offset() -> None:
+    assert Settings.from_env({}).business_clock is None
+    pinned = Settings.from_env({"CANBAO_BUSINESS_CLOCK": "2026-12-02T10:00:00+08:00"}).business_clock
+    assert pinned == datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
@@ -53,6 +61,8 @@ def test_values_are_read_and_converted() -> None:
         ({"CANBAO_OWNER_DATABASE_URL": "postgresql://owner@h/db"}, "CANBAO_OWNER_DATABASE_URL"),  # embedded
         ({"DATABASE_URL": "postgresql://app@h/db", "CANBAO_OWNER_DATABASE_URL": "x"}, "CANBAO_OWNER_DATABASE_URL"),
         ({"CANBAO_METRICS_PORT": "70000"}, "CANBAO_METRICS_PORT"),
+        ({"CANBAO_BUSINESS_CLOCK": "tomorrow"}, "CANBAO_BUSINESS_CLOCK"),
+        ({"CANBAO_BUSINESS_CLOCK": "2026-12-02T10:00:00"}, "CANBAO_BUSINESS_CLOCK"),  # no offset: whose 10:00?
     ],
 )
 def test_bad_value_names_the_variable(env: dict[str, str], variable: str) -> None:

@@ -240,6 +240,18 @@ def test_demo_seed_prints_the_population(db_dsn: str) -> None:
     keyed = run_cli("demo", "seed", env={**env_for(db_dsn), "CANBAO_JWT_SECRET": JWT_SECRET})
     assert keyed.returncode == 0, keyed.stderr
     assert keyed.stdout.splitlines()[-1].startswith("Residents' page /r/ (demo household, 2026): ID number ")
+    # A demo on another day (CANBAO_BUSINESS_CLOCK): the resident of that day's year, and a warning.
+    pinned = run_cli(
+        "demo",
+        "seed",
+        env={**env_for(db_dsn), "CANBAO_JWT_SECRET": JWT_SECRET, "CANBAO_BUSINESS_CLOCK": "2025-10-01T02:00:00Z"},
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.splitlines()[-1].startswith("Residents' page /r/ (demo household, 2025): ID number ")
+    assert "business clock pinned by CANBAO_BUSINESS_CLOCK: business dates start at 2025-10-01T02:00:00+00:00" in (
+        pinned.stderr
+    )
+    assert "CANBAO_BUSINESS_CLOCK" not in keyed.stderr
     second = run_cli("demo", "seed", env=env_for(db_dsn))
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-4] == (
