@@ -23,6 +23,8 @@ CANBAO = shutil.which("canbao", path=str(Path(sys.executable).parent)) or "canba
 
 # Hashing at the production cost makes every created user cost ~0.3 s; the rules are the same.
 FAST_HASHING = {"CANBAO_ARGON2_TIME_COST": "1", "CANBAO_ARGON2_MEMORY_KIB": "64"}
+# A `canbao` process on the suite's day (tests/conftest.py's NOW, pinned in-process), whatever the calendar says.
+PINNED_CLOCK = {"CANBAO_BUSINESS_CLOCK": "2026-12-02T02:00:00Z"}
 
 POSTGRES_PROGRAMS = {"postgres", "pg_ctl", "initdb"}
 

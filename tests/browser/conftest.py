@@ -25,7 +25,7 @@ from backend.db import init_connection
 from backend.tools import demo
 from tests.conftest import JWT_SECRET, KEY_FILE, PASSWORD, PgServer
 from tests.factories import ID_NUMBERS, POLICY_2026, member
-from tests.processes import FAST_HASHING, clean_env, serving
+from tests.processes import FAST_HASHING, PINNED_CLOCK, clean_env, serving
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -189,6 +189,7 @@ def world(pg_server: PgServer) -> Iterator[World]:
         CANBAO_MAINTENANCE_INTERVAL_S="0",
         CANBAO_LANGUAGE="zh-CN",
         **FAST_HASHING,
+        **PINNED_CLOCK,
     )
     try:
         with serving("serve", env=env) as server:
