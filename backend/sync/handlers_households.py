@@ -387,6 +387,7 @@ def _holds(person: Row, field: str, value: Any) -> bool:
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     person = await _member(conn, mu, for_edit=True)  # locked, read once: update_member does not again
+    taken = person
     edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
     if person["left_reason"] is not None:
         if not (ctx.resolving and person["current_household_id"] is not None):
@@ -395,6 +396,9 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
         _forget(ctx, mu.household_id)
         row = await _household(conn, actor, mu.household_id, 0, ctx)
+        # Read again under that household's lock, for update_member only (the conflict rules keep
+        # comparing with the person as the tablet's household knew them).
+        taken = await _member(conn, mu, for_edit=True)
     since = await _since(conn, actor, row, mu.base_version, ctx)
     # An identity value the server already holds is no change (two tablets made the same fix).
     identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
@@ -409,7 +413,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
     version, ids = row["row_version"], []
     if apply:
         data = msgspec.convert(apply, household_service.MemberUpdate)
-        known = person | {"birth_date": person["born"]}  # as members' person_for_update reads it
+        known = taken | {"birth_date": taken["born"]}  # as members' person_for_update reads it
         household = await member_service.update_member(
             conn, actor, row["id"], mu.person_id, version, data, ctx.today, locked=row, known=known
         )
