@@ -11,6 +11,7 @@ history and stay as they are. A household is dissolved by removing its members, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 from uuid import UUID
@@ -175,13 +176,25 @@ async def update_member(
     if_match: int | None,
     data: MemberUpdate,
     today: date,
+    *,
+    locked: Mapping[str, Any] | None = None,
+    known: Mapping[str, Any] | None = None,
 ) -> Household:
-    household = await household_in_scope(conn, actor, household_id)
+    """`locked`: the household's row as `update_household` takes it. `known`: the person's row as
+    `person_for_update` reads it (numbers opened, as `opened_person`), locked in this transaction,
+    with their current membership (`membership_id`, `current_relation`, `current_household_id`):
+    read already by a push that holds the household's lock, not read again."""
+    household = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
-    membership = await membership_in(conn, household_id, person_id)
-    row = await conn.fetchrow(Q["person_for_update"], person_id)
-    assert row is not None
-    person = opened_person(row)
+    if known is None:
+        membership: Mapping[str, Any] = dict(await membership_in(conn, household_id, person_id))
+        row = await conn.fetchrow(Q["person_for_update"], person_id)
+        assert row is not None
+        person: Mapping[str, Any] = opened_person(row)
+    else:
+        if known["id"] != person_id or known["current_household_id"] != household_id:
+            raise NotFound()
+        membership, person = {"id": known["membership_id"], "relation": known["current_relation"]}, known
     current = Identity(
         id_number=person["id_number"],
         birth_cert_no=person["birth_cert_no"],
@@ -253,7 +266,7 @@ async def update_member(
 
 async def _change_head(
     conn: Connection,
-    household: asyncpg.Record | dict[str, Any],
+    household: Mapping[str, Any],
     person_id: UUID,
     membership_id: UUID,
     former: str | None,
@@ -277,10 +290,21 @@ async def remove_member(
     if_match: int | None,
     data: MemberRemove,
     today: date,
+    *,
+    locked: Mapping[str, Any] | None = None,
+    known: Mapping[str, Any] | None = None,
 ) -> Household:
-    household = await household_in_scope(conn, actor, household_id)
+    """`locked`: the household's row as `update_household` takes it. `known`: the person's current
+    membership (`id`, `membership_id`, `current_relation`, `current_household_id`) read under the
+    household's lock in this transaction: not read again."""
+    household = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
-    membership = await membership_in(conn, household_id, person_id)
+    if known is None:
+        membership: Mapping[str, Any] = dict(await membership_in(conn, household_id, person_id))
+    else:
+        if known["id"] != person_id or known["current_household_id"] != household_id:
+            raise NotFound()
+        membership = {"id": known["membership_id"], "relation": known["current_relation"]}
     members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
     if membership["relation"] == "head" and len(members) > 1:
         raise Conflict(_("make another member head before removing the head"))

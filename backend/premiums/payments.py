@@ -39,7 +39,8 @@ CLOCK_AHEAD = timedelta(minutes=10)
 CLOCK_TOO_OLD = timedelta(days=45)
 
 # For persons whose enrolment a tablet registered offline: the local day it did (None: not known).
-OfflineRegistrations = Callable[[list[UUID]], Awaitable[Mapping[UUID, date | None]]]
+# Asked with each person's id and whether their enrolment was registered in this very transaction.
+OfflineRegistrations = Callable[[Mapping[UUID, bool]], Awaitable[Mapping[UUID, date | None]]]
 
 
 class PaymentIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -269,7 +270,7 @@ async def record_payment(
         registered: dict[UUID, date | None] = {p: e["registered_on"] for p, e in enrolled.items()}
         floors = {p: day for p in data.person_ids if (day := registered.get(p)) is not None and business_date < day}
         if floors and registered_offline is not None:  # (asked only then: a read the usual payment is spared)
-            registered |= await registered_offline(list(floors))
+            registered |= await registered_offline({p: enrolled[p]["registered_now"] for p in floors})
             floors = {p: day for p in floors if (day := registered[p]) is not None and business_date < day}
         if floors and not settling:
             raise CollectedBeforeRegistration(

@@ -105,8 +105,9 @@ FOR UPDATE;
 -- name: lock_block_and_enrollments
 -- The receipt block's row shared (a retirement of its unused numbers waits for this payment), and the
 -- rows of `live_enrollments_for_payment` ($2 … $4) locked: one row each, with the block's id; one row of
--- NULL enrolment columns when there is none.
-SELECT b.id AS block_id, e.*
+-- NULL enrolment columns when there is none. `registered_now`: the enrolment was registered in this
+-- transaction.
+SELECT b.id AS block_id, e.*, e.registered_at = now() AS registered_now
 FROM (SELECT id FROM receipt_blocks WHERE id = $1 FOR SHARE) AS b
 LEFT JOIN LATERAL (
     SELECT * FROM enrollments e

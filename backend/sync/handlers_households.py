@@ -346,8 +346,10 @@ async def member_create_run(conn: Connection, actor: Actor, run: list[m.MemberCr
 IDENTITY_EDITS = ("name", "relation", "former_head_relation", "id_number", "birth_date", "sex")
 
 
-async def _member(conn: Connection, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove) -> Row:
-    person = await conflicts.person_now(conn, mu.person_id, mu.household_id)
+async def _member(
+    conn: Connection, mu: m.MemberUpdate | m.MemberMove | m.MemberRemove, *, for_edit: bool = False
+) -> Row:
+    person = await conflicts.person_now(conn, mu.person_id, mu.household_id, for_edit=for_edit)
     if person is None or person["relation"] is None:  # never a member of this household
         raise NotFound()
     return person
@@ -384,7 +386,8 @@ def _holds(person: Row, field: str, value: Any) -> bool:
 
 async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx: Context) -> m.Answer:
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
-    person = await _member(conn, mu)
+    person = await _member(conn, mu, for_edit=True)  # locked, read once: update_member does not again
+    taken = person
     edits = _set_fields(mu, (*IDENTITY_EDITS, "phone"))
     if person["left_reason"] is not None:
         if not (ctx.resolving and person["current_household_id"] is not None):
@@ -393,6 +396,9 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         mu = msgspec.structs.replace(mu, household_id=person["current_household_id"], base_version=0)
         _forget(ctx, mu.household_id)
         row = await _household(conn, actor, mu.household_id, 0, ctx)
+        # Read again under that household's lock, for update_member only (the conflict rules keep
+        # comparing with the person as the tablet's household knew them).
+        taken = await _member(conn, mu, for_edit=True)
     since = await _since(conn, actor, row, mu.base_version, ctx)
     # An identity value the server already holds is no change (two tablets made the same fix).
     identity = {k: v for k, v in edits.items() if k in IDENTITY_EDITS and not _holds(person, k, v)}
@@ -407,7 +413,10 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
     version, ids = row["row_version"], []
     if apply:
         data = msgspec.convert(apply, household_service.MemberUpdate)
-        household = await member_service.update_member(conn, actor, row["id"], mu.person_id, version, data, ctx.today)
+        known = taken | {"birth_date": taken["born"]}  # as members' person_for_update reads it
+        household = await member_service.update_member(
+            conn, actor, row["id"], mu.person_id, version, data, ctx.today, locked=row, known=known
+        )
         _remember(ctx, household)
         version = household.row_version
     for kind, outcome, fields in (("field_overwritten", "applied", overwritten), ("stale_identity", "held", held)):
@@ -508,6 +517,8 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
         row["row_version"],
         member_service.MemberRemove(reason=mu.reason),
         ctx.today,
+        locked=row,
+        known=person,
     )
     _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)

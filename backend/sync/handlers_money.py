@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, timedelta
 from uuid import UUID
 
@@ -116,13 +117,15 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
     held = audit.held(conn)
     mark = held.mark() if held is not None else 0
 
-    async def registered_offline(person_ids: list[UUID]) -> dict[UUID, date | None]:
+    async def registered_offline(registered_now: Mapping[UUID, bool]) -> dict[UUID, date | None]:
         """The tablet's own registration counts: its clock then, when plausible; in this push, or
-        with no time, the order of its work (the enrolment came first) stands for it."""
-        found: dict[UUID, date | None] = {}
-        rows = await conn.fetch(
-            Q["registered_by_tablet"], mu.household_id, person_ids, mu.coverage_year, actor.device_id
-        )
+        with no time, the order of its work (the enrolment came first) stands for it. Registered in
+        this push (this transaction) is known without a read: `registered_by_tablet` answers None."""
+        found: dict[UUID, date | None] = {p: None for p, now in registered_now.items() if now}
+        earlier = [p for p, now in registered_now.items() if not now]
+        if not earlier:
+            return found
+        rows = await conn.fetch(Q["registered_by_tablet"], mu.household_id, earlier, mu.coverage_year, actor.device_id)
         for r in rows:
             at = r["device_time"]
             plausible = at is not None and not r["this_push"]

@@ -19,10 +19,12 @@ WHERE $3::uuid IS NULL OR c.device_id IS DISTINCT FROM $3
 ORDER BY c.id;
 
 -- name: person_now
--- A person's values, and their membership in the given household (current or the latest one).
+-- A person's values, and their membership in the given household (current or the latest one);
+-- their current membership (`membership_id`, `current_relation`: in whichever household).
 SELECT p.id, p.name, p.id_number_enc, p.birth_cert_enc, p.birth_date::text AS birth_date, p.sex, p.phone_enc,
        here.relation, here.left_reason, now_in.household_id AS current_household_id,
-       now_in_h.village_code AS current_village_code
+       now_in_h.village_code AS current_village_code,
+       now_in.id AS membership_id, now_in.relation AS current_relation
 FROM persons p
 LEFT JOIN LATERAL (
     SELECT relation, left_reason FROM memberships
@@ -31,6 +33,25 @@ LEFT JOIN LATERAL (
 LEFT JOIN memberships now_in ON now_in.person_id = p.id AND now_in.left_at IS NULL
 LEFT JOIN households now_in_h ON now_in_h.id = now_in.household_id
 WHERE p.id = $1;
+
+-- name: person_for_edit
+-- As person_now, the person's row locked (FOR UPDATE, as members' `person_for_update`), with what
+-- `members.update_member` needs besides (`born`: the birth date as a date): a member edit of a push
+-- reads the person once.
+SELECT p.id, p.name, p.id_number_enc, p.birth_cert_enc, p.birth_date::text AS birth_date, p.sex, p.phone_enc,
+       p.birth_date AS born, p.id_converted_from_15, p.id_number_hash, p.row_version,
+       here.relation, here.left_reason, now_in.household_id AS current_household_id,
+       now_in_h.village_code AS current_village_code,
+       now_in.id AS membership_id, now_in.relation AS current_relation
+FROM persons p
+LEFT JOIN LATERAL (
+    SELECT relation, left_reason FROM memberships
+    WHERE person_id = p.id AND household_id = $2 ORDER BY joined_at DESC LIMIT 1
+) here ON true
+LEFT JOIN memberships now_in ON now_in.person_id = p.id AND now_in.left_at IS NULL
+LEFT JOIN households now_in_h ON now_in_h.id = now_in.household_id
+WHERE p.id = $1
+FOR UPDATE OF p;
 
 -- name: held_household
 SELECT id FROM sync_conflicts

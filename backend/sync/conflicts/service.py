@@ -112,8 +112,12 @@ async def household_locked(conn: Connection, household_id: UUID) -> dict[str, An
     return None if row is None else sealed.opened_record(row)
 
 
-async def person_now(conn: Connection, person_id: UUID, household_id: UUID) -> dict[str, Any] | None:
-    row = await conn.fetchrow(Q["person_now"], person_id, household_id)
+async def person_now(
+    conn: Connection, person_id: UUID, household_id: UUID, *, for_edit: bool = False
+) -> dict[str, Any] | None:
+    """The person's values in clear and their membership of the household. `for_edit`: locked, with
+    what `members.update_member` reads of them besides (`person_for_edit`)."""
+    row = await conn.fetchrow(Q["person_for_edit" if for_edit else "person_now"], person_id, household_id)
     return None if row is None else sealed.opened_record(row)
 
 
