@@ -29,7 +29,7 @@ from backend.enrollment.continuity import (
     CeilingView,
     PersonContinuity,
     ceiling_view,
-    known_years,
+    known_years_of_household,
     person_ceiling,
     person_continuity,
 )
@@ -387,7 +387,7 @@ async def coverage(
     dues = await eligibility.subsidies(reads, subsidised, year, today, policy=version) if subsidised else {}
     paid = await paid_for(reads, household_id, person_ids, year)
     receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
-    known = await known_years(reads, person_ids, year)
+    known = await known_years_of_household(reads, household_id, year)
     incentive = version.rules.serious_illness if version is not None else None
     first = incentive.count_from_year if incentive is not None else None
     runs = {p: person_continuity(k, year, first) for p, k in known.items()}
