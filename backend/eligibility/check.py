@@ -285,11 +285,19 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     return EligibilityAnswer(coverage_year=data.coverage_year, as_of=on, policy_version=policy.version, items=items)
 
 
-async def subsidies(conn: Connection, person_ids: Iterable[UUID], year: int, on: date) -> dict[UUID, PremiumDue]:
+async def subsidies(
+    conn: Connection,
+    person_ids: Iterable[UUID],
+    year: int,
+    on: date,
+    *,
+    policy: policies.PolicyVersion | Literal["look up"] | None = "look up",
+) -> dict[UUID, PremiumDue]:
     """The subsidy of registered persons for a year under the policy in force on `on` (their age on
     1 January of the year from their birth date; a person without an ID number holds no category,
-    but an age's top-up may still apply)."""
-    policy = await policies.in_force(conn, year, on)
+    but an age's top-up may still apply). A caller that has read that policy already passes it."""
+    if isinstance(policy, str):
+        policy = await policies.in_force(conn, year, on)
     if policy is None:
         return {}
     persons = await conn.fetch(Q["persons_for_subsidy"], list(person_ids))

@@ -76,6 +76,23 @@ async def known_years(
     return {r["person_id"]: _known(r) for r in rows}
 
 
+# The same of a household's current members, the persons named by the household rather than listed:
+# with only scalar parameters PostgreSQL keeps the statement's generic plan after a few runs, where
+# with a list of persons it plans every run anew (0.6 ms of planning for 0.3 ms of work; issue 20).
+_OF_PERSONS = "WHERE p.id = ANY($1::uuid[])"
+_OF_HOUSEHOLD = "WHERE p.id IN (SELECT m.person_id FROM memberships m WHERE m.household_id = $1 AND m.left_at IS NULL)"
+assert Q["known_years"].endswith(_OF_PERSONS)
+KNOWN_YEARS_OF_HOUSEHOLD = Q["known_years"].removesuffix(_OF_PERSONS) + _OF_HOUSEHOLD
+
+
+async def known_years_of_household(
+    conn: Connection, household_id: UUID, year: int, timezone: str = LOCAL_TIMEZONE
+) -> dict[UUID, Known]:
+    """`known_years` of the household's current members."""
+    rows = await conn.fetch(KNOWN_YEARS_OF_HOUSEHOLD, household_id, year, timezone, None)
+    return {r["person_id"]: _known(r) for r in rows}
+
+
 def _known(r: asyncpg.Record) -> Known:
     return Known(
         birth_year=r["birth_date"].year,

@@ -22,16 +22,31 @@ INSERT INTO resident_sessions (id, person_id, household_id, created_at, expires_
 UPDATE resident_sessions SET revoked_at = now() WHERE id = $1 AND person_id = $2 AND revoked_at IS NULL;
 
 -- name: household
-SELECT id, village_code, household_no, status FROM households WHERE id = $1;
+-- The household and its money for year $2 in one round trip: the money as `household_money`
+-- (backend/enrollment/quotes.sql) reads it (a change there goes here too).
+SELECT h.id, h.village_code, h.household_no, h.status, e.premium_fen, e.subsidy_fen,
+       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
+        WHERE m.household_id = h.id AND m.coverage_year = $2) AS paid_fen
+FROM households h
+CROSS JOIN LATERAL (
+    SELECT coalesce(sum(premium_fen), 0)::bigint AS premium_fen,
+           coalesce(sum(subsidy_fen) FILTER (WHERE premium_fen IS NOT NULL), 0)::bigint AS subsidy_fen
+    FROM enrollments
+    WHERE household_id = h.id AND coverage_year = $2 AND status <> 'cancelled') AS e
+WHERE h.id = $1;
 
 -- name: members_coverage
 -- Current members, each with the enrolment for the year: the live one, else the latest cancelled;
--- and the year's status in the imported enrolment history, if any.
+-- and the year's status in the imported enrolment history, if any; and, when a funded enrolment
+-- for the year after $2 gives cover on $3 already (a new university student's starts on 1 September
+-- of the year before its coverage year), its year and dates (at most one live per person and year).
 SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
+       p.id_number_hash, p.birth_date,
        e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen, e.coverage_start, e.coverage_end,
        e.coverage_reason, e.coverage_note, e.coverage_facts, e.cancel_reason,
        (SELECT h.status FROM enrollment_history h
-        WHERE h.id_number_hash = p.id_number_hash AND h.coverage_year = $2) AS history_status
+        WHERE h.id_number_hash = p.id_number_hash AND h.coverage_year = $2) AS history_status,
+       nx.coverage_year AS next_year, nx.coverage_start AS next_year_start, nx.coverage_end AS next_year_end
 FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN LATERAL (
@@ -40,16 +55,14 @@ LEFT JOIN LATERAL (
     ORDER BY en.status = 'cancelled', en.registered_at DESC
     LIMIT 1
 ) e ON true
+LEFT JOIN LATERAL (
+    SELECT n.coverage_year, n.coverage_start, n.coverage_end FROM enrollments n
+    WHERE n.person_id = p.id AND n.coverage_year = $2 + 1 AND n.status IN ('paid', 'subsidised', 'confirmed')
+      AND n.coverage_start <= $3 AND n.coverage_end >= $3
+    LIMIT 1
+) nx ON true
 WHERE m.household_id = $1 AND m.left_at IS NULL
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
-
--- name: next_year_cover_in_force
--- Of persons $1, a funded enrolment for the year after $2 whose cover is in force on $3 already (a
--- new university student's starts on 1 September of the year before its coverage year).
-SELECT person_id, coverage_year, coverage_start, coverage_end
-FROM enrollments
-WHERE person_id = ANY($1::uuid[]) AND coverage_year = $2 + 1 AND status IN ('paid', 'subsidised', 'confirmed')
-  AND coverage_start <= $3 AND coverage_end >= $3;
 
 -- name: last_receipts
 -- Per person, the receipt of the latest payment (not voided) of the year that covered them: one that

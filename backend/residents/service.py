@@ -25,8 +25,15 @@ from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.enrollment import explain
-from backend.enrollment.continuity import CeilingView, PersonContinuity, ceilings, continuity_of
-from backend.enrollment.quotes import household_totals, paid_for
+from backend.enrollment.continuity import (
+    CeilingView,
+    PersonContinuity,
+    ceiling_view,
+    known_years_of_household,
+    person_ceiling,
+    person_continuity,
+)
+from backend.enrollment.quotes import HouseholdTotals, paid_for
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import N_, _, percent, terms, yuan
 from backend.ids import uuid7
@@ -362,25 +369,41 @@ async def coverage(
     if actor.kind != "resident" or actor.household_id is None:
         raise NotFound()
     household_id = actor.household_id
-    household = await reads.fetchrow(Q["household"], household_id)
+    # Few round trips (issue 20): the household with its money, the members with their next year's
+    # early cover, the policy in force once (for subsidies, continuity, ceilings and benefits), what
+    # is known of the members' years once (for continuity and ceilings).
+    household = await reads.fetchrow(Q["household"], household_id, year)
     if household is None:
         raise NotFound()
-    rows = await reads.fetch(Q["members_coverage"], household_id, year)
-    dues = await eligibility.subsidies(reads, [r["person_id"] for r in rows], year, today)
-    paid = await paid_for(reads, household_id, [r["person_id"] for r in rows], year)
-    receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
-    runs = await continuity_of(reads, [r["person_id"] for r in rows], year, today)
-    covered = [
+    rows = await reads.fetch(Q["members_coverage"], household_id, year, today)
+    person_ids = [r["person_id"] for r in rows]
+    version = await policy.in_force(reads, year, today)
+    # The categories are shown only beside a subsidy: persons without one need no look-up.
+    subsidised = [
         r["person_id"]
         for r in rows
-        if r["status"] in explain.HISTORY_FUNDED
-        or (r["status"] in (None, "cancelled") and r["history_status"] in explain.HISTORY_FUNDED)
+        if r["status"] not in (None, "cancelled") and min(r["subsidy_fen"] or 0, r["premium_fen"] or 0)
     ]
-    ceiling_of = await ceilings(reads, covered, year, today)
-    early = {
-        r["person_id"]: r
-        for r in await reads.fetch(Q["next_year_cover_in_force"], [r["person_id"] for r in rows], year, today)
-    }
+    dues = await eligibility.subsidies(reads, subsidised, year, today, policy=version) if subsidised else {}
+    paid = await paid_for(reads, household_id, person_ids, year)
+    receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
+    known = await known_years_of_household(reads, household_id, year)
+    incentive = version.rules.serious_illness if version is not None else None
+    first = incentive.count_from_year if incentive is not None else None
+    runs = {p: person_continuity(k, year, first) for p, k in known.items()}
+    ceiling_of = (
+        {}
+        if incentive is None
+        else {
+            r["person_id"]: ceiling_view(person_ceiling(incentive, known[r["person_id"]], year))
+            for r in rows
+            if r["person_id"] in known
+            and (
+                r["status"] in explain.HISTORY_FUNDED
+                or (r["status"] in (None, "cancelled") and r["history_status"] in explain.HISTORY_FUNDED)
+            )
+        }
+    )
     keyring = crypto.keys()
     members = []
     for record_row in rows:
@@ -410,14 +433,14 @@ async def coverage(
         categories = list(due.chosen_categories) if due is not None and subsidy else []
         receipt = receipts.get(r["person_id"])
         explained = words if why is None else _("{state} {reason}", state=words, reason=why)
-        next_year = early.get(r["person_id"]) if not state.in_force else None
+        next_year = r["next_year"] if not state.in_force else None
         if next_year is not None:
             explained = _(
                 "{explanation} Covered today by the enrolment for {year}, from {start} to {end}.",
                 explanation=explained,
-                year=next_year["coverage_year"],
-                start=explain.day(next_year["coverage_start"]),
-                end=explain.day(next_year["coverage_end"]),
+                year=next_year,
+                start=explain.day(r["next_year_start"]),
+                end=explain.day(r["next_year_end"]),
             )
         members.append(
             MemberCoverage(
@@ -457,12 +480,14 @@ async def coverage(
                 coverage_source=source,
                 continuity=runs.get(r["person_id"]),
                 serious_illness_ceiling=ceiling_of.get(r["person_id"]),
-                in_force_by_year=None if next_year is None else next_year["coverage_year"],
+                in_force_by_year=next_year,
             )
         )
     # The household's year over the enrolments live in it now; what is paid for them whichever
     # household paid (the money follows the enrolment), with what its own payments left over.
-    totals = await household_totals(reads, household_id, year)
+    totals = HouseholdTotals(
+        premium_fen=household["premium_fen"], subsidy_fen=household["subsidy_fen"], paid_fen=household["paid_fen"]
+    )
     subsidy_total = totals.subsidy_fen
     due_total = totals.premium_fen - subsidy_total
     money = HouseholdMoney(due_fen=due_total, paid_fen=totals.paid_fen, balance_fen=due_total - totals.paid_fen)
@@ -477,7 +502,6 @@ async def coverage(
         summary={"year": year, "members": len(members)},
     )
     balance, refund = max(money.balance_fen, 0), max(-money.balance_fen, 0)
-    version = await policy.in_force(reads, year, today)
     benefits = version.rules.benefits if version is not None else None
     return HouseholdCoverage(
         household_id=household_id,
