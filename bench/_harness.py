@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 import asyncpg
 import httpx
 import psutil
+
+from backend import clock as backend_clock
 
 if TYPE_CHECKING:
     from backend.crypto import Keyring
@@ -44,6 +46,13 @@ POOL_SIZE = 10  # asyncpg connections per worker, ours and the baseline alike (C
 JWT_SECRET = "bench-" + "x" * 40  # a throwaway database; any ≥ 32-byte key will do
 DEMO_PASSWORD = "canbao-demo-2026"  # noqa: S105 (the demo district's published password)
 TOWNSHIP_A_VILLAGES = ("330106001001", "330106001002", "330106001201")
+# The business day the benchmarks run on, as the test suite's (tests/processes.py): coverage year 2026
+# is open, whatever the real date. The benchmark's own business clock (`business_now()`, and backend
+# code it runs in-process, such as the simulator's tablets) is pinned there when this module is
+# imported and runs on; every canbao process started here gets the instant of its start
+# (CANBAO_BUSINESS_CLOCK), so its business clock and the benchmark's agree to within its start-up.
+BUSINESS_CLOCK = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+backend_clock.pin(BUSINESS_CLOCK)
 
 # ISO 7064 MOD 11-2, as in GB 11643: weights of the 17 digits, and the check character by sum % 11.
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -136,8 +145,15 @@ def free_port() -> int:
         return port
 
 
+def business_now() -> datetime:
+    """This instant on the benchmarks' business clock (UTC): BUSINESS_CLOCK at import, running on. The
+    benchmarks' collection times, tablets' clocks and 'today' come from here, never the real clock."""
+    return backend_clock.now()
+
+
 def server_env(dsn: str) -> dict[str, str]:
-    """This environment without Canbao's or libpq's variables, plus the benchmark's settings."""
+    """This environment without Canbao's or libpq's variables, plus the benchmark's settings: a canbao
+    process started with it runs on the benchmarks' business clock (baseline apps ignore it)."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -156,6 +172,7 @@ def server_env(dsn: str) -> dict[str, str]:
         "CANBAO_METRICS_PORT": "0",  # not scraped here; another canbao may hold the default port
         "CANBAO_KEY_FILE": str(key_file()),
         "CANBAO_LANGUAGE": "en",  # the benchmarks read the commands' summaries: in the source language
+        "CANBAO_BUSINESS_CLOCK": business_now().isoformat(),
     }
     return env
 

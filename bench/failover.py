@@ -71,7 +71,6 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +83,7 @@ from _harness import (
     DEMO_PASSWORD,
     REPO,
     Server,
+    business_now,
     ensure_policy,
     exit_on_signals,
     expect,
@@ -328,7 +328,7 @@ async def counter_loop(
             "amount_fen": amount_fen,
             "method": "cash",
             "receipt_no": f"{prefix}{number:08d}",
-            "collected_at": datetime.now(TIMEZONE).isoformat(),
+            "collected_at": business_now().astimezone(TIMEZONE).isoformat(),
             "acknowledge_no_cover": True,
         }
         key = f"failover-{uuid.uuid4()}"

@@ -44,6 +44,7 @@ from _harness import (
     Server,
     Side,
     baseline_server,
+    business_now,
     canbao_server,
     compare,
     database,
@@ -116,7 +117,7 @@ class Sent:
 async def load_households(dsn: str, count: int, area: str, policy: dict[str, Any]) -> list[Household]:
     """`count` households of 2 in township A, both members registered for YEAR under `policy`,
     each with its query code: the rows `POST /api/v1/enrollments` leaves (less its audit rows)."""
-    today = datetime.now(TIMEZONE).date()
+    today = business_now().astimezone(TIMEZONE).date()
     code_key = JWT_SECRET.encode()  # Canbao derives query codes from its signing key
     rows: dict[str, list[tuple[Any, ...]]] = {
         t: [] for t in ("persons", "households", "memberships", "enrollments", "household_query_codes")
@@ -240,7 +241,7 @@ async def measure(
             "amount_fen": setup.amount_fen,
             "method": "cash",
             "receipt_no": f"{PREFIX[side]}{next(numbers[side]):08d}",
-            "collected_at": datetime.now(TIMEZONE),
+            "collected_at": business_now().astimezone(TIMEZONE),
             # Collected today for YEAR: after its window the cover may fall past the year's end, and the
             # resident's word is recorded (issue 17's rule; the same write either way).
             "acknowledge_no_cover": True,

@@ -31,7 +31,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -44,6 +43,7 @@ from _harness import (
     Database,
     Server,
     baseline_server,
+    business_now,
     canbao_server,
     database,
     exit_on_signals,
@@ -156,7 +156,7 @@ class People:
 def batch(tablet: Tablet, households: int, people: People, tag: str) -> list[m.AnyMutation]:
     """A tablet's day: `households` visits of 10 mutations each, seq following its last push."""
     out: list[m.AnyMutation] = []
-    collected = datetime.now(UTC)
+    collected = business_now()
 
     def ids() -> dict[str, Any]:
         tablet.next_seq += 1
@@ -216,7 +216,7 @@ def batch(tablet: Tablet, households: int, people: People, tag: str) -> list[m.A
 def body(tablet: Tablet, mutations: list[m.AnyMutation]) -> bytes:
     raws = [msgspec.Raw(codec.encode(x, "msgpack")) for x in mutations]
     request = m.PushRequest(
-        protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, mutations=raws, device_time=datetime.now(UTC)
+        protocol_version=m.PROTOCOL_VERSION, device_id=tablet.device_id, mutations=raws, device_time=business_now()
     )
     return codec.encode(request, "msgpack")
 

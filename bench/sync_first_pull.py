@@ -52,6 +52,7 @@ from _harness import (
     CpuMeter,
     Database,
     Server,
+    business_now,
     canbao_server,
     database,
     exit_on_signals,
@@ -90,7 +91,8 @@ _EPOCH = BIRTH_EPOCH.isoformat()
 # lists' outsiders are persons n ≥ 4 × households, never registered. Subsidies: di_bao for n % 20 = 7
 # (50 %), te_kun for n % 100 = 3 (all of it). `str.format` fills the braces in single braces. The
 # numbers and phones are made in SQL (GEN_SQL), sealed and indexed in Python under the server's keys
-# (`gen_sealed`, as the server stores them), and LOAD_SQL writes the rows from both.
+# (`gen_sealed`, as the server stores them), and LOAD_SQL writes the rows from both. Households and memberships
+# date from 400 days before the business day (_harness.BUSINESS_CLOCK), never PostgreSQL's now().
 GEN_SQL = f"""
 CREATE TEMP TABLE gen ON COMMIT DROP AS
 SELECT n, n / 4 AS hh, n % 4 AS pos, (ARRAY[{_VILLAGES}])[(n / 4) % 3 + 1] AS village,
@@ -120,12 +122,12 @@ FROM gen JOIN gen_sealed s USING (n) WHERE n < {{households}} * 4;
 INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, head_person_id, row_version,
                         created_at)
 SELECT md5('h' || hh)::uuid, village, 'fp-' || hh, '北山村' || (hh % 12 + 1) || '组' || (hh % 97 + 1) || '号',
-       s.household_phone_hash, s.household_phone_enc, md5('p' || n)::uuid, 4, now() - interval '400 days'
+       s.household_phone_hash, s.household_phone_enc, md5('p' || n)::uuid, 4, timestamptz '2025-10-28 10:00+08'
 FROM gen JOIN gen_sealed s USING (n) WHERE pos = 0 AND n < {{households}} * 4;
 
 INSERT INTO memberships (id, person_id, household_id, relation, joined_at)
 SELECT md5('m' || n)::uuid, md5('p' || n)::uuid, md5('h' || hh)::uuid,
-       CASE pos WHEN 0 THEN 'head' WHEN 1 THEN 'spouse' ELSE 'child' END, now() - interval '400 days'
+       CASE pos WHEN 0 THEN 'head' WHEN 1 THEN 'spouse' ELSE 'child' END, timestamptz '2025-10-28 10:00+08'
 FROM gen WHERE n < {{households}} * 4;
 
 INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, funding,
@@ -460,7 +462,6 @@ def _statement(sql: str) -> str:
 
 
 async def baseline(dsn: str, tablet: Tablet) -> Baseline:
-    from datetime import UTC, datetime
 
     from backend.sync.pull import subsidy_horizon
 
@@ -468,7 +469,7 @@ async def baseline(dsn: str, tablet: Tablet) -> Baseline:
     conn = await asyncpg.connect(dsn)
     try:
         outputs: list[bytes] = []
-        queries = baseline_queries(tablet, subsidy_horizon(datetime.now(UTC)))
+        queries = baseline_queries(tablet, subsidy_horizon(business_now()))
         started = time.perf_counter()
         for kind, sql, args in queries:
             sink = io.BytesIO()

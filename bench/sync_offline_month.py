@@ -52,6 +52,7 @@ from _harness import (
     Database,
     Server,
     baseline_server,
+    business_now,
     canbao_server,
     database,
     exit_on_signals,
@@ -136,7 +137,7 @@ async def the_month(ours: Server, db: Database, quick: bool, meter: CpuMeter) ->
         specs = await runner.ensure_demo(conn, Passwords(1, 1024), 3, tag)
         tz = timezone()
         first_day = datetime.combine(
-            datetime.now(tz).date() - timedelta(days=DAYS), datetime.min.time(), tzinfo=tz
+            business_now().astimezone(tz).date() - timedelta(days=DAYS), datetime.min.time(), tzinfo=tz
         ).astimezone(UTC)
         day = [0]
 

@@ -21,7 +21,6 @@ import itertools
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -34,6 +33,7 @@ from _harness import (
     Database,
     Server,
     baseline_server,
+    business_now,
     canbao_server,
     database,
     ensure_policy,
@@ -109,7 +109,7 @@ def tablet(base_url: str) -> tuple[uuid.UUID, dict[str, str]]:
 
 def mutations(households: range, area: str, first_seq: int) -> list[m.AnyMutation]:
     out: list[m.AnyMutation] = []
-    collected = datetime.now(UTC)
+    collected = business_now()
     seqs = itertools.count(first_seq)
 
     def ids() -> dict[str, Any]:
