@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
 
+from backend import clock
 from backend.actor import Actor, Role, Scope
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
@@ -196,7 +197,7 @@ async def test_a_payment_in_the_push_that_registered_its_enrolment_stands_withou
 
     monkeypatch.setattr(asyncpg.Connection, "fetch", counted)
     tablet = await world(client)
-    now = datetime.now(UTC)
+    now = clock.now()
     created = household_create(tablet)
     enrolled = enrol(tablet, created)
     paid = payment(tablet, created, collected_at=now - timedelta(days=3), acknowledge_no_cover=True)
