@@ -201,14 +201,32 @@ def roles() -> dict[str, str]:
 
 
 def kill_node(folder: Path, name: str) -> list[int]:
-    """SIGKILL to the node's Patroni, its postmaster and the postmaster's children, all at once."""
+    """SIGKILL to the node's Patroni, its postmaster and every process under either, all at once; again
+    for any that was forked meanwhile or is the node's without being their child (a pg_ctl of Patroni's)."""
     patroni = int((folder / f"{name}.pid").read_text().split()[0])
     postmaster = int((folder / name / "postmaster.pid").read_text().split()[0])
-    victims = [psutil.Process(patroni), psutil.Process(postmaster), *psutil.Process(postmaster).children(True)]
-    for proc in victims:
+    killed: dict[int, psutil.Process] = {}
+    for _round in range(3):
+        victims = [p for p in _node_processes(folder / name, (patroni, postmaster)) if p.pid not in killed]
+        if not victims:
+            break
+        for proc in victims:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)
+            killed[proc.pid] = proc
+    return list(killed)
+
+
+def _node_processes(node: Path, roots: tuple[int, ...]) -> list[psutil.Process]:
+    found: list[psutil.Process] = []
+    for pid in roots:
         with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGKILL)
-    return [p.pid for p in victims]
+            root = psutil.Process(pid)
+            found += [root, *root.children(recursive=True)]
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(node) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return list({p.pid: p for p in found}.values())
 
 
 async def prepare_database() -> None:

@@ -155,15 +155,25 @@ cut|heal)
 stop)
     [ -n "$dir" ] && [ -d "$dir" ] || { echo "usage: $0 stop DIR" >&2; exit 2; }
     settings
+    pids=""
     for n in 1 2 3; do
-        [ -f "$dir/node$n.pid" ] && kill "$(cat "$dir/node$n.pid")" 2>/dev/null || true
+        [ -f "$dir/node$n.pid" ] && pids="$pids $(cat "$dir/node$n.pid")"
     done
-    sleep 3
+    for p in $pids; do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 30); do  # Patroni stops its PostgreSQL first: up to 15 s on a loaded machine
+        alive=""
+        for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+        [ -z "$alive" ] && break
+        sleep 0.5
+    done
     for n in 1 2 3; do  # a node whose Patroni died: its postmaster is stopped here
         [ -f "$dir/node$n/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$dir/node$n" -m immediate stop 2>/dev/null || true
     done
     [ -f "$dir/etcd.pid" ] && kill "$(cat "$dir/etcd.pid")" 2>/dev/null || true
     sleep 1
+    # Whatever of this cluster still runs (a Patroni that outlived its wait): killed, so nothing is left.
+    case "$dir" in /tmp/*) pkill -KILL -f -- "$dir/" 2>/dev/null || true ;; esac
+    sleep 0.5
     if [ "${netns:-0}" = 1 ]; then
         for n in 1 2 3; do
             ip rule del from "$net.2" to "$net.1$n" blackhole 2>/dev/null || true
