@@ -159,6 +159,49 @@ async def test_the_summary_is_the_facts_after_any_mix_of_writes(client: Client, 
     assert {year: await village_counts(conn, *DISTRICT, year) for year in (2025, 2026)} == before
 
 
+async def test_a_transaction_refreshes_each_person_once_at_its_commit(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """Enrolled, then paid, in one transaction: one refresh at the commit writes the year's funded +1
+    and nothing for `registered_unpaid` (a refresh per statement would add it, then take it back).
+    A savepoint rolled back takes its writes' notes with it, and no note outlives its transaction."""
+    await publish_policy(client, await auth_headers(client, "admin"))
+    made = await households(client)
+    person = UUID(made[0]["members"][0]["person_id"])
+    other = await members.current_membership(conn, UUID(made[1]["members"][0]["person_id"]))
+    assert other is not None
+    deltas_before = await conn.fetchval("SELECT count(*) FROM coverage_tallies WHERE coverage_year = 2026")
+    async with conn.transaction():
+        enrolment = await conn.fetchval(
+            "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on,"
+            " premium_fen) VALUES (gen_random_uuid(), $1, $2, $3, 2026, 'registered', $4, 40000) RETURNING id",
+            person,
+            UUID(made[0]["id"]),
+            VILLAGES[0],
+            date(2026, 11, 2),
+        )
+        assert await conn.fetchval("SELECT count(*) FROM coverage_dirty") == 1  # noted, not yet refreshed
+        summary, _facts = await figures(conn, 2026)
+        assert summary[0].registered_unpaid == 0
+        await enrollments.mark_paid(conn, None, enrolment, date(2026, 11, 2))
+        try:
+            async with conn.transaction():
+                await members.leave_household(conn, other["id"], "removed")
+                raise RuntimeError("rolled back")
+        except RuntimeError:
+            pass
+    assert await conn.fetchval("SELECT count(*) FROM coverage_dirty") == 0
+    assert await conn.fetchval("SELECT count(*) FROM coverage_dirty_xacts") == 0
+    added = await conn.fetch(
+        "SELECT village_code, persons, funded, registered_unpaid, confirmed FROM coverage_tallies"
+        " WHERE coverage_year = 2026 ORDER BY ctid OFFSET $1",
+        deltas_before,
+    )
+    assert [tuple(r) for r in added] == [(VILLAGES[0], 0, 1, 0, 0)]
+    await assert_summary_is_the_facts(conn, "one transaction")
+
+
 async def test_a_dissolved_household_and_a_corrected_number_leave_the_counts(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
@@ -187,7 +230,9 @@ async def test_two_transactions_on_one_village_or_one_person_lose_nothing(
 ) -> None:
     """Two connections at a barrier: paying two persons of one village at once (insert-only deltas,
     neither waits), then paying a person while another transaction takes them out of their household
-    (the second waits for the first's row of `coverage_persons`, then counts from what it committed)."""
+    (the second waits for the first's row of `coverage_persons`, then counts from what it committed).
+    The refresh runs at the commit (migration 0032); the first transaction runs it early, with
+    `SET CONSTRAINTS … IMMEDIATE`, so that it holds the person's row while the other commits."""
     await publish_policy(client, await auth_headers(client, "admin"))
     made = await households(client)
     enrolled = await client.post(
@@ -229,6 +274,7 @@ async def test_two_transactions_on_one_village_or_one_person_lose_nothing(
                 membership = await members.current_membership(c, people[2])
                 assert membership is not None
                 await members.leave_household(c, membership["id"], "removed")
+                await c.execute("SET CONSTRAINTS coverage_dirty_at_commit IMMEDIATE")
                 held.set()
                 await barrier.wait()
                 await asyncio.sleep(0.3)  # the other is waiting for this person's row meanwhile
