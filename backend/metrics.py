@@ -38,6 +38,11 @@ LATENCY = Histogram(
 POOL_IN_USE = Gauge(
     "canbao_db_pool_connections_in_use", "Database connections checked out", multiprocess_mode="livesum"
 )
+SYNC_ONE_BY_ONE = Counter(
+    "canbao_sync_mutations_one_by_one_total",
+    "Pushed mutations applied one by one, each under a savepoint of its own (a failure in their chunk,"
+    " or a suspended tablet), instead of on the fast path",
+)
 POOL_SIZE = Gauge("canbao_db_pool_connections", "Database connections open", multiprocess_mode="livesum")
 
 PATH = "/metrics"

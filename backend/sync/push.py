@@ -32,6 +32,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from backend import metrics
 from backend.actor import Actor
 from backend.audit import service as audit
 from backend.db import Connection, load_queries
@@ -150,6 +151,9 @@ async def _lock_households(
 
 
 CHUNK = 50  # mutations under one savepoint on the fast path
+# Failures in one chunk after which the rest of it is applied one by one (a chunk that fails often
+# would otherwise pay for a fast attempt before every failing mutation).
+RESUMES = 2
 
 
 async def _apply_chunks(
@@ -165,26 +169,55 @@ async def _apply_chunks(
     reports = _payment_reports(mutations, fmt)
     for start in range(0, len(mutations), CHUNK):
         chunk = mutations[start : start + CHUNK]
-        done: list[m.Answer] | None = None
         await _read_reports(conn, ctx, reports[start : start + CHUNK], last_seq)
         if ctx.dedup:
             await ledger.read_earlier(conn, actor.device_id, chunk, fmt, last_seq)
-        if ctx.device_status == "active":
-            # Fast path: the chunk under one savepoint. If any mutation fails, the chunk is undone and
-            # applied again with a savepoint per mutation, so the failure is that mutation's alone.
-            mark, before = ledger.mark(), _households_now(ctx)
-            fast = msgspec.structs.replace(ctx, fast=True)
+        done, last_seq = await _apply_chunk(conn, actor, chunk, fmt, ctx, last_seq, ledger)
+        answers += done
+    return answers, last_seq
+
+
+async def _apply_chunk(
+    conn: Connection,
+    actor: Actor,
+    chunk: list[msgspec.Raw],
+    fmt: codec.Format,
+    ctx: Context,
+    last_seq: int,
+    ledger: _Ledger,
+) -> tuple[list[m.Answer], int]:
+    """Fast path: the chunk under one savepoint. If a mutation fails, the chunk is undone; the
+    mutations before it are applied again the same way, the failing one alone under a savepoint of
+    its own (so the failure is its alone), and the fast path resumes after it — up to RESUMES
+    failures, after which the rest of the chunk goes one by one."""
+    answers: list[m.Answer] = []
+    at, failing, failures = 0, -1, 0
+    fast = msgspec.structs.replace(ctx, fast=True)
+    while at < len(chunk):
+        end = len(chunk)
+        while ctx.device_status == "active" and failures <= RESUMES and at not in (end, failing):
+            mark, before, reached = ledger.mark(), _households_now(ctx), [0]
             try:
                 async with conn.transaction():
-                    done, seq_after = await _apply_all(conn, actor, chunk, fmt, fast, last_seq, ledger, savepoint=False)
+                    done, seq_after = await _apply_all(
+                        conn, actor, chunk[at:end], fmt, fast, last_seq, ledger, savepoint=False, reached=reached
+                    )
             except _HANDLED:
                 ledger.undo(mark)
                 _households_back(ctx, before)
-                done = None
-        if done is None:
-            done, seq_after = await _apply_all(conn, actor, chunk, fmt, ctx, last_seq, ledger, savepoint=True)
+                failing, failures, end = at + reached[0], failures + 1, at + reached[0]
+                continue
+            answers += done
+            at, last_seq = end, seq_after
+        if at == len(chunk):
+            break
+        # One by one: the failing mutation, or all that is left.
+        alone = 1 if at == failing and failures <= RESUMES and ctx.device_status == "active" else len(chunk) - at
+        one_by_one = chunk[at : at + alone]
+        done, last_seq = await _apply_all(conn, actor, one_by_one, fmt, ctx, last_seq, ledger, savepoint=True)
+        metrics.SYNC_ONE_BY_ONE.inc(alone)
         answers += done
-        last_seq = seq_after
+        at += alone
     return answers, last_seq
 
 
@@ -314,10 +347,15 @@ async def _apply_all(
     ledger: _Ledger,
     *,
     savepoint: bool,
+    reached: list[int] | None = None,
 ) -> tuple[list[m.Answer], int]:
+    """The chunk's answers and the last seq after it. `reached[0]` is kept at the chunk's position
+    of the run or mutation being applied (where a failure raised out of the fast path happened)."""
     answers: list[m.Answer] = []
     at = 0
     while at < len(chunk):
+        if reached is not None:
+            reached[0] = at
         run: list[tuple[m.Mutation, bytes]] = []
         if not savepoint:
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)

@@ -12,6 +12,7 @@ import httpx
 import msgspec
 from litestar import Litestar
 
+from backend import metrics
 from mobile_sync_protocol import messages as m
 from tests.conftest import make_settings
 from tests.factories import ID_NUMBERS
@@ -283,8 +284,11 @@ async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
 ) -> None:
     # 60 edits pass the fast path's chunk of 50; the 30th names nobody in the household and fails,
-    # so its chunk is undone and applied again mutation by mutation: everything else exactly once.
+    # so its chunk is undone; the 29 before it are applied again on the fast path, the failing one
+    # alone under its savepoint, and the fast path resumes after it: everything else exactly once,
+    # and only one mutation applied one by one.
     tablet = await world(client)
+    one_by_one = metrics.SYNC_ONE_BY_ONE._value.get()
     created = household_create(tablet, numbers=(1,))
     edits: list[object] = []
     for i in range(60):
@@ -318,6 +322,52 @@ async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     assert (household["row_version"], household["phone"]) == (60, "13800000059")
     assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'update' AND entity = 'household'") == 59
     assert await conn.fetchval("SELECT count(*) FROM sync_mutations") == 61
+    assert metrics.SYNC_ONE_BY_ONE._value.get() - one_by_one == 1
+
+
+async def test_a_chunk_that_keeps_failing_goes_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """After RESUMES + 1 failures in one chunk, the rest of it is applied one by one: every answer
+    is the same as on the fast path, each failure is its own."""
+    tablet = await world(client)
+    created = household_create(tablet, numbers=(1,))
+    one_by_one = metrics.SYNC_ONE_BY_ONE._value.get()
+    edits: list[object] = []
+    version = 1
+    for i in range(20):
+        if i % 4 == 1:  # 5 failures: nobody of that id in the household
+            edits.append(
+                m.MemberUpdate(
+                    seq=tablet.seq(),
+                    mutation_id=uuid.uuid4(),
+                    household_id=created.household_id,
+                    person_id=uuid.uuid4(),
+                    base_version=version,
+                    name="改名",
+                )
+            )
+            continue
+        edits.append(
+            m.HouseholdUpdate(
+                seq=tablet.seq(),
+                mutation_id=uuid.uuid4(),
+                household_id=created.household_id,
+                base_version=version,
+                phone=f"1390000{i:04d}",
+            )
+        )
+        version += 1
+    answer = await push(client, tablet, [created, *edits])
+    codes = [a.code for a in answer.answers[1:]]
+    assert codes == ["not_found" if i % 4 == 1 else None for i in range(20)], codes
+    assert [a.status for a in answer.answers].count("applied") == 16 and answer.last_seq == 21
+    household = clear(await conn.fetchrow("SELECT row_version, phone_enc FROM households"))
+    assert (household["row_version"], household["phone"]) == (16, "13900000019")
+    # Failures at 2 and 6 (positions in the chunk, the household first) each alone; the third, at
+    # 10, fails the fast attempt from 7 on, and from there the chunk goes one by one (14 mutations).
+    assert metrics.SYNC_ONE_BY_ONE._value.get() - one_by_one == 2 + 14
 
 
 async def test_generic_plans_stay_inside_the_push_transaction(client: Client, app: Litestar) -> None:
