@@ -163,6 +163,7 @@ async def denominator_adjustments(conn: Connection, actor: Actor, year: int, on:
     the caller has plan_cache_mode set to force_custom_plan (`coverage_report` does)."""
     low, high = scope_args(actor)
     lists = await conn.fetchrow(Q["lists_in_force"], low, high, on, actor.scope.division_code)
+    assert lists is not None  # an aggregate: one row
     rows = await conn.fetch(Q["denominator_adjustments"], low, high, year, on, lists["rosters"], lists["exclusions"])
     return DenominatorAdjustments(
         roster_loaded=lists["roster_loaded"],
