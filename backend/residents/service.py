@@ -33,7 +33,7 @@ from backend.enrollment.continuity import (
     person_ceiling,
     person_continuity,
 )
-from backend.enrollment.quotes import HouseholdTotals, paid_for
+from backend.enrollment.quotes import HouseholdTotals
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import N_, _, percent, terms, yuan
 from backend.ids import uuid7
@@ -388,7 +388,6 @@ async def coverage(
         if r["status"] not in (None, "cancelled") and min(r["subsidy_fen"] or 0, r["premium_fen"] or 0)
     ]
     dues = await eligibility.subsidies_of(reads, subsidised, year, today, version) if subsidised and version else {}
-    paid = await paid_for(reads, household_id, year)
     receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
     incentive = version.rules.serious_illness if version is not None else None
     first = incentive.count_from_year if incentive is not None else None
@@ -429,7 +428,7 @@ async def coverage(
         live = source == "enrolment"
         premium = (r["premium_fen"] or 0) if live else 0
         subsidy = min(r["subsidy_fen"] or 0, premium) if live else 0
-        paid_fen = paid.get(r["person_id"], 0)
+        paid_fen = r["paid_fen"]
         due = dues.get(r["person_id"])
         words, why = explain.explanation(r, state, year)
         categories = list(due.chosen_categories) if due is not None and subsidy else []
