@@ -301,16 +301,29 @@ async def subsidies(
     if policy is None:
         return {}
     persons = await conn.fetch(Q["persons_for_subsidy"], list(person_ids))
-    hashes = {r["id_number_hash"] for r in persons if r["id_number_hash"] is not None}
+    facts = [(r["id"], r["id_number_hash"], r["birth_date"]) for r in persons]
+    return await subsidies_of(conn, facts, year, on, policy)
+
+
+async def subsidies_of(
+    conn: Connection,
+    persons: Iterable[tuple[UUID, bytes | None, date]],
+    year: int,
+    on: date,
+    policy: policies.PolicyVersion,
+) -> dict[UUID, PremiumDue]:
+    """`subsidies` of persons the caller has read already: (id, `id_number_hash`, birth date) each."""
+    persons = list(persons)
+    hashes = {number for _id, number, _birth in persons if number is not None}
     known = await facts_by_hash(conn, list(hashes), year, on)
     subsidy_policy = policy.subsidy_policy()
     out: dict[UUID, PremiumDue] = {}
-    for r in persons:
-        held = known.get(r["id_number_hash"]) if r["id_number_hash"] is not None else None
-        out[r["id"]] = premium_due(
+    for person_id, number, birth_date in persons:
+        held = known.get(number) if number is not None else None
+        out[person_id] = premium_due(
             subsidy_policy,
             [h.category for h in held.categories] if held else [],
-            age=age_on_1_january(r["birth_date"], year),
+            age=age_on_1_january(birth_date, year),
         )
     return out
 

@@ -159,12 +159,15 @@ class DenominatorAdjustments(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def denominator_adjustments(conn: Connection, actor: Actor, year: int, on: date) -> DenominatorAdjustments:
-    """What the lists add to and take from the 应保尽保 denominator of registered persons."""
+    """What the lists add to and take from the 应保尽保 denominator of registered persons. Fast when
+    the caller has plan_cache_mode set to force_custom_plan (`coverage_report` does)."""
     low, high = scope_args(actor)
-    loaded = bool(await conn.fetchval(Q["roster_loaded"], low, high, on, actor.scope.division_code))
-    rows = await conn.fetch(Q["denominator_adjustments"], low, high, year, on)
+    lists = await conn.fetchrow(Q["lists_in_force"], low, high, on, actor.scope.division_code)
+    assert lists is not None  # an aggregate: one row
+    rows = await conn.fetch(Q["denominator_adjustments"], low, high, year, on, lists["rosters"], lists["exclusions"])
     return DenominatorAdjustments(
-        roster_loaded=loaded, by_division={r["division_code"]: (r["roster_only"], r["excluded"]) for r in rows}
+        roster_loaded=lists["roster_loaded"],
+        by_division={r["division_code"]: (r["roster_only"], r["excluded"]) for r in rows},
     )
 
 

@@ -85,12 +85,15 @@ assert Q["known_years"].endswith(_OF_PERSONS)
 KNOWN_YEARS_OF_HOUSEHOLD = Q["known_years"].removesuffix(_OF_PERSONS) + _OF_HOUSEHOLD
 
 
-async def known_years_of_household(
-    conn: Connection, household_id: UUID, year: int, timezone: str = LOCAL_TIMEZONE
-) -> dict[UUID, Known]:
-    """`known_years` of the household's current members."""
-    rows = await conn.fetch(KNOWN_YEARS_OF_HOUSEHOLD, household_id, year, timezone, None)
-    return {r["person_id"]: _known(r) for r in rows}
+async def known_years_and_policy_of_household(
+    conn: Connection, household_id: UUID, year: int, on: date, timezone: str = LOCAL_TIMEZONE
+) -> tuple[dict[UUID, Known], policies.PolicyVersion | None]:
+    """`known_years` of the household's current members, and the policy version of `year` in force
+    on `on`, in one round trip. Without current members nothing says the policy: ({}, None)."""
+    rows = await conn.fetch(KNOWN_YEARS_OF_HOUSEHOLD, household_id, year, timezone, on)
+    policy = next((r["policy"] for r in rows if r["policy"] is not None), None)
+    version = None if policy is None else msgspec.convert(policy, policies.PolicyVersion)
+    return {r["person_id"]: _known(r) for r in rows}, version
 
 
 def _known(r: asyncpg.Record) -> Known:

@@ -83,11 +83,12 @@ async def subsidies_for(conn: Connection, person_ids: list[UUID], year: int, on:
     return {person_id: due.subsidy_fen for person_id, due in dues.items() if due.subsidy_fen}
 
 
-async def paid_for(conn: Connection, household_id: UUID, person_ids: list[UUID], year: int) -> dict[UUID, int]:
-    """Amount paid per person (of `person_ids`, members of the household) for the year: what payments
-    not voided put towards the person's live enrolment, whichever household paid (the money follows
-    the enrolment); for a person without one, what this household's payments put towards them."""
-    rows = await conn.fetch(Q["allocated_to_persons"], person_ids, household_id, year)
+async def paid_for(conn: Connection, household_id: UUID, year: int) -> dict[UUID, int]:
+    """Amount paid per current member of the household for the year (members paid nothing are left
+    out): what payments not voided put towards the member's live enrolment, whichever household paid
+    (the money follows the enrolment); for a member without one, what this household's payments put
+    towards them."""
+    rows = await conn.fetch(Q["allocated_to_members"], household_id, year)
     return {r["person_id"]: r["amount_fen"] for r in rows}
 
 
@@ -98,7 +99,7 @@ async def premium_quote(conn: Connection, actor: Actor, household_id: UUID, year
     policy = await policies.require_in_force(conn, year, today)
     rows = await conn.fetch(Q["quote_members"], household_id, year)
     subsidies = await subsidies_for(conn, [r["person_id"] for r in rows], year, today)
-    paid = await paid_for(conn, household_id, [r["person_id"] for r in rows], year)
+    paid = await paid_for(conn, household_id, year)
     money = await household_totals(conn, household_id, year)
     unfunded = [r["person_id"] for r in rows if r["status"] in (None, "registered")]
     inputs = await enrolment_service.coverage_inputs(conn, [(p, year) for p in unfunded], today)

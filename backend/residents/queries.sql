@@ -39,14 +39,28 @@ WHERE h.id = $1;
 -- Current members, each with the enrolment for the year: the live one, else the latest cancelled;
 -- and the year's status in the imported enrolment history, if any; and, when a funded enrolment
 -- for the year after $2 gives cover on $3 already (a new university student's starts on 1 September
--- of the year before its coverage year), its year and dates (at most one live per person and year).
+-- of the year before its coverage year), its year and dates (at most one live per person and year);
+-- and what was paid for the member's year (`paid`), as `allocated_to_members` (backend/enrollment/
+-- quotes.sql) reads it: towards the live enrolment, whichever household paid, net of refunds
+-- (`premium_money`); without a live enrolment, what the household's payments put towards them (a
+-- change there goes here too). One round trip for what were two (issue 20).
 SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        p.id_number_hash, p.birth_date,
        e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen, e.coverage_start, e.coverage_end,
        e.coverage_reason, e.coverage_note, e.coverage_facts, e.cancel_reason,
        (SELECT h.status FROM enrollment_history h
         WHERE h.id_number_hash = p.id_number_hash AND h.coverage_year = $2) AS history_status,
-       nx.coverage_year AS next_year, nx.coverage_start AS next_year_start, nx.coverage_end AS next_year_end
+       nx.coverage_year AS next_year, nx.coverage_start AS next_year_start, nx.coverage_end AS next_year_end,
+       coalesce(
+           (SELECT sum(pm.amount_fen) FROM premium_money pm
+            WHERE pm.person_id = p.id AND pm.coverage_year = $2 AND pm.enrollment_id IS NOT NULL),
+           (SELECT sum(a.amount_fen) FROM payment_ledger pl
+            JOIN payment_allocations a ON a.payment_id = pl.id
+            WHERE pl.household_id = $1 AND pl.coverage_year = $2 AND pl.kind = 'premium' AND NOT pl.voided
+              AND a.person_id = p.id
+              AND NOT EXISTS (SELECT 1 FROM enrollments l
+                              WHERE l.person_id = p.id AND l.coverage_year = $2 AND l.status <> 'cancelled')),
+           0)::bigint AS paid_fen
 FROM memberships m
 JOIN persons p ON p.id = m.person_id
 LEFT JOIN LATERAL (

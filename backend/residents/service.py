@@ -29,11 +29,11 @@ from backend.enrollment.continuity import (
     CeilingView,
     PersonContinuity,
     ceiling_view,
-    known_years_of_household,
+    known_years_and_policy_of_household,
     person_ceiling,
     person_continuity,
 )
-from backend.enrollment.quotes import HouseholdTotals, paid_for
+from backend.enrollment.quotes import HouseholdTotals
 from backend.errors import DomainError, InvalidInput, NotFound, TooManyAttempts
 from backend.i18n import N_, _, percent, terms, yuan
 from backend.ids import uuid7
@@ -370,24 +370,25 @@ async def coverage(
         raise NotFound()
     household_id = actor.household_id
     # Few round trips (issue 20): the household with its money, the members with their next year's
-    # early cover, the policy in force once (for subsidies, continuity, ceilings and benefits), what
-    # is known of the members' years once (for continuity and ceilings).
+    # early cover, what is known of the members' years once (for continuity and ceilings) with the
+    # policy in force (for subsidies, continuity, ceilings and benefits).
     household = await reads.fetchrow(Q["household"], household_id, year)
     if household is None:
         raise NotFound()
     rows = await reads.fetch(Q["members_coverage"], household_id, year, today)
-    person_ids = [r["person_id"] for r in rows]
-    version = await policy.in_force(reads, year, today)
-    # The categories are shown only beside a subsidy: persons without one need no look-up.
+    # The members' years come with the policy in force; a household without members asks for it.
+    known, version = await known_years_and_policy_of_household(reads, household_id, year, today)
+    if not known:
+        version = await policy.in_force(reads, year, today)
+    # The categories are shown only beside a subsidy: persons without one need no look-up (the
+    # members' rows hold what it needs of them).
     subsidised = [
-        r["person_id"]
+        (r["person_id"], r["id_number_hash"], r["birth_date"])
         for r in rows
         if r["status"] not in (None, "cancelled") and min(r["subsidy_fen"] or 0, r["premium_fen"] or 0)
     ]
-    dues = await eligibility.subsidies(reads, subsidised, year, today, policy=version) if subsidised else {}
-    paid = await paid_for(reads, household_id, person_ids, year)
+    dues = await eligibility.subsidies_of(reads, subsidised, year, today, version) if subsidised and version else {}
     receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
-    known = await known_years_of_household(reads, household_id, year)
     incentive = version.rules.serious_illness if version is not None else None
     first = incentive.count_from_year if incentive is not None else None
     runs = {p: person_continuity(k, year, first) for p, k in known.items()}
@@ -427,7 +428,7 @@ async def coverage(
         live = source == "enrolment"
         premium = (r["premium_fen"] or 0) if live else 0
         subsidy = min(r["subsidy_fen"] or 0, premium) if live else 0
-        paid_fen = paid.get(r["person_id"], 0)
+        paid_fen = r["paid_fen"]
         due = dues.get(r["person_id"])
         words, why = explain.explanation(r, state, year)
         categories = list(due.chosen_categories) if due is not None and subsidy else []

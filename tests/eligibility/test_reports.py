@@ -120,3 +120,32 @@ async def test_coverage_denominator_is_roster_and_registered_persons_minus_exclu
         True,
         "registered persons and the household-registration roster, minus persons on exclusion lists",
     )
+
+
+async def test_coverage_denominator_takes_out_the_persons_of_the_exclusion_list_version_in_force(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    """Only the latest version of an exclusion list in force today counts: a newer version takes
+    its place, one that comes into force later does not yet (the versions are read apart from the
+    counts, issue 20)."""
+    admin, civil, staff_a = await heads(client, "admin", "civil", "staff_a")
+    await publish_policy(client, admin, effective_from="2025-01-01", window_start="2025-01-01")
+    await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三"), member(ID_NUMBERS[2], "李四", "spouse")])
+
+    async def persons() -> int:
+        response = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=admin)
+        assert response.status_code == 200, response.text
+        return int(response.json()["total"]["persons"])
+
+    async def deceased(number: str, name: str, effective_from: str) -> None:
+        body = csv(f"{number},{name}", header="身份证号,姓名")
+        response = await upload(client, civil, body, list_type="deceased", effective_from=effective_from)
+        assert response.status_code == 201, response.text
+
+    assert await persons() == 2
+    await deceased(ID_NUMBERS[2], "李四", "2025-01-01")
+    assert await persons() == 1
+    await deceased(ID_NUMBERS[3], "王五", "2025-06-01")  # replaces 李四's version from before today
+    assert await persons() == 2
+    await deceased(ID_NUMBERS[1], "张三", "2099-01-01")  # in force only later
+    assert await persons() == 2

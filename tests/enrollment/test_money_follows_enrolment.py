@@ -240,3 +240,37 @@ async def test_a_new_enrolment_after_a_cancelled_one_does_not_inherit_its_money(
     assert await money(conn, a) == (80000, 40000, 40000)
     line = next(m for m in (await quote(conn, a)).members if m.person_id == spouse)
     assert (line.paid_fen, line.balance_fen) == (0, 40000)
+
+
+async def test_a_member_whose_enrolment_was_cancelled_is_shown_what_the_household_paid_for_them(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """Without a live enrolment, what a member was paid for is what the household's own payments put
+    towards them, on the resident's page as in the quote (the page reads it with the members, issue
+    20); a new enrolment of theirs starts from nothing."""
+    a = world.household["id"]
+    spouse = UUID(world.person_ids[1])
+    await pay(conn, world, person_ids=[spouse], amount_fen=40000)
+    old = await enrolment_of(conn, spouse)
+    await conn.execute(
+        "UPDATE enrollments SET status = 'cancelled', cancel_reason = 'duplicate', cancelled_at = now() WHERE id = $1",
+        old["id"],
+    )
+
+    async def paid() -> tuple[int, int]:
+        shown = next(m for m in (await resident_view(conn, a)).members if m.person_id == spouse)
+        quoted = next(m for m in (await quote(conn, a)).members if m.person_id == spouse)
+        return shown.paid_fen, quoted.paid_fen
+
+    assert await paid() == (40000, 40000)
+    await conn.execute(
+        "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on,"
+        " premium_fen) VALUES (gen_random_uuid(), $1, $2, $3, 2026, 'registered', $4, $5)",
+        spouse,
+        UUID(a),
+        old["village_code"],
+        OPEN,
+        PREMIUM,
+    )
+    assert await paid() == (0, 0)

@@ -36,6 +36,22 @@ NEXT_YEAR_SQL = """
 SELECT person_id, coverage_year FROM enrollments
 WHERE person_id = ANY($1::uuid[]) AND coverage_year = $2 + 1 AND status IN ('paid', 'subsidised', 'confirmed')
   AND coverage_start <= $3 AND coverage_end >= $3"""
+# What was paid per person, as `paid_for` read it by a list of persons before it read the household's
+# members (issue 20): its answer must not have changed.
+PAID_SQL = """
+SELECT m.person_id, sum(m.amount_fen)::bigint AS amount_fen
+FROM premium_money m
+WHERE m.person_id = ANY($1::uuid[]) AND m.coverage_year = $3 AND m.enrollment_id IS NOT NULL
+GROUP BY m.person_id
+UNION ALL
+SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
+FROM payment_ledger p
+JOIN payment_allocations a ON a.payment_id = p.id
+WHERE p.household_id = $2 AND p.coverage_year = $3 AND p.kind = 'premium' AND NOT p.voided
+  AND a.person_id = ANY($1::uuid[])
+  AND NOT EXISTS (SELECT 1 FROM enrollments e
+                  WHERE e.person_id = a.person_id AND e.coverage_year = $3 AND e.status <> 'cancelled')
+GROUP BY a.person_id"""
 
 
 async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
@@ -129,7 +145,8 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
     covered = [p for p in persons if rows[p].enrollment_status in explain.HISTORY_FUNDED]
     ceiling_of = await ceilings(conn, covered, 2026, today)
     dues = await eligibility.subsidies(conn, persons, 2026, today)
-    paid = await paid_for(conn, household_id, persons, 2026)
+    paid = await paid_for(conn, household_id, 2026)
+    assert paid == {r["person_id"]: r["amount_fen"] for r in await conn.fetch(PAID_SQL, persons, household_id, 2026)}
     totals = await household_totals(conn, household_id, 2026)
     early = {r["person_id"]: r["coverage_year"] for r in await conn.fetch(NEXT_YEAR_SQL, persons, 2026, today)}
     for p in persons:
