@@ -409,20 +409,17 @@ async def test_two_identical_requests_at_a_barrier_record_one_payment(
     db_dsn: str, conn: asyncpg.Connection, world: World
 ) -> None:  # type: ignore[type-arg]
     """The same key and body twice at once: the second waits on the idempotency row and replays."""
-    from backend import idempotency
-
     data = payment(world)
     digest = idempotency.request_hash("POST /api/v1/payments", data)
 
     async def attempt(c: asyncpg.Connection) -> bytes:  # type: ignore[type-arg]
         actor = await actor_of(c, "staff_a")
-        stored = await idempotency.claim(c, actor.id, "race-key-000001", "POST /api/v1/payments", digest)
-        if stored is not None:
-            return stored.body
-        receipt = await payments.record_payment(c, actor, data, timezone=TZ, code_key=KEY, now=RECEIVED)
-        body = msgspec.json.encode(receipt)
-        await idempotency.store(c, actor.id, "race-key-000001", 201, body)
-        return body
+        claim = idempotency.Claim(actor.id, "race-key-000001", "POST /api/v1/payments", digest)
+        answer = await payments.record_claimed_payment(c, actor, data, claim, timezone=TZ, code_key=KEY, now=RECEIVED)
+        if isinstance(answer, idempotency.Stored):
+            return answer.body
+        assert answer[1] is not None
+        return answer[1]
 
     first, second = await race(db_dsn, attempt, attempt)
     assert second == first
