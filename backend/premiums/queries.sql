@@ -52,8 +52,9 @@ SELECT * FROM receipt_blocks WHERE device_id = $1;
 -- household (NULL household columns if there is none) with each of collector $3's receipt blocks,
 -- oldest first (one row of NULL block columns if they have none).
 -- For the rest of the transaction, statements run on generic plans (`plan_cache_mode`, as a sync push
--- does): a payment's statements are the same ones keyed by ids every time, and under the default
--- `lock_collector_and_read` was planned anew at each payment, its planning costing more than its run.
+-- does): a payment's statements are the same ones keyed by ids every time, and under the default the
+-- reads under its locks (`reads_for_payment`) were planned anew at each payment, their planning costing
+-- more than their run.
 WITH claimed AS (
     INSERT INTO idempotency_keys (actor_id, key, route, request_hash)
     SELECT $4::uuid, $5::text, $6::text, $7::bytea WHERE $5::text IS NOT NULL
@@ -307,7 +308,7 @@ SELECT DISTINCT digits FROM receipt_blocks WHERE prefix = $1;
 
 -- name: lock_collector
 -- Exclusive: a day's closing, remittance or void decision waits for the collector's payments in flight
--- (which hold it shared, `lock_collector_and_read`) and holds off new ones until it commits.
+-- (which hold it shared, `lock_block_and_enrollments`) and holds off new ones until it commits.
 SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text));
 
 -- name: payment_confirmed_enrollments
