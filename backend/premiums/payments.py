@@ -7,14 +7,14 @@ that a reviewer approves (`adjustments`); every figure (paid, balance) is derive
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from backend import clock, fields
+from backend import clock, fields, idempotency
 from backend.actor import Actor, Role, Scope
 from backend.audit import service as audit
 from backend.clock import local_date
@@ -174,6 +174,35 @@ async def record_payment(
     registered_offline: OfflineRegistrations | None = None,
     settling: bool = False,
 ) -> Receipt:
+    """`record_claimed_payment` of a payment that brings no idempotency key (a tablet's sync keys
+    its own)."""
+    receipt = await record_claimed_payment(
+        conn,
+        actor,
+        data,
+        None,
+        timezone=timezone,
+        code_key=code_key,
+        now=now,
+        registered_offline=registered_offline,
+        settling=settling,
+    )
+    assert not isinstance(receipt, idempotency.Stored), "no key, no replay"
+    return receipt[0]
+
+
+async def record_claimed_payment(
+    conn: Connection,
+    actor: Actor,
+    data: PaymentIn,
+    claim: idempotency.Claim | None,
+    *,
+    timezone: str,
+    code_key: bytes,
+    now: datetime | None = None,
+    registered_offline: OfflineRegistrations | None = None,
+    settling: bool = False,
+) -> tuple[Receipt, bytes | None] | idempotency.Stored:
     """Records one payment and applies it: members it fully covers become `paid`, with cover from
     its business date. Over- and under-payments are accepted: the money has changed hands.
 
@@ -185,17 +214,20 @@ async def record_payment(
     year needs `acknowledge_no_cover`. `settling`: a reviewer applies a quarantined payment (their
     decision stands for the acknowledgement and the date limits; one collected before its
     enrolment's registration is dated that day, so that cover never starts before either).
+
+    `claim`: the request's claim of its idempotency key, made first of all (before any check, as
+    `idempotency.claim` would be), in the payment's first statement; the receipt is then answered
+    with its JSON, which the payment's own statement stored as the key's answer (`idempotency.store`).
+    When the key was taken, the answer stored for it instead (the caller replays it), and nothing is
+    recorded.
     """
-    if data.collected_at.tzinfo is None:
-        raise InvalidInput("collected_at", _("must carry a time zone (e.g. 2025-10-08T09:30:00+08:00)"))
-    if len(set(data.person_ids)) != len(data.person_ids):
-        raise InvalidInput("person_ids", _("lists a person twice"))
-    if data.kind == "back_payment" and not data.back_years:
-        raise InvalidInput("back_years", _("a back-payment names the years it pays for"))
-    if data.kind == "premium" and data.back_years:
-        raise InvalidInput("back_years", _("only a back-payment names past years"))
-    if any(y >= data.coverage_year for y in data.back_years):
-        raise InvalidInput("back_years", _("must be years before the coverage year"))
+    answered = claim  # whose answer the payment's own statement stores
+    if claim is not None and data.collector_id is not None:  # a reviewer's: their collector is read first
+        if (answer := await idempotency.claim(conn, claim.actor_id, claim.key, claim.route, claim.digest)) is not None:
+            return answer
+        claim = None  # claimed already: the first statement claims nothing
+    if claim is None:
+        _check_input(data)
     received_at = now or clock.now()
     approved, reviewer = settling, None
     if data.collector_id is not None:
@@ -208,8 +240,18 @@ async def record_payment(
     # whichever household: the money follows the enrolment) is read under their rows' locks: every
     # payment that allocates to an enrolment holds its row, so none is missed. A move locks both
     # households' rows, then the enrolments: the same order, no new lock.
-    rows = await conn.fetch(Q["household_for_payment"], data.coverage_year, data.household_id, actor.id)
-    if not rows or not actor.in_scope(rows[0]["household_village_code"]):
+    rows = await conn.fetch(
+        Q["household_for_payment"],
+        data.coverage_year,
+        data.household_id,
+        actor.id,
+        *((None, None, None, None) if claim is None else (claim.actor_id, claim.key, claim.route, claim.digest)),
+    )
+    if claim is not None:
+        if rows[0]["replay"]:
+            return await idempotency.stored(conn, claim)
+        _check_input(data)
+    if rows[0]["household_id"] is None or not actor.in_scope(rows[0]["household_village_code"]):
         raise NotFound()
     village_code = rows[0]["household_village_code"]
     if rows[0]["household_status"] != "active":
@@ -229,26 +271,41 @@ async def record_payment(
             year_policy = policies.required(coverage.in_force[data.coverage_year], data.coverage_year)
             _check_allowance(year_policy, business_date, today)
     # The block's row shared: a retirement of its unused numbers waits for this payment. Then the
-    # enrolments' rows: no other payment can allocate to these persons until this one commits.
+    # enrolments' rows: no other payment can allocate to these persons until this one commits. Then
+    # the collector's lock, shared: a payment can never land in a day while that day is being closed
+    # (closing, remittance and void decisions take it exclusively), but a collector's payments (a
+    # tablet's sync and the counter at once) do not wait for each other. Held from here on: one
+    # statement reads under them, one writes the payment with its answer (idempotency).
+    channel = None if data.channel_ref is None else f"{data.method}:{data.channel_ref}"
     locked = await conn.fetch(
-        Q["lock_block_and_enrollments"], block.id, data.household_id, data.coverage_year, data.person_ids
+        Q["lock_block_and_enrollments"],
+        block.id,
+        data.household_id,
+        data.coverage_year,
+        data.person_ids,
+        actor.id,
+        channel,
     )
     assert locked, "receipt blocks are never deleted"
     enrolled = {r["person_id"]: r for r in locked if r["id"] is not None}
-    # The collector's lock, shared: a payment can never land in a day while that day is being
-    # closed (closing, remittance and void decisions take it exclusively), but a collector's payments
-    # (a tablet's sync and the counter at once) do not wait for each other. Held from here on: one
-    # statement writes the payment; the caller then stores its answer (idempotency) and commits.
-    channel = None if data.channel_ref is None else f"{data.method}:{data.channel_ref}"
     reads = await conn.fetchrow(
-        Q["lock_collector_and_read"], actor.id, block.id, number, [e["id"] for e in enrolled.values()], channel
+        Q["reads_for_payment"],
+        actor.id,
+        block.id,
+        number,
+        [e["id"] for e in enrolled.values()],
+        business_date,
+        data.method,
+        data.channel_ref,
+        data.household_id,
+        data.coverage_year,
     )
     assert reads is not None
     if reads["retired"]:
         raise InvalidInput("receipt_no", _("was retired"))
     if at_counter and business_date < today:
         # Read under the collector's lock: a closing that committed before it is seen.
-        last_closed = await conn.fetchval(Q["last_closed_day"], actor.id)
+        last_closed = reads["last_closed_day"]
         if last_closed is not None and business_date <= last_closed:
             raise BackdatedPayment(
                 _(
@@ -261,7 +318,7 @@ async def record_payment(
                 last_closed_day=last_closed.isoformat(),
             )
     # One transfer is one payment: its reference is recorded once (a voided payment's may be again).
-    if data.channel_ref is not None and await conn.fetchval(Q["channel_ref_taken"], data.method, data.channel_ref):
+    if reads["channel_ref_taken"]:
         raise ChannelReferenceUsed(errors=[{"field": "channel_ref", "message": _("already recorded")}])
     if data.kind == "premium":
         for i, person_id in enumerate(data.person_ids):
@@ -360,8 +417,45 @@ async def record_payment(
                 division_code=village_code,
                 summary={"collector_id": str(actor.id), "business_date": business_date.isoformat()},
             )
+    remittance_date = _remittance_date(business_date, today, set(reads["closed_days"]))
+    payment = Payment(
+        id=data.id,
+        household_id=data.household_id,
+        village_code=village_code,
+        coverage_year=data.coverage_year,
+        person_ids=data.person_ids,
+        amount_fen=data.amount_fen,
+        method=data.method,
+        kind=data.kind,
+        back_years=data.back_years,
+        receipt_no=data.receipt_no,
+        receipt_block_id=block.id,
+        collector_id=actor.id,
+        device_id=actor.device_id,
+        collected_at=data.collected_at.astimezone(UTC),  # as the database gives it back
+        received_at=reads["received_at"],
+        business_date=business_date,
+        clock_flag=clock_flag,
+        remittance_date=remittance_date,
+        channel_ref=data.channel_ref,
+    )
+    # The household's money as `household_money` would read it once this payment is in: what was
+    # paid before, as read under the locks, and this payment (a premium counts whole: its allocations
+    # pay enrolments live in this household, the rest is its credit). Paying changes nothing owed.
+    paid_fen = reads["paid_before_fen"] + (data.amount_fen if data.kind == "premium" else 0)
+    due_fen, generation = reads["due_fen"], reads["code_generation"]
+    receipt = Receipt(
+        payment=payment,
+        allocations=allocations,
+        enrollments_paid=paid_now,
+        household=HouseholdMoney(due_fen=due_fen, paid_fen=paid_fen, balance_fen=due_fen - paid_fen),
+        query_code=None
+        if generation is None
+        else derive_query_code(code_key, data.household_id, data.coverage_year, generation),
+    )
+    body = None if answered is None else msgspec.json.encode(receipt)
     try:
-        row = await conn.fetchrow(
+        await conn.execute(
             Q["insert_payment"],
             data.id,
             data.household_id,
@@ -379,13 +473,14 @@ async def record_payment(
             data.collected_at,
             business_date,
             clock_flag,
-            today,
+            remittance_date,
             data.channel_ref,
             [a.person_id for a in allocations],
             [a.amount_fen for a in allocations],
             *funding.columns(),
             *audit_rows.columns(),
             allocated_to,
+            *((None, None, None) if answered is None or body is None else idempotency.sealed_answer(answered, body)),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "payments_receipt_no_key":
@@ -393,23 +488,33 @@ async def record_payment(
         if exc.constraint_name == "payments_pkey":
             raise PaymentAlreadyRecorded(payment_id=str(data.id)) from exc
         raise
-    assert row is not None
     audit_rows.written()
-    payment = _payment(row)
-    # The household's money as `household_money` would read it now: what was paid before, as read by
-    # the same statement, and this payment (a premium counts whole: its allocations pay enrolments
-    # live in this household, the rest is its credit). Paying changes nothing owed.
-    paid_fen = row["paid_before_fen"] + (payment.amount_fen if payment.kind == "premium" else 0)
-    due_fen, generation = row["due_fen"], row["code_generation"]
-    return Receipt(
-        payment=payment,
-        allocations=allocations,
-        enrollments_paid=paid_now,
-        household=HouseholdMoney(due_fen=due_fen, paid_fen=paid_fen, balance_fen=due_fen - paid_fen),
-        query_code=None
-        if generation is None
-        else derive_query_code(code_key, data.household_id, data.coverage_year, generation),
-    )
+    return receipt, body
+
+
+def _remittance_date(business_date: date, today: date, closed: set[date]) -> date:
+    """The collector's day whose remittance counts a payment: its business date, or, when the
+    collector has closed that day, the first day not closed from the later of today and the day after
+    (`closed`: the collector's closed days from the business date on)."""
+    if business_date not in closed:
+        return business_date
+    day = max(today, business_date + timedelta(days=1))
+    while day in closed:
+        day += timedelta(days=1)
+    return day
+
+
+def _check_input(data: PaymentIn) -> None:
+    if data.collected_at.tzinfo is None:
+        raise InvalidInput("collected_at", _("must carry a time zone (e.g. 2025-10-08T09:30:00+08:00)"))
+    if len(set(data.person_ids)) != len(data.person_ids):
+        raise InvalidInput("person_ids", _("lists a person twice"))
+    if data.kind == "back_payment" and not data.back_years:
+        raise InvalidInput("back_years", _("a back-payment names the years it pays for"))
+    if data.kind == "premium" and data.back_years:
+        raise InvalidInput("back_years", _("only a back-payment names past years"))
+    if any(y >= data.coverage_year for y in data.back_years):
+        raise InvalidInput("back_years", _("must be years before the coverage year"))
 
 
 _NO_INPUTS = enrolment_service.CoverageInputs(facts={}, in_force={})  # a back-payment funds no enrolment

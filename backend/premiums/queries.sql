@@ -42,55 +42,77 @@ INSERT INTO receipt_retirements (id, block_id, first_no, last_no, reason, retire
 SELECT * FROM receipt_blocks WHERE device_id = $1;
 
 -- name: household_for_payment
--- A payment's first locks: the policy of year $1 shared (exclusive with an edit of it), then the row of
--- household $2 (FOR NO KEY UPDATE: a household's payments go one at a time, so the household's totals
--- on each receipt count every payment before it; inserts referencing the household are not held up).
--- Answers the household (no row if there is none) with each of collector $3's receipt blocks, oldest
--- first (one row of NULL block columns if they have none).
+-- A payment's first statement. First the request's claim of its idempotency key, when it brings one
+-- ($4 … $7, as `idempotency.claim`; $5 NULL: none): a key taken by a request still running is waited
+-- for, and `replay` is true when the key was taken (nothing else is then locked or read; the stored
+-- answer is read by the next statement, which sees the request that took it committed). Then the
+-- locks: the policy of year $1 shared (exclusive with an edit of it), then the row of household $2 (FOR
+-- NO KEY UPDATE: a household's payments go one at a time, so the household's totals on each receipt
+-- count every payment before it; inserts referencing the household are not held up). Answers the
+-- household (NULL household columns if there is none) with each of collector $3's receipt blocks,
+-- oldest first (one row of NULL block columns if they have none).
 -- For the rest of the transaction, statements run on generic plans (`plan_cache_mode`, as a sync push
--- does): a payment's statements are the same ones keyed by ids every time, and under the default
--- `lock_collector_and_read` was planned anew at each payment, its planning costing more than its run.
-WITH locks AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1),
-                                   set_config('plan_cache_mode', 'force_generic_plan', true))
-SELECT h.id AS household_id, h.village_code AS household_village_code, h.status AS household_status, b.*
-FROM locks
-CROSS JOIN households h
-LEFT JOIN receipt_blocks b ON b.collector_id = $3
-WHERE h.id = $2
-ORDER BY b.issued_at
-FOR NO KEY UPDATE OF h;
-
--- name: lock_collector_and_read
--- The collector's lock ($1) shared, then what a payment reads under it: whether receipt number $3 of
--- block $2 was retired, and what payments not voided already put towards each of enrolments $4 (the
--- live enrolments it pays, whichever household's payments they were: the money follows the
--- enrolment). The block's row and the enrolments' rows were locked by earlier statements, so this one
--- sees any retirement, and any allocation to these enrolments, that committed before them (a payment
--- allocates only to enrolments it has locked). What the collector's lock guards is the day's closing
--- (`lock_collector`, exclusive), read by `insert_payment`, whose snapshot is taken once the lock is
--- held; payments themselves need no order among them (receipt numbers are unique, enrolments are
--- locked by row).
-WITH locked AS MATERIALIZED (
-    SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $1::uuid::text)),
-           -- and, for a payment naming a channel reference ($5: method:reference), that reference's
-           -- lock: `channel_ref_taken` runs after it, in a snapshot that sees any payment of it committed
-           CASE WHEN $5::text IS NOT NULL THEN pg_advisory_xact_lock(hashtext('channel_ref:' || $5)) END
+-- does): a payment's statements are the same ones keyed by ids every time, and under the default the
+-- reads under its locks (`reads_for_payment`) were planned anew at each payment, their planning costing
+-- more than their run.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (actor_id, key, route, request_hash)
+    SELECT $4::uuid, $5::text, $6::text, $7::bytea WHERE $5::text IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING true
+), claim AS MATERIALIZED (
+    SELECT $5::text IS NOT NULL AND NOT EXISTS (SELECT FROM claimed) AS replay
+), locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1),
+           set_config('plan_cache_mode', 'force_generic_plan', true)
+    FROM claim WHERE NOT claim.replay
 )
+SELECT claim.replay, x.*
+FROM claim
+LEFT JOIN LATERAL (
+    SELECT h.id AS household_id, h.village_code AS household_village_code, h.status AS household_status, b.*
+    FROM locks
+    CROSS JOIN households h
+    LEFT JOIN receipt_blocks b ON b.collector_id = $3
+    WHERE h.id = $2 AND NOT claim.replay
+    ORDER BY b.issued_at
+    FOR NO KEY UPDATE OF h
+) AS x ON true
+ORDER BY x.issued_at;
+
+-- name: reads_for_payment
+-- What a payment reads under its locks (`lock_block_and_enrollments`), in a snapshot taken once they
+-- are held: whether receipt number $3 of block $2 was retired; what payments not voided already put
+-- towards each of enrolments $4 (the live enrolments it pays, whichever household's payments they
+-- were: the money follows the enrolment; a payment allocates only to enrolments it has locked); the
+-- last day collector $1 had closed (closing, remittance and void decisions take the collector's lock
+-- exclusively), and the days closed from $5 on (its remittance date is chosen among the others); whether
+-- a payment not voided names channel reference $7 by method $6 (one transfer is one payment); what is
+-- paid for household $8's year $9 before it (as `household_money`: the money of its live enrolments,
+-- whichever household paid, and its own payments' rest), what its live enrolments owe, and the
+-- generation of its query code; and the transaction's time (the payment's `received_at`).
 SELECT EXISTS (SELECT 1 FROM receipt_retirements r WHERE r.block_id = $2 AND $3 BETWEEN r.first_no AND r.last_no)
            AS retired,
        coalesce(array_agg(a.enrollment_id) FILTER (WHERE a.enrollment_id IS NOT NULL), '{}') AS allocated_enrollment_ids,
-       coalesce(array_agg(a.amount_fen) FILTER (WHERE a.enrollment_id IS NOT NULL), '{}') AS allocated_fen
-FROM locked
-LEFT JOIN (SELECT al.enrollment_id, sum(al.amount_fen)::bigint AS amount_fen
-           FROM payment_allocations al
-           JOIN payment_ledger p ON p.id = al.payment_id
-           WHERE al.enrollment_id = ANY($4::uuid[]) AND p.kind = 'premium' AND NOT p.voided
-           GROUP BY al.enrollment_id) AS a ON true;
-
--- name: channel_ref_taken
--- A payment not voided that names the same channel reference ($2) by the same method ($1); read
--- under that reference's lock (`lock_collector_and_read`).
-SELECT id FROM payment_ledger WHERE method = $1 AND channel_ref = $2 AND NOT voided LIMIT 1;
+       coalesce(array_agg(a.amount_fen) FILTER (WHERE a.enrollment_id IS NOT NULL), '{}') AS allocated_fen,
+       (SELECT max(d.business_date) FROM collector_days d WHERE d.collector_id = $1) AS last_closed_day,
+       ARRAY(SELECT d.business_date FROM collector_days d WHERE d.collector_id = $1 AND d.business_date >= $5)
+           AS closed_days,
+       EXISTS (SELECT 1 FROM payment_ledger p
+               WHERE $7::text IS NOT NULL AND p.method = $6 AND p.channel_ref = $7 AND NOT p.voided)
+           AS channel_ref_taken,
+       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
+        WHERE m.household_id = $8 AND m.coverage_year = $9) AS paid_before_fen,
+       (SELECT coalesce(sum(e.premium_fen - e.subsidy_fen), 0)::bigint FROM enrollments e
+        WHERE e.household_id = $8 AND e.coverage_year = $9 AND e.status <> 'cancelled') AS due_fen,
+       (SELECT q.generation FROM household_query_codes q
+        WHERE q.household_id = $8 AND q.coverage_year = $9 AND q.device_id IS NULL) AS code_generation,
+       now() AS received_at
+FROM (SELECT al.enrollment_id, sum(al.amount_fen)::bigint AS amount_fen
+      FROM payment_allocations al
+      JOIN payment_ledger p ON p.id = al.payment_id
+      WHERE al.enrollment_id = ANY($4::uuid[]) AND p.kind = 'premium' AND NOT p.voided
+      GROUP BY al.enrollment_id) AS a;
 
 -- name: live_enrollments_for_payment
 -- Every column: the live enrolments payment $1 paid (its allocations name them), wherever they live
@@ -106,19 +128,27 @@ FOR UPDATE;
 -- The receipt block's row shared (a retirement of its unused numbers waits for this payment), and the
 -- rows of `live_enrollments_for_payment` ($2 … $4) locked: one row each, with the block's id; one row of
 -- NULL enrolment columns when there is none. `registered_now`: the enrolment was registered in this
--- transaction.
-SELECT b.id AS block_id, e.*, e.registered_at = now() AS registered_now
-FROM (SELECT id FROM receipt_blocks WHERE id = $1 FOR SHARE) AS b
-LEFT JOIN LATERAL (
-    SELECT * FROM enrollments e
-    WHERE e.household_id = $2 AND e.coverage_year = $3 AND e.person_id = ANY($4::uuid[]) AND e.status <> 'cancelled'
-    ORDER BY e.id
-    FOR UPDATE
-) AS e ON true;
-
--- name: last_closed_day
--- The last day of collector $1 a reviewer closed (NULL: none).
-SELECT max(business_date) FROM collector_days WHERE collector_id = $1;
+-- transaction. Once all of them are held (`collector` counts them first), the collector's lock ($5)
+-- shared: a payment can never land in a day while that day is being closed (closing, remittance and
+-- void decisions take it exclusively), but a collector's payments (a tablet's sync and the counter at
+-- once) do not wait for each other; and, for a payment naming a channel reference ($6:
+-- method:reference), that reference's lock. `reads_for_payment` reads under all of them.
+WITH locked AS MATERIALIZED (
+    SELECT b.id AS block_id, e.*, e.registered_at = now() AS registered_now
+    FROM (SELECT id FROM receipt_blocks WHERE id = $1 FOR SHARE) AS b
+    LEFT JOIN LATERAL (
+        SELECT * FROM enrollments e
+        WHERE e.household_id = $2 AND e.coverage_year = $3 AND e.person_id = ANY($4::uuid[])
+          AND e.status <> 'cancelled'
+        ORDER BY e.id
+        FOR UPDATE
+    ) AS e ON true
+), collector AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $5::uuid::text)),
+           CASE WHEN $6::text IS NOT NULL THEN pg_advisory_xact_lock(hashtext('channel_ref:' || $6)) END
+    FROM (SELECT count(*) FROM locked) AS n
+)
+SELECT locked.* FROM collector CROSS JOIN locked;
 
 -- name: collector_with_level
 SELECT u.id, u.role, u.division_code, u.active, d.level
@@ -129,28 +159,18 @@ WHERE u.id = $1;
 SELECT EXISTS (SELECT 1 FROM collector_days WHERE collector_id = $1 AND business_date = $2);
 
 -- name: insert_payment
--- A payment's writes, in one statement: the payment ($1 … $18; its remittance date follows below), how
--- it is allocated to persons ($19, $20) and the enrolment each allocation pays ($38; NULL for a
+-- A payment's writes, in one statement: the payment ($1 … $18; received at the transaction's time),
+-- how it is allocated to persons ($19, $20) and the enrolment each allocation pays ($38; NULL for a
 -- back-payment), the enrolments it pays (as `enrollment.set_funded_many`: $21 … $28, funding 'paid'
--- from business date $15) and audit rows ($29 … $37, as `audit.insert_rows`). The remittance date is
--- the business date, or, when collector $12 has closed that day, the first day not closed from the
--- later of today ($17) and the day after. Answers the payment's row with what is paid for the
--- household's year before it (as `household_money`: the money of its live enrolments, whichever
--- household paid, and its own payments' rest), what its live enrolments owe, and the generation of
--- its query code. Foreign keys are checked at the statement's end.
+-- from business date $15), audit rows ($29 … $37, as `audit.insert_rows`) and, for a request that
+-- claimed idempotency key $41 of actor $40 (NULL: none), its answer ($39, sealed: as
+-- `idempotency.store`). Foreign keys are checked at the statement's end.
 WITH payment AS (
     INSERT INTO payments (id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind,
                           back_years, receipt_no, receipt_block_id, collector_id, device_id, collected_at,
                           business_date, clock_flag, remittance_date, channel_ref)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-            CASE WHEN NOT EXISTS (SELECT 1 FROM collector_days WHERE collector_id = $12 AND business_date = $15)
-                 THEN $15::date
-                 ELSE (SELECT min(d.day) FROM generate_series(0, 3660) AS i,
-                              LATERAL (SELECT greatest($17::date, $15::date + 1) + i AS day) AS d
-                       WHERE NOT EXISTS (SELECT 1 FROM collector_days
-                                         WHERE collector_id = $12 AND business_date = d.day))
-            END, $18)
-    RETURNING *
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+    RETURNING id
 ), allocations AS (
     INSERT INTO payment_allocations (payment_id, person_id, amount_fen, enrollment_id)
     SELECT $1, person_id, amount_fen, enrollment_id
@@ -172,15 +192,11 @@ WITH payment AS (
                 $36::jsonb[], $37::text[]) WITH ORDINALITY
          AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
     ORDER BY r.n
+), answer AS (
+    UPDATE idempotency_keys SET status = 201, response = $39 WHERE actor_id = $40 AND key = $41
 )
-SELECT payment.*,
-       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
-        WHERE m.household_id = $2 AND m.coverage_year = $4) AS paid_before_fen,
-       (SELECT coalesce(sum(e.premium_fen - e.subsidy_fen), 0)::bigint FROM enrollments e
-        WHERE e.household_id = $2 AND e.coverage_year = $4 AND e.status <> 'cancelled') AS due_fen,
-       (SELECT q.generation FROM household_query_codes q
-        WHERE q.household_id = $2 AND q.coverage_year = $4 AND q.device_id IS NULL) AS code_generation
-FROM payment;
+-- The payment is read, so written, first: a payment recorded twice is refused by its own key.
+SELECT id FROM payment;
 
 -- name: payment
 SELECT * FROM payments WHERE id = $1;
@@ -292,7 +308,7 @@ SELECT DISTINCT digits FROM receipt_blocks WHERE prefix = $1;
 
 -- name: lock_collector
 -- Exclusive: a day's closing, remittance or void decision waits for the collector's payments in flight
--- (which hold it shared, `lock_collector_and_read`) and holds off new ones until it commits.
+-- (which hold it shared, `lock_block_and_enrollments`) and holds off new ones until it commits.
 SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text));
 
 -- name: payment_confirmed_enrollments

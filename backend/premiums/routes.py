@@ -92,16 +92,14 @@ class PaymentController(Controller):
         ] = None,
     ) -> Response[bytes]:
         key = idempotency.check_key(idempotency_key)
-        stored = await idempotency.claim(
-            tx, actor.id, key, PAYMENTS_ROUTE, idempotency.request_hash(PAYMENTS_ROUTE, data)
+        claim = idempotency.Claim(actor.id, key, PAYMENTS_ROUTE, idempotency.request_hash(PAYMENTS_ROUTE, data))
+        answer = await payments.record_claimed_payment(
+            tx, actor, data, claim, timezone=state.settings.timezone, code_key=state.key.secret
         )
-        if stored is not None:
-            return stored.replayed()
-        receipt = await payments.record_payment(
-            tx, actor, data, timezone=state.settings.timezone, code_key=state.key.secret
-        )
-        body = msgspec.json.encode(receipt)
-        await idempotency.store(tx, actor.id, key, 201, body)
+        if isinstance(answer, idempotency.Stored):
+            return answer.replayed()
+        _receipt, body = answer  # stored as the key's answer by the payment's statement
+        assert body is not None
         return Response(body, status_code=201, media_type="application/json")
 
     @get("/", summary="The payments of a household (a year's, or all), oldest first")

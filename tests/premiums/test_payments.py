@@ -7,7 +7,7 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
@@ -17,7 +17,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import clock, crypto
+from backend import clock, crypto, idempotency
 from backend.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
@@ -251,7 +251,7 @@ async def test_a_payment_is_five_statements_on_generic_plans_for_its_own_transac
     conn: asyncpg.Connection, world: World
 ) -> None:  # type: ignore[type-arg]
     """Members on no list and with no claim: the household and its locks, what cover depends on, the
-    block and the enrolments, the collector's lock and its reads, the write; the evidence of an
+    block, the enrolments and the collector's lock, the reads under them, the write; the evidence of an
     exemption from waiting is not asked for. They are planned generically (the connection's
     `plan_cache_mode`) until the transaction ends, and the connection is as it was after it."""
     await pay(conn, world, amount_fen=1)  # (asyncpg reads the types of the statements' columns once)
@@ -268,6 +268,47 @@ async def test_a_payment_is_five_statements_on_generic_plans_for_its_own_transac
     assert len(receipt.enrollments_paid) == 2
     assert len(written) == 5, written
     assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+
+
+async def test_a_keyed_payment_claims_its_key_and_stores_its_answer_within_the_same_five_statements(
+    conn: asyncpg.Connection, world: World
+) -> None:  # type: ignore[type-arg]
+    """The request's claim of its idempotency key rides on the first statement, its answer on the
+    write: the key's stored answer is the receipt's JSON, and a second claim of the key gets it."""
+    await pay(conn, world, amount_fen=1)
+    actor = await actor_of(conn, "staff_a")
+    claim = idempotency.Claim(actor.id, "pay-0003-abcdef", "POST /api/v1/payments", b"\x01" * 32)
+    statements: list[str] = []
+    conn.add_query_logger(lambda q: statements.append(q.query))
+    async with conn.transaction():
+        answer = await payments.record_claimed_payment(
+            conn, actor, payment(world, "A00000002", 79999), claim, timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+    await asyncio.sleep(0)  # (asyncpg calls query loggers soon after, not at once)
+    assert not isinstance(answer, idempotency.Stored)
+    receipt, body = answer
+    assert (statements[0], statements[-1], len(statements)) == ("BEGIN;", "COMMIT;", 7), statements
+    assert body == msgspec.json.encode(receipt)
+    assert (await idempotency.stored(conn, claim)).body == body
+    async with conn.transaction():
+        again = await payments.record_claimed_payment(
+            conn, actor, payment(world, "A00000002", 79999), claim, timezone=TZ, code_key=KEY, now=RECEIVED
+        )
+    assert again == idempotency.Stored(status=201, body=body)
+
+
+async def test_a_payments_answer_shows_it_as_recorded(client: Client, world: World) -> None:
+    """The receipt is answered (and stored for its key) before the payment is read back: it shows
+    the payment as the ledger gives it (times in UTC, received at the transaction's time)."""
+    staff = {**await auth_headers(client, "staff_a"), "Idempotency-Key": "pay-0004-abcdef"}
+    collected = (clock.now() - timedelta(hours=1)).replace(microsecond=123456)
+    body = http_body(world, collected_at=collected.astimezone(timezone(timedelta(hours=8))).isoformat())
+    first = await client.post("/api/v1/payments", json=body, headers=staff)
+    assert first.status_code == 201, first.text
+    recorded = await client.get(f"/api/v1/payments/{first.json()['payment']['id']}", headers=staff)
+    assert recorded.status_code == 200, recorded.text
+    assert first.json()["payment"] == recorded.json()
+    assert first.json()["payment"]["collected_at"] == collected.isoformat().replace("+00:00", "Z")
 
 
 async def test_under_and_over_payment_are_accepted_and_show_balance_or_refund(
@@ -368,20 +409,17 @@ async def test_two_identical_requests_at_a_barrier_record_one_payment(
     db_dsn: str, conn: asyncpg.Connection, world: World
 ) -> None:  # type: ignore[type-arg]
     """The same key and body twice at once: the second waits on the idempotency row and replays."""
-    from backend import idempotency
-
     data = payment(world)
     digest = idempotency.request_hash("POST /api/v1/payments", data)
 
     async def attempt(c: asyncpg.Connection) -> bytes:  # type: ignore[type-arg]
         actor = await actor_of(c, "staff_a")
-        stored = await idempotency.claim(c, actor.id, "race-key-000001", "POST /api/v1/payments", digest)
-        if stored is not None:
-            return stored.body
-        receipt = await payments.record_payment(c, actor, data, timezone=TZ, code_key=KEY, now=RECEIVED)
-        body = msgspec.json.encode(receipt)
-        await idempotency.store(c, actor.id, "race-key-000001", 201, body)
-        return body
+        claim = idempotency.Claim(actor.id, "race-key-000001", "POST /api/v1/payments", digest)
+        answer = await payments.record_claimed_payment(c, actor, data, claim, timezone=TZ, code_key=KEY, now=RECEIVED)
+        if isinstance(answer, idempotency.Stored):
+            return answer.body
+        assert answer[1] is not None
+        return answer[1]
 
     first, second = await race(db_dsn, attempt, attempt)
     assert second == first
