@@ -19,16 +19,14 @@ SELECT DISTINCT person_id FROM memberships WHERE person_id = ANY($1::uuid[]) AND
 -- name: village_and_people_by_identity
 -- The level of division $1 (NULL if there is none) on every row, with who already holds one of these
 -- numbers and the village of their current household (if any): one row of NULLs when nobody does.
+-- The lookup is the function of migration 0033, which plans it once per connection (as this first
+-- statement of the transaction it would otherwise be planned anew for every household).
 -- For the rest of the transaction, statements run on generic plans (`plan_cache_mode`, as a sync push
 -- does): registering a household runs the same statements keyed by ids every time, and under the
 -- default the enrolment's and the continuity's reads were planned anew for each household.
-SELECT d.level, p.id, p.id_number_hash, p.birth_cert_hash, h.id AS household_id, h.village_code
-FROM (SELECT (SELECT level FROM divisions WHERE code = $1) AS level,
-             set_config('plan_cache_mode', 'force_generic_plan', true) AS plans) AS d
-LEFT JOIN (persons p
-           LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
-           LEFT JOIN households h ON h.id = m.household_id)
-       ON p.id_number_hash = ANY($2::bytea[]) OR p.birth_cert_hash = ANY($3::bytea[]);
+SELECT f.level, f.id, f.id_number_hash, f.birth_cert_hash, f.household_id, f.village_code
+FROM village_and_people_by_identity($1, $2::bytea[], $3::bytea[]) AS f,
+     set_config('plan_cache_mode', 'force_generic_plan', true) AS plans;
 
 -- name: insert_household_with_members
 -- The household (at version $33: 1, or more for members added at once, `create_household_and_add`),

@@ -522,3 +522,8 @@ async def test_a_household_registered_and_enrolled_at_the_door_is_five_statement
     assert created.query_code and all(m.continuity is not None for m in created.members)
     assert len(written) == 5, written
     assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
+    # The first statement comes before the transaction's generic plans: its lookup is the function
+    # of migration 0033, which plans it generically on its own (once per connection).
+    assert "village_and_people_by_identity(" in written[0]
+    config = "SELECT proconfig FROM pg_proc WHERE proname = 'village_and_people_by_identity'"
+    assert await conn.fetchval(config) == ["plan_cache_mode=force_generic_plan"]
