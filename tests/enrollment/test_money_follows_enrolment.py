@@ -213,6 +213,26 @@ async def test_a_void_of_a_payment_in_a_unpays_the_enrolment_it_paid_now_in_b(
     assert await money(conn, a) == (40000, 0, 40000)
 
 
+async def cancel_as_duplicate(conn: asyncpg.Connection, enrolment_id: UUID) -> None:  # type: ignore[type-arg]
+    await conn.execute(
+        "UPDATE enrollments SET status = 'cancelled', cancel_reason = 'duplicate', cancelled_at = now() WHERE id = $1",
+        enrolment_id,
+    )
+
+
+async def enrol_again(conn: asyncpg.Connection, person: UUID, household: UUID, village: str) -> None:  # type: ignore[type-arg]
+    """A new enrolment of the person for 2026, registered, at the full premium."""
+    await conn.execute(
+        "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on,"
+        " premium_fen) VALUES (gen_random_uuid(), $1, $2, $3, 2026, 'registered', $4, $5)",
+        person,
+        household,
+        village,
+        OPEN,
+        PREMIUM,
+    )
+
+
 async def test_a_new_enrolment_after_a_cancelled_one_does_not_inherit_its_money(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     world: World,
@@ -223,19 +243,8 @@ async def test_a_new_enrolment_after_a_cancelled_one_does_not_inherit_its_money(
     spouse = UUID(world.person_ids[1])
     await pay(conn, world, person_ids=[spouse], amount_fen=40000)
     old = await enrolment_of(conn, spouse)
-    await conn.execute(
-        "UPDATE enrollments SET status = 'cancelled', cancel_reason = 'duplicate', cancelled_at = now() WHERE id = $1",
-        old["id"],
-    )
-    await conn.execute(
-        "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on,"
-        " premium_fen) VALUES (gen_random_uuid(), $1, $2, $3, 2026, 'registered', $4, $5)",
-        spouse,
-        UUID(a),
-        old["village_code"],
-        OPEN,
-        PREMIUM,
-    )
+    await cancel_as_duplicate(conn, old["id"])
+    await enrol_again(conn, spouse, UUID(a), old["village_code"])
     # The head and the new enrolment owe ¥800; the ¥400 paid for the cancelled one is A's, to refund.
     assert await money(conn, a) == (80000, 40000, 40000)
     line = next(m for m in (await quote(conn, a)).members if m.person_id == spouse)
@@ -253,10 +262,7 @@ async def test_a_member_whose_enrolment_was_cancelled_is_shown_what_the_househol
     spouse = UUID(world.person_ids[1])
     await pay(conn, world, person_ids=[spouse], amount_fen=40000)
     old = await enrolment_of(conn, spouse)
-    await conn.execute(
-        "UPDATE enrollments SET status = 'cancelled', cancel_reason = 'duplicate', cancelled_at = now() WHERE id = $1",
-        old["id"],
-    )
+    await cancel_as_duplicate(conn, old["id"])
 
     async def paid() -> tuple[int, int]:
         shown = next(m for m in (await resident_view(conn, a)).members if m.person_id == spouse)
@@ -264,13 +270,5 @@ async def test_a_member_whose_enrolment_was_cancelled_is_shown_what_the_househol
         return shown.paid_fen, quoted.paid_fen
 
     assert await paid() == (40000, 40000)
-    await conn.execute(
-        "INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on,"
-        " premium_fen) VALUES (gen_random_uuid(), $1, $2, $3, 2026, 'registered', $4, $5)",
-        spouse,
-        UUID(a),
-        old["village_code"],
-        OPEN,
-        PREMIUM,
-    )
+    await enrol_again(conn, spouse, UUID(a), old["village_code"])
     assert await paid() == (0, 0)

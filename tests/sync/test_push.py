@@ -16,7 +16,17 @@ from backend import metrics
 from mobile_sync_protocol import messages as m
 from tests.conftest import make_settings
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, clear, envelope, household_create, push, push_raw, register_tablet, world
+from tests.sync_world import (
+    Client,
+    Tablet,
+    clear,
+    envelope,
+    household_create,
+    push,
+    push_raw,
+    register_tablet,
+    world,
+)
 
 
 async def counts(conn: asyncpg.Connection) -> tuple[int, int, int]:  # type: ignore[type-arg]
@@ -279,6 +289,38 @@ async def test_a_token_without_a_device_or_for_another_device_cannot_push(client
     assert ID_NUMBERS  # the factories module is the source of the identities used above
 
 
+def phone_edits(tablet: Tablet, household_id: uuid.UUID, count: int, *, failing: set[int], phone: str) -> list[object]:
+    """`count` edits of the household's phone in seq order, each at the version the one before left
+    (the household is at version 1), except at the positions in `failing`: a member edit naming
+    nobody of the household, refused `not_found`, which changes no version."""
+    edits: list[object] = []
+    version = 1
+    for i in range(count):
+        if i in failing:
+            edits.append(
+                m.MemberUpdate(
+                    seq=tablet.seq(),
+                    mutation_id=uuid.uuid4(),
+                    household_id=household_id,
+                    person_id=uuid.uuid4(),
+                    base_version=version,
+                    name="改名",
+                )
+            )
+            continue
+        edits.append(
+            m.HouseholdUpdate(
+                seq=tablet.seq(),
+                mutation_id=uuid.uuid4(),
+                household_id=household_id,
+                base_version=version,
+                phone=f"{phone}{i:04d}",
+            )
+        )
+        version += 1
+    return edits
+
+
 async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
@@ -290,30 +332,7 @@ async def test_a_failure_inside_a_large_batch_undoes_only_that_mutation(
     tablet = await world(client)
     one_by_one = metrics.SYNC_ONE_BY_ONE._value.get()
     created = household_create(tablet, numbers=(1,))
-    edits: list[object] = []
-    for i in range(60):
-        version = 1 + len(edits) - (1 if i >= 30 else 0)
-        if i == 29:
-            edits.append(
-                m.MemberUpdate(
-                    seq=tablet.seq(),
-                    mutation_id=uuid.uuid4(),
-                    household_id=created.household_id,
-                    person_id=uuid.uuid4(),
-                    base_version=1,
-                    name="改名",
-                )
-            )
-            continue
-        edits.append(
-            m.HouseholdUpdate(
-                seq=tablet.seq(),
-                mutation_id=uuid.uuid4(),
-                household_id=created.household_id,
-                base_version=version,
-                phone=f"1380000{i:04d}",
-            )
-        )
+    edits = phone_edits(tablet, created.household_id, 60, failing={29}, phone="1380000")
     answer = await push(client, tablet, [created, *edits])
     statuses = [a.status for a in answer.answers]
     assert statuses.count("applied") == 60 and answer.answers[30].code == "not_found"
@@ -334,31 +353,7 @@ async def test_a_chunk_that_keeps_failing_goes_one_by_one(
     tablet = await world(client)
     created = household_create(tablet, numbers=(1,))
     one_by_one = metrics.SYNC_ONE_BY_ONE._value.get()
-    edits: list[object] = []
-    version = 1
-    for i in range(20):
-        if i % 4 == 1:  # 5 failures: nobody of that id in the household
-            edits.append(
-                m.MemberUpdate(
-                    seq=tablet.seq(),
-                    mutation_id=uuid.uuid4(),
-                    household_id=created.household_id,
-                    person_id=uuid.uuid4(),
-                    base_version=version,
-                    name="改名",
-                )
-            )
-            continue
-        edits.append(
-            m.HouseholdUpdate(
-                seq=tablet.seq(),
-                mutation_id=uuid.uuid4(),
-                household_id=created.household_id,
-                base_version=version,
-                phone=f"1390000{i:04d}",
-            )
-        )
-        version += 1
+    edits = phone_edits(tablet, created.household_id, 20, failing={1, 5, 9, 13, 17}, phone="1390000")
     answer = await push(client, tablet, [created, *edits])
     codes = [a.code for a in answer.answers[1:]]
     assert codes == ["not_found" if i % 4 == 1 else None for i in range(20)], codes
