@@ -44,8 +44,9 @@ class Context(msgspec.Struct, frozen=True, kw_only=True):
     device_status: str = "active"
     resolving: bool = False  # a reviewer applies a held edit: no staleness check (backend.sync.conflicts.review)
     dedup: bool = True  # False only in the test that proves the fault suite catches its absence
-    # The push's fast path (push.py): the whole chunk is undone and applied again one by one on any
-    # failure, so a handler needs no savepoint of its own and lets every failure through.
+    # The push's fast path (push.py): on any failure the chunk is undone and the failing mutation is
+    # applied again alone under a savepoint, so a handler needs no savepoint of its own and lets
+    # every failure through.
     fast: bool = False
     # The households the push locked as it began, and those its handlers have written since, as
     # `conflicts.household_locked` would read them now (handlers_households.py): the push holds their

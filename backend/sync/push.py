@@ -7,8 +7,10 @@ business rules are the REST services' own (households, enrolments, premiums): th
 (handlers_households.py, handlers_money.py) only translate.
 
 Mutations are applied in chunks of CHUNK, each under one savepoint (the fast path); when anything in
-a chunk fails, the chunk is undone and applied again one mutation per savepoint, so a failure is
-that mutation's alone. On the fast path, sets where the rules allow (issue 20): consecutive
+a chunk fails, the chunk is undone, the mutations before the failing one are applied again on the
+fast path and the failing one alone under a savepoint of its own, so a failure is that mutation's
+alone; the fast path resumes after it (after RESUMES of them, the rest of the chunk goes one mutation
+per savepoint). On the fast path, sets where the rules allow (issue 20): consecutive
 enrolments of one household and year are one enrol(); a new household and the new members added to
 it next are one read and one insert (written at the version the last addition gives); consecutive
 new members of a household made earlier are one read, one insert and one bump by their number, each

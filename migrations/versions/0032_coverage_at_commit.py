@@ -73,6 +73,24 @@ def upgrade() -> None:
 
     CREATE CONSTRAINT TRIGGER coverage_dirty_at_commit AFTER INSERT ON coverage_dirty_xacts
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION coverage_flush();
+
+    -- The application role writes the summary already (its triggers run as the role that writes the
+    -- facts): it may use the new tables from this commit on, not only once `canbao migrate` has
+    -- applied the grants after the last migration (backend/roles.py), or a service running
+    -- meanwhile could commit no write of the facts.
+    DO $grants$
+    DECLARE
+        writer text;
+    BEGIN
+        FOR writer IN
+            SELECT DISTINCT grantee FROM information_schema.role_table_grants
+            WHERE table_schema = 'public' AND table_name = 'coverage_persons' AND privilege_type = 'UPDATE'
+              AND grantee <> current_user
+        LOOP
+            EXECUTE format('GRANT SELECT, INSERT, DELETE ON coverage_dirty, coverage_dirty_xacts TO %I', writer);
+        END LOOP;
+    END
+    $grants$;
     """)
 
 

@@ -31,7 +31,6 @@ def upgrade() -> None:
     RETURNS TABLE (level text, id uuid, id_number_hash bytea, birth_cert_hash bytea, household_id uuid,
                    village_code text)
     LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
-    #variable_conflict use_column
     BEGIN
         RETURN QUERY
         SELECT d.level, p.id, p.id_number_hash, p.birth_cert_hash, h.id, h.village_code

@@ -188,9 +188,11 @@ async def test_a_transaction_refreshes_each_person_once_at_its_commit(
         try:
             async with conn.transaction():
                 await members.leave_household(conn, other["id"], "removed")
+                assert await conn.fetchval("SELECT count(*) FROM coverage_dirty") == 2
                 raise RuntimeError("rolled back")
         except RuntimeError:
             pass
+        assert await conn.fetchval("SELECT person_id FROM coverage_dirty") == person  # the other's note went
     assert await conn.fetchval("SELECT count(*) FROM coverage_dirty") == 0
     assert await conn.fetchval("SELECT count(*) FROM coverage_dirty_xacts") == 0
     added = await conn.fetch(

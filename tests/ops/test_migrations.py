@@ -83,3 +83,29 @@ def test_migrate_through_a_multi_host_dsn(pg_server: PgServer) -> None:
     finally:
         os.rmdir(dead)
         pg_server.drop_database(name)
+
+
+def test_the_summary_at_commit_is_usable_by_the_service_before_the_grants(pg_server: PgServer) -> None:
+    """Migration 0032's triggers make every write of the facts use two new tables at its commit: the
+    service's role may use them as soon as 0032 commits, not only after `canbao migrate` has applied
+    the grants at the end (a service still running meanwhile could otherwise commit no write)."""
+    name = pg_server.create_database()
+    owner = pg_server.owner_dsn(name)
+    try:
+        migrate.downgrade(owner, "0031", app_role=APP_ROLE)
+        migrate.upgrade(owner, "0032")  # no grants applied after it
+
+        async def privileges() -> list[bool]:
+            conn = await asyncpg.connect(owner)
+            try:
+                return [
+                    await conn.fetchval("SELECT has_table_privilege($1, $2, 'DELETE')", APP_ROLE, table)
+                    for table in ("coverage_dirty", "coverage_dirty_xacts")
+                ]
+            finally:
+                await conn.close()
+
+        assert asyncio.run(privileges()) == [True, True]
+        migrate.upgrade(owner, app_role=APP_ROLE)
+    finally:
+        pg_server.drop_database(name)
