@@ -17,7 +17,9 @@ spent on a push of 5,000 mutations (bench/sync_push.py, track_functions). Now:
   `coverage_persons` row locks, now taken in one id order for the whole transaction (two
   transactions can no longer deadlock on them through two statements' orders). A savepoint rolled
   back takes its notes with it. `SET CONSTRAINTS coverage_dirty_at_commit IMMEDIATE` refreshes
-  earlier, for a reader of the summary inside the writing transaction.
+  earlier, for a reader of the summary inside the writing transaction. Above 64 persons each row is
+  taken in id order before the set refresh, which would insert the rows it misses before locking
+  the others (a deadlock with a transaction refreshing the same persons one by one).
 
 Revision ID: 0032
 Revises: 0031
@@ -60,12 +62,22 @@ def upgrade() -> None:
     CREATE FUNCTION coverage_flush() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
         ids uuid[];
+        person uuid;
     BEGIN
         DELETE FROM coverage_dirty_xacts WHERE xact = NEW.xact;
         WITH noted AS (
             DELETE FROM coverage_dirty WHERE xact = NEW.xact RETURNING person_id
         )
-        SELECT array_agg(person_id) INTO ids FROM noted;
+        SELECT array_agg(person_id ORDER BY person_id) INTO ids FROM noted;
+        IF cardinality(ids) > 64 THEN
+            -- The set refresh (0026) inserts the rows it misses before it locks the others: with a
+            -- person one by one in another transaction, two orders, a deadlock. Each row is taken
+            -- first, in id order, inserted if missing, as the refresh of one person does.
+            FOREACH person IN ARRAY ids LOOP
+                INSERT INTO coverage_persons (person_id) VALUES (person) ON CONFLICT DO NOTHING;
+                PERFORM 1 FROM coverage_persons WHERE person_id = person FOR UPDATE;
+            END LOOP;
+        END IF;
         PERFORM coverage_refresh_now(ids);
         RETURN NULL;
     END

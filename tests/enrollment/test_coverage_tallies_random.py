@@ -12,6 +12,7 @@ nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from uuid import UUID
@@ -426,3 +427,45 @@ async def test_the_sequence_notices_any_trigger_missing(conn: Conn, seeded: None
         finally:
             await tr.rollback()
     assert unnoticed == [], unnoticed
+
+
+async def test_a_set_refresh_at_the_commit_takes_its_rows_in_one_order(
+    conn: Conn,
+    seeded: None,
+    admin_db_dsn: str,
+) -> None:
+    """A commit refreshing more than 64 persons, one of whom has no summary row yet, while another
+    transaction holds a lower person's row and then refreshes the one without: the commit takes the
+    rows in id order (inserting the missing one in its turn), so it waits for the lower row before it
+    takes the missing one's key, and both transactions end. The set refresh alone would insert the
+    missing key first, then wait for the lower row: a deadlock (migration 0032)."""
+    async with conn.transaction():
+        await build(conn, random.Random(30))  # noqa: S311
+    ids = sorted(await conn.fetchval("SELECT array_agg(person_id) FROM coverage_persons"))
+    assert len(ids) > 64
+    low, missing = ids[0], ids[1]
+    # As after a load that bypassed the triggers: not counted, and no row.
+    await conn.execute(
+        "WITH gone AS (DELETE FROM coverage_persons WHERE person_id = $1 RETURNING village_code, years, classes) "
+        "INSERT INTO coverage_tallies SELECT d.* FROM gone, "
+        "coverage_deltas(gone.village_code, gone.years, gone.classes, NULL, '{}', '{}') AS d",
+        missing,
+    )
+    holder, committer = await asyncpg.connect(admin_db_dsn), await asyncpg.connect(admin_db_dsn)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT coverage_refresh_now($1::uuid[])", [low])  # holds the lower row
+        await committer.execute("BEGIN")
+        await committer.execute("SELECT coverage_refresh_some($1::uuid[])", ids)  # noted: refreshed at the commit
+        commit = asyncio.ensure_future(committer.execute("COMMIT"))
+        await asyncio.sleep(0.3)  # the commit is waiting for the lower row meanwhile
+        assert not commit.done()
+        await holder.execute("SELECT coverage_refresh_now($1::uuid[])", [missing])
+        await holding.commit()
+        await asyncio.wait_for(commit, 10)
+    finally:
+        await holder.close()
+        await committer.close()
+    for summary, facts in (await figures(conn)).values():
+        assert summary == facts
