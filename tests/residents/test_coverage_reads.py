@@ -18,8 +18,6 @@ from backend.eligibility import check as eligibility
 from backend.enrollment import explain
 from backend.enrollment.continuity import ceilings, continuity_of
 from backend.enrollment.quotes import household_totals, paid_for
-from backend.premiums import adjustments, payments
-from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
 from backend.residents import service as residents
 from tests.conftest import auth_headers
@@ -28,7 +26,7 @@ from tests.eligibility.test_lists import upload
 from tests.enrollment.test_continuity import INCENTIVE, upload_zero, zero_list
 from tests.factories import ID_NUMBERS, POLICY_2026, add_history, create_household, member, publish_policy
 from tests.premiums.test_payments import actor_of
-from tests.residents.test_residents import KEY, enrol
+from tests.residents.test_residents import enrol, paid_then_refunded
 
 Client = AsyncTestClient[Litestar]
 
@@ -102,17 +100,7 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
         receipt_no="R00000001",
         collected_at=at,
     )
-    async with conn.transaction():
-        await conn.execute(
-            "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' "
-            "WHERE person_id = ANY($1::uuid[])",
-            persons,
-        )
-        await payments.record_payment(conn, staff, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at)
-        refund = await adjustments.request_adjustment(
-            conn, staff, data.id, AdjustmentRequest(kind="refund", reason="double_enrolment", amount_fen=10000), day
-        )
-        await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+    await paid_then_refunded(conn, staff, reviewer, data, persons, 10000, day)
     # Next year's enrolment of all three (registered, so no early cover).
     enrolled = await client.post(
         "/api/v1/enrollments",

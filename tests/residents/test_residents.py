@@ -513,6 +513,31 @@ async def test_the_view_gives_the_years_benefit_facts_from_the_policy(client: Cl
     assert (await client.get(COVERAGE, params={"year": 2027}, headers=headers)).json()["benefits"] is None
 
 
+async def paid_then_refunded(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    staff: Actor,
+    reviewer: Actor,
+    data: PaymentIn,
+    persons: list[UUID],
+    refund_fen: int,
+    day: date,
+) -> None:
+    """`data` recorded at its collection time for `persons` (their enrolments registered on 2025-09-01,
+    before it), then `refund_fen` of it refunded, requested by `staff` and approved by `reviewer`."""
+    async with conn.transaction():
+        await conn.execute(
+            "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' "
+            "WHERE person_id = ANY($1::uuid[])",
+            persons,
+        )
+        await payments.record_payment(
+            conn, staff, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=data.collected_at
+        )
+        asked = AdjustmentRequest(kind="refund", reason="double_enrolment", amount_fen=refund_fen)
+        refund = await adjustments.request_adjustment(conn, staff, data.id, asked, day)
+        await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+
+
 async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
@@ -542,17 +567,7 @@ async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
         collected_at=at,
     )
     day = date(2025, 10, 8)
-    async with conn.transaction():
-        await conn.execute(
-            "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' "
-            "WHERE person_id = ANY($1::uuid[])",
-            persons,
-        )
-        await payments.record_payment(conn, staff, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=at)
-        refund = await adjustments.request_adjustment(
-            conn, staff, data.id, AdjustmentRequest(kind="refund", reason="double_enrolment", amount_fen=40000), day
-        )
-        await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+    await paid_then_refunded(conn, staff, reviewer, data, persons, 40000, day)
     resident = Actor.resident(persons[0], UUID(home.h1["id"]), uuid.uuid4())
     view = await residents.coverage(conn, resident, 2026, day)
     assert [(m.name, m.paid_fen, m.balance_fen) for m in view.members] == [("张三", 40000, 0), ("李四", 0, 40000)]
