@@ -211,7 +211,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         job_workers = _start_job_workers(settings.job_workers)
         try:
             uvicorn.run(
-                "backend.app:create_app",
+                "backend.app:serve_app",
                 factory=True,
                 host=args.host,
                 port=args.port,

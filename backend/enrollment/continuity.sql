@@ -5,10 +5,10 @@
 -- (enrollments.sql) reads them for gaps, the year itself included; and the years the person is on
 -- a zero-reimbursement list of the settlement system (the newest loaded version of that year and
 -- scope). $3: the local time zone (a member on 1 January of a year is known uncovered that year
--- unless something shows cover). With a date $4 (else NULL), on every row the policy version of year
--- $2 in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none), so that a person's
--- continuity is one round trip.
-SELECT p.id AS person_id, p.birth_date, policy.version AS policy, ARRAY(
+-- unless something shows cover). With a date $4 (else NULL), on one row (any) the policy version of
+-- year $2 in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none; on one row only,
+-- so that the client decodes it once), so that a person's continuity is one round trip.
+SELECT p.id AS person_id, p.birth_date, CASE WHEN row_number() OVER () = 1 THEN policy.version END AS policy, ARRAY(
     SELECT coverage_year FROM enrollments
     WHERE person_id = p.id AND coverage_year <= $2
       AND (status IN ('paid', 'subsidised', 'confirmed')

@@ -367,7 +367,7 @@ async def coverage_inputs(
     persons, years = [p for p, _y in person_years], [y for _p, y in person_years]
     rows = await conn.fetch(Q["coverage_facts"], persons, years, on, timezone)
     in_force: dict[int, policies.PolicyVersion | None] = {y: None for _, y in person_years}
-    for r in rows:  # (every row of a year carries that year's version)
+    for r in rows:  # (one row of each year carries its version)
         if r["policy"] is not None and in_force[r["year"]] is None:
             in_force[r["year"]] = msgspec.convert(r["policy"], policies.PolicyVersion)
     evidence: dict[tuple[UUID, int], list[ExemptionEvidence]] = {}

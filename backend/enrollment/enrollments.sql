@@ -5,9 +5,10 @@
 -- identity number (one row with a NULL person when none is asked); on every row, those of them with
 -- a live enrolment for year $3; whether eligibility can know anything of any of them (what
 -- `eligibility.facts` reads is list rows and accepted claims of the year, by identity number); and
--- the year's policy version in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none).
+-- the year's policy version in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none;
+-- on the first row only, so that the client decodes it once).
 SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number_enc, p.birth_date,
-       policy.version AS policy,
+       CASE WHEN t.n IS NULL OR t.n = 1 THEN policy.version END AS policy,
        ARRAY(SELECT e.person_id FROM enrollments e
              WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
        EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number_hash = x.id_number_hash
@@ -95,7 +96,8 @@ LIMIT $8;
 -- Per (person, year) what cover from a business date ($3) depends on: the person's birth date; the
 -- earlier years known covered and known uncovered (mobile_sync_protocol/rules/gaps.py); the years
 -- before `year` the person paid back (补缴) by payments neither voided nor refunded; and the year's
--- policy version in force on that date (as policy's `policy_in_force`, the row as JSON; NULL: none).
+-- policy version in force on that date (as policy's `policy_in_force`, the row as JSON; NULL: none; on
+-- one row of each year only, so that the client decodes it once).
 --   Known covered: a funded enrolment here, or one cancelled because the person is insured as an
 --   employee; an imported history year marked paid, subsidised or confirmed; a row of a loaded
 --   employee-insurance list (or of the list of employee insurance that ended) whose period (valid_from, else its version's effective date, to
@@ -107,7 +109,8 @@ LIMIT $8;
 -- And whether the person's live enrolment for the year was registered as a new university student's,
 -- and whether anything could show the person exempt from waiting (`evidence_possible`: a row of any
 -- list, or a claim accepted for the year; what `eligibility.exemption_evidence` reads is among them).
-SELECT t.person_id, t.year, p.birth_date, policy.version AS policy,
+SELECT t.person_id, t.year, p.birth_date,
+       CASE WHEN row_number() OVER (PARTITION BY t.year) = 1 THEN policy.version END AS policy,
        EXISTS (SELECT 1 FROM list_entries le WHERE le.id_number_hash = p.id_number_hash)
        OR EXISTS (SELECT 1 FROM eligibility_claims c
                   WHERE c.id_number_hash = p.id_number_hash AND c.status = 'accepted' AND c.coverage_year = t.year)

@@ -18,7 +18,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from backend.actor import Actor
-from backend.enrollment import enrollments, history
+from backend.enrollment import continuity, enrollments, history
 from backend.residents import service as residents
 from tests.conftest import auth_headers
 from tests.enrollment.test_enrollments import staff_actor
@@ -300,3 +300,25 @@ async def test_a_history_year_marked_paid_counts_as_funded_in_the_coverage_repor
         1,
     )
     assert village["rate_percent"] == 50.0
+
+
+async def test_the_policy_in_force_is_read_once_per_year_not_once_per_person(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """The policy version (the whole row as JSON) comes on one row per year, so the client decodes it
+    once, and every person's facts still see it."""
+    world = await setup(client)
+    household_id = UUID(world["household"]["id"])
+    persons = [UUID(m["person_id"]) for m in world["household"]["members"]]
+    facts = await conn.fetch(enrollments.Q["coverage_facts"], persons, [2027, 2027], PAID_ON, "Asia/Shanghai")
+    assert sorted(r["policy"] is not None for r in facts) == [False, True]
+    inputs = await enrollments.coverage_inputs(conn, [(p, 2027) for p in persons], PAID_ON)
+    in_force = inputs.in_force[2027]
+    assert in_force is not None and in_force.effective_from == date(2026, 9, 1)
+    asked = await conn.fetch(enrollments.Q["household_for_enrolment"], household_id, persons, 2027, PAID_ON)
+    assert [r["policy"] is not None for r in asked] == [True, False]
+    years = await conn.fetch(continuity.KNOWN_YEARS_OF_HOUSEHOLD, household_id, 2027, "Asia/Shanghai", PAID_ON)
+    assert sorted(r["policy"] is not None for r in years) == [False, True]
+    _known, policy = await continuity.known_years_and_policy_of_household(conn, household_id, 2027, PAID_ON)
+    assert policy is not None and policy.coverage_year == 2027

@@ -4,6 +4,7 @@ and login rate limits that hold across two workers."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import signal
 import socket
@@ -16,14 +17,16 @@ import asyncpg
 import httpx
 import psutil
 import pytest
+from litestar.testing import AsyncTestClient
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from backend import migrate
+from backend.app import create_app, serve_app
 from backend.auth.passwords import Passwords
 from backend.db import init_connection
 from backend.tools import demo
-from tests.conftest import JWT_SECRET, PgServer
+from tests.conftest import JWT_SECRET, PgServer, make_settings
 from tests.processes import (
     FAST_HASHING,
     clean_env,
@@ -322,3 +325,14 @@ def test_embedded_server_with_two_workers_stops_them_all_on_sigterm() -> None:
             assert code in TERMINATED, server.output()[-3000:]
         assert [c.pid for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
         assert wait_for_no_postgres(folder) == []
+
+
+async def test_only_the_served_app_freezes_what_its_start_up_made_out_of_the_collector(
+    db_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    async with AsyncTestClient(create_app(make_settings(db_dsn), configure_logs=False)):
+        assert frozen == []  # a test's app: what the test process holds stays collectable
+    async with AsyncTestClient(serve_app(make_settings(db_dsn), configure_logs=False)):
+        assert frozen == [True]
