@@ -146,6 +146,9 @@ def test_serve_with_database_url_starts_no_postgres_of_its_own(pg_server: PgServ
                 assert postgres_processes(folder) == []
                 assert sorted(p.name for p in folder.iterdir()) == []  # no data folder, here or by flag
                 assert asyncio.run(_connections(dsn, name)) >= 1  # it serves from the database it was given
+                # On uvicorn's C event loop and HTTP parser (pyproject.toml says why), not asyncio's and h11.
+                loaded = [m.path for m in psutil.Process(server.pid).memory_maps()]
+                assert [x for x in ("/uvloop/", "/httptools/") if not any(x in path for path in loaded)] == []
                 code = server.stop(signal.SIGTERM)
                 assert code in TERMINATED, server.output()[-3000:]
     finally:
