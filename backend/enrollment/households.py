@@ -28,6 +28,10 @@ from backend.ids import uuid7
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
 
 Q = load_queries("backend.enrollment", "households.sql")
+# The household updated, answered with its members (the REST answer; a push takes the row alone).
+_READ_H = "WITH h AS (SELECT * FROM households WHERE id = $1)"
+assert Q["household_and_members"].count(_READ_H) == 1
+UPDATE_HOUSEHOLD_WITH_MEMBERS = Q["household_and_members"].replace(_READ_H, f"WITH h AS (\n{Q['update_household']}\n)")
 
 Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
 Sex = Literal["male", "female"]
@@ -419,13 +423,14 @@ def _new_members(members: list[MemberIn], fields: list[str], today: date) -> tup
     return heads[0], identities
 
 
-async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> Household:
+async def create_household(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> dict[str, Any]:
     """The household alone (a tablet's household.create; its enrolments come as mutations of their
-    own): `enrol_year` is `register_household`'s."""
+    own): `enrol_year` is `register_household`'s. Answers its row (`household_summary`)."""
     if data.enrol_year is not None:
         raise ValueError("create_household does not enrol: call register_household")
-    household, _person_ids = await _create(conn, actor, data, today)
-    return household
+    created = await _create_with(conn, actor, data, [], today)
+    assert created is not None
+    return household_summary(created[0])
 
 
 async def register_household(
@@ -474,17 +479,18 @@ def _name_as_members(exc: DomainError) -> None:
 
 async def create_household_and_add(
     conn: Connection, actor: Actor, data: HouseholdCreate, added: list[MemberIn], today: date
-) -> tuple[Household, list[int]] | None:
+) -> tuple[dict[str, Any], list[int]] | None:
     """`create_household`, then `members.add_member` of each of `added` in turn (at the version the
     one before left), as one read and one statement: the household is written at the version the
     last addition gives, the additions' audit rows are recorded after it as `add_member` records
     them (a household's first statement writes no change record for anyone: nobody can have seen
-    it). The household, and the version after each addition. None when anyone added is already
-    known (reused: the caller adds them one by one); whatever else either refuses raises (the
-    caller, a push's fast path, then applies them one by one to answer each)."""
+    it). The household's row (`household_summary`), and the version after each addition. None when
+    anyone added is already known (reused: the caller adds them one by one); whatever else either
+    refuses raises (the caller, a push's fast path, then applies them one by one to answer each)."""
     if data.enrol_year is not None:
         raise ValueError("create_household_and_add does not enrol")
-    return await _create_with(conn, actor, data, added, today)
+    created = await _create_with(conn, actor, data, added, today)
+    return None if created is None else (household_summary(created[0]), created[1])
 
 
 async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> tuple[Household, list[UUID]]:
@@ -492,7 +498,7 @@ async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: 
     person_ids: list[UUID] = []
     created = await _create_with(conn, actor, data, [], today, person_ids)
     assert created is not None
-    return created[0], person_ids
+    return household_from_rows(created[0]), person_ids
 
 
 async def _create_with(
@@ -502,7 +508,9 @@ async def _create_with(
     added: list[MemberIn],
     today: date,
     person_ids_out: list[UUID] | None = None,
-) -> tuple[Household, list[int]] | None:
+) -> tuple[list[asyncpg.Record], list[int]] | None:
+    """The household's rows as `household_with_members` reads them, and the version after each
+    addition."""
     members = list(data.members)
     fields = [f"members[{i}]." for i in range(len(members))]
     try:
@@ -583,7 +591,7 @@ async def _create_with(
         )
     if person_ids_out is not None:
         person_ids_out += person_ids
-    return household_from_rows(rows), list(range(1, len(added) + 2))
+    return rows, list(range(1, len(added) + 2))
 
 
 def open_years(today: date, year: int | None = None) -> list[int]:
@@ -638,6 +646,16 @@ def household_from_rows(rows: list[asyncpg.Record]) -> Household:
 
 
 _HOUSEHOLD_COLUMNS = tuple(f for f in Household.__struct_fields__ if f != "members")
+
+
+def household_summary(rows: list[asyncpg.Record]) -> dict[str, Any]:
+    """The household of `household_with_members` rows (or rows of its shape) without its members:
+    its columns, the phone opened. What a push keeps of a household it wrote: none of its members'
+    numbers is opened for it."""
+    return opened_household({name: rows[0][name] for name in _SEALED_COLUMNS})
+
+
+_SEALED_COLUMNS = tuple("phone_enc" if f == "phone" else f for f in _HOUSEHOLD_COLUMNS)  # as the rows carry them
 
 
 def opened_household(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:
@@ -710,6 +728,32 @@ async def update_household(
 ) -> Household:
     """`locked`: the household's row (its phone opened) as the caller read it under its lock in this
     transaction, in scope: not read again (a push that holds the lock and knows the row)."""
+    return household_from_rows(await _update(conn, actor, household_id, if_match, data, locked, with_members=True))
+
+
+async def update_household_row(
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    if_match: int | None,
+    data: HouseholdUpdate,
+    *,
+    locked: Mapping[str, Any],
+) -> dict[str, Any]:
+    """`update_household` answering the household's row alone (`household_summary`): a push's."""
+    return household_summary(await _update(conn, actor, household_id, if_match, data, locked, with_members=False))
+
+
+async def _update(
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    if_match: int | None,
+    data: HouseholdUpdate,
+    locked: Mapping[str, Any] | None,
+    *,
+    with_members: bool,
+) -> list[asyncpg.Record]:
     before = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(before, if_match)
     after = {
@@ -720,7 +764,7 @@ async def update_household(
     try:
         keyring = crypto.keys()
         rows = await conn.fetch(
-            Q["update_household_with_members"],
+            UPDATE_HOUSEHOLD_WITH_MEMBERS if with_members else Q["update_household"],
             household_id,
             after["household_no"],
             after["address"],
@@ -738,4 +782,4 @@ async def update_household(
         division_code=before["village_code"],
         summary={"changed": sorted(changes({k: before[k] for k in after}, after))},
     )
-    return household_from_rows(rows)
+    return rows

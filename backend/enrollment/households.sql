@@ -119,16 +119,18 @@ LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.sta
 WHERE h.id = $1
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
--- name: update_household_with_members
--- The household's number, address and phone changed (its version bumped), answering the household as
--- `household_with_members` reads it (no enrolments).
-WITH h AS (
-    UPDATE households SET household_no = $2, address = $3, phone_hash = $4, phone_enc = $5,
-        row_version = row_version + 1, updated_at = now()
-    WHERE id = $1
-    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
-              updated_at
-)
+-- name: update_household
+-- The household's number, address and phone changed (its version bumped), answering its row.
+UPDATE households SET household_no = $2, address = $3, phone_hash = $4, phone_enc = $5,
+    row_version = row_version + 1, updated_at = now()
+WHERE id = $1
+RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
+          updated_at;
+
+-- name: household_and_members
+-- Household $1 and its current members as `household_with_members` reads them (no enrolments);
+-- households.py puts `update_household` in the place of `h`, to answer the household it updates.
+WITH h AS (SELECT * FROM households WHERE id = $1)
 SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
        h.created_at, h.updated_at,
        p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,

@@ -43,18 +43,16 @@ def known_household(ctx: Context, household_id: UUID) -> Row | None:
     return None if ctx.households is None else ctx.households.get(household_id)
 
 
-def _remember(ctx: Context, household: household_service.Household) -> None:
+_KNOWN = ("id", "village_code", "household_no", "address", "head_person_id", "status", "row_version", "phone")
+
+
+def _remember(ctx: Context, household: household_service.Household | Row) -> None:
+    """A household this push wrote, as the service answered it (with its members, or its row alone)."""
     if ctx.households is not None:
-        ctx.households[household.id] = {
-            "id": household.id,
-            "village_code": household.village_code,
-            "household_no": household.household_no,
-            "address": household.address,
-            "head_person_id": household.head_person_id,
-            "status": household.status,
-            "row_version": household.row_version,
-            "phone": household.phone,
-        }
+        if isinstance(household, dict):
+            ctx.households[household["id"]] = {k: household[k] for k in _KNOWN}
+        else:
+            ctx.households[household.id] = {k: getattr(household, k) for k in _KNOWN}
 
 
 def _forget(ctx: Context, *household_ids: UUID | None) -> None:
@@ -173,7 +171,7 @@ def _household_in(mu: m.HouseholdCreate) -> household_service.HouseholdCreate:
 async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate, ctx: Context) -> m.Answer:
     household = await household_service.create_household(conn, actor, _household_in(mu), ctx.today)
     _remember(ctx, household)
-    return m.Answer(seq=None, status="applied", household_version=household.row_version)
+    return m.Answer(seq=None, status="applied", household_version=household["row_version"])
 
 
 async def household_create_run(
@@ -250,9 +248,9 @@ async def household_update(conn: Connection, actor: Actor, mu: m.HouseholdUpdate
     version = row["row_version"]
     if changed:
         data = msgspec.convert(changed, household_service.HouseholdUpdate)
-        household = await household_service.update_household(conn, actor, row["id"], version, data, locked=row)
+        household = await household_service.update_household_row(conn, actor, row["id"], version, data, locked=row)
         _remember(ctx, household)
-        version = household.row_version
+        version = household["row_version"]
     ids = []
     if overwritten:
         ids.append(

@@ -11,6 +11,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from backend import crypto
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.sync import push as push_module
@@ -476,3 +477,31 @@ async def test_a_chunk_undone_forgets_the_household_versions_it_wrote(
     ]
     row = await conn.fetchrow("SELECT address, row_version FROM households WHERE id = $1", created.household_id)
     assert row is not None and (row["address"], row["row_version"]) == ("北山村3组", 3)
+
+
+async def test_registering_and_editing_a_household_in_a_push_opens_no_members_sealed_data(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push keeps the households it writes as their rows (household_service.household_summary):
+    registering one, adding members and editing it open no member's identity number or phone, which
+    the REST answer's members would."""
+    tablet = await world(client)
+    household = household_create(tablet, numbers=(1, 2))
+    ids = {"household_id": household.household_id}
+    newborn = m.NewMember(person_id=uuid.uuid4(), name="孩子", relation="child", id_number=ID_NUMBERS[3])
+    batch: list[Any] = [
+        household,
+        m.MemberCreate(seq=tablet.seq(), mutation_id=uuid.uuid4(), **ids, base_version=1, member=newborn),
+        m.HouseholdUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), **ids, base_version=2, phone="13800000001"),
+    ]
+    opened: list[str] = []
+    open_bytes = crypto.Keyring.open_bytes
+
+    def counted(keyring: crypto.Keyring, kind: str, sealed: bytes) -> bytes:
+        opened.append(kind)
+        return open_bytes(keyring, kind, sealed)
+
+    monkeypatch.setattr(crypto.Keyring, "open_bytes", counted)
+    answers = (await push(client, tablet, batch)).answers
+    assert [(a.status, a.household_version) for a in answers] == [("applied", 1), ("applied", 2), ("applied", 3)]
+    assert [k for k in opened if k != crypto.PHONE] == []  # the household's own phone, kept to merge edits
