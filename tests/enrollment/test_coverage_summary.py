@@ -204,6 +204,52 @@ async def test_a_transaction_refreshes_each_person_once_at_its_commit(
     await assert_summary_is_the_facts(conn, "one transaction")
 
 
+async def test_two_commits_refreshing_one_person_count_what_the_later_one_sees(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    admin_db_dsn: str,
+) -> None:
+    """Both refreshes at their commits (migration 0032), on one person: one transaction takes a
+    person out of their household and holds the person's summary row (its refresh run early), while
+    another pays the person's enrolment and commits. That commit's refresh waits for the row, then
+    counts from what the first committed: the person paid, in no village. Counting from its own
+    snapshot instead (no lock, or the lock taken after the reads) would leave the person paid in their
+    old village, against the facts."""
+    await publish_policy(client, await auth_headers(client, "admin"))
+    made = await households(client)
+    enrolled = await client.post(
+        "/api/v1/enrollments",
+        json={"household_id": made[0]["id"], "coverage_year": 2026, "person_ids": [made[0]["members"][2]["person_id"]]},
+        headers=await auth_headers(client, "staff_a"),
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    person, enrolment = UUID(made[0]["members"][2]["person_id"]), UUID(enrolled.json()["items"][0]["id"])
+    holder, payer = await asyncpg.connect(admin_db_dsn), await asyncpg.connect(admin_db_dsn)
+    try:
+        for c in (holder, payer):
+            await init_connection(c)
+        holding = holder.transaction()
+        await holding.start()
+        membership = await members.current_membership(holder, person)
+        assert membership is not None
+        await members.leave_household(holder, membership["id"], "removed")
+        await holder.execute("SET CONSTRAINTS coverage_dirty_at_commit IMMEDIATE")  # holds the person's row
+        paying = payer.transaction()
+        await paying.start()
+        await enrollments.mark_paid(payer, None, enrolment, date(2025, 10, 1))
+        commit = asyncio.ensure_future(paying.commit())  # its refresh runs in the commit
+        await asyncio.sleep(0.3)
+        assert not commit.done()  # waiting for the person's row
+        await holding.commit()
+        await asyncio.wait_for(commit, 10)
+    finally:
+        await holder.close()
+        await payer.close()
+    await assert_summary_is_the_facts(conn, "two commits")
+    summary = await village_counts(conn, *DISTRICT, 2026)
+    assert (summary[0].village_code, summary[0].persons, summary[0].funded) == (VILLAGES[0], 2, 0)
+
+
 async def test_a_dissolved_household_and_a_corrected_number_leave_the_counts(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
