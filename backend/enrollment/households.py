@@ -28,10 +28,17 @@ from backend.ids import uuid7
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_birth_certificate_number, parse_resident_id
 
 Q = load_queries("backend.enrollment", "households.sql")
-# The household updated, answered with its members (the REST answer; a push takes the row alone).
 _READ_H = "WITH h AS (SELECT * FROM households WHERE id = $1)"
 assert Q["household_and_members"].count(_READ_H) == 1
-UPDATE_HOUSEHOLD_WITH_MEMBERS = Q["household_and_members"].replace(_READ_H, f"WITH h AS (\n{Q['update_household']}\n)")
+
+
+def with_members(statement: str) -> str:
+    """One statement: `statement` (a write answering household $1's row), then the household with its
+    members as `household_and_members` reads them. The REST answers; a push keeps the row alone."""
+    return Q["household_and_members"].replace(_READ_H, f"WITH h AS (\n{statement}\n)")
+
+
+UPDATE_HOUSEHOLD_WITH_MEMBERS = with_members(Q["update_household"])
 
 Relation = Literal["head", "spouse", "child", "parent", "grandchild", "grandparent", "sibling", "child_in_law", "other"]
 Sex = Literal["male", "female"]
@@ -656,6 +663,11 @@ def household_summary(rows: list[asyncpg.Record]) -> dict[str, Any]:
 
 
 _SEALED_COLUMNS = tuple("phone_enc" if f == "phone" else f for f in _HOUSEHOLD_COLUMNS)  # as the rows carry them
+
+
+def household_alone(rows: list[asyncpg.Record]) -> Household:
+    """A household from its row alone (`household_summary`), `members` empty: what a push keeps of it."""
+    return msgspec.convert({**household_summary(rows), "members": []}, Household)
 
 
 def opened_household(row: asyncpg.Record | Mapping[str, Any]) -> dict[str, Any]:

@@ -34,12 +34,14 @@ from backend.enrollment.households import (
     deceased_among,
     enrolments_follow,
     existing_people,
+    household_alone,
     household_from_rows,
     household_in_scope,
     identity_hashes,
     locked_household,
     member_identity,
     reusable,
+    with_members,
     write_people,
 )
 from backend.errors import Conflict, InvalidInput, NotFound
@@ -54,11 +56,28 @@ class MemberRemove(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 # The cancel reason of the enrolments a removal cancels (see the module's docstring).
 CANCEL_ON_REMOVAL: dict[str, str] = {"deceased": "deceased", "removed": "moved_away", "data_error": "data_error"}
+BUMP_WITH_MEMBERS = with_members(Q["bump_household_row"])
+
+
+async def _bumped(conn: Connection, household_id: UUID, members: bool) -> Household:
+    """The household's version bumped, answered with its members; or without them (`members` False:
+    a push, which keeps the household's row alone): `members` empty, nobody's numbers opened."""
+    if members:
+        return household_from_rows(await conn.fetch(BUMP_WITH_MEMBERS, household_id))
+    return household_alone(await conn.fetch(Q["bump_household_row"], household_id))
 
 
 async def add_member(
-    conn: Connection, actor: Actor, household_id: UUID, if_match: int | None, data: MemberIn, today: date
+    conn: Connection,
+    actor: Actor,
+    household_id: UUID,
+    if_match: int | None,
+    data: MemberIn,
+    today: date,
+    *,
+    members: bool = True,
 ) -> Household:
+    """`members`: answer the household with its members (else without: `_bumped`)."""
     try:
         identity = member_identity("", data, today)
     except InvalidInput:
@@ -91,7 +110,7 @@ async def add_member(
         division_code=household["village_code"],
         summary={"person_id": str(person_ids[0]), "relation": data.relation},
     )
-    return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))
+    return await _bumped(conn, household_id, members)
 
 
 async def add_members(
@@ -179,11 +198,12 @@ async def update_member(
     *,
     locked: Mapping[str, Any] | None = None,
     known: Mapping[str, Any] | None = None,
+    members: bool = True,
 ) -> Household:
-    """`locked`: the household's row as `update_household` takes it. `known`: the person's row as
-    `person_for_update` reads it (numbers opened, as `opened_person`), locked in this transaction,
-    with their current membership (`membership_id`, `current_relation`, `current_household_id`):
-    read already by a push that holds the household's lock, not read again."""
+    """`locked`: the household's row as `update_household` takes it (`members`: as `add_member`).
+    `known`: the person's row as `person_for_update` reads it (numbers opened, as `opened_person`),
+    locked in this transaction, with their current membership (`membership_id`, `current_relation`,
+    `current_household_id`): read already by a push that holds the household's lock, not read again."""
     household = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
     if known is None:
@@ -261,7 +281,7 @@ async def update_member(
         division_code=household["village_code"],
         summary={"person_id": str(person_id), "changed": changed},
     )
-    return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))
+    return await _bumped(conn, household_id, members)
 
 
 async def _change_head(
@@ -293,10 +313,11 @@ async def remove_member(
     *,
     locked: Mapping[str, Any] | None = None,
     known: Mapping[str, Any] | None = None,
+    members: bool = True,
 ) -> Household:
-    """`locked`: the household's row as `update_household` takes it. `known`: the person's current
-    membership (`id`, `membership_id`, `current_relation`, `current_household_id`) read under the
-    household's lock in this transaction: not read again."""
+    """`locked`: the household's row as `update_household` takes it (`members`: as `add_member`).
+    `known`: the person's current membership (`id`, `membership_id`, `current_relation`,
+    `current_household_id`) read under the household's lock in this transaction: not read again."""
     household = locked if locked is not None else await household_in_scope(conn, actor, household_id)
     check_version(household, if_match)
     if known is None:
@@ -305,11 +326,11 @@ async def remove_member(
         if known["id"] != person_id or known["current_household_id"] != household_id:
             raise NotFound()
         membership = {"id": known["membership_id"], "relation": known["current_relation"]}
-    members = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
-    if membership["relation"] == "head" and len(members) > 1:
+    current = await conn.fetch(Q["members_with_enrollment"], household_id, 0)
+    if membership["relation"] == "head" and len(current) > 1:
         raise Conflict(_("make another member head before removing the head"))
     await leave_household(conn, membership["id"], data.reason)
-    if len(members) == 1:
+    if len(current) == 1:
         await conn.execute("UPDATE households SET status = 'dissolved' WHERE id = $1", household_id)
     await record(
         conn,
@@ -334,4 +355,4 @@ async def remove_member(
             for r in cancelled
         ],
     )
-    return household_from_rows(await conn.fetch(Q["bump_household_with_members"], household_id))
+    return await _bumped(conn, household_id, members)

@@ -19,26 +19,16 @@ LEFT JOIN (
 WHERE h.id = $1
 FOR UPDATE OF h;
 
--- name: bump_household_with_members
--- The household's version bumped (as moves.sql's `bump_household`), answering the household as
--- households.sql's `household_with_members` reads it (no enrolments): the row as bumped, its members
--- as the earlier statements of this transaction left them.
-WITH h AS (
-    UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
-    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
-              updated_at
-)
-SELECT h.id, h.village_code, h.household_no, h.address, h.phone_enc, h.head_person_id, h.status, h.row_version,
-       h.created_at, h.updated_at,
-       p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, p.id_converted_from_15, p.birth_date, p.sex,
-       p.phone_enc AS member_phone_enc, m.relation, m.joined_at
-FROM h
-LEFT JOIN memberships m ON m.household_id = h.id AND m.left_at IS NULL
-LEFT JOIN persons p ON p.id = m.person_id
-ORDER BY m.relation <> 'head', m.joined_at, m.id;
+-- name: bump_household_row
+-- The household's version bumped (as moves.sql's `bump_household`), answering its row; members.py
+-- answers it with its members (households.py `with_members`): the row as bumped, its members as the
+-- earlier statements of this transaction left them.
+UPDATE households SET row_version = row_version + 1, updated_at = now() WHERE id = $1
+RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
+          updated_at;
 
 -- name: bump_household_by_with_members
--- `bump_household_with_members` for members $2 added together (members.py `add_members`), in their
+-- `bump_household_row` with the members, for members $2 added together (members.py `add_members`), in their
 -- order: the version goes up by one for each, and each one's change record (`record_changes`, written
 -- by the memberships' insert with no version yet) takes the version its own bump would have given,
 -- as when they are added one by one; a change record of this transaction made before them takes the

@@ -305,6 +305,7 @@ async def household_dissolve(conn: Connection, actor: Actor, mu: m.HouseholdDiss
             version,
             member_service.MemberRemove(reason=mu.reason),
             ctx.today,
+            members=False,
         )
         version = household.row_version
         _remember(ctx, household)
@@ -315,7 +316,9 @@ async def member_create(conn: Connection, actor: Actor, mu: m.MemberCreate, ctx:
     # A new member touches nobody else's fields: it applies from any base.
     row = await _household(conn, actor, mu.household_id, mu.base_version, ctx)
     data = msgspec.convert(_member_in(mu.member), household_service.MemberIn)
-    household = await member_service.add_member(conn, actor, mu.household_id, row["row_version"], data, ctx.today)
+    household = await member_service.add_member(
+        conn, actor, mu.household_id, row["row_version"], data, ctx.today, members=False
+    )
     _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)
 
@@ -413,7 +416,7 @@ async def member_update(conn: Connection, actor: Actor, mu: m.MemberUpdate, ctx:
         data = msgspec.convert(apply, household_service.MemberUpdate)
         known = taken | {"birth_date": taken["born"]}  # as members' person_for_update reads it
         household = await member_service.update_member(
-            conn, actor, row["id"], mu.person_id, version, data, ctx.today, locked=row, known=known
+            conn, actor, row["id"], mu.person_id, version, data, ctx.today, locked=row, known=known, members=False
         )
         _remember(ctx, household)
         version = household.row_version
@@ -517,6 +520,7 @@ async def member_remove(conn: Connection, actor: Actor, mu: m.MemberRemove, ctx:
         ctx.today,
         locked=row,
         known=person,
+        members=False,
     )
     _remember(ctx, household)
     return m.Answer(seq=None, status="applied", household_version=household.row_version)

@@ -397,10 +397,11 @@ async def test_imported_2025_history_gives_a_2026_in_window_payment_the_whole_ye
             ),
             in_window,
         )
+        head = await conn.fetchval("SELECT person_id FROM memberships WHERE household_id = $1", home["id"])
         enrolled = await enrollments.enrol(
             conn,
             staff,
-            EnrollmentCreate(household_id=home.id, coverage_year=2026, person_ids=[home.members[0].person_id]),
+            EnrollmentCreate(household_id=home["id"], coverage_year=2026, person_ids=[head]),
             in_window,
             b"k" * 32,
         )

@@ -479,29 +479,44 @@ async def test_a_chunk_undone_forgets_the_household_versions_it_wrote(
     assert row is not None and (row["address"], row["row_version"]) == ("北山村3组", 3)
 
 
-async def test_registering_and_editing_a_household_in_a_push_opens_no_members_sealed_data(
+async def test_a_push_opens_the_numbers_of_the_members_it_edits_and_no_others(
     client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A push keeps the households it writes as their rows (household_service.household_summary):
-    registering one, adding members and editing it open no member's identity number or phone, which
-    the REST answer's members would."""
+    """A push keeps the households it writes as their rows (household_service.household_summary,
+    `members=False` of the member services): registering one, adding, editing and removing members
+    and editing the household open the identity numbers of the persons edited or removed, for the
+    conflict rules, and nobody else's, which answering the household with its members would."""
     tablet = await world(client)
     household = household_create(tablet, numbers=(1, 2))
-    ids = {"household_id": household.household_id}
+    head, spouse = household.members
+
+    def ids() -> dict[str, Any]:
+        return {"seq": tablet.seq(), "mutation_id": uuid.uuid4(), "household_id": household.household_id}
+
     newborn = m.NewMember(person_id=uuid.uuid4(), name="孩子", relation="child", id_number=ID_NUMBERS[3])
     batch: list[Any] = [
         household,
-        m.MemberCreate(seq=tablet.seq(), mutation_id=uuid.uuid4(), **ids, base_version=1, member=newborn),
-        m.HouseholdUpdate(seq=tablet.seq(), mutation_id=uuid.uuid4(), **ids, base_version=2, phone="13800000001"),
+        m.MemberCreate(**ids(), base_version=1, member=newborn),
+        m.HouseholdUpdate(**ids(), base_version=2, phone="13800000001"),
+        m.MemberUpdate(**ids(), base_version=3, person_id=spouse.person_id, phone="13900000002"),
+        m.MemberRemove(**ids(), base_version=4, person_id=newborn.person_id, reason="data_error"),
+        m.MemberCreate(
+            **ids(),
+            base_version=5,
+            member=m.NewMember(person_id=uuid.uuid4(), name="老人", relation="parent", id_number=ID_NUMBERS[4]),
+        ),
     ]
     opened: list[str] = []
     open_bytes = crypto.Keyring.open_bytes
 
     def counted(keyring: crypto.Keyring, kind: str, sealed: bytes) -> bytes:
-        opened.append(kind)
-        return open_bytes(keyring, kind, sealed)
+        clear = open_bytes(keyring, kind, sealed)
+        if kind == crypto.ID_NUMBER:
+            opened.append(clear.decode())
+        return clear
 
     monkeypatch.setattr(crypto.Keyring, "open_bytes", counted)
     answers = (await push(client, tablet, batch)).answers
-    assert [(a.status, a.household_version) for a in answers] == [("applied", 1), ("applied", 2), ("applied", 3)]
-    assert [k for k in opened if k != crypto.PHONE] == []  # the household's own phone, kept to merge edits
+    assert [(a.status, a.household_version) for a in answers] == [("applied", v) for v in range(1, 7)]
+    assert head.id_number == ID_NUMBERS[1] and ID_NUMBERS[1] not in opened
+    assert set(opened) <= {ID_NUMBERS[2], ID_NUMBERS[3]}  # the spouse edited, the newborn removed
