@@ -29,6 +29,7 @@ from litestar.testing import AsyncTestClient
 
 from backend.app import create_app
 from backend.auth import tokens
+from backend.errors import InvalidToken
 from tests.conftest import JWT_SECRET, PASSWORD, auth_headers, bearer, login, make_settings
 
 Client = AsyncTestClient[Litestar]
@@ -319,6 +320,48 @@ async def test_a_token_built_here_with_the_right_key_is_accepted(client: Client)
     assert (await client.get(PROBE, headers={"Authorization": f"Bearer {rebuilt}"})).status_code == 200
     hand_built = hand_made({"alg": "HS256", "typ": "JWT", "kid": KEY.kid}, claims, hs256(JWT_SECRET.encode()))
     assert (await client.get(PROBE, headers={"Authorization": f"Bearer {hand_built}"})).status_code == 200
+
+
+def _access(key: tokens.SigningKey, life_s: int = 900) -> str:
+    now = _now()
+    claims = tokens.AccessClaims(sub=uuid.uuid4(), sid=uuid.uuid4(), jti=uuid.uuid4(), iat=now, exp=now + life_s)
+    return tokens.encode_access(key, claims)
+
+
+def test_a_verified_access_token_is_not_parsed_again_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = _access(KEY, life_s=2)
+    parsed: list[str] = []
+    decode_complete = jwt.decode_complete
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        parsed.append(args[0])
+        return decode_complete(*args, **kwargs)
+
+    monkeypatch.setattr(tokens.jwt, "decode_complete", counted)
+    first = tokens.decode_access(KEY, token)
+    assert tokens.decode_access(KEY, token) == first
+    assert parsed == [token]  # the second time from the tokens verified lately
+    time.sleep(max(0.0, first.exp - time.time()) + 0.05)
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(KEY, token)  # expired: verified again, and refused
+    assert parsed == [token, token]
+
+
+def test_a_token_verified_under_one_key_is_verified_again_under_another() -> None:
+    token = _access(KEY)
+    tokens.decode_access(KEY, token)
+    with pytest.raises(InvalidToken):
+        tokens.decode_access(tokens.SigningKey.from_secret(b"another key of this length, 48 bytes long....."), token)
+
+
+def test_the_tokens_verified_lately_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_verified", {})
+    monkeypatch.setattr(tokens, "VERIFIED_MAX", 3)
+    made = [_access(KEY) for _ in range(5)]
+    for token in made:
+        tokens.decode_access(KEY, token)
+    assert len(tokens._verified) == 3  # the oldest two gone
+    assert tokens.decode_access(KEY, made[0]).sub == tokens.decode_access(KEY, made[0]).sub
 
 
 @pytest.mark.parametrize("make_token", BAD_TOKENS, ids=lambda f: f.__name__.lstrip("_"))
