@@ -178,5 +178,11 @@ def number(value: int | float | Decimal, language: str | None = None) -> str:
 
 def percent(value: float | Decimal, language: str | None = None, digits: int = 1) -> str:
     """A share (0.925) as the language writes a percentage: 92.5%."""
+    return _percent(value, language or current_language(), digits)
+
+
+# As `_yuan`: a resident's coverage writes each member's reimbursement rates, the same few shares.
+@functools.lru_cache(maxsize=4096)
+def _percent(value: float | Decimal, language: str, digits: int) -> str:
     pattern = "#,##0." + "0" * digits + "%" if digits else "#,##0%"
-    return format_percent(value, format=pattern, locale=_locale(language or current_language()))
+    return format_percent(value, format=pattern, locale=_locale(language))

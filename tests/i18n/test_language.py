@@ -63,9 +63,23 @@ def test_money_is_written_in_yuan(fen: int, language: str, expected: str) -> Non
 
 def test_percent_and_plurals_follow_the_language() -> None:
     assert i18n.percent(0.925, "zh_CN") == "92.5%"
+    assert i18n.percent(0.925, "zh_CN", digits=0) == "92%"  # (half to even: Babel's rounding)
+    with i18n.use_language("en"):
+        assert i18n.percent(0.925) == "92.5%"
     with i18n.use_language("en"):
         assert i18n.ngettext("{n} month", "{n} months", 1) == "1 month"
         assert i18n.ngettext("{n} month", "{n} months", 3) == "3 months"
+
+
+def test_money_and_percent_texts_are_kept_per_language() -> None:
+    """Babel takes tens of µs a figure, and a resident's coverage writes dozens: the texts are kept,
+    per language (the same share reads differently elsewhere)."""
+    for kept in (i18n._yuan, i18n._percent):
+        kept.cache_clear()
+    for _round in range(2):
+        assert (i18n.yuan(42000, "zh_CN"), i18n.percent(0.7, "zh_CN")) == ("¥420.00", "70.0%")
+        assert i18n.yuan(42000, "en") == "CN¥420.00"
+    assert (i18n._yuan.cache_info().hits, i18n._percent.cache_info().hits) == (2, 1)
 
 
 @pytest.fixture
