@@ -17,7 +17,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from backend import __version__, api_docs, clock, crypto, i18n, idempotency, maintenance, metrics, migrate, ops
+from backend import __version__, api_docs, clock, crypto, deps, i18n, idempotency, maintenance, metrics, migrate, ops
 from backend.api_docs import openapi as api_openapi
 from backend.audit.denied import provide_tx
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
         configure_logging(settings.log_level)
     # `canbao serve --workers N` starts each worker here, from the environment.
     clock.pin_from_settings(settings.business_clock)
+    deps.resolve_in_turn()
     i18n.set_default_language(settings.language)
     key = load_signing_key(settings)
     keyring = crypto.load_keyring(settings)
