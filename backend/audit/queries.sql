@@ -2,6 +2,16 @@
 INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
+-- name: insert_unflushed
+-- As `insert`, and the transaction's commit does not wait for its WAL to reach the disk
+-- (synchronous_commit off for this transaction only): a crash in the next moment (at most three
+-- times wal_writer_delay) may lose the transaction, never part of it. Whatever commits after it and
+-- is flushed (a staff member's write, the audit chain's link to this row) flushes it too: the WAL
+-- is written in order. For a row that may be lost so (audit.service.record's `flushed`).
+INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed;
+
 -- name: insert_many
 INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
 SELECT $1, $2, $3, $4, $5, e.entity_id, e.division_code, e.summary, $9

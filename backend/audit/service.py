@@ -105,9 +105,14 @@ async def record(
     division_code: str | None = None,
     summary: dict[str, Any] | None = None,
     device_id: UUID | None = None,
+    flushed: bool = True,
 ) -> None:
     """Appends one audit row. `summary` holds what changed (before/after) or what was read —
-    record ids and field names, not ID numbers or names."""
+    record ids and field names, not ID numbers or names.
+
+    `flushed=False`, only for a transaction that writes nothing else and a row whose loss in a crash
+    is acceptable (a resident's read of their own household: the SPEC's audit of reads is staff's and
+    partners'): its commit does not wait for the disk (`insert_unflushed`)."""
     holder = held(conn)
     if holder is not None:
         holder.rows.append(
@@ -125,7 +130,7 @@ async def record(
         )
         return
     await conn.execute(
-        Q["insert"],
+        Q["insert" if flushed else "insert_unflushed"],
         actor.kind if actor else "system",
         actor.id if actor else None,
         device_id or (actor.device_id if actor else None),

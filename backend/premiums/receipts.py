@@ -159,6 +159,7 @@ async def resident_payments(conn: Connection, actor: Actor, year: int | None) ->
         actor.household_id,
         division_code=rows[0]["village_code"] if rows else None,
         summary={"year": year, "payments": len(rows)},
+        flushed=False,  # the only write: a resident's read of their own household
     )
     return HouseholdPayments(
         [msgspec.convert({k: v for k, v in r.items() if k != "village_code"}, HouseholdPayment) for r in rows]

@@ -501,6 +501,7 @@ async def coverage(
         household_id,
         division_code=household["village_code"],
         summary={"year": year, "members": len(members)},
+        flushed=False,  # the only write: a resident's read of their own household
     )
     balance, refund = max(money.balance_fen, 0), max(-money.balance_fen, 0)
     benefits = version.rules.benefits if version is not None else None

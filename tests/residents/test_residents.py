@@ -20,8 +20,8 @@ from litestar.testing import AsyncTestClient
 from backend.actor import Actor
 from backend.app import create_app
 from backend.auth.tokens import SigningKey
-from backend.enrollment import enrollments, quotes
-from backend.premiums import adjustments, payments
+from backend.enrollment import enrollments, households, quotes
+from backend.premiums import adjustments, payments, receipts
 from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
 from backend.residents import service as residents
@@ -103,6 +103,31 @@ async def test_resident_logs_in_and_sees_their_household_with_masked_id_numbers(
     for number in (ID_NUMBERS[1], ID_NUMBERS[2], ID_NUMBERS[3]):
         assert number not in response.text
     assert "张小明" not in response.text and home.h2["id"] not in response.text
+
+
+async def test_a_residents_own_read_is_audited_without_waiting_for_the_disk(
+    client: Client,
+    home: Home,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """The one write of a resident's read of their household, its audit row, commits without waiting
+    for its WAL to be flushed (audit `insert_unflushed`); a staff member's read of the same household
+    still waits (the SPEC's audit of reads)."""
+    household_id = UUID(home.h1["id"])
+    resident = Actor.resident(UUID(home.h1["members"][0]["person_id"]), household_id, uuid.uuid4())
+    reads = "SELECT count(*) FROM audit_log WHERE entity = $1 AND entity_id = $2 AND action = 'read'"
+    await conn.execute("SET synchronous_commit = on")  # as in production (the tests' server runs without)
+    for read, entity, flushed in (
+        (residents.coverage(conn, resident, 2026, date(2026, 3, 1)), "resident_coverage", "off"),
+        (receipts.resident_payments(conn, resident, 2026), "resident_payments", "off"),
+        (households.get_household(conn, await actor_of(conn, "staff_a"), household_id, 2026), "household", "on"),
+    ):
+        async with conn.transaction():
+            await read
+            assert await conn.fetchval("SHOW synchronous_commit") == flushed, entity
+        assert await conn.fetchval(reads, entity, str(household_id)) == 1, entity
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"  # for this transaction only
+    await conn.execute("RESET synchronous_commit")
 
 
 async def test_code_is_read_without_regard_to_case_spaces_or_full_width(client: Client, home: Home) -> None:
