@@ -15,7 +15,6 @@ import io
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import warnings
@@ -187,6 +186,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from backend.auth.tokens import load_signing_key
+    from backend.jobs.supervisor import Supervisor
     from backend.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -208,7 +208,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             metrics_dir = tempfile.mkdtemp(prefix="canbao-metrics-")
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         print(f"Canbao on http://{args.host}:{args.port}  (OpenAPI: /schema)", file=sys.stderr, flush=True)
-        job_workers = _start_job_workers(settings.job_workers)
+        # The job workers: processes of their own, so imports never run on the API's loop; each
+        # started again if it dies (backend/jobs/supervisor.py).
+        job_workers = Supervisor([sys.executable, "-m", "backend.cli", "worker"], settings.job_workers).start()
         try:
             uvicorn.run(
                 "backend.app:serve_app",
@@ -224,7 +226,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 forwarded_allow_ips=settings.forwarded_allow_ips,
             )
         finally:
-            _stop_job_workers(job_workers)
+            job_workers.stop()
             if metrics_server is not None:
                 metrics_server.close()
             if metrics_dir is not None:
@@ -306,21 +308,6 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         f"{outcome.awaiting} newer rows await the sealer"
     )
     return 0
-
-
-def _start_job_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    """`canbao serve`'s job workers: processes of their own, so imports never run on the API's loop."""
-    return [subprocess.Popen([sys.executable, "-m", "backend.cli", "worker"]) for _worker in range(count)]
-
-
-def _stop_job_workers(workers: list[subprocess.Popen[bytes]]) -> None:
-    for process in workers:
-        process.terminate()
-    for process in workers:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

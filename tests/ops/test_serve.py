@@ -4,6 +4,7 @@ and login rate limits that hold across two workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import shutil
 import signal
@@ -84,7 +85,14 @@ def test_embedded_server_starts_migrates_serves_and_keeps_its_data_across_restar
             assert [p.pid for p in postmasters(folder)] == [postmaster.pid]
             assert login(server.url, "zhang_san", password).status_code == 200
 
-            # The job worker `serve` started imports a list handed to it.
+            # The job worker `serve` started is started again when it dies, and imports a list handed to it.
+            [job_worker] = _job_workers(server.pid)
+            job_worker.kill()
+            deadline = time.monotonic() + 20
+            while [p.pid for p in _job_workers(server.pid)] in ([], [job_worker.pid]):
+                assert time.monotonic() < deadline, "the job worker was not started again"
+                time.sleep(0.2)
+            assert f"{job_worker.pid}" in server.output() and "-9" in server.output()  # said on stderr
             token = login(server.url, "civil", demo.DEMO_PASSWORD).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
             stored = httpx.post(
@@ -267,6 +275,16 @@ async def _seed(dsn: str) -> None:
         await demo.seed(conn, Passwords(1, 64))
     finally:
         await conn.close()
+
+
+def _job_workers(parent: int) -> list[psutil.Process]:
+    """`canbao serve`'s job workers (`python -m backend.cli worker`) that are running."""
+    found = []
+    for child in psutil.Process(parent).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline()[-2:] == ["backend.cli", "worker"] and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+    return found
 
 
 def _workers(parent: int, timeout: float = 20) -> list[psutil.Process]:
