@@ -500,6 +500,86 @@ async def create_household_and_add(
     return None if created is None else (household_summary(created[0]), created[1])
 
 
+async def create_households(
+    conn: Connection, actor: Actor, datas: list[HouseholdCreate], today: date
+) -> list[dict[str, Any]] | None:
+    """`create_household` of each of `datas` in turn, as one read and one statement: each household's
+    row (`household_summary`), in their order. None when anyone in them is known already or is in two
+    of them (the caller creates them one by one: whom to reuse, and who is refused, follow each
+    person's story); whatever `create_household` would refuse raises (the caller, a push's fast
+    path, then applies them one by one to answer each)."""
+    shaped = []
+    for data in datas:
+        if data.enrol_year is not None:
+            raise ValueError("create_households does not enrol")
+        members = list(data.members)
+        head, identities = _new_members(members, [f"members[{i}]." for i in range(len(members))], today)
+        shaped.append((data, members, head, identities))
+    everyone = [identity for *_others, identities in shaped for identity in identities]
+    keys = [x.id_number or x.birth_cert_no for x in everyone]
+    if len(set(keys)) != len(keys):
+        return None
+    villages = list(dict.fromkeys(data.village_code for data in datas))
+    known = await conn.fetch(Q["villages_and_people_by_identity"], villages, *identity_hashes(everyone))
+    levels: dict[str, str] = known[0]["levels"]
+    for data in datas:
+        _check_village(actor, levels.get(data.village_code), data.village_code)
+    if any(row["id"] is not None for row in known):
+        return None
+    keyring = crypto.keys()
+    clear: list[list[Any]] = [[] for _column in range(8)]
+    sealed: list[list[Any]] = [[] for _column in range(3)]
+    households: list[list[Any]] = [[] for _column in range(7)]
+    memberships: list[list[Any]] = [[] for _column in range(4)]
+    with audit.gathered(conn) as audit_rows:  # written by the households' own statement
+        for data, members, head, identities in shaped:
+            household_id = data.id or uuid7()
+            person_ids, new = _new_people(members, identities, {})
+            people, numbers = _person_columns(person_ids, members, identities, new)
+            for column, values in zip(clear + sealed, people + numbers, strict=True):
+                column.extend(values)
+            row: tuple[Any, ...] = (
+                household_id,
+                data.village_code,
+                data.household_no,
+                data.address,
+                keyring.index(PHONE, data.phone),
+                keyring.seal(PHONE, data.phone),
+                person_ids[head],
+            )
+            for column, value in zip(households, row, strict=True):
+                column.append(value)
+            joined: tuple[list[Any], ...] = (
+                [uuid7() for _m in members],
+                person_ids,
+                [household_id] * len(members),
+                [m.relation for m in members],
+            )
+            for column, values in zip(memberships, joined, strict=True):
+                column.extend(values)
+            await audit.record(
+                conn,
+                actor,
+                "create",
+                "household",
+                household_id,
+                division_code=data.village_code,
+                summary={"members": len(members), "reused_persons": 0},
+            )
+    rows = await conn.fetch(
+        Q["insert_households_with_members"],
+        *clear,
+        *sealed,
+        *households,
+        actor.id,
+        *memberships,
+        *audit_rows.columns(),
+    )
+    audit_rows.written()
+    by_id = {row["id"]: row for row in rows}
+    return [household_summary([by_id[household_id]]) for household_id in households[0]]
+
+
 async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> tuple[Household, list[UUID]]:
     """The household, and its members' person ids in the order of `data.members`."""
     person_ids: list[UUID] = []

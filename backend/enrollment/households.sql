@@ -76,6 +76,52 @@ CROSS JOIN new_memberships m
 JOIN people p ON p.id = m.person_id
 ORDER BY m.relation <> 'head', m.joined_at, m.id;
 
+-- name: villages_and_people_by_identity
+-- `village_and_people_by_identity` for the households of `create_households`: the villages $1 (each
+-- once) and their levels on every row as one object (`levels`: code → level; a code that is no
+-- division is missing), with who already holds one of the numbers.
+SELECT f.id, f.id_number_hash, f.birth_cert_hash, f.household_id, f.village_code,
+       (SELECT coalesce(jsonb_object_agg(d.code, d.level), '{}') FROM divisions d WHERE d.code = ANY($1::text[]))
+           AS levels
+FROM village_and_people_by_identity(($1::text[])[1], $2::bytea[], $3::bytea[]) AS f,
+     set_config('plan_cache_mode', 'force_generic_plan', true) AS plans;
+
+-- name: insert_households_with_members
+-- Households of new persons only (`create_households`), each as `insert_household_with_members`
+-- writes one at version 1, in one statement: the persons ($1 … $8 clear, $9 … $11 sealed, as
+-- there), the households ($12 … $18: id, village, number, address, phone's index and sealed phone,
+-- head; created by $19), the memberships ($20 … $23: id, person, household, relation) and the audit
+-- rows ($24 … $32, as `audit.insert_rows`). Answers each household's row as `household` reads it.
+-- The foreign keys are checked at the statement's end, when all the rows exist.
+WITH new_persons AS (
+    INSERT INTO persons (id, id_number_hash, id_number_enc, birth_cert_hash, birth_cert_enc, id_converted_from_15,
+                         name, sex, birth_date, phone_hash, phone_enc)
+    SELECT * FROM unnest($1::uuid[], $2::bytea[], $9::bytea[], $3::bytea[], $10::bytea[], $4::boolean[], $5::text[],
+                         $6::text[], $7::date[], $8::bytea[], $11::bytea[])
+), new_households AS (
+    INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, created_by, head_person_id,
+                            row_version)
+    SELECT h.id, h.village_code, h.household_no, h.address, h.phone_hash, h.phone_enc, $19, h.head_person_id, 1
+    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::bytea[], $17::bytea[], $18::uuid[])
+         WITH ORDINALITY AS h(id, village_code, household_no, address, phone_hash, phone_enc, head_person_id, n)
+    ORDER BY h.n
+    RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
+              updated_at
+), new_memberships AS (
+    INSERT INTO memberships (id, person_id, household_id, relation)
+    SELECT * FROM unnest($20::uuid[], $21::uuid[], $22::uuid[], $23::text[])
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($24::text[], $25::uuid[], $26::uuid[], $27::text[], $28::text[], $29::text[], $30::text[],
+                $31::jsonb[], $32::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+SELECT * FROM new_households;
+
 -- name: insert_members
 -- New persons and the memberships of these members (new and reused persons) in one statement. The
 -- foreign keys are checked at the statement's end, when both sets of rows exist.

@@ -12,7 +12,9 @@ fast path and the failing one alone under a savepoint of its own, so a failure i
 alone; the fast path resumes after it (after RESUMES of them, the rest of the chunk goes one mutation
 per savepoint). On the fast path, sets where the rules allow (issue 20): consecutive
 enrolments of one household and year are one enrol(); a new household and the new members added to
-it next are one read and one insert (written at the version the last addition gives); consecutive
+it next are one read and one insert (written at the version the last addition gives); new households
+in a row (a registration day: nobody in two of them, none known already) are one read and one insert
+for up to HOUSEHOLDS_AT_ONCE of them; consecutive
 new members of a household made earlier are one read, one insert and one bump by their number, each
 change record stamped with the version its own bump would give; a household this push wrote is not
 read again, by its handlers nor by the service that updates it (Context.households: the push holds
@@ -361,16 +363,19 @@ async def _apply_all(
         run: list[tuple[m.Mutation, bytes]] = []
         if not savepoint:
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
-            run = run or [*_member_run(chunk, at, fmt, last_seq)]
+            run = run or [*_households_run(chunk, at, fmt, last_seq)] or [*_member_run(chunk, at, fmt, last_seq)]
         if len(run) > 1:
             # Enrolments of one household in a row: one enrol() for them all; a new household and the
-            # members added to it next, or new members of one household in a row: written as one set.
-            # Each answered and in the ledger as if applied one after the other.
+            # members added to it next, new households in a row, or new members of one household in a
+            # row: written as one set. Each answered and in the ledger as if applied one after the other.
             enrolments = [mu for mu, _h in run if isinstance(mu, m.EnrollmentCreate)]
             members = [mu for mu, _h in run if isinstance(mu, m.MemberCreate)]
+            created = [mu for mu, _h in run if isinstance(mu, m.HouseholdCreate)]
             first = run[0][0]
             if enrolments:
                 done = await households.enrollment_create_run(conn, actor, enrolments, ctx)
+            elif len(created) > 1:
+                done = await households.household_create_many(conn, actor, created, ctx)
             elif isinstance(first, m.HouseholdCreate):
                 done = await households.household_create_run(conn, actor, first, members, ctx)
             else:
@@ -454,6 +459,41 @@ def _household_run(
             break
         members.append((added, body_hash))
     return [(mu, sealed.mutation_digest(_canonical.encode(mu))), *members] if members else []
+
+
+HOUSEHOLDS_AT_ONCE = 25  # new households in a row written as one set
+
+
+def _households_run(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int
+) -> list[tuple[m.HouseholdCreate, bytes]]:
+    """The new households from `at` on that `households.household_create_many` may write together:
+    new seqs in a row, readable, households and persons told apart by id (by number: the service),
+    at most HOUSEHOLDS_AT_ONCE. With their body hashes; fewer than two is no run."""
+    decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
+    run: list[tuple[m.HouseholdCreate, bytes]] = []
+    seen: set[UUID] = set()
+    for raw in chunk[at:]:
+        head = _decode_head(raw, fmt)
+        if (
+            head is None
+            or head.type != "household.create"
+            or head.seq != last_seq + 1 + len(run)
+            or len(run) == HOUSEHOLDS_AT_ONCE
+        ):
+            break
+        try:
+            mu = decoder.decode(bytes(raw))
+        except msgspec.DecodeError:
+            break
+        if not isinstance(mu, m.HouseholdCreate):
+            break
+        ids = {mu.household_id, *(x.person_id for x in mu.members)}
+        if seen.intersection(ids) or len(ids) != 1 + len(mu.members) or _holds_nul(bytes(raw), mu, fmt):
+            break
+        seen.update(ids)
+        run.append((mu, sealed.mutation_digest(_canonical.encode(mu))))
+    return run if len(run) >= 2 else []
 
 
 def _member_run(

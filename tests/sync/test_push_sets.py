@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from backend import crypto
+from backend.crypto import ID_NUMBER
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.sync import push as push_module
@@ -189,7 +190,11 @@ def _sets_applied(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return spied
 
-    for module, name in ((household_service, "create_household_and_add"), (member_service, "add_members")):
+    for module, name in (
+        (household_service, "create_household_and_add"),
+        (household_service, "create_households"),
+        (member_service, "add_members"),
+    ):
         monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
     return taken
 
@@ -345,6 +350,110 @@ async def test_a_new_household_and_the_members_added_next_are_answered_and_kept_
     assert kept[0] == kept[1] == [4, [], [1, 2, 3], [(0, "head"), (1, "child"), (2, "child"), (3, "child")]]
     assert created[0] == created[1] == {"members": 1, "reused_persons": 0}
     assert taken == ["create_household_and_add"]  # the first household and its three, as one set
+
+
+async def _registered(conn: asyncpg.Connection, households: list[m.HouseholdCreate]) -> list[Any]:  # type: ignore[type-arg]
+    """What new households left, each: its row, its members (index in its body, relation, name, the
+    number opened), the change records for tablets and its audit row."""
+    keyring = crypto.keys()
+    kept = []
+    for household in households:
+        row = await conn.fetchrow(
+            "SELECT village_code, household_no, address, status, row_version, created_by,"
+            " head_person_id = $2 AS head_first FROM households WHERE id = $1",
+            household.household_id,
+            household.members[0].person_id,
+        )
+        order = {x.person_id: i for i, x in enumerate(household.members)}
+        members = await conn.fetch(
+            "SELECT m.person_id, m.relation, p.name, p.id_number_enc FROM memberships m"
+            " JOIN persons p ON p.id = m.person_id WHERE m.household_id = $1 AND m.left_at IS NULL",
+            household.household_id,
+        )
+        ids = [str(household.household_id), *(str(p) for p in order)]
+        changes = await conn.fetch(
+            "SELECT entity, count(*) AS n FROM sync_changes c WHERE c.entity_id::text = ANY($1::text[])"
+            " GROUP BY entity ORDER BY entity",
+            ids,
+        )
+        audited = await conn.fetch(
+            "SELECT action, summary FROM audit_log WHERE entity_id = $1 ORDER BY id", str(household.household_id)
+        )
+        kept.append(
+            [
+                dict(row) if row else None,
+                sorted(
+                    (order[r["person_id"]], r["relation"], r["name"], keyring.open(ID_NUMBER, r["id_number_enc"]))
+                    for r in members
+                ),
+                [(r["entity"], r["n"]) for r in changes],
+                [(r["action"], r["summary"]) for r in audited],
+            ]
+        )
+    return kept
+
+
+async def test_new_households_in_a_row_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = _sets_applied(monkeypatch)
+    tablet = await world(client)
+    seen, kept = [], []
+    for first, no in ((0, "02"), (5, "03")):
+        batch = [
+            household_create(tablet, numbers=(first, first + 1), household_no=f"{no}01"),
+            household_create(tablet, numbers=(first + 2,), household_no=f"{no}02", village_code="330106001002"),
+            household_create(tablet, numbers=(first + 3, first + 4), household_no=f"{no}03"),
+        ]
+        if no == "03":  # one by one, in one push as well
+            monkeypatch.setattr(push_module, "_households_run", lambda *_a: [])
+        seen.append(_seen((await push(client, tablet, batch)).answers))
+        kept.append(await _registered(conn, batch))
+    assert seen[0] == seen[1] == [("applied", None, 1, None, None, None, None)] * 3
+    members = [[(i, r, name, n) for i, r, name, n in household[1]] for household in kept[0]]
+    assert members == [
+        [(0, "head", "成员0", ID_NUMBERS[0]), (1, "spouse", "成员1", ID_NUMBERS[1])],
+        [(0, "head", "成员2", ID_NUMBERS[2])],
+        [(0, "head", "成员3", ID_NUMBERS[3]), (1, "spouse", "成员4", ID_NUMBERS[4])],
+    ]
+    # The same rows but for the names, numbers and household numbers each was given.
+    for ours, theirs in zip(kept[0], kept[1], strict=True):
+        assert {**ours[0], "household_no": None} == {**theirs[0], "household_no": None}
+        assert [(i, r) for i, r, *_x in ours[1]] == [(i, r) for i, r, *_x in theirs[1]]
+        assert ours[2:] == theirs[2:]
+    assert taken == ["create_households"]  # the three as one set; none after it
+
+
+async def test_new_households_in_a_row_with_one_refused_known_or_twice_are_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    taken = _sets_applied(monkeypatch)
+    tablet = await world(client)
+    known = household_create(tablet, numbers=(0,), household_no="0900")
+    assert [a.status for a in (await push(client, tablet, [known])).answers] == ["applied"]
+    answers = []
+    for sets in (True, False):
+        tag = "1" if sets else "2"
+        batch = [
+            household_create(tablet, numbers=(1 if sets else 6,), household_no=f"{tag}01"),
+            household_create(tablet, numbers=(2 if sets else 7,), household_no="0900"),  # its number is taken
+            household_create(tablet, numbers=(3 if sets else 8,), household_no=f"{tag}03", village_code="330106002001"),
+            household_create(tablet, numbers=(4 if sets else 9,), household_no=f"{tag}04"),
+            household_create(tablet, numbers=(0,), household_no=f"{tag}05"),  # someone in a household already
+            household_create(tablet, numbers=(5 if sets else 10, 5 if sets else 10), household_no=f"{tag}06"),
+            household_create(tablet, numbers=(4 if sets else 9,), household_no=f"{tag}07"),  # in two of them
+        ]
+        if not sets:
+            monkeypatch.setattr(push_module, "_households_run", lambda *_a: [])
+        answers.append(_seen((await push(client, tablet, batch)).answers))
+    assert answers[0] == answers[1]
+    statuses = ["applied", "rejected", "rejected", "applied", "quarantined", "rejected", "quarantined"]
+    assert [a[0] for a in answers[0]] == statuses
+    assert "create_households" in taken
 
 
 async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one_by_one(
