@@ -63,3 +63,29 @@ async def test_generators_are_finished_last_resolved_first_all_of_them() -> None
         answer = await client.get("/")
     assert answer.status_code == 500  # the failure is raised, as a plain exception
     assert finished == ["inner", "outer"]
+
+
+async def test_a_dependency_that_fails_ends_those_already_begun_before_the_answer() -> None:
+    ended: list[str] = []
+
+    async def begun() -> AsyncGenerator[str, None]:  # as `tx`: a transaction begun
+        try:
+            yield "begun"
+        except RuntimeError as exc:
+            ended.append(f"rolled back: {exc}")
+            raise
+
+    def failing() -> str:  # as `actor` or a replica's `reads` failing
+        raise RuntimeError("the second failed")
+
+    @get("/")
+    async def handler(a: NamedDependency[str], b: NamedDependency[str]) -> str:
+        return a + b
+
+    app = Litestar(
+        [handler], dependencies={"a": Provide(begun), "b": Provide(failing, sync_to_thread=False)}, debug=False
+    )
+    async with AsyncTestClient(app) as client:
+        answer = await client.get("/")
+        assert answer.status_code == 500
+        assert ended == ["rolled back: the second failed"]  # before the answer, not when collected
