@@ -4,13 +4,17 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
 
 -- name: insert_unflushed
 -- As `insert`, and the transaction's commit does not wait for its WAL to reach the disk
--- (synchronous_commit off for this transaction only): a crash in the next moment (at most three
--- times wal_writer_delay) may lose the transaction, never part of it. Whatever commits after it and
--- is flushed (a staff member's write, the audit chain's link to this row) flushes it too: the WAL
--- is written in order. For a row that may be lost so (audit.service.record's `flushed`).
+-- (synchronous_commit off for this transaction only) — when nothing was written before it in the
+-- transaction (no transaction id yet), else it waits as any commit. A crash in the next moment (at
+-- most three times wal_writer_delay) may lose the transaction, never part of it; with a synchronous
+-- standby (README, "high availability") its commit does not wait for the standby either, so a
+-- failover in that moment may lose it too. Whatever commits after it and is flushed (a staff
+-- member's write, the audit chain's link to this row) flushes it too: the WAL is written in order.
+-- For a row that may be lost so (audit.service.record's `flushed`).
 INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)
 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unflushed;
+FROM (SELECT CASE WHEN pg_current_xact_id_if_assigned() IS NULL
+                  THEN set_config('synchronous_commit', 'off', true) END) AS unflushed;
 
 -- name: insert_many
 INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id)

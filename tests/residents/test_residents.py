@@ -127,6 +127,10 @@ async def test_a_residents_own_read_is_audited_without_waiting_for_the_disk(
             assert await conn.fetchval("SHOW synchronous_commit") == flushed, entity
         assert await conn.fetchval(reads, entity, str(household_id)) == 1, entity
         assert await conn.fetchval("SHOW synchronous_commit") == "on"  # for this transaction only
+    async with conn.transaction():  # a transaction that wrote before it waits, as any other
+        await conn.execute("UPDATE households SET address = address WHERE id = $1", household_id)
+        await residents.coverage(conn, resident, 2026, date(2026, 3, 1))
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
     await conn.execute("RESET synchronous_commit")
 
 
