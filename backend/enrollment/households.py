@@ -500,6 +500,16 @@ async def create_household_and_add(
     return None if created is None else (household_summary(created[0]), created[1])
 
 
+async def _audit_created(
+    conn: Connection, actor: Actor, household_id: UUID, data: HouseholdCreate, reused: int
+) -> None:
+    """The audit row of a new household (gathered by its caller for the household's own statement)."""
+    summary = {"members": len(data.members), "reused_persons": reused}
+    await audit.record(
+        conn, actor, "create", "household", household_id, division_code=data.village_code, summary=summary
+    )
+
+
 async def create_households(
     conn: Connection, actor: Actor, datas: list[HouseholdCreate], today: date
 ) -> list[dict[str, Any]] | None:
@@ -557,15 +567,7 @@ async def create_households(
             )
             for column, values in zip(memberships, joined, strict=True):
                 column.extend(values)
-            await audit.record(
-                conn,
-                actor,
-                "create",
-                "household",
-                household_id,
-                division_code=data.village_code,
-                summary={"members": len(members), "reused_persons": 0},
-            )
+            await _audit_created(conn, actor, household_id, data, reused=0)
     rows = await conn.fetch(
         Q["insert_households_with_members"],
         *clear,
@@ -628,15 +630,7 @@ async def _create_with(
     clear, sealed = _person_columns(person_ids, members + added, identities + joining, new)
     keyring = crypto.keys()
     with audit.gathered(conn) as audit_rows:  # written by the household's own statement
-        await audit.record(
-            conn,
-            actor,
-            "create",
-            "household",
-            household_id,
-            division_code=data.village_code,
-            summary={"members": len(members), "reused_persons": len(reuse)},
-        )
+        await _audit_created(conn, actor, household_id, data, reused=len(reuse))
     try:
         rows = await conn.fetch(
             Q["insert_household_with_members"],

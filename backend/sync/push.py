@@ -10,11 +10,12 @@ Mutations are applied in chunks of CHUNK, each under one savepoint (the fast pat
 a chunk fails, the chunk is undone, the mutations before the failing one are applied again on the
 fast path and the failing one alone under a savepoint of its own, so a failure is that mutation's
 alone; the fast path resumes after it (after RESUMES of them, the rest of the chunk goes one mutation
-per savepoint). On the fast path, sets where the rules allow (issue 20): consecutive
-enrolments of one household and year are one enrol(); a new household and the new members added to
-it next are one read and one insert (written at the version the last addition gives); new households
-in a row (a registration day: nobody in two of them, none known already) are one read and one insert
-for up to HOUSEHOLDS_AT_ONCE of them; consecutive
+per savepoint); a set (below) that fails is applied again with its mutations each on its own on the
+fast path, which finds the one that fails. On the fast path, sets where the rules allow (issue 20):
+consecutive enrolments of one household and year are one enrol(); a new household and the new
+members added to it next are one read and one insert (written at the version the last addition
+gives); new households in a row (a registration day: nobody in two of them, none known already) are
+one read and one insert for up to HOUSEHOLDS_AT_ONCE of them; consecutive
 new members of a household made earlier are one read, one insert and one bump by their number, each
 change record stamped with the version its own bump would give; a household this push wrote is not
 read again, by its handlers nor by the service that updates it (Context.households: the push holds
@@ -193,23 +194,38 @@ async def _apply_chunk(
     """Fast path: the chunk under one savepoint. If a mutation fails, the chunk is undone; the
     mutations before it are applied again the same way, the failing one alone under a savepoint of
     its own (so the failure is its alone), and the fast path resumes after it — up to RESUMES
-    failures, after which the rest of the chunk goes one by one."""
+    failures, after which the rest of the chunk goes one by one. When a set fails (a run written
+    together), the chunk is undone and applied again on the fast path with the set's mutations each
+    on its own, which finds the one that fails (a set's failure counts for none)."""
     answers: list[m.Answer] = []
-    at, failing, failures = 0, -1, 0
+    at, failing, failures, plain_until = 0, -1, 0, 0
     fast = msgspec.structs.replace(ctx, fast=True)
     while at < len(chunk):
         end = len(chunk)
         while ctx.device_status == "active" and failures <= RESUMES and at not in (end, failing):
-            mark, before, reached = ledger.mark(), _households_now(ctx), [0]
+            mark, before, reached = ledger.mark(), _households_now(ctx), [0, 1]
             try:
                 async with conn.transaction():
                     done, seq_after = await _apply_all(
-                        conn, actor, chunk[at:end], fmt, fast, last_seq, ledger, savepoint=False, reached=reached
+                        conn,
+                        actor,
+                        chunk[at:end],
+                        fmt,
+                        fast,
+                        last_seq,
+                        ledger,
+                        savepoint=False,
+                        reached=reached,
+                        plain=plain_until - at,
                     )
             except _HANDLED:
                 ledger.undo(mark)
                 _households_back(ctx, before)
-                failing, failures, end = at + reached[0], failures + 1, at + reached[0]
+                position, length = at + reached[0], reached[1]
+                if length > 1:  # a set: its mutations again, each on its own
+                    plain_until = position + length
+                    continue
+                failing, failures, end = position, failures + 1, position
                 continue
             answers += done
             at, last_seq = end, seq_after
@@ -352,18 +368,20 @@ async def _apply_all(
     *,
     savepoint: bool,
     reached: list[int] | None = None,
+    plain: int = 0,
 ) -> tuple[list[m.Answer], int]:
-    """The chunk's answers and the last seq after it. `reached[0]` is kept at the chunk's position
-    of the run or mutation being applied (where a failure raised out of the fast path happened)."""
+    """The chunk's answers and the last seq after it. `reached` is kept at the chunk's position of
+    the run or mutation being applied and how many it applies at once (where a failure raised out of
+    the fast path happened). The first `plain` mutations are applied each on its own, in no set."""
     answers: list[m.Answer] = []
     at = 0
     while at < len(chunk):
-        if reached is not None:
-            reached[0] = at
         run: list[tuple[m.Mutation, bytes]] = []
-        if not savepoint:
+        if not savepoint and at >= plain:
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
             run = run or [*_households_run(chunk, at, fmt, last_seq)] or [*_member_run(chunk, at, fmt, last_seq)]
+        if reached is not None:
+            reached[:] = [at, max(len(run), 1)]
         if len(run) > 1:
             # Enrolments of one household in a row: one enrol() for them all; a new household and the
             # members added to it next, new households in a row, or new members of one household in a
@@ -380,8 +398,8 @@ async def _apply_all(
                 done = await households.household_create_run(conn, actor, first, members, ctx)
             else:
                 done = await households.member_create_run(conn, actor, members, ctx)
-            for (mu, body_hash), plain in zip(run, done, strict=True):
-                answer = msgspec.structs.replace(plain, seq=mu.seq, mutation_id=mu.mutation_id)
+            for (mu, body_hash), bare in zip(run, done, strict=True):
+                answer = msgspec.structs.replace(bare, seq=mu.seq, mutation_id=mu.mutation_id)
                 kind = mu.__struct_config__.tag
                 assert isinstance(kind, str)
                 ledger.add(mu.seq, mu.mutation_id, kind, body_hash, answer, mu.device_time)

@@ -456,6 +456,42 @@ async def test_new_households_in_a_row_with_one_refused_known_or_twice_are_answe
     assert "create_households" in taken
 
 
+class _OneByOne:
+    """Counts the mutations a push applies one by one under savepoints (metrics.SYNC_ONE_BY_ONE)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.count += amount
+
+
+async def test_a_set_that_fails_sends_only_its_failing_mutation_one_by_one(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A set is undone whole when one of its mutations fails; the push then finds that one by applying
+    the set's mutations each on its own on the fast path, and only the failing one goes under a
+    savepoint of its own (before, the set was formed again from the next one, failed again, and
+    after RESUMES failures the rest of the chunk went one by one)."""
+    one_by_one = _OneByOne()
+    monkeypatch.setattr(push_module.metrics, "SYNC_ONE_BY_ONE", one_by_one)
+    tablet = await world(client)
+    known = household_create(tablet, numbers=(0,), household_no="0900")
+    assert [a.status for a in (await push(client, tablet, [known])).answers] == ["applied"]
+    batch: list[Any] = [
+        household_create(tablet, numbers=(n,), household_no="0900" if n == 4 else f"010{n}") for n in (1, 2, 3, 4, 5)
+    ]
+    head = batch[0]  # then new members of the first, the third of them refused (a second head)
+    for i, (base, n) in enumerate(zip((1, 2, 3, 3, 4), (6, 7, 8, 9, 10), strict=True)):
+        batch.append(_member(tablet, head, base, n, **({"relation": "head"} if i == 2 else {})))
+    answers = (await push(client, tablet, batch)).answers
+    statuses = [a.status for a in answers]
+    assert statuses == [*["applied"] * 3, "rejected", *["applied"] * 3, "rejected", *["applied"] * 2]
+    assert [a.household_version for a in answers[5:]] == [2, 3, None, 4, 5]
+    assert one_by_one.count == 2  # the refused household and the refused member, nothing else
+
+
 async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one_by_one(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
