@@ -10,6 +10,7 @@ fixture, for setting up and checking, connects as the administrator.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import tempfile
@@ -47,8 +48,11 @@ TODAY = date(2026, 12, 2)
 
 
 def _test_keys() -> str:
-    """One key file for the session: the app under test and the tests' own SQL seal alike."""
-    path = os.path.join(tempfile.mkdtemp(prefix="canbao-test-keys-"), crypto.KEY_FILE)
+    """One key file for the session: the app under test and the tests' own SQL seal alike; its
+    folder removed when the session's interpreter exits (keys are never left behind in /tmp)."""
+    folder = tempfile.mkdtemp(prefix="canbao-test-keys-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, crypto.KEY_FILE)
     crypto.write_key_file(crypto.Path(path), crypto.Keyring.generate())
     return path
 
