@@ -28,12 +28,14 @@ SELECT p.id AS person_id, p.birth_date, CASE WHEN row_number() OVER () = 1 THEN 
     SELECT coverage_year FROM enrollment_history
     WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status = 'cancelled'
     UNION
-    SELECT y FROM generate_series(greatest(extract(year FROM p.birth_date)::int, $2 - 60), $2) AS y
-    WHERE EXISTS (
-        SELECT 1 FROM memberships m
-        WHERE m.person_id = p.id AND m.left_reason IS DISTINCT FROM 'data_error'
-          AND m.joined_at < make_timestamptz(y, 1, 1, 0, 0, 0, $3)
-          AND (m.left_at IS NULL OR m.left_at >= make_timestamptz(y, 1, 1, 0, 0, 0, $3)))
+    -- A membership's years as in enrollments.sql's coverage_facts: one range per membership.
+    SELECT y
+    FROM memberships m
+    CROSS JOIN LATERAL generate_series(
+        greatest(extract(year FROM m.joined_at AT TIME ZONE $3::text)::int + 1, extract(year FROM p.birth_date)::int,
+                 $2 - 60),
+        least(extract(year FROM m.left_at AT TIME ZONE $3::text)::int, $2)) AS y
+    WHERE m.person_id = p.id AND m.left_reason IS DISTINCT FROM 'data_error'
 ) AS uncovered_years, ARRAY(
     SELECT DISTINCT lv.concerns_year
     FROM list_entries le

@@ -138,12 +138,16 @@ SELECT t.person_id, t.year, p.birth_date,
     SELECT coverage_year FROM enrollment_history
     WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status = 'cancelled'
     UNION
-    SELECT y FROM generate_series(greatest(extract(year FROM p.birth_date)::int, t.year - 30), t.year - 1) AS y
-    WHERE EXISTS (
-        SELECT 1 FROM memberships m
-        WHERE m.person_id = t.person_id AND m.left_reason IS DISTINCT FROM 'data_error'
-          AND m.joined_at < make_timestamptz(y, 1, 1, 0, 0, 0, $4)
-          AND (m.left_at IS NULL OR m.left_at >= make_timestamptz(y, 1, 1, 0, 0, 0, $4)))
+    -- A membership spans the 1 Januaries after the local year it began in, up to that of the local year
+    -- it ended in (joined_at < local New Year of y ⇔ its local year < y): one range per membership,
+    -- not a time-zone look-up per year and membership.
+    SELECT y
+    FROM memberships m
+    CROSS JOIN LATERAL generate_series(
+        greatest(extract(year FROM m.joined_at AT TIME ZONE $4::text)::int + 1, extract(year FROM p.birth_date)::int,
+                 t.year - 30),
+        least(extract(year FROM m.left_at AT TIME ZONE $4::text)::int, t.year - 1)) AS y
+    WHERE m.person_id = t.person_id AND m.left_reason IS DISTINCT FROM 'data_error'
 ) AS uncovered_years, ARRAY(
     SELECT DISTINCT y
     FROM payment_ledger l, unnest(l.back_years) AS y

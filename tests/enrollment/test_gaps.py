@@ -8,7 +8,7 @@ The 2027 window runs 1 Sep – 31 Dec 2026; every payment here is made in it, on
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -322,3 +322,41 @@ async def test_the_policy_in_force_is_read_once_per_year_not_once_per_person(
     assert sorted(r["policy"] is not None for r in years) == [False, True]
     _known, policy = await continuity.known_years_and_policy_of_household(conn, household_id, 2027, PAID_ON)
     assert policy is not None and policy.coverage_year == 2027
+
+
+async def test_uncovered_years_are_the_local_new_years_a_membership_spans(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """A member on 1 January (Beijing time) of a year is known uncovered that year, in both queries
+    that read it: a membership that began at New Year's midnight exactly is not counted for that
+    year, one that ended then is; one entered in error never counts."""
+    world = await setup(client)
+    person_id = UUID(world["household"]["members"][1]["person_id"])  # born 1980
+    household_id = UUID(world["household"]["id"])
+    # Now a member since 23:59:59 on 31 Dec 2019 in Beijing: 2020 … 2026 (2027 is the year itself).
+    await conn.execute("UPDATE memberships SET joined_at = '2019-12-31T15:59:59Z' WHERE person_id = $1", person_id)
+    await conn.execute(
+        "INSERT INTO memberships (id, person_id, household_id, relation, joined_at, left_at, left_reason)"
+        " VALUES (gen_random_uuid(), $1, $2, 'other', $3, $4, $5)",
+        person_id,
+        household_id,
+        *rows_of(("2009-12-31T16:00:00Z", "2013-12-31T16:00:00Z", "moved")),  # New Year 2010 to New Year 2014
+    )
+    await conn.execute(
+        "INSERT INTO memberships (id, person_id, household_id, relation, joined_at, left_at, left_reason)"
+        " VALUES (gen_random_uuid(), $1, $2, 'other', $3, $4, $5)",
+        person_id,
+        household_id,
+        *rows_of(("1999-06-01T00:00:00Z", "2005-06-01T00:00:00Z", "data_error")),
+    )
+    expected = [2011, 2012, 2013, 2014, 2020, 2021, 2022, 2023, 2024, 2025, 2026]
+    inputs = await enrollments.coverage_inputs(conn, [(person_id, 2027)], PAID_ON)
+    assert sorted(inputs.facts[person_id, 2027]["uncovered_years"]) == expected
+    known = await continuity.known_years(conn, [person_id], 2026)
+    assert sorted(known[person_id].uncovered) == expected  # `known_years` counts the year itself
+
+
+def rows_of(row: tuple[str, str, str]) -> tuple[Any, ...]:
+    joined, left, reason = row
+    return (datetime.fromisoformat(joined), datetime.fromisoformat(left), reason)
