@@ -33,7 +33,7 @@ from backend.auth.passwords import Passwords
 from backend.config import Settings, SettingsError
 from backend.db import Connection
 from backend.errors import DomainError
-from backend.i18n import _, terms
+from backend.i18n import N_, _, terms
 
 T = TypeVar("T")
 
@@ -897,9 +897,9 @@ def _at_least(low: int) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+            raise argparse.ArgumentTypeError(_("must be a whole number, not {text!r}", text=text)) from None
         if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {value}")
+            raise argparse.ArgumentTypeError(_("must be at least {low}, not {value}", low=low, value=value))
         return value
 
     return whole_number
@@ -908,7 +908,7 @@ def _at_least(low: int) -> Callable[[str], int]:
 def _port(text: str) -> int:
     port = _at_least(1)(text)
     if port > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {port}")
+        raise argparse.ArgumentTypeError(_("must be a port from 1 to 65535, not {port}", port=port))
     return port
 
 
@@ -916,12 +916,12 @@ def _date(text: str) -> date:
     try:
         return date.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a date such as 2025-09-01, not {text!r}") from None
+        raise argparse.ArgumentTypeError(_("must be a date such as 2025-09-01, not {text!r}", text=text)) from None
 
 
 def _http_url(text: str) -> str:
     if not text.startswith(("http://", "https://")):
-        raise argparse.ArgumentTypeError(f"must be an http:// or https:// address, not {text!r}")
+        raise argparse.ArgumentTypeError(_("must be an http:// or https:// address, not {text!r}", text=text))
     return text
 
 
@@ -932,155 +932,179 @@ def _seal(text: str) -> tuple[int, bytes]:
     except ValueError:
         value = (0, b"")
     if value[0] < 1 or len(value[1]) != 32:
-        raise argparse.ArgumentTypeError(f"must be SEQ:HASH as GET /api/v1/audit/seals shows it, not {text!r}")
+        raise argparse.ArgumentTypeError(
+            _("must be SEQ:HASH as GET /api/v1/audit/seals shows it, not {text!r}", text=text)
+        )
     return value
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="canbao", description=__doc__)
-    p.add_argument("--data-dir", help="data folder of the embedded database (default ./.canbao, CANBAO_DATA_DIR)")
+    p = argparse.ArgumentParser(
+        prog="canbao",
+        description=_(
+            "`canbao`: serve, migrate, users, divisions, civil-affairs lists, enrolment history, the audit chain, "
+            "the demo district, the sync simulator. Every command works on DATABASE_URL when it is set, else on "
+            "the embedded PostgreSQL in the data folder, shared with a `canbao serve` that may be running beside it."
+        ),
+    )
+    p.add_argument("--data-dir", help=_("data folder of the embedded database (default ./.canbao, CANBAO_DATA_DIR)"))
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the API server")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=_port, default=8000)
-    s.add_argument("--workers", type=_at_least(1), default=1)
-    s.add_argument("--demo", action="store_true", help="seed the demo district first (idempotent)")
+    s = sub.add_parser("serve", help=_("run the API server"))
+    s.add_argument("--host", default="127.0.0.1", help=_("address to listen on (default 127.0.0.1)"))
+    s.add_argument("--port", type=_port, default=8000, help=_("port to listen on (default 8000)"))
+    s.add_argument("--workers", type=_at_least(1), default=1, help=_("worker processes (default 1)"))
+    s.add_argument("--demo", action="store_true", help=_("seed the demo district first (idempotent)"))
     s.set_defaults(func=cmd_serve)
 
-    w = sub.add_parser("worker", help="run background jobs (list imports) until stopped; serve starts its own")
+    w = sub.add_parser("worker", help=_("run background jobs (list imports) until stopped; serve starts its own"))
     w.set_defaults(func=cmd_worker)
 
-    m = sub.add_parser("migrate", help="upgrade the schema to head (or --revision, or --downgrade)")
+    m = sub.add_parser("migrate", help=_("upgrade the schema to head (or --revision, or --downgrade)"))
     to = m.add_mutually_exclusive_group()
-    to.add_argument("--revision", help="upgrade to REVISION (default head)")
-    to.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    to.add_argument("--revision", help=_("upgrade to REVISION (default head)"))
+    to.add_argument("--downgrade", metavar="REVISION", help=_("downgrade to REVISION (e.g. base)"))
     m.set_defaults(func=cmd_migrate)
 
-    b = sub.add_parser("backup", help="back up the embedded database to FILE (not the keys: keep them apart)")
+    b = sub.add_parser("backup", help=_("back up the embedded database to FILE (not the keys: keep them apart)"))
     b.add_argument("file")
     b.set_defaults(func=cmd_backup)
-    r = sub.add_parser("restore", help="restore a backup into the embedded database (an empty one unless --force)")
+    r = sub.add_parser("restore", help=_("restore a backup into the embedded database (an empty one unless --force)"))
     r.add_argument("file")
-    r.add_argument("--force", action="store_true", help="replace a database that already holds data")
+    r.add_argument("--force", action="store_true", help=_("replace a database that already holds data"))
     r.set_defaults(func=cmd_restore)
 
-    u = sub.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
-    ua = u.add_parser("add", help="create a user")
+    u = sub.add_parser("user", help=_("manage users")).add_subparsers(dest="user_command", required=True)
+    ua = u.add_parser("add", help=_("create a user"))
     ua.add_argument("username")
     ua.add_argument(
-        "--role", required=True, choices=["township_staff", "township_reviewer", "civil_affairs", "district_admin"]
+        "--role",
+        required=True,
+        choices=["township_staff", "township_reviewer", "civil_affairs", "district_admin"],
+        help=_("the user's role"),
     )
-    ua.add_argument("--division", required=True, help="12-digit division code of the user's scope")
-    ua.add_argument("--full-name", default="")
-    ua.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    ua.add_argument("--division", required=True, help=_("12-digit division code of the user's scope"))
+    ua.add_argument("--full-name", default="", help=_("the name shown on pages and in the audit log"))
+    ua.add_argument("--password-stdin", action="store_true", help=_("read the password from standard input"))
     ua.set_defaults(func=cmd_user_add)
-    ud = u.add_parser("disable", help="disable a user and end their sessions")
+    ud = u.add_parser("disable", help=_("disable a user and end their sessions"))
     ud.add_argument("username")
     ud.set_defaults(func=cmd_user_disable)
 
-    d = sub.add_parser("divisions", help="manage divisions").add_subparsers(dest="div_command", required=True)
-    di = d.add_parser("import", help="import divisions from CSV (code,name,parent_code or 统计用区划代码,名称)")
+    d = sub.add_parser("divisions", help=_("manage divisions")).add_subparsers(dest="div_command", required=True)
+    di = d.add_parser("import", help=_("import divisions from CSV (code,name,parent_code or 统计用区划代码,名称)"))
     di.add_argument("file")
     di.set_defaults(func=cmd_divisions_import)
 
-    e = sub.add_parser("enrollments", help="enrolment data").add_subparsers(dest="enr_command", required=True)
+    e = sub.add_parser("enrollments", help=_("enrolment data")).add_subparsers(dest="enr_command", required=True)
     ei = e.add_parser(
-        "import", help="import enrolment history from before go-live (CSV or XLSX: ID number, year, status)"
+        "import", help=_("import enrolment history from before go-live (CSV or XLSX: ID number, year, status)")
     )
     ei.add_argument("file")
-    ei.add_argument("--dry-run", action="store_true", help="check the file and count what would change; write nothing")
+    ei.add_argument(
+        "--dry-run", action="store_true", help=_("check the file and count what would change; write nothing")
+    )
     ei.set_defaults(func=cmd_enrollments_import)
 
     li = (
-        sub.add_parser("lists", help="civil-affairs lists")
+        sub.add_parser("lists", help=_("civil-affairs lists"))
         .add_subparsers(dest="lists_command", required=True)
-        .add_parser("import", help="load a list file (CSV or XLSX) as a new version")
+        .add_parser("import", help=_("load a list file (CSV or XLSX) as a new version"))
     )
     li.add_argument("file")
     li.add_argument(
         "--type",
         required=True,
-        help="te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
-        "zhongdu_canji, employee_insurance, deceased, huji, zero_reimbursement (with --year), "
-        "tuiyi_junren, employee_insurance_ended, "
-        "or a policy's subsidy category; "
-        "auto: a mixed file, one version per type its category column (类别) names",
+        help=_(
+            "te_kun, gu_er, di_bao, di_bao_bianyuan, fangfan_jiance, "
+            "zhongdu_canji, employee_insurance, deceased, huji, zero_reimbursement (with --year), "
+            "tuiyi_junren, employee_insurance_ended, "
+            "or a policy's subsidy category; "
+            "auto: a mixed file, one version per type its category column (类别) names"
+        ),
     )
-    li.add_argument("--effective", required=True, type=_date, help="date the version applies from (YYYY-MM-DD)")
-    li.add_argument("--partial", action="store_true", help="load the good rows even if some rows are bad")
+    li.add_argument("--effective", required=True, type=_date, help=_("date the version applies from (YYYY-MM-DD)"))
+    li.add_argument("--partial", action="store_true", help=_("load the good rows even if some rows are bad"))
     li.add_argument(
         "--supersedes",
         action="store_true",
-        help="the version replaces those dated after --effective "
-        "(else a date earlier than the version in force's is refused)",
+        help=_(
+            "the version replaces those dated after --effective "
+            "(else a date earlier than the version in force's is refused)"
+        ),
     )
-    li.add_argument("--division", help="district or township the list is for (default: the only district)")
+    li.add_argument("--division", help=_("district or township the list is for (default: the only district)"))
     li.add_argument(
-        "--year", type=int, help="the year a settlement-system list (zero_reimbursement) is about (required for it)"
+        "--year", type=int, help=_("the year a settlement-system list (zero_reimbursement) is about (required for it)")
     )
     li.set_defaults(func=cmd_lists_import)
 
     pl = (
-        sub.add_parser("policy", help="the coverage years' policies")
+        sub.add_parser("policy", help=_("the coverage years' policies"))
         .add_subparsers(dest="policy_command", required=True)
-        .add_parser("load", help="publish a policy file (JSON, e.g. docs/policies/fujian-2025.json) as a new version")
+        .add_parser(
+            "load", help=_("publish a policy file (JSON, e.g. docs/policies/fujian-2025.json) as a new version")
+        )
     )
     pl.add_argument("file")
-    pl.add_argument("--check", action="store_true", help="check the file only; write nothing")
+    pl.add_argument("--check", action="store_true", help=_("check the file only; write nothing"))
     pl.set_defaults(func=cmd_policy_load)
 
     si = sub.add_parser(
         "simulate",
-        help="tablets working offline, then syncing; checks the sync invariants",
-        description="Simulated tablets (the reference client) register households, enrol, collect "
-        "and edit offline for some days, then sync; the server runs in this process on the "
-        "embedded database or DATABASE_URL (or is reached at --url). Writes made-up people: "
-        "a demo or test database only. Exits 1 when an invariant fails.",
+        help=_("tablets working offline, then syncing; checks the sync invariants"),
+        description=_(
+            "Simulated tablets (the reference client) register households, enrol, collect "
+            "and edit offline for some days, then sync; the server runs in this process on the "
+            "embedded database or DATABASE_URL (or is reached at --url). Writes made-up people: "
+            "a demo or test database only. Exits 1 when an invariant fails."
+        ),
     )
-    si.add_argument("--tablets", type=_at_least(1), required=True, help="how many tablets (township staff each)")
+    si.add_argument("--tablets", type=_at_least(1), required=True, help=_("how many tablets (township staff each)"))
     si.add_argument(
-        "--households", type=_at_least(0), required=True, help="households registered, over all tablets and days"
+        "--households", type=_at_least(0), required=True, help=_("households registered, over all tablets and days")
     )
-    si.add_argument("--offline-days", type=_at_least(1), default=1, help="days the tablets work offline (default 1)")
+    si.add_argument("--offline-days", type=_at_least(1), default=1, help=_("days the tablets work offline (default 1)"))
     si.add_argument(
         "--faults",
         action="store_true",
-        help="a faulty network (dropped, duplicated, reordered, cut requests), a suspended tablet, "
-        "a reinstalled app, families registered twice",
+        help=_(
+            "a faulty network (dropped, duplicated, reordered, cut requests), a suspended tablet, "
+            "a reinstalled app, families registered twice"
+        ),
     )
-    si.add_argument("--seed", type=int, help="repeat a run (the summary prints its seed)")
+    si.add_argument("--seed", type=int, help=_("repeat a run (the summary prints its seed)"))
     si.add_argument(
         "--url",
         type=_http_url,
-        help="a Canbao server already running (e.g. http://127.0.0.1:8000) on the same database",
+        help=_("a Canbao server already running (e.g. http://127.0.0.1:8000) on the same database"),
     )
-    si.add_argument("--check-pending", action="store_true", help="also run the checks that wait for server fixes")
+    si.add_argument("--check-pending", action="store_true", help=_("also run the checks that wait for server fixes"))
     si.set_defaults(func=cmd_simulate)
 
-    k = sub.add_parser("keys", help="the keys that seal identity numbers").add_subparsers(
+    k = sub.add_parser("keys", help=_("the keys that seal identity numbers")).add_subparsers(
         dest="keys_command", required=True
     )
-    kr = k.add_parser("rotate", help="add a data key and re-seal every stored number under it (resumable)")
-    kr.add_argument("--resume", action="store_true", help="re-seal under the current key without adding one")
+    kr = k.add_parser("rotate", help=_("add a data key and re-seal every stored number under it (resumable)"))
+    kr.add_argument("--resume", action="store_true", help=_("re-seal under the current key without adding one"))
     kr.set_defaults(func=cmd_keys_rotate)
 
     av = (
-        sub.add_parser("audit", help="the audit log")
+        sub.add_parser("audit", help=_("the audit log"))
         .add_subparsers(dest="audit_command", required=True)
-        .add_parser("verify", help="recompute the audit log's hash chain; exit 1 naming the first broken row")
+        .add_parser("verify", help=_("recompute the audit log's hash chain; exit 1 naming the first broken row"))
     )
     av.add_argument(
         "--seal",
         action="append",
         type=_seal,
         metavar="SEQ:HASH",
-        help="a day's head copied from GET /api/v1/audit/seals: the chain must still pass through it (repeatable)",
+        help=_("a day's head copied from GET /api/v1/audit/seals: the chain must still pass through it (repeatable)"),
     )
     av.set_defaults(func=cmd_audit_verify)
 
-    demo = sub.add_parser("demo", help="demo data").add_subparsers(dest="demo_command", required=True)
-    ds = demo.add_parser("seed", help="seed the demo district (running it twice changes nothing)")
+    demo = sub.add_parser("demo", help=_("demo data")).add_subparsers(dest="demo_command", required=True)
+    ds = demo.add_parser("seed", help=_("seed the demo district (running it twice changes nothing)"))
     ds.set_defaults(func=cmd_demo_seed)
     return p
 
@@ -1099,9 +1123,48 @@ def command_language(env: Mapping[str, str]) -> str:
     return i18n.parse_language("zh-CN")  # a bad CANBAO_LANGUAGE is refused by the settings, in Chinese
 
 
+# argparse's own words (usage, section titles, its errors) in the command's language: argparse looks
+# them up through its module's `_` as it builds a parser and as it speaks (`argparse_speaks`).
+ARGPARSE_WORDS = (
+    N_("usage: "),
+    N_("positional arguments"),
+    N_("options"),
+    N_("show this help message and exit"),
+    N_("%(prog)s: error: %(message)s\n"),
+    N_("argument %(argument_name)s: %(message)s"),
+    N_("the following arguments are required: %s"),
+    N_("one of the arguments %s is required"),
+    N_("unrecognized arguments: %s"),
+    N_("invalid choice: %(value)r (choose from %(choices)s)"),
+    N_("invalid %(type)s value: %(value)r"),
+    N_("not allowed with argument %s"),
+    N_("ambiguous option: %(option)s could match %(matches)s"),
+    N_("ignored explicit argument %r"),
+    N_("expected one argument"),
+    N_("expected at most one argument"),
+    N_("expected at least one argument"),
+)
+
+
+@contextlib.contextmanager
+def argparse_speaks(language: str) -> Iterator[None]:
+    """argparse's words in `language` for the block (a command's parser is built and used in it)."""
+    catalog = i18n.translations(language)
+    saved = {name: getattr(argparse, name) for name in ("_", "ngettext")}
+    setattr(argparse, "_", catalog.gettext)  # noqa: B010 - a module global of argparse, not an attribute it declares
+    setattr(argparse, "ngettext", catalog.ngettext)  # noqa: B010
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(argparse, name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
-    i18n.set_default_language(command_language(os.environ))
-    args = parser().parse_args(argv)
+    language = command_language(os.environ)
+    i18n.set_default_language(language)
+    with argparse_speaks(language):
+        args = parser().parse_args(argv)
     # Every command may start the embedded server; a signal must unwind to its release.
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.cli import command_language
+from backend.cli import argparse_speaks, command_language, parser
+from backend.i18n import use_language
 from tests.ops.test_cli import BAD_STATISTICAL_LAYOUT, CHAIN, env_for, statistical_layout
-from tests.processes import run_cli
+from tests.processes import clean_env, run_cli
 
 
 @pytest.mark.parametrize(
@@ -49,3 +52,56 @@ def test_divisions_import_counts_in_chinese(db_dsn: str, tmp_path: Path) -> None
     result = run_cli("divisions", "import", str(path), env=env_for(db_dsn, LANG="zh_CN.UTF-8"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "共 6 行：新增 6，更新 0，未变 0"
+
+
+def _cjk(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """`parser` and every subcommand's parser under it, with the command that reaches it."""
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def _explained(parser: argparse.ArgumentParser) -> Iterator[argparse.Action]:
+    """The parser's options and arguments, and the lines that explain its subcommands."""
+    for action in parser._actions:
+        yield action
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action._choices_actions
+
+
+def test_every_command_and_option_is_explained_in_chinese_by_default() -> None:
+    """Operators read the help too: every command's and option's help, the descriptions and
+    argparse's own words (usage, sections, -h) are in Chinese where the terminal names no language."""
+    language = command_language({})
+    with use_language(language), argparse_speaks(language):
+        root = parser()
+        untranslated = [
+            f"{prog} {'/'.join(action.option_strings) or action.dest}: {action.help}"
+            for prog, p in _parsers(root)
+            for action in _explained(p)
+            if action.help not in (None, argparse.SUPPRESS) and not _cjk(action.help)
+        ]
+        helps = {prog: p.format_help() for prog, p in _parsers(root)}
+    assert untranslated == []
+    assert len(helps) > 20  # every subcommand was walked
+    for prog, text in helps.items():
+        assert text.startswith("用法："), prog
+        assert "选项" in text, prog
+    assert _cjk(root.description or "")
+    # Built and used inside the block only: argparse speaks English to everything else.
+    assert argparse._("usage: ") == "usage: "  # type: ignore[attr-defined]
+
+
+def test_a_bad_option_is_refused_in_chinese() -> None:
+    result = run_cli("serve", "--port", "99999", env=clean_env(LANG="zh_CN.UTF-8"))
+    assert result.returncode == 2
+    assert "参数 --port：必须是 1 到 65535 之间的端口号，不能是 99999" in result.stderr
+    assert result.stderr.startswith("用法：")
+    missing = run_cli("user", "add", "wang_wu", env=clean_env(LANG="zh_CN.UTF-8"))
+    assert "缺少必需的参数：--role, --division" in missing.stderr
