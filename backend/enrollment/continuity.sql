@@ -7,16 +7,17 @@
 -- scope). $3: the local time zone (a member on 1 January of a year is known uncovered that year
 -- unless something shows cover). With a date $4 (else NULL), on one row (any) the policy version of
 -- year $2 in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none; on one row only,
--- so that the client decodes it once), so that a person's continuity is one round trip.
+-- so that the client decodes it once), so that a person's continuity is one round trip. The year
+-- lists may name a year twice (UNION ALL, as in `coverage_facts`): they are read as sets.
 SELECT p.id AS person_id, p.birth_date, CASE WHEN row_number() OVER () = 1 THEN policy.version END AS policy, ARRAY(
     SELECT coverage_year FROM enrollments
     WHERE person_id = p.id AND coverage_year <= $2
       AND (status IN ('paid', 'subsidised', 'confirmed')
            OR (status = 'cancelled' AND cancel_reason = 'employee_insurance'))
-    UNION
+    UNION ALL
     SELECT coverage_year FROM enrollment_history
     WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status <> 'cancelled'
-    UNION
+    UNION ALL
     SELECT y
     FROM list_entries le
     JOIN list_versions lv ON lv.id = le.version_id AND lv.list_type = 'employee_insurance' AND lv.status = 'loaded'
@@ -27,7 +28,7 @@ SELECT p.id AS person_id, p.birth_date, CASE WHEN row_number() OVER () = 1 THEN 
 ) AS covered_years, ARRAY(
     SELECT coverage_year FROM enrollment_history
     WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status = 'cancelled'
-    UNION
+    UNION ALL
     -- A membership's years as in enrollments.sql's coverage_facts: one range per membership.
     SELECT y
     FROM memberships m
