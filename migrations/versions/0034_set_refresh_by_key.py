@@ -21,7 +21,7 @@ Revises: 0033
 Create Date: 2026-12-06
 """
 
-from migrations import run_sql
+from migrations import edit_function
 
 revision = "0034"
 down_revision = "0033"
@@ -41,33 +41,9 @@ JOINS = (
 )
 
 
-def _edit(pairs: list[tuple[str, str]]) -> None:
-    """coverage_refresh(uuid[]) defined again with each (found, wanted) of `pairs` replaced."""
-    checks = " OR ".join(f"position({_literal(found)} IN def) = 0" for found, _ in pairs)
-    edited = "def"
-    for found, wanted in pairs:
-        edited = f"replace({edited}, {_literal(found)}, {_literal(wanted)})"
-    run_sql(f"""
-    DO $edit$
-    DECLARE
-        def text := pg_get_functiondef('coverage_refresh(uuid[])'::regprocedure);
-    BEGIN
-        IF {checks} THEN
-            RAISE EXCEPTION 'coverage_refresh(uuid[]) is not as expected: a join to edit is missing';
-        END IF;
-        EXECUTE {edited};
-    END
-    $edit$;
-    """)
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def upgrade() -> None:
-    _edit([(old, new) for old, new in JOINS])
+    edit_function("coverage_refresh(uuid[])", [(old, new) for old, new in JOINS])
 
 
 def downgrade() -> None:
-    _edit([(new, old) for old, new in JOINS])
+    edit_function("coverage_refresh(uuid[])", [(new, old) for old, new in JOINS])
