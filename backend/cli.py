@@ -892,13 +892,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # Option types: argparse turns their ArgumentTypeError into "argument --x: ..." and exit 2.
 
 
-def _at_least(low: int) -> Callable[[str], int]:
+def _at_least(low: int | None) -> Callable[[str], int]:
+    """A whole number, `low` or more (None: any)."""
+
     def whole_number(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(_("must be a whole number, not {text!r}", text=text)) from None
-        if value < low:
+        if low is not None and value < low:
             raise argparse.ArgumentTypeError(_("must be at least {low}, not {value}", low=low, value=value))
         return value
 
@@ -1035,7 +1037,9 @@ def parser() -> argparse.ArgumentParser:
     )
     li.add_argument("--division", help=_("district or township the list is for (default: the only district)"))
     li.add_argument(
-        "--year", type=int, help=_("the year a settlement-system list (zero_reimbursement) is about (required for it)")
+        "--year",
+        type=_at_least(2000),
+        help=_("the year a settlement-system list (zero_reimbursement) is about (required for it)"),
     )
     li.set_defaults(func=cmd_lists_import)
 
@@ -1073,7 +1077,7 @@ def parser() -> argparse.ArgumentParser:
             "a reinstalled app, families registered twice"
         ),
     )
-    si.add_argument("--seed", type=int, help=_("repeat a run (the summary prints its seed)"))
+    si.add_argument("--seed", type=_at_least(None), help=_("repeat a run (the summary prints its seed)"))
     si.add_argument(
         "--url",
         type=_http_url,

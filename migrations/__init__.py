@@ -20,19 +20,23 @@ def run_sql(sql: str) -> None:
 def edit_function(signature: str, pairs: list[tuple[str, str]]) -> None:
     """Defines function `signature` (e.g. 'coverage_refresh(uuid[])') again as the database holds it,
     with each (found, wanted) of `pairs` replaced: a migration that changes a few lines of a long
-    function says only those, and fails if any `found` is not there (the function is not as the
-    migration that wrote it left it)."""
+    function says only those, and fails unless each `found` is there exactly once (the function is
+    not as the migration that wrote it left it)."""
     text = "def"
     for found, wanted in pairs:
         text = f"replace({text}, {_literal(found)}, {_literal(wanted)})"
-    missing = " OR ".join(f"position({_literal(found)} IN def) = 0" for found, _ in pairs)
+    # Each part found exactly once (`replace` would change every occurrence).
+    missing = " OR ".join(
+        f"(length(def) - length(replace(def, {_literal(found)}, ''))) <> length({_literal(found)})"
+        for found, _ in pairs
+    )
     run_sql(f"""
     DO $edit$
     DECLARE
         def text := pg_get_functiondef({_literal(signature)}::regprocedure);
     BEGIN
         IF {missing} THEN
-            RAISE EXCEPTION '% is not as expected: a part to edit is missing', {_literal(signature)};
+            RAISE EXCEPTION '% is not as expected: a part to edit is missing or found twice', {_literal(signature)};
         END IF;
         EXECUTE {text};
     END

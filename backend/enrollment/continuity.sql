@@ -19,12 +19,14 @@ SELECT p.id AS person_id, p.birth_date, CASE WHEN row_number() OVER () = 1 THEN 
     WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status <> 'cancelled'
     UNION ALL
     SELECT y
-    FROM list_entries le
-    JOIN list_versions lv ON lv.id = le.version_id AND lv.list_type = 'employee_insurance' AND lv.status = 'loaded'
-    CROSS JOIN LATERAL generate_series(
-        extract(year FROM coalesce(le.valid_from, lv.effective_from))::int,
-        least($2, coalesce(extract(year FROM le.valid_to)::int, $2))) AS y
-    WHERE le.id_number_hash = p.id_number_hash
+    FROM (  -- each period once, however many loaded versions of the list repeat it
+        SELECT DISTINCT extract(year FROM coalesce(le.valid_from, lv.effective_from))::int AS first_year,
+               least($2, coalesce(extract(year FROM le.valid_to)::int, $2)) AS last_year
+        FROM list_entries le
+        JOIN list_versions lv ON lv.id = le.version_id AND lv.list_type = 'employee_insurance' AND lv.status = 'loaded'
+        WHERE le.id_number_hash = p.id_number_hash
+    ) AS listed
+    CROSS JOIN LATERAL generate_series(listed.first_year, listed.last_year) AS y
 ) AS covered_years, ARRAY(
     SELECT coverage_year FROM enrollment_history
     WHERE id_number_hash = p.id_number_hash AND coverage_year <= $2 AND status = 'cancelled'

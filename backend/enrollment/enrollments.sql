@@ -131,13 +131,15 @@ SELECT t.person_id, t.year, p.birth_date,
     WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status <> 'cancelled'
     UNION ALL
     SELECT y
-    FROM list_entries le
-    JOIN list_versions lv ON lv.id = le.version_id AND lv.status = 'loaded'
-                          AND lv.list_type IN ('employee_insurance', 'employee_insurance_ended')
-    CROSS JOIN LATERAL generate_series(
-        extract(year FROM coalesce(le.valid_from, lv.effective_from))::int,
-        least(t.year - 1, coalesce(extract(year FROM le.valid_to)::int, t.year - 1))) AS y
-    WHERE le.id_number_hash = p.id_number_hash
+    FROM (  -- each period once, however many loaded versions of the lists repeat it
+        SELECT DISTINCT extract(year FROM coalesce(le.valid_from, lv.effective_from))::int AS first_year,
+               least(t.year - 1, coalesce(extract(year FROM le.valid_to)::int, t.year - 1)) AS last_year
+        FROM list_entries le
+        JOIN list_versions lv ON lv.id = le.version_id AND lv.status = 'loaded'
+                              AND lv.list_type IN ('employee_insurance', 'employee_insurance_ended')
+        WHERE le.id_number_hash = p.id_number_hash
+    ) AS listed
+    CROSS JOIN LATERAL generate_series(listed.first_year, listed.last_year) AS y
 ) AS covered_years, ARRAY(
     SELECT coverage_year FROM enrollment_history
     WHERE id_number_hash = p.id_number_hash AND coverage_year < t.year AND status = 'cancelled'

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend.cli import argparse_speaks, command_language, parser
+from backend.cli import ARGPARSE_WORDS, argparse_speaks, command_language, parser
 from backend.i18n import use_language
 from tests.ops.test_cli import BAD_STATISTICAL_LAYOUT, CHAIN, env_for, statistical_layout
 from tests.processes import clean_env, run_cli
@@ -105,3 +106,10 @@ def test_a_bad_option_is_refused_in_chinese() -> None:
     assert result.stderr.startswith("用法：")
     missing = run_cli("user", "add", "wang_wu", env=clean_env(LANG="zh_CN.UTF-8"))
     assert "缺少必需的参数：--role, --division" in missing.stderr
+
+
+def test_argparse_still_says_the_words_translated_for_it() -> None:
+    """A Python whose argparse words a message differently would show it in English: each of
+    ARGPARSE_WORDS must be one that this Python's argparse says."""
+    source = inspect.getsource(argparse)
+    assert [word for word in ARGPARSE_WORDS if repr(word)[1:-1] not in source] == []
