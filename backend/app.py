@@ -26,14 +26,14 @@ from backend.auth.routes import AuthController
 from backend.auth.service import AuthContext
 from backend.auth.tokens import SigningKey, load_signing_key
 from backend.bodies import read_body
-from backend.config import Settings
+from backend.config import Settings, parse_dsns
 from backend.db import create_pool
 from backend.errors import exception_handlers
 from backend.guards import provide_actor
 from backend.i18n.middleware import negotiated
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
-from backend.replicas import Replicas, commit_header, parse_dsns, provide_fresh_reads, provide_reads
+from backend.replicas import Replicas, commit_header, provide_fresh_reads, provide_reads
 from backend.timeouts import request_timeout
 
 log = logging.getLogger("canbao.app")
@@ -153,12 +153,10 @@ def serve_app(settings: Settings | None = None, *, configure_logs: bool = True) 
     return create_app(settings, configure_logs=configure_logs, freeze_gc=True)
 
 
-def create_app(settings: Settings | None = None, *, configure_logs: bool = True, freeze_gc: bool = False) -> Litestar:
-    settings = settings or Settings.from_env()
-    if settings.database_url is None:
-        raise RuntimeError("create_app needs DATABASE_URL; `canbao serve` starts the embedded database")
-    if configure_logs:
-        configure_logging(settings.log_level)
+def configure_process(settings: Settings) -> tuple[SigningKey, crypto.Keyring]:
+    """What an app sets for its whole process: the business clock, the default language, the keys.
+    `create_app` does it; so does a process that serves an app built earlier for the same settings
+    (the test suite builds one app per settings, not one per test: ~0.3 s of Litestar's routing)."""
     # `canbao serve --workers N` starts each worker here, from the environment.
     clock.pin_from_settings(settings.business_clock)
     deps.resolve_in_turn()
@@ -166,6 +164,16 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
     key = load_signing_key(settings)
     keyring = crypto.load_keyring(settings)
     crypto.install(keyring)
+    return key, keyring
+
+
+def create_app(settings: Settings | None = None, *, configure_logs: bool = True, freeze_gc: bool = False) -> Litestar:
+    settings = settings or Settings.from_env()
+    if settings.database_url is None:
+        raise RuntimeError("create_app needs DATABASE_URL; `canbao serve` starts the embedded database")
+    if configure_logs:
+        configure_logging(settings.log_level)
+    key, keyring = configure_process(settings)
     passwords = Passwords(settings.argon2_time_cost, settings.argon2_memory_kib)
     dsn = settings.database_url
     from backend.web import template_config as web_template_config

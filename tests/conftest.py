@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from backend import clock, crypto, migrate, roles
-from backend.app import create_app
+from backend.app import configure_process, create_app
 from backend.auth.passwords import Passwords
 from backend.config import Settings
 from backend.db import init_connection
@@ -86,6 +86,10 @@ async def _admin_execute(admin_dsn: str, *statements: str) -> None:
 class PgServer:
     admin_dsn: str
     template: str
+    # Every test's database has the same name, so one app built for these settings serves every
+    # test (`app`). Copies are not made ahead in the background: a copy's transaction holds back
+    # the cluster's oldest running transaction id, which the audit sealer and the sync cursors wait on.
+    current: str = field(default_factory=lambda: "t_current_" + uuid.uuid4().hex[:8])
 
     def dsn(self, database: str) -> str:
         """The administrator's: setting up and checking."""
@@ -98,8 +102,8 @@ class PgServer:
         """The application role's: what the service connects as."""
         return _with_database(self.admin_dsn, database, APP_ROLE)
 
-    def create_database(self, template: str | None = None) -> str:
-        name = "t_" + uuid.uuid4().hex[:16]
+    def create_database(self, template: str | None = None, name: str | None = None) -> str:
+        name = name or "t_" + uuid.uuid4().hex[:16]
         source = template or self.template
         asyncio.run(
             _admin_execute(self.admin_dsn, f'CREATE DATABASE "{name}" TEMPLATE "{source}" OWNER "{OWNER_ROLE}"')
@@ -108,6 +112,10 @@ class PgServer:
 
     def drop_database(self, name: str) -> None:
         asyncio.run(_admin_execute(self.admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def take_fresh(self) -> str:
+        """A fresh copy of the template under `current`'s name, until `drop_database(current)`."""
+        return self.create_database(name=self.current)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -189,8 +197,8 @@ async def _create_roles(admin_dsn: str) -> None:
 
 @pytest.fixture
 def database_name(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, migrated, empty database for this test."""
-    name = pg_server.create_database()
+    """A fresh, migrated, empty database for this test (under the same name as every other test's)."""
+    name = pg_server.take_fresh()
     try:
         yield name
     finally:
@@ -251,9 +259,20 @@ async def seeded(conn: asyncpg.Connection, passwords: Passwords) -> None:  # typ
     await demo.seed(conn, passwords)
 
 
+_APPS: dict[Settings, Litestar] = {}
+
+
 @pytest.fixture
 def app(settings: Settings) -> Litestar:
-    return create_app(settings, configure_logs=False)
+    """The app for these settings: built once per session (every test's database has the same
+    name), its process-wide settings applied again for each test as `create_app` applies them.
+    A test that changes an app, or needs one of its own, calls `create_app`."""
+    built = _APPS.get(settings)
+    if built is None:
+        built = _APPS[settings] = create_app(settings, configure_logs=False)
+    else:
+        configure_process(settings)
+    return built
 
 
 @pytest.fixture
