@@ -24,7 +24,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import alembic.util
 import asyncpg
 import msgspec
 
@@ -311,6 +310,8 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    import alembic.util
+
     from backend.roles import RoleError
 
     settings = _settings(args)
@@ -950,7 +951,7 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--data-dir", help=_("data folder of the embedded database (default ./.canbao, CANBAO_DATA_DIR)"))
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(required=True, metavar=_("command"))
 
     s = sub.add_parser("serve", help=_("run the API server"))
     s.add_argument("--host", default="127.0.0.1", help=_("address to listen on (default 127.0.0.1)"))
@@ -976,7 +977,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help=_("replace a database that already holds data"))
     r.set_defaults(func=cmd_restore)
 
-    u = sub.add_parser("user", help=_("manage users")).add_subparsers(dest="user_command", required=True)
+    u = sub.add_parser("user", help=_("manage users")).add_subparsers(required=True, metavar=_("command"))
     ua = u.add_parser("add", help=_("create a user"))
     ua.add_argument("username")
     ua.add_argument(
@@ -993,12 +994,12 @@ def parser() -> argparse.ArgumentParser:
     ud.add_argument("username")
     ud.set_defaults(func=cmd_user_disable)
 
-    d = sub.add_parser("divisions", help=_("manage divisions")).add_subparsers(dest="div_command", required=True)
+    d = sub.add_parser("divisions", help=_("manage divisions")).add_subparsers(required=True, metavar=_("command"))
     di = d.add_parser("import", help=_("import divisions from CSV (code,name,parent_code or 统计用区划代码,名称)"))
     di.add_argument("file")
     di.set_defaults(func=cmd_divisions_import)
 
-    e = sub.add_parser("enrollments", help=_("enrolment data")).add_subparsers(dest="enr_command", required=True)
+    e = sub.add_parser("enrollments", help=_("enrolment data")).add_subparsers(required=True, metavar=_("command"))
     ei = e.add_parser(
         "import", help=_("import enrolment history from before go-live (CSV or XLSX: ID number, year, status)")
     )
@@ -1010,7 +1011,7 @@ def parser() -> argparse.ArgumentParser:
 
     li = (
         sub.add_parser("lists", help=_("civil-affairs lists"))
-        .add_subparsers(dest="lists_command", required=True)
+        .add_subparsers(required=True, metavar=_("command"))
         .add_parser("import", help=_("load a list file (CSV or XLSX) as a new version"))
     )
     li.add_argument("file")
@@ -1045,7 +1046,7 @@ def parser() -> argparse.ArgumentParser:
 
     pl = (
         sub.add_parser("policy", help=_("the coverage years' policies"))
-        .add_subparsers(dest="policy_command", required=True)
+        .add_subparsers(required=True, metavar=_("command"))
         .add_parser(
             "load", help=_("publish a policy file (JSON, e.g. docs/policies/fujian-2025.json) as a new version")
         )
@@ -1087,7 +1088,7 @@ def parser() -> argparse.ArgumentParser:
     si.set_defaults(func=cmd_simulate)
 
     k = sub.add_parser("keys", help=_("the keys that seal identity numbers")).add_subparsers(
-        dest="keys_command", required=True
+        required=True, metavar=_("command")
     )
     kr = k.add_parser("rotate", help=_("add a data key and re-seal every stored number under it (resumable)"))
     kr.add_argument("--resume", action="store_true", help=_("re-seal under the current key without adding one"))
@@ -1095,7 +1096,7 @@ def parser() -> argparse.ArgumentParser:
 
     av = (
         sub.add_parser("audit", help=_("the audit log"))
-        .add_subparsers(dest="audit_command", required=True)
+        .add_subparsers(required=True, metavar=_("command"))
         .add_parser("verify", help=_("recompute the audit log's hash chain; exit 1 naming the first broken row"))
     )
     av.add_argument(
@@ -1107,7 +1108,7 @@ def parser() -> argparse.ArgumentParser:
     )
     av.set_defaults(func=cmd_audit_verify)
 
-    demo = sub.add_parser("demo", help=_("demo data")).add_subparsers(dest="demo_command", required=True)
+    demo = sub.add_parser("demo", help=_("demo data")).add_subparsers(required=True, metavar=_("command"))
     ds = demo.add_parser("seed", help=_("seed the demo district (running it twice changes nothing)"))
     ds.set_defaults(func=cmd_demo_seed)
     return p

@@ -16,11 +16,15 @@ import msgspec
 
 from backend.embedded import memory_settings
 from backend.i18n import parse_language
-from backend.replicas import parse_dsns
 
 PREFIX = "CANBAO_"
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+def parse_dsns(value: str) -> list[str]:
+    """`CANBAO_REPLICA_DSNS`: DSNs separated by commas (a comma inside one, as in `host=a,b`, stays)."""
+    return [part.strip() for part in re.split(r",\s*(?=postgres(?:ql)?://)", value) if part.strip()]
 
 
 class SettingsError(Exception):

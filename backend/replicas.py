@@ -59,11 +59,6 @@ _READ_KEY = "canbao.lagging_read"
 _REPLAYED = "SELECT COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::text::pg_lsn"
 
 
-def parse_dsns(value: str) -> list[str]:
-    """`CANBAO_REPLICA_DSNS`: DSNs separated by commas (a comma inside one, as in `host=a,b`, stays)."""
-    return [part.strip() for part in re.split(r",\s*(?=postgres(?:ql)?://)", value) if part.strip()]
-
-
 def lsn_value(lsn: str) -> int:
     high, _, low = lsn.partition("/")
     return (int(high, 16) << 32) | int(low, 16)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from backend import replicas
+from backend import config, replicas
 from backend.config import Settings
 from backend.db import create_pool
 from tests.conftest import PgServer, auth_headers, make_settings
@@ -97,8 +97,8 @@ async def test_caught_up_waits_for_the_servers_replay_position_then_gives_up(db_
 
 def test_replica_dsns_split_on_commas_between_dsns_only() -> None:
     multi = "postgresql://u@/db?host=/a,/b&target_session_attrs=read-only"
-    assert replicas.parse_dsns(f"postgresql://u@h1/db, {multi}") == ["postgresql://u@h1/db", multi]
-    assert replicas.parse_dsns("") == []
+    assert config.parse_dsns(f"postgresql://u@h1/db, {multi}") == ["postgresql://u@h1/db", multi]
+    assert config.parse_dsns("") == []
     assert replicas.lsn_value("1/0") > replicas.lsn_value("0/FFFFFFFF")
 
 

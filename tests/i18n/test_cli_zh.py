@@ -108,6 +108,20 @@ def test_a_bad_option_is_refused_in_chinese() -> None:
     assert "缺少必需的参数：--role, --division" in missing.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "缺少必需的参数：命令"),
+        (("sevre",), "参数 命令：无效的选项值：'sevre'（可选：'serve', "),
+        (("user", "ad"), "canbao user：错误：参数 命令：无效的选项值：'ad'（可选：'add', 'disable'）"),
+    ],
+)
+def test_a_missing_or_mistyped_command_is_named_in_chinese(args: tuple[str, ...], expected: str) -> None:
+    result = run_cli(*args, env=clean_env(LANG="zh_CN.UTF-8"))
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
 def test_argparse_still_says_the_words_translated_for_it() -> None:
     """A Python whose argparse words a message differently would show it in English: each of
     ARGPARSE_WORDS must be one that this Python's argparse says."""
