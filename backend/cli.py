@@ -13,10 +13,12 @@ import contextlib
 import getpass
 import io
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
+import unicodedata
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import date
@@ -941,8 +943,58 @@ def _seal(text: str) -> tuple[int, bytes]:
     return value
 
 
+# A character of Chinese text is two columns wide on a terminal, and a line may break after any of
+# them; opening and closing punctuation stay with the character after and before them.
+_WIDE = (
+    "\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6"
+)
+_OPENING = "（《「『【〈“"
+_CLOSING = "，。、；：？！）》」』】〉”"
+_PIECE = re.compile(rf"[{_OPENING}]*[{_WIDE}][{_CLOSING}]*\s*|[^\s{_WIDE}]+\s*|\s+")
+
+
+def columns(text: str) -> int:
+    """How many terminal columns `text` takes."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` columns (a word longer than that stands alone)."""
+    lines: list[str] = []
+    line = ""
+    for piece in _PIECE.findall(" ".join(text.split())):
+        if line and columns(line + piece.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = piece.lstrip()
+        else:
+            line += piece
+    if line.strip():
+        lines.append(line.rstrip())
+    return lines
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, its help wrapped by columns, not characters: a line of Chinese help is as wide as
+    the terminal, not twice as wide."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return wrap(text, width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line for line in wrap(text, width - len(indent)))
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every command's parser (subcommands take their parent's class) formats help by columns."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="canbao",
         description=_(
             "`canbao`: serve, migrate, users, divisions, civil-affairs lists, enrolment history, the audit chain, "

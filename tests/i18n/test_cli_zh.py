@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.cli import ARGPARSE_WORDS, argparse_speaks, command_language, parser
+from backend.cli import ARGPARSE_WORDS, argparse_speaks, columns, command_language, parser
 from backend.i18n import use_language
 from tests.ops.test_cli import BAD_STATISTICAL_LAYOUT, CHAIN, env_for, statistical_layout
 from tests.processes import clean_env, run_cli
@@ -97,6 +97,24 @@ def test_every_command_and_option_is_explained_in_chinese_by_default() -> None:
     assert _cjk(root.description or "")
     # Built and used inside the block only: argparse speaks English to everything else.
     assert argparse._("usage: ") == "usage: "  # type: ignore[attr-defined]
+
+
+def test_chinese_help_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argparse wraps help by characters; a Chinese one is two columns wide, so its lines came out
+    twice as wide as an 80-column terminal. Every line of every command's help fits it now (but
+    `user add`'s list of roles, one word longer than a line in any language)."""
+    monkeypatch.setenv("COLUMNS", "80")
+    language = command_language({})
+    with use_language(language), argparse_speaks(language):
+        helps = {prog: p.format_help() for prog, p in _parsers(parser())}
+    too_wide = [
+        f"{prog}: {line}"
+        for prog, text in helps.items()
+        for line in text.splitlines()
+        if columns(line) > 80 and " " in line.strip()  # a word longer than a line stands alone, as in English
+    ]
+    assert too_wide == []
+    assert max(columns(line) for text in helps.values() for line in text.splitlines()) > 70  # the lines are full
 
 
 def test_a_bad_option_is_refused_in_chinese() -> None:
