@@ -976,7 +976,22 @@ def wrap(text: str, width: int) -> list[str]:
 
 class _HelpFormatter(argparse.HelpFormatter):
     """argparse's, its help wrapped by columns, not characters: a line of Chinese help is as wide as
-    the terminal, not twice as wide."""
+    the terminal, not twice as wide; a Chinese section heading ends with a full-width colon."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._headings: list[str] = []
+
+    def start_section(self, heading: str | None) -> None:
+        if heading and columns(heading) > len(heading):  # wide characters: Chinese
+            self._headings.append(heading)
+        super().start_section(heading)
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        for heading in self._headings:
+            text = text.replace(f"\n{heading}:\n", f"\n{heading}：\n")
+        return text
 
     def _split_lines(self, text: str, width: int) -> list[str]:
         return wrap(text, width)

@@ -93,7 +93,8 @@ def test_every_command_and_option_is_explained_in_chinese_by_default() -> None:
     assert len(helps) > 20  # every subcommand was walked
     for prog, text in helps.items():
         assert text.startswith("用法："), prog
-        assert "选项" in text, prog
+        assert "\n选项：\n" in text, prog  # a Chinese heading ends with a full-width colon
+        assert ":\n" not in text, prog
     assert _cjk(root.description or "")
     # Built and used inside the block only: argparse speaks English to everything else.
     assert argparse._("usage: ") == "usage: "  # type: ignore[attr-defined]
