@@ -944,14 +944,19 @@ def _seal(text: str) -> tuple[int, bytes]:
 
 
 # A character of Chinese text is two columns wide on a terminal, and a line may break after any of
-# them; opening and closing punctuation stay with the character after and before them.
+# them; opening and closing marks stay with the character or word after and before them.
 _WIDE = (
     "\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6"
 )
 _OPENING = "（《「『【〈“"
 _CLOSING = "，。、；：？！）》」』】〉”"
-_PIECE = re.compile(rf"[{_OPENING}]*[{_WIDE}][{_CLOSING}]*\s*|[^\s{_WIDE}]+\s*|\s+")
+_MARKS = _OPENING + _CLOSING
+# A piece: a wide character or a word of others, with the opening marks before it and the closing
+# marks after it, then its spaces (marks on their own, or spaces, where nothing else is left).
+_PIECE = re.compile(
+    rf"[{_OPENING}]*(?:[^\s{_WIDE}{_MARKS}]+|(?![{_MARKS}])[{_WIDE}])[{_CLOSING}]*\s*|[{_MARKS}]+\s*|\s+"
+)
 
 
 def columns(text: str) -> int:

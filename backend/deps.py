@@ -68,7 +68,8 @@ def resolve_in_turn() -> None:
     Resolved in turn instead, in the order of their batches, and finished in the reverse order on
     success (a handler's exception is thrown into them in Litestar's own order, first resolved
     first): a resident's coverage one request at a time, 3.13 → 2.93 ms (3,000 at a 1/100
-    prefecture). Installed by `create_app`; tests/ops/test_dependencies.py checks that it holds for
-    the locked Litestar (an upgrade must keep them green: these are private methods)."""
+    prefecture). Installed by `create_app` (`configure_process`); tests/ops/test_dependencies.py
+    checks that it holds for the locked Litestar (an upgrade must keep them green: these are private
+    methods)."""
     setattr(KwargsModel, "resolve_dependencies", _resolve)  # noqa: B010 (a method replaced on the class)
     setattr(DependencyCleanupGroup, "_cleanup", _clean_up)  # noqa: B010

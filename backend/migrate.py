@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 def _package_folder(name: str) -> str:
     spec = importlib.util.find_spec(name)  # found, not imported: the package imports alembic
-    assert spec is not None and spec.origin is not None, name
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"the {name} package is not installed beside backend")
     return str(Path(spec.origin).parent)
 
 

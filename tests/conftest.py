@@ -269,6 +269,8 @@ def app(settings: Settings) -> Litestar:
     A test that changes an app, or needs one of its own, calls `create_app`."""
     built = _APPS.get(settings)
     if built is None:
+        if len(_APPS) >= 8:  # settings of one test's own (a random replica) are not kept for the session
+            del _APPS[next(iter(_APPS))]
         built = _APPS[settings] = create_app(settings, configure_logs=False)
     else:
         configure_process(settings)

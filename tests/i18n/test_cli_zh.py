@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.cli import ARGPARSE_WORDS, argparse_speaks, columns, command_language, parser
+from backend.cli import ARGPARSE_WORDS, argparse_speaks, columns, command_language, parser, wrap
 from backend.i18n import use_language
 from tests.ops.test_cli import BAD_STATISTICAL_LAYOUT, CHAIN, env_for, statistical_layout
 from tests.processes import clean_env, run_cli
@@ -112,10 +112,16 @@ def test_chinese_help_fits_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None
         f"{prog}: {line}"
         for prog, text in helps.items()
         for line in text.splitlines()
-        if columns(line) > 80 and " " in line.strip()  # a word longer than a line stands alone, as in English
+        if columns(line) > 80 and len(wrap(line, 1)) > 1  # but a word longer than a line, as in English
     ]
     assert too_wide == []
     assert max(columns(line) for text in helps.values() for line in text.splitlines()) > 70  # the lines are full
+    # Marks stay with their neighbours, and nothing is lost.
+    assert wrap("abcd，例如", 4) == ["abcd，", "例如"]
+    assert wrap("区划（code,name", 6) == ["区划", "（code,name"]
+    text = "te_kun（特困）, gu_er（孤儿）；auto：混合文件，按“类别”列中的 每种  类别各导入"
+    for width in range(1, 40):
+        assert "".join(wrap(text, width)).replace(" ", "") == text.replace(" ", ""), width
 
 
 def test_a_bad_option_is_refused_in_chinese() -> None:

@@ -1,5 +1,5 @@
 """Dependencies resolved in turn, in the request's own task, and finished last-resolved first
-(backend.deps.resolve_in_turn, installed by create_app): what the locked Litestar does once it is in
+(backend.deps.resolve_in_turn, installed by create_app's configure_process): what the locked Litestar does once it is in
 place. Each test fails with Litestar's own resolution (concurrent, in an anyio task group)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from backend import deps
 
-deps.resolve_in_turn()  # as create_app does (idempotent)
+deps.resolve_in_turn()  # as create_app (configure_process) does (idempotent)
 
 
 async def test_independent_dependencies_are_resolved_in_the_requests_task() -> None:
