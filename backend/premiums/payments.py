@@ -6,7 +6,7 @@ that a reviewer approves (`adjustments`); every figure (paid, balance) is derive
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 from uuid import UUID
@@ -25,7 +25,7 @@ from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.i18n import _, ngettext
 from backend.policy import service as policies
 from backend.premiums.amounts import Fen
-from backend.premiums.blocks import pick_block
+from backend.premiums.blocks import Block, pick_block
 from mobile_sync_protocol.query_codes import derive_query_code
 
 Q = load_queries("backend.premiums")
@@ -301,6 +301,234 @@ async def record_claimed_payment(
         data.coverage_year,
     )
     assert reads is not None
+    decided = await _decide(
+        conn,
+        actor,
+        data,
+        reviewer=reviewer,
+        block_id=block.id,
+        village_code=village_code,
+        dated=(business_date, clock_flag, today),
+        at_counter=at_counter,
+        settling=settling,
+        coverage=coverage,
+        enrolled=enrolled,
+        reads=reads,
+        registered_offline=registered_offline,
+        code_key=code_key,
+    )
+    receipt, audit_rows, p = decided.receipt, decided.audit_rows, decided.receipt.payment
+    body = None if answered is None else msgspec.json.encode(receipt)
+    try:
+        await conn.execute(
+            Q["insert_payment"],
+            p.id,
+            p.household_id,
+            p.village_code,
+            p.coverage_year,
+            p.person_ids,
+            p.amount_fen,
+            p.method,
+            p.kind,
+            p.back_years,
+            p.receipt_no,
+            p.receipt_block_id,
+            p.collector_id,
+            p.device_id,
+            data.collected_at,
+            p.business_date,
+            p.clock_flag,
+            p.remittance_date,
+            p.channel_ref,
+            [a.person_id for a in receipt.allocations],
+            [a.amount_fen for a in receipt.allocations],
+            *decided.funding.columns(),
+            *audit_rows.columns(),
+            decided.allocated_to,
+            *((None, None, None) if answered is None or body is None else idempotency.sealed_answer(answered, body)),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "payments_receipt_no_key":
+            raise ReceiptNumberUsed(errors=[{"field": "receipt_no", "message": _("already used")}]) from exc
+        if exc.constraint_name == "payments_pkey":
+            raise PaymentAlreadyRecorded(payment_id=str(data.id)) from exc
+        raise
+    audit_rows.written()
+    return receipt, body
+
+
+async def record_payments(
+    conn: Connection,
+    actor: Actor,
+    payments: Sequence[tuple[PaymentIn, OfflineRegistrations | None]],
+    *,
+    timezone: str,
+    code_key: bytes,
+    now: datetime | None = None,
+) -> list[Receipt]:
+    """Records a tablet's premium payments as one set (a sync push, issue 20), each as `record_payment`
+    records it, in one round of five statements for them all: the households and the collector's
+    blocks, what cover depends on (once per business date), the locks, the reads under them, the
+    writes. The set is of one collector's tablet, one coverage year, households, receipt numbers and
+    channel references told apart: no payment of it can change what another reads. A refusal of any
+    of them raises as `record_payment` would, and nothing of the set is written: the caller applies
+    them one by one to answer it."""
+    datas = [d for d, _registered in payments]
+    year = datas[0].coverage_year
+    channels = [f"{d.method}:{d.channel_ref}" for d in datas if d.channel_ref is not None]
+    if (
+        actor.device_id is None
+        or any(d.kind != "premium" or d.collector_id is not None or d.coverage_year != year for d in datas)
+        or len({d.household_id for d in datas}) < len(datas)
+        or len({d.receipt_no for d in datas}) < len(datas)
+        or len(set(channels)) < len(channels)
+    ):
+        raise ValueError("a set is of a tablet's premiums of one year, households, receipts and references apart")
+    for d in datas:
+        _check_input(d)
+    received_at = now or clock.now()
+    today = local_date(received_at, timezone)
+    rows = await conn.fetch(Q["households_for_payments"], year, [d.household_id for d in datas], actor.id)
+    of_household: dict[UUID, list[asyncpg.Record]] = {}
+    for r in rows:
+        of_household.setdefault(r["household_id"], []).append(r)
+    picked: list[tuple[Block, int, date, str | None, str]] = []
+    for d in datas:
+        found = of_household.get(d.household_id)
+        if not found or not actor.in_scope(found[0]["household_village_code"]):
+            raise NotFound()
+        if found[0]["household_status"] != "active":
+            raise Conflict(_("the household is dissolved; no payment can be taken for it"))
+        block, number = pick_block(actor, [r for r in found if r["id"] is not None], d.receipt_no)
+        business_date, clock_flag = business_date_of(d.collected_at, received_at, timezone)
+        picked.append((block, number, business_date, clock_flag, found[0]["household_village_code"]))
+    coverage: dict[date, enrolment_service.CoverageInputs] = {}
+    for day in sorted({x[2] for x in picked}):
+        persons = [(p, year) for d, x in zip(datas, picked, strict=True) if x[2] == day for p in d.person_ids]
+        coverage[day] = await enrolment_service.coverage_inputs(conn, persons, day)
+    pairs = [(d.household_id, p) for d in datas for p in d.person_ids]
+    locked = await conn.fetch(
+        Q["lock_blocks_and_enrollments"],
+        sorted({x[0].id for x in picked}),
+        [h for h, _p in pairs],
+        [p for _h, p in pairs],
+        year,
+        actor.id,
+        channels,
+    )
+    enrolled: dict[UUID, dict[UUID, asyncpg.Record]] = {d.household_id: {} for d in datas}
+    for r in locked:
+        if r["id"] is not None:
+            enrolled[r["household_id"]][r["person_id"]] = r
+    reads = await conn.fetch(
+        Q["reads_for_payments"],
+        actor.id,
+        year,
+        min(x[2] for x in picked),
+        [r["id"] for r in locked if r["id"] is not None],
+        [x[0].id for x in picked],
+        [x[1] for x in picked],
+        [d.method for d in datas],
+        [d.channel_ref for d in datas],
+        [d.household_id for d in datas],
+    )
+    decided = [
+        await _decide(
+            conn,
+            actor,
+            d,
+            reviewer=None,
+            block_id=block.id,
+            village_code=village_code,
+            dated=(business_date, clock_flag, today),
+            at_counter=False,
+            settling=False,
+            coverage=coverage[business_date],
+            enrolled=enrolled[d.household_id],
+            reads=read,
+            registered_offline=registered,
+            code_key=code_key,
+        )
+        for (d, registered), (block, _n, business_date, clock_flag, village_code), read in zip(
+            payments, picked, reads, strict=True
+        )
+    ]
+    funded = [x.funding.columns() for x in decided]
+    audit_columns = [x.audit_rows.columns() for x in decided]
+    allocations = [
+        (x.receipt.payment.id, a, e)
+        for x in decided
+        for a, e in zip(x.receipt.allocations, x.allocated_to, strict=True)
+    ]
+    written = [x.receipt.payment for x in decided]
+    try:
+        await conn.execute(
+            Q["insert_payments"],
+            [p.id for p in written],
+            [p.household_id for p in written],
+            [p.village_code for p in written],
+            [p.coverage_year for p in written],
+            [p.amount_fen for p in written],
+            [p.method for p in written],
+            [p.receipt_no for p in written],
+            [p.receipt_block_id for p in written],
+            [d.collected_at for d in datas],
+            [p.business_date for p in written],
+            [p.clock_flag for p in written],
+            [p.remittance_date for p in written],
+            [p.channel_ref for p in written],
+            actor.id,
+            actor.device_id,
+            [payment_id for payment_id, _a, _e in allocations],
+            [a.person_id for _p, a, _e in allocations],
+            [a.amount_fen for _p, a, _e in allocations],
+            [e for _p, _a, e in allocations],
+            *([v for columns in funded for v in columns[i]] for i in range(8)),
+            [p.business_date for p, columns in zip(written, funded, strict=True) for _id in columns[0]],
+            *([v for columns in audit_columns for v in columns[i]] for i in range(9)),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "payments_receipt_no_key":
+            raise ReceiptNumberUsed(errors=[{"field": "receipt_no", "message": _("already used")}]) from exc
+        if exc.constraint_name == "payments_pkey":
+            raise PaymentAlreadyRecorded() from exc
+        raise
+    for x in decided:
+        x.audit_rows.written()
+    return [x.receipt for x in decided]
+
+
+class _Decided(msgspec.Struct, frozen=True):
+    """A payment decided under its locks: its receipt, and what its statement writes besides."""
+
+    receipt: Receipt
+    allocated_to: list[UUID | None]  # the enrolment each allocation pays (none for a back-payment)
+    funding: enrolment_service.Funding
+    audit_rows: audit.Gathered
+
+
+async def _decide(
+    conn: Connection,
+    actor: Actor,
+    data: PaymentIn,
+    *,
+    reviewer: Actor | None,
+    block_id: UUID,
+    village_code: str,
+    dated: tuple[date, str | None, date],
+    at_counter: bool,
+    settling: bool,
+    coverage: enrolment_service.CoverageInputs | None,
+    enrolled: dict[UUID, asyncpg.Record],
+    reads: asyncpg.Record,
+    registered_offline: OfflineRegistrations | None,
+    code_key: bytes,
+) -> _Decided:
+    """The rules of a payment once its locks are held and what it reads under them is read
+    (`enrolled`: its persons' live enrolments; `reads`: as `reads_for_payment` answers; `dated`: its
+    business date, clock flag and the local day it is received): the checks, its allocations, the
+    enrolments it funds with their cover, its audit rows (gathered for its statement) and receipt."""
+    business_date, clock_flag, today = dated
     if reads["retired"]:
         raise InvalidInput("receipt_no", _("was retired"))
     if at_counter and business_date < today:
@@ -429,7 +657,7 @@ async def record_claimed_payment(
         kind=data.kind,
         back_years=data.back_years,
         receipt_no=data.receipt_no,
-        receipt_block_id=block.id,
+        receipt_block_id=block_id,
         collector_id=actor.id,
         device_id=actor.device_id,
         collected_at=data.collected_at.astimezone(UTC),  # as the database gives it back
@@ -453,43 +681,7 @@ async def record_claimed_payment(
         if generation is None
         else derive_query_code(code_key, data.household_id, data.coverage_year, generation),
     )
-    body = None if answered is None else msgspec.json.encode(receipt)
-    try:
-        await conn.execute(
-            Q["insert_payment"],
-            data.id,
-            data.household_id,
-            village_code,
-            data.coverage_year,
-            data.person_ids,
-            data.amount_fen,
-            data.method,
-            data.kind,
-            data.back_years,
-            data.receipt_no,
-            block.id,
-            actor.id,
-            actor.device_id,
-            data.collected_at,
-            business_date,
-            clock_flag,
-            remittance_date,
-            data.channel_ref,
-            [a.person_id for a in allocations],
-            [a.amount_fen for a in allocations],
-            *funding.columns(),
-            *audit_rows.columns(),
-            allocated_to,
-            *((None, None, None) if answered is None or body is None else idempotency.sealed_answer(answered, body)),
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "payments_receipt_no_key":
-            raise ReceiptNumberUsed(errors=[{"field": "receipt_no", "message": _("already used")}]) from exc
-        if exc.constraint_name == "payments_pkey":
-            raise PaymentAlreadyRecorded(payment_id=str(data.id)) from exc
-        raise
-    audit_rows.written()
-    return receipt, body
+    return _Decided(receipt, allocated_to, funding, audit_rows)
 
 
 def _remittance_date(business_date: date, today: date, closed: set[date]) -> date:

@@ -336,3 +336,134 @@ JOIN payment_ledger p ON p.id = a.payment_id
 WHERE a.enrollment_id = ANY($1::uuid[]) AND p.kind = 'premium' AND NOT p.voided
 GROUP BY a.enrollment_id;
 
+
+-- name: households_for_payments
+-- The first statement of a tablet's payments applied as a set (`record_payments`; a sync push): as
+-- `household_for_payment` for each of households $2 (year $1, collector $3), with no idempotency key:
+-- the policy of the year shared, the households' rows in id order (FOR NO KEY UPDATE), each with the
+-- collector's receipt blocks, oldest first.
+WITH locks AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(hashtext('policy_versions'), $1) AS policy,
+           set_config('plan_cache_mode', 'force_generic_plan', true) AS plans
+), held AS MATERIALIZED (
+    SELECT h.id, h.village_code, h.status
+    FROM locks CROSS JOIN households h
+    WHERE h.id = ANY($2::uuid[])
+    ORDER BY h.id
+    FOR NO KEY UPDATE OF h
+)
+SELECT held.id AS household_id, held.village_code AS household_village_code, held.status AS household_status, b.*
+FROM held
+LEFT JOIN receipt_blocks b ON b.collector_id = $3
+ORDER BY held.id, b.issued_at;
+
+-- name: lock_blocks_and_enrollments
+-- `lock_block_and_enrollments` for payments applied as a set: receipt blocks $1 shared, in id order;
+-- then the live enrolments of year $4 of each (household $2, person $3) pair, in id order; then the
+-- collector's lock ($5) shared and the locks of channel references $6 (method:reference), in order.
+-- Answers the enrolments (one row of NULL columns when there is none).
+WITH blocks AS MATERIALIZED (
+    SELECT id FROM receipt_blocks WHERE id = ANY($1::uuid[]) ORDER BY id FOR SHARE
+), locked AS MATERIALIZED (
+    SELECT e.*, e.registered_at = now() AS registered_now
+    FROM (SELECT count(*) FROM blocks) AS b
+    CROSS JOIN LATERAL (
+        SELECT e.* FROM enrollments e
+        JOIN unnest($2::uuid[], $3::uuid[]) AS w (household_id, person_id)
+          ON e.household_id = w.household_id AND e.person_id = w.person_id
+        WHERE e.coverage_year = $4 AND e.status <> 'cancelled'
+        ORDER BY e.id
+        FOR UPDATE OF e
+    ) AS e
+), collector AS MATERIALIZED (
+    SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $5::uuid::text)),
+           (SELECT count(pg_advisory_xact_lock(hashtext('channel_ref:' || c)))
+            FROM (SELECT c FROM unnest($6::text[]) AS c ORDER BY c) AS c)
+    FROM (SELECT count(*) FROM locked) AS n
+)
+SELECT locked.* FROM collector LEFT JOIN locked ON true;
+
+-- name: reads_for_payments
+-- `reads_for_payment` for payments applied as a set (of one collector $1, year $2, distinct
+-- households), one row each in order: receipt number $6 of block $5, method $7 and channel reference
+-- $8, household $9. What was allocated to any of enrolments $4 and the collector's days closed from
+-- $3 (the earliest business date) on are the same on every row.
+SELECT EXISTS (SELECT 1 FROM receipt_retirements r
+               WHERE r.block_id = w.block_id AND w.number BETWEEN r.first_no AND r.last_no) AS retired,
+       a.allocated_enrollment_ids, a.allocated_fen, c.last_closed_day, c.closed_days,
+       EXISTS (SELECT 1 FROM payment_ledger p
+               WHERE w.channel_ref IS NOT NULL AND p.method = w.method AND p.channel_ref = w.channel_ref
+                 AND NOT p.voided) AS channel_ref_taken,
+       (SELECT coalesce(sum(m.amount_fen), 0)::bigint FROM premium_money m
+        WHERE m.household_id = w.household_id AND m.coverage_year = $2) AS paid_before_fen,
+       (SELECT coalesce(sum(e.premium_fen - e.subsidy_fen), 0)::bigint FROM enrollments e
+        WHERE e.household_id = w.household_id AND e.coverage_year = $2 AND e.status <> 'cancelled') AS due_fen,
+       (SELECT q.generation FROM household_query_codes q
+        WHERE q.household_id = w.household_id AND q.coverage_year = $2 AND q.device_id IS NULL) AS code_generation,
+       now() AS received_at
+FROM unnest($5::uuid[], $6::bigint[], $7::text[], $8::text[], $9::uuid[]) WITH ORDINALITY
+     AS w (block_id, number, method, channel_ref, household_id, n)
+CROSS JOIN (
+    SELECT coalesce(array_agg(s.enrollment_id), '{}') AS allocated_enrollment_ids,
+           coalesce(array_agg(s.amount_fen), '{}') AS allocated_fen
+    FROM (SELECT al.enrollment_id, sum(al.amount_fen)::bigint AS amount_fen
+          FROM payment_allocations al
+          JOIN payment_ledger p ON p.id = al.payment_id
+          WHERE al.enrollment_id = ANY($4::uuid[]) AND p.kind = 'premium' AND NOT p.voided
+          GROUP BY al.enrollment_id) AS s
+) AS a
+CROSS JOIN (
+    SELECT (SELECT max(d.business_date) FROM collector_days d WHERE d.collector_id = $1) AS last_closed_day,
+           ARRAY(SELECT d.business_date FROM collector_days d WHERE d.collector_id = $1 AND d.business_date >= $3)
+               AS closed_days
+) AS c
+ORDER BY w.n;
+
+-- name: insert_payments
+-- The writes of a tablet's premium payments applied as a set, in one statement, as `insert_payment`
+-- writes one (no idempotency key): the payments, one element of $1 … $13 each, of collector $14 and
+-- device $15 (their person ids: their allocations' persons, in order); the allocations of them all
+-- ($16 payment, $17 person, $18 amount, $19 enrolment); the enrolments they pay ($20 … $27 as
+-- `set_funded_many`, each from its payment's business date $28); audit rows ($29 … $37). Answers how
+-- many payments were written.
+WITH allocated AS (
+    SELECT * FROM unnest($16::uuid[], $17::uuid[], $18::bigint[], $19::uuid[]) WITH ORDINALITY
+                  AS a (payment_id, person_id, amount_fen, enrollment_id, n)
+), payment AS (
+    INSERT INTO payments (id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind,
+                          back_years, receipt_no, receipt_block_id, collector_id, device_id, collected_at,
+                          business_date, clock_flag, remittance_date, channel_ref)
+    SELECT w.id, w.household_id, w.village_code, w.coverage_year,
+           ARRAY(SELECT a.person_id FROM allocated a WHERE a.payment_id = w.id ORDER BY a.n),
+           w.amount_fen, w.method, 'premium', '{}', w.receipt_no, w.block_id, $14, $15, w.collected_at,
+           w.business_date, w.clock_flag, w.remittance_date, w.channel_ref
+    FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bigint[], $6::text[], $7::text[], $8::uuid[],
+                $9::timestamptz[], $10::date[], $11::text[], $12::date[], $13::text[]) WITH ORDINALITY
+         AS w (id, household_id, village_code, coverage_year, amount_fen, method, receipt_no, block_id,
+               collected_at, business_date, clock_flag, remittance_date, channel_ref, n)
+    ORDER BY w.n
+    RETURNING id
+), allocations AS (
+    INSERT INTO payment_allocations (payment_id, person_id, amount_fen, enrollment_id)
+    SELECT a.payment_id, a.person_id, a.amount_fen, a.enrollment_id FROM allocated a ORDER BY a.n
+), funded AS (
+    UPDATE enrollments AS e SET status = 'paid', funding = 'paid', business_date = u.business_date,
+        subsidy_fen = u.subsidy_fen, coverage_start = u.starts, coverage_end = u.ends,
+        coverage_reason = u.reason_code, coverage_note = u.reason, coverage_facts = u.facts,
+        waiting_months = u.waiting, row_version = e.row_version + 1, updated_at = now()
+    FROM unnest($20::uuid[], $21::int[], $22::date[], $23::date[], $24::text[], $25::text[], $26::int[],
+                $27::jsonb[], $28::date[])
+         AS u(id, subsidy_fen, starts, ends, reason_code, reason, waiting, facts, business_date)
+    WHERE e.id = u.id
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($29::text[], $30::uuid[], $31::uuid[], $32::text[], $33::text[], $34::text[], $35::text[],
+                $36::jsonb[], $37::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+-- The payments are read, so written, first: one recorded already is refused by its own key.
+SELECT count(*) FROM payment;

@@ -95,44 +95,11 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
     if household["status"] != "active":
         raise Quarantine("household_dissolved", _("the household is dissolved"), content)
     try:
-        data = msgspec.convert(
-            {
-                "id": mu.payment_id,
-                "household_id": mu.household_id,
-                "coverage_year": mu.coverage_year,
-                "person_ids": mu.person_ids,
-                "amount_fen": mu.amount_fen,
-                "method": mu.method,
-                "kind": mu.kind,
-                "back_years": mu.back_years,
-                "receipt_no": mu.receipt_no,
-                "collected_at": mu.collected_at,
-                "channel_ref": mu.channel_ref,
-                "acknowledge_no_cover": mu.acknowledge_no_cover,
-            },
-            premium_payments.PaymentIn,
-        )
+        data = _payment_in(mu)
     except msgspec.ValidationError as exc:
         raise Quarantine("malformed_payment", failure_text(exc), content) from exc
     held = audit.held(conn)
     mark = held.mark() if held is not None else 0
-
-    async def registered_offline(registered_now: Mapping[UUID, bool]) -> dict[UUID, date | None]:
-        """The tablet's own registration counts: its clock then, when plausible; in this push, or
-        with no time, the order of its work (the enrolment came first) stands for it. Registered in
-        this push (this transaction) is known without a read: `registered_by_tablet` answers None."""
-        found: dict[UUID, date | None] = {p: None for p, now in registered_now.items() if now}
-        earlier = [p for p, now in registered_now.items() if not now]
-        if not earlier:
-            return found
-        rows = await conn.fetch(Q["registered_by_tablet"], mu.household_id, earlier, mu.coverage_year, actor.device_id)
-        for r in rows:
-            at = r["device_time"]
-            plausible = at is not None and not r["this_push"]
-            plausible = plausible and timedelta(0) <= r["registered_on"] - local_date(at, ctx.timezone) <= CLOCK_TOO_OLD
-            found[r["person_id"]] = local_date(at, ctx.timezone) if plausible else None
-        return found
-
     try:
         async with savepoint(conn, ctx):
             receipt = await premium_payments.record_payment(
@@ -142,7 +109,7 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
                 timezone=ctx.timezone,
                 code_key=ctx.code_key,
                 now=ctx.now,
-                registered_offline=registered_offline,
+                registered_offline=_registered_offline(conn, actor, mu, ctx),
             )
     except premium_payments.PaymentAlreadyRecorded:
         if ctx.fast:
@@ -170,6 +137,10 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         raise Quarantine(reason, exc.detail, content) from exc
     except DomainError as exc:
         raise Quarantine("not_applicable", f"{exc.code}: {exc.detail or _(exc.title())}", content) from exc
+    return _applied(mu, receipt)
+
+
+def _applied(mu: m.PaymentRecord, receipt: premium_payments.Receipt) -> m.Answer:
     money = receipt.household
     differs = mu.due_fen is not None and mu.due_fen != money.due_fen
     return m.Answer(
@@ -180,6 +151,85 @@ async def payment_record(conn: Connection, actor: Actor, mu: m.PaymentRecord, ct
         paid_fen=money.paid_fen,
         balance_fen=money.balance_fen,
     )
+
+
+def _payment_in(mu: m.PaymentRecord) -> premium_payments.PaymentIn:
+    return msgspec.convert(
+        {
+            "id": mu.payment_id,
+            "household_id": mu.household_id,
+            "coverage_year": mu.coverage_year,
+            "person_ids": mu.person_ids,
+            "amount_fen": mu.amount_fen,
+            "method": mu.method,
+            "kind": mu.kind,
+            "back_years": mu.back_years,
+            "receipt_no": mu.receipt_no,
+            "collected_at": mu.collected_at,
+            "channel_ref": mu.channel_ref,
+            "acknowledge_no_cover": mu.acknowledge_no_cover,
+        },
+        premium_payments.PaymentIn,
+    )
+
+
+def _registered_offline(
+    conn: Connection, actor: Actor, mu: m.PaymentRecord, ctx: Context
+) -> premium_payments.OfflineRegistrations:
+    async def registered_offline(registered_now: Mapping[UUID, bool]) -> dict[UUID, date | None]:
+        """The tablet's own registration counts: its clock then, when plausible; in this push, or
+        with no time, the order of its work (the enrolment came first) stands for it. Registered in
+        this push (this transaction) is known without a read: `registered_by_tablet` answers None."""
+        found: dict[UUID, date | None] = {p: None for p, now in registered_now.items() if now}
+        earlier = [p for p, now in registered_now.items() if not now]
+        if not earlier:
+            return found
+        rows = await conn.fetch(Q["registered_by_tablet"], mu.household_id, earlier, mu.coverage_year, actor.device_id)
+        for r in rows:
+            at = r["device_time"]
+            plausible = at is not None and not r["this_push"]
+            plausible = plausible and timedelta(0) <= r["registered_on"] - local_date(at, ctx.timezone) <= CLOCK_TOO_OLD
+            found[r["person_id"]] = local_date(at, ctx.timezone) if plausible else None
+        return found
+
+    return registered_offline
+
+
+def settable(actor: Actor, mu: m.PaymentRecord, ctx: Context) -> bool:
+    """Whether a payment may join a set (`payment_record_set`) as the push reads it: reported for
+    the first time (`Context.payments`), a premium of a household the push holds, active and in scope.
+    Whatever else could refuse it, the set's statements find, and it is then applied alone."""
+    known = None if ctx.payments is None else ctx.payments.get(mu.payment_id)
+    household = known_household(ctx, mu.household_id)
+    return (
+        ctx.device_status == "active"
+        and known is not None
+        and known.recorded is None
+        and known.held is None
+        and mu.kind == "premium"
+        and not mu.back_years
+        and household is not None
+        and household["status"] == "active"
+        and actor.in_scope(household["village_code"])
+    )
+
+
+async def payment_record_set(
+    conn: Connection, actor: Actor, mutations: list[m.PaymentRecord], ctx: Context
+) -> list[m.Answer]:
+    """`settable` payments of one year, households, receipt numbers and references apart, recorded
+    as one set (`premium_payments.record_payments`), each answered as `payment_record` answers it.
+    Only on the push's fast path: any refusal raises, and the push applies them one by one."""
+    assert ctx.fast
+    receipts = await premium_payments.record_payments(
+        conn,
+        actor,
+        [(_payment_in(mu), _registered_offline(conn, actor, mu, ctx)) for mu in mutations],
+        timezone=ctx.timezone,
+        code_key=ctx.code_key,
+        now=ctx.now,
+    )
+    return [_applied(mu, receipt) for mu, receipt in zip(mutations, receipts, strict=True)]
 
 
 def _void_day(mu: m.PaymentVoid, ctx: Context) -> date:

@@ -24,7 +24,15 @@ the changes others made to the households it names since the lowest base version
 give each are read once as it begins (Context.changes: nobody else can add any while it holds the
 locks); a rollback puts back the households known at its savepoint; what the server holds of the
 chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of its
-own. Every answer and ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py).
+own. Payments of households in a row of visits (each household registered, enrolled and paid for)
+are one set: a payment reported for the first time, a premium of a household the push holds, is held
+back and the mutations after it go on; before the first that names one of the held payments'
+households or persons (or a void, a cancellation), or at the chunk's end, the payments held (up to
+PAYMENTS_AT_ONCE, of one year and of households, receipt numbers and references told apart) are
+recorded in one round of statements for them all (`premium_payments.record_payments`): a set of
+five payments costs what one did. Every answer and ledger row is what one mutation at a time gives
+(tests/sync/test_push_sets.py); the audit rows of a set's payments come after those of the
+mutations it was held past, in the order the server applied them.
 """
 
 from __future__ import annotations
@@ -346,6 +354,7 @@ class _Ledger:
 
     async def write(self, conn: Connection, actor: Actor) -> None:
         if self.rows:
+            self.rows.sort(key=lambda row: row[0])  # in seq order (a payment held back for a set came later)
             columns = list(zip(*self.rows, strict=True))
             await conn.execute(Q["insert_ledger_many"], actor.device_id, actor.id, *columns)
 
@@ -372,12 +381,27 @@ async def _apply_all(
 ) -> tuple[list[m.Answer], int]:
     """The chunk's answers and the last seq after it. `reached` is kept at the chunk's position of
     the run or mutation being applied and how many it applies at once (where a failure raised out of
-    the fast path happened). The first `plain` mutations are applied each on its own, in no set."""
-    answers: list[m.Answer] = []
+    the fast path happened; for a set of payments, from the first to the last of them). The first
+    `plain` mutations are applied each on its own, in no set.
+
+    On the fast path a payment that may join a set (`_settable`) is held back, its seq taken, and
+    the mutations after it go on; the payments held are applied as one set (`money.payment_record_set`)
+    before the first mutation that may depend on them (`_after_payments`), or at the chunk's end."""
+    slots: list[m.Answer | None] = []
+    held: list[tuple[int, m.PaymentRecord, bytes]] = []  # payments held back: position, mutation, body hash
     at = 0
     while at < len(chunk):
         run: list[tuple[m.Mutation, bytes]] = []
         if not savepoint and at >= plain:
+            payment = _settable(chunk[at], fmt, last_seq, actor, ctx, held)
+            if payment is not None:
+                held.append((at, *payment))
+                slots.append(None)
+                last_seq += 1
+                at += 1
+                continue
+            if held and _after_payments(chunk[at], fmt, last_seq, held):
+                await _apply_payments(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
             run = run or [*_households_run(chunk, at, fmt, last_seq)] or [*_member_run(chunk, at, fmt, last_seq)]
         if reached is not None:
@@ -403,7 +427,7 @@ async def _apply_all(
                 kind = mu.__struct_config__.tag
                 assert isinstance(kind, str)
                 ledger.add(mu.seq, mu.mutation_id, kind, body_hash, answer, mu.device_time)
-                answers.append(answer)
+                slots.append(answer)
             last_seq += len(run)
             at += len(run)
             continue
@@ -413,9 +437,103 @@ async def _apply_all(
         # reaches here: its seq is at most last_seq).
         if answer.status != "not_applied" and answer.seq == last_seq + 1:
             last_seq += 1
-        answers.append(answer)
+        slots.append(answer)
         at += 1
+    if held:
+        await _apply_payments(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
+    answers = [x for x in slots if x is not None]
+    assert len(answers) == len(chunk)
     return answers, last_seq
+
+
+PAYMENTS_AT_ONCE = 25  # payments held back for one set at most
+
+
+def _settable(
+    raw: msgspec.Raw,
+    fmt: codec.Format,
+    last_seq: int,
+    actor: Actor,
+    ctx: Context,
+    held: list[tuple[int, m.PaymentRecord, bytes]],
+) -> tuple[m.PaymentRecord, bytes] | None:
+    """The payment at hand with its body hash, when it may join the set held back (`held`): the
+    next seq, readable, `money.settable`, of the year of the others, and of another household, receipt
+    number and channel reference than any of them."""
+    head = _decode_head(raw, fmt)
+    if head is None or head.type != "payment.record" or head.seq != last_seq + 1 or len(held) == PAYMENTS_AT_ONCE:
+        return None
+    try:
+        mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(raw))
+    except msgspec.DecodeError:
+        return None
+    if not isinstance(mu, m.PaymentRecord) or not money.settable(actor, mu, ctx) or _holds_nul(bytes(raw), mu, fmt):
+        return None
+    for _at, other, _h in held:
+        if (
+            other.coverage_year != mu.coverage_year
+            or other.household_id == mu.household_id
+            or other.receipt_no == mu.receipt_no
+            or (mu.channel_ref is not None and (other.method, other.channel_ref) == (mu.method, mu.channel_ref))
+        ):
+            return None
+    return mu, sealed.mutation_digest(_canonical.encode(mu))
+
+
+class _Names(msgspec.Struct, kw_only=True):
+    household_id: UUID | None = None
+    to_household_id: UUID | None = None
+    person_id: UUID | None = None
+
+
+_json_names = msgspec.json.Decoder(_Names)
+_msgpack_names = msgspec.msgpack.Decoder(_Names)
+
+
+def _after_payments(
+    raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: list[tuple[int, m.PaymentRecord, bytes]]
+) -> bool:
+    """Whether the mutation at hand may depend on the payments held back, which are then applied
+    first: anything but the next seq, a void or a cancellation (they name a payment or a person, not
+    a household), or a mutation naming one of their households or persons."""
+    head = _decode_head(raw, fmt)
+    if head is None or head.seq != last_seq + 1 or head.type in ("payment.void", "enrollment.cancel"):
+        return True
+    try:
+        names = (_msgpack_names if fmt == "msgpack" else _json_names).decode(bytes(raw))
+    except msgspec.DecodeError:
+        return True
+    named = {x for x in (names.household_id, names.to_household_id, names.person_id) if x is not None}
+    return not named or any(mu.household_id in named or not named.isdisjoint(mu.person_ids) for _at, mu, _h in held)
+
+
+async def _apply_payments(
+    conn: Connection,
+    actor: Actor,
+    chunk: list[msgspec.Raw],
+    fmt: codec.Format,
+    ctx: Context,
+    ledger: _Ledger,
+    held: list[tuple[int, m.PaymentRecord, bytes]],
+    slots: list[m.Answer | None],
+    reached: list[int] | None,
+) -> None:
+    """The payments held back, applied in their seqs' place (`slots`): one alone as any mutation,
+    more as one set (`money.payment_record_set`); each answered and in the ledger as if applied in
+    its turn."""
+    first = held[0][0]
+    if reached is not None:
+        reached[:] = [first, held[-1][0] - first + 1]
+    if len(held) == 1:
+        mu = held[0][1]
+        slots[first] = await _one(conn, actor, chunk[first], fmt, ctx, mu.seq - 1, ledger, savepoint=False)
+    else:
+        done = await money.payment_record_set(conn, actor, [mu for _at, mu, _h in held], ctx)
+        for (position, mu, body_hash), bare in zip(held, done, strict=True):
+            answer = msgspec.structs.replace(bare, seq=mu.seq, mutation_id=mu.mutation_id)
+            ledger.add(mu.seq, mu.mutation_id, "payment.record", body_hash, answer, mu.device_time)
+            slots[position] = answer
+    held.clear()
 
 
 def _enrolment_run(

@@ -11,14 +11,15 @@ import asyncpg
 import msgspec
 import pytest
 
-from backend import crypto
+from backend import clock, crypto
 from backend.crypto import ID_NUMBER
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
+from backend.premiums import payments as premium_payments
 from backend.sync import push as push_module
 from mobile_sync_protocol import messages as m
 from tests.factories import ID_NUMBERS
-from tests.sync_world import Client, Tablet, household_create, payment, push, register_tablet, world
+from tests.sync_world import Client, Tablet, enrol, household_create, payment, push, register_tablet, world
 
 
 def _enrolment(tablet: Tablet, household: m.HouseholdCreate, *person_ids: uuid.UUID) -> m.EnrollmentCreate:
@@ -665,3 +666,208 @@ async def test_a_push_opens_the_numbers_of_the_members_it_edits_and_no_others(
     assert [(a.status, a.household_version) for a in answers] == [("applied", v) for v in range(1, 7)]
     assert head.id_number == ID_NUMBERS[1] and ID_NUMBERS[1] not in opened
     assert set(opened) <= {ID_NUMBERS[2], ID_NUMBERS[3]}  # the spouse edited, the newborn removed
+
+
+def _payment_sets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many payments each set the push records holds, as it records them."""
+    sizes: list[int] = []
+    record = premium_payments.record_payments
+
+    async def spied(conn: Any, actor: Any, payments: Any, **options: Any) -> Any:
+        sizes.append(len(payments))
+        return await record(conn, actor, payments, **options)
+
+    monkeypatch.setattr(premium_payments, "record_payments", spied)
+    return sizes
+
+
+async def _money(conn: asyncpg.Connection, households: list[m.HouseholdCreate]) -> list[Any]:  # type: ignore[type-arg]
+    """What each household's payment left, in the households' order: the payment's dates, flag,
+    amount and persons, its allocations, its enrolments' funding and cover, its audit row."""
+    kept = []
+    for household in households:
+        paid = await conn.fetchrow(
+            "SELECT business_date, remittance_date, clock_flag, amount_fen, cardinality(person_ids) AS persons,"
+            " receipt_no FROM payments WHERE household_id = $1",
+            household.household_id,
+        )
+        allocations = await conn.fetch(
+            "SELECT a.amount_fen, e.status FROM payment_allocations a JOIN payments p ON p.id = a.payment_id"
+            " JOIN enrollments e ON e.id = a.enrollment_id AND e.person_id = a.person_id"
+            " WHERE p.household_id = $1 ORDER BY a.amount_fen",
+            household.household_id,
+        )
+        funded = await conn.fetch(
+            "SELECT status, funding, business_date, coverage_start, coverage_end, coverage_reason, waiting_months,"
+            " subsidy_fen FROM enrollments WHERE household_id = $1 ORDER BY coverage_start, status",
+            household.household_id,
+        )
+        audited = await conn.fetch(
+            "SELECT a.summary - 'receipt_no' AS summary FROM audit_log a JOIN payments p ON a.entity_id = p.id::text"
+            " WHERE p.household_id = $1 AND a.action = 'record'",
+            household.household_id,
+        )
+        kept.append(
+            (
+                None if paid is None else {k: v for k, v in paid.items() if k != "receipt_no"},
+                [tuple(r) for r in allocations],
+                [tuple(r) for r in funded],
+                [r["summary"] for r in audited],
+            )
+        )
+    return kept
+
+
+def _visits(tablet: Tablet, numbers: list[tuple[int, ...]], first_receipt: int) -> tuple[list[Any], list[Any]]:
+    """Households registered, enrolled and paid for one after the other (a day of visits): the
+    mutations, and the households."""
+    created = [
+        household_create(tablet, numbers=n, household_no=f"02{first_receipt:02d}{i}") for i, n in enumerate(numbers)
+    ]
+    tablet.next_seq -= len(created)  # numbered again in the order of the visits
+    batch: list[Any] = []
+    for i, household in enumerate(created):
+        batch.append(msgspec.structs.replace(household, seq=tablet.seq()))
+        batch.append(enrol(tablet, household))
+        batch.append(payment(tablet, household, receipt=first_receipt + i))
+    return batch, created
+
+
+async def test_payments_of_households_in_a_row_of_visits_are_one_set_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sizes = _payment_sets(monkeypatch)
+    tablet = await world(client)
+    together, households = _visits(tablet, [(0, 1), (2,), (3, 4)], 1)
+    at_once = (await push(client, tablet, together)).answers
+    assert sizes == [3]  # the three payments as one set, the others' mutations between them
+    apart, others = _visits(tablet, [(5, 6), (7,), (8, 9)], 11)
+    one_by_one = await _one_by_one(client, tablet, apart)
+    assert sizes == [3]
+    assert (
+        _seen(at_once)
+        == _seen(one_by_one)
+        == [
+            row
+            for due in (80000, 40000, 80000)
+            for row in (
+                ("applied", None, 1, None, None, None, None),
+                ("applied", None, None, None, None, None, None),
+                ("applied", None, None, None, due, due, 0),
+            )
+        ]
+    )
+    assert await _ledger(conn, [x.seq for x in together]) == await _ledger(conn, [x.seq for x in apart])
+    kept = await _money(conn, households)
+    assert kept == await _money(conn, others)
+    assert [k[0]["business_date"].isoformat() for k in kept] == ["2025-10-08"] * 3
+    assert [[a[0] for a in k[1]] for k in kept] == [[40000, 40000], [40000], [40000, 40000]]
+    assert {e[0] for k in kept for e in k[2]} == {"paid"}
+
+
+async def test_a_set_with_a_refused_payment_is_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The set is undone whole; its mutations are applied again each on its own on the fast path,
+    and only the refused payment goes under a savepoint of its own (kept aside: money is never
+    dropped); the others are recorded."""
+    one_by_one = _OneByOne()
+    monkeypatch.setattr(push_module.metrics, "SYNC_ONE_BY_ONE", one_by_one)
+    sizes = _payment_sets(monkeypatch)
+    tablet = await world(client)
+    first, _households = _visits(tablet, [(0,)], 5)
+    assert [a.status for a in (await push(client, tablet, first)).answers] == ["applied"] * 3
+    batch, households = _visits(tablet, [(1, 2), (3,), (4,)], 1)
+    batch[5] = msgspec.structs.replace(batch[5], receipt_no="T00000005")  # the second's: a number used already
+    answers = (await push(client, tablet, batch)).answers
+    assert [(a.status, a.code) for a in answers] == [
+        *[("applied", None)] * 5,
+        ("quarantined", "receipt_clash"),
+        *[("applied", None)] * 3,
+    ]
+    assert sizes == [3]  # tried as one set, then each on its own
+    assert one_by_one.count == 1
+    kept = await _money(conn, households)
+    assert [k[0] and k[0]["amount_fen"] for k in kept] == [80000, None, 40000]
+    assert await conn.fetchval("SELECT count(*) FROM sync_quarantine WHERE reason = 'receipt_clash'") == 1
+
+
+async def test_a_void_right_after_its_payment_finds_it_recorded(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Payments held back for a set are applied before a mutation that may depend on them: here a
+    void of the last of them, which would find no payment (and fail) if it came first."""
+    one_by_one = _OneByOne()
+    monkeypatch.setattr(push_module.metrics, "SYNC_ONE_BY_ONE", one_by_one)
+    sizes = _payment_sets(monkeypatch)
+    tablet = await world(client)
+    batch, _households = _visits(tablet, [(0,), (1,), (2,)], 1)
+    now = clock.now()
+    batch = [
+        msgspec.structs.replace(x, collected_at=now, acknowledge_no_cover=True) if isinstance(x, m.PaymentRecord) else x
+        for x in batch
+    ]
+    void = m.PaymentVoid(
+        seq=tablet.seq(), mutation_id=uuid.uuid4(), payment_id=batch[-1].payment_id, reason="wrong_household"
+    )
+    answers = (await push(client, tablet, [*batch, void])).answers
+    assert [a.status for a in answers] == ["applied"] * 10
+    assert sizes == [3] and one_by_one.count == 0
+    requested = await conn.fetchval("SELECT payment_id FROM payment_events WHERE kind = 'void_requested'")
+    assert requested == batch[-1].payment_id
+
+
+def test_what_comes_after_payments_held_back_for_a_set() -> None:
+    """A mutation that names a held payment's household or person, a void, a cancellation, or an
+    unreadable or out-of-turn one is applied only after the held payments; others go on."""
+    tablet = Tablet(device_id=uuid.uuid4(), secret="", headers={}, user_id=uuid.uuid4())
+    household = household_create(tablet, numbers=(0, 1))
+    other = household_create(tablet, numbers=(2,))
+    held_payment = payment(tablet, household)
+    held = [(0, held_payment, b"")]
+    last = held_payment.seq
+
+    def after(mutation: Any, *, seq: int | None = None) -> bool:
+        raw = msgspec.Raw(msgspec.msgpack.encode(msgspec.structs.replace(mutation, seq=seq or last + 1)))
+        return push_module._after_payments(raw, "msgpack", last, held)
+
+    person = household.members[1].person_id
+    assert not after(other)
+    assert not after(enrol(tablet, other))
+    assert not after(payment(tablet, other, receipt=2))
+    assert after(enrol(tablet, household))
+    assert after(
+        m.HouseholdUpdate(
+            seq=1, mutation_id=uuid.uuid4(), household_id=household.household_id, base_version=1, phone="13800000000"
+        )
+    )
+    assert after(
+        m.MemberMove(
+            seq=1,
+            mutation_id=uuid.uuid4(),
+            household_id=other.household_id,
+            person_id=other.members[0].person_id,
+            base_version=1,
+            to_household_id=household.household_id,
+            relation="other",
+        )
+    )
+    assert after(
+        m.MemberUpdate(
+            seq=1, mutation_id=uuid.uuid4(), household_id=other.household_id, person_id=person, base_version=1
+        )
+    )
+    assert after(
+        m.EnrollmentCancel(
+            seq=1, mutation_id=uuid.uuid4(), person_id=other.members[0].person_id, coverage_year=2026, reason="x"
+        )
+    )
+    assert after(m.PaymentVoid(seq=1, mutation_id=uuid.uuid4(), payment_id=uuid.uuid4(), reason="x"))
+    assert after(other, seq=last + 2)  # out of turn
+    assert push_module._after_payments(msgspec.Raw(b"\xc1"), "msgpack", last, held)
