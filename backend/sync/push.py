@@ -163,7 +163,7 @@ async def _lock_households(
     return {x: base for x, base in bases.items() if x in households}
 
 
-CHUNK = 50  # mutations under one savepoint on the fast path
+CHUNK = 100  # mutations under one savepoint on the fast path (50 → 100: bench/sync_push.py 2.2 → 2.0 s)
 # Failures in one chunk after which the rest of it is applied one by one (a chunk that fails often
 # would otherwise pay for a fast attempt before every failing mutation).
 RESUMES = 2
