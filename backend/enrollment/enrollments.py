@@ -10,6 +10,7 @@ most one live enrolment per person and year is enforced by the database
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -185,55 +186,19 @@ async def household_query_code(conn: Connection, key: bytes, household_id: UUID,
 async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
     """Registers members of one household for a year (state `registered`)."""
     rows = await conn.fetch(Q["household_for_enrolment"], data.household_id, data.person_ids, data.coverage_year, today)
-    if not rows or not actor.in_scope(rows[0]["village_code"]):
+    if not rows:
         raise NotFound()
     household, asked = rows[0], rows[: len(data.person_ids)]  # a row per person asked, in order
-    if household["status"] != "active":
-        raise Conflict(_("the household is dissolved"))
-    if len(set(data.person_ids)) != len(data.person_ids):
-        raise InvalidInput("person_ids", _("lists a person twice"))
-    for i, row in enumerate(asked):
-        if not row["member"]:
-            raise InvalidInput(f"person_ids[{i}]", _("is not a current member of the household"))
-    # The version in force today came with the household.
-    policy = policies.required(
-        None if household["policy"] is None else msgspec.convert(household["policy"], policies.PolicyVersion),
-        data.coverage_year,
-    )
+    policy = _enrollable(actor, data, household, asked, household["policy"])
     # What eligibility knows of them is read once (and only if there can be anything): for the
     # exclusion lists now, the subsidies below.
-    keyring = crypto.keys()
-    numbers = {r["person_id"]: keyring.open(ID_NUMBER, r["id_number_enc"]) or "" for r in asked if r["id_number_enc"]}
+    numbers = _numbers(asked)
     known: dict[str, PersonEligibility] = {}
     if household["eligibility_known"]:
         known = await eligibility.facts(conn, sorted(set(numbers.values())), data.coverage_year, today)
-    _check_not_excluded(data, numbers, known)
-    if data.new_student and policy.rules.new_students is None:
-        raise InvalidInput(
-            "new_student", _("the policy of {year} has no rule for new university students", year=data.coverage_year)
-        )
-    live = set(household["enrolled"])
-    enrolled = [f"person_ids[{i}]" for i, person_id in enumerate(data.person_ids) if person_id in live]
-    if enrolled:
-        raise AlreadyEnrolled(errors=[{"field": f, "message": _("already enrolled for the year")} for f in enrolled])
+    _check_registrable(data, policy, numbers, known, set(household["enrolled"]))
     code = derive_query_code(code_key, data.household_id, data.coverage_year)
-    ids = [uuid7() for _person in data.person_ids]
-    with audit.gathered(conn) as audit_rows:  # written by the enrolments' own statement
-        await record_many(
-            conn,
-            actor,
-            "enrol",
-            "enrollment",
-            [
-                (
-                    enrollment_id,
-                    household["village_code"],
-                    {"person_id": str(person_id), "year": data.coverage_year, "status": "registered"}
-                    | ({"new_student": True} if data.new_student else {}),
-                )
-                for enrollment_id, person_id in zip(ids, data.person_ids, strict=True)
-            ],
-        )
+    ids, audit_rows = await _enrolment_audit(conn, actor, data, household["village_code"])
     try:
         rows = await conn.fetch(
             Q["insert_enrollments_with_code"],
@@ -255,10 +220,183 @@ async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: d
         raise
     audit_rows.written()
     created = bool(rows) and rows[0]["code_created"]  # else the household already has its code for the year
+    return await _registered(conn, actor, rows, ids, policy, asked, numbers, known, code if created else None)
+
+
+async def enrol_many(
+    conn: Connection, actor: Actor, enrolments: list[EnrollmentCreate], today: date, code_key: bytes
+) -> list[Enrolled]:
+    """`enrol` of the persons of several households, one year and new-student flag, as one set (a
+    sync push, issue 20): one read and one insert for them all, each household's enrolments, query
+    code and audit rows as `enrol` writes them. Any refusal raises as `enrol` would (which of them
+    `enrol` would name first may differ: the caller then enrols them one by one to answer it), and
+    nothing of the set is written."""
+    year, new_student = enrolments[0].coverage_year, enrolments[0].new_student
+    pairs = [(data.household_id, p) for data in enrolments for p in data.person_ids]
+    if any((x.coverage_year, x.new_student) != (year, new_student) for x in enrolments) or len(
+        {p for _h, p in pairs}
+    ) < len(pairs):
+        raise ValueError("a set is of one year and new-student flag, each person once")
+    rows = await conn.fetch(Q["households_for_enrolments"], [h for h, _p in pairs], [p for _h, p in pairs], year, today)
+    policy_row, at = rows[0]["policy"], 0
+    asked_by: list[list[asyncpg.Record]] = []
+    for data in enrolments:
+        asked = rows[at : at + len(data.person_ids)]
+        at += len(data.person_ids)
+        if asked[0]["village_code"] is None:
+            raise NotFound()
+        asked_by.append(asked)
+    policies_of = [
+        _enrollable(actor, data, asked[0], asked, policy_row) for data, asked in zip(enrolments, asked_by, strict=True)
+    ]
+    policy = policies_of[0]
+    numbers_by = [_numbers(asked) for asked in asked_by]
+    known: dict[str, PersonEligibility] = {}
+    if rows[0]["eligibility_known"]:
+        every = sorted({n for numbers in numbers_by for n in numbers.values()})
+        known = await eligibility.facts(conn, every, year, today)
+    codes: list[str] = []
+    ids: list[list[UUID]] = []
+    gathered: list[audit.Gathered] = []
+    live = set(rows[0]["enrolled"])
+    for data, asked, numbers in zip(enrolments, asked_by, numbers_by, strict=True):
+        _check_registrable(data, policy, numbers, known, live)
+        codes.append(derive_query_code(code_key, data.household_id, year))
+        made, audit_rows = await _enrolment_audit(conn, actor, data, asked[0]["village_code"])
+        ids.append(made)
+        gathered.append(audit_rows)
+    audit_columns = [g.columns() for g in gathered]
+    try:
+        inserted = await conn.fetch(
+            Q["insert_enrollments_many_with_codes"],
+            [i for made in ids for i in made],
+            [p for _h, p in pairs],
+            [h for h, _p in pairs],
+            year,
+            policy.id,
+            today,
+            policy.premium_fen,
+            new_student,
+            [data.household_id for data in enrolments],
+            [
+                query_code_hash(code_key, data.household_id, year, code)
+                for data, code in zip(enrolments, codes, strict=True)
+            ],
+            [
+                asked[0]["village_code"]
+                for data, asked in zip(enrolments, asked_by, strict=True)
+                for _p in data.person_ids
+            ],
+            *([v for columns in audit_columns for v in columns[i]] for i in range(9)),
+        )
+    except asyncpg.UniqueViolationError as exc:
+        if exc.constraint_name == "enrollments_one_live_per_person_year":
+            raise AlreadyEnrolled() from exc
+        raise
+    for g in gathered:
+        g.written()
+    of_household: dict[UUID, list[asyncpg.Record]] = {}
+    for r in inserted:
+        of_household.setdefault(r["household_id"], []).append(r)
+    return [
+        await _registered(
+            conn,
+            actor,
+            of_household[data.household_id],
+            made,
+            policy,
+            asked,
+            numbers,
+            known,
+            code if of_household[data.household_id][0]["code_created"] else None,
+        )
+        for data, made, asked, numbers, code in zip(enrolments, ids, asked_by, numbers_by, codes, strict=True)
+    ]
+
+
+def _enrollable(
+    actor: Actor, data: EnrollmentCreate, household: asyncpg.Record, asked: list[asyncpg.Record], policy: Any
+) -> policies.PolicyVersion:
+    """The checks of an enrolment on its household's rows (`household_for_enrolment`: the household
+    on each, a row per person asked): the year's policy version in force (`policy`, as JSON)."""
+    if not actor.in_scope(household["village_code"]):
+        raise NotFound()
+    if household["status"] != "active":
+        raise Conflict(_("the household is dissolved"))
+    if len(set(data.person_ids)) != len(data.person_ids):
+        raise InvalidInput("person_ids", _("lists a person twice"))
+    for i, row in enumerate(asked):
+        if not row["member"]:
+            raise InvalidInput(f"person_ids[{i}]", _("is not a current member of the household"))
+    # The version in force today came with the household.
+    return policies.required(
+        None if policy is None else msgspec.convert(policy, policies.PolicyVersion), data.coverage_year
+    )
+
+
+def _numbers(asked: list[asyncpg.Record]) -> dict[UUID, str]:
+    keyring = crypto.keys()
+    return {r["person_id"]: keyring.open(ID_NUMBER, r["id_number_enc"]) or "" for r in asked if r["id_number_enc"]}
+
+
+def _check_registrable(
+    data: EnrollmentCreate,
+    policy: policies.PolicyVersion,
+    numbers: dict[UUID, str],
+    known: dict[str, PersonEligibility],
+    live: Collection[UUID],
+) -> None:
+    """No exclusion-list row, a policy with a rule for new students if they are, nobody enrolled."""
+    _check_not_excluded(data, numbers, known)
+    if data.new_student and policy.rules.new_students is None:
+        raise InvalidInput(
+            "new_student", _("the policy of {year} has no rule for new university students", year=data.coverage_year)
+        )
+    enrolled = [f"person_ids[{i}]" for i, person_id in enumerate(data.person_ids) if person_id in live]
+    if enrolled:
+        raise AlreadyEnrolled(errors=[{"field": f, "message": _("already enrolled for the year")} for f in enrolled])
+
+
+async def _enrolment_audit(
+    conn: Connection, actor: Actor, data: EnrollmentCreate, village_code: str
+) -> tuple[list[UUID], audit.Gathered]:
+    """The ids of an enrolment's rows, and their audit rows, gathered for the statement that writes them."""
+    ids = [uuid7() for _person in data.person_ids]
+    with audit.gathered(conn) as audit_rows:  # written by the enrolments' own statement
+        await record_many(
+            conn,
+            actor,
+            "enrol",
+            "enrollment",
+            [
+                (
+                    enrollment_id,
+                    village_code,
+                    {"person_id": str(person_id), "year": data.coverage_year, "status": "registered"}
+                    | ({"new_student": True} if data.new_student else {}),
+                )
+                for enrollment_id, person_id in zip(ids, data.person_ids, strict=True)
+            ],
+        )
+    return ids, audit_rows
+
+
+async def _registered(
+    conn: Connection,
+    actor: Actor,
+    rows: list[asyncpg.Record],
+    ids: list[UUID],
+    policy: policies.PolicyVersion,
+    asked: list[asyncpg.Record],
+    numbers: dict[UUID, str],
+    known: dict[str, PersonEligibility],
+    query_code: str | None,
+) -> Enrolled:
+    """The enrolments written (`rows`, in `ids` order once read), their subsidies applied."""
     by_id = {r["id"]: _enrollment(r) for r in rows}
     items = [by_id[i] for i in ids]
     dues = _dues(policy, {r["person_id"]: r["birth_date"] for r in asked}, numbers, known)
-    return Enrolled(items=await _apply_subsidies(conn, actor, items, dues), query_code=code if created else None)
+    return Enrolled(items=await _apply_subsidies(conn, actor, items, dues), query_code=query_code)
 
 
 class OnExclusionList(Conflict):

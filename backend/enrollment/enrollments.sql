@@ -235,3 +235,62 @@ RETURNING *;
 UPDATE enrollments SET gap_review = NULL, row_version = row_version + 1, updated_at = now()
 WHERE id = $1
 RETURNING *;
+
+-- name: households_for_enrolments
+-- `household_for_enrolment` for the enrolments of several households at once (`enrol_many`; a sync
+-- push): for each (household $1, person $2) pair, in order, the household, whether the person is a
+-- current member of it and their identity number; on every row, the persons of them all with a live
+-- enrolment for year $3 and whether eligibility can know anything of any of them; the year's policy
+-- version in force on $4 on the first row only.
+SELECT w.household_id, h.village_code, h.status, w.person_id, m.id IS NOT NULL AS member, p.id_number_enc,
+       p.birth_date, CASE WHEN w.n = 1 THEN policy.version END AS policy,
+       ARRAY(SELECT e.person_id FROM enrollments e
+             WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
+       EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number_hash = x.id_number_hash
+               WHERE x.id = ANY($2::uuid[]))
+       OR EXISTS (SELECT 1 FROM persons x JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash
+                  WHERE x.id = ANY($2::uuid[]) AND c.status = 'accepted' AND c.coverage_year = $3) AS eligibility_known
+FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS w (household_id, person_id, n)
+LEFT JOIN households h ON h.id = w.household_id
+LEFT JOIN memberships m ON m.household_id = w.household_id AND m.person_id = w.person_id AND m.left_at IS NULL
+LEFT JOIN persons p ON p.id = m.person_id
+LEFT JOIN LATERAL (
+    SELECT to_jsonb(v) AS version FROM policy_versions v
+    WHERE v.coverage_year = $3
+    ORDER BY (v.effective_from <= $4) DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.effective_from END DESC,
+             CASE WHEN v.effective_from <= $4 THEN v.version END DESC,
+             v.effective_from, v.version
+    LIMIT 1
+) AS policy ON w.n = 1
+ORDER BY w.n;
+
+-- name: insert_enrollments_many_with_codes
+-- `insert_enrollments_with_code` for the enrolments of several households at once: enrolments $1 of
+-- persons $2 in households $3 (villages $11), each household's query code for year $4 unless it has
+-- one (households $9, code hashes $10; `code_created` on every row of a household tells which), and
+-- their audit rows ($12 … $20). Policy version $5, registered on $6, premium $7, new students $8.
+WITH code AS (
+    INSERT INTO household_query_codes (household_id, coverage_year, code_hash)
+    SELECT c.household_id, $4, c.code_hash FROM unnest($9::uuid[], $10::bytea[]) AS c (household_id, code_hash)
+    ON CONFLICT DO NOTHING
+    RETURNING household_id
+), inserted AS (
+    INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
+                             registered_on, premium_fen, new_student)
+    SELECT e.id, e.person_id, e.household_id, e.village_code, $4, 'registered', $5, $6, $7, $8
+    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $11::text[]) WITH ORDINALITY
+         AS e (id, person_id, household_id, village_code, n)
+    ORDER BY e.n
+    RETURNING *
+), audit AS (
+    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
+                           request_id)
+    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
+           r.request_id
+    FROM unnest($12::text[], $13::uuid[], $14::uuid[], $15::text[], $16::text[], $17::text[], $18::text[],
+                $19::jsonb[], $20::text[]) WITH ORDINALITY
+         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
+    ORDER BY r.n
+)
+SELECT inserted.*, inserted.household_id IN (SELECT household_id FROM code) AS code_created FROM inserted;

@@ -575,6 +575,50 @@ async def enrollment_create_run(
         if await conflicts.held_household(conn, mu.household_id) is not None:
             raise HouseholdHeld() from None
         raise
+    return await _run_answers(conn, actor, run, enrolled, ctx)
+
+
+def enrolment_settable(actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> bool:
+    """Whether an enrolment (or a run of them) may join a set (`enrollment_create_set`) as the push
+    reads it: of a household the push holds, active and in scope. Whatever else could refuse it, the
+    set's statements find, and it is then applied alone."""
+    household = known_household(ctx, mu.household_id)
+    return (
+        ctx.device_status == "active"
+        and household is not None
+        and household["status"] == "active"
+        and actor.in_scope(household["village_code"])
+    )
+
+
+async def enrollment_create_set(
+    conn: Connection, actor: Actor, runs: list[list[m.EnrollmentCreate]], ctx: Context
+) -> list[list[m.Answer]]:
+    """Runs of enrolments (`enrollment_create_run`'s, of one mutation or more) of several households,
+    one year and new-student flag, persons told apart, as one `enrol_many`: each answered as
+    `enrollment_create_run` answers it. Only on the push's fast path: any refusal raises, and the push
+    applies them one by one."""
+    assert ctx.fast
+    data = [
+        msgspec.convert(
+            {
+                "household_id": run[0].household_id,
+                "coverage_year": run[0].coverage_year,
+                "person_ids": [p for x in run for p in x.person_ids],
+                "new_student": run[0].new_student,
+            },
+            enrolment_service.EnrollmentCreate,
+        )
+        for run in runs
+    ]
+    enrolled = await enrolment_service.enrol_many(conn, actor, data, ctx.today, ctx.code_key)
+    return [await _run_answers(conn, actor, run, e, ctx) for run, e in zip(runs, enrolled, strict=True)]
+
+
+async def _run_answers(
+    conn: Connection, actor: Actor, run: list[m.EnrollmentCreate], enrolled: enrolment_service.Enrolled, ctx: Context
+) -> list[m.Answer]:
+    mu = run[0]
     rest = [m.Answer(seq=None, status="applied") for _x in run[1:]]
     if mu.query_code_hash is None:
         return [m.Answer(seq=None, status="applied"), *rest]

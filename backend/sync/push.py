@@ -24,15 +24,17 @@ the changes others made to the households it names since the lowest base version
 give each are read once as it begins (Context.changes: nobody else can add any while it holds the
 locks); a rollback puts back the households known at its savepoint; what the server holds of the
 chunk's payment ids is read in one go (Context.payments), and a payment needs no savepoint of its
-own. Payments of households in a row of visits (each household registered, enrolled and paid for)
-are one set: a payment reported for the first time, a premium of a household the push holds, is held
-back and the mutations after it go on; before the first that names one of the held payments'
-households or persons (or a void, a cancellation), or at the chunk's end, the payments held (up to
-PAYMENTS_AT_ONCE, of one year and of households, receipt numbers and references told apart) are
-recorded in one round of statements for them all (`premium_payments.record_payments`): a set of
-five payments costs what one did. Every answer and ledger row is what one mutation at a time gives
-(tests/sync/test_push_sets.py); the audit rows of a set's payments come after those of the
-mutations it was held past, in the order the server applied them.
+own. Enrolments and payments of households in a row of visits (each household registered, enrolled
+and paid for) are sets: an enrolment (or a run of them) of a household the push holds, and a payment
+reported for the first time, a premium of such a household, are held back and the mutations after
+them go on; before the first that names one of the held households or persons (or a void, a
+cancellation, anything out of turn), or at the chunk's end, or when ENROLMENTS_AT_ONCE households or
+PAYMENTS_AT_ONCE payments are held, the enrolments held are written as one set
+(`enrolment_service.enrol_many`: one read, one insert) and then the payments as one
+(`premium_payments.record_payments`: one round of five statements for them all). Every answer and
+ledger row is what one mutation at a time gives (tests/sync/test_push_sets.py); the audit rows of
+what was held come after those of the mutations it was held past, in the order the server applied
+them.
 """
 
 from __future__ import annotations
@@ -384,24 +386,35 @@ async def _apply_all(
     the fast path happened; for a set of payments, from the first to the last of them). The first
     `plain` mutations are applied each on its own, in no set.
 
-    On the fast path a payment that may join a set (`_settable`) is held back, its seq taken, and
-    the mutations after it go on; the payments held are applied as one set (`money.payment_record_set`)
-    before the first mutation that may depend on them (`_after_payments`), or at the chunk's end."""
+    On the fast path an enrolment (or a run of them) and a payment that may join a set
+    (`_settable_enrolments`, `_settable`) are held back, their seqs taken, and the mutations after
+    them go on; what is held is applied before the first mutation that may depend on it
+    (`_after_held`), or at the chunk's end: the enrolments as one set, then the payments as one
+    (`_apply_held`)."""
     slots: list[m.Answer | None] = []
-    held: list[tuple[int, m.PaymentRecord, bytes]] = []  # payments held back: position, mutation, body hash
+    held = _Held()
     at = 0
     while at < len(chunk):
         run: list[tuple[m.Mutation, bytes]] = []
         if not savepoint and at >= plain:
-            payment = _settable(chunk[at], fmt, last_seq, actor, ctx, held)
+            if len(held.enrolments) == ENROLMENTS_AT_ONCE or len(held.payments) == PAYMENTS_AT_ONCE:
+                await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)  # full: a new set
+            group = _settable_enrolments(chunk, at, fmt, last_seq, actor, ctx, held)
+            if group:
+                held.enrolments.append([(at + i, mu, body_hash) for i, (mu, body_hash) in enumerate(group)])
+                slots += [None] * len(group)
+                last_seq += len(group)
+                at += len(group)
+                continue
+            payment = _settable(chunk[at], fmt, last_seq, actor, ctx, held.payments, held.enrolments)
             if payment is not None:
-                held.append((at, *payment))
+                held.payments.append((at, *payment))
                 slots.append(None)
                 last_seq += 1
                 at += 1
                 continue
-            if held and _after_payments(chunk[at], fmt, last_seq, held):
-                await _apply_payments(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
+            if held and _after_held(chunk[at], fmt, last_seq, held):
+                await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
             run = run or [*_households_run(chunk, at, fmt, last_seq)] or [*_member_run(chunk, at, fmt, last_seq)]
         if reached is not None:
@@ -440,7 +453,7 @@ async def _apply_all(
         slots.append(answer)
         at += 1
     if held:
-        await _apply_payments(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
+        await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
     answers = [x for x in slots if x is not None]
     assert len(answers) == len(chunk)
     return answers, last_seq
@@ -456,12 +469,14 @@ def _settable(
     actor: Actor,
     ctx: Context,
     held: list[tuple[int, m.PaymentRecord, bytes]],
+    enrolments: list[list[tuple[int, m.EnrollmentCreate, bytes]]],
 ) -> tuple[m.PaymentRecord, bytes] | None:
     """The payment at hand with its body hash, when it may join the set held back (`held`): the
-    next seq, readable, `money.settable`, of the year of the others, and of another household, receipt
-    number and channel reference than any of them."""
+    next seq, readable, `money.settable`, of the year of the others and of the enrolments held (which
+    are applied first: its own household's among them), and of other households, persons, receipt
+    numbers and channel references than any of them."""
     head = _decode_head(raw, fmt)
-    if head is None or head.type != "payment.record" or head.seq != last_seq + 1 or len(held) == PAYMENTS_AT_ONCE:
+    if head is None or head.type != "payment.record" or head.seq != last_seq + 1:
         return None
     try:
         mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(raw))
@@ -469,10 +484,18 @@ def _settable(
         return None
     if not isinstance(mu, m.PaymentRecord) or not money.settable(actor, mu, ctx) or _holds_nul(bytes(raw), mu, fmt):
         return None
+    for group in enrolments:  # applied before the payments: of its year, and none of its persons elsewhere
+        first = group[0][1]
+        others = first.household_id != mu.household_id
+        if first.coverage_year != mu.coverage_year or (
+            others and any(p in mu.person_ids for _at, e, _h in group for p in e.person_ids)
+        ):
+            return None
     for _at, other, _h in held:
         if (
             other.coverage_year != mu.coverage_year
             or other.household_id == mu.household_id
+            or not set(other.person_ids).isdisjoint(mu.person_ids)
             or other.receipt_no == mu.receipt_no
             or (mu.channel_ref is not None and (other.method, other.channel_ref) == (mu.method, mu.channel_ref))
         ):
@@ -484,18 +507,72 @@ class _Names(msgspec.Struct, kw_only=True):
     household_id: UUID | None = None
     to_household_id: UUID | None = None
     person_id: UUID | None = None
+    person_ids: list[UUID] = []
 
 
 _json_names = msgspec.json.Decoder(_Names)
 _msgpack_names = msgspec.msgpack.Decoder(_Names)
 
 
-def _after_payments(
-    raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: list[tuple[int, m.PaymentRecord, bytes]]
-) -> bool:
-    """Whether the mutation at hand may depend on the payments held back, which are then applied
-    first: anything but the next seq, a void or a cancellation (they name a payment or a person, not
-    a household), or a mutation naming one of their households or persons."""
+class _Held:
+    """What the fast path holds back for sets (`_apply_all`): runs of enrolments of households, and
+    payments; each mutation with its position in the chunk and its body hash."""
+
+    def __init__(self) -> None:
+        self.enrolments: list[list[tuple[int, m.EnrollmentCreate, bytes]]] = []
+        self.payments: list[tuple[int, m.PaymentRecord, bytes]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.enrolments or self.payments)
+
+    def named(self) -> tuple[set[UUID], set[UUID]]:
+        """The households and persons of what is held."""
+        mutations: list[m.EnrollmentCreate | m.PaymentRecord] = [mu for g in self.enrolments for _at, mu, _h in g]
+        mutations += [mu for _at, mu, _h in self.payments]
+        return {mu.household_id for mu in mutations}, {p for mu in mutations for p in mu.person_ids}
+
+
+ENROLMENTS_AT_ONCE = 25  # households whose enrolments are held back for one set at most
+
+
+def _settable_enrolments(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int, actor: Actor, ctx: Context, held: _Held
+) -> list[tuple[m.EnrollmentCreate, bytes]]:
+    """The enrolment at hand, or the run of them from it (`_enrolment_run`), with their body hashes,
+    when they may join the set held back: the next seqs, readable, `households.enrolment_settable`,
+    of the year and new-student flag of the others, and of a household and persons nothing held
+    names (a payment held for their household came first: they go after it). Else none."""
+    head = _decode_head(chunk[at], fmt)
+    if head is None or head.type != "enrollment.create" or head.seq != last_seq + 1:
+        return []
+    group = [*_enrolment_run(chunk, at, fmt, last_seq)]
+    if not group:
+        try:
+            mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(chunk[at]))
+        except msgspec.DecodeError:
+            return []
+        if not isinstance(mu, m.EnrollmentCreate) or not mu.person_ids or _holds_nul(bytes(chunk[at]), mu, fmt):
+            return []
+        group = [(mu, sealed.mutation_digest(_canonical.encode(mu)))]
+    first = group[0][0]
+    persons = [p for mu, _h in group for p in mu.person_ids]
+    held_households, named = held.named()
+    others = [g[0][1] for g in held.enrolments]
+    if (
+        len(set(persons)) < len(persons)
+        or first.household_id in held_households
+        or not named.isdisjoint(persons)
+        or any((x.coverage_year, x.new_student) != (first.coverage_year, first.new_student) for x in others)
+        or not households.enrolment_settable(actor, first, ctx)
+    ):
+        return []
+    return group
+
+
+def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held) -> bool:
+    """Whether the mutation at hand may depend on what is held back, which is then applied first:
+    anything but the next seq, a void or a cancellation (they name a payment or a person, not a
+    household), or a mutation naming one of the held households or persons (`person_ids` included)."""
     head = _decode_head(raw, fmt)
     if head is None or head.seq != last_seq + 1 or head.type in ("payment.void", "enrollment.cancel"):
         return True
@@ -503,37 +580,61 @@ def _after_payments(
         names = (_msgpack_names if fmt == "msgpack" else _json_names).decode(bytes(raw))
     except msgspec.DecodeError:
         return True
-    named = {x for x in (names.household_id, names.to_household_id, names.person_id) if x is not None}
-    return not named or any(mu.household_id in named or not named.isdisjoint(mu.person_ids) for _at, mu, _h in held)
+    households = {x for x in (names.household_id, names.to_household_id) if x is not None}
+    persons = {*names.person_ids, *([names.person_id] if names.person_id is not None else [])}
+    held_households, held_persons = held.named()
+    # Persons too: cover reads a person's other years and households (a payment of another year, an
+    # enrolment in the household they moved to).
+    return not (households or persons) or not (households | persons).isdisjoint(held_households | held_persons)
 
 
-async def _apply_payments(
+async def _apply_held(
     conn: Connection,
     actor: Actor,
     chunk: list[msgspec.Raw],
     fmt: codec.Format,
     ctx: Context,
     ledger: _Ledger,
-    held: list[tuple[int, m.PaymentRecord, bytes]],
+    held: _Held,
     slots: list[m.Answer | None],
     reached: list[int] | None,
 ) -> None:
-    """The payments held back, applied in their seqs' place (`slots`): one alone as any mutation,
-    more as one set (`money.payment_record_set`); each answered and in the ledger as if applied in
-    its turn."""
-    first = held[0][0]
+    """What is held back, applied in its seqs' place (`slots`): the enrolments, then the payments (a
+    payment may need an enrolment held with it; nothing held needs a payment), each as one set
+    (`households.enrollment_create_set`, `money.payment_record_set`), or alone as any mutation; each
+    answered and in the ledger as if applied in its turn. `reached` spans them all: if a set fails,
+    everything from the first of them to the last is applied again each on its own."""
+    positions = [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
     if reached is not None:
-        reached[:] = [first, held[-1][0] - first + 1]
-    if len(held) == 1:
-        mu = held[0][1]
-        slots[first] = await _one(conn, actor, chunk[first], fmt, ctx, mu.seq - 1, ledger, savepoint=False)
-    else:
-        done = await money.payment_record_set(conn, actor, [mu for _at, mu, _h in held], ctx)
-        for (position, mu, body_hash), bare in zip(held, done, strict=True):
-            answer = msgspec.structs.replace(bare, seq=mu.seq, mutation_id=mu.mutation_id)
-            ledger.add(mu.seq, mu.mutation_id, "payment.record", body_hash, answer, mu.device_time)
+        reached[:] = [min(positions), max(positions) - min(positions) + 1]
+    sets: list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]] = []
+    if len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:
+        at, enrolment, _h = held.enrolments[0][0]
+        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, enrolment.seq - 1, ledger, savepoint=False)
+    elif len(held.enrolments) == 1:
+        group = held.enrolments[0]
+        sets.append((await households.enrollment_create_run(conn, actor, [mu for _at, mu, _h in group], ctx), [*group]))
+    elif held.enrolments:
+        answered = await households.enrollment_create_set(
+            conn, actor, [[mu for _at, mu, _h in g] for g in held.enrolments], ctx
+        )
+        sets += [(answers, [*g]) for answers, g in zip(answered, held.enrolments, strict=True)]
+    if len(held.payments) == 1:
+        at, paid, _h = held.payments[0]
+        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, paid.seq - 1, ledger, savepoint=False)
+    elif held.payments:
+        sets.append(
+            (await money.payment_record_set(conn, actor, [mu for _at, mu, _h in held.payments], ctx), [*held.payments])
+        )
+    for answers, applied in sets:
+        for bare, (position, done, body_hash) in zip(answers, applied, strict=True):
+            answer = msgspec.structs.replace(bare, seq=done.seq, mutation_id=done.mutation_id)
+            kind = done.__struct_config__.tag
+            assert isinstance(kind, str)
+            ledger.add(done.seq, done.mutation_id, kind, body_hash, answer, done.device_time)
             slots[position] = answer
-    held.clear()
+    held.enrolments.clear()
+    held.payments.clear()
 
 
 def _enrolment_run(

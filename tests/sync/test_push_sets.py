@@ -13,6 +13,7 @@ import pytest
 
 from backend import clock, crypto
 from backend.crypto import ID_NUMBER
+from backend.enrollment import enrollments as enrolment_service
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.premiums import payments as premium_payments
@@ -669,15 +670,39 @@ async def test_a_push_opens_the_numbers_of_the_members_it_edits_and_no_others(
 
 
 def _payment_sets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many payments each set the push records holds, as it records them."""
+    """How many payments each set the push records holds, as it records them (a set that fails and
+    is applied one by one instead is counted negative)."""
     sizes: list[int] = []
     record = premium_payments.record_payments
 
     async def spied(conn: Any, actor: Any, payments: Any, **options: Any) -> Any:
+        try:
+            done = await record(conn, actor, payments, **options)
+        except Exception:
+            sizes.append(-len(payments))
+            raise
         sizes.append(len(payments))
-        return await record(conn, actor, payments, **options)
+        return done
 
     monkeypatch.setattr(premium_payments, "record_payments", spied)
+    return sizes
+
+
+def _enrolment_sets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many households each set of enrolments the push writes holds (negative: it failed)."""
+    sizes: list[int] = []
+    enrol_many = enrolment_service.enrol_many
+
+    async def spied(conn: Any, actor: Any, enrolments: Any, *args: Any) -> Any:
+        try:
+            done = await enrol_many(conn, actor, enrolments, *args)
+        except Exception:
+            sizes.append(-len(enrolments))
+            raise
+        sizes.append(len(enrolments))
+        return done
+
+    monkeypatch.setattr(enrolment_service, "enrol_many", spied)
     return sizes
 
 
@@ -738,14 +763,16 @@ async def test_payments_of_households_in_a_row_of_visits_are_one_set_answered_an
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sizes = _payment_sets(monkeypatch)
+    sizes, enrolled = _payment_sets(monkeypatch), _enrolment_sets(monkeypatch)
     tablet = await world(client)
     together, households = _visits(tablet, [(0, 1), (2,), (3, 4)], 1)
     at_once = (await push(client, tablet, together)).answers
-    assert sizes == [3]  # the three payments as one set, the others' mutations between them
+    # The three households' enrolments as one set, then their payments as one, the others' mutations
+    # between them: the payments after the enrolments they pay.
+    assert (enrolled, sizes) == ([3], [3])
     apart, others = _visits(tablet, [(5, 6), (7,), (8, 9)], 11)
     one_by_one = await _one_by_one(client, tablet, apart)
-    assert sizes == [3]
+    assert (enrolled, sizes) == ([3], [3])
     assert (
         _seen(at_once)
         == _seen(one_by_one)
@@ -789,7 +816,7 @@ async def test_a_set_with_a_refused_payment_is_answered_as_one_by_one(
         ("quarantined", "receipt_clash"),
         *[("applied", None)] * 3,
     ]
-    assert sizes == [3]  # tried as one set, then each on its own
+    assert sizes == [-3]  # tried as one set, then each on its own
     assert one_by_one.count == 1
     kept = await _money(conn, households)
     assert [k[0] and k[0]["amount_fen"] for k in kept] == [80000, None, 40000]
@@ -823,25 +850,44 @@ async def test_a_void_right_after_its_payment_finds_it_recorded(
     assert requested == batch[-1].payment_id
 
 
-def test_what_comes_after_payments_held_back_for_a_set() -> None:
-    """A mutation that names a held payment's household or person, a void, a cancellation, or an
-    unreadable or out-of-turn one is applied only after the held payments; others go on."""
+def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
+    """A mutation that names a held enrolment's or payment's household or person, a void, a
+    cancellation, or an unreadable or out-of-turn one is applied only after what is held; others go
+    on."""
     tablet = Tablet(device_id=uuid.uuid4(), secret="", headers={}, user_id=uuid.uuid4())
     household = household_create(tablet, numbers=(0, 1))
     other = household_create(tablet, numbers=(2,))
+    third = household_create(tablet, numbers=(3,))
     held_payment = payment(tablet, household)
-    held = [(0, held_payment, b"")]
-    last = held_payment.seq
+    held = push_module._Held()
+    held.payments.append((0, held_payment, b""))
+    held_enrolment = enrol(tablet, third)
+    held.enrolments.append([(1, held_enrolment, b"")])
+    last = held_enrolment.seq
 
     def after(mutation: Any, *, seq: int | None = None) -> bool:
         raw = msgspec.Raw(msgspec.msgpack.encode(msgspec.structs.replace(mutation, seq=seq or last + 1)))
-        return push_module._after_payments(raw, "msgpack", last, held)
+        return push_module._after_held(raw, "msgpack", last, held)
 
     person = household.members[1].person_id
     assert not after(other)
     assert not after(enrol(tablet, other))
     assert not after(payment(tablet, other, receipt=2))
     assert after(enrol(tablet, household))
+    # A held person named in another household (moved there) or year: cover reads their other years.
+    assert after(msgspec.structs.replace(payment(tablet, other, receipt=3), person_ids=[person]))
+    assert after(msgspec.structs.replace(enrol(tablet, other), person_ids=[person], coverage_year=2027))
+    assert after(m.HouseholdUpdate(seq=1, mutation_id=uuid.uuid4(), household_id=third.household_id, base_version=1))
+    assert after(
+        m.MemberRemove(
+            seq=1,
+            mutation_id=uuid.uuid4(),
+            household_id=third.household_id,
+            person_id=third.members[0].person_id,
+            base_version=1,
+            reason="removed",
+        )
+    )
     assert after(
         m.HouseholdUpdate(
             seq=1, mutation_id=uuid.uuid4(), household_id=household.household_id, base_version=1, phone="13800000000"
@@ -870,4 +916,41 @@ def test_what_comes_after_payments_held_back_for_a_set() -> None:
     )
     assert after(m.PaymentVoid(seq=1, mutation_id=uuid.uuid4(), payment_id=uuid.uuid4(), reason="x"))
     assert after(other, seq=last + 2)  # out of turn
-    assert push_module._after_payments(msgspec.Raw(b"\xc1"), "msgpack", last, held)
+    assert push_module._after_held(msgspec.Raw(b"\xc1"), "msgpack", last, held)
+
+
+async def test_a_set_of_enrolments_with_a_refused_one_is_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Enrolments of households visited one after the other are one set; when one of them is refused
+    (here a household enrolled already) the set is undone, applied again each on its own, and only
+    the refused one is answered so."""
+    one_by_one = _OneByOne()
+    monkeypatch.setattr(push_module.metrics, "SYNC_ONE_BY_ONE", one_by_one)
+    enrolled = _enrolment_sets(monkeypatch)
+    tablet = await world(client)
+    known, (first,) = _visits(tablet, [(0,)], 1)
+    assert [a.status for a in (await push(client, tablet, known)).answers] == ["applied"] * 3
+    assert enrolled == []  # one household's enrolment: no set
+    one, two = household_create(tablet, numbers=(1, 2), household_no="0301"), household_create(tablet, numbers=(3,))
+    tablet.next_seq -= 2
+    batch = [msgspec.structs.replace(one, seq=tablet.seq()), enrol(tablet, one), enrol(tablet, first)]
+    batch += [msgspec.structs.replace(two, seq=tablet.seq()), enrol(tablet, two)]
+    answers = (await push(client, tablet, batch)).answers
+    assert [(a.status, a.code) for a in answers] == [
+        ("applied", None),
+        ("applied", None),
+        ("rejected", "already_enrolled"),
+        ("applied", None),
+        ("applied", None),
+    ]
+    assert enrolled == [-3]  # tried as one set, then each on its own
+    assert one_by_one.count == 1
+    rows = await conn.fetch("SELECT household_id, count(*) AS n FROM enrollments GROUP BY household_id")
+    assert {r["household_id"]: r["n"] for r in rows} == {
+        first.household_id: 1,
+        one.household_id: 2,
+        two.household_id: 1,
+    }
