@@ -545,15 +545,9 @@ def _settable_enrolments(
     head = _decode_head(chunk[at], fmt)
     if head is None or head.type != "enrollment.create" or head.seq != last_seq + 1:
         return []
-    group = [*_enrolment_run(chunk, at, fmt, last_seq)]
+    group = [*_enrolment_run(chunk, at, fmt, last_seq)]  # (of one, or none: not for a set either)
     if not group:
-        try:
-            mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(chunk[at]))
-        except msgspec.DecodeError:
-            return []
-        if not isinstance(mu, m.EnrollmentCreate) or not mu.person_ids or _holds_nul(bytes(chunk[at]), mu, fmt):
-            return []
-        group = [(mu, sealed.mutation_digest(_canonical.encode(mu)))]
+        return []
     first = group[0][0]
     persons = [p for mu, _h in group for p in mu.person_ids]
     held_households, named = held.named()
@@ -642,7 +636,8 @@ def _enrolment_run(
 ) -> list[tuple[m.EnrollmentCreate, bytes]]:
     """The enrolments from `at` on that `households.enrollment_create_run` may apply together: new
     seqs in a row, readable, of one household and year (and new-student flag), persons told apart (at most 30), only the
-    first with a query code. With their body hashes; fewer than two is no run."""
+    first with a query code. With their body hashes; one alone is applied alone (no run), none when
+    the first is not one of them."""
     decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
     run: list[tuple[m.EnrollmentCreate, bytes]] = []
     persons: set[UUID] = set()

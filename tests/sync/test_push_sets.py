@@ -13,12 +13,16 @@ import pytest
 
 from backend import clock, crypto
 from backend.crypto import ID_NUMBER
+from backend.enrollment import enrollments
 from backend.enrollment import enrollments as enrolment_service
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.premiums import payments as premium_payments
 from backend.sync import push as push_module
+from backend.sync import query_codes
 from mobile_sync_protocol import messages as m
+from mobile_sync_protocol.query_codes import derive_query_code
+from tests.conftest import JWT_SECRET
 from tests.factories import ID_NUMBERS
 from tests.sync_world import Client, Tablet, enrol, household_create, payment, push, register_tablet, world
 
@@ -954,3 +958,54 @@ async def test_a_set_of_enrolments_with_a_refused_one_is_answered_as_one_by_one(
         one.household_id: 2,
         two.household_id: 1,
     }
+
+
+async def test_enrolments_with_tablet_query_codes_in_a_set_are_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each household of a set gets its own query code as `enrol` gives it: the tablet's where it
+    sent one (stored), the server's where it did not (printed on receipts)."""
+    enrolled = _enrolment_sets(monkeypatch)
+    tablet = await world(client)
+    device_key = query_codes.device_key(JWT_SECRET.encode(), tablet.device_id)
+
+    def with_codes(batch: list[Any], coded: tuple[bool, ...]) -> list[Any]:
+        enrolments = iter(coded)
+        return [
+            msgspec.structs.replace(x, query_code_hash=m.query_code_hash(device_key, x.household_id, 2026, "ABCD2345"))
+            if isinstance(x, m.EnrollmentCreate) and next(enrolments)
+            else x
+            for x in batch
+        ]
+
+    # A household with a code already (its first member enrolled before): the tablet's is not taken.
+    coded = household_create(tablet, numbers=(6, 7), household_no="0400")
+    first = msgspec.structs.replace(enrol(tablet, coded), person_ids=[coded.members[0].person_id])
+    assert [a.status for a in (await push(client, tablet, [coded, first])).answers] == ["applied"] * 2
+    assert enrolled == []
+    together, households = _visits(tablet, [(0,), (1,), (2,)], 1)
+    second = msgspec.structs.replace(
+        enrol(tablet, coded),
+        person_ids=[coded.members[1].person_id],
+        query_code_hash=m.query_code_hash(device_key, coded.household_id, 2026, "ABCD2345"),
+    )
+    answers = (await push(client, tablet, [*with_codes(together, (True, False, True)), second])).answers
+    at_once, late = answers[:-1], answers[-1]
+    assert enrolled == [4]
+    assert (late.status, late.query_code_stored) == ("applied", False)
+    apart, others = _visits(tablet, [(3,), (4,), (5,)], 11)
+    one_by_one = await _one_by_one(client, tablet, with_codes(apart, (True, False, True)))
+    assert _seen(at_once) == _seen(one_by_one)
+    assert [a.query_code_stored for a in at_once[1::3]] == [True, None, True]
+    for batch in (households, others):
+        rows = await conn.fetch(
+            "SELECT household_id, device_id IS NOT NULL AS tablets FROM household_query_codes"
+            " WHERE household_id = ANY($1::uuid[])",
+            [h.household_id for h in batch],
+        )
+        by_household = {r["household_id"]: r["tablets"] for r in rows}
+        assert [by_household[h.household_id] for h in batch] == [True, False, True]
+        printed = await enrollments.household_query_code(conn, JWT_SECRET.encode(), batch[1].household_id, 2026)
+        assert printed == derive_query_code(JWT_SECRET.encode(), batch[1].household_id, 2026)
