@@ -185,10 +185,11 @@ async def household_query_code(conn: Connection, key: bytes, household_id: UUID,
 
 async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
     """Registers members of one household for a year (state `registered`)."""
-    rows = await conn.fetch(Q["household_for_enrolment"], data.household_id, data.person_ids, data.coverage_year, today)
-    if not rows:
+    households = [data.household_id] * len(data.person_ids)
+    rows = await conn.fetch(Q["households_for_enrolments"], households, data.person_ids, data.coverage_year, today)
+    if not rows or rows[0]["village_code"] is None:
         raise NotFound()
-    household, asked = rows[0], rows[: len(data.person_ids)]  # a row per person asked, in order
+    household, asked = rows[0], rows  # a row per person asked, in order
     policy = _enrollable(actor, data, household, asked, household["policy"])
     # What eligibility knows of them is read once (and only if there can be anything): for the
     # exclusion lists now, the subsidies below.
@@ -317,7 +318,7 @@ async def enrol_many(
 def _enrollable(
     actor: Actor, data: EnrollmentCreate, household: asyncpg.Record, asked: list[asyncpg.Record], policy: Any
 ) -> policies.PolicyVersion:
-    """The checks of an enrolment on its household's rows (`household_for_enrolment`: the household
+    """The checks of an enrolment on its household's rows (`households_for_enrolments`: the household
     on each, a row per person asked): the year's policy version in force (`policy`, as JSON)."""
     if not actor.in_scope(household["village_code"]):
         raise NotFound()

@@ -1,36 +1,5 @@
 -- Named SQL of backend/enrollment/enrollments.py.
 
--- name: household_for_enrolment
--- The household, and for each person asked ($2, in order) whether a current member of it and their
--- identity number (one row with a NULL person when none is asked); on every row, those of them with
--- a live enrolment for year $3; whether eligibility can know anything of any of them (what
--- `eligibility.facts` reads is list rows and accepted claims of the year, by identity number); and
--- the year's policy version in force on $4 (as policy's `policy_in_force`, the row as JSON; NULL: none;
--- on the first row only, so that the client decodes it once).
-SELECT h.village_code, h.status, t.person_id, m.id IS NOT NULL AS member, p.id_number_enc, p.birth_date,
-       CASE WHEN t.n IS NULL OR t.n = 1 THEN policy.version END AS policy,
-       ARRAY(SELECT e.person_id FROM enrollments e
-             WHERE e.person_id = ANY($2::uuid[]) AND e.coverage_year = $3 AND e.status <> 'cancelled') AS enrolled,
-       EXISTS (SELECT 1 FROM persons x JOIN list_entries l ON l.id_number_hash = x.id_number_hash
-               WHERE x.id = ANY($2::uuid[]))
-       OR EXISTS (SELECT 1 FROM persons x JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash
-                  WHERE x.id = ANY($2::uuid[]) AND c.status = 'accepted' AND c.coverage_year = $3) AS eligibility_known
-FROM households h
-LEFT JOIN unnest($2::uuid[]) WITH ORDINALITY AS t(person_id, n) ON true
-LEFT JOIN memberships m ON m.household_id = h.id AND m.person_id = t.person_id AND m.left_at IS NULL
-LEFT JOIN persons p ON p.id = m.person_id
-LEFT JOIN LATERAL (
-    SELECT to_jsonb(v) AS version FROM policy_versions v
-    WHERE v.coverage_year = $3
-    ORDER BY (v.effective_from <= $4) DESC,
-             CASE WHEN v.effective_from <= $4 THEN v.effective_from END DESC,
-             CASE WHEN v.effective_from <= $4 THEN v.version END DESC,
-             v.effective_from, v.version
-    LIMIT 1
-) AS policy ON true
-WHERE h.id = $1
-ORDER BY t.n;
-
 -- name: insert_enrollments_with_code
 -- The enrolments, the household's query code for the year unless it has one (`code_created` on every
 -- row tells which), and their audit rows ($10 … $18, as `audit.insert_rows`); $19: new students.
@@ -237,11 +206,13 @@ WHERE id = $1
 RETURNING *;
 
 -- name: households_for_enrolments
--- `household_for_enrolment` for the enrolments of several households at once (`enrol_many`; a sync
--- push): for each (household $1, person $2) pair, in order, the household, whether the person is a
--- current member of it and their identity number; on every row, the persons of them all with a live
--- enrolment for year $3 and whether eligibility can know anything of any of them; the year's policy
--- version in force on $4 on the first row only.
+-- What an enrolment reads of its household (`enrol`; `enrol_many` for several households at once, a
+-- sync push): for each (household $1, person $2) pair, in order, the household (NULL columns if there
+-- is none), whether the person is a current member of it and their identity number; on every row,
+-- those of the persons with a live enrolment for year $3, and whether eligibility can know anything of
+-- any of them (what `eligibility.facts` reads is list rows and accepted claims of the year, by identity
+-- number); and the year's policy version in force on $4 (as policy's `policy_in_force`, the row as
+-- JSON; NULL: none; on the first row only, so that the client decodes it once).
 SELECT w.household_id, h.village_code, h.status, w.person_id, m.id IS NOT NULL AS member, p.id_number_enc,
        p.birth_date, CASE WHEN w.n = 1 THEN policy.version END AS policy,
        ARRAY(SELECT e.person_id FROM enrollments e

@@ -33,7 +33,7 @@ SELECT EXISTS (SELECT 1 FROM enrollments WHERE policy_version_id = $1);
 SELECT DISTINCT coverage_year FROM policy_versions ORDER BY coverage_year;
 
 -- name: policy_in_force
--- (`household_for_enrolment` and `coverage_facts` in backend/enrollment/enrollments.sql, and
+-- (`households_for_enrolments` and `coverage_facts` in backend/enrollment/enrollments.sql, and
 -- `known_years` in backend/enrollment/continuity.sql, order the versions the same way: a change here
 -- goes there too.)
 SELECT * FROM policy_versions

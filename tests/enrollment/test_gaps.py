@@ -316,7 +316,9 @@ async def test_the_policy_in_force_is_read_once_per_year_not_once_per_person(
     inputs = await enrollments.coverage_inputs(conn, [(p, 2027) for p in persons], PAID_ON)
     in_force = inputs.in_force[2027]
     assert in_force is not None and in_force.effective_from == date(2026, 9, 1)
-    asked = await conn.fetch(enrollments.Q["household_for_enrolment"], household_id, persons, 2027, PAID_ON)
+    asked = await conn.fetch(
+        enrollments.Q["households_for_enrolments"], [household_id] * len(persons), persons, 2027, PAID_ON
+    )
     assert [r["policy"] is not None for r in asked] == [True, False]
     years = await conn.fetch(continuity.KNOWN_YEARS_OF_HOUSEHOLD, household_id, 2027, "Asia/Shanghai", PAID_ON)
     assert sorted(r["policy"] is not None for r in years) == [False, True]
