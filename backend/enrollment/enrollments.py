@@ -185,59 +185,23 @@ async def household_query_code(conn: Connection, key: bytes, household_id: UUID,
 
 async def enrol(conn: Connection, actor: Actor, data: EnrollmentCreate, today: date, code_key: bytes) -> Enrolled:
     """Registers members of one household for a year (state `registered`)."""
-    households = [data.household_id] * len(data.person_ids)
-    rows = await conn.fetch(Q["households_for_enrolments"], households, data.person_ids, data.coverage_year, today)
-    if not rows or rows[0]["village_code"] is None:
-        raise NotFound()
-    household, asked = rows[0], rows  # a row per person asked, in order
-    policy = _enrollable(actor, data, household, asked, household["policy"])
-    # What eligibility knows of them is read once (and only if there can be anything): for the
-    # exclusion lists now, the subsidies below.
-    numbers = _numbers(asked)
-    known: dict[str, PersonEligibility] = {}
-    if household["eligibility_known"]:
-        known = await eligibility.facts(conn, sorted(set(numbers.values())), data.coverage_year, today)
-    _check_registrable(data, policy, numbers, known, set(household["enrolled"]))
-    code = derive_query_code(code_key, data.household_id, data.coverage_year)
-    ids, audit_rows = await _enrolment_audit(conn, actor, data, household["village_code"])
-    try:
-        rows = await conn.fetch(
-            Q["insert_enrollments_with_code"],
-            ids,
-            data.person_ids,
-            data.household_id,
-            household["village_code"],
-            data.coverage_year,
-            policy.id,
-            today,
-            policy.premium_fen,
-            query_code_hash(code_key, data.household_id, data.coverage_year, code),
-            *audit_rows.columns(),
-            data.new_student,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name == "enrollments_one_live_per_person_year":
-            raise AlreadyEnrolled() from exc  # a concurrent request won the race
-        raise
-    audit_rows.written()
-    created = bool(rows) and rows[0]["code_created"]  # else the household already has its code for the year
-    return await _registered(conn, actor, rows, ids, policy, asked, numbers, known, code if created else None)
+    return (await enrol_many(conn, actor, [data], today, code_key))[0]
 
 
 async def enrol_many(
     conn: Connection, actor: Actor, enrolments: list[EnrollmentCreate], today: date, code_key: bytes
 ) -> list[Enrolled]:
-    """`enrol` of the persons of several households, one year and new-student flag, as one set (a
-    sync push, issue 20): one read and one insert for them all, each household's enrolments, query
-    code and audit rows as `enrol` writes them. Any refusal raises as `enrol` would (which of them
-    `enrol` would name first may differ: the caller then enrols them one by one to answer it), and
-    nothing of the set is written."""
+    """Registers members of households for a year (`enrol`: of one), in one read and one insert for
+    them all: each household's enrolments, query code (made unless it has one) and audit rows. Of one
+    year and new-student flag, and of persons told apart between households (a sync push, issue 20,
+    writes a row of visits so). A refusal of any of them raises (which of several households it names
+    first is not that of enrolling them one by one: the push then enrols them so to answer it), and
+    nothing is written."""
     year, new_student = enrolments[0].coverage_year, enrolments[0].new_student
     pairs = [(data.household_id, p) for data in enrolments for p in data.person_ids]
-    if any((x.coverage_year, x.new_student) != (year, new_student) for x in enrolments) or len(
-        {p for _h, p in pairs}
-    ) < len(pairs):
-        raise ValueError("a set is of one year and new-student flag, each person once")
+    apart = sum(len(set(data.person_ids)) for data in enrolments) == len({p for _h, p in pairs})
+    if any((x.coverage_year, x.new_student) != (year, new_student) for x in enrolments) or not apart:
+        raise ValueError("a set is of one year and new-student flag, households' persons told apart")
     rows = await conn.fetch(Q["households_for_enrolments"], [h for h, _p in pairs], [p for _h, p in pairs], year, today)
     policy_row, at = rows[0]["policy"], 0
     asked_by: list[list[asyncpg.Record]] = []
@@ -292,7 +256,7 @@ async def enrol_many(
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "enrollments_one_live_per_person_year":
-            raise AlreadyEnrolled() from exc
+            raise AlreadyEnrolled() from exc  # a concurrent request won the race
         raise
     for g in gathered:
         g.written()

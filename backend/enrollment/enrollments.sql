@@ -1,30 +1,5 @@
 -- Named SQL of backend/enrollment/enrollments.py.
 
--- name: insert_enrollments_with_code
--- The enrolments, the household's query code for the year unless it has one (`code_created` on every
--- row tells which), and their audit rows ($10 … $18, as `audit.insert_rows`); $19: new students.
-WITH code AS (
-    INSERT INTO household_query_codes (household_id, coverage_year, code_hash) VALUES ($3, $5, $9)
-    ON CONFLICT DO NOTHING
-    RETURNING household_id
-), inserted AS (
-    INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, policy_version_id,
-                             registered_on, premium_fen, new_student)
-    SELECT id, person_id, $3, $4, $5, 'registered', $6, $7, $8, $19
-    FROM unnest($1::uuid[], $2::uuid[]) AS e(id, person_id)
-    RETURNING *
-), audit AS (
-    INSERT INTO audit_log (actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary,
-                           request_id)
-    SELECT r.actor_kind, r.actor_id, r.device_id, r.action, r.entity, r.entity_id, r.division_code, r.summary,
-           r.request_id
-    FROM unnest($10::text[], $11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::text[], $16::text[],
-                $17::jsonb[], $18::text[]) WITH ORDINALITY
-         AS r(actor_kind, actor_id, device_id, action, entity, entity_id, division_code, summary, request_id, n)
-    ORDER BY r.n
-)
-SELECT inserted.*, EXISTS (SELECT 1 FROM code) AS code_created FROM inserted;
-
 -- name: query_code_generation
 -- A code a tablet made (device_id set) cannot be derived again: the tablet printed it.
 SELECT generation FROM household_query_codes WHERE household_id = $1 AND coverage_year = $2 AND device_id IS NULL;
@@ -237,10 +212,10 @@ LEFT JOIN LATERAL (
 ORDER BY w.n;
 
 -- name: insert_enrollments_many_with_codes
--- `insert_enrollments_with_code` for the enrolments of several households at once: enrolments $1 of
--- persons $2 in households $3 (villages $11), each household's query code for year $4 unless it has
--- one (households $9, code hashes $10; `code_created` on every row of a household tells which), and
--- their audit rows ($12 … $20). Policy version $5, registered on $6, premium $7, new students $8.
+-- The enrolments of one household or more (`enrol_many`): enrolments $1 of persons $2 in households $3
+-- (villages $11), each household's query code for year $4 unless it has one (households $9, code
+-- hashes $10; `code_created` on every row of a household tells which), and their audit rows ($12 …
+-- $20, as `audit.insert_rows`). Policy version $5, registered on $6, premium $7, new students $8.
 WITH code AS (
     INSERT INTO household_query_codes (household_id, coverage_year, code_hash)
     SELECT c.household_id, $4, c.code_hash FROM unnest($9::uuid[], $10::bytea[]) AS c (household_id, code_hash)
