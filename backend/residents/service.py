@@ -369,9 +369,10 @@ async def coverage(
     if actor.kind != "resident" or actor.household_id is None:
         raise NotFound()
     household_id = actor.household_id
-    # Few round trips (issue 20): the household with its money, the members with their next year's
-    # early cover, what is known of the members' years once (for continuity and ceilings) with the
-    # policy in force (for subsidies, continuity, ceilings and benefits).
+    # Few round trips (issue 20): the household with its money and its members' last receipts, the
+    # members with their next year's early cover, what is known of the members' years once (for
+    # continuity and ceilings) with the policy in force (for subsidies, continuity, ceilings and
+    # benefits).
     household = await reads.fetchrow(Q["household"], household_id, year)
     if household is None:
         raise NotFound()
@@ -388,7 +389,12 @@ async def coverage(
         if r["status"] not in (None, "cancelled") and min(r["subsidy_fen"] or 0, r["premium_fen"] or 0)
     ]
     dues = await eligibility.subsidies_of(reads, subsidised, year, today, version) if subsidised and version else {}
-    receipts = {r["person_id"]: r for r in await reads.fetch(Q["last_receipts"], household_id, year)}
+    receipts = {  # per person: the receipt number and time of the latest payment that covered them
+        person: (number, at)
+        for person, number, at in zip(
+            household["receipt_person_ids"], household["receipt_nos"], household["receipt_collected_ats"], strict=True
+        )
+    }
     incentive = version.rules.serious_illness if version is not None else None
     first = incentive.count_from_year if incentive is not None else None
     runs = {p: person_continuity(k, year, first) for p, k in known.items()}
@@ -477,7 +483,7 @@ async def coverage(
                 paid_yuan=yuan(paid_fen),
                 balance_fen=premium - subsidy - paid_fen,
                 balance_yuan=yuan(premium - subsidy - paid_fen),
-                last_receipt_no=receipt["receipt_no"] if receipt else None,
+                last_receipt_no=receipt[0] if receipt else None,
                 coverage_source=source,
                 continuity=runs.get(r["person_id"]),
                 serious_illness_ceiling=ceiling_of.get(r["person_id"]),
@@ -492,7 +498,7 @@ async def coverage(
     subsidy_total = totals.subsidy_fen
     due_total = totals.premium_fen - subsidy_total
     money = HouseholdMoney(due_fen=due_total, paid_fen=totals.paid_fen, balance_fen=due_total - totals.paid_fen)
-    latest = max(receipts.values(), key=lambda r: r["collected_at"], default=None)
+    latest = max(receipts.values(), key=lambda r: r[1], default=None)
     await record(
         conn,
         actor,
@@ -520,7 +526,7 @@ async def coverage(
         balance_yuan=yuan(balance),
         refund_due_fen=refund,
         refund_due_yuan=yuan(refund),
-        last_receipt_no=latest["receipt_no"] if latest else None,
+        last_receipt_no=latest[0] if latest else None,
         benefits=None if benefits is None else benefits_view(year, benefits),
     )
 
