@@ -42,8 +42,9 @@ CROSS JOIN LATERAL (
     FROM enrollments
     WHERE household_id = h.id AND coverage_year = $2 AND status <> 'cancelled') AS e
 CROSS JOIN LATERAL (
-    SELECT coalesce(array_agg(x.person_id), '{}') AS person_ids, coalesce(array_agg(x.receipt_no), '{}') AS receipt_nos,
-           coalesce(array_agg(x.collected_at), '{}') AS collected_ats
+    SELECT coalesce(array_agg(x.person_id ORDER BY x.person_id), '{}') AS person_ids,
+           coalesce(array_agg(x.receipt_no ORDER BY x.person_id), '{}') AS receipt_nos,
+           coalesce(array_agg(x.collected_at ORDER BY x.person_id), '{}') AS collected_ats
     FROM (
         SELECT DISTINCT ON (x.person_id) x.person_id, x.receipt_no, x.collected_at
         FROM (

@@ -5,6 +5,7 @@ with a refund and next year's enrolment."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime
 from uuid import UUID
@@ -110,7 +111,21 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
     assert enrolled.status_code == 201, enrolled.text
 
     today = date(2026, 3, 1)
-    view = await residents.coverage(conn, Actor.resident(persons[0], household_id, uuid.uuid4()), 2026, today)
+    resident = Actor.resident(persons[0], household_id, uuid.uuid4())
+    view = await residents.coverage(conn, resident, 2026, today)
+
+    # In its transaction, in few statements: the household with its money and the members' last
+    # receipts, the members, their years with the policy, the subsidised member's list rows and
+    # claims, the audit row; after the first, on generic plans, and the connection as it was after.
+    statements: list[str] = []
+    conn.add_query_logger(lambda q: statements.append(q.query))
+    async with conn.transaction():
+        await residents.coverage(conn, resident, 2026, today)
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    await asyncio.sleep(0)  # (asyncpg calls query loggers soon after, not at once)
+    read = statements[1 : statements.index("SHOW plan_cache_mode")]  # between BEGIN and the SHOW
+    assert len(read) == 6 and read[0].startswith("-- The household and its money"), read
+    assert await conn.fetchval("SHOW plan_cache_mode") == "auto"
 
     # What the view shows, in literals: the rules at work.
     members = {m.name: m for m in view.members}
