@@ -24,7 +24,7 @@ from backend.divisions.service import Division
 from backend.enrollment.enrollments import household_query_code
 from backend.policy import service as policies
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
-from mobile_sync_protocol.rules.coverage import coverage_for
+from mobile_sync_protocol.rules.coverage import decide_coverage
 from mobile_sync_protocol.rules.identity import check_character
 from mobile_sync_protocol.rules.premium import CategorySubsidy, FixedSubsidy, FullSubsidy, PercentSubsidy, premium_due
 
@@ -369,6 +369,7 @@ class _Population:
             "coverage_end",
             "coverage_reason",
             "coverage_note",
+            "coverage_facts",
             "waiting_months",
             "confirmed_at",
             "confirmed_by",
@@ -631,9 +632,11 @@ class _Population:
     ) -> None:
         rng = self.rng
         policy = self.policies[year]
-        cover = None
+        decided = None
         if e.business_date is not None:
-            cover = coverage_for(
+            # As a payment or a subsidy stores it: the cover, its English note and the facts a reader's
+            # language puts into words (a resident's page, FHIR), not the note alone.
+            decided = decide_coverage(
                 coverage_year=year,
                 business_date=e.business_date,
                 window=policy.window,
@@ -641,6 +644,7 @@ class _Population:
                 birth_date=birth,
                 gap_years=gap_years,
             )
+        cover = decided.coverage if decided else None
         confirmed_at = confirmed_by = cancelled_at = cancelled_by = None
         if e.status == "confirmed":
             assert e.business_date is not None and reviewer is not None
@@ -669,6 +673,7 @@ class _Population:
                 cover.end if cover else None,
                 cover.reason_code if cover else None,
                 cover.reason if cover else None,
+                decided.facts if decided else None,
                 cover.waiting_months if cover else None,
                 confirmed_at,
                 confirmed_by,

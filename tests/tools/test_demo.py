@@ -5,6 +5,7 @@ every state), the same on every fresh database, and left alone by a second run."
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from datetime import date
 from typing import Any
@@ -18,6 +19,8 @@ from backend.crypto import ID_NUMBER
 from backend.db import init_connection, load_queries
 from backend.enrollment import enrollments
 from backend.enrollment.coverage_report import coverage_report
+from backend.i18n import use_language
+from backend.residents import service as residents
 from backend.tools import demo
 from mobile_sync_protocol.rules.identity import parse_resident_id
 from tests.conftest import JWT_SECRET, KEYS, PgServer
@@ -257,3 +260,26 @@ def test_demo_seed_prints_the_population(db_dsn: str) -> None:
     assert second.stdout.splitlines()[-4] == (
         f"Population (already there, left as it was): 3000 households, {PERSONS} persons"
     )
+
+
+async def test_a_residents_page_says_why_in_the_readers_language(
+    conn: Conn, population: demo.PopulationSummary
+) -> None:
+    """The demo's funded enrolments keep the facts of their cover, as a payment stores them, so a
+    resident reading in Chinese is told why in Chinese (the stored English note is only for rows
+    funded before facts were kept)."""
+    covered = await conn.fetchrow(
+        "SELECT count(*) AS covered, count(*) FILTER (WHERE coverage_facts IS NULL) AS without_facts"
+        " FROM enrollments WHERE coverage_start IS NOT NULL"
+    )
+    assert covered["covered"] > 0 and covered["without_facts"] == 0
+    row = await conn.fetchrow(
+        "SELECT person_id, household_id FROM enrollments WHERE coverage_year = 2026 AND status = 'paid'"
+        " AND coverage_reason = 'in_window' ORDER BY id LIMIT 1"
+    )
+    resident = Actor.resident(row["person_id"], row["household_id"], uuid.uuid4())
+    with use_language("zh_CN"):
+        async with conn.transaction():
+            view = await residents.coverage(conn, resident, 2026, date(2026, 3, 1))
+    why = next(m.reason_words for m in view.members if m.person_id == row["person_id"])
+    assert why is not None and "在集中参保期内" in why and "Enrolled" not in why, why
