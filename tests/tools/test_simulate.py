@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import asyncpg
 import msgspec
@@ -14,6 +17,8 @@ import pytest
 from backend import cli
 from backend.db import load_queries
 from backend.tools.simulate import checker
+from mobile_sync_protocol import messages as m
+from mobile_sync_protocol.client import QueueEntry
 from tests.conftest import JWT_SECRET, KEY_FILE, PgServer
 
 SMALL = ["simulate", "--tablets", "3", "--households", "12", "--offline-days", "2", "--faults", "--seed", "5"]
@@ -118,3 +123,43 @@ async def test_the_simulators_queries_prepare(conn: asyncpg.Connection) -> None:
                 await conn.prepare(sql.format(table=table))
         else:
             await conn.prepare(sql)
+
+
+class _Store:
+    """The part of a tablet's store the refusal check reads: its queue and synced records."""
+
+    def __init__(self, entries: list[QueueEntry], records: dict[str, list[dict[str, str]]]) -> None:
+        self._entries, self._records = entries, records
+
+    def entries(self) -> list[QueueEntry]:
+        return self._entries
+
+    def records(self, entity: str) -> dict[uuid.UUID, dict[str, str]]:
+        return {uuid.uuid4(): row for row in self._records.get(entity, [])}
+
+
+def test_a_cancellation_refused_after_another_tablet_dissolved_the_household_was_meant() -> None:
+    """Seed 3844753692 of bench/sync_offline_month.py: while tablet A was offline, tablet B dissolved
+    a household, which cancelled its members' enrolments; A's cancellation of one of them (it names
+    only the person) was answered not_found. That follows from B's work on the household."""
+    person, household = uuid.uuid4(), uuid.uuid4()
+    now = datetime(2026, 11, 13, tzinfo=UTC)
+    cancel = m.EnrollmentCancel(
+        seq=1, mutation_id=uuid.uuid4(), device_time=now, person_id=person, coverage_year=2026, reason="deceased"
+    )
+    refused = m.Answer(seq=1, mutation_id=cancel.mutation_id, status="rejected", code="not_found")
+    dissolve = m.HouseholdDissolve(
+        seq=1, mutation_id=uuid.uuid4(), device_time=now, household_id=household, base_version=1, reason="removed"
+    )
+    done = m.Answer(seq=1, mutation_id=dissolve.mutation_id, status="applied")
+    membership = {"person_id": str(person), "household_id": str(household)}
+    queued = [QueueEntry(seq=1, mutation=cancel, state="rejected", answer=refused)]
+    a = SimpleNamespace(device_id=uuid.uuid4(), store=_Store(queued, {"membership": [membership]}))
+    b = SimpleNamespace(
+        device_id=uuid.uuid4(), store=_Store([QueueEntry(seq=1, mutation=dissolve, state="applied", answer=done)], {})
+    )
+    world = SimpleNamespace(on_purpose={}, all_tablets=[a, b])
+    assert checker.refusals(world) == checker.Refusals(meant={"other_tablet": 1}, unmeant={})  # type: ignore[arg-type]
+    # Without the person's household in A's records, nothing links the two: not meant.
+    a.store = _Store(a.store.entries(), {})
+    assert checker.refusals(world).unmeant == {"enrollment.cancel rejected not_found": 1}  # type: ignore[arg-type]
