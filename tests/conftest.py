@@ -58,6 +58,27 @@ def _test_keys() -> str:
 
 
 KEY_FILE = _test_keys()
+
+# Planner costs for tests that check which plan PostgreSQL chose: its defaults, and the embedded
+# server's cache for a 24 GiB machine, so the plans are the same whatever server the suite runs on.
+PLANNER_COSTS = {
+    "effective_cache_size": "18GB",
+    "random_page_cost": "4",
+    "seq_page_cost": "1",
+    "cpu_tuple_cost": "0.01",
+    "cpu_index_tuple_cost": "0.005",
+    "cpu_operator_cost": "0.0025",
+    "enable_seqscan": "on",
+    "enable_hashjoin": "on",
+}
+
+
+async def fix_planner_costs(conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    """`PLANNER_COSTS` for the rest of the transaction open on `conn`."""
+    for name, value in PLANNER_COSTS.items():
+        await conn.execute("SELECT set_config($1, $2, true)", name, value)
+
+
 KEYS = crypto.read_key_file(crypto.Path(KEY_FILE))
 crypto.install(KEYS)
 

@@ -7,19 +7,11 @@ from __future__ import annotations
 
 import asyncpg
 
+from tests.conftest import fix_planner_costs
+
 Conn = asyncpg.Connection  # type: ignore[type-arg]
 COUNTED = 21_576  # persons in the summary
 REFRESHED = 80  # a push of 20 households of 4
-PLANNER = {
-    "effective_cache_size": "18GB",
-    "random_page_cost": "4",
-    "seq_page_cost": "1",
-    "cpu_tuple_cost": "0.01",
-    "cpu_index_tuple_cost": "0.005",
-    "cpu_operator_cost": "0.0025",
-    "enable_seqscan": "on",
-    "enable_hashjoin": "on",
-}
 
 
 async def scans(conn: Conn) -> int:
@@ -39,10 +31,7 @@ async def test_the_set_refresh_looks_persons_up_by_key(conn: Conn) -> None:
             "INSERT INTO coverage_persons (person_id) SELECT gen_random_uuid() FROM generate_series(1, $1)", COUNTED
         )
         await conn.execute("ANALYZE coverage_persons")
-        # The costs the scan was seen under (PostgreSQL's defaults, and the embedded server's cache
-        # for a 24 GiB machine): the same plans whatever server the suite runs on.
-        for name, value in PLANNER.items():
-            await conn.execute("SELECT set_config($1, $2, true)", name, value)
+        await fix_planner_costs(conn)  # the costs the scan was seen under
         ids = await conn.fetchval(
             "SELECT array_agg(person_id) FROM (SELECT person_id FROM coverage_persons LIMIT $1) AS s", REFRESHED
         )

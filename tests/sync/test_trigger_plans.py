@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 
 from backend.tools.demo import TOWNSHIP_A
+from tests.conftest import fix_planner_costs
 
 Conn = asyncpg.Connection  # type: ignore[type-arg]
 HOUSEHOLDS = 3_000
@@ -32,16 +33,6 @@ GROWING = (
     "enrollment_history",
     "payments",
 )
-PLANNER = {  # PostgreSQL's defaults, and the embedded server's cache for a 24 GiB machine
-    "effective_cache_size": "18GB",
-    "random_page_cost": "4",
-    "seq_page_cost": "1",
-    "cpu_tuple_cost": "0.01",
-    "cpu_index_tuple_cost": "0.005",
-    "cpu_operator_cost": "0.0025",
-    "enable_seqscan": "on",
-    "enable_hashjoin": "on",
-}
 
 # Households g of the district, each with its head (person g) and a spare person (n) per member
 # added later; ids and hashes derived from the numbers, so statements can name them.
@@ -93,8 +84,7 @@ async def a_set_then_one(conn: Conn, write: Callable[[int, int], Awaitable[objec
         await conn.execute(DISTRICT, HOUSEHOLDS, VILLAGE)
         await conn.execute(JOIN, 1, 2 * SET + 1, HOUSEHOLDS)  # members the set and the one row may name
         await conn.execute("ANALYZE persons, households, memberships")  # plans made after this see the sizes
-        for name, value in PLANNER.items():
-            await conn.execute("SELECT set_config($1, $2, true)", name, value)
+        await fix_planner_costs(conn)
         await write(SET + 1, 2 * SET)  # the first call since ANALYZE: a set
         before = await scans(conn)
         await write(2 * SET + 1, 2 * SET + 1)  # one row
