@@ -161,5 +161,10 @@ def test_a_cancellation_refused_after_another_tablet_dissolved_the_household_was
     world = SimpleNamespace(on_purpose={}, all_tablets=[a, b])
     assert checker.refusals(world) == checker.Refusals(meant={"other_tablet": 1}, unmeant={})  # type: ignore[arg-type]
     # Without the person's household in A's records, nothing links the two: not meant.
-    a.store = _Store(a.store.entries(), {})
+    a.store = _Store(queued, {})
+    assert checker.refusals(world).unmeant == {"enrollment.cancel rejected not_found": 1}  # type: ignore[arg-type]
+    # Nor is B's other work on the household an excuse: only a dissolution cancels the enrolments.
+    a.store = _Store(queued, {"membership": [membership]})
+    edit = m.HouseholdUpdate(seq=1, mutation_id=uuid.uuid4(), device_time=now, household_id=household, base_version=1)
+    b.store = _Store([QueueEntry(seq=1, mutation=edit, state="applied", answer=done)], {})
     assert checker.refusals(world).unmeant == {"enrollment.cancel rejected not_found": 1}  # type: ignore[arg-type]

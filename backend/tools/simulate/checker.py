@@ -101,6 +101,9 @@ def final_answer(entry: QueueEntry) -> m.Answer | None:
 # Refusals: meant by the scenario, or not ---------------------------------------------------------
 
 
+APPLIED = ("applied", "applied_with_conflict")
+
+
 def mutation_keys(mu: m.AnyMutation) -> set[UUID]:
     """The households, persons and payment a mutation is about."""
     keys: set[UUID] = set()
@@ -127,17 +130,20 @@ def refusals(world: World) -> Refusals:
     deliberate events touched (`World.on_purpose`: a family registered twice, a reinstalled app's
     re-exported queue, an office edit), when another tablet worked on the same household or person
     (the competition the township's tablets are given), when the tablet was suspended, or when it
-    follows from an earlier refusal it meant (a payment for an enrolment so refused). Work on a
-    person also touches the households they were in, as the tablets last saw them: a household
-    dissolved by the office cancels its members' enrolments, and a tablet's later cancellation of
-    one of them names only the person."""
+    follows from an earlier refusal it meant (a payment for an enrolment so refused), or when
+    another tablet dissolved a household the person it names was in (as the tablets last saw it):
+    the dissolution cancelled their enrolments, and a cancellation names only the person."""
     cause_of: dict[UUID, str] = dict(world.on_purpose)
     workers: dict[UUID, set[UUID]] = defaultdict(set)  # key → the tablets (device ids) that worked on it
     households_of: dict[UUID, set[UUID]] = defaultdict(set)  # person → the households they were in
+    dissolved: dict[UUID, set[UUID]] = defaultdict(set)  # household → the tablets that dissolved it
     for tablet in world.all_tablets:
         for entry in tablet.store.entries():
             for key in mutation_keys(entry.mutation):
                 workers[key].add(tablet.device_id)
+            answer = final_answer(entry)
+            if isinstance(entry.mutation, m.HouseholdDissolve) and answer is not None and answer.status in APPLIED:
+                dissolved[entry.mutation.household_id].add(tablet.device_id)
         for entity in ("membership", "enrollment"):
             for row in tablet.store.records(entity).values():
                 households_of[UUID(row["person_id"])].add(UUID(row["household_id"]))
@@ -149,12 +155,14 @@ def refusals(world: World) -> Refusals:
             if answer is None or answer.status not in ("rejected", "quarantined"):
                 continue
             keys = mutation_keys(entry.mutation)
-            touched = keys | {h for k in keys for h in households_of.get(k, ())}
             cause = cause_of.get(entry.mutation.mutation_id)
             if cause is None and answer.code == "device_suspended":
                 cause = "suspension"
-            cause = cause or next((cause_of[k] for k in sorted(touched) if k in cause_of), None)
-            if cause is None and any(workers[k] - {tablet.device_id} for k in touched):
+            cause = cause or next((cause_of[k] for k in sorted(keys) if k in cause_of), None)
+            if cause is None and any(len(workers[k]) > 1 for k in keys):
+                cause = "other_tablet"
+            homes = {h for k in keys for h in households_of.get(k, ())}
+            if cause is None and any(dissolved[h] - {tablet.device_id} for h in homes):
                 cause = "other_tablet"
             if cause is None:
                 unmeant[f"{entry.mutation.__struct_config__.tag} {answer.status} {answer.code}"] += 1
