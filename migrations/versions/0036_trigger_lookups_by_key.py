@@ -23,8 +23,8 @@ key, so any batch costs one index probe a row. Joins of the two transition table
 still hash. Left as they were: the list-version branch of `sync_capture_subsidies` (one version
 row, whose plan follows the tables' statistics) and the bump's `UPDATE record_changes`, which reads
 only rows not yet stamped through their partial index. Every other join and its result are the same
-rows as before. tests/sync/test_trigger_plans.py proves the rule: after a set of a hundred members
-on a connection, a one-member insert reads no table whole.
+rows as before. tests/sync/test_trigger_plans.py proves the rule: after a set of 300 rows on a
+connection, a one-row write reads no table whole.
 
 The functions are edited in place: each part below is found exactly once as the earlier migrations
 left it, or the migration fails.
