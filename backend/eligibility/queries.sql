@@ -96,7 +96,9 @@ LIMIT $7;
 
 -- name: list_entries_page
 -- A version's rows the caller may see: all ($6, the version lies in the caller's scope), else by the
--- row's division, else by the person's household.
+-- row's division, else by the person's household. The household is reached from the row's person by
+-- key (`OFFSET 0`): a generic plan guesses a scope of a few dozen households, and otherwise hashed
+-- every member of the scope for each page (tests/api/test_lookup_plans.py).
 SELECT e.row_no, e.id_number_enc, e.name, e.valid_from, e.valid_to, e.division_code
 FROM list_entries e
 WHERE e.version_id = $1 AND e.row_no > $4
@@ -104,14 +106,15 @@ WHERE e.version_id = $1 AND e.row_no > $4
        OR (e.division_code IS NULL AND EXISTS (
            SELECT 1 FROM persons p
            JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
-           JOIN households h ON h.id = m.household_id
+           CROSS JOIN LATERAL (SELECT x.village_code FROM households x WHERE x.id = m.household_id OFFSET 0) AS h
            WHERE p.id_number_hash = e.id_number_hash AND h.village_code BETWEEN $2 AND $3)))
 ORDER BY e.row_no
 LIMIT $5;
 
 -- name: list_diff
 -- Persons added, removed or changed from version $2 to version $1, in blind-index order (arbitrary
--- but stable; $3 is the last hash of the page before, '' for the first page).
+-- but stable; $3 is the last hash of the page before, '' for the first page). A row with no division
+-- is shown by its person's household, reached by key as in `list_entries_page`.
 SELECT coalesce(n.id_number_hash, o.id_number_hash) AS id_number_hash,
        coalesce(n.id_number_enc, o.id_number_enc) AS id_number_enc,
        CASE WHEN o.id_number_hash IS NULL THEN 'added' WHEN n.id_number_hash IS NULL THEN 'removed' ELSE 'changed' END
@@ -131,7 +134,7 @@ WHERE (n.id_number_hash IS NULL OR o.id_number_hash IS NULL
        OR (coalesce(n.division_code, o.division_code) IS NULL AND EXISTS (
            SELECT 1 FROM persons p
            JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
-           JOIN households h ON h.id = m.household_id
+           CROSS JOIN LATERAL (SELECT x.village_code FROM households x WHERE x.id = m.household_id OFFSET 0) AS h
            WHERE p.id_number_hash = coalesce(n.id_number_hash, o.id_number_hash)
              AND h.village_code BETWEEN $4 AND $5)))
 ORDER BY 1
