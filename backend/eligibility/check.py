@@ -241,6 +241,11 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     }
     none = PersonEligibility(categories=[], exclusions=[])
     items: list[Eligibility] = []
+    # A check of thousands asks the same few questions: what is due depends only on the categories
+    # held and the age, and so does the explanation of a person who holds none and meets no obstacle
+    # (most of them). Each is worked out once per request.
+    dues: dict[tuple[tuple[str, ...], int | None], PremiumDue] = {}
+    plain: dict[tuple[tuple[str, ...], int | None], list[str]] = {}
     for index, number in enumerate(parsed):
         if isinstance(number, IdProblem):
             items.append(Eligibility(index=index, id_number=None, error=number))
@@ -250,8 +255,13 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         if (e := enrolled.get(hashes[number])) is not None:
             mine = actor.in_scope(e["village_code"])
             obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["id"] if mine else None))
-        age = age_on_1_january(born[number], data.coverage_year)
-        due = premium_due(subsidy_policy, [h.category for h in person.categories], age=age)
+        key = (tuple(h.category for h in person.categories), age_on_1_january(born[number], data.coverage_year))
+        if (due := dues.get(key)) is None:
+            due = dues[key] = premium_due(subsidy_policy, key[0], age=key[1])
+        if person.categories or obstacles:
+            explanation = _explain(due, person.categories, obstacles, data.coverage_year)
+        elif (explanation := plain.get(key)) is None:
+            explanation = plain[key] = _explain(due, [], [], data.coverage_year)
         items.append(
             Eligibility(
                 index=index,
@@ -265,7 +275,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
                 chosen_categories=list(due.chosen_categories),
                 lines=list(due.lines),
                 capped=due.capped,
-                explanation=_explain(due, person.categories, obstacles, data.coverage_year),
+                explanation=list(explanation),
             )
         )
     await record(

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from tests.conftest import auth_headers
 from tests.eligibility.test_lists import upload
-from tests.factories import ID_NUMBERS, create_household, member, publish_policy
+from tests.factories import ID_NUMBERS, POLICY_2026, create_household, member, publish_policy
 
 
 def csv(*rows: str, header: str = "身份证号,姓名,有效期起,有效期止") -> bytes:
@@ -95,6 +95,41 @@ async def test_stacking_is_capped_at_the_premium_and_percentages_round_half_up(
     assert (both["subsidy_fen"], both["due_fen"], both["capped"]) == (38050, 0, True)
     assert "subsidies capped at the premium of 38050 fen" in both["explanation"]
     assert (disabled_only["subsidy_fen"], disabled_only["due_fen"], disabled_only["capped"]) == (20381, 17669, False)
+
+
+async def test_each_person_of_a_long_check_is_answered_for_their_own_age_and_obstacles(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    """A check works out what is due once per categories and age, and the explanation of persons who
+    hold nothing and meet no obstacle once per age: persons sharing one of these and not the other
+    still get their own answers."""
+    admin, civil, staff_a = await heads(client, *("admin", "civil", "staff_a"))
+    elderly = {"code": "elderly", "rule": {"type": "fixed", "amount_fen": 10000}, "ages": [{"from_age": 60}]}
+    await publish_policy(client, admin, rules={**POLICY_2026["rules"], "top_ups": [elderly]})
+    await upload(client, civil, csv(f"{ID_NUMBERS[5]},赵五,,"), list_type="deceased")
+    # Ages on 1 January 2026: 46 (deceased), 76, 46, 46, 76.
+    ids = [ID_NUMBERS[5], ID_NUMBERS[0], ID_NUMBERS[1], ID_NUMBERS[6], ID_NUMBERS[0]]
+    items = (await check(client, staff_a, ids))["items"]
+    answers = [(i["may_enrol"], i["subsidy_fen"], i["due_fen"], i["explanation"]) for i in items]
+    plain_46 = (True, 0, 40000, ["due 40000 fen of a premium of 40000 fen"])
+    plain_76 = (
+        True,
+        10000,
+        30000,
+        ["subsidy 10000 fen from top_up elderly", "due 30000 fen of a premium of 40000 fen"],
+    )
+    assert answers == [
+        (
+            False,
+            0,
+            40000,
+            ["not eligible, deceased: list deceased version 1 row 2", "due 40000 fen of a premium of 40000 fen"],
+        ),
+        plain_76,
+        plain_46,
+        plain_46,
+        plain_76,
+    ]
 
 
 async def test_validity_dates_and_version_effective_dates_decide_what_applies_on_the_date(
