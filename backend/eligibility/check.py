@@ -260,7 +260,9 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
             due = dues[key] = premium_due(subsidy_policy, key[0], age=key[1])
         if person.categories or obstacles:
             explanation = _explain(due, person.categories, obstacles, data.coverage_year)
-        elif (explanation := plain.get(key)) is None:
+        elif key in plain:
+            explanation = plain[key]
+        else:
             explanation = plain[key] = _explain(due, [], [], data.coverage_year)
         items.append(
             Eligibility(
