@@ -127,6 +127,9 @@ def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> R
     return problem(exc.status, exc.code, _(exc.title()), exc.detail, request, **exc.extra)
 
 
+_MISSING_PARAMETER = re.compile(r"Missing required (?P<source>query|header|cookie|path) parameter '(?P<name>[^']+)'")
+
+
 def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
     """Litestar's own validation: query, path and header parameters, and form bodies."""
     errors = []
@@ -139,6 +142,9 @@ def validation_error_handler(request: Request[Any, Any, Any], exc: ValidationExc
                 key = path or "body"
             field = key if source in (None, "body") else f"{source}.{key}"
             errors.append({"field": field or "body", "message": message})
+    if not errors and (missing := _MISSING_PARAMETER.match(exc.detail or "")):
+        # Litestar says a required parameter is missing in its detail alone, with the path.
+        errors.append({"field": f"{missing['source']}.{missing['name']}", "message": _("is required")})
     if not errors:
         errors.append({"field": "body", "message": plain_validation_message(_strip_prefix(exc.detail))[1]})
     detail = _("; ").join(f"{e['field']}: {e['message']}" for e in errors)
