@@ -23,7 +23,7 @@ ORDER BY e.coverage_year DESC, e.status = 'cancelled', e.registered_at DESC;
 -- The household is looked up by its key (`OFFSET 0`: the scope is a filter on it, never the way in).
 -- The generic plan PostgreSQL keeps after five runs guesses a scope of a few dozen households and
 -- otherwise hashes every household in it for each request: 24,000 index entries read per request
--- at 50,000 persons (tests/fhir/test_fhir_plans.py).
+-- at 50,000 persons (tests/api/test_lookup_plans.py).
 SELECT h.coverage_year, h.status, hh.village_code
 FROM persons p
 JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
