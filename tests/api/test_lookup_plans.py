@@ -5,7 +5,8 @@ plan cannot know the scope: it guesses that `village_code BETWEEN $2 AND $3` hol
 the households, a few dozen. For a hospital's eligibility request that plan read every household of
 the partner's district and hashed them (24,000 index entries per request at 50,000 persons,
 `bench/prefecture.py --quick`); for a page of a list version, the rows with no division were checked
-against every member of the scope. The statements now reach the household by its key and test the
+against every member of the scope. A clerk's search by identity number had the same shape (a review
+found it; under the default costs it kept the good plan). The statements now reach the household by its key and test the
 scope on it, so no costing can take the scope as the way in. Each test runs its statement on the
 generic plan with hash joins preferred to nested loops (the costs under which the scope's households
 were read) and counts the household rows read (EXPLAIN ANALYZE); each fails on the statements as
@@ -24,6 +25,7 @@ from tests.sync.test_trigger_plans import DISTRICT, HOUSEHOLDS, VILLAGE
 
 Conn = asyncpg.Connection  # type: ignore[type-arg]
 FHIR = load_queries("backend.fhir")
+SEARCH = load_queries("backend.enrollment", "search.sql")
 LISTS = load_queries("backend.eligibility")
 DISTRICT_SCOPE = (VILLAGE[:6] + "000000", VILLAGE[:6] + "999999")
 PAGE = 50
@@ -90,6 +92,22 @@ async def test_a_partners_history_lookup_reads_the_persons_household_only(conn: 
         # Out of the partner's scope: nothing, and still one household read.
         assert await conn.fetch(FHIR["history_of_person"], head, "110000000000", "110999999999", None) == []
         assert await households_read(conn, FHIR["history_of_person"], head, "110000000000", "110999999999", None) <= 1
+
+
+async def test_a_search_by_identity_number_reads_the_persons_household_only(conn: Conn, seeded: None) -> None:
+    await district(conn)
+    number = await conn.fetchval("SELECT id_number_hash FROM persons WHERE id = md5('p' || 7)::uuid")
+    async with conn.transaction():
+        await fix_planner_costs(conn)
+        township = (VILLAGE[:9] + "000", VILLAGE[:9] + "999")
+        [found] = await conn.fetch(SEARCH["search_by_identity"], number, *township, None)
+        assert (found["household_no"], found["member_count"]) == ("T-7", 1)
+        assert await households_read(conn, SEARCH["search_by_identity"], number, *township, None) <= 1
+        # Another township's search: nothing, and the one household read.
+        assert await conn.fetch(SEARCH["search_by_identity"], number, "330106002000", "330106002999", None) == []
+        assert (
+            await households_read(conn, SEARCH["search_by_identity"], number, "330106002000", "330106002999", None) <= 1
+        )
 
 
 async def test_a_list_page_checks_its_unplaced_rows_by_their_persons_households(conn: Conn, seeded: None) -> None:

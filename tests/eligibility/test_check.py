@@ -106,12 +106,12 @@ async def test_each_person_of_a_long_check_is_answered_for_their_own_age_and_obs
     admin, civil, staff_a = await heads(client, *("admin", "civil", "staff_a"))
     elderly = {"code": "elderly", "rule": {"type": "fixed", "amount_fen": 10000}, "ages": [{"from_age": 60}]}
     await publish_policy(client, admin, rules={**POLICY_2026["rules"], "top_ups": [elderly]})
+    await upload(client, civil, csv(f"{ID_NUMBERS[6]},孙七,,"), list_type="di_bao")
     await upload(client, civil, csv(f"{ID_NUMBERS[5]},赵五,,"), list_type="deceased")
-    # Ages on 1 January 2026: 46 (deceased), 76, 46, 46, 76.
-    ids = [ID_NUMBERS[5], ID_NUMBERS[0], ID_NUMBERS[1], ID_NUMBERS[6], ID_NUMBERS[0]]
+    # Ages on 1 January 2026: 46 (di_bao), 46 (deceased), 76, 46, 76.
+    ids = [ID_NUMBERS[6], ID_NUMBERS[5], ID_NUMBERS[0], ID_NUMBERS[1], ID_NUMBERS[0]]
     items = (await check(client, staff_a, ids))["items"]
     answers = [(i["may_enrol"], i["subsidy_fen"], i["due_fen"], i["explanation"]) for i in items]
-    plain_46 = (True, 0, 40000, ["due 40000 fen of a premium of 40000 fen"])
     plain_76 = (
         True,
         10000,
@@ -120,14 +120,23 @@ async def test_each_person_of_a_long_check_is_answered_for_their_own_age_and_obs
     )
     assert answers == [
         (
+            True,
+            20000,
+            20000,
+            [
+                "di_bao: list di_bao version 1 row 2",
+                "subsidy 20000 fen from category di_bao",
+                "due 20000 fen of a premium of 40000 fen",
+            ],
+        ),
+        (
             False,
             0,
             40000,
             ["not eligible, deceased: list deceased version 1 row 2", "due 40000 fen of a premium of 40000 fen"],
         ),
         plain_76,
-        plain_46,
-        plain_46,
+        (True, 0, 40000, ["due 40000 fen of a premium of 40000 fen"]),
         plain_76,
     ]
 
