@@ -353,8 +353,13 @@ async def test_only_the_served_app_freezes_what_its_start_up_made_out_of_the_col
     db_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frozen: list[bool] = []
+    thresholds: list[tuple[int, ...]] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: thresholds.append(t))
     async with AsyncTestClient(create_app(make_settings(db_dsn), configure_logs=False)):
         assert frozen == []  # a test's app: what the test process holds stays collectable
+        assert thresholds == []
     async with AsyncTestClient(serve_app(make_settings(db_dsn), configure_logs=False)):
         assert frozen == [True]
+        # The young collected after 10,000 new containers, not CPython's 700 (see GC_THRESHOLDS).
+        assert thresholds == [(10_000, 10, 10)]
