@@ -6,6 +6,7 @@ under test; 11010519491231002X and 440524188001010014 are the standard's own exa
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 
 import msgspec
@@ -332,3 +333,78 @@ def test_oracle_agrees_with_the_standards_examples() -> None:
     assert _oracle_check("11010519491231002") == "X"
     assert _oracle_check("44052418800101001") == "4"
     assert sum(int(d) * w for d, w in zip("11010519491231002", _WEIGHTS, strict=True)) % 11 == 2
+
+
+# What staff type or paste, and what spreadsheets leave: ASCII digits and letters, the characters
+# of scientific and decimal notation, whitespace of several kinds (the ideographic space among
+# them), full-width digits and letters, and digits of other scripts that `str.isdigit` accepts.
+_TYPED = "0123456789XxEe.+-aZ \t\u3000\u00a0０１２３４５６７８９ＸｘＡ²٣"
+
+
+def _reference_normalise(raw: str) -> str:
+    """`normalise` as first written: remove whitespace, translate full-width, upper-case."""
+    full_width = {chr(0xFF10 + i): chr(0x30 + i) for i in range(10)}
+    full_width |= {chr(0xFF21 + i): chr(0x41 + i) for i in range(26)}
+    full_width |= {chr(0xFF41 + i): chr(0x41 + i) for i in range(26)}
+    return "".join(raw.split()).translate(str.maketrans(full_width)).upper()
+
+
+def _outcome(raw: str) -> object:
+    try:
+        return parse_resident_id(raw, today=TODAY)
+    except IdentityNumberError as e:
+        return e.code
+
+
+def _reference_outcome(raw: str) -> object:
+    """What parsing answered before its fast paths: each check of the docstring, in its order, the
+    long way (regular expressions, the oracle's sum)."""
+    number = _reference_normalise(raw)
+    if not number:
+        return "empty"
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]*)?E[+-]?[0-9]+", number):
+        return "scientific_notation"
+    if re.fullmatch(r"[0-9]+\.[0-9]*", number) or not re.fullmatch(r"[0-9]*[0-9X]", number, re.ASCII):
+        return "bad_characters"
+    if len(number) not in (15, 18):
+        return "bad_length"
+    if len(number) == 15 and number.endswith("X"):
+        return "bad_characters"
+    first_17 = number[:6] + "19" + number[6:] if len(number) == 15 else number[:17]
+    if len(number) == 18 and _oracle_check(first_17) != number[17]:
+        return "bad_checksum"
+    try:
+        born = date(int(first_17[6:10]), int(first_17[10:12]), int(first_17[12:14]))
+    except ValueError:
+        return "bad_birth_date"
+    return "future_birth_date" if born > TODAY else None
+
+
+@given(st.text(alphabet=_TYPED, max_size=20))
+def test_normalise_keeps_to_its_first_definition(raw: str) -> None:
+    # The fast path for what a keyboard types must mean what the long way means.
+    assert normalise(raw) == _reference_normalise(raw)
+
+
+@given(
+    st.text(alphabet=_TYPED, max_size=20)
+    | st.tuples(st.from_regex(r"[0-9]{14,18}", fullmatch=True), st.text(alphabet=_TYPED, max_size=2)).map("".join)
+)
+def test_parsing_refuses_what_the_long_way_refuses(raw: str) -> None:
+    # The fast paths (keyboard input, all digits, the sum in C) accept nothing the checks in their
+    # documented order refuse, and refuse nothing they accept, with the same code.
+    ours, reference = _outcome(raw), _reference_outcome(raw)
+    assert (ours if isinstance(ours, str) else None) == reference
+
+
+@given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_check_character_agrees_with_the_oracle_for_any_17_digits(first_17: str) -> None:
+    assert check_character(first_17) == _oracle_check(first_17)
+
+
+@pytest.mark.parametrize(
+    "first_17", ["1101051949123100", "110105194912310021", "1101051949123100X", "１１０１０５１９４９１２３１００２"]
+)
+def test_check_character_refuses_anything_but_17_ascii_digits(first_17: str) -> None:
+    with pytest.raises(ValueError):
+        check_character(first_17)
