@@ -172,8 +172,9 @@ def _describe(held: HeldCategory) -> str:
     return _("{category}: accepted claim {claim_id}", category=_named(held.category), claim_id=s.claim_id)
 
 
-def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle], year: int) -> list[str]:
-    """Each answer in a sentence, in the request's language (categories by name outside English)."""
+def _person_lines(held: list[HeldCategory], obstacles: list[Obstacle]) -> list[str]:
+    """The first sentences of an explanation: where each category held comes from, and each obstacle,
+    in the request's language (categories by name outside English)."""
     lines = [_describe(h) for h in held]
     for o in obstacles:
         if o.source is not None:
@@ -188,6 +189,13 @@ def _explain(due: PremiumDue, held: list[HeldCategory], obstacles: list[Obstacle
             )
         else:
             lines.append(_("not eligible: {code} for the year", code=_named(o.code, _OBSTACLES)))
+    return lines
+
+
+def _due_lines(due: PremiumDue, year: int) -> list[str]:
+    """The rest of an explanation: each subsidy applied or not, and what is due. It depends on the
+    due alone (and the year), which depends on the categories held and the age."""
+    lines: list[str] = []
     for line in due.lines:
         if line.applied_fen:
             lines.append(
@@ -242,10 +250,10 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     none = PersonEligibility(categories=[], exclusions=[])
     items: list[Eligibility] = []
     # A check of thousands asks the same few questions: what is due depends only on the categories
-    # held and the age, and so does the explanation of a person who holds none and meets no obstacle
-    # (most of them). Each is worked out once per request.
+    # held and the age, and so do the sentences that explain it. Each is worked out once per request
+    # and key; only where each category comes from, and the obstacles, are a person's own.
     dues: dict[tuple[tuple[str, ...], int | None], PremiumDue] = {}
-    plain: dict[tuple[tuple[str, ...], int | None], list[str]] = {}
+    said: dict[tuple[tuple[str, ...], int | None], list[str]] = {}
     for index, number in enumerate(parsed):
         if isinstance(number, IdProblem):
             items.append(Eligibility(index=index, id_number=None, error=number))
@@ -258,12 +266,8 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         key = (tuple(h.category for h in person.categories), age_on_1_january(born[number], data.coverage_year))
         if (due := dues.get(key)) is None:
             due = dues[key] = premium_due(subsidy_policy, key[0], age=key[1])
-        if person.categories or obstacles:
-            explanation = _explain(due, person.categories, obstacles, data.coverage_year)
-        elif key in plain:
-            explanation = plain[key]
-        else:
-            explanation = plain[key] = _explain(due, [], [], data.coverage_year)
+        if (due_lines := said.get(key)) is None:
+            due_lines = said[key] = _due_lines(due, data.coverage_year)
         items.append(
             Eligibility(
                 index=index,
@@ -277,7 +281,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
                 chosen_categories=list(due.chosen_categories),
                 lines=list(due.lines),
                 capped=due.capped,
-                explanation=list(explanation),
+                explanation=[*_person_lines(person.categories, obstacles), *due_lines],
             )
         )
     await record(
