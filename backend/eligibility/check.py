@@ -159,23 +159,33 @@ def _money(fen: int) -> str:
     return str(fen) if current_language() == SOURCE_LANGUAGE else yuan(fen)
 
 
-def _describe(held: HeldCategory) -> str:
-    s = held.source
-    if s.kind == "list":
-        return _(
-            "{category}: list {list_type} version {version} row {row}",
-            category=_named(held.category),
-            list_type=_named(s.list_type),
-            version=s.version,
-            row=s.row,
-        )
-    return _("{category}: accepted claim {claim_id}", category=_named(held.category), claim_id=s.claim_id)
+class _Describer:
+    """Where a category held comes from, in a sentence (`describe`), for one request: the sentences'
+    templates translated and the codes named once, not for each of thousands of persons."""
+
+    def __init__(self) -> None:
+        self.from_list = _("{category}: list {list_type} version {version} row {row}")
+        self.from_claim = _("{category}: accepted claim {claim_id}")
+        self.names: dict[str | None, str] = {}
+
+    def named(self, code: str | None) -> str:
+        if (name := self.names.get(code)) is None:
+            name = self.names[code] = _named(code)
+        return name
+
+    def describe(self, held: HeldCategory) -> str:
+        s = held.source
+        if s.kind == "list":
+            return self.from_list.format(
+                category=self.named(held.category), list_type=self.named(s.list_type), version=s.version, row=s.row
+            )
+        return self.from_claim.format(category=self.named(held.category), claim_id=s.claim_id)
 
 
-def _person_lines(held: list[HeldCategory], obstacles: list[Obstacle]) -> list[str]:
+def _person_lines(held: list[HeldCategory], obstacles: list[Obstacle], describer: _Describer) -> list[str]:
     """The first sentences of an explanation: where each category held comes from, and each obstacle,
     in the request's language (categories by name outside English)."""
-    lines = [_describe(h) for h in held]
+    lines = [describer.describe(h) for h in held]
     for o in obstacles:
         if o.source is not None:
             lines.append(
@@ -254,6 +264,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     # and key; only where each category comes from, and the obstacles, are a person's own.
     dues: dict[tuple[tuple[str, ...], int | None], PremiumDue] = {}
     said: dict[tuple[tuple[str, ...], int | None], list[str]] = {}
+    describer = _Describer()
     for index, number in enumerate(parsed):
         if isinstance(number, IdProblem):
             items.append(Eligibility(index=index, id_number=None, error=number))
@@ -281,7 +292,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
                 chosen_categories=list(due.chosen_categories),
                 lines=list(due.lines),
                 capped=due.capped,
-                explanation=[*_person_lines(person.categories, obstacles), *due_lines],
+                explanation=[*_person_lines(person.categories, obstacles, describer), *due_lines],
             )
         )
     await record(

@@ -69,6 +69,19 @@ async def test_most_favourable_category_wins_and_every_answer_names_its_list_row
     assert (fourth["id_number"], fourth["error"]["code"], fourth["may_enrol"]) == (None, "scientific_notation", False)
 
 
+async def test_a_long_check_in_chinese_names_each_persons_own_list_row(client: AsyncTestClient[Litestar]) -> None:
+    # The sentences' templates and the categories' names are looked up once per check; each person's
+    # rows still come out in their words, with their own row numbers.
+    admin, civil, staff_a = await heads(client, *("admin", "civil", "staff_a"))
+    await publish_policy(client, admin)
+    await upload(client, civil, csv(f"{ID_NUMBERS[1]},张三,,"), list_type="te_kun")
+    await upload(client, civil, csv(f"{ID_NUMBERS[2]},李四,,", f"{ID_NUMBERS[1]},张三,,"), list_type="di_bao")
+    body = await check(client, {**staff_a, "Accept-Language": "zh-CN"}, [ID_NUMBERS[2], ID_NUMBERS[1]])
+    first, second = body["items"]
+    assert first["explanation"][0] == "低保对象：低保对象名单第1版第2行"
+    assert second["explanation"][:2] == ["低保对象：低保对象名单第1版第3行", "特困人员：特困人员名单第1版第2行"]
+
+
 async def test_stacking_is_capped_at_the_premium_and_percentages_round_half_up(
     client: AsyncTestClient[Litestar],
 ) -> None:
