@@ -254,9 +254,8 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     hashes = dict(zip(numbers, crypto.keys().index_many(crypto.ID_NUMBER, numbers), strict=True))
     asked = list(hashes.values())
     known = await facts_by_hash(conn, asked, data.coverage_year, on)
-    enrolled = {
-        r["id_number_hash"]: r for r in await conn.fetch(Q["live_enrollments_by_id_number"], asked, data.coverage_year)
-    }
+    held = await conn.fetch(Q["persons_and_live_enrollments_by_id_number"], asked, data.coverage_year)
+    enrolled = {r["id_number_hash"]: r for r in held if r["enrollment_id"] is not None}
     none = PersonEligibility(categories=[], exclusions=[])
     items: list[Eligibility] = []
     # A check of thousands asks the same few questions: what is due depends only on the categories
@@ -273,7 +272,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         obstacles = list(person.exclusions)
         if (e := enrolled.get(hashes[number])) is not None:
             mine = actor.in_scope(e["village_code"])
-            obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["id"] if mine else None))
+            obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["enrollment_id"] if mine else None))
         key = (tuple(h.category for h in person.categories), age_on_1_january(born[number], data.coverage_year))
         if (due := dues.get(key)) is None:
             due = dues[key] = premium_due(subsidy_policy, key[0], age=key[1])
@@ -306,7 +305,7 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
             "year": data.coverage_year,
             "as_of": on.isoformat(),
             "persons": len(parsed),
-            **persons(r["id"] for r in await conn.fetch(Q["persons_by_id_number"], asked)),
+            **persons(r["person_id"] for r in held),
         },
     )
     return EligibilityAnswer(coverage_year=data.coverage_year, as_of=on, policy_version=policy.version, items=items)

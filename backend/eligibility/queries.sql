@@ -190,15 +190,14 @@ FROM people x
 JOIN eligibility_claims c ON c.id_number_hash = x.id_number_hash
 WHERE c.status = 'accepted' AND c.coverage_year = $2 AND c.category = ANY($4::text[]);
 
--- name: live_enrollments_by_id_number
-SELECT p.id_number_hash, e.id, e.village_code, e.status
+-- name: persons_and_live_enrollments_by_id_number
+-- Who holds these numbers (whom a check touched, for the audit: their record ids), each with their
+-- live enrolment of year $2 if any (`enrollment_id` NULL: none). One row per person: a number is
+-- held once, and a person has one live enrolment a year.
+SELECT p.id AS person_id, p.id_number_hash, e.id AS enrollment_id, e.village_code
 FROM persons p
-JOIN enrollments e ON e.person_id = p.id
-WHERE p.id_number_hash = ANY($1::bytea[]) AND e.coverage_year = $2 AND e.status <> 'cancelled';
-
--- name: persons_by_id_number
--- Whom a check by number touched, for the audit: their record ids.
-SELECT id FROM persons WHERE id_number_hash = ANY($1::bytea[]);
+LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
+WHERE p.id_number_hash = ANY($1::bytea[]);
 
 -- name: id_numbers_of_persons
 -- The blind index of registered persons' numbers (persons with a birth certificate only have none).
