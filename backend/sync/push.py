@@ -401,14 +401,14 @@ async def _apply_all(
                 await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)  # full: a new set
             group = _settable_enrolments(chunk, at, fmt, last_seq, actor, ctx, held)
             if group:
-                held.enrolments.append([(at + i, mu, body_hash) for i, (mu, body_hash) in enumerate(group)])
+                held.hold_enrolments([(at + i, mu, body_hash) for i, (mu, body_hash) in enumerate(group)])
                 slots += [None] * len(group)
                 last_seq += len(group)
                 at += len(group)
                 continue
-            payment = _settable(chunk[at], fmt, last_seq, actor, ctx, held.payments, held.enrolments)
+            payment = _settable(chunk[at], fmt, last_seq, actor, ctx, held)
             if payment is not None:
-                held.payments.append((at, *payment))
+                held.hold_payment(at, *payment)
                 slots.append(None)
                 last_seq += 1
                 at += 1
@@ -463,18 +463,10 @@ PAYMENTS_AT_ONCE = 25  # payments held back for one set at most
 
 
 def _settable(
-    raw: msgspec.Raw,
-    fmt: codec.Format,
-    last_seq: int,
-    actor: Actor,
-    ctx: Context,
-    held: list[tuple[int, m.PaymentRecord, bytes]],
-    enrolments: list[list[tuple[int, m.EnrollmentCreate, bytes]]],
+    raw: msgspec.Raw, fmt: codec.Format, last_seq: int, actor: Actor, ctx: Context, held: _Held
 ) -> tuple[m.PaymentRecord, bytes] | None:
-    """The payment at hand with its body hash, when it may join the set held back (`held`): the
-    next seq, readable, `money.settable`, of the year of the others and of the enrolments held (which
-    are applied first: its own household's among them), and of other households, persons, receipt
-    numbers and channel references than any of them."""
+    """The payment at hand with its body hash, when it may join the set held back: the next seq,
+    readable, `money.settable`, and `held.may_join` it."""
     head = _decode_head(raw, fmt)
     if head is None or head.type != "payment.record" or head.seq != last_seq + 1:
         return None
@@ -484,22 +476,8 @@ def _settable(
         return None
     if not isinstance(mu, m.PaymentRecord) or not money.settable(actor, mu, ctx) or _holds_nul(bytes(raw), mu, fmt):
         return None
-    for group in enrolments:  # applied before the payments: of its year, and none of its persons elsewhere
-        first = group[0][1]
-        others = first.household_id != mu.household_id
-        if first.coverage_year != mu.coverage_year or (
-            others and any(p in mu.person_ids for _at, e, _h in group for p in e.person_ids)
-        ):
-            return None
-    for _at, other, _h in held:
-        if (
-            other.coverage_year != mu.coverage_year
-            or other.household_id == mu.household_id
-            or not set(other.person_ids).isdisjoint(mu.person_ids)
-            or other.receipt_no == mu.receipt_no
-            or (mu.channel_ref is not None and (other.method, other.channel_ref) == (mu.method, mu.channel_ref))
-        ):
-            return None
+    if not held.may_join(mu):
+        return None
     return mu, sealed.mutation_digest(_canonical.encode(mu))
 
 
@@ -516,20 +494,65 @@ _msgpack_names = msgspec.msgpack.Decoder(_Names)
 
 class _Held:
     """What the fast path holds back for sets (`_apply_all`): runs of enrolments of households, and
-    payments; each mutation with its position in the chunk and its body hash."""
+    payments; each mutation with its position in the chunk and its body hash. What they name is kept
+    as they are held (`hold_enrolments`, `hold_payment`), so that asking whether the next mutation
+    may join them, or must wait for them, does not walk them all again for every mutation."""
 
     def __init__(self) -> None:
         self.enrolments: list[list[tuple[int, m.EnrollmentCreate, bytes]]] = []
         self.payments: list[tuple[int, m.PaymentRecord, bytes]] = []
+        self.households: set[UUID] = set()  # of everything held
+        self.persons: set[UUID] = set()  # of everything held (`person_ids`)
+        self._enrolled: dict[UUID, set[UUID]] = {}  # person of a held enrolment → its households
+        self._paid_households: set[UUID] = set()
+        self._paid_persons: set[UUID] = set()
+        self._receipts: set[str] = set()
+        self._channels: set[tuple[str, str]] = set()
 
     def __bool__(self) -> bool:
         return bool(self.enrolments or self.payments)
 
-    def named(self) -> tuple[set[UUID], set[UUID]]:
-        """The households and persons of what is held."""
-        mutations: list[m.EnrollmentCreate | m.PaymentRecord] = [mu for g in self.enrolments for _at, mu, _h in g]
-        mutations += [mu for _at, mu, _h in self.payments]
-        return {mu.household_id for mu in mutations}, {p for mu in mutations for p in mu.person_ids}
+    def hold_enrolments(self, group: list[tuple[int, m.EnrollmentCreate, bytes]]) -> None:
+        self.enrolments.append(group)
+        for _at, mu, _h in group:
+            self.households.add(mu.household_id)
+            self.persons.update(mu.person_ids)
+            for person in mu.person_ids:
+                self._enrolled.setdefault(person, set()).add(mu.household_id)
+
+    def hold_payment(self, at: int, mu: m.PaymentRecord, body_hash: bytes) -> None:
+        self.payments.append((at, mu, body_hash))
+        self.households.add(mu.household_id)
+        self.persons.update(mu.person_ids)
+        self._paid_households.add(mu.household_id)
+        self._paid_persons.update(mu.person_ids)
+        self._receipts.add(mu.receipt_no)
+        if mu.channel_ref is not None:
+            self._channels.add((mu.method, mu.channel_ref))
+
+    def may_join(self, mu: m.PaymentRecord) -> bool:
+        """Whether a payment may join the set: of the year of the enrolments held (applied before the
+        payments: its own household's among them) and of the payments held, none of its persons
+        enrolled here in another household, and of other households, persons, receipt numbers and
+        channel references than the payments held."""
+        if self.enrolments and self.enrolments[0][0][1].coverage_year != mu.coverage_year:
+            return False  # (the enrolments held are all of one year)
+        if any(h != mu.household_id for p in mu.person_ids for h in self._enrolled.get(p, ())):
+            return False
+        if self.payments and self.payments[0][1].coverage_year != mu.coverage_year:
+            return False  # (the payments held are all of one year)
+        return (
+            mu.household_id not in self._paid_households
+            and self._paid_persons.isdisjoint(mu.person_ids)
+            and mu.receipt_no not in self._receipts
+            and (mu.channel_ref is None or (mu.method, mu.channel_ref) not in self._channels)
+        )
+
+    def clear(self) -> None:
+        for kept in (self.enrolments, self.payments, self.households, self.persons, self._enrolled):
+            kept.clear()
+        for named in (self._paid_households, self._paid_persons, self._receipts, self._channels):
+            named.clear()
 
 
 ENROLMENTS_AT_ONCE = 25  # households whose enrolments are held back for one set at most
@@ -550,13 +573,12 @@ def _settable_enrolments(
         return []
     first = group[0][0]
     persons = [p for mu, _h in group for p in mu.person_ids]
-    held_households, named = held.named()
-    others = [g[0][1] for g in held.enrolments]
+    kind = held.enrolments[0][0][1] if held.enrolments else first  # the groups held are all of one kind
     if (
         len(set(persons)) < len(persons)
-        or first.household_id in held_households
-        or not named.isdisjoint(persons)
-        or any((x.coverage_year, x.new_student) != (first.coverage_year, first.new_student) for x in others)
+        or first.household_id in held.households
+        or not held.persons.isdisjoint(persons)
+        or (kind.coverage_year, kind.new_student) != (first.coverage_year, first.new_student)
         or not households.enrolment_settable(actor, first, ctx)
     ):
         return []
@@ -576,10 +598,10 @@ def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held)
         return True
     households = {x for x in (names.household_id, names.to_household_id) if x is not None}
     persons = {*names.person_ids, *([names.person_id] if names.person_id is not None else [])}
-    held_households, held_persons = held.named()
     # Persons too: cover reads a person's other years and households (a payment of another year, an
     # enrolment in the household they moved to).
-    return not (households or persons) or not (households | persons).isdisjoint(held_households | held_persons)
+    named = households | persons
+    return not named or not (named.isdisjoint(held.households) and named.isdisjoint(held.persons))
 
 
 async def _apply_held(
@@ -627,8 +649,7 @@ async def _apply_held(
             assert isinstance(kind, str)
             ledger.add(done.seq, done.mutation_id, kind, body_hash, answer, done.device_time)
             slots[position] = answer
-    held.enrolments.clear()
-    held.payments.clear()
+    held.clear()
 
 
 def _enrolment_run(

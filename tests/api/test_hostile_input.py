@@ -17,6 +17,8 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -83,6 +85,72 @@ def test_the_scanners_measure_the_depth_of_json_and_msgpack_exactly() -> None:
             assert bodies.msgpack_too_deep(as_msgpack, limit) == (depth > limit), (as_msgpack, limit)
             for cut in (len(as_msgpack) // 3, len(as_msgpack) // 2):  # truncated: no error, no hang
                 bodies.msgpack_too_deep(as_msgpack[:cut], limit)
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=60),
+    st.binary(max_size=60),  # bytes that look like container headers among them
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=60,
+)
+
+
+def _map_header(count: int) -> bytes:
+    return bytes([0x80 | count]) if count < 16 else b"\xde" + count.to_bytes(2, "big")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    value=_values,
+    twice=st.booleans(),
+    cut=st.integers(min_value=0, max_value=400),
+    tail=st.binary(max_size=3),
+    limit=st.integers(min_value=0, max_value=8),
+)
+def test_the_msgpack_split_answers_as_the_walk(value: Any, twice: bool, cut: int, tail: bytes, limit: int) -> None:
+    """`msgpack_too_deep` splits maps and arrays with msgspec where the walk reads every header: the
+    same answer for any bytes — whole values, a map naming a key twice (msgspec keeps one of them),
+    values cut short or followed by more bytes."""
+    data = msgspec.msgpack.encode(value)
+    if twice and isinstance(value, dict) and value:
+        key, inner = next(iter(value.items()))  # the first key again, its value last
+        pairs = b"".join(msgspec.msgpack.encode(k) + msgspec.msgpack.encode(v) for k, v in value.items())
+        data = _map_header(len(value) + 1) + pairs + msgspec.msgpack.encode(key) + msgspec.msgpack.encode(0)
+        assert bodies.msgpack_too_deep(data, limit) == (_depth({**value, key: inner}) > limit)
+    for sample in (data, data[: max(1, cut)], data + tail):
+        assert bodies.msgpack_too_deep(sample, limit) == bodies._msgpack_walk(sample, limit), (sample, limit)
+
+
+def test_a_push_is_split_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync push of 200 mutations, Chinese names and binary ids included, is measured without walking
+    its headers one by one (each mutation has too few bytes that look like headers); a push with one
+    deep mutation among them is still found."""
+    mutation = {
+        "type": "household.create",
+        "seq": 7,
+        "mutation_id": uuid.uuid4().bytes,
+        "household_id": uuid.uuid4().bytes,
+        "village_code": "130102001001",
+        "address": "北山村三组十二号",
+        "members": [{"person_id": uuid.uuid4().bytes, "name": "张秀英", "relation": "head"}],
+    }
+    push = {"protocol_version": 1, "device_id": uuid.uuid4().bytes, "mutations": [mutation] * 200}
+    walked: list[bytes] = []
+    walk = bodies._msgpack_walk
+    monkeypatch.setattr(bodies, "_msgpack_walk", lambda data, limit: walked.append(data) or walk(data, limit))
+    assert not bodies.too_deep(msgspec.msgpack.encode(push), "msgpack")
+    assert walked == []
+    deep = {**mutation, "address": [[[[[[[["北山村"]]]]]]]]}  # the push, the list, the mutation and 8 more
+    body = msgspec.msgpack.encode({**push, "mutations": [mutation] * 100 + [deep] + [mutation] * 99})
+    assert bodies.msgpack_too_deep(body, 10)
+    assert not bodies.msgpack_too_deep(body, 11)
 
 
 def test_the_scanners_find_100000_levels_whatever_the_shape() -> None:

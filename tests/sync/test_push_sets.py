@@ -865,9 +865,9 @@ def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
     third = household_create(tablet, numbers=(3,))
     held_payment = payment(tablet, household)
     held = push_module._Held()
-    held.payments.append((0, held_payment, b""))
+    held.hold_payment(0, held_payment, b"")
     held_enrolment = enrol(tablet, third)
-    held.enrolments.append([(1, held_enrolment, b"")])
+    held.hold_enrolments([(1, held_enrolment, b"")])
     last = held_enrolment.seq
 
     def after(mutation: Any, *, seq: int | None = None) -> bool:
