@@ -86,7 +86,7 @@ def database(settings: Settings, *, upgrade: bool = True) -> Iterator[str]:
     from backend.embedded import embedded_database
     from backend.roles import APP_ROLE
 
-    with embedded_database(settings.data_dir, settings.pg_settings) as db:
+    with embedded_database(settings.data_dir, settings.pg_settings, settings.pg_cpu_policy) as db:
         if upgrade:
             migrate.upgrade(db.owner_dsn, app_role=APP_ROLE, keyring=keyring)
         _check_keys(db.app_dsn, keyring)
@@ -112,7 +112,7 @@ def owner_database(settings: Settings) -> Iterator[tuple[str, str]]:
         from backend.embedded import embedded_database
         from backend.roles import APP_ROLE
 
-        with embedded_database(settings.data_dir, settings.pg_settings) as db:
+        with embedded_database(settings.data_dir, settings.pg_settings, settings.pg_cpu_policy) as db:
             yield db.owner_dsn, APP_ROLE
         return
     _check_reachable(settings.database_url)

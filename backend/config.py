@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     data_dir: str = ".canbao"  # CANBAO_DATA_DIR
     # The embedded PostgreSQL's memory, over its sizing to the machine: "work_mem=256MB,shared_buffers=2GB"
     pg_settings: str = ""  # CANBAO_PG_SETTINGS
+    # The embedded PostgreSQL's scheduling policy: batch (not favoured on wake-up) or normal.
+    pg_cpu_policy: Literal["batch", "normal"] = "batch"  # CANBAO_PG_CPU_POLICY
     jwt_secret: str | None = None  # CANBAO_JWT_SECRET; None → a key kept in data_dir
     # Keys sealing identity and phone numbers (backend/crypto.py): a JSON key file, never in the
     # database; None → keys.json made in data_dir (embedded mode only).

