@@ -112,13 +112,19 @@ class EmbeddedDatabase:
     pgdata: Path
 
 
+def _checked(value: str) -> str:
+    """`value` if it is one of CPU_POLICIES, else a ValueError naming CANBAO_PG_CPU_POLICY."""
+    if value not in CPU_POLICIES:
+        raise ValueError(f"CANBAO_PG_CPU_POLICY: {value!r} is not one of {', '.join(CPU_POLICIES)}")
+    return value
+
+
 def schedule_server(postmaster_pid: int, policy: str) -> int:
     """Puts the postmaster and its processes under `policy` (`CPU_POLICIES`: SCHED_BATCH or
     SCHED_OTHER, nice level kept); backends it forks later inherit it. Linux only; a process this
     one may not change (another user's server) is left as it is, with a warning. Answers how many
     processes were set."""
-    if policy not in CPU_POLICIES:
-        raise ValueError(f"CANBAO_PG_CPU_POLICY: {policy!r} is not one of {', '.join(CPU_POLICIES)}")
+    _checked(policy)
     if not hasattr(os, "sched_setscheduler"):
         return 0
     which = os.SCHED_BATCH if policy == "batch" else os.SCHED_OTHER
@@ -156,9 +162,7 @@ class EmbeddedPostgres:
         # servers without Settings)
         overrides = pg_settings if pg_settings is not None else os.environ.get("CANBAO_PG_SETTINGS", "")
         self.memory = memory_settings(overrides=overrides)
-        self.cpu_policy = cpu_policy if cpu_policy is not None else os.environ.get("CANBAO_PG_CPU_POLICY", "batch")
-        if self.cpu_policy not in CPU_POLICIES:
-            raise ValueError(f"CANBAO_PG_CPU_POLICY: {self.cpu_policy!r} is not one of {', '.join(CPU_POLICIES)}")
+        self.cpu_policy = _checked(cpu_policy or os.environ.get("CANBAO_PG_CPU_POLICY", "batch"))
 
     def start(self) -> str:
         """Starts the server (or joins the running one) and returns the DSN of Canbao's database."""
