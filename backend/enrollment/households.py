@@ -485,18 +485,35 @@ def _name_as_members(exc: DomainError) -> None:
 
 
 async def create_household_and_add(
-    conn: Connection, actor: Actor, data: HouseholdCreate, added: list[MemberIn], today: date
+    conn: Connection,
+    actor: Actor,
+    data: HouseholdCreate,
+    added: list[MemberIn],
+    today: date,
+    edit: HouseholdUpdate | None = None,
 ) -> tuple[dict[str, Any], list[int]] | None:
     """`create_household`, then `members.add_member` of each of `added` in turn (at the version the
-    one before left), as one read and one statement: the household is written at the version the
-    last addition gives, the additions' audit rows are recorded after it as `add_member` records
-    them (a household's first statement writes no change record for anyone: nobody can have seen
-    it). The household's row (`household_summary`), and the version after each addition. None when
-    anyone added is already known (reused: the caller adds them one by one); whatever else either
-    refuses raises (the caller, a push's fast path, then applies them one by one to answer each)."""
+    one before left), then `update_household` with `edit` if it changes anything, as one read and
+    one statement: the household is written with the edit's values at the version the last step
+    gives, the additions' and the edit's audit rows are recorded after it as `add_member` and
+    `update_household` record them (a household's first statement writes no change record for
+    anyone: nobody can have seen it, nor the versions before the last). The household's row
+    (`household_summary`), and the version after each addition and after the edit. None when anyone
+    added is already known (reused: the caller adds them one by one); whatever else any step
+    refuses raises (the caller, a push's fast path, then applies them one by one to answer each).
+    An edit of the household number is not for here: one number refused at creation and another
+    accepted after it would be written as the second."""
     if data.enrol_year is not None:
         raise ValueError("create_household_and_add does not enrol")
-    created = await _create_with(conn, actor, data, added, today)
+    edited: dict[str, Any] = {}
+    if edit is not None:
+        if edit.household_no is not None and edit.household_no != data.household_no:
+            raise ValueError("create_household_and_add does not renumber")
+        before = {"address": data.address, "phone": data.phone}
+        after = {k: before[k] if getattr(edit, k) is None else getattr(edit, k) for k in before}
+        edited = changes(before, after)
+        data = msgspec.structs.replace(data, **after)
+    created = await _create_with(conn, actor, data, added, today, edited=edited)
     return None if created is None else (household_summary(created[0]), created[1])
 
 
@@ -597,9 +614,12 @@ async def _create_with(
     added: list[MemberIn],
     today: date,
     person_ids_out: list[UUID] | None = None,
+    *,
+    edited: Mapping[str, Any] | None = None,
 ) -> tuple[list[asyncpg.Record], list[int]] | None:
     """The household's rows as `household_with_members` reads them, and the version after each
-    addition."""
+    addition (and after the edit that `edited` records, `audit.changes` of the values `data` holds:
+    one version more, and its audit row last)."""
     members = list(data.members)
     fields = [f"members[{i}]." for i in range(len(members))]
     try:
@@ -649,7 +669,7 @@ async def _create_with(
             *audit_rows.columns(),
             *sealed,
             keyring.seal(PHONE, data.phone),
-            1 + len(added),
+            1 + len(added) + bool(edited),
         )
     except asyncpg.UniqueViolationError as exc:
         if exc.constraint_name == "households_number_key":
@@ -670,9 +690,12 @@ async def _create_with(
             division_code=data.village_code,
             summary={"person_id": str(person_id), "relation": member.relation},
         )
+    if edited:
+        summary = {"changed": sorted(edited)}
+        await record(conn, actor, "update", "household", household_id, division_code=data.village_code, summary=summary)
     if person_ids_out is not None:
         person_ids_out += person_ids
-    return rows, list(range(1, len(added) + 2))
+    return rows, list(range(1, len(added) + 2 + bool(edited)))
 
 
 def open_years(today: date, year: int | None = None) -> list[int]:

@@ -175,22 +175,41 @@ async def household_create(conn: Connection, actor: Actor, mu: m.HouseholdCreate
 
 
 async def household_create_run(
-    conn: Connection, actor: Actor, mu: m.HouseholdCreate, run: list[m.MemberCreate], ctx: Context
+    conn: Connection,
+    actor: Actor,
+    mu: m.HouseholdCreate,
+    run: list[m.MemberCreate],
+    ctx: Context,
+    edit: m.HouseholdUpdate | None = None,
 ) -> list[m.Answer]:
-    """A new household and the new members of it that follow it (persons told apart) in one set
+    """A new household, the new members of it that follow it (persons told apart) and an edit of it
+    after them (`edit`, of its address or phone: not its number) in one set
     (`household_service.create_household_and_add`): what `household_create`, then `member_create` of
-    each, do when every one applies (push.py's fast path: any failure undoes the lot, which is then
-    applied one by one)."""
-    assert all(x.household_id == mu.household_id for x in run)
-    for i, x in enumerate(run):
+    each, then `household_update` do when every one applies (push.py's fast path: any failure undoes
+    the lot, which is then applied one by one). Nobody else can have changed the household in
+    between: the edit applies whole, and only what it changes is written."""
+    steps: list[m.MemberCreate | m.HouseholdUpdate] = [*run, *([edit] if edit else [])]
+    assert all(x.household_id == mu.household_id for x in steps)
+    for i, x in enumerate(steps):
         if x.base_version > 1 + i:  # each one's base against the version the ones before it leave
             raise InvalidInput("base_version", _("is ahead of the server's version {version}", version=1 + i))
+    data = _household_in(mu)
+    update = None
+    if edit is not None:
+        created = {"household_no": data.household_no, "address": data.address, "phone": data.phone}
+        edits = _set_fields(edit, HOUSEHOLD_FIELDS)
+        changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(created[k])}
+        update = msgspec.convert(changed, household_service.HouseholdUpdate) if changed else None
     added = [msgspec.convert(_member_in(x.member), household_service.MemberIn) for x in run]
-    done = await household_service.create_household_and_add(conn, actor, _household_in(mu), added, ctx.today)
+    done = await household_service.create_household_and_add(conn, actor, data, added, ctx.today, update)
     if done is None:  # someone added is known already: reused as the rules say, one by one
-        return [await household_create(conn, actor, mu, ctx), *[await member_create(conn, actor, x, ctx) for x in run]]
+        answers = [await household_create(conn, actor, mu, ctx)]
+        answers += [await member_create(conn, actor, x, ctx) for x in run]
+        return answers + ([await household_update(conn, actor, edit, ctx)] if edit else [])
     household, versions = done
     _remember(ctx, household)
+    if edit is not None and update is None:  # an edit that changes nothing: no new version
+        versions.append(versions[-1])
     return [m.Answer(seq=None, status="applied", household_version=v) for v in versions]
 
 

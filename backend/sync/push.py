@@ -39,6 +39,7 @@ them.
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
@@ -421,18 +422,20 @@ async def _apply_all(
             reached[:] = [at, max(len(run), 1)]
         if len(run) > 1:
             # Enrolments of one household in a row: one enrol() for them all; a new household and the
-            # members added to it next, new households in a row, or new members of one household in a
-            # row: written as one set. Each answered and in the ledger as if applied one after the other.
+            # members added to it next (and its edit after them), new households in a row, or new
+            # members of one household in a row: written as one set. Each answered and in the ledger
+            # as if applied one after the other.
             enrolments = [mu for mu, _h in run if isinstance(mu, m.EnrollmentCreate)]
             members = [mu for mu, _h in run if isinstance(mu, m.MemberCreate)]
             created = [mu for mu, _h in run if isinstance(mu, m.HouseholdCreate)]
+            edit = next((mu for mu, _h in run if isinstance(mu, m.HouseholdUpdate)), None)
             first = run[0][0]
             if enrolments:
                 done = await households.enrollment_create_run(conn, actor, enrolments, ctx)
             elif len(created) > 1:
                 done = await households.household_create_many(conn, actor, created, ctx)
             elif isinstance(first, m.HouseholdCreate):
-                done = await households.household_create_run(conn, actor, first, members, ctx)
+                done = await households.household_create_run(conn, actor, first, members, ctx, edit)
             else:
                 done = await households.member_create_run(conn, actor, members, ctx)
             for (mu, body_hash), bare in zip(run, done, strict=True):
@@ -692,26 +695,40 @@ def _enrolment_run(
 def _household_run(
     chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int
 ) -> list[tuple[m.Mutation, bytes]]:
-    """A new household at `at` and the new members of it that follow (`_member_run`, here from one
-    on, persons told apart from its own), which `households.household_create_run` writes together.
-    With their body hashes; no members is no run."""
+    """A new household at `at`, the new members of it that follow (`_member_run`, here from one on,
+    persons told apart from its own) and an edit of it next that keeps its number (the phone noted
+    at the end of the visit), which `households.household_create_run` writes together. With their
+    body hashes; neither members nor an edit is no run."""
     head = _decode_head(chunk[at], fmt)
     if head is None or head.type != "household.create" or head.seq != last_seq + 1 or at + 1 == len(chunk):
         return []
+    decoder = _msgpack_mutation if fmt == "msgpack" else _json_mutation
     raw = chunk[at]
     try:
-        mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(raw))
+        mu = decoder.decode(bytes(raw))
     except msgspec.DecodeError:
         return []
     if not isinstance(mu, m.HouseholdCreate) or _holds_nul(bytes(raw), mu, fmt):
         return []
     own = {x.person_id for x in mu.members}
-    members: list[tuple[m.Mutation, bytes]] = []
+    run: list[tuple[m.Mutation, bytes]] = [(mu, sealed.mutation_digest(_canonical.encode(mu)))]
     for added, body_hash in _member_run(chunk, at + 1, fmt, last_seq + 1, at_least=1):
-        if added.household_id != mu.household_id or added.member.person_id in own or len(own) + len(members) == 30:
+        if added.household_id != mu.household_id or added.member.person_id in own or len(own) + len(run) == 31:
             break
-        members.append((added, body_hash))
-    return [(mu, sealed.mutation_digest(_canonical.encode(mu))), *members] if members else []
+        run.append((added, body_hash))
+    after = at + len(run)
+    head = _decode_head(chunk[after], fmt) if after < len(chunk) else None
+    if head is not None and head.type == "household.update" and head.seq == last_seq + 1 + len(run):
+        with contextlib.suppress(msgspec.DecodeError):
+            edit = decoder.decode(bytes(chunk[after]))
+            if (
+                isinstance(edit, m.HouseholdUpdate)
+                and edit.household_id == mu.household_id
+                and edit.household_no in (None, mu.household_no)
+                and not _holds_nul(bytes(chunk[after]), edit, fmt)
+            ):
+                run.append((edit, sealed.mutation_digest(_canonical.encode(edit))))
+    return run if len(run) > 1 else []
 
 
 HOUSEHOLDS_AT_ONCE = 25  # new households in a row written as one set

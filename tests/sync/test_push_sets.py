@@ -18,8 +18,8 @@ from backend.enrollment import enrollments as enrolment_service
 from backend.enrollment import households as household_service
 from backend.enrollment import members as member_service
 from backend.premiums import payments as premium_payments
+from backend.sync import handlers_households, query_codes
 from backend.sync import push as push_module
-from backend.sync import query_codes
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.query_codes import derive_query_code
 from tests.conftest import JWT_SECRET
@@ -356,6 +356,79 @@ async def test_a_new_household_and_the_members_added_next_are_answered_and_kept_
     assert kept[0] == kept[1] == [4, [], [1, 2, 3], [(0, "head"), (1, "child"), (2, "child"), (3, "child")]]
     assert created[0] == created[1] == {"members": 1, "reused_persons": 0}
     assert taken == ["create_household_and_add"]  # the first household and its three, as one set
+
+
+@pytest.mark.parametrize(
+    ("edit", "members", "in_set", "versions"),
+    [
+        # The phone and address noted at the end of the visit: written with the household, one version more.
+        ({"phone": "13800000001", "address": "北山村2组"}, 1, True, [1, 2, 3]),
+        ({"phone": "13800000001"}, 0, True, [1, 2]),  # no members added: the household and its edit
+        ({"address": "北山村1组"}, 1, True, [1, 2, 2]),  # the address it has: nothing changes, no version
+        # A new number is not for the set (refused at creation, taken after it would differ): on its own.
+        ({"household_no": "9", "phone": "13800000001"}, 1, False, [1, 2, 3]),  # (9 for the first digit)
+        # A phone the service refuses fails the set, which is applied again one by one.
+        ({"phone": "不详"}, 1, True, [1, 2, None]),
+    ],
+)
+async def test_a_new_household_edited_next_in_its_push_is_answered_and_kept_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+    edit: dict[str, Any],
+    members: int,
+    in_set: bool,
+    versions: list[int | None],
+) -> None:
+    edited: list[bool] = []  # the runs of a new household: with its edit or not
+    run = handlers_households.household_create_run
+
+    async def spied(*args: Any) -> Any:
+        edited.append(len(args) > 5 and args[5] is not None)
+        return await run(*args)
+
+    monkeypatch.setattr(handlers_households, "household_create_run", spied)
+    tablet = await world(client)
+    keyring = crypto.keys()
+    seen, kept = [], []
+    for head, numbers, no in ((0, (1,), "0101"), (4, (5,), "0102")):
+        household = household_create(tablet, numbers=(head,), household_no=no)
+        batch: list[Any] = [household, *(_member(tablet, household, 1 + i, n) for i, n in enumerate(numbers[:members]))]
+        batch.append(
+            m.HouseholdUpdate(
+                seq=tablet.seq(),
+                mutation_id=uuid.uuid4(),
+                household_id=household.household_id,
+                base_version=1 + members,
+                **(edit | ({"household_no": edit["household_no"] + no[1:]} if "household_no" in edit else {})),
+            )
+        )
+        if no == "0102":  # one by one in one push: the household, each member, the edit
+            monkeypatch.setattr(push_module, "_household_run", lambda *_a: [])
+            monkeypatch.setattr(push_module, "_member_run", lambda *_a, **_k: [])
+        answers = (await push(client, tablet, batch)).answers
+        seen.append(_seen(answers))
+        row = await conn.fetchrow(
+            "SELECT household_no, address, phone_enc, row_version FROM households WHERE id = $1", household.household_id
+        )
+        assert row is not None
+        audited = await conn.fetch(
+            "SELECT action, summary FROM audit_log WHERE entity_id = $1 ORDER BY id", str(household.household_id)
+        )
+        kept.append(
+            [
+                row["household_no"][0] + row["household_no"][1:].replace(no[1:], "#"),
+                row["address"],
+                None if row["phone_enc"] is None else keyring.open(crypto.PHONE, row["phone_enc"]),
+                row["row_version"],
+                [(r["action"], r["summary"].get("changed"), r["summary"].get("relation")) for r in audited],
+                await _ledger(conn, [x.seq for x in batch]),
+            ]
+        )
+    assert [x[2] for x in seen[0]] == [x[2] for x in seen[1]] == versions
+    assert seen[0] == seen[1]
+    assert kept[0] == kept[1]
+    assert edited[:1] == [in_set]  # the first household's run took its edit, or not
 
 
 async def _registered(conn: asyncpg.Connection, households: list[m.HouseholdCreate]) -> list[Any]:  # type: ignore[type-arg]
