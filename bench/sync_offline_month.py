@@ -27,12 +27,14 @@ baseline seconds, push and pull together (aim: ours < 5 s end to end, every conf
 
     python bench/sync_offline_month.py            # 2,500 households, ~10,000 mutations
     python bench/sync_offline_month.py --quick    # CI: 60 households, a few hundred mutations
+    CANBAO_BENCH_SEED=N python bench/sync_offline_month.py  # the month of seed N again (runs compared)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import time
@@ -127,7 +129,8 @@ async def the_month(ours: Server, db: Database, quick: bool, meter: CpuMeter) ->
     from backend.tools.simulate.world import World
 
     crypto.install(keys())  # the invariants open sealed values with the run's keys, as the server does
-    result = Month(seed=random.SystemRandom().randrange(2**32))
+    seed = os.environ.get("CANBAO_BENCH_SEED")  # the same month again: the seed a run printed
+    result = Month(seed=int(seed) if seed else random.SystemRandom().randrange(2**32))
     rng = random.Random(result.seed)
     tag = "B" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(3))
     conn = await asyncpg.connect(db.dsn, server_settings={"application_name": "bench-offline", "timezone": "UTC"})
