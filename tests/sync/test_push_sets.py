@@ -423,6 +423,14 @@ async def test_a_new_household_edited_next_in_its_push_is_answered_and_kept_as_o
                 row["row_version"],
                 [(r["action"], r["summary"].get("changed"), r["summary"].get("relation")) for r in audited],
                 await _ledger(conn, [x.seq for x in batch]),
+                # What others' conflicts and tablets' pulls are told of the household (migration 0037).
+                await conn.fetchval(
+                    "SELECT count(*) FROM record_changes WHERE household_id = $1", household.household_id
+                ),
+                await conn.fetchval(
+                    "SELECT count(*) FROM sync_changes WHERE entity = 'household' AND entity_id = $1",
+                    household.household_id,
+                ),
             ]
         )
     assert [x[2] for x in seen[0]] == [x[2] for x in seen[1]] == versions
