@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import httpx
 import psutil
+from _http import Client, Reply
 
 from backend import clock as backend_clock
 
@@ -357,13 +358,18 @@ def ensure_policy(base_url: str, year: int = 2026) -> None:
         raise RuntimeError(f"publishing the {year} policy answered {r.status_code}: {r.text[:500]}")
 
 
-def expect(response: httpx.Response, status: int) -> httpx.Response:
+Answer = TypeVar("Answer", httpx.Response, Reply)
+
+
+def expect(response: Answer, status: int) -> Answer:
     """A benchmark of error answers would measure the wrong thing: any other status stops the run."""
     if response.status_code != status:
-        raise RuntimeError(
-            f"{response.request.method} {response.request.url.path} answered {response.status_code}, "
-            f"expected {status}: {response.text[:500]}"
+        method, path = (
+            (response.method, response.path)
+            if isinstance(response, Reply)
+            else (response.request.method, response.request.url.path)
         )
+        raise RuntimeError(f"{method} {path} answered {response.status_code}, expected {status}: {response.text[:500]}")
     return response
 
 
@@ -452,7 +458,11 @@ class Load:
         return " ".join(f"{party} {used * 1000 / self.units:.1f}" for party, used in self.cpu.items())
 
 
-Unit = Callable[[httpx.AsyncClient, int], Awaitable[None]]
+Unit = Callable[[Client, int], Awaitable[None]]
+# The load generator: "lean" (`_http.Client`) or "httpx" (the earlier figures' client, for comparing).
+LOAD_CLIENT = os.environ.get("CANBAO_BENCH_CLIENT", "lean")
+if LOAD_CLIENT not in ("lean", "httpx"):
+    raise SystemExit(f"CANBAO_BENCH_CLIENT is lean or httpx, not {LOAD_CLIENT!r}")
 
 
 async def run_load(
@@ -464,14 +474,15 @@ async def run_load(
     units: int | None = None,
     meter: CpuMeter | None = None,
 ) -> Load:
-    """`connections` clients, each with its own keep-alive connection, run `unit` back to back
-    until `seconds` have passed or `units` were done in all."""
+    """`connections` clients, each with its own keep-alive connection (`_http.Client`: a load
+    generator lighter than the servers it measures; httpx with CANBAO_BENCH_CLIENT=httpx, as the
+    figures before 2026-12-07 were measured), run `unit` back to back until `seconds` have passed or
+    `units` were done in all."""
     assert (seconds is None) != (units is None)
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     result = Load()
     issued = 0
 
-    async def worker(index: int, client: httpx.AsyncClient) -> None:
+    async def worker(index: int, client: Client) -> None:
         nonlocal issued
         while True:
             if units is not None:
@@ -485,16 +496,23 @@ async def run_load(
             result.latencies.append(time.perf_counter() - t0)
             result.units += 1
 
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+    clients: list[Any] = [
+        httpx.AsyncClient(base_url=base_url, timeout=60) if LOAD_CLIENT == "httpx" else Client(base_url)
+        for _ in range(connections)
+    ]
+    try:
         cpu_before = meter.sample() if meter else None
         started = time.perf_counter()
         deadline = started + (seconds or 0)
         async with asyncio.TaskGroup() as tg:
-            for i in range(connections):
+            for i, client in enumerate(clients):
                 tg.create_task(worker(i, client))
         result.seconds = time.perf_counter() - started
         if meter and cpu_before is not None:
             result.cpu = meter.since(cpu_before)
+    finally:
+        for client in clients:
+            await (client.aclose() if LOAD_CLIENT == "httpx" else client.close())
     return result
 
 

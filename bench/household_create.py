@@ -19,7 +19,6 @@ import itertools
 import sys
 
 import asyncpg
-import httpx
 from _harness import (
     TOWNSHIP_A_VILLAGES,
     Amount,
@@ -43,6 +42,7 @@ from _harness import (
     unused_area,
     workdir,
 )
+from _http import Client
 
 CONNECTIONS = 16
 YEAR = 2026
@@ -66,13 +66,13 @@ async def measure(
 ) -> tuple[dict[str, Load], int]:
     numbers = itertools.count()  # shared by both sides: they write to the same tables
 
-    async def ours_unit(client: httpx.AsyncClient, _: int) -> None:
+    async def ours_unit(client: Client, _: int) -> None:
         body = {**household(next(numbers), area), "enrol_year": YEAR}
         created = expect(await client.post("/api/v1/households", json=body, headers=headers), 201).json()
         if not created["query_code"] or any(m["enrollment"]["status"] != "registered" for m in created["members"]):
             raise RuntimeError(f"household {created['id']} was not enrolled: {created}")
 
-    async def baseline_unit(client: httpx.AsyncClient, _: int) -> None:
+    async def baseline_unit(client: Client, _: int) -> None:
         expect(await client.post("/households", json={**household(next(numbers), area), "coverage_year": YEAR}), 201)
 
     sides = [

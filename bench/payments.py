@@ -61,6 +61,7 @@ from _harness import (
     unused_area,
     workdir,
 )
+from _http import Client
 
 from backend.crypto import ID_NUMBER
 from mobile_sync_protocol.query_codes import derive_query_code, query_code_hash
@@ -247,7 +248,7 @@ async def measure(
             "acknowledge_no_cover": True,
         }
 
-    async def ours_unit(client: httpx.AsyncClient, _: int) -> None:
+    async def ours_unit(client: Client, _: int) -> None:
         key, content = f"bench-{uuid4()}", msgspec.json.encode(payment("ours"))
         headers = setup.staff | {"Idempotency-Key": key, "Content-Type": "application/json"}
         answer = expect(await client.post("/api/v1/payments", content=content, headers=headers), 201)
@@ -261,7 +262,7 @@ async def measure(
             )
         sent.append(Sent(key, content, hashlib.sha256(answer.content).digest()))
 
-    async def baseline_unit(client: httpx.AsyncClient, _: int) -> None:
+    async def baseline_unit(client: Client, _: int) -> None:
         body = payment("baseline") | {"collector_id": setup.collector_id, "receipt_block_id": setup.baseline_block_id}
         headers = {"Idempotency-Key": f"bench-{uuid4()}", "Content-Type": "application/json"}
         expect(await client.post("/payments", content=msgspec.json.encode(body), headers=headers), 201)
@@ -285,7 +286,7 @@ async def replay(ours: Server, db: Database, staff: dict[str, str], sent: list[S
     """Every request ours answered, again: the first answer back, marked as a replay."""
     pending = iter(sent)
 
-    async def unit(client: httpx.AsyncClient, _: int) -> None:
+    async def unit(client: Client, _: int) -> None:
         first = next(pending)
         headers = staff | {"Idempotency-Key": first.key, "Content-Type": "application/json"}
         answer = expect(await client.post("/api/v1/payments", content=first.content, headers=headers), 201)

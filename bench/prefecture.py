@@ -70,6 +70,7 @@ from _harness import (
     unused_area,
     workdir,
 )
+from _http import Client
 from sync_first_pull import TOWNSHIP_HIGH, TOWNSHIP_LOW, Run, first_pull, publish_policies, register_tablet
 from sync_first_pull import baseline as pull_baseline
 
@@ -331,14 +332,14 @@ async def lookups(ours: Server, bare: Server, db: Database, figures: Figures, ct
     amount = (Amount(units=50), Amount(units=200)) if quick else (Amount(units=500), Amount(seconds=15))
     rounds = 1 if quick else 2
 
-    async def search_ours(client: httpx.AsyncClient, _: int) -> None:
+    async def search_ours(client: Client, _: int) -> None:
         n = pick.choice(township_a)
         r = expect(await client.post("/api/v1/households/search", json={"id_number": resident_id(n, area)},
                                      headers=staff), 200)  # fmt: skip
         if [i["household_no"] for i in r.json()["items"]] != [f"pf-{household_of(n)}"]:
             raise RuntimeError(f"search for person {n} did not find their household")
 
-    async def search_bare(client: httpx.AsyncClient, _: int) -> None:
+    async def search_bare(client: Client, _: int) -> None:
         n = pick.choice(township_a)
         if (
             len(expect(await client.post("/households/search", json={"id_number": resident_id(n, area)}), 200).json())
@@ -348,13 +349,13 @@ async def lookups(ours: Server, bare: Server, db: Database, figures: Figures, ct
 
     residents = ctx["residents"]
 
-    async def coverage_ours(client: httpx.AsyncClient, _: int) -> None:
+    async def coverage_ours(client: Client, _: int) -> None:
         _hh, token = pick.choice(residents)
         r = await client.get(f"/api/v1/resident/coverage?year={YEAR}", headers={"Authorization": f"Bearer {token}"})
         if len(expect(r, 200).json()["members"]) not in (3, 4):
             raise RuntimeError("a resident's coverage did not list 3 or 4 members")
 
-    async def coverage_bare(client: httpx.AsyncClient, _: int) -> None:
+    async def coverage_bare(client: Client, _: int) -> None:
         hh, _token = pick.choice(residents)
         household = uuid.UUID(bytes=hashlib.md5(f"h{hh}".encode()).digest())  # noqa: S324 (the SQL md5)
         if len(expect(await client.get(f"/coverage/{household}?year={YEAR}"), 200).json()) not in (3, 4):
@@ -362,7 +363,7 @@ async def lookups(ours: Server, bare: Server, db: Database, figures: Figures, ct
 
     partner = ctx["partner"]  # client_id, client_secret; a token lives 5 minutes: a new one every 2
 
-    def partner_headers(_client: httpx.AsyncClient) -> dict[str, str]:
+    def partner_headers(_client: Client) -> dict[str, str]:
         if time.monotonic() - partner.get("at", -1e9) > 120:
             form = {"grant_type": "client_credentials", "client_id": partner["id"], "client_secret": partner["secret"]}
             answer = expect(httpx.post(f"{ours.url}/fhir/token", data=form), 200)
@@ -383,14 +384,14 @@ async def lookups(ours: Server, bare: Server, db: Database, figures: Figures, ct
             "insurer": {"display": "城乡居民基本医疗保险"},
         }
 
-    async def fhir_ours(client: httpx.AsyncClient, _: int) -> None:
+    async def fhir_ours(client: Client, _: int) -> None:
         number = resident_id(pick.randrange(persons), area)
         headers = {**partner_headers(client), "Content-Type": "application/fhir+json"}
         r = expect(await client.post("/fhir/CoverageEligibilityRequest", json=fhir_body(number), headers=headers), 200)
         if r.json().get("resourceType") != "CoverageEligibilityResponse":
             raise RuntimeError("FHIR did not answer a CoverageEligibilityResponse")
 
-    async def fhir_bare(client: httpx.AsyncClient, _: int) -> None:
+    async def fhir_bare(client: Client, _: int) -> None:
         number = resident_id(pick.randrange(persons), area)
         expect(await client.post(f"/covered?year={YEAR}", json={"id_number": number}), 200)
 

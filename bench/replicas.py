@@ -57,6 +57,7 @@ from _harness import (
     server_env,
     workdir,
 )
+from _http import Client
 from eligibility_check import registered_numbers
 
 from backend.fhir.resources import RESIDENT_ID_SYSTEM
@@ -158,7 +159,7 @@ def main() -> int:
         headers = partner_token(ours[0].url)
 
         def unit_for(path: str, hdrs: dict[str, str]):  # type: ignore[no-untyped-def]
-            async def unit(client: httpx.AsyncClient, index: int) -> None:
+            async def unit(client: Client, index: int) -> None:
                 number = numbers[random.randrange(len(numbers))]
                 answer = await client.post(path, json=request_for(number), headers=hdrs)
                 expect(answer, 200)

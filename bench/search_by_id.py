@@ -21,7 +21,6 @@ import sys
 import time
 
 import asyncpg
-import httpx
 from _harness import (
     BIRTH_DAYS,
     BIRTH_EPOCH,
@@ -49,6 +48,7 @@ from _harness import (
     unused_area,
     workdir,
 )
+from _http import Client, Reply
 
 from backend.crypto import ID_NUMBER
 
@@ -142,17 +142,17 @@ async def measure(
 ) -> dict[str, Load]:
     pick = random.Random(2026)
 
-    def check(response: httpx.Response, n: int) -> None:
+    def check(response: Reply, n: int) -> None:
         items = expect(response, 200).json()["items"]
         if [i["household_no"] for i in items] != [f"bench-{household_of(n)}"]:
             raise RuntimeError(f"search for person {n} found {len(items)} households, not their own")
 
-    async def ours_unit(client: httpx.AsyncClient, _: int) -> None:
+    async def ours_unit(client: Client, _: int) -> None:
         n = pick.randrange(persons)
         body = {"id_number": resident_id(n, area)}
         check(await client.post("/api/v1/households/search", json=body, headers=headers), n)
 
-    async def baseline_unit(client: httpx.AsyncClient, _: int) -> None:
+    async def baseline_unit(client: Client, _: int) -> None:
         n = pick.randrange(persons)
         check(await client.post("/households/search", json={"id_number": resident_id(n, area)}), n)
 
