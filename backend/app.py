@@ -19,7 +19,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from backend import __version__, api_docs, clock, crypto, deps, i18n, idempotency, maintenance, metrics, migrate, ops
 from backend.api_docs import openapi as api_openapi
-from backend.audit.denied import provide_tx
+from backend.audit.denied import provide_autocommit, provide_tx
 from backend.auth.middleware import PUBLIC_PATHS, BearerAuthMiddleware
 from backend.auth.passwords import Passwords
 from backend.auth.routes import AuthController
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
         lifespan=[lifespan],
         dependencies={
             "tx": Provide(provide_tx),
+            "autocommit": Provide(provide_autocommit),
             "reads": Provide(provide_reads),
             "fresh_reads": Provide(provide_fresh_reads),
             "actor": Provide(provide_actor, sync_to_thread=False),

@@ -16,6 +16,9 @@ from backend.actor import Actor
 from backend.db import Connection
 
 Tx: TypeAlias = NamedDependency[Connection]  # provided as `tx`: one transaction per request
+# provided as `autocommit`: a connection outside any transaction, for a read of one statement whose
+# audit row is its only write (each commits alone; the answer goes only once both have)
+Autocommit: TypeAlias = NamedDependency[Connection]
 # provided as `reads`: for reads that may lag, a caught-up replica's connection, else `tx` (backend.replicas)
 Reads: TypeAlias = NamedDependency[Connection]
 # provided as `fresh_reads`: as `reads`, the replica having replayed all the primary had committed (a resident's)

@@ -282,6 +282,27 @@ async def test_search_takes_the_identity_number_in_the_body_and_pages(client: Cl
     assert ID_NUMBERS[2] not in str([s["summary"] for s in summaries])
 
 
+async def test_a_search_whose_audit_row_fails_answers_nothing(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    # The API's search runs outside a transaction (its read, then its audit row, each committing
+    # alone): the answer must still leave only once the audit row is written.
+    staff = await auth_headers(client, "staff_a")
+    home = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")], household_no="SEARCH-NO-HIT")
+    await conn.execute(
+        """CREATE FUNCTION refuse_search_audit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'the audit trail refuses this row'; END $$;
+           CREATE TRIGGER refuse_search_audit BEFORE INSERT ON audit_log
+           FOR EACH ROW WHEN (NEW.action = 'search') EXECUTE FUNCTION refuse_search_audit()"""
+    )
+    refused = await client.post("/api/v1/households/search", json={"id_number": ID_NUMBERS[1]}, headers=staff)
+    assert refused.status_code >= 500
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert home["id"] not in refused.text and "张三" not in refused.text and home["household_no"] not in refused.text
+    await conn.execute("DROP TRIGGER refuse_search_audit ON audit_log")
+    found = await client.post("/api/v1/households/search", json={"id_number": ID_NUMBERS[1]}, headers=staff)
+    assert [h["id"] for h in found.json()["items"]] == [home["id"]]
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'search'") == 1
+
+
 async def test_reading_a_household_is_audited(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
     staff = await auth_headers(client, "staff_a")
     household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")])
