@@ -13,10 +13,10 @@ import msgspec
 
 from backend import crypto
 from backend.actor import Actor, scope_args
-from backend.audit.service import persons, record
 from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.enrollment.households import DivisionCode, HouseholdNo
+from backend.logs import request_id_var
 from mobile_sync_protocol.rules.identity import IdentityNumberError, parse_resident_id
 
 Q = load_queries("backend.enrollment", "search.sql")
@@ -50,7 +50,17 @@ class HouseholdPage(msgspec.Struct, frozen=True):
 
 
 async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, today: date) -> HouseholdPage:
-    touched: dict[str, list[str]] = {}  # a search by number: the persons it found (their ids)
+    # Searches are reads of personal data: the statement records what was searched by, not the
+    # values, with whom a number found (search.sql).
+    used = sorted(k for k in ("id_number", "household_no", "head_name", "village_code") if getattr(criteria, k))
+    audit = (
+        actor.kind,
+        actor.id,
+        actor.device_id,
+        actor.scope.division_code,
+        used,
+        request_id_var.get(),
+    )
     if criteria.id_number is not None:
         number = criteria.id_number.strip().upper()
         # A birth-certificate number, or a typo, is searched as given: it simply matches nothing.
@@ -62,17 +72,13 @@ async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, toda
             keyring.index(ID_NUMBER, number),
             *scope_args(actor),
             keyring.index(BIRTH_CERT, number),
+            criteria.household_no,
+            criteria.head_name,
+            criteria.village_code,
+            criteria.after,
+            criteria.limit,
+            *audit,
         )
-        found = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows]
-        touched = persons(r["person_id"] for r in rows)
-        items = [
-            h
-            for h in found
-            if (criteria.household_no is None or h.household_no == criteria.household_no)
-            and (criteria.village_code is None or h.village_code == criteria.village_code)
-            and (criteria.head_name is None or (h.head_name or "").startswith(criteria.head_name))
-            and (criteria.after is None or h.id > criteria.after)
-        ][: criteria.limit]
         more = False
     else:
         rows = await conn.fetch(
@@ -82,19 +88,21 @@ async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, toda
             criteria.head_name,
             criteria.village_code,
             criteria.after,
-            criteria.limit + 1,
+            criteria.limit,
+            *audit,
         )
-        items = [msgspec.convert(dict(r.items()), HouseholdSummary) for r in rows[: criteria.limit]]
         more = len(rows) > criteria.limit
-    # Searches are reads of personal data: record what was searched by, not the values.
-    used = sorted(k for k in ("id_number", "household_no", "head_name", "village_code") if getattr(criteria, k))
-    await record(
-        conn,
-        actor,
-        "search",
-        "household",
-        None,
-        division_code=actor.scope.division_code,
-        summary={"criteria": used, "results": len(items), **touched},
-    )
+    items = [
+        HouseholdSummary(
+            id=r["id"],
+            village_code=r["village_code"],
+            household_no=r["household_no"],
+            address=r["address"],
+            status=r["status"],
+            row_version=r["row_version"],
+            head_name=r["head_name"],
+            member_count=r["member_count"],
+        )
+        for r in rows[: criteria.limit]
+    ]
     return HouseholdPage(items=items, next_cursor=items[-1].id if more else None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
 
@@ -97,17 +98,18 @@ async def test_a_partners_history_lookup_reads_the_persons_household_only(conn: 
 async def test_a_search_by_identity_number_reads_the_persons_household_only(conn: Conn, seeded: None) -> None:
     await district(conn)
     number = await conn.fetchval("SELECT id_number_hash FROM persons WHERE id = md5('p' || 7)::uuid")
+    # The other criteria none, a page of 50, and the audit row's columns (search.sql).
+    rest: tuple[object, ...] = (None, None, None, None, 50, "user", str(uuid4()), None, VILLAGE, '["id_number"]', None)
     async with conn.transaction():
         await fix_planner_costs(conn)
         township = (VILLAGE[:9] + "000", VILLAGE[:9] + "999")
-        [found] = await conn.fetch(SEARCH["search_by_identity"], number, *township, None)
+        [found] = await conn.fetch(SEARCH["search_by_identity"], number, *township, None, *rest)
         assert (found["household_no"], found["member_count"]) == ("T-7", 1)
-        assert await households_read(conn, SEARCH["search_by_identity"], number, *township, None) <= 1
+        assert await households_read(conn, SEARCH["search_by_identity"], number, *township, None, *rest) <= 1
         # Another township's search: nothing, and the one household read.
-        assert await conn.fetch(SEARCH["search_by_identity"], number, "330106002000", "330106002999", None) == []
-        assert (
-            await households_read(conn, SEARCH["search_by_identity"], number, "330106002000", "330106002999", None) <= 1
-        )
+        other = ("330106002000", "330106002999")
+        assert await conn.fetch(SEARCH["search_by_identity"], number, *other, None, *rest) == []
+        assert await households_read(conn, SEARCH["search_by_identity"], number, *other, None, *rest) <= 1
 
 
 async def test_a_list_page_checks_its_unplaced_rows_by_their_persons_households(conn: Conn, seeded: None) -> None:

@@ -276,15 +276,29 @@ async def test_search_takes_the_identity_number_in_the_body_and_pages(client: Cl
     ids = [h["id"] for h in page1.json()["items"] + page2.json()["items"]]
     assert sorted(ids) == sorted(h["id"] for h in homes)
     assert page2.json()["next_cursor"] is None
-    summaries = await conn.fetch("SELECT summary FROM audit_log WHERE action = 'search' ORDER BY id")
+    # A number and a household number it does not live under: nothing answered, and the audit row
+    # still names whom the number found.
+    elsewhere = await client.post(
+        "/api/v1/households/search", json={"id_number": ID_NUMBERS[2], "household_no": "3"}, headers=staff
+    )
+    assert elsewhere.json() == {"items": [], "next_cursor": None}
+    rows = await conn.fetch("SELECT summary FROM audit_log WHERE action = 'search' ORDER BY id")
+    summaries = [r["summary"] for r in rows]
     person = homes[1]["members"][0]["person_id"]  # whom it found, by id (tests/access/test_audit_whom.py)
-    assert summaries[0]["summary"] == {"criteria": ["id_number"], "results": 1, "person_ids": [person]}
-    assert ID_NUMBERS[2] not in str([s["summary"] for s in summaries])
+    assert summaries == [
+        {"criteria": ["id_number"], "results": 1, "person_ids": [person]},
+        {"criteria": ["household_no"], "results": 1},
+        {"criteria": ["head_name"], "results": 1},
+        {"criteria": [], "results": 3},  # a page: what it answered, not the one more read to see a next page
+        {"criteria": [], "results": 1},
+        {"criteria": ["household_no", "id_number"], "results": 0, "person_ids": [person]},
+    ]
+    assert ID_NUMBERS[2] not in str(summaries)
 
 
 async def test_a_search_whose_audit_row_fails_answers_nothing(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
-    # The API's search runs outside a transaction (its read, then its audit row, each committing
-    # alone): the answer must still leave only once the audit row is written.
+    # The API's search runs outside a transaction, its read and its audit row one statement
+    # (search.sql): a row the audit trail refuses takes the answer with it.
     staff = await auth_headers(client, "staff_a")
     home = await create_household(client, staff, [member(ID_NUMBERS[1], "张三")], household_no="SEARCH-NO-HIT")
     await conn.execute(
