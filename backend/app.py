@@ -33,7 +33,7 @@ from backend.guards import provide_actor
 from backend.i18n.middleware import negotiated
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
-from backend.replicas import Replicas, commit_header, provide_fresh_reads, provide_reads
+from backend.replicas import Replicas, commit_header, provide_autocommit_reads, provide_fresh_reads, provide_reads
 from backend.timeouts import request_timeout
 
 log = logging.getLogger("canbao.app")
@@ -235,6 +235,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
             "tx": Provide(provide_tx),
             "autocommit": Provide(provide_autocommit),
             "reads": Provide(provide_reads),
+            "autocommit_reads": Provide(provide_autocommit_reads),
             "fresh_reads": Provide(provide_fresh_reads),
             "actor": Provide(provide_actor, sync_to_thread=False),
         },

@@ -16,11 +16,13 @@ from backend.actor import Actor
 from backend.db import Connection
 
 Tx: TypeAlias = NamedDependency[Connection]  # provided as `tx`: one transaction per request
-# provided as `autocommit`: a connection outside any transaction, for a read of one statement whose
-# audit row is its only write (each commits alone; the answer goes only once both have)
+# provided as `autocommit`: a connection outside any transaction, for reads whose only write is their
+# audit row (each statement commits alone; the answer goes only once the audit row has)
 Autocommit: TypeAlias = NamedDependency[Connection]
 # provided as `reads`: for reads that may lag, a caught-up replica's connection, else `tx` (backend.replicas)
 Reads: TypeAlias = NamedDependency[Connection]
+# provided as `autocommit_reads`: as `reads`, else `autocommit`
+AutocommitReads: TypeAlias = NamedDependency[Connection]
 # provided as `fresh_reads`: as `reads`, the replica having replayed all the primary had committed (a resident's)
 FreshReads: TypeAlias = NamedDependency[Connection]
 CurrentActor: TypeAlias = NamedDependency[Actor]  # provided as `actor`: who is calling

@@ -42,7 +42,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.db import Connection, Pool
-from backend.deps import Tx
+from backend.deps import Autocommit, Tx
 
 COMMIT_HEADER = "Canbao-Commit-LSN"
 READ_AFTER_HEADER = "Canbao-Read-After"
@@ -165,6 +165,14 @@ async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -
     """The connection a lagging read may use: a caught-up replica's, in a read-only transaction, or
     the request's own (`tx`, the primary) when there is no replica, none answers or none caught up."""
     async with _reads(state, request, tx, fresh=False) as conn:
+        yield conn
+
+
+async def provide_autocommit_reads(
+    state: State, request: Request[Any, Any, Any], autocommit: Autocommit
+) -> AsyncGenerator[Connection, None]:
+    """As `provide_reads`, for a route outside a transaction: the primary's reads are `autocommit`'s."""
+    async with _reads(state, request, autocommit, fresh=False) as conn:
         yield conn
 
 

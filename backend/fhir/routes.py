@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from backend import bodies
 from backend.api_docs.openapi import REQUEST_BODY, RESIDENT_ID_FORMAT
 from backend.clock import local_today
-from backend.deps import CurrentActor, Reads, Tx
+from backend.deps import Autocommit, AutocommitReads, CurrentActor
 from backend.errors import (
     DomainError,
     InvalidInput,
@@ -163,7 +163,12 @@ class FhirController(Controller):
         summary="Is this person covered on this date? Answers a CoverageEligibilityResponse",
     )
     async def eligibility(
-        self, request: Request[Any, Any, Any], tx: Tx, reads: Reads, actor: CurrentActor, state: State
+        self,
+        request: Request[Any, Any, Any],
+        autocommit: Autocommit,
+        autocommit_reads: AutocommitReads,
+        actor: CurrentActor,
+        state: State,
     ) -> Response[dict[str, Any]]:
         _no_query(request)
         if request.content_type[0] not in ("application/fhir+json", "application/json"):
@@ -175,7 +180,10 @@ class FhirController(Controller):
             body = msgspec.json.decode(raw)
         except msgspec.DecodeError:
             raise InvalidInput("body", _("is not JSON")) from None
-        answer = await service.eligibility(tx, actor, body, local_today(state.settings.timezone), reads=reads)
+        # Reads, then the audit row, outside a transaction (`autocommit`): under READ COMMITTED each of
+        # the reads had a snapshot of its own in one too, and the audit row is the only write.
+        today = local_today(state.settings.timezone)
+        answer = await service.eligibility(autocommit, actor, body, today, reads=autocommit_reads)
         return Response(answer, media_type=resources.FHIR_JSON)
 
     @post(
@@ -186,12 +194,17 @@ class FhirController(Controller):
         summary="A person's Coverage resources; `identifier` ([system|]value) in the form body",
     )
     async def search_coverage(
-        self, request: Request[Any, Any, Any], tx: Tx, reads: Reads, actor: CurrentActor, state: State
+        self,
+        request: Request[Any, Any, Any],
+        autocommit: Autocommit,
+        autocommit_reads: AutocommitReads,
+        actor: CurrentActor,
+        state: State,
     ) -> Response[dict[str, Any]]:
         _no_query(request)
         form = await _form(request)
         self_url = str(request.base_url).rstrip("/") + "/fhir/Coverage/_search"
         bundle = await service.search_coverage(
-            tx, actor, form, local_today(state.settings.timezone), self_url, reads=reads
+            autocommit, actor, form, local_today(state.settings.timezone), self_url, reads=autocommit_reads
         )
         return Response(bundle, media_type=resources.FHIR_JSON)
