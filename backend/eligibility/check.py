@@ -115,7 +115,14 @@ async def facts_by_hash(
     callers that hold the hash and need not open the number."""
     cats: dict[bytes, list[HeldCategory]] = {}
     excl: dict[bytes, list[Obstacle]] = {}
-    for r in await conn.fetch(Q["entries_in_force"], id_number_hashes, on):
+    for r in await conn.fetch(Q["facts_in_force"], id_number_hashes, on, year):  # list rows first
+        if r["source"] == "claim":
+            held = cats.setdefault(r["id_number_hash"], [])
+            if any(h.category == r["category"] for h in held):
+                continue  # a list row explains it already
+            claim = Source(kind="claim", claim_id=r["claim_id"], decided_by=r["decided_by"], decided_at=r["decided_at"])
+            held.append(HeldCategory(category=r["category"], valid_from=None, valid_to=None, source=claim))
+            continue
         source = Source(
             kind="list",
             list_id=r["list_id"],
@@ -130,12 +137,6 @@ async def facts_by_hash(
             )
         elif r["kind"] == "exclusion":
             excl.setdefault(r["id_number_hash"], []).append(Obstacle(code=r["list_type"], source=source))
-    for r in await conn.fetch(Q["accepted_claims"], id_number_hashes, year):
-        held = cats.setdefault(r["id_number_hash"], [])
-        if any(h.category == r["category"] for h in held):
-            continue  # a list row explains it already
-        source = Source(kind="claim", claim_id=r["claim_id"], decided_by=r["decided_by"], decided_at=r["decided_at"])
-        held.append(HeldCategory(category=r["category"], valid_from=None, valid_to=None, source=source))
     return {h: PersonEligibility(categories=cats.get(h, []), exclusions=excl.get(h, [])) for h in set(cats) | set(excl)}
 
 

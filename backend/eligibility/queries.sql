@@ -140,35 +140,36 @@ WHERE (n.id_number_hash IS NULL OR o.id_number_hash IS NULL
 ORDER BY 1
 LIMIT $6;
 
--- name: entries_in_force
--- The list rows that apply to these persons on a date: per list type and uploader scope, the version
--- in force on that date (the highest-numbered loaded one effective on or before it: README, Lists),
--- and rows valid on it; persons by their numbers' blind index.
+-- name: facts_in_force
+-- What eligibility knows of persons (by their numbers' blind index) on date $2 for year $3, in one
+-- round trip: the list rows that apply (`source` 'list': per list type and uploader scope, the
+-- version in force on that date — the highest-numbered loaded one effective on or before it: README,
+-- Lists — and rows valid on it), then the accepted claims of subsidy categories of the year (`source`
+-- 'claim'; a claim proving an exemption gives no category), each person's in the order raised.
 WITH in_force AS (
     SELECT DISTINCT ON (list_type, division_code) id, list_type, kind, version, effective_from
     FROM list_versions
     WHERE status = 'loaded' AND effective_from <= $2
     ORDER BY list_type, division_code, version DESC
 )
-SELECT e.id_number_hash, e.row_no, e.valid_from, e.valid_to, v.id AS list_id, v.list_type, v.kind, v.version,
-       v.effective_from
+SELECT 'list' AS source, e.id_number_hash, e.row_no, e.valid_from, e.valid_to, v.id AS list_id, v.list_type,
+       v.kind, v.version, v.effective_from, NULL::uuid AS claim_id, NULL::text AS category,
+       NULL::uuid AS decided_by, NULL::timestamptz AS decided_at, NULL::timestamptz AS raised_at
 FROM list_entries e
 JOIN in_force v ON v.id = e.version_id
 WHERE e.id_number_hash = ANY($1::bytea[])
   AND (e.valid_from IS NULL OR e.valid_from <= $2)
   AND (e.valid_to IS NULL OR e.valid_to >= $2)
-ORDER BY e.id_number_hash, v.list_type, v.version;
-
--- name: accepted_claims
--- Accepted claims of subsidy categories (a claim proving an exemption gives no category).
-SELECT id AS claim_id, id_number_hash, category, decided_by, decided_at
-FROM eligibility_claims
-WHERE status = 'accepted' AND purpose = 'subsidy' AND coverage_year = $2 AND id_number_hash = ANY($1::bytea[])
-ORDER BY raised_at;
+UNION ALL
+SELECT 'claim', c.id_number_hash, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, c.id, c.category, c.decided_by,
+       c.decided_at, c.raised_at
+FROM eligibility_claims c
+WHERE c.status = 'accepted' AND c.purpose = 'subsidy' AND c.coverage_year = $3 AND c.id_number_hash = ANY($1::bytea[])
+ORDER BY source DESC, id_number_hash, list_type, version, raised_at;  -- 'list' before 'claim'
 
 -- name: exemption_evidence
 -- What can show registered persons ($1) exempt from the waiting period in year $2 for a business date
--- $3: rows of the lists $4 in the version in force on $3 (as entries_in_force; a row's own dates are
+-- $3: rows of the lists $4 in the version in force on $3 (as facts_in_force's list rows; a row's own dates are
 -- for the rule to judge, mobile_sync_protocol/rules/exemptions.py), and claims accepted for the year
 -- of the categories $4 (subsidy or exemption), with the dates of their proof.
 WITH in_force AS (
