@@ -92,17 +92,6 @@ async def search(conn: Connection, actor: Actor, criteria: HouseholdSearch, toda
             *audit,
         )
         more = len(rows) > criteria.limit
-    items = [
-        HouseholdSummary(
-            id=r["id"],
-            village_code=r["village_code"],
-            household_no=r["household_no"],
-            address=r["address"],
-            status=r["status"],
-            row_version=r["row_version"],
-            head_name=r["head_name"],
-            member_count=r["member_count"],
-        )
-        for r in rows[: criteria.limit]
-    ]
+    fields = HouseholdSummary.__struct_fields__
+    items = [HouseholdSummary(**{f: r[f] for f in fields}) for r in rows[: criteria.limit]]
     return HouseholdPage(items=items, next_cursor=items[-1].id if more else None)
