@@ -27,16 +27,16 @@ class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._encoder = msgspec.json.Encoder(enc_hook=str)
-        self._second = -1
-        self._stamp = ""
+        self._stamped: tuple[int, str] = (-1, "")  # a second and its text, replaced as one
 
     def format(self, record: logging.LogRecord) -> str:
         second = int(record.created)
-        if second != self._second:  # (races between threads only recompute it)
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
+        stamped_second, stamp = self._stamped
+        if second != stamped_second:  # (threads racing here each make their own)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._stamped = (second, stamp)
         entry: dict[str, Any] = {
-            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
+            "ts": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
