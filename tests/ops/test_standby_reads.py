@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -59,9 +60,11 @@ def settings(db_dsn: str, standby: Standby) -> Settings:
 
 @asynccontextmanager
 async def lagging(admin_db_dsn: str, standby: Standby) -> AsyncIterator[None]:
-    """The standby caught up with the primary, then its replay paused until the block ends."""
+    """The standby caught up with the primary, then its replay paused until the block ends. Replay is
+    the cluster's, so the standby is asked in its `postgres` database: this test's database, made a
+    moment ago, may not have reached it yet (connecting to it failed once on a loaded machine)."""
     primary = await asyncpg.connect(admin_db_dsn)
-    replica = await asyncpg.connect(standby.dsn(admin_db_dsn))
+    replica = await asyncpg.connect(standby.dsn(urlunsplit(urlsplit(admin_db_dsn)._replace(path="/postgres"))))
     try:
         now = await primary.fetchval("SELECT pg_current_wal_insert_lsn()::text")
         assert await replicas.caught_up(replica, now, wait_s=10), "the standby does not replay"
