@@ -139,9 +139,20 @@ class PgServer:
         return self.create_database(name=self.current)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (pyproject.toml): a worker a core, each with its own embedded server and template.
+    The workers would share a server of `CANBAO_TEST_DATABASE_URL`, where one's CREATE DATABASE holds
+    back the cluster's oldest running transaction, which the other's audit sealer and sync cursors
+    wait on: there the suite runs in one process."""
+    if os.environ.get("CANBAO_TEST_DATABASE_URL"):
+        return 0
+    return None  # xdist's own count
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The browser tests last: Playwright's sync API keeps an event loop running in this thread
-    until the session ends, and every async test or fixture after it would find it there."""
+    until the session ends, and every async test or fixture after it would find it there. Under
+    xdist each worker runs its files in this order (`--no-loadscope-reorder` in pyproject.toml)."""
     items.sort(key=lambda item: "browser" in item.path.parent.parts[-1:])
 
 
