@@ -19,6 +19,7 @@ for bench in bench/*.py; do
     # failover.py needs a Patroni cluster (root, fixed ports, minutes): run by hand, never in CI.
     case "$name" in _* | baseline_* | failover.py) continue ;; esac
     echo "== $bench --quick"
+    started=$SECONDS
     out=$(mktemp)
     "$PYTHON" "$bench" --quick >"$out" &
     child=$!
@@ -26,6 +27,7 @@ for bench in bench/*.py; do
     status=$?
     child=""
     cat "$out"
+    echo "($bench: $((SECONDS - started)) s)"
     last=$(tail -n 1 "$out")
     rm -f "$out"
     if [ "$status" -ne 0 ]; then
