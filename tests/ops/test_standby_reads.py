@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -26,7 +25,7 @@ import pytest
 from backend import replicas
 from backend.config import Settings
 from backend.tools.standby import Standby, start_standby
-from tests.conftest import TODAY, PgServer, auth_headers, make_settings
+from tests.conftest import TODAY, PgServer, _with_database, auth_headers, make_settings
 from tests.factories import ID_NUMBERS
 from tests.premiums.test_payments import (
     Client,
@@ -64,7 +63,7 @@ async def lagging(admin_db_dsn: str, standby: Standby) -> AsyncIterator[None]:
     the cluster's, so the standby is asked in its `postgres` database: this test's database, made a
     moment ago, may not have reached it yet (connecting to it failed once on a loaded machine)."""
     primary = await asyncpg.connect(admin_db_dsn)
-    replica = await asyncpg.connect(standby.dsn(urlunsplit(urlsplit(admin_db_dsn)._replace(path="/postgres"))))
+    replica = await asyncpg.connect(standby.dsn(_with_database(admin_db_dsn, "postgres")))
     try:
         now = await primary.fetchval("SELECT pg_current_wal_insert_lsn()::text")
         assert await replicas.caught_up(replica, now, wait_s=10), "the standby does not replay"
