@@ -503,18 +503,22 @@ async def create_household_and_add(
     refuses raises (the caller, a push's fast path, then applies them one by one to answer each).
     An edit of the household number is not for here: one number refused at creation and another
     accepted after it would be written as the second."""
-    if data.enrol_year is not None:
-        raise ValueError("create_household_and_add does not enrol")
-    edited: dict[str, Any] = {}
-    if edit is not None:
-        if edit.household_no is not None and edit.household_no != data.household_no:
-            raise ValueError("create_household_and_add does not renumber")
-        before = {"address": data.address, "phone": data.phone}
-        after = {k: before[k] if getattr(edit, k) is None else getattr(edit, k) for k in before}
-        edited = changes(before, after)
-        data = msgspec.structs.replace(data, **after)
+    data, edited = _with_edit(data, edit)
     created = await _create_with(conn, actor, data, added, today, edited=edited)
     return None if created is None else (household_summary(created[0]), created[1])
+
+
+def _with_edit(data: HouseholdCreate, edit: HouseholdUpdate | None) -> tuple[HouseholdCreate, dict[str, Any]]:
+    """`data` with the address and phone `edit` gives it, and what that changes (`audit.changes`)."""
+    if data.enrol_year is not None:
+        raise ValueError("a household created with members added and edited is not enrolled at once")
+    if edit is None:
+        return data, {}
+    if edit.household_no is not None and edit.household_no != data.household_no:
+        raise ValueError("a household created with its edit is not renumbered")
+    before = {"address": data.address, "phone": data.phone}
+    after = {k: before[k] if getattr(edit, k) is None else getattr(edit, k) for k in before}
+    return msgspec.structs.replace(data, **after), changes(before, after)
 
 
 async def _audit_created(
@@ -527,39 +531,71 @@ async def _audit_created(
     )
 
 
+async def _audit_added_and_edited(
+    conn: Connection,
+    actor: Actor,
+    data: HouseholdCreate,
+    household_id: UUID,
+    added: list[tuple[UUID, MemberIn]],
+    edited: Mapping[str, Any],
+) -> None:
+    """The audit rows of the members added to a new household at once and of its edit, after its own
+    statement, as `members.add_member` and `update_household` record them."""
+    for person_id, member in added:
+        joined = {"person_id": str(person_id), "relation": member.relation}
+        await record(
+            conn, actor, "add_member", "household", household_id, division_code=data.village_code, summary=joined
+        )
+    if edited:
+        summary = {"changed": sorted(edited)}
+        await record(conn, actor, "update", "household", household_id, division_code=data.village_code, summary=summary)
+
+
+class HouseholdRun(msgspec.Struct, frozen=True):
+    """A new household, the members added to it next and its edit after them (`create_household_and_add`)."""
+
+    data: HouseholdCreate
+    added: list[MemberIn] = []
+    edit: HouseholdUpdate | None = None
+
+
 async def create_households(
-    conn: Connection, actor: Actor, datas: list[HouseholdCreate], today: date
-) -> list[dict[str, Any]] | None:
-    """`create_household` of each of `datas` in turn, as one read and one statement: each household's
-    row (`household_summary`), in their order. None when anyone in them is known already or is in two
-    of them (the caller creates them one by one: whom to reuse, and who is refused, follow each
-    person's story); whatever `create_household` would refuse raises (the caller, a push's fast
-    path, then applies them one by one to answer each)."""
+    conn: Connection, actor: Actor, runs: list[HouseholdRun], today: date
+) -> list[tuple[dict[str, Any], list[int]]] | None:
+    """`create_household_and_add` of each of `runs` in turn (`create_household` of those that add no
+    one and edit nothing), as one read and one statement: each household's row (`household_summary`)
+    and its versions, in their order. None when anyone in them is known already or is in two of them
+    (the caller creates them one by one: whom to reuse, and who is refused, follow each person's
+    story); whatever `create_household_and_add` would refuse raises (the caller, a push's fast path,
+    then applies them one by one to answer each)."""
     shaped = []
-    for data in datas:
-        if data.enrol_year is not None:
-            raise ValueError("create_households does not enrol")
-        members = list(data.members)
-        head, identities = _new_members(members, [f"members[{i}]." for i in range(len(members))], today)
-        shaped.append((data, members, head, identities))
-    everyone = [identity for *_others, identities in shaped for identity in identities]
+    for run in runs:
+        data, edited = _with_edit(run.data, run.edit)
+        members = [*data.members, *run.added]
+        head, identities = _new_members(list(data.members), [f"members[{i}]." for i in range(len(data.members))], today)
+        if any(member.relation == "head" for member in run.added):
+            raise InvalidInput("relation", _("the household has a head; make the new member head afterwards"))
+        identities += [member_identity("", member, today) for member in run.added]
+        shaped.append((data, members, head, identities, len(run.added), edited))
+    everyone = [identity for *_others, identities, _added, _edited in shaped for identity in identities]
     keys = [x.id_number or x.birth_cert_no for x in everyone]
     if len(set(keys)) != len(keys):
         return None
-    villages = list(dict.fromkeys(data.village_code for data in datas))
+    villages = list(dict.fromkeys(run.data.village_code for run in runs))
     known = await conn.fetch(Q["villages_and_people_by_identity"], villages, *identity_hashes(everyone))
     levels: dict[str, str] = known[0]["levels"]
-    for data in datas:
-        _check_village(actor, levels.get(data.village_code), data.village_code)
+    for run in runs:
+        _check_village(actor, levels.get(run.data.village_code), run.data.village_code)
     if any(row["id"] is not None for row in known):
         return None
     keyring = crypto.keys()
     clear: list[list[Any]] = [[] for _column in range(8)]
     sealed: list[list[Any]] = [[] for _column in range(3)]
-    households: list[list[Any]] = [[] for _column in range(7)]
+    households: list[list[Any]] = [[] for _column in range(8)]
     memberships: list[list[Any]] = [[] for _column in range(4)]
+    joining: list[list[tuple[UUID, MemberIn]]] = []
     with audit.gathered(conn) as audit_rows:  # written by the households' own statement
-        for data, members, head, identities in shaped:
+        for data, members, head, identities, added, edited in shaped:
             household_id = data.id or uuid7()
             person_ids, new = _new_people(members, identities, {})
             people, numbers = _person_columns(person_ids, members, identities, new)
@@ -573,6 +609,7 @@ async def create_households(
                 keyring.index(PHONE, data.phone),
                 keyring.seal(PHONE, data.phone),
                 person_ids[head],
+                1 + added + bool(edited),
             )
             for column, value in zip(households, row, strict=True):
                 column.append(value)
@@ -584,19 +621,28 @@ async def create_households(
             )
             for column, values in zip(memberships, joined, strict=True):
                 column.extend(values)
+            joining.append([*zip(person_ids[len(members) - added :], members[len(members) - added :], strict=True)])
             await _audit_created(conn, actor, household_id, data, reused=0)
+    household_columns = households[:7]
     rows = await conn.fetch(
         Q["insert_households_with_members"],
         *clear,
         *sealed,
-        *households,
+        *household_columns,
         actor.id,
         *memberships,
         *audit_rows.columns(),
+        households[7],
     )
     audit_rows.written()
     by_id = {row["id"]: row for row in rows}
-    return [household_summary([by_id[household_id]]) for household_id in households[0]]
+    answers = []
+    for (data, _members, _head, _identities, added, edited), household_id, newcomers in zip(
+        shaped, households[0], joining, strict=True
+    ):
+        await _audit_added_and_edited(conn, actor, data, household_id, newcomers, edited)
+        answers.append((household_summary([by_id[household_id]]), list(range(1, added + 2 + bool(edited)))))
+    return answers
 
 
 async def _create(conn: Connection, actor: Actor, data: HouseholdCreate, today: date) -> tuple[Household, list[UUID]]:
@@ -680,19 +726,9 @@ async def _create_with(
         raise PersonAlreadyRegistered() from exc
     audit_rows.written()
     await enrolments_follow(conn, actor, list(reuse.values()), household_id, today)
-    for person_id, member in zip(person_ids[len(members) :], added, strict=True):
-        await record(
-            conn,
-            actor,
-            "add_member",
-            "household",
-            household_id,
-            division_code=data.village_code,
-            summary={"person_id": str(person_id), "relation": member.relation},
-        )
-    if edited:
-        summary = {"changed": sorted(edited)}
-        await record(conn, actor, "update", "household", household_id, division_code=data.village_code, summary=summary)
+    await _audit_added_and_edited(
+        conn, actor, data, household_id, [*zip(person_ids[len(members) :], added, strict=True)], edited or {}
+    )
     if person_ids_out is not None:
         person_ids_out += person_ids
     return rows, list(range(1, len(added) + 2 + bool(edited)))

@@ -88,11 +88,12 @@ FROM village_and_people_by_identity(($1::text[])[1], $2::bytea[], $3::bytea[]) A
 
 -- name: insert_households_with_members
 -- Households of new persons only (`create_households`), each as `insert_household_with_members`
--- writes one at version 1, in one statement: the persons ($1 … $8 clear, $9 … $11 sealed, as
--- there), the households ($12 … $18: id, village, number, address, phone's index and sealed phone,
--- head; created by $19), the memberships ($20 … $23: id, person, household, relation) and the audit
--- rows ($24 … $32, as `audit.insert_rows`). Answers each household's row as `household` reads it.
--- The foreign keys are checked at the statement's end, when all the rows exist.
+-- writes one (at version $33: 1, or more for members added at once and an edit), in one statement:
+-- the persons ($1 … $8 clear, $9 … $11 sealed, as there), the households ($12 … $18: id, village,
+-- number, address, phone's index and sealed phone, head; created by $19), the memberships ($20 … $23:
+-- id, person, household, relation) and the audit rows ($24 … $32, as `audit.insert_rows`). Answers
+-- each household's row as `household` reads it. The foreign keys are checked at the statement's end,
+-- when all the rows exist.
 WITH new_persons AS (
     INSERT INTO persons (id, id_number_hash, id_number_enc, birth_cert_hash, birth_cert_enc, id_converted_from_15,
                          name, sex, birth_date, phone_hash, phone_enc)
@@ -101,9 +102,12 @@ WITH new_persons AS (
 ), new_households AS (
     INSERT INTO households (id, village_code, household_no, address, phone_hash, phone_enc, created_by, head_person_id,
                             row_version)
-    SELECT h.id, h.village_code, h.household_no, h.address, h.phone_hash, h.phone_enc, $19, h.head_person_id, 1
-    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::bytea[], $17::bytea[], $18::uuid[])
-         WITH ORDINALITY AS h(id, village_code, household_no, address, phone_hash, phone_enc, head_person_id, n)
+    SELECT h.id, h.village_code, h.household_no, h.address, h.phone_hash, h.phone_enc, $19, h.head_person_id,
+           h.row_version
+    FROM unnest($12::uuid[], $13::text[], $14::text[], $15::text[], $16::bytea[], $17::bytea[], $18::uuid[],
+                $33::integer[])
+         WITH ORDINALITY AS h(id, village_code, household_no, address, phone_hash, phone_enc, head_person_id,
+                              row_version, n)
     ORDER BY h.n
     RETURNING id, village_code, household_no, address, phone_enc, head_person_id, status, row_version, created_at,
               updated_at

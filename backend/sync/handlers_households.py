@@ -3,6 +3,7 @@ REST services (backend.enrollment), whose rules apply unchanged; stale edits bec
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -188,6 +189,20 @@ async def household_create_run(
     each, then `household_update` do when every one applies (push.py's fast path: any failure undoes
     the lot, which is then applied one by one). Nobody else can have changed the household in
     between: the edit applies whole, and only what it changes is written."""
+    shaped = _as_run(mu, run, edit)
+    done = await household_service.create_household_and_add(
+        conn, actor, shaped.data, shaped.added, ctx.today, shaped.edit
+    )
+    if done is None:  # someone added is known already: reused as the rules say, one by one
+        return await _one_after_another(conn, actor, mu, run, ctx, edit)
+    return _run_applied(ctx, done, edit is not None and shaped.edit is None)
+
+
+def _as_run(
+    mu: m.HouseholdCreate, run: list[m.MemberCreate], edit: m.HouseholdUpdate | None
+) -> household_service.HouseholdRun:
+    """The run as the service takes it: each step's base checked against the version the ones before
+    it leave, the edit as what it changes of the household created (None: nothing)."""
     steps: list[m.MemberCreate | m.HouseholdUpdate] = [*run, *([edit] if edit else [])]
     assert all(x.household_id == mu.household_id for x in steps)
     for i, x in enumerate(steps):
@@ -201,30 +216,48 @@ async def household_create_run(
         changed = {k: v for k, v in edits.items() if conflicts.as_text(v) != conflicts.as_text(created[k])}
         update = msgspec.convert(changed, household_service.HouseholdUpdate) if changed else None
     added = [msgspec.convert(_member_in(x.member), household_service.MemberIn) for x in run]
-    done = await household_service.create_household_and_add(conn, actor, data, added, ctx.today, update)
-    if done is None:  # someone added is known already: reused as the rules say, one by one
-        answers = [await household_create(conn, actor, mu, ctx)]
-        answers += [await member_create(conn, actor, x, ctx) for x in run]
-        return answers + ([await household_update(conn, actor, edit, ctx)] if edit else [])
+    return household_service.HouseholdRun(data=data, added=added, edit=update)
+
+
+def _run_applied(ctx: Context, done: tuple[dict[str, Any], list[int]], unchanged_edit: bool) -> list[m.Answer]:
     household, versions = done
     _remember(ctx, household)
-    if edit is not None and update is None:  # an edit that changes nothing: no new version
-        versions.append(versions[-1])
+    if unchanged_edit:  # an edit that changes nothing: no new version
+        versions = [*versions, versions[-1]]
     return [m.Answer(seq=None, status="applied", household_version=v) for v in versions]
 
 
-async def household_create_many(
-    conn: Connection, actor: Actor, run: list[m.HouseholdCreate], ctx: Context
+async def _one_after_another(
+    conn: Connection,
+    actor: Actor,
+    mu: m.HouseholdCreate,
+    run: list[m.MemberCreate],
+    ctx: Context,
+    edit: m.HouseholdUpdate | None,
 ) -> list[m.Answer]:
-    """New households in a row (nobody in two of them) in one set (`household_service.create_households`):
-    what `household_create` of each does when every one applies (push.py's fast path: any failure
+    answers = [await household_create(conn, actor, mu, ctx)]
+    answers += [await member_create(conn, actor, x, ctx) for x in run]
+    return answers + ([await household_update(conn, actor, edit, ctx)] if edit else [])
+
+
+HouseholdSteps = tuple[m.HouseholdCreate, list[m.MemberCreate], m.HouseholdUpdate | None]
+
+
+async def household_create_many(
+    conn: Connection, actor: Actor, runs: list[HouseholdSteps], ctx: Context
+) -> list[list[m.Answer]]:
+    """New households (nobody in two of them), each with the members added to it next and its edit
+    after them (`household_create_run`'s), in one set (`household_service.create_households`): what
+    `household_create_run` of each does when every one applies (push.py's fast path: any failure
     undoes the lot, which is then applied one by one)."""
-    done = await household_service.create_households(conn, actor, [_household_in(mu) for mu in run], ctx.today)
+    shaped = [_as_run(mu, added, edit) for mu, added, edit in runs]
+    done = await household_service.create_households(conn, actor, shaped, ctx.today)
     if done is None:  # someone is known already, or in two of them: as the rules say, one by one
-        return [await household_create(conn, actor, mu, ctx) for mu in run]
-    for household in done:
-        _remember(ctx, household)
-    return [m.Answer(seq=None, status="applied", household_version=h["row_version"]) for h in done]
+        return [await _one_after_another(conn, actor, mu, added, ctx, edit) for mu, added, edit in runs]
+    return [
+        _run_applied(ctx, created, edit is not None and run.edit is None)
+        for created, run, (_mu, _added, edit) in zip(done, shaped, runs, strict=True)
+    ]
 
 
 async def hold_duplicate(
@@ -597,10 +630,15 @@ async def enrollment_create_run(
     return await _run_answers(conn, actor, run, enrolled, ctx)
 
 
-def enrolment_settable(actor: Actor, mu: m.EnrollmentCreate, ctx: Context) -> bool:
+def enrolment_settable(
+    actor: Actor, mu: m.EnrollmentCreate, ctx: Context, new_households: Mapping[UUID, str] | None = None
+) -> bool:
     """Whether an enrolment (or a run of them) may join a set (`enrollment_create_set`) as the push
-    reads it: of a household the push holds, active and in scope. Whatever else could refuse it, the
+    reads it: of a household the push holds, active and in scope, or of one of `new_households` (held
+    back to be written before the set: household → village). Whatever else could refuse it, the
     set's statements find, and it is then applied alone."""
+    if new_households and mu.household_id in new_households:
+        return ctx.device_status == "active" and actor.in_scope(new_households[mu.household_id])
     household = known_household(ctx, mu.household_id)
     return (
         ctx.device_status == "active"

@@ -195,12 +195,15 @@ def _registered_offline(
     return registered_offline
 
 
-def settable(actor: Actor, mu: m.PaymentRecord, ctx: Context) -> bool:
+def settable(actor: Actor, mu: m.PaymentRecord, ctx: Context, new_households: Mapping[UUID, str] | None = None) -> bool:
     """Whether a payment may join a set (`payment_record_set`) as the push reads it: reported for
-    the first time (`Context.payments`), a premium of a household the push holds, active and in scope.
+    the first time (`Context.payments`), a premium of a household the push holds, active and in scope,
+    or of one of `new_households` (held back to be written before the set: household → village).
     Whatever else could refuse it, the set's statements find, and it is then applied alone."""
     known = None if ctx.payments is None else ctx.payments.get(mu.payment_id)
     household = known_household(ctx, mu.household_id)
+    if household is None and new_households and mu.household_id in new_households:
+        household = {"status": "active", "village_code": new_households[mu.household_id]}
     return (
         ctx.device_status == "active"
         and known is not None

@@ -414,6 +414,15 @@ async def _apply_all(
                 last_seq += 1
                 at += 1
                 continue
+            creation = _creation(chunk, at, fmt, last_seq, actor, ctx, held)
+            if creation:
+                if len(held.created) == HOUSEHOLDS_AT_ONCE:  # full: a new set (after what is held)
+                    await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
+                held.hold_created([(at + i, mu, body_hash) for i, (mu, body_hash) in enumerate(creation)])
+                slots += [None] * len(creation)
+                last_seq += len(creation)
+                at += len(creation)
+                continue
             if held and _after_held(chunk[at], fmt, last_seq, held):
                 await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
@@ -433,7 +442,10 @@ async def _apply_all(
             if enrolments:
                 done = await households.enrollment_create_run(conn, actor, enrolments, ctx)
             elif len(created) > 1:
-                done = await households.household_create_many(conn, actor, created, ctx)
+                runs: list[households.HouseholdSteps] = [(mu, [], None) for mu in created]
+                done = [
+                    a for answers in await households.household_create_many(conn, actor, runs, ctx) for a in answers
+                ]
             elif isinstance(first, m.HouseholdCreate):
                 done = await households.household_create_run(conn, actor, first, members, ctx, edit)
             else:
@@ -477,7 +489,11 @@ def _settable(
         mu = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(raw))
     except msgspec.DecodeError:
         return None
-    if not isinstance(mu, m.PaymentRecord) or not money.settable(actor, mu, ctx) or _holds_nul(bytes(raw), mu, fmt):
+    if (
+        not isinstance(mu, m.PaymentRecord)
+        or not money.settable(actor, mu, ctx, held.new_households)
+        or _holds_nul(bytes(raw), mu, fmt)
+    ):
         return None
     if not held.may_join(mu):
         return None
@@ -502,6 +518,10 @@ class _Held:
     may join them, or must wait for them, does not walk them all again for every mutation."""
 
     def __init__(self) -> None:
+        # New households, each with the members added to it next and its edit after them (`_creation`).
+        self.created: list[list[tuple[int, m.Mutation, bytes]]] = []
+        self.new_households: dict[UUID, str] = {}  # of `created`: household → its village
+        self.new_persons: set[UUID] = set()  # of `created`
         self.enrolments: list[list[tuple[int, m.EnrollmentCreate, bytes]]] = []
         self.payments: list[tuple[int, m.PaymentRecord, bytes]] = []
         self.households: set[UUID] = set()  # of everything held
@@ -513,7 +533,16 @@ class _Held:
         self._channels: set[tuple[str, str]] = set()
 
     def __bool__(self) -> bool:
-        return bool(self.enrolments or self.payments)
+        return bool(self.created or self.enrolments or self.payments)
+
+    def hold_created(self, group: list[tuple[int, m.Mutation, bytes]]) -> None:
+        self.created.append(group)
+        for _at, mu, _h in group:
+            if isinstance(mu, m.HouseholdCreate):
+                self.new_households[mu.household_id] = mu.village_code
+                self.new_persons.update(x.person_id for x in mu.members)
+            elif isinstance(mu, m.MemberCreate):
+                self.new_persons.add(mu.member.person_id)
 
     def hold_enrolments(self, group: list[tuple[int, m.EnrollmentCreate, bytes]]) -> None:
         self.enrolments.append(group)
@@ -552,8 +581,10 @@ class _Held:
         )
 
     def clear(self) -> None:
-        for kept in (self.enrolments, self.payments, self.households, self.persons, self._enrolled):
+        for kept in (self.created, self.new_households, self.new_persons, self.enrolments, self.payments):
             kept.clear()
+        for kept_too in (self.households, self.persons, self._enrolled):
+            kept_too.clear()
         for named in (self._paid_households, self._paid_persons, self._receipts, self._channels):
             named.clear()
 
@@ -582,7 +613,7 @@ def _settable_enrolments(
         or first.household_id in held.households
         or not held.persons.isdisjoint(persons)
         or (kind.coverage_year, kind.new_student) != (first.coverage_year, first.new_student)
-        or not households.enrolment_settable(actor, first, ctx)
+        or not households.enrolment_settable(actor, first, ctx, held.new_households)
     ):
         return []
     return group
@@ -604,7 +635,12 @@ def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held)
     # Persons too: cover reads a person's other years and households (a payment of another year, an
     # enrolment in the household they moved to).
     named = households | persons
-    return not named or not (named.isdisjoint(held.households) and named.isdisjoint(held.persons))
+    return not named or not (
+        named.isdisjoint(held.households)
+        and named.isdisjoint(held.persons)
+        and named.isdisjoint(held.new_households)
+        and named.isdisjoint(held.new_persons)
+    )
 
 
 async def _apply_held(
@@ -618,15 +654,26 @@ async def _apply_held(
     slots: list[m.Answer | None],
     reached: list[int] | None,
 ) -> None:
-    """What is held back, applied in its seqs' place (`slots`): the enrolments, then the payments (a
-    payment may need an enrolment held with it; nothing held needs a payment), each as one set
-    (`households.enrollment_create_set`, `money.payment_record_set`), or alone as any mutation; each
+    """What is held back, applied in its seqs' place (`slots`): the new households, then the
+    enrolments, then the payments (an enrolment may need a household held with it, a payment an
+    enrolment; nothing held needs a payment), each as one set (`households.household_create_many`,
+    `households.enrollment_create_set`, `money.payment_record_set`), or alone as any mutation; each
     answered and in the ledger as if applied in its turn. `reached` spans them all: if a set fails,
     everything from the first of them to the last is applied again each on its own."""
-    positions = [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
+    positions = [at for g in held.created for at, _mu, _h in g]
+    positions += [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
     if reached is not None:
         reached[:] = [min(positions), max(positions) - min(positions) + 1]
     sets: list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]] = []
+    if len(held.created) == 1 and len(held.created[0]) == 1:
+        at, household, _h = held.created[0][0]
+        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, household.seq - 1, ledger, savepoint=False)
+    elif len(held.created) == 1:
+        first, members, edit = _steps(held.created[0])
+        sets.append((await households.household_create_run(conn, actor, first, members, ctx, edit), [*held.created[0]]))
+    elif held.created:
+        answered = await households.household_create_many(conn, actor, [_steps(g) for g in held.created], ctx)
+        sets += [(answers, [*g]) for answers, g in zip(answered, held.created, strict=True)]
     if len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:
         at, enrolment, _h = held.enrolments[0][0]
         slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, enrolment.seq - 1, ledger, savepoint=False)
@@ -653,6 +700,54 @@ async def _apply_held(
             ledger.add(done.seq, done.mutation_id, kind, body_hash, answer, done.device_time)
             slots[position] = answer
     held.clear()
+
+
+def _steps(group: list[tuple[int, m.Mutation, bytes]]) -> households.HouseholdSteps:
+    """A new household held back, the members added to it next and its edit after them."""
+    first = group[0][1]
+    assert isinstance(first, m.HouseholdCreate)
+    members = [mu for _at, mu, _h in group if isinstance(mu, m.MemberCreate)]
+    edit = next((mu for _at, mu, _h in group if isinstance(mu, m.HouseholdUpdate)), None)
+    return first, members, edit
+
+
+def _creation(
+    chunk: list[msgspec.Raw], at: int, fmt: codec.Format, last_seq: int, actor: Actor, ctx: Context, held: _Held
+) -> list[tuple[m.Mutation, bytes]]:
+    """The new household at hand, with the members added to it next and its edit after them
+    (`_household_run`) or alone, with their body hashes, when it may be held back for a set: the
+    next seqs, readable, on an active tablet, in the actor's scope, of a household the push does not
+    hold and nothing held names, and of persons nothing held names (each once). Else none. Held, it
+    is written before the enrolments and payments held (they may be its own), in its seqs' place."""
+    head = _decode_head(chunk[at], fmt)
+    if head is None or head.type != "household.create" or head.seq != last_seq + 1 or ctx.device_status != "active":
+        return []
+    run = _household_run(chunk, at, fmt, last_seq)
+    if not run:
+        raw = chunk[at]
+        try:
+            alone = (_msgpack_mutation if fmt == "msgpack" else _json_mutation).decode(bytes(raw))
+        except msgspec.DecodeError:
+            return []
+        if not isinstance(alone, m.HouseholdCreate) or _holds_nul(bytes(raw), alone, fmt):
+            return []
+        run = [(alone, sealed.mutation_digest(_canonical.encode(alone)))]
+    first = run[0][0]
+    assert isinstance(first, m.HouseholdCreate)
+    persons = [x.person_id for x in first.members] + [
+        mu.member.person_id for mu, _h in run if isinstance(mu, m.MemberCreate)
+    ]
+    if (
+        first.household_id in held.households
+        or first.household_id in held.new_households
+        or households.known_household(ctx, first.household_id) is not None
+        or len(set(persons)) < len(persons)
+        or not held.persons.isdisjoint(persons)
+        or not held.new_persons.isdisjoint(persons)
+        or not actor.in_scope(first.village_code)
+    ):
+        return []
+    return run
 
 
 def _enrolment_run(

@@ -496,6 +496,7 @@ async def test_new_households_in_a_row_are_answered_and_kept_as_one_by_one(
         ]
         if no == "03":  # one by one, in one push as well
             monkeypatch.setattr(push_module, "_households_run", lambda *_a: [])
+            monkeypatch.setattr(push_module, "_creation", lambda *_a: [])
         seen.append(_seen((await push(client, tablet, batch)).answers))
         kept.append(await _registered(conn, batch))
     assert seen[0] == seen[1] == [("applied", None, 1, None, None, None, None)] * 3
@@ -536,6 +537,7 @@ async def test_new_households_in_a_row_with_one_refused_known_or_twice_are_answe
         ]
         if not sets:
             monkeypatch.setattr(push_module, "_households_run", lambda *_a: [])
+            monkeypatch.setattr(push_module, "_creation", lambda *_a: [])
         answers.append(_seen((await push(client, tablet, batch)).answers))
     assert answers[0] == answers[1]
     statuses = ["applied", "rejected", "rejected", "applied", "quarantined", "rejected", "quarantined"]

@@ -37,6 +37,7 @@ from backend.app import create_app
 from backend.auth.passwords import Passwords
 from backend.db import init_connection
 from backend.enrollment import enrollments as enrolment_service
+from backend.enrollment import households as household_service
 from backend.premiums import payments as premium_payments
 from backend.sync import push as push_module
 from backend.sync import sealed
@@ -336,7 +337,7 @@ async def test_a_row_of_visits_leaves_the_same_world_with_sets_as_one_at_a_time(
     passwords: Passwords,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sizes: dict[str, list[int]] = {"enrol_many": [], "record_payments": []}
+    sizes: dict[str, list[int]] = {"create_households": [], "enrol_many": [], "record_payments": []}
 
     def spy(name: str, call: Any) -> Any:
         async def spied(conn: Any, actor: Any, items: Any, *args: Any, **kwargs: Any) -> Any:
@@ -346,16 +347,22 @@ async def test_a_row_of_visits_leaves_the_same_world_with_sets_as_one_at_a_time(
 
         return spied
 
+    monkeypatch.setattr(
+        household_service, "create_households", spy("create_households", household_service.create_households)
+    )
     monkeypatch.setattr(enrolment_service, "enrol_many", spy("enrol_many", enrolment_service.enrol_many))
     monkeypatch.setattr(premium_payments, "record_payments", spy("record_payments", premium_payments.record_payments))
     with_sets = await _pushed(pg_server, passwords)
-    # Sets taken and written (one of 25 households' enrolments: the cap; its visits' payments with it).
+    # Sets taken and written (one of 25 households' enrolments: the cap; its visits' payments with it;
+    # the visits' new households, with their edits, held back and written as one set before them).
     assert max(sizes["enrol_many"]) == 25 and max(sizes["record_payments"]) >= 20, sizes
-    sizes = {"enrol_many": [], "record_payments": []}
+    assert max(sizes["create_households"]) >= 20, sizes
+    sizes = {"create_households": [], "enrol_many": [], "record_payments": []}
     with monkeypatch.context() as one_by_one:
         one_by_one.setattr(push_module, "RESUMES", -1)  # no fast path: each mutation under its own savepoint
         alone = await _pushed(pg_server, passwords)
-    assert not sizes["record_payments"] and set(sizes["enrol_many"]) == {1}, sizes  # no set at all
+    assert not sizes["record_payments"] and not sizes["create_households"], sizes  # no set at all
+    assert set(sizes["enrol_many"]) == {1}, sizes
 
     # The visits' refusals, answered by position (the rest applied): the stranger's payment, the
     # receipt used twice, the clashing reference, the underpayment, the enrolment naming another
