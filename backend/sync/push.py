@@ -622,9 +622,15 @@ def _settable_enrolments(
 def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held) -> bool:
     """Whether the mutation at hand may depend on what is held back, which is then applied first:
     anything but the next seq, a void or a cancellation (they name a payment or a person, not a
-    household), or a mutation naming one of the held households or persons (`person_ids` included)."""
+    household), or a mutation naming one of the held households or persons (`person_ids` included).
+    With new households held, anything but an enrolment or a payment: a new household is refused,
+    held as a duplicate or reuses someone by who holds each identity number and household number
+    when it is written, which another household's or member's change can alter without naming it
+    (a member removed or renumbered, a household renumbered or dissolved, another one created)."""
     head = _decode_head(raw, fmt)
     if head is None or head.seq != last_seq + 1 or head.type in ("payment.void", "enrollment.cancel"):
+        return True
+    if held.created and head.type not in ("enrollment.create", "payment.record"):
         return True
     try:
         names = (_msgpack_names if fmt == "msgpack" else _json_names).decode(bytes(raw))

@@ -514,6 +514,47 @@ async def test_new_households_in_a_row_are_answered_and_kept_as_one_by_one(
     assert taken == ["create_households"]  # the three as one set; none after it
 
 
+def _freeing(change: str, tablet: Tablet, older: m.HouseholdCreate, number: str, household_no: str) -> Any:
+    """A change of `older` that frees its spouse's identity number or its household number."""
+    ids: dict[str, Any] = {"seq": tablet.seq(), "mutation_id": uuid.uuid4(), "household_id": older.household_id}
+    spouse = older.members[1].person_id
+    if change == "member.remove":
+        return m.MemberRemove(**ids, person_id=spouse, base_version=1, reason="removed")
+    if change == "member.update":
+        return m.MemberUpdate(**ids, person_id=spouse, base_version=1, id_number=number)
+    if change == "household.dissolve":
+        return m.HouseholdDissolve(**ids, base_version=1, reason="removed")
+    return m.HouseholdUpdate(**ids, base_version=1, household_no=household_no)
+
+
+@pytest.mark.parametrize("change", ["member.remove", "member.update", "household.dissolve", "household.update"])
+async def test_a_change_that_frees_a_number_after_a_new_household_is_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    change: str,
+) -> None:
+    """A new household is refused, or held as a duplicate, by who holds each identity number and
+    household number when it is written. The change after it in the push frees the number without
+    naming the new household (a member removed or given another number, a household dissolved or
+    renumbered): the held household must be written before it, as one by one writes it."""
+    tablet = await world(client)
+    seen, rows = [], []
+    for side, (head, spouse, other) in enumerate(((0, 1, 4), (2, 3, 5))):
+        older = household_create(tablet, numbers=(head, spouse), household_no=f"010{side + 1}")
+        assert [a.status for a in (await push(client, tablet, [older])).answers] == ["applied"]
+        if change == "household.update":  # the new household takes the older one's household number
+            new = household_create(tablet, numbers=(other,), household_no=older.household_no)
+        else:  # the new household's head is the older one's spouse, by identity number
+            new = household_create(tablet, numbers=(spouse,), household_no=f"020{side + 1}")
+        frees = _freeing(change, tablet, older, ID_NUMBERS[other], f"090{side + 1}")
+        batch = [new, frees]
+        answers = (await push(client, tablet, batch)).answers if side == 0 else await _one_by_one(client, tablet, batch)
+        seen.append(_seen(answers))
+        rows.append(await conn.fetchval("SELECT count(*) FROM households WHERE id = $1", new.household_id))
+    assert seen[0] == seen[1] and rows[0] == rows[1] == 0, (seen, rows)
+    assert seen[0][0][0] in ("rejected", "quarantined")  # refused (its number) or held (a member's)
+
+
 async def test_new_households_in_a_row_with_one_refused_known_or_twice_are_answered_as_one_by_one(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
