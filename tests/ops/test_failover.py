@@ -121,6 +121,22 @@ def household(number: int) -> dict[str, Any]:
     }
 
 
+async def _reloaded(admin_dsn: str, setting: str, value: str) -> None:
+    """Waits until the postmaster has read the configuration again: a new session then sees `value`.
+    `pg_reload_conf()` only signals it; it re-reads the files and signals every backend in one step,
+    before it starts another, so an open backend applies the setting before its next command (a
+    request sent at once could otherwise run on the old one: CI found a write let through)."""
+    for _ in range(200):
+        conn = await asyncpg.connect(admin_dsn)
+        try:
+            if await conn.fetchval(f"SHOW {setting}") == value:
+                return
+        finally:
+            await conn.close()
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{setting} never became {value}")
+
+
 async def test_a_demoted_primary_is_a_503_then_the_app_writes_to_the_new_one(
     old_primary: OtherServer, pg_server: PgServer, database_name: str, cluster_dsn: str
 ) -> None:
@@ -139,6 +155,7 @@ async def test_a_demoted_primary_is_a_503_then_the_app_writes_to_the_new_one(
             old_primary.admin_dsn, "ALTER SYSTEM SET default_transaction_read_only = on", "SELECT pg_reload_conf()"
         )
         try:
+            await _reloaded(old_primary.admin_dsn, "default_transaction_read_only", "on")
             caught = await client.post("/api/v1/households", json=household(2), headers=staff)
             assert_try_again(caught)
             # The pool's connections were dropped: the next ones skip the read-only server. The
