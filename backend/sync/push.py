@@ -423,8 +423,9 @@ async def _apply_all(
                 last_seq += len(creation)
                 at += len(creation)
                 continue
-            if held and _after_held(chunk[at], fmt, last_seq, held):
-                await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached)
+            if held and (depends := _after_held(chunk[at], fmt, last_seq, held)):
+                only = depends == "created"
+                await _apply_held(conn, actor, chunk, fmt, ctx, ledger, held, slots, reached, created_only=only)
             run = [*_enrolment_run(chunk, at, fmt, last_seq)] or _household_run(chunk, at, fmt, last_seq)
             run = run or [*_households_run(chunk, at, fmt, last_seq)] or [*_member_run(chunk, at, fmt, last_seq)]
         if reached is not None:
@@ -580,6 +581,10 @@ class _Held:
             and (mu.channel_ref is None or (mu.method, mu.channel_ref) not in self._channels)
         )
 
+    def clear_created(self) -> None:
+        for kept in (self.created, self.new_households, self.new_persons):
+            kept.clear()
+
     def clear(self) -> None:
         for kept in (self.created, self.new_households, self.new_persons, self.enrolments, self.payments):
             kept.clear()
@@ -619,34 +624,38 @@ def _settable_enrolments(
     return group
 
 
-def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held) -> bool:
-    """Whether the mutation at hand may depend on what is held back, which is then applied first:
-    anything but the next seq, a void or a cancellation (they name a payment or a person, not a
-    household), or a mutation naming one of the held households or persons (`person_ids` included).
-    With new households held, anything but an enrolment or a payment: a new household is refused,
-    held as a duplicate or reuses someone by who holds each identity number and household number
-    when it is written, which another household's or member's change can alter without naming it
-    (a member removed or renumbered, a household renumbered or dissolved, another one created)."""
+def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held) -> Literal["all", "created"] | None:
+    """Whether the mutation at hand may depend on what is held back, which is then applied first
+    ("all"): anything but the next seq, a void or a cancellation (they name a payment or a person,
+    not a household), or a mutation naming one of the held households or persons (`person_ids`
+    included). Else, with new households held, whether it may change what they depend on ("created":
+    they alone are applied first): anything but an enrolment or a payment. A new household is
+    refused, held as a duplicate or reuses someone by who holds each identity number and household
+    number when it is written, which another household's or member's change can alter without naming
+    it (a member removed or renumbered, a household renumbered or dissolved, another one created)."""
     head = _decode_head(raw, fmt)
     if head is None or head.seq != last_seq + 1 or head.type in ("payment.void", "enrollment.cancel"):
-        return True
+        return "all"
+    numbers: Literal["created"] | None = None
     if held.created and head.type not in ("enrollment.create", "payment.record"):
-        return True
+        numbers = "created"
     try:
         names = (_msgpack_names if fmt == "msgpack" else _json_names).decode(bytes(raw))
     except msgspec.DecodeError:
-        return True
+        return "all"
     households = {x for x in (names.household_id, names.to_household_id) if x is not None}
     persons = {*names.person_ids, *([names.person_id] if names.person_id is not None else [])}
     # Persons too: cover reads a person's other years and households (a payment of another year, an
     # enrolment in the household they moved to).
     named = households | persons
-    return not named or not (
+    if not named or not (
         named.isdisjoint(held.households)
         and named.isdisjoint(held.persons)
         and named.isdisjoint(held.new_households)
         and named.isdisjoint(held.new_persons)
-    )
+    ):
+        return "all"
+    return numbers
 
 
 async def _apply_held(
@@ -659,15 +668,20 @@ async def _apply_held(
     held: _Held,
     slots: list[m.Answer | None],
     reached: list[int] | None,
+    *,
+    created_only: bool = False,
 ) -> None:
     """What is held back, applied in its seqs' place (`slots`): the new households, then the
     enrolments, then the payments (an enrolment may need a household held with it, a payment an
     enrolment; nothing held needs a payment), each as one set (`households.household_create_many`,
     `households.enrollment_create_set`, `money.payment_record_set`), or alone as any mutation; each
     answered and in the ledger as if applied in its turn. `reached` spans them all: if a set fails,
-    everything from the first of them to the last is applied again each on its own."""
+    everything from the first of them to the last is applied again each on its own. `created_only`:
+    the new households alone (what the mutation at hand may change without naming them, `_after_held`);
+    the enrolments and payments stay held, as nothing they name is touched."""
     positions = [at for g in held.created for at, _mu, _h in g]
-    positions += [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
+    if not created_only:
+        positions += [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
     if reached is not None:
         reached[:] = [min(positions), max(positions) - min(positions) + 1]
     sets: list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]] = []
@@ -680,7 +694,9 @@ async def _apply_held(
     elif held.created:
         answered = await households.household_create_many(conn, actor, [_steps(g) for g in held.created], ctx)
         sets += [(answers, [*g]) for answers, g in zip(answered, held.created, strict=True)]
-    if len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:
+    if created_only:
+        pass
+    elif len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:
         at, enrolment, _h = held.enrolments[0][0]
         slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, enrolment.seq - 1, ledger, savepoint=False)
     elif len(held.enrolments) == 1:
@@ -691,7 +707,9 @@ async def _apply_held(
             conn, actor, [[mu for _at, mu, _h in g] for g in held.enrolments], ctx
         )
         sets += [(answers, [*g]) for answers, g in zip(answered, held.enrolments, strict=True)]
-    if len(held.payments) == 1:
+    if created_only:
+        pass
+    elif len(held.payments) == 1:
         at, paid, _h = held.payments[0]
         slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, paid.seq - 1, ledger, savepoint=False)
     elif held.payments:
@@ -705,7 +723,10 @@ async def _apply_held(
             assert isinstance(kind, str)
             ledger.add(done.seq, done.mutation_id, kind, body_hash, answer, done.device_time)
             slots[position] = answer
-    held.clear()
+    if created_only:
+        held.clear_created()
+    else:
+        held.clear()
 
 
 def _steps(group: list[tuple[int, m.Mutation, bytes]]) -> households.HouseholdSteps:

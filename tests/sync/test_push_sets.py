@@ -835,6 +835,47 @@ def _enrolment_sets(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+async def test_a_change_between_visits_writes_the_new_households_first_and_keeps_the_rest_held(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A change of another household between two visits may alter what a new household depends on
+    (who holds a number): the new households held are written before it, while the enrolments and
+    payments held stay held (it names none of theirs) and go with the next visit's as one set each.
+    Every answer and what each visit leaves are as one by one."""
+    payments, enrolments = _payment_sets(monkeypatch), _enrolment_sets(monkeypatch)
+    tablet = await world(client)
+    older = [household_create(tablet, numbers=(n,), household_no=f"01{n:02d}") for n in (0, 5)]
+    assert [a.status for a in (await push(client, tablet, older)).answers] == ["applied"] * 2
+    seen, kept = [], []
+    for side, (first, second) in enumerate(((1, 2), (3, 4))):
+        batch: list[Any] = []
+        visits = []
+        for n in (first, second):
+            if n == second:  # the older household's phone, noted between the two visits
+                edited = older[side].household_id
+                batch.append(
+                    m.HouseholdUpdate(
+                        seq=tablet.seq(),
+                        mutation_id=uuid.uuid4(),
+                        household_id=edited,
+                        base_version=1,
+                        phone=f"1380000000{side}",
+                    )
+                )
+            visit = household_create(tablet, numbers=(n,), household_no=f"0{side + 2}0{n}")
+            batch += [visit, enrol(tablet, visit), payment(tablet, visit, receipt=n)]
+            visits.append(visit)
+        answers = (await push(client, tablet, batch)).answers if side == 0 else await _one_by_one(client, tablet, batch)
+        seen.append(_seen(answers))
+        kept.append(await _money(conn, visits))
+        if side == 0:
+            assert (enrolments, payments) == ([2], [2])  # both visits' enrolments, and payments, as one set
+    assert seen[0] == seen[1] and kept[0] == kept[1]
+    assert [a[0] for a in seen[0]] == ["applied"] * 7
+
+
 async def _money(conn: asyncpg.Connection, households: list[m.HouseholdCreate]) -> list[Any]:  # type: ignore[type-arg]
     """What each household's payment left, in the households' order: the payment's dates, flag,
     amount and persons, its allocations, its enrolments' funding and cover, its audit row."""
