@@ -244,14 +244,18 @@ HouseholdSteps = tuple[m.HouseholdCreate, list[m.MemberCreate], m.HouseholdUpdat
 
 
 async def household_create_many(
-    conn: Connection, actor: Actor, runs: list[HouseholdSteps], ctx: Context
-) -> list[list[m.Answer]]:
+    conn: Connection, actor: Actor, runs: list[HouseholdSteps], ctx: Context, *, in_turn: bool = True
+) -> list[list[m.Answer]] | None:
     """New households (nobody in two of them), each with the members added to it next and its edit
     after them (`household_create_run`'s), in one set (`household_service.create_households`): what
     `household_create_run` of each does when every one applies (push.py's fast path: any failure
-    undoes the lot, which is then applied one by one)."""
+    undoes the lot, which is then applied one by one). When someone in them is known already, or in
+    two of them, they are applied one after the other as the rules say; not `in_turn` (written ahead
+    of mutations before them), None instead: a reused person's enrolments would follow them early."""
     shaped = [_as_run(mu, added, edit) for mu, added, edit in runs]
     done = await household_service.create_households(conn, actor, shaped, ctx.today)
+    if done is None and not in_turn:
+        return None
     if done is None:  # someone is known already, or in two of them: as the rules say, one by one
         return [await _one_after_another(conn, actor, mu, added, ctx, edit) for mu, added, edit in runs]
     return [

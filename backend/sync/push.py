@@ -366,7 +366,14 @@ class _Ledger:
 # foreign key the service did not foresee) belong here too: they must not fail the whole push and
 # wedge the tablet's queue behind one record (SPEC §3).
 _DATABASE_REFUSALS = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
-_HANDLED = (Quarantine, DomainError, msgspec.ValidationError, *_DATABASE_REFUSALS)
+
+
+class _OutOfTurn(Exception):
+    """Held new households that would reuse someone known, to be written before enrolments or payments
+    held from earlier seqs: the set is undone and its span applied one mutation at a time, in turn."""
+
+
+_HANDLED = (Quarantine, DomainError, msgspec.ValidationError, *_DATABASE_REFUSALS, _OutOfTurn)
 
 
 async def _apply_all(
@@ -444,9 +451,9 @@ async def _apply_all(
                 done = await households.enrollment_create_run(conn, actor, enrolments, ctx)
             elif len(created) > 1:
                 runs: list[households.HouseholdSteps] = [(mu, [], None) for mu in created]
-                done = [
-                    a for answers in await households.household_create_many(conn, actor, runs, ctx) for a in answers
-                ]
+                created_many = await households.household_create_many(conn, actor, runs, ctx)
+                assert created_many is not None  # (in turn: one by one when anyone is known)
+                done = [a for answers in created_many for a in answers]
             elif isinstance(first, m.HouseholdCreate):
                 done = await households.household_create_run(conn, actor, first, members, ctx, edit)
             else:
@@ -626,19 +633,22 @@ def _settable_enrolments(
 
 def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held) -> Literal["all", "created"] | None:
     """Whether the mutation at hand may depend on what is held back, which is then applied first
-    ("all"): anything but the next seq, a void or a cancellation (they name a payment or a person,
-    not a household), or a mutation naming one of the held households or persons (`person_ids`
-    included). Else, with new households held, whether it may change what they depend on ("created":
-    they alone are applied first): anything but an enrolment or a payment. A new household is
-    refused, held as a duplicate or reuses someone by who holds each identity number and household
-    number when it is written, which another household's or member's change can alter without naming
-    it (a member removed or renumbered, a household renumbered or dissolved, another one created)."""
+    ("all"): anything but the next seq; a void or a cancellation (they name a payment or a person,
+    not a household); a new household or member (not held: it may reuse a person known by identity
+    number, whose live enrolments then follow them out of a held household, unnamed); or a mutation
+    naming one of the held households or persons (`person_ids` included). Else, with new households
+    held, anything ("created": they alone are applied first). A new household is refused, held as a
+    duplicate or reuses someone by who holds each identity number and household number when it is
+    written, which another household's or member's change can alter without naming it (a member
+    removed or renumbered, a household renumbered or dissolved)."""
     head = _decode_head(raw, fmt)
-    if head is None or head.seq != last_seq + 1 or head.type in ("payment.void", "enrollment.cancel"):
+    if (
+        head is None
+        or head.seq != last_seq + 1
+        or head.type in ("payment.void", "enrollment.cancel", "household.create", "member.create")
+    ):
         return "all"
-    numbers: Literal["created"] | None = None
-    if held.created and head.type not in ("enrollment.create", "payment.record"):
-        numbers = "created"
+    numbers: Literal["created"] | None = "created" if held.created else None
     try:
         names = (_msgpack_names if fmt == "msgpack" else _json_names).decode(bytes(raw))
     except msgspec.DecodeError:
@@ -680,20 +690,32 @@ async def _apply_held(
     the new households alone (what the mutation at hand may change without naming them, `_after_held`);
     the enrolments and payments stay held, as nothing they name is touched."""
     positions = [at for g in held.created for at, _mu, _h in g]
+    others = [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
+    # New households written before enrolments or payments held from earlier seqs: only if they reuse
+    # nobody (a reused person's live enrolments would follow them out of a held household first).
+    ahead = bool(positions) and bool(others) and min(others) < max(positions)
     if not created_only:
-        positions += [at for g in held.enrolments for at, _mu, _h in g] + [at for at, _mu, _h in held.payments]
+        positions += others
     if reached is not None:
         reached[:] = [min(positions), max(positions) - min(positions) + 1]
     sets: list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]] = []
-    if len(held.created) == 1 and len(held.created[0]) == 1:
+    if ahead:
+        answered = await households.household_create_many(
+            conn, actor, [_steps(g) for g in held.created], ctx, in_turn=False
+        )
+        if answered is None:
+            raise _OutOfTurn()
+        sets += [(answers, [*g]) for answers, g in zip(answered, held.created, strict=True)]
+    elif len(held.created) == 1 and len(held.created[0]) == 1:
         at, household, _h = held.created[0][0]
         slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, household.seq - 1, ledger, savepoint=False)
     elif len(held.created) == 1:
         first, members, edit = _steps(held.created[0])
         sets.append((await households.household_create_run(conn, actor, first, members, ctx, edit), [*held.created[0]]))
     elif held.created:
-        answered = await households.household_create_many(conn, actor, [_steps(g) for g in held.created], ctx)
-        sets += [(answers, [*g]) for answers, g in zip(answered, held.created, strict=True)]
+        created = await households.household_create_many(conn, actor, [_steps(g) for g in held.created], ctx)
+        assert created is not None  # (in turn: one by one when anyone is known)
+        sets += [(answers, [*g]) for answers, g in zip(created, held.created, strict=True)]
     if created_only:
         pass
     elif len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:

@@ -555,6 +555,73 @@ async def test_a_change_that_frees_a_number_after_a_new_household_is_answered_as
     assert seen[0][0][0] in ("rejected", "quarantined")  # refused (its number) or held (a member's)
 
 
+async def _left_with_a_paid_enrolment(client: Client, tablet: Tablet, numbers: tuple[int, int], side: int) -> Any:
+    """A household of two, both enrolled, the second paid for and then removed: their paid enrolment
+    stays live in the household, and follows them into any household that takes them again."""
+    household = household_create(tablet, numbers=numbers, household_no=f"010{side + 1}")
+    enrolled = enrol(tablet, household)
+    paid = payment(tablet, household, receipt=10 * side + 1)
+    paid = msgspec.structs.replace(paid, person_ids=[household.members[1].person_id], amount_fen=40000)
+    assert [a.status for a in (await push(client, tablet, [household, enrolled, paid])).answers] == ["applied"] * 3
+    removed = m.MemberRemove(
+        seq=tablet.seq(),
+        mutation_id=uuid.uuid4(),
+        household_id=household.household_id,
+        person_id=household.members[1].person_id,
+        base_version=1,
+        reason="removed",
+    )
+    assert [a.status for a in (await push(client, tablet, [removed])).answers] == ["applied"]
+    return household
+
+
+@pytest.mark.parametrize("how", ["held", "partial", "member.create", "unsettable"])
+async def test_a_person_taken_again_after_a_payment_of_their_old_household_is_answered_as_one_by_one(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    how: str,
+) -> None:
+    """A payment of a household, then a new household or member that takes its removed member again
+    (by identity number): their paid enrolment, live in the old household, follows them, and what the
+    old household owes and has paid changes. Neither names the other, yet the payment must be applied
+    first, as one by one applies it: held with a new household behind it, with the new household
+    written alone before another household's edit, with a new member of another household, and a
+    payment that cannot join a set (sent twice) behind a new household held back."""
+    tablet = await world(client)
+    seen = []
+    for side, (kept, taken, other) in enumerate(((1, 2, 7), (5, 6, 8))):
+        old = await _left_with_a_paid_enrolment(client, tablet, (kept, taken), side)
+        elsewhere = household_create(tablet, numbers=(other,), household_no=f"040{side + 1}")
+        assert [a.status for a in (await push(client, tablet, [elsewhere])).answers] == ["applied"]
+        batch: list[Any] = []
+        if how == "unsettable":
+            batch.append(household_create(tablet, numbers=(taken,), household_no=f"020{side + 1}"))
+        paid = payment(tablet, old, receipt=10 * side + 2)
+        batch.append(msgspec.structs.replace(paid, person_ids=[old.members[0].person_id], amount_fen=40000))
+        if how == "unsettable":  # the same payment reported again: not for a set
+            batch.append(msgspec.structs.replace(batch[-1], seq=tablet.seq(), mutation_id=uuid.uuid4()))
+        if how == "partial":  # a visit's new household, then another household's edit
+            batch.append(household_create(tablet, numbers=(9 + side,), household_no=f"030{side + 1}"))
+            batch.append(
+                m.HouseholdUpdate(
+                    seq=tablet.seq(),
+                    mutation_id=uuid.uuid4(),
+                    household_id=elsewhere.household_id,
+                    base_version=1,
+                    phone="13800000001",
+                )
+            )
+        if how == "member.create":
+            person = {"person_id": uuid.uuid4(), "name": "成员", "relation": "spouse", "id_number": ID_NUMBERS[taken]}
+            ids = {"seq": tablet.seq(), "mutation_id": uuid.uuid4(), "household_id": elsewhere.household_id}
+            batch.append(m.MemberCreate(**ids, base_version=1, member=m.NewMember(**person)))
+        elif how != "unsettable":
+            batch.append(household_create(tablet, numbers=(taken,), household_no=f"020{side + 1}"))
+        answers = (await push(client, tablet, batch)).answers if side == 0 else await _one_by_one(client, tablet, batch)
+        seen.append(_seen(answers))
+    assert seen[0] == seen[1], seen
+
+
 async def test_new_households_in_a_row_with_one_refused_known_or_twice_are_answered_as_one_by_one(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
@@ -1022,8 +1089,9 @@ async def test_a_void_right_after_its_payment_finds_it_recorded(
 
 def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
     """A mutation that names a held enrolment's or payment's household or person, a void, a
-    cancellation, or an unreadable or out-of-turn one is applied only after what is held; others go
-    on."""
+    cancellation, a new household or member not held (it may take a person known by number, whose
+    live enrolments follow them out of a held household), or an unreadable or out-of-turn one is
+    applied only after what is held; others go on."""
     tablet = Tablet(device_id=uuid.uuid4(), secret="", headers={}, user_id=uuid.uuid4())
     household = household_create(tablet, numbers=(0, 1))
     other = household_create(tablet, numbers=(2,))
@@ -1040,7 +1108,13 @@ def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
         return push_module._after_held(raw, "msgpack", last, held)
 
     person = household.members[1].person_id
-    assert not after(other)
+    assert after(other)
+    newcomer = m.NewMember(person_id=uuid.uuid4(), name="成员", relation="child", id_number=ID_NUMBERS[5])
+    assert after(
+        m.MemberCreate(
+            seq=1, mutation_id=uuid.uuid4(), household_id=other.household_id, base_version=1, member=newcomer
+        )
+    )
     assert not after(enrol(tablet, other))
     assert not after(payment(tablet, other, receipt=2))
     assert after(enrol(tablet, household))
@@ -1087,6 +1161,12 @@ def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
     assert after(m.PaymentVoid(seq=1, mutation_id=uuid.uuid4(), payment_id=uuid.uuid4(), reason="x"))
     assert after(other, seq=last + 2)  # out of turn
     assert push_module._after_held(msgspec.Raw(b"\xc1"), "msgpack", last, held)
+    # With a new household held too, anything else writes it first (who holds a number may change),
+    # and what names none of the held enrolments and payments leaves them held.
+    held.hold_created([(2, third, b"")])
+    edit = m.HouseholdUpdate(seq=1, mutation_id=uuid.uuid4(), household_id=other.household_id, base_version=1)
+    assert [after(x) for x in (edit, enrol(tablet, other), payment(tablet, other, receipt=4))] == ["created"] * 3
+    assert after(enrol(tablet, household)) == "all"
 
 
 async def test_a_set_of_enrolments_with_a_refused_one_is_answered_as_one_by_one(
