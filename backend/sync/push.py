@@ -593,10 +593,9 @@ class _Held:
             kept.clear()
 
     def clear(self) -> None:
-        for kept in (self.created, self.new_households, self.new_persons, self.enrolments, self.payments):
+        self.clear_created()
+        for kept in (self.enrolments, self.payments, self.households, self.persons, self._enrolled):
             kept.clear()
-        for kept_too in (self.households, self.persons, self._enrolled):
-            kept_too.clear()
         for named in (self._paid_households, self._paid_persons, self._receipts, self._channels):
             named.clear()
 
@@ -699,45 +698,20 @@ async def _apply_held(
     if reached is not None:
         reached[:] = [min(positions), max(positions) - min(positions) + 1]
     sets: list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]] = []
-    if ahead:
-        answered = await households.household_create_many(
-            conn, actor, [_steps(g) for g in held.created], ctx, in_turn=False
-        )
-        if answered is None:
+    if held.created and (ahead or len(held.created) > 1):
+        steps = [_steps(g) for g in held.created]
+        created = await households.household_create_many(conn, actor, steps, ctx, in_turn=not ahead)
+        if created is None:
             raise _OutOfTurn()
-        sets += [(answers, [*g]) for answers, g in zip(answered, held.created, strict=True)]
-    elif len(held.created) == 1 and len(held.created[0]) == 1:
+        sets += [(answers, [*g]) for answers, g in zip(created, held.created, strict=True)]
+    elif held.created and len(held.created[0]) == 1:
         at, household, _h = held.created[0][0]
         slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, household.seq - 1, ledger, savepoint=False)
-    elif len(held.created) == 1:
+    elif held.created:
         first, members, edit = _steps(held.created[0])
         sets.append((await households.household_create_run(conn, actor, first, members, ctx, edit), [*held.created[0]]))
-    elif held.created:
-        created = await households.household_create_many(conn, actor, [_steps(g) for g in held.created], ctx)
-        assert created is not None  # (in turn: one by one when anyone is known)
-        sets += [(answers, [*g]) for answers, g in zip(created, held.created, strict=True)]
-    if created_only:
-        pass
-    elif len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:
-        at, enrolment, _h = held.enrolments[0][0]
-        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, enrolment.seq - 1, ledger, savepoint=False)
-    elif len(held.enrolments) == 1:
-        group = held.enrolments[0]
-        sets.append((await households.enrollment_create_run(conn, actor, [mu for _at, mu, _h in group], ctx), [*group]))
-    elif held.enrolments:
-        answered = await households.enrollment_create_set(
-            conn, actor, [[mu for _at, mu, _h in g] for g in held.enrolments], ctx
-        )
-        sets += [(answers, [*g]) for answers, g in zip(answered, held.enrolments, strict=True)]
-    if created_only:
-        pass
-    elif len(held.payments) == 1:
-        at, paid, _h = held.payments[0]
-        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, paid.seq - 1, ledger, savepoint=False)
-    elif held.payments:
-        sets.append(
-            (await money.payment_record_set(conn, actor, [mu for _at, mu, _h in held.payments], ctx), [*held.payments])
-        )
+    if not created_only:
+        sets += await _apply_held_money(conn, actor, chunk, fmt, ctx, ledger, held, slots)
     for answers, applied in sets:
         for bare, (position, done, body_hash) in zip(answers, applied, strict=True):
             answer = msgspec.structs.replace(bare, seq=done.seq, mutation_id=done.mutation_id)
@@ -749,6 +723,40 @@ async def _apply_held(
         held.clear_created()
     else:
         held.clear()
+
+
+async def _apply_held_money(
+    conn: Connection,
+    actor: Actor,
+    chunk: list[msgspec.Raw],
+    fmt: codec.Format,
+    ctx: Context,
+    ledger: _Ledger,
+    held: _Held,
+    slots: list[m.Answer | None],
+) -> list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]]:
+    """`_apply_held`'s enrolments, then payments: the sets written, with what they answer (a lone one
+    is answered in its slot)."""
+    sets: list[tuple[list[m.Answer], list[tuple[int, m.Mutation, bytes]]]] = []
+    if len(held.enrolments) == 1 and len(held.enrolments[0]) == 1:
+        at, enrolment, _h = held.enrolments[0][0]
+        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, enrolment.seq - 1, ledger, savepoint=False)
+    elif len(held.enrolments) == 1:
+        group = held.enrolments[0]
+        sets.append((await households.enrollment_create_run(conn, actor, [mu for _at, mu, _h in group], ctx), [*group]))
+    elif held.enrolments:
+        answered = await households.enrollment_create_set(
+            conn, actor, [[mu for _at, mu, _h in g] for g in held.enrolments], ctx
+        )
+        sets += [(answers, [*g]) for answers, g in zip(answered, held.enrolments, strict=True)]
+    if len(held.payments) == 1:
+        at, paid, _h = held.payments[0]
+        slots[at] = await _one(conn, actor, chunk[at], fmt, ctx, paid.seq - 1, ledger, savepoint=False)
+    elif held.payments:
+        sets.append(
+            (await money.payment_record_set(conn, actor, [mu for _at, mu, _h in held.payments], ctx), [*held.payments])
+        )
+    return sets
 
 
 def _steps(group: list[tuple[int, m.Mutation, bytes]]) -> households.HouseholdSteps:
