@@ -149,18 +149,37 @@ def _request_reference(body: dict[str, Any]) -> dict[str, Any]:
 # Answers -----------------------------------------------------------------------------------------
 
 
+_ENROLMENT = (
+    "id",
+    "coverage_year",
+    "status",
+    "coverage_start",
+    "coverage_end",
+    "coverage_reason",
+    "coverage_note",
+    "coverage_facts",
+    "cancel_reason",
+    "village_code",
+)
+
+
 async def _enrollments(
-    conn: Connection, actor: Actor, number: str, year: int | None
-) -> tuple[Any, list[dict[str, Any]]]:
-    """The person's enrolments in scope, newest year first; a year with no live enrolment that the
-    imported history marks paid, subsidised or confirmed is covered by it (`explain.history_cover`)."""
-    person_id = await conn.fetchval(Q["person_by_id_number"], crypto.keys().index(ID_NUMBER, number))
-    if person_id is None:
+    conn: Connection, actor: Actor, number: str, years: tuple[int, int] | None
+) -> tuple[UUID | None, list[dict[str, Any]]]:
+    """The person's enrolments in scope (of the years `years` from … to, else all), newest year
+    first; a year with no live enrolment that the imported history marks paid, subsidised or
+    confirmed is covered by it (`explain.history_cover`)."""
+    first, last = years or (None, None)
+    found = await conn.fetch(
+        Q["coverage_of_person"], crypto.keys().index(ID_NUMBER, number), *scope_args(actor), first, last
+    )
+    if not found:
         return None, []
-    rows = [dict(r.items()) for r in await conn.fetch(Q["enrollments_of_person"], person_id, *scope_args(actor), year)]
+    person_id: UUID = found[0]["person_id"]
+    rows = [{k: r[k] for k in _ENROLMENT} for r in found if r["coverage_year"] is not None and not r["history"]]
     live = {r["coverage_year"] for r in rows if r["status"] != "cancelled"}
-    for h in await conn.fetch(Q["history_of_person"], person_id, *scope_args(actor), year):
-        if h["coverage_year"] not in live:
+    for h in found:
+        if h["history"] and h["coverage_year"] not in live:
             history = {
                 "id": f"history-{h['coverage_year']}-{person_id}",
                 "coverage_year": h["coverage_year"],
@@ -208,15 +227,15 @@ async def eligibility(
         raise InvalidInput("purpose", _("only validation (is the person covered?) is answered here"))
     number = _patient_number(body, today)
     serviced = _serviced_date(body, today)
-    person_id, rows = await _enrollments(reads, actor, number, serviced.year)
+    # The next year's too, in the same round trip: a new university student's cover for the next
+    # year starts in this one (1 September); in force on the date, it answers.
+    person_id, both = await _enrollments(reads, actor, number, (serviced.year, serviced.year + 1))
+    rows = [r for r in both if r["coverage_year"] == serviced.year]
     enrollment = rows[0] if rows else None
-    if not _in_force(enrollment, serviced):
-        # A new university student's cover for the next year starts in this one (1 September):
-        # in force on the date, it answers.
-        _person, later = await _enrollments(reads, actor, number, serviced.year + 1)
-        if later and _in_force(later[0], serviced):
-            rows = later
-            enrollment = later[0]
+    later = [r for r in both if r["coverage_year"] == serviced.year + 1]
+    if not _in_force(enrollment, serviced) and later and _in_force(later[0], serviced):
+        rows = later
+        enrollment = later[0]
     year = enrollment["coverage_year"] if enrollment else serviced.year
     ceiling_of = await _ceilings(reads, person_id, rows[:1], today)
     state = coverage_state(

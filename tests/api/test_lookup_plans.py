@@ -82,17 +82,19 @@ async def vacuum(conn: Conn) -> None:
     await conn.execute("VACUUM (ANALYZE) persons, households, memberships, enrollment_history, list_entries")
 
 
-async def test_a_partners_history_lookup_reads_the_persons_household_only(conn: Conn, seeded: None) -> None:
+async def test_a_partners_lookup_reads_the_persons_household_only(conn: Conn, seeded: None) -> None:
     await district(conn)
-    head = await conn.fetchval("SELECT id FROM persons WHERE id = md5('p' || 7)::uuid")  # with history
+    number = await conn.fetchval("SELECT id_number_hash FROM persons WHERE id = md5('p' || 7)::uuid")  # with history
+    lookup = FHIR["coverage_of_person"]
     async with conn.transaction():
         await fix_planner_costs(conn)
-        answer = await conn.fetch(FHIR["history_of_person"], head, *DISTRICT_SCOPE, None)
-        assert [(r["coverage_year"], r["village_code"]) for r in answer] == [(2025, VILLAGE)]
-        assert await households_read(conn, FHIR["history_of_person"], head, *DISTRICT_SCOPE, 2025) <= 1
-        # Out of the partner's scope: nothing, and still one household read.
-        assert await conn.fetch(FHIR["history_of_person"], head, "110000000000", "110999999999", None) == []
-        assert await households_read(conn, FHIR["history_of_person"], head, "110000000000", "110999999999", None) <= 1
+        answer = await conn.fetch(lookup, number, *DISTRICT_SCOPE, None, None)
+        assert [(r["history"], r["coverage_year"], r["village_code"]) for r in answer] == [(True, 2025, VILLAGE)]
+        assert await households_read(conn, lookup, number, *DISTRICT_SCOPE, 2025, 2026) <= 1
+        # Out of the partner's scope: the person alone, nothing of theirs, and still one household read.
+        outside = ("110000000000", "110999999999")
+        assert [r["coverage_year"] for r in await conn.fetch(lookup, number, *outside, None, None)] == [None]
+        assert await households_read(conn, lookup, number, *outside, None, None) <= 1
 
 
 async def test_a_search_by_identity_number_reads_the_persons_household_only(conn: Conn, seeded: None) -> None:
