@@ -9,7 +9,8 @@ WHERE p.client_id = $1;
 -- confirmed while their current household is in that scope (`history`); the years $4 to $5, or all
 -- when $4 is NULL. No row: nobody holds the number; one row without a year: the person, with nothing
 -- in scope. One round trip for what were three, and four more when the next year was asked for too
--- (issue 20). In a year, the live enrolment before cancelled ones, the latest registered first.
+-- (issue 20). In a year, the live enrolment before cancelled ones, the latest registered first, then
+-- by id (two registered in one transaction, a push's, share the time: one order whatever the plan).
 -- The household is reached from the person by its key (`OFFSET 0`: the scope is a filter on it,
 -- never the way in). The generic plan PostgreSQL keeps after five runs guesses a scope of a few dozen
 -- households and otherwise hashed every household in it for each request: 24,000 index entries read
@@ -33,4 +34,4 @@ LEFT JOIN LATERAL (
       AND ($4::int IS NULL OR h.coverage_year BETWEEN $4 AND $5)
 ) AS c ON true
 WHERE p.id_number_hash = $1
-ORDER BY c.coverage_year DESC, c.status = 'cancelled', c.registered_at DESC;
+ORDER BY c.coverage_year DESC, c.status = 'cancelled', c.registered_at DESC, c.id;
