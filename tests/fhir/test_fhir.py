@@ -315,6 +315,32 @@ async def test_coverage_search_takes_the_identifier_in_the_form_body(
     assert audited == 3
 
 
+async def test_enrolments_of_a_year_registered_at_one_time_come_in_id_order(
+    client: Client,
+    conn: asyncpg.Connection,
+    world: World,  # type: ignore[type-arg]
+) -> None:
+    """Two enrolments registered in one transaction (a push's) share their time: the answer must not
+    depend on the order PostgreSQL happens to read them in. A second cancelled 2026 enrolment of 王芳,
+    written after the first but with a lower id, both registered at the same instant."""
+    [first] = await conn.fetch("SELECT id FROM enrollments WHERE person_id = $1", world.persons["cancelled"])
+    lower = UUID(int=1)  # below any id, written after the first: the physical order is the other way round
+    await conn.execute(
+        "INSERT INTO enrollments SELECT (jsonb_populate_record(NULL::enrollments,"
+        " to_jsonb(e) || jsonb_build_object('id', $2::uuid))).* FROM enrollments e WHERE e.id = $1",
+        first["id"],
+        lower,
+    )
+    await conn.execute(
+        "UPDATE enrollments SET registered_at = '2026-02-01T00:00Z' WHERE person_id = $1", world.persons["cancelled"]
+    )
+    headers = await partner_headers(client, await register_partner(client))
+    found = await client.post(SEARCH, data={"identifier": ID_NUMBERS[4]}, headers=headers)
+    assert found.status_code == 200, found.text
+    coverages = [e["resource"] for e in found.json()["entry"] if e["resource"]["status"] == "cancelled"]
+    assert [c["id"] for c in coverages] == [str(lower), str(first["id"])]
+
+
 @pytest.mark.parametrize(
     ("url", "kwargs", "status"),
     [
