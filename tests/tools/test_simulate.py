@@ -16,7 +16,7 @@ import pytest
 
 from backend import cli
 from backend.db import load_queries
-from backend.tools.simulate import checker
+from backend.tools.simulate import checker, invariants
 from mobile_sync_protocol import messages as m
 from mobile_sync_protocol.client import QueueEntry
 from tests.conftest import JWT_SECRET, KEY_FILE, PgServer
@@ -168,3 +168,22 @@ def test_a_cancellation_refused_after_another_tablet_dissolved_the_household_was
     edit = m.HouseholdUpdate(seq=1, mutation_id=uuid.uuid4(), device_time=now, household_id=household, base_version=1)
     b.store = _Store([QueueEntry(seq=1, mutation=edit, state="applied", answer=done)], {})
     assert checker.refusals(world).unmeant == {"enrollment.cancel rejected not_found": 1}  # type: ignore[arg-type]
+
+
+def test_an_edit_that_changed_nothing_wins_nothing_another_tablet_wrote_at_its_version() -> None:
+    """The fault suite's thorough profile (seed 20261207): T1 changed a household's head at version
+    3, then made a member head at version 4; T2's make-head of the same member, from base 2, found them
+    head already, changed nothing, and was answered with the household's version: 4. That version's
+    change is T1's. Taken for T2's, it read as T2's stale edit winning over version 3."""
+    household, member, former = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    t1, t2 = uuid.uuid4(), uuid.uuid4()
+    heads = [
+        {"version": 3, "new_value": str(former), "device_id": t1},
+        {"version": 4, "new_value": str(member), "device_id": t1},
+    ]
+    changes: dict[tuple[uuid.UUID, uuid.UUID | None, str], list[dict[str, object]]] = {(household, None, "head"): heads}
+    assert invariants._applied_here(changes, household, member, "relation", "head", 4, t1)
+    assert not invariants._applied_here(changes, household, member, "relation", "head", 4, t2)
+    relations = {(household, member, "relation"): [{"version": 4, "new_value": "spouse", "device_id": t1}]}
+    assert invariants._applied_here(relations, household, member, "relation", "spouse", 4, t1)
+    assert not invariants._applied_here(relations, household, member, "relation", "spouse", 4, t2)

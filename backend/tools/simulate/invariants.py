@@ -355,14 +355,14 @@ async def check_stale_identity(c: Checker) -> list[str]:
                 k
                 for k in IDENTITY
                 if getattr(mu, k) is not None
-                and _applied_here(changes, mu.household_id, mu.person_id, k, getattr(mu, k), version)
+                and _applied_here(changes, mu.household_id, mu.person_id, k, getattr(mu, k), version, tablet.device_id)
             ]
             if not edited:
                 continue  # no identity value of it was written (held, or the server held it already)
             watch = [(mu.person_id, f) for f in identity_fields] + ([(None, "head")] if "relation" in edited else [])
         elif isinstance(mu, (m.MemberMove, m.MemberRemove)):
             left = "moved" if isinstance(mu, m.MemberMove) else mu.reason
-            if not _applied_here(changes, mu.household_id, mu.person_id, "membership", left, version):
+            if not _applied_here(changes, mu.household_id, mu.person_id, "membership", left, version, tablet.device_id):
                 continue
             watch = [(mu.person_id, f) for f in identity_fields]
         else:
@@ -392,15 +392,21 @@ def _applied_here(
     name: str,
     value: Any,
     version: int,
+    device: UUID,
 ) -> bool:
-    """True when this edit's own transaction (the version its answer names) wrote `value` into the
-    field: a value the server held already (the same fix made twice) changes nothing and is no win."""
+    """True when this edit's own transaction (the version its answer names, pushed by `device`) wrote
+    `value` into the field: a value the server held already (the same fix made twice) changes
+    nothing and is no win, and its answer names the version of whoever wrote it, which is not this
+    edit's doing."""
     text = str(value)
     if name == "relation" and value == "head":
         heads = changes.get((hid, None, "head"), [])
-        if any(r["version"] == version and r["new_value"] == str(person) for r in heads):
+        if any(r["version"] == version and r["new_value"] == str(person) and r["device_id"] == device for r in heads):
             return True
-    return any(r["version"] == version and r["new_value"] == text for r in changes.get((hid, person, name), []))
+    return any(
+        r["version"] == version and r["new_value"] == text and r["device_id"] == device
+        for r in changes.get((hid, person, name), [])
+    )
 
 
 async def check_held_conflicts(c: Checker) -> list[str]:
