@@ -718,6 +718,27 @@ def _gap_cover(decided: CoverageDecision) -> GapCover:
     )
 
 
+INPUTS_AT_ONCE = 500  # (person, year) pairs read at once by `_inputs_on_business_dates`
+
+
+async def _inputs_on_business_dates(
+    conn: Connection, rows: list[asyncpg.Record]
+) -> dict[tuple[UUID, int], CoverageInputs]:
+    """What the cover of each funded enrolment of `rows` depends on as of its business date: read for
+    all the enrolments funded on one date at once (`INPUTS_AT_ONCE` a read), not one enrolment at a
+    time — a history import can bear on every enrolment of the season."""
+    by_date: dict[date, list[tuple[UUID, int]]] = {}
+    for r in rows:
+        by_date.setdefault(r["business_date"], []).append((r["person_id"], r["coverage_year"]))
+    inputs_of: dict[tuple[UUID, int], CoverageInputs] = {}
+    for business_date, pairs in by_date.items():
+        for start in range(0, len(pairs), INPUTS_AT_ONCE):
+            some = pairs[start : start + INPUTS_AT_ONCE]
+            inputs = await coverage_inputs(conn, some, business_date)
+            inputs_of |= dict.fromkeys(some, inputs)
+    return inputs_of
+
+
 async def reopen_after_history(
     conn: Connection, changed: list[tuple[bytes, int]], source_file: str, now: datetime
 ) -> Reopened:
@@ -731,10 +752,10 @@ async def reopen_after_history(
     rows = await conn.fetch(Q["enrollments_after_history"], [h for h, _y in changed], [y for _h, y in changed])
     reopened = [r for r in rows if r["status"] == "registered"]
     reviews: list[tuple[asyncpg.Record, GapReview]] = []
-    for r in rows:
-        if r["status"] not in FUNDED or r["business_date"] is None:
-            continue
-        inputs = await coverage_inputs(conn, [(r["person_id"], r["coverage_year"])], r["business_date"])
+    funded = [r for r in rows if r["status"] in FUNDED and r["business_date"] is not None]
+    inputs_of = await _inputs_on_business_dates(conn, funded)
+    for r in funded:
+        inputs = inputs_of[r["person_id"], r["coverage_year"]]
         if inputs.in_force[r["coverage_year"]] is None:
             continue  # (no policy to decide with: nothing to compare)
         now_cover = _gap_cover(decide_cover(r, r["business_date"], inputs))
