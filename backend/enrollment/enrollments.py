@@ -749,7 +749,21 @@ async def reopen_after_history(
     known now differs, it gets an open gap review (`gap_review`) for a reviewer, and is audited."""
     if not changed:
         return Reopened(reopened=0, to_review=0)
-    rows = await conn.fetch(Q["enrollments_after_history"], [h for h, _y in changed], [y for _h, y in changed])
+    reopened = to_review = 0
+    # A district's file can bear on every enrolment of the season: read and decided a page at a time,
+    # so that memory holds a page, not the season (the rows stay locked to the commit).
+    found = await conn.cursor(Q["enrollments_after_history"], [h for h, _y in changed], [y for _h, y in changed])
+    while rows := await found.fetch(REOPEN_AT_ONCE):
+        done = await _reopen_some(conn, rows, source_file, now)
+        reopened, to_review = reopened + done.reopened, to_review + done.to_review
+    return Reopened(reopened=reopened, to_review=to_review)
+
+
+REOPEN_AT_ONCE = 10_000  # enrolments after a history import read and decided at once
+
+
+async def _reopen_some(conn: Connection, rows: list[asyncpg.Record], source_file: str, now: datetime) -> Reopened:
+    """`reopen_after_history` for a page of the enrolments it found."""
     reopened = [r for r in rows if r["status"] == "registered"]
     reviews: list[tuple[asyncpg.Record, GapReview]] = []
     funded = [r for r in rows if r["status"] in FUNDED and r["business_date"] is not None]

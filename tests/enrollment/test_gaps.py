@@ -248,6 +248,34 @@ async def test_the_paid_enrolments_an_import_bears_on_are_read_once_per_business
         assert (review["cover"]["coverage_start"], review["cover"]["waiting_months"]) == ("2027-06-01", 5)
 
 
+async def test_the_enrolments_an_import_bears_on_are_decided_a_page_at_a_time(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory holds a page of the enrolments found, not the season's: with pages of one, the two paid
+    enrolments are decided in two pages and come to the same reviews and counts as in one."""
+    world = await setup(client)
+    for enrollment_id in world["ids"]:
+        await pay(conn, enrollment_id)
+    pages: list[int] = []
+    decide = enrollments._reopen_some
+
+    async def counted(conn: Any, rows: list[Any], *args: Any) -> Any:
+        pages.append(len(rows))
+        return await decide(conn, rows, *args)
+
+    monkeypatch.setattr(enrollments, "REOPEN_AT_ONCE", 1)
+    monkeypatch.setattr(enrollments, "_reopen_some", counted)
+    rows = history_rows(*((number, year, "cancelled") for number in ID_NUMBERS[1:3] for year in (2025, 2026)))
+    async with conn.transaction():
+        summary = await history.import_history(conn, rows, "old-2026.csv")
+    assert pages == [1, 1]
+    assert (summary.reopened, summary.to_review) == (0, 2)
+    reviewed = await conn.fetchval("SELECT count(*) FROM enrollments WHERE gap_review IS NOT NULL")
+    assert reviewed == 2
+
+
 async def test_an_import_that_changes_nothing_for_a_paid_enrolment_opens_no_review(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
