@@ -16,26 +16,15 @@ from typing import Any
 import asyncpg
 
 from backend.enrollment.enrollments import Q
+from tests.sync.test_trigger_plans import DISTRICT
 
 Conn = asyncpg.Connection  # type: ignore[type-arg]
 PERSONS = 2_000
 TWICE = 500  # persons with two changed years (2024 and 2025), the rest one (2025)
 
-# Persons g with their household, membership and a registered 2026 enrolment in village $2; their
-# blind index derived from g, so the changed pairs can name them.
-DISTRICT = """
-WITH people AS (
-    INSERT INTO persons (id, id_number_hash, id_number_enc, name, sex, birth_date)
-    SELECT md5('p' || g)::uuid, decode(md5('n' || g), 'hex'), decode(md5('e' || g), 'hex'), '户主', 'male',
-           date '1980-01-01'
-    FROM generate_series(1, $1) AS g
-), homes AS (
-    INSERT INTO households (id, village_code, household_no, head_person_id)
-    SELECT md5('h' || g)::uuid, $2, 'T-' || g, md5('p' || g)::uuid FROM generate_series(1, $1) AS g
-), members AS (
-    INSERT INTO memberships (id, person_id, household_id, relation)
-    SELECT md5('m' || g)::uuid, md5('p' || g)::uuid, md5('h' || g)::uuid, 'head' FROM generate_series(1, $1) AS g
-)
+# A registered 2026 enrolment for each person g of the district (tests/sync/test_trigger_plans.py's
+# households g, each with its head, person g, in village $2).
+ENROL = """
 INSERT INTO enrollments (id, person_id, household_id, village_code, coverage_year, status, registered_on)
 SELECT md5('r' || g)::uuid, md5('p' || g)::uuid, md5('h' || g)::uuid, $2, 2026, 'registered', date '2025-10-01'
 FROM generate_series(1, $1) AS g
@@ -57,6 +46,7 @@ async def test_the_enrolments_after_a_history_import_are_found_in_time_linear_in
     try:
         village = await conn.fetchval("SELECT code FROM divisions WHERE level = 'village' ORDER BY code LIMIT 1")
         await conn.execute(DISTRICT, PERSONS, village)
+        await conn.execute(ENROL, PERSONS, village)
         hashes = [
             r[0]
             for r in await conn.fetch("SELECT decode(md5('n' || g), 'hex') FROM generate_series(1, $1) AS g", PERSONS)
