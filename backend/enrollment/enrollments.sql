@@ -153,7 +153,7 @@ SELECT m.person_id, m.household_id FROM memberships m WHERE m.person_id = ANY($1
 -- Live enrolments, locked, of persons whose history changed ($1 blind indexes, $2 years, pairwise)
 -- for a year after a changed one, each with the changed years before its own. The pairs are grouped
 -- by person once and joined: each enrolment walked all of them twice before, quadratic in the file
--- (4,000 persons re-imported with this year's enrolments: 3.2 s; a district's file, hours).
+-- (4,000 persons re-imported with this year's enrolments: 3.2 s; a district's file, days).
 WITH changed AS (
     SELECT c.h, array_agg(DISTINCT c.y ORDER BY c.y) AS years
     FROM unnest($1::bytea[], $2::int[]) AS c(h, y)
