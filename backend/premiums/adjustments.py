@@ -132,9 +132,11 @@ async def decide_adjustment(
     locked: list[asyncpg.Record] = []
     if voiding:
         # The enrolments it paid, wherever they live now (they follow their persons), locked before
-        # the collector's lock as a payment locks them: the two never wait for each other in a circle.
+        # the collector's lock as a payment locks them. That lock shared (`share_collector`): a day
+        # being closed or remitted waits for the decision, but a push of the collector, which holds
+        # it shared from its first payment on, does not (nor the decision for the push).
         locked = await conn.fetch(Q["live_enrollments_for_payment"], payment["id"])
-    await conn.execute(Q["lock_collector"], request["collector_id"])
+    await conn.execute(Q["share_collector"], request["collector_id"])
     await conn.execute(Q["lock_payment"], request["payment_id"])
     if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
         raise NotAdjustable(_("the day was closed since the void was asked for; ask for a refund instead"))

@@ -273,8 +273,8 @@ async def record_claimed_payment(
     # The block's row shared: a retirement of its unused numbers waits for this payment. Then the
     # enrolments' rows: no other payment can allocate to these persons until this one commits. Then
     # the collector's lock, shared: a payment can never land in a day while that day is being closed
-    # (closing, remittance and void decisions take it exclusively), but a collector's payments (a
-    # tablet's sync and the counter at once) do not wait for each other. Held from here on: one
+    # (closing and remittance take it exclusively), but a collector's payments (a tablet's sync and
+    # the counter at once) and void decisions do not wait for each other. Held from here on: one
     # statement reads under them, one writes the payment with its answer (idempotency).
     channel = None if data.channel_ref is None else f"{data.method}:{data.channel_ref}"
     locked = await conn.fetch(

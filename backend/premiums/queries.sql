@@ -85,8 +85,8 @@ ORDER BY x.issued_at;
 -- are held: whether receipt number $3 of block $2 was retired; what payments not voided already put
 -- towards each of enrolments $4 (the live enrolments it pays, whichever household's payments they
 -- were: the money follows the enrolment; a payment allocates only to enrolments it has locked); the
--- last day collector $1 had closed (closing, remittance and void decisions take the collector's lock
--- exclusively), and the days closed from $5 on (its remittance date is chosen among the others); whether
+-- last day collector $1 had closed (closing and remittance take the collector's lock exclusively),
+-- and the days closed from $5 on (its remittance date is chosen among the others); whether
 -- a payment not voided names channel reference $7 by method $6 (one transfer is one payment); what is
 -- paid for household $8's year $9 before it (as `household_money`: the money of its live enrolments,
 -- whichever household paid, and its own payments' rest), what its live enrolments owe, and the
@@ -129,9 +129,9 @@ FOR UPDATE;
 -- rows of `live_enrollments_for_payment` ($2 … $4) locked: one row each, with the block's id; one row of
 -- NULL enrolment columns when there is none. `registered_now`: the enrolment was registered in this
 -- transaction. Once all of them are held (`collector` counts them first), the collector's lock ($5)
--- shared: a payment can never land in a day while that day is being closed (closing, remittance and
--- void decisions take it exclusively), but a collector's payments (a tablet's sync and the counter at
--- once) do not wait for each other; and, for a payment naming a channel reference ($6:
+-- shared: a payment can never land in a day while that day is being closed (closing and remittance
+-- take it exclusively), but a collector's payments (a tablet's sync and the counter at once) and void
+-- decisions do not wait for each other; and, for a payment naming a channel reference ($6:
 -- method:reference), that reference's lock. `reads_for_payment` reads under all of them.
 WITH locked AS MATERIALIZED (
     SELECT b.id AS block_id, e.*, e.registered_at = now() AS registered_now
@@ -307,9 +307,17 @@ ORDER BY 1;
 SELECT DISTINCT digits FROM receipt_blocks WHERE prefix = $1;
 
 -- name: lock_collector
--- Exclusive: a day's closing, remittance or void decision waits for the collector's payments in flight
--- (which hold it shared, `lock_block_and_enrollments`) and holds off new ones until it commits.
+-- Exclusive: a day's closing or remittance waits for the collector's payments and void decisions in
+-- flight (which hold it shared: `lock_block_and_enrollments`, `share_collector`) and holds off new
+-- ones until it commits.
 SELECT pg_advisory_xact_lock(hashtext('collector:' || $1::uuid::text));
+
+-- name: share_collector
+-- Shared: a void decision waits for a day of the collector being closed or remitted, and holds them off
+-- until it commits. Not exclusive: it locks the enrolments its payment paid first, as a payment does,
+-- and a tablet's push holds the lock shared from its first payment on while it locks enrolments for
+-- its later mutations; waiting for the push there, the void would hold what the push waits for.
+SELECT pg_advisory_xact_lock_shared(hashtext('collector:' || $1::uuid::text));
 
 -- name: payment_confirmed_enrollments
 -- Whether an enrolment payment $1 paid is confirmed, wherever it lives now.

@@ -1082,3 +1082,137 @@ async def test_a_deadlock_is_a_503_try_again_and_keeps_nothing(
     assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
     # The retry the answer asks for, with the same key, records the payment.
     assert (await client.post("/api/v1/payments", json=body, headers=staff)).status_code == 201
+
+
+async def test_a_void_decision_and_a_push_of_its_collector_never_wait_in_a_circle(
+    client: Client,
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """A tablet's push holds its collector's lock shared from its first payment to its commit, and
+    locks enrolments after it (a later payment, a cancellation); a void decision locks the
+    enrolments its payment paid, then the collector's lock. Both take it shared: neither waits for
+    the other in a circle. (Exclusive for the void, the void waited for the push's lock while the
+    push waited for the void's enrolments, and PostgreSQL broke the cycle by failing one of them.)"""
+    day = date(2025, 10, 8)
+    voided = await pay(conn, world)
+    staff_actor, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    async with conn.transaction():
+        request = await adjustments.request_adjustment(
+            conn, staff_actor, voided.payment.id, AdjustmentRequest(kind="void", reason="wrong household"), day
+        )
+    staff = await auth_headers(client, "staff_a")
+    second = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
+    enrolled = await client.post(
+        "/api/v1/enrollments",
+        headers=staff,
+        json={"household_id": second["id"], "coverage_year": 2026, "person_ids": [second["members"][0]["person_id"]]},
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    await backdate_registration(conn, second["id"])
+    first_payment = payment(
+        world,
+        receipt_no="A00000002",
+        amount_fen=40000,
+        household_id=UUID(second["id"]),
+        person_ids=[UUID(second["members"][0]["person_id"])],
+    )
+    push, void = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
+    await init_connection(push)
+    await init_connection(void)
+
+    async def blocked_or_done(task: asyncio.Task[Any], pid: int) -> None:
+        for _ in range(300):
+            if task.done() or await conn.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+            ):
+                return
+            await asyncio.sleep(0.01)
+
+    decided, release = asyncio.Event(), asyncio.Event()
+
+    async def decide() -> Any:
+        try:
+            async with void.transaction():
+                event = await adjustments.decide_adjustment(void, reviewer, request.id, Decision(approve=True), day)
+                decided.set()
+                await release.wait()
+                return event
+        except Exception as exc:
+            return exc
+
+    async def pay_again() -> Any:
+        try:  # the household whose payment is being voided: its enrolments' rows
+            return await payments.record_payment(
+                push, staff_actor, payment(world, receipt_no="A00000003"), timezone=TZ, code_key=KEY, now=RECEIVED
+            )
+        except Exception as exc:
+            return exc
+
+    try:
+        tx = push.transaction()
+        await tx.start()
+        await payments.record_payment(push, staff_actor, first_payment, timezone=TZ, code_key=KEY, now=RECEIVED)
+        deciding = asyncio.create_task(decide())
+        await blocked_or_done(deciding, void.get_server_pid())
+        paying = asyncio.create_task(pay_again())
+        await blocked_or_done(paying, push.get_server_pid())
+        # Whatever waits for whom, a cycle is found within deadlock_timeout (1 s by default).
+        await asyncio.wait([deciding, paying], timeout=3, return_when=asyncio.FIRST_EXCEPTION)
+        release.set()
+        outcome = await deciding
+        paid = await paying
+        if isinstance(paid, Exception):
+            await tx.rollback()
+        else:
+            await tx.commit()
+    finally:
+        await push.close()
+        await void.close()
+    assert decided.is_set() and not isinstance(outcome, Exception), outcome
+    assert isinstance(paid, payments.Receipt), paid
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 3
+    assert await conn.fetchval("SELECT kind FROM payment_events WHERE request_id = $1", request.id) == "approved"
+    # Voided, then paid again by the push's second payment.
+    statuses = await conn.fetch("SELECT status FROM enrollments WHERE household_id = $1", UUID(world.household["id"]))
+    assert {r["status"] for r in statuses} == {"paid"}
+
+
+async def test_a_void_decision_waits_for_its_day_being_closed_and_is_then_refused(
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """The void decision holds the collector's lock shared, which a day's closing holds exclusively:
+    a decision that comes while the payment's day is being closed waits for the closing and then
+    finds the day closed (without the lock it would void a payment of a closed day)."""
+    day = date(2025, 10, 8)
+    voided = await pay(conn, world)
+    requests: list[adjustments.PaymentEvent] = []
+
+    async def close(c: asyncpg.Connection) -> remittance.CollectorDay:  # type: ignore[type-arg]
+        closed = await remittance.close_day(c, await actor_of(c, "reviewer_a"), (await actor_of(c, "staff_a")).id, day)
+        # Asked for while the closing is in flight: nothing awaited a decision when it was checked.
+        async with conn.transaction():
+            requests.append(
+                await adjustments.request_adjustment(
+                    conn,
+                    await actor_of(conn, "staff_a"),
+                    voided.payment.id,
+                    AdjustmentRequest(kind="void", reason="wrong household"),
+                    day,
+                )
+            )
+        return closed
+
+    async def decide(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        return await adjustments.decide_adjustment(
+            c, await actor_of(c, "reviewer_a"), requests[0].id, Decision(approve=True), day
+        )
+
+    closed, decision = await race(db_dsn, close, decide)
+    assert (closed.closed, closed.expected_fen) == (True, 80000)
+    assert isinstance(decision, adjustments.NotAdjustable), decision
+    assert await conn.fetchval("SELECT count(*) FROM payment_events WHERE kind = 'approved'") == 0
+    assert await conn.fetchval("SELECT status FROM enrollments LIMIT 1") == "paid"
