@@ -751,7 +751,12 @@ async def reopen_after_history(
         return Reopened(reopened=0, to_review=0)
     reopened = to_review = 0
     # A district's file can bear on every enrolment of the season: read and decided a page at a time,
-    # so that memory holds a page, not the season (the rows stay locked to the commit).
+    # so that memory holds a page, not the season. Each page's rows are locked as it is fetched and
+    # stay locked to the commit; a payment committed meanwhile on a later page is seen paid when its
+    # page comes (and is reviewed, not reopened). The cursor must stay ahead of this transaction's
+    # own writes: an enrolment that it updated before the cursor reached it would be skipped without
+    # error (PostgreSQL's FOR UPDATE passes over rows the same transaction changed after the cursor's
+    # snapshot), so nothing here may write enrolments of later pages.
     found = await conn.cursor(Q["enrollments_after_history"], [h for h, _y in changed], [y for _h, y in changed])
     while rows := await found.fetch(REOPEN_AT_ONCE):
         done = await _reopen_some(conn, rows, source_file, now)
