@@ -55,7 +55,6 @@ async def refused(conn: Conn, statement: str) -> str:
         "DELETE FROM sync_mutations",
         "DELETE FROM record_changes",
         "UPDATE record_changes SET new_value = 'forged'",
-        "UPDATE payment_ledger SET amount_fen = 1",  # a view writes with its owner's privileges
         "INSERT INTO payment_states (payment_id, voided) SELECT id, true FROM payments",
         "UPDATE payment_states SET voided = true",
         "DELETE FROM payment_states",
