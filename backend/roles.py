@@ -34,10 +34,8 @@ APPEND_ONLY_TABLES = (
 # Columns of an append-only table that a capture trigger fills in later, in the transaction that
 # wrote the row: the application role may UPDATE these columns and no other.
 STAMPED_COLUMNS = {"record_changes": ("version",)}
-# Tables the service only reads: the schema's revision (`/ready`); what the payments' approved voids
-# and refunds come to, kept by a trigger that runs as the owner (migration 0039): a payment is voided
-# or refunded only by an append-only event.
-READ_ONLY_TABLES = ("alembic_version", "payment_states")
+# Tables the service only reads: the schema's revision (`/ready`).
+READ_ONLY_TABLES = ("alembic_version",)
 
 _GRANTS_LOCK = "canbao.grants"
 

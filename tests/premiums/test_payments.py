@@ -17,7 +17,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from backend import clock, crypto, idempotency, migrate
+from backend import clock, crypto, idempotency
 from backend.actor import Actor, Role, Scope
 from backend.db import init_connection
 from backend.enrollment import enrollments
@@ -26,7 +26,7 @@ from backend.premiums import adjustments, payments, remittance
 from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
 from backend.premiums.remittance import RemittanceIn
-from tests.conftest import APP_ROLE, JWT_SECRET, PgServer, auth_headers
+from tests.conftest import JWT_SECRET, auth_headers
 from tests.factories import ID_NUMBERS, add_history, create_household, insert_person, member, publish_policy, sealed
 
 Client = AsyncTestClient[Litestar]
@@ -661,90 +661,6 @@ async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.
     assert money.paid_fen == 65000
     assert money.balance_fen == 15000
     assert isinstance(money.paid_fen, int)
-
-
-async def test_the_ledger_says_voided_and_refunded_as_the_events_do(
-    pg_server: PgServer,
-    database_name: str,
-    conn: asyncpg.Connection,  # type: ignore[type-arg]
-    world: World,
-) -> None:
-    """`payment_ledger` reads whether a payment is voided and what was refunded of it from
-    `payment_states`, which a trigger keeps as each decision is recorded (migration 0039): after
-    voids and refunds approved, rejected and still awaiting a decision, it says what the events say;
-    and so it does after the migration is undone and done again over these events (its backfill)."""
-    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
-    day = date(2025, 10, 8)
-    paid = [await pay(conn, world, receipt_no=f"A0000000{n}", amount_fen=40000) for n in range(1, 6)]
-    decisions = [  # (payment, kind, amount, approved: None = awaiting a decision)
-        (0, "void", None, True),
-        (1, "refund", 10000, True),
-        (1, "refund", 3000, False),
-        (1, "refund", 5000, True),
-        (2, "void", None, False),
-        (2, "refund", 1000, True),
-        (3, "void", None, None),
-    ]
-    for n, kind, amount, approved in decisions:
-        async with conn.transaction():
-            request = await adjustments.request_adjustment(
-                conn,
-                staff,
-                paid[n].payment.id,
-                AdjustmentRequest(
-                    kind=kind,  # type: ignore[arg-type]
-                    reason="wrong household" if kind == "void" else "overpayment",
-                    amount_fen=amount,
-                ),
-                day,
-            )
-            if approved is not None:
-                await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=approved), day)
-    ledger = await conn.fetch(
-        "SELECT receipt_no, voided, refunded_fen FROM payment_ledger WHERE id = ANY($1::uuid[]) ORDER BY receipt_no",
-        [r.payment.id for r in paid],
-    )
-    from_events = await conn.fetch(
-        """
-        SELECT p.receipt_no,
-               EXISTS (SELECT 1 FROM payment_events q
-                       JOIN payment_events d ON d.request_id = q.id AND d.kind = 'approved'
-                       WHERE q.payment_id = p.id AND q.kind = 'void_requested') AS voided,
-               coalesce((SELECT sum(q.amount_fen) FROM payment_events q
-                         JOIN payment_events d ON d.request_id = q.id AND d.kind = 'approved'
-                         WHERE q.payment_id = p.id AND q.kind = 'refund_requested'), 0)::bigint AS refunded_fen
-        FROM payments p WHERE p.id = ANY($1::uuid[]) ORDER BY p.receipt_no
-        """,
-        [r.payment.id for r in paid],
-    )
-    assert [tuple(r) for r in ledger] == [tuple(r) for r in from_events]
-    assert [(r["voided"], r["refunded_fen"]) for r in ledger] == [
-        (True, 0),
-        (False, 15000),
-        (False, 1000),
-        (False, 0),
-        (False, 0),
-    ]
-    # A row for each payment with an approved decision, none for the others.
-    assert await conn.fetchval("SELECT count(*) FROM payment_states") == 3
-    owner = pg_server.owner_dsn(database_name)
-    await asyncio.to_thread(migrate.downgrade, owner, "0038", app_role=APP_ROLE)
-    assert (
-        await conn.fetch(
-            "SELECT receipt_no, voided, refunded_fen FROM payment_ledger WHERE id = ANY($1::uuid[]) ORDER BY receipt_no",
-            [r.payment.id for r in paid],
-        )
-        == ledger
-    )
-    await asyncio.to_thread(migrate.upgrade, owner, app_role=APP_ROLE)
-    assert (
-        await conn.fetch(
-            "SELECT receipt_no, voided, refunded_fen FROM payment_ledger WHERE id = ANY($1::uuid[]) ORDER BY receipt_no",
-            [r.payment.id for r in paid],
-        )
-        == ledger
-    )
-    assert await conn.fetchval("SELECT count(*) FROM payment_states") == 3
 
 
 async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
