@@ -103,6 +103,26 @@ async def test_the_application_role_can_neither_disable_triggers_nor_change_the_
     assert await app_conn.fetchval("SELECT count(*) FROM audit_log") == 1
 
 
+async def test_views_and_read_only_tables_are_only_read(conn: Conn) -> None:
+    """An updatable view writes with its owner's privileges (`payment_ledger` is one): the application
+    role may only read views and the read-only tables."""
+    rows = await conn.fetch(
+        """
+        SELECT c.relname AS name,
+               has_table_privilege($1, c.oid, 'SELECT') AS reads,
+               has_table_privilege($1, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES')
+               OR has_any_column_privilege($1, c.oid, 'INSERT, UPDATE, REFERENCES') AS more
+        FROM pg_class c
+        WHERE c.relnamespace = 'public'::regnamespace AND (c.relkind IN ('v', 'm') OR c.relname = ANY ($2::text[]))
+        ORDER BY c.relname
+        """,
+        APP_ROLE,
+        list(roles.READ_ONLY_TABLES),
+    )
+    assert {"payment_ledger", "premium_money", *roles.READ_ONLY_TABLES} <= {r["name"] for r in rows}
+    assert [(r["name"], r["reads"], r["more"]) for r in rows] == [(r["name"], True, False) for r in rows]
+
+
 async def test_every_append_only_table_takes_inserts_and_reads_and_nothing_else(conn: Conn) -> None:
     rows = await conn.fetch(
         """

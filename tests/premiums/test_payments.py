@@ -4,6 +4,7 @@ another reviewer, append-only events, remittance, and the ledger invariants."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,7 +20,7 @@ from litestar.testing import AsyncTestClient
 
 from backend import clock, crypto, idempotency
 from backend.actor import Actor, Role, Scope
-from backend.db import init_connection
+from backend.db import init_connection, load_queries
 from backend.enrollment import enrollments
 from backend.errors import Conflict, Forbidden, InvalidInput
 from backend.premiums import adjustments, payments, remittance
@@ -28,6 +29,7 @@ from backend.premiums.payments import PaymentIn
 from backend.premiums.remittance import RemittanceIn
 from tests.conftest import JWT_SECRET, auth_headers
 from tests.factories import ID_NUMBERS, add_history, create_household, insert_person, member, publish_policy, sealed
+from tests.sync.test_trigger_plans import DISTRICT
 
 Client = AsyncTestClient[Litestar]
 KEY = JWT_SECRET.encode()
@@ -661,6 +663,56 @@ async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.
     assert money.paid_fen == 65000
     assert money.balance_fen == 15000
     assert isinstance(money.paid_fen, int)
+
+
+async def test_a_plan_made_before_any_payment_reads_a_households_payments_by_key(
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """What a payment reads under its locks runs on a connection's generic plan (`plan_cache_mode`),
+    made once, perhaps on a new district's first day. The ledger must stay one relation that a
+    payment is reached in by its key: a ledger that joined a table of the payments' states (tried,
+    not kept: docs/scaling.md) let that plan start from a scan of every payment and probe the
+    allocations for each (6.6 ms at 1,500 payments, growing with the district)."""
+    statement = load_queries("backend.premiums")["reads_for_payment"]
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE reads AS {statement}")  # planned at its first run, before any payment
+    enrolled = await conn.fetch(
+        "SELECT id FROM enrollments WHERE household_id = $1 ORDER BY id", UUID(world.household["id"])
+    )
+    staff_a = await conn.fetchval("SELECT id FROM users WHERE username = 'staff_a'")
+    args = (
+        f"'{staff_a}', '{world.block['id']}', 2, '{{{','.join(str(r['id']) for r in enrolled)}}}', '2025-10-08', "
+        f"'cash', NULL, '{world.household['id']}', 2026"
+    )
+    await conn.execute(f"EXECUTE reads({args})")
+    await pay(conn, world)
+    await conn.execute(DISTRICT, 300, world.household["village_code"])  # 300 households more
+    await conn.execute(  # a payment of each, allocated to nobody
+        """
+        INSERT INTO payments (id, household_id, village_code, coverage_year, person_ids, amount_fen, method, kind,
+                              receipt_no, receipt_block_id, collector_id, collected_at, business_date,
+                              remittance_date)
+        SELECT gen_random_uuid(), h.id, h.village_code, p.coverage_year, p.person_ids, 100, p.method, p.kind,
+               'Z' || lpad(h.n::text, 8, '0'), p.receipt_block_id, p.collector_id, p.collected_at, p.business_date,
+               p.remittance_date
+        FROM payments p,
+             (SELECT id, village_code, row_number() OVER (ORDER BY id) AS n FROM households
+              WHERE id <> $1 ORDER BY id LIMIT 300) AS h
+        """,
+        UUID(world.household["id"]),
+    )
+    explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE reads({args})")
+    await conn.execute("DEALLOCATE reads")
+    await conn.execute("RESET plan_cache_mode")
+
+    def payments_read(plan: dict[str, Any]) -> float:
+        own = plan.get("Actual Rows", 0) * plan.get("Actual Loops", 0) if plan.get("Relation Name") == "payments" else 0
+        return float(own) + sum(payments_read(child) for child in plan.get("Plans", []))
+
+    # The household's one payment (its allocations' and its own, for what it paid before), not the 300.
+    assert await conn.fetchval("SELECT count(*) FROM payments") == 301
+    assert payments_read(json.loads(explained)[0]["Plan"]) <= 3
 
 
 async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
