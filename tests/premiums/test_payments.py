@@ -100,6 +100,20 @@ async def backdate_registration(conn: asyncpg.Connection, household_id: str, on:
     )
 
 
+async def second_household(client: Client, conn: asyncpg.Connection) -> dict[str, Any]:  # type: ignore[type-arg]
+    """Another household of township A: one member (王五), enrolled for 2026, registered in 2025's window."""
+    staff = await auth_headers(client, "staff_a")
+    second = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
+    enrolled = await client.post(
+        "/api/v1/enrollments",
+        headers=staff,
+        json={"household_id": second["id"], "coverage_year": 2026, "person_ids": [second["members"][0]["person_id"]]},
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    await backdate_registration(conn, second["id"])
+    return second
+
+
 def payment(world: World, receipt_no: str = "A00000001", amount_fen: int = 80000, **extra: Any) -> PaymentIn:
     values: dict[str, Any] = {
         "id": uuid.uuid4(),
@@ -976,15 +990,7 @@ async def test_payments_of_one_collector_do_not_wait_for_each_other(
 ) -> None:
     """The collector's lock is shared among payments: while one is in flight (uncommitted), another
     of the same collector for another household goes through (it would time out on an exclusive lock)."""
-    staff = await auth_headers(client, "staff_a")
-    second = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
-    enrolled = await client.post(
-        "/api/v1/enrollments",
-        headers=staff,
-        json={"household_id": second["id"], "coverage_year": 2026, "person_ids": [second["members"][0]["person_id"]]},
-    )
-    assert enrolled.status_code == 201, enrolled.text
-    await backdate_registration(conn, second["id"])
+    second = await second_household(client, conn)
     one, two = await asyncpg.connect(db_dsn), await asyncpg.connect(db_dsn)
     try:
         await init_connection(one)
@@ -1052,14 +1058,7 @@ async def test_one_channel_reference_for_two_households_at_once_records_one(
 ) -> None:
     """Two payments of one transfer at once, for different households (nothing else orders them):
     the reference's lock makes the second see the first; without it both would be recorded."""
-    staff = await auth_headers(client, "staff_a")
-    other = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
-    enrolled = await client.post(
-        "/api/v1/enrollments",
-        headers=staff,
-        json={"household_id": other["id"], "coverage_year": 2026, "person_ids": [other["members"][0]["person_id"]]},
-    )
-    assert enrolled.status_code == 201, enrolled.text
+    other = await second_household(client, conn)
 
     async def here(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
         data = payment(world, method="qr", channel_ref="WX-99")
@@ -1154,15 +1153,7 @@ async def test_a_void_decision_and_a_push_of_its_collector_never_wait_in_a_circl
         request = await adjustments.request_adjustment(
             conn, staff_actor, voided.payment.id, AdjustmentRequest(kind="void", reason="wrong household"), day
         )
-    staff = await auth_headers(client, "staff_a")
-    second = await create_household(client, staff, [member(ID_NUMBERS[3], "王五")], household_no="0002")
-    enrolled = await client.post(
-        "/api/v1/enrollments",
-        headers=staff,
-        json={"household_id": second["id"], "coverage_year": 2026, "person_ids": [second["members"][0]["person_id"]]},
-    )
-    assert enrolled.status_code == 201, enrolled.text
-    await backdate_registration(conn, second["id"])
+    second = await second_household(client, conn)
     first_payment = payment(
         world,
         receipt_no="A00000002",
