@@ -27,6 +27,7 @@ from backend.premiums import adjustments, payments, remittance
 from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
 from backend.premiums.remittance import RemittanceIn
+from tests.api.test_lookup_plans import rows_of
 from tests.conftest import JWT_SECRET, auth_headers
 from tests.factories import ID_NUMBERS, add_history, create_household, insert_person, member, publish_policy, sealed
 from tests.sync.test_trigger_plans import DISTRICT
@@ -720,13 +721,9 @@ async def test_a_plan_made_before_any_payment_reads_a_households_payments_by_key
     await conn.execute("DEALLOCATE reads")
     await conn.execute("RESET plan_cache_mode")
 
-    def payments_read(plan: dict[str, Any]) -> float:
-        own = plan.get("Actual Rows", 0) * plan.get("Actual Loops", 0) if plan.get("Relation Name") == "payments" else 0
-        return float(own) + sum(payments_read(child) for child in plan.get("Plans", []))
-
     # The household's one payment (its allocations' and its own, for what it paid before), not the 300.
     assert await conn.fetchval("SELECT count(*) FROM payments") == 301
-    assert payments_read(json.loads(explained)[0]["Plan"]) <= 3
+    assert rows_of(json.loads(explained)[0]["Plan"], "payments") <= 3
 
 
 async def test_back_payment_shortens_the_waiting_period(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
