@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -161,13 +161,17 @@ def _money(fen: int) -> str:
 
 
 class _Describer:
-    """Where a category held comes from, in a sentence (`describe`), for one request: the sentences'
-    templates translated and the codes named once, not for each of thousands of persons."""
+    """The sentences of where a category held comes from (`describe`) and of why a person may not
+    enrol (`obstacle`), for one request: their templates translated and the codes named once, not
+    for each of thousands of persons."""
 
     def __init__(self) -> None:
         self.from_list = _("{category}: list {list_type} version {version} row {row}")
         self.from_claim = _("{category}: accepted claim {claim_id}")
+        self.excluded_by_list = _("not eligible, {code}: list {list_type} version {version} row {row}")
         self.names: dict[str | None, str] = {}
+        self.obstacle_names: dict[str, str] = {}
+        self.for_the_year: dict[str, str] = {}  # an obstacle without a source says only its code
 
     def named(self, code: str | None) -> str:
         if (name := self.names.get(code)) is None:
@@ -182,25 +186,22 @@ class _Describer:
             )
         return self.from_claim.format(category=self.named(held.category), claim_id=s.claim_id)
 
+    def obstacle(self, o: Obstacle) -> str:
+        if (code := self.obstacle_names.get(o.code)) is None:
+            code = self.obstacle_names[o.code] = _named(o.code, _OBSTACLES)
+        if o.source is not None:
+            return self.excluded_by_list.format(
+                code=code, list_type=self.named(o.source.list_type), version=o.source.version, row=o.source.row
+            )
+        if (line := self.for_the_year.get(o.code)) is None:
+            line = self.for_the_year[o.code] = _("not eligible: {code} for the year", code=code)
+        return line
+
 
 def _person_lines(held: list[HeldCategory], obstacles: list[Obstacle], describer: _Describer) -> list[str]:
     """The first sentences of an explanation: where each category held comes from, and each obstacle,
     in the request's language (categories by name outside English)."""
-    lines = [describer.describe(h) for h in held]
-    for o in obstacles:
-        if o.source is not None:
-            lines.append(
-                _(
-                    "not eligible, {code}: list {list_type} version {version} row {row}",
-                    code=_named(o.code, _OBSTACLES),
-                    list_type=_named(o.source.list_type),
-                    version=o.source.version,
-                    row=o.source.row,
-                )
-            )
-        else:
-            lines.append(_("not eligible: {code} for the year", code=_named(o.code, _OBSTACLES)))
-    return lines
+    return [*map(describer.describe, held), *map(describer.obstacle, obstacles)]
 
 
 def _due_lines(due: PremiumDue, year: int) -> list[str]:
@@ -238,6 +239,15 @@ def _due_lines(due: PremiumDue, year: int) -> list[str]:
     return lines
 
 
+class _Answer(NamedTuple):
+    """What a check answers every person of the same categories and age (`check`)."""
+
+    due: PremiumDue
+    chosen_categories: list[str]
+    lines: list[SubsidyLine]
+    explanation: list[str]  # the due's sentences, after a person's own
+
+
 async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date) -> EligibilityAnswer:
     on = data.as_of or today
     policy = await policies.require_in_force(conn, data.coverage_year, on)
@@ -261,10 +271,12 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     items: list[Eligibility] = []
     # A check of thousands asks the same few questions: what is due depends only on the categories
     # held and the age, and so do the sentences that explain it. Each is worked out once per request
-    # and key; only where each category comes from, and the obstacles, are a person's own.
-    dues: dict[tuple[tuple[str, ...], int | None], PremiumDue] = {}
-    said: dict[tuple[tuple[str, ...], int | None], list[str]] = {}
+    # and key, and its lists are shared by the items of that key (an answer is only encoded); only
+    # where each category comes from, and the obstacles, are a person's own.
+    answers: dict[tuple[tuple[str, ...], int], _Answer] = {}
+    in_scope: dict[str, bool] = {}  # per village code: whether the caller may see the enrolment's id
     describer = _Describer()
+    year = data.coverage_year
     for index, number in enumerate(parsed):
         if isinstance(number, IdProblem):
             items.append(Eligibility(index=index, id_number=None, error=number))
@@ -272,13 +284,17 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
         person = known.get(hashes[number], none)
         obstacles = list(person.exclusions)
         if (e := enrolled.get(hashes[number])) is not None:
-            mine = actor.in_scope(e["village_code"])
+            village = e["village_code"]
+            if (mine := in_scope.get(village)) is None:
+                mine = in_scope[village] = actor.in_scope(village)
             obstacles.append(Obstacle(code="already_enrolled", enrollment_id=e["enrollment_id"] if mine else None))
-        key = (tuple(h.category for h in person.categories), age_on_1_january(born[number], data.coverage_year))
-        if (due := dues.get(key)) is None:
-            due = dues[key] = premium_due(subsidy_policy, key[0], age=key[1])
-        if (due_lines := said.get(key)) is None:
-            due_lines = said[key] = _due_lines(due, data.coverage_year)
+        held_codes = tuple(h.category for h in person.categories) if person.categories else ()
+        key = (held_codes, age_on_1_january(born[number], year))
+        if (answer := answers.get(key)) is None:
+            due = premium_due(subsidy_policy, key[0], age=key[1])
+            answer = answers[key] = _Answer(due, list(due.chosen_categories), list(due.lines), _due_lines(due, year))
+        due = answer.due
+        own = _person_lines(person.categories, obstacles, describer) if person.categories or obstacles else None
         items.append(
             Eligibility(
                 index=index,
@@ -289,10 +305,10 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
                 premium_fen=due.premium_fen,
                 subsidy_fen=due.subsidy_fen,
                 due_fen=due.due_fen,
-                chosen_categories=list(due.chosen_categories),
-                lines=list(due.lines),
+                chosen_categories=answer.chosen_categories,
+                lines=answer.lines,
                 capped=due.capped,
-                explanation=[*_person_lines(person.categories, obstacles, describer), *due_lines],
+                explanation=answer.explanation if own is None else [*own, *answer.explanation],
             )
         )
     await record(
