@@ -630,11 +630,19 @@ def _settable_enrolments(
     return group
 
 
+# Mutations that may cancel enrolments of households they do not name (members who moved there with
+# an enrolment another household paid for): `_after_held`.
+_CANCELLING = ("member.remove", "household.dissolve")
+
+
 def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held) -> Literal["all", "created"] | None:
     """Whether the mutation at hand may depend on what is held back, which is then applied first
     ("all"): anything but the next seq; a void or a cancellation (they name a payment or a person,
     not a household); a new household or member (not held: it may reuse a person known by identity
-    number, whose live enrolments then follow them out of a held household, unnamed); or a mutation
+    number, whose live enrolments then follow them out of a held household, unnamed); with payments
+    held, a removal or a dissolution (`_CANCELLING`: the enrolments it cancels may have been paid by a
+    held payment's household and taken away by a member who moved, so their share of that payment
+    becomes its household's credit, which the payment's answer counts); or a mutation
     naming one of the held households or persons (`person_ids` included). Else, with new households
     held, anything ("created": they alone are applied first). A new household is refused, held as a
     duplicate or reuses someone by who holds each identity number and household number when it is
@@ -645,6 +653,7 @@ def _after_held(raw: msgspec.Raw, fmt: codec.Format, last_seq: int, held: _Held)
         head is None
         or head.seq != last_seq + 1
         or head.type in ("payment.void", "enrollment.cancel", "household.create", "member.create")
+        or (held.payments and head.type in _CANCELLING)
     ):
         return "all"
     numbers: Literal["created"] | None = "created" if held.created else None

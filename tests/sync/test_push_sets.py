@@ -622,6 +622,59 @@ async def test_a_person_taken_again_after_a_payment_of_their_old_household_is_an
     assert seen[0] == seen[1], seen
 
 
+@pytest.mark.parametrize("how", ["member.remove", "household.dissolve"])
+async def test_a_removal_elsewhere_that_frees_a_held_payments_credit_is_answered_as_one_by_one(
+    client: Client, how: str
+) -> None:
+    """A household paid for one member and part of a second, who then moved away with their enrolment
+    (the money follows it). Their removal from the new household, or its dissolution, cancels that
+    enrolment (still `registered`),
+    and its share of the old household's payment becomes the old household's credit: what the old
+    household has paid changes, though neither mutation names the other. So a payment of the old
+    household held for a set is applied before such a removal, as one by one applies it (found by
+    tests/sync/test_push_sets_simulated.py with seed 213: the answer said a refund was due)."""
+    tablet = await world(client)
+    seen = []
+    for side, (kept, moving, unpaid, other) in enumerate(((1, 2, 3, 7), (4, 5, 6, 8))):
+        old = household_create(tablet, numbers=(kept, moving, unpaid), household_no=f"050{side + 1}")
+        enrolled = enrol(tablet, old)
+        paid = msgspec.structs.replace(
+            payment(tablet, old, receipt=10 * side + 1), person_ids=[x.person_id for x in old.members[:2]]
+        )
+        paid = msgspec.structs.replace(paid, amount_fen=60000)  # the first member's 40,000, then 20,000
+        elsewhere = household_create(tablet, numbers=(other,), household_no=f"060{side + 1}")
+        moved = old.members[1].person_id
+        move = m.MemberMove(
+            seq=0,
+            mutation_id=uuid.uuid4(),
+            household_id=old.household_id,
+            person_id=moved,
+            base_version=1,
+            to_household_id=elsewhere.household_id,
+            relation="other",
+        )
+        setup = [old, enrolled, paid, elsewhere]
+        setup_answers = (await push(client, tablet, setup)).answers
+        assert [a.status for a in setup_answers] == ["applied"] * 4, setup_answers
+        move = msgspec.structs.replace(move, seq=tablet.seq())
+        (moved_answer,) = (await push(client, tablet, [move])).answers
+        assert moved_answer.status == "applied", moved_answer
+        last = msgspec.structs.replace(
+            payment(tablet, old, receipt=10 * side + 2), person_ids=[old.members[2].person_id], amount_fen=40000
+        )
+        ids = {"seq": tablet.seq(), "mutation_id": uuid.uuid4(), "household_id": elsewhere.household_id}
+        if how == "member.remove":
+            gone: Any = m.MemberRemove(**ids, person_id=moved, base_version=2, reason="removed")
+        else:
+            gone = m.HouseholdDissolve(**ids, base_version=2, reason="removed")
+        batch = [last, gone]
+        answers = (await push(client, tablet, batch)).answers if side == 0 else await _one_by_one(client, tablet, batch)
+        seen.append(_seen(answers))
+    assert seen[0] == seen[1], seen
+    assert seen[1][0][4:] == (80000, 80000, 0), seen  # due, paid, balance: the moved member's share is theirs
+    assert [a[0] for a in seen[1]] == ["applied", "applied"], seen
+
+
 async def test_new_households_in_a_row_with_one_refused_known_or_twice_are_answered_as_one_by_one(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
@@ -1090,8 +1143,8 @@ async def test_a_void_right_after_its_payment_finds_it_recorded(
 def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
     """A mutation that names a held enrolment's or payment's household or person, a void, a
     cancellation, a new household or member not held (it may take a person known by number, whose
-    live enrolments follow them out of a held household), or an unreadable or out-of-turn one is
-    applied only after what is held; others go on."""
+    live enrolments follow them out of a held household), a removal or dissolution with a payment
+    held, or an unreadable or out-of-turn one is applied only after what is held; others go on."""
     tablet = Tablet(device_id=uuid.uuid4(), secret="", headers={}, user_id=uuid.uuid4())
     household = household_create(tablet, numbers=(0, 1))
     other = household_create(tablet, numbers=(2,))
@@ -1159,6 +1212,17 @@ def test_what_comes_after_enrolments_and_payments_held_back_for_sets() -> None:
         )
     )
     assert after(m.PaymentVoid(seq=1, mutation_id=uuid.uuid4(), payment_id=uuid.uuid4(), reason="x"))
+    # A removal or a dissolution anywhere, while a payment is held: it may cancel an enrolment the
+    # held payment's household paid for, which a member took away (its share becomes their credit).
+    ids = {"seq": 1, "mutation_id": uuid.uuid4(), "household_id": other.household_id, "base_version": 1}
+    removal = m.MemberRemove(**ids, person_id=other.members[0].person_id, reason="removed")
+    dissolution = m.HouseholdDissolve(**ids, reason="removed")
+    assert after(removal) == "all" and after(dissolution) == "all"
+    enrolments_only = push_module._Held()
+    enrolments_only.hold_enrolments([(1, held_enrolment, b"")])
+    for mutation in (removal, dissolution):
+        raw = msgspec.Raw(msgspec.msgpack.encode(msgspec.structs.replace(mutation, seq=last + 1)))
+        assert push_module._after_held(raw, "msgpack", last, enrolments_only) is None
     assert after(other, seq=last + 2)  # out of turn
     assert push_module._after_held(msgspec.Raw(b"\xc1"), "msgpack", last, held)
     # With a new household held too, anything else writes it first (who holds a number may change),
