@@ -639,24 +639,18 @@ async def test_a_removal_elsewhere_that_frees_a_held_payments_credit_is_answered
         old = household_create(tablet, numbers=(kept, moving, unpaid), household_no=f"050{side + 1}")
         enrolled = enrol(tablet, old)
         paid = msgspec.structs.replace(
-            payment(tablet, old, receipt=10 * side + 1), person_ids=[x.person_id for x in old.members[:2]]
+            payment(tablet, old, receipt=10 * side + 1),
+            person_ids=[x.person_id for x in old.members[:2]],
+            amount_fen=60000,  # the first member's 40,000, then 20,000 of the second's
         )
-        paid = msgspec.structs.replace(paid, amount_fen=60000)  # the first member's 40,000, then 20,000
         elsewhere = household_create(tablet, numbers=(other,), household_no=f"060{side + 1}")
-        moved = old.members[1].person_id
-        move = m.MemberMove(
-            seq=0,
-            mutation_id=uuid.uuid4(),
-            household_id=old.household_id,
-            person_id=moved,
-            base_version=1,
-            to_household_id=elsewhere.household_id,
-            relation="other",
-        )
-        setup = [old, enrolled, paid, elsewhere]
-        setup_answers = (await push(client, tablet, setup)).answers
+        setup_answers = (await push(client, tablet, [old, enrolled, paid, elsewhere])).answers
         assert [a.status for a in setup_answers] == ["applied"] * 4, setup_answers
-        move = msgspec.structs.replace(move, seq=tablet.seq())
+        moved = old.members[1].person_id
+        ids = {"seq": tablet.seq(), "mutation_id": uuid.uuid4(), "household_id": old.household_id}
+        move = m.MemberMove(
+            **ids, person_id=moved, base_version=1, to_household_id=elsewhere.household_id, relation="other"
+        )
         (moved_answer,) = (await push(client, tablet, [move])).answers
         assert moved_answer.status == "applied", moved_answer
         last = msgspec.structs.replace(
