@@ -28,7 +28,8 @@ own. Enrolments and payments of households in a row of visits (each household re
 and paid for) are sets: an enrolment (or a run of them) of a household the push holds, and a payment
 reported for the first time, a premium of such a household, are held back and the mutations after
 them go on; before the first that names one of the held households or persons (or a void, a
-cancellation, anything out of turn), or at the chunk's end, or when ENROLMENTS_AT_ONCE households or
+cancellation, a new household or member, with payments held a removal or dissolution, anything out
+of turn: `_after_held`), or at the chunk's end, or when ENROLMENTS_AT_ONCE households or
 PAYMENTS_AT_ONCE payments are held, the enrolments held are written as one set
 (`enrolment_service.enrol_many`: one read, one insert) and then the payments as one
 (`premium_payments.record_payments`: one round of five statements for them all). Every answer and
