@@ -33,7 +33,14 @@ from backend.guards import provide_actor
 from backend.i18n.middleware import negotiated
 from backend.jobs.worker import Handler
 from backend.logs import configure_logging
-from backend.replicas import Replicas, commit_header, provide_autocommit_reads, provide_fresh_reads, provide_reads
+from backend.replicas import (
+    Replicas,
+    commit_header,
+    provide_autocommit_reads,
+    provide_fresh_reads,
+    provide_reads,
+    read_again_on_primary,
+)
 from backend.timeouts import request_timeout
 
 log = logging.getLogger("canbao.app")
@@ -245,6 +252,7 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
         middleware=[
             request_timeout(settings.request_timeout_s),
             DefineMiddleware(BearerAuthMiddleware, exclude=PUBLIC_PATHS),
+            read_again_on_primary,  # innermost: a read that failed on a standby runs again on the primary
         ],
         state=_initial_state(settings, key, passwords),
         openapi_config=OpenAPIConfig(

@@ -9,6 +9,7 @@ import logging
 import re
 import socket
 import traceback
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import asyncpg
@@ -198,6 +199,9 @@ _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
 # (a DSN listing the cluster's hosts with target_session_attrs=read-write, README "high availability").
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "25006"})
 RETRY_AFTER_UNAVAILABLE_S = 5
+# Set in a request's scope when what failed was its read on a standby (backend.replicas): the
+# primary's pool is kept, and the read is made again there.
+REPLICA_FAILED = "canbao.replica_failed"
 # A value PostgreSQL cannot hold: a NUL character in text (22021; 22P05 in jsonb), a number out of
 # its column's range (22003). The input checks refuse these first; this is the net under them.
 _UNSTORABLE_SQLSTATES = frozenset({"22021", "22P05", "22003"})
@@ -222,11 +226,10 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def _unavailable_cause(exc: BaseException) -> BaseException | None:
+def cause(exc: BaseException, test: Callable[[BaseException], bool]) -> BaseException | None:
     """`exc`, or the exception it was raised from or while handling, or one inside an exception
-    group, that says the database is unavailable (a rollback failing on a dead connection replaces
-    the error that killed it; Litestar groups the errors of a dependency's clean-up, a task group
-    those of its tasks)."""
+    group, for which `test` holds (a rollback failing on a dead connection replaces the error that
+    killed it; Litestar groups the errors of a dependency's clean-up, a task group those of its tasks)."""
     seen: set[int] = set()
     pending: list[BaseException] = [exc]
     while pending:
@@ -234,13 +237,18 @@ def _unavailable_cause(exc: BaseException) -> BaseException | None:
         if id(current) in seen:
             continue
         seen.add(id(current))
-        if database_unavailable(current):
+        if test(current):
             return current
         if isinstance(current, BaseExceptionGroup):
             pending.extend(current.exceptions)
         if (following := current.__cause__ or current.__context__) is not None:
             pending.append(following)
     return None
+
+
+def _unavailable_cause(exc: BaseException) -> BaseException | None:
+    """What in `exc` says the database is unavailable (`cause`)."""
+    return cause(exc, database_unavailable)
 
 
 def after_failure(pool: Any, exc: BaseException) -> None:
@@ -262,12 +270,19 @@ def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> R
             request,
             retry_after_s=1,
         )
-    if (cause := _unavailable_cause(exc)) is not None:
+    if request is not None and request.scope.get(REPLICA_FAILED):
+        # A standby's connection died or replay cancelled the read: the primary is well (its pool
+        # is kept), and the request is run again there (backend.replicas.read_again_on_primary).
+        # This answer is sent only when it cannot be (its body was too large to keep).
+        log.warning("read failed on a standby", extra={"error": type(exc).__name__, "sqlstate": sqlstate})
+        return problem(503, "try_again", _("The database is not available; try again"), None, request, retry_after_s=1)
+    if (unavailable := _unavailable_cause(exc)) is not None:
         if request is not None:
             # Every pooled connection may point at the old primary: all are opened again.
             drop_connections(getattr(request.app.state, "pool", None))
         log.warning(
-            "database unavailable", extra={"error": type(cause).__name__, "sqlstate": getattr(cause, "sqlstate", None)}
+            "database unavailable",
+            extra={"error": type(unavailable).__name__, "sqlstate": getattr(unavailable, "sqlstate", None)},
         )
         return problem(
             503,

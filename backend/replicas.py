@@ -22,12 +22,18 @@ enrolment is a clerk's or a tablet's): `fresh_reads` asks the primary for its po
 read begins, so a replica answers only once it has replayed everything committed before — the
 payment made at the counter a minute ago included — at the price of one trivial query on the
 primary; the resident's audit row is written there anyway.
+
+A standby that fails under a read (its connection lost, or replay cancelling the statement: a
+recovery conflict) fails the request's attempt, not the request: it is run again on the primary
+(`read_again_on_primary`), whose pool is left alone (backend.errors).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -36,11 +42,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 from litestar import Request
 from litestar.datastructures import Cookie, State
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.utils.scope.state import CONNECTION_STATE_KEY
 
+from backend import errors
 from backend.db import Connection, Pool
 from backend.deps import Autocommit, Tx
 
@@ -54,6 +63,12 @@ REMEMBERED = 10_000  # actors kept, the least recent dropped first
 _LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 _SCOPE_KEY = "canbao.commit_lsn"
 _READ_KEY = "canbao.lagging_read"
+_PRIMARY_KEY = "canbao.primary_reads"  # a request run again after its standby failed: it reads on the primary
+# The most of a request's body kept to send it again (`read_again_on_primary`): the routes that read
+# standbys take a query string or a FHIR resource; a bigger body is not kept, nor its request run again.
+RETRY_BODY_LIMIT = 1 << 20
+
+log = logging.getLogger("canbao.replicas")
 # A standby's replayed position; on a server that is not in recovery (a primary listed as a
 # replica, or a standby just promoted), everything it has written.
 _REPLAYED = "SELECT COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::text::pg_lsn"
@@ -135,7 +150,7 @@ async def _reads(
     request.scope[_READ_KEY] = True  # type: ignore[literal-required]
     replicas: Replicas | None = getattr(state, "replicas", None)
     pool = replicas.next_pool() if replicas is not None else None
-    if replicas is None or pool is None:
+    if replicas is None or pool is None or request.scope.get(_PRIMARY_KEY):
         yield tx
         return
     needed = _needed(request, replicas)
@@ -155,10 +170,44 @@ async def _reads(
         if not ready:
             yield tx
             return
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
+        transaction = conn.transaction(isolation="repeatable_read", readonly=True)
+        try:
+            await transaction.start()
+        except Exception:
+            ready = False
+        if not ready:  # gone since it answered
+            yield tx
+            return
+        try:
             yield conn
+        except BaseException as exc:
+            if _gone(conn) or errors.cause(exc, _recovery_conflict) is not None:
+                # The standby's failure, not the request's: read again on the primary (`read_again_on_primary`).
+                request.scope[errors.REPLICA_FAILED] = True  # type: ignore[literal-required]
+            with contextlib.suppress(Exception):
+                await transaction.rollback()
+            raise
+        try:
+            await transaction.commit()
+        except Exception as exc:  # its reads are done and answered: how the standby ends them is its own
+            log.warning("a standby's read ended with an error", extra={"error": type(exc).__name__})
     finally:
         await pool.release(conn)
+
+
+def _gone(conn: Connection) -> bool:
+    """Whether the connection has closed (a pooled one is handed back to its pool when it does)."""
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True
+
+
+def _recovery_conflict(exc: BaseException) -> bool:
+    """A standby cancelled the statement to replay a change under it (a row vacuumed away, a table
+    locked or dropped on the primary): a serialization failure or a deadlock, the only ways a
+    read-only transaction on a standby fails so."""
+    return getattr(exc, "sqlstate", None) in ("40001", "40P01")
 
 
 async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -> AsyncGenerator[Connection, None]:
@@ -234,5 +283,60 @@ def commit_header(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         await app(scope, receive, sending)
+
+    return middleware
+
+
+def read_again_on_primary(app: ASGIApp) -> ASGIApp:
+    """Litestar middleware, the innermost (after routing and authentication): a request whose read
+    failed on a standby (its connection lost: the standby restarting, the network; or its statement
+    cancelled by a recovery conflict: the standby had to replay a change under the read) is run
+    again, once, with every read on the primary, and that answer is sent. Its own transaction on the
+    primary (the audit row) rolled back with the failure, and the failed attempt's answer had not
+    begun to leave: nothing of it is seen. Without replicas it passes requests through."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        replicas: Replicas | None = getattr(scope["app"].state, "replicas", None)
+        if scope["type"] != ScopeType.HTTP or replicas is None or not replicas.pools:
+            await app(scope, receive, send)
+            return
+        entered = dict(scope)
+        received: list[ReceiveMessage] = []
+        kept = 0  # bytes of body kept; -1: too many, not kept
+
+        async def recording() -> ReceiveMessage:
+            nonlocal kept
+            message = await receive()
+            if kept >= 0 and message["type"] == "http.request":
+                kept += len(message.get("body", b""))
+                if kept > RETRY_BODY_LIMIT:
+                    kept = -1
+                    received.clear()
+                else:
+                    received.append(message)
+            return message
+
+        failed = False
+
+        async def sending(message: Message) -> None:
+            nonlocal failed
+            if message["type"] == "http.response.start" and scope.get(errors.REPLICA_FAILED) and kept >= 0:
+                failed = True
+            if not failed:
+                await send(message)
+
+        await app(scope, recording, sending)
+        if not failed:
+            return
+        log.warning("read failed on a standby, read again on the primary", extra={"route": scope.get("path_template")})
+        replay = iter(received)
+
+        async def replaying() -> ReceiveMessage:
+            return next(replay, None) or await receive()
+
+        # Litestar's state of the connection (the body read, that an answer started) begins anew.
+        state: dict[str, Any] = {k: v for k, v in scope.get("state", {}).items() if k != CONNECTION_STATE_KEY}
+        again: Any = {**entered, "state": state, _PRIMARY_KEY: True}
+        await app(again, replaying, send)
 
     return middleware

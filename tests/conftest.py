@@ -94,6 +94,21 @@ def _with_database(dsn: str, database: str, user: str | None = None) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
+async def ended_in_its_sleep(admin_dsn: str, pid: int) -> None:
+    """Ends the server process `pid` (`pg_terminate_backend`, as a server restarting would) once it
+    runs a `pg_sleep`: its client is then in the middle of a statement, and gets 57P01. Call it in
+    the loop of the client whose connection it ends (an app under test runs in a loop of its own)."""
+    killer = await asyncpg.connect(admin_dsn)
+    try:
+        for _ in range(1000):
+            if await killer.fetchval("SELECT wait_event = 'PgSleep' FROM pg_stat_activity WHERE pid = $1", pid):
+                break
+            await asyncio.sleep(0.01)
+        assert await killer.fetchval("SELECT pg_terminate_backend($1, 10000)", pid)
+    finally:
+        await killer.close()
+
+
 async def _admin_execute(admin_dsn: str, *statements: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:

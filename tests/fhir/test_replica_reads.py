@@ -9,7 +9,9 @@ so a position past the end of the WAL is one no replica has reached.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,7 +19,8 @@ import pytest
 from backend import config, replicas
 from backend.config import Settings
 from backend.db import create_pool
-from tests.conftest import PgServer, auth_headers, make_settings
+from backend.fhir import service
+from tests.conftest import PgServer, auth_headers, ended_in_its_sleep, make_settings
 from tests.factories import ID_NUMBERS
 from tests.fhir.test_fhir import (
     ELIGIBILITY,
@@ -112,3 +115,48 @@ def test_remembered_writes_expire_and_are_bounded() -> None:
     for _ in range(replicas.REMEMBERED):
         kept.remember(uuid.uuid4(), "0/20")
     assert kept.written_by(first) is None
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["body-kept", "body-too-large"])
+async def test_a_check_whose_replica_connection_dies_is_read_again_on_the_primary_with_its_body(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+    pg_server: PgServer,
+    replica_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    kept: bool,
+) -> None:
+    """The replica's connection is ended in the middle of the check's read: the request is run again
+    with its body sent again, on the primary (`in_force`, the replica would say `not_enrolled`), and
+    one audit row is written, the answered attempt's. A body larger than the app keeps to send again
+    is answered 503 `try_again` instead, with nothing written."""
+    headers = {**await partner_headers(client, await register_partner(client)), **FHIR_JSON}
+    body = _json(request_for(ID_NUMBERS[1], "2026-03-01"))
+    if not kept:
+        monkeypatch.setattr(replicas, "RETRY_BODY_LIMIT", len(body) - 1)
+    read = service._enrollments
+    databases: list[str] = []
+
+    async def dying(reads: asyncpg.Connection, *args: Any) -> Any:  # type: ignore[type-arg]
+        databases.append(await reads.fetchval("SELECT current_database()"))
+        if databases[-1] == replica_database:
+            killing = asyncio.create_task(ended_in_its_sleep(pg_server.admin_dsn, reads.get_server_pid()))
+            try:
+                await reads.execute("SELECT pg_sleep(60)")
+            finally:
+                await killing
+        return await read(reads, *args)
+
+    monkeypatch.setattr(service, "_enrollments", dying)
+    answer = await client.post(ELIGIBILITY, content=body, headers=headers)
+    if kept:
+        assert answer.status_code == 200, answer.text
+        assert state_of(answer.json())[:2] == (True, "in_force")
+        assert len(databases) == 2 and databases[0] == replica_database != databases[1]
+        assert await audit_reads(conn) == 1
+    else:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["issue"][0]["details"]["coding"][0]["code"] == "try_again"
+        assert databases == [replica_database]
+        assert await audit_reads(conn) == 0

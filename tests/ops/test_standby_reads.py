@@ -11,6 +11,7 @@ the standby has not replayed it — the wait for its position ran out and the pr
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import os
@@ -18,14 +19,24 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
 
 from backend import replicas
 from backend.config import Settings
+from backend.enrollment import coverage_report
 from backend.tools.standby import Standby, start_standby
-from tests.conftest import TODAY, PgServer, _with_database, auth_headers, make_settings
+from tests.conftest import (
+    APP_ROLE,
+    TODAY,
+    PgServer,
+    _with_database,
+    auth_headers,
+    ended_in_its_sleep,
+    make_settings,
+)
 from tests.factories import ID_NUMBERS
 from tests.premiums.test_payments import (
     Client,
@@ -186,3 +197,103 @@ async def test_a_resident_reads_a_payment_made_at_the_counter_though_the_standby
         assert page.status_code == 200 and "A00000001" in page.text, page.text  # the receipt just given
     fen, seconds = await paid_fen()
     assert fen == 80000 and seconds < replicas.WAIT_S  # replayed: the standby answers at once
+
+
+def _pids_of(role: str) -> str:
+    return "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity WHERE usename = '" + role + "'"
+
+
+async def test_a_read_whose_standby_connection_dies_is_read_again_on_the_primary_and_its_pool_kept(
+    client: Client, world: World, admin_db_dsn: str, standby: Standby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby's connection is ended under the report's read (as a standby restarting would):
+    the request is run again on the primary, which answers (with the payment the paused standby has
+    not replayed), and the primary's pooled connections are the same before and after — it was not
+    the primary that failed, so they are not dropped as after a failover."""
+    staff = await auth_headers(client, "staff_a")
+    reviewer = await auth_headers(client, "reviewer_a")
+    read = coverage_report.coverage_report
+    on_standby: list[bool] = []
+
+    async def dying(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+        on_standby.append(await reads.fetchval("SELECT pg_is_in_recovery()"))
+        if on_standby[-1]:  # ended in the middle of a statement: 57P01, "terminating connection"
+            killing = asyncio.create_task(
+                ended_in_its_sleep(standby.dsn(_with_database(admin_db_dsn, "postgres")), reads.get_server_pid())
+            )
+            try:
+                await reads.execute("SELECT pg_sleep(60)")
+            finally:
+                await killing
+        return await read(*args, reads=reads, **kwargs)
+
+    primary = await asyncpg.connect(admin_db_dsn)
+    try:
+        async with lagging(admin_db_dsn, standby):
+            paid = await client.post(
+                "/api/v1/payments", json=http_body(world), headers={**staff, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+            )
+            assert paid.status_code == 201, paid.text
+            assert await funded(client, reviewer) == 0  # the standby answers, without the payment
+            before = await primary.fetchval(_pids_of(APP_ROLE))
+            monkeypatch.setattr(coverage_report, "coverage_report", dying)
+            assert await funded(client, reviewer) == 2  # the primary's answer, the payment in it
+            assert on_standby == [True, False]
+            monkeypatch.setattr(coverage_report, "coverage_report", read)
+            assert await funded(client, reviewer) == 0  # the standby again, on a new connection
+            assert await primary.fetchval(_pids_of(APP_ROLE)) == before
+    finally:
+        await primary.close()
+
+
+async def test_a_read_cancelled_by_a_recovery_conflict_is_read_again_on_the_primary(
+    client: Client, admin_db_dsn: str, standby: Standby, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby must replay a lock of a table the report's read holds (`LOCK TABLE` on the
+    primary) and waits for no read (`max_standby_streaming_delay` 0): it cancels the read's statement
+    (40001, "conflict with recovery"). The request is run again on the primary and answers 200."""
+    reviewer = await auth_headers(client, "reviewer_a")
+    read = coverage_report.coverage_report
+    on_standby: list[bool] = []
+    cancelled: list[str] = []
+
+    async def conflicting(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+        on_standby.append(await reads.fetchval("SELECT pg_is_in_recovery()"))
+        answer = await read(*args, reads=reads, **kwargs)
+        if not on_standby[-1]:
+            return answer
+        await reads.fetchval("SELECT count(*) FROM conflict_probe")  # its lock held to the read's end
+        locker = await asyncpg.connect(admin_db_dsn)  # (in the app's own loop)
+
+        async def lock_on_primary() -> None:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE conflict_probe IN ACCESS EXCLUSIVE MODE")
+
+        locking = asyncio.create_task(lock_on_primary())
+        try:
+            await reads.execute("SELECT pg_sleep(60)")
+        except asyncpg.PostgresError as exc:
+            cancelled.append(str(exc.sqlstate))
+            raise
+        finally:
+            await locking
+            await locker.close()
+        return answer
+
+    primary = await asyncpg.connect(admin_db_dsn)
+    replica = await asyncpg.connect(standby.dsn(_with_database(admin_db_dsn, "postgres")))
+    try:
+        await primary.execute("CREATE TABLE conflict_probe (x int); GRANT SELECT ON conflict_probe TO PUBLIC")
+        made = await primary.fetchval("SELECT pg_current_wal_insert_lsn()::text")
+        assert await replicas.caught_up(replica, made, wait_s=10)
+        await replica.execute("ALTER SYSTEM SET max_standby_streaming_delay = 0")
+        await replica.execute("SELECT pg_reload_conf()")
+        monkeypatch.setattr(coverage_report, "coverage_report", conflicting)
+        answer = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+        assert answer.status_code == 200, answer.text
+        assert cancelled == ["40001"] and on_standby == [True, False]
+    finally:
+        await replica.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
+        await replica.execute("SELECT pg_reload_conf()")
+        await primary.close()
+        await replica.close()
