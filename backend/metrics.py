@@ -43,6 +43,12 @@ SYNC_ONE_BY_ONE = Counter(
     "Pushed mutations applied one by one, each under a savepoint of its own (a failure in their chunk,"
     " or a suspended tablet), instead of on the fast path",
 )
+REPLICA_READS_AGAIN = Counter(
+    "canbao_replica_reads_again_total",
+    "Requests whose read failed on a standby (its connection lost, or a recovery conflict) and were run"
+    " again on the primary",
+    ["route"],
+)
 POOL_SIZE = Gauge("canbao_db_pool_connections", "Database connections open", multiprocess_mode="livesum")
 
 PATH = "/metrics"

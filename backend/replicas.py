@@ -49,7 +49,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from litestar.utils.scope.state import CONNECTION_STATE_KEY
 
-from backend import errors
+from backend import errors, metrics
 from backend.db import Connection, Pool
 from backend.deps import Autocommit, Tx
 
@@ -328,7 +328,9 @@ def read_again_on_primary(app: ASGIApp) -> ASGIApp:
         await app(scope, recording, sending)
         if not failed:
             return
-        log.warning("read failed on a standby, read again on the primary", extra={"route": scope.get("path_template")})
+        route = scope.get("path_template") or "unmatched"
+        log.warning("read failed on a standby, read again on the primary", extra={"route": route})
+        metrics.REPLICA_READS_AGAIN.labels(route).inc()
         replay = iter(received)
 
         async def replaying() -> ReceiveMessage:

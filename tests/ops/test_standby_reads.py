@@ -23,6 +23,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from backend import replicas
 from backend.config import Settings
@@ -199,6 +200,10 @@ async def test_a_resident_reads_a_payment_made_at_the_counter_though_the_standby
     assert fen == 80000 and seconds < replicas.WAIT_S  # replayed: the standby answers at once
 
 
+def _reads_again(route: str) -> float:
+    return REGISTRY.get_sample_value("canbao_replica_reads_again_total", {"route": route}) or 0.0
+
+
 def _pids_of(role: str) -> str:
     return "SELECT array_agg(pid ORDER BY pid) FROM pg_stat_activity WHERE usename = '" + role + "'"
 
@@ -289,9 +294,11 @@ async def test_a_read_cancelled_by_a_recovery_conflict_is_read_again_on_the_prim
         await replica.execute("ALTER SYSTEM SET max_standby_streaming_delay = 0")
         await replica.execute("SELECT pg_reload_conf()")
         monkeypatch.setattr(coverage_report, "coverage_report", conflicting)
+        before = _reads_again("/api/v1/reports/coverage")
         answer = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
         assert answer.status_code == 200, answer.text
         assert cancelled == ["40001"] and on_standby == [True, False]
+        assert _reads_again("/api/v1/reports/coverage") == before + 1  # counted for the operator
     finally:
         await replica.execute("ALTER SYSTEM RESET max_standby_streaming_delay")
         await replica.execute("SELECT pg_reload_conf()")

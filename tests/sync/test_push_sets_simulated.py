@@ -10,12 +10,13 @@ tablet and no faults make a run a function of its seed: the tablet's ids, clock 
 from it, and it syncs alone. Each seed runs in two fresh databases, one as the server runs (sets),
 one with every mutation under its own savepoint (`RESUMES = -1`), and every row the runs left must
 be the same: the answers kept for each mutation, the households, persons, enrolments, money,
-conflicts, quarantine, change records, the summary, the tablets' change log and the audit rows. The ids the server makes itself (an enrolment's, a payment's
-event, a conflict's) differ between any two runs: each is named by the row it is the id of (its
-table and all else it holds), so a row pointing at the wrong one differs (an allocation naming
-another enrolment: checked), and the few two rows would name alike are masked; everything else, the
-simulator's ids included, must match. Found by running 40 more seeds: the change log notes a
-household once per statement, so it is compared per transaction (`_ONCE_PER_TRANSACTION`).
+conflicts, quarantine, change records, the summary, the tablets' change log and the audit rows.
+The ids the server makes itself (an enrolment's, a payment's event, a conflict's) differ between
+any two runs: each is named by the row it is the id of (its table and all else it holds), so a row
+pointing at the wrong one differs (an allocation naming another enrolment: checked), and the few
+two rows would name alike are masked; everything else, the simulator's ids included, must match.
+Found by running 40 more seeds: the change log notes a household once per statement, so it is
+compared per transaction (`_ONCE_PER_TRANSACTION`).
 """
 
 from __future__ import annotations
