@@ -67,11 +67,11 @@ _PRIMARY_KEY = "canbao.primary_reads"  # a request run again after its standby f
 # The most of a request's body kept to send it again (`read_again_on_primary`): the routes that read
 # standbys take a query string or a FHIR resource; a bigger body is not kept, nor its request run again.
 RETRY_BODY_LIMIT = 1 << 20
-
-log = logging.getLogger("canbao.replicas")
 # A standby's replayed position; on a server that is not in recovery (a primary listed as a
 # replica, or a standby just promoted), everything it has written.
 _REPLAYED = "SELECT COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) >= $1::text::pg_lsn"
+
+log = logging.getLogger("canbao.replicas")
 
 
 def lsn_value(lsn: str) -> int:
