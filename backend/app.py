@@ -209,7 +209,12 @@ def create_app(settings: Settings | None = None, *, configure_logs: bool = True,
         app.state.pool = pool
         # Replica pools open their connections when first used: a standby down at start is read around.
         app.state.replicas = Replicas(
-            [await create_pool(r, 0, settings.pool_max_size) for r in parse_dsns(settings.replica_dsns)]
+            [
+                await create_pool(
+                    r, 0, settings.pool_max_size, statement_timeout_s=settings.replica_statement_timeout_s
+                )
+                for r in parse_dsns(settings.replica_dsns)
+            ]
         )
         app.state.auth = AuthContext(pool=pool, settings=settings, key=key, passwords=passwords)
         housekeeping = (

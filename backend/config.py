@@ -73,6 +73,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Standbys that FHIR eligibility checks and Coverage searches may read (backend/replicas.py):
     # DSNs separated by commas; "" reads everything on the primary.
     replica_dsns: str = ""  # CANBAO_REPLICA_DSNS
+    # A statement on a standby that runs longer than this is cancelled and its request read again on
+    # the primary (a standby overloaded, or hung: backend/replicas.py); below request_timeout_s.
+    replica_statement_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3_600)] = 5.0
     pool_min_size: Annotated[int, msgspec.Meta(ge=0)] = 1
     pool_max_size: PositiveInt = 10
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -173,6 +176,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for replica in parse_dsns(self.replica_dsns):
             if not re.match(r"postgres(ql)?://", replica):
                 raise SettingsError("CANBAO_REPLICA_DSNS", "each must start with postgresql://")
+        if self.replica_dsns and self.replica_statement_timeout_s >= self.request_timeout_s:
+            raise SettingsError(
+                "CANBAO_REPLICA_STATEMENT_TIMEOUT_S",
+                "must be below CANBAO_REQUEST_TIMEOUT_S (the primary reads after it)",
+            )
         if self.job_heartbeat_s * 2 > self.job_lease_s:
             raise SettingsError("CANBAO_JOB_HEARTBEAT_S", "must be at most half of CANBAO_JOB_LEASE_S")
 

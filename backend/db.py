@@ -64,15 +64,24 @@ class CanbaoConnection(asyncpg.Connection):
 CONNECT_TIMEOUT_S = 10
 
 
-async def create_pool(dsn: str, min_size: int = 1, max_size: int = 10) -> Pool:
+async def create_pool(
+    dsn: str, min_size: int = 1, max_size: int = 10, *, statement_timeout_s: float | None = None
+) -> Pool:
+    """With `statement_timeout_s` (a standby's pool, backend.replicas): the server cancels a statement
+    running longer (57014), and the client stops waiting a second after that (TimeoutError) for a
+    server that does not answer at all."""
+    settings = {"application_name": "canbao", "timezone": "UTC"}
+    if statement_timeout_s is not None:
+        settings["statement_timeout"] = str(max(1, round(statement_timeout_s * 1000)))
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         timeout=CONNECT_TIMEOUT_S,
+        command_timeout=None if statement_timeout_s is None else statement_timeout_s + 1.0,
         connection_class=CanbaoConnection,
         init=init_connection,
-        server_settings={"application_name": "canbao", "timezone": "UTC"},
+        server_settings=settings,
     )
     assert pool is not None
     return pool

@@ -25,7 +25,9 @@ primary; the resident's audit row is written there anyway.
 
 A standby that fails under a read (its connection lost, or replay cancelling the statement: a
 recovery conflict) fails the request's attempt, not the request: it is run again on the primary
-(`read_again_on_primary`), whose pool is left alone (backend.errors).
+(`read_again_on_primary`), whose pool is left alone (backend.errors). So does a standby too slow to
+answer: a statement on it is limited to `CANBAO_REPLICA_STATEMENT_TIMEOUT_S` (cancelled by the
+standby, or given up by the client a second later when the standby says nothing at all).
 """
 
 from __future__ import annotations
@@ -165,7 +167,9 @@ async def _reads(
     try:
         try:
             ready = await caught_up(conn, needed)
-        except (OSError, Exception):
+        except (OSError, Exception) as exc:
+            if isinstance(exc, TimeoutError):  # it does not answer: its connection is not handed on
+                conn.terminate()
             ready = False
         if not ready:
             yield tx
@@ -181,7 +185,9 @@ async def _reads(
         try:
             yield conn
         except BaseException as exc:
-            if _gone(conn) or errors.cause(exc, _recovery_conflict) is not None:
+            if errors.cause(exc, _silent) is not None:  # mid-statement: nothing more can be asked of it
+                conn.terminate()
+            if _gone(conn) or errors.cause(exc, _standby_failed) is not None:
                 # The standby's failure, not the request's: read again on the primary (`read_again_on_primary`).
                 request.scope[errors.REPLICA_FAILED] = True  # type: ignore[literal-required]
             with contextlib.suppress(Exception):
@@ -203,11 +209,19 @@ def _gone(conn: Connection) -> bool:
         return True
 
 
-def _recovery_conflict(exc: BaseException) -> bool:
+def _standby_failed(exc: BaseException) -> bool:
     """A standby cancelled the statement to replay a change under it (a row vacuumed away, a table
     locked or dropped on the primary): a serialization failure or a deadlock, the only ways a
-    read-only transaction on a standby fails so."""
-    return getattr(exc, "sqlstate", None) in ("40001", "40P01")
+    read-only transaction on a standby fails so. Or the statement outran the replica pool's
+    `statement_timeout` (57014, the standby overloaded), or the standby did not answer at all."""
+    return getattr(exc, "sqlstate", None) in ("40001", "40P01", "57014") or _silent(exc)
+
+
+def _silent(exc: BaseException) -> bool:
+    """The replica pool's client-side limit ran out (`backend.db.create_pool`): the standby did not
+    answer a statement a second after its own limit (stopped, or the network to it down). A request's
+    own time limit cancels its task instead (backend.timeouts): no TimeoutError reaches a handler."""
+    return isinstance(exc, TimeoutError)
 
 
 async def provide_reads(state: State, request: Request[Any, Any, Any], tx: Tx) -> AsyncGenerator[Connection, None]:
@@ -289,8 +303,9 @@ def commit_header(app: ASGIApp) -> ASGIApp:
 
 def read_again_on_primary(app: ASGIApp) -> ASGIApp:
     """Litestar middleware, the innermost (after routing and authentication): a request whose read
-    failed on a standby (its connection lost: the standby restarting, the network; or its statement
-    cancelled by a recovery conflict: the standby had to replay a change under the read) is run
+    failed on a standby (its connection lost: the standby restarting, the network; its statement
+    cancelled by a recovery conflict, the standby having to replay a change under the read; or the
+    standby too slow, past `CANBAO_REPLICA_STATEMENT_TIMEOUT_S`) is run
     again, once, with every read on the primary, and that answer is sent. Its own transaction on the
     primary (the audit row) rolled back with the failure, and the failed attempt's answer had not
     begun to leave: nothing of it is seen. Without replicas it passes requests through."""

@@ -58,6 +58,10 @@ def test_the_business_clock_is_an_instant_with_its_offset() -> None:
         ({"CANBAO_NO_SUCH_THING": "1"}, "CANBAO_NO_SUCH_THING"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
         ({"CANBAO_POOL_MIN_SIZE": "9", "CANBAO_POOL_MAX_SIZE": "2"}, "CANBAO_POOL_MIN_SIZE"),
+        (
+            {"CANBAO_REPLICA_DSNS": "postgresql://s/db", "CANBAO_REPLICA_STATEMENT_TIMEOUT_S": "60"},
+            "CANBAO_REPLICA_STATEMENT_TIMEOUT_S",
+        ),
         ({"CANBAO_OWNER_DATABASE_URL": "postgresql://owner@h/db"}, "CANBAO_OWNER_DATABASE_URL"),  # embedded
         ({"DATABASE_URL": "postgresql://app@h/db", "CANBAO_OWNER_DATABASE_URL": "x"}, "CANBAO_OWNER_DATABASE_URL"),
         ({"CANBAO_METRICS_PORT": "70000"}, "CANBAO_METRICS_PORT"),

@@ -15,6 +15,7 @@ import asyncio
 import csv
 import io
 import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,9 +24,11 @@ from typing import Any
 
 import asyncpg
 import pytest
+from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from backend import replicas
+from backend.app import create_app
 from backend.config import Settings
 from backend.enrollment import coverage_report
 from backend.tools.standby import Standby, start_standby
@@ -304,3 +307,76 @@ async def test_a_read_cancelled_by_a_recovery_conflict_is_read_again_on_the_prim
         await replica.execute("SELECT pg_reload_conf()")
         await primary.close()
         await replica.close()
+
+
+@pytest.fixture
+async def impatient(db_dsn: str, standby: Standby, seeded: None) -> AsyncIterator[Client]:
+    """A client of an app whose statements on the standby may take half a second (its requests 20 s)."""
+    settings = make_settings(
+        db_dsn, replica_dsns=standby.dsn(db_dsn), replica_statement_timeout_s=0.5, request_timeout_s=20
+    )
+    async with AsyncTestClient(create_app(settings, configure_logs=False)) as made:
+        yield made
+
+
+async def _on_standby(reads: asyncpg.Connection, seen: list[bool]) -> bool:  # type: ignore[type-arg]
+    seen.append(await reads.fetchval("SELECT pg_is_in_recovery()"))
+    return seen[-1]
+
+
+async def test_a_standby_too_slow_is_cancelled_and_the_read_made_on_the_primary(
+    impatient: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement on the standby outruns `CANBAO_REPLICA_STATEMENT_TIMEOUT_S` (a standby overloaded):
+    the standby cancels it (57014) and the primary answers, well inside the request's own limit."""
+    reviewer = await auth_headers(impatient, "reviewer_a")
+    read = coverage_report.coverage_report
+    on_standby: list[bool] = []
+
+    async def slow(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+        if await _on_standby(reads, on_standby):
+            await reads.execute("SELECT pg_sleep(60)")
+        return await read(*args, reads=reads, **kwargs)
+
+    monkeypatch.setattr(coverage_report, "coverage_report", slow)
+    before = _reads_again("/api/v1/reports/coverage")
+    started = time.monotonic()
+    answer = await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+    assert answer.status_code == 200, answer.text
+    assert on_standby == [True, False]
+    assert time.monotonic() - started < 10
+    assert _reads_again("/api/v1/reports/coverage") == before + 1
+
+
+async def test_a_standby_that_says_nothing_is_given_up_and_the_read_made_on_the_primary(
+    impatient: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby's process serving the read is stopped (SIGSTOP: a standby hung, or the network to
+    it down): it cannot even cancel the statement itself. The client gives up a second after the
+    statement's limit, drops that connection, and the primary answers; the standby serves the next
+    read on a new connection."""
+    reviewer = await auth_headers(impatient, "reviewer_a")
+    read = coverage_report.coverage_report
+    on_standby: list[bool] = []
+    stopped: list[int] = []
+
+    async def silent(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+        if await _on_standby(reads, on_standby) and not stopped:
+            stopped.append(reads.get_server_pid())
+            os.kill(stopped[0], signal.SIGSTOP)
+            await reads.execute("SELECT 1")
+        return await read(*args, reads=reads, **kwargs)
+
+    monkeypatch.setattr(coverage_report, "coverage_report", silent)
+    try:
+        started = time.monotonic()
+        answer = await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+        assert answer.status_code == 200, answer.text
+        assert on_standby == [True, False]
+        assert time.monotonic() - started < 10  # not the request's own limit (20 s)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    again = await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+    assert again.status_code == 200, again.text
+    assert on_standby == [True, False, True]
