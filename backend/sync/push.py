@@ -207,10 +207,11 @@ async def _apply_chunk(
     mutations before it are applied again the same way, the failing one alone under a savepoint of
     its own (so the failure is its alone), and the fast path resumes after it — up to RESUMES
     failures, after which the rest of the chunk goes one by one. When a set fails (a run written
-    together), the chunk is undone and applied again on the fast path with the set's mutations each
-    on its own, which finds the one that fails (a set's failure counts for none)."""
+    together), the chunk is undone, the mutations before the set are applied again the same way and
+    kept, and then the rest on the fast path with the set's mutations each on its own, which finds
+    the one that fails (a set's failure counts for none) and undoes no more than from the set on."""
     answers: list[m.Answer] = []
-    at, failing, failures, plain_until = 0, -1, 0, 0
+    at, failing, failures, plain_until, plain_next = 0, -1, 0, 0, 0
     fast = msgspec.structs.replace(ctx, fast=True)
     while at < len(chunk):
         end = len(chunk)
@@ -234,13 +235,18 @@ async def _apply_chunk(
                 ledger.undo(mark)
                 _households_back(ctx, before)
                 position, length = at + reached[0], reached[1]
-                if length > 1:  # a set: its mutations again, each on its own
+                if length > 1 and position > at:  # a set: what came before it again, as it was, kept
+                    end, plain_next = position, position + length
+                    continue
+                if length > 1:  # a set where the attempt began: its mutations again, each on its own
                     plain_until = position + length
                     continue
                 failing, failures, end = position, failures + 1, position
                 continue
             answers += done
             at, last_seq = end, seq_after
+            if at != failing:  # stopped before a set that failed: on with its mutations each on its own
+                end, plain_until = failing if failing > at else len(chunk), max(plain_until, plain_next)
         if at == len(chunk):
             break
         # One by one: the failing mutation, or all that is left.

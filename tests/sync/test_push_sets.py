@@ -736,6 +736,49 @@ async def test_a_set_that_fails_sends_only_its_failing_mutation_one_by_one(
     assert one_by_one.count == 2  # the refused household and the refused member, nothing else
 
 
+async def test_a_set_that_fails_keeps_what_came_before_it_in_its_sets(
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When a set fails, the mutations before it are applied again as they were (here five new
+    households, as one set) and kept; only then are the set's mutations tried each on its own, so
+    finding the failing one undoes no more than from the set on. Before, the chunk was applied again
+    from its start with everything up to the set's end each on its own, and undone again at the
+    failing one: 29 mutations handed to the fast path against 24, the households twice one by one."""
+    one_by_one = _OneByOne()
+    monkeypatch.setattr(push_module.metrics, "SYNC_ONE_BY_ONE", one_by_one)
+    taken = _sets_applied(monkeypatch)
+    handed: list[int] = []
+    apply_all = push_module._apply_all
+
+    async def counted(conn: Any, actor: Any, chunk: list[Any], *args: Any, savepoint: bool, **kwargs: Any) -> Any:
+        if not savepoint:
+            handed.append(len(chunk))
+        return await apply_all(conn, actor, chunk, *args, savepoint=savepoint, **kwargs)
+
+    monkeypatch.setattr(push_module, "_apply_all", counted)
+    tablet = await world(client)
+    known = household_create(tablet, numbers=(0,), household_no="0900")
+    assert [a.status for a in (await push(client, tablet, [known])).answers] == ["applied"]
+    taken.clear()
+    handed.clear()
+    batch: list[Any] = [household_create(tablet, numbers=(n,), household_no=f"010{n}") for n in (1, 2, 3, 4, 5)]
+    for i, (base, n) in enumerate(zip((1, 2, 3, 3, 4), (6, 7, 8, 9, 10), strict=True)):
+        batch.append(_member(tablet, known, base, n, **({"relation": "head"} if i == 2 else {})))
+    answers = (await push(client, tablet, batch)).answers
+    assert [a.status for a in answers] == [*["applied"] * 7, "rejected", *["applied"] * 2]
+    assert [a.household_version for a in answers[5:]] == [2, 3, None, 4, 5]
+    assert taken == ["create_households", "add_members", "create_households"]  # the second one kept
+    assert handed == [
+        10,
+        5,
+        5,
+        2,
+        2,
+    ]  # all; the households; the members, to the refused one; its two before it; the last two
+    assert one_by_one.count == 1  # the refused member
+
+
 async def test_a_new_household_and_a_known_person_added_next_are_answered_as_one_by_one(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
