@@ -168,8 +168,7 @@ async def _reads(
         try:
             ready = await caught_up(conn, needed)
         except (OSError, Exception) as exc:
-            if isinstance(exc, TimeoutError):  # it does not answer: its connection is not handed on
-                conn.terminate()
+            _drop_if_silent(conn, exc)
             ready = False
         if not ready:
             yield tx
@@ -177,7 +176,8 @@ async def _reads(
         transaction = conn.transaction(isolation="repeatable_read", readonly=True)
         try:
             await transaction.start()
-        except Exception:
+        except Exception as exc:
+            _drop_if_silent(conn, exc)
             ready = False
         if not ready:  # gone since it answered
             yield tx
@@ -185,9 +185,8 @@ async def _reads(
         try:
             yield conn
         except BaseException as exc:
-            if errors.cause(exc, _silent) is not None:  # mid-statement: nothing more can be asked of it
-                conn.terminate()
-            if _gone(conn) or errors.cause(exc, _standby_failed) is not None:
+            _drop_if_silent(conn, exc)
+            if _gone(conn) or (errors.cause(exc, _standby_failed) is not None and await _failed_on(conn)):
                 # The standby's failure, not the request's: read again on the primary (`read_again_on_primary`).
                 request.scope[errors.REPLICA_FAILED] = True  # type: ignore[literal-required]
             with contextlib.suppress(Exception):
@@ -196,9 +195,32 @@ async def _reads(
         try:
             await transaction.commit()
         except Exception as exc:  # its reads are done and answered: how the standby ends them is its own
+            _drop_if_silent(conn, exc)
             log.warning("a standby's read ended with an error", extra={"error": type(exc).__name__})
     finally:
-        await pool.release(conn)
+        try:
+            await pool.release(conn)
+        except Exception as exc:  # the standby's connection, not the request's: never the primary's failure
+            log.warning("a standby's connection was not handed back", extra={"error": type(exc).__name__})
+
+
+def _drop_if_silent(conn: Connection, exc: BaseException) -> None:
+    """A statement the standby did not answer in time (`_silent`): its connection waits on a cancel the
+    standby may never acknowledge, so it is closed, not handed back to the pool (whose reset would wait)."""
+    if errors.cause(exc, _silent) is not None:
+        conn.terminate()
+
+
+async def _failed_on(conn: Connection) -> bool:
+    """Whether the failure was the standby's own: its transaction failed (a probe answers 25P02), rather
+    than a statement on the primary cancelled or in conflict while the standby's read stood open."""
+    try:
+        await conn.fetchval("SELECT 1")
+    except asyncpg.InFailedSQLTransactionError:
+        return True
+    except Exception:  # it cannot answer at all: the standby's failure all the same
+        return True
+    return False
 
 
 def _gone(conn: Connection) -> bool:

@@ -27,7 +27,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
-from backend import replicas
+from backend import errors, replicas
 from backend.app import create_app
 from backend.config import Settings
 from backend.enrollment import coverage_report
@@ -380,3 +380,82 @@ async def test_a_standby_that_says_nothing_is_given_up_and_the_read_made_on_the_
     again = await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
     assert again.status_code == 200, again.text
     assert on_standby == [True, False, True]
+
+
+@pytest.mark.parametrize("where", ["begin", "commit"])
+async def test_a_standby_silent_at_the_reads_begin_or_end_costs_the_primary_nothing(
+    impatient: Client, admin_db_dsn: str, standby: Standby, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The standby's process stops before the read's transaction begins (its BEGIN the first statement
+    sent: no position to wait for) or after its reads, before its COMMIT. The client gives up on that
+    statement; its connection is closed, not handed back to the pool to wait there, and the request
+    is answered 200 — by the primary, or by the standby's reads already made — without the primary's
+    connections being dropped as after a failover (before: 503, and the primary's pool dropped)."""
+    reviewer = await auth_headers(impatient, "reviewer_a")
+    assert (await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)).status_code == 200
+    stopped: list[int] = []
+    dropped: list[Any] = []
+    monkeypatch.setattr(errors, "drop_connections", dropped.append)
+
+    def stop(reads: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+        if not stopped:
+            stopped.append(reads.get_server_pid())
+            os.kill(stopped[0], signal.SIGSTOP)
+
+    if where == "begin":
+        caught_up = replicas.caught_up
+
+        async def then_stopped(conn: asyncpg.Connection, lsn: str | None, wait_s: float = replicas.WAIT_S) -> bool:  # type: ignore[type-arg]
+            ready = await caught_up(conn, lsn, wait_s)
+            stop(conn)
+            return ready
+
+        monkeypatch.setattr(replicas, "caught_up", then_stopped)
+    else:
+        read = coverage_report.coverage_report
+
+        async def read_then_stopped(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+            answer = await read(*args, reads=reads, **kwargs)
+            if await reads.fetchval("SELECT pg_is_in_recovery()"):
+                stop(reads)
+            return answer
+
+        monkeypatch.setattr(coverage_report, "coverage_report", read_then_stopped)
+    try:
+        answer = await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+        assert answer.status_code == 200, answer.text
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    assert len(stopped) == 1 and dropped == []
+    replica = await asyncpg.connect(standby.dsn(_with_database(admin_db_dsn, "postgres")))
+    try:  # its connection was closed: continued, the standby's process finds it so and ends
+        for _ in range(500):
+            if not await replica.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", stopped[0]):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the silent connection was kept")
+    finally:
+        await replica.close()
+
+
+async def test_a_statement_cancelled_elsewhere_while_the_standby_reads_is_not_its_failure(
+    impatient: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """57014 is the standby's failure only when its own transaction failed with it: a statement
+    cancelled elsewhere (an operator's pg_cancel_backend on the primary) while the standby's read
+    stands open is the request's failure, not run again on the primary nor counted."""
+    reviewer = await auth_headers(impatient, "reviewer_a")
+    on_standby: list[bool] = []
+
+    async def cancelled_elsewhere(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+        await _on_standby(reads, on_standby)
+        raise asyncpg.QueryCanceledError("canceling statement due to user request")
+
+    monkeypatch.setattr(coverage_report, "coverage_report", cancelled_elsewhere)
+    before = _reads_again("/api/v1/reports/coverage")
+    answer = await impatient.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+    assert answer.status_code == 500, answer.text
+    assert on_standby == [True]
+    assert _reads_again("/api/v1/reports/coverage") == before
