@@ -45,9 +45,16 @@ SYNC_ONE_BY_ONE = Counter(
 )
 REPLICA_READS_AGAIN = Counter(
     "canbao_replica_reads_again_total",
-    "Requests whose read failed on a standby (its connection lost, or a recovery conflict) and were run"
-    " again on the primary",
+    "Requests whose read failed on a standby (its connection lost, a recovery conflict, or too slow) and"
+    " were run again on the primary",
     ["route"],
+)
+REPLICA_PASSED_BY = Counter(
+    "canbao_replica_reads_on_primary_total",
+    "Reads that could go to a standby and were made on the primary instead: the standby taken in turn"
+    " could not be reached or did not answer (unreachable), or had not replayed what the read must see"
+    " within the wait (behind)",
+    ["reason"],
 )
 POOL_SIZE = Gauge("canbao_db_pool_connections", "Database connections open", multiprocess_mode="livesum")
 

@@ -159,27 +159,34 @@ async def _reads(
     if fresh:  # everything committed on the primary before this read began
         now: str = await tx.fetchval("SELECT pg_current_wal_insert_lsn()::text")
         needed = now if needed is None else max(needed, now, key=lsn_value)
+    conn: Connection | None
     try:
         conn = await pool.acquire(timeout=1)
     except (OSError, TimeoutError, Exception):  # a replica down is not the request's failure
+        conn = None
+    if conn is None:  # (yielded outside the handler: a failure of the primary's read would carry this one)
+        metrics.REPLICA_PASSED_BY.labels("unreachable").inc()
         yield tx
         return
     try:
+        answered = True
         try:
             ready = await caught_up(conn, needed)
         except (OSError, Exception) as exc:
             _drop_if_silent(conn, exc)
-            ready = False
+            answered = ready = False
         if not ready:
+            metrics.REPLICA_PASSED_BY.labels("behind" if answered else "unreachable").inc()
             yield tx
             return
         transaction = conn.transaction(isolation="repeatable_read", readonly=True)
         try:
             await transaction.start()
-        except Exception as exc:
+        except Exception as exc:  # gone since it answered
             _drop_if_silent(conn, exc)
             ready = False
-        if not ready:  # gone since it answered
+        if not ready:
+            metrics.REPLICA_PASSED_BY.labels("unreachable").inc()
             yield tx
             return
         try:

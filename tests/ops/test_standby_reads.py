@@ -459,3 +459,48 @@ async def test_a_statement_cancelled_elsewhere_while_the_standby_reads_is_not_it
     assert answer.status_code == 500, answer.text
     assert on_standby == [True]
     assert _reads_again("/api/v1/reports/coverage") == before
+
+
+def _passed_by(reason: str) -> float:
+    return REGISTRY.get_sample_value("canbao_replica_reads_on_primary_total", {"reason": reason}) or 0.0
+
+
+async def test_with_its_standby_unreachable_a_read_goes_to_the_primary_and_its_own_failure_stays_its_own(
+    db_dsn: str, seeded: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The standby refuses connections: the read is made on the primary and counted for the operator
+    (`canbao_replica_reads_on_primary_total{reason="unreachable"}`). A failure of that read is the
+    request's own (500): not taken for the database gone (503, the primary's pool dropped) because the
+    standby's refusal happened on the way (it once was the failure's context, which the error handler
+    follows)."""
+    settings = make_settings(db_dsn, replica_dsns="postgresql://canbao_app@127.0.0.1:9/nowhere")
+    dropped: list[Any] = []
+    monkeypatch.setattr(errors, "drop_connections", dropped.append)
+    async with AsyncTestClient(create_app(settings, configure_logs=False)) as client:
+        reviewer = await auth_headers(client, "reviewer_a")
+        before = _passed_by("unreachable")
+        answer = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+        assert answer.status_code == 200, answer.text
+        assert _passed_by("unreachable") == before + 1
+
+        async def failing(*args: Any, reads: asyncpg.Connection, **kwargs: Any) -> Any:  # type: ignore[type-arg]
+            raise RuntimeError("a bug in the report")
+
+        monkeypatch.setattr(coverage_report, "coverage_report", failing)
+        answer = await client.get("/api/v1/reports/coverage", params={"year": 2026}, headers=reviewer)
+        assert answer.status_code == 500, answer.text
+        assert dropped == []
+
+
+async def test_a_standby_behind_is_counted_when_the_primary_reads_for_it(
+    client: Client, world: World, admin_db_dsn: str, standby: Standby
+) -> None:
+    staff = await auth_headers(client, "staff_a")
+    async with lagging(admin_db_dsn, standby):
+        paid = await client.post(
+            "/api/v1/payments", json=http_body(world), headers={**staff, "Idempotency-Key": f"pay-{uuid.uuid4()}"}
+        )
+        assert paid.status_code == 201, paid.text
+        before = _passed_by("behind")
+        assert await funded(client, staff) == 2  # the clerk's own write: the standby lags, the primary reads
+        assert _passed_by("behind") == before + 1
