@@ -52,10 +52,13 @@ REPLICA_READS_AGAIN = Counter(
 REPLICA_PASSED_BY = Counter(
     "canbao_replica_reads_on_primary_total",
     "Reads that could go to a standby and were made on the primary instead: the standby taken in turn"
-    " could not be reached or did not answer (unreachable), or had not replayed what the read must see"
+    " could not be reached, did not answer or had no connection free within a second (unreachable), or"
+    " had not replayed what the read must see"
     " within the wait (behind)",
     ["reason"],
 )
+for _reason in ("unreachable", "behind"):  # both series from the start, for rate() alerts
+    REPLICA_PASSED_BY.labels(_reason)
 POOL_SIZE = Gauge("canbao_db_pool_connections", "Database connections open", multiprocess_mode="livesum")
 
 PATH = "/metrics"

@@ -33,7 +33,6 @@ standby, or given up by the client a second later when the standby says nothing 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import re
@@ -196,8 +195,10 @@ async def _reads(
             if _gone(conn) or (errors.cause(exc, _standby_failed) is not None and await _failed_on(conn)):
                 # The standby's failure, not the request's: read again on the primary (`read_again_on_primary`).
                 request.scope[errors.REPLICA_FAILED] = True  # type: ignore[literal-required]
-            with contextlib.suppress(Exception):
+            try:
                 await transaction.rollback()
+            except Exception as ending:  # (whatever the standby says to it, the request's failure stands)
+                _drop_if_silent(conn, ending)
             raise
         try:
             await transaction.commit()
@@ -225,7 +226,8 @@ async def _failed_on(conn: Connection) -> bool:
         await conn.fetchval("SELECT 1")
     except asyncpg.InFailedSQLTransactionError:
         return True
-    except Exception:  # it cannot answer at all: the standby's failure all the same
+    except Exception as exc:  # it cannot answer at all: the standby's failure all the same
+        _drop_if_silent(conn, exc)
         return True
     return False
 
