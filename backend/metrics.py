@@ -53,8 +53,7 @@ REPLICA_PASSED_BY = Counter(
     "canbao_replica_reads_on_primary_total",
     "Reads that could go to a standby and were made on the primary instead: the standby taken in turn"
     " could not be reached, did not answer or had no connection free within a second (unreachable), or"
-    " had not replayed what the read must see"
-    " within the wait (behind)",
+    " had not replayed what the read must see within the wait (behind)",
     ["reason"],
 )
 for _reason in ("unreachable", "behind"):  # both series from the start, for rate() alerts
