@@ -271,10 +271,11 @@ async def provide_autocommit_reads(
 
 
 async def provide_fresh_reads(
-    state: State, request: Request[Any, Any, Any], tx: Tx
+    state: State, request: Request[Any, Any, Any], autocommit: Autocommit
 ) -> AsyncGenerator[Connection, None]:
-    """As `provide_reads`, the replica having replayed all the primary had written when the read began."""
-    async with _reads(state, request, tx, fresh=True) as conn:
+    """As `provide_autocommit_reads`, the replica having replayed all the primary had written when the
+    read began. A resident's reads: their only write is its audit row (`autocommit`'s)."""
+    async with _reads(state, request, autocommit, fresh=True) as conn:
         yield conn
 
 

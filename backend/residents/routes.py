@@ -12,7 +12,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 
 from backend.api_docs.openapi import RESIDENT_ID_SCHEMA
 from backend.clock import local_today
-from backend.deps import CurrentActor, FreshReads, Tx
+from backend.deps import Autocommit, CurrentActor, FreshReads, Tx
 from backend.guards import require_kind
 from backend.premiums import receipts
 from backend.premiums.receipts import HouseholdPayments
@@ -53,10 +53,17 @@ class ResidentController(Controller):
         summary="Your household's enrolment, cover, subsidy and payments for a year, member by member",
     )
     async def coverage(
-        self, tx: Tx, fresh_reads: FreshReads, actor: CurrentActor, state: State, year: OptionalYear = None
+        self,
+        autocommit: Autocommit,
+        fresh_reads: FreshReads,
+        actor: CurrentActor,
+        state: State,
+        year: OptionalYear = None,
     ) -> HouseholdCoverage:
+        # No transaction: the reads are each a statement of their own, as in one at READ COMMITTED, and
+        # the audit row the only write (a BEGIN and a COMMIT are two round trips of eight).
         today = local_today(state.settings.timezone)
-        return await service.coverage(tx, actor, year or today.year, today, reads=fresh_reads)
+        return await service.coverage(autocommit, actor, year or today.year, today, reads=fresh_reads)
 
     @get("/payments", guards=[RESIDENTS], summary="Your household's payments (all years, or `year`'s)")
     async def payments(self, tx: Tx, actor: CurrentActor, year: OptionalYear = None) -> HouseholdPayments:

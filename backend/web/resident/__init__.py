@@ -21,7 +21,7 @@ from litestar.response import Redirect, Template
 
 from backend import i18n
 from backend.clock import local_today
-from backend.deps import CurrentActor, FreshReads, Tx
+from backend.deps import Autocommit, CurrentActor, FreshReads, Tx
 from backend.errors import DomainError, InvalidInput, NotAuthenticated
 from backend.i18n import _
 from backend.policy import service as policy
@@ -147,19 +147,24 @@ def _last(payments: list[HouseholdPayment]) -> HouseholdPayment | None:
 
 @get("/", include_in_schema=False)
 async def home(
-    tx: Tx, fresh_reads: FreshReads, actor: CurrentActor, state: State, request: Request[Any, Any, Any]
+    autocommit: Autocommit,
+    fresh_reads: FreshReads,
+    actor: CurrentActor,
+    state: State,
+    request: Request[Any, Any, Any],
 ) -> Template:
     """The household's cover and money for this year and next, as the resident API answers them (read
-    on a replica that has replayed all the primary had committed, as the API's, backend.replicas)."""
+    on a replica that has replayed all the primary had committed, as the API's, backend.replicas; no
+    transaction on the primary, as the API's)."""
     today = local_today(state.settings.timezone)
     views = []
     for year in (today.year, today.year + 1):
-        coverage = await residents.coverage(tx, actor, year, today, reads=fresh_reads)
+        coverage = await residents.coverage(autocommit, actor, year, today, reads=fresh_reads)
         version = await policy.in_force(fresh_reads, year, today)
         enrolled = any(m.coverage_source is not None for m in coverage.members)
         if year == today.year or enrolled or version is not None:
             views.append(YearView(year=year, coverage=coverage, policy=version, enrolled=enrolled))
-    payments = await receipts.resident_payments(tx, actor, None)
+    payments = await receipts.resident_payments(autocommit, actor, None)
     session = resident_session_of(request)
     return _template(
         "resident/home.html",
