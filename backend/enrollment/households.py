@@ -187,10 +187,25 @@ def member_identity(
     if birth_cert is None and current is not None:
         birth_cert = current.birth_cert_no
     if member.id_number is not None:
+        # A person known by a birth certificate only (a newborn) has the birth date and sex a clerk
+        # entered: the number that completes them must agree with those (SPEC §2), unless the same
+        # change corrects them.
+        recorded = current if current is not None and current.id_number is None else None
+        born = member.birth_date or (recorded.birth_date if recorded else None)
+        sex = member.sex or (recorded.sex if recorded else None)
         try:
-            parsed = parse_resident_id(member.id_number, today=today, birth_date=member.birth_date, sex=member.sex)
+            parsed = parse_resident_id(member.id_number, today=today, birth_date=born, sex=sex)
         except IdentityNumberError as exc:
             name = {"birth_date_mismatch": "birth_date", "sex_mismatch": "sex"}.get(exc.code, "id_number")
+            if recorded is not None and getattr(member, name, None) is None and name != "id_number":
+                raise InvalidInput(
+                    f"{field}id_number",
+                    _(
+                        "differs from the {what} on record; correct the number, or send the corrected {what} with it",
+                        what=_("birth date") if name == "birth_date" else _("sex"),
+                    ),
+                    reason=exc.code,
+                ) from None
             raise InvalidInput(f"{field}{name}", _(exc.template, **exc.params), reason=exc.code) from None
         return Identity(
             id_number=parsed.number,

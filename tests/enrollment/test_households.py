@@ -142,6 +142,39 @@ async def test_newborn_is_registered_with_a_birth_certificate_and_completed_late
     assert response.headers["etag"] == '"2"'
 
 
+@pytest.mark.parametrize(
+    ("recorded", "reason"),
+    [
+        ({"birth_date": "2024-06-02", "sex": "male"}, "birth_date_mismatch"),
+        ({"birth_date": "2024-06-01", "sex": "female"}, "sex_mismatch"),
+    ],
+)
+async def test_a_newborns_number_must_agree_with_the_birth_date_and_sex_on_record(
+    client: Client, recorded: dict[str, str], reason: str
+) -> None:
+    """The number alone (no birth date or sex sent with it) is checked against what the clerk
+    entered at registration; sent with the corrected values, it is accepted and corrects them."""
+    staff = await auth_headers(client, "staff_a")
+    baby = {"name": "张宝宝", "relation": "child", "birth_cert_no": "O123456789", **recorded}
+    household = await create_household(client, staff, [member(ID_NUMBERS[1], "张三"), baby])
+    person = household["members"][1]["person_id"]
+    url = f"/api/v1/households/{household['id']}/members/{person}"
+    chinese = {**staff, **if_match(household), "Accept-Language": "zh-CN"}
+    response = await client.patch(url, json={"id_number": "330106202406010010"}, headers=chinese)
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["id_number"]
+    assert response.json()["reason"] == reason
+    what = {"birth_date_mismatch": "出生日期", "sex_mismatch": "性别"}[reason]
+    assert response.json()["errors"][0]["message"].startswith(f"与登记的{what}不一致")
+    kept = (await client.get(f"/api/v1/households/{household['id']}", headers=staff)).json()["members"][1]
+    assert (kept["id_number"], kept["birth_date"], kept["sex"]) == (None, recorded["birth_date"], recorded["sex"])
+    corrected = {"id_number": "330106202406010010", "birth_date": "2024-06-01", "sex": "male"}
+    response = await client.patch(url, json=corrected, headers={**staff, **if_match(household)})
+    assert response.status_code == 200, response.text
+    done = response.json()["members"][1]
+    assert (done["id_number"], done["birth_date"], done["sex"]) == ("330106202406010010", "2024-06-01", "male")
+
+
 async def test_completing_a_newborn_with_a_number_of_another_birth_date_is_refused(client: Client) -> None:
     staff = await auth_headers(client, "staff_a")
     household = await create_household(
