@@ -68,6 +68,12 @@ async def _state(conn: Connection, payment_id: UUID) -> tuple[bool, int, bool]:
     return row["voided"], row["refunded_fen"], row["pending"]
 
 
+async def _in_hand(conn: Connection, collector_id: UUID, day: date, method: str, amount_fen: int) -> bool:
+    """Whether a void finds its payment's money still with the collector: any payment but cash; cash
+    while the day's cash not voided, less what was remitted for the day, covers it."""
+    return method != "cash" or await conn.fetchval(Q["cash_in_hand"], collector_id, day) >= amount_fen
+
+
 async def request_adjustment(
     conn: Connection, actor: Actor, payment_id: UUID, data: AdjustmentRequest, today: date
 ) -> PaymentEvent:
@@ -78,11 +84,18 @@ async def request_adjustment(
         raise NotAdjustable(_("the payment is voided"))
     if pending:
         raise NotAdjustable(_("a void or refund of this payment awaits a decision"))
-    remitted = await conn.fetchval(Q["day_closed"], payment.collector_id, payment.remittance_date)
+    closed = await conn.fetchval(Q["day_closed"], payment.collector_id, payment.remittance_date)
     if data.kind == "void":
         if data.amount_fen is not None:
             raise InvalidInput("amount_fen", _("a void is always of the whole payment"))
-        if payment.business_date != today or remitted or refunded:
+        if (
+            payment.business_date != today
+            or closed
+            or refunded
+            or not await _in_hand(
+                conn, payment.collector_id, payment.remittance_date, payment.method, payment.amount_fen
+            )
+        ):
             raise NotAdjustable(_("a void is for the same day, before remittance; ask for a refund instead"))
         if await conn.fetchval(Q["payment_confirmed_enrollments"], payment.id):
             raise NotAdjustable(_("an enrolment this payment covers is confirmed; ask for a refund instead"))
@@ -140,6 +153,11 @@ async def decide_adjustment(
     await conn.execute(Q["lock_payment"], request["payment_id"])
     if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
         raise NotAdjustable(_("the day was closed since the void was asked for; ask for a refund instead"))
+    # A remittance holds the collector's lock exclusively: one recorded since the request is seen.
+    if voiding and not await _in_hand(
+        conn, payment["collector_id"], payment["remittance_date"], payment["method"], payment["amount_fen"]
+    ):
+        raise NotAdjustable(_("the cash was remitted since the void was asked for; ask for a refund instead"))
     try:
         row = await conn.fetchrow(
             Q["insert_event"],

@@ -263,6 +263,16 @@ SELECT
 FROM payment_ledger p
 WHERE p.collector_id = $1 AND p.remittance_date = $2 AND p.method = 'cash';
 
+-- name: cash_in_hand
+-- What a collector still holds of a day's cash ($1, $2): cash counted on that day (late arrivals
+-- included, by remittance_date) not voided, less what was remitted for the day. A void of cash
+-- already handed to the bank would leave the day over-remitted and its enrolments unpaid while the
+-- money sits in the bank: that is a refund's case (SPEC §2: voids the same day, before remittance).
+SELECT (SELECT coalesce(sum(p.amount_fen) FILTER (WHERE NOT p.voided), 0) FROM payment_ledger p
+        WHERE p.collector_id = $1 AND p.remittance_date = $2 AND p.method = 'cash')
+     - (SELECT coalesce(sum(r.amount_fen), 0) FROM remittances r WHERE r.collector_id = $1 AND r.business_date = $2)
+       AS in_hand_fen;
+
 -- name: close_day
 INSERT INTO collector_days (collector_id, business_date, expected_fen, remitted_fen, closed_by)
 VALUES ($1, $2, $3, $4, $5)

@@ -823,6 +823,77 @@ async def test_a_void_cannot_be_approved_once_the_day_is_closed(conn: asyncpg.Co
     assert other.role == Role.DISTRICT_ADMIN
 
 
+async def test_a_void_is_refused_once_its_cash_was_remitted(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    """Voids are before remittance (SPEC §2): a cash payment whose money the day's remittances took
+    is refunded, not voided. Cash is counted, not traced: while the day's cash not voided less what
+    was remitted covers a payment, its void may be asked for; a QR payment's whatever was remitted."""
+    staff = await actor_of(conn, "staff_a")
+    day = date(2025, 10, 8)
+    first = await pay(conn, world, amount_fen=40000, person_ids=[UUID(world.person_ids[0])])
+    second = await pay(conn, world, receipt_no="A00000002", amount_fen=40000, person_ids=[UUID(world.person_ids[1])])
+    qr = await pay(
+        conn, world, receipt_no="A00000003", amount_fen=5000, method="qr", person_ids=[UUID(world.person_ids[1])]
+    )
+
+    async def remit(fen: int, reference: str) -> None:
+        async with conn.transaction():
+            bank = RemittanceIn(collector_id=staff.id, business_date=day, amount_fen=fen, bank_reference=reference)
+            await remittance.record_remittance(conn, staff, bank)
+
+    async def void(receipt: payments.Receipt) -> adjustments.PaymentEvent:
+        async with conn.transaction():
+            return await adjustments.request_adjustment(
+                conn, staff, receipt.payment.id, AdjustmentRequest(kind="void", reason="x"), day
+            )
+
+    await remit(40000, "ICBC-1")  # 80,000 collected, 40,000 of it still in hand: either may be voided
+    asked = await void(first)
+    async with conn.transaction():
+        await adjustments.decide_adjustment(
+            conn, await actor_of(conn, "reviewer_a"), asked.id, Decision(approve=True), day
+        )
+    with pytest.raises(adjustments.NotAdjustable):  # the 40,000 left is at the bank
+        await void(second)
+    assert (await void(qr)).kind == "void_requested"
+    assert await conn.fetchval("SELECT count(*) FROM payment_events WHERE kind = 'void_requested'") == 2
+
+
+async def test_a_void_decision_waits_for_a_remittance_of_its_day_and_is_then_refused(
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """A remittance holds the collector's lock exclusively and the decision shared: a decision that
+    comes while its day's cash is being remitted waits, then finds the cash at the bank (without the
+    lock it would void a payment whose money was remitted)."""
+    day = date(2025, 10, 8)
+    voided = await pay(conn, world)
+    requests: list[adjustments.PaymentEvent] = []
+
+    async def remit(c: asyncpg.Connection) -> remittance.CollectorDay:  # type: ignore[type-arg]
+        staff = await actor_of(c, "staff_a")
+        bank = RemittanceIn(collector_id=staff.id, business_date=day, amount_fen=80000, bank_reference="ICBC-9")
+        remitted = await remittance.record_remittance(c, staff, bank)
+        async with conn.transaction():  # asked for while the remittance is in flight: the cash was in hand
+            requests.append(
+                await adjustments.request_adjustment(
+                    conn, staff, voided.payment.id, AdjustmentRequest(kind="void", reason="wrong household"), day
+                )
+            )
+        return remitted
+
+    async def decide(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+        return await adjustments.decide_adjustment(
+            c, await actor_of(c, "reviewer_a"), requests[0].id, Decision(approve=True), day
+        )
+
+    remitted, decision = await race(db_dsn, remit, decide)
+    assert remitted.remitted_fen == 80000
+    assert isinstance(decision, adjustments.NotAdjustable), decision
+    assert await conn.fetchval("SELECT count(*) FROM payment_events WHERE kind = 'approved'") == 0
+    assert await conn.fetchval("SELECT status FROM enrollments LIMIT 1") == "paid"
+
+
 async def test_a_void_of_a_confirmed_enrolments_payment_is_refused(
     client: Client, conn: asyncpg.Connection, world: World
 ) -> None:  # type: ignore[type-arg]
