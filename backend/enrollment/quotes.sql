@@ -14,7 +14,9 @@ ORDER BY m.relation <> 'head', m.joined_at, m.id;
 -- member's live enrolment, whichever household's payment it was (the money follows the enrolment),
 -- net of refunds as the household's money counts them (`premium_money`: a refund comes off what the
 -- payment left over first, then off the last person of the payment first); for a member with no
--- live enrolment, what the household's payments put towards them. With scalar parameters only,
+-- live enrolment, what the household's payments put towards them, net of refunds alike: a refund
+-- comes off what the payment left over first, then off its persons with no live enrolment, the last
+-- first (a refund never takes what pays a live enrolment: `premiums.refundable`). With scalar parameters only,
 -- PostgreSQL keeps the statement's generic plan after its fifth run; with a list of persons it
 -- planned every run anew (1.4 ms of planning the view for 0.2 ms of work, issue 20). The view is
 -- read per member (LATERAL): as a semi-join on the members it would be read whole.
@@ -28,9 +30,20 @@ CROSS JOIN LATERAL (
 ) AS t
 WHERE c.household_id = $1 AND c.left_at IS NULL
 UNION ALL
-SELECT a.person_id, sum(a.amount_fen)::bigint AS amount_fen
+SELECT a.person_id,
+       sum(a.amount_fen - least(a.amount_fen, greatest(p.refunded_fen - t.left_over_fen - t.after_fen, 0)))::bigint
+           AS amount_fen
 FROM payment_ledger p
 JOIN payment_allocations a ON a.payment_id = p.id
+CROSS JOIN LATERAL (
+    SELECT p.amount_fen - coalesce(sum(b.amount_fen), 0)::bigint AS left_over_fen,
+           coalesce(sum(b.amount_fen) FILTER (
+               WHERE array_position(p.person_ids, b.person_id) > array_position(p.person_ids, a.person_id)
+                 AND NOT EXISTS (SELECT 1 FROM enrollments f WHERE f.id = b.enrollment_id AND f.status <> 'cancelled')),
+               0)::bigint AS after_fen
+    FROM payment_allocations b
+    WHERE b.payment_id = p.id
+) AS t
 WHERE p.household_id = $1 AND p.coverage_year = $2 AND p.kind = 'premium' AND NOT p.voided
   AND a.person_id IN (SELECT c.person_id FROM memberships c WHERE c.household_id = $1 AND c.left_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM enrollments e

@@ -107,9 +107,19 @@ async def request_adjustment(
             raise InvalidInput(
                 "reason", _("is not a refundable case under the policy ({cases})", cases=", ".join(refundable))
             )
-        amount = payment.amount_fen - refunded if data.amount_fen is None else data.amount_fen
-        if not 0 < amount <= payment.amount_fen - refunded:
-            raise InvalidInput("amount_fen", _("must lie between 1 and {most}", most=payment.amount_fen - refunded))
+        # Under the payment's lock, and one request pending at a time: nothing lowers this before the
+        # decision (a cancelled enrolment never becomes live again).
+        most = int(await conn.fetchval(Q["refundable"], payment_id))
+        amount = most if data.amount_fen is None else data.amount_fen
+        if not 0 < amount <= most:
+            raise InvalidInput(
+                "amount_fen",
+                _(
+                    "at most {most} fen of this payment can be refunded: the rest pays enrolments in force; "
+                    "cancel an enrolment first to refund its share",
+                    most=most,
+                ),
+            )
     reason = data.reason if not data.note else f"{data.reason}: {data.note}"
     row = await conn.fetchrow(
         Q["insert_event"], uuid7(), payment_id, f"{data.kind}_requested", None, amount, reason, actor.id, today

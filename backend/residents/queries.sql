@@ -71,8 +71,9 @@ WHERE h.id = $1;
 -- of the year before its coverage year), its year and dates (at most one live per person and year);
 -- and what was paid for the member's year (`paid`), as `allocated_to_members` (backend/enrollment/
 -- quotes.sql) reads it: towards the live enrolment, whichever household paid, net of refunds
--- (`premium_money`); without a live enrolment, what the household's payments put towards them (a
--- change there goes here too). One round trip for what were two (issue 20).
+-- (`premium_money`); without a live enrolment, what the household's payments put towards them, net
+-- of refunds as `allocated_to_members` counts it (a change there goes here too). One round trip for
+-- what were two (issue 20).
 SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        p.id_number_hash, p.birth_date,
        e.id AS enrollment_id, e.status, e.premium_fen, e.subsidy_fen, e.coverage_start, e.coverage_end,
@@ -83,8 +84,19 @@ SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        coalesce(
            (SELECT sum(pm.amount_fen) FROM premium_money pm
             WHERE pm.person_id = p.id AND pm.coverage_year = $2 AND pm.enrollment_id IS NOT NULL),
-           (SELECT sum(a.amount_fen) FROM payment_ledger pl
+           (SELECT sum(a.amount_fen - least(a.amount_fen, greatest(pl.refunded_fen - t.left_over_fen - t.after_fen, 0)))
+            FROM payment_ledger pl
             JOIN payment_allocations a ON a.payment_id = pl.id
+            CROSS JOIN LATERAL (
+                SELECT pl.amount_fen - coalesce(sum(b.amount_fen), 0)::bigint AS left_over_fen,
+                       coalesce(sum(b.amount_fen) FILTER (
+                           WHERE array_position(pl.person_ids, b.person_id) > array_position(pl.person_ids, a.person_id)
+                             AND NOT EXISTS (SELECT 1 FROM enrollments f
+                                             WHERE f.id = b.enrollment_id AND f.status <> 'cancelled')),
+                           0)::bigint AS after_fen
+                FROM payment_allocations b
+                WHERE b.payment_id = pl.id
+            ) AS t
             WHERE pl.household_id = $1 AND pl.coverage_year = $2 AND pl.kind = 'premium' AND NOT pl.voided
               AND a.person_id = p.id
               AND NOT EXISTS (SELECT 1 FROM enrollments l

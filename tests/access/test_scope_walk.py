@@ -104,7 +104,7 @@ async def township_a_records(client: AsyncTestClient[Litestar], conn: asyncpg.Co
             "household_id": other["id"],  # the enrolment followed the person there
             "coverage_year": 2026,
             "person_ids": [person_id],
-            "amount_fen": 40000,
+            "amount_fen": 50000,  # ¥100 over: the credit a refund may take
             "method": "cash",
             "receipt_no": "A00000001",
             "collected_at": "2025-10-08T09:00:00+08:00",

@@ -10,11 +10,13 @@ from datetime import date
 from uuid import UUID
 
 import asyncpg
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from backend.actor import Actor
 from backend.enrollment.quotes import PremiumQuote, premium_quote
+from backend.errors import InvalidInput
 from backend.premiums import adjustments, payments
 from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.residents import service as residents
@@ -163,13 +165,14 @@ async def test_a_credit_left_over_in_a_stays_with_a(
     assert await money(conn, a) == (40000, 10000, 30000)
 
 
-async def test_a_refund_of_a_moved_persons_premium_comes_off_where_the_money_went(
+async def test_a_refund_of_a_moved_persons_payment_takes_only_what_pays_no_live_enrolment(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     world: World,
 ) -> None:
-    """A refund comes off the paying household's rest first, then off the enrolments the payment paid,
-    wherever they live now: every fen of payments − voids − refunds counts for one household."""
+    """A refund takes what the payment left over (the paying household's credit), never what pays an
+    enrolment in force, wherever it lives now: ¥150 of a ¥500 payment whose ¥400 pays the spouse's
+    enrolment, now in B, is refused; the ¥100 left over is refunded and B's premium stays paid."""
     a = world.household["id"]
     spouse = UUID(world.person_ids[1])
     receipt = await pay(conn, world, person_ids=[spouse], amount_fen=50000)
@@ -179,14 +182,20 @@ async def test_a_refund_of_a_moved_persons_premium_comes_off_where_the_money_wen
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
     day = date(2025, 10, 9)
     reason = (await conn.fetchval("SELECT rules->'refundable_reasons'->>0 FROM policy_versions LIMIT 1")) or "other"
-    async with conn.transaction():
-        request = await adjustments.request_adjustment(
-            conn, staff, receipt.payment.id, AdjustmentRequest(kind="refund", reason=reason, amount_fen=15000), day
-        )
-        await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
-    # ¥100 of A's credit, then ¥50 of the spouse's premium, now in B.
+
+    async def refund(fen: int) -> None:
+        async with conn.transaction():
+            asked = AdjustmentRequest(kind="refund", reason=reason, amount_fen=fen)
+            request = await adjustments.request_adjustment(conn, staff, receipt.payment.id, asked, day)
+            await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
+
+    with pytest.raises(InvalidInput) as refused:
+        await refund(15000)
+    assert refused.value.extra["errors"][0]["field"] == "amount_fen"
+    await refund(10000)
     assert await money(conn, a) == (40000, 0, 40000)
-    assert await money(conn, b) == (40000, 35000, 5000)
+    assert await money(conn, b) == (40000, 40000, 0)
+    assert (await enrolment_of(conn, spouse))["status"] == "paid"
 
 
 async def test_a_void_of_a_payment_in_a_unpays_the_enrolment_it_paid_now_in_b(

@@ -803,7 +803,7 @@ async def test_back_payment_is_for_members_at_the_current_rate(conn: asyncpg.Con
 
 async def test_a_void_cannot_be_approved_once_the_day_is_closed(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
     staff, reviewer, other = [await actor_of(conn, u) for u in ("staff_a", "reviewer_a", "admin")]
-    receipt = await pay(conn, world)
+    receipt = await pay(conn, world, amount_fen=80100)  # ¥1 over: what a refund may take
     day = date(2025, 10, 8)
     async with conn.transaction():
         request = await adjustments.request_adjustment(
@@ -936,15 +936,16 @@ async def test_receipt_prefixes_are_letters_with_one_width(
 
 
 async def test_every_receipt_shows_the_household_money_the_ledger_shows(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
-    """The receipt's totals come with the payment's own statement: after each payment (an under-,
-    a full and an over-payment, a back-payment, around an approved void and refund) they are what
-    `household_money` reads, and the query code is the one the household prints."""
+    """The receipt's totals come with the payment's own statement: after each payment (an under-
+    payment, two over-payments, a back-payment, around an approved void and a refund of what one
+    left over) they are what `household_money` reads, and the query code is the one the household
+    prints."""
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
     household_id, day = UUID(world.household["id"]), date(2025, 10, 8)
     first, second = UUID(world.person_ids[0]), UUID(world.person_ids[1])
     steps: list[dict[str, Any]] = [
         {"receipt_no": "A00000001", "amount_fen": 30000, "person_ids": [first]},
-        {"receipt_no": "A00000002", "amount_fen": 50000},
+        {"receipt_no": "A00000002", "amount_fen": 83000},  # ¥30 over both premiums
         {
             "receipt_no": "A00000003",
             "amount_fen": 41000,
@@ -977,7 +978,7 @@ async def test_every_receipt_shows_the_household_money_the_ledger_shows(conn: as
                     day,
                 )
                 await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
-    assert [r.household.paid_fen for r in receipts] == [30000, 50000, 47000, 92000]
+    assert [r.household.paid_fen for r in receipts] == [30000, 83000, 80000, 125000]
 
 
 @pytest.mark.parametrize(

@@ -80,7 +80,7 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
     household_id = UUID(household["id"])
     persons = [UUID(m["person_id"]) for m in household["members"]]
     await enrol(client, staff_headers, household, [str(p) for p in persons[:2]])
-    # ¥400 for 张三, ¥100 of it refunded.
+    # ¥500 for 张三's ¥400, the ¥100 over refunded.
     staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
     block = await client.post(
         "/api/v1/receipt-blocks",
@@ -96,7 +96,7 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
         household_id=household_id,
         coverage_year=2026,
         person_ids=persons[:1],
-        amount_fen=40000,
+        amount_fen=50000,
         method="cash",
         receipt_no="R00000001",
         collected_at=at,
@@ -137,11 +137,11 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
     assert members["张小明"].serious_illness_ceiling is None
     assert (members["李四"].subsidy_categories, members["张三"].subsidy_categories) == (["te_kun"], [])
     assert [(m.premium_fen, m.subsidy_fen, m.paid_fen) for m in view.members] == [
-        (40000, 0, 30000),
+        (40000, 0, 40000),
         (40000, 40000, 0),
         (0, 0, 0),
     ]
-    assert (view.paid_fen, view.balance_fen, view.last_receipt_no) == (30000, 10000, "R00000001")
+    assert (view.paid_fen, view.balance_fen, view.last_receipt_no) == (40000, 0, "R00000001")
 
     # And the same as the look-ups it replaced answer.
     runs = await continuity_of(conn, persons, 2026, today)

@@ -21,6 +21,7 @@ from backend.actor import Actor
 from backend.app import create_app
 from backend.auth.tokens import SigningKey
 from backend.enrollment import enrollments, households, quotes
+from backend.errors import InvalidInput
 from backend.premiums import adjustments, payments, receipts
 from backend.premiums.adjustments import AdjustmentRequest, Decision
 from backend.premiums.payments import PaymentIn
@@ -550,9 +551,12 @@ async def paid_then_refunded(
     persons: list[UUID],
     refund_fen: int,
     day: date,
+    cancelled: tuple[UUID, ...] = (),
 ) -> None:
     """`data` recorded at its collection time for `persons` (their enrolments registered on 2025-09-01,
-    before it), then `refund_fen` of it refunded, requested by `staff` and approved by `reviewer`."""
+    before it), then `refund_fen` of it refunded, requested by `staff` and approved by `reviewer`;
+    first the 2026 enrolments of `cancelled` cancelled (enrolled elsewhere too): a refund never takes
+    what pays an enrolment in force."""
     async with conn.transaction():
         await conn.execute(
             "UPDATE enrollments SET registered_on = '2025-09-01', registered_at = '2025-09-01' "
@@ -562,6 +566,11 @@ async def paid_then_refunded(
         await payments.record_payment(
             conn, staff, data, timezone="Asia/Shanghai", code_key=KEY.secret, now=data.collected_at
         )
+        for person in cancelled:
+            enrolment = await conn.fetchval(
+                "SELECT id FROM enrollments WHERE person_id = $1 AND coverage_year = 2026", person
+            )
+            await enrollments.cancel(conn, reviewer, enrolment, enrollments.CancelRequest(reason="duplicate"))
         asked = AdjustmentRequest(kind="refund", reason="double_enrolment", amount_fen=refund_fen)
         refund = await adjustments.request_adjustment(conn, staff, data.id, asked, day)
         await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
@@ -572,9 +581,10 @@ async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     home: Home,
 ) -> None:
-    """One payment of ¥800 for 张三 and 李四, ¥400 refunded: the household has ¥400 paid, and so do
-    its members together — the refund comes off the last person of the payment first (李四), as
-    the household's money counts it — not ¥800 member by member."""
+    """One payment of ¥800 for 张三 and 李四. ¥400 refunded while both enrolments are in force is
+    refused (the money pays them); with 李四's cancelled (enrolled elsewhere too) it is his share:
+    the household has ¥400 paid and owes nothing, and so do its members together — not ¥800 member
+    by member, and not 李四 in force with nothing paid for him."""
     staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
     block = await client.post(
         "/api/v1/receipt-blocks",
@@ -596,11 +606,17 @@ async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
         collected_at=at,
     )
     day = date(2025, 10, 8)
-    await paid_then_refunded(conn, staff, reviewer, data, persons, 40000, day)
+    with pytest.raises(InvalidInput) as refused:  # 李四's share pays his enrolment, in force
+        await paid_then_refunded(conn, staff, reviewer, data, persons, 40000, day)
+    assert refused.value.extra["errors"][0]["field"] == "amount_fen"
+    await paid_then_refunded(conn, staff, reviewer, data, persons, 40000, day, cancelled=(persons[1],))
     resident = Actor.resident(persons[0], UUID(home.h1["id"]), uuid.uuid4())
     view = await residents.coverage(conn, resident, 2026, day)
-    assert [(m.name, m.paid_fen, m.balance_fen) for m in view.members] == [("张三", 40000, 0), ("李四", 0, 40000)]
-    assert (view.paid_fen, view.money.paid_fen, view.balance_fen) == (40000, 40000, 40000)
+    assert [(m.name, m.enrollment_status, m.paid_fen, m.balance_fen) for m in view.members] == [
+        ("张三", "paid", 40000, 0),
+        ("李四", "cancelled", 0, 0),
+    ]
+    assert (view.paid_fen, view.money.paid_fen, view.balance_fen) == (40000, 40000, 0)
     assert sum(m.paid_fen for m in view.members) == view.paid_fen
     # The office's quote counts alike.
     quote = await quotes.premium_quote(conn, staff, UUID(home.h1["id"]), 2026, day)
