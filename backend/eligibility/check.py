@@ -60,7 +60,9 @@ class HeldCategory(msgspec.Struct, frozen=True, kw_only=True):
 class Obstacle(msgspec.Struct, frozen=True, kw_only=True):
     """Why a person may not enrol here."""
 
-    code: Literal["employee_insurance", "deceased", "already_enrolled"]
+    # member_elsewhere: of a household outside the caller's scope, whose lists and claims are not
+    # the caller's to read (SPEC §1): nothing of them is answered but that
+    code: Literal["employee_insurance", "deceased", "already_enrolled", "member_elsewhere"]
     source: Source | None = None
     enrollment_id: UUID | None = None  # only for an enrolment in the caller's scope
 
@@ -142,7 +144,11 @@ async def facts_by_hash(
 
 # Names of the codes an explanation uses beside the list types (backend/i18n/terms.py).
 _SUBSIDY_SOURCES = {"category": N_("subsidy category"), "top_up": N_("top-up")}
-_OBSTACLES = {**terms.LIST_TYPES, "already_enrolled": N_("already enrolled")}
+_OBSTACLES = {
+    **terms.LIST_TYPES,
+    "already_enrolled": N_("already enrolled"),
+    "member_elsewhere": N_("a member of a household of another township"),
+}
 
 
 def _named(code: str | None, names: Mapping[str, str] = terms.LIST_TYPES) -> str:
@@ -189,6 +195,8 @@ class _Describer:
     def obstacle(self, o: Obstacle) -> str:
         if (code := self.obstacle_names.get(o.code)) is None:
             code = self.obstacle_names[o.code] = _named(o.code, _OBSTACLES)
+        if o.code == "member_elsewhere":
+            return _("{code}: that township checks and registers them, or moves them here first", code=code)
         if o.source is not None:
             return self.excluded_by_list.format(
                 code=code, list_type=self.named(o.source.list_type), version=o.source.version, row=o.source.row
@@ -264,9 +272,15 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
     numbers = list({p: None for p in parsed if isinstance(p, str)})
     hashes = dict(zip(numbers, crypto.keys().index_many(crypto.ID_NUMBER, numbers), strict=True))
     asked = list(hashes.values())
-    known = await facts_by_hash(conn, asked, data.coverage_year, on)
     held = await conn.fetch(Q["persons_and_live_enrollments_by_id_number"], asked, data.coverage_year)
     enrolled = {r["id_number_hash"]: r for r in held if r["enrollment_id"] is not None}
+    # Township staff check the persons they may register: a member of another township's household
+    # is answered as that, without the categories, exclusions or claims the lists hold of them (a
+    # township's staff read no list rows; a check of thousands must not read them either).
+    elsewhere = {
+        r["id_number_hash"] for r in held if r["home_village"] is not None and not actor.in_scope(r["home_village"])
+    }
+    known = await facts_by_hash(conn, [h for h in asked if h not in elsewhere], data.coverage_year, on)
     none = PersonEligibility(categories=[], exclusions=[])
     items: list[Eligibility] = []
     # A check of thousands asks the same few questions: what is due depends only on the categories
@@ -283,6 +297,8 @@ async def check(conn: Connection, actor: Actor, data: CheckRequest, today: date)
             continue
         person = known.get(hashes[number], none)
         obstacles = list(person.exclusions)
+        if hashes[number] in elsewhere:
+            obstacles.append(Obstacle(code="member_elsewhere"))
         if (e := enrolled.get(hashes[number])) is not None:
             village = e["village_code"]
             if (mine := in_scope.get(village)) is None:

@@ -193,9 +193,12 @@ WHERE c.status = 'accepted' AND c.coverage_year = $2 AND c.category = ANY($4::te
 
 -- name: persons_and_live_enrollments_by_id_number
 -- Who holds these numbers (whom a check touched, for the audit: their record ids), each with their
--- live enrolment of year $2 if any (`enrollment_id` NULL: none). One row per person: a number is
--- held once, and a person has one live enrolment a year.
-SELECT p.id AS person_id, p.id_number_hash, e.id AS enrollment_id, e.village_code
+-- live enrolment of year $2 if any (`enrollment_id` NULL: none) and the village of their current
+-- household (`home_village` NULL: none). One row per person: a number is held once, a person has one
+-- live enrolment a year and one current household.
+SELECT p.id AS person_id, p.id_number_hash, e.id AS enrollment_id, e.village_code,
+       (SELECT h.village_code FROM memberships m JOIN households h ON h.id = m.household_id
+        WHERE m.person_id = p.id AND m.left_at IS NULL) AS home_village
 FROM persons p
 LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
 WHERE p.id_number_hash = ANY($1::bytea[]);

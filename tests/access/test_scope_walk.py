@@ -12,6 +12,7 @@ every later route joins the walk.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import uuid
 from typing import Any
@@ -36,7 +37,10 @@ NOT_TOWNSHIP_DATA = {
     ("GET", "/api/v1/reports/collections"),
     ("GET", "/api/v1/divisions"),  # the caller's own division and those below it; A's are checked as leaks
     ("GET", "/api/v1/receipts/verify"),  # public: genuine or not, the amount and date, never who paid
+    # An answer per number asked (echoed): checked below for what the lists hold of A's people.
+    ("POST", "/api/v1/eligibility/check"),
 }
+CHECK = ("POST", "/api/v1/eligibility/check")
 # Routes whose 2xx answer to a resident is their own household: checked for leaks only.
 RESIDENT_OWN = {("GET", "/api/v1/resident/coverage")}
 
@@ -213,6 +217,8 @@ def body_for(method: str, path: str, samples: dict[str, str]) -> dict[str, Any] 
         ("POST", "/api/v1/enrollments/confirm"): {"ids": [samples["enrollment_id"]]},
         ("POST", "/api/v1/renewals"): {"coverage_year": 2026, "person_ids": [samples["person_id"]]},
         ("POST", "/api/v1/resident/login"): {"id_number": ID_NUMBERS[1], "name": "张三", "query_code": "ABCDEFGH"},
+        # 张三 (a claim of di_bao raised) and 李四 (on a deceased list), members of A's household.
+        CHECK: {"id_numbers": [ID_NUMBERS[1], ID_NUMBERS[2]], "coverage_year": 2026},
         ("POST", "/fhir/CoverageEligibilityRequest"): {
             "resourceType": "CoverageEligibilityRequest",
             "patient": {"identifier": {"value": ID_NUMBERS[1]}},
@@ -290,12 +296,13 @@ async def test_every_route_gives_another_township_no_data(
         url = path
         for p in params:
             url = url.replace("{" + p + "}", samples[p])
+        sent = body_for(method, path, samples)
         response = await client.request(
             method,
             url,
             params={q: samples[q] for q in query},
             headers={**headers, "If-Match": '"1"'},
-            json=body_for(method, path, samples),
+            json=sent,
         )
         walked += 1
         assert response.status_code != 500, f"{method} {path}: {response.text}"
@@ -311,6 +318,11 @@ async def test_every_route_gives_another_township_no_data(
             )
         if outsider == "resident" and (method, path) in RESIDENT_OWN:
             assert response.status_code == 200 and "赵六" in response.text, response.text  # their own, and only it
-        leaked = [s for s in secrets if s in response.text]
+        if (method, path) == CHECK and response.status_code == 200:
+            for item in response.json()["items"]:  # A's members: nothing of what the lists say of them
+                assert item["categories"] == [], item
+                assert [o["source"] for o in item["obstacles"]] == [None] * len(item["obstacles"]), item
+        asked = json.dumps(sent, ensure_ascii=False) if sent else ""  # the caller's own words, echoed
+        leaked = [s for s in secrets if s in response.text and s not in asked]
         assert not leaked, f"{method} {path} leaked {leaked}"
     assert walked >= 40

@@ -201,10 +201,45 @@ async def test_exclusion_lists_and_live_enrolments_say_why_a_person_may_not_enro
     assert mine[1]["obstacles"] == [
         {"code": "already_enrolled", "source": None, "enrollment_id": enrolled.json()["items"][0]["id"]}
     ]
-    # Another township learns that the person is enrolled, not where.
+    # Another township learns that the person is a member and enrolled there, not where.
     theirs = (await check(client, staff_b, [ID_NUMBERS[1]]))["items"][0]
-    assert theirs["obstacles"] == [{"code": "already_enrolled", "source": None, "enrollment_id": None}]
+    assert theirs["obstacles"] == [
+        {"code": "member_elsewhere", "source": None, "enrollment_id": None},
+        {"code": "already_enrolled", "source": None, "enrollment_id": None},
+    ]
     assert household["id"] not in str(theirs)
+
+
+async def test_another_townships_member_is_answered_without_what_the_lists_hold_of_them(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    """A township's staff read no list rows (their lists' pages are civil affairs'), nor through the
+    check: a member of another township's household is answered `member_elsewhere`, without the
+    categories, exclusions and sources the lists hold of them; the same township sees them all, and
+    a person of no household is answered whole (staff register new persons)."""
+    admin, civil, staff_a, staff_b = await heads(client, *("admin", "civil", "staff_a", "staff_b"))
+    await publish_policy(client, admin)  # te_kun full, di_bao 50 %
+    await upload(client, civil, csv(f"{ID_NUMBERS[1]},张三,,", f"{ID_NUMBERS[2]},李四,,"), list_type="te_kun")
+    await upload(client, civil, csv(f"{ID_NUMBERS[1]},张三,,"), list_type="employee_insurance")
+    await create_household(client, staff_a, [member(ID_NUMBERS[1], "张三")])
+    (ours,) = (await check(client, staff_a, [ID_NUMBERS[1]]))["items"]
+    assert ([c["category"] for c in ours["categories"]], [o["code"] for o in ours["obstacles"]]) == (
+        ["te_kun"],
+        ["employee_insurance"],
+    )
+    response = await client.post(
+        "/api/v1/eligibility/check",
+        json={"id_numbers": [ID_NUMBERS[1], ID_NUMBERS[2]], "coverage_year": 2026, "as_of": "2025-10-01"},
+        headers={**staff_b, "Accept-Language": "zh-CN"},
+    )
+    assert response.status_code == 200, response.text
+    theirs, stranger = response.json()["items"]
+    assert (theirs["may_enrol"], theirs["categories"], theirs["chosen_categories"]) == (False, [], [])
+    assert theirs["obstacles"] == [{"code": "member_elsewhere", "source": None, "enrollment_id": None}]
+    assert (theirs["subsidy_fen"], theirs["due_fen"]) == (0, 40000)
+    assert theirs["explanation"][0] == "其他乡镇的户内成员：请由该乡镇核查、登记，或先将其迁入本乡镇"
+    assert "te_kun" not in str(theirs) and "特困" not in str(theirs) and "employee" not in str(theirs)
+    assert ([c["category"] for c in stranger["categories"]], stranger["due_fen"]) == (["te_kun"], 0)
 
 
 async def test_a_person_on_an_exclusion_list_cannot_be_enrolled(
