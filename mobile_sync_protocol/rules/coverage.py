@@ -359,7 +359,11 @@ def decide_coverage(
         facts = msgspec.structs.replace(facts, new_student=True)
     start: date
     months = 0
-    if birth_date is not None and business_date - birth_date <= timedelta(days=policy.newborn_days):
+    if (
+        birth_date is not None
+        and "newborn" in policy.exempt_groups  # an exempt group a policy may leave out (SPEC §2)
+        and business_date - birth_date <= timedelta(days=policy.newborn_days)
+    ):
         start = max(birth_date, year_start)
         facts = msgspec.structs.replace(
             facts, rule="newborn", newborn_days=policy.newborn_days, born_before_year=birth_date < year_start

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -186,6 +187,18 @@ def test_enrolled_inside_the_window_is_covered_1_jan_to_31_dec() -> None:
         reason="Enrolled on 2024-11-15, before the enrolment window closed on 2024-12-31: no waiting period; "
         "covered from 2025-01-01 to 2025-12-31.",
     )
+
+
+def test_a_policy_without_the_newborn_group_covers_a_newborn_as_anyone_late() -> None:
+    """Newborns are an exempt group a policy may leave out (SPEC §2): without it, a baby enrolled 23
+    days after birth, after the window, waits as anyone late does."""
+    args = {"coverage_year": 2025, "business_date": date(2025, 3, 15), "window": window_for(2025)}
+    born = date(2025, 2, 20)
+    without = msgspec.structs.replace(NATIONAL, exempt_groups=NATIONAL.exempt_groups - {"newborn"})
+    newborn = coverage_for(**args, policy=NATIONAL, birth_date=born)
+    waits = coverage_for(**args, policy=without, birth_date=born)
+    assert (newborn.start, newborn.waiting_months, newborn.reason_code) == (date(2025, 2, 20), 0, "newborn")
+    assert (waits.start, waits.waiting_months, waits.reason_code) == (date(2025, 6, 15), 3, "waiting_period")
 
 
 def test_newborn_enrolled_within_90_days_is_covered_from_birth() -> None:
