@@ -248,6 +248,11 @@ WHERE id = $1;
 -- name: remitted_on
 SELECT coalesce(sum(amount_fen), 0)::bigint FROM remittances WHERE collector_id = $1 AND business_date = $2;
 
+-- name: remittance_recorded
+-- Whether collector $1's day $2 has a remittance of bank reference $3 already: the same slip recorded
+-- twice (a retried request whose answer was lost) would count its cash twice.
+SELECT EXISTS (SELECT 1 FROM remittances WHERE collector_id = $1 AND business_date = $2 AND bank_reference = $3);
+
 -- name: insert_remittance
 INSERT INTO remittances (id, collector_id, business_date, amount_fen, bank_reference, recorded_by)
 VALUES ($1, $2, $3, $4, $5, $6)

@@ -39,10 +39,15 @@ class CollectorDay(msgspec.Struct, frozen=True, kw_only=True):
     closed: bool
 
 
-async def collector_day(conn: Connection, actor: Actor, collector_id: UUID, day: date) -> CollectorDay:
+async def _collector(conn: Connection, actor: Actor, collector_id: UUID) -> asyncpg.Record:
     collector = await conn.fetchrow(Q["collector"], collector_id)
     if collector is None or not actor.in_scope(collector["division_code"]):
         raise NotFound()
+    return collector
+
+
+async def collector_day(conn: Connection, actor: Actor, collector_id: UUID, day: date) -> CollectorDay:
+    await _collector(conn, actor, collector_id)
     cash = await conn.fetchrow(Q["cash_for_day"], collector_id, day)
     assert cash is not None
     remitted = await conn.fetchval(Q["remitted_on"], collector_id, day)
@@ -61,17 +66,27 @@ async def collector_day(conn: Connection, actor: Actor, collector_id: UUID, day:
 
 
 async def record_remittance(conn: Connection, actor: Actor, data: RemittanceIn) -> CollectorDay:
+    """Records cash handed to the bank. Each slip once a day: under the collector's lock (exclusive),
+    the same bank reference again for the day is refused, so a retried request never counts the
+    cash twice (remittances are append-only: a double could not be taken back)."""
     await conn.execute(Q["lock_collector"], data.collector_id)
+    collector = await _collector(conn, actor, data.collector_id)
     day = await collector_day(conn, actor, data.collector_id, data.business_date)
     if day.closed:
         raise Conflict(_("the day is closed"))
+    reference = data.bank_reference.strip()
+    if await conn.fetchval(Q["remittance_recorded"], data.collector_id, data.business_date, reference):
+        raise Conflict(
+            _("this bank reference is recorded for the day already"),
+            errors=[{"field": "bank_reference", "message": _("already recorded for this collector's day")}],
+        )
     await conn.execute(
         Q["insert_remittance"],
         uuid7(),
         data.collector_id,
         data.business_date,
         data.amount_fen,
-        data.bank_reference,
+        reference,
         actor.id,
     )
     await record(
@@ -80,6 +95,7 @@ async def record_remittance(conn: Connection, actor: Actor, data: RemittanceIn) 
         "remit",
         "collector_day",
         f"{data.collector_id}:{data.business_date}",
+        division_code=collector["division_code"],
         summary={"amount_fen": data.amount_fen},
     )
     return await collector_day(conn, actor, data.collector_id, data.business_date)
@@ -89,6 +105,7 @@ async def close_day(conn: Connection, actor: Actor, collector_id: UUID, day: dat
     if collector_id == actor.id:
         raise Forbidden(_("a reviewer closes another collector's day, not their own"))
     await conn.execute(Q["lock_collector"], collector_id)
+    collector = await _collector(conn, actor, collector_id)
     current = await collector_day(conn, actor, collector_id, day)
     if current.closed:
         raise Conflict(_("the day is already closed"))
@@ -104,6 +121,7 @@ async def close_day(conn: Connection, actor: Actor, collector_id: UUID, day: dat
         "close",
         "collector_day",
         f"{collector_id}:{day}",
+        division_code=collector["division_code"],
         summary={"expected_fen": current.expected_fen, "remitted_fen": current.remitted_fen},
     )
     return await collector_day(conn, actor, collector_id, day)

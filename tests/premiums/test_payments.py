@@ -654,6 +654,52 @@ async def test_cash_day_expected_remitted_difference_and_late_arrivals(conn: asy
             await remittance.close_day(conn, staff, staff.id, date(2025, 10, 9))
 
 
+async def test_a_bank_slip_is_remitted_once_a_day(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
+    """A remittance retried after its answer was lost must not count the cash twice (remittances are
+    append-only): the same bank reference again for the collector's day is refused, naming the field;
+    another slip, or the same reference on another day, is recorded; the audit row names the
+    collector's township, so that township's audit views show it."""
+    staff = await actor_of(conn, "staff_a")
+    await pay(conn, world)
+    day = date(2025, 10, 8)
+
+    async def remit(reference: str, on: date = day) -> remittance.CollectorDay:
+        async with conn.transaction():
+            bank = RemittanceIn(collector_id=staff.id, business_date=on, amount_fen=40000, bank_reference=reference)
+            return await remittance.record_remittance(conn, staff, bank)
+
+    assert (await remit("ICBC-7")).remitted_fen == 40000
+    with pytest.raises(Conflict) as again:
+        await remit(" ICBC-7 ")
+    assert again.value.extra["errors"][0]["field"] == "bank_reference"
+    assert (await remit("ICBC-8")).remitted_fen == 80000
+    assert (await remit("ICBC-7", date(2025, 10, 9))).remitted_fen == 40000
+    divisions = await conn.fetch("SELECT division_code FROM audit_log WHERE action = 'remit'")
+    assert [r["division_code"] for r in divisions] == [staff.scope.division_code] * 3
+
+
+async def test_two_identical_remittances_at_a_barrier_record_one(
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """The check of a slip recorded already runs under the collector's lock, which a remittance holds
+    exclusively: the second of two identical requests waits for the first and is refused (without
+    the lock both would be recorded)."""
+    await pay(conn, world)
+    day = date(2025, 10, 8)
+
+    async def remit(c: asyncpg.Connection) -> remittance.CollectorDay:  # type: ignore[type-arg]
+        staff = await actor_of(c, "staff_a")
+        bank = RemittanceIn(collector_id=staff.id, business_date=day, amount_fen=80000, bank_reference="ICBC-9")
+        return await remittance.record_remittance(c, staff, bank)
+
+    first, second = await race(db_dsn, remit, remit)
+    assert isinstance(first, remittance.CollectorDay) and first.remitted_fen == 80000
+    assert isinstance(second, Conflict), second
+    assert await conn.fetchval("SELECT count(*) FROM remittances") == 1
+
+
 async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
     a = await pay(conn, world, amount_fen=30000)
