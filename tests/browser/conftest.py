@@ -128,7 +128,7 @@ def township_a(url: str, admin_dsn: str) -> dict[str, str]:
                 "household_id": household["id"],
                 "coverage_year": 2026,
                 "person_ids": [person],
-                "amount_fen": 40000,
+                "amount_fen": 50000,  # ¥100 over the premium: what a refund may take
                 "method": "cash",
                 "receipt_no": "A00000001",
                 "collected_at": "2025-10-08T09:00:00+08:00",
