@@ -21,8 +21,8 @@ import msgspec
 from backend import crypto
 from backend.actor import Actor, scope_args
 from backend.audit import service as audit
-from backend.audit.service import record, record_many
-from backend.crypto import ID_NUMBER
+from backend.audit.service import persons, record, record_many
+from backend.crypto import BIRTH_CERT, ID_NUMBER
 from backend.db import Connection, load_queries
 from backend.eligibility import check as eligibility
 from backend.eligibility.check import PersonEligibility
@@ -43,6 +43,7 @@ from mobile_sync_protocol.rules.coverage import (
 from mobile_sync_protocol.rules.coverage_state import FUNDED
 from mobile_sync_protocol.rules.exemptions import exemption_for, group_rules
 from mobile_sync_protocol.rules.gaps import GapYears, gap_years
+from mobile_sync_protocol.rules.identity import mask
 from mobile_sync_protocol.rules.premium import PremiumDue, age_on_1_january, premium_due
 
 Q = load_queries("backend.enrollment", "enrollments.sql")
@@ -895,6 +896,27 @@ async def queue(
         for e in items
     ]
     return EnrollmentPage(items=items, next_cursor=next_cursor)
+
+
+async def queue_people(conn: Connection, actor: Actor, person_ids: Collection[UUID]) -> dict[UUID, tuple[str, str]]:
+    """Who a page of the review queue is for (person → name, masked number: a newborn's birth
+    certificate's when it has no identity number), so that a reviewer confirms people, not ids. The
+    persons are those of enrolments `queue` found in the actor's scope; the read is audited with
+    their record ids, as the roster's is."""
+    if not person_ids:
+        return {}
+    keyring = crypto.keys()
+    found = {
+        r["id"]: (
+            r["name"],
+            mask(keyring.open(ID_NUMBER, r["id_number_enc"]) or keyring.open(BIRTH_CERT, r["birth_cert_enc"]) or ""),
+        )
+        for r in await conn.fetch(Q["queue_people"], list(person_ids))
+    }
+    await record(
+        conn, actor, "read", "enrollment_queue", None, division_code=actor.scope.division_code, summary=persons(found)
+    )
+    return found
 
 
 # Renewal (续保) -----------------------------------------------------------------------------------

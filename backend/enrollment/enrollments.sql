@@ -36,6 +36,10 @@ WHERE village_code BETWEEN $1 AND $2
 ORDER BY id
 LIMIT $8;
 
+-- name: queue_people
+-- Who enrolments are for, as a reviewer confirms them (`queue_people`): name and sealed numbers.
+SELECT id, name, id_number_enc, birth_cert_enc FROM persons WHERE id = ANY($1::uuid[]);
+
 -- name: coverage_facts
 -- Per (person, year) what cover from a business date ($3) depends on: the person's birth date; the
 -- earlier years known covered and known uncovered (mobile_sync_protocol/rules/gaps.py); the years

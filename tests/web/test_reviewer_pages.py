@@ -11,6 +11,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.access.test_scope_walk import township_a_records
+from tests.factories import ID_NUMBERS
 from tests.web.helpers import console_login
 
 
@@ -22,6 +23,13 @@ async def test_confirm_approve_and_settle_through_the_pages(
     csrf = await console_login(client, "reviewer_a")
     queue = await client.get("/console/enrollments?year=2026&status=paid")
     assert samples["enrollment_id"] in queue.text, queue.text
+    # Whom the reviewer confirms: 李四, by name and masked number (never the whole), the read audited.
+    assert "李四" in queue.text and ID_NUMBERS[2] not in queue.text
+    assert f"{ID_NUMBERS[2][:6]}********{ID_NUMBERS[2][-4:]}" in queue.text
+    read = await conn.fetchval(
+        "SELECT summary->>'person_ids' FROM audit_log WHERE action = 'read' AND entity = 'enrollment_queue'"
+    )
+    assert read is not None and samples["person_id"] in read
     confirmed = await client.post(
         "/console/enrollments/confirm?year=2026&status=paid", data={"ids": samples["enrollment_id"], "_csrf": csrf}
     )

@@ -84,6 +84,7 @@ async def _queue_page(
         village_code=village or "",
         statuses=STATUSES,
         items=found.items,
+        people=await enrollments.queue_people(tx, actor, {e.person_id for e in found.items}),
         next_cursor=found.next_cursor,
         **extra,
     )
