@@ -21,8 +21,10 @@ SELECT pg_notify('canbao_jobs', $1::text)
 SELECT * FROM jobs WHERE id = $1
 
 -- name: list_jobs
+-- As service's `_may_see`: in the caller's scope ($2 … $3), and their own when they are township
+-- staff ($8).
 SELECT * FROM jobs
-WHERE (created_by = $1 OR division_code BETWEEN $2 AND $3)
+WHERE division_code BETWEEN $2 AND $3 AND (created_by = $1 OR NOT $8::boolean)
   AND ($4::text IS NULL OR state = $4)
   AND ($5::text IS NULL OR kind = $5)
   AND ($6::uuid IS NULL OR id < $6)

@@ -239,9 +239,12 @@ async def _store_file(conn: Connection, job_id: UUID, file: IO[bytes]) -> None:
 
 
 def _may_see(actor: Actor, row: asyncpg.Record) -> bool:
-    if actor.kind != "user":
+    """Its creator while the job's division is still in their scope (a user moved to another
+    township no longer reads the old one's exports), or a reviewer, civil-affairs officer or admin
+    whose scope holds it."""
+    if actor.kind != "user" or not actor.in_scope(row["division_code"]):
         return False
-    return row["created_by"] == actor.id or (actor.role != Role.TOWNSHIP_STAFF and actor.in_scope(row["division_code"]))
+    return row["created_by"] == actor.id or actor.role != Role.TOWNSHIP_STAFF
 
 
 async def get(conn: Connection, actor: Actor, job_id: UUID) -> Job:
@@ -277,12 +280,18 @@ async def page(
     before: UUID | None,
     limit: int,
 ) -> JobPage:
-    """Jobs the caller may see, newest first."""
-    if actor.role == Role.TOWNSHIP_STAFF:
-        low, high = "~", "~"  # a range no code falls in: only their own jobs
-    else:
-        low, high = actor.scope.low, actor.scope.high
-    rows = await conn.fetch(Q["list_jobs"], actor.id, low, high, state, kind, before, limit + 1)
+    """Jobs the caller may see (`_may_see`), newest first."""
+    rows = await conn.fetch(
+        Q["list_jobs"],
+        actor.id,
+        actor.scope.low,
+        actor.scope.high,
+        state,
+        kind,
+        before,
+        limit + 1,
+        actor.role == Role.TOWNSHIP_STAFF,  # staff: only their own jobs
+    )
     items = [job_from_row(r) for r in rows[:limit]]
     return JobPage(items, items[-1].id if len(rows) > limit else None)
 

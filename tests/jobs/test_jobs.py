@@ -144,6 +144,22 @@ async def test_jobs_are_seen_by_their_owner_and_their_scope_only(client: AsyncTe
     assert [j["id"] for j in listed["items"]] == [job["id"]]
 
 
+async def test_a_creator_moved_to_another_division_no_longer_sees_their_old_jobs(
+    client: AsyncTestClient[Litestar],
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+) -> None:
+    """A job's files hold what its division's people are (names, masked numbers): its creator reads
+    them while that division is theirs. Moved to one township, the district's job is gone for them."""
+    civil = await auth_headers(client, "civil")
+    job = (await upload(client, civil, list_file(3))).json()
+    township = await conn.fetchval("SELECT division_code FROM users WHERE username = 'staff_a'")
+    await conn.execute("UPDATE users SET division_code = $1 WHERE username = 'civil'", township)
+    moved = await auth_headers(client, "civil")
+    assert (await client.get(job["href"], headers=moved)).status_code == 404
+    assert (await client.get("/api/v1/jobs", headers=moved)).json()["items"] == []
+    assert (await client.get(job["href"], headers=await auth_headers(client, "admin"))).status_code == 200
+
+
 async def test_too_many_jobs_at_once_is_a_429_with_retry_after(
     db_dsn: str,
     seeded: None,
