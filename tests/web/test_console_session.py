@@ -4,6 +4,7 @@ quiet refresh, and the security headers of every page."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import asyncpg
 import pytest
@@ -71,6 +72,32 @@ async def test_the_cookie_is_httponly_strict_and_a_post_needs_the_csrf_token(
     assert wrong.status_code == 403
     by_header = await client.get("/console/", headers={"X-CSRF-Token": csrf})
     assert by_header.status_code == 200
+
+
+@pytest.mark.parametrize(("user", "read"), [("staff_a", False), ("civil", True)])
+async def test_a_form_is_read_for_its_token_only_when_the_route_admits_the_caller(
+    client: AsyncTestClient[Litestar], monkeypatch: pytest.MonkeyPatch, user: str, read: bool
+) -> None:
+    """A list upload takes 512 MB: a console user its route refuses (township staff) is refused by the
+    route, the form never read for its token; a civil-affairs officer without the token is refused
+    for the token, as any form."""
+    asked: list[str] = []
+    check = sessions.csrf_ok
+
+    async def counted(scope: Any, receive: Any, expected: str) -> bool:
+        asked.append(scope["path"])
+        return await check(scope, receive, expected)
+
+    monkeypatch.setattr(sessions, "csrf_ok", counted)
+    await console_login(client, user)
+    answer = await client.post(
+        "/console/lists",
+        files={"file": ("list.csv", "身份证号,姓名\n".encode())},
+        data={"type": "di_bao", "note": "x" * (1 << 20)},  # no _csrf
+    )
+    assert answer.status_code == 403
+    assert asked == (["/console/lists"] if read else [])
+    assert ("The form expired" in answer.text) is read
 
 
 async def test_logout_revokes_the_session_as_the_api_does(
