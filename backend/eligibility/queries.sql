@@ -196,11 +196,11 @@ WHERE c.status = 'accepted' AND c.coverage_year = $2 AND c.category = ANY($4::te
 -- live enrolment of year $2 if any (`enrollment_id` NULL: none) and the village of their current
 -- household (`home_village` NULL: none). One row per person: a number is held once, a person has one
 -- live enrolment a year and one current household.
-SELECT p.id AS person_id, p.id_number_hash, e.id AS enrollment_id, e.village_code,
-       (SELECT h.village_code FROM memberships m JOIN households h ON h.id = m.household_id
-        WHERE m.person_id = p.id AND m.left_at IS NULL) AS home_village
+SELECT p.id AS person_id, p.id_number_hash, e.id AS enrollment_id, e.village_code, h.village_code AS home_village
 FROM persons p
 LEFT JOIN enrollments e ON e.person_id = p.id AND e.coverage_year = $2 AND e.status <> 'cancelled'
+LEFT JOIN memberships m ON m.person_id = p.id AND m.left_at IS NULL
+LEFT JOIN households h ON h.id = m.household_id
 WHERE p.id_number_hash = ANY($1::bytea[]);
 
 -- name: id_numbers_of_persons
