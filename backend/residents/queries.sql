@@ -84,6 +84,7 @@ SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
        coalesce(
            (SELECT sum(pm.amount_fen) FROM premium_money pm
             WHERE pm.person_id = p.id AND pm.coverage_year = $2 AND pm.enrollment_id IS NOT NULL),
+           CASE WHEN e.status IS NULL OR e.status = 'cancelled' THEN  -- no live enrolment (`e` is it when there is)
            (SELECT sum(a.amount_fen - least(a.amount_fen, greatest(pl.refunded_fen - t.left_over_fen - t.after_fen, 0)))
             FROM payment_ledger pl
             JOIN payment_allocations a ON a.payment_id = pl.id
@@ -98,9 +99,7 @@ SELECT p.id AS person_id, p.name, p.id_number_enc, p.birth_cert_enc, m.relation,
                 WHERE b.payment_id = pl.id
             ) AS t
             WHERE pl.household_id = $1 AND pl.coverage_year = $2 AND pl.kind = 'premium' AND NOT pl.voided
-              AND a.person_id = p.id
-              AND NOT EXISTS (SELECT 1 FROM enrollments l
-                              WHERE l.person_id = p.id AND l.coverage_year = $2 AND l.status <> 'cancelled')),
+              AND a.person_id = p.id) END,
            0)::bigint AS paid_fen
 FROM memberships m
 JOIN persons p ON p.id = m.person_id
