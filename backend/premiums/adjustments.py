@@ -13,6 +13,7 @@ import msgspec
 from backend.actor import Actor, scope_args
 from backend.audit.service import record
 from backend.db import Connection, load_queries
+from backend.eligibility import check as eligibility
 from backend.errors import Conflict, Forbidden, InvalidInput, NotFound
 from backend.i18n import _
 from backend.ids import uuid7
@@ -74,6 +75,22 @@ async def _in_hand(conn: Connection, collector_id: UUID, day: date, method: str,
     return method != "cash" or await conn.fetchval(Q["cash_in_hand"], collector_id, day) >= amount_fen
 
 
+async def _refundable(conn: Connection, year: int, unrefunded_fen: int, payment_id: UUID, today: date) -> int:
+    """What of a payment a refund may take: what it left over and the shares of enrolments since
+    cancelled, and of a live enrolment's share only what its person's subsidy today leaves unowed
+    (a subsidy recognised after payment: the quote shows it as a refund due). Never the money that
+    keeps an enrolment in force: to refund that, cancel the enrolment first. Under the payment's
+    lock, one request pending at a time; a cancelled enrolment never becomes live again."""
+    live = await conn.fetch(Q["refund_live_shares"], payment_id)
+    subsidies = await eligibility.subsidies(conn, {r["person_id"] for r in live}, year, today) if live else {}
+    kept = 0
+    for r in live:
+        premium = r["premium_fen"] or 0
+        due = subsidies.get(r["person_id"])
+        kept += min(r["amount_fen"], premium - min(due.subsidy_fen if due is not None else 0, premium))
+    return max(0, unrefunded_fen - kept)
+
+
 async def request_adjustment(
     conn: Connection, actor: Actor, payment_id: UUID, data: AdjustmentRequest, today: date
 ) -> PaymentEvent:
@@ -107,9 +124,7 @@ async def request_adjustment(
             raise InvalidInput(
                 "reason", _("is not a refundable case under the policy ({cases})", cases=", ".join(refundable))
             )
-        # Under the payment's lock, and one request pending at a time: nothing lowers this before the
-        # decision (a cancelled enrolment never becomes live again).
-        most = int(await conn.fetchval(Q["refundable"], payment_id))
+        most = await _refundable(conn, payment.coverage_year, payment.amount_fen - refunded, payment_id, today)
         amount = most if data.amount_fen is None else data.amount_fen
         if not 0 < amount <= most:
             raise InvalidInput(
@@ -164,6 +179,8 @@ async def decide_adjustment(
     if voiding and await conn.fetchval(Q["day_closed"], payment["collector_id"], payment["remittance_date"]):
         raise NotAdjustable(_("the day was closed since the void was asked for; ask for a refund instead"))
     # A remittance holds the collector's lock exclusively: one recorded since the request is seen.
+    if voiding and payment["method"] == "cash":
+        await conn.execute(Q["lock_cash_day"], payment["collector_id"], payment["remittance_date"])
     if voiding and not await _in_hand(
         conn, payment["collector_id"], payment["remittance_date"], payment["method"], payment["amount_fen"]
     ):

@@ -351,16 +351,19 @@ SELECT 1 FROM receipt_blocks WHERE id = $1 FOR UPDATE;
 -- name: current_members_of
 SELECT m.person_id FROM memberships m WHERE m.household_id = $1 AND m.left_at IS NULL;
 
--- name: refundable
--- What of payment $1 a refund may take: the payment less what was refunded of it and less what it
--- put towards enrolments still live (not cancelled), wherever they live now. A refund never takes
--- money that pays an enrolment in force: cancel the enrolment first, and its share is the paying
--- household's to refund (as `premium_money` counts it, a refund comes off that rest first).
-SELECT p.amount_fen - p.refunded_fen
-       - coalesce((SELECT sum(a.amount_fen) FROM payment_allocations a
-                   JOIN enrollments e ON e.id = a.enrollment_id AND e.status <> 'cancelled'
-                   WHERE a.payment_id = p.id), 0) AS refundable_fen
-FROM payment_ledger p WHERE p.id = $1;
+-- name: refund_live_shares
+-- What payment $1 put towards enrolments still live (not cancelled), wherever they live now, with
+-- each one's person and premium: a refund never takes what pays an enrolment in force beyond what
+-- its person's subsidy today leaves to pay (`adjustments.request_adjustment`).
+SELECT a.person_id, a.amount_fen, e.premium_fen
+FROM payment_allocations a
+JOIN enrollments e ON e.id = a.enrollment_id AND e.status <> 'cancelled'
+WHERE a.payment_id = $1;
+
+-- name: lock_cash_day
+-- Exclusive per collector ($1) and day ($2): approvals of voids of that day's cash wait for each
+-- other, so that each reads what the others left in hand (taken after `share_collector`).
+SELECT pg_advisory_xact_lock(hashtext('cash-day:' || $1::uuid::text || ':' || $2::date::text));
 
 -- name: allocated_to_enrollments
 -- What payments not voided put towards each of enrolments $1, whichever household paid.

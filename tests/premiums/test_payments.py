@@ -29,6 +29,7 @@ from backend.premiums.payments import PaymentIn
 from backend.premiums.remittance import RemittanceIn
 from tests.api.test_lookup_plans import rows_of
 from tests.conftest import JWT_SECRET, auth_headers
+from tests.eligibility.test_lists import upload
 from tests.factories import ID_NUMBERS, add_history, create_household, insert_person, member, publish_policy, sealed
 from tests.sync.test_trigger_plans import DISTRICT
 
@@ -700,6 +701,36 @@ async def test_two_identical_remittances_at_a_barrier_record_one(
     assert await conn.fetchval("SELECT count(*) FROM remittances") == 1
 
 
+async def test_a_subsidy_recognised_after_payment_can_be_refunded_and_no_more(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """张三 paid his ¥400; then a 低保 list (50 %) names him, and the quote shows ¥200 to refund. A
+    refund takes what his subsidy today leaves unowed (¥200), never the ¥200 that still pays his
+    enrolment in force; an amount of 0 left is refused as 0, never negative."""
+    first = UUID(world.person_ids[0])
+    receipt = await pay(conn, world, amount_fen=40000, person_ids=[first])
+    await upload(client, await auth_headers(client, "civil"), f"身份证号,姓名\n{ID_NUMBERS[1]},张三\n".encode())
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    day = date(2025, 10, 9)
+
+    async def refund(fen: int | None) -> None:
+        async with conn.transaction():
+            asked = AdjustmentRequest(kind="refund", reason="overpayment", amount_fen=fen)
+            request = await adjustments.request_adjustment(conn, staff, receipt.payment.id, asked, day)
+            await adjustments.decide_adjustment(conn, reviewer, request.id, Decision(approve=True), day)
+
+    with pytest.raises(InvalidInput) as refused:
+        await refund(20001)
+    assert "20000" in refused.value.extra["errors"][0]["message"]
+    await refund(20000)
+    assert await conn.fetchval("SELECT status FROM enrollments WHERE person_id = $1", first) == "paid"
+    with pytest.raises(InvalidInput) as nothing:
+        await refund(None)
+    assert "at most 0 fen" in nothing.value.extra["errors"][0]["message"]
+
+
 async def test_household_paid_is_payments_less_voids_less_refunds(conn: asyncpg.Connection, world: World) -> None:  # type: ignore[type-arg]
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
     a = await pay(conn, world, amount_fen=30000)
@@ -938,6 +969,42 @@ async def test_a_void_decision_waits_for_a_remittance_of_its_day_and_is_then_ref
     assert isinstance(decision, adjustments.NotAdjustable), decision
     assert await conn.fetchval("SELECT count(*) FROM payment_events WHERE kind = 'approved'") == 0
     assert await conn.fetchval("SELECT status FROM enrollments LIMIT 1") == "paid"
+
+
+async def test_two_void_approvals_of_one_days_cash_wait_for_each_other(
+    db_dsn: str,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    world: World,
+) -> None:
+    """Two cash payments of ¥400, ¥400 of the day remitted, both voids asked for: approved at once,
+    each would find ¥400 in hand. The approvals take the collector's day exclusively for cash: the
+    second waits for the first and then finds nothing in hand (without the lock both are voided and
+    the day is over-remitted)."""
+    staff = await actor_of(conn, "staff_a")
+    day = date(2025, 10, 8)
+    first = await pay(conn, world, amount_fen=40000, person_ids=[UUID(world.person_ids[0])])
+    second = await pay(conn, world, receipt_no="A00000002", amount_fen=40000, person_ids=[UUID(world.person_ids[1])])
+    async with conn.transaction():
+        bank = RemittanceIn(collector_id=staff.id, business_date=day, amount_fen=40000, bank_reference="ICBC-3")
+        await remittance.record_remittance(conn, staff, bank)
+    asked = []
+    for receipt in (first, second):
+        async with conn.transaction():
+            request = AdjustmentRequest(kind="void", reason="wrong household")
+            asked.append(await adjustments.request_adjustment(conn, staff, receipt.payment.id, request, day))
+
+    def approve(n: int) -> Callable[[asyncpg.Connection], Awaitable[Any]]:  # type: ignore[type-arg]
+        async def decide(c: asyncpg.Connection) -> Any:  # type: ignore[type-arg]
+            return await adjustments.decide_adjustment(
+                c, await actor_of(c, "reviewer_a"), asked[n].id, Decision(approve=True), day
+            )
+
+        return decide
+
+    one, other = await race(db_dsn, approve(0), approve(1))
+    assert isinstance(one, adjustments.PaymentEvent) and one.kind == "approved", one
+    assert isinstance(other, adjustments.NotAdjustable), other
+    assert await conn.fetchval("SELECT count(*) FROM payment_events WHERE kind = 'approved'") == 1
 
 
 async def test_a_void_of_a_confirmed_enrolments_payment_is_refused(

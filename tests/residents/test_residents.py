@@ -576,6 +576,51 @@ async def paid_then_refunded(
         await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
 
 
+async def test_a_cancelled_members_share_is_refunded_after_what_the_payment_left_over(
+    client: Client,
+    conn: asyncpg.Connection,  # type: ignore[type-arg]
+    home: Home,
+) -> None:
+    """¥1,000 for 张三 and 李四 (¥400 each, ¥200 left over); 张三's enrolment cancelled. A refund
+    comes off what was left over first, then off the shares of enrolments no longer live, never off
+    李四's: after ¥200, 张三 still shows ¥400 (to be refunded); after ¥400 more, nothing. The resident's
+    view and the office's quote count alike."""
+    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    block = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert block.status_code == 201, block.text
+    persons = [UUID(m["person_id"]) for m in home.h1["members"]]
+    household = UUID(home.h1["id"])
+    staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
+    at, day = datetime(2025, 10, 8, 2, 0, tzinfo=UTC), date(2025, 10, 8)
+    data = PaymentIn(
+        id=uuid.uuid4(),
+        household_id=household,
+        coverage_year=2026,
+        person_ids=persons,
+        amount_fen=100000,
+        method="cash",
+        receipt_no="R00000001",
+        collected_at=at,
+    )
+    await paid_then_refunded(conn, staff, reviewer, data, persons, 20000, day, cancelled=(persons[0],))
+
+    async def shown() -> tuple[list[int], list[int]]:
+        view = await residents.coverage(conn, Actor.resident(persons[1], household, uuid.uuid4()), 2026, day)
+        quote = await quotes.premium_quote(conn, staff, household, 2026, day)
+        return [m.paid_fen for m in view.members], [q.paid_fen for q in quote.members]
+
+    assert await shown() == ([40000, 40000], [40000, 40000])
+    async with conn.transaction():
+        asked = AdjustmentRequest(kind="refund", reason="double_enrolment", amount_fen=40000)
+        refund = await adjustments.request_adjustment(conn, staff, data.id, asked, day)
+        await adjustments.decide_adjustment(conn, reviewer, refund.id, Decision(approve=True), day)
+    assert await shown() == ([0, 40000], [0, 40000])
+
+
 async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
     client: Client,
     conn: asyncpg.Connection,  # type: ignore[type-arg]
