@@ -27,7 +27,7 @@ from tests.eligibility.test_lists import upload
 from tests.enrollment.test_continuity import INCENTIVE, upload_zero, zero_list
 from tests.factories import ID_NUMBERS, POLICY_2026, add_history, create_household, member, publish_policy
 from tests.premiums.test_payments import actor_of
-from tests.residents.test_residents import enrol, paid_then_refunded
+from tests.residents.test_residents import enrol, issue_r_block, paid_then_refunded
 
 Client = AsyncTestClient[Litestar]
 
@@ -81,13 +81,7 @@ async def test_the_view_answers_as_the_shared_look_ups_do(client: Client, conn: 
     persons = [UUID(m["person_id"]) for m in household["members"]]
     await enrol(client, staff_headers, household, [str(p) for p in persons[:2]])
     # ¥500 for 张三's ¥400, the ¥100 over refunded.
-    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
-    block = await client.post(
-        "/api/v1/receipt-blocks",
-        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
-        headers=await auth_headers(client, "reviewer_a"),
-    )
-    assert block.status_code == 201, block.text
+    await issue_r_block(client, conn)
     at = datetime(2025, 10, 8, 2, 0, tzinfo=UTC)
     day = date(2025, 10, 8)
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")

@@ -368,13 +368,7 @@ async def test_every_coverage_state_a_resident_can_be_in(client: Client, conn: a
         await add_history(conn, number, 2025)
     enrolled = await enrol(client, staff, household, [str(p) for n, p in person.items() if n != "absent"])
     enrolment = {e["person_id"]: UUID(e["id"]) for e in enrolled["items"]}
-    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
-    block = await client.post(
-        "/api/v1/receipt-blocks",
-        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
-        headers=await auth_headers(client, "reviewer_a"),
-    )
-    assert block.status_code == 201, block.text
+    await issue_r_block(client, conn)
     collector = await actor_of(conn, "staff_a")
 
     async def pay(name: str, paid_on: date, receipt_no: str) -> None:
@@ -543,6 +537,17 @@ async def test_the_view_gives_the_years_benefit_facts_from_the_policy(client: Cl
     assert (await client.get(COVERAGE, params={"year": 2027}, headers=headers)).json()["benefits"] is None
 
 
+async def issue_r_block(client: Client, conn: asyncpg.Connection) -> None:  # type: ignore[type-arg]
+    """Receipt numbers R00000001–R00000050 issued to staff_a by reviewer_a."""
+    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
+    block = await client.post(
+        "/api/v1/receipt-blocks",
+        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
+        headers=await auth_headers(client, "reviewer_a"),
+    )
+    assert block.status_code == 201, block.text
+
+
 async def paid_then_refunded(
     conn: asyncpg.Connection,  # type: ignore[type-arg]
     staff: Actor,
@@ -585,13 +590,7 @@ async def test_a_cancelled_members_share_is_refunded_after_what_the_payment_left
     comes off what was left over first, then off the shares of enrolments no longer live, never off
     李四's: after ¥200, 张三 still shows ¥400 (to be refunded); after ¥400 more, nothing. The resident's
     view and the office's quote count alike."""
-    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
-    block = await client.post(
-        "/api/v1/receipt-blocks",
-        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
-        headers=await auth_headers(client, "reviewer_a"),
-    )
-    assert block.status_code == 201, block.text
+    await issue_r_block(client, conn)
     persons = [UUID(m["person_id"]) for m in home.h1["members"]]
     household = UUID(home.h1["id"])
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")
@@ -630,13 +629,7 @@ async def test_a_refund_comes_off_the_members_paid_as_off_the_households(
     refused (the money pays them); with 李四's cancelled (enrolled elsewhere too) it is his share:
     the household has ¥400 paid and owes nothing, and so do its members together — not ¥800 member
     by member, and not 李四 in force with nothing paid for him."""
-    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
-    block = await client.post(
-        "/api/v1/receipt-blocks",
-        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
-        headers=await auth_headers(client, "reviewer_a"),
-    )
-    assert block.status_code == 201, block.text
+    await issue_r_block(client, conn)
     persons = [UUID(m["person_id"]) for m in home.h1["members"]]
     at = datetime(2025, 10, 8, 2, 0, tzinfo=UTC)
     staff, reviewer = await actor_of(conn, "staff_a"), await actor_of(conn, "reviewer_a")

@@ -21,7 +21,7 @@ from backend.web.session import CSP
 from tests.conftest import auth_headers
 from tests.factories import ID_NUMBERS, POLICY_2026, publish_policy
 from tests.premiums.test_payments import actor_of
-from tests.residents.test_residents import BENEFITS, KEY, UNKNOWN_ID, Home, make_home
+from tests.residents.test_residents import BENEFITS, KEY, UNKNOWN_ID, Home, issue_r_block, make_home
 from tests.web.helpers import csrf_of
 
 Client = AsyncTestClient[Litestar]
@@ -29,13 +29,7 @@ Client = AsyncTestClient[Litestar]
 
 async def pay_h1(client: Client, conn: asyncpg.Connection, home: Home) -> str:  # type: ignore[type-arg]
     """张三's premium paid in the window (2025-10-08) with receipt R00000001."""
-    staff_id = await conn.fetchval("SELECT id::text FROM users WHERE username = 'staff_a'")
-    block = await client.post(
-        "/api/v1/receipt-blocks",
-        json={"collector_id": staff_id, "prefix": "R", "first_no": 1, "last_no": 50},
-        headers=await auth_headers(client, "reviewer_a"),
-    )
-    assert block.status_code == 201, block.text
+    await issue_r_block(client, conn)
     person = UUID(home.h1["members"][0]["person_id"])
     at = datetime(2025, 10, 8, 2, 0, tzinfo=UTC)
     payment_id = uuid.uuid4()
